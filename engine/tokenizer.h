@@ -1,0 +1,78 @@
+#ifndef EXPERTD_ENGINE_TOKENIZER_H_
+#define EXPERTD_ENGINE_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace expertd {
+
+// A tokenizer loaded from a Hugging Face tokenizer.json: the BPE subset that
+// OLMoE (GPT-NeoX byte-level BPE), Qwen2/Qwen3 (byte-level BPE with Qwen's
+// pre-tokenizer regex) and Mixtral (SentencePiece-style BPE with byte
+// fallback) use, plus added/special tokens.
+class Tokenizer {
+ public:
+  // Reads and validates tokenizer.json (and, when present beside it,
+  // tokenizer_config.json for bos/eos and add_bos_token). Errors name the file
+  // and the offending key.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& tokenizer_json_path);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view tokenizer_json,
+                                                             std::string_view tokenizer_config_json,
+                                                             std::string_view source_name);
+  ~Tokenizer();
+
+  // Text -> ids. Added tokens that appear literally in the text are matched
+  // first (longest first); the text between them goes through the
+  // normalizer, pre-tokenizer and BPE. When add_special is true the
+  // tokenizer's BOS is prepended if tokenizer_config asks for it
+  // (add_bos_token) or the post-processor adds it.
+  std::vector<int32_t> Encode(std::string_view text, bool add_special = true) const;
+
+  // Ids -> UTF-8 bytes. Special tokens are dropped when skip_special is true.
+  // Invalid UTF-8 produced by byte-level tokens is returned as it is (raw
+  // bytes); callers that print text use StreamDecoder.
+  std::string Decode(const std::vector<int32_t>& ids, bool skip_special = true) const;
+
+  // The token's string as it appears in the vocabulary, or "" when out of range.
+  std::string_view TokenText(int32_t id) const;
+  std::optional<int32_t> TokenId(std::string_view token_text) const;
+
+  // Size of the id space: max id + 1 over vocab and added tokens.
+  int32_t vocab_size() const;
+  std::optional<int32_t> bos_id() const;
+  std::optional<int32_t> eos_id() const;
+  bool IsSpecial(int32_t id) const;
+
+  struct Impl;
+
+ private:
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Incremental detokenizer for streaming output: feeds one id at a time and
+// returns only complete UTF-8 characters; bytes of a character split across
+// tokens are held until the character completes. Flush() returns what is
+// left, with invalid sequences replaced by U+FFFD.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = true);
+  std::string Next(int32_t id);
+  std::string Flush();
+
+ private:
+  const Tokenizer& tokenizer_;
+  bool skip_special_;
+  bool at_start_ = true;
+  std::string pending_;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_TOKENIZER_H_

@@ -1,0 +1,31 @@
+#ifndef EXPERTD_KERNELS_CPU_ATTENTION_H_
+#define EXPERTD_KERNELS_CPU_ATTENTION_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace expertd::kernels {
+
+struct AttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;  // divides num_heads (grouped-query attention)
+  int head_dim = 0;
+};
+
+// Causal attention of `num_queries` consecutive new positions against a KV
+// history. Query row t (0-based among the new ones) sits at absolute position
+// first_position + t and attends to cached positions [0, first_position + t].
+//   q:   [num_queries][num_heads * head_dim]
+//   k,v: [>= first_position + num_queries][num_kv_heads * head_dim] (the
+//        cache, with the new positions already written)
+//   out: [num_queries][num_heads * head_dim]
+// Scores are scaled by 1/sqrt(head_dim). pool may be null; work is split
+// over (query, head) pairs.
+void CausalAttention(const AttentionShape& shape, const float* q, int num_queries,
+                     int first_position, const float* k, const float* v, float* out,
+                     ThreadPool* pool);
+
+}  // namespace expertd::kernels
+
+#endif  // EXPERTD_KERNELS_CPU_ATTENTION_H_

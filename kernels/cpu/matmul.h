@@ -1,0 +1,36 @@
+#ifndef EXPERTD_KERNELS_CPU_MATMUL_H_
+#define EXPERTD_KERNELS_CPU_MATMUL_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace expertd::kernels {
+
+// A row-major weight matrix [rows][cols] in its storage dtype, not owned
+// (it points into a memory-mapped checkpoint or an expert cache slot).
+// y = W x, so rows is the output size and cols the input size.
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  int64_t size_bytes() const { return rows * cols * static_cast<int64_t>(DTypeSize(dtype)); }
+};
+
+// y[r] = sum_c W[r][c] * x[c], accumulated in f32. pool may be null.
+void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool);
+
+// For each of `batch` input rows: y[m][r] = sum_c W[r][c] * x[m][c].
+// x is [batch][w.cols], y is [batch][w.rows], both dense row-major.
+// Every weight row is read once for the whole batch (prefill and batched
+// decode are bandwidth-bound on the weights). pool may be null.
+// The result for each m is bit-identical to MatVec on row m alone, so a
+// batched step and single steps agree exactly.
+void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool);
+
+}  // namespace expertd::kernels
+
+#endif  // EXPERTD_KERNELS_CPU_MATMUL_H_
