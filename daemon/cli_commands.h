@@ -1,0 +1,54 @@
+#ifndef EXPERTD_DAEMON_CLI_COMMANDS_H_
+#define EXPERTD_DAEMON_CLI_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace expertd::cli {
+
+// Flags shared by every command that runs the model.
+struct EngineFlags {
+  std::string model_dir;
+  int experts_per_token = 0;  // dial-k; 0 = the model's
+  int threads = 0;            // 0 = every core
+};
+
+struct RunFlags {
+  EngineFlags engine;
+  std::string prompt;
+  int max_new_tokens = 64;
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+};
+
+struct EvalFlags {
+  EngineFlags engine;
+  std::string tokens;  // "ID ID ..."
+  std::string logits_out;
+};
+
+struct PerplexityFlags {
+  EngineFlags engine;
+  std::string text_file;
+  int context = 512;
+};
+
+struct TokenizeFlags {
+  std::string model_dir;
+  std::string text;
+};
+
+// Each command prints its results to stdout and returns an error for the
+// caller to print; none exits the process itself.
+absl::Status Run(const RunFlags& flags);
+absl::Status Eval(const EvalFlags& flags);
+absl::Status Perplexity(const PerplexityFlags& flags);
+absl::Status Tokenize(const TokenizeFlags& flags);
+
+}  // namespace expertd::cli
+
+#endif  // EXPERTD_DAEMON_CLI_COMMANDS_H_

@@ -1,0 +1,269 @@
+#include "engine/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+
+namespace expertd {
+namespace {
+
+float* Row(std::vector<float>& buffer, int row, int width) {
+  return buffer.data() + static_cast<size_t>(row) * width;
+}
+
+void AddBias(const std::vector<float>& bias, int n, float* rows) {
+  if (bias.empty()) return;
+  const int width = static_cast<int>(bias.size());
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < width; ++i) rows[static_cast<size_t>(t) * width + i] += bias[i];
+  }
+}
+
+void Clip(float limit, size_t count, float* values) {
+  for (size_t i = 0; i < count; ++i) values[i] = std::clamp(values[i], -limit, limit);
+}
+
+}  // namespace
+
+ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool)
+    : model_(model), config_(model.config()), pool_(pool) {
+  const int half = config_.head_dim / 2;
+  inv_freq_.resize(half);
+  // Computed in f32 as HF does, so positions far into a sequence get the
+  // same angles as the reference implementations.
+  for (int i = 0; i < half; ++i) {
+    inv_freq_[i] = 1.0f / std::pow(config_.rope_theta, static_cast<float>(2 * i) / config_.head_dim);
+  }
+}
+
+void ForwardPass::EnsureScratch(int n, int k) {
+  if (n <= scratch_tokens_ && k <= scratch_k_) return;
+  n = std::max(n, scratch_tokens_);
+  k = std::max(k, scratch_k_);
+  const size_t h = config_.hidden_size;
+  const size_t max_ffn = std::max({config_.expert_intermediate_size, config_.shared_expert_intermediate_size,
+                                   config_.dense_intermediate_size});
+  residual_.resize(n * h);
+  shared_gate_.resize(n);
+  normed_.resize(n * h);
+  q_.resize(static_cast<size_t>(n) * config_.q_size());
+  k_.resize(static_cast<size_t>(n) * config_.kv_size());
+  v_.resize(static_cast<size_t>(n) * config_.kv_size());
+  attention_.resize(static_cast<size_t>(n) * config_.q_size());
+  block_out_.resize(n * h);
+  rope_.resize(static_cast<size_t>(n) * config_.head_dim);
+  router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
+  router_probs_.resize(config_.num_experts);
+  chosen_experts_.resize(static_cast<size_t>(n) * k);
+  chosen_weights_.resize(static_cast<size_t>(n) * k);
+  expert_begin_.resize(config_.num_experts + 1);
+  slots_by_expert_.resize(static_cast<size_t>(n) * k);
+  gathered_.resize(n * h);
+  ffn_gate_.resize(n * max_ffn);
+  ffn_up_.resize(n * max_ffn);
+  ffn_out_.resize(n * h);
+  expert_out_.resize(static_cast<size_t>(n) * k * h);
+  scratch_tokens_ = n;
+  scratch_k_ = k;
+}
+
+absl::Status ForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
+                              std::vector<float>* logits, RoutingTrace* trace) {
+  const int n = static_cast<int>(tokens.size());
+  if (n == 0) return absl::InvalidArgumentError("no tokens to process (empty prompt?)");
+  for (int32_t token : tokens) {
+    if (token < 0 || token >= config_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", token, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  }
+  const int k = options.experts_per_token == 0 ? config_.experts_per_token : options.experts_per_token;
+  if (k < 1 || k > config_.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("experts_per_token must be in 1 .. ", config_.num_experts,
+                                                   " (the model's experts), got ", k));
+  }
+  if (absl::Status status = kv.Reserve(n); !status.ok()) return status;
+  EnsureScratch(n, k);
+
+  const ModelWeights& weights = model_.weights();
+  const int h = config_.hidden_size;
+  const int first_position = kv.length();
+  for (int t = 0; t < n; ++t) {
+    kernels::ConvertToF32(weights.embedding.dtype,
+                          static_cast<const std::byte*>(weights.embedding.data) +
+                              static_cast<size_t>(tokens[t]) * h * kernels::DTypeSize(weights.embedding.dtype),
+                          h, Row(residual_, t, h));
+    // RoPE angles for this token's position, as f32 products like HF.
+    float* cos_sin = Row(rope_, t, config_.head_dim);
+    const int half = config_.head_dim / 2;
+    for (int i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(first_position + t) * inv_freq_[i];
+      cos_sin[i] = std::cos(angle);
+      cos_sin[half + i] = std::sin(angle);
+    }
+  }
+
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    Attention(layer, n, first_position, kv);
+    MoeBlock(layer, n, k, first_position, trace);
+  }
+  kv.Commit(n);
+
+  const int first_row = options.all_logits ? 0 : n - 1;
+  const int rows = n - first_row;
+  for (int t = first_row; t < n; ++t) {
+    kernels::RmsNorm(Row(residual_, t, h), weights.final_norm.data(), h, config_.rms_norm_eps,
+                     Row(normed_, t - first_row, h));
+  }
+  logits->resize(static_cast<size_t>(rows) * config_.vocab_size);
+  kernels::MatMul(weights.lm_head, normed_.data(), rows, logits->data(), pool_);
+  return absl::OkStatus();
+}
+
+void ForwardPass::Attention(int layer_index, int n, int first_position, KvCache& kv) {
+  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const int h = config_.hidden_size;
+  const int q_size = config_.q_size();
+  const int kv_size = config_.kv_size();
+  const int head_dim = config_.head_dim;
+  const float eps = config_.rms_norm_eps;
+
+  for (int t = 0; t < n; ++t) {
+    kernels::RmsNorm(Row(residual_, t, h), layer.input_norm.data(), h, eps, Row(normed_, t, h));
+  }
+  kernels::MatMul(layer.q, normed_.data(), n, q_.data(), pool_);
+  kernels::MatMul(layer.k, normed_.data(), n, k_.data(), pool_);
+  kernels::MatMul(layer.v, normed_.data(), n, v_.data(), pool_);
+  AddBias(layer.q_bias, n, q_.data());
+  AddBias(layer.k_bias, n, k_.data());
+  AddBias(layer.v_bias, n, v_.data());
+
+  for (int t = 0; t < n; ++t) {
+    float* q = Row(q_, t, q_size);
+    float* k = Row(k_, t, kv_size);
+    if (config_.qk_norm == QkNorm::kWholeProjection) {
+      kernels::RmsNorm(q, layer.q_norm.data(), q_size, eps, q);
+      kernels::RmsNorm(k, layer.k_norm.data(), kv_size, eps, k);
+    } else if (config_.qk_norm == QkNorm::kPerHead) {
+      for (int head = 0; head < config_.num_heads; ++head) {
+        kernels::RmsNorm(q + head * head_dim, layer.q_norm.data(), head_dim, eps, q + head * head_dim);
+      }
+      for (int head = 0; head < config_.num_kv_heads; ++head) {
+        kernels::RmsNorm(k + head * head_dim, layer.k_norm.data(), head_dim, eps, k + head * head_dim);
+      }
+    }
+  }
+  if (config_.clip_qkv) {
+    // OLMoE clamps after the QK-norm.
+    Clip(*config_.clip_qkv, static_cast<size_t>(n) * q_size, q_.data());
+    Clip(*config_.clip_qkv, static_cast<size_t>(n) * kv_size, k_.data());
+    Clip(*config_.clip_qkv, static_cast<size_t>(n) * kv_size, v_.data());
+  }
+
+  float* cache_k = kv.Keys(layer_index);
+  float* cache_v = kv.Values(layer_index);
+  for (int t = 0; t < n; ++t) {
+    const float* cos_sin = Row(rope_, t, head_dim);
+    kernels::ApplyRope(Row(q_, t, q_size), config_.num_heads, head_dim, cos_sin);
+    kernels::ApplyRope(Row(k_, t, kv_size), config_.num_kv_heads, head_dim, cos_sin);
+    std::copy_n(Row(k_, t, kv_size), kv_size, cache_k + static_cast<size_t>(first_position + t) * kv_size);
+    std::copy_n(Row(v_, t, kv_size), kv_size, cache_v + static_cast<size_t>(first_position + t) * kv_size);
+  }
+  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim};
+  kernels::CausalAttention(shape, q_.data(), n, first_position, cache_k, cache_v, attention_.data(), pool_);
+  kernels::MatMul(layer.o, attention_.data(), n, block_out_.data(), pool_);
+  for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
+}
+
+void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out) {
+  const int ffn = static_cast<int>(ff.gate.rows);
+  kernels::MatMul(ff.gate, x, m, ffn_gate_.data(), pool_);
+  kernels::MatMul(ff.up, x, m, ffn_up_.data(), pool_);
+  kernels::SiluMul(ffn_gate_.data(), ffn_up_.data(), static_cast<int64_t>(m) * ffn, ffn_gate_.data());
+  kernels::MatMul(ff.down, ffn_gate_.data(), m, out, pool_);
+}
+
+void ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, RoutingTrace* trace) {
+  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const int h = config_.hidden_size;
+  const int num_experts = config_.num_experts;
+  for (int t = 0; t < n; ++t) {
+    kernels::RmsNorm(Row(residual_, t, h), layer.post_attention_norm.data(), h, config_.rms_norm_eps,
+                     Row(normed_, t, h));
+  }
+  if (!layer.is_moe) {
+    FeedForward(layer.dense_mlp, normed_.data(), n, block_out_.data());
+    for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
+    return;
+  }
+
+  kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
+  for (int t = 0; t < n; ++t) {
+    RouteToken(Row(router_logits_, t, num_experts), num_experts, k, config_.norm_topk_prob, router_probs_.data(),
+               chosen_experts_.data() + static_cast<size_t>(t) * k, chosen_weights_.data() + static_cast<size_t>(t) * k);
+    if (trace != nullptr) {
+      RoutingRecord record;
+      record.position = first_position + t;
+      record.layer = layer_index;
+      record.experts.assign(chosen_experts_.begin() + t * k, chosen_experts_.begin() + (t + 1) * k);
+      record.weights.assign(chosen_weights_.begin() + t * k, chosen_weights_.begin() + (t + 1) * k);
+      trace->records.push_back(std::move(record));
+    }
+  }
+
+  // Group the routed (token, rank) slots by expert, so each expert's weights
+  // are read once for all the tokens that chose it.
+  std::fill(expert_begin_.begin(), expert_begin_.end(), 0);
+  const int slots = n * k;
+  for (int s = 0; s < slots; ++s) ++expert_begin_[chosen_experts_[s] + 1];
+  for (int e = 0; e < num_experts; ++e) expert_begin_[e + 1] += expert_begin_[e];
+  {
+    std::vector<int32_t>& fill = slots_by_expert_;
+    // expert_begin_[e] advances while filling; restore it after.
+    for (int s = 0; s < slots; ++s) fill[expert_begin_[chosen_experts_[s]]++] = s;
+    for (int e = num_experts; e > 0; --e) expert_begin_[e] = expert_begin_[e - 1];
+    expert_begin_[0] = 0;
+  }
+
+  for (int e = 0; e < num_experts; ++e) {
+    const int begin = expert_begin_[e];
+    const int m = expert_begin_[e + 1] - begin;
+    if (m == 0) continue;
+    for (int i = 0; i < m; ++i) {
+      const int token = slots_by_expert_[begin + i] / k;
+      std::copy_n(Row(normed_, token, h), h, Row(gathered_, i, h));
+    }
+    FeedForward(layer.experts[e], gathered_.data(), m, ffn_out_.data());
+    for (int i = 0; i < m; ++i) {
+      std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots_by_expert_[begin + i], h));
+    }
+  }
+
+  // Sum each token's experts in rank order: the result does not depend on
+  // the order in which experts were computed (or became available).
+  std::fill_n(block_out_.begin(), static_cast<size_t>(n) * h, 0.0f);
+  for (int t = 0; t < n; ++t) {
+    float* out = Row(block_out_, t, h);
+    for (int j = 0; j < k; ++j) {
+      kernels::Axpy(chosen_weights_[t * k + j], Row(expert_out_, t * k + j, h), h, out);
+    }
+  }
+
+  if (layer.shared_expert) {
+    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x).
+    FeedForward(*layer.shared_expert, normed_.data(), n, ffn_out_.data());
+    kernels::MatMul(layer.shared_expert_gate, normed_.data(), n, shared_gate_.data(), pool_);
+    for (int t = 0; t < n; ++t) {
+      const float gate = 1.0f / (1.0f + std::exp(-shared_gate_[t]));
+      kernels::Axpy(gate, Row(ffn_out_, t, h), h, Row(block_out_, t, h));
+    }
+  }
+  for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
+}
+
+}  // namespace expertd

@@ -1,0 +1,32 @@
+#include "engine/model.h"
+
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace expertd {
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  auto model = std::unique_ptr<Model>(new Model());
+  ASSIGN_OR_RETURN(model->config_, LoadModelConfig((fs::path(model_dir) / "config.json").string()));
+  ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*model->checkpoint_, model->config_));
+  ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
+  if (model->tokenizer_->vocab_size() > model->config_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_dir, ": tokenizer.json has ids up to ", model->tokenizer_->vocab_size() - 1,
+        " but config.json vocab_size is ", model->config_.vocab_size));
+  }
+  return model;
+}
+
+std::optional<int32_t> Model::eos_id() const {
+  if (auto id = tokenizer_->eos_id()) return id;
+  if (config_.eos_token_id) return *config_.eos_token_id;
+  return std::nullopt;
+}
+
+}  // namespace expertd

@@ -1,0 +1,34 @@
+#ifndef EXPERTD_ENGINE_ROUTING_H_
+#define EXPERTD_ENGINE_ROUTING_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace expertd {
+
+// Picks k experts for one token from its router logits, as OLMoE, Mixtral and
+// Qwen-MoE all do: softmax over every expert, the k most probable (ties go to
+// the lower index), and, when `normalize`, their probabilities rescaled to sum
+// to one. k may differ from the model's native top-k (dial-k, MoE-PHDS); the
+// same normalisation rule applies to any k.
+// probs_scratch has num_experts floats; experts_out and weights_out have k,
+// ordered by descending probability.
+void RouteToken(const float* logits, int num_experts, int k, bool normalize, float* probs_scratch,
+                int32_t* experts_out, float* weights_out);
+
+// The experts chosen for each (token, MoE layer) of a run: the routing trace
+// that cache policies and predictors are studied on.
+struct RoutingRecord {
+  int32_t position = 0;  // absolute position in the sequence
+  int32_t layer = 0;
+  std::vector<int32_t> experts;  // descending router probability
+  std::vector<float> weights;    // the gate weights applied
+};
+
+struct RoutingTrace {
+  std::vector<RoutingRecord> records;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_ROUTING_H_

@@ -1,0 +1,230 @@
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace expertd {
+namespace {
+
+struct DtypeInfo {
+  const char* name;
+  TensorDtype dtype;
+  size_t size;
+};
+
+constexpr DtypeInfo kDtypes[] = {
+    {"F64", TensorDtype::kF64, 8},  {"F32", TensorDtype::kF32, 4}, {"F16", TensorDtype::kF16, 2},
+    {"BF16", TensorDtype::kBF16, 2}, {"I64", TensorDtype::kI64, 8}, {"I32", TensorDtype::kI32, 4},
+    {"I16", TensorDtype::kI16, 2},  {"I8", TensorDtype::kI8, 1},   {"U8", TensorDtype::kU8, 1},
+    {"BOOL", TensorDtype::kBool, 1},
+};
+
+// Headers of real checkpoints are well under a megabyte; a larger claim means
+// a corrupt length prefix, and refusing it avoids parsing garbage.
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+absl::Status Corrupt(const std::string& path, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat(path, ": not a valid safetensors file: ", what));
+}
+
+}  // namespace
+
+const char* TensorDtypeName(TensorDtype dtype) {
+  for (const auto& info : kDtypes) {
+    if (info.dtype == dtype) return info.name;
+  }
+  return "?";
+}
+
+size_t TensorDtypeSize(TensorDtype dtype) {
+  for (const auto& info : kDtypes) {
+    if (info.dtype == dtype) return info.size;
+  }
+  return 0;
+}
+
+int64_t TensorView::num_elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(err)));
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  const std::byte* data = nullptr;
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      ::close(fd);
+      return absl::InternalError(absl::StrCat("cannot mmap ", path, ": ", std::strerror(err)));
+    }
+    data = static_cast<const std::byte*>(p);
+  }
+  ::close(fd);  // the mapping keeps the file referenced
+  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  auto mapped = MappedFile::Open(path);
+  if (!mapped.ok()) return mapped.status();
+  const std::byte* base = (*mapped)->data();
+  const size_t file_size = (*mapped)->size();
+  if (file_size < 8) return Corrupt(path, "shorter than the 8-byte header length");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, base, 8);  // little-endian on every platform we build for
+  if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
+    return Corrupt(path, absl::StrCat("header length ", header_len, " exceeds the file size ",
+                                      file_size, " (truncated file?)"));
+  }
+  const std::byte* data_start = base + 8 + header_len;
+  const size_t data_size = file_size - 8 - header_len;
+
+  nlohmann::json header = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8),
+                                                reinterpret_cast<const char*>(data_start),
+                                                /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) {
+    return Corrupt(path, "the header is not a JSON object");
+  }
+
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  std::vector<std::pair<size_t, size_t>> ranges;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) return Corrupt(path, "__metadata__ is not an object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) return Corrupt(path, absl::StrCat("metadata '", key, "' is not a string"));
+        file->metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    auto bad = [&](absl::string_view what) {
+      return Corrupt(path, absl::StrCat("tensor '", name, "': ", what));
+    };
+    if (!entry.is_object()) return bad("entry is not an object");
+    auto dtype_it = entry.find("dtype");
+    auto shape_it = entry.find("shape");
+    auto offsets_it = entry.find("data_offsets");
+    if (dtype_it == entry.end() || !dtype_it->is_string()) return bad("missing dtype");
+    if (shape_it == entry.end() || !shape_it->is_array()) return bad("missing shape");
+    if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2) {
+      return bad("missing data_offsets [begin, end]");
+    }
+    TensorView view;
+    view.name = name;
+    const std::string dtype_name = dtype_it->get<std::string>();
+    const DtypeInfo* info = nullptr;
+    for (const auto& candidate : kDtypes) {
+      if (dtype_name == candidate.name) info = &candidate;
+    }
+    if (info == nullptr) return bad(absl::StrCat("unsupported dtype ", dtype_name));
+    view.dtype = info->dtype;
+    // Overflow-checked element count: a hostile shape must not wrap around.
+    unsigned __int128 elements = 1;
+    for (const auto& dim : *shape_it) {
+      if (!dim.is_number_integer() || dim.get<int64_t>() < 0) return bad("shape has a non-integer or negative dimension");
+      view.shape.push_back(dim.get<int64_t>());
+      elements *= static_cast<uint64_t>(view.shape.back());
+      if (elements > (static_cast<unsigned __int128>(1) << 62)) return bad("shape is absurdly large");
+    }
+    const auto& offsets = *offsets_it;
+    if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
+      return bad("data_offsets are not unsigned integers");
+    }
+    const uint64_t begin = offsets[0].get<uint64_t>();
+    const uint64_t end = offsets[1].get<uint64_t>();
+    if (begin > end) return bad("data_offsets begin after they end");
+    if (end > data_size) {
+      return bad(absl::StrCat("data ends at byte ", end, " but the data section has only ", data_size,
+                              " bytes (truncated file?)"));
+    }
+    const unsigned __int128 expected_bytes = elements * info->size;
+    if (expected_bytes != end - begin) {
+      return bad(absl::StrCat("shape [", absl::StrJoin(view.shape, ", "), "] of ", dtype_name, " needs ",
+                              static_cast<uint64_t>(expected_bytes), " bytes but data_offsets span ",
+                              end - begin));
+    }
+    view.data = data_start + begin;
+    view.size_bytes = end - begin;
+    ranges.emplace_back(begin, end);
+    file->tensors_.emplace(name, std::move(view));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return Corrupt(path, "two tensors' data overlap");
+  }
+  file->file_ = std::move(*mapped);
+  return file;
+}
+
+const TensorView* SafetensorsFile::Find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::vector<const TensorToWrite*> ordered;
+  for (const auto& t : tensors) ordered.push_back(&t);
+  std::sort(ordered.begin(), ordered.end(),
+            [](const TensorToWrite* a, const TensorToWrite* b) { return a->name < b->name; });
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const TensorToWrite* t : ordered) {
+    int64_t elements = 1;
+    for (int64_t d : t->shape) elements *= d;
+    if (static_cast<uint64_t>(elements) * TensorDtypeSize(t->dtype) != t->bytes.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t->name, ": shape does not match its ",
+                                                     t->bytes.size(), " bytes"));
+    }
+    header[t->name] = {{"dtype", TensorDtypeName(t->dtype)},
+                       {"shape", t->shape},
+                       {"data_offsets", {offset, offset + t->bytes.size()}}};
+    offset += t->bytes.size();
+  }
+  std::string header_text = header.dump();
+  // Pad so the data section starts 8-byte aligned, as HF's writer does.
+  while ((8 + header_text.size()) % 8 != 0) header_text.push_back(' ');
+  const uint64_t header_len = header_text.size();
+
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", path));
+  out.write(reinterpret_cast<const char*>(&header_len), 8);
+  out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
+  for (const TensorToWrite* t : ordered) {
+    out.write(reinterpret_cast<const char*>(t->bytes.data()), static_cast<std::streamsize>(t->bytes.size()));
+  }
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("write to ", path, " failed (disk full?)"));
+  return absl::OkStatus();
+}
+
+}  // namespace expertd

@@ -1,0 +1,181 @@
+// Every kind of bad input is a clear error naming the problem, never a crash.
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "engine/forward.h"
+#include "engine/generator.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_models.h"
+
+namespace expertd {
+namespace {
+
+namespace fs = std::filesystem;
+using ::expertd::testing::MakeTestModel;
+using ::expertd::testing::ScopedTempDir;
+using ::testing::HasSubstr;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void WriteAll(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tools::MakeModelOptions o;
+    o.layers = 1;
+    model_dir_ = MakeTestModel(dir_, "good", o);
+  }
+  // A copy of the good model to damage.
+  std::string CopyModel(const std::string& name) {
+    const std::string copy = dir_.Sub(name);
+    fs::copy(model_dir_, copy, fs::copy_options::recursive);
+    return copy;
+  }
+  std::string LoadError(const std::string& dir) {
+    auto model = Model::Load(dir);
+    EXPECT_FALSE(model.ok());
+    return model.ok() ? "" : std::string(model.status().message());
+  }
+
+  ScopedTempDir dir_{"bad_input"};
+  std::string model_dir_;
+};
+
+TEST_F(BadInput, MissingDirectory) {
+  EXPECT_THAT(LoadError(dir_.Sub("nope")), HasSubstr("nope"));
+}
+
+TEST_F(BadInput, MissingConfig) {
+  const std::string dir = CopyModel("no_config");
+  fs::remove(dir + "/config.json");
+  EXPECT_THAT(LoadError(dir), HasSubstr("config.json"));
+}
+
+TEST_F(BadInput, MissingWeights) {
+  const std::string dir = CopyModel("no_weights");
+  fs::remove(dir + "/model.safetensors");
+  EXPECT_THAT(LoadError(dir), HasSubstr("model.safetensors"));
+}
+
+TEST_F(BadInput, MissingTokenizer) {
+  const std::string dir = CopyModel("no_tokenizer");
+  fs::remove(dir + "/tokenizer.json");
+  EXPECT_THAT(LoadError(dir), HasSubstr("tokenizer.json"));
+}
+
+TEST_F(BadInput, TruncatedSafetensorsAtEveryCut) {
+  const std::string original = ReadAll(model_dir_ + "/model.safetensors");
+  for (size_t cut : {size_t{0}, size_t{4}, size_t{12}, original.size() / 3, original.size() - 1}) {
+    SCOPED_TRACE(cut);
+    const std::string dir = CopyModel("truncated_" + std::to_string(cut));
+    WriteAll(dir + "/model.safetensors", original.substr(0, cut));
+    EXPECT_THAT(LoadError(dir), HasSubstr("model.safetensors"));
+  }
+}
+
+TEST_F(BadInput, CorruptHeaderLength) {
+  const std::string dir = CopyModel("bad_header");
+  std::string bytes = ReadAll(model_dir_ + "/model.safetensors");
+  bytes[7] = '\x7f';  // a header length far beyond the file
+  WriteAll(dir + "/model.safetensors", bytes);
+  EXPECT_THAT(LoadError(dir), HasSubstr("header length"));
+}
+
+TEST_F(BadInput, MissingTensorIsNamed) {
+  const std::string dir = CopyModel("missing_tensor");
+  std::string bytes = ReadAll(model_dir_ + "/model.safetensors");
+  // Rename a tensor inside the JSON header (same length, so offsets hold).
+  const std::string name = "model.layers.0.self_attn.q_proj.weight";
+  const size_t at = bytes.find(name);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, name.size(), "model.layers.0.self_attn.x_proj.weight");
+  WriteAll(dir + "/model.safetensors", bytes);
+  EXPECT_THAT(LoadError(dir), HasSubstr("model.layers.0.self_attn.q_proj.weight"));
+}
+
+TEST_F(BadInput, WrongShapeIsNamed) {
+  const std::string dir = CopyModel("wrong_shape");
+  std::string config = ReadAll(model_dir_ + "/config.json");
+  // The config now claims a larger FFN than the tensors have.
+  config = std::regex_replace(config, std::regex("\"intermediate_size\": 32"), "\"intermediate_size\": 40");
+  WriteAll(dir + "/config.json", config);
+  const std::string error = LoadError(dir);
+  EXPECT_THAT(error, HasSubstr("experts.0.gate_proj.weight"));
+  EXPECT_THAT(error, HasSubstr("expected [40, 64]"));
+}
+
+TEST_F(BadInput, UnknownArchitecture) {
+  const std::string dir = CopyModel("unknown_arch");
+  std::string config = ReadAll(model_dir_ + "/config.json");
+  config = std::regex_replace(config, std::regex("OlmoeForCausalLM"), "LlamaForCausalLM");
+  WriteAll(dir + "/config.json", config);
+  EXPECT_THAT(LoadError(dir), HasSubstr("unsupported architecture 'LlamaForCausalLM'"));
+}
+
+TEST_F(BadInput, MalformedConfigJson) {
+  const std::string dir = CopyModel("bad_json");
+  WriteAll(dir + "/config.json", "{ \"architectures\": [");
+  EXPECT_THAT(LoadError(dir), HasSubstr("config.json"));
+}
+
+TEST_F(BadInput, KOutOfRangeAndBadTokens) {
+  auto model = Model::Load(model_dir_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ForwardPass forward(**model, nullptr);
+  KvCache kv((*model)->config(), 64);
+  std::vector<float> logits;
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  for (int k : {-1, 9, 100}) {
+    ForwardOptions options;
+    options.experts_per_token = k;
+    absl::Status status = forward.Run(tokens, kv, options, &logits);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << k;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("experts_per_token must be in 1 .. 8"));
+  }
+  EXPECT_THAT(std::string(forward.Run({}, kv, {}, &logits).message()), HasSubstr("empty prompt"));
+  const std::vector<int32_t> out_of_vocab = {1, 512};
+  EXPECT_THAT(std::string(forward.Run(out_of_vocab, kv, {}, &logits).message()), HasSubstr("token id 512"));
+  EXPECT_EQ(kv.length(), 0) << "failed runs must leave the cache unchanged";
+  EXPECT_TRUE(forward.Run(tokens, kv, {}, &logits).ok());
+}
+
+TEST_F(BadInput, GenerateRejectsEmptyPromptAndBadSampling) {
+  auto model = Model::Load(model_dir_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ForwardPass forward(**model, nullptr);
+  GenerateOptions options;
+  EXPECT_THAT(std::string(Generate(**model, forward, {}, options).status().message()), HasSubstr("prompt is empty"));
+  const std::vector<int32_t> prompt = {1, 2};
+  options.sampling.top_p = 0.0f;
+  EXPECT_THAT(std::string(Generate(**model, forward, prompt, options).status().message()), HasSubstr("top_p"));
+  options.sampling.top_p = 1.0f;
+  options.max_new_tokens = 5000;  // beyond max_position 4096
+  EXPECT_EQ(Generate(**model, forward, prompt, options).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_F(BadInput, ContextOverflowIsAnError) {
+  auto model = Model::Load(model_dir_);
+  ASSERT_TRUE(model.ok());
+  ForwardPass forward(**model, nullptr);
+  KvCache kv((*model)->config(), 4);
+  std::vector<float> logits;
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  ASSERT_TRUE(forward.Run(tokens, kv, {}, &logits).ok());
+  absl::Status status = forward.Run(tokens, kv, {}, &logits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(kv.length(), 3);
+}
+
+}  // namespace
+}  // namespace expertd

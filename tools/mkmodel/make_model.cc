@@ -1,0 +1,274 @@
+#include "tools/mkmodel/make_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "engine/safetensors.h"
+#include "kernels/cpu/dtype.h"
+#include "nlohmann/json.hpp"
+#include "tools/mkmodel/bpe_trainer.h"
+
+namespace expertd::tools {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+// splitmix64: tiny, fast, and the same on every platform (unlike
+// std::normal_distribution), so a seed always names the same model.
+class Random {
+ public:
+  explicit Random(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform with mean 0 and the given standard deviation.
+  float Uniform(float stddev) {
+    const double u = static_cast<double>(Next() >> 11) * 0x1.0p-53;  // [0, 1)
+    return static_cast<float>((2.0 * u - 1.0) * std::sqrt(3.0) * stddev);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+struct Arch {
+  const char* name;
+  const char* hf_name;
+  const char* model_type;
+  const char* moe_block;
+  const char* gate;
+  const char* up;
+  const char* down;
+};
+constexpr Arch kArchs[] = {
+    {"olmoe", "OlmoeForCausalLM", "olmoe", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"mixtral", "MixtralForCausalLM", "mixtral", "block_sparse_moe", "w1", "w3", "w2"},
+    {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
+};
+
+class TensorMaker {
+ public:
+  TensorMaker(TensorDtype dtype, uint64_t seed) : dtype_(dtype), random_(seed) {}
+
+  // Values are `offset + Uniform(stddev)`.
+  void Add(const std::string& name, std::vector<int64_t> shape, float stddev, float offset = 0.0f) {
+    int64_t count = 1;
+    for (int64_t d : shape) count *= d;
+    TensorToWrite tensor{name, dtype_, std::move(shape), {}};
+    tensor.bytes.resize(static_cast<size_t>(count) * TensorDtypeSize(dtype_));
+    std::byte* out = tensor.bytes.data();
+    for (int64_t i = 0; i < count; ++i) {
+      const float value = offset + random_.Uniform(stddev);
+      if (dtype_ == TensorDtype::kF32) {
+        std::memcpy(out + 4 * i, &value, 4);
+      } else {
+        const uint16_t bits = dtype_ == TensorDtype::kBF16 ? kernels::F32ToBF16(value) : kernels::F32ToF16(value);
+        std::memcpy(out + 2 * i, &bits, 2);
+      }
+    }
+    tensors_.push_back(std::move(tensor));
+  }
+  void Linear(const std::string& name, int64_t out_features, int64_t in_features, float gain = 1.0f) {
+    Add(name, {out_features, in_features}, gain / std::sqrt(static_cast<float>(in_features)));
+  }
+  void Norm(const std::string& name, int64_t size) { Add(name, {size}, 0.1f, 1.0f); }
+
+  const std::vector<TensorToWrite>& tensors() const { return tensors_; }
+
+ private:
+  TensorDtype dtype_;
+  Random random_;
+  std::vector<TensorToWrite> tensors_;
+};
+
+absl::Status WriteText(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("cannot write ", path.string()));
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
+  if (arch == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --arch '", o.arch, "' (choose olmoe, mixtral, qwen2_moe or qwen3_moe)"));
+  }
+  auto positive = [](int value, const char* flag) -> absl::Status {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be positive, got ", value));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(positive(o.layers, "layers"));
+  RETURN_IF_ERROR(positive(o.hidden, "hidden"));
+  RETURN_IF_ERROR(positive(o.experts, "experts"));
+  RETURN_IF_ERROR(positive(o.top_k, "top-k"));
+  RETURN_IF_ERROR(positive(o.ffn, "ffn"));
+  RETURN_IF_ERROR(positive(o.heads, "heads"));
+  RETURN_IF_ERROR(positive(o.kv_heads, "kv-heads"));
+  RETURN_IF_ERROR(positive(o.vocab, "vocab"));
+  if (o.top_k > o.experts) return absl::InvalidArgumentError("--top-k must not exceed --experts");
+  if (o.heads % o.kv_heads != 0) return absl::InvalidArgumentError("--kv-heads must divide --heads");
+  const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
+  if (head_dim <= 0 || head_dim % 2 != 0) return absl::InvalidArgumentError("head dim must be positive and even");
+  if (o.head_dim == 0 && o.hidden % o.heads != 0) return absl::InvalidArgumentError("--heads must divide --hidden");
+  if (o.vocab < 260) return absl::InvalidArgumentError("--vocab must be at least 260 (256 bytes + special tokens)");
+  if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --dtype '", o.dtype, "' (choose f32, bf16 or f16)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
+  const Arch* arch = nullptr;
+  for (const Arch& candidate : kArchs) {
+    if (o.arch == candidate.name) arch = &candidate;
+  }
+  RETURN_IF_ERROR(Validate(o, arch));
+  const bool is_qwen = o.arch == "qwen2_moe" || o.arch == "qwen3_moe";
+  const bool has_shared = o.arch == "qwen2_moe";
+  const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
+  const int shared_ffn = o.shared_ffn > 0 ? o.shared_ffn : 2 * o.ffn;
+  const int dense_ffn = o.dense_ffn > 0 ? o.dense_ffn : 4 * o.ffn;
+  const TensorDtype dtype =
+      o.dtype == "f32" ? TensorDtype::kF32 : (o.dtype == "bf16" ? TensorDtype::kBF16 : TensorDtype::kF16);
+
+  // Tokenizer first: its special tokens decide the bos/eos ids in config.json.
+  BpeTrainerOptions bpe;
+  bpe.vocab_size = o.vocab;
+  if (o.arch == "mixtral") {
+    bpe.special_tokens = {"<unk>", "<s>", "</s>"};
+  } else if (is_qwen) {
+    bpe.special_tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  } else {
+    bpe.special_tokens = {"<|endoftext|>", "<|padding|>"};
+  }
+  bpe.style = is_qwen ? BpeTrainerOptions::Style::kQwen2 : BpeTrainerOptions::Style::kGpt2;
+  ASSIGN_OR_RETURN(nlohmann::json tokenizer, TrainByteLevelBpe(DefaultTrainingCorpus(), bpe));
+  auto special_id = [&](const std::string& content) -> int {
+    for (const auto& added : tokenizer["added_tokens"]) {
+      if (added["content"] == content) return added["id"].get<int>();
+    }
+    return -1;
+  };
+  const std::string eos_token = o.arch == "mixtral" ? "</s>" : (is_qwen ? "<|endoftext|>" : "<|endoftext|>");
+  const std::string bos_token = o.arch == "mixtral" ? "<s>" : "<|endoftext|>";
+  const int eos_id = special_id(eos_token);
+  const int bos_id = special_id(bos_token);
+
+  ordered_json config;
+  config["architectures"] = {arch->hf_name};
+  config["model_type"] = arch->model_type;
+  config["vocab_size"] = o.vocab;
+  config["hidden_size"] = o.hidden;
+  config["num_hidden_layers"] = o.layers;
+  config["num_attention_heads"] = o.heads;
+  config["num_key_value_heads"] = o.kv_heads;
+  if (o.head_dim > 0 || o.arch == "qwen3_moe") config["head_dim"] = head_dim;
+  config["max_position_embeddings"] = o.max_position;
+  config["rope_theta"] = 10000.0;
+  config["rms_norm_eps"] = 1e-5;
+  config["tie_word_embeddings"] = o.tie_embeddings;
+  config["num_experts_per_tok"] = o.top_k;
+  config["bos_token_id"] = bos_id;
+  config["eos_token_id"] = eos_id;
+  config["torch_dtype"] = o.dtype == "f32" ? "float32" : (o.dtype == "bf16" ? "bfloat16" : "float16");
+  if (o.arch == "olmoe") {
+    config["num_experts"] = o.experts;
+    config["intermediate_size"] = o.ffn;
+    config["norm_topk_prob"] = o.norm_topk_prob;
+    config["clip_qkv"] = nullptr;
+    config["attention_bias"] = false;
+  } else if (o.arch == "mixtral") {
+    config["num_local_experts"] = o.experts;
+    config["intermediate_size"] = o.ffn;
+    config["sliding_window"] = nullptr;
+  } else {
+    config["num_experts"] = o.experts;
+    config["moe_intermediate_size"] = o.ffn;
+    config["intermediate_size"] = dense_ffn;
+    config["norm_topk_prob"] = o.norm_topk_prob;
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = o.dense_layers;
+    if (has_shared) config["shared_expert_intermediate_size"] = shared_ffn;
+    if (o.arch == "qwen3_moe") config["attention_bias"] = false;
+  }
+
+  TensorMaker make(dtype, o.seed);
+  const int q_size = o.heads * head_dim;
+  const int kv_size = o.kv_heads * head_dim;
+  make.Add("model.embed_tokens.weight", {o.vocab, o.hidden}, 1.0f);
+  make.Norm("model.norm.weight", o.hidden);
+  if (!o.tie_embeddings) make.Linear("lm_head.weight", o.vocab, o.hidden);
+  for (int i = 0; i < o.layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    make.Norm(p + "input_layernorm.weight", o.hidden);
+    make.Norm(p + "post_attention_layernorm.weight", o.hidden);
+    make.Linear(p + "self_attn.q_proj.weight", q_size, o.hidden);
+    make.Linear(p + "self_attn.k_proj.weight", kv_size, o.hidden);
+    make.Linear(p + "self_attn.v_proj.weight", kv_size, o.hidden);
+    make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
+    if (o.arch == "qwen2_moe") {
+      make.Add(p + "self_attn.q_proj.bias", {q_size}, 0.1f);
+      make.Add(p + "self_attn.k_proj.bias", {kv_size}, 0.1f);
+      make.Add(p + "self_attn.v_proj.bias", {kv_size}, 0.1f);
+    }
+    if (o.arch == "olmoe") {
+      make.Norm(p + "self_attn.q_norm.weight", q_size);
+      make.Norm(p + "self_attn.k_norm.weight", kv_size);
+    } else if (o.arch == "qwen3_moe") {
+      make.Norm(p + "self_attn.q_norm.weight", head_dim);
+      make.Norm(p + "self_attn.k_norm.weight", head_dim);
+    }
+    const bool dense = is_qwen && std::find(o.dense_layers.begin(), o.dense_layers.end(), i) != o.dense_layers.end();
+    if (dense) {
+      make.Linear(p + "mlp.gate_proj.weight", dense_ffn, o.hidden);
+      make.Linear(p + "mlp.up_proj.weight", dense_ffn, o.hidden);
+      make.Linear(p + "mlp.down_proj.weight", o.hidden, dense_ffn);
+      continue;
+    }
+    const std::string moe = absl::StrCat(p, arch->moe_block, ".");
+    // Router logits with a standard deviation of about 2: decisive routing.
+    make.Linear(moe + "gate.weight", o.experts, o.hidden, 2.0f);
+    for (int e = 0; e < o.experts; ++e) {
+      const std::string ex = absl::StrCat(moe, "experts.", e, ".");
+      make.Linear(ex + arch->gate + ".weight", o.ffn, o.hidden);
+      make.Linear(ex + arch->up + ".weight", o.ffn, o.hidden);
+      make.Linear(ex + arch->down + ".weight", o.hidden, o.ffn);
+    }
+    if (has_shared) {
+      make.Linear(moe + "shared_expert.gate_proj.weight", shared_ffn, o.hidden);
+      make.Linear(moe + "shared_expert.up_proj.weight", shared_ffn, o.hidden);
+      make.Linear(moe + "shared_expert.down_proj.weight", o.hidden, shared_ffn);
+      make.Linear(moe + "shared_expert_gate.weight", 1, o.hidden);
+    }
+  }
+
+  const fs::path dir(out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  RETURN_IF_ERROR(WriteSafetensors((dir / "model.safetensors").string(), make.tensors(), {{"format", "pt"}}));
+  RETURN_IF_ERROR(WriteText(dir / "config.json", config.dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteText(dir / "tokenizer.json", tokenizer.dump(2) + "\n"));
+  ordered_json tokenizer_config;
+  tokenizer_config["bos_token"] = bos_token;
+  tokenizer_config["eos_token"] = eos_token;
+  tokenizer_config["add_bos_token"] = false;
+  tokenizer_config["model_max_length"] = o.max_position;
+  RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
+  return absl::OkStatus();
+}
+
+}  // namespace expertd::tools

@@ -1,0 +1,44 @@
+#ifndef EXPERTD_TOOLS_MKMODEL_MAKE_MODEL_H_
+#define EXPERTD_TOOLS_MKMODEL_MAKE_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace expertd::tools {
+
+// The shape of a generated test model. Defaults make a tiny model that
+// loads and runs in milliseconds.
+struct MakeModelOptions {
+  std::string arch = "olmoe";  // olmoe | mixtral | qwen2_moe | qwen3_moe
+  int layers = 2;
+  int hidden = 64;
+  int experts = 8;
+  int top_k = 2;
+  int ffn = 32;          // routed expert intermediate size
+  int shared_ffn = 0;    // qwen2_moe shared expert; 0 = 2 * ffn
+  int dense_ffn = 0;     // qwen dense layers; 0 = 4 * ffn
+  std::vector<int> dense_layers;  // qwen: mlp_only_layers
+  int heads = 4;
+  int kv_heads = 2;
+  int head_dim = 0;      // 0 = hidden / heads
+  int vocab = 512;
+  int max_position = 4096;
+  std::string dtype = "f32";  // f32 | bf16 | f16
+  bool norm_topk_prob = true;  // ignored by mixtral (always normalises)
+  bool tie_embeddings = false;
+  uint64_t seed = 1;
+};
+
+// Writes config.json, model.safetensors, tokenizer.json and
+// tokenizer_config.json of a random-weight model to out_dir (created if
+// needed). The same options always give the same bytes. Weights are scaled
+// (1/sqrt(fan-in), norms near 1) so activations stay O(1) through the layers,
+// and router weights are larger so routing is decisive, not uniform.
+absl::Status MakeModel(const MakeModelOptions& options, const std::string& out_dir);
+
+}  // namespace expertd::tools
+
+#endif  // EXPERTD_TOOLS_MKMODEL_MAKE_MODEL_H_

@@ -1,0 +1,42 @@
+// mkmodel: writes a deterministic random-weight MoE model directory in HF
+// format, for tests and benchmarks (no model can be downloaded here).
+
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "tools/mkmodel/make_model.h"
+
+int main(int argc, char** argv) {
+  expertd::tools::MakeModelOptions o;
+  std::string out;
+  CLI::App app{"mkmodel: generate a random-weight MoE checkpoint (config.json, model.safetensors, tokenizer.json)"};
+  app.add_option("--arch", o.arch, "olmoe | mixtral | qwen2_moe | qwen3_moe")->capture_default_str();
+  app.add_option("--layers", o.layers)->capture_default_str();
+  app.add_option("--hidden", o.hidden)->capture_default_str();
+  app.add_option("--experts", o.experts)->capture_default_str();
+  app.add_option("--top-k", o.top_k)->capture_default_str();
+  app.add_option("--ffn", o.ffn, "routed expert intermediate size")->capture_default_str();
+  app.add_option("--shared-ffn", o.shared_ffn, "qwen2_moe shared expert size; 0 = 2 * ffn")->capture_default_str();
+  app.add_option("--dense-ffn", o.dense_ffn, "qwen dense layer size; 0 = 4 * ffn")->capture_default_str();
+  app.add_option("--dense-layers", o.dense_layers, "qwen: layers with a dense MLP (mlp_only_layers)");
+  app.add_option("--heads", o.heads)->capture_default_str();
+  app.add_option("--kv-heads", o.kv_heads)->capture_default_str();
+  app.add_option("--head-dim", o.head_dim, "0 = hidden / heads")->capture_default_str();
+  app.add_option("--vocab", o.vocab)->capture_default_str();
+  app.add_option("--max-position", o.max_position)->capture_default_str();
+  app.add_option("--dtype", o.dtype, "f32 | bf16 | f16")->capture_default_str();
+  app.add_option("--norm-topk-prob", o.norm_topk_prob)->capture_default_str();
+  app.add_flag("--tie-embeddings", o.tie_embeddings);
+  app.add_option("--seed", o.seed)->capture_default_str();
+  app.add_option("--out", out, "output directory")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  absl::Status status = expertd::tools::MakeModel(o, out);
+  if (!status.ok()) {
+    std::fprintf(stderr, "mkmodel: error: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  std::printf("wrote %s model to %s\n", o.arch.c_str(), out.c_str());
+  return 0;
+}
