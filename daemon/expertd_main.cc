@@ -15,7 +15,8 @@ namespace {
 void AddEngineFlags(CLI::App* command, expertd::cli::EngineFlags* flags) {
   command->add_option("--model", flags->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
-  command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k); default the model's");
+  command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k); default the model's")
+      ->check(CLI::PositiveNumber);
   command->add_option("--threads", flags->threads, "compute threads; default every core");
 }
 

@@ -1,0 +1,163 @@
+// The expertd and mkmodel command lines, run as a user would run them.
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/forward.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_models.h"
+
+namespace expertd {
+namespace {
+
+using ::expertd::testing::ScopedTempDir;
+using ::testing::HasSubstr;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string Quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  CommandResult Run(const std::string& binary, const std::vector<std::string>& args) {
+    std::string command = Quote(binary);
+    for (const auto& arg : args) command += " " + Quote(arg);
+    const std::string out = dir_.Sub("stdout"), err = dir_.Sub("stderr");
+    command += " >" + Quote(out) + " 2>" + Quote(err);
+    const int status = std::system(command.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out), ReadAll(err)};
+  }
+  CommandResult Expertd(const std::vector<std::string>& args) { return Run(EXPERTD_BINARY, args); }
+
+  void SetUp() override {
+    model_ = dir_.Sub("model");
+    CommandResult made = Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts",
+                                              "8", "--top-k", "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2",
+                                              "--vocab", "400", "--dtype", "bf16", "--seed", "3", "--out", model_});
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+  }
+
+  ScopedTempDir dir_{"cli"};
+  std::string model_;
+};
+
+TEST_F(Cli, MkmodelIsDeterministic) {
+  const std::string again = dir_.Sub("again");
+  ASSERT_EQ(Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts", "8", "--top-k",
+                                 "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2", "--vocab", "400", "--dtype",
+                                 "bf16", "--seed", "3", "--out", again})
+                .exit_code,
+            0);
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_EQ(ReadAll(model_ + "/" + file), ReadAll(again + "/" + file)) << file;
+  }
+  CommandResult bad = Run(MKMODEL_BINARY, {"--arch", "gpt2", "--out", dir_.Sub("x")});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("unknown --arch 'gpt2'"));
+}
+
+TEST_F(Cli, TokenizeMatchesTheLibrary) {
+  const std::string text = "Hello world, 12345 tokens!";
+  CommandResult result = Expertd({"tokenize", "--model", model_, "--text", text});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto tokenizer = Tokenizer::FromFile(model_ + "/tokenizer.json");
+  ASSERT_TRUE(tokenizer.ok());
+  std::string expected;
+  for (int32_t id : (*tokenizer)->Encode(text)) absl::StrAppend(&expected, expected.empty() ? "" : " ", id);
+  EXPECT_EQ(result.out, expected + "\n");
+}
+
+TEST_F(Cli, RunGeneratesDeterministicallyAndReportsSpeed) {
+  const std::vector<std::string> args = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "12",
+                                         "--threads", "2"};
+  CommandResult first = Expertd(args);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr("Once upon a time"));
+  EXPECT_THAT(first.out, ::testing::ContainsRegex("prompt: [0-9]+ tokens, [0-9.]+ tokens/s; decode: [0-9]+ tokens, "
+                                                  "[0-9.]+ tokens/s"));
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
+  EXPECT_EQ(text(Expertd(args).out), text(first.out));
+  CommandResult sampled = Expertd({"run", "--model", model_, "--prompt", "Once upon a time", "-n", "12",
+                                   "--temperature", "1.0", "--top-p", "0.9", "--top-k", "50", "--seed", "5", "--k", "3"});
+  EXPECT_EQ(sampled.exit_code, 0) << sampled.err;
+}
+
+TEST_F(Cli, EvalWritesTheEngineLogits) {
+  const std::string logits_path = dir_.Sub("logits.bin");
+  CommandResult result = Expertd({"eval", "--model", model_, "--tokens", "1 2 3 300 7", "--logits-out", logits_path});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::string bytes = ReadAll(logits_path);
+  ASSERT_EQ(bytes.size(), 5u * 400 * sizeof(float));
+  std::vector<float> from_file(5 * 400);
+  std::memcpy(from_file.data(), bytes.data(), bytes.size());
+
+  auto model = Model::Load(model_);
+  ASSERT_TRUE(model.ok());
+  ForwardPass forward(**model, nullptr);
+  KvCache kv((*model)->config(), 64);
+  ForwardOptions options;
+  options.all_logits = true;
+  std::vector<float> logits;
+  ASSERT_TRUE(forward.Run(std::vector<int32_t>{1, 2, 3, 300, 7}, kv, options, &logits).ok());
+  EXPECT_EQ(logits, from_file);
+}
+
+TEST_F(Cli, PerplexityIsFiniteAndKChangesIt) {
+  const std::string text_file = dir_.Sub("text.txt");
+  std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times.\n";
+  CommandResult native = Expertd({"perplexity", "--model", model_, "--text-file", text_file, "--ctx", "16"});
+  ASSERT_EQ(native.exit_code, 0) << native.err;
+  EXPECT_THAT(native.out, ::testing::ContainsRegex("perplexity: [0-9.]+ over [0-9]+ tokens"));
+  CommandResult k1 = Expertd({"perplexity", "--model", model_, "--text-file", text_file, "--ctx", "16", "--k", "1"});
+  ASSERT_EQ(k1.exit_code, 0) << k1.err;
+  EXPECT_NE(native.out.substr(0, 24), k1.out.substr(0, 24));
+}
+
+TEST_F(Cli, ErrorsAreClearAndNonZero) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"run", "--model", dir_.Sub("missing"), "--prompt", "hi"}, "does not exist"},
+      {{"run", "--model", model_, "--prompt", ""}, "prompt is empty"},
+      {{"run", "--model", model_, "--prompt", "hi", "--k", "0"}, "--k"},
+      {{"run", "--model", model_, "--prompt", "hi", "--k", "9"}, "--k must be in 1 .. 8"},
+      {{"run", "--model", model_, "--prompt", "hi", "--top-p", "2"}, "top_p"},
+      {{"eval", "--model", model_, "--tokens", "1 x 3", "--logits-out", dir_.Sub("l")}, "'x' is not a token id"},
+      {{"eval", "--model", model_, "--tokens", "1 4000", "--logits-out", dir_.Sub("l")}, "token id 4000"},
+      {{"perplexity", "--model", model_, "--text-file", dir_.Sub("none.txt")}, "cannot open"},
+      {{"frobnicate"}, "frobnicate"},
+  };
+  for (const Case& c : cases) {
+    CommandResult result = Expertd(c.args);
+    EXPECT_NE(result.exit_code, 0) << c.args[0];
+    EXPECT_THAT(result.err, HasSubstr(c.message)) << c.args[0];
+  }
+}
+
+}  // namespace
+}  // namespace expertd
