@@ -1,0 +1,116 @@
+// Decode speed of an MoE model against the memory-bandwidth limit.
+//
+// A decode step streams every weight it touches once: attention, the router,
+// the k routed experts of every MoE layer and the LM head. The limit is
+// (bytes touched per token) / (plain read bandwidth measured in this run);
+// the ratio says how much of the machine the engine uses.
+//
+//   decode_bench [--model DIR] [--tokens N] [--threads N]
+// Without --model it generates (once) an OLMoE-shaped bf16 model: hidden 2048,
+// 64 experts, top-8, ffn 1024, 4 layers, vocab 4096.
+
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "bench/read_bandwidth.h"
+#include "engine/forward.h"
+#include "engine/generator.h"
+#include "engine/model.h"
+#include "kernels/cpu/thread_pool.h"
+#include "tools/mkmodel/make_model.h"
+
+namespace {
+
+using namespace expertd;
+
+// Bytes of weights one decode token reads, given its routing.
+double BytesPerToken(const Model& model, int k) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  double bytes = static_cast<double>(w.lm_head.size_bytes()) + c.hidden_size * kernels::DTypeSize(w.embedding.dtype);
+  for (const LayerWeights& layer : w.layers) {
+    bytes += layer.q.size_bytes() + layer.k.size_bytes() + layer.v.size_bytes() + layer.o.size_bytes();
+    if (!layer.is_moe) {
+      bytes += layer.dense_mlp.gate.size_bytes() + layer.dense_mlp.up.size_bytes() + layer.dense_mlp.down.size_bytes();
+      continue;
+    }
+    const FeedForwardWeights& e = layer.experts[0];
+    bytes += layer.router.size_bytes() + k * static_cast<double>(e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes());
+    if (layer.shared_expert) {
+      bytes += layer.shared_expert->gate.size_bytes() + layer.shared_expert->up.size_bytes() +
+               layer.shared_expert->down.size_bytes();
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir;
+  int tokens = 64;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  CLI::App app{"decode tokens/s against the memory-bandwidth limit"};
+  app.add_option("--model", model_dir, "model directory; default: generate the OLMoE-shaped bench model");
+  app.add_option("--tokens", tokens, "decode steps")->capture_default_str();
+  app.add_option("--threads", threads, "compute threads")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (model_dir.empty()) {
+    model_dir = (std::filesystem::temp_directory_path() / "expertd-bench-olmoe").string();
+    if (!std::filesystem::exists(model_dir + "/model.safetensors")) {
+      tools::MakeModelOptions o;
+      o.arch = "olmoe";
+      o.layers = 4;
+      o.hidden = 2048;
+      o.experts = 64;
+      o.top_k = 8;
+      o.ffn = 1024;
+      o.heads = 16;
+      o.kv_heads = 16;
+      o.vocab = 4096;
+      o.dtype = "bf16";
+      std::printf("generating the bench model in %s ...\n", model_dir.c_str());
+      if (absl::Status s = tools::MakeModel(o, model_dir); !s.ok()) {
+        std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+    }
+  }
+  auto model = Model::Load(model_dir);
+  if (!model.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  kernels::ThreadPool pool(threads);
+  ForwardPass forward(**model, &pool);
+
+  GenerateOptions options;
+  options.max_new_tokens = tokens + 1;
+  options.stop_at_eos = false;
+  std::vector<int32_t> prompt(16);
+  std::iota(prompt.begin(), prompt.end(), 1);
+  // Warm-up: fault the mapped weights in, so the timing is of DRAM, not disk.
+  if (auto warm = Generate(**model, forward, prompt, options); !warm.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(warm.status().message()).c_str());
+    return 1;
+  }
+  auto result = Generate(**model, forward, prompt, options);
+  const double bandwidth = bench::MeasureReadBandwidth(pool);
+  const int k = (*model)->config().experts_per_token;
+  const double bytes = BytesPerToken(**model, k);
+  const double limit = bandwidth / bytes;
+  std::printf("model: %s (%d layers, %d experts, top-%d, hidden %d)\n", model_dir.c_str(),
+              (*model)->config().num_layers, (*model)->config().num_experts, k, (*model)->config().hidden_size);
+  std::printf("threads: %d\n", threads);
+  std::printf("memory read bandwidth: %.2f GB/s\n", bandwidth / 1e9);
+  std::printf("weights read per decode token: %.1f MB\n", bytes / 1e6);
+  std::printf("prefill: %.1f tokens/s (%d tokens)\n", result->prefill_tokens_per_second(), result->prompt_tokens);
+  std::printf("decode: %.2f tokens/s; bandwidth limit %.2f tokens/s; ratio %.2f\n",
+              result->decode_tokens_per_second(), limit, result->decode_tokens_per_second() / limit);
+  return 0;
+}
