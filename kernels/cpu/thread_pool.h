@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 namespace expertd::kernels {
 
@@ -27,7 +28,8 @@ class ThreadPool {
 
  private:
   struct State;
-  State* state_;  // owned; pimpl keeps <thread> and <mutex> out of the header
+  // pimpl keeps <thread> and <mutex> out of the header.
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace expertd::kernels

@@ -1,0 +1,217 @@
+// CPU kernel benchmarks. Decode is bound by how fast weights stream from
+// memory, so the numbers that matter are bytes of weights per second and how
+// close MatVec gets to a plain SIMD read of the same amount of memory.
+//
+// Run: kernels_bench [--benchmark_filter=...]; the last line printed is the
+// bf16 MatVec / memory-read ratio on 2 threads, from this run's numbers.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/thread_pool.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "bench/kernels_bench.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace expertd::bench {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Sums floats with eight independent accumulators: the cheapest loop that
+// touches every byte, i.e. the read bandwidth ceiling for MatVec.
+float SumFloats(const float* HWY_RESTRICT p, int64_t count) {
+  const hn::ScalableTag<float> d;
+  const size_t lanes = hn::Lanes(d);
+  const auto n = static_cast<size_t>(count);
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  auto a4 = hn::Zero(d), a5 = hn::Zero(d), a6 = hn::Zero(d), a7 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 8 * lanes <= n; i += 8 * lanes) {
+    a0 = hn::Add(a0, hn::LoadU(d, p + i));
+    a1 = hn::Add(a1, hn::LoadU(d, p + i + lanes));
+    a2 = hn::Add(a2, hn::LoadU(d, p + i + 2 * lanes));
+    a3 = hn::Add(a3, hn::LoadU(d, p + i + 3 * lanes));
+    a4 = hn::Add(a4, hn::LoadU(d, p + i + 4 * lanes));
+    a5 = hn::Add(a5, hn::LoadU(d, p + i + 5 * lanes));
+    a6 = hn::Add(a6, hn::LoadU(d, p + i + 6 * lanes));
+    a7 = hn::Add(a7, hn::LoadU(d, p + i + 7 * lanes));
+  }
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += p[i];
+  const auto sum = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
+                           hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
+  return hn::GetLane(hn::SumOfLanes(d, sum)) + tail;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace expertd::bench
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace expertd::bench {
+namespace {
+
+using kernels::DType;
+using kernels::ThreadPool;
+using kernels::WeightMatrix;
+
+HWY_EXPORT(SumFloats);
+
+constexpr int64_t kBufferBytes = int64_t{512} << 20;
+constexpr int64_t kDim = 16384;  // 16384 x 16384 bf16 = 512 MiB
+
+// Buffers shared by all benchmarks, allocated and touched once in main.
+struct Buffers {
+  std::unique_ptr<float[]> floats;       // kBufferBytes of f32 (also an 8192 x 16384 f32 matrix)
+  std::unique_ptr<uint16_t[]> bf16;      // kDim x kDim bf16
+  std::vector<float> x;                  // 8 x kDim activations
+  std::vector<float> y;                  // 8 x kDim outputs
+};
+
+void MemoryRead(benchmark::State& state, const Buffers* buffers) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t count = kBufferBytes / static_cast<int64_t>(sizeof(float));
+  // 1 MiB blocks: coarse enough to stream, fine enough to balance threads.
+  constexpr int64_t kBlock = (int64_t{1} << 20) / sizeof(float);
+  const int64_t blocks = count / kBlock;
+  std::vector<float> partial(static_cast<size_t>(blocks));
+  for (auto _ : state) {
+    pool.ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        partial[static_cast<size_t>(b)] =
+            HWY_DYNAMIC_DISPATCH(SumFloats)(buffers->floats.get() + b * kBlock, kBlock);
+      }
+    });
+    benchmark::DoNotOptimize(partial.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * kBufferBytes);
+}
+
+WeightMatrix Bf16Matrix(const Buffers* buffers) {
+  return WeightMatrix{DType::kBF16, buffers->bf16.get(), kDim, kDim};
+}
+
+WeightMatrix F32Matrix(const Buffers* buffers) {
+  return WeightMatrix{DType::kF32, buffers->floats.get(),
+                      kBufferBytes / static_cast<int64_t>(sizeof(float)) / kDim, kDim};
+}
+
+void MatVecBench(benchmark::State& state, const Buffers* buffers, DType dtype) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const WeightMatrix w = dtype == DType::kBF16 ? Bf16Matrix(buffers) : F32Matrix(buffers);
+  auto* y = const_cast<float*>(buffers->y.data());
+  for (auto _ : state) {
+    kernels::MatVec(w, buffers->x.data(), y, &pool);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * w.size_bytes());
+}
+
+void MatMulBench(benchmark::State& state, const Buffers* buffers) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t batch = state.range(1);
+  const WeightMatrix w = Bf16Matrix(buffers);
+  auto* y = const_cast<float*>(buffers->y.data());
+  for (auto _ : state) {
+    kernels::MatMul(w, buffers->x.data(), batch, y, &pool);
+    benchmark::ClobberMemory();
+  }
+  // Weight bytes per second; each weight is read once for the whole batch.
+  state.SetBytesProcessed(state.iterations() * w.size_bytes());
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * 2.0 * static_cast<double>(w.rows * w.cols) *
+          static_cast<double>(batch) / 1e9,
+      benchmark::Counter::kIsRate);
+}
+
+// Remembers bytes_per_second of every run so main can print the ratio.
+class RecordingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      const auto it = run.counters.find("bytes_per_second");
+      if (it != run.counters.end()) bytes_per_second_[run.benchmark_name()] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  // The first run whose name starts with `prefix`, or 0 if none ran.
+  double BytesPerSecond(const std::string& prefix) const {
+    for (const auto& [name, value] : bytes_per_second_) {
+      if (name.rfind(prefix, 0) == 0) return value;
+    }
+    return 0.0;
+  }
+
+ private:
+  std::map<std::string, double> bytes_per_second_;
+};
+
+}  // namespace
+}  // namespace expertd::bench
+
+int main(int argc, char** argv) {
+  using namespace expertd::bench;  // NOLINT: benchmark registration only
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+
+  Buffers buffers;
+  const int64_t float_count = kBufferBytes / static_cast<int64_t>(sizeof(float));
+  buffers.floats = std::make_unique<float[]>(static_cast<size_t>(float_count));
+  buffers.bf16 = std::make_unique<uint16_t[]>(static_cast<size_t>(kDim * kDim));
+  // Small non-zero values, written once so every page is resident before timing.
+  for (int64_t i = 0; i < float_count; ++i) {
+    buffers.floats[static_cast<size_t>(i)] = static_cast<float>(i % 17) * 0.01f - 0.08f;
+  }
+  for (int64_t i = 0; i < kDim * kDim; ++i) {
+    buffers.bf16[static_cast<size_t>(i)] =
+        expertd::kernels::F32ToBF16(static_cast<float>(i % 13) * 0.01f - 0.06f);
+  }
+  buffers.x.resize(static_cast<size_t>(8 * kDim));
+  for (size_t i = 0; i < buffers.x.size(); ++i) buffers.x[i] = static_cast<float>(i % 7) * 0.1f;
+  buffers.y.resize(static_cast<size_t>(8 * kDim));
+
+  const Buffers* b = &buffers;
+  for (const int threads : {1, 2}) {
+    benchmark::RegisterBenchmark("memory_read", MemoryRead, b)->Arg(threads)->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("matvec_bf16", MatVecBench, b, DType::kBF16)
+        ->Arg(threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("matvec_f32", MatVecBench, b, DType::kF32)
+        ->Arg(threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("matmul_bf16", MatMulBench, b)
+        ->Args({threads, 8})->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+
+  RecordingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+
+  for (const int threads : {1, 2}) {
+    const std::string suffix = "/" + std::to_string(threads) + "/";
+    const double memory = reporter.BytesPerSecond("memory_read" + suffix);
+    const double matvec = reporter.BytesPerSecond("matvec_bf16" + suffix);
+    if (memory > 0 && matvec > 0) {
+      std::printf("memory read %.1f GB/s, bf16 matvec %.1f GB/s (%d threads)\n", memory / 1e9,
+                  matvec / 1e9, threads);
+      std::printf("bf16 matvec / memory read bandwidth (%d threads): %.2f\n", threads,
+                  matvec / memory);
+    }
+  }
+  return 0;
+}
+#endif  // HWY_ONCE

@@ -1,0 +1,272 @@
+// Weight-streaming matrix-vector kernels.
+//
+// Every output element y[m][r] is produced by one canonical reduction,
+// DotTile's: kAccumulators vector accumulators fed round-robin with the
+// leading full groups of columns, leftover full vectors into accumulator 0,
+// the last partial vector zero-padded into accumulator 0, then a fixed
+// pairwise combine and SumOfLanes. All tile shapes (several weight rows for
+// one x in MatVec, one weight row for several x in MatMul) run exactly that
+// sequence of vector operations for each (row, x) pair, with no scalar
+// arithmetic the compiler could contract differently per instantiation, so
+// MatMul and MatVec agree bit for bit, and the split of rows over threads
+// cannot change any value.
+
+#include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/thread_pool.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace expertd::kernels {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Four independent FMA chains per (row, x) pair hide the FMA latency when a
+// tile has a single pair; tiles use at most 16 accumulators so they stay in
+// registers on AVX-512 (32 registers).
+constexpr size_t kAccumulators = 4;
+
+template <typename WeightT, class DF>
+HWY_INLINE hn::Vec<DF> LoadWeights(DF df, const WeightT* HWY_RESTRICT p) {
+  if constexpr (std::is_same_v<WeightT, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    // bf16 and f16 widen exactly to f32 (a shift, or F16C's vcvtph2ps).
+    const hn::Rebind<WeightT, DF> dw;
+    return hn::PromoteTo(df, hn::LoadU(dw, p));
+  }
+}
+
+// y[r * y_row_stride + b * y_batch_stride] = dot(w row r, x row b) for
+// r < kRows, b < kBatch. Strides are in elements.
+template <size_t kRows, size_t kBatch, typename WeightT>
+HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
+                        const float* HWY_RESTRICT x, size_t x_stride, size_t cols,
+                        float* HWY_RESTRICT y, size_t y_row_stride, size_t y_batch_stride) {
+  const hn::ScalableTag<float> df;
+  using V = hn::Vec<decltype(df)>;
+  const size_t lanes = hn::Lanes(df);
+
+  V acc[kRows][kBatch][kAccumulators];
+#pragma GCC unroll 16
+  for (size_t r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
+    for (size_t b = 0; b < kBatch; ++b) {
+#pragma GCC unroll 16
+      for (size_t k = 0; k < kAccumulators; ++k) acc[r][b][k] = hn::Zero(df);
+    }
+  }
+
+  size_t c = 0;
+  for (; c + kAccumulators * lanes <= cols; c += kAccumulators * lanes) {
+#pragma GCC unroll 16
+    for (size_t k = 0; k < kAccumulators; ++k) {
+      V xv[kBatch];
+#pragma GCC unroll 16
+      for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c + k * lanes);
+#pragma GCC unroll 16
+      for (size_t r = 0; r < kRows; ++r) {
+        const V wv = LoadWeights(df, w + r * w_stride + c + k * lanes);
+#pragma GCC unroll 16
+        for (size_t b = 0; b < kBatch; ++b) acc[r][b][k] = hn::MulAdd(wv, xv[b], acc[r][b][k]);
+      }
+    }
+  }
+  for (; c + lanes <= cols; c += lanes) {
+    V xv[kBatch];
+#pragma GCC unroll 16
+    for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c);
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kRows; ++r) {
+      const V wv = LoadWeights(df, w + r * w_stride + c);
+#pragma GCC unroll 16
+      for (size_t b = 0; b < kBatch; ++b) acc[r][b][0] = hn::MulAdd(wv, xv[b], acc[r][b][0]);
+    }
+  }
+  if (c < cols) {
+    // The partial last vector goes through zero-padded copies rather than a
+    // scalar loop: reading past the row is not allowed, and vector FMAs keep
+    // the reduction identical across tile shapes (see the file comment).
+    constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+    const size_t remaining = cols - c;
+    HWY_ALIGN float x_tail[kBatch][kMaxLanes] = {};
+#pragma GCC unroll 16
+    for (size_t b = 0; b < kBatch; ++b) {
+      std::memcpy(x_tail[b], x + b * x_stride + c, remaining * sizeof(float));
+    }
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kRows; ++r) {
+      HWY_ALIGN WeightT w_tail[kMaxLanes] = {};
+      std::memcpy(w_tail, w + r * w_stride + c, remaining * sizeof(WeightT));
+      const V wv = LoadWeights(df, w_tail);
+#pragma GCC unroll 16
+      for (size_t b = 0; b < kBatch; ++b) {
+        acc[r][b][0] = hn::MulAdd(wv, hn::Load(df, x_tail[b]), acc[r][b][0]);
+      }
+    }
+  }
+
+  static_assert(kAccumulators == 4, "the combine below is written for 4 accumulators");
+#pragma GCC unroll 16
+  for (size_t r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
+    for (size_t b = 0; b < kBatch; ++b) {
+      const V sum = hn::Add(hn::Add(acc[r][b][0], acc[r][b][1]),
+                            hn::Add(acc[r][b][2], acc[r][b][3]));
+      y[r * y_row_stride + b * y_batch_stride] = hn::GetLane(hn::SumOfLanes(df, sum));
+    }
+  }
+}
+
+// Rows are taken four at a time so the four weight streams share each load
+// of x; leftover rows run alone. Both produce the canonical reduction.
+template <typename WeightT>
+void MatVecRowsT(const WeightT* HWY_RESTRICT w, size_t cols, const float* HWY_RESTRICT x,
+                 float* HWY_RESTRICT y, size_t row_begin, size_t row_end) {
+  size_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) DotTile<4, 1>(w + r * cols, cols, x, 0, cols, y + r, 1, 0);
+  for (; r < row_end; ++r) DotTile<1, 1>(w + r * cols, cols, x, 0, cols, y + r, 1, 0);
+}
+
+// One weight row at a time against every x in tiles of up to four, so each
+// row comes from memory once and is re-read from L1 for later tiles.
+template <typename WeightT>
+void MatMulRowsT(const WeightT* HWY_RESTRICT w, size_t rows, size_t cols,
+                 const float* HWY_RESTRICT x, size_t batch, float* HWY_RESTRICT y,
+                 size_t row_begin, size_t row_end) {
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const WeightT* w_row = w + r * cols;
+    size_t m = 0;
+    for (; m + 4 <= batch; m += 4) {
+      DotTile<1, 4>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
+    }
+    switch (batch - m) {
+      case 3:
+        DotTile<1, 3>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
+        break;
+      case 2:
+        DotTile<1, 2>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
+        break;
+      case 1:
+        DotTile<1, 1>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void MatVecRows(DType dtype, const void* data, int64_t cols, const float* x, float* y,
+                int64_t row_begin, int64_t row_end) {
+  const auto n = static_cast<size_t>(cols);
+  const auto begin = static_cast<size_t>(row_begin);
+  const auto end = static_cast<size_t>(row_end);
+  switch (dtype) {
+    case DType::kF32:
+      MatVecRowsT(static_cast<const float*>(data), n, x, y, begin, end);
+      return;
+    case DType::kBF16:
+      MatVecRowsT(static_cast<const hwy::bfloat16_t*>(data), n, x, y, begin, end);
+      return;
+    case DType::kF16:
+      MatVecRowsT(static_cast<const hwy::float16_t*>(data), n, x, y, begin, end);
+      return;
+  }
+}
+
+void MatMulRows(DType dtype, const void* data, int64_t rows, int64_t cols, const float* x,
+                int64_t batch, float* y, int64_t row_begin, int64_t row_end) {
+  const auto r = static_cast<size_t>(rows);
+  const auto n = static_cast<size_t>(cols);
+  const auto m = static_cast<size_t>(batch);
+  const auto begin = static_cast<size_t>(row_begin);
+  const auto end = static_cast<size_t>(row_end);
+  switch (dtype) {
+    case DType::kF32:
+      MatMulRowsT(static_cast<const float*>(data), r, n, x, m, y, begin, end);
+      return;
+    case DType::kBF16:
+      MatMulRowsT(static_cast<const hwy::bfloat16_t*>(data), r, n, x, m, y, begin, end);
+      return;
+    case DType::kF16:
+      MatMulRowsT(static_cast<const hwy::float16_t*>(data), r, n, x, m, y, begin, end);
+      return;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace expertd::kernels
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace expertd::kernels {
+namespace {
+
+HWY_EXPORT(MatVecRows);
+HWY_EXPORT(MatMulRows);
+
+// A chunk should stream at least this much weight data: waking a worker and
+// handing it a range costs a few microseconds, which is about 64 KiB of reads.
+constexpr int64_t kMinChunkBytes = 64 * 1024;
+
+struct Job {
+  const WeightMatrix* w;
+  const float* x;
+  int64_t batch;
+  float* y;
+};
+
+int64_t MinChunkRows(const WeightMatrix& w) {
+  const int64_t row_bytes = std::max<int64_t>(1, w.cols * static_cast<int64_t>(DTypeSize(w.dtype)));
+  const int64_t rows = std::max<int64_t>(1, kMinChunkBytes / row_bytes);
+  return (rows + 3) / 4 * 4;  // whole 4-row tiles in MatVec
+}
+
+}  // namespace
+
+void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
+  if (w.rows <= 0) return;
+  if (pool == nullptr) {
+    HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, 0, w.rows);
+    return;
+  }
+  // The lambda captures one pointer so std::function stores it inline
+  // instead of allocating on every call.
+  const Job job{&w, x, 1, y};
+  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
+    HWY_DYNAMIC_DISPATCH(MatVecRows)(job->w->dtype, job->w->data, job->w->cols, job->x, job->y,
+                                     begin, end);
+  });
+}
+
+void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
+  if (w.rows <= 0 || batch <= 0) return;
+  if (batch == 1) {
+    // The 4-row MatVec tiles read x once per four rows; same values either way.
+    MatVec(w, x, y, pool);
+    return;
+  }
+  if (pool == nullptr) {
+    HWY_DYNAMIC_DISPATCH(MatMulRows)(w.dtype, w.data, w.rows, w.cols, x, batch, y, 0, w.rows);
+    return;
+  }
+  const Job job{&w, x, batch, y};
+  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
+    HWY_DYNAMIC_DISPATCH(MatMulRows)(job->w->dtype, job->w->data, job->w->rows, job->w->cols,
+                                     job->x, job->batch, job->y, begin, end);
+  });
+}
+
+}  // namespace expertd::kernels
+#endif  // HWY_ONCE

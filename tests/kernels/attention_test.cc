@@ -1,0 +1,133 @@
+#include "kernels/cpu/attention.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace expertd::kernels {
+namespace {
+
+std::vector<float> RandomVector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> v(n);
+  for (auto& f : v) f = dist(rng);
+  return v;
+}
+
+// Straightforward double-precision causal attention.
+std::vector<double> ReferenceAttention(const AttentionShape& s, const std::vector<float>& q,
+                                       int num_queries, int first_position,
+                                       const std::vector<float>& k, const std::vector<float>& v) {
+  const int group = s.num_heads / s.num_kv_heads;
+  const size_t q_stride = static_cast<size_t>(s.num_heads * s.head_dim);
+  const size_t kv_stride = static_cast<size_t>(s.num_kv_heads * s.head_dim);
+  std::vector<double> out(static_cast<size_t>(num_queries) * q_stride, 0.0);
+  for (int t = 0; t < num_queries; ++t) {
+    const int last = first_position + t;
+    for (int h = 0; h < s.num_heads; ++h) {
+      const int kvh = h / group;
+      const float* qh = &q[t * q_stride + static_cast<size_t>(h * s.head_dim)];
+      std::vector<double> scores(static_cast<size_t>(last + 1));
+      double max_score = -INFINITY;
+      for (int j = 0; j <= last; ++j) {
+        const float* kj = &k[j * kv_stride + static_cast<size_t>(kvh * s.head_dim)];
+        double dot = 0.0;
+        for (int d = 0; d < s.head_dim; ++d) dot += static_cast<double>(qh[d]) * kj[d];
+        scores[static_cast<size_t>(j)] = dot / std::sqrt(static_cast<double>(s.head_dim));
+        max_score = std::max(max_score, scores[static_cast<size_t>(j)]);
+      }
+      double sum = 0.0;
+      for (auto& sc : scores) sum += (sc = std::exp(sc - max_score));
+      double* oh = &out[t * q_stride + static_cast<size_t>(h * s.head_dim)];
+      for (int j = 0; j <= last; ++j) {
+        const float* vj = &v[j * kv_stride + static_cast<size_t>(kvh * s.head_dim)];
+        for (int d = 0; d < s.head_dim; ++d) oh[d] += scores[static_cast<size_t>(j)] / sum * vj[d];
+      }
+    }
+  }
+  return out;
+}
+
+struct Case {
+  AttentionShape shape;
+  int num_queries;
+  int first_position;
+};
+
+class AttentionTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(AttentionTest, MatchesReferenceForEveryThreadCount) {
+  const Case c = GetParam();
+  const AttentionShape& s = c.shape;
+  const int history = c.first_position + c.num_queries;
+  const size_t q_size = static_cast<size_t>(c.num_queries * s.num_heads * s.head_dim);
+  const size_t kv_size = static_cast<size_t>(history * s.num_kv_heads * s.head_dim);
+  const auto q = RandomVector(q_size, 1);
+  const auto k = RandomVector(kv_size, 2);
+  const auto v = RandomVector(kv_size, 3);
+  const auto expected = ReferenceAttention(s, q, c.num_queries, c.first_position, k, v);
+
+  std::vector<float> serial(q_size, NAN);
+  CausalAttention(s, q.data(), c.num_queries, c.first_position, k.data(), v.data(),
+                  serial.data(), nullptr);
+  for (size_t i = 0; i < q_size; ++i) {
+    // Outputs are convex combinations of values in [-2, 2].
+    ASSERT_NEAR(serial[i], expected[i], 2e-5) << "element " << i;
+  }
+  for (const int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    std::vector<float> out(q_size, NAN);
+    CausalAttention(s, q.data(), c.num_queries, c.first_position, k.data(), v.data(), out.data(),
+                    &pool);
+    EXPECT_EQ(std::memcmp(out.data(), serial.data(), q_size * sizeof(float)), 0)
+        << threads << " threads";
+  }
+}
+
+TEST_P(AttentionTest, IgnoresFuturePositions) {
+  const Case c = GetParam();
+  const AttentionShape& s = c.shape;
+  const int history = c.first_position + c.num_queries;
+  const size_t q_size = static_cast<size_t>(c.num_queries * s.num_heads * s.head_dim);
+  const size_t row = static_cast<size_t>(s.num_kv_heads * s.head_dim);
+  const auto q = RandomVector(q_size, 4);
+  const auto k = RandomVector(static_cast<size_t>(history) * row, 5);
+  const auto v = RandomVector(static_cast<size_t>(history) * row, 6);
+  std::vector<float> base(q_size);
+  CausalAttention(s, q.data(), c.num_queries, c.first_position, k.data(), v.data(), base.data(),
+                  nullptr);
+  // Changing the newest cached position may only change the last query.
+  auto k2 = k;
+  auto v2 = v;
+  for (size_t i = (history - 1) * row; i < history * row; ++i) {
+    k2[i] += 1.0f;
+    v2[i] -= 1.0f;
+  }
+  std::vector<float> changed(q_size);
+  CausalAttention(s, q.data(), c.num_queries, c.first_position, k2.data(), v2.data(),
+                  changed.data(), nullptr);
+  const size_t q_row = static_cast<size_t>(s.num_heads * s.head_dim);
+  for (size_t i = 0; i < (c.num_queries - 1) * q_row; ++i) ASSERT_EQ(changed[i], base[i]) << i;
+  bool last_changed = false;
+  for (size_t i = (c.num_queries - 1) * q_row; i < q_size; ++i) {
+    last_changed |= changed[i] != base[i];
+  }
+  EXPECT_TRUE(last_changed);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionTest,
+    ::testing::Values(Case{{1, 1, 1}, 1, 0}, Case{{4, 2, 8}, 1, 0}, Case{{4, 2, 8}, 5, 0},
+                      Case{{4, 2, 8}, 3, 17}, Case{{6, 1, 33}, 4, 9},
+                      Case{{8, 8, 64}, 2, 100}, Case{{32, 8, 128}, 1, 300},
+                      Case{{16, 4, 128}, 7, 40}));
+
+}  // namespace
+}  // namespace expertd::kernels
