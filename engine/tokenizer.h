@@ -52,7 +52,14 @@ class Tokenizer {
   struct Impl;
 
  private:
+  friend class StreamDecoder;
+
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  // The text of one token for a stream; nullopt when the token is skipped
+  // (out of range, or special with skip_special). The decoder's start-of-text
+  // rules (SentencePiece's leading-space strip) apply only at_stream_start.
+  std::optional<std::string> DecodeStreamPiece(int32_t id, bool skip_special, bool at_stream_start) const;
+
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,48 @@
+#ifndef EXPERTD_ENGINE_UNICODE_REGEX_H_
+#define EXPERTD_ENGINE_UNICODE_REGEX_H_
+
+// A compiled PCRE2 pattern with Unicode semantics (UTF + UCP, so \s, \p{L}
+// and (?i) follow Unicode as HF tokenizers' Oniguruma regexes do) and the
+// JIT. The pre-tokenizer regexes need lookahead (`\s+(?!\S)`), which is why
+// this is PCRE2 and not std::regex or RE2.
+
+#include <cstddef>
+#include <memory>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+struct pcre2_real_code_8;
+
+namespace expertd {
+
+class UnicodeRegex {
+ public:
+  // Compiles `pattern`; when `literal` is true the pattern is matched as a
+  // plain string. Errors carry PCRE2's message and the offset.
+  static absl::StatusOr<UnicodeRegex> Compile(std::string_view pattern, bool literal = false);
+
+  UnicodeRegex(UnicodeRegex&&) noexcept = default;
+  UnicodeRegex& operator=(UnicodeRegex&&) noexcept = default;
+  ~UnicodeRegex();
+
+  // Byte ranges [begin, end) of the successive non-overlapping, non-empty
+  // matches in `subject`. The subject may hold invalid UTF-8: matches never
+  // cover an invalid byte (PCRE2_MATCH_INVALID_UTF), so callers that keep
+  // the gaps between matches still see every byte.
+  std::vector<std::pair<size_t, size_t>> FindAll(std::string_view subject) const;
+
+ private:
+  struct CodeDeleter {
+    void operator()(pcre2_real_code_8* code) const;
+  };
+  explicit UnicodeRegex(std::unique_ptr<pcre2_real_code_8, CodeDeleter> code) : code_(std::move(code)) {}
+
+  std::unique_ptr<pcre2_real_code_8, CodeDeleter> code_;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_UNICODE_REGEX_H_
