@@ -1,15 +1,20 @@
 // Weight-streaming matrix-vector kernels.
 //
 // Every output element y[m][r] is produced by one canonical reduction,
-// DotTile's: kAccumulators vector accumulators fed round-robin with the
-// leading full groups of columns, leftover full vectors into accumulator 0,
-// the last partial vector zero-padded into accumulator 0, then a fixed
-// pairwise combine and SumOfLanes. All tile shapes (several weight rows for
-// one x in MatVec, one weight row for several x in MatMul) run exactly that
-// sequence of vector operations for each (row, x) pair, with no scalar
-// arithmetic the compiler could contract differently per instantiation, so
-// MatMul and MatVec agree bit for bit, and the split of rows over threads
-// cannot change any value.
+// DotTile's: a single vector accumulator per (row, x) pair fed with the full
+// vectors of the row in column order, then the last partial vector from
+// zero-padded copies, then SumOfLanes. Every tile shape (four weight rows
+// against one x in MatVec, four rows against four x in MatMul, and the
+// smaller edge tiles) runs exactly that sequence of vector operations for
+// each pair, with no scalar arithmetic the compiler could contract
+// differently per instantiation. So MatMul and MatVec agree bit for bit, and
+// the split of rows over threads cannot change any value.
+//
+// The parallelism that hides FMA latency comes from the pairs in a tile
+// rather than from several accumulators per pair: a 4x4 MatMul tile then
+// fits in 16 registers and each load of x feeds four rows, which doubled
+// batch-8 throughput against four accumulators per pair (same MatVec speed,
+// which is bound by memory either way).
 
 #include "kernels/cpu/matmul.h"
 
@@ -25,17 +30,13 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/matmul.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace expertd::kernels {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
-
-// Four independent FMA chains per (row, x) pair hide the FMA latency when a
-// tile has a single pair; tiles use at most 16 accumulators so they stay in
-// registers on AVX-512 (32 registers).
-constexpr size_t kAccumulators = 4;
 
 template <typename WeightT, class DF>
 HWY_INLINE hn::Vec<DF> LoadWeights(DF df, const WeightT* HWY_RESTRICT p) {
@@ -58,31 +59,14 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
   using V = hn::Vec<decltype(df)>;
   const size_t lanes = hn::Lanes(df);
 
-  V acc[kRows][kBatch][kAccumulators];
+  V acc[kRows][kBatch];
 #pragma GCC unroll 16
   for (size_t r = 0; r < kRows; ++r) {
 #pragma GCC unroll 16
-    for (size_t b = 0; b < kBatch; ++b) {
-#pragma GCC unroll 16
-      for (size_t k = 0; k < kAccumulators; ++k) acc[r][b][k] = hn::Zero(df);
-    }
+    for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::Zero(df);
   }
 
   size_t c = 0;
-  for (; c + kAccumulators * lanes <= cols; c += kAccumulators * lanes) {
-#pragma GCC unroll 16
-    for (size_t k = 0; k < kAccumulators; ++k) {
-      V xv[kBatch];
-#pragma GCC unroll 16
-      for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c + k * lanes);
-#pragma GCC unroll 16
-      for (size_t r = 0; r < kRows; ++r) {
-        const V wv = LoadWeights(df, w + r * w_stride + c + k * lanes);
-#pragma GCC unroll 16
-        for (size_t b = 0; b < kBatch; ++b) acc[r][b][k] = hn::MulAdd(wv, xv[b], acc[r][b][k]);
-      }
-    }
-  }
   for (; c + lanes <= cols; c += lanes) {
     V xv[kBatch];
 #pragma GCC unroll 16
@@ -91,7 +75,7 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
     for (size_t r = 0; r < kRows; ++r) {
       const V wv = LoadWeights(df, w + r * w_stride + c);
 #pragma GCC unroll 16
-      for (size_t b = 0; b < kBatch; ++b) acc[r][b][0] = hn::MulAdd(wv, xv[b], acc[r][b][0]);
+      for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::MulAdd(wv, xv[b], acc[r][b]);
     }
   }
   if (c < cols) {
@@ -112,25 +96,22 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
       const V wv = LoadWeights(df, w_tail);
 #pragma GCC unroll 16
       for (size_t b = 0; b < kBatch; ++b) {
-        acc[r][b][0] = hn::MulAdd(wv, hn::Load(df, x_tail[b]), acc[r][b][0]);
+        acc[r][b] = hn::MulAdd(wv, hn::Load(df, x_tail[b]), acc[r][b]);
       }
     }
   }
 
-  static_assert(kAccumulators == 4, "the combine below is written for 4 accumulators");
 #pragma GCC unroll 16
   for (size_t r = 0; r < kRows; ++r) {
 #pragma GCC unroll 16
     for (size_t b = 0; b < kBatch; ++b) {
-      const V sum = hn::Add(hn::Add(acc[r][b][0], acc[r][b][1]),
-                            hn::Add(acc[r][b][2], acc[r][b][3]));
-      y[r * y_row_stride + b * y_batch_stride] = hn::GetLane(hn::SumOfLanes(df, sum));
+      y[r * y_row_stride + b * y_batch_stride] = hn::GetLane(hn::SumOfLanes(df, acc[r][b]));
     }
   }
 }
 
 // Rows are taken four at a time so the four weight streams share each load
-// of x; leftover rows run alone. Both produce the canonical reduction.
+// of x and four FMA chains are in flight; leftover rows run alone.
 template <typename WeightT>
 void MatVecRowsT(const WeightT* HWY_RESTRICT w, size_t cols, const float* HWY_RESTRICT x,
                  float* HWY_RESTRICT y, size_t row_begin, size_t row_end) {
@@ -139,31 +120,52 @@ void MatVecRowsT(const WeightT* HWY_RESTRICT w, size_t cols, const float* HWY_RE
   for (; r < row_end; ++r) DotTile<1, 1>(w + r * cols, cols, x, 0, cols, y + r, 1, 0);
 }
 
-// One weight row at a time against every x in tiles of up to four, so each
-// row comes from memory once and is re-read from L1 for later tiles.
+// Weight rows per MatMul tile; with four x per tile that is 16 accumulators.
+constexpr size_t kMatMulRows = 4;
+
+// Runs DotTile<kRows, b> for the leftover batch size b in [1, 4).
+template <size_t kRows, typename WeightT>
+HWY_INLINE void DotTileBatchTail(size_t batch_left, const WeightT* HWY_RESTRICT w, size_t cols,
+                                 const float* HWY_RESTRICT x, float* HWY_RESTRICT y,
+                                 size_t rows) {
+  switch (batch_left) {
+    case 3:
+      DotTile<kRows, 3>(w, cols, x, cols, cols, y, 1, rows);
+      break;
+    case 2:
+      DotTile<kRows, 2>(w, cols, x, cols, cols, y, 1, rows);
+      break;
+    case 1:
+      DotTile<kRows, 1>(w, cols, x, cols, cols, y, 1, rows);
+      break;
+    default:
+      break;
+  }
+}
+
+// Blocks of kMatMulRows weight rows against every x in tiles of up to four:
+// each weight row comes from memory once and later batch tiles re-read it
+// from cache, while each x vector load feeds several rows.
 template <typename WeightT>
 void MatMulRowsT(const WeightT* HWY_RESTRICT w, size_t rows, size_t cols,
                  const float* HWY_RESTRICT x, size_t batch, float* HWY_RESTRICT y,
                  size_t row_begin, size_t row_end) {
-  for (size_t r = row_begin; r < row_end; ++r) {
-    const WeightT* w_row = w + r * cols;
+  size_t r = row_begin;
+  for (; r + kMatMulRows <= row_end; r += kMatMulRows) {
     size_t m = 0;
     for (; m + 4 <= batch; m += 4) {
-      DotTile<1, 4>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
+      DotTile<kMatMulRows, 4>(w + r * cols, cols, x + m * cols, cols, cols, y + m * rows + r, 1,
+                              rows);
     }
-    switch (batch - m) {
-      case 3:
-        DotTile<1, 3>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
-        break;
-      case 2:
-        DotTile<1, 2>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
-        break;
-      case 1:
-        DotTile<1, 1>(w_row, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
-        break;
-      default:
-        break;
+    DotTileBatchTail<kMatMulRows>(batch - m, w + r * cols, cols, x + m * cols, y + m * rows + r,
+                                  rows);
+  }
+  for (; r < row_end; ++r) {
+    size_t m = 0;
+    for (; m + 4 <= batch; m += 4) {
+      DotTile<1, 4>(w + r * cols, cols, x + m * cols, cols, cols, y + m * rows + r, 1, rows);
     }
+    DotTileBatchTail<1>(batch - m, w + r * cols, cols, x + m * cols, y + m * rows + r, rows);
   }
 }
 

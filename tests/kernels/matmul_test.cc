@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -209,6 +210,39 @@ TEST(MatMulEdgeTest, LargeMatrixSplitAcrossThreads) {
   for (size_t r = 0; r < y.size(); ++r) {
     ASSERT_NEAR(y[r], expected[r], kRelativeTolerance * abs_sum[r] + 1e-30) << "row " << r;
   }
+}
+
+// The binary dispatches at run time, so machines without AVX-512 (or without
+// AVX2) run other code paths; force each compiled target the CPU supports.
+TEST(MatMulTargetsTest, EveryTargetMatchesReferenceAndIsBitIdentical) {
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (const DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (const int64_t cols : {int64_t{7}, int64_t{33}, int64_t{1000}}) {
+        constexpr int64_t kRows = 257;
+        const TestMatrix m = MakeMatrix(dtype, kRows, cols, 50);
+        constexpr int64_t kBatch = 5;
+        const std::vector<float> x = RandomVector(static_cast<size_t>(kBatch * cols), 51);
+        std::vector<float> y(static_cast<size_t>(kBatch * kRows), NAN);
+        MatMul(m.view(), x.data(), kBatch, y.data(), nullptr);
+        for (int64_t b = 0; b < kBatch; ++b) {
+          std::vector<double> expected, abs_sum;
+          ReferenceMatVec(m, x.data() + b * cols, &expected, &abs_sum);
+          std::vector<float> single(static_cast<size_t>(kRows), NAN);
+          MatVec(m.view(), x.data() + b * cols, single.data(), nullptr);
+          const std::vector<float> row(y.begin() + b * kRows, y.begin() + (b + 1) * kRows);
+          ASSERT_TRUE(SameBits(row, single)) << DTypeName(dtype) << " cols " << cols;
+          for (int64_t r = 0; r < kRows; ++r) {
+            const auto i = static_cast<size_t>(r);
+            ASSERT_NEAR(single[i], expected[i], kRelativeTolerance * abs_sum[i] + 1e-30)
+                << DTypeName(dtype) << " cols " << cols << " row " << r;
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 }  // namespace

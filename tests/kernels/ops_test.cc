@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "hwy/targets.h"
+
 namespace expertd::kernels {
 namespace {
 
@@ -158,6 +160,47 @@ TEST(OpsEdgeTest, ApplyRopeRotatesHalfPairs) {
       }
     }
   }
+}
+
+// Each runtime-dispatched target (AVX-512, AVX2, SSE4, ...) the CPU supports
+// must compute the same functions, within tolerance.
+TEST(OpsTargetsTest, EveryTargetMatchesReference) {
+  constexpr size_t kN = 1001;
+  const auto a = RandomVector(kN, 11, -3.0f, 3.0f);
+  const auto b = RandomVector(kN, 12, -3.0f, 3.0f);
+  const auto weight = RandomVector(kN, 13, 0.5f, 1.5f);
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    double dot = 0.0, abs_dot = 0.0, mean_square = 0.0, max_a = a[0], exp_sum = 0.0;
+    for (size_t i = 0; i < kN; ++i) {
+      dot += static_cast<double>(a[i]) * b[i];
+      abs_dot += std::fabs(static_cast<double>(a[i]) * b[i]);
+      mean_square += static_cast<double>(a[i]) * a[i] / kN;
+      max_a = std::max<double>(max_a, a[i]);
+    }
+    for (size_t i = 0; i < kN; ++i) exp_sum += std::exp(a[i] - max_a);
+    EXPECT_NEAR(Dot(a.data(), b.data(), kN), dot, 1e-5 * abs_dot);
+
+    std::vector<float> out(kN);
+    RmsNorm(a.data(), weight.data(), kN, 1e-6f, out.data());
+    std::vector<float> softmax = a;
+    Softmax(softmax.data(), kN);
+    std::vector<float> silu(kN);
+    SiluMul(a.data(), b.data(), kN, silu.data());
+    std::vector<float> axpy = b;
+    Axpy(0.5f, a.data(), kN, axpy.data());
+    for (size_t i = 0; i < kN; ++i) {
+      const double norm = a[i] / std::sqrt(mean_square + 1e-6) * weight[i];
+      ASSERT_NEAR(out[i], norm, 1e-5 * std::fabs(norm) + 1e-7) << i;
+      const double p = std::exp(a[i] - max_a) / exp_sum;
+      ASSERT_NEAR(softmax[i], p, 1e-5 * p + 1e-12) << i;
+      const double s = a[i] / (1.0 + std::exp(-static_cast<double>(a[i]))) * b[i];
+      ASSERT_NEAR(silu[i], s, 1e-5 * std::fabs(s) + 1e-7) << i;
+      ASSERT_NEAR(axpy[i], b[i] + 0.5 * a[i], 1e-6) << i;
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 }  // namespace
