@@ -328,6 +328,63 @@ TEST(SentencePieceTest, StreamStripsOnlyTheFirstLeadingSpace) {
   EXPECT_EQ(text, "Hello world Hello");
 }
 
+TEST(SentencePieceTest, MetaspacePreTokenizerWithPrependSchemeFirst) {
+  // The newer Mistral/Llama files: no normalizer, Metaspace pre-tokenizer
+  // and decoder. "first" prepends "▁" only at the start of the input.
+  Json doc = MixtralTokenizer();
+  doc["normalizer"] = nullptr;
+  doc["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}, {"split", false}};
+  doc["decoder"] = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}, {"split", false}};
+  auto tokenizer = Load(doc);
+  ASSERT_NE(tokenizer, nullptr);
+  EXPECT_THAT(Texts(*tokenizer, tokenizer->Encode("Hello world", false)), ElementsAre("▁Hello", "▁world"));
+  const std::vector<int32_t> ids = tokenizer->Encode("Hello</s>world", false);
+  EXPECT_THAT(Texts(*tokenizer, ids), ElementsAre("▁Hello", "</s>", "w", "or", "ld"));
+  EXPECT_EQ(tokenizer->Decode(ids), "Helloworld");
+  EXPECT_EQ(tokenizer->Decode(tokenizer->Encode("Hello world")), "Hello world");
+}
+
+// A byte-level tokenizer whose pre-tokenizer is Split("-", behavior) then
+// ByteLevel; the merges make piece boundaries visible in the tokens.
+std::vector<std::string> SplitPieces(const std::string& behavior, bool invert, const std::string& text) {
+  Json doc = {{"model", ByteLevelModel({"a -", "- b", "- -"})},
+              {"pre_tokenizer",
+               {{"type", "Sequence"},
+                {"pretokenizers",
+                 {{{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}},
+                  {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}},
+              {"decoder", {{"type", "ByteLevel"}}}};
+  auto tokenizer = Load(doc);
+  return tokenizer ? Texts(*tokenizer, tokenizer->Encode(text)) : std::vector<std::string>();
+}
+
+TEST(PreTokenizerTest, SplitBehaviors) {
+  EXPECT_THAT(SplitPieces("Isolated", false, "a-b"), ElementsAre("a", "-", "b"));
+  EXPECT_THAT(SplitPieces("Removed", false, "a-b"), ElementsAre("a", "b"));
+  EXPECT_THAT(SplitPieces("MergedWithPrevious", false, "a-b"), ElementsAre("a-", "b"));
+  EXPECT_THAT(SplitPieces("MergedWithNext", false, "a-b"), ElementsAre("a", "-b"));
+  EXPECT_THAT(SplitPieces("Isolated", false, "a--b"), ElementsAre("a", "-", "-", "b"));
+  EXPECT_THAT(SplitPieces("Contiguous", false, "a--b"), ElementsAre("a", "--", "b"));
+  EXPECT_THAT(SplitPieces("Removed", true, "a-b"), ElementsAre("-"));
+}
+
+TEST(PreTokenizerTest, DigitsSplitsEachDigit) {
+  Json doc = {{"model", ByteLevelModel({"1 2"})},
+              {"pre_tokenizer",
+               {{"type", "Sequence"},
+                {"pretokenizers",
+                 {{{"type", "Digits"}, {"individual_digits", true}},
+                  {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}},
+              {"decoder", {{"type", "ByteLevel"}}}};
+  auto tokenizer = Load(doc);
+  ASSERT_NE(tokenizer, nullptr);
+  EXPECT_THAT(Texts(*tokenizer, tokenizer->Encode("x12")), ElementsAre("x", "1", "2"));
+  doc["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = false;
+  tokenizer = Load(doc);
+  ASSERT_NE(tokenizer, nullptr);
+  EXPECT_THAT(Texts(*tokenizer, tokenizer->Encode("x12")), ElementsAre("x", "12"));
+}
+
 // --- StreamDecoder -----------------------------------------------------------
 
 TEST(StreamDecoderTest, HoldsSplitCharacterUntilComplete) {
