@@ -10,6 +10,10 @@ namespace expertd {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir) {
   namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(model_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
+  }
   auto model = std::unique_ptr<Model>(new Model());
   ASSIGN_OR_RETURN(model->config_, LoadModelConfig((fs::path(model_dir) / "config.json").string()));
   ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));

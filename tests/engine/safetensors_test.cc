@@ -48,8 +48,10 @@ TEST(Safetensors, WriteThenReadRoundTrips) {
   float values[6];
   std::memcpy(values, b->data, 24);
   EXPECT_EQ(values[5], 6.0f);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data) % 4, 0u);
+  // The format has no padding between tensors: "b" follows "a"'s 6 bytes.
   EXPECT_EQ((*file)->Find("a")->size_bytes, 6u);
+  EXPECT_EQ(b->data, (*file)->Find("a")->data + 6);
+  EXPECT_EQ(static_cast<uint8_t>((*file)->Find("a")->data[5]), 0x3fu);
   EXPECT_EQ((*file)->metadata().at("format"), "pt");
   EXPECT_EQ((*file)->Find("c"), nullptr);
 }

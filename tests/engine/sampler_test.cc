@@ -68,9 +68,10 @@ TEST(Sampler, TemperatureFollowsSoftmax) {
 
 TEST(Sampler, TopKAndTopPRestrictTheSupport) {
   ExpectDistribution({1.0f, 2, 1.0f, 9}, Softmax({1, 3}, 1.0));
-  // softmax at T=1: p(1)=.44, p(3)=.27, p(0)=.16: top-p 0.7 keeps {1, 3}, 0.75 adds 0.
+  // softmax at T=1: p(1)=.496, p(3)=.301, p(0)=.111: top-p 0.7 keeps {1, 3}
+  // (cumulative .797), 0.85 adds 0 (cumulative .908).
   ExpectDistribution({1.0f, 0, 0.7f, 10}, Softmax({1, 3}, 1.0));
-  ExpectDistribution({1.0f, 0, 0.75f, 11}, Softmax({1, 3, 0}, 1.0));
+  ExpectDistribution({1.0f, 0, 0.85f, 11}, Softmax({1, 3, 0}, 1.0));
 }
 
 TEST(Sampler, Validation) {

@@ -150,7 +150,7 @@ TEST_F(Cli, ErrorsAreClearAndNonZero) {
       {{"eval", "--model", model_, "--tokens", "1 x 3", "--logits-out", dir_.Sub("l")}, "'x' is not a token id"},
       {{"eval", "--model", model_, "--tokens", "1 4000", "--logits-out", dir_.Sub("l")}, "token id 4000"},
       {{"perplexity", "--model", model_, "--text-file", dir_.Sub("none.txt")}, "cannot open"},
-      {{"frobnicate"}, "frobnicate"},
+      {{"frobnicate"}, "subcommand"},
   };
   for (const Case& c : cases) {
     CommandResult result = Expertd(c.args);
