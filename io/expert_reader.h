@@ -61,7 +61,9 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> OpenExpertReader(const ReaderOptio
 // For tests: wraps a reader and injects faults.
 struct FaultOptions {
   double eio_probability = 0.0;         // the request fails with EIO
-  double short_read_probability = 0.0;  // the inner read is split and resubmitted (must still succeed)
+  // The read ends short and stays short (as on a truncated file): the
+  // request fails with DataLoss naming the offset and the bytes missing.
+  double short_read_probability = 0.0;
   std::chrono::microseconds delay{0};   // added before completion
   uint64_t seed = 1;
   // When set, requests whose offset it accepts fail with EIO.

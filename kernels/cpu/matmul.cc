@@ -67,6 +67,26 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
   }
 
   size_t c = 0;
+#if EXPERTD_UNROLL
+  for (; c + 2 * lanes <= cols; c += 2 * lanes) {
+#if EXPERTD_PF > 0
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kRows; ++r) hwy::Prefetch(w + r * w_stride + c + EXPERTD_PF / sizeof(WeightT));
+#endif
+#pragma GCC unroll 2
+    for (size_t u = 0; u < 2; ++u) {
+    V xv[kBatch];
+#pragma GCC unroll 16
+    for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c + u * lanes);
+#pragma GCC unroll 16
+    for (size_t r = 0; r < kRows; ++r) {
+      const V wv = LoadWeights(df, w + r * w_stride + c + u * lanes);
+#pragma GCC unroll 16
+      for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::MulAdd(wv, xv[b], acc[r][b]);
+    }
+    }
+  }
+#endif
   for (; c + lanes <= cols; c += lanes) {
     V xv[kBatch];
 #pragma GCC unroll 16

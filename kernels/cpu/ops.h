@@ -21,8 +21,8 @@ void Axpy(float a, const float* x, int64_t n, float* y);
 
 // Rotary position embedding in the "rotate half" (GPT-NeoX / HF Llama)
 // layout: within each head of head_dim values, element i pairs with
-// i + head_dim/2. cos_sin holds, for this position, head_dim/2 cosines
-// followed by head_dim/2 sines (see RopeTable).
+// i + head_dim/2. cos_sin holds, for this position p, the head_dim/2 cosines
+// cos(p * theta^(-2i/head_dim)) followed by the head_dim/2 matching sines.
 void ApplyRope(float* x, int num_heads, int head_dim, const float* cos_sin);
 
 }  // namespace expertd::kernels
