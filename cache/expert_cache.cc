@@ -1,0 +1,406 @@
+#include "cache/expert_cache.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace expertd::cache {
+namespace {
+
+class HostMemoryCopier : public DeviceCopier {
+ public:
+  absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    std::memcpy(device_dst, host_src, bytes);
+    return absl::OkStatus();
+  }
+};
+
+constexpr int kDram = 0;
+constexpr int kDevice = 1;
+
+}  // namespace
+
+std::unique_ptr<DeviceCopier> MakeHostMemoryCopier() { return std::make_unique<HostMemoryCopier>(); }
+
+// The outcome of one fill, shared by everyone waiting for it.
+struct ExpertCache::Load {
+  bool done = false;
+  absl::Status status;
+};
+
+struct ExpertCache::Slot {
+  enum class State { kFree, kLoading, kReady };
+  io::AlignedBuffer memory;
+  State state = State::kFree;
+  ExpertKey key;
+  int pins = 0;
+  std::shared_ptr<Load> load;  // while loading
+};
+
+struct ExpertCache::Tier {
+  std::string name;
+  std::vector<std::unique_ptr<Slot>> slots;
+  std::vector<Slot*> free;
+  absl::flat_hash_map<ExpertKey, Slot*> resident;  // loading or ready
+  std::unique_ptr<EvictionPolicy> policy;
+  // The pass in which each key was last evicted: a miss on a key evicted in
+  // the current pass is a collision miss (SpecMD).
+  absl::flat_hash_map<ExpertKey, uint64_t> evicted_in_pass;
+  TierStats stats;
+};
+
+ExpertCache::Pin::Pin(Pin&& other) noexcept { *this = std::move(other); }
+
+ExpertCache::Pin& ExpertCache::Pin::operator=(Pin&& other) noexcept {
+  if (this != &other) {
+    if (cache_ != nullptr) cache_->Unpin(tier_, static_cast<Slot*>(slot_));
+    cache_ = std::exchange(other.cache_, nullptr);
+    slot_ = std::exchange(other.slot_, nullptr);
+    tier_ = other.tier_;
+    data_ = std::exchange(other.data_, nullptr);
+    key_ = other.key_;
+  }
+  return *this;
+}
+
+ExpertCache::Pin::~Pin() {
+  if (cache_ != nullptr) cache_->Unpin(tier_, static_cast<Slot*>(slot_));
+}
+
+ExpertCache::ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader) : file_(file), reader_(reader) {}
+
+int ExpertCache::SlotsFor(uint64_t budget_bytes) const { return static_cast<int>(budget_bytes / slot_bytes_); }
+
+absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::ExpertFile& file, io::ExpertReader& reader,
+                                                                  ExpertCacheOptions options) {
+  auto cache = std::unique_ptr<ExpertCache>(new ExpertCache(file, reader));
+  cache->slot_bytes_ = file.layout().slot_bytes();
+  cache->min_slots_ = std::max(1, options.min_slots);
+  cache->verify_checksums_ = options.verify_checksums;
+  cache->copier_ = options.device_copier ? std::move(options.device_copier) : MakeHostMemoryCopier();
+  options.policy_options.num_layers = static_cast<int>(file.layout().num_layers);
+  options.policy_options.num_experts = static_cast<int>(file.layout().num_experts);
+
+  const uint64_t budgets[2] = {options.dram_budget_bytes, options.device_budget_bytes};
+  const char* names[2] = {"dram", "device"};
+  absl::MutexLock lock(&cache->mu_);
+  for (int t = 0; t < 2; ++t) {
+    if (t == kDevice && budgets[t] == 0) break;
+    const int slots = cache->SlotsFor(budgets[t]);
+    if (slots < cache->min_slots_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          names[t], " budget of ", budgets[t], " bytes holds ", slots, " experts of ", cache->slot_bytes_,
+          " bytes, fewer than the ", cache->min_slots_, " one layer needs (its top-k); raise it to at least ",
+          static_cast<uint64_t>(cache->min_slots_) * cache->slot_bytes_, " bytes"));
+    }
+    auto tier = std::make_unique<Tier>();
+    tier->name = names[t];
+    auto policy = MakeEvictionPolicy(options.policy, options.policy_options);
+    if (!policy.ok()) return policy.status();
+    tier->policy = std::move(*policy);
+    tier->stats.policy = std::string(tier->policy->name());
+    cache->tiers_.push_back(std::move(tier));
+    if (absl::Status s = cache->ResizeTierLocked(*cache->tiers_.back(), slots); !s.ok()) return s;
+  }
+  if (absl::Status s = cache->RegisterDramBuffersLocked(); !s.ok()) return s;
+  return cache;
+}
+
+ExpertCache::~ExpertCache() {
+  absl::MutexLock lock(&mu_);
+  // Reads in flight write into our slots and call back into us.
+  while (file_reads_in_flight_ > 0) changed_.Wait(&mu_);
+}
+
+bool ExpertCache::has_device_tier() const {
+  absl::MutexLock lock(&mu_);
+  return tiers_.size() > 1;
+}
+
+absl::Status ExpertCache::RegisterDramBuffersLocked() {
+  while (file_reads_in_flight_ > 0) changed_.Wait(&mu_);
+  std::vector<iovec> buffers;
+  for (const auto& slot : tiers_[kDram]->slots) buffers.push_back({slot->memory.data(), slot->memory.size()});
+  return reader_.RegisterBuffers(buffers);
+}
+
+absl::Status ExpertCache::ResizeTierLocked(Tier& tier, int target) {
+  while (static_cast<int>(tier.slots.size()) < target) {
+    auto memory = io::AlignedBuffer::Allocate(slot_bytes_);
+    if (!memory.ok()) return memory.status();
+    auto slot = std::make_unique<Slot>();
+    slot->memory = std::move(*memory);
+    tier.free.push_back(slot.get());
+    tier.slots.push_back(std::move(slot));
+  }
+  while (static_cast<int>(tier.slots.size()) > target) {
+    Slot* victim = ReserveSlotLocked(tier);  // frees one slot, waiting if every slot is busy
+    tier.free.erase(std::remove(tier.free.begin(), tier.free.end(), victim), tier.free.end());
+    tier.slots.erase(std::find_if(tier.slots.begin(), tier.slots.end(),
+                                  [&](const std::unique_ptr<Slot>& s) { return s.get() == victim; }));
+  }
+  tier.stats.slots = static_cast<int>(tier.slots.size());
+  return absl::OkStatus();
+}
+
+// Returns a free slot, evicting the policy's victim if needed; waits while
+// every slot is loading or pinned. The slot is taken off the free list.
+ExpertCache::Slot* ExpertCache::ReserveSlotLocked(Tier& tier) {
+  while (true) {
+    if (!tier.free.empty()) {
+      Slot* slot = tier.free.back();
+      tier.free.pop_back();
+      return slot;
+    }
+    auto victim = tier.policy->PickVictim([&](const ExpertKey& key) {
+      auto it = tier.resident.find(key);
+      return it != tier.resident.end() && it->second->state == Slot::State::kReady && it->second->pins == 0;
+    });
+    if (victim) {
+      Slot* slot = tier.resident.at(*victim);
+      tier.resident.erase(*victim);
+      tier.policy->OnRemove(*victim);
+      tier.evicted_in_pass[*victim] = pass_;
+      ++tier.stats.evictions;
+      slot->state = Slot::State::kFree;
+      return slot;
+    }
+    changed_.Wait(&mu_);
+  }
+}
+
+void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key, std::shared_ptr<Load> load) {
+  auto extent = file_.Find(key.layer, key.expert);
+  if (!extent.ok()) {
+    FinishLoadLocked(tier, slot, extent.status());
+    return;
+  }
+  ++file_reads_in_flight_;
+  const ExpertKey k = key;
+  const io::ExpertExtent where = *extent;
+  // The file pads every bundle to a whole slot, so the read is slot-sized
+  // and aligned for O_DIRECT.
+  reader_.Submit(where.offset, slot_bytes_, slot->memory.data(), [this, slot, k, where](absl::Status status) {
+    if (status.ok() && verify_checksums_) {
+      status = file_.Verify(k.layer, k.expert, absl::MakeConstSpan(slot->memory.data(), where.length));
+    }
+    if (!status.ok()) {
+      status = absl::Status(status.code(), absl::StrCat("loading ", k.ToString(), ": ", status.message()));
+    }
+    absl::MutexLock lock(&mu_);
+    --file_reads_in_flight_;
+    Tier& dram = *tiers_[kDram];
+    if (status.ok()) dram.stats.bytes_loaded += where.length;
+    FinishLoadLocked(dram, slot, status);
+  });
+}
+
+void ExpertCache::FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status) {
+  std::shared_ptr<Load> load = std::move(slot->load);
+  load->done = true;
+  load->status = status;
+  if (status.ok()) {
+    slot->state = Slot::State::kReady;
+  } else {
+    ++tier.stats.load_errors;
+    tier.resident.erase(slot->key);
+    tier.policy->OnRemove(slot->key);
+    slot->state = Slot::State::kFree;
+    tier.free.push_back(slot);
+  }
+  changed_.SignalAll();
+}
+
+absl::StatusOr<ExpertCache::Pin> ExpertCache::Acquire(const ExpertKey& key) {
+  int tier_index;
+  {
+    absl::MutexLock lock(&mu_);
+    tier_index = static_cast<int>(tiers_.size()) - 1;
+  }
+  return AcquireInTier(tier_index, key, /*demand=*/true);
+}
+
+absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, const ExpertKey& key, bool demand) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::MutexLock lock(&mu_);
+  Tier& tier = *tiers_[tier_index];
+  if (demand) tier.policy->OnAccess(key);
+  bool missed = false;
+  auto count_miss = [&] {
+    if (missed || !demand) return;
+    missed = true;
+    ++tier.stats.misses;
+    auto evicted = tier.evicted_in_pass.find(key);
+    if (evicted != tier.evicted_in_pass.end() && evicted->second == pass_) ++tier.stats.collision_misses;
+  };
+  while (true) {
+    auto it = tier.resident.find(key);
+    if (it != tier.resident.end() && it->second->state == Slot::State::kReady) {
+      Slot* slot = it->second;
+      if (demand && !missed) {
+        ++tier.stats.hits;
+        tier.policy->OnHit(key);
+      }
+      if (missed) {
+        tier.stats.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                  std::chrono::steady_clock::now() - start).count();
+      }
+      ++slot->pins;
+      Pin pin;
+      pin.cache_ = this;
+      pin.slot_ = slot;
+      pin.tier_ = tier_index;
+      pin.data_ = slot->memory.data();
+      pin.key_ = key;
+      return pin;
+    }
+    if (it != tier.resident.end()) {
+      // Loading: join the load in flight.
+      if (!missed) ++tier.stats.shared_loads;
+      count_miss();
+      std::shared_ptr<Load> load = it->second->load;
+      while (!load->done) changed_.Wait(&mu_);
+      if (!load->status.ok()) return load->status;
+      continue;
+    }
+
+    count_miss();
+    Slot* slot = ReserveSlotLocked(tier);
+    if (tier.resident.contains(key)) {
+      // Someone else started this load while we waited for a slot.
+      tier.free.push_back(slot);
+      continue;
+    }
+    slot->state = Slot::State::kLoading;
+    slot->key = key;
+    slot->load = std::make_shared<Load>();
+    tier.resident[key] = slot;
+    tier.policy->OnInsert(key, /*prefetch=*/!demand);
+    ++tier.stats.loads;
+    if (tier_index == kDram) {
+      StartFileReadLocked(tier, slot, key, slot->load);
+      continue;
+    }
+    // Device tier: bring the expert into DRAM (a demand access there), then
+    // copy it up. Our device slot stays "loading" meanwhile, so others wait
+    // on it instead of starting a second copy.
+    mu_.Unlock();
+    absl::Status status;
+    {
+      auto host = AcquireInTier(kDram, key, demand);
+      status = host.ok() ? copier_->Copy(slot->memory.data(), host->data(), slot_bytes_) : host.status();
+    }  // the DRAM pin is released before we take the lock again
+    mu_.Lock();
+    if (status.ok()) tier.stats.bytes_loaded += slot_bytes_;
+    FinishLoadLocked(tier, slot, status);
+  }
+}
+
+bool ExpertCache::Prefetch(const ExpertKey& key) {
+  absl::MutexLock lock(&mu_);
+  Tier& dram = *tiers_[kDram];
+  if (dram.resident.contains(key)) return false;
+  Slot* slot = nullptr;
+  if (!dram.free.empty()) {
+    slot = dram.free.back();
+    dram.free.pop_back();
+  } else {
+    auto victim = dram.policy->PickVictim([&](const ExpertKey& k) {
+      auto it = dram.resident.find(k);
+      return it != dram.resident.end() && it->second->state == Slot::State::kReady && it->second->pins == 0;
+    });
+    if (!victim) return false;  // everything busy: a prefetch never waits
+    slot = dram.resident.at(*victim);
+    dram.resident.erase(*victim);
+    dram.policy->OnRemove(*victim);
+    dram.evicted_in_pass[*victim] = pass_;
+    ++dram.stats.evictions;
+  }
+  slot->state = Slot::State::kLoading;
+  slot->key = key;
+  slot->load = std::make_shared<Load>();
+  dram.resident[key] = slot;
+  dram.policy->OnInsert(key, /*prefetch=*/true);
+  ++dram.stats.loads;
+  ++dram.stats.prefetches;
+  StartFileReadLocked(dram, slot, key, slot->load);
+  return true;
+}
+
+void ExpertCache::Unpin(int tier_index, Slot* slot) {
+  absl::MutexLock lock(&mu_);
+  --slot->pins;
+  changed_.SignalAll();
+}
+
+void ExpertCache::BeginPass() {
+  absl::MutexLock lock(&mu_);
+  ++pass_;
+  for (auto& tier : tiers_) tier->policy->OnPassStart();
+}
+
+void ExpertCache::BeginLayer(int layer) {
+  absl::MutexLock lock(&mu_);
+  for (auto& tier : tiers_) tier->policy->OnLayerStart(layer);
+}
+
+void ExpertCache::OnRouterScores(int layer, absl::Span<const float> probabilities) {
+  absl::MutexLock lock(&mu_);
+  for (auto& tier : tiers_) tier->policy->OnRouterScores(layer, probabilities);
+}
+
+absl::Status ExpertCache::Resize(uint64_t dram_budget_bytes, uint64_t device_budget_bytes) {
+  absl::MutexLock lock(&mu_);
+  const bool has_device = tiers_.size() > 1;
+  if ((device_budget_bytes > 0) != has_device) {
+    return absl::InvalidArgumentError(
+        "the device tier can be resized but not added or removed at run time; restart to change it");
+  }
+  const uint64_t budgets[2] = {dram_budget_bytes, device_budget_bytes};
+  for (size_t t = 0; t < tiers_.size(); ++t) {
+    if (SlotsFor(budgets[t]) < min_slots_) {
+      return absl::InvalidArgumentError(absl::StrCat(tiers_[t]->name, " budget of ", budgets[t], " bytes holds fewer than ",
+                                                     min_slots_, " experts of ", slot_bytes_, " bytes"));
+    }
+  }
+  for (size_t t = 0; t < tiers_.size(); ++t) {
+    if (absl::Status s = ResizeTierLocked(*tiers_[t], SlotsFor(budgets[t])); !s.ok()) return s;
+  }
+  return RegisterDramBuffersLocked();
+}
+
+CacheStats ExpertCache::stats() const {
+  absl::MutexLock lock(&mu_);
+  CacheStats out;
+  out.dram = tiers_[kDram]->stats;
+  if (tiers_.size() > 1) out.device = tiers_[kDevice]->stats;
+  out.passes = pass_;
+  return out;
+}
+
+absl::Status ExpertCache::CheckInvariants() const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& tier : tiers_) {
+    auto fail = [&](absl::string_view what) {
+      return absl::InternalError(absl::StrCat(tier->name, " tier invariant broken: ", what));
+    };
+    if (tier->free.size() + tier->resident.size() != tier->slots.size()) return fail("free + resident != slots");
+    for (const Slot* slot : tier->free) {
+      if (slot->state != Slot::State::kFree || slot->pins != 0) return fail("a free slot is in use");
+    }
+    for (const auto& [key, slot] : tier->resident) {
+      if (slot->key != key) return fail("a slot holds another key than its map entry");
+      if (slot->state == Slot::State::kFree) return fail("a resident slot is free");
+      if ((slot->state == Slot::State::kLoading) != (slot->load != nullptr)) return fail("load/state mismatch");
+      if (slot->pins < 0) return fail("negative pins");
+      if (slot->state == Slot::State::kLoading && slot->pins != 0) return fail("a loading slot is pinned");
+    }
+    if (tier->stats.slots != static_cast<int>(tier->slots.size())) return fail("slot count stat is stale");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace expertd::cache

@@ -1,0 +1,158 @@
+#ifndef EXPERTD_CACHE_EXPERT_CACHE_H_
+#define EXPERTD_CACHE_EXPERT_CACHE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cache/eviction_policy.h"
+#include "cache/expert_key.h"
+#include "io/aligned_buffer.h"
+#include "io/expert_file.h"
+#include "io/expert_reader.h"
+
+namespace expertd::cache {
+
+// Figures of one tier since creation.
+struct TierStats {
+  uint64_t hits = 0;              // demand accesses that found the expert ready
+  uint64_t misses = 0;            // demand accesses that had to load or wait for a load
+  uint64_t collision_misses = 0;  // misses on an expert evicted earlier in the same pass
+  uint64_t shared_loads = 0;      // misses that joined a load already in flight
+  uint64_t evictions = 0;
+  uint64_t loads = 0;             // fills started (demand and prefetch)
+  uint64_t prefetches = 0;        // fills started by Prefetch
+  uint64_t bytes_loaded = 0;
+  uint64_t wait_ns = 0;           // time demand accesses spent waiting for fills
+  uint64_t load_errors = 0;
+  int slots = 0;
+  std::string policy;
+
+  double hit_rate() const { return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / (hits + misses); }
+};
+
+struct CacheStats {
+  TierStats dram;
+  TierStats device;  // slots == 0 without a device tier
+  uint64_t passes = 0;
+};
+
+// Copies a bundle from a DRAM slot into a device slot. The host-memory
+// stand-in is a memcpy; the CUDA tier implements it with a copy stream.
+class DeviceCopier {
+ public:
+  virtual ~DeviceCopier() = default;
+  virtual absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) = 0;
+};
+std::unique_ptr<DeviceCopier> MakeHostMemoryCopier();
+
+struct ExpertCacheOptions {
+  uint64_t dram_budget_bytes = 0;
+  uint64_t device_budget_bytes = 0;  // 0: no device tier; DRAM is the compute tier
+  std::string policy = "least-stale";
+  PolicyOptions policy_options;      // num_layers / num_experts filled from the file
+  // The fewest slots a tier may have: one layer's experts per token (k), so a
+  // layer can always run. A smaller budget is a configuration error.
+  int min_slots = 1;
+  bool verify_checksums = true;
+  std::unique_ptr<DeviceCopier> device_copier;  // default: host memory
+};
+
+// The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
+// expert has one size, so each tier is an array of equal slots.
+//
+// Slot states: free, loading, ready; a ready slot may be pinned (ref-counted)
+// by compute. Loading and pinned slots are never victims. A load in flight is
+// shared by every demand access and prefetch of that expert: no expert is
+// read twice at once. All state is guarded by one mutex; reads complete on
+// the reader's thread and hand over through it.
+class ExpertCache {
+ public:
+  // Keeps the expert's bundle in the compute tier alive while it exists.
+  class Pin {
+   public:
+    Pin() = default;
+    Pin(Pin&& other) noexcept;
+    Pin& operator=(Pin&& other) noexcept;
+    ~Pin();
+    const std::byte* data() const { return data_; }
+    const ExpertKey& key() const { return key_; }
+
+   private:
+    friend class ExpertCache;
+    ExpertCache* cache_ = nullptr;
+    void* slot_ = nullptr;  // the tier's Slot
+    int tier_ = 0;
+    const std::byte* data_ = nullptr;
+    ExpertKey key_;
+  };
+
+  // file and reader must outlive the cache.
+  static absl::StatusOr<std::unique_ptr<ExpertCache>> Create(const io::ExpertFile& file, io::ExpertReader& reader,
+                                                             ExpertCacheOptions options);
+  ~ExpertCache();  // waits for loads in flight
+
+  // Demand access from compute: returns once the expert is ready in the
+  // compute tier, loading it (and evicting) if needed. An I/O or checksum
+  // error is returned to this caller and leaves the cache consistent.
+  absl::StatusOr<Pin> Acquire(const ExpertKey& key);
+  // Starts loading key into DRAM unless it is resident or loading; never
+  // waits. Dropped when no slot can be freed now. Returns whether a read
+  // was issued.
+  bool Prefetch(const ExpertKey& key);
+
+  // The layer cycle, for the policies.
+  void BeginPass();
+  void BeginLayer(int layer);
+  void OnRouterScores(int layer, absl::Span<const float> probabilities);
+
+  // Changes the budgets live: growing adds slots, shrinking evicts (waiting
+  // for pins and loads on the slots it must remove to be released).
+  absl::Status Resize(uint64_t dram_budget_bytes, uint64_t device_budget_bytes);
+
+  CacheStats stats() const;
+  uint64_t slot_bytes() const { return slot_bytes_; }
+  bool has_device_tier() const;
+  // Checks every internal invariant (tests): map/slot agreement, pin counts,
+  // free list, slot counts vs budget.
+  absl::Status CheckInvariants() const;
+
+  struct Tier;
+  struct Slot;
+  struct Load;
+
+ private:
+  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
+  absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
+  void Unpin(int tier_index, Slot* slot);
+  Slot* ReserveSlotLocked(Tier& tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ResizeTierLocked(Tier& tier, int slots) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key, std::shared_ptr<Load> load)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RegisterDramBuffersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int SlotsFor(uint64_t budget_bytes) const;
+
+  const io::ExpertFile& file_;
+  io::ExpertReader& reader_;
+  uint64_t slot_bytes_ = 0;
+  int min_slots_ = 1;
+  bool verify_checksums_ = true;
+  std::unique_ptr<DeviceCopier> copier_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar changed_;  // a load finished, a pin was released, a slot freed
+  std::vector<std::unique_ptr<Tier>> tiers_ ABSL_GUARDED_BY(mu_);  // [0] DRAM, [1] device (optional)
+  uint64_t pass_ ABSL_GUARDED_BY(mu_) = 0;
+  int file_reads_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace expertd::cache
+
+#endif  // EXPERTD_CACHE_EXPERT_CACHE_H_

@@ -1,0 +1,109 @@
+#include "engine/expert_packer.h"
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "io/expert_file.h"
+#include "kernels/cpu/dtype.h"
+
+namespace expertd {
+namespace {
+
+using kernels::DType;
+
+io::ExpertDtype ToFileDtype(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return io::ExpertDtype::kF32;
+    case DType::kBF16: return io::ExpertDtype::kBF16;
+    case DType::kF16: return io::ExpertDtype::kF16;
+  }
+  return io::ExpertDtype::kF32;
+}
+
+// Appends matrix w to out in `target` dtype; a matching dtype copies bytes
+// unchanged, so a "keep" pack computes bit-identically to the checkpoint.
+void AppendMatrix(const WeightMatrix& w, DType target, std::vector<float>& scratch, std::byte* out) {
+  const int64_t count = w.rows * w.cols;
+  if (w.dtype == target) {
+    std::memcpy(out, w.data, static_cast<size_t>(w.size_bytes()));
+    return;
+  }
+  scratch.resize(count);
+  kernels::ConvertToF32(w.dtype, w.data, count, scratch.data());
+  if (target == DType::kF32) {
+    std::memcpy(out, scratch.data(), count * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const uint16_t bits = kernels::F32ToBF16(scratch[i]);
+    std::memcpy(out + 2 * i, &bits, 2);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<PackDtype> ParsePackDtype(absl::string_view name) {
+  if (name == "keep") return PackDtype::kKeep;
+  if (name == "bf16") return PackDtype::kBF16;
+  if (name == "f32") return PackDtype::kF32;
+  return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose keep, bf16 or f32)"));
+}
+
+absl::Status PackExperts(const Model& model, const std::string& path, PackDtype dtype,
+                         const std::function<void(int done, int total)>& progress) {
+  const ModelConfig& config = model.config();
+  const ModelWeights& weights = model.weights();
+  int first_moe = -1;
+  int total = 0;
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    if (!weights.layers[layer].is_moe) continue;
+    if (first_moe < 0) first_moe = layer;
+    total += config.num_experts;
+  }
+  if (first_moe < 0) return absl::InvalidArgumentError(absl::StrCat(model.dir(), " has no MoE layers to pack"));
+
+  DType target = weights.layers[first_moe].experts[0].gate.dtype;
+  if (dtype == PackDtype::kBF16) target = DType::kBF16;
+  if (dtype == PackDtype::kF32) target = DType::kF32;
+  if (dtype == PackDtype::kKeep) {
+    for (const LayerWeights& layer : weights.layers) {
+      for (const FeedForwardWeights& e : layer.experts) {
+        if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
+          return absl::InvalidArgumentError(
+              "the checkpoint's experts mix dtypes; pack with an explicit dtype (bf16 or f32)");
+        }
+      }
+    }
+  }
+
+  io::ExpertFileLayout layout;
+  layout.model_fingerprint = model.fingerprint();
+  layout.dtype = ToFileDtype(target);
+  layout.num_layers = config.num_layers;
+  layout.num_experts = config.num_experts;
+  layout.hidden_size = config.hidden_size;
+  layout.intermediate_size = config.expert_intermediate_size;
+  ASSIGN_OR_RETURN(auto writer, io::ExpertFileWriter::Create(path, layout));
+
+  const size_t matrix_bytes = static_cast<size_t>(config.hidden_size) * config.expert_intermediate_size *
+                              kernels::DTypeSize(target);
+  std::vector<std::byte> bundle(layout.expert_bytes());
+  std::vector<float> scratch;
+  int done = 0;
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    if (!weights.layers[layer].is_moe) continue;
+    for (int e = 0; e < config.num_experts; ++e) {
+      const FeedForwardWeights& expert = weights.layers[layer].experts[e];
+      AppendMatrix(expert.gate, target, scratch, bundle.data());
+      AppendMatrix(expert.up, target, scratch, bundle.data() + matrix_bytes);
+      AppendMatrix(expert.down, target, scratch, bundle.data() + 2 * matrix_bytes);
+      RETURN_IF_ERROR(writer->Add(layer, e, bundle));
+      if (progress) progress(++done, total);
+    }
+  }
+  return writer->Finish();
+}
+
+}  // namespace expertd

@@ -1,0 +1,32 @@
+#include "engine/expert_source.h"
+
+#include "kernels/cpu/dtype.h"
+
+namespace expertd {
+
+absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
+  ExpertHandle handle;
+  handle.weights = weights_.layers[layer].experts[expert];
+  return handle;
+}
+
+absl::StatusOr<ExpertHandle> CachedExperts::Acquire(int layer, int expert) {
+  auto pin = cache_.Acquire({layer, expert});
+  if (!pin.ok()) return pin.status();
+  // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
+  const kernels::DType dtype = layout_.dtype == io::ExpertDtype::kF32    ? kernels::DType::kF32
+                               : layout_.dtype == io::ExpertDtype::kBF16 ? kernels::DType::kBF16
+                                                                         : kernels::DType::kF16;
+  const int64_t hidden = layout_.hidden_size;
+  const int64_t ffn = layout_.intermediate_size;
+  const size_t matrix_bytes = static_cast<size_t>(hidden * ffn) * kernels::DTypeSize(dtype);
+  const std::byte* base = pin->data();
+  ExpertHandle handle;
+  handle.weights.gate = {dtype, base, ffn, hidden};
+  handle.weights.up = {dtype, base + matrix_bytes, ffn, hidden};
+  handle.weights.down = {dtype, base + 2 * matrix_bytes, hidden, ffn};
+  handle.pin = std::move(*pin);
+  return handle;
+}
+
+}  // namespace expertd

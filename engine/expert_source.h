@@ -1,0 +1,60 @@
+#ifndef EXPERTD_ENGINE_EXPERT_SOURCE_H_
+#define EXPERTD_ENGINE_EXPERT_SOURCE_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "cache/expert_cache.h"
+#include "engine/model_weights.h"
+#include "io/expert_file.h"
+
+namespace expertd {
+
+// A routed expert's weights, valid while the handle lives (it may pin a
+// cache slot).
+struct ExpertHandle {
+  FeedForwardWeights weights;
+  cache::ExpertCache::Pin pin;  // empty for resident weights
+};
+
+// Where the forward pass gets routed experts from, and whom it tells about
+// its progress through the layer cycle (the cache's policies need it).
+class ExpertSource {
+ public:
+  virtual ~ExpertSource() = default;
+  virtual absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) = 0;
+  virtual void BeginPass() {}
+  virtual void BeginLayer(int layer) {}
+  virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
+};
+
+// Every expert resident: views into the memory-mapped checkpoint.
+class ResidentExperts : public ExpertSource {
+ public:
+  explicit ResidentExperts(const ModelWeights& weights) : weights_(weights) {}
+  absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
+
+ private:
+  const ModelWeights& weights_;
+};
+
+// Experts through the tiered cache, from a packed expert file.
+class CachedExperts : public ExpertSource {
+ public:
+  CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout) : cache_(cache), layout_(layout) {}
+  absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
+  void BeginPass() override { cache_.BeginPass(); }
+  void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
+  void OnRouterScores(int layer, absl::Span<const float> probabilities) override {
+    cache_.OnRouterScores(layer, probabilities);
+  }
+
+ private:
+  cache::ExpertCache& cache_;
+  io::ExpertFileLayout layout_;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_EXPERT_SOURCE_H_

@@ -1,0 +1,336 @@
+// The tiered expert cache over a real packed file and real readers: contents,
+// pinning, shared loads, faults, budgets, the device tier, and a
+// multi-threaded stress run that checks every invariant.
+
+#include "cache/expert_cache.h"
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "io/expert_file.h"
+#include "io/expert_reader.h"
+#include "tests/testing/test_models.h"
+
+namespace expertd::cache {
+namespace {
+
+using ::expertd::testing::ScopedTempDir;
+using ::testing::HasSubstr;
+
+constexpr int kLayers = 3;
+constexpr int kExperts = 8;
+
+io::ExpertFileLayout SmallLayout() {
+  io::ExpertFileLayout layout;
+  layout.model_fingerprint = 42;
+  layout.dtype = io::ExpertDtype::kF32;
+  layout.num_layers = kLayers;
+  layout.num_experts = kExperts;
+  layout.hidden_size = 64;
+  layout.intermediate_size = 32;  // 24 KiB per expert: six pages
+  return layout;
+}
+
+// Every byte of a bundle says which expert it belongs to.
+std::vector<std::byte> Bundle(const io::ExpertFileLayout& layout, int layer, int expert) {
+  std::vector<std::byte> bytes(layout.expert_bytes());
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::byte((layer * 31 + expert * 7 + i) & 0xff);
+  return bytes;
+}
+
+bool HoldsExpert(const io::ExpertFileLayout& layout, const std::byte* data, int layer, int expert) {
+  const std::vector<std::byte> expected = Bundle(layout, layer, expert);
+  return std::memcmp(data, expected.data(), expected.size()) == 0;
+}
+
+class ExpertCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.Sub("model.experts");
+    auto writer = io::ExpertFileWriter::Create(path_, layout_);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int l = 0; l < kLayers; ++l) {
+      for (int e = 0; e < kExperts; ++e) ASSERT_TRUE((*writer)->Add(l, e, Bundle(layout_, l, e)).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish().ok());
+    OpenFile();
+  }
+  void OpenFile() {
+    auto file = io::ExpertFile::Open(path_, 42);
+    ASSERT_TRUE(file.ok()) << file.status();
+    file_ = std::move(*file);
+  }
+  void OpenReader(const io::FaultOptions* faults = nullptr) {
+    io::ReaderOptions options;
+    options.path = path_;
+    options.direct_io = true;
+    auto reader = io::OpenExpertReader(options);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    reader_ = faults ? io::MakeFaultInjectingReader(std::move(*reader), *faults) : std::move(*reader);
+  }
+  std::unique_ptr<ExpertCache> MakeCache(int dram_slots, int device_slots = 0, const std::string& policy = "least-stale",
+                                         int min_slots = 2) {
+    if (reader_ == nullptr) OpenReader();
+    ExpertCacheOptions options;
+    options.dram_budget_bytes = dram_slots * layout_.slot_bytes();
+    options.device_budget_bytes = device_slots * layout_.slot_bytes();
+    options.policy = policy;
+    options.min_slots = min_slots;
+    auto cache = ExpertCache::Create(*file_, *reader_, std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return cache.ok() ? std::move(*cache) : nullptr;
+  }
+
+  ScopedTempDir dir_{"expert_cache"};
+  io::ExpertFileLayout layout_ = SmallLayout();
+  std::string path_;
+  std::unique_ptr<io::ExpertFile> file_;
+  std::unique_ptr<io::ExpertReader> reader_;
+};
+
+TEST_F(ExpertCacheTest, EveryAcquireHoldsTheRightExpert) {
+  for (const char* policy : {"lru", "lfu", "least-stale", "layer-distance"}) {
+    SCOPED_TRACE(policy);
+    auto cache = MakeCache(5, 0, policy);
+    ASSERT_NE(cache, nullptr);
+    for (int pass = 0; pass < 3; ++pass) {
+      cache->BeginPass();
+      for (int l = 0; l < kLayers; ++l) {
+        cache->BeginLayer(l);
+        for (int e : {l, (l + 3) % kExperts, 5}) {
+          auto pin = cache->Acquire({l, e});
+          ASSERT_TRUE(pin.ok()) << pin.status();
+          EXPECT_TRUE(HoldsExpert(layout_, pin->data(), l, e)) << l << "/" << e;
+        }
+      }
+    }
+    const CacheStats stats = cache->stats();
+    EXPECT_EQ(stats.dram.hits + stats.dram.misses, 27u);
+    EXPECT_GT(stats.dram.evictions, 0u);
+    EXPECT_EQ(stats.dram.bytes_loaded, stats.dram.loads * layout_.expert_bytes());
+    EXPECT_TRUE(cache->CheckInvariants().ok());
+  }
+}
+
+TEST_F(ExpertCacheTest, TooSmallABudgetIsAClearError) {
+  OpenReader();
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = layout_.slot_bytes() * 3 + 100;
+  options.min_slots = 4;
+  auto cache = ExpertCache::Create(*file_, *reader_, std::move(options));
+  ASSERT_FALSE(cache.ok());
+  EXPECT_THAT(std::string(cache.status().message()), HasSubstr("holds 3 experts"));
+  EXPECT_THAT(std::string(cache.status().message()), HasSubstr("raise it to at least"));
+  ExpertCacheOptions bad_policy;
+  bad_policy.dram_budget_bytes = layout_.slot_bytes() * 4;
+  bad_policy.policy = "random";
+  EXPECT_FALSE(ExpertCache::Create(*file_, *reader_, std::move(bad_policy)).ok());
+}
+
+TEST_F(ExpertCacheTest, PinnedExpertsAreNeverEvicted) {
+  auto cache = MakeCache(3);
+  auto a = cache->Acquire({0, 0});
+  auto b = cache->Acquire({0, 1});
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int e = 2; e < kExperts; ++e) {
+    auto other = cache->Acquire({1, e});  // churns through the one free slot
+    ASSERT_TRUE(other.ok());
+  }
+  EXPECT_TRUE(HoldsExpert(layout_, a->data(), 0, 0));
+  EXPECT_TRUE(HoldsExpert(layout_, b->data(), 0, 1));
+  const uint64_t misses = cache->stats().dram.misses;
+  ASSERT_TRUE(cache->Acquire({0, 0}).ok());
+  EXPECT_EQ(cache->stats().dram.misses, misses) << "a pinned expert stayed resident";
+}
+
+TEST_F(ExpertCacheTest, ConcurrentMissesShareOneLoad) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(50);
+  OpenReader(&slow);
+  auto cache = MakeCache(4);
+  std::vector<std::thread> threads;
+  std::atomic<int> correct{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto pin = cache->Acquire({2, 3});
+      if (pin.ok() && HoldsExpert(layout_, pin->data(), 2, 3)) ++correct;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(correct.load(), 8);
+  const TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.loads, 1u) << "one expert is never read twice at once";
+  EXPECT_EQ(stats.misses, 8u);
+  EXPECT_EQ(stats.shared_loads, 7u);
+}
+
+TEST_F(ExpertCacheTest, IoErrorsReachTheRequesterAndLeaveTheCacheConsistent) {
+  const uint64_t bad_offset = file_->Find(1, 4)->offset;
+  io::FaultOptions faults;
+  faults.fail_offset = [bad_offset](uint64_t offset) { return offset == bad_offset; };
+  OpenReader(&faults);
+  auto cache = MakeCache(3);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto pin = cache->Acquire({1, 4});
+    ASSERT_FALSE(pin.ok());
+    EXPECT_THAT(std::string(pin.status().message()), HasSubstr("layer 1 expert 4"));
+  }
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+  EXPECT_EQ(cache->stats().dram.load_errors, 2u);
+  for (int e = 0; e < kExperts; ++e) {
+    if (e == 4) continue;
+    auto pin = cache->Acquire({1, e});
+    ASSERT_TRUE(pin.ok()) << pin.status();
+    EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, e));
+  }
+}
+
+TEST_F(ExpertCacheTest, ShortReadsAreErrors) {
+  io::FaultOptions faults;
+  faults.short_read_probability = 1.0;
+  OpenReader(&faults);
+  auto cache = MakeCache(3);
+  auto pin = cache->Acquire({0, 2});
+  ASSERT_FALSE(pin.ok());
+  EXPECT_THAT(std::string(pin.status().message()), HasSubstr("layer 0 expert 2"));
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+TEST_F(ExpertCacheTest, CorruptedBundleIsCaughtByItsChecksum) {
+  const uint64_t offset = file_->Find(2, 6)->offset;
+  {
+    std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(offset + 100));
+    f.put('\x5a' ^ static_cast<char>(Bundle(layout_, 2, 6)[100]));
+  }
+  auto cache = MakeCache(3);
+  auto pin = cache->Acquire({2, 6});
+  ASSERT_FALSE(pin.ok());
+  EXPECT_EQ(pin.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(pin.status().message()), HasSubstr("layer 2 expert 6"));
+  EXPECT_TRUE(cache->Acquire({2, 5}).ok());
+}
+
+TEST_F(ExpertCacheTest, ResizeGrowsAndShrinksLive) {
+  auto cache = MakeCache(3);
+  for (int e = 0; e < 3; ++e) ASSERT_TRUE(cache->Acquire({0, e}).ok());
+  ASSERT_TRUE(cache->Resize(6 * layout_.slot_bytes(), 0).ok());
+  EXPECT_EQ(cache->stats().dram.slots, 6);
+  for (int e = 0; e < 6; ++e) ASSERT_TRUE(cache->Acquire({0, e}).ok());
+  EXPECT_EQ(cache->stats().dram.evictions, 0u);
+
+  // Shrinking below what is pinned waits until the pins are released.
+  auto held = cache->Acquire({0, 0});
+  auto held2 = cache->Acquire({0, 1});
+  auto held3 = cache->Acquire({0, 2});
+  ASSERT_TRUE(held.ok() && held2.ok() && held3.ok());
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    *held = ExpertCache::Pin();
+  });
+  ASSERT_TRUE(cache->Resize(2 * layout_.slot_bytes(), 0).ok());
+  release.join();
+  EXPECT_EQ(cache->stats().dram.slots, 2);
+  EXPECT_TRUE(HoldsExpert(layout_, held2->data(), 0, 1));
+  EXPECT_TRUE(HoldsExpert(layout_, held3->data(), 0, 2));
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+  EXPECT_THAT(std::string(cache->Resize(layout_.slot_bytes(), 0).message()), HasSubstr("fewer than 2"));
+  EXPECT_FALSE(cache->Resize(4 * layout_.slot_bytes(), 4 * layout_.slot_bytes()).ok());
+}
+
+TEST_F(ExpertCacheTest, DeviceTierCopiesFromDram) {
+  auto cache = MakeCache(6, 3);
+  ASSERT_TRUE(cache->has_device_tier());
+  for (int round = 0; round < 2; ++round) {
+    for (int e = 0; e < 3; ++e) {
+      auto pin = cache->Acquire({1, e});
+      ASSERT_TRUE(pin.ok());
+      EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, e));
+    }
+  }
+  CacheStats stats = cache->stats();
+  EXPECT_EQ(stats.device.misses, 3u);
+  EXPECT_EQ(stats.device.hits, 3u);
+  EXPECT_EQ(stats.dram.misses, 3u) << "each device miss is one DRAM access";
+  // Past the device budget, DRAM still holds what the device evicted.
+  for (int e = 3; e < 6; ++e) ASSERT_TRUE(cache->Acquire({1, e}).ok());
+  ASSERT_TRUE(cache->Acquire({1, 0}).ok());
+  stats = cache->stats();
+  EXPECT_EQ(stats.device.misses, 7u);
+  EXPECT_EQ(stats.dram.hits, 1u);
+  EXPECT_EQ(stats.dram.loads, 6u);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+TEST_F(ExpertCacheTest, PrefetchLoadsOnceAndNeverWaits) {
+  auto cache = MakeCache(4);
+  EXPECT_TRUE(cache->Prefetch({0, 1}));
+  EXPECT_FALSE(cache->Prefetch({0, 1})) << "already loading";
+  auto pin = cache->Acquire({0, 1});
+  ASSERT_TRUE(pin.ok());
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 0, 1));
+  EXPECT_FALSE(cache->Prefetch({0, 1})) << "already resident";
+  EXPECT_EQ(cache->stats().dram.loads, 1u);
+  EXPECT_EQ(cache->stats().dram.prefetches, 1u);
+  // With every slot pinned, a prefetch is dropped rather than waiting.
+  std::vector<ExpertCache::Pin> pins;
+  for (int e = 2; e < 5; ++e) pins.push_back(std::move(*cache->Acquire({0, e})));
+  EXPECT_FALSE(cache->Prefetch({2, 7}));
+}
+
+TEST_F(ExpertCacheTest, ConcurrencyStress) {
+  io::FaultOptions jitter;
+  jitter.delay = std::chrono::microseconds(200);
+  jitter.eio_probability = 0.02;
+  OpenReader(&jitter);
+  auto cache = MakeCache(6, 0, "least-stale", 3);
+  std::atomic<int> wrong{0}, errors{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 400; ++i) {
+        const ExpertKey key{static_cast<int>(rng() % kLayers), static_cast<int>(rng() % kExperts)};
+        switch (rng() % 4) {
+          case 0:
+            cache->Prefetch(key);
+            break;
+          case 1:
+            cache->BeginLayer(key.layer);
+            break;
+          default: {
+            auto pin = cache->Acquire(key);
+            if (!pin.ok()) {
+              ++errors;
+            } else if (!HoldsExpert(layout_, pin->data(), key.layer, key.expert)) {
+              ++wrong;
+            }
+          }
+        }
+      }
+      ++done;
+    });
+  }
+  // Budget changes while the workers run.
+  for (int slots : {10, 4, 8, 3, 6}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(cache->Resize(slots * layout_.slot_bytes(), 0).ok());
+    cache->BeginPass();
+    ASSERT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(done.load(), 6);
+  EXPECT_GT(errors.load(), 0) << "injected EIO should surface sometimes";
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+  EXPECT_EQ(cache->stats().dram.slots, 6);
+}
+
+}  // namespace
+}  // namespace expertd::cache

@@ -1,0 +1,144 @@
+// Offloading changes where experts live, never what the model computes: the
+// engine over the tiered cache is bit-identical to the all-resident engine,
+// for every architecture, budget and policy.
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cache/expert_cache.h"
+#include "engine/expert_packer.h"
+#include "engine/expert_source.h"
+#include "engine/forward.h"
+#include "engine/generator.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "io/expert_file.h"
+#include "io/expert_reader.h"
+#include "tests/testing/test_models.h"
+
+namespace expertd {
+namespace {
+
+using ::expertd::testing::MakeTestModel;
+using ::expertd::testing::ScopedTempDir;
+using ::testing::HasSubstr;
+
+const std::vector<int32_t> kPrompt = {5, 17, 260, 99, 3, 42, 42, 1, 300, 77};
+
+class Offload : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    tools::MakeModelOptions o;
+    o.arch = std::get<0>(GetParam());
+    o.dtype = std::get<1>(GetParam());
+    o.layers = 3;
+    o.experts = 16;
+    o.top_k = 4;
+    o.vocab = 320;
+    if (o.arch == "qwen2_moe") o.dense_layers = {1};
+    model_dir_ = MakeTestModel(dir_, "model", o);
+    auto model = Model::Load(model_dir_);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    expert_path_ = dir_.Sub("model.experts");
+    ASSERT_TRUE(PackExperts(*model_, expert_path_, PackDtype::kKeep).ok());
+    auto file = io::ExpertFile::Open(expert_path_, model_->fingerprint());
+    ASSERT_TRUE(file.ok()) << file.status();
+    file_ = std::move(*file);
+    io::ReaderOptions reader_options;
+    reader_options.path = expert_path_;
+    auto reader = io::OpenExpertReader(reader_options);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    reader_ = std::move(*reader);
+  }
+
+  struct Outputs {
+    std::vector<float> logits;
+    std::vector<int32_t> generated;
+  };
+  Outputs Run(ExpertSource* experts, int k = 0) {
+    kernels::ThreadPool pool(2);
+    ForwardPass forward(*model_, &pool, experts);
+    Outputs out;
+    KvCache kv(model_->config(), 64);
+    ForwardOptions options;
+    options.all_logits = true;
+    options.experts_per_token = k;
+    EXPECT_TRUE(forward.Run(kPrompt, kv, options, &out.logits).ok());
+    GenerateOptions generate;
+    generate.max_new_tokens = 8;
+    generate.stop_at_eos = false;
+    generate.forward.experts_per_token = k;
+    auto result = Generate(*model_, forward, kPrompt, generate);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (result.ok()) out.generated = result->tokens;
+    return out;
+  }
+
+  ScopedTempDir dir_{"offload"};
+  std::string model_dir_;
+  std::unique_ptr<Model> model_;
+  std::string expert_path_;
+  std::unique_ptr<io::ExpertFile> file_;
+  std::unique_ptr<io::ExpertReader> reader_;
+};
+
+TEST_P(Offload, BitIdenticalForEveryBudgetAndPolicy) {
+  const Outputs resident = Run(nullptr);
+  const uint64_t slot = file_->layout().slot_bytes();
+  const int total_experts = 16 * 3;
+  for (const char* policy : {"lru", "lfu", "least-stale", "layer-distance"}) {
+    for (int percent : {100, 50, 25, 10}) {
+      SCOPED_TRACE(std::string(policy) + " " + std::to_string(percent) + "%");
+      cache::ExpertCacheOptions options;
+      options.dram_budget_bytes = std::max(4, total_experts * percent / 100) * slot;
+      options.policy = policy;
+      options.min_slots = 4;
+      auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
+      ASSERT_TRUE(cache.ok()) << cache.status();
+      CachedExperts experts(**cache, file_->layout());
+      const Outputs offloaded = Run(&experts);
+      EXPECT_EQ(offloaded.logits, resident.logits);
+      EXPECT_EQ(offloaded.generated, resident.generated);
+      const cache::TierStats stats = (*cache)->stats().dram;
+      EXPECT_GT(stats.misses, 0u);
+      if (percent < 50) EXPECT_GT(stats.evictions, 0u);
+      EXPECT_TRUE((*cache)->CheckInvariants().ok());
+    }
+  }
+}
+
+TEST_P(Offload, DeviceTierAndDialKStayIdentical) {
+  const uint64_t slot = file_->layout().slot_bytes();
+  for (int k : {1, 3, 16}) {
+    SCOPED_TRACE(k);
+    const Outputs resident = Run(nullptr, k);
+    cache::ExpertCacheOptions options;
+    options.dram_budget_bytes = 20 * slot;
+    options.device_budget_bytes = 16 * slot;
+    options.min_slots = 4;
+    auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    CachedExperts experts(**cache, file_->layout());
+    const Outputs offloaded = Run(&experts, k);
+    EXPECT_EQ(offloaded.logits, resident.logits);
+    EXPECT_EQ(offloaded.generated, resident.generated);
+    EXPECT_GT((*cache)->stats().device.hits, 0u);
+  }
+}
+
+TEST_P(Offload, FingerprintMismatchIsRejected) {
+  auto file = io::ExpertFile::Open(expert_path_, model_->fingerprint() + 1);
+  ASSERT_FALSE(file.ok());
+  EXPECT_THAT(std::string(file.status().message()), HasSubstr("fingerprint"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, Offload,
+                         ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe"),
+                                            ::testing::Values("f32", "bf16")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+}  // namespace
+}  // namespace expertd
