@@ -46,6 +46,10 @@ class EvictionPolicy {
   // key became resident; prefetch is true when no demand access asked for it.
   virtual void OnInsert(const ExpertKey& key, bool prefetch) = 0;
   virtual void OnRemove(const ExpertKey& key) = 0;
+  // A prefetch asked for `key`, which was already resident, so nothing was
+  // loaded. Policies that protect prefetched experts (least-stale,
+  // layer-distance) treat it like OnInsert(key, true). Optional.
+  virtual void OnPrefetchHit(const ExpertKey& key) {}
   // Router probabilities of a layer for the current token (all experts), for
   // policies that rank by predicted use. Optional.
   virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}

@@ -1,0 +1,57 @@
+#ifndef EXPERTD_CACHE_BENCH_CACHE_H_
+#define EXPERTD_CACHE_BENCH_CACHE_H_
+
+// The eviction-policy benchmark behind `expertd bench-cache` and the
+// standalone bench_cache tool: every policy replayed on the same trace at
+// each capacity, without prefetch and with oracle next-layer prefetch, and
+// reported against Belady's hit rate on that trace (DESIGN.md §3).
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "cache/eviction_policy.h"
+#include "cache/policy_simulator.h"
+
+namespace expertd::cache {
+
+struct CacheBenchmarkOptions {
+  // Router scores shaped like trace.passes (LoadedTrace::access_scores), or
+  // null.
+  const std::vector<std::vector<float>>* access_scores = nullptr;
+  // One table set per accuracy of the next-layer prefetch
+  // (SimulationOptions::prefetch_accuracy), after the one without prefetch.
+  std::vector<double> prefetch_accuracies = {1.0, 0.9};
+  uint64_t prefetch_seed = 0;
+};
+
+struct CacheBenchmarkRow {
+  PrefetchMode prefetch = PrefetchMode::kNone;
+  double prefetch_accuracy = 1.0;
+  double capacity_percent = 0;  // Of all experts of all layers.
+  int64_t capacity_slots = 0;
+  std::string policy;
+  SimulationResult result;
+  double belady_hit_rate = 0;  // Same trace, capacity and prefetch mode.
+};
+
+// Rows in order: prefetch (none, then each accuracy), then capacity, then
+// policy as given. Fails on an invalid trace, an unknown policy, a capacity
+// outside (0, 100] percent or below one layer's routed experts, or an
+// accuracy outside [0, 1].
+absl::StatusOr<std::vector<CacheBenchmarkRow>> ComputeCacheBenchmark(const AccessTrace& trace,
+                                                                     absl::Span<const std::string> policies,
+                                                                     absl::Span<const double> capacity_percents,
+                                                                     const CacheBenchmarkOptions& options = {});
+
+// ComputeCacheBenchmark, printed as one table per (prefetch mode, capacity).
+absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::string> policies,
+                               absl::Span<const double> capacity_percents, std::ostream& out,
+                               const CacheBenchmarkOptions& options = {});
+
+}  // namespace expertd::cache
+
+#endif  // EXPERTD_CACHE_BENCH_CACHE_H_
