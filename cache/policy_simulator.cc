@@ -53,12 +53,12 @@ class SimulatedCache {
  public:
   SimulatedCache(const AccessTrace& trace, EvictionPolicy& policy, int64_t capacity_slots,
                  SimulationResult& result)
-      : policy_(policy), capacity_slots_(capacity_slots), result_(result) {
-    num_layers_ = std::max(trace.num_layers, 1);
-    num_experts_ = std::max(trace.num_experts, 1);
-    const size_t size = static_cast<size_t>(num_layers_) * static_cast<size_t>(num_experts_);
-    state_.resize(size);
-  }
+      : policy_(policy),
+        capacity_slots_(capacity_slots),
+        result_(result),
+        num_layers_(std::max(trace.num_layers, 1)),
+        num_experts_(std::max(trace.num_experts, 1)),
+        state_(static_cast<size_t>(num_layers_) * static_cast<size_t>(num_experts_)) {}
 
   bool Resident(const ExpertKey& key) const { return At(key).resident; }
   void Pin(const ExpertKey& key) { At(key).pin_epoch = pin_epoch_; }
@@ -124,8 +124,8 @@ class SimulatedCache {
   EvictionPolicy& policy_;
   int64_t capacity_slots_;
   SimulationResult& result_;
-  int32_t num_layers_ = 1;
-  int32_t num_experts_ = 1;
+  int32_t num_layers_;
+  int32_t num_experts_;
   std::vector<KeyState> state_;
   int64_t resident_count_ = 0;
   uint64_t pin_epoch_ = 1;  // Epoch 0 pins nothing.
