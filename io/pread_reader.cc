@@ -1,0 +1,216 @@
+// The pread(2) thread pool: the fallback for kernels or sandboxes without
+// io_uring (DESIGN.md §4), with the uring reader's semantics. Requests are
+// split into chunk_bytes chunks that the pool's threads read in parallel; a
+// request completes, on the thread that read its last chunk, when every chunk
+// is back.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "io/expert_reader.h"
+#include "io/posix_file.h"
+
+namespace expertd::io {
+namespace {
+
+constexpr int kMaxThreads = 1024;
+
+class PreadReader final : public ExpertReader {
+ public:
+  static absl::StatusOr<std::unique_ptr<ExpertReader>> Open(const ReaderOptions& options);
+  ~PreadReader() override;
+
+  absl::string_view name() const override { return name_; }
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
+
+ private:
+  struct Request {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::byte* dest = nullptr;
+    Done done;
+    uint64_t issued_bytes = 0;  // handed to threads so far
+    int chunks_in_flight = 0;
+    bool in_pending = false;
+    bool failed = false;
+    absl::Status status;  // the first error
+    std::list<Request>::iterator self;
+  };
+
+  PreadReader() = default;
+  void Work();
+  absl::Status ReadFully(const Request& r, uint64_t offset, uint64_t length, std::byte* dest) const;
+  void FailLocked(Request& r, absl::Status status);
+  // Completes `r` with `lock` released around the callback, which may Submit.
+  void CompleteReleasingLock(Request& r, std::unique_lock<std::mutex>& lock);
+
+  std::string path_;
+  std::string name_;
+  uint64_t chunk_bytes_ = 0;
+  bool direct_io_ = false;
+  UniqueFd fd_;  // pread(2) takes an offset, so the threads share it without a lock
+  std::vector<std::thread> workers_;
+
+  // Guards the members below. std::mutex rather than absl::Mutex: Debian's
+  // Abseil lacks TSan annotations, which makes TSan report false races.
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // pending_ gained a request, or stopping_
+  std::list<Request> requests_;      // owner of every request not yet completed
+  std::deque<Request*> pending_;     // with bytes not yet handed to a thread
+  bool stopping_ = false;
+};
+
+absl::StatusOr<std::unique_ptr<ExpertReader>> PreadReader::Open(const ReaderOptions& options) {
+  if (options.pread_threads < 1 || options.pread_threads > kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": pread_threads ",
+                                                   options.pread_threads, " is not in [1, ", kMaxThreads, "]"));
+  }
+  if (options.chunk_bytes == 0 || options.chunk_bytes % kDirectIoAlignment != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": chunk_bytes ",
+                                                   options.chunk_bytes, " is not a positive multiple of ",
+                                                   kDirectIoAlignment));
+  }
+  auto reader = std::unique_ptr<PreadReader>(new PreadReader());
+  reader->path_ = options.path;
+  reader->chunk_bytes_ = options.chunk_bytes;
+  auto file = OpenForRead(options.path, options.direct_io);
+  if (!file.ok()) return file.status();
+  reader->direct_io_ = file->direct_io;
+  reader->fd_ = std::move(file->fd);
+  reader->name_ = absl::StrCat("pread(", reader->direct_io_ ? "direct" : "buffered", ")");
+  for (int i = 0; i < options.pread_threads; ++i) {
+    reader->workers_.emplace_back([r = reader.get()] { r->Work(); });
+  }
+  return reader;
+}
+
+PreadReader::~PreadReader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void PreadReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Request& r = requests_.emplace_back();
+    r.self = std::prev(requests_.end());
+    r.offset = offset;
+    r.length = length;
+    r.dest = dest;
+    r.done = std::move(done);
+    absl::Status valid = CheckDirectAlignment(path_, direct_io_, offset, length, dest);
+    if (!valid.ok()) {
+      r.failed = true;
+      r.status = std::move(valid);
+    }
+    r.in_pending = true;
+    pending_.push_back(&r);
+  }
+  work_cv_.notify_one();
+}
+
+void PreadReader::Work() {
+  SetCurrentThreadName("expertd-pread");
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) return;  // stopping, and nothing left to cancel
+    Request& r = *pending_.front();
+    if (stopping_) {
+      FailLocked(r, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
+                                                      " cancelled: the reader is shutting down")));
+      if (r.chunks_in_flight == 0) CompleteReleasingLock(r, lock);
+      continue;
+    }
+    if (r.failed || r.length == 0) {
+      pending_.pop_front();
+      r.in_pending = false;
+      CompleteReleasingLock(r, lock);
+      continue;
+    }
+    const uint64_t offset = r.offset + r.issued_bytes;
+    std::byte* dest = r.dest + r.issued_bytes;
+    const uint64_t length = std::min(chunk_bytes_, r.length - r.issued_bytes);
+    r.issued_bytes += length;
+    ++r.chunks_in_flight;
+    if (r.issued_bytes == r.length) {
+      pending_.pop_front();
+      r.in_pending = false;
+    } else {
+      work_cv_.notify_one();  // more chunks of this request for another thread
+    }
+    // `r` stays alive unlocked: a request with a chunk in flight is never
+    // completed or erased.
+    lock.unlock();
+    absl::Status status = ReadFully(r, offset, length, dest);
+    lock.lock();
+    if (!status.ok()) FailLocked(r, std::move(status));
+    --r.chunks_in_flight;
+    if (r.chunks_in_flight == 0 && !r.in_pending) CompleteReleasingLock(r, lock);
+  }
+}
+
+absl::Status PreadReader::ReadFully(const Request& r, uint64_t offset, uint64_t length, std::byte* dest) const {
+  uint64_t done_bytes = 0;
+  while (done_bytes < length) {
+    const uint64_t at = offset + done_bytes;
+    if (done_bytes > 0 && direct_io_ && at % kDirectIoAlignment != 0) {
+      // O_DIRECT stops short only at the end of the file.
+      return UnexpectedEofStatus(path_, r.offset, r.length, at, length - done_bytes);
+    }
+    ssize_t n = ::pread(fd_.get(), dest + done_bytes, length - done_bytes, static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return ReadErrorStatus(path_, at, length - done_bytes, errno);
+    }
+    if (n == 0) return UnexpectedEofStatus(path_, r.offset, r.length, at, length - done_bytes);
+    done_bytes += static_cast<uint64_t>(n);  // a short read: go on for the rest
+  }
+  return absl::OkStatus();
+}
+
+void PreadReader::FailLocked(Request& r, absl::Status status) {
+  if (!r.failed) {
+    r.failed = true;
+    r.status = std::move(status);
+  }
+  // No more chunks for a failed request: it completes when those in flight
+  // are back.
+  if (r.in_pending) {
+    pending_.erase(std::find(pending_.begin(), pending_.end(), &r));
+    r.in_pending = false;
+  }
+}
+
+void PreadReader::CompleteReleasingLock(Request& r, std::unique_lock<std::mutex>& lock) {
+  Done done = std::move(r.done);
+  absl::Status status = r.failed ? std::move(r.status) : absl::OkStatus();
+  requests_.erase(r.self);
+  lock.unlock();
+  done(std::move(status));
+  lock.lock();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ExpertReader>> OpenPreadReader(const ReaderOptions& options) {
+  return PreadReader::Open(options);
+}
+
+}  // namespace expertd::io
