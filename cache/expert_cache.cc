@@ -302,7 +302,12 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
 bool ExpertCache::Prefetch(const ExpertKey& key) {
   absl::MutexLock lock(&mu_);
   Tier& dram = *tiers_[kDram];
-  if (dram.resident.contains(key)) return false;
+  if (dram.resident.contains(key)) {
+    // Least-Stale: a prefetch of a resident expert marks it current, so it
+    // survives until the layer that wants it has run.
+    dram.policy->OnPrefetchHit(key);
+    return false;
+  }
   Slot* slot = nullptr;
   if (!dram.free.empty()) {
     slot = dram.free.back();

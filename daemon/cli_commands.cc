@@ -1,6 +1,7 @@
 #include "daemon/cli_commands.h"
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -16,17 +17,85 @@
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/expert_packer.h"
+#include "base/byte_size.h"
+#include "cache/bench_cache.h"
+#include "cache/trace_file.h"
+#include "absl/strings/str_split.h"
 #include "spdlog/spdlog.h"
 
 namespace expertd::cli {
 namespace {
 
-// A loaded model with the compute pool and forward pass that run it.
+// A loaded model with the compute pool and forward pass that run it, and,
+// when offloading, the expert file, reader and cache the experts come from.
+// Members are destroyed bottom-up: the forward pass before the cache before
+// the reader before the file.
 struct LoadedEngine {
   std::unique_ptr<Model> model;
   std::unique_ptr<kernels::ThreadPool> pool;
+  std::unique_ptr<io::ExpertFile> expert_file;
+  std::unique_ptr<io::ExpertReader> reader;
+  std::unique_ptr<cache::ExpertCache> cache;
+  std::unique_ptr<CachedExperts> cached_experts;
   std::unique_ptr<ForwardPass> forward;
 };
+
+void PrintProgress(const char* what, int done, int total) {
+  // One line per 10%, so logs stay short on big models.
+  if (done == total || (done * 10 / total) != ((done - 1) * 10 / total)) {
+    spdlog::info("{}: {}/{} experts ({}%)", what, done, total, done * 100 / total);
+  }
+}
+
+// Opens (packing first when missing) the expert file and builds the cache.
+absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
+  const Model& model = *engine.model;
+  const std::string path = flags.expert_file.empty() ? model.dir() + "/model.experts" : flags.expert_file;
+  if (!std::filesystem::exists(path)) {
+    spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());
+    RETURN_IF_ERROR(PackExperts(model, path, PackDtype::kKeep,
+                                [](int done, int total) { PrintProgress("packing", done, total); }));
+  }
+  ASSIGN_OR_RETURN(engine.expert_file, io::ExpertFile::Open(path, model.fingerprint()));
+  io::ReaderOptions reader_options;
+  reader_options.path = path;
+  reader_options.direct_io = flags.direct_io;
+  ASSIGN_OR_RETURN(engine.reader, io::OpenExpertReader(reader_options));
+
+  cache::ExpertCacheOptions options;
+  ASSIGN_OR_RETURN(options.dram_budget_bytes, ParseByteSize(flags.dram_budget));
+  if (!flags.device_budget.empty()) {
+    ASSIGN_OR_RETURN(options.device_budget_bytes, ParseByteSize(flags.device_budget));
+  }
+  options.policy = flags.policy;
+  const int k = flags.experts_per_token > 0 ? flags.experts_per_token : model.config().experts_per_token;
+  options.min_slots = k;
+  ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
+  engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
+  spdlog::info("expert cache: {} of {} per expert, dram {} slots{}, policy {}, reader {}",
+               FormatByteSize(engine.cache->slot_bytes()), path, engine.cache->stats().dram.slots,
+               engine.cache->has_device_tier() ? absl::StrCat(", device ", engine.cache->stats().device.slots, " slots")
+                                               : std::string(),
+               flags.policy, std::string(engine.reader->name()));
+  return absl::OkStatus();
+}
+
+void PrintCacheStats(const LoadedEngine& engine) {
+  if (engine.cache == nullptr) return;
+  const cache::CacheStats stats = engine.cache->stats();
+  auto print = [](const char* name, const cache::TierStats& t) {
+    std::printf(
+        "cache %s (%s, %d slots): hit rate %.3f, hits %llu, misses %llu, collision misses %llu, evictions %llu, "
+        "loads %llu, read %s, waited %.1f ms\n",
+        name, t.policy.c_str(), t.slots, t.hit_rate(), static_cast<unsigned long long>(t.hits),
+        static_cast<unsigned long long>(t.misses), static_cast<unsigned long long>(t.collision_misses),
+        static_cast<unsigned long long>(t.evictions), static_cast<unsigned long long>(t.loads),
+        FormatByteSize(t.bytes_loaded).c_str(), t.wait_ns / 1e6);
+  };
+  if (stats.device.slots > 0) print("device", stats.device);
+  print("dram", stats.dram);
+}
 
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   if (flags.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
@@ -40,7 +109,8 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   }
   const int threads = flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
   engine.pool = std::make_unique<kernels::ThreadPool>(threads);
-  engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get());
+  if (!flags.dram_budget.empty()) RETURN_IF_ERROR(AttachExpertCache(flags, engine));
+  engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get(), engine.cached_experts.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, {} threads", flags.model_dir,
                config.architecture_name, config.num_layers, config.num_experts, config.experts_per_token,
@@ -79,6 +149,7 @@ absl::Status Run(const RunFlags& flags) {
   std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s%s\n", result.prompt_tokens,
               result.prefill_tokens_per_second(), result.tokens.size(), result.decode_tokens_per_second(),
               result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
+  PrintCacheStats(engine);
   return absl::OkStatus();
 }
 
@@ -107,6 +178,7 @@ absl::Status Eval(const EvalFlags& flags) {
   if (!out) return absl::DataLossError(absl::StrCat("writing ", flags.logits_out, " failed"));
   std::printf("wrote logits [%zu][%d] (float32, little-endian) to %s\n", tokens.size(),
               engine.model->config().vocab_size, flags.logits_out.c_str());
+  PrintCacheStats(engine);
   return absl::OkStatus();
 }
 
@@ -155,6 +227,68 @@ absl::Status Tokenize(const TokenizeFlags& flags) {
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", ids[i]);
   std::printf("%s\n", line.c_str());
   return absl::OkStatus();
+}
+
+}  // namespace expertd::cli
+
+namespace expertd::cli {
+
+absl::Status Pack(const PackFlags& flags) {
+  ASSIGN_OR_RETURN(PackDtype dtype, ParsePackDtype(flags.dtype));
+  ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir));
+  const auto start = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(PackExperts(*model, flags.out, dtype, [](int done, int total) { PrintProgress("packing", done, total); }));
+  ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(flags.out, model->fingerprint()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("packed %u layers x %u experts of %s into %s in %.1f s\n", file->layout().num_layers,
+              file->layout().num_experts, FormatByteSize(file->layout().expert_bytes()).c_str(), flags.out.c_str(),
+              seconds);
+  return absl::OkStatus();
+}
+
+absl::Status Trace(const TraceFlags& flags) {
+  if (flags.context < 1) return absl::InvalidArgumentError("--ctx must be at least 1");
+  ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
+  ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
+  const ModelConfig& config = engine.model->config();
+  const std::vector<int32_t> tokens = engine.model->tokenizer().Encode(text);
+  if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has no tokens"));
+  const int context = std::min(flags.context, config.max_position_embeddings);
+  // Token by token, as decode runs: the trace is the access order a
+  // decoding cache sees.
+  std::vector<cache::TraceRecord> records;
+  ForwardOptions options;
+  options.experts_per_token = flags.engine.experts_per_token;
+  std::vector<float> logits;
+  for (size_t begin = 0; begin < tokens.size(); begin += context) {
+    const size_t end = std::min(tokens.size(), begin + context);
+    KvCache kv(config, context);
+    for (size_t t = begin; t < end; ++t) {
+      RoutingTrace trace;
+      RETURN_IF_ERROR(engine.forward->Run(absl::MakeConstSpan(&tokens[t], 1), kv, options, &logits, &trace));
+      for (RoutingRecord& r : trace.records) {
+        records.push_back({static_cast<int32_t>(t), r.layer, std::move(r.experts), std::move(r.weights)});
+      }
+    }
+  }
+  RETURN_IF_ERROR(cache::WriteTraceFile(flags.out, config.num_layers, config.num_experts, records));
+  std::printf("wrote the routing of %zu tokens (%zu layer steps) to %s\n", tokens.size(), records.size(),
+              flags.out.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status BenchCache(const BenchCacheFlags& flags) {
+  ASSIGN_OR_RETURN(cache::LoadedTrace trace, cache::ReadTraceFile(flags.trace));
+  std::vector<double> percents;
+  for (absl::string_view piece : absl::StrSplit(flags.capacity_percents, ',', absl::SkipEmpty())) {
+    double p = 0;
+    if (!absl::SimpleAtod(piece, &p) || p <= 0 || p > 100) {
+      return absl::InvalidArgumentError(absl::StrCat("--capacity-percent: '", piece, "' is not in (0, 100]"));
+    }
+    percents.push_back(p);
+  }
+  std::vector<std::string> policies = absl::StrSplit(flags.policies, ',', absl::SkipEmpty());
+  return cache::RunCacheBenchmark(trace.trace, policies, percents, std::cout);
 }
 
 }  // namespace expertd::cli

@@ -13,6 +13,13 @@ struct EngineFlags {
   std::string model_dir;
   int experts_per_token = 0;  // dial-k; 0 = the model's
   int threads = 0;            // 0 = every core
+  // Offloading: with a DRAM budget, routed experts come from the packed
+  // expert file through the tiered cache instead of the checkpoint.
+  std::string dram_budget;    // bytes with units; "" = everything resident
+  std::string device_budget;  // "" or "0" = no device tier
+  std::string policy = "least-stale";
+  std::string expert_file;    // default: DIR/model.experts (packed on first use)
+  bool direct_io = true;
 };
 
 struct RunFlags {
@@ -37,6 +44,25 @@ struct PerplexityFlags {
   int context = 512;
 };
 
+struct PackFlags {
+  std::string model_dir;
+  std::string out;
+  std::string dtype = "keep";
+};
+
+struct TraceFlags {
+  EngineFlags engine;
+  std::string text_file;
+  std::string out;
+  int context = 512;
+};
+
+struct BenchCacheFlags {
+  std::string trace;
+  std::string capacity_percents = "5,10,25,50";
+  std::string policies = "lru,lfu,least-stale,layer-distance,belady";
+};
+
 struct TokenizeFlags {
   std::string model_dir;
   std::string text;
@@ -48,6 +74,9 @@ absl::Status Run(const RunFlags& flags);
 absl::Status Eval(const EvalFlags& flags);
 absl::Status Perplexity(const PerplexityFlags& flags);
 absl::Status Tokenize(const TokenizeFlags& flags);
+absl::Status Pack(const PackFlags& flags);
+absl::Status Trace(const TraceFlags& flags);
+absl::Status BenchCache(const BenchCacheFlags& flags);
 
 }  // namespace expertd::cli
 

@@ -18,6 +18,13 @@ void AddEngineFlags(CLI::App* command, expertd::cli::EngineFlags* flags) {
   command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k); default the model's")
       ->check(CLI::PositiveNumber);
   command->add_option("--threads", flags->threads, "compute threads; default every core");
+  command->add_option("--dram-budget", flags->dram_budget,
+                      "offload experts: DRAM cache budget (e.g. 512MiB); default everything resident");
+  command->add_option("--device-budget", flags->device_budget, "device (VRAM) tier budget; default none");
+  command->add_option("--policy", flags->policy, "eviction: lru, lfu, least-stale, layer-distance")
+      ->capture_default_str();
+  command->add_option("--expert-file", flags->expert_file, "packed experts; default DIR/model.experts (packed if missing)");
+  command->add_flag("!--no-direct-io", flags->direct_io, "read the expert file through the page cache");
 }
 
 }  // namespace
@@ -57,6 +64,26 @@ int main(int argc, char** argv) {
   tok_cmd->add_option("--model", tokenize.model_dir, "HF model directory")->required();
   tok_cmd->add_option("--text", tokenize.text, "text to tokenize")->required();
 
+  expertd::cli::PackFlags pack;
+  CLI::App* pack_cmd = app.add_subcommand("pack", "write the packed expert file of a model");
+  pack_cmd->add_option("--model", pack.model_dir, "HF model directory")->required();
+  pack_cmd->add_option("--out", pack.out, "output file")->required();
+  pack_cmd->add_option("--dtype", pack.dtype, "keep | bf16 | f32")->capture_default_str();
+
+  expertd::cli::TraceFlags trace;
+  CLI::App* trace_cmd = app.add_subcommand("trace", "record the expert routing of a text, token by token");
+  AddEngineFlags(trace_cmd, &trace.engine);
+  trace_cmd->add_option("--text-file", trace.text_file, "UTF-8 text")->required();
+  trace_cmd->add_option("--out", trace.out, "trace file (cache/TRACE_FORMAT.md)")->required();
+  trace_cmd->add_option("--ctx", trace.context, "window length in tokens")->capture_default_str();
+
+  expertd::cli::BenchCacheFlags bench_cache;
+  CLI::App* bench_cmd = app.add_subcommand("bench-cache", "replay a routing trace through every eviction policy");
+  bench_cmd->add_option("--trace", bench_cache.trace, "trace file from expertd trace")->required();
+  bench_cmd->add_option("--capacity-percent", bench_cache.capacity_percents, "cache sizes, % of all experts")
+      ->capture_default_str();
+  bench_cmd->add_option("--policies", bench_cache.policies)->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status;
@@ -64,6 +91,9 @@ int main(int argc, char** argv) {
   if (*eval_cmd) status = expertd::cli::Eval(eval);
   if (*ppl_cmd) status = expertd::cli::Perplexity(perplexity);
   if (*tok_cmd) status = expertd::cli::Tokenize(tokenize);
+  if (*pack_cmd) status = expertd::cli::Pack(pack);
+  if (*trace_cmd) status = expertd::cli::Trace(trace);
+  if (*bench_cmd) status = expertd::cli::BenchCache(bench_cache);
   if (!status.ok()) {
     std::fprintf(stderr, "expertd: error: %s\n", std::string(status.message()).c_str());
     return 1;

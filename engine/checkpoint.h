@@ -27,6 +27,7 @@ class Checkpoint {
   // The file that holds `view` (for error messages).
   const std::string& FileOf(const TensorView& view) const;
   size_t num_tensors() const { return tensors_.size(); }
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
  private:
   Checkpoint() = default;

@@ -30,8 +30,12 @@ void Clip(float limit, size_t count, float* values) {
 
 }  // namespace
 
-ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool)
-    : model_(model), config_(model.config()), pool_(pool) {
+ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts)
+    : model_(model),
+      config_(model.config()),
+      pool_(pool),
+      resident_experts_(model.weights()),
+      experts_(experts != nullptr ? experts : &resident_experts_) {
   const int half = config_.head_dim / 2;
   inv_freq_.resize(half);
   // Computed in f32 as HF does, so positions far into a sequence get the
@@ -108,9 +112,10 @@ absl::Status ForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, con
     }
   }
 
+  experts_->BeginPass();
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     Attention(layer, n, first_position, kv);
-    MoeBlock(layer, n, k, first_position, trace);
+    if (absl::Status status = MoeBlock(layer, n, k, first_position, trace); !status.ok()) return status;
   }
   kv.Commit(n);
 
@@ -188,7 +193,7 @@ void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int 
   kernels::MatMul(ff.down, ffn_gate_.data(), m, out, pool_);
 }
 
-void ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, RoutingTrace* trace) {
+absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, RoutingTrace* trace) {
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
   const int num_experts = config_.num_experts;
@@ -199,13 +204,15 @@ void ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, Ro
   if (!layer.is_moe) {
     FeedForward(layer.dense_mlp, normed_.data(), n, block_out_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
-    return;
+    return absl::OkStatus();
   }
+  experts_->BeginLayer(layer_index);
 
   kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
   for (int t = 0; t < n; ++t) {
     RouteToken(Row(router_logits_, t, num_experts), num_experts, k, config_.norm_topk_prob, router_probs_.data(),
                chosen_experts_.data() + static_cast<size_t>(t) * k, chosen_weights_.data() + static_cast<size_t>(t) * k);
+    experts_->OnRouterScores(layer_index, router_probs_);
     if (trace != nullptr) {
       RoutingRecord record;
       record.position = first_position + t;
@@ -238,7 +245,9 @@ void ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, Ro
       const int token = slots_by_expert_[begin + i] / k;
       std::copy_n(Row(normed_, token, h), h, Row(gathered_, i, h));
     }
-    FeedForward(layer.experts[e], gathered_.data(), m, ffn_out_.data());
+    absl::StatusOr<ExpertHandle> expert = experts_->Acquire(layer_index, e);
+    if (!expert.ok()) return expert.status();
+    FeedForward(expert->weights, gathered_.data(), m, ffn_out_.data());
     for (int i = 0; i < m; ++i) {
       std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots_by_expert_[begin + i], h));
     }
@@ -264,6 +273,7 @@ void ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, Ro
     }
   }
   for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
+  return absl::OkStatus();
 }
 
 }  // namespace expertd

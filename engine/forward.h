@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/expert_source.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/routing.h"
@@ -25,8 +26,9 @@ struct ForwardOptions {
 // nothing per token. Not thread-safe: one ForwardPass per compute thread.
 class ForwardPass {
  public:
-  // pool may be null (single-threaded); both must outlive the ForwardPass.
-  ForwardPass(const Model& model, kernels::ThreadPool* pool);
+  // pool may be null (single-threaded). experts may be null: every expert is
+  // then read from the memory-mapped checkpoint. All must outlive the pass.
+  ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
 
   // Processes `tokens` at positions kv.length() ... kv.length() + n - 1 as
   // one batch per layer (prefill when n > 1, decode when n == 1), appends
@@ -40,12 +42,14 @@ class ForwardPass {
  private:
   void EnsureScratch(int n, int k);
   void Attention(int layer, int n, int first_position, KvCache& kv);
-  void MoeBlock(int layer, int n, int k, int first_position, RoutingTrace* trace);
+  absl::Status MoeBlock(int layer, int n, int k, int first_position, RoutingTrace* trace);
   void FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
 
   const Model& model_;
   const ModelConfig& config_;
   kernels::ThreadPool* pool_;
+  ResidentExperts resident_experts_;
+  ExpertSource* experts_;
   std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
 
   // Scratch, [rows][width] row-major.

@@ -1,10 +1,12 @@
 #include "engine/model.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "io/expert_file.h"
 
 namespace expertd {
 
@@ -15,7 +17,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir)
     return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
   }
   auto model = std::unique_ptr<Model>(new Model());
-  ASSIGN_OR_RETURN(model->config_, LoadModelConfig((fs::path(model_dir) / "config.json").string()));
+  const std::string config_path = (fs::path(model_dir) / "config.json").string();
+  ASSIGN_OR_RETURN(model->config_, LoadModelConfig(config_path));
   ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*model->checkpoint_, model->config_));
   ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
@@ -24,6 +27,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir)
         model_dir, ": tokenizer.json has ids up to ", model->tokenizer_->vocab_size() - 1,
         " but config.json vocab_size is ", model->config_.vocab_size));
   }
+  std::string identity;
+  {
+    std::ifstream config_file(config_path, std::ios::binary);
+    identity.assign(std::istreambuf_iterator<char>(config_file), {});
+  }
+  for (const auto& shard : model->checkpoint_->files()) {
+    absl::StrAppend(&identity, "|", shard->file_size(), "|", shard->header_json());
+  }
+  model->fingerprint_ = io::Xxh64(absl::MakeConstSpan(reinterpret_cast<const std::byte*>(identity.data()), identity.size()));
   return model;
 }
 

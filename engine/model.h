@@ -24,6 +24,11 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& dir() const { return checkpoint_->dir(); }
+  // Identifies the checkpoint a packed expert file was made from: XXH64 of
+  // config.json and every shard's size and header (not the weights: hashing
+  // gigabytes at every start would be slow, and a changed weight file changes
+  // its size or header in every realistic case).
+  uint64_t fingerprint() const { return fingerprint_; }
   // The end-of-sequence id: tokenizer's, else config.json's.
   std::optional<int32_t> eos_id() const;
 
@@ -33,6 +38,7 @@ class Model {
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelWeights weights_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  uint64_t fingerprint_ = 0;
 };
 
 }  // namespace expertd

@@ -180,6 +180,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].first < ranges[i - 1].second) return Corrupt(path, "two tensors' data overlap");
   }
+  file->header_json_ = absl::string_view(reinterpret_cast<const char*>(base + 8), header_len);
   file->file_ = std::move(*mapped);
   return file;
 }

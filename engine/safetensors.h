@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace expertd {
 
@@ -65,9 +66,13 @@ class SafetensorsFile {
   const TensorView* Find(const std::string& name) const;
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The raw JSON header and the file's size: enough to fingerprint it.
+  absl::string_view header_json() const { return header_json_; }
+  size_t file_size() const { return file_->size(); }
 
  private:
   SafetensorsFile() = default;
+  absl::string_view header_json_;
   std::unique_ptr<MappedFile> file_;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -104,7 +104,9 @@ TEST_P(Offload, BitIdenticalForEveryBudgetAndPolicy) {
       EXPECT_EQ(offloaded.generated, resident.generated);
       const cache::TierStats stats = (*cache)->stats().dram;
       EXPECT_GT(stats.misses, 0u);
-      if (percent < 50) EXPECT_GT(stats.evictions, 0u);
+      if (percent < 50) {
+        EXPECT_GT(stats.evictions, 0u);
+      }
       EXPECT_TRUE((*cache)->CheckInvariants().ok());
     }
   }
@@ -125,7 +127,11 @@ TEST_P(Offload, DeviceTierAndDialKStayIdentical) {
     const Outputs offloaded = Run(&experts, k);
     EXPECT_EQ(offloaded.logits, resident.logits);
     EXPECT_EQ(offloaded.generated, resident.generated);
-    EXPECT_GT((*cache)->stats().device.hits, 0u);
+    // With k = 16 every token needs every expert of a layer: a cyclic scan
+    // larger than the device tier, which no policy can hit on.
+    if (k < 16) {
+      EXPECT_GT((*cache)->stats().device.hits, 0u);
+    }
   }
 }
 
