@@ -26,7 +26,9 @@ void AttendOne(const float* q_head, int64_t position, const float* k_head0, cons
   }
   Softmax(scores, history);
   std::fill(out_head, out_head + head_dim, 0.0f);
-  for (int64_t j = 0; j < history; ++j) Axpy(scores[j], v_head0 + j * kv_stride, head_dim, out_head);
+  for (int64_t j = 0; j < history; ++j) {
+    Axpy(scores[j], v_head0 + j * kv_stride, head_dim, out_head);
+  }
 }
 
 struct AttentionJob {

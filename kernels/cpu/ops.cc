@@ -58,7 +58,9 @@ float DotImpl(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t 
     s2 = hn::MulAdd(hn::LoadU(df, a + i + 2 * lanes), hn::LoadU(df, b + i + 2 * lanes), s2);
     s3 = hn::MulAdd(hn::LoadU(df, a + i + 3 * lanes), hn::LoadU(df, b + i + 3 * lanes), s3);
   }
-  for (; i + lanes <= n; i += lanes) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  for (; i + lanes <= n; i += lanes) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  }
   if (i < n) {
     HWY_ALIGN float a_tail[kMaxLanes] = {};
     HWY_ALIGN float b_tail[kMaxLanes] = {};
