@@ -6,8 +6,15 @@
 // the ratio says how much of the machine the engine uses.
 //
 //   decode_bench [--model DIR] [--tokens N] [--threads N]
+//                [--dram-percent 50,25,10] [--policies lru,least-stale,...]
 // Without --model it generates (once) an OLMoE-shaped bf16 model: hidden 2048,
 // 64 experts, top-8, ffn 1024, 4 layers, vocab 4096.
+//
+// With --dram-percent, the experts are packed (once) into DIR/model.experts
+// and decode runs again through the tiered cache with a DRAM budget of that
+// share of all experts, read with io_uring and O_DIRECT, per policy; each
+// figure is also given as a ratio to the all-resident run of the same
+// process.
 
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +24,11 @@
 
 #include "CLI/CLI.hpp"
 #include "bench/read_bandwidth.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "cache/expert_cache.h"
+#include "engine/expert_packer.h"
+#include "engine/expert_source.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
 #include "engine/model.h"
@@ -58,6 +70,10 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_dir, "model directory; default: generate the OLMoE-shaped bench model");
   app.add_option("--tokens", tokens, "decode steps")->capture_default_str();
   app.add_option("--threads", threads, "compute threads")->capture_default_str();
+  std::string dram_percents;
+  std::string policies = "lru,least-stale,layer-distance";
+  app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
+  app.add_option("--policies", policies, "eviction policies for the offloaded runs")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (model_dir.empty()) {
@@ -112,5 +128,54 @@ int main(int argc, char** argv) {
   std::printf("prefill: %.1f tokens/s (%d tokens)\n", result->prefill_tokens_per_second(), result->prompt_tokens);
   std::printf("decode: %.2f tokens/s; bandwidth limit %.2f tokens/s; ratio %.2f\n",
               result->decode_tokens_per_second(), limit, result->decode_tokens_per_second() / limit);
+  if (dram_percents.empty()) return 0;
+
+  const std::string expert_path = model_dir + "/model.experts";
+  if (!std::filesystem::exists(expert_path)) {
+    if (absl::Status s = PackExperts(**model, expert_path, PackDtype::kKeep); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  auto file = io::ExpertFile::Open(expert_path, (*model)->fingerprint());
+  io::ReaderOptions reader_options;
+  reader_options.path = expert_path;
+  auto reader = file.ok() ? io::OpenExpertReader(reader_options) : file.status();
+  if (!reader.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(reader.status().message()).c_str());
+    return 1;
+  }
+  const double resident_tps = result->decode_tokens_per_second();
+  int total_experts = 0;
+  for (bool moe : (*model)->config().layer_is_moe) total_experts += moe ? (*model)->config().num_experts : 0;
+  std::printf("\n%-8s %-15s %7s %9s %10s %8s %9s\n", "dram %", "policy", "slots", "hit rate", "tokens/s", "ratio",
+              "wait ms/t");
+  for (absl::string_view percent_text : absl::StrSplit(dram_percents, ',', absl::SkipEmpty())) {
+    double percent = 0;
+    if (!absl::SimpleAtod(percent_text, &percent)) continue;
+    for (absl::string_view policy : absl::StrSplit(policies, ',', absl::SkipEmpty())) {
+      cache::ExpertCacheOptions cache_options;
+      cache_options.dram_budget_bytes =
+          static_cast<uint64_t>(std::max(1.0, total_experts * percent / 100)) * (*file)->layout().slot_bytes();
+      cache_options.policy = std::string(policy);
+      cache_options.min_slots = k;
+      auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
+      if (!cache.ok()) {
+        std::printf("%-8.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(cache.status().message()).c_str());
+        continue;
+      }
+      CachedExperts experts(**cache, (*file)->layout());
+      ForwardPass offloaded(**model, &pool, &experts);
+      auto run = Generate(**model, offloaded, prompt, options);
+      if (!run.ok()) {
+        std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
+        return 1;
+      }
+      const cache::TierStats stats = (*cache)->stats().dram;
+      std::printf("%-8.0f %-15s %7d %9.3f %10.2f %8.2f %9.2f\n", percent, std::string(policy).c_str(), stats.slots,
+                  stats.hit_rate(), run->decode_tokens_per_second(), run->decode_tokens_per_second() / resident_tps,
+                  stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()));
+    }
+  }
   return 0;
 }
