@@ -172,6 +172,7 @@ int main(int argc, char** argv) {
   double seconds = 2;
   int rounds = 3;
   bool run_fio = true;
+  bool verbose = false;
   CLI::App app{"expert-load bandwidth of the io_uring and pread readers against fio"};
   app.add_option("--file", file, "file to read (created with --size-gib if missing); default: a scratch file");
   app.add_option("--dir", dir, "where the scratch file goes")->capture_default_str();
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "per measurement")->capture_default_str();
   app.add_option("--rounds", rounds, "measurements per reader and depth; the best counts")->capture_default_str();
   app.add_flag("!--no-fio", run_fio, "skip the fio comparison");
+  app.add_flag("--verbose", verbose, "print every measurement, not just the best");
   CLI11_PARSE(app, argc, argv);
   if (chunk_bytes == 0 || chunk_bytes % kPage != 0) {
     std::fprintf(stderr, "--chunk-bytes must be a positive multiple of 4096\n");
@@ -281,6 +283,7 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "%s reader at depth %d: %s\n", uring ? "uring" : "pread", depth, error.c_str());
           continue;
         }
+        if (verbose) std::printf("  depth %d round %d: %s %.2f GB/s\n", depth, round, uring ? "uring" : "pread", bw / 1e9);
         double& best = uring ? row.uring : row.pread;
         best = std::max(best, bw);
       }
@@ -288,6 +291,7 @@ int main(int argc, char** argv) {
         DropCache(file);
         const double bw = RunFio(file, file_bytes, chunk_bytes, depth, seconds);
         if (bw < 0) std::fprintf(stderr, "fio at depth %d failed\n", depth);
+        if (verbose) std::printf("  depth %d round %d: fio %.2f GB/s\n", depth, round, bw / 1e9);
         row.fio = std::max(row.fio, bw);
       }
     }
