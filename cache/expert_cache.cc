@@ -86,7 +86,7 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
 
   const uint64_t budgets[2] = {options.dram_budget_bytes, options.device_budget_bytes};
   const char* names[2] = {"dram", "device"};
-  absl::MutexLock lock(&cache->mu_);
+  std::unique_lock lock(cache->mu_);
   for (int t = 0; t < 2; ++t) {
     if (t == kDevice && budgets[t] == 0) break;
     const int slots = cache->SlotsFor(budgets[t]);
@@ -103,31 +103,32 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
     tier->policy = std::move(*policy);
     tier->stats.policy = std::string(tier->policy->name());
     cache->tiers_.push_back(std::move(tier));
-    if (absl::Status s = cache->ResizeTierLocked(*cache->tiers_.back(), slots); !s.ok()) return s;
+    if (absl::Status s = cache->ResizeTierLocked(lock, *cache->tiers_.back(), slots); !s.ok()) return s;
   }
-  if (absl::Status s = cache->RegisterDramBuffersLocked(); !s.ok()) return s;
+  if (absl::Status s = cache->RegisterDramBuffersLocked(lock); !s.ok()) return s;
+  lock.unlock();
   return cache;
 }
 
 ExpertCache::~ExpertCache() {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   // Reads in flight write into our slots and call back into us.
-  while (file_reads_in_flight_ > 0) changed_.Wait(&mu_);
+  changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
 }
 
 bool ExpertCache::has_device_tier() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return tiers_.size() > 1;
 }
 
-absl::Status ExpertCache::RegisterDramBuffersLocked() {
-  while (file_reads_in_flight_ > 0) changed_.Wait(&mu_);
+absl::Status ExpertCache::RegisterDramBuffersLocked(std::unique_lock<std::mutex>& lock) {
+  changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
   std::vector<iovec> buffers;
   for (const auto& slot : tiers_[kDram]->slots) buffers.push_back({slot->memory.data(), slot->memory.size()});
   return reader_.RegisterBuffers(buffers);
 }
 
-absl::Status ExpertCache::ResizeTierLocked(Tier& tier, int target) {
+absl::Status ExpertCache::ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int target) {
   while (static_cast<int>(tier.slots.size()) < target) {
     auto memory = io::AlignedBuffer::Allocate(slot_bytes_);
     if (!memory.ok()) return memory.status();
@@ -137,7 +138,7 @@ absl::Status ExpertCache::ResizeTierLocked(Tier& tier, int target) {
     tier.slots.push_back(std::move(slot));
   }
   while (static_cast<int>(tier.slots.size()) > target) {
-    Slot* victim = ReserveSlotLocked(tier);  // frees one slot, waiting if every slot is busy
+    Slot* victim = ReserveSlotLocked(lock, tier);  // frees one slot, waiting if every slot is busy
     tier.free.erase(std::remove(tier.free.begin(), tier.free.end(), victim), tier.free.end());
     tier.slots.erase(std::find_if(tier.slots.begin(), tier.slots.end(),
                                   [&](const std::unique_ptr<Slot>& s) { return s.get() == victim; }));
@@ -148,7 +149,7 @@ absl::Status ExpertCache::ResizeTierLocked(Tier& tier, int target) {
 
 // Returns a free slot, evicting the policy's victim if needed; waits while
 // every slot is loading or pinned. The slot is taken off the free list.
-ExpertCache::Slot* ExpertCache::ReserveSlotLocked(Tier& tier) {
+ExpertCache::Slot* ExpertCache::ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier) {
   while (true) {
     if (!tier.free.empty()) {
       Slot* slot = tier.free.back();
@@ -168,11 +169,11 @@ ExpertCache::Slot* ExpertCache::ReserveSlotLocked(Tier& tier) {
       slot->state = Slot::State::kFree;
       return slot;
     }
-    changed_.Wait(&mu_);
+    changed_.wait(lock);
   }
 }
 
-void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key, std::shared_ptr<Load> load) {
+void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key) {
   auto extent = file_.Find(key.layer, key.expert);
   if (!extent.ok()) {
     FinishLoadLocked(tier, slot, extent.status());
@@ -190,7 +191,7 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("loading ", k.ToString(), ": ", status.message()));
     }
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     --file_reads_in_flight_;
     Tier& dram = *tiers_[kDram];
     if (status.ok()) dram.stats.bytes_loaded += where.length;
@@ -211,13 +212,13 @@ void ExpertCache::FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& s
     slot->state = Slot::State::kFree;
     tier.free.push_back(slot);
   }
-  changed_.SignalAll();
+  changed_.notify_all();
 }
 
 absl::StatusOr<ExpertCache::Pin> ExpertCache::Acquire(const ExpertKey& key) {
   int tier_index;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     tier_index = static_cast<int>(tiers_.size()) - 1;
   }
   return AcquireInTier(tier_index, key, /*demand=*/true);
@@ -225,7 +226,7 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::Acquire(const ExpertKey& key) {
 
 absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, const ExpertKey& key, bool demand) {
   const auto start = std::chrono::steady_clock::now();
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   Tier& tier = *tiers_[tier_index];
   if (demand) tier.policy->OnAccess(key);
   bool missed = false;
@@ -262,13 +263,13 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
       if (!missed) ++tier.stats.shared_loads;
       count_miss();
       std::shared_ptr<Load> load = it->second->load;
-      while (!load->done) changed_.Wait(&mu_);
+      changed_.wait(lock, [&] { return load->done; });
       if (!load->status.ok()) return load->status;
       continue;
     }
 
     count_miss();
-    Slot* slot = ReserveSlotLocked(tier);
+    Slot* slot = ReserveSlotLocked(lock, tier);
     if (tier.resident.contains(key)) {
       // Someone else started this load while we waited for a slot.
       tier.free.push_back(slot);
@@ -281,26 +282,26 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
     tier.policy->OnInsert(key, /*prefetch=*/!demand);
     ++tier.stats.loads;
     if (tier_index == kDram) {
-      StartFileReadLocked(tier, slot, key, slot->load);
+      StartFileReadLocked(tier, slot, key);
       continue;
     }
     // Device tier: bring the expert into DRAM (a demand access there), then
     // copy it up. Our device slot stays "loading" meanwhile, so others wait
     // on it instead of starting a second copy.
-    mu_.Unlock();
+    lock.unlock();
     absl::Status status;
     {
       auto host = AcquireInTier(kDram, key, demand);
       status = host.ok() ? copier_->Copy(slot->memory.data(), host->data(), slot_bytes_) : host.status();
     }  // the DRAM pin is released before we take the lock again
-    mu_.Lock();
+    lock.lock();
     if (status.ok()) tier.stats.bytes_loaded += slot_bytes_;
     FinishLoadLocked(tier, slot, status);
   }
 }
 
 bool ExpertCache::Prefetch(const ExpertKey& key) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   Tier& dram = *tiers_[kDram];
   if (dram.resident.contains(key)) {
     // Least-Stale: a prefetch of a resident expert marks it current, so it
@@ -331,34 +332,34 @@ bool ExpertCache::Prefetch(const ExpertKey& key) {
   dram.policy->OnInsert(key, /*prefetch=*/true);
   ++dram.stats.loads;
   ++dram.stats.prefetches;
-  StartFileReadLocked(dram, slot, key, slot->load);
+  StartFileReadLocked(dram, slot, key);
   return true;
 }
 
 void ExpertCache::Unpin(int tier_index, Slot* slot) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   --slot->pins;
-  changed_.SignalAll();
+  changed_.notify_all();
 }
 
 void ExpertCache::BeginPass() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   ++pass_;
   for (auto& tier : tiers_) tier->policy->OnPassStart();
 }
 
 void ExpertCache::BeginLayer(int layer) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   for (auto& tier : tiers_) tier->policy->OnLayerStart(layer);
 }
 
 void ExpertCache::OnRouterScores(int layer, absl::Span<const float> probabilities) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   for (auto& tier : tiers_) tier->policy->OnRouterScores(layer, probabilities);
 }
 
 absl::Status ExpertCache::Resize(uint64_t dram_budget_bytes, uint64_t device_budget_bytes) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   const bool has_device = tiers_.size() > 1;
   if ((device_budget_bytes > 0) != has_device) {
     return absl::InvalidArgumentError(
@@ -372,13 +373,13 @@ absl::Status ExpertCache::Resize(uint64_t dram_budget_bytes, uint64_t device_bud
     }
   }
   for (size_t t = 0; t < tiers_.size(); ++t) {
-    if (absl::Status s = ResizeTierLocked(*tiers_[t], SlotsFor(budgets[t])); !s.ok()) return s;
+    if (absl::Status s = ResizeTierLocked(lock, *tiers_[t], SlotsFor(budgets[t])); !s.ok()) return s;
   }
-  return RegisterDramBuffersLocked();
+  return RegisterDramBuffersLocked(lock);
 }
 
 CacheStats ExpertCache::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   CacheStats out;
   out.dram = tiers_[kDram]->stats;
   if (tiers_.size() > 1) out.device = tiers_[kDevice]->stats;
@@ -387,7 +388,7 @@ CacheStats ExpertCache::stats() const {
 }
 
 absl::Status ExpertCache::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   for (const auto& tier : tiers_) {
     auto fail = [&](absl::string_view what) {
       return absl::InternalError(absl::StrCat(tier->name, " tier invariant broken: ", what));

@@ -7,10 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
+#include <condition_variable>
+#include <mutex>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
 #include "io/aligned_buffer.h"
@@ -71,7 +72,10 @@ struct ExpertCacheOptions {
 // by compute. Loading and pinned slots are never victims. A load in flight is
 // shared by every demand access and prefetch of that expert: no expert is
 // read twice at once. All state is guarded by one mutex; reads complete on
-// the reader's thread and hand over through it.
+// the reader's thread and hand over through it. (std::mutex rather than
+// absl::Mutex: Debian's Abseil is not built for ThreadSanitizer, which then
+// cannot see absl::Mutex and reports false races; the stress test runs under
+// TSan in CI.)
 class ExpertCache {
  public:
   // Keeps the expert's bundle in the compute tier alive while it exists.
@@ -131,12 +135,13 @@ class ExpertCache {
   ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
   absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
   void Unpin(int tier_index, Slot* slot);
-  Slot* ReserveSlotLocked(Tier& tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ResizeTierLocked(Tier& tier, int slots) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key, std::shared_ptr<Load> load)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RegisterDramBuffersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "Locked" methods run with mu_ held through `lock`; those that take the
+  // lock may wait on changed_ (releasing it meanwhile).
+  Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier);
+  absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
+  void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
+  void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
+  absl::Status RegisterDramBuffersLocked(std::unique_lock<std::mutex>& lock);
   int SlotsFor(uint64_t budget_bytes) const;
 
   const io::ExpertFile& file_;
@@ -146,11 +151,12 @@ class ExpertCache {
   bool verify_checksums_ = true;
   std::unique_ptr<DeviceCopier> copier_;
 
-  mutable absl::Mutex mu_;
-  absl::CondVar changed_;  // a load finished, a pin was released, a slot freed
-  std::vector<std::unique_ptr<Tier>> tiers_ ABSL_GUARDED_BY(mu_);  // [0] DRAM, [1] device (optional)
-  uint64_t pass_ ABSL_GUARDED_BY(mu_) = 0;
-  int file_reads_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // mu_ guards everything below it.
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // a load finished, a pin was released, a slot freed
+  std::vector<std::unique_ptr<Tier>> tiers_;  // [0] DRAM, [1] device (optional)
+  uint64_t pass_ = 0;
+  int file_reads_in_flight_ = 0;
 };
 
 }  // namespace expertd::cache

@@ -73,8 +73,8 @@ absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
   options.min_slots = k;
   ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
   engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
-  spdlog::info("expert cache: {} of {} per expert, dram {} slots{}, policy {}, reader {}",
-               FormatByteSize(engine.cache->slot_bytes()), path, engine.cache->stats().dram.slots,
+  spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {}", path,
+               FormatByteSize(engine.cache->slot_bytes()), engine.cache->stats().dram.slots,
                engine.cache->has_device_tier() ? absl::StrCat(", device ", engine.cache->stats().device.slots, " slots")
                                                : std::string(),
                flags.policy, std::string(engine.reader->name()));

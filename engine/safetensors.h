@@ -69,6 +69,9 @@ class SafetensorsFile {
   // The raw JSON header and the file's size: enough to fingerprint it.
   absl::string_view header_json() const { return header_json_; }
   size_t file_size() const { return file_->size(); }
+  absl::string_view file_bytes() const {
+    return absl::string_view(reinterpret_cast<const char*>(file_->data()), file_->size());
+  }
 
  private:
   SafetensorsFile() = default;

@@ -136,6 +136,64 @@ TEST_F(Cli, PerplexityIsFiniteAndKChangesIt) {
   EXPECT_NE(native.out.substr(0, 24), k1.out.substr(0, 24));
 }
 
+TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
+  const std::vector<std::string> base = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "10"};
+  CommandResult resident = Expertd(base);
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  std::vector<std::string> offloaded_args = base;
+  // Packs DIR/model.experts on first use; 6 of the 16 experts fit.
+  for (const char* arg : {"--dram-budget", "150KiB", "--policy", "lru"}) offloaded_args.push_back(arg);
+  CommandResult offloaded = Expertd(offloaded_args);
+  ASSERT_EQ(offloaded.exit_code, 0) << offloaded.err;
+  EXPECT_THAT(offloaded.err, HasSubstr("packing"));
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
+  EXPECT_EQ(text(offloaded.out), text(resident.out));
+  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): hit rate [0-9.]+"));
+  // Second run: the packed file is reused, not rewritten.
+  CommandResult again = Expertd(offloaded_args);
+  EXPECT_THAT(again.err, ::testing::Not(HasSubstr("packing")));
+
+  CommandResult too_small = Expertd({"run", "--model", model_, "--prompt", "hi", "--dram-budget", "20KiB"});
+  EXPECT_NE(too_small.exit_code, 0);
+  EXPECT_THAT(too_small.err, HasSubstr("fewer than the 2 one layer needs"));
+  CommandResult bad_unit = Expertd({"run", "--model", model_, "--prompt", "hi", "--dram-budget", "12 parsecs"});
+  EXPECT_THAT(bad_unit.err, HasSubstr("unknown unit"));
+}
+
+TEST_F(Cli, PackRefusesAnotherModelsExperts) {
+  const std::string other = dir_.Sub("other");
+  ASSERT_EQ(Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts", "8", "--top-k",
+                                 "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2", "--vocab", "400", "--dtype",
+                                 "bf16", "--seed", "4", "--out", other})
+                .exit_code,
+            0);
+  const std::string packed = dir_.Sub("other.experts");
+  CommandResult pack = Expertd({"pack", "--model", other, "--out", packed});
+  ASSERT_EQ(pack.exit_code, 0) << pack.err;
+  EXPECT_THAT(pack.out, HasSubstr("packed 2 layers x 8 experts"));
+  CommandResult mismatch = Expertd({"run", "--model", model_, "--prompt", "hi", "--dram-budget", "1MiB", "--expert-file",
+                                    packed});
+  EXPECT_NE(mismatch.exit_code, 0);
+  EXPECT_THAT(mismatch.err, HasSubstr("fingerprint"));
+  EXPECT_NE(Expertd({"pack", "--model", other, "--out", packed, "--dtype", "int3"}).exit_code, 0);
+}
+
+TEST_F(Cli, TraceFeedsBenchCache) {
+  const std::string text_file = dir_.Sub("text.txt");
+  std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";
+  const std::string trace = dir_.Sub("trace.txt");
+  CommandResult traced = Expertd({"trace", "--model", model_, "--text-file", text_file, "--out", trace});
+  ASSERT_EQ(traced.exit_code, 0) << traced.err;
+  EXPECT_THAT(ReadAll(trace), HasSubstr("layers=2 experts=8"));
+  CommandResult bench = Expertd({"bench-cache", "--trace", trace, "--capacity-percent", "25,50", "--policies",
+                                 "lru,least-stale,belady"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_THAT(bench.out, HasSubstr("least-stale"));
+  EXPECT_THAT(bench.out, HasSubstr("belady"));
+  CommandResult bad = Expertd({"bench-cache", "--trace", trace, "--capacity-percent", "0"});
+  EXPECT_NE(bad.exit_code, 0);
+}
+
 TEST_F(Cli, ErrorsAreClearAndNonZero) {
   struct Case {
     std::vector<std::string> args;
