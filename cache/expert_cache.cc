@@ -38,6 +38,8 @@ struct ExpertCache::Slot {
   ExpertKey key;
   int pins = 0;
   std::shared_ptr<Load> load;  // while loading
+  std::chrono::steady_clock::time_point load_start;
+  bool prefetched = false;  // filled by Prefetch and not yet asked for by compute
 };
 
 struct ExpertCache::Tier {
@@ -200,6 +202,8 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
 }
 
 void ExpertCache::FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status) {
+  tier.stats.load_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                            slot->load_start).count();
   std::shared_ptr<Load> load = std::move(slot->load);
   load->done = true;
   load->status = status;
@@ -213,6 +217,17 @@ void ExpertCache::FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& s
     tier.free.push_back(slot);
   }
   changed_.notify_all();
+}
+
+ExpertCache::Pin ExpertCache::PinLocked(int tier_index, Slot* slot) {
+  ++slot->pins;
+  Pin pin;
+  pin.cache_ = this;
+  pin.slot_ = slot;
+  pin.tier_ = tier_index;
+  pin.data_ = slot->memory.data();
+  pin.key_ = slot->key;
+  return pin;
 }
 
 absl::StatusOr<ExpertCache::Pin> ExpertCache::Acquire(const ExpertKey& key) {
@@ -244,23 +259,18 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
       if (demand && !missed) {
         ++tier.stats.hits;
         tier.policy->OnHit(key);
+        if (std::exchange(slot->prefetched, false)) ++tier.stats.prefetch_hits;
       }
       if (missed) {
         tier.stats.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                                   std::chrono::steady_clock::now() - start).count();
       }
-      ++slot->pins;
-      Pin pin;
-      pin.cache_ = this;
-      pin.slot_ = slot;
-      pin.tier_ = tier_index;
-      pin.data_ = slot->memory.data();
-      pin.key_ = key;
-      return pin;
+      return PinLocked(tier_index, slot);
     }
     if (it != tier.resident.end()) {
       // Loading: join the load in flight.
       if (!missed) ++tier.stats.shared_loads;
+      if (demand && std::exchange(it->second->prefetched, false)) ++tier.stats.late_prefetches;
       count_miss();
       std::shared_ptr<Load> load = it->second->load;
       changed_.wait(lock, [&] { return load->done; });
@@ -278,6 +288,8 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
     slot->state = Slot::State::kLoading;
     slot->key = key;
     slot->load = std::make_shared<Load>();
+    slot->load_start = std::chrono::steady_clock::now();
+    slot->prefetched = false;
     tier.resident[key] = slot;
     tier.policy->OnInsert(key, /*prefetch=*/!demand);
     ++tier.stats.loads;
@@ -298,6 +310,25 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
     if (status.ok()) tier.stats.bytes_loaded += slot_bytes_;
     FinishLoadLocked(tier, slot, status);
   }
+}
+
+std::optional<ExpertCache::Pin> ExpertCache::TryAcquire(const ExpertKey& key) {
+  std::lock_guard lock(mu_);
+  const int tier_index = static_cast<int>(tiers_.size()) - 1;
+  Tier& tier = *tiers_[tier_index];
+  auto it = tier.resident.find(key);
+  if (it == tier.resident.end() || it->second->state != Slot::State::kReady) return std::nullopt;
+  Slot* slot = it->second;
+  tier.policy->OnAccess(key);
+  tier.policy->OnHit(key);
+  ++tier.stats.hits;
+  if (std::exchange(slot->prefetched, false)) ++tier.stats.prefetch_hits;
+  return PinLocked(tier_index, slot);
+}
+
+int ExpertCache::reads_in_flight() const {
+  std::lock_guard lock(mu_);
+  return file_reads_in_flight_;
 }
 
 bool ExpertCache::Prefetch(const ExpertKey& key) {
@@ -328,6 +359,8 @@ bool ExpertCache::Prefetch(const ExpertKey& key) {
   slot->state = Slot::State::kLoading;
   slot->key = key;
   slot->load = std::make_shared<Load>();
+  slot->load_start = std::chrono::steady_clock::now();
+  slot->prefetched = true;
   dram.resident[key] = slot;
   dram.policy->OnInsert(key, /*prefetch=*/true);
   ++dram.stats.loads;

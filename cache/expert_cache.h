@@ -9,6 +9,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -32,10 +33,21 @@ struct TierStats {
   uint64_t bytes_loaded = 0;
   uint64_t wait_ns = 0;           // time demand accesses spent waiting for fills
   uint64_t load_errors = 0;
+  uint64_t load_ns = 0;           // summed duration of completed fills
+  uint64_t prefetch_hits = 0;     // first demand access to a prefetched expert found it ready
+  uint64_t late_prefetches = 0;   // ... found it still loading (part of the wait hidden)
   int slots = 0;
   std::string policy;
 
   double hit_rate() const { return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / (hits + misses); }
+  // Of the accesses that would have missed without prefetch, the share that hit.
+  double hidden_miss_share() const {
+    return prefetch_hits + misses == 0 ? 0.0 : static_cast<double>(prefetch_hits) / (prefetch_hits + misses);
+  }
+  double mean_load_seconds() const {
+    const uint64_t done = loads - load_errors;
+    return done == 0 ? 0.0 : load_ns / 1e9 / done;
+  }
 };
 
 struct CacheStats {
@@ -106,6 +118,12 @@ class ExpertCache {
   // compute tier, loading it (and evicting) if needed. An I/O or checksum
   // error is returned to this caller and leaves the cache consistent.
   absl::StatusOr<Pin> Acquire(const ExpertKey& key);
+  // Acquire without waiting: a pin when the expert is ready in the compute
+  // tier now (counted as a demand hit), else nullopt and nothing happens, so
+  // the caller can compute what is ready first and Acquire the rest after.
+  std::optional<Pin> TryAcquire(const ExpertKey& key);
+  // Fills in flight from the file, demand and prefetch (bounds prefetching).
+  int reads_in_flight() const;
   // Starts loading key into DRAM unless it is resident or loading; never
   // waits. Dropped when no slot can be freed now. Returns whether a read
   // was issued.
@@ -135,6 +153,7 @@ class ExpertCache {
   ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
   absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
   void Unpin(int tier_index, Slot* slot);
+  Pin PinLocked(int tier_index, Slot* slot);
   // "Locked" methods run with mu_ held through `lock`; those that take the
   // lock may wait on changed_ (releasing it meanwhile).
   Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier);

@@ -284,6 +284,36 @@ TEST_F(ExpertCacheTest, PrefetchLoadsOnceAndNeverWaits) {
   EXPECT_FALSE(cache->Prefetch({2, 7}));
 }
 
+TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(20);
+  OpenReader(&slow);
+  auto cache = MakeCache(4);
+  EXPECT_FALSE(cache->TryAcquire({1, 1}).has_value()) << "not resident";
+  EXPECT_EQ(cache->stats().dram.misses, 0u) << "a failed TryAcquire is no access";
+  ASSERT_TRUE(cache->Prefetch({1, 1}));
+  EXPECT_FALSE(cache->TryAcquire({1, 1}).has_value()) << "still loading";
+  EXPECT_EQ(cache->reads_in_flight(), 1);
+  std::optional<ExpertCache::Pin> pin;
+  for (int i = 0; i < 500 && !pin; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    pin = cache->TryAcquire({1, 1});
+  }
+  ASSERT_TRUE(pin.has_value());
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 1));
+  TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.prefetch_hits, 1u);
+  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_DOUBLE_EQ(stats.hidden_miss_share(), 1.0);
+  EXPECT_GT(stats.mean_load_seconds(), 0.015);
+  // A demand access that joins a prefetch still in flight is a late prefetch.
+  ASSERT_TRUE(cache->Prefetch({1, 2}));
+  ASSERT_TRUE(cache->Acquire({1, 2}).ok());
+  stats = cache->stats().dram;
+  EXPECT_EQ(stats.late_prefetches, 1u);
+  EXPECT_EQ(stats.misses, 1u);
+}
+
 TEST_F(ExpertCacheTest, ConcurrencyStress) {
   io::FaultOptions jitter;
   jitter.delay = std::chrono::microseconds(200);
@@ -301,9 +331,12 @@ TEST_F(ExpertCacheTest, ConcurrencyStress) {
           case 0:
             cache->Prefetch(key);
             break;
-          case 1:
+          case 1: {
             cache->BeginLayer(key.layer);
+            auto pin = cache->TryAcquire(key);
+            if (pin && !HoldsExpert(layout_, pin->data(), key.layer, key.expert)) ++wrong;
             break;
+          }
           default: {
             auto pin = cache->Acquire(key);
             if (!pin.ok()) {
