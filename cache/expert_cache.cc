@@ -331,13 +331,13 @@ int ExpertCache::reads_in_flight() const {
   return file_reads_in_flight_;
 }
 
-bool ExpertCache::Prefetch(const ExpertKey& key) {
+bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
   std::lock_guard lock(mu_);
   Tier& dram = *tiers_[kDram];
   if (dram.resident.contains(key)) {
     // Least-Stale: a prefetch of a resident expert marks it current, so it
     // survives until the layer that wants it has run.
-    dram.policy->OnPrefetchHit(key);
+    if (prefetch) dram.policy->OnPrefetchHit(key);
     return false;
   }
   Slot* slot = nullptr;
@@ -360,11 +360,11 @@ bool ExpertCache::Prefetch(const ExpertKey& key) {
   slot->key = key;
   slot->load = std::make_shared<Load>();
   slot->load_start = std::chrono::steady_clock::now();
-  slot->prefetched = true;
+  slot->prefetched = prefetch;
   dram.resident[key] = slot;
-  dram.policy->OnInsert(key, /*prefetch=*/true);
+  dram.policy->OnInsert(key, prefetch);
   ++dram.stats.loads;
-  ++dram.stats.prefetches;
+  if (prefetch) ++dram.stats.prefetches;
   StartFileReadLocked(dram, slot, key);
   return true;
 }

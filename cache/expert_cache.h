@@ -127,7 +127,11 @@ class ExpertCache {
   // Starts loading key into DRAM unless it is resident or loading; never
   // waits. Dropped when no slot can be freed now. Returns whether a read
   // was issued.
-  bool Prefetch(const ExpertKey& key);
+  bool Prefetch(const ExpertKey& key) { return StartLoad(key, /*prefetch=*/true); }
+  // As Prefetch, for compute that will Acquire the expert soon: issuing all
+  // of a layer's missing experts at once reads them in parallel. Not counted
+  // as a prefetch.
+  bool StartLoad(const ExpertKey& key, bool prefetch);
 
   // The layer cycle, for the policies.
   void BeginPass();

@@ -13,6 +13,16 @@ absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
 absl::StatusOr<ExpertHandle> CachedExperts::Acquire(int layer, int expert) {
   auto pin = cache_.Acquire({layer, expert});
   if (!pin.ok()) return pin.status();
+  return Views(std::move(*pin));
+}
+
+std::optional<ExpertHandle> CachedExperts::TryAcquire(int layer, int expert) {
+  auto pin = cache_.TryAcquire({layer, expert});
+  if (!pin) return std::nullopt;
+  return Views(std::move(*pin));
+}
+
+ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
   const kernels::DType dtype = layout_.dtype == io::ExpertDtype::kF32    ? kernels::DType::kF32
                                : layout_.dtype == io::ExpertDtype::kBF16 ? kernels::DType::kBF16
@@ -20,12 +30,12 @@ absl::StatusOr<ExpertHandle> CachedExperts::Acquire(int layer, int expert) {
   const int64_t hidden = layout_.hidden_size;
   const int64_t ffn = layout_.intermediate_size;
   const size_t matrix_bytes = static_cast<size_t>(hidden * ffn) * kernels::DTypeSize(dtype);
-  const std::byte* base = pin->data();
+  const std::byte* base = pin.data();
   ExpertHandle handle;
   handle.weights.gate = {dtype, base, ffn, hidden};
   handle.weights.up = {dtype, base + matrix_bytes, ffn, hidden};
   handle.weights.down = {dtype, base + 2 * matrix_bytes, hidden, ffn};
-  handle.pin = std::move(*pin);
+  handle.pin = std::move(pin);
   return handle;
 }
 

@@ -2,6 +2,7 @@
 #define EXPERTD_ENGINE_EXPERT_SOURCE_H_
 
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -24,6 +25,11 @@ class ExpertSource {
  public:
   virtual ~ExpertSource() = default;
   virtual absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) = 0;
+  // The expert if it can be computed on right now, without waiting for a
+  // load; nullopt otherwise (then Acquire it later).
+  virtual std::optional<ExpertHandle> TryAcquire(int layer, int expert) = 0;
+  // Starts bringing in an expert that Acquire will ask for shortly.
+  virtual void StartLoad(int layer, int expert) {}
   virtual void BeginPass() {}
   virtual void BeginLayer(int layer) {}
   virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
@@ -34,6 +40,7 @@ class ResidentExperts : public ExpertSource {
  public:
   explicit ResidentExperts(const ModelWeights& weights) : weights_(weights) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
+  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override { return *Acquire(layer, expert); }
 
  private:
   const ModelWeights& weights_;
@@ -44,6 +51,8 @@ class CachedExperts : public ExpertSource {
  public:
   CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout) : cache_(cache), layout_(layout) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
+  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
+  void StartLoad(int layer, int expert) override { cache_.StartLoad({layer, expert}, /*prefetch=*/false); }
   void BeginPass() override { cache_.BeginPass(); }
   void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
   void OnRouterScores(int layer, absl::Span<const float> probabilities) override {
@@ -51,6 +60,8 @@ class CachedExperts : public ExpertSource {
   }
 
  private:
+  ExpertHandle Views(cache::ExpertCache::Pin pin) const;
+
   cache::ExpertCache& cache_;
   io::ExpertFileLayout layout_;
 };

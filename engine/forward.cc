@@ -1,6 +1,7 @@
 #include "engine/forward.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -63,6 +64,7 @@ void ForwardPass::EnsureScratch(int n, int k) {
   rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
   router_probs_.resize(config_.num_experts);
+  pending_experts_.reserve(config_.num_experts);
   chosen_experts_.resize(static_cast<size_t>(n) * k);
   chosen_weights_.resize(static_cast<size_t>(n) * k);
   expert_begin_.resize(config_.num_experts + 1);
@@ -113,9 +115,14 @@ absl::Status ForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, con
   }
 
   experts_->BeginPass();
+  if (observer_ != nullptr) observer_->BeginPass();
   for (int layer = 0; layer < config_.num_layers; ++layer) {
+    const auto layer_start = std::chrono::steady_clock::now();
     Attention(layer, n, first_position, kv);
     if (absl::Status status = MoeBlock(layer, n, k, first_position, trace); !status.ok()) return status;
+    if (observer_ != nullptr && config_.layer_is_moe[layer]) {
+      observer_->OnLayerDone(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
+    }
   }
   kv.Commit(n);
 
@@ -193,6 +200,22 @@ void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int 
   kernels::MatMul(ff.down, ffn_gate_.data(), m, out, pool_);
 }
 
+void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights, int k) {
+  const int h = config_.hidden_size;
+  const int begin = expert_begin_[expert];
+  const int m = expert_begin_[expert + 1] - begin;
+  for (int i = 0; i < m; ++i) {
+    const int token = slots_by_expert_[begin + i] / k;
+    std::copy_n(Row(normed_, token, h), h, Row(gathered_, i, h));
+  }
+  FeedForward(weights, gathered_.data(), m, ffn_out_.data());
+  // Each (token, rank) slot gets its own output row; they are summed later
+  // in rank order, so the order experts run in never changes the result.
+  for (int i = 0; i < m; ++i) {
+    std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots_by_expert_[begin + i], h));
+  }
+}
+
 absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_position, RoutingTrace* trace) {
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
@@ -207,6 +230,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_posi
     return absl::OkStatus();
   }
   experts_->BeginLayer(layer_index);
+  if (observer_ != nullptr) observer_->BeginLayer(layer_index);
 
   kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
   for (int t = 0; t < n; ++t) {
@@ -223,6 +247,11 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_posi
     }
   }
 
+  if (observer_ != nullptr) {
+    observer_->OnRouted(layer_index, absl::MakeConstSpan(normed_.data(), static_cast<size_t>(n) * h),
+                        absl::MakeConstSpan(chosen_experts_.data(), static_cast<size_t>(n) * k), n, k);
+  }
+
   // Group the routed (token, rank) slots by expert, so each expert's weights
   // are read once for all the tokens that chose it.
   std::fill(expert_begin_.begin(), expert_begin_.end(), 0);
@@ -237,20 +266,24 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_posi
     expert_begin_[0] = 0;
   }
 
+  // Experts whose weights are ready run first; those still loading run
+  // after, so a slow load does not hold up work that could proceed.
+  pending_experts_.clear();
   for (int e = 0; e < num_experts; ++e) {
-    const int begin = expert_begin_[e];
-    const int m = expert_begin_[e + 1] - begin;
-    if (m == 0) continue;
-    for (int i = 0; i < m; ++i) {
-      const int token = slots_by_expert_[begin + i] / k;
-      std::copy_n(Row(normed_, token, h), h, Row(gathered_, i, h));
+    if (expert_begin_[e + 1] == expert_begin_[e]) continue;
+    std::optional<ExpertHandle> ready = experts_->TryAcquire(layer_index, e);
+    if (ready) {
+      RunExpert(e, ready->weights, k);
+    } else {
+      pending_experts_.push_back(e);
     }
+  }
+  // Demand loads for all of them at once: they are read in parallel.
+  for (int e : pending_experts_) experts_->StartLoad(layer_index, e);
+  for (int e : pending_experts_) {
     absl::StatusOr<ExpertHandle> expert = experts_->Acquire(layer_index, e);
     if (!expert.ok()) return expert.status();
-    FeedForward(expert->weights, gathered_.data(), m, ffn_out_.data());
-    for (int i = 0; i < m; ++i) {
-      std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots_by_expert_[begin + i], h));
-    }
+    RunExpert(e, expert->weights, k);
   }
 
   // Sum each token's experts in rank order: the result does not depend on

@@ -8,6 +8,7 @@
 #include "absl/types/span.h"
 #include "engine/expert_source.h"
 #include "engine/kv_cache.h"
+#include "engine/layer_observer.h"
 #include "engine/model.h"
 #include "engine/routing.h"
 #include "kernels/cpu/thread_pool.h"
@@ -29,6 +30,8 @@ class ForwardPass {
   // pool may be null (single-threaded). experts may be null: every expert is
   // then read from the memory-mapped checkpoint. All must outlive the pass.
   ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
+  // Tells `observer` (the prefetcher) about every MoE layer; null to stop.
+  void SetObserver(LayerObserver* observer) { observer_ = observer; }
 
   // Processes `tokens` at positions kv.length() ... kv.length() + n - 1 as
   // one batch per layer (prefill when n > 1, decode when n == 1), appends
@@ -44,12 +47,17 @@ class ForwardPass {
   void Attention(int layer, int n, int first_position, KvCache& kv);
   absl::Status MoeBlock(int layer, int n, int k, int first_position, RoutingTrace* trace);
   void FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
+  // Runs one routed expert on the tokens that chose it (slots grouped by
+  // MoeBlock), writing each token's output row.
+  void RunExpert(int expert, const FeedForwardWeights& weights, int k);
 
   const Model& model_;
   const ModelConfig& config_;
   kernels::ThreadPool* pool_;
   ResidentExperts resident_experts_;
   ExpertSource* experts_;
+  LayerObserver* observer_ = nullptr;
+  std::vector<int32_t> pending_experts_;  // experts of a layer whose loads were not ready
   std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
 
   // Scratch, [rows][width] row-major.

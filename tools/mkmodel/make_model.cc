@@ -82,6 +82,18 @@ class TensorMaker {
     Add(name, {out_features, in_features}, gain / std::sqrt(static_cast<float>(in_features)));
   }
   void Norm(const std::string& name, int64_t size) { Add(name, {size}, 0.1f, 1.0f); }
+  void Zeros(const std::string& name, std::vector<int64_t> shape) { Add(name, std::move(shape), 0.0f); }
+  // A new tensor with the bytes of an earlier one.
+  void Copy(const std::string& name, const std::string& from) {
+    for (const TensorToWrite& t : tensors_) {
+      if (t.name == from) {
+        TensorToWrite copy = t;
+        copy.name = name;
+        tensors_.push_back(std::move(copy));
+        return;
+      }
+    }
+  }
 
   const std::vector<TensorToWrite>& tensors() const { return tensors_; }
 
@@ -116,6 +128,9 @@ absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
   RETURN_IF_ERROR(positive(o.heads, "heads"));
   RETURN_IF_ERROR(positive(o.kv_heads, "kv-heads"));
   RETURN_IF_ERROR(positive(o.vocab, "vocab"));
+  if (o.static_residual && (o.arch == "qwen2_moe" || !o.dense_layers.empty())) {
+    return absl::InvalidArgumentError("--static-residual supports olmoe, mixtral and qwen3_moe without dense layers");
+  }
   if (o.top_k > o.experts) return absl::InvalidArgumentError("--top-k must not exceed --experts");
   if (o.heads % o.kv_heads != 0) return absl::InvalidArgumentError("--kv-heads must divide --heads");
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
@@ -211,14 +226,23 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   make.Add("model.embed_tokens.weight", {o.vocab, o.hidden}, 1.0f);
   make.Norm("model.norm.weight", o.hidden);
   if (!o.tie_embeddings) make.Linear("lm_head.weight", o.vocab, o.hidden);
+  std::string first_router;
   for (int i = 0; i < o.layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     make.Norm(p + "input_layernorm.weight", o.hidden);
-    make.Norm(p + "post_attention_layernorm.weight", o.hidden);
+    if (o.static_residual && i > 0) {
+      make.Copy(p + "post_attention_layernorm.weight", "model.layers.0.post_attention_layernorm.weight");
+    } else {
+      make.Norm(p + "post_attention_layernorm.weight", o.hidden);
+    }
     make.Linear(p + "self_attn.q_proj.weight", q_size, o.hidden);
     make.Linear(p + "self_attn.k_proj.weight", kv_size, o.hidden);
     make.Linear(p + "self_attn.v_proj.weight", kv_size, o.hidden);
-    make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
+    if (o.static_residual) {
+      make.Zeros(p + "self_attn.o_proj.weight", {o.hidden, q_size});
+    } else {
+      make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
+    }
     if (o.arch == "qwen2_moe") {
       make.Add(p + "self_attn.q_proj.bias", {q_size}, 0.1f);
       make.Add(p + "self_attn.k_proj.bias", {kv_size}, 0.1f);
@@ -240,12 +264,21 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
     }
     const std::string moe = absl::StrCat(p, arch->moe_block, ".");
     // Router logits with a standard deviation of about 2: decisive routing.
-    make.Linear(moe + "gate.weight", o.experts, o.hidden, 2.0f);
+    if (o.shared_router && !first_router.empty()) {
+      make.Copy(moe + "gate.weight", first_router);
+    } else {
+      make.Linear(moe + "gate.weight", o.experts, o.hidden, 2.0f);
+      first_router = moe + "gate.weight";
+    }
     for (int e = 0; e < o.experts; ++e) {
       const std::string ex = absl::StrCat(moe, "experts.", e, ".");
       make.Linear(ex + arch->gate + ".weight", o.ffn, o.hidden);
       make.Linear(ex + arch->up + ".weight", o.ffn, o.hidden);
-      make.Linear(ex + arch->down + ".weight", o.hidden, o.ffn);
+      if (o.static_residual) {
+        make.Zeros(ex + arch->down + ".weight", {o.hidden, o.ffn});
+      } else {
+        make.Linear(ex + arch->down + ".weight", o.hidden, o.ffn);
+      }
     }
     if (has_shared) {
       make.Linear(moe + "shared_expert.gate_proj.weight", shared_ffn, o.hidden);

@@ -29,6 +29,12 @@ struct MakeModelOptions {
   std::string dtype = "f32";  // f32 | bf16 | f16
   bool norm_topk_prob = true;  // ignored by mixtral (always normalises)
   bool tie_embeddings = false;
+  // For predictor tests: every MoE layer gets the same router and the same
+  // post-attention norm, and attention and expert outputs are zero, so the
+  // hidden state never changes and layer l's gate input routed through layer
+  // l+1's router predicts layer l+1 exactly.
+  bool shared_router = false;
+  bool static_residual = false;
   uint64_t seed = 1;
 };
 

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", o.dtype, "f32 | bf16 | f16")->capture_default_str();
   app.add_option("--norm-topk-prob", o.norm_topk_prob)->capture_default_str();
   app.add_flag("--tie-embeddings", o.tie_embeddings);
+  app.add_flag("--shared-router", o.shared_router, "the same router in every MoE layer (predictor tests)");
+  app.add_flag("--static-residual", o.static_residual,
+               "zero attention and expert outputs, one post-attention norm: the hidden state never changes");
   app.add_option("--seed", o.seed)->capture_default_str();
   app.add_option("--out", out, "output directory")->required();
   CLI11_PARSE(app, argc, argv);

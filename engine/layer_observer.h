@@ -1,0 +1,27 @@
+#ifndef EXPERTD_ENGINE_LAYER_OBSERVER_H_
+#define EXPERTD_ENGINE_LAYER_OBSERVER_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+
+namespace expertd {
+
+// What the forward pass tells whoever looks ahead of it (the prefetcher):
+// per pass, per MoE layer in order, BeginLayer, then OnRouted once the
+// layer's routing and gate inputs are known (before its experts run), then
+// OnLayerDone with the layer's compute time.
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  virtual void BeginPass() {}
+  virtual void BeginLayer(int layer) {}
+  // gate_inputs: [n_tokens][hidden]; chosen: [n_tokens][k].
+  virtual void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen,
+                        int n_tokens, int k) {}
+  virtual void OnLayerDone(int layer, double compute_seconds) {}
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_LAYER_OBSERVER_H_
