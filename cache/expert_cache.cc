@@ -149,30 +149,46 @@ absl::Status ExpertCache::ResizeTierLocked(std::unique_lock<std::mutex>& lock, T
   return absl::OkStatus();
 }
 
-// Returns a free slot, evicting the policy's victim if needed; waits while
-// every slot is loading or pinned. The slot is taken off the free list.
+// A free slot taken off the free list, else the policy's victim evicted, else
+// null when every slot is loading or pinned.
+ExpertCache::Slot* ExpertCache::TakeFreeSlotLocked(Tier& tier) {
+  if (!tier.free.empty()) {
+    Slot* slot = tier.free.back();
+    tier.free.pop_back();
+    return slot;
+  }
+  auto victim = tier.policy->PickVictim([&](const ExpertKey& key) {
+    auto it = tier.resident.find(key);
+    return it != tier.resident.end() && it->second->state == Slot::State::kReady && it->second->pins == 0;
+  });
+  if (!victim) return nullptr;
+  Slot* slot = tier.resident.at(*victim);
+  tier.resident.erase(*victim);
+  tier.policy->OnRemove(*victim);
+  tier.evicted_in_pass[*victim] = pass_;
+  ++tier.stats.evictions;
+  slot->state = Slot::State::kFree;
+  return slot;
+}
+
+// As TakeFreeSlotLocked, waiting while every slot is busy.
 ExpertCache::Slot* ExpertCache::ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier) {
   while (true) {
-    if (!tier.free.empty()) {
-      Slot* slot = tier.free.back();
-      tier.free.pop_back();
-      return slot;
-    }
-    auto victim = tier.policy->PickVictim([&](const ExpertKey& key) {
-      auto it = tier.resident.find(key);
-      return it != tier.resident.end() && it->second->state == Slot::State::kReady && it->second->pins == 0;
-    });
-    if (victim) {
-      Slot* slot = tier.resident.at(*victim);
-      tier.resident.erase(*victim);
-      tier.policy->OnRemove(*victim);
-      tier.evicted_in_pass[*victim] = pass_;
-      ++tier.stats.evictions;
-      slot->state = Slot::State::kFree;
-      return slot;
-    }
+    if (Slot* slot = TakeFreeSlotLocked(tier)) return slot;
     changed_.wait(lock);
   }
+}
+
+void ExpertCache::BeginFillLocked(Tier& tier, Slot* slot, const ExpertKey& key, bool prefetch) {
+  slot->state = Slot::State::kLoading;
+  slot->key = key;
+  slot->load = std::make_shared<Load>();
+  slot->load_start = std::chrono::steady_clock::now();
+  slot->prefetched = prefetch;
+  tier.resident[key] = slot;
+  tier.policy->OnInsert(key, prefetch);
+  ++tier.stats.loads;
+  if (prefetch) ++tier.stats.prefetches;
 }
 
 void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key) {
@@ -285,14 +301,7 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
       tier.free.push_back(slot);
       continue;
     }
-    slot->state = Slot::State::kLoading;
-    slot->key = key;
-    slot->load = std::make_shared<Load>();
-    slot->load_start = std::chrono::steady_clock::now();
-    slot->prefetched = false;
-    tier.resident[key] = slot;
-    tier.policy->OnInsert(key, /*prefetch=*/!demand);
-    ++tier.stats.loads;
+    BeginFillLocked(tier, slot, key, /*prefetch=*/!demand);
     if (tier_index == kDram) {
       StartFileReadLocked(tier, slot, key);
       continue;
@@ -340,31 +349,9 @@ bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
     if (prefetch) dram.policy->OnPrefetchHit(key);
     return false;
   }
-  Slot* slot = nullptr;
-  if (!dram.free.empty()) {
-    slot = dram.free.back();
-    dram.free.pop_back();
-  } else {
-    auto victim = dram.policy->PickVictim([&](const ExpertKey& k) {
-      auto it = dram.resident.find(k);
-      return it != dram.resident.end() && it->second->state == Slot::State::kReady && it->second->pins == 0;
-    });
-    if (!victim) return false;  // everything busy: a prefetch never waits
-    slot = dram.resident.at(*victim);
-    dram.resident.erase(*victim);
-    dram.policy->OnRemove(*victim);
-    dram.evicted_in_pass[*victim] = pass_;
-    ++dram.stats.evictions;
-  }
-  slot->state = Slot::State::kLoading;
-  slot->key = key;
-  slot->load = std::make_shared<Load>();
-  slot->load_start = std::chrono::steady_clock::now();
-  slot->prefetched = prefetch;
-  dram.resident[key] = slot;
-  dram.policy->OnInsert(key, prefetch);
-  ++dram.stats.loads;
-  if (prefetch) ++dram.stats.prefetches;
+  Slot* slot = TakeFreeSlotLocked(dram);
+  if (slot == nullptr) return false;  // everything busy: an early load never waits
+  BeginFillLocked(dram, slot, key, prefetch);
   StartFileReadLocked(dram, slot, key);
   return true;
 }

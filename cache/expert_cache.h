@@ -160,7 +160,9 @@ class ExpertCache {
   Pin PinLocked(int tier_index, Slot* slot);
   // "Locked" methods run with mu_ held through `lock`; those that take the
   // lock may wait on changed_ (releasing it meanwhile).
+  Slot* TakeFreeSlotLocked(Tier& tier);
   Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier);
+  void BeginFillLocked(Tier& tier, Slot* slot, const ExpertKey& key, bool prefetch);
   absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
   void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
   void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
