@@ -220,6 +220,7 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
 void ExpertCache::FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status) {
   tier.stats.load_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
                                                                             slot->load_start).count();
+  ++tier.stats.completed_loads;
   std::shared_ptr<Load> load = std::move(slot->load);
   load->done = true;
   load->status = status;

@@ -34,6 +34,7 @@ struct TierStats {
   uint64_t wait_ns = 0;           // time demand accesses spent waiting for fills
   uint64_t load_errors = 0;
   uint64_t load_ns = 0;           // summed duration of completed fills
+  uint64_t completed_loads = 0;   // fills that finished, with or without error
   uint64_t prefetch_hits = 0;     // first demand access to a prefetched expert found it ready
   uint64_t late_prefetches = 0;   // ... found it still loading (part of the wait hidden)
   int slots = 0;
@@ -44,10 +45,7 @@ struct TierStats {
   double hidden_miss_share() const {
     return prefetch_hits + misses == 0 ? 0.0 : static_cast<double>(prefetch_hits) / (prefetch_hits + misses);
   }
-  double mean_load_seconds() const {
-    const uint64_t done = loads - load_errors;
-    return done == 0 ? 0.0 : load_ns / 1e9 / done;
-  }
+  double mean_load_seconds() const { return completed_loads == 0 ? 0.0 : load_ns / 1e9 / completed_loads; }
 };
 
 struct CacheStats {

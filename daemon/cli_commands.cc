@@ -18,6 +18,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
+#include "engine/prefetcher.h"
 #include "base/byte_size.h"
 #include "cache/bench_cache.h"
 #include "cache/trace_file.h"
@@ -38,6 +39,7 @@ struct LoadedEngine {
   std::unique_ptr<io::ExpertReader> reader;
   std::unique_ptr<cache::ExpertCache> cache;
   std::unique_ptr<CachedExperts> cached_experts;
+  std::unique_ptr<Prefetcher> prefetcher;
   std::unique_ptr<ForwardPass> forward;
 };
 
@@ -73,6 +75,13 @@ absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
   options.min_slots = k;
   ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
   engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
+  if (flags.prefetch != "none") {
+    PrefetcherOptions prefetch;
+    prefetch.predictor.kind = flags.prefetch;
+    prefetch.predictor.lookahead = flags.lookahead;
+    prefetch.scheduler.max_in_flight = flags.max_prefetches_in_flight;
+    ASSIGN_OR_RETURN(engine.prefetcher, Prefetcher::Create(model, *engine.cache, prefetch, engine.pool.get()));
+  }
   spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {}", path,
                FormatByteSize(engine.cache->slot_bytes()), engine.cache->stats().dram.slots,
                engine.cache->has_device_tier() ? absl::StrCat(", device ", engine.cache->stats().device.slots, " slots")
@@ -81,7 +90,8 @@ absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
   return absl::OkStatus();
 }
 
-void PrintCacheStats(const LoadedEngine& engine) {
+// tokens: how many tokens the run processed (for per-token figures).
+void PrintCacheStats(const LoadedEngine& engine, int64_t tokens) {
   if (engine.cache == nullptr) return;
   const cache::CacheStats stats = engine.cache->stats();
   auto print = [](const char* name, const cache::TierStats& t) {
@@ -95,6 +105,22 @@ void PrintCacheStats(const LoadedEngine& engine) {
   };
   if (stats.device.slots > 0) print("device", stats.device);
   print("dram", stats.dram);
+  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
+  std::printf("stall: %.2f ms per token waiting for experts; prefetch hid %.1f%% of would-be misses (%llu late)\n",
+              tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * stats.dram.hidden_miss_share(),
+              static_cast<unsigned long long>(stats.dram.late_prefetches));
+  if (engine.prefetcher == nullptr) return;
+  const auto& by_distance = engine.prefetcher->prediction_stats().by_distance();
+  for (size_t d = 1; d < by_distance.size(); ++d) {
+    std::printf("prefetch %s, distance %zu: precision %.3f, recall %.3f\n",
+                std::string(engine.prefetcher->predictor_name()).c_str(), d, by_distance[d].precision(),
+                by_distance[d].recall());
+  }
+  const auto scheduler = engine.prefetcher->scheduler_stats();
+  std::printf("prefetch reads: %llu issued, %llu already resident, %llu dropped as stale; budget %d per layer\n",
+              static_cast<unsigned long long>(scheduler.issued),
+              static_cast<unsigned long long>(scheduler.skipped_resident),
+              static_cast<unsigned long long>(scheduler.dropped_stale), engine.prefetcher->per_layer_budget());
 }
 
 absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
@@ -111,6 +137,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   engine.pool = std::make_unique<kernels::ThreadPool>(threads);
   if (!flags.dram_budget.empty()) RETURN_IF_ERROR(AttachExpertCache(flags, engine));
   engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get(), engine.cached_experts.get());
+  engine.forward->SetObserver(engine.prefetcher.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, {} threads", flags.model_dir,
                config.architecture_name, config.num_layers, config.num_experts, config.experts_per_token,
@@ -149,7 +176,7 @@ absl::Status Run(const RunFlags& flags) {
   std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s%s\n", result.prompt_tokens,
               result.prefill_tokens_per_second(), result.tokens.size(), result.decode_tokens_per_second(),
               result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
-  PrintCacheStats(engine);
+  PrintCacheStats(engine, result.prompt_tokens + static_cast<int64_t>(result.tokens.size()));
   return absl::OkStatus();
 }
 
@@ -178,7 +205,7 @@ absl::Status Eval(const EvalFlags& flags) {
   if (!out) return absl::DataLossError(absl::StrCat("writing ", flags.logits_out, " failed"));
   std::printf("wrote logits [%zu][%d] (float32, little-endian) to %s\n", tokens.size(),
               engine.model->config().vocab_size, flags.logits_out.c_str());
-  PrintCacheStats(engine);
+  PrintCacheStats(engine, static_cast<int64_t>(tokens.size()));
   return absl::OkStatus();
 }
 

@@ -20,6 +20,9 @@ struct EngineFlags {
   std::string policy = "least-stale";
   std::string expert_file;    // default: DIR/model.experts (packed on first use)
   bool direct_io = true;
+  std::string prefetch = "cross-layer";  // none | cross-layer | previous-token (with offloading)
+  int lookahead = 1;
+  int max_prefetches_in_flight = 16;
 };
 
 struct RunFlags {

@@ -25,6 +25,11 @@ void AddEngineFlags(CLI::App* command, expertd::cli::EngineFlags* flags) {
       ->capture_default_str();
   command->add_option("--expert-file", flags->expert_file, "packed experts; default DIR/model.experts (packed if missing)");
   command->add_flag("!--no-direct-io", flags->direct_io, "read the expert file through the page cache");
+  command->add_option("--prefetch", flags->prefetch, "with offloading: none | cross-layer | previous-token")
+      ->capture_default_str();
+  command->add_option("--lookahead", flags->lookahead, "layers ahead the prefetcher predicts")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 }  // namespace

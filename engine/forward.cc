@@ -65,6 +65,7 @@ void ForwardPass::EnsureScratch(int n, int k) {
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
   router_probs_.resize(config_.num_experts);
   pending_experts_.reserve(config_.num_experts);
+  ready_experts_.reserve(config_.num_experts);
   chosen_experts_.resize(static_cast<size_t>(n) * k);
   chosen_weights_.resize(static_cast<size_t>(n) * k);
   expert_begin_.resize(config_.num_experts + 1);
@@ -247,11 +248,6 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_posi
     }
   }
 
-  if (observer_ != nullptr) {
-    observer_->OnRouted(layer_index, absl::MakeConstSpan(normed_.data(), static_cast<size_t>(n) * h),
-                        absl::MakeConstSpan(chosen_experts_.data(), static_cast<size_t>(n) * k), n, k);
-  }
-
   // Group the routed (token, rank) slots by expert, so each expert's weights
   // are read once for all the tokens that chose it.
   std::fill(expert_begin_.begin(), expert_begin_.end(), 0);
@@ -266,20 +262,29 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n, int k, int first_posi
     expert_begin_[0] = 0;
   }
 
-  // Experts whose weights are ready run first; those still loading run
-  // after, so a slow load does not hold up work that could proceed.
+  // Pin the experts that are ready, then ask for the missing ones all at
+  // once (read in parallel), and only then let the prefetcher have the
+  // remaining slots: the current layer's loads come before speculation, and
+  // prefetching can never evict what this layer is about to use.
+  ready_experts_.clear();
   pending_experts_.clear();
   for (int e = 0; e < num_experts; ++e) {
     if (expert_begin_[e + 1] == expert_begin_[e]) continue;
     std::optional<ExpertHandle> ready = experts_->TryAcquire(layer_index, e);
     if (ready) {
-      RunExpert(e, ready->weights, k);
+      ready_experts_.emplace_back(e, std::move(*ready));
     } else {
       pending_experts_.push_back(e);
     }
   }
-  // Demand loads for all of them at once: they are read in parallel.
   for (int e : pending_experts_) experts_->StartLoad(layer_index, e);
+  if (observer_ != nullptr) {
+    observer_->OnRouted(layer_index, absl::MakeConstSpan(normed_.data(), static_cast<size_t>(n) * h),
+                        absl::MakeConstSpan(chosen_experts_.data(), static_cast<size_t>(n) * k), n, k);
+  }
+  // Ready experts compute first, so a slow load holds up only itself.
+  for (auto& [e, handle] : ready_experts_) RunExpert(e, handle.weights, k);
+  ready_experts_.clear();
   for (int e : pending_experts_) {
     absl::StatusOr<ExpertHandle> expert = experts_->Acquire(layer_index, e);
     if (!expert.ok()) return expert.status();

@@ -58,6 +58,7 @@ class ForwardPass {
   ExpertSource* experts_;
   LayerObserver* observer_ = nullptr;
   std::vector<int32_t> pending_experts_;  // experts of a layer whose loads were not ready
+  std::vector<std::pair<int32_t, ExpertHandle>> ready_experts_;  // pinned until computed
   std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
 
   // Scratch, [rows][width] row-major.

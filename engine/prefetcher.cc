@@ -1,0 +1,62 @@
+#include "engine/prefetcher.h"
+
+#include "base/status_macros.h"
+
+namespace expertd {
+
+absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& model, cache::ExpertCache& cache,
+                                                               const PrefetcherOptions& options,
+                                                               kernels::ThreadPool* pool) {
+  const ModelConfig& config = model.config();
+  auto prefetcher = std::unique_ptr<Prefetcher>(new Prefetcher(cache, std::max(1, options.predictor.lookahead)));
+  predictor::ModelShape& shape = prefetcher->shape_;
+  shape.num_layers = config.num_layers;
+  shape.num_experts = config.num_experts;
+  shape.hidden_size = config.hidden_size;
+  shape.layer_is_moe = config.layer_is_moe;
+  for (const LayerWeights& layer : model.weights().layers) shape.routers.push_back(layer.router);
+  ASSIGN_OR_RETURN(prefetcher->predictor_, predictor::MakePredictor(options.predictor, shape, pool));
+  predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
+  scheduler_options.num_experts = config.num_experts;
+  prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
+      scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
+      [&cache] { return cache.reads_in_flight(); });
+  return prefetcher;
+}
+
+void Prefetcher::BeginPass() {
+  predictor_->BeginPass();
+  prediction_stats_.BeginPass();
+  scheduler_->BeginPass();
+}
+
+void Prefetcher::BeginLayer(int layer) {
+  scheduler_->BeginLayer(layer);
+  scheduler_->Pump();
+}
+
+void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen,
+                          int n_tokens, int k) {
+  prediction_stats_.Score(layer, chosen);
+  predictor_->Observe(layer, chosen, n_tokens, k);
+  predictions_.clear();
+  predictor_->Predict(layer, gate_inputs, n_tokens, k, &predictions_);
+  prediction_stats_.Record(predictions_);
+  scheduler_->Submit(predictions_);
+  scheduler_->Pump();
+}
+
+void Prefetcher::OnLayerDone(int layer, double compute_seconds) {
+  scheduler_->RecordLayerCompute(compute_seconds);
+  // The mean duration of the fills that completed since the last layer.
+  const cache::TierStats dram = cache_.stats().dram;
+  const uint64_t loads = dram.completed_loads;
+  if (loads > loads_seen_) {
+    scheduler_->RecordExpertLoad((dram.load_ns - load_ns_seen_) / 1e9 / (loads - loads_seen_));
+    loads_seen_ = loads;
+    load_ns_seen_ = dram.load_ns;
+  }
+  scheduler_->Pump();
+}
+
+}  // namespace expertd
