@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
   std::string policies = "lru,least-stale,layer-distance";
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
   app.add_option("--policies", policies, "eviction policies for the offloaded runs")->capture_default_str();
+  int shallow_layers = 0;
+  app.add_option("--shallow-layers", shallow_layers, "offloaded runs keep the first N MoE layers resident (Fate)");
   std::string prefetches = "none";
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
@@ -169,6 +171,14 @@ int main(int argc, char** argv) {
         if (!cache.ok()) {
           std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(),
                       std::string(cache.status().message()).c_str());
+          continue;
+        }
+        std::vector<cache::ExpertKey> shallow;
+        for (int layer = 0; layer < shallow_layers && layer < (*model)->config().num_layers; ++layer) {
+          for (int e = 0; e < (*model)->config().num_experts; ++e) shallow.push_back({layer, e});
+        }
+        if (absl::Status s = (*cache)->PinPermanently(shallow); !s.ok()) {
+          std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
           continue;
         }
         CachedExperts experts(**cache, (*file)->layout());

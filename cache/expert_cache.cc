@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
 }
 
 ExpertCache::~ExpertCache() {
+  permanent_pins_.clear();
   std::unique_lock lock(mu_);
   // Reads in flight write into our slots and call back into us.
   changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
@@ -355,6 +356,26 @@ bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
   BeginFillLocked(dram, slot, key, prefetch);
   StartFileReadLocked(dram, slot, key);
   return true;
+}
+
+absl::Status ExpertCache::PinPermanently(absl::Span<const ExpertKey> keys) {
+  int compute_slots;
+  {
+    std::lock_guard lock(mu_);
+    compute_slots = static_cast<int>(tiers_.back()->slots.size());
+  }
+  const int left = compute_slots - static_cast<int>(permanent_pins_.size() + keys.size());
+  if (left < min_slots_) {
+    return absl::InvalidArgumentError(absl::StrCat("keeping ", keys.size(), " experts resident leaves ", left,
+                                                   " of the compute tier's ", compute_slots, " slots, fewer than the ",
+                                                   min_slots_, " one layer needs"));
+  }
+  for (const ExpertKey& key : keys) {
+    auto pin = AcquireInTier(static_cast<int>(tiers_.size()) - 1, key, /*demand=*/false);
+    if (!pin.ok()) return pin.status();
+    permanent_pins_.push_back(std::move(*pin));
+  }
+  return absl::OkStatus();
 }
 
 void ExpertCache::Unpin(int tier_index, Slot* slot) {

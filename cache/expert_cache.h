@@ -131,6 +131,12 @@ class ExpertCache {
   // as a prefetch.
   bool StartLoad(const ExpertKey& key, bool prefetch);
 
+  // Shallow-favouring residency (Fate): loads `keys` into the compute tier
+  // and keeps them pinned for the cache's lifetime, so the first layers,
+  // which run before any prediction can be made, never miss. Fails when
+  // they would leave fewer than min_slots slots for everything else.
+  absl::Status PinPermanently(absl::Span<const ExpertKey> keys);
+
   // The layer cycle, for the policies.
   void BeginPass();
   void BeginLayer(int layer);
@@ -180,6 +186,7 @@ class ExpertCache {
   std::vector<std::unique_ptr<Tier>> tiers_;  // [0] DRAM, [1] device (optional)
   uint64_t pass_ = 0;
   int file_reads_in_flight_ = 0;
+  std::vector<Pin> permanent_pins_;  // from PinPermanently; released first on destruction
 };
 
 }  // namespace expertd::cache

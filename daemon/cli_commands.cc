@@ -74,6 +74,17 @@ absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
   const int k = flags.experts_per_token > 0 ? flags.experts_per_token : model.config().experts_per_token;
   options.min_slots = k;
   ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
+  if (flags.shallow_layers > 0) {
+    std::vector<cache::ExpertKey> shallow;
+    int moe_layers = 0;
+    for (int layer = 0; layer < model.config().num_layers && moe_layers < flags.shallow_layers; ++layer) {
+      if (!model.config().layer_is_moe[layer]) continue;
+      ++moe_layers;
+      for (int e = 0; e < model.config().num_experts; ++e) shallow.push_back({layer, e});
+    }
+    RETURN_IF_ERROR(engine.cache->PinPermanently(shallow));
+    spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
+  }
   engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
   if (flags.prefetch != "none") {
     PrefetcherOptions prefetch;

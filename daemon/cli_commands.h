@@ -23,6 +23,7 @@ struct EngineFlags {
   std::string prefetch = "cross-layer";  // none | cross-layer | previous-token (with offloading)
   int lookahead = 1;
   int max_prefetches_in_flight = 16;
+  int shallow_layers = 0;  // Fate's shallow-favouring: first N MoE layers always resident
 };
 
 struct RunFlags {

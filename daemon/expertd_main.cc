@@ -27,6 +27,9 @@ void AddEngineFlags(CLI::App* command, expertd::cli::EngineFlags* flags) {
   command->add_flag("!--no-direct-io", flags->direct_io, "read the expert file through the page cache");
   command->add_option("--prefetch", flags->prefetch, "with offloading: none | cross-layer | previous-token")
       ->capture_default_str();
+  command->add_option("--shallow-layers", flags->shallow_layers,
+                      "with offloading: keep every expert of the first N MoE layers resident")
+      ->check(CLI::NonNegativeNumber);
   command->add_option("--lookahead", flags->lookahead, "layers ahead the prefetcher predicts")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -314,6 +314,26 @@ TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
   EXPECT_EQ(stats.misses, 1u);
 }
 
+TEST_F(ExpertCacheTest, PermanentPinsSurviveAnyChurn) {
+  auto cache = MakeCache(6);
+  const std::vector<ExpertKey> shallow = {{0, 0}, {0, 1}, {0, 2}};
+  ASSERT_TRUE(cache->PinPermanently(shallow).ok());
+  for (int round = 0; round < 3; ++round) {
+    for (int e = 0; e < kExperts; ++e) ASSERT_TRUE(cache->Acquire({2, e}).ok());
+  }
+  const uint64_t misses = cache->stats().dram.misses;
+  for (const ExpertKey& key : shallow) {
+    auto pin = cache->Acquire(key);
+    ASSERT_TRUE(pin.ok());
+    EXPECT_TRUE(HoldsExpert(layout_, pin->data(), key.layer, key.expert));
+  }
+  EXPECT_EQ(cache->stats().dram.misses, misses);
+  const std::vector<ExpertKey> too_many = {{1, 0}, {1, 1}};
+  absl::Status status = cache->PinPermanently(too_many);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("leaves 1 of the compute tier's 6 slots"));
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
 TEST_F(ExpertCacheTest, ConcurrencyStress) {
   io::FaultOptions jitter;
   jitter.delay = std::chrono::microseconds(200);
