@@ -200,12 +200,20 @@ int main(int argc, char** argv) {
           prefetcher = std::move(*made);
           offloaded.SetObserver(prefetcher.get());
         }
-        auto run = Generate(**model, offloaded, prompt, options);
+        // A warm-up generation first, as for the resident run: the figures
+        // are of the steady state, not of filling an empty cache.
+        auto warm = Generate(**model, offloaded, prompt, options);
+        const cache::TierStats before = (*cache)->stats().dram;
+        auto run = warm.ok() ? Generate(**model, offloaded, prompt, options) : warm;
         if (!run.ok()) {
           std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
           return 1;
         }
-        const cache::TierStats stats = (*cache)->stats().dram;
+        cache::TierStats stats = (*cache)->stats().dram;
+        stats.hits -= before.hits;
+        stats.misses -= before.misses;
+        stats.wait_ns -= before.wait_ns;
+        stats.prefetch_hits -= before.prefetch_hits;
         double precision = 0, recall = 0;
         if (prefetcher != nullptr && prefetcher->prediction_stats().by_distance().size() > 1) {
           precision = prefetcher->prediction_stats().by_distance()[1].precision();
