@@ -114,9 +114,9 @@ TEST_F(PrefetchTest, NeverChangesResults) {
   }
 }
 
-// With one router for every layer and a hidden state that never changes,
-// layer l's gate input through layer l+d's router is layer l+d's routing.
-TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
+// One router for every layer and a hidden state that never changes: layer
+// l's gate input through layer l+d's router is layer l+d's routing.
+tools::MakeModelOptions PredictableModel() {
   tools::MakeModelOptions o;
   o.arch = "olmoe";
   o.layers = 4;
@@ -125,7 +125,11 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
   o.vocab = 320;
   o.shared_router = true;
   o.static_residual = true;
-  Load(o);
+  return o;
+}
+
+TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
+  Load(PredictableModel());
   auto cache = MakeCache(32);
   CachedExperts experts(*cache, file_->layout());
   PrefetcherOptions options;
@@ -148,17 +152,9 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
 }
 
 TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
-  tools::MakeModelOptions o;
-  o.arch = "olmoe";
-  o.layers = 4;
-  o.experts = 8;
-  o.top_k = 2;
-  o.vocab = 320;
-  o.shared_router = true;
-  o.static_residual = true;
   io::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(4);
-  Load(o, &slow);
+  Load(PredictableModel(), &slow);
   auto stall_ms = [&](const char* kind) {
     // Room for one token's experts across all layers, not for the next one's:
     // every token misses, and only prefetch can overlap its loads.

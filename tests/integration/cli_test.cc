@@ -52,11 +52,16 @@ class Cli : public ::testing::Test {
   }
   CommandResult Expertd(const std::vector<std::string>& args) { return Run(EXPERTD_BINARY, args); }
 
+  // mkmodel's result for the test model's shape with this seed.
+  CommandResult MakeModel(const std::string& out, const std::string& seed) {
+    return Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts", "8", "--top-k",
+                                "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2", "--vocab", "400", "--dtype",
+                                "bf16", "--seed", seed, "--out", out});
+  }
+
   void SetUp() override {
     model_ = dir_.Sub("model");
-    CommandResult made = Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts",
-                                              "8", "--top-k", "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2",
-                                              "--vocab", "400", "--dtype", "bf16", "--seed", "3", "--out", model_});
+    CommandResult made = MakeModel(model_, "3");
     ASSERT_EQ(made.exit_code, 0) << made.err;
   }
 
@@ -66,11 +71,7 @@ class Cli : public ::testing::Test {
 
 TEST_F(Cli, MkmodelIsDeterministic) {
   const std::string again = dir_.Sub("again");
-  ASSERT_EQ(Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts", "8", "--top-k",
-                                 "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2", "--vocab", "400", "--dtype",
-                                 "bf16", "--seed", "3", "--out", again})
-                .exit_code,
-            0);
+  ASSERT_EQ(MakeModel(again, "3").exit_code, 0);
   for (const char* file : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_EQ(ReadAll(model_ + "/" + file), ReadAll(again + "/" + file)) << file;
   }
@@ -162,11 +163,7 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
 
 TEST_F(Cli, PackRefusesAnotherModelsExperts) {
   const std::string other = dir_.Sub("other");
-  ASSERT_EQ(Run(MKMODEL_BINARY, {"--arch", "qwen3_moe", "--layers", "2", "--hidden", "64", "--experts", "8", "--top-k",
-                                 "2", "--ffn", "32", "--heads", "4", "--kv-heads", "2", "--vocab", "400", "--dtype",
-                                 "bf16", "--seed", "4", "--out", other})
-                .exit_code,
-            0);
+  ASSERT_EQ(MakeModel(other, "4").exit_code, 0);
   const std::string packed = dir_.Sub("other.experts");
   CommandResult pack = Expertd({"pack", "--model", other, "--out", packed});
   ASSERT_EQ(pack.exit_code, 0) << pack.err;
