@@ -76,8 +76,10 @@ int main(int argc, char** argv) {
   std::string policies = "lru,least-stale,layer-distance";
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
   app.add_option("--policies", policies, "eviction policies for the offloaded runs")->capture_default_str();
-  int shallow_layers = 0;
-  app.add_option("--shallow-layers", shallow_layers, "offloaded runs keep the first N MoE layers resident (Fate)");
+  std::string shallow_list = "0";
+  app.add_option("--shallow-layers", shallow_list,
+                 "offloaded runs keep the first N MoE layers resident (Fate); comma-separated to compare")
+      ->capture_default_str();
   std::string prefetches = "none";
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
@@ -155,75 +157,82 @@ int main(int argc, char** argv) {
   const double resident_tps = result->decode_tokens_per_second();
   int total_experts = 0;
   for (bool moe : (*model)->config().layer_is_moe) total_experts += moe ? (*model)->config().num_experts : 0;
-  std::printf("\n%-7s %-15s %-17s %6s %8s %9s %7s %9s %6s %6s %7s\n", "dram %", "policy", "prefetch", "slots",
-              "hit rate", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hidden");
+  std::printf("\n%-7s %-15s %-17s %6s %8s %9s %7s %9s %6s %6s %7s %7s\n", "dram %", "policy", "prefetch", "slots",
+              "hit rate", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hidden", "shallow");
   for (absl::string_view percent_text : absl::StrSplit(dram_percents, ',', absl::SkipEmpty())) {
     double percent = 0;
     if (!absl::SimpleAtod(percent_text, &percent)) continue;
     for (absl::string_view policy : absl::StrSplit(policies, ',', absl::SkipEmpty())) {
       for (absl::string_view prefetch_spec : absl::StrSplit(prefetches, ',', absl::SkipEmpty())) {
-        cache::ExpertCacheOptions cache_options;
-        cache_options.dram_budget_bytes =
-            static_cast<uint64_t>(std::max(1.0, total_experts * percent / 100)) * (*file)->layout().slot_bytes();
-        cache_options.policy = std::string(policy);
-        cache_options.min_slots = k;
-        auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
-        if (!cache.ok()) {
-          std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(),
-                      std::string(cache.status().message()).c_str());
-          continue;
-        }
-        std::vector<cache::ExpertKey> shallow;
-        for (int layer = 0; layer < shallow_layers && layer < (*model)->config().num_layers; ++layer) {
-          for (int e = 0; e < (*model)->config().num_experts; ++e) shallow.push_back({layer, e});
-        }
-        if (absl::Status s = (*cache)->PinPermanently(shallow); !s.ok()) {
-          std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
-          continue;
-        }
-        CachedExperts experts(**cache, (*file)->layout());
-        ForwardPass offloaded(**model, &pool, &experts);
-        std::unique_ptr<Prefetcher> prefetcher;
-        const std::vector<std::string> spec = absl::StrSplit(prefetch_spec, ':');
-        if (spec[0] != "none") {
-          PrefetcherOptions prefetch_options;
-          prefetch_options.predictor.kind = spec[0];
-          if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
-            std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
+        for (absl::string_view shallow_text : absl::StrSplit(shallow_list, ',', absl::SkipEmpty())) {
+          int shallow_layers = 0;
+          if (!absl::SimpleAtoi(shallow_text, &shallow_layers)) {
+            std::fprintf(stderr, "error: bad --shallow-layers '%s'\n", std::string(shallow_text).c_str());
             return 1;
           }
-          auto made = Prefetcher::Create(**model, **cache, prefetch_options, &pool);
-          if (!made.ok()) {
-            std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
+          cache::ExpertCacheOptions cache_options;
+          cache_options.dram_budget_bytes =
+              static_cast<uint64_t>(std::max(1.0, total_experts * percent / 100)) * (*file)->layout().slot_bytes();
+          cache_options.policy = std::string(policy);
+          cache_options.min_slots = k;
+          auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
+          if (!cache.ok()) {
+            std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(),
+                        std::string(cache.status().message()).c_str());
+            continue;
+          }
+          std::vector<cache::ExpertKey> shallow;
+          for (int layer = 0; layer < shallow_layers && layer < (*model)->config().num_layers; ++layer) {
+            for (int e = 0; e < (*model)->config().num_experts; ++e) shallow.push_back({layer, e});
+          }
+          if (absl::Status s = (*cache)->PinPermanently(shallow); !s.ok()) {
+            std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
+            continue;
+          }
+          CachedExperts experts(**cache, (*file)->layout());
+          ForwardPass offloaded(**model, &pool, &experts);
+          std::unique_ptr<Prefetcher> prefetcher;
+          const std::vector<std::string> spec = absl::StrSplit(prefetch_spec, ':');
+          if (spec[0] != "none") {
+            PrefetcherOptions prefetch_options;
+            prefetch_options.predictor.kind = spec[0];
+            if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
+              std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
+              return 1;
+            }
+            auto made = Prefetcher::Create(**model, **cache, prefetch_options, &pool);
+            if (!made.ok()) {
+              std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
+              return 1;
+            }
+            prefetcher = std::move(*made);
+            offloaded.SetObserver(prefetcher.get());
+          }
+          // A warm-up generation first, as for the resident run: the figures
+          // are of the steady state, not of filling an empty cache.
+          auto warm = Generate(**model, offloaded, prompt, options);
+          const cache::TierStats before = (*cache)->stats().dram;
+          auto run = warm.ok() ? Generate(**model, offloaded, prompt, options) : warm;
+          if (!run.ok()) {
+            std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
             return 1;
           }
-          prefetcher = std::move(*made);
-          offloaded.SetObserver(prefetcher.get());
+          cache::TierStats stats = (*cache)->stats().dram;
+          stats.hits -= before.hits;
+          stats.misses -= before.misses;
+          stats.wait_ns -= before.wait_ns;
+          stats.prefetch_hits -= before.prefetch_hits;
+          double precision = 0, recall = 0;
+          if (prefetcher != nullptr && prefetcher->prediction_stats().by_distance().size() > 1) {
+            precision = prefetcher->prediction_stats().by_distance()[1].precision();
+            recall = prefetcher->prediction_stats().by_distance()[1].recall();
+          }
+          std::printf("%-7.0f %-15s %-17s %6d %8.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %6.1f%% %7d\n", percent,
+                      std::string(policy).c_str(), std::string(prefetch_spec).c_str(), stats.slots, stats.hit_rate(),
+                      run->decode_tokens_per_second(), run->decode_tokens_per_second() / resident_tps,
+                      stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()), precision, recall,
+                      100.0 * stats.hidden_miss_share(), shallow_layers);
         }
-        // A warm-up generation first, as for the resident run: the figures
-        // are of the steady state, not of filling an empty cache.
-        auto warm = Generate(**model, offloaded, prompt, options);
-        const cache::TierStats before = (*cache)->stats().dram;
-        auto run = warm.ok() ? Generate(**model, offloaded, prompt, options) : warm;
-        if (!run.ok()) {
-          std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
-          return 1;
-        }
-        cache::TierStats stats = (*cache)->stats().dram;
-        stats.hits -= before.hits;
-        stats.misses -= before.misses;
-        stats.wait_ns -= before.wait_ns;
-        stats.prefetch_hits -= before.prefetch_hits;
-        double precision = 0, recall = 0;
-        if (prefetcher != nullptr && prefetcher->prediction_stats().by_distance().size() > 1) {
-          precision = prefetcher->prediction_stats().by_distance()[1].precision();
-          recall = prefetcher->prediction_stats().by_distance()[1].recall();
-        }
-        std::printf("%-7.0f %-15s %-17s %6d %8.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %6.1f%%\n", percent,
-                    std::string(policy).c_str(), std::string(prefetch_spec).c_str(), stats.slots, stats.hit_rate(),
-                    run->decode_tokens_per_second(), run->decode_tokens_per_second() / resident_tps,
-                    stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()), precision, recall,
-                    100.0 * stats.hidden_miss_share());
       }
     }
   }
