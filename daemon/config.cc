@@ -1,0 +1,285 @@
+#include "daemon/config.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/byte_size.h"
+#include "base/status_macros.h"
+
+namespace expertd {
+namespace {
+
+constexpr const char* kPolicies[] = {"lru", "lfu", "least-stale", "layer-distance"};
+constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
+
+absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// One key's context while it is parsed: "source:line: section.key".
+struct KeyRef {
+  absl::string_view source;
+  std::string name;  // "cache.policy"
+  const toml::node& value;
+
+  absl::Status Error(absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", value.source().begin.line, ": ", name, ": ", what));
+  }
+};
+
+absl::string_view TypeName(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    default: return "a date/time";
+  }
+}
+
+absl::Status ReadString(const KeyRef& k, std::string& out) {
+  const auto* s = k.value.as_string();
+  if (s == nullptr) return k.Error(absl::StrCat("expected a string, got ", TypeName(k.value)));
+  out = s->get();
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(const KeyRef& k, bool& out) {
+  const auto* b = k.value.as_boolean();
+  if (b == nullptr) return k.Error(absl::StrCat("expected true or false, got ", TypeName(k.value)));
+  out = b->get();
+  return absl::OkStatus();
+}
+
+absl::Status ReadInt(const KeyRef& k, int min, int& out) {
+  const auto* i = k.value.as_integer();
+  if (i == nullptr) return k.Error(absl::StrCat("expected an integer, got ", TypeName(k.value)));
+  const int64_t v = i->get();
+  if (v < min) return k.Error(absl::StrCat("must be at least ", min, ", got ", v));
+  if (v > INT_MAX) return k.Error(absl::StrCat("must be at most ", INT_MAX, ", got ", v));
+  out = static_cast<int>(v);
+  return absl::OkStatus();
+}
+
+// Bytes as an integer (1048576) or a string with units ("6GiB", "1.5GB").
+absl::Status ReadByteSize(const KeyRef& k, uint64_t& out) {
+  if (const auto* i = k.value.as_integer()) {
+    if (i->get() < 0) return k.Error(absl::StrCat("a size cannot be negative, got ", i->get()));
+    out = static_cast<uint64_t>(i->get());
+    return absl::OkStatus();
+  }
+  const auto* s = k.value.as_string();
+  if (s == nullptr) {
+    return k.Error(absl::StrCat("expected a size (bytes, or a string such as \"6GiB\"), got ",
+                                TypeName(k.value)));
+  }
+  const absl::string_view text = ToAbsl(s->get());
+  if (!text.empty() && text.front() == '-') {
+    return k.Error(absl::StrCat("a size cannot be negative, got \"", text, "\""));
+  }
+  absl::StatusOr<uint64_t> bytes = ParseByteSize(text);
+  if (!bytes.ok()) {
+    return k.Error(absl::StrCat("bad size \"", text, "\" (expected e.g. \"6GiB\", \"512MiB\", 1048576): ",
+                                bytes.status().message()));
+  }
+  out = *bytes;
+  return absl::OkStatus();
+}
+
+// File permission bits as an octal string ("0660"); a TOML integer would be
+// read as decimal by anyone skimming the file, so only strings are accepted.
+absl::Status ReadMode(const KeyRef& k, uint32_t& out) {
+  const auto* s = k.value.as_string();
+  const std::string_view text = s != nullptr ? std::string_view(s->get()) : std::string_view();
+  bool ok = s != nullptr && text.size() >= 3 && text.size() <= 4;
+  uint32_t mode = 0;
+  for (char c : text) {
+    if (c < '0' || c > '7') ok = false;
+    mode = mode * 8 + static_cast<uint32_t>(c - '0');
+  }
+  if (mode > 0777) ok = false;  // no setuid/setgid/sticky bits on a socket
+  if (!ok) {
+    return k.Error(s != nullptr
+                       ? absl::StrCat("expected an octal mode string such as \"0660\", got \"",
+                                      ToAbsl(text), "\"")
+                       : absl::StrCat("expected an octal mode string such as \"0660\", got ",
+                                      TypeName(k.value)));
+  }
+  out = mode;
+  return absl::OkStatus();
+}
+
+template <size_t N>
+absl::Status ReadChoice(const KeyRef& k, const char* const (&choices)[N], std::string& out) {
+  std::string v;
+  RETURN_IF_ERROR(ReadString(k, v));
+  for (const char* c : choices) {
+    if (v == c) {
+      out = std::move(v);
+      return absl::OkStatus();
+    }
+  }
+  return k.Error(absl::StrCat("unknown value \"", v, "\"; expected one of: ",
+                              absl::StrJoin(choices, ", ")));
+}
+
+using Setter = std::function<absl::Status(const KeyRef&)>;
+struct Field {
+  const char* key;
+  Setter set;
+};
+struct Section {
+  const char* name;
+  std::vector<Field> fields;
+};
+
+std::vector<Section> Schema(DaemonConfig& c) {
+  auto str = [](std::string& f) { return [&f](const KeyRef& k) { return ReadString(k, f); }; };
+  auto num = [](int& f, int min) { return [&f, min](const KeyRef& k) { return ReadInt(k, min, f); }; };
+  auto size = [](uint64_t& f) { return [&f](const KeyRef& k) { return ReadByteSize(k, f); }; };
+  return {
+      {"server",
+       {{"socket_path", str(c.server.socket_path)},
+        {"socket_group", str(c.server.socket_group)},
+        {"socket_mode", [&c](const KeyRef& k) { return ReadMode(k, c.server.socket_mode); }},
+        {"max_body", size(c.server.max_body_bytes)},
+        {"max_connections", num(c.server.max_connections, 1)},
+        {"max_queued_requests", num(c.server.max_queued_requests, 1)},
+        {"read_timeout_ms", num(c.server.read_timeout_ms, 1)}}},
+      {"model", {{"path", str(c.model.path)}}},
+      {"cache",
+       {{"dram_budget", size(c.cache.dram_budget_bytes)},
+        {"device_budget", size(c.cache.device_budget_bytes)},
+        {"policy", [&c](const KeyRef& k) { return ReadChoice(k, kPolicies, c.cache.policy); }},
+        {"shallow_layers", num(c.cache.shallow_layers, 0)}}},
+      {"io",
+       {{"expert_file", str(c.io.expert_file)},
+        {"queue_depth", num(c.io.queue_depth, 1)},
+        {"direct_io", [&c](const KeyRef& k) { return ReadBool(k, c.io.direct_io); }}}},
+      {"prefetch",
+       {{"kind", [&c](const KeyRef& k) { return ReadChoice(k, kPrefetchKinds, c.prefetch.kind); }},
+        {"lookahead", num(c.prefetch.lookahead, 1)},
+        {"max_in_flight", num(c.prefetch.max_in_flight, 1)}}},
+      {"inference",
+       {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0)},
+        {"max_batch", num(c.inference.max_batch, 1)},
+        {"max_tokens", num(c.inference.max_tokens, 1)},
+        {"threads", num(c.inference.threads, 0)}}},
+  };
+}
+
+std::string KnownNames(const std::vector<Section>& schema) {
+  std::vector<std::string> names;
+  for (const Section& s : schema) names.emplace_back(s.name);
+  return absl::StrJoin(names, ", ");
+}
+
+std::string KnownKeys(const Section& section) {
+  std::vector<std::string> names;
+  for (const Field& f : section.fields) names.emplace_back(f.key);
+  return absl::StrJoin(names, ", ");
+}
+
+absl::Status ParseSection(absl::string_view source, const Section& section, const toml::table& table) {
+  for (auto&& [key, value] : table) {
+    const std::string name = absl::StrCat(section.name, ".", ToAbsl(key.str()));
+    const Field* field = nullptr;
+    for (const Field& f : section.fields) {
+      if (key.str() == f.key) field = &f;
+    }
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ":", key.source().begin.line,
+                                                     ": unknown key ", name, " (known in [",
+                                                     section.name, "]: ", KnownKeys(section), ")"));
+    }
+    RETURN_IF_ERROR(field->set(KeyRef{source, name, value}));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view toml_text, absl::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(std::string_view(toml_text.data(), toml_text.size()),
+                       std::string_view(source_name.data(), source_name.size()));
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ":", e.source().begin.line, ":",
+                                                   e.source().begin.column,
+                                                   ": TOML syntax error: ", ToAbsl(e.description())));
+  }
+
+  DaemonConfig config;
+  const std::vector<Section> schema = Schema(config);
+  for (auto&& [key, value] : root) {
+    const Section* section = nullptr;
+    for (const Section& s : schema) {
+      if (key.str() == s.name) section = &s;
+    }
+    if (section == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source_name, ":", key.source().begin.line, ": unknown ",
+          value.is_table() ? "section [" : "top-level key ", ToAbsl(key.str()),
+          value.is_table() ? "]" : "", " (known sections: ", KnownNames(schema), ")"));
+    }
+    const toml::table* table = value.as_table();
+    if (table == nullptr) {
+      return KeyRef{source_name, std::string(key.str()), value}.Error(
+          absl::StrCat("expected a section [", section->name, "], got ", TypeName(value)));
+    }
+    RETURN_IF_ERROR(ParseSection(source_name, *section, *table));
+  }
+
+  if (config.model.path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": model.path is required: add [model] with path = \"/path/to/model-dir\""));
+  }
+  return config;
+}
+
+absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    return absl::NotFoundError(absl::StrCat("cannot open config ", path, ": ", std::strerror(err)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read config ", path));
+  return ParseDaemonConfig(text.str(), path);
+}
+
+absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path) {
+  ASSIGN_OR_RETURN(DaemonConfig config, LoadDaemonConfig(path));
+  return config.cache;
+}
+
+std::string DefaultSocketPath(uid_t uid, const char* xdg_runtime_dir) {
+  if (uid != 0 && xdg_runtime_dir != nullptr && xdg_runtime_dir[0] != '\0') {
+    std::string dir = xdg_runtime_dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir + "/expertd.sock";
+  }
+  return "/run/expertd/expertd.sock";
+}
+
+std::string ResolveSocketPath(const ServerConfig& server, uid_t uid, const char* xdg_runtime_dir) {
+  if (!server.socket_path.empty()) return server.socket_path;
+  return DefaultSocketPath(uid, xdg_runtime_dir);
+}
+
+}  // namespace expertd

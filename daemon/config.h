@@ -1,0 +1,107 @@
+#ifndef EXPERTD_DAEMON_CONFIG_H_
+#define EXPERTD_DAEMON_CONFIG_H_
+
+// The daemon's configuration file (`expertd serve --config FILE`), TOML.
+// Every key but model.path has a default; configs/expertd.toml documents each
+// one and a test checks that file parses to exactly these defaults. An unknown
+// section or key, a wrong type or a bad value is an error naming the key and
+// its line.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace expertd {
+
+struct ServerConfig {
+  // "" = DefaultSocketPath(): /run/expertd/expertd.sock for the service,
+  // $XDG_RUNTIME_DIR/expertd.sock when run as an ordinary user.
+  std::string socket_path;
+  std::string socket_group;           // "" = the daemon's primary group
+  uint32_t socket_mode = 0660;        // permission bits of the socket file
+  uint64_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  int max_connections = 64;           // further connections are refused
+  int max_queued_requests = 64;       // beyond this, 503 (back-pressure)
+  int read_timeout_ms = 30000;        // a client this slow is disconnected
+
+  bool operator==(const ServerConfig&) const = default;
+};
+
+struct ModelConfigSection {
+  std::string path;  // model directory; required
+
+  bool operator==(const ModelConfigSection&) const = default;
+};
+
+// The part SIGHUP re-reads (LoadCacheBudgets): tiers are resized live.
+struct CacheConfig {
+  uint64_t dram_budget_bytes = 0;    // 0 = no offloading: every expert resident
+  uint64_t device_budget_bytes = 0;  // 0 = no device (GPU) tier
+  std::string policy = "least-stale";  // lru | lfu | least-stale | layer-distance
+  int shallow_layers = 0;  // first N MoE layers pinned resident (Fate)
+
+  bool operator==(const CacheConfig&) const = default;
+};
+
+struct IoConfig {
+  std::string expert_file;  // "" = MODEL/model.experts (packed on first use)
+  int queue_depth = 32;     // io_uring entries / pread queue bound
+  bool direct_io = true;    // O_DIRECT: expert reads bypass the page cache
+
+  bool operator==(const IoConfig&) const = default;
+};
+
+struct PrefetchConfig {
+  std::string kind = "cross-layer";  // none | cross-layer | previous-token
+  int lookahead = 1;                 // layers predicted ahead, >= 1
+  int max_in_flight = 16;            // speculative loads outstanding, >= 1
+
+  bool operator==(const PrefetchConfig&) const = default;
+};
+
+struct InferenceConfig {
+  int default_experts_per_token = 0;  // dial-k when a request names none; 0 = the model's
+  int max_batch = 8;                  // decode steps batched across requests
+  int max_tokens = 2048;              // cap on max_tokens a request may ask for
+  int threads = 0;                    // compute threads; 0 = every core
+
+  bool operator==(const InferenceConfig&) const = default;
+};
+
+struct DaemonConfig {
+  ServerConfig server;
+  ModelConfigSection model;
+  CacheConfig cache;
+  IoConfig io;
+  PrefetchConfig prefetch;
+  InferenceConfig inference;
+
+  bool operator==(const DaemonConfig&) const = default;
+};
+
+// Parses a whole config. source_name (usually the path) prefixes every error:
+// "expertd.toml:12: cache.policy: ...".
+absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view toml_text,
+                                               absl::string_view source_name);
+absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
+
+// For SIGHUP: the whole file is validated as at start-up, only the [cache]
+// section is returned, so a reload applies budgets and nothing else.
+absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path);
+
+// Where the socket goes when server.socket_path is "": root (and the service
+// user, which systemd gives no XDG_RUNTIME_DIR) gets /run/expertd/expertd.sock;
+// any other user with XDG_RUNTIME_DIR set gets $XDG_RUNTIME_DIR/expertd.sock.
+// xdg_runtime_dir is the variable's value, nullptr when unset.
+std::string DefaultSocketPath(uid_t uid, const char* xdg_runtime_dir);
+// server.socket_path if set, otherwise DefaultSocketPath(uid, xdg_runtime_dir).
+std::string ResolveSocketPath(const ServerConfig& server, uid_t uid,
+                              const char* xdg_runtime_dir);
+
+}  // namespace expertd
+
+#endif  // EXPERTD_DAEMON_CONFIG_H_

@@ -1,0 +1,218 @@
+#include "daemon/config.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace expertd {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr char kModel[] = "[model]\npath = \"/m\"\n";
+
+absl::StatusOr<DaemonConfig> Parse(const std::string& text) { return ParseDaemonConfig(text, "t.toml"); }
+
+// The error for `text`, which must fail.
+std::string ErrorOf(const std::string& text) {
+  absl::StatusOr<DaemonConfig> c = Parse(text);
+  EXPECT_FALSE(c.ok()) << "parsed: " << text;
+  if (c.ok()) return "";
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(c.status().message());
+}
+
+TEST(DaemonConfigTest, ShippedFileHoldsExactlyTheDefaults) {
+  absl::StatusOr<DaemonConfig> c = LoadDaemonConfig(EXPERTD_DEFAULT_CONFIG);
+  ASSERT_TRUE(c.ok()) << c.status();
+  DaemonConfig want;
+  want.model.path = "/var/lib/expertd/model";  // the one required key: a placeholder
+  EXPECT_TRUE(*c == want);
+  // Spot checks, so a default changed in both places at once is still seen.
+  EXPECT_EQ(c->server.socket_mode, 0660u);
+  EXPECT_EQ(c->server.max_body_bytes, 1u << 20);
+  EXPECT_EQ(c->cache.policy, "least-stale");
+  EXPECT_EQ(c->prefetch.kind, "cross-layer");
+  EXPECT_EQ(c->io.queue_depth, 32);
+  EXPECT_TRUE(c->io.direct_io);
+}
+
+TEST(DaemonConfigTest, OnlyModelPathGivesDefaults) {
+  absl::StatusOr<DaemonConfig> c = Parse(kModel);
+  ASSERT_TRUE(c.ok()) << c.status();
+  DaemonConfig want;
+  want.model.path = "/m";
+  EXPECT_TRUE(*c == want);
+}
+
+TEST(DaemonConfigTest, EveryKeySetRoundTrips) {
+  absl::StatusOr<DaemonConfig> c = Parse(R"(
+[server]
+socket_path = "/tmp/x.sock"
+socket_group = "llm"
+socket_mode = "0600"
+max_body = "4MiB"
+max_connections = 10
+max_queued_requests = 20
+read_timeout_ms = 500
+[model]
+path = "/models/olmoe"
+[cache]
+dram_budget = "6GiB"
+device_budget = 1048576
+policy = "layer-distance"
+shallow_layers = 3
+[io]
+expert_file = "/nvme/olmoe.experts"
+queue_depth = 128
+direct_io = false
+[prefetch]
+kind = "previous-token"
+lookahead = 2
+max_in_flight = 4
+[inference]
+default_experts_per_token = 4
+max_batch = 16
+max_tokens = 512
+threads = 12
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  DaemonConfig w;
+  w.server = {"/tmp/x.sock", "llm", 0600, 4u << 20, 10, 20, 500};
+  w.model.path = "/models/olmoe";
+  w.cache = {6ull << 30, 1048576, "layer-distance", 3};
+  w.io = {"/nvme/olmoe.experts", 128, false};
+  w.prefetch = {"previous-token", 2, 4};
+  w.inference = {4, 16, 512, 12};
+  EXPECT_TRUE(*c == w);
+  EXPECT_EQ(c->server.socket_group, "llm");
+  EXPECT_EQ(c->cache.dram_budget_bytes, 6ull << 30);
+  EXPECT_EQ(c->inference.threads, 12);
+}
+
+TEST(DaemonConfigTest, SizesAcceptIntegersAndUnits) {
+  struct Case {
+    std::string value;
+    uint64_t bytes;
+  };
+  for (const Case& t : {Case{"\"6GiB\"", 6ull << 30}, Case{"1048576", 1048576},
+                        Case{"\"1.5GB\"", 1500000000ull}, Case{"0", 0}, Case{"\"512MiB\"", 512ull << 20}}) {
+    absl::StatusOr<DaemonConfig> c = Parse(std::string(kModel) + "[cache]\ndram_budget = " + t.value + "\n");
+    ASSERT_TRUE(c.ok()) << t.value << ": " << c.status();
+    EXPECT_EQ(c->cache.dram_budget_bytes, t.bytes) << t.value;
+  }
+}
+
+TEST(DaemonConfigTest, ModeIsOctal) {
+  absl::StatusOr<DaemonConfig> c = Parse(std::string(kModel) + "[server]\nsocket_mode = \"0660\"\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.socket_mode, 0660u);
+  c = Parse(std::string(kModel) + "[server]\nsocket_mode = \"770\"\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.socket_mode, 0770u);
+}
+
+TEST(DaemonConfigTest, SyntaxErrorHasLineAndColumn) {
+  const std::string e = ErrorOf("[model]\npath = \"/m\"\n\n[cache\n");
+  EXPECT_THAT(e, AllOf(HasSubstr("t.toml:4:"), HasSubstr("syntax error")));
+}
+
+TEST(DaemonConfigTest, UnknownKeyInKnownSectionNamesKeyAndLine) {
+  const std::string e = ErrorOf(std::string(kModel) + "[cache]\npolicy = \"lru\"\ndram_budgte = \"1GiB\"\n");
+  EXPECT_THAT(e, AllOf(HasSubstr("t.toml:5:"), HasSubstr("unknown key cache.dram_budgte"),
+                       HasSubstr("dram_budget")));
+}
+
+TEST(DaemonConfigTest, UnknownSectionNamesItAndLine) {
+  EXPECT_THAT(ErrorOf(std::string(kModel) + "\n[caches]\npolicy = \"lru\"\n"),
+              AllOf(HasSubstr("t.toml:4:"), HasSubstr("unknown section [caches]")));
+  EXPECT_THAT(ErrorOf("verbose = true\n" + std::string(kModel)),
+              AllOf(HasSubstr("t.toml:1:"), HasSubstr("unknown top-level key verbose")));
+  EXPECT_THAT(ErrorOf("cache = 3\n" + std::string(kModel)),
+              AllOf(HasSubstr("t.toml:1:"), HasSubstr("cache: expected a section")));
+}
+
+TEST(DaemonConfigTest, MissingModelPath) {
+  EXPECT_THAT(ErrorOf("[cache]\npolicy = \"lru\"\n"), HasSubstr("model.path is required"));
+  EXPECT_THAT(ErrorOf("[model]\npath = \"\"\n"), HasSubstr("model.path is required"));
+  EXPECT_THAT(ErrorOf("\n[model]\npath = 7\n"),
+              AllOf(HasSubstr("t.toml:3: model.path: "), HasSubstr("expected a string")));
+}
+
+struct BadValue {
+  std::string section;
+  std::string line;  // "key = value"
+  std::string key;   // "section.key" expected in the error
+  std::string why;   // expected in the error
+};
+
+void PrintTo(const BadValue& b, std::ostream* os) { *os << "[" << b.section << "] " << b.line; }
+
+class BadValueTest : public ::testing::TestWithParam<BadValue> {};
+
+TEST_P(BadValueTest, NamesKeyAndLine) {
+  const BadValue& b = GetParam();
+  // The bad key sits on line 5: model (2 lines), a blank, the section header.
+  const std::string e = ErrorOf(std::string(kModel) + "\n[" + b.section + "]\n" + b.line + "\n");
+  EXPECT_THAT(e, AllOf(HasSubstr("t.toml:5: " + b.key + ": "), HasSubstr(b.why)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, BadValueTest,
+    ::testing::Values(
+        BadValue{"cache", "dram_budget = -1", "cache.dram_budget", "negative"},
+        BadValue{"cache", "dram_budget = \"-1GiB\"", "cache.dram_budget", "negative"},
+        BadValue{"cache", "device_budget = \"lots\"", "cache.device_budget", "bad size \"lots\""},
+        BadValue{"cache", "device_budget = 1.5", "cache.device_budget", "got a float"},
+        BadValue{"server", "max_body = -4", "server.max_body", "negative"},
+        BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lfu, least-stale, layer-distance"},
+        BadValue{"cache", "policy = 3", "cache.policy", "expected a string"},
+        BadValue{"prefetch", "kind = \"oracle\"", "prefetch.kind", "none, cross-layer, previous-token"},
+        BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
+        BadValue{"prefetch", "max_in_flight = 0", "prefetch.max_in_flight", "at least 1"},
+        BadValue{"io", "queue_depth = 0", "io.queue_depth", "at least 1"},
+        BadValue{"io", "queue_depth = \"32\"", "io.queue_depth", "expected an integer, got a string"},
+        BadValue{"io", "direct_io = \"yes\"", "io.direct_io", "expected true or false"},
+        BadValue{"inference", "default_experts_per_token = -1", "inference.default_experts_per_token",
+                 "at least 0"},
+        BadValue{"inference", "max_batch = 0", "inference.max_batch", "at least 1"},
+        BadValue{"inference", "max_tokens = 99999999999", "inference.max_tokens", "at most"},
+        BadValue{"server", "socket_mode = \"0968\"", "server.socket_mode", "octal mode string"},
+        BadValue{"server", "socket_mode = \"rw-rw----\"", "server.socket_mode", "octal mode string"},
+        BadValue{"server", "socket_mode = \"4755\"", "server.socket_mode", "octal mode string"},
+        BadValue{"server", "socket_mode = 432", "server.socket_mode", "got an integer"},
+        BadValue{"server", "max_connections = 0", "server.max_connections", "at least 1"}));
+
+TEST(DaemonConfigTest, LoadNamesMissingFile) {
+  absl::StatusOr<DaemonConfig> c = LoadDaemonConfig("/nonexistent/expertd.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(c.status().message(), HasSubstr("/nonexistent/expertd.toml"));
+}
+
+TEST(DaemonConfigTest, CacheBudgetsFromFile) {
+  absl::StatusOr<CacheConfig> c = LoadCacheBudgets(EXPERTD_DEFAULT_CONFIG);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(*c == CacheConfig{});
+}
+
+TEST(DaemonConfigTest, DefaultSocketPath) {
+  EXPECT_EQ(DefaultSocketPath(0, nullptr), "/run/expertd/expertd.sock");
+  // root keeps the system path even inside a login session.
+  EXPECT_EQ(DefaultSocketPath(0, "/run/user/0"), "/run/expertd/expertd.sock");
+  EXPECT_EQ(DefaultSocketPath(1000, "/run/user/1000"), "/run/user/1000/expertd.sock");
+  EXPECT_EQ(DefaultSocketPath(1000, "/run/user/1000/"), "/run/user/1000/expertd.sock");
+  // The service user has no XDG_RUNTIME_DIR: systemd's RuntimeDirectory.
+  EXPECT_EQ(DefaultSocketPath(998, nullptr), "/run/expertd/expertd.sock");
+  EXPECT_EQ(DefaultSocketPath(998, ""), "/run/expertd/expertd.sock");
+
+  ServerConfig s;
+  EXPECT_EQ(ResolveSocketPath(s, 1000, "/run/user/1000"), "/run/user/1000/expertd.sock");
+  s.socket_path = "/srv/e.sock";
+  EXPECT_EQ(ResolveSocketPath(s, 1000, "/run/user/1000"), "/srv/e.sock");
+}
+
+}  // namespace
+}  // namespace expertd
