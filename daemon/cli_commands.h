@@ -5,26 +5,10 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "daemon/engine_loader.h"
 
 namespace expertd::cli {
 
-// Flags shared by every command that runs the model.
-struct EngineFlags {
-  std::string model_dir;
-  int experts_per_token = 0;  // dial-k; 0 = the model's
-  int threads = 0;            // 0 = every core
-  // Offloading: with a DRAM budget, routed experts come from the packed
-  // expert file through the tiered cache instead of the checkpoint.
-  std::string dram_budget;    // bytes with units; "" = everything resident
-  std::string device_budget;  // "" or "0" = no device tier
-  std::string policy = "least-stale";
-  std::string expert_file;    // default: DIR/model.experts (packed on first use)
-  bool direct_io = true;
-  std::string prefetch = "cross-layer";  // none | cross-layer | previous-token (with offloading)
-  int lookahead = 1;
-  int max_prefetches_in_flight = 16;
-  int shallow_layers = 0;  // Fate's shallow-favouring: first N MoE layers always resident
-};
 
 struct RunFlags {
   EngineFlags engine;

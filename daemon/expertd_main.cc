@@ -12,7 +12,7 @@
 
 namespace {
 
-void AddEngineFlags(CLI::App* command, expertd::cli::EngineFlags* flags) {
+void AddEngineFlags(CLI::App* command, expertd::EngineFlags* flags) {
   command->add_option("--model", flags->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
   command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k); default the model's")
