@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "daemon/cli_commands.h"
+#include "daemon/serve.h"
 #include "spdlog/cfg/env.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -92,6 +93,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_cmd->add_option("--policies", bench_cache.policies)->capture_default_str();
 
+  std::string serve_config;
+  int drain_seconds = 30;
+  CLI::App* serve_cmd = app.add_subcommand("serve", "run the daemon: serve the model on a Unix socket");
+  serve_cmd->add_option("--config", serve_config, "TOML config (see configs/expertd.toml)")->required();
+  serve_cmd->add_option("--drain-seconds", drain_seconds, "on SIGTERM, time to finish in-flight requests")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status;
@@ -100,6 +108,7 @@ int main(int argc, char** argv) {
   if (*ppl_cmd) status = expertd::cli::Perplexity(perplexity);
   if (*tok_cmd) status = expertd::cli::Tokenize(tokenize);
   if (*pack_cmd) status = expertd::cli::Pack(pack);
+  if (*serve_cmd) status = expertd::Serve(serve_config, drain_seconds);
   if (*trace_cmd) status = expertd::cli::Trace(trace);
   if (*bench_cmd) status = expertd::cli::BenchCache(bench_cache);
   if (!status.ok()) {

@@ -59,6 +59,10 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward
       result.finish_reason = GenerateResult::FinishReason::kEos;
       break;
     }
+    if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed)) {
+      result.finish_reason = GenerateResult::FinishReason::kCancelled;
+      break;
+    }
     if (static_cast<int>(result.tokens.size()) >= options.max_new_tokens) break;
     const int32_t step[1] = {next};
     RETURN_IF_ERROR(forward.Run(step, kv, options.forward, &logits, trace));

@@ -1,6 +1,7 @@
 #ifndef EXPERTD_ENGINE_GENERATOR_H_
 #define EXPERTD_ENGINE_GENERATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -18,11 +19,14 @@ struct GenerateOptions {
   ForwardOptions forward;  // experts_per_token (dial-k)
   SamplingOptions sampling;
   bool stop_at_eos = true;
+  // Checked after every token: when it turns true the generation ends with
+  // FinishReason::kCancelled (a client went away, or a stop string matched).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids, without the prompt
-  enum class FinishReason { kLength, kEos } finish_reason = FinishReason::kLength;
+  enum class FinishReason { kLength, kEos, kCancelled } finish_reason = FinishReason::kLength;
   int prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;  // every step after the first token

@@ -1,0 +1,327 @@
+#include "daemon/http_server.h"
+
+#include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/local/stream_protocol.hpp"
+#include "boost/asio/write.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "daemon/completion_api.h"
+#include "spdlog/spdlog.h"
+
+namespace expertd {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using Socket = asio::local::stream_protocol::socket;
+using nlohmann::json;
+
+double Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+http::response<http::string_body> JsonResponse(http::status status, const json& body, unsigned version,
+                                               bool keep_alive) {
+  http::response<http::string_body> response{status, version};
+  response.set(http::field::server, "expertd");
+  response.set(http::field::content_type, "application/json");
+  response.keep_alive(keep_alive);
+  response.body() = body.dump();
+  response.prepare_payload();
+  return response;
+}
+
+http::response<http::string_body> ErrorResponse(const ApiError& error, unsigned version, bool keep_alive) {
+  return JsonResponse(static_cast<http::status>(error.http_status), error.ToJson(), version, keep_alive);
+}
+
+json CompletionChunk(const std::string& id, int64_t created, const std::string& model, const std::string& text,
+                     const json& finish_reason) {
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", {{{"index", 0}, {"text", text}, {"finish_reason", finish_reason}, {"logprobs", nullptr}}}}};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig& config,
+                                                             const std::string& socket_path,
+                                                             InferenceService& service) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(address.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path ", socket_path, " is too long"));
+  }
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+
+  // A socket file may be left from a crash; a live daemon would answer.
+  struct stat st {};
+  if (::lstat(socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::AlreadyExistsError(absl::StrCat(socket_path, " exists and is not a socket"));
+    }
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    ::close(probe);
+    if (live) return absl::AlreadyExistsError(absl::StrCat("another daemon is listening on ", socket_path));
+    ::unlink(socket_path.c_str());
+  }
+
+  auto server = std::unique_ptr<HttpServer>(new HttpServer(config, socket_path, service));
+  server->listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (server->listen_fd_ < 0 || ::bind(server->listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::listen(server->listen_fd_, 128) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", socket_path, ": ", std::strerror(errno)));
+  }
+  if (::chmod(socket_path.c_str(), config.socket_mode) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot chmod ", socket_path, ": ", std::strerror(errno)));
+  }
+  if (!config.socket_group.empty()) {
+    const group* g = ::getgrnam(config.socket_group.c_str());
+    if (g == nullptr) return absl::NotFoundError(absl::StrCat("server.socket_group '", config.socket_group, "' does not exist"));
+    if (::chown(socket_path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot give ", socket_path, " to group ", config.socket_group,
+                                                      ": ", std::strerror(errno)));
+    }
+  }
+  server->accept_thread_ = std::thread([raw = server.get()] { raw->AcceptLoop(); });
+  spdlog::info("listening on {} (mode {:o})", socket_path, config.socket_mode);
+  return server;
+}
+
+HttpServer::~HttpServer() {
+  Stop();
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(threads_mu_);
+    threads.swap(connection_threads_);
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+void HttpServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (accept_thread_.joinable()) accept_thread_.join();
+  {
+    // Connections idle between keep-alive requests would otherwise sit in
+    // read() until their timeout; shutting the read side wakes them, and a
+    // response still being written is unaffected.
+    std::lock_guard lock(threads_mu_);
+    for (int fd : open_fds_) ::shutdown(fd, SHUT_RD);
+  }
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+  ::unlink(socket_path_.c_str());
+}
+
+void HttpServer::AcceptLoop() {
+  pthread_setname_np(pthread_self(), "expertd-accept");
+  while (!stopping_) {
+    // Poll with a timeout so Stop() is noticed without closing the fd under
+    // a blocked accept().
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    if (open_connections_.load() >= config_.max_connections) {
+      static constexpr char kBusy[] =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+          "Content-Length: 73\r\n\r\n{\"error\":{\"message\":\"too many connections\",\"type\":\"overloaded\",\"param\":null}}";
+      [[maybe_unused]] ssize_t ignored = ::send(fd, kBusy, sizeof(kBusy) - 1, MSG_NOSIGNAL);
+      ::close(fd);
+      continue;
+    }
+    ++open_connections_;
+    std::lock_guard lock(threads_mu_);
+    open_fds_.push_back(fd);
+    connection_threads_.emplace_back([this, fd] {
+      Serve(fd);
+      --open_connections_;
+    });
+  }
+}
+
+void HttpServer::Serve(int fd) {
+  pthread_setname_np(pthread_self(), "expertd-conn");
+  ucred peer{};
+  socklen_t peer_len = sizeof(peer);
+  ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len);
+  // A client slower than this on a read or write is dropped.
+  timeval timeout{config_.read_timeout_ms / 1000, (config_.read_timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+
+  asio::io_context io;
+  Socket socket(io, asio::local::stream_protocol(), fd);
+  beast::flat_buffer buffer;
+  const std::string& model_name = service_.model_name();
+  uint64_t request_number = 0;
+
+  while (!stopping_) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(config_.max_body_bytes);
+    beast::error_code ec;
+    http::read(socket, buffer, parser, ec);
+    if (ec == http::error::body_limit) {
+      ApiError error{413, absl::StrCat("request body exceeds ", config_.max_body_bytes, " bytes"), "", "invalid_request_error"};
+      http::write(socket, ErrorResponse(error, 11, false), ec);
+      break;
+    }
+    if (ec) {
+      if (ec != http::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset) {
+        auto error = ApiError{400, absl::StrCat("malformed HTTP request: ", ec.message()), "", "invalid_request_error"};
+        http::write(socket, ErrorResponse(error, 11, false), ec);
+      }
+      break;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    http::request<http::string_body> request = parser.release();
+    const bool keep_alive = request.keep_alive();
+    const std::string target(request.target());
+    ++request_number;
+    int status_code = 200;
+    std::string summary;
+
+    auto send = [&](http::response<http::string_body> response) {
+      status_code = response.result_int();
+      http::write(socket, response, ec);
+    };
+
+    if (request.method() == http::verb::get && target == "/health") {
+      send(JsonResponse(http::status::ok, {{"status", "ok"}, {"model", model_name}}, request.version(), keep_alive));
+    } else if (request.method() == http::verb::get && target == "/v1/models") {
+      send(JsonResponse(http::status::ok,
+                        {{"object", "list"}, {"data", {{{"id", model_name}, {"object", "model"}, {"owned_by", "expertd"}}}}},
+                        request.version(), keep_alive));
+    } else if (request.method() == http::verb::get && target == "/v1/stats") {
+      send(JsonResponse(http::status::ok, service_.Stats(), request.version(), keep_alive));
+    } else if (request.method() == http::verb::get && target == "/metrics") {
+      http::response<http::string_body> response{http::status::ok, request.version()};
+      response.set(http::field::content_type, "text/plain; version=0.0.4");
+      response.keep_alive(keep_alive);
+      response.body() = service_.PrometheusMetrics();
+      response.prepare_payload();
+      send(std::move(response));
+    } else if (target == "/v1/completions" && request.method() == http::verb::post) {
+      CompletionRequest parsed;
+      ApiError error;
+      if (!ParseCompletionRequest(request.body(), service_.model(), model_name, service_.limits(), &parsed, &error)) {
+        send(ErrorResponse(error, request.version(), keep_alive));
+      } else {
+        auto job = std::make_shared<CompletionJob>();
+        job->prompt = parsed.prompt;
+        job->options = parsed.options;
+        job->stop = parsed.stop;
+        const std::string id = absl::StrCat("cmpl-", ::getpid(), "-", fd, "-", request_number);
+        const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
+                                    std::chrono::system_clock::now().time_since_epoch()).count();
+        if (absl::Status submitted = service_.Submit(job); !submitted.ok()) {
+          send(ErrorResponse(ApiError{503, std::string(submitted.message()), "", "overloaded"}, request.version(),
+                             keep_alive));
+        } else if (!parsed.stream) {
+          std::unique_lock lock(job->mu);
+          job->cv.wait(lock, [&] { return job->done; });
+          if (!job->status.ok()) {
+            send(ErrorResponse(ApiError{500, std::string(job->status.message()), "", "server_error"}, request.version(),
+                               keep_alive));
+          } else {
+            json body = CompletionChunk(id, created, model_name, (parsed.echo ? parsed.prompt_text : "") + job->text,
+                                        job->finish_reason);
+            body["usage"] = {{"prompt_tokens", job->prompt.size()},
+                             {"completion_tokens", job->completion_tokens},
+                             {"total_tokens", job->prompt.size() + job->completion_tokens}};
+            summary = absl::StrCat(job->prompt.size(), " prompt + ", job->completion_tokens, " tokens, prefill ",
+                                   job->prefill_seconds, " s, decode ", job->decode_seconds, " s");
+            lock.unlock();
+            send(JsonResponse(http::status::ok, body, request.version(), keep_alive));
+          }
+        } else {
+          // Server-sent events over chunked transfer: one event per piece of
+          // text as the engine produces it, then [DONE].
+          http::response<http::empty_body> header{http::status::ok, request.version()};
+          header.set(http::field::server, "expertd");
+          header.set(http::field::content_type, "text/event-stream");
+          header.set(http::field::cache_control, "no-cache");
+          header.keep_alive(false);
+          header.chunked(true);
+          http::response_serializer<http::empty_body> serializer{header};
+          http::write_header(socket, serializer, ec);
+          auto event = [&](const json& data) {
+            if (ec) return;
+            const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
+            asio::write(socket, http::make_chunk(asio::buffer(text)), ec);
+          };
+          if (parsed.echo) event(CompletionChunk(id, created, model_name, parsed.prompt_text, nullptr));
+          while (true) {
+            std::unique_lock lock(job->mu);
+            job->cv.wait(lock, [&] { return job->done || !job->pieces.empty(); });
+            std::deque<std::string> pieces;
+            pieces.swap(job->pieces);
+            const bool done = job->done;
+            const absl::Status status = job->status;
+            const std::string finish = job->finish_reason;
+            lock.unlock();
+            for (const std::string& piece : pieces) event(CompletionChunk(id, created, model_name, piece, nullptr));
+            if (ec) job->client_gone = true;  // the engine stops at its next token
+            if (done) {
+              if (status.ok()) {
+                event(CompletionChunk(id, created, model_name, "", finish));
+              } else {
+                event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
+              }
+              if (!ec) {
+                const std::string done_text = "data: [DONE]\n\n";
+                asio::write(socket, http::make_chunk(asio::buffer(done_text)), ec);
+                asio::write(socket, http::make_chunk_last(), ec);
+              }
+              break;
+            }
+          }
+          summary = absl::StrCat("streamed ", job->completion_tokens, " tokens", ec ? " (client went away)" : "");
+          status_code = 200;
+          spdlog::info("uid {} POST /v1/completions {} in {:.3f} s: {}", peer.uid, status_code, Since(start), summary);
+          break;  // the stream's end closes the connection
+        }
+      }
+    } else if (target == "/v1/chat/completions") {
+      send(ErrorResponse(ApiError{501, "chat completions are not served yet (no chat templates); use /v1/completions",
+                                  "", "not_implemented"},
+                         request.version(), keep_alive));
+    } else {
+      const bool known = target == "/health" || target == "/v1/models" || target == "/v1/stats" || target == "/metrics" ||
+                         target == "/v1/completions";
+      send(ErrorResponse(known ? ApiError{405, absl::StrCat("method ", std::string(request.method_string()),
+                                                            " is not allowed on ", target), "", "invalid_request_error"}
+                               : ApiError{404, absl::StrCat("no such endpoint: ", target), "", "not_found_error"},
+                         request.version(), keep_alive));
+    }
+    spdlog::info("uid {} {} {} {} in {:.3f} s{}{}", peer.uid, std::string(request.method_string()), target,
+                 status_code, Since(start), summary.empty() ? "" : ": ", summary);
+    if (ec || !keep_alive) break;
+  }
+  {
+    // Forget the fd before the socket closes it, so Stop() never touches a
+    // reused descriptor.
+    std::lock_guard lock(threads_mu_);
+    open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
+  }
+  beast::error_code ignored;
+  socket.shutdown(asio::local::stream_protocol::socket::shutdown_both, ignored);
+}
+
+}  // namespace expertd
