@@ -31,6 +31,22 @@ using ::testing::HasSubstr;
 using nlohmann::json;
 
 // Sends raw bytes on a fresh connection and returns what comes back.
+// Opens a connection and sends a streaming completion request; the caller
+// owns (and eventually closes) the returned fd.
+int StartStream(const std::string& socket_path, int max_tokens) {
+  const std::string body =
+      nlohmann::json{{"prompt", "hello"}, {"max_tokens", max_tokens}, {"stream", true}}.dump();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return fd;
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  [[maybe_unused]] ssize_t sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  return fd;
+}
+
 std::string RawExchange(const std::string& socket_path, const std::string& bytes) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   sockaddr_un address{};
@@ -205,15 +221,7 @@ TEST_F(Daemon, ManyClientsAtOnceAllGetTheRightAnswer) {
 
 TEST_F(Daemon, ADisconnectMidStreamDoesNotHurt) {
   // Ask for a long stream and hang up after the headers.
-  const std::string body = json{{"prompt", "hello"}, {"max_tokens", 500}, {"stream", true}}.dump();
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, socket_.c_str(), sizeof(address.sun_path) - 1);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  const int fd = StartStream(socket_, 500);
   char buffer[256];
   ASSERT_GT(::recv(fd, buffer, sizeof(buffer), 0), 0);
   ::close(fd);
