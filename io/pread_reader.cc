@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "io/expert_reader.h"
 #include "io/posix_file.h"
+#include "io/read_request.h"
 
 namespace expertd::io {
 namespace {
@@ -36,18 +37,7 @@ class PreadReader final : public ExpertReader {
   void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
 
  private:
-  struct Request {
-    uint64_t offset = 0;
-    uint64_t length = 0;
-    std::byte* dest = nullptr;
-    Done done;
-    uint64_t issued_bytes = 0;  // handed to threads so far
-    int chunks_in_flight = 0;
-    bool in_pending = false;
-    bool failed = false;
-    absl::Status status;  // the first error
-    std::list<Request>::iterator self;
-  };
+  using Request = ReadRequest;
 
   PreadReader() = default;
   void Work();
@@ -108,18 +98,7 @@ PreadReader::~PreadReader() {
 void PreadReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Request& r = requests_.emplace_back();
-    r.self = std::prev(requests_.end());
-    r.offset = offset;
-    r.length = length;
-    r.dest = dest;
-    r.done = std::move(done);
-    absl::Status valid = CheckDirectAlignment(path_, direct_io_, offset, length, dest);
-    if (!valid.ok()) {
-      r.failed = true;
-      r.status = std::move(valid);
-    }
-    r.in_pending = true;
+    Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done));
     pending_.push_back(&r);
   }
   work_cv_.notify_one();

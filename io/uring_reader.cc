@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "io/expert_reader.h"
 #include "io/posix_file.h"
+#include "io/read_request.h"
 #include "spdlog/spdlog.h"
 
 namespace expertd::io {
@@ -47,7 +48,7 @@ class UringReader final : public ExpertReader {
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override;
 
  private:
-  struct Request;
+  using Request = ReadRequest;
   struct Chunk {
     Request* request = nullptr;
     bool nop = false;         // carries a request that needs no read to the reaper
@@ -55,18 +56,6 @@ class UringReader final : public ExpertReader {
     uint64_t length = 0;
     std::byte* dest = nullptr;
     uint64_t done_bytes = 0;  // of length, after short reads
-  };
-  struct Request {
-    uint64_t offset = 0;
-    uint64_t length = 0;
-    std::byte* dest = nullptr;
-    Done done;
-    uint64_t issued_bytes = 0;  // handed to chunks so far
-    int chunks_in_flight = 0;
-    bool in_pending = false;
-    bool failed = false;
-    absl::Status status;  // the first error
-    std::list<Request>::iterator self;
   };
   struct Completion {
     Done done;
@@ -191,18 +180,7 @@ UringReader::~UringReader() {
 
 void UringReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) {
   std::lock_guard<std::mutex> lock(mu_);
-  Request& r = requests_.emplace_back();
-  r.self = std::prev(requests_.end());
-  r.offset = offset;
-  r.length = length;
-  r.dest = dest;
-  r.done = std::move(done);
-  absl::Status valid = CheckDirectAlignment(path_, direct_io_, offset, length, dest);
-  if (!valid.ok()) {
-    r.failed = true;
-    r.status = std::move(valid);
-  }
-  r.in_pending = true;
+  Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done));
   pending_.push_back(&r);
   FillLocked();
   SubmitLocked();
