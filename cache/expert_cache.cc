@@ -337,6 +337,13 @@ std::optional<ExpertCache::Pin> ExpertCache::TryAcquire(const ExpertKey& key) {
   return PinLocked(tier_index, slot);
 }
 
+bool ExpertCache::IsReady(const ExpertKey& key) const {
+  std::lock_guard lock(mu_);
+  const Tier& tier = *tiers_.back();
+  auto it = tier.resident.find(key);
+  return it != tier.resident.end() && it->second->state == Slot::State::kReady;
+}
+
 int ExpertCache::reads_in_flight() const {
   std::lock_guard lock(mu_);
   return file_reads_in_flight_;

@@ -120,6 +120,10 @@ class ExpertCache {
   // tier now (counted as a demand hit), else nullopt and nothing happens, so
   // the caller can compute what is ready first and Acquire the rest after.
   std::optional<Pin> TryAcquire(const ExpertKey& key);
+  // Whether the expert is ready in the compute tier now. A pure query: no
+  // statistics, no policy event (Roster of Experts' cache-aware routing asks
+  // it for every candidate expert).
+  bool IsReady(const ExpertKey& key) const;
   // Fills in flight from the file, demand and prefetch (bounds prefetching).
   int reads_in_flight() const;
   // Starts loading key into DRAM unless it is resident or loading; never

@@ -30,6 +30,8 @@ class ExpertSource {
   virtual std::optional<ExpertHandle> TryAcquire(int layer, int expert) = 0;
   // Starts bringing in an expert that Acquire will ask for shortly.
   virtual void StartLoad(int layer, int expert) {}
+  // Whether Acquire would return at once (no load): for cache-aware routing.
+  virtual bool IsReady(int layer, int expert) const { return true; }
   virtual void BeginPass() {}
   virtual void BeginLayer(int layer) {}
   virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
@@ -53,6 +55,7 @@ class CachedExperts : public ExpertSource {
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
   void StartLoad(int layer, int expert) override { cache_.StartLoad({layer, expert}, /*prefetch=*/false); }
+  bool IsReady(int layer, int expert) const override { return cache_.IsReady({layer, expert}); }
   void BeginPass() override { cache_.BeginPass(); }
   void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
   void OnRouterScores(int layer, absl::Span<const float> probabilities) override {

@@ -28,6 +28,11 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward
                                         const GenerateOptions& options,
                                         const std::function<void(int32_t)>& on_token, RoutingTrace* trace) {
   RETURN_IF_ERROR(ValidateSamplingOptions(options.sampling));
+  RETURN_IF_ERROR(ValidateRosterOptions(options.roster, model.config(), /*max_samples=*/0));
+  if (const int k = options.forward.experts_per_token; k < 0 || k > model.config().num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("experts_per_token must be in 1 .. ", model.config().num_experts,
+                                                   " (the model's experts), got ", k));
+  }
   if (options.max_new_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 0, got ", options.max_new_tokens));
   }
@@ -41,18 +46,21 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward
   result.prompt_tokens = static_cast<int>(prompt.size());
   if (options.max_new_tokens == 0) return result;
 
-  KvCache kv(model.config(), max_tokens);
+  DecodingSequence sequence(model, max_tokens, options.forward.experts_per_token, options.roster);
+  sequence.set_trace(trace);
+  BatchDecoder decoder(model, forward);
   Sampler sampler(options.sampling);
-  std::vector<float> logits;
+  std::vector<std::vector<float>> logits(1);
   const std::optional<int32_t> eos = model.eos_id();
 
   auto start = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(forward.Run(prompt, kv, options.forward, &logits, trace));
+  RETURN_IF_ERROR(decoder.Prefill(sequence, prompt, &logits[0]));
   result.prefill_seconds = SecondsSince(start);
 
   start = std::chrono::steady_clock::now();
+  DecodingSequence* const batch[1] = {&sequence};
   while (true) {
-    const int32_t next = sampler.Sample(logits);
+    const int32_t next = sampler.Sample(logits[0]);
     result.tokens.push_back(next);
     if (on_token) on_token(next);
     if (options.stop_at_eos && eos && next == *eos) {
@@ -65,9 +73,10 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward
     }
     if (static_cast<int>(result.tokens.size()) >= options.max_new_tokens) break;
     const int32_t step[1] = {next};
-    RETURN_IF_ERROR(forward.Run(step, kv, options.forward, &logits, trace));
+    RETURN_IF_ERROR(decoder.Step(batch, step, &logits));
   }
   result.decode_seconds = SecondsSince(start);
+  result.costs = sequence.costs();
   return result;
 }
 

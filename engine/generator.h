@@ -9,7 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/batch_decoder.h"
 #include "engine/forward.h"
+#include "engine/roster.h"
 #include "engine/sampler.h"
 
 namespace expertd {
@@ -17,6 +19,7 @@ namespace expertd {
 struct GenerateOptions {
   int max_new_tokens = 64;
   ForwardOptions forward;  // experts_per_token (dial-k)
+  RosterOptions roster;    // Roster of Experts; samples = 1 is the plain model
   SamplingOptions sampling;
   bool stop_at_eos = true;
   // Checked after every token: when it turns true the generation ends with
@@ -30,6 +33,7 @@ struct GenerateResult {
   int prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;  // every step after the first token
+  SequenceCosts costs;        // rows computed, distinct experts per token
 
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;

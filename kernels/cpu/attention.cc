@@ -16,18 +16,27 @@ namespace {
 constexpr int64_t kMinChunkMacs = 32 * 1024;
 
 // One (query, head) pair: softmax(q . k_j * scale) weighted sum of v_j over
-// j in [0, position]. The order of operations depends only on the pair, so
-// the result is the same whichever thread runs it.
+// j in [0, position]. Key and value j come from the cache rows, except that
+// the last one (j == position) comes from own_k/own_v when they are given.
+// The order of operations depends only on the pair, so the result is the
+// same whichever thread runs it.
 void AttendOne(const float* q_head, int64_t position, const float* k_head0, const float* v_head0,
-               int64_t kv_stride, int head_dim, float scale, float* scores, float* out_head) {
+               int64_t kv_stride, const float* own_k_head, const float* own_v_head, int head_dim, float scale,
+               float* scores, float* out_head) {
   const int64_t history = position + 1;
+  auto key = [&](int64_t j) {
+    return own_k_head != nullptr && j == position ? own_k_head : k_head0 + j * kv_stride;
+  };
+  auto value = [&](int64_t j) {
+    return own_v_head != nullptr && j == position ? own_v_head : v_head0 + j * kv_stride;
+  };
   for (int64_t j = 0; j < history; ++j) {
-    scores[j] = Dot(q_head, k_head0 + j * kv_stride, head_dim) * scale;
+    scores[j] = Dot(q_head, key(j), head_dim) * scale;
   }
   Softmax(scores, history);
   std::fill(out_head, out_head + head_dim, 0.0f);
   for (int64_t j = 0; j < history; ++j) {
-    Axpy(scores[j], v_head0 + j * kv_stride, head_dim, out_head);
+    Axpy(scores[j], value(j), head_dim, out_head);
   }
 }
 
@@ -48,7 +57,9 @@ struct AttentionJob {
       const int64_t h = pair % shape.num_heads;
       const int64_t kv_head = h / group;
       AttendOne(q + t * q_stride + h * head_dim, first_position + t, k + kv_head * head_dim,
-                v + kv_head * head_dim, kv_stride, head_dim, scale, scores.data(),
+                v + kv_head * head_dim, kv_stride,
+                own_k != nullptr ? own_k + kv_head * head_dim : nullptr,
+                own_v != nullptr ? own_v + kv_head * head_dim : nullptr, head_dim, scale, scores.data(),
                 out + t * q_stride + h * head_dim);
     }
   }
@@ -58,6 +69,9 @@ struct AttentionJob {
   int64_t first_position = 0;
   const float* k = nullptr;
   const float* v = nullptr;
+  // The last key/value of a single query, when not in the cache.
+  const float* own_k = nullptr;
+  const float* own_v = nullptr;
   float* out = nullptr;
   int64_t q_stride = 0;   // floats between query rows (q and out)
   int64_t kv_stride = 0;  // floats between cache positions (k and v)
@@ -68,9 +82,10 @@ struct AttentionJob {
 
 }  // namespace
 
-void CausalAttention(const AttentionShape& shape, const float* q, int num_queries,
-                     int first_position, const float* k, const float* v, float* out,
-                     ThreadPool* pool) {
+namespace {
+
+void RunAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position, const float* k,
+                  const float* v, const float* own_k, const float* own_v, float* out, ThreadPool* pool) {
   if (num_queries <= 0 || shape.num_heads <= 0 || shape.head_dim <= 0 ||
       shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) {
     return;  // violates the documented shape contract; nothing sensible to compute
@@ -81,6 +96,8 @@ void CausalAttention(const AttentionShape& shape, const float* q, int num_querie
   job.first_position = first_position;
   job.k = k;
   job.v = v;
+  job.own_k = own_k;
+  job.own_v = own_v;
   job.out = out;
   job.q_stride = static_cast<int64_t>(shape.num_heads) * shape.head_dim;
   job.kv_stride = static_cast<int64_t>(shape.num_kv_heads) * shape.head_dim;
@@ -98,6 +115,19 @@ void CausalAttention(const AttentionShape& shape, const float* q, int num_querie
   // One captured pointer keeps std::function from allocating per call.
   pool->ParallelFor(pairs, std::max<int64_t>(1, kMinChunkMacs / macs_per_pair),
                     [job = &job](int64_t begin, int64_t end) { job->Run(begin, end); });
+}
+
+}  // namespace
+
+void CausalAttention(const AttentionShape& shape, const float* q, int num_queries,
+                     int first_position, const float* k, const float* v, float* out,
+                     ThreadPool* pool) {
+  RunAttention(shape, q, num_queries, first_position, k, v, nullptr, nullptr, out, pool);
+}
+
+void AttentionWithOwnKey(const AttentionShape& shape, const float* q, int position, const float* k, const float* v,
+                         const float* own_k, const float* own_v, float* out, ThreadPool* pool) {
+  RunAttention(shape, q, 1, position, k, v, own_k, own_v, out, pool);
 }
 
 }  // namespace expertd::kernels

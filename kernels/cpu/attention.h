@@ -26,6 +26,16 @@ void CausalAttention(const AttentionShape& shape, const float* q, int num_querie
                      int first_position, const float* k, const float* v, float* out,
                      ThreadPool* pool);
 
+// One query at absolute `position` attending to cached positions
+// [0, position) plus its own key and value, which are not in the cache (a
+// Roster of Experts sample shares its sequence's history but must not write
+// to it). With own_k/own_v equal to what CausalAttention would have read at
+// `position`, the result is bit-identical to CausalAttention's.
+//   q, out: [num_heads * head_dim]; own_k, own_v: [num_kv_heads * head_dim]
+//   k, v: the cache, >= position rows
+void AttentionWithOwnKey(const AttentionShape& shape, const float* q, int position, const float* k, const float* v,
+                         const float* own_k, const float* own_v, float* out, ThreadPool* pool);
+
 }  // namespace expertd::kernels
 
 #endif  // EXPERTD_KERNELS_CPU_ATTENTION_H_

@@ -9,6 +9,7 @@
 #include "base/status_macros.h"
 #include "engine/checkpoint.h"
 #include "engine/model_config.h"
+#include "engine/roster.h"
 
 namespace expertd::reference {
 namespace {
@@ -126,7 +127,8 @@ absl::StatusOr<FeedForward> LoadFeedForward(Weights& w, const std::string& prefi
 }  // namespace
 
 absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::string& model_dir,
-                                                                 const std::vector<int32_t>& tokens, int k) {
+                                                                 const std::vector<int32_t>& tokens, int k,
+                                                                 const ReferenceNoise* noise) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir + "/config.json"));
   ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
   Weights w(*checkpoint);
@@ -233,13 +235,24 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
     for (int t = 0; t < n; ++t) {
       const Vector x = RmsNorm(hidden[t], post_norm, eps);
       Vector probs = Apply(router, x);
+      // The ranking score: the probability, or for a Roster of Experts
+      // sample the logit plus tau times a Gumbel draw.
+      Vector score = probs;
+      const double tau = noise != nullptr && t == n - 1 ? noise->layer_temperatures[layer] : 0.0;
       const double top = *std::max_element(probs.begin(), probs.end());
       double total = 0.0;
       for (double& pr : probs) total += (pr = std::exp(pr - top));
       for (double& pr : probs) pr /= total;
+      if (tau > 0.0) {
+        for (size_t e = 0; e < score.size(); ++e) {
+          score[e] += tau * GumbelNoise(noise->seed, t, layer, noise->sample, static_cast<int>(e));
+        }
+      } else {
+        score = probs;
+      }
       std::vector<int> order(probs.size());
       for (size_t e = 0; e < order.size(); ++e) order[e] = static_cast<int>(e);
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
       double chosen_total = 0.0;
       for (int j = 0; j < k; ++j) chosen_total += probs[order[j]];
       Vector out(config.hidden_size, 0.0);

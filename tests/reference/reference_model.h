@@ -17,8 +17,19 @@ namespace expertd::reference {
 //
 // Returns logits [tokens.size()][vocab], row t predicting token t + 1.
 // k = 0 uses the model's native top-k.
+// Roster of Experts noise for the last token only (the clean cache: every
+// earlier position is the deterministic sample 0). The draws come from
+// engine/roster.h's GumbelNoise, so the two sides see the same noise; the
+// selection itself is this file's own code.
+struct ReferenceNoise {
+  uint64_t seed = 0;
+  int sample = 0;
+  std::vector<double> layer_temperatures;  // per model layer
+};
+
 absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::string& model_dir,
-                                                                 const std::vector<int32_t>& tokens, int k = 0);
+                                                                 const std::vector<int32_t>& tokens, int k = 0,
+                                                                 const ReferenceNoise* noise = nullptr);
 
 }  // namespace expertd::reference
 

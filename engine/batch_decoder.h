@@ -1,0 +1,102 @@
+#ifndef EXPERTD_ENGINE_BATCH_DECODER_H_
+#define EXPERTD_ENGINE_BATCH_DECODER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+#include "engine/roster.h"
+#include "engine/routing.h"
+
+namespace expertd {
+
+// What a decoding sequence has cost, for per-request statistics.
+struct SequenceCosts {
+  int64_t prompt_rows = 0;  // prompt positions run (once each, whatever the roster)
+  int64_t decode_rows = 0;  // rows of decode steps: tokens x roster samples
+  int64_t decode_tokens = 0;
+  // Over decode steps: the experts a step needed per token, counted once
+  // however many samples chose them (summed over layers).
+  int64_t distinct_experts = 0;
+
+  // Rows computed relative to the same run with a roster of 1.
+  double extra_compute() const;
+  double distinct_experts_per_token() const;
+};
+
+// The state of one sequence being decoded: its KV cache (one, however many
+// roster samples it has), its routing knobs and its costs.
+class DecodingSequence {
+ public:
+  // experts_per_token 0 = native. Options must already be valid
+  // (ValidateRosterOptions).
+  DecodingSequence(const Model& model, int max_tokens, int experts_per_token, const RosterOptions& roster);
+  DecodingSequence(const DecodingSequence&) = delete;
+  DecodingSequence& operator=(const DecodingSequence&) = delete;
+
+  const KvCache& kv() const { return kv_; }
+  int length() const { return kv_.length(); }
+  int samples() const { return roster_.samples; }
+  const SequenceCosts& costs() const { return costs_; }
+  // Routing of sample 0 (the deterministic one) for every position run;
+  // null disables recording.
+  void set_trace(RoutingTrace* trace) { trace_ = trace; }
+
+ private:
+  friend class BatchDecoder;
+  KvCache kv_;
+  int experts_per_token_;
+  RosterOptions roster_;
+  std::vector<float> layer_temperatures_;
+  std::vector<RowNoise> noises_;            // [samples]; noises_[0] unused (deterministic)
+  std::vector<RoutingTrace> sample_traces_;  // per sample, one step's routing (for the costs)
+  RoutingTrace* trace_ = nullptr;
+  SequenceCosts costs_;
+};
+
+// Runs sequences through one ForwardPass: a prompt at a time (prefill), and
+// one decode step for many sequences at once (continuous batching), each
+// with its roster of samples in the same batch. Produces each sequence's
+// next-token logits: the model's own for a roster of 1, otherwise the log
+// of the samples' averaged distribution (Roster of Experts aggregation).
+class BatchDecoder {
+ public:
+  BatchDecoder(const Model& model, ForwardPass& forward) : model_(model), forward_(forward) {}
+
+  // Runs `prompt` into an empty sequence and writes the distribution of the
+  // token after it ([vocab]). With a roster, every prompt position but the
+  // last runs once, deterministically, and the last runs as a roster step.
+  // prompt_logits, when given, receives the deterministic logits of every
+  // prompt position ([prompt][vocab]: row t predicts token t + 1), for
+  // logprobs of an echoed prompt.
+  absl::Status Prefill(DecodingSequence& sequence, absl::Span<const int32_t> prompt, std::vector<float>* next_logits,
+                       std::vector<float>* prompt_logits = nullptr);
+
+  // Feeds tokens[i] to sequences[i], all in one batched forward step, and
+  // writes each one's next-token logits to (*next_logits)[i]. On error no
+  // sequence has advanced.
+  absl::Status Step(absl::Span<DecodingSequence* const> sequences, absl::Span<const int32_t> tokens,
+                    std::vector<std::vector<float>>* next_logits);
+
+  // Rows of the last Step (all samples of all sequences).
+  int last_step_rows() const { return static_cast<int>(rows_.size()); }
+
+ private:
+  void AddRows(DecodingSequence& sequence, int32_t token);
+  // The logits of `sequence`'s rows starting at `first_row` of the step's
+  // output, aggregated; and, for a decode step, its trace and costs.
+  void Collect(DecodingSequence& sequence, int first_row, bool decode_step, std::vector<float>* next_logits);
+
+  const Model& model_;
+  ForwardPass& forward_;
+  std::vector<StepRow> rows_;
+  std::vector<float> logits_;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_BATCH_DECODER_H_
