@@ -176,6 +176,7 @@ std::vector<Section> Schema(DaemonConfig& c) {
       {"inference",
        {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0)},
         {"max_batch", num(c.inference.max_batch, 1)},
+        {"max_roster", num(c.inference.max_roster, 1)},
         {"max_tokens", num(c.inference.max_tokens, 1)},
         {"threads", num(c.inference.threads, 0)}}},
   };

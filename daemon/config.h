@@ -66,6 +66,7 @@ struct PrefetchConfig {
 struct InferenceConfig {
   int default_experts_per_token = 0;  // dial-k when a request names none; 0 = the model's
   int max_batch = 8;                  // decode steps batched across requests
+  int max_roster = 32;                // largest Roster of Experts (samples per token) a request may ask for
   int max_tokens = 2048;              // cap on max_tokens a request may ask for
   int threads = 0;                    // compute threads; 0 = every core
 

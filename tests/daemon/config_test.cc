@@ -75,6 +75,7 @@ max_in_flight = 4
 [inference]
 default_experts_per_token = 4
 max_batch = 16
+max_roster = 8
 max_tokens = 512
 threads = 12
 )");
@@ -85,7 +86,7 @@ threads = 12
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
   w.prefetch = {"previous-token", 2, 4};
-  w.inference = {4, 16, 512, 12};
+  w.inference = {4, 16, 8, 512, 12};
   EXPECT_TRUE(*c == w);
   EXPECT_EQ(c->server.socket_group, "llm");
   EXPECT_EQ(c->cache.dram_budget_bytes, 6ull << 30);
@@ -178,6 +179,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"inference", "default_experts_per_token = -1", "inference.default_experts_per_token",
                  "at least 0"},
         BadValue{"inference", "max_batch = 0", "inference.max_batch", "at least 1"},
+        BadValue{"inference", "max_roster = 0", "inference.max_roster", "at least 1"},
         BadValue{"inference", "max_tokens = 99999999999", "inference.max_tokens", "at most"},
         BadValue{"server", "socket_mode = \"0968\"", "server.socket_mode", "octal mode string"},
         BadValue{"server", "socket_mode = \"rw-rw----\"", "server.socket_mode", "octal mode string"},
