@@ -89,6 +89,7 @@ struct Tokenizer::Impl {
   std::optional<int32_t> bos_id;
   std::optional<int32_t> eos_id;
   bool add_bos = false;
+  std::string chat_template;  // tokenizer_config.json's Jinja source; "" when none
 
   std::optional<int32_t> Find(std::string_view text) const {
     if (const auto it = added_by_content.find(text); it != added_by_content.end()) return it->second;
@@ -224,6 +225,23 @@ absl::StatusOr<std::optional<std::string>> ConfigToken(const JsonRef& config, st
   return value.Error("expected a string, an object with \"content\", or null");
 }
 
+// chat_template in tokenizer_config.json: a string, or (transformers >= 4.43
+// with several templates) a list of {"name", "template"} from which the one
+// named "default" is the one apply_chat_template uses.
+absl::StatusOr<std::string> ConfigChatTemplate(const JsonRef& config) {
+  if (!config.Has("chat_template")) return std::string();
+  const JsonRef value = config.Child("chat_template");
+  if (value.value.is_string()) return value.value.get<std::string>();
+  if (!value.value.is_array()) return value.Error("expected a string or a list of {\"name\", \"template\"}");
+  for (size_t i = 0; i < value.value.size(); ++i) {
+    const JsonRef entry = value.Element(i);
+    absl::StatusOr<std::string> name = entry.String("name");
+    if (!name.ok()) return name.status();
+    if (*name == "default") return entry.String("template");
+  }
+  return std::string();
+}
+
 absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text, std::string_view config_source,
                                Tokenizer::Impl* impl) {
   absl::StatusOr<std::optional<int32_t>> template_bos =
@@ -243,6 +261,9 @@ absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text
     absl::StatusOr<std::optional<std::string>> eos = ConfigToken(config, "eos_token");
     if (!eos.ok()) return eos.status();
     eos_text = *eos;
+    absl::StatusOr<std::string> chat_template = ConfigChatTemplate(config);
+    if (!chat_template.ok()) return chat_template.status();
+    impl->chat_template = std::move(*chat_template);
     if (bos_text->has_value()) {
       impl->bos_id = impl->Find(**bos_text);
       if (!impl->bos_id.has_value()) {
@@ -362,6 +383,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
     status = absl::InvalidArgumentError(Concat(tokenizer_json_path, ": unexpected structure: ", e.what()));
   }
   if (!status.ok()) return status;
+  // Newer transformers save the template as its own file beside the config.
+  const std::filesystem::path jinja_path =
+      std::filesystem::path(tokenizer_json_path).parent_path() / "chat_template.jinja";
+  if (impl->chat_template.empty() && std::filesystem::exists(jinja_path, error)) {
+    absl::StatusOr<std::string> jinja = ReadFile(jinja_path.string());
+    if (!jinja.ok()) return jinja.status();
+    impl->chat_template = std::move(*jinja);
+  }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
@@ -421,6 +450,7 @@ std::optional<int32_t> Tokenizer::TokenId(std::string_view token_text) const { r
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_to_token.size()); }
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos_id; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos_id; }
+const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
 
 bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->is_special.size() && impl_->is_special[id];

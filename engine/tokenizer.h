@@ -47,6 +47,11 @@ class Tokenizer {
   int32_t vocab_size() const;
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
+  // The Jinja chat template from tokenizer_config.json ("chat_template", or
+  // the "default" entry of a list of named templates) or chat_template.jinja
+  // beside it; "" when the model has none. Not run here: ChatTemplate
+  // (engine/chat_template.h) recognises its family.
+  const std::string& chat_template() const;
   bool IsSpecial(int32_t id) const;
 
   struct Impl;

@@ -1,0 +1,189 @@
+// Chat templates: each family recognised from the real HF template source and
+// rendered to hand-written prompts, single- and multi-turn, with and without
+// system prompts; errors name the field at fault.
+
+#include "engine/chat_template.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace expertd {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Template sources as tokenizer_config.json holds them after JSON decoding:
+// the \n inside Jinja string literals are the two characters '\' 'n'.
+constexpr char kQwen2Template[] =
+    R"({% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %})";
+constexpr char kQwen3Template[] =
+    R"({%- if messages[0].role == 'system' %}{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}{%- endif %}{%- for message in messages %}{%- if message.role == "user" or message.role == "system" %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %})";
+constexpr char kOlmoeTemplate[] =
+    R"({{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\n'  + message['content'] + eos_token + '\n' }}{% else %}{{ '<|assistant|>\n'  + message['content'] + eos_token }}{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %})";
+constexpr char kTulu2Template[] =
+    R"({% for message in messages %}
+{% if message['role'] == 'user' %}
+{{ '<|user|>\n' + message['content'] }}
+{% elif message['role'] == 'assistant' %}
+{{ '<|assistant|>\n'  + message['content'] + eos_token }}
+{% endif %}
+{% if loop.last and add_generation_prompt %}
+{{ '<|assistant|>' }}
+{% endif %}
+{% endfor %})";
+constexpr char kMixtralTemplate[] =
+    R"({{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %})";
+constexpr char kPhi3Template[] =
+    R"({% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %})";
+constexpr char kLlama3Template[] =
+    R"({{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %})";
+
+std::string RenderOrDie(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
+  absl::StatusOr<std::string> text = t.Render(messages);
+  EXPECT_TRUE(text.ok()) << text.status();
+  return text.ok() ? *text : std::string();
+}
+
+const std::vector<ChatMessage> kOneTurn = {{"user", "Hi there"}};
+const std::vector<ChatMessage> kWithSystem = {{"system", "Be brief."}, {"user", "Hi there"}};
+const std::vector<ChatMessage> kMultiTurn = {
+    {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Bye"}};
+
+TEST(ChatTemplateTest, ChatMlWithTheTemplatesDefaultSystemPrompt) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kQwen2Template, "", "<|im_end|>");
+  EXPECT_EQ(t.name(), "chatml");
+  EXPECT_FALSE(t.unrecognised());
+  EXPECT_FALSE(t.add_special_tokens());
+  EXPECT_EQ(t.default_system_prompt(), "You are a helpful assistant.");
+  EXPECT_THAT(t.stop_strings(), ElementsAre("<|im_end|>"));
+  EXPECT_EQ(RenderOrDie(t, kOneTurn),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHi there<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(RenderOrDie(t, kMultiTurn),
+            "<|im_start|>system\nBe brief.<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello!<|im_end|>\n"
+            "<|im_start|>user\nBye<|im_end|>\n"
+            "<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateTest, ChatMlWithoutADefaultSystemPrompt) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kQwen3Template, "", "<|im_end|>");
+  EXPECT_EQ(t.name(), "chatml");
+  EXPECT_EQ(t.default_system_prompt(), "");
+  EXPECT_EQ(RenderOrDie(t, kOneTurn), "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(RenderOrDie(t, kWithSystem),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateTest, TuluAsOlmoeInstructWritesIt) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kOlmoeTemplate, "<|endoftext|>", "<|endoftext|>");
+  EXPECT_EQ(t.name(), "tulu");
+  EXPECT_FALSE(t.add_special_tokens());
+  EXPECT_EQ(RenderOrDie(t, kOneTurn), "<|endoftext|><|user|>\nHi there\n<|assistant|>\n");
+  EXPECT_EQ(RenderOrDie(t, kWithSystem), "<|endoftext|><|system|>\nBe brief.\n<|user|>\nHi there\n<|assistant|>\n");
+  EXPECT_EQ(RenderOrDie(t, kMultiTurn),
+            "<|endoftext|><|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello!<|endoftext|>\n"
+            "<|user|>\nBye\n<|assistant|>\n");
+  // A closing assistant turn has no newline after its eos (Tulu 3's loop.last).
+  EXPECT_EQ(RenderOrDie(t, {{"user", "Hi"}, {"assistant", "Hello!"}}),
+            "<|endoftext|><|user|>\nHi\n<|assistant|>\nHello!<|endoftext|><|assistant|>\n");
+}
+
+TEST(ChatTemplateTest, TuluWithoutBosWhenTheTemplateWritesNone) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kTulu2Template, "<s>", "</s>");
+  EXPECT_EQ(t.name(), "tulu");
+  EXPECT_EQ(RenderOrDie(t, kMultiTurn),
+            "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello!</s>\n<|user|>\nBye\n<|assistant|>\n");
+}
+
+TEST(ChatTemplateTest, MistralFoldsTheSystemPromptIntoTheFirstUserTurn) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kMixtralTemplate, "<s>", "</s>");
+  EXPECT_EQ(t.name(), "mistral");
+  EXPECT_FALSE(t.add_special_tokens());
+  EXPECT_THAT(t.stop_strings(), ElementsAre("[INST]"));
+  EXPECT_EQ(RenderOrDie(t, kOneTurn), "<s>[INST] Hi there [/INST]");
+  EXPECT_EQ(RenderOrDie(t, kWithSystem), "<s>[INST] Be brief.\n\nHi there [/INST]");
+  EXPECT_EQ(RenderOrDie(t, kMultiTurn), "<s>[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Bye [/INST]");
+  EXPECT_EQ(RenderOrDie(t, {{"system", "Only this."}}), "<s>[INST] Only this. [/INST]");
+}
+
+TEST(ChatTemplateTest, PlainForBaseModelsAndUnknownTemplates) {
+  const ChatTemplate none = ChatTemplate::FromJinja("", "<|endoftext|>", "<|endoftext|>");
+  EXPECT_EQ(none.name(), "plain");
+  EXPECT_FALSE(none.unrecognised());
+  EXPECT_TRUE(none.add_special_tokens());
+  EXPECT_THAT(none.stop_strings(), ElementsAre("\nUser:", "\nSystem:"));
+  EXPECT_EQ(RenderOrDie(none, kOneTurn), "User: Hi there\nAssistant:");
+  EXPECT_EQ(RenderOrDie(none, kMultiTurn), "System: Be brief.\nUser: Hi\nAssistant: Hello!\nUser: Bye\nAssistant:");
+
+  for (const char* source : {kPhi3Template, kLlama3Template}) {
+    const ChatTemplate unknown = ChatTemplate::FromJinja(source, "<s>", "</s>");
+    EXPECT_EQ(unknown.name(), "plain") << source;
+    EXPECT_TRUE(unknown.unrecognised()) << source;
+    EXPECT_EQ(RenderOrDie(unknown, kWithSystem), "System: Be brief.\nUser: Hi there\nAssistant:");
+  }
+}
+
+TEST(ChatTemplateTest, ErrorsNameTheField) {
+  const ChatTemplate t = ChatTemplate::FromJinja(kQwen3Template, "", "");
+  absl::StatusOr<std::string> empty = t.Render({});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChatErrorField(empty.status()), "messages");
+
+  absl::StatusOr<std::string> role = t.Render({{"user", "hi"}, {"tool", "42"}});
+  ASSERT_FALSE(role.ok());
+  EXPECT_EQ(ChatErrorField(role.status()), "messages[1].role");
+  EXPECT_THAT(role.status().message(), HasSubstr("messages[1].role"));
+  EXPECT_THAT(role.status().message(), HasSubstr("\"tool\""));
+
+  absl::StatusOr<std::string> content = t.Render({{"system", std::nullopt}});
+  ASSERT_FALSE(content.ok());
+  EXPECT_EQ(ChatErrorField(content.status()), "messages[0].content");
+  EXPECT_THAT(content.status().message(), HasSubstr("must be a string"));
+
+  EXPECT_EQ(ChatErrorField(absl::InvalidArgumentError("other")), "");
+}
+
+// ForModel reads the template and the bos/eos texts through the tokenizer.
+std::unique_ptr<Tokenizer> TinyTokenizer(const nlohmann::json& config) {
+  const nlohmann::json tokenizer = {
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", nlohmann::json::array()}}},
+      {"added_tokens",
+       {{{"id", 2}, {"content", "<s>"}, {"special", true}}, {{"id", 3}, {"content", "</s>"}, {"special", true}}}}};
+  absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::FromJson(tokenizer.dump(), config.dump(), "tiny");
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  return loaded.ok() ? std::move(*loaded) : nullptr;
+}
+
+TEST(ChatTemplateTest, ForModelUsesTheTokenizersTemplateAndSpecialTokens) {
+  auto mixtral = TinyTokenizer({{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"chat_template", kMixtralTemplate}});
+  ASSERT_NE(mixtral, nullptr);
+  EXPECT_EQ(mixtral->chat_template(), kMixtralTemplate);
+  const ChatTemplate t = ChatTemplate::ForModel(*mixtral);
+  EXPECT_EQ(t.name(), "mistral");
+  EXPECT_EQ(RenderOrDie(t, {{"user", "a"}, {"assistant", "b"}, {"user", "a"}}), "<s>[INST] a [/INST]b</s>[INST] a [/INST]");
+
+  // A list of named templates: the "default" one.
+  auto named = TinyTokenizer({{"eos_token", "</s>"},
+                              {"chat_template",
+                               {{{"name", "tool_use"}, {"template", kQwen3Template}},
+                                {{"name", "default"}, {"template", kOlmoeTemplate}}}}});
+  ASSERT_NE(named, nullptr);
+  EXPECT_EQ(ChatTemplate::ForModel(*named).name(), "tulu");
+
+  auto bare = TinyTokenizer({{"eos_token", "</s>"}});
+  ASSERT_NE(bare, nullptr);
+  EXPECT_EQ(bare->chat_template(), "");
+  EXPECT_EQ(ChatTemplate::ForModel(*bare).name(), "plain");
+}
+
+}  // namespace
+}  // namespace expertd
