@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
+#include "engine/batch_decoder.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
 #include "engine/model.h"
@@ -61,6 +62,37 @@ void PrintCacheStats(const LoadedEngine& engine, int64_t tokens) {
               static_cast<unsigned long long>(scheduler.dropped_stale), engine.prefetcher->per_layer_budget());
 }
 
+void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
+  std::printf("roster: %d samples (tau %.2f, skip %d, seed %llu); %.1f distinct experts per token over all layers; "
+              "compute %.2fx the plain model\n",
+              roster.samples, roster.temperature, roster.skip_layers, static_cast<unsigned long long>(roster.seed),
+              costs.distinct_experts_per_token(), costs.extra_compute());
+}
+
+// Next-token logits for every position of `tokens` ([n][vocab], row t
+// predicting token t + 1) under a Roster of Experts: one roster step per
+// position, as decoding would run them (the log of the samples' averaged
+// distribution). The first position is a prefill of one token.
+absl::Status RosterLogits(const LoadedEngine& engine, const EngineFlags& flags, absl::Span<const int32_t> tokens,
+                          std::vector<float>* logits, SequenceCosts* costs) {
+  const ModelConfig& config = engine.model->config();
+  RETURN_IF_ERROR(ValidateRosterOptions(flags.roster, config, /*max_samples=*/0));
+  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), flags.experts_per_token, flags.roster);
+  BatchDecoder decoder(*engine.model, *engine.forward);
+  std::vector<std::vector<float>> next(1);
+  logits->clear();
+  logits->reserve(tokens.size() * config.vocab_size);
+  RETURN_IF_ERROR(decoder.Prefill(sequence, tokens.subspan(0, 1), &next[0]));
+  logits->insert(logits->end(), next[0].begin(), next[0].end());
+  DecodingSequence* const batch[1] = {&sequence};
+  for (size_t t = 1; t < tokens.size(); ++t) {
+    RETURN_IF_ERROR(decoder.Step(batch, tokens.subspan(t, 1), &next));
+    logits->insert(logits->end(), next[0].begin(), next[0].end());
+  }
+  *costs = sequence.costs();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
@@ -81,6 +113,7 @@ absl::Status Run(const RunFlags& flags) {
   GenerateOptions options;
   options.max_new_tokens = flags.max_new_tokens;
   options.forward.experts_per_token = flags.engine.experts_per_token;
+  options.roster = flags.engine.roster;
   options.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.seed};
 
   std::cout << flags.prompt << std::flush;
@@ -92,6 +125,7 @@ absl::Status Run(const RunFlags& flags) {
   std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s%s\n", result.prompt_tokens,
               result.prefill_tokens_per_second(), result.tokens.size(), result.decode_tokens_per_second(),
               result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
+  if (options.roster.enabled()) PrintRosterCosts(options.roster, result.costs);
   PrintCacheStats(engine, result.prompt_tokens + static_cast<int64_t>(result.tokens.size()));
   return absl::OkStatus();
 }
@@ -107,12 +141,18 @@ absl::Status Eval(const EvalFlags& flags) {
   }
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens is empty: give at least one token id");
   ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
-  KvCache kv(engine.model->config(), engine.model->config().max_position_embeddings);
-  ForwardOptions options;
-  options.experts_per_token = flags.engine.experts_per_token;
-  options.all_logits = true;
   std::vector<float> logits;
-  RETURN_IF_ERROR(engine.forward->Run(tokens, kv, options, &logits));
+  if (flags.engine.roster.enabled()) {
+    SequenceCosts costs;
+    RETURN_IF_ERROR(RosterLogits(engine, flags.engine, tokens, &logits, &costs));
+    PrintRosterCosts(flags.engine.roster, costs);
+  } else {
+    KvCache kv(engine.model->config(), engine.model->config().max_position_embeddings);
+    ForwardOptions options;
+    options.experts_per_token = flags.engine.experts_per_token;
+    options.all_logits = true;
+    RETURN_IF_ERROR(engine.forward->Run(tokens, kv, options, &logits));
+  }
 
   std::ofstream out(flags.logits_out, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", flags.logits_out));
@@ -142,12 +182,22 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
   std::vector<float> logits;
   double total_nll = 0.0;
   int64_t scored = 0;
+  SequenceCosts roster_costs;
   const auto start = std::chrono::steady_clock::now();
   for (size_t begin = 0; begin + 1 < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
     absl::Span<const int32_t> window(tokens.data() + begin, end - begin);
-    KvCache kv(config, context);
-    RETURN_IF_ERROR(engine.forward->Run(window, kv, options, &logits));
+    if (flags.engine.roster.enabled()) {
+      SequenceCosts window_costs;
+      RETURN_IF_ERROR(RosterLogits(engine, flags.engine, window, &logits, &window_costs));
+      roster_costs.decode_rows += window_costs.decode_rows;
+      roster_costs.prompt_rows += window_costs.prompt_rows;
+      roster_costs.decode_tokens += window_costs.decode_tokens;
+      roster_costs.distinct_experts += window_costs.distinct_experts;
+    } else {
+      KvCache kv(config, context);
+      RETURN_IF_ERROR(engine.forward->Run(window, kv, options, &logits));
+    }
     for (size_t t = 0; t + 1 < window.size(); ++t) {
       absl::Span<const float> row(logits.data() + t * config.vocab_size, config.vocab_size);
       total_nll -= LogProbability(row, window[t + 1]);
@@ -160,6 +210,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
               std::exp(total_nll / scored), static_cast<long long>(scored), context,
               options.experts_per_token == 0 ? config.experts_per_token : options.experts_per_token,
               tokens.size() / seconds);
+  if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, roster_costs);
   return absl::OkStatus();
 }
 

@@ -80,6 +80,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   LoadedEngine engine;
   ASSIGN_OR_RETURN(engine.model, Model::Load(flags.model_dir));
   const ModelConfig& config = engine.model->config();
+  RETURN_IF_ERROR(ValidateRosterOptions(flags.roster, config, /*max_samples=*/0));
   if (flags.experts_per_token < 0 || flags.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,
                                                    " (this model's experts), got ", flags.experts_per_token));

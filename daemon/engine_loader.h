@@ -8,6 +8,7 @@
 #include "cache/expert_cache.h"
 #include "engine/expert_source.h"
 #include "engine/forward.h"
+#include "engine/roster.h"
 #include "engine/model.h"
 #include "engine/prefetcher.h"
 #include "io/expert_file.h"
@@ -32,6 +33,9 @@ struct EngineFlags {
   int lookahead = 1;
   int max_prefetches_in_flight = 16;
   int shallow_layers = 0;  // Fate's shallow-favouring: first N MoE layers always resident
+  // Roster of Experts for run / eval / perplexity (not a loading option, but
+  // every command that runs the model takes it).
+  RosterOptions roster;
 };
 
 // A loaded model with the compute pool and forward pass that run it, and,

@@ -34,6 +34,18 @@ void AddEngineFlags(CLI::App* command, expertd::EngineFlags* flags) {
   command->add_option("--lookahead", flags->lookahead, "layers ahead the prefetcher predicts")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  command->add_option("--roster", flags->roster.samples,
+                      "Roster of Experts: routing samples per token, averaged (1 = the plain model)")
+      ->capture_default_str();
+  command->add_option("--roster-temperature", flags->roster.temperature, "Gumbel noise scale tau of the roster")
+      ->capture_default_str();
+  command->add_option("--roster-skip-layers", flags->roster.skip_layers,
+                      "first and last N MoE layers route without noise")
+      ->capture_default_str();
+  command->add_option("--roster-seed", flags->roster.seed, "seed of the roster's routing noise")->capture_default_str();
+  command->add_option("--roster-resident-bonus", flags->roster.resident_bonus,
+                      "cache-aware roster: added to the noisy logits of experts already resident")
+      ->capture_default_str();
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "engine/forward.h"
@@ -137,6 +138,47 @@ TEST_F(Cli, PerplexityIsFiniteAndKChangesIt) {
   EXPECT_NE(native.out.substr(0, 24), k1.out.substr(0, 24));
 }
 
+TEST_F(Cli, RosterFlagsServeRunAndPerplexity) {
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
+  const std::vector<std::string> plain = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "10"};
+  CommandResult base = Expertd(plain);
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  // n = 1 is the plain model; so is any n with tau = 0 (greedy on the same
+  // distribution, whatever its rounding).
+  std::vector<std::string> one = plain;
+  one.insert(one.end(), {"--roster", "1", "--roster-temperature", "0.5"});
+  EXPECT_EQ(text(Expertd(one).out), text(base.out));
+  std::vector<std::string> cold = plain;
+  cold.insert(cold.end(), {"--roster", "4", "--roster-temperature", "0"});
+  CommandResult cold_result = Expertd(cold);
+  EXPECT_EQ(text(cold_result.out), text(base.out));
+  EXPECT_THAT(cold_result.out, HasSubstr("roster: 4 samples"));
+  // A real roster reports its costs and replays exactly with the same seed.
+  std::vector<std::string> hot = plain;
+  hot.insert(hot.end(), {"--roster", "8", "--roster-temperature", "1.0", "--roster-seed", "3"});
+  CommandResult first = Expertd(hot);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, ::testing::ContainsRegex("roster: 8 samples .*; [0-9.]+ distinct experts per token over all "
+                                                  "layers; compute [0-9.]+x the plain model"));
+  EXPECT_EQ(Expertd(hot).out.substr(0, first.out.find("\nprompt:")), text(first.out));
+
+  const std::string text_file = dir_.Sub("roster.txt");
+  std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times.\n";
+  auto perplexity = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"perplexity", "--model", model_, "--text-file", text_file, "--ctx", "16"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CommandResult result = Expertd(args);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    double value = 0;
+    EXPECT_TRUE(absl::SimpleAtod(result.out.substr(12, result.out.find(' ', 12) - 12), &value)) << result.out;
+    return value;
+  };
+  const double plain_ppl = perplexity({});
+  EXPECT_NEAR(perplexity({"--roster", "4", "--roster-temperature", "0"}), plain_ppl, 1e-3 * plain_ppl);
+  const double noisy = perplexity({"--roster", "4", "--roster-temperature", "2"});
+  EXPECT_GT(std::abs(noisy - plain_ppl), 1e-3 * plain_ppl);
+}
+
 TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   const std::vector<std::string> base = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "10"};
   CommandResult resident = Expertd(base);
@@ -205,6 +247,9 @@ TEST_F(Cli, ErrorsAreClearAndNonZero) {
       {{"eval", "--model", model_, "--tokens", "1 x 3", "--logits-out", dir_.Sub("l")}, "'x' is not a token id"},
       {{"eval", "--model", model_, "--tokens", "1 4000", "--logits-out", dir_.Sub("l")}, "token id 4000"},
       {{"perplexity", "--model", model_, "--text-file", dir_.Sub("none.txt")}, "cannot open"},
+      {{"run", "--model", model_, "--prompt", "hi", "--roster", "0"}, "roster.size must be at least 1"},
+      {{"run", "--model", model_, "--prompt", "hi", "--roster", "2", "--roster-temperature", "-1"},
+       "roster.temperature"},
       {{"frobnicate"}, "subcommand"},
   };
   for (const Case& c : cases) {
