@@ -1,5 +1,6 @@
 #include "daemon/completion_api.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -22,19 +23,25 @@ json ApiError::ToJson() const {
   return {{"error", {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)}}}};
 }
 
-bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
-                            const InferenceConfig& limits, CompletionRequest* request, ApiError* error) {
-  const json root = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return Fail(error, "", "the request body is not valid JSON");
-  if (!root.is_object()) return Fail(error, "", "the request body must be a JSON object");
-  const ModelConfig& config = model.config();
+namespace {
 
-  auto field = [&](const char* name) -> const json* {
-    auto it = root.find(name);
-    return it == root.end() || it->is_null() ? nullptr : &*it;
-  };
+// The JSON object of a request body, or an error.
+bool ParseBody(const std::string& body, json* root, ApiError* error) {
+  *root = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (root->is_discarded()) return Fail(error, "", "the request body is not valid JSON");
+  if (!root->is_object()) return Fail(error, "", "the request body must be a JSON object");
+  return true;
+}
 
-  if (const json* m = field("model")) {
+// root[name], or null when absent or JSON null (OpenAI's clients send nulls
+// for options left unset).
+const json* Field(const json& root, const char* name) {
+  auto it = root.find(name);
+  return it == root.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool CheckModel(const json& root, const std::string& model_name, ApiError* error) {
+  if (const json* m = Field(root, "model")) {
     if (!m->is_string()) return Fail(error, "model", "model must be a string");
     if (m->get<std::string>() != model_name) {
       error->type = "not_found_error";
@@ -43,41 +50,47 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
                   404);
     }
   }
+  return true;
+}
 
-  const json* prompt = field("prompt");
-  if (prompt == nullptr) return Fail(error, "prompt", "prompt is required");
-  if (prompt->is_string()) {
-    request->prompt_text = prompt->get<std::string>();
-    request->prompt = model.tokenizer().Encode(request->prompt_text);
-  } else if (prompt->is_array()) {
-    for (const json& id : *prompt) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= config.vocab_size) {
-        return Fail(error, "prompt", absl::StrCat("prompt as a list must hold token ids in [0, ", config.vocab_size, ")"));
-      }
-      request->prompt.push_back(id.get<int32_t>());
-    }
-    request->prompt_text = model.tokenizer().Decode(request->prompt, /*skip_special=*/false);
-  } else {
-    return Fail(error, "prompt", "prompt must be a string or a list of token ids");
-  }
-  if (request->prompt.empty()) return Fail(error, "prompt", "prompt is empty");
+enum class Endpoint { kCompletions, kChat };
+
+// The fields both endpoints share, once request->prompt is known: token
+// budget, sampling, stop, stream, dial-k and roster.
+bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& model, const InferenceConfig& limits,
+                           GenerationRequest* request, ApiError* error) {
+  const ModelConfig& config = model.config();
+  auto field = [&](const char* name) { return Field(root, name); };
+  const int64_t prompt_tokens = static_cast<int64_t>(request->prompt.size());
 
   GenerateOptions& options = request->options;
-  options.max_new_tokens = 16;  // OpenAI's default
+  // OpenAI's completions default to 16 tokens; a chat answer runs to its end
+  // (EOS), so it may use the rest of the context up to the daemon's cap.
+  options.max_new_tokens =
+      endpoint == Endpoint::kCompletions
+          ? 16
+          : static_cast<int>(std::clamp<int64_t>(config.max_position_embeddings - prompt_tokens, 0, limits.max_tokens));
   options.sampling.temperature = 1.0f;
   options.forward.experts_per_token = limits.default_experts_per_token;
 
-  if (const json* v = field("max_tokens")) {
-    if (!v->is_number_integer()) return Fail(error, "max_tokens", "max_tokens must be an integer");
+  const char* max_tokens_name = "max_tokens";
+  if (endpoint == Endpoint::kChat && field("max_tokens") == nullptr && field("max_completion_tokens") != nullptr) {
+    max_tokens_name = "max_completion_tokens";
+  }
+  if (const json* v = field(max_tokens_name)) {
+    if (!v->is_number_integer()) return Fail(error, max_tokens_name, absl::StrCat(max_tokens_name, " must be an integer"));
     const int64_t n = v->get<int64_t>();
     if (n < 0 || n > limits.max_tokens) {
-      return Fail(error, "max_tokens", absl::StrCat("max_tokens must be in 0 .. ", limits.max_tokens));
+      return Fail(error, max_tokens_name, absl::StrCat(max_tokens_name, " must be in 0 .. ", limits.max_tokens));
     }
     options.max_new_tokens = static_cast<int>(n);
   }
-  if (static_cast<int64_t>(request->prompt.size()) + options.max_new_tokens > config.max_position_embeddings) {
-    return Fail(error, "max_tokens",
-                absl::StrCat("prompt (", request->prompt.size(), " tokens) plus max_tokens exceeds the model's context of ",
+  // A chat's prompt must leave room for at least one token of answer.
+  if (prompt_tokens + options.max_new_tokens > config.max_position_embeddings ||
+      (endpoint == Endpoint::kChat && prompt_tokens >= config.max_position_embeddings)) {
+    return Fail(error, max_tokens_name,
+                absl::StrCat(endpoint == Endpoint::kChat ? "messages (" : "prompt (", prompt_tokens,
+                             " tokens) plus ", max_tokens_name, " exceeds the model's context of ",
                              config.max_position_embeddings));
   }
   if (const json* v = field("temperature")) {
@@ -103,10 +116,6 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
   if (const json* v = field("n")) {
     if (!v->is_number_integer() || v->get<int64_t>() != 1) return Fail(error, "n", "only n = 1 is supported");
   }
-  if (const json* v = field("logprobs")) {
-    if (!v->is_number_integer()) return Fail(error, "logprobs", "logprobs must be an integer or null");
-    return Fail(error, "logprobs", "logprobs are not served yet", 501);
-  }
   if (const json* v = field("stop")) {
     if (v->is_string()) {
       request->stop.push_back(v->get<std::string>());
@@ -125,10 +134,6 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
   if (const json* v = field("stream")) {
     if (!v->is_boolean()) return Fail(error, "stream", "stream must be true or false");
     request->stream = v->get<bool>();
-  }
-  if (const json* v = field("echo")) {
-    if (!v->is_boolean()) return Fail(error, "echo", "echo must be true or false");
-    request->echo = v->get<bool>();
   }
   if (const json* v = field("experts_per_token")) {
     if (!v->is_number_integer() || v->get<int64_t>() < 1 || v->get<int64_t>() > config.num_experts) {
@@ -154,6 +159,88 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
     }
   }
   options.stop_at_eos = true;
+  return true;
+}
+
+}  // namespace
+
+bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
+                            const InferenceConfig& limits, CompletionRequest* request, ApiError* error) {
+  json root;
+  if (!ParseBody(body, &root, error) || !CheckModel(root, model_name, error)) return false;
+  const ModelConfig& config = model.config();
+
+  const json* prompt = Field(root, "prompt");
+  if (prompt == nullptr) return Fail(error, "prompt", "prompt is required");
+  if (prompt->is_string()) {
+    request->prompt_text = prompt->get<std::string>();
+    request->prompt = model.tokenizer().Encode(request->prompt_text);
+  } else if (prompt->is_array()) {
+    for (const json& id : *prompt) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= config.vocab_size) {
+        return Fail(error, "prompt", absl::StrCat("prompt as a list must hold token ids in [0, ", config.vocab_size, ")"));
+      }
+      request->prompt.push_back(id.get<int32_t>());
+    }
+    request->prompt_text = model.tokenizer().Decode(request->prompt, /*skip_special=*/false);
+  } else {
+    return Fail(error, "prompt", "prompt must be a string or a list of token ids");
+  }
+  if (request->prompt.empty()) return Fail(error, "prompt", "prompt is empty");
+
+  if (!ParseGenerationFields(root, Endpoint::kCompletions, model, limits, request, error)) return false;
+  if (const json* v = Field(root, "logprobs")) {
+    if (!v->is_number_integer()) return Fail(error, "logprobs", "logprobs must be an integer or null");
+    return Fail(error, "logprobs", "logprobs are not served yet", 501);
+  }
+  if (const json* v = Field(root, "echo")) {
+    if (!v->is_boolean()) return Fail(error, "echo", "echo must be true or false");
+    request->echo = v->get<bool>();
+  }
+  return true;
+}
+
+bool ParseChatRequest(const std::string& body, const Model& model, const ChatTemplate& chat_template,
+                      const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
+                      ApiError* error) {
+  json root;
+  if (!ParseBody(body, &root, error) || !CheckModel(root, model_name, error)) return false;
+
+  const json* messages = Field(root, "messages");
+  if (messages == nullptr) return Fail(error, "messages", "messages is required");
+  if (!messages->is_array()) return Fail(error, "messages", "messages must be a list of {\"role\", \"content\"}");
+  std::vector<ChatMessage> chat;
+  chat.reserve(messages->size());
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string at = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return Fail(error, at, absl::StrCat(at, " must be an object {\"role\", \"content\"}"));
+    const json* role = Field(m, "role");
+    if (role == nullptr) return Fail(error, at + ".role", absl::StrCat(at, ".role is required"));
+    if (!role->is_string()) return Fail(error, at + ".role", absl::StrCat(at, ".role must be a string"));
+    ChatMessage& message = chat.emplace_back();
+    message.role = role->get<std::string>();
+    // Anything but a string (absent, null, a list of parts) is left for
+    // Render to report, so the engine's rule is the one rule.
+    if (auto content = m.find("content"); content != m.end() && content->is_string()) {
+      message.content = content->get<std::string>();
+    }
+  }
+  absl::StatusOr<std::string> text = chat_template.Render(chat);
+  if (!text.ok()) {
+    const std::string field = ChatErrorField(text.status());
+    return Fail(error, field.empty() ? "messages" : field, std::string(text.status().message()));
+  }
+  request->prompt_text = std::move(*text);
+  request->prompt = model.tokenizer().Encode(request->prompt_text, chat_template.add_special_tokens());
+  if (request->prompt.empty()) return Fail(error, "messages", "the messages make an empty prompt");
+
+  if (!ParseGenerationFields(root, Endpoint::kChat, model, limits, request, error)) return false;
+  if (const json* v = Field(root, "logprobs")) {
+    if (!v->is_boolean()) return Fail(error, "logprobs", "logprobs must be true or false");
+    if (v->get<bool>()) return Fail(error, "logprobs", "logprobs are not served yet", 501);
+  }
+  for (const std::string& stop : chat_template.stop_strings()) request->stop.push_back(stop);
   return true;
 }
 

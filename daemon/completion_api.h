@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "daemon/config.h"
+#include "engine/chat_template.h"
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "nlohmann/json.hpp"
@@ -21,15 +22,25 @@ struct ApiError {
   nlohmann::json ToJson() const;
 };
 
-// A validated POST /v1/completions request.
-struct CompletionRequest {
+// What a validated request asks the engine for, whichever endpoint it came
+// to: the fields of CompletionJob, and whether to stream the answer.
+struct GenerationRequest {
   std::vector<int32_t> prompt;
-  std::string prompt_text;  // for echo
+  std::string prompt_text;  // completions: the prompt (for echo); chat: the rendered messages
   GenerateOptions options;
   std::vector<std::string> stop;
   bool stream = false;
+};
+
+// A validated POST /v1/completions request.
+struct CompletionRequest : GenerationRequest {
   bool echo = false;
 };
+
+// A validated POST /v1/chat/completions request: the messages rendered with
+// the model's chat template and tokenized; stop holds the request's stop
+// strings, then the template's end-of-turn markers.
+using ChatRequest = GenerationRequest;
 
 // Parses and validates the JSON body of a completion request: OpenAI's
 // fields (prompt, max_tokens, temperature, top_p, seed, stop, stream, echo,
@@ -38,6 +49,17 @@ struct CompletionRequest {
 // range are errors naming the field.
 bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error);
+
+// The same for a chat request: messages ([{role, content}], roles system,
+// user and assistant, content a string; errors name the field, as
+// "messages[1].role") instead of prompt and echo, and the same sampling and
+// expert fields. max_tokens (or OpenAI's newer max_completion_tokens)
+// defaults to the rest of the model's context, capped at the daemon's
+// inference.max_tokens, where completions default to 16 as OpenAI's do.
+// logprobs may be false; true is not served yet (501).
+bool ParseChatRequest(const std::string& body, const Model& model, const ChatTemplate& chat_template,
+                      const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
+                      ApiError* error);
 
 }  // namespace expertd
 

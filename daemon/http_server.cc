@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "boost/asio/local/stream_protocol.hpp"
@@ -48,13 +49,135 @@ http::response<http::string_body> ErrorResponse(const ApiError& error, unsigned 
   return JsonResponse(static_cast<http::status>(error.http_status), error.ToJson(), version, keep_alive);
 }
 
-json CompletionChunk(const std::string& id, int64_t created, const std::string& model, const std::string& text,
-                     const json& finish_reason) {
-  return {{"id", id},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices", {{{"index", 0}, {"text", text}, {"finish_reason", finish_reason}, {"logprobs", nullptr}}}}};
+// How one endpoint shapes its answers: completions carry choices[0].text,
+// chat carries choices[0].message (whole) or choices[0].delta (streamed).
+// Everything else about running a job is shared (ServeGeneration).
+struct AnswerShape {
+  bool chat = false;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  std::string echo;  // completions with echo: true: the prompt, put before the generated text
+
+  json Envelope(const char* object, json choice) const {
+    choice["index"] = 0;
+    choice["logprobs"] = nullptr;
+    return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", json::array({choice})}};
+  }
+  // The whole answer (without usage).
+  json Whole(const std::string& text, const std::string& finish_reason) const {
+    if (chat) {
+      return Envelope("chat.completion", {{"message", {{"role", "assistant"}, {"content", text}}},
+                                          {"finish_reason", finish_reason}});
+    }
+    return Envelope("text_completion", {{"text", echo + text}, {"finish_reason", finish_reason}});
+  }
+  // Stream events: an opening one (chat: the role; completions: the echoed
+  // prompt, when asked for), one per piece of text, and a closing one with
+  // the finish reason.
+  std::optional<json> Opening() const {
+    if (chat) return Chunk({{"role", "assistant"}, {"content", ""}}, nullptr);
+    if (!echo.empty()) return Piece(echo);
+    return std::nullopt;
+  }
+  json Piece(const std::string& text) const {
+    return chat ? Chunk({{"content", text}}, nullptr) : Envelope("text_completion", {{"text", text}, {"finish_reason", nullptr}});
+  }
+  json Closing(const std::string& finish_reason) const {
+    return chat ? Chunk(json::object(), finish_reason)
+                : Envelope("text_completion", {{"text", ""}, {"finish_reason", finish_reason}});
+  }
+  json Chunk(json delta, json finish_reason) const {
+    return Envelope("chat.completion.chunk", {{"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}});
+  }
+};
+
+// What ServeGeneration did, for the request log.
+struct Served {
+  int status_code = 200;
+  std::string summary;
+  bool streamed = false;  // a stream's end closes the connection
+};
+
+// Submits `parsed` as a CompletionJob and answers it on `socket`: one JSON
+// body, or server-sent events over chunked transfer (one event per piece of
+// text as the engine produces it, then [DONE]).
+Served ServeGeneration(InferenceService& service, Socket& socket, unsigned version, bool keep_alive,
+                       const GenerationRequest& parsed, const AnswerShape& shape, beast::error_code& ec) {
+  Served served;
+  auto job = std::make_shared<CompletionJob>();
+  job->prompt = parsed.prompt;
+  job->options = parsed.options;
+  job->stop = parsed.stop;
+  auto send = [&](http::response<http::string_body> response) {
+    served.status_code = response.result_int();
+    http::write(socket, response, ec);
+  };
+  if (absl::Status submitted = service.Submit(job); !submitted.ok()) {
+    send(ErrorResponse(ApiError{503, std::string(submitted.message()), "", "overloaded"}, version, keep_alive));
+    return served;
+  }
+  if (!parsed.stream) {
+    std::unique_lock lock(job->mu);
+    job->cv.wait(lock, [&] { return job->done; });
+    if (!job->status.ok()) {
+      send(ErrorResponse(ApiError{500, std::string(job->status.message()), "", "server_error"}, version, keep_alive));
+      return served;
+    }
+    json body = shape.Whole(job->text, job->finish_reason);
+    body["usage"] = {{"prompt_tokens", job->prompt.size()},
+                     {"completion_tokens", job->completion_tokens},
+                     {"total_tokens", job->prompt.size() + job->completion_tokens}};
+    served.summary = absl::StrCat(job->prompt.size(), " prompt + ", job->completion_tokens, " tokens, prefill ",
+                                  job->prefill_seconds, " s, decode ", job->decode_seconds, " s");
+    lock.unlock();
+    send(JsonResponse(http::status::ok, body, version, keep_alive));
+    return served;
+  }
+
+  served.streamed = true;
+  http::response<http::empty_body> header{http::status::ok, version};
+  header.set(http::field::server, "expertd");
+  header.set(http::field::content_type, "text/event-stream");
+  header.set(http::field::cache_control, "no-cache");
+  header.keep_alive(false);
+  header.chunked(true);
+  http::response_serializer<http::empty_body> serializer{header};
+  http::write_header(socket, serializer, ec);
+  auto event = [&](const json& data) {
+    if (ec) return;
+    const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
+    asio::write(socket, http::make_chunk(asio::buffer(text)), ec);
+  };
+  if (std::optional<json> opening = shape.Opening()) event(*opening);
+  while (true) {
+    std::unique_lock lock(job->mu);
+    job->cv.wait(lock, [&] { return job->done || !job->pieces.empty(); });
+    std::deque<std::string> pieces;
+    pieces.swap(job->pieces);
+    const bool done = job->done;
+    const absl::Status status = job->status;
+    const std::string finish = job->finish_reason;
+    lock.unlock();
+    for (const std::string& piece : pieces) event(shape.Piece(piece));
+    if (ec) job->client_gone = true;  // the engine stops at its next token
+    if (done) {
+      if (status.ok()) {
+        event(shape.Closing(finish));
+      } else {
+        event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
+      }
+      if (!ec) {
+        const std::string done_text = "data: [DONE]\n\n";
+        asio::write(socket, http::make_chunk(asio::buffer(done_text)), ec);
+        asio::write(socket, http::make_chunk_last(), ec);
+      }
+      break;
+    }
+  }
+  std::lock_guard lock(job->mu);
+  served.summary = absl::StrCat("streamed ", job->completion_tokens, " tokens", ec ? " (client went away)" : "");
+  return served;
 }
 
 }  // namespace
@@ -98,6 +221,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
       return absl::PermissionDeniedError(absl::StrCat("cannot give ", socket_path, " to group ", config.socket_group,
                                                       ": ", std::strerror(errno)));
     }
+  }
+  const ChatTemplate& chat = server->chat_template_;
+  if (chat.unrecognised()) {
+    spdlog::warn("chat template: the model's chat_template is none of chatml, tulu or mistral; chats use the plain "
+                 "\"User: ...\\nAssistant:\" transcript (engine/chat_template.h)");
+  } else {
+    spdlog::info("chat template: {}{}", chat.name(),
+                 service.model().tokenizer().chat_template().empty() ? " (the model has no chat_template)" : "");
   }
   server->accept_thread_ = std::thread([raw = server.get()] { raw->AcceptLoop(); });
   spdlog::info("listening on {} (mode {:o})", socket_path, config.socket_mode);
@@ -217,94 +348,38 @@ void HttpServer::Serve(int fd) {
       response.body() = service_.PrometheusMetrics();
       response.prepare_payload();
       send(std::move(response));
-    } else if (target == "/v1/completions" && request.method() == http::verb::post) {
-      CompletionRequest parsed;
+    } else if ((target == "/v1/completions" || target == "/v1/chat/completions") &&
+               request.method() == http::verb::post) {
+      const bool chat = target == "/v1/chat/completions";
+      CompletionRequest completion;
+      ChatRequest chat_request;
       ApiError error;
-      if (!ParseCompletionRequest(request.body(), service_.model(), model_name, service_.limits(), &parsed, &error)) {
+      const bool ok = chat ? ParseChatRequest(request.body(), service_.model(), chat_template_, model_name,
+                                              service_.limits(), &chat_request, &error)
+                           : ParseCompletionRequest(request.body(), service_.model(), model_name, service_.limits(),
+                                                    &completion, &error);
+      if (!ok) {
         send(ErrorResponse(error, request.version(), keep_alive));
       } else {
-        auto job = std::make_shared<CompletionJob>();
-        job->prompt = parsed.prompt;
-        job->options = parsed.options;
-        job->stop = parsed.stop;
-        const std::string id = absl::StrCat("cmpl-", ::getpid(), "-", fd, "-", request_number);
-        const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
-                                    std::chrono::system_clock::now().time_since_epoch()).count();
-        if (absl::Status submitted = service_.Submit(job); !submitted.ok()) {
-          send(ErrorResponse(ApiError{503, std::string(submitted.message()), "", "overloaded"}, request.version(),
-                             keep_alive));
-        } else if (!parsed.stream) {
-          std::unique_lock lock(job->mu);
-          job->cv.wait(lock, [&] { return job->done; });
-          if (!job->status.ok()) {
-            send(ErrorResponse(ApiError{500, std::string(job->status.message()), "", "server_error"}, request.version(),
-                               keep_alive));
-          } else {
-            json body = CompletionChunk(id, created, model_name, (parsed.echo ? parsed.prompt_text : "") + job->text,
-                                        job->finish_reason);
-            body["usage"] = {{"prompt_tokens", job->prompt.size()},
-                             {"completion_tokens", job->completion_tokens},
-                             {"total_tokens", job->prompt.size() + job->completion_tokens}};
-            summary = absl::StrCat(job->prompt.size(), " prompt + ", job->completion_tokens, " tokens, prefill ",
-                                   job->prefill_seconds, " s, decode ", job->decode_seconds, " s");
-            lock.unlock();
-            send(JsonResponse(http::status::ok, body, request.version(), keep_alive));
-          }
-        } else {
-          // Server-sent events over chunked transfer: one event per piece of
-          // text as the engine produces it, then [DONE].
-          http::response<http::empty_body> header{http::status::ok, request.version()};
-          header.set(http::field::server, "expertd");
-          header.set(http::field::content_type, "text/event-stream");
-          header.set(http::field::cache_control, "no-cache");
-          header.keep_alive(false);
-          header.chunked(true);
-          http::response_serializer<http::empty_body> serializer{header};
-          http::write_header(socket, serializer, ec);
-          auto event = [&](const json& data) {
-            if (ec) return;
-            const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
-            asio::write(socket, http::make_chunk(asio::buffer(text)), ec);
-          };
-          if (parsed.echo) event(CompletionChunk(id, created, model_name, parsed.prompt_text, nullptr));
-          while (true) {
-            std::unique_lock lock(job->mu);
-            job->cv.wait(lock, [&] { return job->done || !job->pieces.empty(); });
-            std::deque<std::string> pieces;
-            pieces.swap(job->pieces);
-            const bool done = job->done;
-            const absl::Status status = job->status;
-            const std::string finish = job->finish_reason;
-            lock.unlock();
-            for (const std::string& piece : pieces) event(CompletionChunk(id, created, model_name, piece, nullptr));
-            if (ec) job->client_gone = true;  // the engine stops at its next token
-            if (done) {
-              if (status.ok()) {
-                event(CompletionChunk(id, created, model_name, "", finish));
-              } else {
-                event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
-              }
-              if (!ec) {
-                const std::string done_text = "data: [DONE]\n\n";
-                asio::write(socket, http::make_chunk(asio::buffer(done_text)), ec);
-                asio::write(socket, http::make_chunk_last(), ec);
-              }
-              break;
-            }
-          }
-          summary = absl::StrCat("streamed ", job->completion_tokens, " tokens", ec ? " (client went away)" : "");
-          status_code = 200;
-          spdlog::info("uid {} POST /v1/completions {} in {:.3f} s: {}", peer.uid, status_code, Since(start), summary);
+        AnswerShape shape;
+        shape.chat = chat;
+        shape.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", ::getpid(), "-", fd, "-", request_number);
+        shape.created = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+        shape.model = model_name;
+        if (!chat && completion.echo) shape.echo = completion.prompt_text;
+        const Served served = ServeGeneration(service_, socket, request.version(), keep_alive,
+                                              chat ? chat_request : completion, shape, ec);
+        status_code = served.status_code;
+        summary = served.summary;
+        if (served.streamed) {
+          spdlog::info("uid {} POST {} {} in {:.3f} s: {}", peer.uid, target, status_code, Since(start), summary);
           break;  // the stream's end closes the connection
         }
       }
-    } else if (target == "/v1/chat/completions") {
-      send(ErrorResponse(ApiError{501, "chat completions are not served yet (no chat templates); use /v1/completions",
-                                  "", "not_implemented"},
-                         request.version(), keep_alive));
     } else {
       const bool known = target == "/health" || target == "/v1/models" || target == "/v1/stats" || target == "/metrics" ||
-                         target == "/v1/completions";
+                         target == "/v1/completions" || target == "/v1/chat/completions";
       send(ErrorResponse(known ? ApiError{405, absl::StrCat("method ", std::string(request.method_string()),
                                                             " is not allowed on ", target), "", "invalid_request_error"}
                                : ApiError{404, absl::StrCat("no such endpoint: ", target), "", "not_found_error"},

@@ -11,14 +11,16 @@
 #include "absl/status/statusor.h"
 #include "daemon/config.h"
 #include "daemon/inference_service.h"
+#include "engine/chat_template.h"
 
 namespace expertd {
 
 // HTTP/1.1 + JSON on a Unix socket (Boost.Beast), OpenAI-compatible:
-// POST /v1/completions (stream as SSE), GET /v1/models, /health, /v1/stats,
-// /metrics. One thread per connection, at most max_connections: local
-// clients are few, and a blocking session reads top to bottom. The engine
-// runs on the service's own thread; connections only wait for it.
+// POST /v1/completions and /v1/chat/completions (stream as SSE), GET
+// /v1/models, /health, /v1/stats, /metrics. One thread per connection, at
+// most max_connections: local clients are few, and a blocking session reads
+// top to bottom. The engine runs on the service's own thread; connections
+// only wait for it.
 class HttpServer {
  public:
   // Creates the socket at socket_path with the configured mode and group
@@ -34,13 +36,17 @@ class HttpServer {
 
  private:
   HttpServer(const ServerConfig& config, std::string socket_path, InferenceService& service)
-      : config_(config), socket_path_(std::move(socket_path)), service_(service) {}
+      : config_(config),
+        socket_path_(std::move(socket_path)),
+        service_(service),
+        chat_template_(ChatTemplate::ForModel(service.model().tokenizer())) {}
   void AcceptLoop();
   void Serve(int fd);
 
   const ServerConfig config_;
   const std::string socket_path_;
   InferenceService& service_;
+  const ChatTemplate chat_template_;  // the model's, recognised once at start
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::atomic<int> open_connections_{0};
