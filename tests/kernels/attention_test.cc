@@ -122,6 +122,29 @@ TEST_P(AttentionTest, IgnoresFuturePositions) {
   EXPECT_TRUE(last_changed);
 }
 
+// A query attending to the cache's first `position` rows plus a key and
+// value of its own equals CausalAttention over a cache that holds them at
+// `position`, bit for bit, and never reads the cache's row `position`.
+TEST_P(AttentionTest, OwnKeyEqualsTheKeyWrittenToTheCache) {
+  const Case c = GetParam();
+  const AttentionShape& s = c.shape;
+  const int position = c.first_position;
+  const size_t row = static_cast<size_t>(s.num_kv_heads * s.head_dim);
+  const size_t q_row = static_cast<size_t>(s.num_heads * s.head_dim);
+  const auto q = RandomVector(q_row, 7);
+  auto k = RandomVector(static_cast<size_t>(position + 1) * row, 8);
+  auto v = RandomVector(static_cast<size_t>(position + 1) * row, 9);
+  const std::vector<float> own_k(k.begin() + position * row, k.end());
+  const std::vector<float> own_v(v.begin() + position * row, v.end());
+  ThreadPool pool(2);
+  std::vector<float> in_cache(q_row), own(q_row);
+  CausalAttention(s, q.data(), 1, position, k.data(), v.data(), in_cache.data(), &pool);
+  // Garbage where the own key would have gone: it must not be read.
+  for (size_t i = position * row; i < (position + 1) * row; ++i) k[i] = v[i] = 1e30f;
+  AttentionWithOwnKey(s, q.data(), position, k.data(), v.data(), own_k.data(), own_v.data(), own.data(), &pool);
+  EXPECT_EQ(own, in_cache);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
     ::testing::Values(Case{{1, 1, 1}, 1, 0}, Case{{4, 2, 8}, 1, 0}, Case{{4, 2, 8}, 5, 0},
