@@ -301,7 +301,6 @@ void HttpServer::Serve(int fd) {
   Socket socket(io, asio::local::stream_protocol(), fd);
   beast::flat_buffer buffer;
   const std::string& model_name = service_.model_name();
-  uint64_t request_number = 0;
 
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
@@ -324,7 +323,6 @@ void HttpServer::Serve(int fd) {
     http::request<http::string_body> request = parser.release();
     const bool keep_alive = request.keep_alive();
     const std::string target(request.target());
-    ++request_number;
     int status_code = 200;
     std::string summary;
 
@@ -363,7 +361,9 @@ void HttpServer::Serve(int fd) {
       } else {
         AnswerShape shape;
         shape.chat = chat;
-        shape.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", ::getpid(), "-", fd, "-", request_number);
+        // Unique per daemon run: connections reuse fds, so the number counts
+        // generation requests across all of them.
+        shape.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", ::getpid(), "-", ++generation_requests_);
         shape.created = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
         shape.model = model_name;

@@ -50,6 +50,7 @@ class HttpServer {
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::atomic<int> open_connections_{0};
+  std::atomic<uint64_t> generation_requests_{0};  // numbers the response ids
   std::mutex threads_mu_;  // guards connection_threads_ and open_fds_
   std::vector<std::thread> connection_threads_;
   std::vector<int> open_fds_;  // connections now open, to wake idle ones on Stop

@@ -313,6 +313,7 @@ void ExpectChatMatchesCompletion(const client::Client& client, const json& messa
   ASSERT_TRUE(streamed.ok()) << streamed;
   ASSERT_GE(chunks.size(), 2u);
   EXPECT_EQ(chunks.front()["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_NE(chunks.front()["id"], (*chat)["id"]) << "every answer has its own id";
   std::string text;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const json& c = chunks[i];
