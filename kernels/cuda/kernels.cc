@@ -1,0 +1,103 @@
+#include "kernels/cuda/kernels.h"
+
+#include <algorithm>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/runtime.h"
+
+namespace expertd::kernels::cuda {
+namespace {
+
+int WeightTypeCode(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 0;
+    case DType::kBF16:
+      return 1;
+    case DType::kF16:
+      return 2;
+  }
+  return -1;
+}
+
+absl::Status Launched(cudaError_t error, absl::string_view kernel) {
+  return CudaStatus(error, absl::StrCat("launching ", kernel));
+}
+
+}  // namespace
+
+absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream) {
+  if (w.rows <= 0 || w.cols <= 0 || batch < 0 || (batch > 0 && (w.data == nullptr || x == nullptr || y == nullptr))) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda MatMul of a ", w.rows, "x", w.cols, " ", std::string(DTypeName(w.dtype)),
+                                                   " matrix by ", batch, " rows: empty shape or null pointer"));
+  }
+  if (w.rows > int64_t{2147483647} * 8) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda MatMul: ", w.rows, " rows exceed the grid"));
+  }
+  const int code = WeightTypeCode(w.dtype);
+  // Groups of up to kMaxBatchPerPass input rows, each one pass over W.
+  for (int first = 0; first < batch; first += kMaxBatchPerPass) {
+    const int count = std::min(kMaxBatchPerPass, batch - first);
+    if (absl::Status s = Launched(internal::LaunchMatMul(code, w.data, w.rows, w.cols, x + first * w.cols, count,
+                                                         y + first * w.rows, stream),
+                                  "MatMul");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RmsNorm(const float* x, const float* weight, int rows, int64_t n, float eps, float* out,
+                     cudaStream_t stream) {
+  if (rows < 0 || n <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda RmsNorm of ", rows, " rows of ", n, " values"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  return Launched(internal::LaunchRmsNorm(x, weight, rows, n, eps, out, stream), "RmsNorm");
+}
+
+absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, const float* cos_sin,
+                       cudaStream_t stream) {
+  if (num_tokens < 0 || num_heads <= 0 || head_dim <= 0 || head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda ApplyRope: ", num_tokens, " tokens of ", num_heads,
+                                                   " heads of ", head_dim, " values (head_dim must be even)"));
+  }
+  return Launched(internal::LaunchRope(x, num_tokens, num_heads, head_dim, cos_sin, stream), "ApplyRope");
+}
+
+absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
+                             const float* k, const float* v, float* out, cudaStream_t stream) {
+  if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0 ||
+      shape.head_dim <= 0 || shape.head_dim > kMaxAttentionHeadDim || num_queries < 0 || first_position < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cuda CausalAttention: ", shape.num_heads, " heads over ", shape.num_kv_heads, " kv heads of ", shape.head_dim,
+        " values (kv heads must divide heads; head_dim at most ", kMaxAttentionHeadDim, "), ", num_queries,
+        " queries from position ", first_position));
+  }
+  if (num_queries == 0) return absl::OkStatus();
+  return Launched(internal::LaunchAttention(shape.num_heads, shape.num_kv_heads, shape.head_dim, q, num_queries,
+                                            first_position, k, v, out, stream),
+                  "CausalAttention");
+}
+
+absl::Status RouteTokens(const float* logits, int num_tokens, int num_experts, int k, bool normalize,
+                         int32_t* experts_out, float* weights_out, cudaStream_t stream) {
+  if (num_tokens < 0 || num_experts <= 0 || num_experts > kMaxRouterExperts || k < 1 || k > num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda RouteTokens: top-", k, " of ", num_experts,
+                                                   " experts (need 1 <= k <= experts <= ", kMaxRouterExperts, ")"));
+  }
+  if (num_tokens == 0) return absl::OkStatus();
+  return Launched(internal::LaunchRoute(logits, num_tokens, num_experts, k, normalize, experts_out, weights_out, stream),
+                  "RouteTokens");
+}
+
+absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("cuda SiluMul of ", n, " values"));
+  return Launched(internal::LaunchSiluMul(gate, up, n, out, stream), "SiluMul");
+}
+
+}  // namespace expertd::kernels::cuda

@@ -1,0 +1,382 @@
+// Device code for kernels.h. Decode is bound by weight bandwidth, so the
+// matrix kernels read each weight row once per pass with 16-byte loads and
+// keep up to kMaxBatch activations' partial sums in registers; the others
+// are small and simple.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/launch.h"
+
+namespace expertd::kernels::cuda::internal {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxBatch = 8;           // kernels.h kMaxBatchPerPass
+constexpr int kMatMulWarpsPerBlock = 8;  // one weight row per warp
+constexpr int kMaxHeadDim = 256;       // kernels.h kMaxAttentionHeadDim
+constexpr int kAttentionWarps = 4;
+constexpr int kRouteThreads = 256;
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+
+// The 16 bytes at p as 16 / sizeof(T) floats.
+template <typename T>
+__device__ __forceinline__ void Load16(const T* p, float* out) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(16 / sizeof(T)); ++i) out[i] = ToFloat(v[i]);
+}
+
+// One warp per weight row; lanes stride over the columns. `vectorized`
+// when cols is a multiple of the 16-byte vector and w and x are aligned.
+template <typename T, int kBatch>
+__global__ void MatMulKernel(const T* __restrict__ w, int64_t rows, int64_t cols, const float* __restrict__ x,
+                             float* __restrict__ y, bool vectorized) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kMatMulWarpsPerBlock + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  const T* w_row = w + row * cols;
+  float acc[kBatch];
+#pragma unroll
+  for (int b = 0; b < kBatch; ++b) acc[b] = 0.0f;
+  if (vectorized) {
+    constexpr int kPer = 16 / sizeof(T);
+    for (int64_t c = static_cast<int64_t>(lane) * kPer; c < cols; c += kWarp * kPer) {
+      float wv[kPer];
+      Load16(w_row + c, wv);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const float* xb = x + b * cols + c;
+#pragma unroll
+        for (int i = 0; i < kPer; i += 4) {
+          const float4 xv = __ldg(reinterpret_cast<const float4*>(xb + i));
+          acc[b] += wv[i] * xv.x + wv[i + 1] * xv.y + wv[i + 2] * xv.z + wv[i + 3] * xv.w;
+        }
+      }
+    }
+  } else {
+    for (int64_t c = lane; c < cols; c += kWarp) {
+      const float wv = ToFloat(w_row[c]);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) acc[b] += wv * __ldg(x + b * cols + c);
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < kBatch; ++b) {
+    const float sum = WarpSum(acc[b]);
+    if (lane == 0) y[b * rows + row] = sum;
+  }
+}
+
+template <typename T>
+cudaError_t MatMulTyped(const void* w, int64_t rows, int64_t cols, const float* x, int batch, float* y,
+                        cudaStream_t stream) {
+  if (batch < 1 || batch > kMaxBatch) return cudaErrorInvalidValue;
+  const T* wt = static_cast<const T*>(w);
+  constexpr int kPer = 16 / sizeof(T);
+  const bool vectorized = cols % kPer == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                          reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const dim3 grid(static_cast<unsigned>((rows + kMatMulWarpsPerBlock - 1) / kMatMulWarpsPerBlock));
+  const dim3 block(kMatMulWarpsPerBlock * kWarp);
+  switch (batch) {
+#define EXPERTD_MATMUL_CASE(B) \
+  case B:                      \
+    MatMulKernel<T, B><<<grid, block, 0, stream>>>(wt, rows, cols, x, y, vectorized); \
+    break;
+    EXPERTD_MATMUL_CASE(1)
+    EXPERTD_MATMUL_CASE(2)
+    EXPERTD_MATMUL_CASE(3)
+    EXPERTD_MATMUL_CASE(4)
+    EXPERTD_MATMUL_CASE(5)
+    EXPERTD_MATMUL_CASE(6)
+    EXPERTD_MATMUL_CASE(7)
+    EXPERTD_MATMUL_CASE(8)
+#undef EXPERTD_MATMUL_CASE
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+// Sum over the block of each thread's v; every thread gets the total.
+// `scratch` holds one float per warp.
+__device__ float BlockSum(float v, float* scratch) {
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int warps = (blockDim.x + kWarp - 1) / kWarp;
+  v = WarpSum(v);
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int i = 0; i < warps; ++i) total += scratch[i];
+  return total;
+}
+
+// One block per row.
+__global__ void RmsNormKernel(const float* x, const float* __restrict__ weight, int64_t n, float eps, float* out) {
+  __shared__ float scratch[32];
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
+  float* outr = out + static_cast<int64_t>(blockIdx.x) * n;
+  float sum_squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum_squares += xr[i] * xr[i];
+  const float total = BlockSum(sum_squares, scratch);
+  const float scale = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) outr[i] = xr[i] * scale * weight[i];
+}
+
+// One thread per (token, head, pair i < head_dim / 2).
+__global__ void RopeKernel(float* x, int num_tokens, int num_heads, int head_dim, const float* __restrict__ cos_sin) {
+  const int half = head_dim / 2;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t total = static_cast<int64_t>(num_tokens) * num_heads * half;
+  if (index >= total) return;
+  const int i = static_cast<int>(index % half);
+  const int64_t head = index / half;  // token * num_heads + h
+  const int64_t token = head / num_heads;
+  float* h = x + head * head_dim;
+  const float* cs = cos_sin + token * head_dim;
+  const float x0 = h[i];
+  const float x1 = h[i + half];
+  h[i] = x0 * cs[i] - x1 * cs[half + i];
+  h[i + half] = x1 * cs[i] + x0 * cs[half + i];
+}
+
+// One block per (query, head): each warp runs an online softmax over every
+// kAttentionWarps-th key, then the warps' partial results are merged.
+// Lane l holds elements l, l + 32, ... of the head.
+__global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, const float* __restrict__ q,
+                                int first_position, const float* __restrict__ k, const float* __restrict__ v,
+                                float* __restrict__ out, float scale) {
+  constexpr int kPerLane = kMaxHeadDim / kWarp;
+  __shared__ float warp_max[kAttentionWarps];
+  __shared__ float warp_sum[kAttentionWarps];
+  __shared__ float warp_acc[kAttentionWarps][kMaxHeadDim];
+  const int t = blockIdx.x / num_heads;
+  const int h = blockIdx.x % num_heads;
+  const int kv_head = h / (num_heads / num_kv_heads);
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int64_t q_stride = static_cast<int64_t>(num_heads) * head_dim;
+  const int64_t kv_stride = static_cast<int64_t>(num_kv_heads) * head_dim;
+  const float* q_head = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
+  const int64_t history = static_cast<int64_t>(first_position) + t + 1;
+
+  float q_reg[kPerLane];
+  float acc[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + i * kWarp;
+    q_reg[i] = d < head_dim ? q_head[d] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float running_max = -INFINITY;
+  float running_sum = 0.0f;
+  for (int64_t j = warp; j < history; j += kAttentionWarps) {
+    const float* k_row = k + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
+    const float* v_row = v + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + i * kWarp;
+      if (d < head_dim) dot += q_reg[i] * k_row[d];
+    }
+    const float score = WarpSum(dot) * scale;
+    const float new_max = fmaxf(running_max, score);
+    const float correction = __expf(running_max - new_max);  // 0 on the first key
+    const float p = __expf(score - new_max);
+    running_sum = running_sum * correction + p;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + i * kWarp;
+      acc[i] = acc[i] * correction + (d < head_dim ? p * v_row[d] : 0.0f);
+    }
+    running_max = new_max;
+  }
+  if (lane == 0) {
+    warp_max[warp] = running_max;
+    warp_sum[warp] = running_sum;
+  }
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + i * kWarp;
+    if (d < head_dim) warp_acc[warp][d] = acc[i];
+  }
+  __syncthreads();
+  // Key 0 always goes to warp 0, so the overall max is finite; warps that
+  // saw no key have max -inf and weigh exp(-inf) = 0.
+  float overall_max = warp_max[0];
+  for (int w = 1; w < kAttentionWarps; ++w) overall_max = fmaxf(overall_max, warp_max[w]);
+  float weights[kAttentionWarps];
+  float total = 0.0f;
+  for (int w = 0; w < kAttentionWarps; ++w) {
+    weights[w] = __expf(warp_max[w] - overall_max);
+    total += warp_sum[w] * weights[w];
+  }
+  float* out_head = out + t * q_stride + static_cast<int64_t>(h) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    for (int w = 0; w < kAttentionWarps; ++w) value += warp_acc[w][d] * weights[w];
+    out_head[d] = value / total;
+  }
+}
+
+// The better of two (probability, expert) candidates: higher probability,
+// ties to the lower index (RouteToken's rule); index -1 is "none".
+__device__ __forceinline__ bool Better(float p, int e, float best_p, int best_e) {
+  return best_e < 0 || (e >= 0 && (p > best_p || (p == best_p && e < best_e)));
+}
+
+// One block per token. Probabilities live in shared memory; a chosen
+// expert's entry is set to -1 (probabilities are >= 0) so later rounds skip it.
+__global__ void RouteKernel(const float* __restrict__ logits, int num_experts, int k, bool normalize,
+                            int32_t* __restrict__ experts_out, float* __restrict__ weights_out) {
+  extern __shared__ float probs[];
+  __shared__ float scratch[32];
+  __shared__ float cand_p[kRouteThreads / kWarp];
+  __shared__ int cand_e[kRouteThreads / kWarp];
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * num_experts;
+  int32_t* experts = experts_out + static_cast<int64_t>(blockIdx.x) * k;
+  float* weights = weights_out + static_cast<int64_t>(blockIdx.x) * k;
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+
+  float local_max = -INFINITY;
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) local_max = fmaxf(local_max, row[e]);
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    local_max = fmaxf(local_max, __shfl_xor_sync(0xffffffffu, local_max, offset));
+  }
+  if (lane == 0) cand_p[warp] = local_max;
+  __syncthreads();
+  float max_logit = cand_p[0];
+  for (int w = 1; w < kRouteThreads / kWarp; ++w) max_logit = fmaxf(max_logit, cand_p[w]);
+
+  float local_sum = 0.0f;
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    probs[e] = expf(row[e] - max_logit);
+    local_sum += probs[e];
+  }
+  const float inv_sum = 1.0f / BlockSum(local_sum, scratch);
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) probs[e] *= inv_sum;
+  __syncthreads();
+
+  float chosen_sum = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float best_p = -1.0f;
+    int best_e = -1;
+    for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+      if (probs[e] >= 0.0f && Better(probs[e], e, best_p, best_e)) {
+        best_p = probs[e];
+        best_e = e;
+      }
+    }
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+      const float other_p = __shfl_xor_sync(0xffffffffu, best_p, offset);
+      const int other_e = __shfl_xor_sync(0xffffffffu, best_e, offset);
+      if (Better(other_p, other_e, best_p, best_e)) {
+        best_p = other_p;
+        best_e = other_e;
+      }
+    }
+    if (lane == 0) {
+      cand_p[warp] = best_p;
+      cand_e[warp] = best_e;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < kRouteThreads / kWarp; ++w) {
+        if (Better(cand_p[w], cand_e[w], best_p, best_e)) {
+          best_p = cand_p[w];
+          best_e = cand_e[w];
+        }
+      }
+      experts[j] = best_e;
+      weights[j] = best_p;
+      chosen_sum += best_p;
+      probs[best_e] = -1.0f;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0 && normalize) {
+    for (int j = 0; j < k; ++j) weights[j] /= chosen_sum;
+  }
+}
+
+__global__ void SiluMulKernel(const float* gate, const float* up, int64_t n, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  // As the CPU kernel: exp(-g) clamped at exp(80), silu(g) ~ 0 below that.
+  out[i] = g / (1.0f + expf(fminf(-g, 80.0f))) * up[i];
+}
+
+}  // namespace
+
+cudaError_t LaunchMatMul(int weight_type, const void* w, int64_t rows, int64_t cols, const float* x, int batch,
+                         float* y, cudaStream_t stream) {
+  switch (weight_type) {
+    case 0:
+      return MatMulTyped<float>(w, rows, cols, x, batch, y, stream);
+    case 1:
+      return MatMulTyped<__nv_bfloat16>(w, rows, cols, x, batch, y, stream);
+    case 2:
+      return MatMulTyped<__half>(w, rows, cols, x, batch, y, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t LaunchRmsNorm(const float* x, const float* weight, int rows, int64_t n, float eps, float* out,
+                          cudaStream_t stream) {
+  RmsNormKernel<<<rows, 256, 0, stream>>>(x, weight, n, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRope(float* x, int num_tokens, int num_heads, int head_dim, const float* cos_sin,
+                       cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(num_tokens) * num_heads * (head_dim / 2);
+  if (total == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  RopeKernel<<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      x, num_tokens, num_heads, head_dim, cos_sin);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const float* q, int num_queries,
+                            int first_position, const float* k, const float* v, float* out, cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
+  AttentionKernel<<<static_cast<unsigned>(num_queries * num_heads), kAttentionWarps * kWarp, 0, stream>>>(
+      num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRoute(const float* logits, int num_tokens, int num_experts, int k, bool normalize,
+                        int32_t* experts_out, float* weights_out, cudaStream_t stream) {
+  RouteKernel<<<num_tokens, kRouteThreads, num_experts * sizeof(float), stream>>>(logits, num_experts, k, normalize,
+                                                                                  experts_out, weights_out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  SiluMulKernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+}  // namespace expertd::kernels::cuda::internal

@@ -1,0 +1,66 @@
+#ifndef EXPERTD_KERNELS_CUDA_KERNELS_H_
+#define EXPERTD_KERNELS_CUDA_KERNELS_H_
+
+// The GPU counterparts of kernels/cpu and engine/routing.cc, with the same
+// contracts (shapes, layouts, tie rules), enqueued on a stream. Every pointer
+// is device memory; activations are f32, weights f32, bf16 or f16. Results
+// match the CPU kernels to float rounding, not bit for bit (the reduction
+// order differs). Shape errors are kInvalidArgument before anything is
+// enqueued; launch errors carry the kernel's name.
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/matmul.h"
+
+namespace expertd::kernels::cuda {
+
+// For each of `batch` input rows: y[m][r] = sum_c W[r][c] * x[m][c], in f32.
+// w.data is device memory, row-major [rows][cols]; x is [batch][cols], y is
+// [batch][rows]. Each weight row is read once per group of up to
+// kMaxBatchPerPass input rows, so small batches cost one pass over W.
+inline constexpr int kMaxBatchPerPass = 8;
+absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream);
+inline absl::Status MatVec(const WeightMatrix& w, const float* x, float* y, cudaStream_t stream) {
+  return MatMul(w, x, 1, y, stream);
+}
+
+// For each of `rows` rows of n values: out = x / sqrt(mean(x^2) + eps) * weight.
+// out may alias x.
+absl::Status RmsNorm(const float* x, const float* weight, int rows, int64_t n, float eps, float* out,
+                     cudaStream_t stream);
+
+// Rotate-half RoPE, in place, for `num_tokens` rows of num_heads * head_dim
+// values; cos_sin is [num_tokens][head_dim]: for each row, the head_dim/2
+// cosines then the head_dim/2 sines of its position (kernels/cpu ApplyRope's
+// layout, one row per token).
+absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, const float* cos_sin,
+                       cudaStream_t stream);
+
+// kernels::CausalAttention on the GPU: q and out [num_queries][num_heads *
+// head_dim], k and v the cache [>= first_position + num_queries][num_kv_heads
+// * head_dim], query t attending to positions [0, first_position + t].
+// head_dim <= kMaxAttentionHeadDim. One pass with an online softmax, so the
+// history length is not limited by shared memory.
+inline constexpr int kMaxAttentionHeadDim = 256;
+absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
+                             const float* k, const float* v, float* out, cudaStream_t stream);
+
+// RouteToken for each of `num_tokens` rows of router logits [num_tokens]
+// [num_experts]: softmax, the k most probable experts in descending order
+// (ties to the lower index), their weights renormalised to sum to one when
+// `normalize`. experts_out and weights_out are [num_tokens][k].
+// 1 <= k <= num_experts <= kMaxRouterExperts.
+inline constexpr int kMaxRouterExperts = 4096;
+absl::Status RouteTokens(const float* logits, int num_tokens, int num_experts, int k, bool normalize,
+                         int32_t* experts_out, float* weights_out, cudaStream_t stream);
+
+// SwiGLU: out[i] = silu(gate[i]) * up[i]; out may alias either input.
+absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+
+}  // namespace expertd::kernels::cuda
+
+#endif  // EXPERTD_KERNELS_CUDA_KERNELS_H_

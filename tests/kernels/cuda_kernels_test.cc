@@ -1,0 +1,353 @@
+// The CUDA kernels against the CPU kernels (and engine RouteToken) on random
+// inputs. Tests that need a device skip when there is none; the runtime
+// wrappers' error paths and the shape checks run everywhere.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/routing.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
+
+namespace expertd::kernels::cuda {
+namespace {
+
+// Skips the test when no device is usable, with the reason.
+#define SKIP_WITHOUT_DEVICE()                                               \
+  do {                                                                      \
+    std::string why_none;                                                   \
+    auto count = CudaDeviceCount(&why_none);                                \
+    ASSERT_TRUE(count.ok()) << count.status();                              \
+    if (*count == 0) GTEST_SKIP() << "no CUDA device: " << why_none;        \
+  } while (false)
+
+std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> out(n);
+  for (float& v : out) v = dist(rng);
+  return out;
+}
+
+// A device copy of a host vector; the test fails on any error.
+template <typename T>
+DeviceBuffer Upload(const std::vector<T>& host) {
+  auto buffer = DeviceBuffer::Allocate(host.size() * sizeof(T));
+  EXPECT_TRUE(buffer.ok()) << buffer.status();
+  if (!buffer.ok()) return DeviceBuffer();
+  EXPECT_TRUE(buffer->CopyFromHost(host.data(), host.size() * sizeof(T)).ok());
+  return std::move(*buffer);
+}
+
+template <typename T>
+std::vector<T> Download(const DeviceBuffer& buffer, size_t n) {
+  std::vector<T> host(n);
+  EXPECT_TRUE(buffer.CopyToHost(host.data(), n * sizeof(T)).ok());
+  return host;
+}
+
+DeviceBuffer Zeros(size_t bytes) {
+  auto buffer = DeviceBuffer::Allocate(bytes);
+  EXPECT_TRUE(buffer.ok()) << buffer.status();
+  return buffer.ok() ? std::move(*buffer) : DeviceBuffer();
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float tolerance,
+                const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], tolerance * (1.0f + std::fabs(want[i]))) << what << " at " << i;
+  }
+}
+
+// --- Without a device ---
+
+TEST(CudaRuntimeTest, ErrorsMapToStatusCodes) {
+  EXPECT_TRUE(CudaStatus(cudaSuccess, "x").ok());
+  EXPECT_EQ(CudaStatus(cudaErrorMemoryAllocation, "cudaMalloc").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(CudaStatus(cudaErrorNoDevice, "x").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CudaStatus(cudaErrorInsufficientDriver, "x").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CudaStatus(cudaErrorInvalidValue, "x").code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status s = CudaStatus(cudaErrorLaunchFailure, "launching MatMul");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(s.message().find("launching MatMul"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("cudaErrorLaunchFailure"), absl::string_view::npos) << s;
+}
+
+TEST(CudaRuntimeTest, DeviceCountIsZeroOrMoreNeverAnError) {
+  std::string why_none;
+  auto count = CudaDeviceCount(&why_none);
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_GE(*count, 0);
+  if (*count == 0) {
+    EXPECT_FALSE(why_none.empty());
+  }
+}
+
+// Without a device every wrapper reports an error instead of crashing; with
+// one, they work. Either way nothing aborts and destructors are safe.
+TEST(CudaRuntimeTest, WrappersReturnStatusWithOrWithoutADevice) {
+  auto count = CudaDeviceCount();
+  ASSERT_TRUE(count.ok()) << count.status();
+  const bool device = *count > 0;
+
+  auto buffer = DeviceBuffer::Allocate(4096);
+  auto stream = Stream::Create();
+  auto event = Event::Create(/*timing=*/true);
+  auto pinned = PinnedHostBuffer::Allocate(4096);
+  std::vector<std::byte> host(8192);
+  auto registration = HostRegistration::Register(host.data(), host.size());
+  for (const absl::Status& s : {buffer.status(), stream.status(), event.status(), pinned.status(),
+                                registration.status()}) {
+    EXPECT_EQ(s.ok(), device) << s;
+    if (!device) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    }
+  }
+  // Zero bytes needs no device.
+  auto empty = DeviceBuffer::Allocate(0);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->data(), nullptr);
+  EXPECT_FALSE(empty->CopyFromHost(host.data(), 1).ok()) << "larger than the buffer";
+  EXPECT_FALSE(HostRegistration::Register(nullptr, 0).ok());
+  // A moved-from and a default wrapper destroy cleanly.
+  DeviceBuffer moved = std::move(*empty);
+  Stream default_stream;
+  Event default_event;
+}
+
+TEST(CudaKernelsTest, ShapeErrorsAreCaughtBeforeLaunch) {
+  WeightMatrix w;
+  w.dtype = DType::kBF16;
+  w.rows = 0;
+  w.cols = 16;
+  EXPECT_EQ(cuda::MatMul(w, nullptr, 1, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::RmsNorm(nullptr, nullptr, 1, 0, 1e-5f, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::ApplyRope(nullptr, 1, 2, 63, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  AttentionShape bad{.num_heads = 6, .num_kv_heads = 4, .head_dim = 64};
+  EXPECT_EQ(cuda::CausalAttention(bad, nullptr, 1, 0, nullptr, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  AttentionShape wide{.num_heads = 4, .num_kv_heads = 4, .head_dim = kMaxAttentionHeadDim + 2};
+  EXPECT_EQ(cuda::CausalAttention(wide, nullptr, 1, 0, nullptr, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::RouteTokens(nullptr, 1, 8, 9, true, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::SiluMul(nullptr, nullptr, -1, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  // Empty work is fine and launches nothing.
+  EXPECT_TRUE(cuda::RouteTokens(nullptr, 0, 8, 2, true, nullptr, nullptr, nullptr).ok());
+  EXPECT_TRUE(cuda::SiluMul(nullptr, nullptr, 0, nullptr, nullptr).ok());
+}
+
+// --- Against the CPU kernels, on a device ---
+
+// (dtype, rows, cols, batch): cols 256 takes the 16-byte path, 61 the scalar one.
+class CudaMatMulTest : public ::testing::TestWithParam<std::tuple<DType, int, int, int>> {};
+
+TEST_P(CudaMatMulTest, MatchesCpuMatMul) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [dtype, rows, cols, batch] = GetParam();
+  const size_t count = static_cast<size_t>(rows) * cols;
+  std::vector<float> w32 = RandomFloats(count, 1);
+  std::vector<uint16_t> w16(count);
+  for (size_t i = 0; i < count; ++i) {
+    w16[i] = dtype == DType::kBF16 ? F32ToBF16(w32[i]) : F32ToF16(w32[i]);
+  }
+  const void* host_w = dtype == DType::kF32 ? static_cast<const void*>(w32.data()) : w16.data();
+  const std::vector<float> x = RandomFloats(static_cast<size_t>(batch) * cols, 2);
+
+  WeightMatrix cpu_w{.dtype = dtype, .data = host_w, .rows = rows, .cols = cols};
+  std::vector<float> want(static_cast<size_t>(batch) * rows);
+  kernels::MatMul(cpu_w, x.data(), batch, want.data(), nullptr);
+
+  auto d_w = Zeros(cpu_w.size_bytes());
+  ASSERT_TRUE(d_w.CopyFromHost(host_w, cpu_w.size_bytes()).ok());
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_y = Zeros(want.size() * sizeof(float));
+  WeightMatrix gpu_w = cpu_w;
+  gpu_w.data = d_w.data();
+  ASSERT_TRUE(cuda::MatMul(gpu_w, d_x.as<float>(), batch, d_y.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  // Sums of `cols` products of magnitude <= 1: f32 reassociation error.
+  ExpectNear(Download<float>(d_y, want.size()), want, 1e-4f * std::sqrt(static_cast<float>(cols)), "y");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatMulTest,
+                         ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
+                                            ::testing::Values(37), ::testing::Values(256, 61),
+                                            ::testing::Values(1, 3, 8, 11)));
+
+TEST(CudaKernelsTest, RmsNormMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 3;
+  constexpr int kN = 1000;
+  const std::vector<float> x = RandomFloats(kRows * kN, 3, 4.0f);
+  const std::vector<float> weight = RandomFloats(kN, 4);
+  std::vector<float> want(x.size());
+  for (int r = 0; r < kRows; ++r) kernels::RmsNorm(x.data() + r * kN, weight.data(), kN, 1e-5f, want.data() + r * kN);
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_w = Upload(weight);
+  // In place, as the CPU kernel allows.
+  ASSERT_TRUE(cuda::RmsNorm(d_x.as<float>(), d_w.as<float>(), kRows, kN, 1e-5f, d_x.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_x, x.size()), want, 1e-5f, "rmsnorm");
+}
+
+TEST(CudaKernelsTest, RopeMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kTokens = 3;
+  constexpr int kHeads = 4;
+  constexpr int kHeadDim = 64;
+  std::vector<float> x = RandomFloats(kTokens * kHeads * kHeadDim, 5);
+  std::vector<float> cos_sin(kTokens * kHeadDim);
+  for (int t = 0; t < kTokens; ++t) {
+    const int position = 17 + t;
+    for (int i = 0; i < kHeadDim / 2; ++i) {
+      const double angle = position * std::pow(10000.0, -2.0 * i / kHeadDim);
+      cos_sin[t * kHeadDim + i] = static_cast<float>(std::cos(angle));
+      cos_sin[t * kHeadDim + kHeadDim / 2 + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  std::vector<float> want = x;
+  for (int t = 0; t < kTokens; ++t) {
+    kernels::ApplyRope(want.data() + t * kHeads * kHeadDim, kHeads, kHeadDim, cos_sin.data() + t * kHeadDim);
+  }
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_cs = Upload(cos_sin);
+  ASSERT_TRUE(cuda::ApplyRope(d_x.as<float>(), kTokens, kHeads, kHeadDim, d_cs.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_x, x.size()), want, 1e-6f, "rope");
+}
+
+// (head_dim, num_heads, num_kv_heads, num_queries, first_position)
+class CudaAttentionTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, int>> {};
+
+TEST_P(CudaAttentionTest, MatchesCpuCausalAttention) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [head_dim, heads, kv_heads, queries, first] = GetParam();
+  const AttentionShape shape{.num_heads = heads, .num_kv_heads = kv_heads, .head_dim = head_dim};
+  const int positions = first + queries;
+  const std::vector<float> q = RandomFloats(static_cast<size_t>(queries) * heads * head_dim, 6);
+  const std::vector<float> k = RandomFloats(static_cast<size_t>(positions) * kv_heads * head_dim, 7);
+  const std::vector<float> v = RandomFloats(static_cast<size_t>(positions) * kv_heads * head_dim, 8);
+  std::vector<float> want(q.size());
+  kernels::CausalAttention(shape, q.data(), queries, first, k.data(), v.data(), want.data(), nullptr);
+  DeviceBuffer d_q = Upload(q);
+  DeviceBuffer d_k = Upload(k);
+  DeviceBuffer d_v = Upload(v);
+  DeviceBuffer d_out = Zeros(q.size() * sizeof(float));
+  ASSERT_TRUE(cuda::CausalAttention(shape, d_q.as<float>(), queries, first, d_k.as<float>(), d_v.as<float>(),
+                              d_out.as<float>(), nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_out, q.size()), want, 1e-4f, "attention");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTest,
+                         ::testing::Values(std::make_tuple(64, 8, 2, 3, 37), std::make_tuple(128, 4, 4, 1, 0),
+                                           std::make_tuple(128, 16, 4, 5, 300), std::make_tuple(96, 6, 3, 2, 9),
+                                           std::make_tuple(256, 2, 1, 1, 1000)));
+
+class CudaRouteTest : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
+
+TEST_P(CudaRouteTest, MatchesRouteToken) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [experts, k, normalize] = GetParam();
+  constexpr int kTokens = 7;
+  const std::vector<float> logits = RandomFloats(static_cast<size_t>(kTokens) * experts, 9, 3.0f);
+  std::vector<int32_t> want_experts(kTokens * k);
+  std::vector<float> want_weights(kTokens * k);
+  std::vector<float> scratch(experts);
+  for (int t = 0; t < kTokens; ++t) {
+    RouteToken(logits.data() + t * experts, experts, k, normalize, scratch.data(), want_experts.data() + t * k,
+               want_weights.data() + t * k);
+  }
+  DeviceBuffer d_logits = Upload(logits);
+  DeviceBuffer d_experts = Zeros(want_experts.size() * sizeof(int32_t));
+  DeviceBuffer d_weights = Zeros(want_weights.size() * sizeof(float));
+  ASSERT_TRUE(cuda::RouteTokens(d_logits.as<float>(), kTokens, experts, k, normalize, d_experts.as<int32_t>(),
+                          d_weights.as<float>(), nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(Download<int32_t>(d_experts, want_experts.size()), want_experts);
+  ExpectNear(Download<float>(d_weights, want_weights.size()), want_weights, 1e-5f, "weights");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaRouteTest,
+                         ::testing::Values(std::make_tuple(64, 8, true), std::make_tuple(64, 8, false),
+                                           std::make_tuple(8, 2, true), std::make_tuple(128, 1, false),
+                                           std::make_tuple(60, 4, true), std::make_tuple(1000, 16, true)));
+
+TEST(CudaKernelsTest, RouteTiesGoToTheLowerIndex) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kExperts = 64;
+  constexpr int kK = 8;
+  // Equal logits everywhere except two high ones that tie with each other.
+  std::vector<float> logits(kExperts, 0.0f);
+  logits[40] = 2.0f;
+  logits[9] = 2.0f;
+  DeviceBuffer d_logits = Upload(logits);
+  DeviceBuffer d_experts = Zeros(kK * sizeof(int32_t));
+  DeviceBuffer d_weights = Zeros(kK * sizeof(float));
+  ASSERT_TRUE(
+      cuda::RouteTokens(d_logits.as<float>(), 1, kExperts, kK, true, d_experts.as<int32_t>(), d_weights.as<float>(), nullptr)
+          .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(Download<int32_t>(d_experts, kK), (std::vector<int32_t>{9, 40, 0, 1, 2, 3, 4, 5}));
+}
+
+TEST(CudaKernelsTest, SiluMulMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kN = 1001;
+  std::vector<float> gate = RandomFloats(kN, 10, 8.0f);
+  gate[0] = -100.0f;  // past the exp clamp
+  gate[1] = 100.0f;
+  const std::vector<float> up = RandomFloats(kN, 11);
+  std::vector<float> want(kN);
+  kernels::SiluMul(gate.data(), up.data(), kN, want.data());
+  DeviceBuffer d_gate = Upload(gate);
+  DeviceBuffer d_up = Upload(up);
+  ASSERT_TRUE(cuda::SiluMul(d_gate.as<float>(), d_up.as<float>(), kN, d_gate.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_gate, kN), want, 1e-5f, "silu");
+}
+
+// Work on a stream waits for an event recorded on another (the copy-stream
+// pattern of the VRAM tier).
+TEST(CudaRuntimeTest, StreamsOrderThroughEvents) {
+  SKIP_WITHOUT_DEVICE();
+  auto copy = Stream::Create();
+  auto compute = Stream::Create();
+  auto ready = Event::Create();
+  ASSERT_TRUE(copy.ok() && compute.ok() && ready.ok());
+  constexpr int kN = 1 << 20;
+  std::vector<float> gate(kN, 1.0f), up(kN, 2.0f);
+  auto pinned = PinnedHostBuffer::Allocate(kN * sizeof(float));
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  std::memcpy(pinned->data(), gate.data(), kN * sizeof(float));
+  DeviceBuffer d_gate = Zeros(kN * sizeof(float));
+  DeviceBuffer d_up = Upload(up);
+  ASSERT_EQ(cudaMemcpyAsync(d_gate.data(), pinned->data(), kN * sizeof(float), cudaMemcpyHostToDevice, copy->get()),
+            cudaSuccess);
+  ASSERT_TRUE(ready->Record(copy->get()).ok());
+  ASSERT_TRUE(compute->Wait(ready->get()).ok());
+  ASSERT_TRUE(cuda::SiluMul(d_gate.as<float>(), d_up.as<float>(), kN, d_gate.as<float>(), compute->get()).ok());
+  ASSERT_TRUE(compute->Synchronize().ok());
+  const std::vector<float> got = Download<float>(d_gate, kN);
+  const float want = 1.0f / (1.0f + std::exp(-1.0f)) * 2.0f;
+  EXPECT_NEAR(got[0], want, 1e-6f);
+  EXPECT_NEAR(got[kN - 1], want, 1e-6f);
+}
+
+}  // namespace
+}  // namespace expertd::kernels::cuda
