@@ -4,6 +4,10 @@
 
 #include "engine/chat_template.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -153,12 +157,13 @@ TEST(ChatTemplateTest, ErrorsNameTheField) {
 }
 
 // ForModel reads the template and the bos/eos texts through the tokenizer.
+const nlohmann::json kTinyTokenizer = {
+    {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", nlohmann::json::array()}}},
+    {"added_tokens",
+     {{{"id", 2}, {"content", "<s>"}, {"special", true}}, {{"id", 3}, {"content", "</s>"}, {"special", true}}}}};
+
 std::unique_ptr<Tokenizer> TinyTokenizer(const nlohmann::json& config) {
-  const nlohmann::json tokenizer = {
-      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", nlohmann::json::array()}}},
-      {"added_tokens",
-       {{{"id", 2}, {"content", "<s>"}, {"special", true}}, {{"id", 3}, {"content", "</s>"}, {"special", true}}}}};
-  absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::FromJson(tokenizer.dump(), config.dump(), "tiny");
+  absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::FromJson(kTinyTokenizer.dump(), config.dump(), "tiny");
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   return loaded.ok() ? std::move(*loaded) : nullptr;
 }
@@ -183,6 +188,21 @@ TEST(ChatTemplateTest, ForModelUsesTheTokenizersTemplateAndSpecialTokens) {
   ASSERT_NE(bare, nullptr);
   EXPECT_EQ(bare->chat_template(), "");
   EXPECT_EQ(ChatTemplate::ForModel(*bare).name(), "plain");
+}
+
+TEST(ChatTemplateTest, TheTemplateMayComeAsChatTemplateJinja) {
+  // transformers >= 4.47 saves the template beside tokenizer_config.json.
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / ("chat_template_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << kTinyTokenizer.dump();
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "</s>"})";
+  std::ofstream(dir / "chat_template.jinja") << kQwen3Template;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromFile((dir / "tokenizer.json").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->chat_template(), kQwen3Template);
+  EXPECT_EQ(ChatTemplate::ForModel(**tokenizer).name(), "chatml");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
