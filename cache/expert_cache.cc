@@ -25,6 +25,16 @@ constexpr int kDevice = 1;
 
 std::unique_ptr<DeviceCopier> MakeHostMemoryCopier() { return std::make_unique<HostMemoryCopier>(); }
 
+absl::StatusOr<DeviceCopier::SlotMemory> DeviceCopier::AllocateSlots(int count, size_t slot_bytes) {
+  auto buffer = io::AlignedBuffer::Allocate(static_cast<size_t>(count) * slot_bytes);
+  if (!buffer.ok()) return buffer.status();
+  auto owner = std::make_shared<io::AlignedBuffer>(std::move(*buffer));
+  SlotMemory memory;
+  memory.base = owner->data();
+  memory.owner = std::move(owner);
+  return memory;
+}
+
 // The outcome of one fill, shared by everyone waiting for it.
 struct ExpertCache::Load {
   bool done = false;
@@ -33,7 +43,14 @@ struct ExpertCache::Load {
 
 struct ExpertCache::Slot {
   enum class State { kFree, kLoading, kReady };
+  std::byte* data = nullptr;  // slot_bytes_ bytes
+  // DRAM slots own their buffer (a shrink frees exactly what it removes);
+  // device slots are carved from a shared allocation that `arena` keeps.
   io::AlignedBuffer memory;
+  std::shared_ptr<void> arena;
+  // The copier's preparation of a DRAM slot (CUDA: its host registration);
+  // declared after `memory` so it is released first.
+  std::shared_ptr<void> host_prepared;
   State state = State::kFree;
   ExpertKey key;
   int pins = 0;
@@ -107,6 +124,14 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
     cache->tiers_.push_back(std::move(tier));
     if (absl::Status s = cache->ResizeTierLocked(lock, *cache->tiers_.back(), slots); !s.ok()) return s;
   }
+  if (cache->tiers_.size() > 1) {
+    // The DRAM slots were made before the device tier existed.
+    for (auto& slot : cache->tiers_[kDram]->slots) {
+      auto prepared = cache->copier_->PrepareHostSlot(slot->data, cache->slot_bytes_);
+      if (!prepared.ok()) return prepared.status();
+      slot->host_prepared = std::move(*prepared);
+    }
+  }
   if (absl::Status s = cache->RegisterDramBuffersLocked(lock); !s.ok()) return s;
   lock.unlock();
   return cache;
@@ -127,16 +152,39 @@ bool ExpertCache::has_device_tier() const {
 absl::Status ExpertCache::RegisterDramBuffersLocked(std::unique_lock<std::mutex>& lock) {
   changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
   std::vector<iovec> buffers;
-  for (const auto& slot : tiers_[kDram]->slots) buffers.push_back({slot->memory.data(), slot->memory.size()});
+  for (const auto& slot : tiers_[kDram]->slots) buffers.push_back({slot->data, slot_bytes_});
   return reader_.RegisterBuffers(buffers);
 }
 
 absl::Status ExpertCache::ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int target) {
+  const bool device = &tier != tiers_[kDram].get();
+  if (device && static_cast<int>(tier.slots.size()) < target) {
+    // Every slot a growth adds comes from one allocation.
+    const int count = target - static_cast<int>(tier.slots.size());
+    auto memory = copier_->AllocateSlots(count, slot_bytes_);
+    if (!memory.ok()) {
+      return absl::Status(memory.status().code(), absl::StrCat("allocating ", count, " device slots of ", slot_bytes_,
+                                                               " bytes: ", memory.status().message()));
+    }
+    for (int i = 0; i < count; ++i) {
+      auto slot = std::make_unique<Slot>();
+      slot->data = memory->base + static_cast<size_t>(i) * slot_bytes_;
+      slot->arena = memory->owner;
+      tier.free.push_back(slot.get());
+      tier.slots.push_back(std::move(slot));
+    }
+  }
   while (static_cast<int>(tier.slots.size()) < target) {
     auto memory = io::AlignedBuffer::Allocate(slot_bytes_);
     if (!memory.ok()) return memory.status();
     auto slot = std::make_unique<Slot>();
     slot->memory = std::move(*memory);
+    slot->data = slot->memory.data();
+    if (tiers_.size() > 1) {
+      auto prepared = copier_->PrepareHostSlot(slot->data, slot_bytes_);
+      if (!prepared.ok()) return prepared.status();
+      slot->host_prepared = std::move(*prepared);
+    }
     tier.free.push_back(slot.get());
     tier.slots.push_back(std::move(slot));
   }
@@ -203,9 +251,9 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
   const io::ExpertExtent where = *extent;
   // The file pads every bundle to a whole slot, so the read is slot-sized
   // and aligned for O_DIRECT.
-  reader_.Submit(where.offset, slot_bytes_, slot->memory.data(), [this, slot, k, where](absl::Status status) {
+  reader_.Submit(where.offset, slot_bytes_, slot->data, [this, slot, k, where](absl::Status status) {
     if (status.ok() && verify_checksums_) {
-      status = file_.Verify(k.layer, k.expert, absl::MakeConstSpan(slot->memory.data(), where.length));
+      status = file_.Verify(k.layer, k.expert, absl::MakeConstSpan(slot->data, where.length));
     }
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("loading ", k.ToString(), ": ", status.message()));
@@ -243,7 +291,7 @@ ExpertCache::Pin ExpertCache::PinLocked(int tier_index, Slot* slot) {
   pin.cache_ = this;
   pin.slot_ = slot;
   pin.tier_ = tier_index;
-  pin.data_ = slot->memory.data();
+  pin.data_ = slot->data;
   pin.key_ = slot->key;
   return pin;
 }
@@ -315,7 +363,7 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
     absl::Status status;
     {
       auto host = AcquireInTier(kDram, key, demand);
-      status = host.ok() ? copier_->Copy(slot->memory.data(), host->data(), slot_bytes_) : host.status();
+      status = host.ok() ? copier_->Copy(slot->data, host->data(), slot_bytes_) : host.status();
     }  // the DRAM pin is released before we take the lock again
     lock.lock();
     if (status.ok()) tier.stats.bytes_loaded += slot_bytes_;

@@ -54,12 +54,35 @@ struct CacheStats {
   uint64_t passes = 0;
 };
 
-// Copies a bundle from a DRAM slot into a device slot. The host-memory
-// stand-in is a memcpy; the CUDA tier implements it with a copy stream.
+// The device tier's backend: where device slots live, how DRAM slots are
+// prepared for DMA, and the copy from a DRAM slot into a device slot. The
+// host-memory stand-in (the default) carves device slots out of one host
+// allocation and copies with memcpy; the CUDA tier (cache/cuda_device_tier.h)
+// carves them out of one cudaMalloc, pins the DRAM slots and copies on a
+// copy stream.
 class DeviceCopier {
  public:
+  // `count` slots of `slot_bytes` each, as one allocation (never one per
+  // expert): slot i starts at base + i * slot_bytes. `owner` keeps the
+  // allocation alive; each slot carved from it holds a reference, so the
+  // memory goes when its last slot does (a shrink can free it).
+  struct SlotMemory {
+    std::byte* base = nullptr;
+    std::shared_ptr<void> owner;
+  };
+
   virtual ~DeviceCopier() = default;
+  // Fills the device slot at device_dst; returns once its bytes are there.
   virtual absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) = 0;
+  // Default: aligned host memory.
+  virtual absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes);
+  // Called for every DRAM slot when it is created, with its memory; the
+  // returned handle (may be null) is released before that memory is freed.
+  // The CUDA tier pins the slot here (cudaHostRegister) so copies from it
+  // are asynchronous DMA at full link speed. Default: nothing.
+  virtual absl::StatusOr<std::shared_ptr<void>> PrepareHostSlot(std::byte* data, size_t bytes) {
+    return std::shared_ptr<void>();
+  }
 };
 std::unique_ptr<DeviceCopier> MakeHostMemoryCopier();
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <thread>
 #include <vector>
@@ -266,6 +267,94 @@ TEST_F(ExpertCacheTest, DeviceTierCopiesFromDram) {
   EXPECT_EQ(stats.dram.hits, 1u);
   EXPECT_EQ(stats.dram.loads, 6u);
   EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+// How the cache uses a device backend's hooks (the CUDA tier implements
+// them with cudaMalloc, cudaHostRegister and a copy stream).
+struct CopierLog {
+  int allocations = 0;
+  int slots_allocated = 0;
+  int prepared = 0;
+  int released = 0;
+  int copies = 0;
+};
+
+class RecordingCopier : public DeviceCopier {
+ public:
+  explicit RecordingCopier(std::shared_ptr<CopierLog> log) : log_(std::move(log)) {}
+  absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    ++log_->copies;
+    std::memcpy(device_dst, host_src, bytes);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes) override {
+    ++log_->allocations;
+    log_->slots_allocated += count;
+    return DeviceCopier::AllocateSlots(count, slot_bytes);
+  }
+  absl::StatusOr<std::shared_ptr<void>> PrepareHostSlot(std::byte* data, size_t bytes) override {
+    ++log_->prepared;
+    return std::shared_ptr<void>(std::make_shared<Release>(log_));
+  }
+
+ private:
+  struct Release {
+    explicit Release(std::shared_ptr<CopierLog> l) : log(std::move(l)) {}
+    ~Release() { ++log->released; }
+    std::shared_ptr<CopierLog> log;
+  };
+  std::shared_ptr<CopierLog> log_;
+};
+
+TEST_F(ExpertCacheTest, DeviceSlotsComeFromOneAllocationPerGrowthAndDramSlotsArePrepared) {
+  OpenReader();
+  auto log = std::make_shared<CopierLog>();
+  const uint64_t slot = layout_.slot_bytes();
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = 6 * slot;
+  options.device_budget_bytes = 3 * slot;
+  options.min_slots = 2;
+  options.device_copier = std::make_unique<RecordingCopier>(log);
+  auto cache = ExpertCache::Create(*file_, *reader_, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(log->allocations, 1);
+  EXPECT_EQ(log->slots_allocated, 3);
+  EXPECT_EQ(log->prepared, 6) << "every DRAM slot, for DMA";
+
+  auto check_all = [&](int layer) {
+    for (int e = 0; e < kExperts; ++e) {
+      auto pin = (*cache)->Acquire({layer, e});
+      ASSERT_TRUE(pin.ok()) << pin.status();
+      EXPECT_TRUE(HoldsExpert(layout_, pin->data(), layer, e)) << layer << "/" << e;
+    }
+  };
+  check_all(1);
+  EXPECT_EQ(log->copies, kExperts);
+
+  ASSERT_TRUE((*cache)->Resize(8 * slot, 5 * slot).ok());
+  EXPECT_EQ(log->allocations, 2) << "one allocation for the two added slots";
+  EXPECT_EQ(log->slots_allocated, 5);
+  EXPECT_EQ(log->prepared, 8);
+  check_all(2);
+  ASSERT_TRUE((*cache)->Resize(6 * slot, 2 * slot).ok());
+  EXPECT_EQ(log->released, 2) << "removed DRAM slots drop their preparation";
+  check_all(0);
+  EXPECT_TRUE((*cache)->CheckInvariants().ok());
+  cache->reset();
+  EXPECT_EQ(log->released, log->prepared);
+}
+
+TEST_F(ExpertCacheTest, WithoutADeviceTierTheBackendIsNotUsed) {
+  OpenReader();
+  auto log = std::make_shared<CopierLog>();
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = 4 * layout_.slot_bytes();
+  options.min_slots = 2;
+  options.device_copier = std::make_unique<RecordingCopier>(log);
+  auto cache = ExpertCache::Create(*file_, *reader_, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ASSERT_TRUE((*cache)->Acquire({0, 1}).ok());
+  EXPECT_EQ(log->allocations + log->prepared + log->copies, 0);
 }
 
 TEST_F(ExpertCacheTest, PrefetchLoadsOnceAndNeverWaits) {

@@ -1,0 +1,72 @@
+#ifndef EXPERTD_CACHE_CUDA_DEVICE_TIER_H_
+#define EXPERTD_CACHE_CUDA_DEVICE_TIER_H_
+
+// The VRAM tier of the expert cache (built only with CUDA): device slots
+// carved from one cudaMalloc per growth (no per-expert allocation), every
+// DRAM slot pinned with cudaHostRegister (the same buffers io_uring reads
+// into), and host-to-device copies on one dedicated copy stream, each slot
+// with its own event, so a waiter waits for its expert's copy and not for
+// the whole stream.
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "absl/status/statusor.h"
+#include "cache/expert_cache.h"
+#include "kernels/cuda/runtime.h"
+
+namespace expertd::cache {
+
+// Figures of the copies done so far (all threads).
+struct CudaCopyStats {
+  uint64_t copies = 0;
+  uint64_t bytes = 0;
+  uint64_t copy_ns = 0;  // enqueue to completion, summed over copies
+};
+
+class CudaDeviceTier : public DeviceCopier {
+ public:
+  // Binds to `device` and creates the copy stream. Fails with
+  // kFailedPrecondition when there is no driver or device.
+  static absl::StatusOr<std::unique_ptr<CudaDeviceTier>> Create(int device = 0);
+  ~CudaDeviceTier() override;
+
+  absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override;
+  absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes) override;
+  absl::StatusOr<std::shared_ptr<void>> PrepareHostSlot(std::byte* data, size_t bytes) override;
+
+  // The event recorded after the last copy into the slot at device_slot
+  // (a pin's data()): a compute stream can cudaStreamWaitEvent on it instead
+  // of a host wait. Null for an address outside every slot allocation.
+  cudaEvent_t ReadyEvent(const std::byte* device_slot) const;
+  cudaStream_t copy_stream() const { return copy_stream_.get(); }
+  int device() const { return device_; }
+  CudaCopyStats stats() const;
+
+  struct Arena;
+
+ private:
+  CudaDeviceTier(int device, kernels::cuda::Stream copy_stream);
+  // The arena holding `address` and the slot index within it; mu_ held.
+  std::pair<Arena*, int> FindLocked(const std::byte* address) const;
+  void Forget(Arena* arena);
+
+  const int device_;
+  kernels::cuda::Stream copy_stream_;
+
+  mutable std::mutex mu_;  // guards arenas_ and stats_
+  // Live slot allocations by base address. Arenas remove themselves on
+  // destruction, which the cache guarantees happens before ours (its tiers
+  // are destroyed before its copier).
+  std::map<const std::byte*, Arena*> arenas_;
+  CudaCopyStats stats_;
+};
+
+}  // namespace expertd::cache
+
+#endif  // EXPERTD_CACHE_CUDA_DEVICE_TIER_H_
