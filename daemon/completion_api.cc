@@ -10,6 +10,10 @@ namespace {
 
 using nlohmann::json;
 
+// Alternatives per position a request may ask for (OpenAI allows 5 for
+// completions and 20 for chat; both get 20 here).
+constexpr int kMaxTopLogprobs = 20;
+
 bool Fail(ApiError* error, std::string param, std::string message, int status = 400) {
   error->http_status = status;
   error->param = std::move(param);
@@ -143,22 +147,64 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
     options.forward.experts_per_token = v->get<int>();
   }
   if (const json* v = field("roster")) {
-    if (!v->is_object()) return Fail(error, "roster", "roster must be an object {size, temperature, seed}");
-    const json& size = (*v)["size"];
-    if (!size.is_number_integer() || size.get<int64_t>() < 1 || size.get<int64_t>() > 64) {
-      return Fail(error, "roster.size", "roster.size must be an integer in 1 .. 64");
+    if (!v->is_object()) return Fail(error, "roster", "roster must be an object {size, temperature, seed, ...}");
+    RosterOptions& roster = options.roster;
+    auto member = [&](const char* name) { return Field(*v, name); };
+    if (const json* size = member("size")) {
+      if (!size->is_number_integer() || size->get<int64_t>() < 1 || size->get<int64_t>() > limits.max_roster) {
+        return Fail(error, "roster.size",
+                    absl::StrCat("roster.size must be an integer in 1 .. ", limits.max_roster,
+                                 " (inference.max_roster)"));
+      }
+      roster.samples = size->get<int>();
+    } else {
+      return Fail(error, "roster.size", "roster.size is required");
     }
-    if (v->contains("temperature") && (!(*v)["temperature"].is_number() || (*v)["temperature"].get<double>() < 0)) {
-      return Fail(error, "roster.temperature", "roster.temperature must be a number >= 0");
+    if (const json* t = member("temperature")) {
+      if (!t->is_number() || !(t->get<double>() >= 0.0) || t->get<double>() > 100.0) {
+        return Fail(error, "roster.temperature", "roster.temperature must be a number in [0, 100]");
+      }
+      roster.temperature = t->get<float>();
     }
-    if (v->contains("seed") && !(*v)["seed"].is_number_integer()) {
-      return Fail(error, "roster.seed", "roster.seed must be an integer");
+    if (const json* seed = member("seed")) {
+      if (!seed->is_number_integer()) return Fail(error, "roster.seed", "roster.seed must be an integer");
+      roster.seed = static_cast<uint64_t>(seed->get<int64_t>());
     }
-    if (size.get<int64_t>() > 1) {
-      return Fail(error, "roster.size", "Roster of Experts (roster.size > 1) is not served yet", 501);
+    if (const json* skip = member("skip_layers")) {
+      if (!skip->is_number_integer() || skip->get<int64_t>() < 0 || skip->get<int64_t>() > config.num_layers) {
+        return Fail(error, "roster.skip_layers",
+                    absl::StrCat("roster.skip_layers must be an integer in 0 .. ", config.num_layers));
+      }
+      roster.skip_layers = skip->get<int>();
+    }
+    if (const json* layers = member("layer_temperatures")) {
+      if (!layers->is_array()) {
+        return Fail(error, "roster.layer_temperatures", "roster.layer_temperatures must be a list of numbers");
+      }
+      for (const json& t : *layers) {
+        if (!t.is_number() || !(t.get<double>() >= 0.0) || t.get<double>() > 100.0) {
+          return Fail(error, "roster.layer_temperatures", "roster.layer_temperatures must hold numbers in [0, 100]");
+        }
+        roster.layer_temperatures.push_back(t.get<float>());
+      }
+    }
+    if (const json* bonus = member("resident_bonus")) {
+      if (!bonus->is_number() || !(bonus->get<double>() >= 0.0) || bonus->get<double>() > 100.0) {
+        return Fail(error, "roster.resident_bonus", "roster.resident_bonus must be a number in [0, 100]");
+      }
+      roster.resident_bonus = bonus->get<float>();
+    }
+    if (absl::Status status = ValidateRosterOptions(roster, config, limits.max_roster); !status.ok()) {
+      std::string message(status.message());
+      return Fail(error, message.substr(0, message.find(' ')), message);
     }
   }
   options.stop_at_eos = true;
+  if (const json* v = field("ignore_eos")) {
+    // vLLM's extension: generate max_tokens whatever the model says.
+    if (!v->is_boolean()) return Fail(error, "ignore_eos", "ignore_eos must be true or false");
+    options.stop_at_eos = !v->get<bool>();
+  }
   return true;
 }
 
@@ -190,13 +236,16 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
 
   if (!ParseGenerationFields(root, Endpoint::kCompletions, model, limits, request, error)) return false;
   if (const json* v = Field(root, "logprobs")) {
-    if (!v->is_number_integer()) return Fail(error, "logprobs", "logprobs must be an integer or null");
-    return Fail(error, "logprobs", "logprobs are not served yet", 501);
+    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > kMaxTopLogprobs) {
+      return Fail(error, "logprobs", absl::StrCat("logprobs must be an integer in 0 .. ", kMaxTopLogprobs, " or null"));
+    }
+    request->logprobs = v->get<int>();
   }
   if (const json* v = Field(root, "echo")) {
     if (!v->is_boolean()) return Fail(error, "echo", "echo must be true or false");
     request->echo = v->get<bool>();
   }
+  request->prompt_logprobs = request->echo && request->logprobs >= 0;
   return true;
 }
 
@@ -238,7 +287,14 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
   if (!ParseGenerationFields(root, Endpoint::kChat, model, limits, request, error)) return false;
   if (const json* v = Field(root, "logprobs")) {
     if (!v->is_boolean()) return Fail(error, "logprobs", "logprobs must be true or false");
-    if (v->get<bool>()) return Fail(error, "logprobs", "logprobs are not served yet", 501);
+    if (v->get<bool>()) request->logprobs = 0;
+  }
+  if (const json* v = Field(root, "top_logprobs")) {
+    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > kMaxTopLogprobs) {
+      return Fail(error, "top_logprobs", absl::StrCat("top_logprobs must be an integer in 0 .. ", kMaxTopLogprobs));
+    }
+    if (request->logprobs < 0) return Fail(error, "top_logprobs", "top_logprobs needs logprobs: true");
+    request->logprobs = v->get<int>();
   }
   for (const std::string& stop : chat_template.stop_strings()) request->stop.push_back(stop);
   return true;

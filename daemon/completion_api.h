@@ -30,6 +30,11 @@ struct GenerationRequest {
   GenerateOptions options;
   std::vector<std::string> stop;
   bool stream = false;
+  // logprobs: alternatives to report per position (completions: the
+  // integer `logprobs`; chat: `top_logprobs` when `logprobs` is true);
+  // -1: none. prompt_logprobs: the prompt's tokens too (echo).
+  int logprobs = -1;
+  bool prompt_logprobs = false;
 };
 
 // A validated POST /v1/completions request.
@@ -56,7 +61,7 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
 // expert fields. max_tokens (or OpenAI's newer max_completion_tokens)
 // defaults to the rest of the model's context, capped at the daemon's
 // inference.max_tokens, where completions default to 16 as OpenAI's do.
-// logprobs may be false; true is not served yet (501).
+// logprobs (true/false) with top_logprobs (0 .. 20) as OpenAI's chat API.
 bool ParseChatRequest(const std::string& body, const Model& model, const ChatTemplate& chat_template,
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error);

@@ -14,6 +14,8 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "boost/asio/local/stream_protocol.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
@@ -49,6 +51,62 @@ http::response<http::string_body> ErrorResponse(const ApiError& error, unsigned 
   return JsonResponse(static_cast<http::status>(error.http_status), error.ToJson(), version, keep_alive);
 }
 
+// OpenAI's logprobs object of a completion choice; offsets count from
+// *text_offset, which advances past the tokens.
+json CompletionLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) {
+  json result = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+  for (const TokenLogprob& t : tokens) {
+    result["tokens"].push_back(t.text);
+    result["token_logprobs"].push_back(t.logprob ? json(*t.logprob) : json(nullptr));
+    if (t.logprob) {
+      json top = json::object();
+      for (const auto& [text, logprob] : t.top) top[text] = logprob;
+      result["top_logprobs"].push_back(std::move(top));
+    } else {
+      result["top_logprobs"].push_back(nullptr);
+    }
+    result["text_offset"].push_back(*text_offset);
+    *text_offset += t.text.size();
+  }
+  return result;
+}
+
+// OpenAI's chat logprobs object: {"content": [{token, logprob, bytes,
+// top_logprobs}]}.
+json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
+  auto bytes = [](const std::string& text) {
+    json list = json::array();
+    for (unsigned char c : text) list.push_back(static_cast<int>(c));
+    return list;
+  };
+  json content = json::array();
+  for (const TokenLogprob& t : tokens) {
+    json top = json::array();
+    for (const auto& [text, logprob] : t.top) top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes(text)}});
+    content.push_back({{"token", t.text},
+                       {"logprob", t.logprob.value_or(0.0f)},
+                       {"bytes", bytes(t.text)},
+                       {"top_logprobs", std::move(top)}});
+  }
+  return {{"content", std::move(content)}};
+}
+
+// Our figures for one request, beside OpenAI's fields: timings and what the
+// Roster of Experts cost (call with job->mu held).
+json ExpertdFigures(const CompletionJob& job) {
+  json figures = {{"queue_seconds", job.queue_seconds},
+                  {"prefill_seconds", job.prefill_seconds},
+                  {"decode_seconds", job.decode_seconds},
+                  {"experts_per_token", job.options.forward.experts_per_token}};
+  if (job.options.roster.samples > 1) {
+    figures["roster"] = {{"samples", job.options.roster.samples},
+                         {"distinct_experts_per_token", job.costs.distinct_experts_per_token()},
+                         {"extra_compute", job.costs.extra_compute()}};
+  }
+  return figures;
+}
+
 // How one endpoint shapes its answers: completions carry choices[0].text,
 // chat carries choices[0].message (whole) or choices[0].delta (streamed).
 // Everything else about running a job is shared (ServeGeneration).
@@ -61,16 +119,32 @@ struct AnswerShape {
 
   json Envelope(const char* object, json choice) const {
     choice["index"] = 0;
-    choice["logprobs"] = nullptr;
+    if (!choice.contains("logprobs")) choice["logprobs"] = nullptr;
     return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", json::array({choice})}};
   }
-  // The whole answer (without usage).
-  json Whole(const std::string& text, const std::string& finish_reason) const {
+  // The whole answer (without usage). logprobs: the job's, prompt first.
+  json Whole(const std::string& text, const std::string& finish_reason, absl::Span<const TokenLogprob> prompt_logprobs,
+             absl::Span<const TokenLogprob> logprobs, bool with_logprobs) const {
     if (chat) {
-      return Envelope("chat.completion", {{"message", {{"role", "assistant"}, {"content", text}}},
-                                          {"finish_reason", finish_reason}});
+      json choice = {{"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", finish_reason}};
+      if (with_logprobs) choice["logprobs"] = ChatLogprobs(logprobs);
+      return Envelope("chat.completion", std::move(choice));
     }
-    return Envelope("text_completion", {{"text", echo + text}, {"finish_reason", finish_reason}});
+    json choice = {{"text", echo + text}, {"finish_reason", finish_reason}};
+    if (with_logprobs) {
+      size_t offset = 0;
+      json all = CompletionLogprobs(prompt_logprobs, &offset);
+      json generated = CompletionLogprobs(logprobs, &offset);
+      for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+        for (json& item : generated[key]) all[key].push_back(std::move(item));
+      }
+      choice["logprobs"] = std::move(all);
+    }
+    return Envelope("text_completion", std::move(choice));
+  }
+  // The logprobs field of a streamed event for `tokens`.
+  json StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const {
+    return chat ? ChatLogprobs(tokens) : CompletionLogprobs(tokens, text_offset);
   }
   // Stream events: an opening one (chat: the role; completions: the echoed
   // prompt, when asked for), one per piece of text, and a closing one with
@@ -80,17 +154,34 @@ struct AnswerShape {
     if (!echo.empty()) return Piece(echo);
     return std::nullopt;
   }
-  json Piece(const std::string& text) const {
-    return chat ? Chunk({{"content", text}}, nullptr) : Envelope("text_completion", {{"text", text}, {"finish_reason", nullptr}});
+  json Piece(const std::string& text, json logprobs = nullptr) const {
+    return chat ? Chunk({{"content", text}}, nullptr, std::move(logprobs))
+                : Envelope("text_completion", {{"text", text}, {"finish_reason", nullptr}, {"logprobs", std::move(logprobs)}});
   }
-  json Closing(const std::string& finish_reason) const {
-    return chat ? Chunk(json::object(), finish_reason)
-                : Envelope("text_completion", {{"text", ""}, {"finish_reason", finish_reason}});
+  json Closing(const std::string& finish_reason, json logprobs = nullptr) const {
+    return chat ? Chunk(json::object(), finish_reason, std::move(logprobs))
+                : Envelope("text_completion",
+                           {{"text", ""}, {"finish_reason", finish_reason}, {"logprobs", std::move(logprobs)}});
   }
-  json Chunk(json delta, json finish_reason) const {
-    return Envelope("chat.completion.chunk", {{"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}});
+  json Chunk(json delta, json finish_reason, json logprobs = nullptr) const {
+    return Envelope("chat.completion.chunk", {{"delta", std::move(delta)},
+                                              {"finish_reason", std::move(finish_reason)},
+                                              {"logprobs", std::move(logprobs)}});
   }
 };
+
+// The request log's figures of a job (call with job.mu held).
+std::string Summary(const CompletionJob& job) {
+  std::string summary = absl::StrFormat("%zu prompt + %d tokens, queue %.3f s, prefill %.3f s, decode %.3f s",
+                                        job.prompt.size(), job.completion_tokens, job.queue_seconds,
+                                        job.prefill_seconds, job.decode_seconds);
+  if (job.options.roster.samples > 1) {
+    absl::StrAppendFormat(&summary, ", roster %d: %.1f distinct experts/token, %.2fx compute",
+                          job.options.roster.samples, job.costs.distinct_experts_per_token(),
+                          job.costs.extra_compute());
+  }
+  return summary;
+}
 
 // What ServeGeneration did, for the request log.
 struct Served {
@@ -109,6 +200,9 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
   job->prompt = parsed.prompt;
   job->options = parsed.options;
   job->stop = parsed.stop;
+  job->logprobs = parsed.logprobs;
+  job->prompt_logprobs = parsed.prompt_logprobs;
+  const bool with_logprobs = parsed.logprobs >= 0;
   auto send = [&](http::response<http::string_body> response) {
     served.status_code = response.result_int();
     http::write(socket, response, ec);
@@ -124,12 +218,13 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
       send(ErrorResponse(ApiError{500, std::string(job->status.message()), "", "server_error"}, version, keep_alive));
       return served;
     }
-    json body = shape.Whole(job->text, job->finish_reason);
+    json body = shape.Whole(job->text, job->finish_reason, job->prompt_token_logprobs, job->token_logprobs,
+                            with_logprobs);
     body["usage"] = {{"prompt_tokens", job->prompt.size()},
                      {"completion_tokens", job->completion_tokens},
                      {"total_tokens", job->prompt.size() + job->completion_tokens}};
-    served.summary = absl::StrCat(job->prompt.size(), " prompt + ", job->completion_tokens, " tokens, prefill ",
-                                  job->prefill_seconds, " s, decode ", job->decode_seconds, " s");
+    body["expertd"] = ExpertdFigures(*job);
+    served.summary = Summary(*job);
     lock.unlock();
     send(JsonResponse(http::status::ok, body, version, keep_alive));
     return served;
@@ -149,7 +244,19 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
     const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
     asio::write(socket, http::make_chunk(asio::buffer(text)), ec);
   };
-  if (std::optional<json> opening = shape.Opening()) event(*opening);
+  // Token logprobs go with the event that carries their text; those of a
+  // token that ended inside a UTF-8 character wait for the next event.
+  size_t logprobs_sent = 0;
+  size_t text_offset = 0;
+  std::optional<json> opening = shape.Opening();
+  if (with_logprobs && parsed.prompt_logprobs) {
+    // The prompt is scored by the prefill: wait for it, then echo it with
+    // its logprobs.
+    std::unique_lock lock(job->mu);
+    job->cv.wait(lock, [&] { return job->done || job->completion_tokens > 0 || !job->prompt_token_logprobs.empty(); });
+    if (opening) (*opening)["choices"][0]["logprobs"] = shape.StreamLogprobs(job->prompt_token_logprobs, &text_offset);
+  }
+  if (opening) event(*opening);
   while (true) {
     std::unique_lock lock(job->mu);
     job->cv.wait(lock, [&] { return job->done || !job->pieces.empty(); });
@@ -158,12 +265,22 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
     const bool done = job->done;
     const absl::Status status = job->status;
     const std::string finish = job->finish_reason;
+    json new_logprobs = nullptr;
+    if (with_logprobs && job->token_logprobs.size() > logprobs_sent && (!pieces.empty() || done)) {
+      new_logprobs = shape.StreamLogprobs(absl::MakeConstSpan(job->token_logprobs).subspan(logprobs_sent), &text_offset);
+      logprobs_sent = job->token_logprobs.size();
+    }
+    json figures = done ? ExpertdFigures(*job) : json(nullptr);
     lock.unlock();
-    for (const std::string& piece : pieces) event(shape.Piece(piece));
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      event(shape.Piece(pieces[i], i + 1 == pieces.size() ? std::exchange(new_logprobs, nullptr) : json(nullptr)));
+    }
     if (ec) job->client_gone = true;  // the engine stops at its next token
     if (done) {
       if (status.ok()) {
-        event(shape.Closing(finish));
+        json closing = shape.Closing(finish, std::move(new_logprobs));
+        closing["expertd"] = std::move(figures);
+        event(closing);
       } else {
         event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
       }
@@ -176,7 +293,7 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
     }
   }
   std::lock_guard lock(job->mu);
-  served.summary = absl::StrCat("streamed ", job->completion_tokens, " tokens", ec ? " (client went away)" : "");
+  served.summary = absl::StrCat("streamed ", Summary(*job), ec ? " (client went away)" : "");
   return served;
 }
 

@@ -119,14 +119,15 @@ void InferenceService::Drain(std::chrono::milliseconds timeout) {
 
 void InferenceService::FailJob(CompletionJob& job, absl::Status status) {
   {
-    std::lock_guard lock(job.mu);
-    job.done = true;
-    job.status = std::move(status);
-    job.cv.notify_all();
+    std::lock_guard lock(mu_);
+    --running_;  // only admitted jobs fail here
+    ++requests_failed_;
+    queue_changed_.notify_all();
   }
-  std::lock_guard lock(mu_);
-  ++requests_failed_;
-  queue_changed_.notify_all();
+  std::lock_guard lock(job.mu);
+  job.done = true;
+  job.status = std::move(status);
+  job.cv.notify_all();
 }
 
 void InferenceService::EngineLoop() {
@@ -207,10 +208,6 @@ std::unique_ptr<InferenceService::Active> InferenceService::Admit(std::shared_pt
   }
   if (valid.ok()) valid = ValidateSamplingOptions(job->options.sampling);
   if (!valid.ok()) {
-    {
-      std::lock_guard lock(mu_);
-      --running_;
-    }
     FailJob(*job, valid);
     return nullptr;
   }
@@ -305,31 +302,33 @@ void InferenceService::Finish(Active& active, absl::Status status) {
   std::string rest;
   if (status.ok() && !active.filter.stopped()) rest = active.filter.Add(active.decoder.Flush()) + active.filter.Flush();
   {
-    std::lock_guard lock(job.mu);
-    if (!rest.empty()) {
-      job.text += rest;
-      job.pieces.push_back(std::move(rest));
-    }
-    job.done = true;
-    job.status = status;
+    // The service's counters first: a client that sees its answer and then
+    // asks for /v1/stats finds its request counted.
+    std::lock_guard lock(mu_);
+    --running_;
     if (status.ok()) {
-      job.finish_reason = active.eos || active.filter.stopped() ? "stop" : "length";
-      job.decode_seconds = active.generated > 0 ? SecondsBetween(active.first_token_at, now) : 0.0;
-      job.costs = active.sequence.costs();
+      ++requests_done_;
+      prompt_tokens_ += active.job->prompt.size();
+      completion_tokens_ += active.generated;
+      if (active.sequence.samples() > 1) ++roster_requests_;
+    } else {
+      ++requests_failed_;
     }
-    job.cv.notify_all();
+    queue_changed_.notify_all();
   }
-  std::lock_guard lock(mu_);
-  --running_;
+  std::lock_guard lock(job.mu);
+  if (!rest.empty()) {
+    job.text += rest;
+    job.pieces.push_back(std::move(rest));
+  }
+  job.done = true;
+  job.status = status;
   if (status.ok()) {
-    ++requests_done_;
-    prompt_tokens_ += job.prompt.size();
-    completion_tokens_ += active.generated;
-    if (active.sequence.samples() > 1) ++roster_requests_;
-  } else {
-    ++requests_failed_;
+    job.finish_reason = active.eos || active.filter.stopped() ? "stop" : "length";
+    job.decode_seconds = active.generated > 0 ? SecondsBetween(active.first_token_at, now) : 0.0;
+    job.costs = active.sequence.costs();
   }
-  queue_changed_.notify_all();
+  job.cv.notify_all();
 }
 
 absl::Status InferenceService::ReloadBudgets(const CacheConfig& cache) {

@@ -100,6 +100,7 @@ class InferenceService {
   bool TakeToken(Active& active, const std::vector<float>& logits);
   // Ends a request: publishes the rest of its text and its figures.
   void Finish(Active& active, absl::Status status);
+  // Fails an admitted job that never started.
   void FailJob(CompletionJob& job, absl::Status status);
   TokenLogprob MakeLogprob(int32_t token, const float* logits, int top) const;
 

@@ -33,9 +33,12 @@ using nlohmann::json;
 // Sends raw bytes on a fresh connection and returns what comes back.
 // Opens a connection and sends a streaming completion request; the caller
 // owns (and eventually closes) the returned fd.
-int StartStream(const std::string& socket_path, int max_tokens) {
+// With ignore_eos the stream runs to max_tokens, however soon the model
+// would end it.
+int StartStream(const std::string& socket_path, int max_tokens, bool ignore_eos = false) {
   const std::string body =
-      nlohmann::json{{"prompt", "hello"}, {"max_tokens", max_tokens}, {"stream", true}}.dump();
+      nlohmann::json{{"prompt", "hello"}, {"max_tokens", max_tokens}, {"stream", true}, {"ignore_eos", ignore_eos}}
+          .dump();
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -107,8 +110,9 @@ class Daemon : public ::testing::Test {
   }
   void WriteConfig(const std::string& dram_budget) {
     std::ofstream(config_) << "[server]\nsocket_path = \"" << socket_ << "\"\nmax_body = \"64KiB\"\n"
-                           << "[model]\npath = \"" << model_ << "\"\n"
-                           << "[cache]\ndram_budget = \"" << dram_budget << "\"\n";
+                           << server_extra_ << "[model]\npath = \"" << model_ << "\"\n"
+                           << "[cache]\ndram_budget = \"" << dram_budget << "\"\n"
+                           << "[inference]\n" << inference_extra_;
   }
   client::Client client() const { return client::Client(socket_); }
   // Waits for the daemon to exit and returns its exit status.
@@ -123,6 +127,8 @@ class Daemon : public ::testing::Test {
   // chat_template its tokenizer_config.json carries ("" = none).
   std::string arch_ = "olmoe";
   std::string chat_template_;
+  // Extra lines for the config's [server] and [inference] sections.
+  std::string server_extra_, inference_extra_;
   ScopedTempDir dir_{"daemon"};
   std::string model_, socket_, config_;
   pid_t pid_ = -1;
@@ -387,7 +393,8 @@ TEST_F(Daemon, BadChatRequestsNameTheFieldAndTheDaemonKeepsServing) {
       {{{"messages", json::array({user})}, {"stop", {1}}}, 400, "stop"},
       {{{"messages", json::array({user})}, {"roster", {{"size", 0}}}}, 400, "roster.size"},
       {{{"messages", json::array({user})}, {"model", "gpt-4"}}, 404, "model"},
-      {{{"messages", json::array({user})}, {"logprobs", true}}, 501, "logprobs"},
+      {{{"messages", json::array({user})}, {"logprobs", "yes"}}, 400, "logprobs"},
+      {{{"messages", json::array({user})}, {"top_logprobs", 2}}, 400, "top_logprobs"},
   };
   for (const Case& c : cases) {
     auto result = client().ChatComplete(c.request);
@@ -440,6 +447,192 @@ TEST_F(Daemon, ExpertctlChatPrintsTheAnswer) {
   const std::string bad = std::string(EXPERTCTL_BINARY) + " --socket " + socket_ + " chat --prompt hi --k 99 2>&1";
   EXPECT_THAT(RunCommand(bad, &exit_code), HasSubstr("experts_per_token"));
   EXPECT_EQ(exit_code, 1);
+}
+
+// --- logprobs, Roster of Experts, continuous batching, back-pressure --------
+
+// Waits until the stream on `fd` has sent its first event: its request is
+// then running in the engine.
+void AwaitFirstEvent(int fd) {
+  std::string seen;
+  char buffer[512];
+  while (seen.find("data:") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    ASSERT_GT(n, 0) << "the stream ended before its first event";
+    seen.append(buffer, n);
+  }
+}
+
+TEST_F(Daemon, EchoLogprobsGiveTheCliPerplexity) {
+  const std::string text = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";
+  std::ofstream(dir_.Sub("ppl.txt")) << text;
+  int exit_code = -1;
+  const std::string out = RunCommand(std::string(EXPERTD_BINARY) + " perplexity --model " + model_ + " --text-file " +
+                                         dir_.Sub("ppl.txt") + " --ctx 1024 2>/dev/null",
+                                     &exit_code);
+  ASSERT_EQ(exit_code, 0) << out;
+  const double cli = std::stod(out.substr(out.find("perplexity: ") + 12));
+
+  auto scored = client().Complete({{"prompt", text}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ((*scored)["choices"][0]["text"], text);
+  const json& logprobs = (*scored)["choices"][0]["logprobs"];
+  ASSERT_TRUE(logprobs["token_logprobs"][0].is_null()) << "nothing predicts the first token";
+  double nll = 0;
+  std::string joined = logprobs["tokens"][0];
+  for (size_t i = 1; i < logprobs["token_logprobs"].size(); ++i) {
+    nll -= logprobs["token_logprobs"][i].get<double>();
+    joined += logprobs["tokens"][i].get<std::string>();
+    EXPECT_EQ(logprobs["text_offset"][i], joined.size() - logprobs["tokens"][i].get<std::string>().size());
+  }
+  EXPECT_EQ(joined, text);
+  const double served = std::exp(nll / static_cast<double>(logprobs["token_logprobs"].size() - 1));
+  EXPECT_NEAR(served, cli, 1e-3 * cli);
+}
+
+TEST_F(Daemon, LogprobsOfGreedyTokensAreTheTopChoices) {
+  json request = Greedy("Once upon a time", 8);
+  request["logprobs"] = 3;
+  request["ignore_eos"] = true;
+  auto whole = client().Complete(request);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const json& logprobs = (*whole)["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["token_logprobs"].size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    const double chosen = logprobs["token_logprobs"][i];
+    EXPECT_LE(chosen, 0.0);
+    const json& top = logprobs["top_logprobs"][i];
+    ASSERT_EQ(top.size(), 3u);
+    double best = -1e30;
+    for (const auto& [token, value] : top.items()) best = std::max(best, value.get<double>());
+    EXPECT_DOUBLE_EQ(best, chosen) << "greedy takes the most likely token";
+  }
+  // Streamed events carry the same logprobs, spread over the chunks.
+  request["stream"] = true;
+  json streamed = json::array();
+  ASSERT_TRUE(client()
+                  .CompleteStream(request,
+                                  [&](const json& chunk) {
+                                    const json& lp = chunk["choices"][0]["logprobs"];
+                                    if (lp.is_null()) return;
+                                    for (const json& v : lp["token_logprobs"]) streamed.push_back(v);
+                                  })
+                  .ok());
+  EXPECT_EQ(streamed, logprobs["token_logprobs"]);
+  // Chat has its own shape.
+  json chat = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+               {"max_tokens", 4}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 2}, {"ignore_eos", true}};
+  auto answer = client().ChatComplete(chat);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  const json& content = (*answer)["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  EXPECT_EQ(content[0]["top_logprobs"].size(), 2u);
+  EXPECT_DOUBLE_EQ(content[0]["top_logprobs"][0]["logprob"].get<double>(), content[0]["logprob"].get<double>());
+  // Bad values name the field.
+  json bad = Greedy("x", 2);
+  bad["logprobs"] = 21;
+  EXPECT_EQ(client::HttpStatusOf(client().Complete(bad).status()), 400);
+  chat["top_logprobs"] = -1;
+  EXPECT_THAT(std::string(client().ChatComplete(chat).status().message()), HasSubstr("top_logprobs"));
+}
+
+TEST_F(Daemon, RosterRequestsAreServedAndReportTheirCost) {
+  auto plain = client().Complete(Greedy("Once upon a time", 10));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  // tau = 0: every sample is the plain model, so greedy text is unchanged.
+  json cold = Greedy("Once upon a time", 10);
+  cold["roster"] = {{"size", 4}, {"temperature", 0}};
+  auto same = client().Complete(cold);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ((*same)["choices"][0]["text"], (*plain)["choices"][0]["text"]);
+  EXPECT_EQ((*same)["expertd"]["roster"]["samples"], 4);
+  EXPECT_GT((*same)["expertd"]["roster"]["extra_compute"].get<double>(), 1.0);
+
+  json hot = Greedy("Once upon a time", 10);
+  hot["ignore_eos"] = true;
+  hot["roster"] = {{"size", 8}, {"temperature", 1.0}, {"seed", 3}};
+  auto first = client().Complete(hot);
+  auto again = client().Complete(hot);
+  ASSERT_TRUE(first.ok() && again.ok());
+  EXPECT_EQ((*first)["choices"][0]["text"], (*again)["choices"][0]["text"]) << "same seed, same output";
+  // 2 MoE layers x top-2 = 4 experts per token for one sample; noisy
+  // samples add more.
+  EXPECT_GT((*first)["expertd"]["roster"]["distinct_experts_per_token"].get<double>(), 4.0);
+
+  struct Case {
+    json roster;
+    std::string param;
+  };
+  for (const Case& c : std::vector<Case>{{{{"size", 33}}, "roster.size"},
+                                         {{{"temperature", 0.3}}, "roster.size"},
+                                         {{{"size", 2}, {"temperature", -1}}, "roster.temperature"},
+                                         {{{"size", 2}, {"layer_temperatures", {0.1}}}, "roster.layer_temperatures"},
+                                         {{{"size", 2}, {"seed", "x"}}, "roster.seed"}}) {
+    json request = Greedy("x", 2);
+    request["roster"] = c.roster;
+    auto result = client().Complete(request);
+    EXPECT_EQ(client::HttpStatusOf(result.status()), 400) << c.roster.dump();
+    EXPECT_THAT(std::string(result.status().message()), HasSubstr(c.param)) << c.roster.dump();
+  }
+  auto stats = client().Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)["requests"]["roster"], 3);
+}
+
+TEST_F(Daemon, ConcurrentRequestsShareDecodeSteps) {
+  // A long stream is running; a second request joins its decode steps.
+  const int fd = StartStream(socket_, 1000, /*ignore_eos=*/true);
+  AwaitFirstEvent(fd);
+  json request = Greedy("The answer is", 8);
+  request["ignore_eos"] = true;
+  auto result = client().Complete(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ((*result)["usage"]["completion_tokens"], 8);
+  ::close(fd);
+  auto stats = client().Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GE((*stats)["batching"]["batched_steps"].get<int>(), 7) << stats->dump();
+  EXPECT_GE((*stats)["batching"]["largest_batch"].get<int>(), 2);
+  // Batching does not change what a request gets.
+  auto alone = client().Complete(request);
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ((*alone)["choices"][0]["text"], (*result)["choices"][0]["text"]);
+}
+
+// One request at a time and a queue of one: the third concurrent request is
+// refused with 503, and serving goes on.
+class BusyDaemon : public Daemon {
+ protected:
+  void SetUp() override {
+    server_extra_ = "max_queued_requests = 1\n";
+    inference_extra_ = "max_batch = 1\n";
+    Daemon::SetUp();
+  }
+};
+
+TEST_F(BusyDaemon, AFullQueueAnswers503AndServingResumes) {
+  const int running = StartStream(socket_, 1000, /*ignore_eos=*/true);
+  AwaitFirstEvent(running);
+  std::thread queued([&] {
+    auto result = client().Complete(Greedy("queued", 3));
+    EXPECT_TRUE(result.ok()) << result.status();
+  });
+  bool in_queue = false;
+  for (int i = 0; i < 500 && !in_queue; ++i) {
+    auto stats = client().Stats();
+    in_queue = stats.ok() && (*stats)["requests"]["queued"] == 1;
+    if (!in_queue) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(in_queue);
+  auto refused = client().Complete(Greedy("refused", 3));
+  EXPECT_EQ(client::HttpStatusOf(refused.status()), 503);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("too many requests queued"));
+  ::close(running);  // the long stream is cancelled; the queued request runs
+  queued.join();
+  EXPECT_TRUE(client().Complete(Greedy("after", 3)).ok());
+  auto stats = client().Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)["requests"]["rejected"], 1);
 }
 
 }  // namespace
