@@ -1,7 +1,7 @@
 // expertctl: talks to a running expertd over its Unix socket.
 //
 //   expertctl [--socket PATH] [--timeout SECONDS] health|models|stats
-//   expertctl generate --prompt TEXT [-n N] [--k K] [--roster N] [--temperature T]
+//   expertctl generate --prompt TEXT [-n N] [--k K] [--roster N [--roster-temperature T]] [--temperature T]
 //                      [--top-p P] [--seed S] [--no-stream]
 //   expertctl chat --prompt TEXT [same options]
 //
@@ -30,6 +30,9 @@ struct GenerateFlags {
   int max_tokens = 0;
   int experts_per_token = 0;
   int roster_size = 0;
+  double roster_temperature = 0.3;  // the paper's range for OLMoE: tau <= 0.5
+  int roster_skip_layers = 1;
+  uint64_t roster_seed = 0;
   double temperature = 0;
   double top_p = 0;
   uint64_t seed = 0;
@@ -51,7 +54,15 @@ void AddGenerateFlags(CLI::App* command, GenerateFlags* flags) {
   flags->k_option = command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k)")
                         ->check(CLI::PositiveNumber);
   flags->roster_option =
-      command->add_option("--roster", flags->roster_size, "expert roster size")->check(CLI::PositiveNumber);
+      command->add_option("--roster", flags->roster_size, "Roster of Experts: routing samples per token")
+          ->check(CLI::PositiveNumber);
+  command->add_option("--roster-temperature", flags->roster_temperature, "the roster's routing noise (tau)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command->add_option("--roster-skip-layers", flags->roster_skip_layers, "first/last MoE layers without noise")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command->add_option("--roster-seed", flags->roster_seed, "seed of the routing noise")->capture_default_str();
   flags->temperature_option =
       command->add_option("--temperature", flags->temperature, "sampling temperature; 0 = greedy")
           ->check(CLI::NonNegativeNumber);
@@ -66,7 +77,12 @@ Json SamplingFields(const GenerateFlags& flags) {
   Json request = Json::object();
   if (*flags.max_tokens_option) request["max_tokens"] = flags.max_tokens;
   if (*flags.k_option) request["experts_per_token"] = flags.experts_per_token;
-  if (*flags.roster_option) request["roster"] = {{"size", flags.roster_size}};
+  if (*flags.roster_option) {
+    request["roster"] = {{"size", flags.roster_size},
+                         {"temperature", flags.roster_temperature},
+                         {"skip_layers", flags.roster_skip_layers},
+                         {"seed", flags.roster_seed}};
+  }
   if (*flags.temperature_option) request["temperature"] = flags.temperature;
   if (*flags.top_p_option) request["top_p"] = flags.top_p;
   if (*flags.seed_option) request["seed"] = flags.seed;

@@ -449,6 +449,23 @@ TEST_F(Daemon, ExpertctlChatPrintsTheAnswer) {
   EXPECT_EQ(exit_code, 1);
 }
 
+TEST_F(Daemon, ExpertctlSendsTheRoster) {
+  const std::string base = std::string(EXPERTCTL_BINARY) + " --socket " + socket_ +
+                           " generate --prompt 'Once upon a time' -n 8 --temperature 0";
+  int exit_code = -1;
+  const std::string plain = RunCommand(base + " 2>&1", &exit_code);
+  ASSERT_EQ(exit_code, 0) << plain;
+  EXPECT_EQ(RunCommand(base + " --roster 4 --roster-temperature 0 2>&1", &exit_code), plain);
+  EXPECT_EQ(exit_code, 0);
+  RunCommand(base + " --roster 4 --roster-temperature 0.5 --roster-seed 9 2>&1", &exit_code);
+  EXPECT_EQ(exit_code, 0);
+  auto stats = client().Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)["requests"]["roster"], 2);
+  EXPECT_THAT(RunCommand(base + " --roster 99 2>&1", &exit_code), HasSubstr("roster.size"));
+  EXPECT_EQ(exit_code, 1);
+}
+
 // --- logprobs, Roster of Experts, continuous batching, back-pressure --------
 
 // Waits until the stream on `fd` has sent its first event: its request is
