@@ -270,8 +270,10 @@ __global__ void RouteKernel(const float* __restrict__ logits, int num_experts, i
     probs[e] = expf(row[e] - max_logit);
     local_sum += probs[e];
   }
-  const float inv_sum = 1.0f / BlockSum(local_sum, scratch);
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) probs[e] *= inv_sum;
+  // Divided, not multiplied by the inverse: RouteToken's rounding, so the
+  // ranking (and its ties) agree with the CPU's.
+  const float sum = BlockSum(local_sum, scratch);
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) probs[e] /= sum;
   __syncthreads();
 
   float chosen_sum = 0.0f;

@@ -182,10 +182,16 @@ TEST_P(CudaMatMulTest, MatchesCpuMatMul) {
   ExpectNear(Download<float>(d_y, want.size()), want, 1e-4f * std::sqrt(static_cast<float>(cols)), "y");
 }
 
+std::string MatMulTestName(const ::testing::TestParamInfo<CudaMatMulTest::ParamType>& info) {
+  return std::string(DTypeName(std::get<0>(info.param))) + "_" + std::to_string(std::get<1>(info.param)) + "x" +
+         std::to_string(std::get<2>(info.param)) + "_batch" + std::to_string(std::get<3>(info.param));
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatMulTest,
                          ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                                             ::testing::Values(37), ::testing::Values(256, 61),
-                                            ::testing::Values(1, 3, 8, 11)));
+                                            ::testing::Values(1, 3, 8, 11)),
+                         MatMulTestName);
 
 TEST(CudaKernelsTest, RmsNormMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
