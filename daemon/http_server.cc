@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "boost/asio/local/stream_protocol.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
@@ -50,6 +51,63 @@ http::response<http::string_body> JsonResponse(http::status status, const json& 
 http::response<http::string_body> ErrorResponse(const ApiError& error, unsigned version, bool keep_alive) {
   return JsonResponse(static_cast<http::status>(error.http_status), error.ToJson(), version, keep_alive);
 }
+
+// A client connection whose every read and write must finish within a
+// deadline, or fail with timed_out (the connection is then dropped). Asio's
+// blocking calls cannot do this: they ignore SO_RCVTIMEO/SO_SNDTIMEO, polling
+// until the socket is ready, so a stalled client would hold its thread
+// forever. Each operation therefore runs asynchronously on the connection's
+// own io_context against a timer, and the calling thread waits for it.
+class TimedConnection {
+ public:
+  TimedConnection(int fd, std::chrono::milliseconds timeout)
+      : socket_(io_, asio::local::stream_protocol(), fd), timer_(io_), timeout_(timeout) {}
+
+  void Read(beast::flat_buffer& buffer, http::request_parser<http::string_body>& parser, beast::error_code& ec) {
+    Run([&](auto done) { http::async_read(socket_, buffer, parser, done); }, ec);
+  }
+  void Write(const http::response<http::string_body>& response, beast::error_code& ec) {
+    Run([&](auto done) { http::async_write(socket_, response, done); }, ec);
+  }
+  void WriteHeader(http::response_serializer<http::empty_body>& serializer, beast::error_code& ec) {
+    Run([&](auto done) { http::async_write_header(socket_, serializer, done); }, ec);
+  }
+  // One chunk of a chunked body; an empty `text` ends the body.
+  void WriteChunk(const std::string& text, beast::error_code& ec) {
+    if (text.empty()) {
+      Run([&](auto done) { asio::async_write(socket_, http::make_chunk_last(), done); }, ec);
+    } else {
+      Run([&](auto done) { asio::async_write(socket_, http::make_chunk(asio::buffer(text)), done); }, ec);
+    }
+  }
+  void Shutdown() {
+    beast::error_code ignored;
+    socket_.shutdown(asio::local::stream_protocol::socket::shutdown_both, ignored);
+  }
+
+ private:
+  template <typename Start>
+  void Run(Start&& start, beast::error_code& ec) {
+    bool finished = false;
+    start([&](beast::error_code result, std::size_t) {
+      ec = result;
+      finished = true;
+      timer_.cancel();
+    });
+    timer_.expires_after(timeout_);
+    timer_.async_wait([&](beast::error_code result) {
+      if (!result && !finished) socket_.cancel();  // the operation completes with operation_aborted
+    });
+    io_.restart();
+    io_.run();
+    if (ec == asio::error::operation_aborted) ec = asio::error::timed_out;
+  }
+
+  asio::io_context io_;
+  Socket socket_;
+  asio::steady_timer timer_;
+  std::chrono::milliseconds timeout_;
+};
 
 // OpenAI's logprobs object of a completion choice; offsets count from
 // *text_offset, which advances past the tokens.
@@ -190,10 +248,10 @@ struct Served {
   bool streamed = false;  // a stream's end closes the connection
 };
 
-// Submits `parsed` as a CompletionJob and answers it on `socket`: one JSON
+// Submits `parsed` as a CompletionJob and answers it on `connection`: one JSON
 // body, or server-sent events over chunked transfer (one event per piece of
 // text as the engine produces it, then [DONE]).
-Served ServeGeneration(InferenceService& service, Socket& socket, unsigned version, bool keep_alive,
+Served ServeGeneration(InferenceService& service, TimedConnection& connection, unsigned version, bool keep_alive,
                        const GenerationRequest& parsed, const AnswerShape& shape, beast::error_code& ec) {
   Served served;
   auto job = std::make_shared<CompletionJob>();
@@ -205,7 +263,7 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
   const bool with_logprobs = parsed.logprobs >= 0;
   auto send = [&](http::response<http::string_body> response) {
     served.status_code = response.result_int();
-    http::write(socket, response, ec);
+    connection.Write(response, ec);
   };
   if (absl::Status submitted = service.Submit(job); !submitted.ok()) {
     send(ErrorResponse(ApiError{503, std::string(submitted.message()), "", "overloaded"}, version, keep_alive));
@@ -238,11 +296,11 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
   header.keep_alive(false);
   header.chunked(true);
   http::response_serializer<http::empty_body> serializer{header};
-  http::write_header(socket, serializer, ec);
+  connection.WriteHeader(serializer, ec);
   auto event = [&](const json& data) {
     if (ec) return;
     const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
-    asio::write(socket, http::make_chunk(asio::buffer(text)), ec);
+    connection.WriteChunk(text, ec);
   };
   // Token logprobs go with the event that carries their text; those of a
   // token that ended inside a UTF-8 character wait for the next event.
@@ -286,8 +344,8 @@ Served ServeGeneration(InferenceService& service, Socket& socket, unsigned versi
       }
       if (!ec) {
         const std::string done_text = "data: [DONE]\n\n";
-        asio::write(socket, http::make_chunk(asio::buffer(done_text)), ec);
-        asio::write(socket, http::make_chunk_last(), ec);
+        connection.WriteChunk(done_text, ec);
+        if (!ec) connection.WriteChunk("", ec);
       }
       break;
     }
@@ -410,12 +468,7 @@ void HttpServer::Serve(int fd) {
   socklen_t peer_len = sizeof(peer);
   ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len);
   // A client slower than this on a read or write is dropped.
-  timeval timeout{config_.read_timeout_ms / 1000, (config_.read_timeout_ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-
-  asio::io_context io;
-  Socket socket(io, asio::local::stream_protocol(), fd);
+  TimedConnection connection(fd, std::chrono::milliseconds(config_.read_timeout_ms));
   beast::flat_buffer buffer;
   const std::string& model_name = service_.model_name();
 
@@ -423,16 +476,24 @@ void HttpServer::Serve(int fd) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(config_.max_body_bytes);
     beast::error_code ec;
-    http::read(socket, buffer, parser, ec);
+    connection.Read(buffer, parser, ec);
     if (ec == http::error::body_limit) {
       ApiError error{413, absl::StrCat("request body exceeds ", config_.max_body_bytes, " bytes"), "", "invalid_request_error"};
-      http::write(socket, ErrorResponse(error, 11, false), ec);
+      connection.Write(ErrorResponse(error, 11, false), ec);
+      break;
+    }
+    if (ec == asio::error::timed_out) {
+      // Idle between keep-alive requests, or stalled inside one.
+      if (buffer.size() > 0 || parser.got_some()) {
+        spdlog::info("uid {}: request not received within {} ms; connection dropped", peer.uid,
+                     config_.read_timeout_ms);
+      }
       break;
     }
     if (ec) {
       if (ec != http::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset) {
         auto error = ApiError{400, absl::StrCat("malformed HTTP request: ", ec.message()), "", "invalid_request_error"};
-        http::write(socket, ErrorResponse(error, 11, false), ec);
+        connection.Write(ErrorResponse(error, 11, false), ec);
       }
       break;
     }
@@ -445,7 +506,7 @@ void HttpServer::Serve(int fd) {
 
     auto send = [&](http::response<http::string_body> response) {
       status_code = response.result_int();
-      http::write(socket, response, ec);
+      connection.Write(response, ec);
     };
 
     if (request.method() == http::verb::get && target == "/health") {
@@ -485,7 +546,7 @@ void HttpServer::Serve(int fd) {
                             std::chrono::system_clock::now().time_since_epoch()).count();
         shape.model = model_name;
         if (!chat && completion.echo) shape.echo = completion.prompt_text;
-        const Served served = ServeGeneration(service_, socket, request.version(), keep_alive,
+        const Served served = ServeGeneration(service_, connection, request.version(), keep_alive,
                                               chat ? chat_request : completion, shape, ec);
         status_code = served.status_code;
         summary = served.summary;
@@ -512,8 +573,7 @@ void HttpServer::Serve(int fd) {
     std::lock_guard lock(threads_mu_);
     open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
   }
-  beast::error_code ignored;
-  socket.shutdown(asio::local::stream_protocol::socket::shutdown_both, ignored);
+  connection.Shutdown();
 }
 
 }  // namespace expertd

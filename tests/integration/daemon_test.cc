@@ -3,6 +3,7 @@
 // SIGHUP and SIGTERM.
 
 #include <signal.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -650,6 +651,48 @@ TEST_F(BusyDaemon, AFullQueueAnswers503AndServingResumes) {
   auto stats = client().Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["requests"]["rejected"], 1);
+}
+
+// Short read timeout and the socket given to our own group.
+class SlowClientDaemon : public Daemon {
+ protected:
+  void SetUp() override {
+    const group* g = ::getgrgid(::getegid());
+    ASSERT_NE(g, nullptr);
+    group_name_ = g->gr_name;
+    server_extra_ = "read_timeout_ms = 300\nsocket_group = \"" + group_name_ + "\"\n";
+    Daemon::SetUp();
+  }
+  std::string group_name_;
+};
+
+TEST_F(SlowClientDaemon, SlowClientsAreDroppedAndDoNotHoldUpOthers) {
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, ::getegid()) << "server.socket_group " << group_name_;
+
+  // A client that sends half a request and stalls...
+  const int stalled = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_.c_str(), sizeof(address.sun_path) - 1);
+  ASSERT_EQ(::connect(stalled, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string half = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro";
+  ASSERT_GT(::send(stalled, half.data(), half.size(), MSG_NOSIGNAL), 0);
+  // ...and one that asks for a long stream and never reads it.
+  const int deaf = StartStream(socket_, 1000, /*ignore_eos=*/true);
+  // Others are served meanwhile.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(client().Complete(Greedy("meanwhile", 4)).ok());
+  // The stalled client is disconnected after the read timeout.
+  const auto start = std::chrono::steady_clock::now();
+  char buffer[256];
+  ssize_t n;
+  while ((n = ::recv(stalled, buffer, sizeof(buffer), 0)) > 0) {
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  ::close(stalled);
+  ::close(deaf);
+  EXPECT_TRUE(client().Complete(Greedy("after", 4)).ok());
 }
 
 }  // namespace
