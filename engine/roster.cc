@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "engine/routing.h"
 
 namespace expertd {
 namespace {
@@ -86,36 +87,9 @@ float GumbelNoise(uint64_t seed, int64_t position, int layer, int sample, int ex
 
 void RoutePerturbed(const float* logits, const float* perturbation, int num_experts, int k, bool normalize,
                     float* probs_scratch, int32_t* experts_out, float* weights_out) {
-  float max_logit = logits[0];
-  for (int e = 1; e < num_experts; ++e) max_logit = std::max(max_logit, logits[e]);
-  float sum = 0.0f;
-  for (int e = 0; e < num_experts; ++e) {
-    probs_scratch[e] = std::exp(logits[e] - max_logit);
-    sum += probs_scratch[e];
-  }
-  for (int e = 0; e < num_experts; ++e) probs_scratch[e] /= sum;
-
-  for (int j = 0; j < k; ++j) {
-    int best = -1;
-    float best_score = -std::numeric_limits<float>::infinity();
-    for (int e = 0; e < num_experts; ++e) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken |= experts_out[i] == e;
-      if (taken) continue;
-      const float score = logits[e] + perturbation[e];
-      if (best < 0 || score > best_score) {
-        best = e;
-        best_score = score;
-      }
-    }
-    experts_out[j] = best;
-    weights_out[j] = probs_scratch[best];
-  }
-  if (normalize) {
-    float chosen = 0.0f;
-    for (int j = 0; j < k; ++j) chosen += weights_out[j];
-    for (int j = 0; j < k; ++j) weights_out[j] /= chosen;
-  }
+  RouterProbabilities(logits, num_experts, probs_scratch);
+  SelectTopK(num_experts, k, [&](int e) { return logits[e] + perturbation[e]; }, experts_out);
+  GateWeights(probs_scratch, experts_out, k, normalize, weights_out);
 }
 
 void AverageSampleDistributions(absl::Span<const float> logits, int samples, int vocab, std::vector<float>* out) {

@@ -16,6 +16,30 @@ namespace expertd {
 void RouteToken(const float* logits, int num_experts, int k, bool normalize, float* probs_scratch,
                 int32_t* experts_out, float* weights_out);
 
+// The pieces RouteToken is made of, for routing variants (Roster of
+// Experts) that pick experts by another score but weigh them the same way.
+// Softmax of the router logits.
+void RouterProbabilities(const float* logits, int num_experts, float* probs);
+// The k experts of largest score(e), descending, ties to the lower index.
+// Selection by repeated maximum: k and num_experts are small (<= 128), and
+// this needs no index buffer.
+template <typename Score>
+void SelectTopK(int num_experts, int k, const Score& score, int32_t* experts_out) {
+  for (int j = 0; j < k; ++j) {
+    int best = -1;
+    for (int e = 0; e < num_experts; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken |= experts_out[i] == e;
+      if (taken) continue;
+      if (best < 0 || score(e) > score(best)) best = e;
+    }
+    experts_out[j] = best;
+  }
+}
+// weights_out[j] = probs[experts[j]], renormalised over the k when
+// `normalize`.
+void GateWeights(const float* probs, const int32_t* experts, int k, bool normalize, float* weights_out);
+
 // The experts chosen for each (token, MoE layer) of a run: the routing trace
 // that cache policies and predictors are studied on.
 struct RoutingRecord {
