@@ -296,7 +296,14 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     if (request->logprobs < 0) return Fail(error, "top_logprobs", "top_logprobs needs logprobs: true");
     request->logprobs = v->get<int>();
   }
-  for (const std::string& stop : chat_template.stop_strings()) request->stop.push_back(stop);
+  for (const std::string& stop : chat_template.stop_strings()) {
+    request->stop.push_back(stop);
+    // An end-of-turn marker that is a special token (<|im_end|> on a base
+    // Qwen whose EOS is <|endoftext|>) never reaches the text, where a stop
+    // string could see it: stop at its id instead.
+    const std::optional<int32_t> id = model.tokenizer().TokenId(stop);
+    if (id && model.tokenizer().IsSpecial(*id)) request->stop_token_ids.push_back(*id);
+  }
   return true;
 }
 

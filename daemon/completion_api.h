@@ -29,6 +29,7 @@ struct GenerationRequest {
   std::string prompt_text;  // completions: the prompt (for echo); chat: the rendered messages
   GenerateOptions options;
   std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;  // generation ends after any of these (chat: end-of-turn tokens)
   bool stream = false;
   // logprobs: alternatives to report per position (completions: the
   // integer `logprobs`; chat: `top_logprobs` when `logprobs` is true);

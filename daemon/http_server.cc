@@ -258,6 +258,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
   job->prompt = parsed.prompt;
   job->options = parsed.options;
   job->stop = parsed.stop;
+  job->stop_token_ids = parsed.stop_token_ids;
   job->logprobs = parsed.logprobs;
   job->prompt_logprobs = parsed.prompt_logprobs;
   const bool with_logprobs = parsed.logprobs >= 0;

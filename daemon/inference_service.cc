@@ -278,7 +278,8 @@ bool InferenceService::TakeToken(Active& active, const std::vector<float>& logit
   if (active.generated++ == 0) active.first_token_at = std::chrono::steady_clock::now();
   active.next_token = next;
   const std::optional<int32_t> eos = engine_.model->eos_id();
-  active.eos = job.options.stop_at_eos && eos && next == *eos;
+  active.eos = (job.options.stop_at_eos && eos && next == *eos) ||
+               std::find(job.stop_token_ids.begin(), job.stop_token_ids.end(), next) != job.stop_token_ids.end();
   std::optional<TokenLogprob> logprob;
   if (job.logprobs >= 0) logprob = MakeLogprob(next, logits.data(), job.logprobs);
   const std::string piece = active.filter.Add(active.decoder.Next(next));

@@ -40,6 +40,7 @@ struct CompletionJob {
   std::vector<int32_t> prompt;
   GenerateOptions options;
   std::vector<std::string> stop;  // stop strings: generation ends before them
+  std::vector<int32_t> stop_token_ids;  // like EOS: generation ends with any of these
   int logprobs = -1;              // alternatives per position to report; -1: no logprobs
   bool prompt_logprobs = false;   // echo with logprobs: the prompt's tokens too
   std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
