@@ -65,8 +65,8 @@ class TrainedModel : public ::testing::Test {
     const std::string logits_path = dir_.Sub("logits.f32");
     std::string command = absl::StrCat(Quote(EXPERTD_BINARY), " eval --model ", Quote(Dir()), " --tokens ",
                                        Quote(absl::StrJoin(ids, " ")), " --k ", k, " --logits-out ", Quote(logits_path));
-    for (const std::string& arg : extra) command += " " + Quote(arg);
-    command += " >" + Quote(dir_.Sub("out")) + " 2>" + Quote(dir_.Sub("err"));
+    for (const std::string& arg : extra) absl::StrAppend(&command, " ", Quote(arg));
+    absl::StrAppend(&command, " >", Quote(dir_.Sub("out")), " 2>", Quote(dir_.Sub("err")));
     const int status = std::system(command.c_str());
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command << "\n" << ReadAll(dir_.Sub("err"));
     const std::string bytes = ReadAll(logits_path);
