@@ -16,6 +16,7 @@
 #include "engine/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -30,24 +31,15 @@ struct CommandResult {
   std::string err;
 };
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string Quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
+using ::expertd::testing::ReadAll;
+using ::expertd::testing::ShellQuote;
 class Cli : public ::testing::Test {
  protected:
   CommandResult Run(const std::string& binary, const std::vector<std::string>& args) {
-    std::string command = Quote(binary);
-    for (const auto& arg : args) command += " " + Quote(arg);
+    std::string command = ShellQuote(binary);
+    for (const auto& arg : args) command += " " + ShellQuote(arg);
     const std::string out = dir_.Sub("stdout"), err = dir_.Sub("stderr");
-    command += " >" + Quote(out) + " 2>" + Quote(err);
+    command += " >" + ShellQuote(out) + " 2>" + ShellQuote(err);
     const int status = std::system(command.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out), ReadAll(err)};
   }

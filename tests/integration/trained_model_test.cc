@@ -30,6 +30,7 @@
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -39,17 +40,8 @@ using ::expertd::testing::ScopedTempDir;
 
 constexpr double kToleranceAbs = 1e-4;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string Quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
+using ::expertd::testing::ReadAll;
+using ::expertd::testing::ShellQuote;
 class TrainedModel : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -63,10 +55,10 @@ class TrainedModel : public ::testing::Test {
   // Runs expertd eval and returns its float32 [ids.size()][vocab] logits.
   std::vector<float> EngineLogits(const std::vector<int>& ids, int k, const std::vector<std::string>& extra = {}) {
     const std::string logits_path = dir_.Sub("logits.f32");
-    std::string command = absl::StrCat(Quote(EXPERTD_BINARY), " eval --model ", Quote(Dir()), " --tokens ",
-                                       Quote(absl::StrJoin(ids, " ")), " --k ", k, " --logits-out ", Quote(logits_path));
-    for (const std::string& arg : extra) absl::StrAppend(&command, " ", Quote(arg));
-    absl::StrAppend(&command, " >", Quote(dir_.Sub("out")), " 2>", Quote(dir_.Sub("err")));
+    std::string command = absl::StrCat(ShellQuote(EXPERTD_BINARY), " eval --model ", ShellQuote(Dir()), " --tokens ",
+                                       ShellQuote(absl::StrJoin(ids, " ")), " --k ", k, " --logits-out ", ShellQuote(logits_path));
+    for (const std::string& arg : extra) absl::StrAppend(&command, " ", ShellQuote(arg));
+    absl::StrAppend(&command, " >", ShellQuote(dir_.Sub("out")), " 2>", ShellQuote(dir_.Sub("err")));
     const int status = std::system(command.c_str());
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command << "\n" << ReadAll(dir_.Sub("err"));
     const std::string bytes = ReadAll(logits_path);
