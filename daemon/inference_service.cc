@@ -229,6 +229,7 @@ std::unique_ptr<InferenceService::Active> InferenceService::Admit(std::shared_pt
     }
     std::lock_guard lock(j.mu);
     j.prompt_token_logprobs = std::move(scored);
+    j.cv.notify_all();  // a stream echoing the prompt waits for these
   }
   j.prefill_seconds = SecondsBetween(start, std::chrono::steady_clock::now());
   if (!status.ok()) {

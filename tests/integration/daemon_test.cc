@@ -537,6 +537,22 @@ TEST_F(Daemon, LogprobsOfGreedyTokensAreTheTopChoices) {
                                   })
                   .ok());
   EXPECT_EQ(streamed, logprobs["token_logprobs"]);
+  // A streamed echo opens with the prompt and the prompt's logprobs.
+  json echoed = Greedy("Once upon a time", 2);
+  echoed["echo"] = true;
+  echoed["logprobs"] = 0;
+  echoed["stream"] = true;
+  json first_event;
+  ASSERT_TRUE(client()
+                  .CompleteStream(echoed,
+                                  [&](const json& chunk) {
+                                    if (first_event.is_null()) first_event = chunk;
+                                  })
+                  .ok());
+  EXPECT_EQ(first_event["choices"][0]["text"], "Once upon a time");
+  std::string prompt_tokens;
+  for (const json& t : first_event["choices"][0]["logprobs"]["tokens"]) prompt_tokens += t.get<std::string>();
+  EXPECT_EQ(prompt_tokens, "Once upon a time");
   // Chat has its own shape.
   json chat = {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
                {"max_tokens", 4}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 2}, {"ignore_eos", true}};
