@@ -235,6 +235,10 @@ TEST_F(Daemon, ManyClientsAtOnceAllGetTheRightAnswer) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(correct.load(), 32);
+  // 16 clients at once share decode steps (continuous batching).
+  auto stats = client().Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GT((*stats)["batching"]["batched_steps"].get<int>(), 0) << stats->dump();
 }
 
 TEST_F(Daemon, ADisconnectMidStreamDoesNotHurt) {
