@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -89,6 +90,17 @@ ReadRequest& AddReadRequest(std::list<ReadRequest>& requests, absl::string_view 
   }
   r.in_pending = true;
   return r;
+}
+
+void FailReadRequest(ReadRequest& request, std::deque<ReadRequest*>& pending, absl::Status status) {
+  if (!request.failed) {
+    request.failed = true;
+    request.status = std::move(status);
+  }
+  if (request.in_pending) {
+    pending.erase(std::find(pending.begin(), pending.end(), &request));
+    request.in_pending = false;
+  }
 }
 
 }  // namespace expertd::io

@@ -42,7 +42,6 @@ class PreadReader final : public ExpertReader {
   PreadReader() = default;
   void Work();
   absl::Status ReadFully(const Request& r, uint64_t offset, uint64_t length, std::byte* dest) const;
-  void FailLocked(Request& r, absl::Status status);
   // Completes `r` with `lock` released around the callback, which may Submit.
   void CompleteReleasingLock(Request& r, std::unique_lock<std::mutex>& lock);
 
@@ -112,7 +111,7 @@ void PreadReader::Work() {
     if (pending_.empty()) return;  // stopping, and nothing left to cancel
     Request& r = *pending_.front();
     if (stopping_) {
-      FailLocked(r, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
+      FailReadRequest(r, pending_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
                                                       " cancelled: the reader is shutting down")));
       if (r.chunks_in_flight == 0) CompleteReleasingLock(r, lock);
       continue;
@@ -139,7 +138,7 @@ void PreadReader::Work() {
     lock.unlock();
     absl::Status status = ReadFully(r, offset, length, dest);
     lock.lock();
-    if (!status.ok()) FailLocked(r, std::move(status));
+    if (!status.ok()) FailReadRequest(r, pending_, std::move(status));
     --r.chunks_in_flight;
     if (r.chunks_in_flight == 0 && !r.in_pending) CompleteReleasingLock(r, lock);
   }
@@ -162,19 +161,6 @@ absl::Status PreadReader::ReadFully(const Request& r, uint64_t offset, uint64_t 
     done_bytes += static_cast<uint64_t>(n);  // a short read: go on for the rest
   }
   return absl::OkStatus();
-}
-
-void PreadReader::FailLocked(Request& r, absl::Status status) {
-  if (!r.failed) {
-    r.failed = true;
-    r.status = std::move(status);
-  }
-  // No more chunks for a failed request: it completes when those in flight
-  // are back.
-  if (r.in_pending) {
-    pending_.erase(std::find(pending_.begin(), pending_.end(), &r));
-    r.in_pending = false;
-  }
 }
 
 void PreadReader::CompleteReleasingLock(Request& r, std::unique_lock<std::mutex>& lock) {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <list>
 
 #include "absl/status/status.h"
@@ -32,6 +33,11 @@ struct ReadRequest {
 // already when it breaks O_DIRECT's alignment rules.
 ReadRequest& AddReadRequest(std::list<ReadRequest>& requests, absl::string_view path, bool direct_io,
                                    uint64_t offset, uint64_t length, std::byte* dest, ExpertReader::Done done);
+
+// Records a request's first error and takes it off `pending` (the requests
+// with bytes not yet handed out): a failed request gets no more chunks and
+// completes when those in flight are back.
+void FailReadRequest(ReadRequest& request, std::deque<ReadRequest*>& pending, absl::Status status);
 
 }  // namespace expertd::io
 

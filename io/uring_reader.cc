@@ -74,7 +74,6 @@ class UringReader final : public ExpertReader {
   void PrepChunkLocked(Chunk& chunk);
   void SubmitLocked();
   void ReleaseChunkLocked(Chunk& chunk, std::vector<Completion>& completions);
-  void FailLocked(Request& request, absl::Status status);
   void CompleteLocked(Request& request, std::vector<Completion>& completions);
   void CancelPendingLocked(std::vector<Completion>& completions);
 
@@ -276,9 +275,9 @@ void UringReader::HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completio
   const uint64_t at = chunk->offset + chunk->done_bytes;
   const uint64_t missing = chunk->length - chunk->done_bytes;
   if (res < 0) {
-    FailLocked(r, ReadErrorStatus(path_, at, missing, -res));
+    FailReadRequest(r, pending_, ReadErrorStatus(path_, at, missing, -res));
   } else if (res == 0) {
-    FailLocked(r, UnexpectedEofStatus(path_, r.offset, r.length, at, missing));
+    FailReadRequest(r, pending_, UnexpectedEofStatus(path_, r.offset, r.length, at, missing));
   } else {
     chunk->done_bytes += static_cast<uint64_t>(res);
     if (chunk->done_bytes < chunk->length) {
@@ -286,7 +285,7 @@ void UringReader::HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completio
       if (direct_io_ && next % kDirectIoAlignment != 0) {
         // O_DIRECT stops short only at the end of the file; an unaligned
         // remainder could not be read anyway.
-        FailLocked(r, UnexpectedEofStatus(path_, r.offset, r.length, next, chunk->length - chunk->done_bytes));
+        FailReadRequest(r, pending_, UnexpectedEofStatus(path_, r.offset, r.length, next, chunk->length - chunk->done_bytes));
       } else {
         PrepChunkLocked(*chunk);  // a short read: ask for the rest
         return;
@@ -305,19 +304,6 @@ void UringReader::ReleaseChunkLocked(Chunk& chunk, std::vector<Completion>& comp
   if (r.chunks_in_flight == 0 && !r.in_pending) CompleteLocked(r, completions);
 }
 
-void UringReader::FailLocked(Request& r, absl::Status status) {
-  if (!r.failed) {
-    r.failed = true;
-    r.status = std::move(status);
-  }
-  // No more chunks for a failed request: it completes when those in flight
-  // are back.
-  if (r.in_pending) {
-    pending_.erase(std::find(pending_.begin(), pending_.end(), &r));
-    r.in_pending = false;
-  }
-}
-
 void UringReader::CompleteLocked(Request& r, std::vector<Completion>& completions) {
   completions.push_back({std::move(r.done), r.failed ? std::move(r.status) : absl::OkStatus()});
   requests_.erase(r.self);
@@ -326,7 +312,7 @@ void UringReader::CompleteLocked(Request& r, std::vector<Completion>& completion
 void UringReader::CancelPendingLocked(std::vector<Completion>& completions) {
   while (!pending_.empty()) {
     Request& r = *pending_.front();
-    FailLocked(r, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
+    FailReadRequest(r, pending_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
                                                     " cancelled: the reader is shutting down")));
     if (r.chunks_in_flight == 0) CompleteLocked(r, completions);
   }
