@@ -24,6 +24,10 @@ DecodingSequence::DecodingSequence(const Model& model, int max_tokens, int exper
       layer_temperatures_(RosterLayerTemperatures(roster, model.config())),
       noises_(std::max(1, roster.samples)),
       sample_traces_(std::max(1, roster.samples)) {
+  const ModelConfig& config = model.config();
+  const int moe_layers = static_cast<int>(std::count(config.layer_is_moe.begin(), config.layer_is_moe.end(), true));
+  experts_per_token_all_layers_ =
+      (experts_per_token == 0 ? config.experts_per_token : experts_per_token) * moe_layers;
   for (int s = 0; s < static_cast<int>(noises_.size()); ++s) {
     noises_[s] = RowNoise{.layer_temperatures = layer_temperatures_.data(),
                           .seed = roster.seed,
@@ -33,6 +37,7 @@ DecodingSequence::DecodingSequence(const Model& model, int max_tokens, int exper
 }
 
 void BatchDecoder::AddRows(DecodingSequence& sequence, int32_t token) {
+  const bool record = sequence.noises_.size() > 1 || sequence.trace_ != nullptr;
   for (int s = 0; s < static_cast<int>(sequence.noises_.size()); ++s) {
     // Sample 0 is the deterministic model and the only one that appends to
     // the KV cache; the others see the shared history (the clean cache).
@@ -42,7 +47,7 @@ void BatchDecoder::AddRows(DecodingSequence& sequence, int32_t token) {
                             .appends_kv = s == 0,
                             .experts_per_token = sequence.experts_per_token_,
                             .noise = s == 0 ? nullptr : &sequence.noises_[s],
-                            .trace = &sequence.sample_traces_[s]});
+                            .trace = record ? &sequence.sample_traces_[s] : nullptr});
   }
 }
 
@@ -63,14 +68,18 @@ void BatchDecoder::Collect(DecodingSequence& sequence, int first_row, bool decod
   if (!decode_step) return;
   // Distinct experts per layer across the samples: what the step had to
   // bring into the compute tier for this token.
-  std::vector<std::pair<int32_t, int32_t>> used;  // (layer, expert)
-  for (const RoutingTrace& trace : sequence.sample_traces_) {
-    for (const RoutingRecord& record : trace.records) {
-      for (int32_t e : record.experts) used.emplace_back(record.layer, e);
+  if (samples == 1) {
+    sequence.costs_.distinct_experts += sequence.experts_per_token_all_layers_;
+  } else {
+    used_.clear();
+    for (const RoutingTrace& trace : sequence.sample_traces_) {
+      for (const RoutingRecord& record : trace.records) {
+        for (int32_t e : record.experts) used_.emplace_back(record.layer, e);
+      }
     }
+    std::sort(used_.begin(), used_.end());
+    sequence.costs_.distinct_experts += std::unique(used_.begin(), used_.end()) - used_.begin();
   }
-  std::sort(used.begin(), used.end());
-  sequence.costs_.distinct_experts += std::unique(used.begin(), used.end()) - used.begin();
   sequence.costs_.decode_rows += sequence.samples();
   sequence.costs_.decode_tokens += 1;
 }

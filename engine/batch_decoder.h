@@ -53,7 +53,10 @@ class DecodingSequence {
   RosterOptions roster_;
   std::vector<float> layer_temperatures_;
   std::vector<RowNoise> noises_;            // [samples]; noises_[0] unused (deterministic)
-  std::vector<RoutingTrace> sample_traces_;  // per sample, one step's routing (for the costs)
+  // Per sample, one step's routing: recorded only when there is a roster to
+  // count distinct experts over, or a trace to feed.
+  std::vector<RoutingTrace> sample_traces_;
+  int experts_per_token_all_layers_ = 0;  // one sample's experts per token, summed over MoE layers
   RoutingTrace* trace_ = nullptr;
   SequenceCosts costs_;
 };
@@ -94,6 +97,7 @@ class BatchDecoder {
   const Model& model_;
   ForwardPass& forward_;
   std::vector<StepRow> rows_;
+  std::vector<std::pair<int32_t, int32_t>> used_;  // (layer, expert) scratch for Collect
   std::vector<float> logits_;
 };
 
