@@ -77,7 +77,8 @@ absl::Status RosterLogits(const LoadedEngine& engine, const EngineFlags& flags, 
                           std::vector<float>* logits, SequenceCosts* costs) {
   const ModelConfig& config = engine.model->config();
   RETURN_IF_ERROR(ValidateRosterOptions(flags.roster, config, /*max_samples=*/0));
-  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), flags.experts_per_token, flags.roster);
+  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), flags.experts_per_token, flags.roster,
+                            &engine.forward->kv_memory());
   BatchDecoder decoder(*engine.model, *engine.forward);
   std::vector<std::vector<float>> next(1);
   logits->clear();
@@ -147,7 +148,7 @@ absl::Status Eval(const EvalFlags& flags) {
     RETURN_IF_ERROR(RosterLogits(engine, flags.engine, tokens, &logits, &costs));
     PrintRosterCosts(flags.engine.roster, costs);
   } else {
-    KvCache kv(engine.model->config(), engine.model->config().max_position_embeddings);
+    KvCache kv(engine.model->config(), engine.model->config().max_position_embeddings, &engine.forward->kv_memory());
     ForwardOptions options;
     options.experts_per_token = flags.engine.experts_per_token;
     options.all_logits = true;
@@ -195,7 +196,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
       roster_costs.decode_tokens += window_costs.decode_tokens;
       roster_costs.distinct_experts += window_costs.distinct_experts;
     } else {
-      KvCache kv(config, context);
+      KvCache kv(config, context, &engine.forward->kv_memory());
       RETURN_IF_ERROR(engine.forward->Run(window, kv, options, &logits));
     }
     for (size_t t = 0; t + 1 < window.size(); ++t) {
@@ -256,7 +257,7 @@ absl::Status Trace(const TraceFlags& flags) {
   std::vector<float> logits;
   for (size_t begin = 0; begin < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
-    KvCache kv(config, context);
+    KvCache kv(config, context, &engine.forward->kv_memory());
     for (size_t t = begin; t < end; ++t) {
       RoutingTrace trace;
       RETURN_IF_ERROR(engine.forward->Run(absl::MakeConstSpan(&tokens[t], 1), kv, options, &logits, &trace));

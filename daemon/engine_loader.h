@@ -50,7 +50,7 @@ struct LoadedEngine {
   std::unique_ptr<cache::ExpertCache> cache;
   std::unique_ptr<CachedExperts> cached_experts;
   std::unique_ptr<Prefetcher> prefetcher;
-  std::unique_ptr<ForwardPass> forward;
+  std::unique_ptr<Forward> forward;
 };
 
 // Loads the model and, with a DRAM budget, the expert file (packing it first

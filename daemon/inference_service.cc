@@ -66,9 +66,9 @@ InferenceService::~InferenceService() {
 
 // An admitted request, owned by the engine thread.
 struct InferenceService::Active {
-  Active(std::shared_ptr<CompletionJob> j, const Model& model, int max_tokens)
+  Active(std::shared_ptr<CompletionJob> j, const Model& model, int max_tokens, KvMemory& kv_memory)
       : job(std::move(j)),
-        sequence(model, max_tokens, job->options.forward.experts_per_token, job->options.roster),
+        sequence(model, max_tokens, job->options.forward.experts_per_token, job->options.roster, &kv_memory),
         sampler(job->options.sampling),
         decoder(model.tokenizer()),
         filter(job->stop) {}
@@ -211,7 +211,7 @@ std::unique_ptr<InferenceService::Active> InferenceService::Admit(std::shared_pt
     FailJob(*job, valid);
     return nullptr;
   }
-  auto active = std::make_unique<Active>(std::move(job), model, context);
+  auto active = std::make_unique<Active>(std::move(job), model, context, decoder_->kv_memory());
   CompletionJob& j = *active->job;
   std::vector<float> next_logits, prompt_logits;
   absl::Status status = decoder_->Prefill(active->sequence, j.prompt, &next_logits,

@@ -17,8 +17,8 @@ double SequenceCosts::distinct_experts_per_token() const {
 }
 
 DecodingSequence::DecodingSequence(const Model& model, int max_tokens, int experts_per_token,
-                                   const RosterOptions& roster)
-    : kv_(model.config(), max_tokens),
+                                   const RosterOptions& roster, KvMemory* kv_memory)
+    : kv_(model.config(), max_tokens, kv_memory),
       experts_per_token_(experts_per_token),
       roster_(roster),
       layer_temperatures_(RosterLayerTemperatures(roster, model.config())),

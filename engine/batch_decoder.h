@@ -33,8 +33,10 @@ struct SequenceCosts {
 class DecodingSequence {
  public:
   // experts_per_token 0 = native. Options must already be valid
-  // (ValidateRosterOptions).
-  DecodingSequence(const Model& model, int max_tokens, int experts_per_token, const RosterOptions& roster);
+  // (ValidateRosterOptions). The KV cache lives in kv_memory (null: host);
+  // use the memory of the forward pass that will run the sequence.
+  DecodingSequence(const Model& model, int max_tokens, int experts_per_token, const RosterOptions& roster,
+                   KvMemory* kv_memory = nullptr);
   DecodingSequence(const DecodingSequence&) = delete;
   DecodingSequence& operator=(const DecodingSequence&) = delete;
 
@@ -61,14 +63,14 @@ class DecodingSequence {
   SequenceCosts costs_;
 };
 
-// Runs sequences through one ForwardPass: a prompt at a time (prefill), and
+// Runs sequences through one forward pass (CPU or GPU): a prompt at a time (prefill), and
 // one decode step for many sequences at once (continuous batching), each
 // with its roster of samples in the same batch. Produces each sequence's
 // next-token logits: the model's own for a roster of 1, otherwise the log
 // of the samples' averaged distribution (Roster of Experts aggregation).
 class BatchDecoder {
  public:
-  BatchDecoder(const Model& model, ForwardPass& forward) : model_(model), forward_(forward) {}
+  BatchDecoder(const Model& model, Forward& forward) : model_(model), forward_(forward) {}
 
   // Runs `prompt` into an empty sequence and writes the distribution of the
   // token after it ([vocab]). With a roster, every prompt position but the
@@ -85,6 +87,9 @@ class BatchDecoder {
   absl::Status Step(absl::Span<DecodingSequence* const> sequences, absl::Span<const int32_t> tokens,
                     std::vector<std::vector<float>>* next_logits);
 
+  // Where the sequences' KV caches must live.
+  KvMemory& kv_memory() { return forward_.kv_memory(); }
+
   // Rows of the last Step (all samples of all sequences).
   int last_step_rows() const { return static_cast<int>(rows_.size()); }
 
@@ -95,7 +100,7 @@ class BatchDecoder {
   void Collect(DecodingSequence& sequence, int first_row, bool decode_step, std::vector<float>* next_logits);
 
   const Model& model_;
-  ForwardPass& forward_;
+  Forward& forward_;
   std::vector<StepRow> rows_;
   std::vector<std::pair<int32_t, int32_t>> used_;  // (layer, expert) scratch for Collect
   std::vector<float> logits_;

@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "engine/roster.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/matmul.h"
@@ -37,15 +36,9 @@ ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSo
       config_(model.config()),
       pool_(pool),
       resident_experts_(model.weights()),
-      experts_(experts != nullptr ? experts : &resident_experts_) {
-  const int half = config_.head_dim / 2;
-  inv_freq_.resize(half);
-  // Computed in f32 as HF does, so positions far into a sequence get the
-  // same angles as the reference implementations.
-  for (int i = 0; i < half; ++i) {
-    inv_freq_[i] = 1.0f / std::pow(config_.rope_theta, static_cast<float>(2 * i) / config_.head_dim);
-  }
-}
+      experts_(experts != nullptr ? experts : &resident_experts_),
+      inv_freq_(RopeInverseFrequencies(model.config())),
+      dispatch_(model.config()) {}
 
 void ForwardPass::EnsureScratch(int n, int slots) {
   if (n <= scratch_tokens_ && slots <= scratch_slots_) return;
@@ -64,16 +57,8 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   block_out_.resize(n * h);
   rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
-  router_probs_.resize(config_.num_experts);
-  perturbation_.resize(config_.num_experts);
   pending_experts_.reserve(config_.num_experts);
   ready_experts_.reserve(config_.num_experts);
-  chosen_experts_.resize(slots);
-  chosen_weights_.resize(slots);
-  slot_row_.resize(slots);
-  observed_.resize(static_cast<size_t>(n) * config_.num_experts);
-  expert_begin_.resize(config_.num_experts + 1);
-  slots_by_expert_.resize(slots);
   gathered_.resize(n * h);
   ffn_gate_.resize(n * max_ffn);
   ffn_up_.resize(n * max_ffn);
@@ -83,46 +68,37 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   scratch_slots_ = slots;
 }
 
-absl::Status ForwardPass::ValidateToken(int32_t token) const {
-  if (token < 0 || token >= config_.vocab_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token id ", token, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int> ForwardPass::ResolveK(int experts_per_token) const {
-  const int k = experts_per_token == 0 ? config_.experts_per_token : experts_per_token;
-  if (k < 1 || k > config_.num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("experts_per_token must be in 1 .. ", config_.num_experts,
-                                                   " (the model's experts), got ", k));
-  }
-  return k;
-}
-
 absl::Status ForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
                               std::vector<float>* logits, RoutingTrace* trace) {
+  if (absl::Status status = PlanPromptRows(config_, tokens, kv, options, trace, /*pass_memory=*/nullptr, &rows_);
+      !status.ok()) {
+    return status;
+  }
   const int n = static_cast<int>(tokens.size());
-  if (n == 0) return absl::InvalidArgumentError("no tokens to process (empty prompt?)");
-  for (int32_t token : tokens) {
-    if (absl::Status status = ValidateToken(token); !status.ok()) return status;
-  }
-  absl::StatusOr<int> k = ResolveK(options.experts_per_token);
-  if (!k.ok()) return k.status();
-  if (absl::Status status = kv.Reserve(n); !status.ok()) return status;
-
-  rows_.resize(n);
-  for (int t = 0; t < n; ++t) {
-    rows_[t] = RowPlan{.position = kv.length() + t, .kv = &kv, .appends_kv = true, .k = *k,
-                       .first_slot = t * *k, .noise = nullptr, .trace = trace};
-  }
   contiguous_ = true;
   if (absl::Status status = RunLayers(tokens); !status.ok()) return status;
   kv.Commit(n);
+  Logits(options.all_logits ? 0 : n - 1, n, logits);
+  return absl::OkStatus();
+}
 
+absl::Status ForwardPass::Step(absl::Span<const StepRow> rows, std::vector<float>* logits) {
+  if (absl::Status status = PlanStepRows(config_, rows, /*pass_memory=*/nullptr, &rows_, &step_tokens_);
+      !status.ok()) {
+    return status;
+  }
+  contiguous_ = false;
+  if (absl::Status status = RunLayers(step_tokens_); !status.ok()) return status;
+  for (const StepRow& row : rows) {
+    if (row.appends_kv) row.kv->Commit(1);
+  }
+  Logits(0, static_cast<int>(rows.size()), logits);
+  return absl::OkStatus();
+}
+
+void ForwardPass::Logits(int first_row, int n, std::vector<float>* logits) {
   const ModelWeights& weights = model_.weights();
   const int h = config_.hidden_size;
-  const int first_row = options.all_logits ? 0 : n - 1;
   const int rows = n - first_row;
   for (int t = first_row; t < n; ++t) {
     kernels::RmsNorm(Row(residual_, t, h), weights.final_norm.data(), h, config_.rms_norm_eps,
@@ -130,65 +106,12 @@ absl::Status ForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, con
   }
   logits->resize(static_cast<size_t>(rows) * config_.vocab_size);
   kernels::MatMul(weights.lm_head, normed_.data(), rows, logits->data(), pool_);
-  return absl::OkStatus();
-}
-
-absl::Status ForwardPass::Step(absl::Span<const StepRow> rows, std::vector<float>* logits) {
-  const int n = static_cast<int>(rows.size());
-  if (n == 0) return absl::InvalidArgumentError("a decode step needs at least one row");
-  rows_.resize(n);
-  step_tokens_.resize(n);
-  int slots = 0;
-  for (int t = 0; t < n; ++t) {
-    const StepRow& row = rows[t];
-    if (row.kv == nullptr) return absl::InvalidArgumentError(absl::StrCat("step row ", t, " has no KV cache"));
-    if (absl::Status status = ValidateToken(row.token); !status.ok()) return status;
-    absl::StatusOr<int> k = ResolveK(row.experts_per_token);
-    if (!k.ok()) return k.status();
-    if (row.appends_kv) {
-      for (int other = 0; other < t; ++other) {
-        if (rows[other].appends_kv && rows[other].kv == row.kv) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("step rows ", other, " and ", t, " both append to the same KV cache"));
-        }
-      }
-    }
-    if (row.kv->length() >= row.kv->max_tokens()) {
-      return absl::OutOfRangeError(absl::StrCat("step row ", t, ": the sequence is at its context limit of ",
-                                                row.kv->max_tokens(), " tokens"));
-    }
-    rows_[t] = RowPlan{.position = row.kv->length(), .kv = row.kv, .appends_kv = row.appends_kv, .k = *k,
-                       .first_slot = slots, .noise = row.noise, .trace = row.trace};
-    step_tokens_[t] = row.token;
-    slots += *k;
-  }
-  // Only now, when every row is valid, may a cache grow.
-  for (const StepRow& row : rows) {
-    if (absl::Status status = row.kv->Reserve(1); !status.ok()) return status;
-  }
-  contiguous_ = false;
-  if (absl::Status status = RunLayers(step_tokens_); !status.ok()) return status;
-  for (const StepRow& row : rows) {
-    if (row.appends_kv) row.kv->Commit(1);
-  }
-
-  const ModelWeights& weights = model_.weights();
-  const int h = config_.hidden_size;
-  for (int t = 0; t < n; ++t) {
-    kernels::RmsNorm(Row(residual_, t, h), weights.final_norm.data(), h, config_.rms_norm_eps, Row(normed_, t, h));
-  }
-  logits->resize(static_cast<size_t>(n) * config_.vocab_size);
-  kernels::MatMul(weights.lm_head, normed_.data(), n, logits->data(), pool_);
-  return absl::OkStatus();
 }
 
 absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
   const int n = static_cast<int>(tokens.size());
-  const RowPlan& last = rows_.back();
-  EnsureScratch(n, last.first_slot + last.k);
-  for (int t = 0; t < n; ++t) {
-    for (int s = rows_[t].first_slot; s < rows_[t].first_slot + rows_[t].k; ++s) slot_row_[s] = t;
-  }
+  dispatch_.BeginPass(rows_);
+  EnsureScratch(n, dispatch_.num_slots());
 
   const ModelWeights& weights = model_.weights();
   const int h = config_.hidden_size;
@@ -197,14 +120,7 @@ absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
                           static_cast<const std::byte*>(weights.embedding.data) +
                               static_cast<size_t>(tokens[t]) * h * kernels::DTypeSize(weights.embedding.dtype),
                           h, Row(residual_, t, h));
-    // RoPE angles for this token's position, as f32 products like HF.
-    float* cos_sin = Row(rope_, t, config_.head_dim);
-    const int half = config_.head_dim / 2;
-    for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(rows_[t].position) * inv_freq_[i];
-      cos_sin[i] = std::cos(angle);
-      cos_sin[half + i] = std::sin(angle);
-    }
+    RopeCosSin(inv_freq_, rows_[t].position, Row(rope_, t, config_.head_dim));
   }
 
   experts_->BeginPass();
@@ -304,48 +220,16 @@ void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int 
 
 void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights) {
   const int h = config_.hidden_size;
-  const int begin = expert_begin_[expert];
-  const int m = expert_begin_[expert + 1] - begin;
+  absl::Span<const int32_t> slots = dispatch_.SlotsOf(expert);
+  const int m = static_cast<int>(slots.size());
   for (int i = 0; i < m; ++i) {
-    const int token = slot_row_[slots_by_expert_[begin + i]];
-    std::copy_n(Row(normed_, token, h), h, Row(gathered_, i, h));
+    std::copy_n(Row(normed_, dispatch_.RowOfSlot(slots[i]), h), h, Row(gathered_, i, h));
   }
   FeedForward(weights, gathered_.data(), m, ffn_out_.data());
   // Each (token, rank) slot gets its own output row; they are summed later
   // in rank order, so the order experts run in never changes the result.
   for (int i = 0; i < m; ++i) {
-    std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots_by_expert_[begin + i], h));
-  }
-}
-
-void ForwardPass::RouteRow(int layer_index, int t) {
-  const RowPlan& row = rows_[t];
-  const int num_experts = config_.num_experts;
-  const float* logits = Row(router_logits_, t, num_experts);
-  int32_t* experts = chosen_experts_.data() + row.first_slot;
-  float* weights = chosen_weights_.data() + row.first_slot;
-  const float tau = row.noise != nullptr ? row.noise->layer_temperatures[layer_index] : 0.0f;
-  if (tau > 0.0f) {
-    for (int e = 0; e < num_experts; ++e) {
-      perturbation_[e] = tau * GumbelNoise(row.noise->seed, row.position, layer_index, row.noise->sample, e);
-      if (row.noise->resident_bonus > 0.0f && experts_->IsReady(layer_index, e)) {
-        perturbation_[e] += row.noise->resident_bonus;
-      }
-    }
-    RoutePerturbed(logits, perturbation_.data(), num_experts, row.k, config_.norm_topk_prob, router_probs_.data(),
-                   experts, weights);
-  } else {
-    // tau = 0 takes the deterministic path itself, so it is bit-identical.
-    RouteToken(logits, num_experts, row.k, config_.norm_topk_prob, router_probs_.data(), experts, weights);
-  }
-  experts_->OnRouterScores(layer_index, router_probs_);
-  if (row.trace != nullptr) {
-    RoutingRecord record;
-    record.position = row.position;
-    record.layer = layer_index;
-    record.experts.assign(experts, experts + row.k);
-    record.weights.assign(weights, weights + row.k);
-    row.trace->records.push_back(std::move(record));
+    std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots[i], h));
   }
 }
 
@@ -366,21 +250,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   if (observer_ != nullptr) observer_->BeginLayer(layer_index);
 
   kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
-  for (int t = 0; t < n; ++t) RouteRow(layer_index, t);
-
-  // Group the routed (token, rank) slots by expert, so each expert's weights
-  // are read once for all the tokens that chose it.
-  std::fill(expert_begin_.begin(), expert_begin_.end(), 0);
-  const int slots = rows_.back().first_slot + rows_.back().k;
-  for (int s = 0; s < slots; ++s) ++expert_begin_[chosen_experts_[s] + 1];
-  for (int e = 0; e < num_experts; ++e) expert_begin_[e + 1] += expert_begin_[e];
-  {
-    std::vector<int32_t>& fill = slots_by_expert_;
-    // expert_begin_[e] advances while filling; restore it after.
-    for (int s = 0; s < slots; ++s) fill[expert_begin_[chosen_experts_[s]]++] = s;
-    for (int e = num_experts; e > 0; --e) expert_begin_[e] = expert_begin_[e - 1];
-    expert_begin_[0] = 0;
-  }
+  dispatch_.Route(layer_index, router_logits_.data(), *experts_);
 
   // Pin the experts that are ready, then ask for the missing ones all at
   // once (read in parallel), and only then let the prefetcher have the
@@ -389,7 +259,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   ready_experts_.clear();
   pending_experts_.clear();
   for (int e = 0; e < num_experts; ++e) {
-    if (expert_begin_[e + 1] == expert_begin_[e]) continue;
+    if (dispatch_.SlotsOf(e).empty()) continue;
     std::optional<ExpertHandle> ready = experts_->TryAcquire(layer_index, e);
     if (ready) {
       ready_experts_.emplace_back(e, std::move(*ready));
@@ -398,19 +268,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
     }
   }
   for (int e : pending_experts_) experts_->StartLoad(layer_index, e);
-  if (observer_ != nullptr) {
-    // Observers take [n][k]; rows with a smaller k (dial-k differs between
-    // requests of a batch) are padded with their own first expert, which
-    // changes no set of experts.
-    int max_k = 0;
-    for (int t = 0; t < n; ++t) max_k = std::max(max_k, rows_[t].k);
-    for (int t = 0; t < n; ++t) {
-      const int32_t* chosen = chosen_experts_.data() + rows_[t].first_slot;
-      for (int j = 0; j < max_k; ++j) observed_[static_cast<size_t>(t) * max_k + j] = chosen[std::min(j, rows_[t].k - 1)];
-    }
-    observer_->OnRouted(layer_index, absl::MakeConstSpan(normed_.data(), static_cast<size_t>(n) * h),
-                        absl::MakeConstSpan(observed_.data(), static_cast<size_t>(n) * max_k), n, max_k);
-  }
+  if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, normed_.data(), h);
   // Ready experts compute first, so a slow load holds up only itself.
   for (auto& [e, handle] : ready_experts_) RunExpert(e, handle.weights);
   ready_experts_.clear();
@@ -426,7 +284,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   for (int t = 0; t < n; ++t) {
     float* out = Row(block_out_, t, h);
     for (int s = rows_[t].first_slot; s < rows_[t].first_slot + rows_[t].k; ++s) {
-      kernels::Axpy(chosen_weights_[s], Row(expert_out_, s, h), h, out);
+      kernels::Axpy(dispatch_.chosen_weights()[s], Row(expert_out_, s, h), h, out);
     }
   }
 

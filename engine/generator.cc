@@ -24,7 +24,7 @@ double GenerateResult::decode_tokens_per_second() const {
   return decode_seconds > 0 ? steps / decode_seconds : 0.0;
 }
 
-absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward, absl::Span<const int32_t> prompt,
+absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options,
                                         const std::function<void(int32_t)>& on_token, RoutingTrace* trace) {
   RETURN_IF_ERROR(ValidateSamplingOptions(options.sampling));
@@ -46,7 +46,8 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward
   result.prompt_tokens = static_cast<int>(prompt.size());
   if (options.max_new_tokens == 0) return result;
 
-  DecodingSequence sequence(model, max_tokens, options.forward.experts_per_token, options.roster);
+  DecodingSequence sequence(model, max_tokens, options.forward.experts_per_token, options.roster,
+                            &forward.kv_memory());
   sequence.set_trace(trace);
   BatchDecoder decoder(model, forward);
   Sampler sampler(options.sampling);

@@ -42,7 +42,7 @@ struct GenerateResult {
 // Prefills the prompt in one batch, then decodes one token per step until
 // max_new_tokens or EOS. on_token (optional) sees each id as it is chosen,
 // for streaming. The trace, when given, records the routing of every token.
-absl::StatusOr<GenerateResult> Generate(const Model& model, ForwardPass& forward, absl::Span<const int32_t> prompt,
+absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options,
                                         const std::function<void(int32_t)>& on_token = nullptr,
                                         RoutingTrace* trace = nullptr);

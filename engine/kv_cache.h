@@ -1,25 +1,49 @@
 #ifndef EXPERTD_ENGINE_KV_CACHE_H_
 #define EXPERTD_ENGINE_KV_CACHE_H_
 
+#include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/model_config.h"
 
 namespace expertd {
+
+// Where a KV cache keeps its rows: host memory for the CPU pass, device
+// memory for the GPU pass (engine/cuda/cuda_forward.h), which reads and
+// writes them in place.
+class KvMemory {
+ public:
+  virtual ~KvMemory() = default;
+  // Whether the CPU can read the rows (the CPU pass accepts only these).
+  virtual bool on_host() const = 0;
+  // `floats` zeroed floats, freed when the last reference goes.
+  virtual absl::StatusOr<std::shared_ptr<float>> Allocate(size_t floats) = 0;
+  // Copies `floats` floats between two allocations of this memory.
+  virtual absl::Status Copy(float* dst, const float* src, size_t floats) = 0;
+};
+
+// Plain host memory: the default.
+KvMemory& HostKvMemory();
 
 // The keys and values of one sequence, per layer, in f32: [position][kv_size]
 // rows. Capacity grows by doubling up to max_tokens, so a decode step
 // allocates only when it crosses a power of two.
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int max_tokens);
+  // memory must outlive the cache; null is HostKvMemory().
+  KvCache(const ModelConfig& config, int max_tokens, KvMemory* memory = nullptr);
 
   int length() const { return length_; }
   int max_tokens() const { return max_tokens_; }
   int kv_size() const { return kv_size_; }
+  const KvMemory& memory() const { return *memory_; }
 
-  // Makes room for `new_tokens` more positions; OutOfRange past max_tokens.
+  // Makes room for `new_tokens` more positions; OutOfRange past max_tokens,
+  // the memory's error (out of device memory) when it cannot grow. On error
+  // the cache is as it was.
   absl::Status Reserve(int new_tokens);
   // Counts `n` positions, already written through Keys()/Values(), as cached.
   void Commit(int n) { length_ += n; }
@@ -27,18 +51,20 @@ class KvCache {
   void Truncate(int length);
   size_t memory_bytes() const;
 
-  float* Keys(int layer) { return keys_[layer].data(); }
-  float* Values(int layer) { return values_[layer].data(); }
-  const float* Keys(int layer) const { return keys_[layer].data(); }
-  const float* Values(int layer) const { return values_[layer].data(); }
+  // Rows in the cache's memory: device pointers for device memory.
+  float* Keys(int layer) { return keys_[layer].get(); }
+  float* Values(int layer) { return values_[layer].get(); }
+  const float* Keys(int layer) const { return keys_[layer].get(); }
+  const float* Values(int layer) const { return values_[layer].get(); }
 
  private:
+  KvMemory* memory_;
   int kv_size_;
   int max_tokens_;
   int capacity_ = 0;
   int length_ = 0;
-  std::vector<std::vector<float>> keys_;
-  std::vector<std::vector<float>> values_;
+  std::vector<std::shared_ptr<float>> keys_;
+  std::vector<std::shared_ptr<float>> values_;
 };
 
 }  // namespace expertd
