@@ -297,6 +297,12 @@ ExpertCache::Pin ExpertCache::PinLocked(int tier_index, Slot* slot) {
 }
 
 absl::StatusOr<ExpertCache::Pin> ExpertCache::Acquire(const ExpertKey& key) {
+  // An expert the file lacks fails its read at once, before any waiter
+  // could see the load: refuse it here, or the miss loop would retry it
+  // forever.
+  if (absl::StatusOr<io::ExpertExtent> extent = file_.Find(key.layer, key.expert); !extent.ok()) {
+    return extent.status();
+  }
   int tier_index;
   {
     std::lock_guard lock(mu_);
@@ -373,7 +379,15 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
 
 std::optional<ExpertCache::Pin> ExpertCache::TryAcquire(const ExpertKey& key) {
   std::lock_guard lock(mu_);
-  const int tier_index = static_cast<int>(tiers_.size()) - 1;
+  return TryAcquireLocked(static_cast<int>(tiers_.size()) - 1, key);
+}
+
+std::optional<ExpertCache::Pin> ExpertCache::TryAcquireHostCopy(const ExpertKey& key) {
+  std::lock_guard lock(mu_);
+  return TryAcquireLocked(kDram, key);
+}
+
+std::optional<ExpertCache::Pin> ExpertCache::TryAcquireLocked(int tier_index, const ExpertKey& key) {
   Tier& tier = *tiers_[tier_index];
   auto it = tier.resident.find(key);
   if (it == tier.resident.end() || it->second->state != Slot::State::kReady) return std::nullopt;

@@ -143,6 +143,11 @@ class ExpertCache {
   // tier now (counted as a demand hit), else nullopt and nothing happens, so
   // the caller can compute what is ready first and Acquire the rest after.
   std::optional<Pin> TryAcquire(const ExpertKey& key);
+  // TryAcquire in DRAM: a pin of the expert's host copy when it is ready
+  // there (with a device tier, whether or not the device has it), else
+  // nullopt. For computing an expert on the CPU instead of copying it to the
+  // device (execution placement); counted as a DRAM hit.
+  std::optional<Pin> TryAcquireHostCopy(const ExpertKey& key);
   // Whether the expert is ready in the compute tier now. A pure query: no
   // statistics, no policy event (Roster of Experts' cache-aware routing asks
   // it for every candidate expert).
@@ -187,6 +192,7 @@ class ExpertCache {
  private:
   ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
   absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
+  std::optional<Pin> TryAcquireLocked(int tier_index, const ExpertKey& key);
   void Unpin(int tier_index, Slot* slot);
   Pin PinLocked(int tier_index, Slot* slot);
   // "Locked" methods run with mu_ held through `lock`; those that take the

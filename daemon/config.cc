@@ -23,6 +23,7 @@ namespace {
 
 constexpr const char* kPolicies[] = {"lru", "lfu", "least-stale", "layer-distance"};
 constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
+constexpr const char* kGpuModes[] = {"auto", "on", "off"};
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -179,6 +180,10 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_roster", num(c.inference.max_roster, 1)},
         {"max_tokens", num(c.inference.max_tokens, 1)},
         {"threads", num(c.inference.threads, 0)}}},
+      {"device",
+       {{"gpu", [&c](const KeyRef& k) { return ReadChoice(k, kGpuModes, c.device.gpu); }},
+        {"cuda_device", num(c.device.cuda_device, 0)},
+        {"execution_placement", [&c](const KeyRef& k) { return ReadBool(k, c.device.execution_placement); }}}},
   };
 }
 

@@ -73,6 +73,15 @@ struct InferenceConfig {
   bool operator==(const InferenceConfig&) const = default;
 };
 
+// [device]: where the model runs.
+struct DeviceConfig {
+  std::string gpu = "auto";  // auto | on | off (see EngineFlags::gpu)
+  int cuda_device = 0;
+  bool execution_placement = true;  // VRAM misses in DRAM may run on the CPU
+
+  bool operator==(const DeviceConfig&) const = default;
+};
+
 struct DaemonConfig {
   ServerConfig server;
   ModelConfigSection model;
@@ -80,6 +89,7 @@ struct DaemonConfig {
   IoConfig io;
   PrefetchConfig prefetch;
   InferenceConfig inference;
+  DeviceConfig device;
 
   bool operator==(const DaemonConfig&) const = default;
 };

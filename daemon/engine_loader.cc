@@ -8,7 +8,13 @@
 #include "base/byte_size.h"
 #include "base/status_macros.h"
 #include "engine/expert_packer.h"
+#include "engine/forward.h"
 #include "spdlog/spdlog.h"
+#ifdef EXPERTD_HAVE_CUDA
+#include "cache/cuda_device_tier.h"
+#include "engine/cuda/cuda_forward.h"
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace expertd {
 
@@ -21,8 +27,32 @@ void PrintPackProgress(const char* what, int done, int total) {
 
 namespace {
 
+// Whether to run on a CUDA device (flags.gpu), decided before loading.
+absl::StatusOr<bool> UseGpu(const EngineFlags& flags) {
+  if (flags.gpu != "auto" && flags.gpu != "on" && flags.gpu != "off") {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu must be auto, on or off, got '", flags.gpu, "'"));
+  }
+  if (flags.gpu == "off") return false;
+#ifdef EXPERTD_HAVE_CUDA
+  std::string why_none;
+  ASSIGN_OR_RETURN(int devices, kernels::cuda::CudaDeviceCount(&why_none));
+  if (devices > 0) return true;
+  if (flags.gpu == "on") return absl::FailedPreconditionError(absl::StrCat("--gpu on, but no CUDA device: ", why_none));
+  spdlog::info("no CUDA device ({}): running on the CPU", why_none);
+  return false;
+#else
+  if (flags.gpu == "on") {
+    return absl::FailedPreconditionError("--gpu on, but this expertd was built without CUDA (EXPERTD_CUDA=OFF or no nvcc)");
+  }
+  return false;
+#endif
+}
+
 // Opens (packing first when missing) the expert file and builds the cache.
-absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
+// copier: the device tier's backend (the CUDA tier on a GPU); null for the
+// host-memory stand-in.
+absl::Status AttachExpertCache(const EngineFlags& flags, std::unique_ptr<cache::DeviceCopier> copier,
+                               LoadedEngine& engine) {
   const Model& model = *engine.model;
   const std::string path = flags.expert_file.empty() ? model.dir() + "/model.experts" : flags.expert_file;
   if (!std::filesystem::exists(path)) {
@@ -44,6 +74,7 @@ absl::Status AttachExpertCache(const EngineFlags& flags, LoadedEngine& engine) {
   options.policy = flags.policy;
   const int k = flags.experts_per_token > 0 ? flags.experts_per_token : model.config().experts_per_token;
   options.min_slots = k;
+  if (copier != nullptr) options.device_copier = std::move(copier);
   ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
   if (flags.shallow_layers > 0) {
     std::vector<cache::ExpertKey> shallow;
@@ -87,13 +118,57 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   }
   const int threads = flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
   engine.pool = std::make_unique<kernels::ThreadPool>(threads);
-  if (!flags.dram_budget.empty()) RETURN_IF_ERROR(AttachExpertCache(flags, engine));
-  engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get(), engine.cached_experts.get());
+  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(flags));
+  std::unique_ptr<cache::DeviceCopier> copier;
+#ifdef EXPERTD_HAVE_CUDA
+  uint64_t device_budget = 0;
+  if (!flags.device_budget.empty()) {
+    ASSIGN_OR_RETURN(device_budget, ParseByteSize(flags.device_budget));
+  }
+  const cache::CudaDeviceTier* cuda_tier = nullptr;
+  if (use_gpu && !flags.dram_budget.empty() && device_budget > 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<cache::CudaDeviceTier> tier, cache::CudaDeviceTier::Create(flags.cuda_device));
+    cuda_tier = tier.get();
+    copier = std::move(tier);
+  }
+#endif
+  if (!flags.dram_budget.empty()) RETURN_IF_ERROR(AttachExpertCache(flags, std::move(copier), engine));
+#ifdef EXPERTD_HAVE_CUDA
+  if (use_gpu) {
+    CudaForwardOptions options;
+    options.device = flags.cuda_device;
+    options.execution_placement = flags.execution_placement;
+    options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
+                      : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
+                                              : CudaForwardOptions::Experts::kCacheOnHost;
+    auto gpu = CudaForwardPass::Create(*engine.model, engine.pool.get(), engine.cached_experts.get(), cuda_tier,
+                                       options);
+    if (gpu.ok()) {
+      spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", flags.cuda_device,
+                   FormatByteSize((*gpu)->weight_bytes()),
+                   engine.cache == nullptr ? "uploaded with them"
+                   : cuda_tier != nullptr  ? "through the VRAM tier"
+                                           : "on the CPU (no device budget)");
+      engine.forward = std::move(*gpu);
+      engine.on_gpu = true;
+    } else if (flags.gpu == "on" || cuda_tier != nullptr) {
+      // With a VRAM tier the cache holds device memory: no CPU fallback.
+      return gpu.status();
+    } else {
+      spdlog::warn("cannot run on the GPU ({}): running on the CPU", gpu.status().ToString());
+    }
+  }
+#else
+  (void)use_gpu;  // UseGpu has refused "on"
+#endif
+  if (engine.forward == nullptr) {
+    engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get(), engine.cached_experts.get());
+  }
   engine.forward->SetObserver(engine.prefetcher.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, {} threads", flags.model_dir,
-               config.architecture_name, config.num_layers, config.num_experts, config.experts_per_token,
-               config.hidden_size, seconds, threads);
+  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads",
+               flags.model_dir, config.architecture_name, config.num_layers, config.num_experts,
+               config.experts_per_token, config.hidden_size, seconds, engine.on_gpu ? "GPU" : "CPU", threads);
   return engine;
 }
 

@@ -7,7 +7,7 @@
 #include "absl/status/statusor.h"
 #include "cache/expert_cache.h"
 #include "engine/expert_source.h"
-#include "engine/forward.h"
+#include "engine/forward_api.h"
 #include "engine/roster.h"
 #include "engine/model.h"
 #include "engine/prefetcher.h"
@@ -33,6 +33,13 @@ struct EngineFlags {
   int lookahead = 1;
   int max_prefetches_in_flight = 16;
   int shallow_layers = 0;  // Fate's shallow-favouring: first N MoE layers always resident
+  // GPU: "auto" runs on a CUDA device when this build has CUDA and one is
+  // present, "on" insists, "off" stays on the CPU. With a GPU the dense
+  // weights live in VRAM; experts too without offloading, else the device
+  // budget is the VRAM tier (none: experts run on the CPU).
+  std::string gpu = "auto";
+  int cuda_device = 0;
+  bool execution_placement = true;  // VRAM misses in DRAM may run on the CPU
   // Roster of Experts for run / eval / perplexity (not a loading option, but
   // every command that runs the model takes it).
   RosterOptions roster;
@@ -51,6 +58,7 @@ struct LoadedEngine {
   std::unique_ptr<CachedExperts> cached_experts;
   std::unique_ptr<Prefetcher> prefetcher;
   std::unique_ptr<Forward> forward;
+  bool on_gpu = false;  // forward is the CUDA pass
 };
 
 // Loads the model and, with a DRAM budget, the expert file (packing it first

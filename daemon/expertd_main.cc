@@ -22,6 +22,13 @@ void AddEngineFlags(CLI::App* command, expertd::EngineFlags* flags) {
   command->add_option("--dram-budget", flags->dram_budget,
                       "offload experts: DRAM cache budget (e.g. 512MiB); default everything resident");
   command->add_option("--device-budget", flags->device_budget, "device (VRAM) tier budget; default none");
+  command->add_option("--gpu", flags->gpu,
+                      "auto: run on a CUDA device when there is one; on: insist; off: the CPU only")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  command->add_option("--cuda-device", flags->cuda_device, "which CUDA device")->check(CLI::NonNegativeNumber);
+  command->add_flag("!--no-execution-placement", flags->execution_placement,
+                    "on a GPU: always copy VRAM misses, never compute them on the CPU");
   command->add_option("--policy", flags->policy, "eviction: lru, lfu, least-stale, layer-distance")
       ->capture_default_str();
   command->add_option("--expert-file", flags->expert_file, "packed experts; default DIR/model.experts (packed if missing)");

@@ -51,6 +51,9 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const
   flags.prefetch = config.prefetch.kind;
   flags.lookahead = config.prefetch.lookahead;
   flags.max_prefetches_in_flight = config.prefetch.max_in_flight;
+  flags.gpu = config.device.gpu;
+  flags.cuda_device = config.device.cuda_device;
+  flags.execution_placement = config.device.execution_placement;
   ASSIGN_OR_RETURN(service->engine_, LoadEngine(flags));
   service->decoder_ = std::make_unique<BatchDecoder>(*service->engine_.model, *service->engine_.forward);
   service->model_name_ = std::filesystem::path(config.model.path).filename().string();

@@ -22,6 +22,12 @@ std::optional<ExpertHandle> CachedExperts::TryAcquire(int layer, int expert) {
   return Views(std::move(*pin));
 }
 
+std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int expert) {
+  auto pin = cache_.TryAcquireHostCopy({layer, expert});
+  if (!pin) return std::nullopt;
+  return Views(std::move(*pin));
+}
+
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
   const kernels::DType dtype = layout_.dtype == io::ExpertDtype::kF32    ? kernels::DType::kF32

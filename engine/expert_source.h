@@ -28,6 +28,10 @@ class ExpertSource {
   // The expert if it can be computed on right now, without waiting for a
   // load; nullopt otherwise (then Acquire it later).
   virtual std::optional<ExpertHandle> TryAcquire(int layer, int expert) = 0;
+  // The expert's weights in host memory when they are there now, for a
+  // device compute tier's miss that the CPU can compute instead (execution
+  // placement); nullopt when there is no such copy.
+  virtual std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) { return std::nullopt; }
   // Starts bringing in an expert that Acquire will ask for shortly.
   virtual void StartLoad(int layer, int expert) {}
   // Whether Acquire would return at once (no load): for cache-aware routing.
@@ -54,6 +58,7 @@ class CachedExperts : public ExpertSource {
   CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout) : cache_(cache), layout_(layout) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
+  std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override;
   void StartLoad(int layer, int expert) override { cache_.StartLoad({layer, expert}, /*prefetch=*/false); }
   bool IsReady(int layer, int expert) const override { return cache_.IsReady({layer, expert}); }
   void BeginPass() override { cache_.BeginPass(); }

@@ -57,8 +57,6 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   block_out_.resize(n * h);
   rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
-  pending_experts_.reserve(config_.num_experts);
-  ready_experts_.reserve(config_.num_experts);
   gathered_.resize(n * h);
   ffn_gate_.resize(n * max_ffn);
   ffn_up_.resize(n * max_ffn);
@@ -256,23 +254,12 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   // once (read in parallel), and only then let the prefetcher have the
   // remaining slots: the current layer's loads come before speculation, and
   // prefetching can never evict what this layer is about to use.
-  ready_experts_.clear();
-  pending_experts_.clear();
-  for (int e = 0; e < num_experts; ++e) {
-    if (dispatch_.SlotsOf(e).empty()) continue;
-    std::optional<ExpertHandle> ready = experts_->TryAcquire(layer_index, e);
-    if (ready) {
-      ready_experts_.emplace_back(e, std::move(*ready));
-    } else {
-      pending_experts_.push_back(e);
-    }
-  }
-  for (int e : pending_experts_) experts_->StartLoad(layer_index, e);
+  plan_.Plan(layer_index, dispatch_, num_experts, *experts_, /*placement=*/nullptr, /*expert_bytes=*/0);
   if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, normed_.data(), h);
   // Ready experts compute first, so a slow load holds up only itself.
-  for (auto& [e, handle] : ready_experts_) RunExpert(e, handle.weights);
-  ready_experts_.clear();
-  for (int e : pending_experts_) {
+  for (ExpertPlan::Pinned& ready : plan_.ready()) RunExpert(ready.expert, ready.handle.weights);
+  plan_.ReleasePins();  // what has run frees its slots before we wait for loads
+  for (int e : plan_.pending()) {
     absl::StatusOr<ExpertHandle> expert = experts_->Acquire(layer_index, e);
     if (!expert.ok()) return expert.status();
     RunExpert(e, expert->weights);

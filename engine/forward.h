@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/expert_source.h"
+#include "engine/expert_plan.h"
 #include "engine/forward_api.h"
 #include "engine/kv_cache.h"
 #include "engine/layer_observer.h"
@@ -52,8 +53,7 @@ class ForwardPass : public Forward {
   ResidentExperts resident_experts_;
   ExpertSource* experts_;
   LayerObserver* observer_ = nullptr;
-  std::vector<int32_t> pending_experts_;  // experts of a layer whose loads were not ready
-  std::vector<std::pair<int32_t, ExpertHandle>> ready_experts_;  // pinned until computed
+  ExpertPlan plan_;  // the current MoE layer's experts: ready (pinned) and pending
   std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
   std::vector<RowPlan> rows_;    // the current pass's rows
   MoeDispatch dispatch_;

@@ -100,4 +100,59 @@ absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, 
   return Launched(internal::LaunchSiluMul(gate, up, n, out, stream), "SiluMul");
 }
 
+namespace {
+
+absl::Status CheckRows(absl::string_view kernel, int rows, int64_t width) {
+  if (rows < 0 || width <= 0 || rows > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda ", kernel, " of ", rows, " rows of ", width, " values (rows must be in 0 .. 65535)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status AddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream) {
+  if (absl::Status s = CheckRows("AddRows", rows, width); !s.ok() || rows == 0) return s;
+  return Launched(internal::LaunchAddRows(x, rows, width, out, stream), "AddRows");
+}
+
+absl::Status AddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream) {
+  if (absl::Status s = CheckRows("AddBias", rows, width); !s.ok() || rows == 0) return s;
+  return Launched(internal::LaunchAddBias(bias, rows, width, out, stream), "AddBias");
+}
+
+absl::Status Clip(float limit, int64_t n, float* x, cudaStream_t stream) {
+  if (n < 0 || !(limit >= 0.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda Clip of ", n, " values to +-", limit));
+  }
+  if (n == 0) return absl::OkStatus();
+  return Launched(internal::LaunchClip(limit, n, x, stream), "Clip");
+}
+
+absl::Status GatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                        cudaStream_t stream) {
+  if (absl::Status s = CheckRows("GatherRows", count, width); !s.ok() || count == 0) return s;
+  return Launched(internal::LaunchGatherRows(src, index, count, width, dst, stream), "GatherRows");
+}
+
+absl::Status ScatterRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                         cudaStream_t stream) {
+  if (absl::Status s = CheckRows("ScatterRows", count, width); !s.ok() || count == 0) return s;
+  return Launched(internal::LaunchScatterRows(src, index, count, width, dst, stream), "ScatterRows");
+}
+
+absl::Status AddWeightedSlots(const float* slots, const float* weights, const int32_t* row_slot_begin, int rows,
+                              int64_t width, float* out, cudaStream_t stream) {
+  if (absl::Status s = CheckRows("AddWeightedSlots", rows, width); !s.ok() || rows == 0) return s;
+  return Launched(internal::LaunchAddWeightedSlots(slots, weights, row_slot_begin, rows, width, out, stream),
+                  "AddWeightedSlots");
+}
+
+absl::Status AddGatedRows(const float* x, const float* gate_logits, int rows, int64_t width, float* out,
+                          cudaStream_t stream) {
+  if (absl::Status s = CheckRows("AddGatedRows", rows, width); !s.ok() || rows == 0) return s;
+  return Launched(internal::LaunchAddGatedRows(x, gate_logits, rows, width, out, stream), "AddGatedRows");
+}
+
 }  // namespace expertd::kernels::cuda

@@ -327,7 +327,67 @@ __global__ void SiluMulKernel(const float* gate, const float* up, int64_t n, flo
   out[i] = g / (1.0f + expf(fminf(-g, 80.0f))) * up[i];
 }
 
+// Row kernels of the forward pass: grid (column blocks, rows).
+constexpr int kRowThreads = 256;
+
+dim3 RowGrid(int rows, int64_t width) {
+  return dim3(static_cast<unsigned>((width + kRowThreads - 1) / kRowThreads), static_cast<unsigned>(rows));
+}
+
+__global__ void AddRowsKernel(const float* __restrict__ x, int64_t width, float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  const int64_t at = blockIdx.y * width + i;
+  out[at] += x[at];
+}
+
+__global__ void AddBiasKernel(const float* __restrict__ bias, int64_t width, float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  out[blockIdx.y * width + i] += bias[i];
+}
+
+__global__ void ClipKernel(float limit, int64_t n, float* x) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = fminf(fmaxf(x[i], -limit), limit);
+}
+
+__global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ index, int64_t width,
+                                 float* __restrict__ dst) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  dst[blockIdx.y * width + i] = src[index[blockIdx.y] * width + i];
+}
+
+__global__ void ScatterRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ index, int64_t width,
+                                  float* __restrict__ dst) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  dst[index[blockIdx.y] * width + i] = src[blockIdx.y * width + i];
+}
+
+__global__ void AddWeightedSlotsKernel(const float* __restrict__ slots, const float* __restrict__ weights,
+                                       const int32_t* __restrict__ row_slot_begin, int64_t width, float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  const int row = blockIdx.y;
+  // Rank order, as the CPU pass sums them.
+  float sum = 0.0f;
+  for (int s = row_slot_begin[row]; s < row_slot_begin[row + 1]; ++s) sum += weights[s] * slots[s * width + i];
+  out[row * width + i] += sum;
+}
+
+__global__ void AddGatedRowsKernel(const float* __restrict__ x, const float* __restrict__ gate_logits, int64_t width,
+                                   float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  const int row = blockIdx.y;
+  const float gate = 1.0f / (1.0f + expf(-gate_logits[row]));
+  out[row * width + i] += gate * x[row * width + i];
+}
+
 }  // namespace
+
 
 cudaError_t LaunchMatMul(int weight_type, const void* w, int64_t rows, int64_t cols, const float* x, int batch,
                          float* y, cudaStream_t stream) {
@@ -378,6 +438,45 @@ cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* 
   if (n == 0) return cudaSuccess;
   constexpr int kThreads = 256;
   SiluMulKernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream) {
+  AddRowsKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(x, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream) {
+  AddBiasKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(bias, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchClip(float limit, int64_t n, float* x, cudaStream_t stream) {
+  ClipKernel<<<static_cast<unsigned>((n + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(limit, n, x);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                             cudaStream_t stream) {
+  GatherRowsKernel<<<RowGrid(count, width), kRowThreads, 0, stream>>>(src, index, width, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScatterRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                              cudaStream_t stream) {
+  ScatterRowsKernel<<<RowGrid(count, width), kRowThreads, 0, stream>>>(src, index, width, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddWeightedSlots(const float* slots, const float* weights, const int32_t* row_slot_begin, int rows,
+                                   int64_t width, float* out, cudaStream_t stream) {
+  AddWeightedSlotsKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(slots, weights, row_slot_begin, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddGatedRows(const float* x, const float* gate_logits, int rows, int64_t width, float* out,
+                               cudaStream_t stream) {
+  AddGatedRowsKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(x, gate_logits, width, out);
   return cudaGetLastError();
 }
 

@@ -61,6 +61,28 @@ absl::Status RouteTokens(const float* logits, int num_tokens, int num_experts, i
 // SwiGLU: out[i] = silu(gate[i]) * up[i]; out may alias either input.
 absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 
+// Row operations of the forward pass, on `rows` rows of `width` floats.
+// out[r] += x[r] (residual connections).
+absl::Status AddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream);
+// out[r] += bias (attention biases).
+absl::Status AddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream);
+// x[i] = clamp(x[i], -limit, limit) for n values (OLMoE's clip_qkv).
+absl::Status Clip(float limit, int64_t n, float* x, cudaStream_t stream);
+// dst[i] = src[index[i]] for i < count (gathering an expert's rows); index
+// is device memory.
+absl::Status GatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                        cudaStream_t stream);
+// dst[index[i]] = src[i] for i < count (an expert's outputs to their slots).
+absl::Status ScatterRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                         cudaStream_t stream);
+// out[r] += sum of weights[s] * slots[s] for s in [row_slot_begin[r],
+// row_slot_begin[r + 1]), summed in slot (rank) order: the MoE combine.
+absl::Status AddWeightedSlots(const float* slots, const float* weights, const int32_t* row_slot_begin, int rows,
+                              int64_t width, float* out, cudaStream_t stream);
+// out[r] += sigmoid(gate_logits[r]) * x[r] (Qwen2-MoE's shared expert).
+absl::Status AddGatedRows(const float* x, const float* gate_logits, int rows, int64_t width, float* out,
+                          cudaStream_t stream);
+
 }  // namespace expertd::kernels::cuda
 
 #endif  // EXPERTD_KERNELS_CUDA_KERNELS_H_

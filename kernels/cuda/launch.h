@@ -23,6 +23,18 @@ cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const
 cudaError_t LaunchRoute(const float* logits, int num_tokens, int num_experts, int k, bool normalize,
                         int32_t* experts_out, float* weights_out, cudaStream_t stream);
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+// Row kernels; rows >= 1, width >= 1 (kernels.cc returns early otherwise).
+cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream);
+cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream);
+cudaError_t LaunchClip(float limit, int64_t n, float* x, cudaStream_t stream);
+cudaError_t LaunchGatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                             cudaStream_t stream);
+cudaError_t LaunchScatterRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
+                              cudaStream_t stream);
+cudaError_t LaunchAddWeightedSlots(const float* slots, const float* weights, const int32_t* row_slot_begin, int rows,
+                                   int64_t width, float* out, cudaStream_t stream);
+cudaError_t LaunchAddGatedRows(const float* x, const float* gate_logits, int rows, int64_t width, float* out,
+                               cudaStream_t stream);
 
 }  // namespace expertd::kernels::cuda::internal
 

@@ -269,6 +269,42 @@ TEST_F(ExpertCacheTest, DeviceTierCopiesFromDram) {
   EXPECT_TRUE(cache->CheckInvariants().ok());
 }
 
+// A key outside the file is an error at once (it used to spin: its read
+// failed before anyone waited on it, and the miss was retried forever).
+TEST_F(ExpertCacheTest, AnExpertOutsideTheFileIsAnError) {
+  auto cache = MakeCache(4, 2);
+  for (ExpertKey key : {ExpertKey{kLayers, 0}, ExpertKey{0, kExperts}, ExpertKey{-1, 0}}) {
+    absl::StatusOr<ExpertCache::Pin> pin = cache->Acquire(key);
+    ASSERT_FALSE(pin.ok());
+    EXPECT_EQ(pin.status().code(), absl::StatusCode::kInvalidArgument) << pin.status();
+    EXPECT_FALSE(cache->StartLoad(key, /*prefetch=*/false) && cache->IsReady(key));
+  }
+  EXPECT_TRUE(cache->Acquire({0, 0}).ok());
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+// Execution placement's query: a device miss whose expert DRAM holds can
+// be computed from the host copy instead of being copied.
+TEST_F(ExpertCacheTest, HostCopyOfADeviceMissCanBePinnedWithoutACopy) {
+  auto cache = MakeCache(6, 3);
+  ASSERT_TRUE(cache->Prefetch({2, 4}));  // into DRAM only
+  std::optional<ExpertCache::Pin> host;
+  for (int i = 0; i < 500 && !host; ++i) {
+    host = cache->TryAcquireHostCopy({2, 4});
+    if (!host) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(host.has_value());
+  EXPECT_TRUE(HoldsExpert(layout_, host->data(), 2, 4));
+  EXPECT_FALSE(cache->IsReady({2, 4})) << "the device tier has not got it";
+  EXPECT_EQ(cache->stats().device.loads, 0u);
+  EXPECT_FALSE(cache->TryAcquireHostCopy({2, 5}).has_value()) << "not in DRAM";
+  // Pinned in DRAM, it survives churn there while the device fills.
+  for (int e : {0, 1, 2, 3, 5}) ASSERT_TRUE(cache->Acquire({1, e}).ok());
+  EXPECT_TRUE(HoldsExpert(layout_, host->data(), 2, 4));
+  host.reset();
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
 // How the cache uses a device backend's hooks (the CUDA tier implements
 // them with cudaMalloc, cudaHostRegister and a copy stream).
 struct CopierLog {

@@ -78,6 +78,10 @@ max_batch = 16
 max_roster = 8
 max_tokens = 512
 threads = 12
+[device]
+gpu = "off"
+cuda_device = 1
+execution_placement = false
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   DaemonConfig w;
@@ -87,6 +91,7 @@ threads = 12
   w.io = {"/nvme/olmoe.experts", 128, false};
   w.prefetch = {"previous-token", 2, 4};
   w.inference = {4, 16, 8, 512, 12};
+  w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
   EXPECT_EQ(c->server.socket_group, "llm");
   EXPECT_EQ(c->cache.dram_budget_bytes, 6ull << 30);
@@ -185,7 +190,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"server", "socket_mode = \"rw-rw----\"", "server.socket_mode", "octal mode string"},
         BadValue{"server", "socket_mode = \"4755\"", "server.socket_mode", "octal mode string"},
         BadValue{"server", "socket_mode = 432", "server.socket_mode", "got an integer"},
-        BadValue{"server", "max_connections = 0", "server.max_connections", "at least 1"}));
+        BadValue{"server", "max_connections = 0", "server.max_connections", "at least 1"},
+        BadValue{"device", "gpu = \"yes\"", "device.gpu", "auto, on, off"},
+        BadValue{"device", "cuda_device = -1", "device.cuda_device", "at least 0"}));
 
 TEST(DaemonConfigTest, LoadNamesMissingFile) {
   absl::StatusOr<DaemonConfig> c = LoadDaemonConfig("/nonexistent/expertd.toml");

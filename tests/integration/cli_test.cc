@@ -171,6 +171,34 @@ TEST_F(Cli, RosterFlagsServeRunAndPerplexity) {
   EXPECT_GT(std::abs(noisy - plain_ppl), 1e-3 * plain_ppl);
 }
 
+// --gpu: "off" is the CPU; "on" runs on a CUDA device or refuses, saying
+// why (this build has no CUDA, or the machine no device); "auto" falls back.
+TEST_F(Cli, GpuChoiceIsHonouredOrRefusedClearly) {
+  const std::vector<std::string> base = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "6",
+                                         "--threads", "2"};
+  auto with = [&](const std::string& gpu) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), {"--gpu", gpu});
+    return Expertd(args);
+  };
+  CommandResult off = with("off");
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_THAT(off.err, HasSubstr("on the CPU"));
+  CommandResult automatic = with("auto");
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  CommandResult on = with("on");
+  if (on.exit_code != 0) {
+    EXPECT_THAT(on.err, HasSubstr("--gpu on, but"));
+    EXPECT_THAT(automatic.err, HasSubstr("on the CPU"));
+  } else {
+    EXPECT_THAT(on.err, HasSubstr("on the GPU"));
+    EXPECT_THAT(on.out, HasSubstr("Once upon a time"));
+  }
+  CommandResult bad = with("maybe");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("--gpu"));
+}
+
 TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   const std::vector<std::string> base = {"run", "--model", model_, "--prompt", "Once upon a time", "-n", "10"};
   CommandResult resident = Expertd(base);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -147,6 +148,10 @@ TEST(CudaKernelsTest, ShapeErrorsAreCaughtBeforeLaunch) {
   // Empty work is fine and launches nothing.
   EXPECT_TRUE(cuda::RouteTokens(nullptr, 0, 8, 2, true, nullptr, nullptr, nullptr).ok());
   EXPECT_TRUE(cuda::SiluMul(nullptr, nullptr, 0, nullptr, nullptr).ok());
+  EXPECT_EQ(cuda::AddRows(nullptr, 1, 0, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::GatherRows(nullptr, nullptr, 70000, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::Clip(-1.0f, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cuda::AddWeightedSlots(nullptr, nullptr, nullptr, 0, 4, nullptr, nullptr).ok());
 }
 
 // --- Against the CPU kernels, on a device ---
@@ -326,6 +331,96 @@ TEST(CudaKernelsTest, SiluMulMatchesCpu) {
   ASSERT_TRUE(cuda::SiluMul(d_gate.as<float>(), d_up.as<float>(), kN, d_gate.as<float>(), nullptr).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ExpectNear(Download<float>(d_gate, kN), want, 1e-5f, "silu");
+}
+
+// The forward pass's row operations against plain loops.
+TEST(CudaKernelsTest, RowOperationsMatchPlainLoops) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 5;
+  constexpr int kWidth = 300;  // not a multiple of the block size
+  const std::vector<float> x = RandomFloats(kRows * kWidth, 20, 3.0f);
+  const std::vector<float> base = RandomFloats(kRows * kWidth, 21);
+  const std::vector<float> bias = RandomFloats(kWidth, 22);
+  const std::vector<float> gates = {-2.0f, 0.0f, 1.0f, 5.0f, -30.0f};
+
+  std::vector<float> want_add = base, want_bias = base, want_gated = base, want_clip = x;
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kWidth; ++i) {
+      const int at = r * kWidth + i;
+      want_add[at] += x[at];
+      want_bias[at] += bias[i];
+      want_gated[at] += 1.0f / (1.0f + std::exp(-gates[r])) * x[at];
+      want_clip[at] = std::min(std::max(x[at], -1.5f), 1.5f);
+    }
+  }
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_add = Upload(base);
+  DeviceBuffer d_bias_out = Upload(base);
+  DeviceBuffer d_gated = Upload(base);
+  DeviceBuffer d_clip = Upload(x);
+  DeviceBuffer d_bias = Upload(bias);
+  DeviceBuffer d_gates = Upload(gates);
+  ASSERT_TRUE(cuda::AddRows(d_x.as<float>(), kRows, kWidth, d_add.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::AddBias(d_bias.as<float>(), kRows, kWidth, d_bias_out.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::AddGatedRows(d_x.as<float>(), d_gates.as<float>(), kRows, kWidth, d_gated.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::Clip(1.5f, kRows * kWidth, d_clip.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_add, kRows * kWidth), want_add, 1e-6f, "add");
+  ExpectNear(Download<float>(d_bias_out, kRows * kWidth), want_bias, 1e-6f, "bias");
+  ExpectNear(Download<float>(d_gated, kRows * kWidth), want_gated, 1e-5f, "gated");
+  ExpectNear(Download<float>(d_clip, kRows * kWidth), want_clip, 0.0f, "clip");
+}
+
+// Gather an expert's rows, scatter its outputs to slots, combine the slots
+// of each row with its gate weights: the MoE block's data movement.
+TEST(CudaKernelsTest, GatherScatterAndSlotCombineMatchPlainLoops) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 3;
+  constexpr int kWidth = 70;
+  const std::vector<int32_t> row_slot_begin = {0, 2, 3, 6};  // k = 2, 1, 3
+  constexpr int kSlots = 6;
+  const std::vector<float> src = RandomFloats(kRows * kWidth, 30);
+  const std::vector<int32_t> gather_index = {2, 0, 2, 1};
+  const std::vector<int32_t> scatter_index = {5, 0, 3, 1};
+  const std::vector<float> weights = {0.5f, 0.25f, 1.0f, 0.2f, 0.3f, 0.5f};
+  const std::vector<float> slots = RandomFloats(kSlots * kWidth, 31);
+  const std::vector<float> out0 = RandomFloats(kRows * kWidth, 32);
+
+  std::vector<float> want_gather(gather_index.size() * kWidth);
+  for (size_t i = 0; i < gather_index.size(); ++i) {
+    std::copy_n(&src[gather_index[i] * kWidth], kWidth, &want_gather[i * kWidth]);
+  }
+  std::vector<float> want_scatter = slots;
+  for (size_t i = 0; i < scatter_index.size(); ++i) {
+    std::copy_n(&want_gather[i * kWidth], kWidth, &want_scatter[scatter_index[i] * kWidth]);
+  }
+  std::vector<float> want_combine = out0;
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kWidth; ++i) {
+      float sum = 0.0f;
+      for (int s = row_slot_begin[r]; s < row_slot_begin[r + 1]; ++s) sum += weights[s] * want_scatter[s * kWidth + i];
+      want_combine[r * kWidth + i] += sum;
+    }
+  }
+  DeviceBuffer d_src = Upload(src);
+  DeviceBuffer d_gather_index = Upload(gather_index);
+  DeviceBuffer d_scatter_index = Upload(scatter_index);
+  DeviceBuffer d_gathered = Zeros(want_gather.size() * sizeof(float));
+  DeviceBuffer d_slots = Upload(slots);
+  DeviceBuffer d_weights = Upload(weights);
+  DeviceBuffer d_begin = Upload(row_slot_begin);
+  DeviceBuffer d_out = Upload(out0);
+  const int count = static_cast<int>(gather_index.size());
+  ASSERT_TRUE(cuda::GatherRows(d_src.as<float>(), d_gather_index.as<int32_t>(), count, kWidth,
+                               d_gathered.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::ScatterRows(d_gathered.as<float>(), d_scatter_index.as<int32_t>(), count, kWidth,
+                                d_slots.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::AddWeightedSlots(d_slots.as<float>(), d_weights.as<float>(), d_begin.as<int32_t>(), kRows, kWidth,
+                                     d_out.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_gathered, want_gather.size()), want_gather, 0.0f, "gather");
+  ExpectNear(Download<float>(d_slots, want_scatter.size()), want_scatter, 0.0f, "scatter");
+  ExpectNear(Download<float>(d_out, want_combine.size()), want_combine, 1e-6f, "combine");
 }
 
 // Work on a stream waits for an event recorded on another (the copy-stream

@@ -1,0 +1,609 @@
+#include "engine/cuda/cuda_forward.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/kernels.h"
+
+namespace expertd {
+namespace {
+
+namespace kc = kernels::cuda;
+using kc::CudaStatus;
+
+constexpr size_t kAlignment = 256;  // cudaMalloc's; keeps 16-byte loads aligned
+
+size_t Aligned(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+
+// KV caches in VRAM.
+class DeviceKvMemory : public KvMemory {
+ public:
+  bool on_host() const override { return false; }
+  absl::StatusOr<std::shared_ptr<float>> Allocate(size_t floats) override {
+    ASSIGN_OR_RETURN(kc::DeviceBuffer buffer, kc::DeviceBuffer::Allocate(std::max<size_t>(floats, 1) * sizeof(float)));
+    RETURN_IF_ERROR(CudaStatus(cudaMemset(buffer.data(), 0, buffer.size_bytes()), "clearing a KV cache"));
+    auto owner = std::make_shared<kc::DeviceBuffer>(std::move(buffer));
+    return std::shared_ptr<float>(owner, owner->as<float>());
+  }
+  absl::Status Copy(float* dst, const float* src, size_t floats) override {
+    // Passes end with a stream synchronisation, so nothing is in flight on
+    // these arrays when a cache grows between passes.
+    return CudaStatus(cudaMemcpy(dst, src, floats * sizeof(float), cudaMemcpyDeviceToDevice), "growing a KV cache");
+  }
+};
+
+// Every expert uploaded with the dense weights.
+class UploadedExperts : public ExpertSource {
+ public:
+  explicit UploadedExperts(const std::vector<std::vector<FeedForwardWeights>>& experts) : experts_(experts) {}
+  absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override {
+    ExpertHandle handle;
+    handle.weights = experts_[layer][expert];
+    return handle;
+  }
+  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override { return *Acquire(layer, expert); }
+
+ private:
+  const std::vector<std::vector<FeedForwardWeights>>& experts_;
+};
+
+// Puts host tensors into one device allocation: a first walk over the
+// model measures (Place returns null), a second copies.
+class Uploader {
+ public:
+  absl::Status StartCopying() {
+    ASSIGN_OR_RETURN(memory_, kc::DeviceBuffer::Allocate(std::max<size_t>(total_, 1)));
+    copying_ = true;
+    total_ = 0;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<const void*> Place(const void* host, size_t bytes) {
+    const size_t offset = total_;
+    total_ += Aligned(bytes);
+    if (!copying_ || bytes == 0) return static_cast<const void*>(nullptr);
+    std::byte* device = memory_.as<std::byte>() + offset;
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "uploading weights"));
+    return static_cast<const void*>(device);
+  }
+  absl::StatusOr<WeightMatrix> Matrix(const WeightMatrix& host) {
+    if (host.data == nullptr) return host;  // absent (an architecture without it)
+    WeightMatrix device = host;
+    ASSIGN_OR_RETURN(device.data, Place(host.data, static_cast<size_t>(host.size_bytes())));
+    return device;
+  }
+  absl::StatusOr<const float*> Vector(const std::vector<float>& host) {
+    if (host.empty()) return static_cast<const float*>(nullptr);
+    ASSIGN_OR_RETURN(const void* device, Place(host.data(), host.size() * sizeof(float)));
+    return static_cast<const float*>(device);
+  }
+  absl::StatusOr<FeedForwardWeights> FeedForward(const FeedForwardWeights& host) {
+    FeedForwardWeights device;
+    ASSIGN_OR_RETURN(device.gate, Matrix(host.gate));
+    ASSIGN_OR_RETURN(device.up, Matrix(host.up));
+    ASSIGN_OR_RETURN(device.down, Matrix(host.down));
+    return device;
+  }
+  size_t total() const { return total_; }
+  kc::DeviceBuffer Take() { return std::move(memory_); }
+
+ private:
+  kc::DeviceBuffer memory_;
+  size_t total_ = 0;
+  bool copying_ = false;
+};
+
+float* Row(const kc::DeviceBuffer& buffer, int row, int64_t width) {
+  return buffer.as<float>() + static_cast<size_t>(row) * width;
+}
+
+// Grows `buffer` to hold `count` values of T.
+template <typename T>
+absl::Status Ensure(kc::DeviceBuffer& buffer, size_t count) {
+  const size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
+  if (buffer.size_bytes() >= bytes) return absl::OkStatus();
+  ASSIGN_OR_RETURN(buffer, kc::DeviceBuffer::Allocate(bytes));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct CudaForwardPass::DeviceWeights {
+  struct Layer {
+    const float* input_norm = nullptr;
+    const float* post_attention_norm = nullptr;
+    WeightMatrix q, k, v, o;
+    const float* q_bias = nullptr;
+    const float* k_bias = nullptr;
+    const float* v_bias = nullptr;
+    const float* q_norm = nullptr;
+    const float* k_norm = nullptr;
+    bool is_moe = true;
+    WeightMatrix router;
+    std::optional<FeedForwardWeights> shared_expert;
+    WeightMatrix shared_expert_gate;
+    FeedForwardWeights dense_mlp;
+  };
+  std::vector<Layer> layers;
+  const float* final_norm = nullptr;
+  WeightMatrix lm_head;
+  std::vector<std::vector<FeedForwardWeights>> experts;  // [layer][expert], uploaded
+  kc::DeviceBuffer memory;
+
+  // One walk over the model's weights: measuring, or copying.
+  absl::Status Walk(const ModelWeights& host, bool with_experts, Uploader& up) {
+    layers.assign(host.layers.size(), Layer());
+    experts.assign(host.layers.size(), {});
+    for (size_t l = 0; l < host.layers.size(); ++l) {
+      const LayerWeights& h = host.layers[l];
+      Layer& d = layers[l];
+      ASSIGN_OR_RETURN(d.input_norm, up.Vector(h.input_norm));
+      ASSIGN_OR_RETURN(d.post_attention_norm, up.Vector(h.post_attention_norm));
+      ASSIGN_OR_RETURN(d.q, up.Matrix(h.q));
+      ASSIGN_OR_RETURN(d.k, up.Matrix(h.k));
+      ASSIGN_OR_RETURN(d.v, up.Matrix(h.v));
+      ASSIGN_OR_RETURN(d.o, up.Matrix(h.o));
+      ASSIGN_OR_RETURN(d.q_bias, up.Vector(h.q_bias));
+      ASSIGN_OR_RETURN(d.k_bias, up.Vector(h.k_bias));
+      ASSIGN_OR_RETURN(d.v_bias, up.Vector(h.v_bias));
+      ASSIGN_OR_RETURN(d.q_norm, up.Vector(h.q_norm));
+      ASSIGN_OR_RETURN(d.k_norm, up.Vector(h.k_norm));
+      d.is_moe = h.is_moe;
+      if (!h.is_moe) {
+        ASSIGN_OR_RETURN(d.dense_mlp, up.FeedForward(h.dense_mlp));
+        continue;
+      }
+      ASSIGN_OR_RETURN(d.router, up.Matrix(h.router));
+      if (h.shared_expert) {
+        ASSIGN_OR_RETURN(d.shared_expert, up.FeedForward(*h.shared_expert));
+        ASSIGN_OR_RETURN(d.shared_expert_gate, up.Matrix(h.shared_expert_gate));
+      }
+      if (with_experts) {
+        for (const FeedForwardWeights& expert : h.experts) {
+          ASSIGN_OR_RETURN(FeedForwardWeights uploaded, up.FeedForward(expert));
+          experts[l].push_back(uploaded);
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(final_norm, up.Vector(host.final_norm));
+    ASSIGN_OR_RETURN(lm_head, up.Matrix(host.lm_head));
+    return absl::OkStatus();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const Model& model,
+                                                                         kernels::ThreadPool* pool,
+                                                                         ExpertSource* experts,
+                                                                         const cache::CudaDeviceTier* tier,
+                                                                         CudaForwardOptions options) {
+  const bool upload_all = options.experts == CudaForwardOptions::Experts::kUploadAll;
+  if (upload_all != (experts == nullptr)) {
+    return absl::InvalidArgumentError("the GPU pass takes an expert source exactly when experts are cached");
+  }
+  if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && tier == nullptr) {
+    return absl::InvalidArgumentError("experts cached in VRAM need the cache's CUDA tier");
+  }
+  if (model.config().head_dim > kc::kMaxAttentionHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("the GPU pass supports head_dim up to ", kc::kMaxAttentionHeadDim,
+                                                   ", this model has ", model.config().head_dim));
+  }
+  std::string why_none;
+  ASSIGN_OR_RETURN(int devices, kc::CudaDeviceCount(&why_none));
+  if (devices == 0) return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", why_none));
+  if (options.device < 0 || options.device >= devices) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " requested, ", devices, " present"));
+  }
+  std::unique_ptr<CudaForwardPass> pass(new CudaForwardPass(model, pool, experts, tier, std::move(options)));
+  RETURN_IF_ERROR(pass->Init());
+  return pass;
+}
+
+CudaForwardPass::CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
+                                 const cache::CudaDeviceTier* tier, CudaForwardOptions options)
+    : model_(model),
+      config_(model.config()),
+      pool_(pool),
+      experts_(experts),
+      tier_(tier),
+      options_(std::move(options)),
+      placement_(options_.placement),
+      inv_freq_(RopeInverseFrequencies(model.config())),
+      dispatch_(model.config()) {}
+
+CudaForwardPass::~CudaForwardPass() {
+  if (stream_.get() != nullptr) (void)stream_.Synchronize();
+}
+
+absl::Status CudaForwardPass::Init() {
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), absl::StrCat("cudaSetDevice(", options_.device, ")")));
+  ASSIGN_OR_RETURN(stream_, kc::Stream::Create());
+  const bool upload_all = options_.experts == CudaForwardOptions::Experts::kUploadAll;
+  weights_ = std::make_unique<DeviceWeights>();
+  Uploader uploader;
+  RETURN_IF_ERROR(weights_->Walk(model_.weights(), upload_all, uploader));
+  const size_t bytes = uploader.total();
+  if (absl::Status s = uploader.StartCopying(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("uploading ", bytes >> 20, " MiB of ",
+                                               upload_all ? "weights (every expert included: give a DRAM budget to "
+                                                            "offload experts)"
+                                                          : "dense weights",
+                                               ": ", s.message()));
+  }
+  RETURN_IF_ERROR(weights_->Walk(model_.weights(), upload_all, uploader));
+  weights_->memory = uploader.Take();
+  if (upload_all) {
+    uploaded_experts_ = std::make_unique<UploadedExperts>(weights_->experts);
+    experts_ = uploaded_experts_.get();
+  }
+  kv_memory_ = std::make_unique<DeviceKvMemory>();
+  // One expert's weights (gate, up, down), for execution placement.
+  if (!model_.weights().layers.empty()) {
+    for (const LayerWeights& layer : model_.weights().layers) {
+      if (!layer.is_moe || layer.experts.empty()) continue;
+      const FeedForwardWeights& e = layer.experts[0];
+      expert_bytes_ = e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes();
+      break;
+    }
+  }
+  if (tier_ != nullptr) copies_seen_ = tier_->stats();
+  return absl::OkStatus();
+}
+
+KvMemory& CudaForwardPass::kv_memory() { return *kv_memory_; }
+
+uint64_t CudaForwardPass::weight_bytes() const { return weights_->memory.size_bytes(); }
+
+absl::Status CudaForwardPass::EnsureScratch(int n, int slots) {
+  if (n <= scratch_rows_ && slots <= scratch_slots_) return absl::OkStatus();
+  n = std::max(n, scratch_rows_);
+  slots = std::max(slots, scratch_slots_);
+  const size_t h = config_.hidden_size;
+  const size_t max_ffn = std::max({config_.expert_intermediate_size, config_.shared_expert_intermediate_size,
+                                   config_.dense_intermediate_size});
+  RETURN_IF_ERROR(Ensure<float>(residual_, n * h));
+  RETURN_IF_ERROR(Ensure<float>(normed_, n * h));
+  RETURN_IF_ERROR(Ensure<float>(q_, static_cast<size_t>(n) * config_.q_size()));
+  RETURN_IF_ERROR(Ensure<float>(k_, static_cast<size_t>(n) * config_.kv_size()));
+  RETURN_IF_ERROR(Ensure<float>(v_, static_cast<size_t>(n) * config_.kv_size()));
+  RETURN_IF_ERROR(Ensure<float>(attention_, static_cast<size_t>(n) * config_.q_size()));
+  RETURN_IF_ERROR(Ensure<float>(block_out_, n * h));
+  RETURN_IF_ERROR(Ensure<float>(rope_, static_cast<size_t>(n) * config_.head_dim));
+  RETURN_IF_ERROR(Ensure<float>(router_logits_, static_cast<size_t>(n) * config_.num_experts));
+  RETURN_IF_ERROR(Ensure<float>(gathered_, n * h));
+  RETURN_IF_ERROR(Ensure<float>(ffn_gate_, n * max_ffn));
+  RETURN_IF_ERROR(Ensure<float>(ffn_up_, n * max_ffn));
+  RETURN_IF_ERROR(Ensure<float>(ffn_out_, n * h));
+  RETURN_IF_ERROR(Ensure<float>(expert_out_, static_cast<size_t>(slots) * h));
+  RETURN_IF_ERROR(Ensure<float>(shared_gate_, n));
+  RETURN_IF_ERROR(Ensure<float>(logits_, static_cast<size_t>(n) * config_.vocab_size));
+  RETURN_IF_ERROR(Ensure<int32_t>(slots_by_expert_, slots));
+  RETURN_IF_ERROR(Ensure<int32_t>(rows_by_expert_, slots));
+  RETURN_IF_ERROR(Ensure<float>(slot_weights_, slots));
+  RETURN_IF_ERROR(Ensure<int32_t>(row_slot_begin_, n + 1));
+  host_rows_.resize(n * h);
+  host_rope_.resize(static_cast<size_t>(n) * config_.head_dim);
+  host_router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
+  host_slots_by_expert_.resize(slots);
+  host_rows_by_expert_.resize(slots);
+  host_row_slot_begin_.resize(n + 1);
+  expert_offset_.resize(config_.num_experts);
+  cpu_in_.resize(n * h);
+  cpu_gate_.resize(n * max_ffn);
+  cpu_up_.resize(n * max_ffn);
+  cpu_out_.resize(n * h);
+  scratch_rows_ = n;
+  scratch_slots_ = slots;
+  return absl::OkStatus();
+}
+
+absl::Status CudaForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
+                                  std::vector<float>* logits, RoutingTrace* trace) {
+  RETURN_IF_ERROR(PlanPromptRows(config_, tokens, kv, options, trace, kv_memory_.get(), &rows_));
+  const int n = static_cast<int>(tokens.size());
+  contiguous_ = true;
+  RETURN_IF_ERROR(RunPass(tokens, options.all_logits ? 0 : n - 1, logits));
+  kv.Commit(n);
+  return absl::OkStatus();
+}
+
+absl::Status CudaForwardPass::Step(absl::Span<const StepRow> rows, std::vector<float>* logits) {
+  RETURN_IF_ERROR(PlanStepRows(config_, rows, kv_memory_.get(), &rows_, &step_tokens_));
+  contiguous_ = false;
+  RETURN_IF_ERROR(RunPass(step_tokens_, 0, logits));
+  for (const StepRow& row : rows) {
+    if (row.appends_kv) row.kv->Commit(1);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int h = config_.hidden_size;
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
+  dispatch_.BeginPass(rows_);
+  RETURN_IF_ERROR(EnsureScratch(n, dispatch_.num_slots()));
+
+  // Embeddings and RoPE angles are computed on the host (a row lookup and
+  // a few sines) and go over with one copy each.
+  const WeightMatrix& embedding = model_.weights().embedding;
+  for (int t = 0; t < n; ++t) {
+    kernels::ConvertToF32(embedding.dtype,
+                          static_cast<const std::byte*>(embedding.data) +
+                              static_cast<size_t>(tokens[t]) * h * kernels::DTypeSize(embedding.dtype),
+                          h, host_rows_.data() + static_cast<size_t>(t) * h);
+    RopeCosSin(inv_freq_, rows_[t].position, host_rope_.data() + static_cast<size_t>(t) * config_.head_dim);
+  }
+  cudaStream_t stream = stream_.get();
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(residual_.data(), host_rows_.data(), static_cast<size_t>(n) * h * 4,
+                                             cudaMemcpyHostToDevice, stream),
+                             "copying embeddings"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(rope_.data(), host_rope_.data(),
+                                             static_cast<size_t>(n) * config_.head_dim * 4, cudaMemcpyHostToDevice,
+                                             stream),
+                             "copying RoPE angles"));
+
+  experts_->BeginPass();
+  if (observer_ != nullptr) observer_->BeginPass();
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    const auto layer_start = std::chrono::steady_clock::now();
+    RETURN_IF_ERROR(Attention(layer, n));
+    RETURN_IF_ERROR(MoeBlock(layer, n));
+    if (observer_ != nullptr && config_.layer_is_moe[layer]) {
+      observer_->OnLayerDone(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
+    }
+  }
+
+  const int rows = n - first_row;
+  RETURN_IF_ERROR(kc::RmsNorm(Row(residual_, first_row, h), weights_->final_norm, rows, h, config_.rms_norm_eps,
+                              normed_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::MatMul(weights_->lm_head, normed_.as<float>(), rows, logits_.as<float>(), stream));
+  logits->resize(static_cast<size_t>(rows) * config_.vocab_size);
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(logits->data(), logits_.data(), logits->size() * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream),
+                             "copying logits"));
+  return stream_.Synchronize();
+}
+
+absl::Status CudaForwardPass::Attention(int layer_index, int n) {
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  const int h = config_.hidden_size;
+  const int q_size = config_.q_size();
+  const int kv_size = config_.kv_size();
+  const int head_dim = config_.head_dim;
+  const float eps = config_.rms_norm_eps;
+  cudaStream_t stream = stream_.get();
+
+  RETURN_IF_ERROR(kc::RmsNorm(residual_.as<float>(), layer.input_norm, n, h, eps, normed_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::MatMul(layer.q, normed_.as<float>(), n, q_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::MatMul(layer.k, normed_.as<float>(), n, k_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::MatMul(layer.v, normed_.as<float>(), n, v_.as<float>(), stream));
+  if (layer.q_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.q_bias, n, q_size, q_.as<float>(), stream));
+  if (layer.k_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.k_bias, n, kv_size, k_.as<float>(), stream));
+  if (layer.v_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.v_bias, n, kv_size, v_.as<float>(), stream));
+  if (config_.qk_norm == QkNorm::kWholeProjection) {
+    RETURN_IF_ERROR(kc::RmsNorm(q_.as<float>(), layer.q_norm, n, q_size, eps, q_.as<float>(), stream));
+    RETURN_IF_ERROR(kc::RmsNorm(k_.as<float>(), layer.k_norm, n, kv_size, eps, k_.as<float>(), stream));
+  } else if (config_.qk_norm == QkNorm::kPerHead) {
+    // Every head of every row is one row of head_dim values.
+    RETURN_IF_ERROR(
+        kc::RmsNorm(q_.as<float>(), layer.q_norm, n * config_.num_heads, head_dim, eps, q_.as<float>(), stream));
+    RETURN_IF_ERROR(
+        kc::RmsNorm(k_.as<float>(), layer.k_norm, n * config_.num_kv_heads, head_dim, eps, k_.as<float>(), stream));
+  }
+  if (config_.clip_qkv) {
+    // OLMoE clamps after the QK-norm.
+    RETURN_IF_ERROR(kc::Clip(*config_.clip_qkv, static_cast<int64_t>(n) * q_size, q_.as<float>(), stream));
+    RETURN_IF_ERROR(kc::Clip(*config_.clip_qkv, static_cast<int64_t>(n) * kv_size, k_.as<float>(), stream));
+    RETURN_IF_ERROR(kc::Clip(*config_.clip_qkv, static_cast<int64_t>(n) * kv_size, v_.as<float>(), stream));
+  }
+  RETURN_IF_ERROR(kc::ApplyRope(q_.as<float>(), n, config_.num_heads, head_dim, rope_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::ApplyRope(k_.as<float>(), n, config_.num_kv_heads, head_dim, rope_.as<float>(), stream));
+
+  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim};
+  const size_t row_bytes = static_cast<size_t>(kv_size) * sizeof(float);
+  // Writes rows [t, t + count)'s keys and values at position `at` onwards.
+  auto write_kv = [&](KvCache& kv, int t, int count, int at) -> absl::Status {
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(kv.Keys(layer_index) + static_cast<size_t>(at) * kv_size,
+                                               Row(k_, t, kv_size), count * row_bytes, cudaMemcpyDeviceToDevice,
+                                               stream),
+                               "writing keys to the KV cache"));
+    return CudaStatus(cudaMemcpyAsync(kv.Values(layer_index) + static_cast<size_t>(at) * kv_size,
+                                      Row(v_, t, kv_size), count * row_bytes, cudaMemcpyDeviceToDevice, stream),
+                      "writing values to the KV cache");
+  };
+  if (contiguous_) {
+    // One sequence's consecutive positions: one causal block.
+    KvCache& kv = *rows_[0].kv;
+    RETURN_IF_ERROR(write_kv(kv, 0, n, rows_[0].position));
+    RETURN_IF_ERROR(kc::CausalAttention(shape, q_.as<float>(), n, rows_[0].position, kv.Keys(layer_index),
+                                        kv.Values(layer_index), attention_.as<float>(), stream));
+  } else {
+    // A Roster sample that does not append attends to the history plus its
+    // own key and value: on one stream, writing them into the (reserved,
+    // uncommitted) next position just before its attention is exactly
+    // that. Appending rows go last, so the position ends up holding theirs.
+    for (bool appending : {false, true}) {
+      for (int t = 0; t < n; ++t) {
+        const RowPlan& row = rows_[t];
+        if (row.appends_kv != appending) continue;
+        RETURN_IF_ERROR(write_kv(*row.kv, t, 1, row.position));
+        RETURN_IF_ERROR(kc::CausalAttention(shape, Row(q_, t, q_size), 1, row.position, row.kv->Keys(layer_index),
+                                            row.kv->Values(layer_index), Row(attention_, t, q_size), stream));
+      }
+    }
+  }
+  RETURN_IF_ERROR(kc::MatMul(layer.o, attention_.as<float>(), n, block_out_.as<float>(), stream));
+  return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
+}
+
+absl::Status CudaForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out) {
+  cudaStream_t stream = stream_.get();
+  const int64_t ffn = ff.gate.rows;
+  RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, ffn_gate_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::MatMul(ff.up, x, m, ffn_up_.as<float>(), stream));
+  RETURN_IF_ERROR(kc::SiluMul(ffn_gate_.as<float>(), ffn_up_.as<float>(), m * ffn, ffn_gate_.as<float>(), stream));
+  return kc::MatMul(ff.down, ffn_gate_.as<float>(), m, out, stream);
+}
+
+absl::Status CudaForwardPass::UploadDispatch(int n) {
+  // Slots grouped by expert (the order experts' rows are gathered in), the
+  // row of each, and each row's slot range for the combine.
+  int at = 0;
+  for (int e = 0; e < config_.num_experts; ++e) {
+    expert_offset_[e] = at;
+    for (int32_t slot : dispatch_.SlotsOf(e)) {
+      host_slots_by_expert_[at] = slot;
+      host_rows_by_expert_[at] = dispatch_.RowOfSlot(slot);
+      ++at;
+    }
+  }
+  for (int t = 0; t < n; ++t) host_row_slot_begin_[t] = dispatch_.row(t).first_slot;
+  host_row_slot_begin_[n] = dispatch_.num_slots();
+  cudaStream_t stream = stream_.get();
+  const size_t slots = dispatch_.num_slots();
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slots_by_expert_.data(), host_slots_by_expert_.data(), slots * 4,
+                                             cudaMemcpyHostToDevice, stream),
+                             "copying the dispatch"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(rows_by_expert_.data(), host_rows_by_expert_.data(), slots * 4,
+                                             cudaMemcpyHostToDevice, stream),
+                             "copying the dispatch"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slot_weights_.data(), dispatch_.chosen_weights().data(), slots * 4,
+                                             cudaMemcpyHostToDevice, stream),
+                             "copying the gate weights"));
+  return CudaStatus(cudaMemcpyAsync(row_slot_begin_.data(), host_row_slot_begin_.data(), (n + 1) * 4,
+                                    cudaMemcpyHostToDevice, stream),
+                    "copying the dispatch");
+}
+
+absl::Status CudaForwardPass::RunExpertOnDevice(int expert, const FeedForwardWeights& weights) {
+  cudaStream_t stream = stream_.get();
+  const int h = config_.hidden_size;
+  const int m = static_cast<int>(dispatch_.SlotsOf(expert).size());
+  const int offset = expert_offset_[expert];
+  RETURN_IF_ERROR(kc::GatherRows(normed_.as<float>(), rows_by_expert_.as<int32_t>() + offset, m, h,
+                                 gathered_.as<float>(), stream));
+  RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>()));
+  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + offset, m, h,
+                         expert_out_.as<float>(), stream);
+}
+
+absl::Status CudaForwardPass::RunExpertOnCpu(int expert, const FeedForwardWeights& weights) {
+  const auto start = std::chrono::steady_clock::now();
+  const int h = config_.hidden_size;
+  absl::Span<const int32_t> slots = dispatch_.SlotsOf(expert);
+  const int m = static_cast<int>(slots.size());
+  const int64_t ffn = weights.gate.rows;
+  // host_rows_ holds the layer's gate inputs (copied back for routing).
+  for (int i = 0; i < m; ++i) {
+    std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch_.RowOfSlot(slots[i])) * h, h,
+                cpu_in_.data() + static_cast<size_t>(i) * h);
+  }
+  kernels::MatMul(weights.gate, cpu_in_.data(), m, cpu_gate_.data(), pool_);
+  kernels::MatMul(weights.up, cpu_in_.data(), m, cpu_up_.data(), pool_);
+  kernels::SiluMul(cpu_gate_.data(), cpu_up_.data(), m * ffn, cpu_gate_.data());
+  kernels::MatMul(weights.down, cpu_gate_.data(), m, cpu_out_.data(), pool_);
+  placement_.RecordCpuCompute(expert_bytes_, m,
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  // A pageable copy returns once cpu_out_ has been staged, so it may be
+  // reused; on the stream it follows the kernels already queued on ffn_out_.
+  cudaStream_t stream = stream_.get();
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ffn_out_.data(), cpu_out_.data(), static_cast<size_t>(m) * h * 4,
+                                             cudaMemcpyHostToDevice, stream),
+                             "copying a CPU expert's output"));
+  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + expert_offset_[expert], m, h,
+                         expert_out_.as<float>(), stream);
+}
+
+void CudaForwardPass::RecordCopyTimings() {
+  if (tier_ == nullptr) return;
+  const cache::CudaCopyStats now = tier_->stats();
+  const uint64_t copies = now.copies - copies_seen_.copies;
+  if (copies > 0) {
+    placement_.RecordCopy((now.bytes - copies_seen_.bytes) / copies,
+                          static_cast<double>(now.copy_ns - copies_seen_.copy_ns) / copies / 1e9);
+  }
+  copies_seen_ = now;
+}
+
+absl::Status CudaForwardPass::MoeBlock(int layer_index, int n) {
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  const int h = config_.hidden_size;
+  cudaStream_t stream = stream_.get();
+  RETURN_IF_ERROR(kc::RmsNorm(residual_.as<float>(), layer.post_attention_norm, n, h, config_.rms_norm_eps,
+                              normed_.as<float>(), stream));
+  if (!layer.is_moe) {
+    RETURN_IF_ERROR(FeedForward(layer.dense_mlp, normed_.as<float>(), n, block_out_.as<float>()));
+    return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
+  }
+  experts_->BeginLayer(layer_index);
+  if (observer_ != nullptr) observer_->BeginLayer(layer_index);
+
+  // Routing happens on the host: the cache must know the experts anyway.
+  RETURN_IF_ERROR(kc::MatMul(layer.router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_router_logits_.data(), router_logits_.data(),
+                                             static_cast<size_t>(n) * config_.num_experts * 4,
+                                             cudaMemcpyDeviceToHost, stream),
+                             "copying router logits"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_rows_.data(), normed_.data(), static_cast<size_t>(n) * h * 4,
+                                             cudaMemcpyDeviceToHost, stream),
+                             "copying gate inputs"));
+  RETURN_IF_ERROR(stream_.Synchronize());
+  dispatch_.Route(layer_index, host_router_logits_.data(), *experts_);
+  RETURN_IF_ERROR(UploadDispatch(n));
+
+  const bool experts_on_host = options_.experts == CudaForwardOptions::Experts::kCacheOnHost;
+  RecordCopyTimings();
+  const bool place = options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement;
+  plan_.Plan(layer_index, dispatch_, config_.num_experts, *experts_, place ? &placement_ : nullptr, expert_bytes_);
+  if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, host_rows_.data(), h);
+
+  // Ready experts are queued on the GPU first; the CPU's share runs
+  // meanwhile. A pin may go only once the kernels reading it have run.
+  for (ExpertPlan::Pinned& ready : plan_.ready()) {
+    if (experts_on_host) {
+      RETURN_IF_ERROR(RunExpertOnCpu(ready.expert, ready.handle.weights));
+      ++stats_.experts_on_cpu;
+    } else {
+      RETURN_IF_ERROR(RunExpertOnDevice(ready.expert, ready.handle.weights));
+      ++stats_.experts_on_device;
+    }
+  }
+  for (ExpertPlan::Pinned& host : plan_.on_cpu()) {
+    RETURN_IF_ERROR(RunExpertOnCpu(host.expert, host.handle.weights));
+    ++stats_.experts_on_cpu;
+  }
+  RETURN_IF_ERROR(stream_.Synchronize());
+  plan_.ReleasePins();
+  for (int e : plan_.pending()) {
+    ASSIGN_OR_RETURN(ExpertHandle expert, experts_->Acquire(layer_index, e));
+    if (experts_on_host) {
+      RETURN_IF_ERROR(RunExpertOnCpu(e, expert.weights));
+      ++stats_.experts_on_cpu;
+    } else {
+      RETURN_IF_ERROR(RunExpertOnDevice(e, expert.weights));
+      RETURN_IF_ERROR(stream_.Synchronize());  // before the pin goes
+      ++stats_.experts_loaded;
+    }
+  }
+
+  // Each row's experts in rank order, weighted; then the shared expert.
+  RETURN_IF_ERROR(kc::AddWeightedSlots(expert_out_.as<float>(), slot_weights_.as<float>(),
+                                       row_slot_begin_.as<int32_t>(), n, h, residual_.as<float>(), stream));
+  if (layer.shared_expert) {
+    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x).
+    RETURN_IF_ERROR(FeedForward(*layer.shared_expert, normed_.as<float>(), n, ffn_out_.as<float>()));
+    RETURN_IF_ERROR(kc::MatMul(layer.shared_expert_gate, normed_.as<float>(), n, shared_gate_.as<float>(), stream));
+    RETURN_IF_ERROR(kc::AddGatedRows(ffn_out_.as<float>(), shared_gate_.as<float>(), n, h, residual_.as<float>(),
+                                     stream));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace expertd

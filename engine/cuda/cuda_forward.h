@@ -1,0 +1,140 @@
+#ifndef EXPERTD_ENGINE_CUDA_CUDA_FORWARD_H_
+#define EXPERTD_ENGINE_CUDA_CUDA_FORWARD_H_
+
+// The transformer on an NVIDIA GPU (built only with CUDA). Every dense
+// weight (attention, norms, routers, shared experts, dense MLPs, LM head) is
+// uploaded once, into one allocation; the KV caches live in VRAM; a step
+// runs on one compute stream with the kernels of kernels/cuda. Routed
+// experts come from the expert source:
+//   - no source: every expert is uploaded with the dense weights;
+//   - a cache whose compute tier is the VRAM tier (cache/cuda_device_tier.h):
+//     experts ready in VRAM run on the GPU; a miss that DRAM holds runs on
+//     the CPU when execution placement finds that cheaper for this batch
+//     than the copy (engine/expert_plan.h); the rest are loaded (NVMe ->
+//     DRAM -> VRAM) and run on the GPU;
+//   - a cache without a device tier: every routed expert runs on the CPU,
+//     the rest of the model on the GPU.
+// Routing is decided on the host from the router logits (one small copy per
+// MoE layer), by the same code as the CPU pass (engine/moe_dispatch.h), so
+// dial-k, Roster of Experts, traces, the cache's layer cycle and the
+// prefetcher behave exactly as on the CPU. Logits match the CPU pass to
+// float rounding, not bit for bit.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/cuda_device_tier.h"
+#include "cache/execution_placement.h"
+#include "engine/expert_plan.h"
+#include "engine/forward_api.h"
+#include "engine/model.h"
+#include "engine/moe_dispatch.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/runtime.h"
+
+namespace expertd {
+
+struct CudaForwardOptions {
+  int device = 0;
+  // Where the routed experts are (see above).
+  enum class Experts { kUploadAll, kCacheOnDevice, kCacheOnHost };
+  Experts experts = Experts::kUploadAll;
+  // Compute VRAM misses that DRAM holds on the CPU when cheaper (ours).
+  bool execution_placement = true;
+  cache::PlacementOptions placement;
+};
+
+// Where routed experts ran, over the pass's life.
+struct CudaForwardStats {
+  uint64_t experts_on_device = 0;  // ready in VRAM (or uploaded)
+  uint64_t experts_loaded = 0;     // waited for, then run on the GPU
+  uint64_t experts_on_cpu = 0;     // run on the CPU from DRAM
+};
+
+class CudaForwardPass : public Forward {
+ public:
+  // experts: null with Experts::kUploadAll, else the cache's source. tier:
+  // the cache's VRAM tier with kCacheOnDevice (its copy timings feed
+  // execution placement). pool: for experts run on the CPU; may be null.
+  // All must outlive the pass. Fails with kFailedPrecondition without a
+  // device, kResourceExhausted when the weights do not fit.
+  static absl::StatusOr<std::unique_ptr<CudaForwardPass>> Create(const Model& model, kernels::ThreadPool* pool,
+                                                                 ExpertSource* experts,
+                                                                 const cache::CudaDeviceTier* tier,
+                                                                 CudaForwardOptions options);
+  ~CudaForwardPass() override;
+
+  void SetObserver(LayerObserver* observer) override { observer_ = observer; }
+  absl::Status Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
+                   std::vector<float>* logits, RoutingTrace* trace = nullptr) override;
+  absl::Status Step(absl::Span<const StepRow> rows, std::vector<float>* logits) override;
+  KvMemory& kv_memory() override;
+
+  CudaForwardStats stats() const { return stats_; }
+  uint64_t weight_bytes() const;
+
+  struct DeviceWeights;
+
+ private:
+  CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
+                  const cache::CudaDeviceTier* tier, CudaForwardOptions options);
+  absl::Status Init();
+  absl::Status EnsureScratch(int n, int slots);
+  // Embeds rows_'s tokens, runs every layer, writes logits of rows
+  // [first_row, n).
+  absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
+  absl::Status Attention(int layer, int n);
+  absl::Status MoeBlock(int layer, int n);
+  absl::Status FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
+  // The expert's slots: gather their rows, run it, scatter to the slots.
+  absl::Status RunExpertOnDevice(int expert, const FeedForwardWeights& weights);
+  absl::Status RunExpertOnCpu(int expert, const FeedForwardWeights& weights);
+  absl::Status UploadDispatch(int n);
+  void RecordCopyTimings();
+
+  const Model& model_;
+  const ModelConfig& config_;
+  kernels::ThreadPool* pool_;
+  ExpertSource* experts_;
+  const cache::CudaDeviceTier* tier_;
+  CudaForwardOptions options_;
+  LayerObserver* observer_ = nullptr;
+  cache::ExecutionPlacement placement_;
+  uint64_t expert_bytes_ = 0;
+  cache::CudaCopyStats copies_seen_;
+  CudaForwardStats stats_;
+
+  kernels::cuda::Stream stream_;
+  std::unique_ptr<DeviceWeights> weights_;
+  std::unique_ptr<ExpertSource> uploaded_experts_;  // Experts::kUploadAll
+  std::unique_ptr<KvMemory> kv_memory_;
+
+  std::vector<float> inv_freq_;
+  std::vector<RowPlan> rows_;
+  bool contiguous_ = false;
+  std::vector<int32_t> step_tokens_;
+  MoeDispatch dispatch_;
+  ExpertPlan plan_;
+
+  // Device scratch, [rows][width]; sized on first use, grown when needed.
+  int scratch_rows_ = 0;
+  int scratch_slots_ = 0;
+  kernels::cuda::DeviceBuffer residual_, normed_, q_, k_, v_, attention_, block_out_, rope_, router_logits_;
+  kernels::cuda::DeviceBuffer gathered_, ffn_gate_, ffn_up_, ffn_out_, expert_out_, shared_gate_, logits_;
+  // The layer's dispatch on the device: slots grouped by expert, the row of
+  // each, every slot's gate weight, each row's first slot.
+  kernels::cuda::DeviceBuffer slots_by_expert_, rows_by_expert_, slot_weights_, row_slot_begin_;
+  // Host mirrors.
+  std::vector<float> host_rows_;          // [n][hidden]: embeddings in, gate inputs out
+  std::vector<float> host_rope_;          // [n][head_dim]
+  std::vector<float> host_router_logits_;  // [n][num_experts]
+  std::vector<int32_t> host_slots_by_expert_, host_rows_by_expert_, host_row_slot_begin_;
+  std::vector<int32_t> expert_offset_;    // [num_experts]: first index in slots_by_expert_
+  std::vector<float> cpu_in_, cpu_gate_, cpu_up_, cpu_out_;  // CPU experts
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_CUDA_CUDA_FORWARD_H_

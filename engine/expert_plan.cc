@@ -1,0 +1,40 @@
+#include "engine/expert_plan.h"
+
+namespace expertd {
+
+void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, int num_experts, ExpertSource& experts,
+                      const cache::ExecutionPlacement* placement, uint64_t expert_bytes) {
+  Clear();
+  // Bytes this layer will copy to the device: each copy waits behind them.
+  uint64_t queued_copy_bytes = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    const int rows = static_cast<int>(dispatch.SlotsOf(e).size());
+    if (rows == 0) continue;
+    if (std::optional<ExpertHandle> handle = experts.TryAcquire(layer, e)) {
+      ready_.push_back({e, std::move(*handle)});
+      continue;
+    }
+    if (placement != nullptr) {
+      std::optional<ExpertHandle> host = experts.TryAcquireHostCopy(layer, e);
+      if (host && placement->Decide(expert_bytes, rows, queued_copy_bytes) == cache::Placement::kComputeOnCpu) {
+        on_cpu_.push_back({e, std::move(*host)});
+        continue;
+      }
+      queued_copy_bytes += expert_bytes;
+    }
+    pending_.push_back(e);
+  }
+  for (int e : pending_) experts.StartLoad(layer, e);
+}
+
+void ExpertPlan::ReleasePins() {
+  ready_.clear();
+  on_cpu_.clear();
+}
+
+void ExpertPlan::Clear() {
+  ReleasePins();
+  pending_.clear();
+}
+
+}  // namespace expertd
