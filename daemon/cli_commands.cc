@@ -15,6 +15,9 @@
 #include "base/status_macros.h"
 #include "engine/batch_decoder.h"
 #include "engine/forward.h"
+#ifdef EXPERTD_HAVE_CUDA
+#include "engine/cuda/cuda_forward.h"
+#endif
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -123,9 +126,19 @@ absl::Status Run(const RunFlags& flags) {
                    Generate(*engine.model, *engine.forward, prompt, options,
                             [&](int32_t id) { std::cout << decoder.Next(id) << std::flush; }));
   std::cout << decoder.Flush() << "\n";
-  std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s%s\n", result.prompt_tokens,
-              result.prefill_tokens_per_second(), result.tokens.size(), result.decode_tokens_per_second(),
+  std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s; first token after %.1f ms%s\n",
+              result.prompt_tokens, result.prefill_tokens_per_second(), result.tokens.size(),
+              result.decode_tokens_per_second(), result.prefill_seconds * 1e3,
               result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
+#ifdef EXPERTD_HAVE_CUDA
+  if (const auto* gpu = dynamic_cast<const CudaForwardPass*>(engine.forward.get())) {
+    const CudaForwardStats stats = gpu->stats();
+    std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
+                static_cast<unsigned long long>(stats.experts_on_device),
+                static_cast<unsigned long long>(stats.experts_loaded),
+                static_cast<unsigned long long>(stats.experts_on_cpu));
+  }
+#endif
   if (options.roster.enabled()) PrintRosterCosts(options.roster, result.costs);
   PrintCacheStats(engine, result.prompt_tokens + static_cast<int64_t>(result.tokens.size()));
   return absl::OkStatus();

@@ -376,7 +376,8 @@ nlohmann::json InferenceService::Stats() const {
                     {"architecture", engine_.model->config().architecture_name},
                     {"layers", engine_.model->config().num_layers},
                     {"experts", engine_.model->config().num_experts},
-                    {"experts_per_token", engine_.model->config().experts_per_token}};
+                    {"experts_per_token", engine_.model->config().experts_per_token},
+                    {"runs_on", engine_.on_gpu ? "gpu" : "cpu"}};
   stats["uptime_seconds"] = SecondsBetween(started_, std::chrono::steady_clock::now());
   if (engine_.cache != nullptr) {
     const cache::CacheStats cache = engine_.cache->stats();

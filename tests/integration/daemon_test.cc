@@ -113,7 +113,9 @@ class Daemon : public ::testing::Test {
     std::ofstream(config_) << "[server]\nsocket_path = \"" << socket_ << "\"\nmax_body = \"64KiB\"\n"
                            << server_extra_ << "[model]\npath = \"" << model_ << "\"\n"
                            << "[cache]\ndram_budget = \"" << dram_budget << "\"\n"
-                           << "[inference]\n" << inference_extra_;
+                           << "[inference]\n" << inference_extra_
+                           // The CPU even on a GPU machine: these tests compare with the CLI bit for bit.
+                           << "[device]\ngpu = \"off\"\n";
   }
   client::Client client() const { return client::Client(socket_); }
   // Waits for the daemon to exit and returns its exit status.
@@ -151,7 +153,7 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
 
   // The same generation through `expertd run`.
   const std::string out = dir_.Sub("run.out");
-  const std::string command = std::string(EXPERTD_BINARY) + " run --model " + model_ +
+  const std::string command = std::string(EXPERTD_BINARY) + " run --gpu off --model " + model_ +
                               " --prompt 'Once upon a time' -n 12 > " + out + " 2>/dev/null";
   ASSERT_EQ(std::system(command.c_str()), 0);
   std::ifstream in(out);
@@ -181,6 +183,7 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["requests"]["completed"], 3);
   EXPECT_GT((*stats)["cache"]["dram"]["misses"].get<int>(), 0);
+  EXPECT_EQ((*stats)["model"]["runs_on"], "cpu") << "[device] gpu = \"off\"";
 }
 
 TEST_F(Daemon, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
@@ -489,8 +492,8 @@ TEST_F(Daemon, EchoLogprobsGiveTheCliPerplexity) {
   const std::string text = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";
   std::ofstream(dir_.Sub("ppl.txt")) << text;
   int exit_code = -1;
-  const std::string out = RunCommand(std::string(EXPERTD_BINARY) + " perplexity --model " + model_ + " --text-file " +
-                                         dir_.Sub("ppl.txt") + " --ctx 1024 2>/dev/null",
+  const std::string out = RunCommand(std::string(EXPERTD_BINARY) + " perplexity --gpu off --model " + model_ +
+                                         " --text-file " + dir_.Sub("ppl.txt") + " --ctx 1024 2>/dev/null",
                                      &exit_code);
   ASSERT_EQ(exit_code, 0) << out;
   const double cli = std::stod(out.substr(out.find("perplexity: ") + 12));

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue 8's GPU benchmark, everything from one run on one machine:
+#   1. gpu_bench: plain pinned cudaMemcpy H2D (the link's ceiling) against the
+#      VRAM tier's expert copies, and the bf16 matvec kernel's bandwidth;
+#   2. decode on the GPU of an OLMoE-1B-7B-shaped bf16 model made by mkmodel
+#      (16 layers, 64 experts, top-8, hidden 2048, ffn 1024: 12 MiB experts,
+#      12.9 GB of them), VRAM tier 5% of the experts (as in SpecMD), DRAM
+#      holding all of them: decode tokens/s and time to first token for LRU
+#      and Least-Stale, prefetch off and cross-layer, execution placement on
+#      and off.
+# The first run packs the experts (12.9 GB written once); each configuration
+# runs twice and the second (DRAM warm) is the one reported.
+#
+#   bench/gpu_decode_bench.sh BUILD_DIR [WORK_DIR] [TOKENS]
+set -euo pipefail
+build="$(cd "${1:?usage: gpu_decode_bench.sh BUILD_DIR [WORK_DIR] [TOKENS]}" && pwd)"
+work="${2:-/tmp/expertd-gpu-bench}"
+tokens="${3:-64}"
+mkdir -p "$work"
+
+echo "== copies and kernels (bench/gpu_bench)"
+"$build/bench/gpu_bench"
+
+model="$work/olmoe-1b-7b-shaped"
+if [ ! -f "$model/config.json" ]; then
+  echo "== making $model"
+  "$build/tools/mkmodel/mkmodel" --arch olmoe --layers 16 --experts 64 --top-k 8 --hidden 2048 --ffn 1024 \
+    --heads 16 --kv-heads 16 --vocab 50304 --max-position 4096 --dtype bf16 --seed 1 --out "$model"
+fi
+
+expert_bytes=$((3 * 2048 * 1024 * 2))
+experts=$((16 * 64))
+vram=$((experts * expert_bytes * 5 / 100))
+dram=$((experts * expert_bytes + 64 * expert_bytes))
+prompt="The tiered expert cache keeps the hottest experts in VRAM while the rest wait in DRAM and on NVMe, and"
+echo "== decode: VRAM tier $((vram >> 20)) MiB (5% of $experts experts), DRAM $((dram >> 20)) MiB, $tokens tokens"
+printf '%-12s %-12s %-9s %10s %12s %10s %10s %10s\n' policy prefetch placement "TTFT ms" "decode tok/s" \
+  "vram hit" "on cpu" "stall ms"
+for policy in lru least-stale; do
+  for prefetch in none cross-layer; do
+    for placement in on off; do
+      args=(run --model "$model" --gpu on --dram-budget "$dram" --device-budget "$vram" --policy "$policy"
+            --prefetch "$prefetch" --prompt "$prompt" -n "$tokens")
+      [ "$placement" = off ] && args+=(--no-execution-placement)
+      "$build/daemon/expertd" "${args[@]}" >/dev/null 2>&1 || true  # warms DRAM (and packs on the first run)
+      out="$("$build/daemon/expertd" "${args[@]}" 2>"$work/last.err")" || { cat "$work/last.err" >&2; exit 1; }
+      ttft=$(sed -n 's/.*first token after \([0-9.]*\) ms.*/\1/p' <<<"$out")
+      rate=$(sed -n 's/.*decode: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out")
+      hit=$(sed -n 's/^cache device ([^)]*): hit rate \([0-9.]*\),.*/\1/p' <<<"$out")
+      cpu=$(sed -n 's/^gpu: .* \([0-9]*\) on the cpu.*/\1/p' <<<"$out")
+      stall=$(sed -n 's/^stall: \([0-9.]*\) ms per token.*/\1/p' <<<"$out")
+      printf '%-12s %-12s %-9s %10s %12s %10s %10s %10s\n' "$policy" "$prefetch" "$placement" "$ttft" "$rate" \
+        "$hit" "$cpu" "$stall"
+    done
+  done
+done
