@@ -183,5 +183,71 @@ TEST_F(BadInput, ContextOverflowIsAnError) {
   EXPECT_EQ(kv.length(), 3);
 }
 
+// Host memory that says it is not (stands for VRAM), and can be told to
+// run out: the KV cache's contract with its memory.
+class FakeDeviceMemory : public KvMemory {
+ public:
+  bool on_host() const override { return false; }
+  absl::StatusOr<std::shared_ptr<float>> Allocate(size_t floats) override {
+    if (fail) return absl::ResourceExhaustedError("out of fake device memory");
+    ++allocations;
+    return HostKvMemory().Allocate(floats);
+  }
+  absl::Status Copy(float* dst, const float* src, size_t floats) override {
+    copied_floats += floats;
+    return HostKvMemory().Copy(dst, src, floats);
+  }
+  bool fail = false;
+  int allocations = 0;
+  size_t copied_floats = 0;
+};
+
+TEST_F(BadInput, AKvCacheInAnotherPassesMemoryIsRefused) {
+  auto model = Model::Load(model_dir_);
+  ASSERT_TRUE(model.ok());
+  ForwardPass forward(**model, nullptr);
+  FakeDeviceMemory device;
+  KvCache kv((*model)->config(), 16, &device);
+  std::vector<float> logits;
+  absl::Status status = forward.Run({1, 2}, kv, {}, &logits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("device memory"));
+  status = forward.Step({{.token = 1, .kv = &kv}}, &logits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("step row 0"));
+  EXPECT_EQ(kv.length(), 0);
+  EXPECT_EQ(device.allocations, 0) << "refused before reserving";
+}
+
+TEST_F(BadInput, KvCacheGrowthKeepsRowsAndSurvivesAFailedAllocation) {
+  auto model = Model::Load(model_dir_);
+  ASSERT_TRUE(model.ok());
+  const ModelConfig& config = (*model)->config();
+  FakeDeviceMemory memory;
+  KvCache kv(config, 1000, &memory);
+  ASSERT_TRUE(kv.Reserve(3).ok());
+  const int first_capacity_allocations = memory.allocations;
+  EXPECT_EQ(first_capacity_allocations, 2 * config.num_layers);
+  for (int i = 0; i < 3 * kv.kv_size(); ++i) kv.Keys(0)[i] = static_cast<float>(i);
+  kv.Commit(3);
+  // Past the first capacity (64): every array is reallocated, and only the
+  // cached rows are copied.
+  ASSERT_TRUE(kv.Reserve(100).ok());
+  EXPECT_EQ(memory.allocations, 2 * first_capacity_allocations);
+  EXPECT_EQ(memory.copied_floats, static_cast<size_t>(2 * config.num_layers * 3 * kv.kv_size()));
+  for (int i = 0; i < 3 * kv.kv_size(); ++i) ASSERT_EQ(kv.Keys(0)[i], static_cast<float>(i));
+  // Out of memory: an error naming the growth; the cache keeps its rows.
+  const size_t bytes = kv.memory_bytes();
+  const float* keys = kv.Keys(0);
+  memory.fail = true;
+  absl::Status status = kv.Reserve(900);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("growing a KV cache"));
+  EXPECT_EQ(kv.memory_bytes(), bytes);
+  EXPECT_EQ(kv.Keys(0), keys);
+  EXPECT_EQ(kv.Keys(0)[5], 5.0f);
+  EXPECT_EQ(kv.length(), 3);
+}
+
 }  // namespace
 }  // namespace expertd
