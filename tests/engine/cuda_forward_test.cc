@@ -24,6 +24,7 @@
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
 #include "kernels/cuda/runtime.h"
+#include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -114,16 +115,10 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
     auto model = Model::Load(MakeTestModel(dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    const std::string path = dir_.Sub("model.experts");
-    ASSERT_TRUE(PackExperts(*model_, path, PackDtype::kKeep).ok());
-    auto file = io::ExpertFile::Open(path, model_->fingerprint());
-    ASSERT_TRUE(file.ok()) << file.status();
-    file_ = std::move(*file);
-    io::ReaderOptions reader_options;
-    reader_options.path = path;
-    auto reader = io::OpenExpertReader(reader_options);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    reader_ = std::move(*reader);
+    testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, dir_.Sub("model.experts"));
+    ASSERT_TRUE(packed.file && packed.reader);
+    file_ = std::move(packed.file);
+    reader_ = std::move(packed.reader);
     ForwardPass cpu(*model_, &pool_);
     cpu_ = RunWorkload(*model_, cpu);
   }

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -43,15 +44,10 @@ class Offload : public ::testing::TestWithParam<std::tuple<std::string, std::str
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     expert_path_ = dir_.Sub("model.experts");
-    ASSERT_TRUE(PackExperts(*model_, expert_path_, PackDtype::kKeep).ok());
-    auto file = io::ExpertFile::Open(expert_path_, model_->fingerprint());
-    ASSERT_TRUE(file.ok()) << file.status();
-    file_ = std::move(*file);
-    io::ReaderOptions reader_options;
-    reader_options.path = expert_path_;
-    auto reader = io::OpenExpertReader(reader_options);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    reader_ = std::move(*reader);
+    testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, expert_path_);
+    ASSERT_TRUE(packed.file && packed.reader);
+    file_ = std::move(packed.file);
+    reader_ = std::move(packed.reader);
   }
 
   struct Outputs {

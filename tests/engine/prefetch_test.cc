@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -31,16 +32,10 @@ class PrefetchTest : public ::testing::Test {
     auto model = Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    const std::string path = dir_.Sub("model.experts");
-    ASSERT_TRUE(PackExperts(*model_, path, PackDtype::kKeep).ok());
-    auto file = io::ExpertFile::Open(path, model_->fingerprint());
-    ASSERT_TRUE(file.ok()) << file.status();
-    file_ = std::move(*file);
-    io::ReaderOptions reader_options;
-    reader_options.path = path;
-    auto reader = io::OpenExpertReader(reader_options);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    reader_ = faults ? io::MakeFaultInjectingReader(std::move(*reader), *faults) : std::move(*reader);
+    testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, dir_.Sub("model.experts"));
+    ASSERT_TRUE(packed.file && packed.reader);
+    file_ = std::move(packed.file);
+    reader_ = faults ? io::MakeFaultInjectingReader(std::move(packed.reader), *faults) : std::move(packed.reader);
   }
 
   std::unique_ptr<cache::ExpertCache> MakeCache(int slots, const std::string& policy = "least-stale") {
