@@ -149,6 +149,14 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
                    engine.cache == nullptr ? "uploaded with them"
                    : cuda_tier != nullptr  ? "through the VRAM tier"
                                            : "on the CPU (no device budget)");
+      if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && options.execution_placement) {
+        const cache::ExecutionPlacement& placement = (*gpu)->placement();
+        const uint64_t bytes = (*gpu)->expert_bytes();
+        spdlog::info("execution placement: an expert takes {:.3f} ms to copy, {:.3f} ms on the CPU for 1 row, "
+                     "{:.3f} ms for 8",
+                     placement.CopySeconds(bytes) * 1e3, placement.CpuSeconds(bytes, 1) * 1e3,
+                     placement.CpuSeconds(bytes, 8) * 1e3);
+      }
       engine.forward = std::move(*gpu);
       engine.on_gpu = true;
     } else if (flags.gpu == "on" || cuda_tier != nullptr) {

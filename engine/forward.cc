@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_feed_forward.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/matmul.h"
@@ -209,11 +210,7 @@ void ForwardPass::Attention(int layer_index, int n) {
 }
 
 void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out) {
-  const int ffn = static_cast<int>(ff.gate.rows);
-  kernels::MatMul(ff.gate, x, m, ffn_gate_.data(), pool_);
-  kernels::MatMul(ff.up, x, m, ffn_up_.data(), pool_);
-  kernels::SiluMul(ffn_gate_.data(), ffn_up_.data(), static_cast<int64_t>(m) * ffn, ffn_gate_.data());
-  kernels::MatMul(ff.down, ffn_gate_.data(), m, out, pool_);
+  CpuFeedForward(ff, x, m, ffn_gate_.data(), ffn_up_.data(), out, pool_);
 }
 
 void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights) {

@@ -8,9 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "engine/cpu_feed_forward.h"
 #include "kernels/cpu/dtype.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/ops.h"
 #include "kernels/cuda/kernels.h"
 
 namespace expertd {
@@ -253,6 +252,37 @@ absl::Status CudaForwardPass::Init() {
     }
   }
   if (tier_ != nullptr) copies_seen_ = tier_->stats();
+  if (options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement &&
+      expert_bytes_ > 0) {
+    RETURN_IF_ERROR(CalibratePlacement());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaForwardPass::CalibratePlacement() {
+  // Both sides of the placement decision measured once up front, so the
+  // first decisions are this machine's; running figures refine them.
+  for (const LayerWeights& layer : model_.weights().layers) {
+    if (!layer.is_moe || layer.experts.empty()) continue;
+    CalibrateCpuExperts(layer.experts[0], pool_, placement_);
+    break;
+  }
+  ASSIGN_OR_RETURN(kc::PinnedHostBuffer host, kc::PinnedHostBuffer::Allocate(expert_bytes_));
+  ASSIGN_OR_RETURN(kc::DeviceBuffer device, kc::DeviceBuffer::Allocate(expert_bytes_));
+  ASSIGN_OR_RETURN(kc::Event start, kc::Event::Create(/*timing=*/true));
+  ASSIGN_OR_RETURN(kc::Event stop, kc::Event::Create(/*timing=*/true));
+  std::memset(host.data(), 0, expert_bytes_);
+  constexpr int kReps = 3;
+  for (int r = 0; r <= kReps; ++r) {
+    if (r == 1) RETURN_IF_ERROR(start.Record(stream_.get()));  // the first is a warm-up
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(device.data(), host.data(), expert_bytes_, cudaMemcpyHostToDevice, stream_.get()),
+        "timing an expert copy"));
+  }
+  RETURN_IF_ERROR(stop.Record(stream_.get()));
+  RETURN_IF_ERROR(stop.Synchronize());
+  ASSIGN_OR_RETURN(float ms, stop.MillisecondsSince(start));
+  placement_.RecordCopy(expert_bytes_, ms / 1e3 / kReps);
   return absl::OkStatus();
 }
 
@@ -499,16 +529,12 @@ absl::Status CudaForwardPass::RunExpertOnCpu(int expert, const FeedForwardWeight
   const int h = config_.hidden_size;
   absl::Span<const int32_t> slots = dispatch_.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
-  const int64_t ffn = weights.gate.rows;
   // host_rows_ holds the layer's gate inputs (copied back for routing).
   for (int i = 0; i < m; ++i) {
     std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch_.RowOfSlot(slots[i])) * h, h,
                 cpu_in_.data() + static_cast<size_t>(i) * h);
   }
-  kernels::MatMul(weights.gate, cpu_in_.data(), m, cpu_gate_.data(), pool_);
-  kernels::MatMul(weights.up, cpu_in_.data(), m, cpu_up_.data(), pool_);
-  kernels::SiluMul(cpu_gate_.data(), cpu_up_.data(), m * ffn, cpu_gate_.data());
-  kernels::MatMul(weights.down, cpu_gate_.data(), m, cpu_out_.data(), pool_);
+  CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_);
   placement_.RecordCpuCompute(expert_bytes_, m,
                               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   // A pageable copy returns once cpu_out_ has been staged, so it may be

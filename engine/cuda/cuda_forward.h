@@ -73,6 +73,9 @@ class CudaForwardPass : public Forward {
   KvMemory& kv_memory() override;
 
   CudaForwardStats stats() const { return stats_; }
+  // The execution placement model (its estimates, for the log).
+  const cache::ExecutionPlacement& placement() const { return placement_; }
+  uint64_t expert_bytes() const { return expert_bytes_; }
   uint64_t weight_bytes() const;
 
   struct DeviceWeights;
@@ -81,6 +84,7 @@ class CudaForwardPass : public Forward {
   CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
                   const cache::CudaDeviceTier* tier, CudaForwardOptions options);
   absl::Status Init();
+  absl::Status CalibratePlacement();
   absl::Status EnsureScratch(int n, int slots);
   // Embeds rows_'s tokens, runs every layer, writes logits of rows
   // [first_row, n).

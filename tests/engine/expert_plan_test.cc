@@ -4,11 +4,14 @@
 
 #include "engine/expert_plan.h"
 
+#include <chrono>
+
 #include <optional>
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "engine/cpu_feed_forward.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -123,6 +126,43 @@ TEST_F(ExpertPlanTest, QueuedCopiesTipLaterExpertsToTheCpu) {
   // behind one queued copy -> CPU; 6 likewise.
   EXPECT_THAT(plan_.pending(), ElementsAre(1));
   EXPECT_THAT(Experts(plan_.on_cpu()), ElementsAre(3, 5, 6));
+}
+
+// The CPU side of placement starts from a measurement of this machine: the
+// calibrated estimate is near a timing of the same block taken here.
+TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
+  constexpr int kHidden = 512;
+  constexpr int kFfn = 256;
+  FeedForwardWeights like;
+  like.gate = {kernels::DType::kBF16, nullptr, kFfn, kHidden};
+  like.up = {kernels::DType::kBF16, nullptr, kFfn, kHidden};
+  like.down = {kernels::DType::kBF16, nullptr, kHidden, kFfn};
+  const uint64_t bytes = 3ull * kHidden * kFfn * 2;
+  cache::PlacementOptions options;
+  options.cpu_weight_bytes_per_second = 1e3;  // absurd: 13 minutes per expert
+  cache::ExecutionPlacement placement(options);
+  const double before = placement.CpuSeconds(bytes, 1);
+  CalibrateCpuExperts(like, nullptr, placement);
+  const double estimate = placement.CpuSeconds(bytes, 1);
+  EXPECT_LT(estimate, before / 1000) << "the default is replaced, not nudged";
+  EXPECT_GE(placement.CpuSeconds(bytes, 8), estimate);
+
+  std::vector<std::byte> weights(bytes);
+  FeedForwardWeights expert = like;
+  expert.gate.data = weights.data();
+  expert.up.data = weights.data() + bytes / 3;
+  expert.down.data = weights.data() + 2 * bytes / 3;
+  std::vector<float> x(kHidden, 0.5f), gate(kFfn), up(kFfn), out(kHidden);
+  double best = 1e9;
+  for (int r = 0; r < 5; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    CpuFeedForward(expert, x.data(), 1, gate.data(), up.data(), out.data(), nullptr);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  // Loose bounds: this VM is noisy; a default left in place would be off
+  // by orders of magnitude.
+  EXPECT_GT(estimate, best / 20);
+  EXPECT_LT(estimate, best * 50);
 }
 
 }  // namespace

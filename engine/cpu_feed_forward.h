@@ -1,0 +1,28 @@
+#ifndef EXPERTD_ENGINE_CPU_FEED_FORWARD_H_
+#define EXPERTD_ENGINE_CPU_FEED_FORWARD_H_
+
+// A SwiGLU feed-forward block (dense MLP, shared or routed expert) on the
+// CPU, and the measurement execution placement starts from.
+
+#include "cache/execution_placement.h"
+#include "engine/model_weights.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace expertd {
+
+// out[m][hidden] = down(silu(gate x) * up x) for m rows of x; gate_scratch
+// and up_scratch hold m * ffn floats each. pool may be null.
+void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* gate_scratch, float* up_scratch,
+                    float* out, kernels::ThreadPool* pool);
+
+// Times CpuFeedForward on an expert of `like`'s shapes and dtypes (its own
+// copy of the weights, warm in cache as a DRAM slot is after its load) at
+// batch 1 and 8, and records both into `placement`, so its first decisions
+// come from this machine rather than from defaults. The copy side is
+// measured by the caller (it needs the device).
+void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,
+                         cache::ExecutionPlacement& placement);
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_CPU_FEED_FORWARD_H_
