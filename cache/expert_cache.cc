@@ -99,6 +99,7 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
   cache->slot_bytes_ = file.layout().slot_bytes();
   cache->min_slots_ = std::max(1, options.min_slots);
   cache->verify_checksums_ = options.verify_checksums;
+  cache->prefetch_to_device_ = options.prefetch_to_device;
   cache->copier_ = options.device_copier ? std::move(options.device_copier) : MakeHostMemoryCopier();
   options.policy_options.num_layers = static_cast<int>(file.layout().num_layers);
   options.policy_options.num_experts = static_cast<int>(file.layout().num_experts);
@@ -133,11 +134,21 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
     }
   }
   if (absl::Status s = cache->RegisterDramBuffersLocked(lock); !s.ok()) return s;
+  cache->promoting_ = cache->tiers_.size() > 1 && cache->prefetch_to_device_;
+  const bool promote = cache->promoting_;
   lock.unlock();
+  if (promote) cache->promoter_ = std::thread([raw = cache.get()] { raw->PromoteLoop(); });
   return cache;
 }
 
 ExpertCache::~ExpertCache() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    promotions_.clear();
+    changed_.notify_all();
+  }
+  if (promoter_.joinable()) promoter_.join();  // finishes the copy it is in
   permanent_pins_.clear();
   std::unique_lock lock(mu_);
   // Reads in flight write into our slots and call back into us.
@@ -362,18 +373,58 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
       StartFileReadLocked(tier, slot, key);
       continue;
     }
-    // Device tier: bring the expert into DRAM (a demand access there), then
-    // copy it up. Our device slot stays "loading" meanwhile, so others wait
-    // on it instead of starting a second copy.
-    lock.unlock();
-    absl::Status status;
-    {
-      auto host = AcquireInTier(kDram, key, demand);
-      status = host.ok() ? copier_->Copy(slot->data, host->data(), slot_bytes_) : host.status();
-    }  // the DRAM pin is released before we take the lock again
-    lock.lock();
-    if (status.ok()) tier.stats.bytes_loaded += slot_bytes_;
-    FinishLoadLocked(tier, slot, status);
+    FillDeviceSlotLocked(lock, tier, slot, key, demand);
+  }
+}
+
+void ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Tier& device, Slot* slot,
+                                       const ExpertKey& key, bool demand) {
+  // The device slot stays "loading" meanwhile, so others wait on it instead
+  // of starting a second copy.
+  lock.unlock();
+  absl::Status status;
+  {
+    auto host = AcquireInTier(kDram, key, demand);
+    status = host.ok() ? copier_->Copy(slot->data, host->data(), slot_bytes_) : host.status();
+  }  // the DRAM pin is released before we take the lock again
+  lock.lock();
+  if (status.ok()) device.stats.bytes_loaded += slot_bytes_;
+  FinishLoadLocked(device, slot, status);
+}
+
+bool ExpertCache::QueuePromotionLocked(const ExpertKey& key, bool prefetch) {
+  Tier& device = *tiers_[kDevice];
+  if (device.resident.contains(key)) {
+    if (prefetch) device.policy->OnPrefetchHit(key);
+    return false;
+  }
+  // Bounded: more waiting copies than device slots could only evict each
+  // other before they are used.
+  if (promotions_.size() >= device.slots.size()) return false;
+  for (const Promotion& queued : promotions_) {
+    if (queued.key == key) return false;
+  }
+  promotions_.push_back({key, prefetch});
+  changed_.notify_all();
+  return true;
+}
+
+void ExpertCache::PromoteLoop() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    changed_.wait(lock, [&] { return stopping_ || !promotions_.empty(); });
+    if (stopping_) return;
+    const Promotion next = promotions_.front();
+    promotions_.pop_front();
+    Tier& device = *tiers_[kDevice];
+    // Already there (compute asked first), or its DRAM load was dropped or
+    // failed: nothing to copy.
+    if (device.resident.contains(next.key) || !tiers_[kDram]->resident.contains(next.key)) continue;
+    // Like every early load, a copy never waits for a slot.
+    Slot* slot = TakeFreeSlotLocked(device);
+    if (slot == nullptr) continue;
+    BeginFillLocked(device, slot, next.key, next.prefetch);
+    FillDeviceSlotLocked(lock, device, slot, next.key, /*demand=*/false);
   }
 }
 
@@ -412,19 +463,23 @@ int ExpertCache::reads_in_flight() const {
 }
 
 bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
+  if (!file_.Find(key.layer, key.expert).ok()) return false;
   std::lock_guard lock(mu_);
   Tier& dram = *tiers_[kDram];
+  bool started = false;
   if (dram.resident.contains(key)) {
     // Least-Stale: a prefetch of a resident expert marks it current, so it
     // survives until the layer that wants it has run.
     if (prefetch) dram.policy->OnPrefetchHit(key);
-    return false;
+  } else {
+    Slot* slot = TakeFreeSlotLocked(dram);
+    if (slot == nullptr) return false;  // everything busy: an early load never waits
+    BeginFillLocked(dram, slot, key, prefetch);
+    StartFileReadLocked(dram, slot, key);
+    started = true;
   }
-  Slot* slot = TakeFreeSlotLocked(dram);
-  if (slot == nullptr) return false;  // everything busy: an early load never waits
-  BeginFillLocked(dram, slot, key, prefetch);
-  StartFileReadLocked(dram, slot, key);
-  return true;
+  if (promoting_) started |= QueuePromotionLocked(key, prefetch);
+  return started;
 }
 
 absl::Status ExpertCache::PinPermanently(absl::Span<const ExpertKey> keys) {

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <condition_variable>
+#include <deque>
+#include <thread>
 #include <mutex>
 #include <optional>
 
@@ -96,6 +98,10 @@ struct ExpertCacheOptions {
   int min_slots = 1;
   bool verify_checksums = true;
   std::unique_ptr<DeviceCopier> device_copier;  // default: host memory
+  // With a device tier: StartLoad and Prefetch also bring the expert on
+  // into the device tier (a copier thread does the copies), so predictions
+  // land in the compute tier, as they do without a device tier.
+  bool prefetch_to_device = true;
 };
 
 // The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
@@ -160,7 +166,9 @@ class ExpertCache {
   bool Prefetch(const ExpertKey& key) { return StartLoad(key, /*prefetch=*/true); }
   // As Prefetch, for compute that will Acquire the expert soon: issuing all
   // of a layer's missing experts at once reads them in parallel. Not counted
-  // as a prefetch.
+  // as a prefetch. With a device tier (and prefetch_to_device) the expert is
+  // then copied on into it by the copier thread, unless no device slot can
+  // be freed. Returns whether a read or a copy was started.
   bool StartLoad(const ExpertKey& key, bool prefetch);
 
   // Shallow-favouring residency (Fate): loads `keys` into the compute tier
@@ -203,6 +211,15 @@ class ExpertCache {
   absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
   void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
   void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
+  // Brings key into DRAM (a demand access there when `demand`), copies it
+  // into the device slot being filled, and finishes that load. Releases the
+  // lock meanwhile.
+  void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Tier& device, Slot* slot, const ExpertKey& key,
+                            bool demand);
+  // Queues key's copy into the device tier; whether it was queued.
+  bool QueuePromotionLocked(const ExpertKey& key, bool prefetch);
+  // The copier thread: device fills asked for by StartLoad.
+  void PromoteLoop();
   absl::Status RegisterDramBuffersLocked(std::unique_lock<std::mutex>& lock);
   int SlotsFor(uint64_t budget_bytes) const;
 
@@ -220,6 +237,15 @@ class ExpertCache {
   uint64_t pass_ = 0;
   int file_reads_in_flight_ = 0;
   std::vector<Pin> permanent_pins_;  // from PinPermanently; released first on destruction
+  bool prefetch_to_device_ = true;
+  bool promoting_ = false;  // a copier thread runs (set before it starts)
+  struct Promotion {
+    ExpertKey key;
+    bool prefetch = false;
+  };
+  std::deque<Promotion> promotions_;  // waiting for the copier thread
+  bool stopping_ = false;
+  std::thread promoter_;  // with a device tier and prefetch_to_device
 };
 
 }  // namespace expertd::cache

@@ -76,9 +76,10 @@ class ExpertCacheTest : public ::testing::Test {
     reader_ = faults ? io::MakeFaultInjectingReader(std::move(*reader), *faults) : std::move(*reader);
   }
   std::unique_ptr<ExpertCache> MakeCache(int dram_slots, int device_slots = 0, const std::string& policy = "least-stale",
-                                         int min_slots = 2) {
+                                         int min_slots = 2, bool prefetch_to_device = true) {
     if (reader_ == nullptr) OpenReader();
     ExpertCacheOptions options;
+    options.prefetch_to_device = prefetch_to_device;
     options.dram_budget_bytes = dram_slots * layout_.slot_bytes();
     options.device_budget_bytes = device_slots * layout_.slot_bytes();
     options.policy = policy;
@@ -269,6 +270,58 @@ TEST_F(ExpertCacheTest, DeviceTierCopiesFromDram) {
   EXPECT_TRUE(cache->CheckInvariants().ok());
 }
 
+// A prediction lands in the compute tier: with a device tier the copier
+// thread takes a prefetched expert on from DRAM into it.
+TEST_F(ExpertCacheTest, PrefetchReachesTheDeviceTier) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(10);
+  OpenReader(&slow);
+  auto cache = MakeCache(6, 3);
+  ASSERT_TRUE(cache->Prefetch({2, 4}));
+  for (int i = 0; i < 1000 && !cache->IsReady({2, 4}); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(cache->IsReady({2, 4})) << "never reached the device tier";
+  CacheStats stats = cache->stats();
+  EXPECT_EQ(stats.device.prefetches, 1u);
+  EXPECT_EQ(stats.device.loads, 1u);
+  EXPECT_EQ(stats.device.misses, 0u) << "nothing asked for it yet";
+  auto pin = cache->Acquire({2, 4});
+  ASSERT_TRUE(pin.ok());
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 2, 4));
+  stats = cache->stats();
+  EXPECT_EQ(stats.device.hits, 1u);
+  EXPECT_EQ(stats.device.prefetch_hits, 1u);
+  // Already on the device: a prefetch only refreshes it.
+  EXPECT_FALSE(cache->Prefetch({2, 4}));
+  EXPECT_EQ(cache->stats().device.loads, 1u);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+// Loads started for compute go on to the device too, and compute joins the
+// copy in flight instead of making its own; destroying the cache with
+// copies queued and in flight is clean.
+TEST_F(ExpertCacheTest, StartedLoadsAreCopiedOnceAndTeardownWaitsForCopies) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(5);
+  OpenReader(&slow);
+  {
+    auto cache = MakeCache(8, 4);
+    for (int e = 0; e < 4; ++e) cache->StartLoad({1, e}, /*prefetch=*/false);
+    for (int e = 0; e < 4; ++e) {
+      auto pin = cache->Acquire({1, e});
+      ASSERT_TRUE(pin.ok()) << pin.status();
+      EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, e));
+    }
+    const CacheStats stats = cache->stats();
+    EXPECT_EQ(stats.device.loads, 4u) << "one copy per expert, whoever made it";
+    EXPECT_EQ(stats.dram.loads, 4u);
+    EXPECT_EQ(stats.device.prefetches, 0u);
+    EXPECT_TRUE(cache->CheckInvariants().ok());
+  }
+  auto cache = MakeCache(8, 4);
+  for (int e = 0; e < 8; ++e) cache->Prefetch({2, e});
+  cache.reset();  // with reads and copies in flight
+}
+
 // A key outside the file is an error at once (it used to spin: its read
 // failed before anyone waited on it, and the miss was retried forever).
 TEST_F(ExpertCacheTest, AnExpertOutsideTheFileIsAnError) {
@@ -286,7 +339,7 @@ TEST_F(ExpertCacheTest, AnExpertOutsideTheFileIsAnError) {
 // Execution placement's query: a device miss whose expert DRAM holds can
 // be computed from the host copy instead of being copied.
 TEST_F(ExpertCacheTest, HostCopyOfADeviceMissCanBePinnedWithoutACopy) {
-  auto cache = MakeCache(6, 3);
+  auto cache = MakeCache(6, 3, "least-stale", 2, /*prefetch_to_device=*/false);
   ASSERT_TRUE(cache->Prefetch({2, 4}));  // into DRAM only
   std::optional<ExpertCache::Pin> host;
   for (int i = 0; i < 500 && !host; ++i) {
