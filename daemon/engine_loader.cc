@@ -138,6 +138,9 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
     CudaForwardOptions options;
     options.device = flags.cuda_device;
     options.execution_placement = flags.execution_placement;
+    if (engine.expert_file != nullptr) {
+      options.cached_expert_dtype = ComputeDType(engine.expert_file->layout().dtype);
+    }
     options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
                       : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
                                               : CudaForwardOptions::Experts::kCacheOnHost;

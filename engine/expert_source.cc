@@ -4,6 +4,18 @@
 
 namespace expertd {
 
+kernels::DType ComputeDType(io::ExpertDtype dtype) {
+  switch (dtype) {
+    case io::ExpertDtype::kF32:
+      return kernels::DType::kF32;
+    case io::ExpertDtype::kBF16:
+      return kernels::DType::kBF16;
+    case io::ExpertDtype::kF16:
+      break;
+  }
+  return kernels::DType::kF16;
+}
+
 absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
   ExpertHandle handle;
   handle.weights = weights_.layers[layer].experts[expert];
@@ -30,9 +42,7 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
-  const kernels::DType dtype = layout_.dtype == io::ExpertDtype::kF32    ? kernels::DType::kF32
-                               : layout_.dtype == io::ExpertDtype::kBF16 ? kernels::DType::kBF16
-                                                                         : kernels::DType::kF16;
+  const kernels::DType dtype = ComputeDType(layout_.dtype);
   const int64_t hidden = layout_.hidden_size;
   const int64_t ffn = layout_.intermediate_size;
   const size_t matrix_bytes = static_cast<size_t>(hidden * ffn) * kernels::DTypeSize(dtype);

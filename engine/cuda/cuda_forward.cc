@@ -22,21 +22,31 @@ constexpr size_t kAlignment = 256;  // cudaMalloc's; keeps 16-byte loads aligned
 
 size_t Aligned(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
 
-// KV caches in VRAM.
+// KV caches in VRAM. Their clearing and growth copies go on the compute
+// stream (which is non-blocking: work on the legacy stream would not be
+// ordered with it) on the pass's device, whatever thread asks.
 class DeviceKvMemory : public KvMemory {
  public:
+  DeviceKvMemory(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
   bool on_host() const override { return false; }
   absl::StatusOr<std::shared_ptr<float>> Allocate(size_t floats) override {
+    RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
     ASSIGN_OR_RETURN(kc::DeviceBuffer buffer, kc::DeviceBuffer::Allocate(std::max<size_t>(floats, 1) * sizeof(float)));
-    RETURN_IF_ERROR(CudaStatus(cudaMemset(buffer.data(), 0, buffer.size_bytes()), "clearing a KV cache"));
+    RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(buffer.data(), 0, buffer.size_bytes(), stream_), "clearing a KV cache"));
     auto owner = std::make_shared<kc::DeviceBuffer>(std::move(buffer));
     return std::shared_ptr<float>(owner, owner->as<float>());
   }
   absl::Status Copy(float* dst, const float* src, size_t floats) override {
-    // Passes end with a stream synchronisation, so nothing is in flight on
-    // these arrays when a cache grows between passes.
-    return CudaStatus(cudaMemcpy(dst, src, floats * sizeof(float), cudaMemcpyDeviceToDevice), "growing a KV cache");
+    RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(dst, src, floats * sizeof(float), cudaMemcpyDeviceToDevice, stream_), "growing a KV cache"));
+    // The source is freed as soon as we return.
+    return CudaStatus(cudaStreamSynchronize(stream_), "growing a KV cache");
   }
+
+ private:
+  const int device_;
+  const cudaStream_t stream_;
 };
 
 // Every expert uploaded with the dense weights.
@@ -241,17 +251,23 @@ absl::Status CudaForwardPass::Init() {
     uploaded_experts_ = std::make_unique<UploadedExperts>(weights_->experts);
     experts_ = uploaded_experts_.get();
   }
-  kv_memory_ = std::make_unique<DeviceKvMemory>();
-  // One expert's weights (gate, up, down), for execution placement.
-  if (!model_.weights().layers.empty()) {
-    for (const LayerWeights& layer : model_.weights().layers) {
-      if (!layer.is_moe || layer.experts.empty()) continue;
-      const FeedForwardWeights& e = layer.experts[0];
-      expert_bytes_ = e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes();
-      break;
+  kv_memory_ = std::make_unique<DeviceKvMemory>(options_.device, stream_.get());
+  // One expert's shapes, in the dtype the cache holds (the packed file's),
+  // for execution placement.
+  for (const LayerWeights& layer : model_.weights().layers) {
+    if (!layer.is_moe || layer.experts.empty()) continue;
+    expert_like_ = layer.experts[0];
+    if (options_.cached_expert_dtype) {
+      for (WeightMatrix* m : {&expert_like_.gate, &expert_like_.up, &expert_like_.down}) {
+        m->dtype = *options_.cached_expert_dtype;
+      }
     }
+    expert_bytes_ = expert_like_.gate.size_bytes() + expert_like_.up.size_bytes() + expert_like_.down.size_bytes();
+    break;
   }
   if (tier_ != nullptr) copies_seen_ = tier_->stats();
+  // The uploads from pageable memory may still be in flight.
+  RETURN_IF_ERROR(CudaStatus(cudaDeviceSynchronize(), "finishing the weight upload"));
   if (options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement &&
       expert_bytes_ > 0) {
     RETURN_IF_ERROR(CalibratePlacement());
@@ -262,11 +278,7 @@ absl::Status CudaForwardPass::Init() {
 absl::Status CudaForwardPass::CalibratePlacement() {
   // Both sides of the placement decision measured once up front, so the
   // first decisions are this machine's; running figures refine them.
-  for (const LayerWeights& layer : model_.weights().layers) {
-    if (!layer.is_moe || layer.experts.empty()) continue;
-    CalibrateCpuExperts(layer.experts[0], pool_, placement_);
-    break;
-  }
+  CalibrateCpuExperts(expert_like_, pool_, placement_);
   ASSIGN_OR_RETURN(kc::PinnedHostBuffer host, kc::PinnedHostBuffer::Allocate(expert_bytes_));
   ASSIGN_OR_RETURN(kc::DeviceBuffer device, kc::DeviceBuffer::Allocate(expert_bytes_));
   ASSIGN_OR_RETURN(kc::Event start, kc::Event::Create(/*timing=*/true));
@@ -290,7 +302,9 @@ KvMemory& CudaForwardPass::kv_memory() { return *kv_memory_; }
 
 uint64_t CudaForwardPass::weight_bytes() const { return weights_->memory.size_bytes(); }
 
-absl::Status CudaForwardPass::EnsureScratch(int n, int slots) {
+absl::Status CudaForwardPass::EnsureScratch(int n, int slots, int logit_rows) {
+  // Logits only for the rows that want them: a long prompt wants one.
+  RETURN_IF_ERROR(Ensure<float>(logits_, static_cast<size_t>(logit_rows) * config_.vocab_size));
   if (n <= scratch_rows_ && slots <= scratch_slots_) return absl::OkStatus();
   n = std::max(n, scratch_rows_);
   slots = std::max(slots, scratch_slots_);
@@ -312,7 +326,6 @@ absl::Status CudaForwardPass::EnsureScratch(int n, int slots) {
   RETURN_IF_ERROR(Ensure<float>(ffn_out_, n * h));
   RETURN_IF_ERROR(Ensure<float>(expert_out_, static_cast<size_t>(slots) * h));
   RETURN_IF_ERROR(Ensure<float>(shared_gate_, n));
-  RETURN_IF_ERROR(Ensure<float>(logits_, static_cast<size_t>(n) * config_.vocab_size));
   RETURN_IF_ERROR(Ensure<int32_t>(slots_by_expert_, slots));
   RETURN_IF_ERROR(Ensure<int32_t>(rows_by_expert_, slots));
   RETURN_IF_ERROR(Ensure<float>(slot_weights_, slots));
@@ -335,6 +348,8 @@ absl::Status CudaForwardPass::EnsureScratch(int n, int slots) {
 
 absl::Status CudaForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
                                   std::vector<float>* logits, RoutingTrace* trace) {
+  // The current device is per thread, and planning may grow KV caches.
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
   RETURN_IF_ERROR(PlanPromptRows(config_, tokens, kv, options, trace, kv_memory_.get(), &rows_));
   const int n = static_cast<int>(tokens.size());
   contiguous_ = true;
@@ -344,6 +359,7 @@ absl::Status CudaForwardPass::Run(absl::Span<const int32_t> tokens, KvCache& kv,
 }
 
 absl::Status CudaForwardPass::Step(absl::Span<const StepRow> rows, std::vector<float>* logits) {
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
   RETURN_IF_ERROR(PlanStepRows(config_, rows, kv_memory_.get(), &rows_, &step_tokens_));
   contiguous_ = false;
   RETURN_IF_ERROR(RunPass(step_tokens_, 0, logits));
@@ -356,9 +372,8 @@ absl::Status CudaForwardPass::Step(absl::Span<const StepRow> rows, std::vector<f
 absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits) {
   const int n = static_cast<int>(tokens.size());
   const int h = config_.hidden_size;
-  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
   dispatch_.BeginPass(rows_);
-  RETURN_IF_ERROR(EnsureScratch(n, dispatch_.num_slots()));
+  RETURN_IF_ERROR(EnsureScratch(n, dispatch_.num_slots(), n - first_row));
 
   // Embeddings and RoPE angles are computed on the host (a row lookup and
   // a few sines) and go over with one copy each.
@@ -383,8 +398,15 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
   if (observer_ != nullptr) observer_->BeginPass();
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     const auto layer_start = std::chrono::steady_clock::now();
-    RETURN_IF_ERROR(Attention(layer, n));
-    RETURN_IF_ERROR(MoeBlock(layer, n));
+    absl::Status status = Attention(layer, n);
+    if (status.ok()) status = MoeBlock(layer, n);
+    if (!status.ok()) {
+      // Let queued kernels finish before the pins that protect their
+      // experts go.
+      (void)stream_.Synchronize();
+      plan_.Clear();
+      return status;
+    }
     if (observer_ != nullptr && config_.layer_is_moe[layer]) {
       observer_->OnLayerDone(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
     }
@@ -613,8 +635,10 @@ absl::Status CudaForwardPass::MoeBlock(int layer_index, int n) {
       RETURN_IF_ERROR(RunExpertOnCpu(e, expert.weights));
       ++stats_.experts_on_cpu;
     } else {
-      RETURN_IF_ERROR(RunExpertOnDevice(e, expert.weights));
-      RETURN_IF_ERROR(stream_.Synchronize());  // before the pin goes
+      const absl::Status ran = RunExpertOnDevice(e, expert.weights);
+      const absl::Status synced = stream_.Synchronize();  // before the pin goes, even after an error
+      RETURN_IF_ERROR(ran);
+      RETURN_IF_ERROR(synced);
       ++stats_.experts_loaded;
     }
   }

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -44,6 +45,9 @@ struct CudaForwardOptions {
   // Compute VRAM misses that DRAM holds on the CPU when cheaper (ours).
   bool execution_placement = true;
   cache::PlacementOptions placement;
+  // The dtype of the cached (packed) experts when it is not the
+  // checkpoint's: the sizes placement decides on.
+  std::optional<kernels::DType> cached_expert_dtype;
 };
 
 // Where routed experts ran, over the pass's life.
@@ -85,7 +89,7 @@ class CudaForwardPass : public Forward {
                   const cache::CudaDeviceTier* tier, CudaForwardOptions options);
   absl::Status Init();
   absl::Status CalibratePlacement();
-  absl::Status EnsureScratch(int n, int slots);
+  absl::Status EnsureScratch(int n, int slots, int logit_rows);
   // Embeds rows_'s tokens, runs every layer, writes logits of rows
   // [first_row, n).
   absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
@@ -106,6 +110,7 @@ class CudaForwardPass : public Forward {
   CudaForwardOptions options_;
   LayerObserver* observer_ = nullptr;
   cache::ExecutionPlacement placement_;
+  FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
   uint64_t expert_bytes_ = 0;
   cache::CudaCopyStats copies_seen_;
   CudaForwardStats stats_;

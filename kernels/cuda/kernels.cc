@@ -103,23 +103,38 @@ absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, 
 namespace {
 
 absl::Status CheckRows(absl::string_view kernel, int rows, int64_t width) {
-  if (rows < 0 || width <= 0 || rows > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cuda ", kernel, " of ", rows, " rows of ", width, " values (rows must be in 0 .. 65535)"));
+  if (rows < 0 || width <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda ", kernel, " of ", rows, " rows of ", width, " values"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
+// The row kernels put rows on blockIdx.y (at most 65535): longer inputs run
+// in chunks of rows.
+constexpr int kMaxGridRows = 65535;
+
+template <typename Launch>
+absl::Status InRowChunks(absl::string_view kernel, int rows, Launch launch) {
+  for (int first = 0; first < rows; first += kMaxGridRows) {
+    if (absl::Status s = Launched(launch(first, std::min(kMaxGridRows, rows - first)), kernel); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream) {
-  if (absl::Status s = CheckRows("AddRows", rows, width); !s.ok() || rows == 0) return s;
-  return Launched(internal::LaunchAddRows(x, rows, width, out, stream), "AddRows");
+  if (absl::Status s = CheckRows("AddRows", rows, width); !s.ok()) return s;
+  return InRowChunks("AddRows", rows, [&](int first, int count) {
+    return internal::LaunchAddRows(x + first * width, count, width, out + first * width, stream);
+  });
 }
 
 absl::Status AddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream) {
-  if (absl::Status s = CheckRows("AddBias", rows, width); !s.ok() || rows == 0) return s;
-  return Launched(internal::LaunchAddBias(bias, rows, width, out, stream), "AddBias");
+  if (absl::Status s = CheckRows("AddBias", rows, width); !s.ok()) return s;
+  return InRowChunks("AddBias", rows, [&](int first, int count) {
+    return internal::LaunchAddBias(bias, count, width, out + first * width, stream);
+  });
 }
 
 absl::Status Clip(float limit, int64_t n, float* x, cudaStream_t stream) {
@@ -132,27 +147,37 @@ absl::Status Clip(float limit, int64_t n, float* x, cudaStream_t stream) {
 
 absl::Status GatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
                         cudaStream_t stream) {
-  if (absl::Status s = CheckRows("GatherRows", count, width); !s.ok() || count == 0) return s;
-  return Launched(internal::LaunchGatherRows(src, index, count, width, dst, stream), "GatherRows");
+  if (absl::Status s = CheckRows("GatherRows", count, width); !s.ok()) return s;
+  return InRowChunks("GatherRows", count, [&](int first, int n) {
+    return internal::LaunchGatherRows(src, index + first, n, width, dst + first * width, stream);
+  });
 }
 
 absl::Status ScatterRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
                          cudaStream_t stream) {
-  if (absl::Status s = CheckRows("ScatterRows", count, width); !s.ok() || count == 0) return s;
-  return Launched(internal::LaunchScatterRows(src, index, count, width, dst, stream), "ScatterRows");
+  if (absl::Status s = CheckRows("ScatterRows", count, width); !s.ok()) return s;
+  return InRowChunks("ScatterRows", count, [&](int first, int n) {
+    return internal::LaunchScatterRows(src + first * width, index + first, n, width, dst, stream);
+  });
 }
 
 absl::Status AddWeightedSlots(const float* slots, const float* weights, const int32_t* row_slot_begin, int rows,
                               int64_t width, float* out, cudaStream_t stream) {
-  if (absl::Status s = CheckRows("AddWeightedSlots", rows, width); !s.ok() || rows == 0) return s;
-  return Launched(internal::LaunchAddWeightedSlots(slots, weights, row_slot_begin, rows, width, out, stream),
-                  "AddWeightedSlots");
+  if (absl::Status s = CheckRows("AddWeightedSlots", rows, width); !s.ok()) return s;
+  // Slot indices stay absolute: only the rows move.
+  return InRowChunks("AddWeightedSlots", rows, [&](int first, int count) {
+    return internal::LaunchAddWeightedSlots(slots, weights, row_slot_begin + first, count, width, out + first * width,
+                                            stream);
+  });
 }
 
 absl::Status AddGatedRows(const float* x, const float* gate_logits, int rows, int64_t width, float* out,
                           cudaStream_t stream) {
-  if (absl::Status s = CheckRows("AddGatedRows", rows, width); !s.ok() || rows == 0) return s;
-  return Launched(internal::LaunchAddGatedRows(x, gate_logits, rows, width, out, stream), "AddGatedRows");
+  if (absl::Status s = CheckRows("AddGatedRows", rows, width); !s.ok()) return s;
+  return InRowChunks("AddGatedRows", rows, [&](int first, int count) {
+    return internal::LaunchAddGatedRows(x + first * width, gate_logits + first, count, width, out + first * width,
+                                        stream);
+  });
 }
 
 }  // namespace expertd::kernels::cuda

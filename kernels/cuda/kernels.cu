@@ -310,7 +310,8 @@ __global__ void RouteKernel(const float* __restrict__ logits, int num_experts, i
       experts[j] = best_e;
       weights[j] = best_p;
       chosen_sum += best_p;
-      probs[best_e] = -1.0f;
+      // NaN logits leave no candidate: never index with -1.
+      if (best_e >= 0) probs[best_e] = -1.0f;
     }
     __syncthreads();
   }

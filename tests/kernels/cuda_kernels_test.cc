@@ -149,7 +149,7 @@ TEST(CudaKernelsTest, ShapeErrorsAreCaughtBeforeLaunch) {
   EXPECT_TRUE(cuda::RouteTokens(nullptr, 0, 8, 2, true, nullptr, nullptr, nullptr).ok());
   EXPECT_TRUE(cuda::SiluMul(nullptr, nullptr, 0, nullptr, nullptr).ok());
   EXPECT_EQ(cuda::AddRows(nullptr, 1, 0, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(cuda::GatherRows(nullptr, nullptr, 70000, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::GatherRows(nullptr, nullptr, -1, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::Clip(-1.0f, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(cuda::AddWeightedSlots(nullptr, nullptr, nullptr, 0, 4, nullptr, nullptr).ok());
 }
@@ -369,6 +369,33 @@ TEST(CudaKernelsTest, RowOperationsMatchPlainLoops) {
   ExpectNear(Download<float>(d_bias_out, kRows * kWidth), want_bias, 1e-6f, "bias");
   ExpectNear(Download<float>(d_gated, kRows * kWidth), want_gated, 1e-5f, "gated");
   ExpectNear(Download<float>(d_clip, kRows * kWidth), want_clip, 0.0f, "clip");
+}
+
+// More rows than a grid's y dimension holds (65535) run in chunks.
+TEST(CudaKernelsTest, RowKernelsChunkPastTheGridLimit) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 70001;
+  constexpr int kWidth = 3;
+  const std::vector<float> x = RandomFloats(kRows * kWidth, 40);
+  std::vector<int32_t> reversed(kRows);
+  for (int i = 0; i < kRows; ++i) reversed[i] = kRows - 1 - i;
+  std::vector<float> want_sum(kRows * kWidth), want_gather(kRows * kWidth);
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kWidth; ++i) {
+      want_sum[r * kWidth + i] = 2 * x[r * kWidth + i];
+      want_gather[r * kWidth + i] = x[reversed[r] * kWidth + i];
+    }
+  }
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_sum = Upload(x);
+  DeviceBuffer d_index = Upload(reversed);
+  DeviceBuffer d_gathered = Zeros(x.size() * sizeof(float));
+  ASSERT_TRUE(cuda::AddRows(d_x.as<float>(), kRows, kWidth, d_sum.as<float>(), nullptr).ok());
+  ASSERT_TRUE(cuda::GatherRows(d_x.as<float>(), d_index.as<int32_t>(), kRows, kWidth, d_gathered.as<float>(), nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_sum, x.size()), want_sum, 1e-6f, "add");
+  ExpectNear(Download<float>(d_gathered, x.size()), want_gather, 0.0f, "gather");
 }
 
 // Gather an expert's rows, scatter its outputs to slots, combine the slots
