@@ -48,9 +48,10 @@ void PrintCacheStats(const LoadedEngine& engine, int64_t tokens) {
   if (stats.device.slots > 0) print("device", stats.device);
   print("dram", stats.dram);
   const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
+  // Prefetches land in the compute tier (the device tier when there is one).
   std::printf("stall: %.2f ms per token waiting for experts; prefetch hid %.1f%% of would-be misses (%llu late)\n",
-              tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * stats.dram.hidden_miss_share(),
-              static_cast<unsigned long long>(stats.dram.late_prefetches));
+              tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * compute.hidden_miss_share(),
+              static_cast<unsigned long long>(compute.late_prefetches));
   if (engine.prefetcher == nullptr) return;
   const auto& by_distance = engine.prefetcher->prediction_stats().by_distance();
   for (size_t d = 1; d < by_distance.size(); ++d) {
