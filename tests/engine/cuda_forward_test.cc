@@ -104,14 +104,7 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
   void SetUp() override {
     std::string why_none;
     if (!HaveDevice(&why_none)) GTEST_SKIP() << "no CUDA device: " << why_none;
-    tools::MakeModelOptions o;
-    o.arch = std::get<0>(GetParam());
-    o.dtype = std::get<1>(GetParam());
-    o.layers = 3;
-    o.experts = 16;
-    o.top_k = 4;
-    o.vocab = 320;
-    if (o.arch == "qwen2_moe") o.dense_layers = {1};
+    const tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
     auto model = Model::Load(MakeTestModel(dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);

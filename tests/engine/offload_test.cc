@@ -31,14 +31,7 @@ const std::vector<int32_t> kPrompt = {5, 17, 260, 99, 3, 42, 42, 1, 300, 77};
 class Offload : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {
-    tools::MakeModelOptions o;
-    o.arch = std::get<0>(GetParam());
-    o.dtype = std::get<1>(GetParam());
-    o.layers = 3;
-    o.experts = 16;
-    o.top_k = 4;
-    o.vocab = 320;
-    if (o.arch == "qwen2_moe") o.dense_layers = {1};
+    const tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
     model_dir_ = MakeTestModel(dir_, "model", o);
     auto model = Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();

@@ -42,6 +42,21 @@ inline std::string MakeTestModel(const ScopedTempDir& dir, const std::string& na
   return path;
 }
 
+// A 3-layer, 16-expert top-4 model of `arch` in `dtype` (qwen2_moe with a
+// dense middle layer): the offloading tests' shape, where a cache of a few
+// slots must evict.
+inline tools::MakeModelOptions SmallOffloadModel(const std::string& arch, const std::string& dtype) {
+  tools::MakeModelOptions o;
+  o.arch = arch;
+  o.dtype = dtype;
+  o.layers = 3;
+  o.experts = 16;
+  o.top_k = 4;
+  o.vocab = 320;
+  if (arch == "qwen2_moe") o.dense_layers = {1};
+  return o;
+}
+
 }  // namespace expertd::testing
 
 #endif  // EXPERTD_TESTS_TESTING_TEST_MODELS_H_
