@@ -12,6 +12,9 @@
 # runs twice and the second (DRAM warm) is the one reported.
 #
 #   bench/gpu_decode_bench.sh BUILD_DIR [WORK_DIR] [TOKENS]
+#
+# SMOKE=1 runs the same steps on a small model on the CPU (--gpu off), to
+# check the script itself on a machine without a GPU.
 set -euo pipefail
 build="$(cd "${1:?usage: gpu_decode_bench.sh BUILD_DIR [WORK_DIR] [TOKENS]}" && pwd)"
 work="${2:-/tmp/expertd-gpu-bench}"
@@ -21,16 +24,23 @@ mkdir -p "$work"
 echo "== copies and kernels (bench/gpu_bench)"
 "$build/bench/gpu_bench"
 
-model="$work/olmoe-1b-7b-shaped"
+if [ "${SMOKE:-0}" = 1 ]; then
+  model="$work/smoke" gpu=off layers=4 num_experts=16 top_k=4 hidden=256 ffn=128 heads=4 vocab=512
+else
+  model="$work/olmoe-1b-7b-shaped" gpu=on layers=16 num_experts=64 top_k=8 hidden=2048 ffn=1024 heads=16 vocab=50304
+fi
 if [ ! -f "$model/config.json" ]; then
   echo "== making $model"
-  "$build/tools/mkmodel/mkmodel" --arch olmoe --layers 16 --experts 64 --top-k 8 --hidden 2048 --ffn 1024 \
-    --heads 16 --kv-heads 16 --vocab 50304 --max-position 4096 --dtype bf16 --seed 1 --out "$model"
+  "$build/tools/mkmodel/mkmodel" --arch olmoe --layers "$layers" --experts "$num_experts" --top-k "$top_k" \
+    --hidden "$hidden" --ffn "$ffn" --heads "$heads" --kv-heads "$heads" --vocab "$vocab" --max-position 4096 \
+    --dtype bf16 --seed 1 --out "$model"
 fi
 
-expert_bytes=$((3 * 2048 * 1024 * 2))
-experts=$((16 * 64))
+expert_bytes=$((3 * hidden * ffn * 2))
+experts=$((layers * num_experts))
 vram=$((experts * expert_bytes * 5 / 100))
+# The tier must hold one layer's top-k.
+[ "$vram" -ge $((top_k * expert_bytes)) ] || vram=$((top_k * expert_bytes))
 dram=$((experts * expert_bytes + 64 * expert_bytes))
 prompt="The tiered expert cache keeps the hottest experts in VRAM while the rest wait in DRAM and on NVMe, and"
 echo "== decode: VRAM tier $((vram >> 20)) MiB (5% of $experts experts), DRAM $((dram >> 20)) MiB, $tokens tokens"
@@ -39,7 +49,7 @@ printf '%-12s %-12s %-9s %10s %12s %10s %10s %10s\n' policy prefetch placement "
 for policy in lru least-stale; do
   for prefetch in none cross-layer; do
     for placement in on off; do
-      args=(run --model "$model" --gpu on --dram-budget "$dram" --device-budget "$vram" --policy "$policy"
+      args=(run --model "$model" --gpu "$gpu" --dram-budget "$dram" --device-budget "$vram" --policy "$policy"
             --prefetch "$prefetch" --prompt "$prompt" -n "$tokens")
       [ "$placement" = off ] && args+=(--no-execution-placement)
       "$build/daemon/expertd" "${args[@]}" >/dev/null 2>&1 || true  # warms DRAM (and packs on the first run)
