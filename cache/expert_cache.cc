@@ -452,7 +452,15 @@ std::optional<ExpertCache::Pin> ExpertCache::TryAcquireLocked(int tier_index, co
 
 bool ExpertCache::IsReady(const ExpertKey& key) const {
   std::lock_guard lock(mu_);
-  const Tier& tier = *tiers_.back();
+  return ReadyInLocked(*tiers_.back(), key);
+}
+
+bool ExpertCache::HasHostCopy(const ExpertKey& key) const {
+  std::lock_guard lock(mu_);
+  return ReadyInLocked(*tiers_[kDram], key);
+}
+
+bool ExpertCache::ReadyInLocked(const Tier& tier, const ExpertKey& key) const {
   auto it = tier.resident.find(key);
   return it != tier.resident.end() && it->second->state == Slot::State::kReady;
 }

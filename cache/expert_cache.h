@@ -154,6 +154,8 @@ class ExpertCache {
   // nullopt. For computing an expert on the CPU instead of copying it to the
   // device (execution placement); counted as a DRAM hit.
   std::optional<Pin> TryAcquireHostCopy(const ExpertKey& key);
+  // Whether DRAM holds the expert ready now: a pure query, like IsReady.
+  bool HasHostCopy(const ExpertKey& key) const;
   // Whether the expert is ready in the compute tier now. A pure query: no
   // statistics, no policy event (Roster of Experts' cache-aware routing asks
   // it for every candidate expert).
@@ -201,6 +203,7 @@ class ExpertCache {
   ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
   absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
   std::optional<Pin> TryAcquireLocked(int tier_index, const ExpertKey& key);
+  bool ReadyInLocked(const Tier& tier, const ExpertKey& key) const;
   void Unpin(int tier_index, Slot* slot);
   Pin PinLocked(int tier_index, Slot* slot);
   // "Locked" methods run with mu_ held through `lock`; those that take the

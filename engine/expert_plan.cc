@@ -15,10 +15,15 @@ void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, int num_experts, E
       continue;
     }
     if (placement != nullptr) {
-      std::optional<ExpertHandle> host = experts.TryAcquireHostCopy(layer, e);
-      if (host && placement->Decide(expert_bytes, rows, queued_copy_bytes) == cache::Placement::kComputeOnCpu) {
-        on_cpu_.push_back({e, std::move(*host)});
-        continue;
+      // Decide on a pure query, then pin: only an expert really computed
+      // from DRAM counts as a DRAM access (a copy counts when it is made).
+      if (experts.HasHostCopy(layer, e) &&
+          placement->Decide(expert_bytes, rows, queued_copy_bytes) == cache::Placement::kComputeOnCpu) {
+        if (std::optional<ExpertHandle> host = experts.TryAcquireHostCopy(layer, e)) {
+          on_cpu_.push_back({e, std::move(*host)});
+          continue;
+        }
+        // Evicted since the query: load it like any miss.
       }
       queued_copy_bytes += expert_bytes;
     }

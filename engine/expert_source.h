@@ -35,6 +35,9 @@ class ExpertSource {
   // device compute tier's miss that the CPU can compute instead (execution
   // placement); nullopt when there is no such copy.
   virtual std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) { return std::nullopt; }
+  // Whether TryAcquireHostCopy would succeed now: a pure query (no
+  // statistics, no policy event), so asking does not count an access.
+  virtual bool HasHostCopy(int layer, int expert) const { return false; }
   // Starts bringing in an expert that Acquire will ask for shortly.
   virtual void StartLoad(int layer, int expert) {}
   // Whether Acquire would return at once (no load): for cache-aware routing.
@@ -62,6 +65,7 @@ class CachedExperts : public ExpertSource {
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override;
+  bool HasHostCopy(int layer, int expert) const override { return cache_.HasHostCopy({layer, expert}); }
   void StartLoad(int layer, int expert) override { cache_.StartLoad({layer, expert}, /*prefetch=*/false); }
   bool IsReady(int layer, int expert) const override { return cache_.IsReady({layer, expert}); }
   void BeginPass() override { cache_.BeginPass(); }

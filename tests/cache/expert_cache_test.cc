@@ -349,6 +349,10 @@ TEST_F(ExpertCacheTest, HostCopyOfADeviceMissCanBePinnedWithoutACopy) {
   ASSERT_TRUE(host.has_value());
   EXPECT_TRUE(HoldsExpert(layout_, host->data(), 2, 4));
   EXPECT_FALSE(cache->IsReady({2, 4})) << "the device tier has not got it";
+  const uint64_t dram_hits = cache->stats().dram.hits;
+  EXPECT_TRUE(cache->HasHostCopy({2, 4}));
+  EXPECT_FALSE(cache->HasHostCopy({2, 5}));
+  EXPECT_EQ(cache->stats().dram.hits, dram_hits) << "a query is no access";
   EXPECT_EQ(cache->stats().device.loads, 0u);
   EXPECT_FALSE(cache->TryAcquireHostCopy({2, 5}).has_value()) << "not in DRAM";
   // Pinned in DRAM, it survives churn there while the device fills.

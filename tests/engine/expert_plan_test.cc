@@ -32,8 +32,11 @@ class FakeExperts : public ExpertSource {
   }
   std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override {
     if (!host_.contains(expert)) return std::nullopt;
+    ++host_pins;
     return ExpertHandle();
   }
+  bool HasHostCopy(int layer, int expert) const override { return host_.contains(expert); }
+  int host_pins = 0;
   void StartLoad(int layer, int expert) override { loads.push_back(expert); }
   std::vector<int> loads;
 
@@ -110,6 +113,7 @@ TEST_F(ExpertPlanTest, ASlowCpuCopiesEverything) {
   Plan(experts, &placement);
   EXPECT_THAT(plan_.on_cpu(), IsEmpty());
   EXPECT_THAT(plan_.pending(), ElementsAre(1, 3, 5, 6));
+  EXPECT_EQ(experts.host_pins, 0) << "copies decided on a query, without touching DRAM's statistics";
 }
 
 // A copy waits behind the layer's earlier copies: once the queue makes it
