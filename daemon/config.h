@@ -59,6 +59,7 @@ struct PrefetchConfig {
   std::string kind = "cross-layer";  // none | cross-layer | previous-token
   int lookahead = 1;                 // layers predicted ahead, >= 1
   int max_in_flight = 16;            // speculative loads outstanding, >= 1
+  bool to_device = true;             // with a device tier, prefetches go on into it
 
   bool operator==(const PrefetchConfig&) const = default;
 };

@@ -72,6 +72,7 @@ absl::Status AttachExpertCache(const EngineFlags& flags, std::unique_ptr<cache::
     ASSIGN_OR_RETURN(options.device_budget_bytes, ParseByteSize(flags.device_budget));
   }
   options.policy = flags.policy;
+  options.prefetch_to_device = flags.prefetch_to_device;
   const int k = flags.experts_per_token > 0 ? flags.experts_per_token : model.config().experts_per_token;
   options.min_slots = k;
   if (copier != nullptr) options.device_copier = std::move(copier);

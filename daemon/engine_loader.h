@@ -32,6 +32,7 @@ struct EngineFlags {
   std::string prefetch = "cross-layer";  // none | cross-layer | previous-token (with offloading)
   int lookahead = 1;
   int max_prefetches_in_flight = 16;
+  bool prefetch_to_device = true;  // with a device tier: prefetches go on into it
   int shallow_layers = 0;  // Fate's shallow-favouring: first N MoE layers always resident
   // GPU: "auto" runs on a CUDA device when this build has CUDA and one is
   // present, "on" insists, "off" stays on the CPU. With a GPU the dense

@@ -35,6 +35,8 @@ void AddEngineFlags(CLI::App* command, expertd::EngineFlags* flags) {
   command->add_flag("!--no-direct-io", flags->direct_io, "read the expert file through the page cache");
   command->add_option("--prefetch", flags->prefetch, "with offloading: none | cross-layer | previous-token")
       ->capture_default_str();
+  command->add_flag("!--no-prefetch-to-device", flags->prefetch_to_device,
+                    "with a device tier: prefetches stop in DRAM instead of going on into the device tier");
   command->add_option("--shallow-layers", flags->shallow_layers,
                       "with offloading: keep every expert of the first N MoE layers resident")
       ->check(CLI::NonNegativeNumber);

@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const
   flags.prefetch = config.prefetch.kind;
   flags.lookahead = config.prefetch.lookahead;
   flags.max_prefetches_in_flight = config.prefetch.max_in_flight;
+  flags.prefetch_to_device = config.prefetch.to_device;
   flags.gpu = config.device.gpu;
   flags.cuda_device = config.device.cuda_device;
   flags.execution_placement = config.device.execution_placement;

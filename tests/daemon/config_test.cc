@@ -72,6 +72,7 @@ direct_io = false
 kind = "previous-token"
 lookahead = 2
 max_in_flight = 4
+to_device = false
 [inference]
 default_experts_per_token = 4
 max_batch = 16
@@ -89,7 +90,7 @@ execution_placement = false
   w.model.path = "/models/olmoe";
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
-  w.prefetch = {"previous-token", 2, 4};
+  w.prefetch = {"previous-token", 2, 4, false};
   w.inference = {4, 16, 8, 512, 12};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
