@@ -7,7 +7,8 @@
 #      12.9 GB of them), VRAM tier 5% of the experts (as in SpecMD), DRAM
 #      holding all of them: decode tokens/s and time to first token for LRU
 #      and Least-Stale, prefetch off and cross-layer, execution placement on
-#      and off.
+#      and off; and once with prefetches stopping in DRAM
+#      (--no-prefetch-to-device).
 # The first run packs the experts (12.9 GB written once); each configuration
 # runs twice and the second (DRAM warm) is the one reported.
 #
@@ -44,23 +45,32 @@ vram=$((experts * expert_bytes * 5 / 100))
 dram=$((experts * expert_bytes + 64 * expert_bytes))
 prompt="The tiered expert cache keeps the hottest experts in VRAM while the rest wait in DRAM and on NVMe, and"
 echo "== decode: VRAM tier $((vram >> 20)) MiB (5% of $experts experts), DRAM $((dram >> 20)) MiB, $tokens tokens"
-printf '%-12s %-12s %-9s %10s %12s %10s %10s %10s\n' policy prefetch placement "TTFT ms" "decode tok/s" \
-  "vram hit" "on cpu" "stall ms"
+printf '%-12s %-12s %-9s %-9s %10s %12s %10s %10s %10s\n' policy prefetch placement to-vram "TTFT ms" \
+  "decode tok/s" "vram hit" "on cpu" "stall ms"
+# One configuration: a warm-up run (it packs the experts the first time and
+# fills DRAM), then the measured run.
+run_config() {
+  local policy=$1 prefetch=$2 placement=$3 to_device=$4
+  local args=(run --model "$model" --gpu "$gpu" --dram-budget "$dram" --device-budget "$vram" --policy "$policy"
+              --prefetch "$prefetch" --prompt "$prompt" -n "$tokens")
+  [ "$placement" = off ] && args+=(--no-execution-placement)
+  [ "$to_device" = off ] && args+=(--no-prefetch-to-device)
+  "$build/daemon/expertd" "${args[@]}" >/dev/null 2>&1 || true
+  local out
+  out="$("$build/daemon/expertd" "${args[@]}" 2>"$work/last.err")" || { cat "$work/last.err" >&2; exit 1; }
+  printf '%-12s %-12s %-9s %-9s %10s %12s %10s %10s %10s\n' "$policy" "$prefetch" "$placement" "$to_device" \
+    "$(sed -n 's/.*first token after \([0-9.]*\) ms.*/\1/p' <<<"$out")" \
+    "$(sed -n 's/.*decode: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out")" \
+    "$(sed -n 's/^cache device ([^)]*): hit rate \([0-9.]*\),.*/\1/p' <<<"$out")" \
+    "$(sed -n 's/^gpu: .* \([0-9]*\) on the cpu.*/\1/p' <<<"$out")" \
+    "$(sed -n 's/^stall: \([0-9.]*\) ms per token.*/\1/p' <<<"$out")"
+}
 for policy in lru least-stale; do
   for prefetch in none cross-layer; do
     for placement in on off; do
-      args=(run --model "$model" --gpu "$gpu" --dram-budget "$dram" --device-budget "$vram" --policy "$policy"
-            --prefetch "$prefetch" --prompt "$prompt" -n "$tokens")
-      [ "$placement" = off ] && args+=(--no-execution-placement)
-      "$build/daemon/expertd" "${args[@]}" >/dev/null 2>&1 || true  # warms DRAM (and packs on the first run)
-      out="$("$build/daemon/expertd" "${args[@]}" 2>"$work/last.err")" || { cat "$work/last.err" >&2; exit 1; }
-      ttft=$(sed -n 's/.*first token after \([0-9.]*\) ms.*/\1/p' <<<"$out")
-      rate=$(sed -n 's/.*decode: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out")
-      hit=$(sed -n 's/^cache device ([^)]*): hit rate \([0-9.]*\),.*/\1/p' <<<"$out")
-      cpu=$(sed -n 's/^gpu: .* \([0-9]*\) on the cpu.*/\1/p' <<<"$out")
-      stall=$(sed -n 's/^stall: \([0-9.]*\) ms per token.*/\1/p' <<<"$out")
-      printf '%-12s %-12s %-9s %10s %12s %10s %10s %10s\n' "$policy" "$prefetch" "$placement" "$ttft" "$rate" \
-        "$hit" "$cpu" "$stall"
+      run_config "$policy" "$prefetch" "$placement" on
     done
   done
 done
+# Prefetches stopping in DRAM instead of going on into VRAM.
+run_config least-stale cross-layer on off
