@@ -2,12 +2,12 @@
 
 namespace expertd {
 
-void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, int num_experts, ExpertSource& experts,
+void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, ExpertSource& experts,
                       const cache::ExecutionPlacement* placement, uint64_t expert_bytes) {
   Clear();
   // Bytes this layer will copy to the device: each copy waits behind them.
   uint64_t queued_copy_bytes = 0;
-  for (int e = 0; e < num_experts; ++e) {
+  for (int e = 0; e < dispatch.num_experts(); ++e) {
     const int rows = static_cast<int>(dispatch.SlotsOf(e).size());
     if (rows == 0) continue;
     if (std::optional<ExpertHandle> handle = experts.TryAcquire(layer, e)) {

@@ -30,7 +30,7 @@ class ExpertPlan {
 
   // placement null: no execution placement (the compute tier is the host,
   // or it is switched off). expert_bytes: one expert's weights.
-  void Plan(int layer, const MoeDispatch& dispatch, int num_experts, ExpertSource& experts,
+  void Plan(int layer, const MoeDispatch& dispatch, ExpertSource& experts,
             const cache::ExecutionPlacement* placement, uint64_t expert_bytes);
 
   std::vector<Pinned>& ready() { return ready_; }

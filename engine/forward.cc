@@ -231,7 +231,6 @@ void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights) {
 absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
-  const int num_experts = config_.num_experts;
   for (int t = 0; t < n; ++t) {
     kernels::RmsNorm(Row(residual_, t, h), layer.post_attention_norm.data(), h, config_.rms_norm_eps,
                      Row(normed_, t, h));
@@ -251,7 +250,7 @@ absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
   // once (read in parallel), and only then let the prefetcher have the
   // remaining slots: the current layer's loads come before speculation, and
   // prefetching can never evict what this layer is about to use.
-  plan_.Plan(layer_index, dispatch_, num_experts, *experts_, /*placement=*/nullptr, /*expert_bytes=*/0);
+  plan_.Plan(layer_index, dispatch_, *experts_, /*placement=*/nullptr, /*expert_bytes=*/0);
   if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, normed_.data(), h);
   // Ready experts compute first, so a slow load holds up only itself.
   for (ExpertPlan::Pinned& ready : plan_.ready()) RunExpert(ready.expert, ready.handle.weights);

@@ -72,13 +72,18 @@ class MoeDispatch {
   // changes no set of experts).
   void NotifyObserver(LayerObserver& observer, int layer, const float* gate_inputs, int hidden);
 
+  int num_experts() const { return config_.num_experts; }
   int num_rows() const { return static_cast<int>(rows_.size()); }
   int num_slots() const { return num_slots_; }
   const RowPlan& row(int t) const { return rows_[t]; }
-  // The slots that chose `expert` (ascending), after Route.
+  // Every routed slot grouped by expert (ascending within each), after
+  // Route: expert e's are SlotsOf(e), from index FirstIndexOf(e).
+  absl::Span<const int32_t> slots_by_expert() const {
+    return absl::MakeConstSpan(slots_by_expert_.data(), num_slots_);
+  }
+  int FirstIndexOf(int expert) const { return expert_begin_[expert]; }
   absl::Span<const int32_t> SlotsOf(int expert) const {
-    return absl::MakeConstSpan(slots_by_expert_.data() + expert_begin_[expert],
-                               expert_begin_[expert + 1] - expert_begin_[expert]);
+    return slots_by_expert().subspan(expert_begin_[expert], expert_begin_[expert + 1] - expert_begin_[expert]);
   }
   int RowOfSlot(int slot) const { return slot_row_[slot]; }
   // Per slot: the chosen expert and its gate weight.

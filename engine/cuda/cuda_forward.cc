@@ -333,10 +333,8 @@ absl::Status CudaForwardPass::EnsureScratch(int n, int slots, int logit_rows) {
   host_rows_.resize(n * h);
   host_rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   host_router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
-  host_slots_by_expert_.resize(slots);
   host_rows_by_expert_.resize(slots);
   host_row_slot_begin_.resize(n + 1);
-  expert_offset_.resize(config_.num_experts);
   cpu_in_.resize(n * h);
   cpu_gate_.resize(n * max_ffn);
   cpu_up_.resize(n * max_ffn);
@@ -505,22 +503,16 @@ absl::Status CudaForwardPass::FeedForward(const FeedForwardWeights& ff, const fl
 }
 
 absl::Status CudaForwardPass::UploadDispatch(int n) {
-  // Slots grouped by expert (the order experts' rows are gathered in), the
-  // row of each, and each row's slot range for the combine.
-  int at = 0;
-  for (int e = 0; e < config_.num_experts; ++e) {
-    expert_offset_[e] = at;
-    for (int32_t slot : dispatch_.SlotsOf(e)) {
-      host_slots_by_expert_[at] = slot;
-      host_rows_by_expert_[at] = dispatch_.RowOfSlot(slot);
-      ++at;
-    }
-  }
+  // The slots grouped by expert (the dispatch's order, in which experts'
+  // rows are gathered), the row of each, and each row's slot range for the
+  // combine.
+  absl::Span<const int32_t> grouped = dispatch_.slots_by_expert();
+  for (size_t i = 0; i < grouped.size(); ++i) host_rows_by_expert_[i] = dispatch_.RowOfSlot(grouped[i]);
   for (int t = 0; t < n; ++t) host_row_slot_begin_[t] = dispatch_.row(t).first_slot;
   host_row_slot_begin_[n] = dispatch_.num_slots();
   cudaStream_t stream = stream_.get();
   const size_t slots = dispatch_.num_slots();
-  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slots_by_expert_.data(), host_slots_by_expert_.data(), slots * 4,
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slots_by_expert_.data(), grouped.data(), slots * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying the dispatch"));
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(rows_by_expert_.data(), host_rows_by_expert_.data(), slots * 4,
@@ -538,7 +530,7 @@ absl::Status CudaForwardPass::RunExpertOnDevice(int expert, const FeedForwardWei
   cudaStream_t stream = stream_.get();
   const int h = config_.hidden_size;
   const int m = static_cast<int>(dispatch_.SlotsOf(expert).size());
-  const int offset = expert_offset_[expert];
+  const int offset = dispatch_.FirstIndexOf(expert);
   RETURN_IF_ERROR(kc::GatherRows(normed_.as<float>(), rows_by_expert_.as<int32_t>() + offset, m, h,
                                  gathered_.as<float>(), stream));
   RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>()));
@@ -565,7 +557,7 @@ absl::Status CudaForwardPass::RunExpertOnCpu(int expert, const FeedForwardWeight
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ffn_out_.data(), cpu_out_.data(), static_cast<size_t>(m) * h * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying a CPU expert's output"));
-  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + expert_offset_[expert], m, h,
+  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + dispatch_.FirstIndexOf(expert), m, h,
                          expert_out_.as<float>(), stream);
 }
 
@@ -609,7 +601,7 @@ absl::Status CudaForwardPass::MoeBlock(int layer_index, int n) {
   const bool experts_on_host = options_.experts == CudaForwardOptions::Experts::kCacheOnHost;
   RecordCopyTimings();
   const bool place = options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement;
-  plan_.Plan(layer_index, dispatch_, config_.num_experts, *experts_, place ? &placement_ : nullptr, expert_bytes_);
+  plan_.Plan(layer_index, dispatch_, *experts_, place ? &placement_ : nullptr, expert_bytes_);
   if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, host_rows_.data(), h);
 
   // Ready experts are queued on the GPU first; the CPU's share runs

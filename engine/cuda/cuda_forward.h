@@ -139,8 +139,7 @@ class CudaForwardPass : public Forward {
   std::vector<float> host_rows_;          // [n][hidden]: embeddings in, gate inputs out
   std::vector<float> host_rope_;          // [n][head_dim]
   std::vector<float> host_router_logits_;  // [n][num_experts]
-  std::vector<int32_t> host_slots_by_expert_, host_rows_by_expert_, host_row_slot_begin_;
-  std::vector<int32_t> expert_offset_;    // [num_experts]: first index in slots_by_expert_
+  std::vector<int32_t> host_rows_by_expert_, host_row_slot_begin_;
   std::vector<float> cpu_in_, cpu_gate_, cpu_up_, cpu_out_;  // CPU experts
 };
 

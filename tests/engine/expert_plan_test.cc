@@ -68,7 +68,7 @@ class ExpertPlanTest : public ::testing::Test {
   }
   void Plan(FakeExperts& experts, const cache::ExecutionPlacement* placement) {
     dispatch_->Route(0, logits_.data(), experts);
-    plan_.Plan(0, *dispatch_, config_.num_experts, experts, placement, kExpertBytes);
+    plan_.Plan(0, *dispatch_, experts, placement, kExpertBytes);
   }
 
   static constexpr uint64_t kExpertBytes = 1'000'000;
