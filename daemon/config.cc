@@ -1,11 +1,7 @@
 #include "daemon/config.h"
 
-#include <cerrno>
-#include <climits>
-#include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <functional>
-#include <sstream>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -16,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/byte_size.h"
+#include "base/read_file.h"
 #include "base/status_macros.h"
 
 namespace expertd {
@@ -65,38 +62,48 @@ absl::Status ReadBool(const KeyRef& k, bool& out) {
   return absl::OkStatus();
 }
 
-absl::Status ReadInt(const KeyRef& k, int min, int& out) {
+// An integer in [min, max]. The TOML value is 64-bit: it is checked at full
+// width before it is narrowed, so 2^32 + 5 is refused rather than read as 5.
+absl::Status ReadInt(const KeyRef& k, int min, int max, int& out) {
   const auto* i = k.value.as_integer();
   if (i == nullptr) return k.Error(absl::StrCat("expected an integer, got ", TypeName(k.value)));
   const int64_t v = i->get();
-  if (v < min) return k.Error(absl::StrCat("must be at least ", min, ", got ", v));
-  if (v > INT_MAX) return k.Error(absl::StrCat("must be at most ", INT_MAX, ", got ", v));
+  const std::string allowed = absl::StrCat(" (allowed: ", min, " .. ", max, "), got ", v);
+  if (v < min) return k.Error(absl::StrCat("must be at least ", min, allowed));
+  if (v > max) return k.Error(absl::StrCat("must be at most ", max, allowed));
   out = static_cast<int>(v);
   return absl::OkStatus();
 }
 
-// Bytes as an integer (1048576) or a string with units ("6GiB", "1.5GB").
-absl::Status ReadByteSize(const KeyRef& k, uint64_t& out) {
+// Bytes in [min_bytes, max_bytes] as an integer (1048576) or a string with
+// units ("6GiB", "1.5GB").
+absl::Status ReadByteSize(const KeyRef& k, uint64_t min_bytes, uint64_t max_bytes, uint64_t& out) {
+  uint64_t bytes = 0;
   if (const auto* i = k.value.as_integer()) {
     if (i->get() < 0) return k.Error(absl::StrCat("a size cannot be negative, got ", i->get()));
-    out = static_cast<uint64_t>(i->get());
-    return absl::OkStatus();
+    bytes = static_cast<uint64_t>(i->get());
+  } else {
+    const auto* s = k.value.as_string();
+    if (s == nullptr) {
+      return k.Error(absl::StrCat("expected a size (bytes, or a string such as \"6GiB\"), got ",
+                                  TypeName(k.value)));
+    }
+    const absl::string_view text = ToAbsl(s->get());
+    if (!text.empty() && text.front() == '-') {
+      return k.Error(absl::StrCat("a size cannot be negative, got \"", text, "\""));
+    }
+    absl::StatusOr<uint64_t> parsed = ParseByteSize(text);
+    if (!parsed.ok()) {
+      return k.Error(absl::StrCat("bad size \"", text, "\" (expected e.g. \"6GiB\", \"512MiB\", 1048576): ",
+                                  parsed.status().message()));
+    }
+    bytes = *parsed;
   }
-  const auto* s = k.value.as_string();
-  if (s == nullptr) {
-    return k.Error(absl::StrCat("expected a size (bytes, or a string such as \"6GiB\"), got ",
-                                TypeName(k.value)));
-  }
-  const absl::string_view text = ToAbsl(s->get());
-  if (!text.empty() && text.front() == '-') {
-    return k.Error(absl::StrCat("a size cannot be negative, got \"", text, "\""));
-  }
-  absl::StatusOr<uint64_t> bytes = ParseByteSize(text);
-  if (!bytes.ok()) {
-    return k.Error(absl::StrCat("bad size \"", text, "\" (expected e.g. \"6GiB\", \"512MiB\", 1048576): ",
-                                bytes.status().message()));
-  }
-  out = *bytes;
+  const std::string allowed = absl::StrCat(" (allowed: ", FormatByteSize(min_bytes), " .. ",
+                                           FormatByteSize(max_bytes), "), got ", bytes, " bytes");
+  if (bytes < min_bytes) return k.Error(absl::StrCat("must be at least ", min_bytes, " bytes", allowed));
+  if (bytes > max_bytes) return k.Error(absl::StrCat("must be at most ", max_bytes, " bytes", allowed));
+  out = bytes;
   return absl::OkStatus();
 }
 
@@ -147,43 +154,73 @@ struct Section {
   std::vector<Field> fields;
 };
 
+// The ranges of the numbers. Minima are what the daemon needs to work at
+// all; maxima are far beyond any useful setting and keep a typo (or 2^31 - 1)
+// from sizing a pool, a queue or an allocation that exhausts memory. The
+// engine narrows some further once the model is known (prefetch.lookahead
+// to its layers, the cache budgets to what every expert resident takes).
+// configs/expertd.toml documents each range.
+constexpr uint64_t kKiB = uint64_t{1} << 10;
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr uint64_t kTiB = uint64_t{1} << 40;
+constexpr uint64_t kMaxBodyMin = kKiB;      // a request smaller than this cannot hold a prompt
+constexpr uint64_t kMaxBodyMax = kGiB;
+constexpr uint64_t kMaxBudgetBytes = 64 * kTiB;  // beyond any one host's DRAM or device memory
+constexpr int kMaxConnections = 4096;
+constexpr int kMaxQueuedRequests = 65536;
+constexpr int kMaxReadTimeoutMs = 3600 * 1000;  // an hour
+constexpr int kMaxLayers = 4096;                // shallow_layers; models have tens to a hundred
+constexpr int kMaxQueueDepth = 4096;            // the io_uring reader's own limit
+constexpr int kMaxLookahead = 64;
+constexpr int kMaxInFlight = 1024;
+constexpr int kMaxExpertsPerToken = 4096;
+constexpr int kMaxBatch = 1024;
+constexpr int kMaxRoster = 256;
+constexpr int kMaxTokens = 1 << 20;
+constexpr int kMaxThreads = 1024;
+constexpr int kMaxCudaDevice = 64;
+
 std::vector<Section> Schema(DaemonConfig& c) {
   auto str = [](std::string& f) { return [&f](const KeyRef& k) { return ReadString(k, f); }; };
-  auto num = [](int& f, int min) { return [&f, min](const KeyRef& k) { return ReadInt(k, min, f); }; };
-  auto size = [](uint64_t& f) { return [&f](const KeyRef& k) { return ReadByteSize(k, f); }; };
+  auto num = [](int& f, int min, int max) {
+    return [&f, min, max](const KeyRef& k) { return ReadInt(k, min, max, f); };
+  };
+  auto size = [](uint64_t& f, uint64_t min, uint64_t max) {
+    return [&f, min, max](const KeyRef& k) { return ReadByteSize(k, min, max, f); };
+  };
   return {
       {"server",
        {{"socket_path", str(c.server.socket_path)},
         {"socket_group", str(c.server.socket_group)},
         {"socket_mode", [&c](const KeyRef& k) { return ReadMode(k, c.server.socket_mode); }},
-        {"max_body", size(c.server.max_body_bytes)},
-        {"max_connections", num(c.server.max_connections, 1)},
-        {"max_queued_requests", num(c.server.max_queued_requests, 1)},
-        {"read_timeout_ms", num(c.server.read_timeout_ms, 1)}}},
+        {"max_body", size(c.server.max_body_bytes, kMaxBodyMin, kMaxBodyMax)},
+        {"max_connections", num(c.server.max_connections, 1, kMaxConnections)},
+        {"max_queued_requests", num(c.server.max_queued_requests, 1, kMaxQueuedRequests)},
+        {"read_timeout_ms", num(c.server.read_timeout_ms, 1, kMaxReadTimeoutMs)}}},
       {"model", {{"path", str(c.model.path)}}},
       {"cache",
-       {{"dram_budget", size(c.cache.dram_budget_bytes)},
-        {"device_budget", size(c.cache.device_budget_bytes)},
+       {{"dram_budget", size(c.cache.dram_budget_bytes, 0, kMaxBudgetBytes)},
+        {"device_budget", size(c.cache.device_budget_bytes, 0, kMaxBudgetBytes)},
         {"policy", [&c](const KeyRef& k) { return ReadChoice(k, kPolicies, c.cache.policy); }},
-        {"shallow_layers", num(c.cache.shallow_layers, 0)}}},
+        {"shallow_layers", num(c.cache.shallow_layers, 0, kMaxLayers)}}},
       {"io",
        {{"expert_file", str(c.io.expert_file)},
-        {"queue_depth", num(c.io.queue_depth, 1)},
+        {"queue_depth", num(c.io.queue_depth, 1, kMaxQueueDepth)},
         {"direct_io", [&c](const KeyRef& k) { return ReadBool(k, c.io.direct_io); }}}},
       {"prefetch",
        {{"kind", [&c](const KeyRef& k) { return ReadChoice(k, kPrefetchKinds, c.prefetch.kind); }},
-        {"lookahead", num(c.prefetch.lookahead, 1)},
-        {"max_in_flight", num(c.prefetch.max_in_flight, 1)},
+        {"lookahead", num(c.prefetch.lookahead, 1, kMaxLookahead)},
+        {"max_in_flight", num(c.prefetch.max_in_flight, 1, kMaxInFlight)},
         {"to_device", [&c](const KeyRef& k) { return ReadBool(k, c.prefetch.to_device); }}}},
       {"inference",
-       {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0)},
-        {"max_batch", num(c.inference.max_batch, 1)},
-        {"max_roster", num(c.inference.max_roster, 1)},
-        {"max_tokens", num(c.inference.max_tokens, 1)},
-        {"threads", num(c.inference.threads, 0)}}},
+       {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0, kMaxExpertsPerToken)},
+        {"max_batch", num(c.inference.max_batch, 1, kMaxBatch)},
+        {"max_roster", num(c.inference.max_roster, 1, kMaxRoster)},
+        {"max_tokens", num(c.inference.max_tokens, 1, kMaxTokens)},
+        {"threads", num(c.inference.threads, 0, kMaxThreads)}}},
       {"device",
        {{"gpu", [&c](const KeyRef& k) { return ReadChoice(k, kGpuModes, c.device.gpu); }},
-        {"cuda_device", num(c.device.cuda_device, 0)},
+        {"cuda_device", num(c.device.cuda_device, 0, kMaxCudaDevice)},
         {"execution_placement", [&c](const KeyRef& k) { return ReadBool(k, c.device.execution_placement); }}}},
   };
 }
@@ -259,15 +296,15 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view toml_text, absl
 }
 
 absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    return absl::NotFoundError(absl::StrCat("cannot open config ", path, ": ", std::strerror(err)));
+  // A missing file is left to ReadFileCapped, which says so (NotFound).
+  std::error_code ec;
+  const std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (!ec && !std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, " is not a regular file (a directory, device or pipe); give a TOML file"));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read config ", path));
-  return ParseDaemonConfig(text.str(), path);
+  ASSIGN_OR_RETURN(const std::string text, ReadFileCapped(path, kMaxConfigBytes, "config"));
+  return ParseDaemonConfig(text, path);
 }
 
 absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path) {

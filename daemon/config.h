@@ -5,7 +5,9 @@
 // Every key but model.path has a default; configs/expertd.toml documents each
 // one and a test checks that file parses to exactly these defaults. An unknown
 // section or key, a wrong type or a bad value is an error naming the key and
-// its line.
+// its line. Every number has a range (documented in configs/expertd.toml, the
+// maxima in config.cc): values that size pools, queues or allocations are
+// bounded so that a typo cannot exhaust memory.
 
 #include <sys/types.h>
 
@@ -94,6 +96,11 @@ struct DaemonConfig {
 
   bool operator==(const DaemonConfig&) const = default;
 };
+
+// The largest config file read (1 MiB, a thousand times the shipped one):
+// LoadDaemonConfig refuses bigger files, and anything but a regular file,
+// rather than read `--config /dev/zero` until memory runs out.
+inline constexpr uint64_t kMaxConfigBytes = uint64_t{1} << 20;
 
 // Parses a whole config. source_name (usually the path) prefixes every error:
 // "expertd.toml:12: cache.policy: ...".

@@ -1,5 +1,7 @@
 #include "daemon/config.h"
 
+#include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -193,13 +195,94 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"server", "socket_mode = 432", "server.socket_mode", "got an integer"},
         BadValue{"server", "max_connections = 0", "server.max_connections", "at least 1"},
         BadValue{"device", "gpu = \"yes\"", "device.gpu", "auto, on, off"},
-        BadValue{"device", "cuda_device = -1", "device.cuda_device", "at least 0"}));
+        BadValue{"device", "cuda_device = -1", "device.cuda_device", "at least 0"},
+        // Upper bounds: each would otherwise size an allocation or a pool.
+        BadValue{"prefetch", "lookahead = 2147483647", "prefetch.lookahead", "allowed: 1 .. 64"},
+        BadValue{"prefetch", "lookahead = 65", "prefetch.lookahead", "allowed: 1 .. 64"},
+        BadValue{"prefetch", "max_in_flight = 1025", "prefetch.max_in_flight", "allowed: 1 .. 1024"},
+        BadValue{"server", "max_connections = 4097", "server.max_connections", "allowed: 1 .. 4096"},
+        BadValue{"server", "max_queued_requests = 65537", "server.max_queued_requests", "allowed: 1 .. 65536"},
+        BadValue{"server", "read_timeout_ms = 3600001", "server.read_timeout_ms", "allowed: 1 .. 3600000"},
+        BadValue{"server", "read_timeout_ms = 0", "server.read_timeout_ms", "allowed: 1 .. 3600000"},
+        BadValue{"server", "max_body = \"2GiB\"", "server.max_body", "allowed: 1.0 KiB .. 1.0 GiB"},
+        BadValue{"server", "max_body = 1023", "server.max_body", "allowed: 1.0 KiB .. 1.0 GiB"},
+        BadValue{"io", "queue_depth = 4097", "io.queue_depth", "allowed: 1 .. 4096"},
+        BadValue{"inference", "max_batch = 1025", "inference.max_batch", "allowed: 1 .. 1024"},
+        BadValue{"inference", "max_roster = 257", "inference.max_roster", "allowed: 1 .. 256"},
+        BadValue{"inference", "max_tokens = 1048577", "inference.max_tokens", "allowed: 1 .. 1048576"},
+        BadValue{"inference", "threads = 1025", "inference.threads", "allowed: 0 .. 1024"},
+        BadValue{"inference", "default_experts_per_token = 4097", "inference.default_experts_per_token",
+                 "allowed: 0 .. 4096"},
+        BadValue{"cache", "shallow_layers = 4097", "cache.shallow_layers", "allowed: 0 .. 4096"},
+        BadValue{"cache", "shallow_layers = -9223372036854775808", "cache.shallow_layers", "allowed: 0 .. 4096"},
+        BadValue{"cache", "dram_budget = \"65TiB\"", "cache.dram_budget", "allowed: 0 B .. 64.0 TiB"},
+        BadValue{"cache", "device_budget = 9223372036854775807", "cache.device_budget", "allowed: 0 B .. 64.0 TiB"},
+        BadValue{"device", "cuda_device = 65", "device.cuda_device", "allowed: 0 .. 64"}));
+
+// Each bound itself is accepted, so the documented range is the real one.
+TEST(DaemonConfigTest, RangeLimitsAreInclusive) {
+  absl::StatusOr<DaemonConfig> c = Parse(std::string(kModel) + R"(
+[server]
+max_body = "1GiB"
+max_connections = 4096
+max_queued_requests = 65536
+read_timeout_ms = 3600000
+[cache]
+dram_budget = "64TiB"
+device_budget = "64TiB"
+shallow_layers = 4096
+[io]
+queue_depth = 4096
+[prefetch]
+lookahead = 64
+max_in_flight = 1024
+[inference]
+default_experts_per_token = 4096
+max_batch = 1024
+max_roster = 256
+max_tokens = 1048576
+threads = 1024
+[device]
+cuda_device = 64
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.max_body_bytes, 1ull << 30);
+  EXPECT_EQ(c->cache.dram_budget_bytes, 64ull << 40);
+  EXPECT_EQ(c->prefetch.lookahead, 64);
+  EXPECT_EQ(c->inference.max_tokens, 1 << 20);
+  c = Parse(std::string(kModel) + "[server]\nmax_body = \"1KiB\"\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.max_body_bytes, 1024u);
+}
 
 TEST(DaemonConfigTest, LoadNamesMissingFile) {
   absl::StatusOr<DaemonConfig> c = LoadDaemonConfig("/nonexistent/expertd.toml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(c.status().message(), HasSubstr("/nonexistent/expertd.toml"));
+}
+
+// A config that never ends, or is far too large, is refused after reading at
+// most the cap: /dev/zero would otherwise be read until memory runs out.
+TEST(DaemonConfigTest, LoadRefusesEndlessAndHugeFiles) {
+  absl::StatusOr<DaemonConfig> c = LoadDaemonConfig("/dev/zero");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), AllOf(HasSubstr("/dev/zero"), HasSubstr("not a regular file")));
+
+  const std::string dir = ::testing::TempDir();
+  EXPECT_THAT(LoadDaemonConfig(dir).status().message(), AllOf(HasSubstr(dir), HasSubstr("not a regular file")));
+
+  const std::string big = dir + "/expertd_config_test_big.toml";
+  {
+    std::ofstream out(big, std::ios::binary);
+    out << kModel << "# " << std::string(kMaxConfigBytes, 'x') << "\n";
+  }
+  c = LoadDaemonConfig(big);
+  std::remove(big.c_str());
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), AllOf(HasSubstr(big), HasSubstr("1.0 MiB")));
 }
 
 TEST(DaemonConfigTest, CacheBudgetsFromFile) {
