@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "engine/sampler.h"
 
 namespace expertd {
 namespace {
@@ -44,6 +49,93 @@ const json* Field(const json& root, const char* name) {
   return it == root.end() || it->is_null() ? nullptr : &*it;
 }
 
+// The numeric rules, once. JSON numbers arrive as int64, uint64 or double
+// (nlohmann keeps the three apart); each field is checked at that full width
+// and then in the type the engine uses, so nothing is truncated on the way
+// (4294967301 read as an int is 5) and nothing passes the check only to
+// round to a refused value (top_p 1e-300 is 0 as a float).
+
+// v as an integer in [min, max], or nullopt: not an integer (a float, even
+// 5.0, a string), or out of range at full width (uint64 beyond int64 too).
+std::optional<int64_t> IntIn(const json& v, int64_t min, int64_t max) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+    const auto i = static_cast<int64_t>(u);
+    return i >= min && i <= max ? std::optional<int64_t>(i) : std::nullopt;
+  }
+  if (!v.is_number_integer()) return std::nullopt;
+  const int64_t i = v.get<int64_t>();
+  return i >= min && i <= max ? std::optional<int64_t>(i) : std::nullopt;
+}
+
+// The values a float field accepts: [min, max], or (min, max].
+struct FloatRange {
+  double min = 0.0;
+  double max = 0.0;
+  bool min_exclusive = false;
+};
+// Sampling temperatures and the resident bonus: beyond 100 every
+// distribution is already flat to float precision.
+constexpr FloatRange kTemperatureRange{0.0, 100.0};
+constexpr FloatRange kTopPRange{0.0, 1.0, /*min_exclusive=*/true};
+
+// v as a float in `range`, or nullopt. The range is checked on the double,
+// which also keeps the conversion defined (a double beyond float's range has
+// no float), then again on the float: a value may round onto an excluded
+// bound.
+std::optional<float> FloatIn(const json& v, const FloatRange& range) {
+  if (!v.is_number()) return std::nullopt;
+  auto in_range = [&](double x) { return (range.min_exclusive ? x > range.min : x >= range.min) && x <= range.max; };
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || !in_range(d)) return std::nullopt;
+  const float f = static_cast<float>(d);
+  if (!std::isfinite(f) || !in_range(static_cast<double>(f))) return std::nullopt;
+  return f;
+}
+
+// An integer field in [min, max] (which must fit `out`), or a 400 naming it:
+// "roster.size must be an integer in 1 .. 32 (inference.max_roster), got 99".
+template <typename Int>
+bool ReadInt(const json& v, const std::string& name, int64_t min, int64_t max, Int* out, ApiError* error,
+             absl::string_view note = "") {
+  static_assert(std::is_integral_v<Int>);
+  const std::optional<int64_t> i = IntIn(v, min, max);
+  if (!i) {
+    return Fail(error, name,
+                absl::StrCat(name, " must be an integer in ", min, " .. ", max, note,
+                             v.is_number() ? absl::StrCat(", got ", v.dump()) : std::string()));
+  }
+  *out = static_cast<Int>(*i);
+  return true;
+}
+
+// A float field, or a 400 naming it: "top_p must be a number in (0, 1]".
+bool ReadFloat(const json& v, const std::string& name, const FloatRange& range, float* out, ApiError* error) {
+  const std::optional<float> f = FloatIn(v, range);
+  if (!f) {
+    return Fail(error, name,
+                absl::StrCat(name, " must be a number in ", range.min_exclusive ? "(" : "[", range.min, ", ",
+                             range.max, "]", v.is_number() ? absl::StrCat(", got ", v.dump()) : std::string()));
+  }
+  *out = *f;
+  return true;
+}
+
+// A seed: any JSON integer, signed or unsigned 64-bit; a negative one is
+// taken modulo 2^64, so every seed a client can write names a distinct run.
+bool ReadSeed(const json& v, const std::string& name, uint64_t* out, ApiError* error) {
+  if (v.is_number_unsigned()) {
+    *out = v.get<uint64_t>();
+  } else if (v.is_number_integer()) {
+    *out = static_cast<uint64_t>(v.get<int64_t>());
+  } else {
+    return Fail(error, name, absl::StrCat(name, " must be an integer in ", std::numeric_limits<int64_t>::min(), " .. ",
+                                          std::numeric_limits<uint64_t>::max()));
+  }
+  return true;
+}
+
 bool CheckModel(const json& root, const std::string& model_name, ApiError* error) {
   if (const json* m = Field(root, "model")) {
     if (!m->is_string()) return Fail(error, "model", "model must be a string");
@@ -82,12 +174,10 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
     max_tokens_name = "max_completion_tokens";
   }
   if (const json* v = field(max_tokens_name)) {
-    if (!v->is_number_integer()) return Fail(error, max_tokens_name, absl::StrCat(max_tokens_name, " must be an integer"));
-    const int64_t n = v->get<int64_t>();
-    if (n < 0 || n > limits.max_tokens) {
-      return Fail(error, max_tokens_name, absl::StrCat(max_tokens_name, " must be in 0 .. ", limits.max_tokens));
+    if (!ReadInt(*v, max_tokens_name, 0, limits.max_tokens, &options.max_new_tokens, error,
+                 " (inference.max_tokens)")) {
+      return false;
     }
-    options.max_new_tokens = static_cast<int>(n);
   }
   // A chat's prompt must leave room for at least one token of answer.
   if (prompt_tokens + options.max_new_tokens > config.max_position_embeddings ||
@@ -98,27 +188,21 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
                              config.max_position_embeddings));
   }
   if (const json* v = field("temperature")) {
-    if (!v->is_number() || !(v->get<double>() >= 0.0) || v->get<double>() > 100.0) {
-      return Fail(error, "temperature", "temperature must be a number in [0, 100]");
-    }
-    options.sampling.temperature = v->get<float>();
+    if (!ReadFloat(*v, "temperature", kTemperatureRange, &options.sampling.temperature, error)) return false;
   }
   if (const json* v = field("top_p")) {
-    if (!v->is_number() || !(v->get<double>() > 0.0 && v->get<double>() <= 1.0)) {
-      return Fail(error, "top_p", "top_p must be a number in (0, 1]");
-    }
-    options.sampling.top_p = v->get<float>();
+    if (!ReadFloat(*v, "top_p", kTopPRange, &options.sampling.top_p, error)) return false;
   }
   if (const json* v = field("top_k")) {
-    if (!v->is_number_integer() || v->get<int64_t>() < 0) return Fail(error, "top_k", "top_k must be an integer >= 0");
-    options.sampling.top_k = v->get<int>();
+    // Any k at or beyond the vocabulary keeps every token, as 0 does.
+    if (!ReadInt(*v, "top_k", 0, std::numeric_limits<int>::max(), &options.sampling.top_k, error)) return false;
   }
   if (const json* v = field("seed")) {
-    if (!v->is_number_integer()) return Fail(error, "seed", "seed must be an integer");
-    options.sampling.seed = static_cast<uint64_t>(v->get<int64_t>());
+    if (!ReadSeed(*v, "seed", &options.sampling.seed, error)) return false;
   }
   if (const json* v = field("n")) {
-    if (!v->is_number_integer() || v->get<int64_t>() != 1) return Fail(error, "n", "only n = 1 is supported");
+    int n = 0;
+    if (!ReadInt(*v, "n", 1, 1, &n, error, " (only n = 1 is supported)")) return false;
   }
   if (const json* v = field("stop")) {
     if (v->is_string()) {
@@ -140,64 +224,62 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
     request->stream = v->get<bool>();
   }
   if (const json* v = field("experts_per_token")) {
-    if (!v->is_number_integer() || v->get<int64_t>() < 1 || v->get<int64_t>() > config.num_experts) {
-      return Fail(error, "experts_per_token",
-                  absl::StrCat("experts_per_token must be an integer in 1 .. ", config.num_experts));
+    if (!ReadInt(*v, "experts_per_token", 1, config.num_experts, &options.forward.experts_per_token, error,
+                 " (this model's experts)")) {
+      return false;
     }
-    options.forward.experts_per_token = v->get<int>();
   }
   if (const json* v = field("roster")) {
     if (!v->is_object()) return Fail(error, "roster", "roster must be an object {size, temperature, seed, ...}");
     RosterOptions& roster = options.roster;
     auto member = [&](const char* name) { return Field(*v, name); };
     if (const json* size = member("size")) {
-      if (!size->is_number_integer() || size->get<int64_t>() < 1 || size->get<int64_t>() > limits.max_roster) {
-        return Fail(error, "roster.size",
-                    absl::StrCat("roster.size must be an integer in 1 .. ", limits.max_roster,
-                                 " (inference.max_roster)"));
+      if (!ReadInt(*size, "roster.size", 1, limits.max_roster, &roster.samples, error, " (inference.max_roster)")) {
+        return false;
       }
-      roster.samples = size->get<int>();
     } else {
       return Fail(error, "roster.size", "roster.size is required");
     }
     if (const json* t = member("temperature")) {
-      if (!t->is_number() || !(t->get<double>() >= 0.0) || t->get<double>() > 100.0) {
-        return Fail(error, "roster.temperature", "roster.temperature must be a number in [0, 100]");
-      }
-      roster.temperature = t->get<float>();
+      if (!ReadFloat(*t, "roster.temperature", kTemperatureRange, &roster.temperature, error)) return false;
     }
     if (const json* seed = member("seed")) {
-      if (!seed->is_number_integer()) return Fail(error, "roster.seed", "roster.seed must be an integer");
-      roster.seed = static_cast<uint64_t>(seed->get<int64_t>());
+      if (!ReadSeed(*seed, "roster.seed", &roster.seed, error)) return false;
     }
     if (const json* skip = member("skip_layers")) {
-      if (!skip->is_number_integer() || skip->get<int64_t>() < 0 || skip->get<int64_t>() > config.num_layers) {
-        return Fail(error, "roster.skip_layers",
-                    absl::StrCat("roster.skip_layers must be an integer in 0 .. ", config.num_layers));
+      if (!ReadInt(*skip, "roster.skip_layers", 0, config.num_layers, &roster.skip_layers, error,
+                   " (this model's layers)")) {
+        return false;
       }
-      roster.skip_layers = skip->get<int>();
     }
     if (const json* layers = member("layer_temperatures")) {
-      if (!layers->is_array()) {
-        return Fail(error, "roster.layer_temperatures", "roster.layer_temperatures must be a list of numbers");
+      // One per MoE layer (ValidateRosterOptions checks the count); more
+      // than the model's layers is refused before any is stored.
+      if (!layers->is_array() || layers->size() > static_cast<size_t>(config.num_layers)) {
+        return Fail(error, "roster.layer_temperatures",
+                    absl::StrCat("roster.layer_temperatures must be a list of numbers, one per MoE layer"));
       }
       for (const json& t : *layers) {
-        if (!t.is_number() || !(t.get<double>() >= 0.0) || t.get<double>() > 100.0) {
-          return Fail(error, "roster.layer_temperatures", "roster.layer_temperatures must hold numbers in [0, 100]");
-        }
-        roster.layer_temperatures.push_back(t.get<float>());
+        float tau = 0.0f;
+        if (!ReadFloat(t, "roster.layer_temperatures", kTemperatureRange, &tau, error)) return false;
+        roster.layer_temperatures.push_back(tau);
       }
     }
     if (const json* bonus = member("resident_bonus")) {
-      if (!bonus->is_number() || !(bonus->get<double>() >= 0.0) || bonus->get<double>() > 100.0) {
-        return Fail(error, "roster.resident_bonus", "roster.resident_bonus must be a number in [0, 100]");
+      if (!ReadFloat(*bonus, "roster.resident_bonus", kTemperatureRange, &roster.resident_bonus, error)) {
+        return false;
       }
-      roster.resident_bonus = bonus->get<float>();
     }
     if (absl::Status status = ValidateRosterOptions(roster, config, limits.max_roster); !status.ok()) {
       std::string message(status.message());
       return Fail(error, message.substr(0, message.find(' ')), message);
     }
+  }
+  // The engine validates these again when the job runs, where a refusal is
+  // a 500: what passed the checks above must pass there too.
+  if (absl::Status status = ValidateSamplingOptions(options.sampling); !status.ok()) {
+    std::string message(status.message());
+    return Fail(error, message.substr(0, message.find(' ')), message);
   }
   options.stop_at_eos = true;
   if (const json* v = field("ignore_eos")) {
@@ -223,10 +305,11 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
     request->prompt = model.tokenizer().Encode(request->prompt_text);
   } else if (prompt->is_array()) {
     for (const json& id : *prompt) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= config.vocab_size) {
+      const std::optional<int64_t> token = IntIn(id, 0, config.vocab_size - 1);
+      if (!token) {
         return Fail(error, "prompt", absl::StrCat("prompt as a list must hold token ids in [0, ", config.vocab_size, ")"));
       }
-      request->prompt.push_back(id.get<int32_t>());
+      request->prompt.push_back(static_cast<int32_t>(*token));
     }
     request->prompt_text = model.tokenizer().Decode(request->prompt, /*skip_special=*/false);
   } else {
@@ -236,10 +319,7 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
 
   if (!ParseGenerationFields(root, Endpoint::kCompletions, model, limits, request, error)) return false;
   if (const json* v = Field(root, "logprobs")) {
-    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > kMaxTopLogprobs) {
-      return Fail(error, "logprobs", absl::StrCat("logprobs must be an integer in 0 .. ", kMaxTopLogprobs, " or null"));
-    }
-    request->logprobs = v->get<int>();
+    if (!ReadInt(*v, "logprobs", 0, kMaxTopLogprobs, &request->logprobs, error, " or null")) return false;
   }
   if (const json* v = Field(root, "echo")) {
     if (!v->is_boolean()) return Fail(error, "echo", "echo must be true or false");
@@ -290,11 +370,10 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     if (v->get<bool>()) request->logprobs = 0;
   }
   if (const json* v = Field(root, "top_logprobs")) {
-    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > kMaxTopLogprobs) {
-      return Fail(error, "top_logprobs", absl::StrCat("top_logprobs must be an integer in 0 .. ", kMaxTopLogprobs));
-    }
+    int top_logprobs = 0;
+    if (!ReadInt(*v, "top_logprobs", 0, kMaxTopLogprobs, &top_logprobs, error)) return false;
     if (request->logprobs < 0) return Fail(error, "top_logprobs", "top_logprobs needs logprobs: true");
-    request->logprobs = v->get<int>();
+    request->logprobs = top_logprobs;
   }
   for (const std::string& stop : chat_template.stop_strings()) {
     request->stop.push_back(stop);

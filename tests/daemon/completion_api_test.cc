@@ -3,9 +3,17 @@
 
 #include "daemon/completion_api.h"
 
+#include <cstdint>
 #include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/chat_template.h"
+#include "engine/roster.h"
+#include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
@@ -41,6 +49,177 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
       << error.message;
   EXPECT_TRUE(plain_request.stop_token_ids.empty());
   EXPECT_FALSE(plain_request.stop.empty());
+}
+
+
+// Request numbers: every field is read at full width and range-checked in
+// the type the engine uses, so a hostile value is a 400 naming the field,
+// never a request that parses and then fails in the engine (a 500), and
+// never one silently truncated into another value.
+class RequestNumbersTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::ScopedTempDir("completion_api_numbers");
+    tools::MakeModelOptions o;  // olmoe: 2 MoE layers, 8 experts, vocab 512
+    auto model = Model::Load(testing::MakeTestModel(*dir_, "model", o));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = model->release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+  }
+
+  // Parses a completion (chat: a chat request) body; the error when it fails.
+  static bool Parse(const std::string& body, bool chat, GenerationRequest* request, ApiError* error) {
+    if (chat) {
+      const ChatTemplate plain = ChatTemplate::FromJinja("", "", "");
+      return ParseChatRequest(body, *model_, plain, "model", InferenceConfig{}, request, error);
+    }
+    CompletionRequest completion;
+    const bool ok = ParseCompletionRequest(body, *model_, "model", InferenceConfig{}, &completion, error);
+    *request = completion;
+    return ok;
+  }
+
+  static testing::ScopedTempDir* dir_;
+  static Model* model_;
+};
+testing::ScopedTempDir* RequestNumbersTest::dir_ = nullptr;
+Model* RequestNumbersTest::model_ = nullptr;
+
+struct NumberField {
+  std::string param;            // the field, as the error's param names it
+  std::string body_before;      // the body up to the value
+  std::string body_after;       // and after it
+  bool chat = false;
+  std::vector<std::string> bad;  // JSON values that must be a 400 naming param
+};
+
+// Not integers, or integers beyond int32 (and int64, and uint64).
+const std::vector<std::string> kNotInt32 = {
+    "-1", "2147483648", "4294967296", "4294967301", "9223372036854775807", "9223372036854775808",
+    "18446744073709551615", "18446744073709551616", "-2147483649", "-9223372036854775808",
+    "-9223372036854775809", "1e300", "-1e300", "1e-300", "0.5", "5.0", "\"5\"", "true", "[]", "{}"};
+// Not numbers in [0, 100], as doubles or once converted to float.
+const std::vector<std::string> kNotTemperature = {
+    "-1", "-1e-300", "100.00001", "1e39", "1e300", "-1e300", "18446744073709551615", "-9223372036854775808",
+    "\"1\"", "true", "[]", "{}"};
+const std::vector<std::string> kNotSeed = {"1.5", "18446744073709551616", "-9223372036854775809", "1e300",
+                                           "\"1\"", "true", "[]", "{}"};
+
+std::vector<std::string> Plus(std::vector<std::string> values, std::vector<std::string> more) {
+  values.insert(values.end(), more.begin(), more.end());
+  return values;
+}
+
+TEST_F(RequestNumbersTest, HostileValuesAreA400NamingTheField) {
+  const std::string prompt = R"({"prompt": "hi", )";
+  const std::string chat = R"({"messages": [{"role": "user", "content": "hi"}], )";
+  const std::string roster = R"({"prompt": "hi", "roster": {"size": 2, )";
+  const std::vector<NumberField> fields = {
+      {"max_tokens", prompt + R"("max_tokens": )", "}", false, Plus(kNotInt32, {"2049"})},
+      {"max_completion_tokens", chat + R"("max_completion_tokens": )", "}", true, Plus(kNotInt32, {"2049"})},
+      {"temperature", prompt + R"("temperature": )", "}", false, kNotTemperature},
+      {"top_p", prompt + R"("top_p": )", "}", false,
+       {"0", "-0.0", "1e-300", "1e-46", "-1", "1.0000001", "2", "1e39", "1e300", "-1e300", "18446744073709551615",
+        "-9223372036854775808", "\"0.5\"", "true", "[]", "{}"}},
+      {"top_k", prompt + R"("top_k": )", "}", false, kNotInt32},
+      {"seed", prompt + R"("seed": )", "}", false, kNotSeed},
+      {"n", prompt + R"("n": )", "}", false, Plus(kNotInt32, {"0", "2"})},
+      {"experts_per_token", prompt + R"("experts_per_token": )", "}", false, Plus(kNotInt32, {"0", "9"})},
+      {"logprobs", prompt + R"("logprobs": )", "}", false, Plus(kNotInt32, {"21"})},
+      {"top_logprobs", chat + R"("logprobs": true, "top_logprobs": )", "}", true, Plus(kNotInt32, {"21"})},
+      {"prompt", R"({"prompt": [1, )", "]}", false, Plus(kNotInt32, {"512"})},
+      {"roster.size", R"({"prompt": "hi", "roster": {"size": )", "}}", false, Plus(kNotInt32, {"0", "33"})},
+      {"roster.temperature", roster + R"("temperature": )", "}}", false, kNotTemperature},
+      {"roster.seed", roster + R"("seed": )", "}}", false, kNotSeed},
+      {"roster.skip_layers", roster + R"("skip_layers": )", "}}", false, Plus(kNotInt32, {"3"})},
+      {"roster.layer_temperatures", roster + R"("layer_temperatures": [0.5, )", "]}}", false, kNotTemperature},
+      {"roster.resident_bonus", roster + R"("resident_bonus": )", "}}", false, kNotTemperature},
+  };
+  for (const NumberField& field : fields) {
+    for (const std::string& value : field.bad) {
+      const std::string body = field.body_before + value + field.body_after;
+      GenerationRequest request;
+      ApiError error;
+      EXPECT_FALSE(Parse(body, field.chat, &request, &error)) << body;
+      EXPECT_EQ(error.http_status, 400) << body;
+      EXPECT_EQ(error.param, field.param) << body << ": " << error.message;
+      EXPECT_NE(error.message.find(field.param), std::string::npos) << body << ": " << error.message;
+    }
+  }
+}
+
+// A number JSON cannot hold as a double makes the body invalid: still a 400.
+TEST_F(RequestNumbersTest, NumbersBeyondDoubleAreA400) {
+  for (const std::string field : {"max_tokens", "temperature", "top_p", "top_k", "seed"}) {
+    for (const std::string value : {"1e400", "-1e400"}) {
+      const std::string body = absl::StrCat(R"({"prompt": "hi", ")", field, "\": ", value, "}");
+      GenerationRequest request;
+      ApiError error;
+      EXPECT_FALSE(Parse(body, false, &request, &error)) << body;
+      EXPECT_EQ(error.http_status, 400) << body;
+    }
+  }
+}
+
+// What parses is taken at its value, and the engine accepts it.
+TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
+  struct Good {
+    std::string body;
+    std::function<void(const GenerationRequest&)> check;
+  };
+  const std::vector<Good> goods = {
+      {R"({"prompt": "hi", "top_k": 2147483647})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.top_k, 2147483647);
+       }},
+      {R"({"prompt": "hi", "top_k": 0})", [](const GenerationRequest& r) { EXPECT_EQ(r.options.sampling.top_k, 0); }},
+      {R"({"prompt": "hi", "top_p": 1e-45})", [](const GenerationRequest& r) {
+         EXPECT_GT(r.options.sampling.top_p, 0.0f);
+       }},
+      {R"({"prompt": "hi", "top_p": 1})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.top_p, 1.0f);
+       }},
+      {R"({"prompt": "hi", "temperature": 1e-300})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.temperature, 0.0f);
+       }},
+      {R"({"prompt": "hi", "temperature": 100})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.temperature, 100.0f);
+       }},
+      {R"({"prompt": "hi", "seed": 18446744073709551615})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.seed, UINT64_MAX);
+       }},
+      {R"({"prompt": "hi", "seed": -1})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.seed, UINT64_MAX);
+       }},
+      {R"({"prompt": "hi", "seed": -9223372036854775808})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.seed, uint64_t{1} << 63);
+       }},
+      {R"({"prompt": "hi", "max_tokens": 2048})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.max_new_tokens, 2048);
+       }},
+      {R"({"prompt": [0, 511], "experts_per_token": 8, "n": 1, "logprobs": 20})", [](const GenerationRequest& r) {
+         EXPECT_EQ(r.prompt, (std::vector<int32_t>{0, 511}));
+         EXPECT_EQ(r.options.forward.experts_per_token, 8);
+         EXPECT_EQ(r.logprobs, 20);
+       }},
+      {R"({"prompt": "hi", "roster": {"size": 32, "temperature": 100, "seed": 18446744073709551615,
+           "skip_layers": 2, "layer_temperatures": [0, 100], "resident_bonus": 100}})",
+       [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.roster.samples, 32);
+         EXPECT_EQ(r.options.roster.seed, UINT64_MAX);
+         EXPECT_EQ(r.options.roster.layer_temperatures, (std::vector<float>{0.0f, 100.0f}));
+       }},
+  };
+  for (const Good& good : goods) {
+    GenerationRequest request;
+    ApiError error;
+    ASSERT_TRUE(Parse(good.body, false, &request, &error)) << good.body << ": " << error.message;
+    good.check(request);
+    EXPECT_TRUE(ValidateSamplingOptions(request.options.sampling).ok()) << good.body;
+    EXPECT_TRUE(ValidateRosterOptions(request.options.roster, model_->config(), 32).ok()) << good.body;
+  }
 }
 
 }  // namespace
