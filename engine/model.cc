@@ -1,10 +1,11 @@
 #include "engine/model.h"
 
 #include <filesystem>
-#include <fstream>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/read_file.h"
 #include "base/status_macros.h"
 #include "io/expert_file.h"
 
@@ -18,7 +19,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir)
   }
   auto model = std::unique_ptr<Model>(new Model());
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
-  ASSIGN_OR_RETURN(model->config_, LoadModelConfig(config_path));
+  // Read once: the same bytes are parsed and go into the fingerprint.
+  ASSIGN_OR_RETURN(std::string config_text, ReadFileCapped(config_path, kMaxConfigJsonBytes, "config.json"));
+  ASSIGN_OR_RETURN(model->config_, ParseModelConfig(config_text, config_path));
   ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*model->checkpoint_, model->config_));
   ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
@@ -27,11 +30,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir)
         model_dir, ": tokenizer.json has ids up to ", model->tokenizer_->vocab_size() - 1,
         " but config.json vocab_size is ", model->config_.vocab_size));
   }
-  std::string identity;
-  {
-    std::ifstream config_file(config_path, std::ios::binary);
-    identity.assign(std::istreambuf_iterator<char>(config_file), {});
-  }
+  std::string identity = std::move(config_text);
   for (const auto& shard : model->checkpoint_->files()) {
     absl::StrAppend(&identity, "|", shard->file_size(), "|", shard->header_json());
     // Fine-tunes share config and headers; 16 sampled 4 KiB windows of the

@@ -1,10 +1,13 @@
 #include "engine/model_config.h"
 
-#include <fstream>
-#include <sstream>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/read_file.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace expertd {
@@ -23,23 +26,46 @@ constexpr Family kFamilies[] = {
     {"Qwen3MoeForCausalLM", Architecture::kQwen3Moe},
 };
 
+// The largest values accepted: far beyond any released model, small enough
+// that no product the engine forms from them (heads x head_dim, layers x
+// experts, a context's KV cache index) overflows an int.
+constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMinInt = std::numeric_limits<int32_t>::min();
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden and intermediate sizes
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxExperts = 65536;
+
 // Reads typed keys from the config object and remembers the first error, so
 // the parser below reads as a list of keys rather than a list of checks.
 class KeyReader {
  public:
   KeyReader(const json& object, absl::string_view source) : object_(object), source_(source) {}
 
-  int Int(const char* key, std::optional<int> fallback = std::nullopt) {
+  // An integer in [min, max]. config.json numbers are 64-bit (nlohmann keeps
+  // uint64 apart): the range is checked at that width before narrowing, so
+  // 2^31 is refused instead of wrapping to -2^31.
+  int Int(const char* key, std::optional<int> fallback, int64_t min, int64_t max, absl::string_view note = "") {
     const json* value = Get(key);
     if (value == nullptr || value->is_null()) return Missing<int>(key, fallback);
-    if (!value->is_number_integer()) return Fail<int>(key, "an integer");
-    return value->get<int>();
+    return IntOf(key, *value, min, max, note);
   }
+  // A float: finite in float, and not a nonzero that rounds to 0.
   float Float(const char* key, std::optional<float> fallback = std::nullopt) {
     const json* value = Get(key);
     if (value == nullptr || value->is_null()) return Missing<float>(key, fallback);
     if (!value->is_number()) return Fail<float>(key, "a number");
-    return value->get<float>();
+    const double d = value->get<double>();
+    if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max() ||
+        (d != 0.0 && static_cast<float>(d) == 0.0f)) {
+      Check(false, absl::StrCat("key '", key, "' must be a number a float can hold (magnitude ",
+                                std::numeric_limits<float>::denorm_min(), " .. ", std::numeric_limits<float>::max(),
+                                " or 0), got ", value->dump()));
+      return 0.0f;
+    }
+    return static_cast<float>(d);
   }
   bool Bool(const char* key, bool fallback) {
     const json* value = Get(key);
@@ -52,24 +78,24 @@ class KeyReader {
     if (value == nullptr || value->is_null()) return std::nullopt;
     return Float(key);
   }
-  std::optional<int> OptionalInt(const char* key) {
+  std::optional<int> OptionalInt(const char* key, int64_t min, int64_t max) {
     const json* value = Get(key);
     if (value == nullptr || value->is_null()) return std::nullopt;
     if (value->is_array()) {
       // eos_token_id may be a list; the first is the canonical one.
       if (value->empty() || !(*value)[0].is_number_integer()) return Fail<int>(key, "an integer or a list of integers");
-      return (*value)[0].get<int>();
+      return IntOf(key, (*value)[0], min, max);
     }
-    return Int(key);
+    return IntOf(key, *value, min, max);
   }
-  std::vector<int> IntList(const char* key) {
+  std::vector<int> IntList(const char* key, int64_t min, int64_t max) {
     const json* value = Get(key);
     std::vector<int> out;
     if (value == nullptr || value->is_null()) return out;
     if (!value->is_array()) return Fail<std::vector<int>>(key, "a list of integers");
     for (const auto& item : *value) {
       if (!item.is_number_integer()) return Fail<std::vector<int>>(key, "a list of integers");
-      out.push_back(item.get<int>());
+      out.push_back(IntOf(key, item, min, max));
     }
     return out;
   }
@@ -88,6 +114,23 @@ class KeyReader {
   const json* Get(const char* key) const {
     auto it = object_.find(key);
     return it == object_.end() ? nullptr : &*it;
+  }
+  int IntOf(const char* key, const json& value, int64_t min, int64_t max, absl::string_view note = "") {
+    if (!value.is_number_integer()) return Fail<int>(key, "an integer");
+    bool in_range;
+    if (value.is_number_unsigned()) {
+      const uint64_t u = value.get<uint64_t>();
+      in_range = max >= 0 && u <= static_cast<uint64_t>(max) && (min <= 0 || u >= static_cast<uint64_t>(min));
+    } else {
+      const int64_t i = value.get<int64_t>();
+      in_range = i >= min && i <= max;
+    }
+    if (!in_range) {
+      Check(false, absl::StrCat("key '", key, "' must be an integer in ", min, " .. ", max, note, ", got ",
+                                value.dump()));
+      return 0;
+    }
+    return static_cast<int>(value.get<int64_t>());
   }
   template <typename T>
   T Missing(const char* key, std::optional<T> fallback) {
@@ -140,47 +183,51 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   const bool is_qwen = arch == Architecture::kQwen2Moe || arch == Architecture::kQwen3Moe;
 
   KeyReader keys(root, source);
-  config.vocab_size = keys.Int("vocab_size");
-  config.hidden_size = keys.Int("hidden_size");
-  config.num_layers = keys.Int("num_hidden_layers");
-  config.num_heads = keys.Int("num_attention_heads");
-  config.num_kv_heads = keys.Int("num_key_value_heads", config.num_heads);
-  config.max_position_embeddings = keys.Int("max_position_embeddings", 4096);
+  config.vocab_size = keys.Int("vocab_size", std::nullopt, 1, kMaxVocab);
+  config.hidden_size = keys.Int("hidden_size", std::nullopt, 1, kMaxWidth);
+  config.num_layers = keys.Int("num_hidden_layers", std::nullopt, 1, kMaxLayers);
+  config.num_heads = keys.Int("num_attention_heads", std::nullopt, 1, kMaxHeads);
+  config.num_kv_heads = keys.Int("num_key_value_heads", config.num_heads, 1, kMaxHeads);
+  config.max_position_embeddings =
+      keys.Int("max_position_embeddings", 4096, 1, kMaxPositions,
+               absl::StrCat(" (expertd supports contexts of up to ", kMaxPositions, " positions)"));
   config.rope_theta = keys.Float("rope_theta", 10000.0f);
   config.rms_norm_eps = keys.Float("rms_norm_eps", arch == Architecture::kOlmoe ? 1e-5f : 1e-6f);
   config.tie_word_embeddings = keys.Bool("tie_word_embeddings", false);
-  config.bos_token_id = keys.OptionalInt("bos_token_id");
-  config.eos_token_id = keys.OptionalInt("eos_token_id");
-  config.experts_per_token = keys.Int("num_experts_per_tok");
+  // Token ids are only narrowed here; whether they name a token is the
+  // tokenizer's business.
+  config.bos_token_id = keys.OptionalInt("bos_token_id", kMinInt, kMaxInt);
+  config.eos_token_id = keys.OptionalInt("eos_token_id", kMinInt, kMaxInt);
+  config.experts_per_token = keys.Int("num_experts_per_tok", std::nullopt, 1, kMaxExperts);
   if (keys.Has("rope_scaling")) {
     keys.Check(false, "rope_scaling is not supported yet; remove it or use a model without it");
   }
   if (config.num_heads > 0) {
-    config.head_dim = keys.Int("head_dim", config.hidden_size / config.num_heads);
+    config.head_dim = keys.Int("head_dim", config.hidden_size / config.num_heads, 1, kMaxHeadDim);
   }
 
   switch (arch) {
     case Architecture::kOlmoe:
-      config.num_experts = keys.Int("num_experts");
-      config.expert_intermediate_size = keys.Int("intermediate_size");
+      config.num_experts = keys.Int("num_experts", std::nullopt, 1, kMaxExperts);
+      config.expert_intermediate_size = keys.Int("intermediate_size", std::nullopt, 1, kMaxWidth);
       config.norm_topk_prob = keys.Bool("norm_topk_prob", false);
       config.qk_norm = QkNorm::kWholeProjection;
       config.attention_bias = keys.Bool("attention_bias", false);
       config.clip_qkv = keys.OptionalFloat("clip_qkv");
       break;
     case Architecture::kMixtral:
-      config.num_experts = keys.Int("num_local_experts");
-      config.expert_intermediate_size = keys.Int("intermediate_size");
+      config.num_experts = keys.Int("num_local_experts", std::nullopt, 1, kMaxExperts);
+      config.expert_intermediate_size = keys.Int("intermediate_size", std::nullopt, 1, kMaxWidth);
       config.norm_topk_prob = true;  // Mixtral always renormalises its top-k
       break;
     case Architecture::kQwen2Moe:
     case Architecture::kQwen3Moe:
-      config.num_experts = keys.Int("num_experts");
-      config.expert_intermediate_size = keys.Int("moe_intermediate_size");
-      config.dense_intermediate_size = keys.Int("intermediate_size", 0);
+      config.num_experts = keys.Int("num_experts", std::nullopt, 1, kMaxExperts);
+      config.expert_intermediate_size = keys.Int("moe_intermediate_size", std::nullopt, 1, kMaxWidth);
+      config.dense_intermediate_size = keys.Int("intermediate_size", 0, 0, kMaxWidth);
       config.norm_topk_prob = keys.Bool("norm_topk_prob", false);
       if (arch == Architecture::kQwen2Moe) {
-        config.shared_expert_intermediate_size = keys.Int("shared_expert_intermediate_size", 0);
+        config.shared_expert_intermediate_size = keys.Int("shared_expert_intermediate_size", 0, 0, kMaxWidth);
         config.attention_bias = true;  // Qwen2 attention always has q/k/v biases
       } else {
         config.qk_norm = QkNorm::kPerHead;
@@ -192,8 +239,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
 
   config.layer_is_moe.assign(std::max(config.num_layers, 0), true);
   if (is_qwen) {
-    const int sparse_step = keys.Int("decoder_sparse_step", 1);
-    const std::vector<int> mlp_only = keys.IntList("mlp_only_layers");
+    const int sparse_step = keys.Int("decoder_sparse_step", 1, 1, kMaxLayers);
+    const std::vector<int> mlp_only = keys.IntList("mlp_only_layers", 0, kMaxInt);
     keys.Check(sparse_step >= 1, "decoder_sparse_step must be >= 1");
     for (int layer = 0; layer < config.num_layers && sparse_step >= 1; ++layer) {
       bool dense = (layer + 1) % sparse_step != 0;
@@ -224,11 +271,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path) {
-  std::ifstream in(config_json_path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", config_json_path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return ParseModelConfig(buffer.str(), config_json_path);
+  ASSIGN_OR_RETURN(const std::string text, ReadFileCapped(config_json_path, kMaxConfigJsonBytes, "config.json"));
+  return ParseModelConfig(text, config_json_path);
 }
 
 }  // namespace expertd

@@ -1,12 +1,13 @@
 #ifndef EXPERTD_ENGINE_MODEL_CONFIG_H_
 #define EXPERTD_ENGINE_MODEL_CONFIG_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace expertd {
 
@@ -57,6 +58,13 @@ struct ModelConfig {
 };
 
 absl::string_view ArchitectureName(Architecture architecture);
+
+// The longest context accepted (max_position_embeddings): 16M positions,
+// beyond any released MoE model; a larger value is refused by name rather
+// than wrapping an int.
+inline constexpr int kMaxPositions = 1 << 24;
+// The largest config.json read (1 MiB; real ones are a few KiB).
+inline constexpr uint64_t kMaxConfigJsonBytes = uint64_t{1} << 20;
 
 // Parses config.json text; source names the file in error messages.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);

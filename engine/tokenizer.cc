@@ -2,15 +2,12 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "base/read_file.h"
 #include "engine/bpe.h"
 #include "engine/normalizer.h"
 #include "engine/pretokenizer.h"
@@ -59,16 +56,13 @@ JsonRef MemberOrNull(const JsonRef& parent, std::string_view key) {
   return parent.Child(key);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    return absl::NotFoundError(Concat("cannot open ", path, ": ", std::strerror(errno)));
-  }
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return absl::DataLossError(Concat("cannot read ", path));
-  return contents.str();
-}
+// Caps on what FromFile reads, so a model directory whose files are huge
+// (or are devices) fails by name instead of exhausting memory. The largest
+// real tokenizer.json files (256K-entry vocabularies with merges) are about
+// 20 MiB; configs and templates are kilobytes.
+constexpr uint64_t kMaxTokenizerJsonBytes = uint64_t{64} << 20;
+constexpr uint64_t kMaxTokenizerConfigBytes = uint64_t{16} << 20;
+constexpr uint64_t kMaxChatTemplateBytes = uint64_t{1} << 20;
 
 }  // namespace
 
@@ -364,14 +358,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& tokenizer_json_path) {
-  absl::StatusOr<std::string> tokenizer_json = ReadFile(tokenizer_json_path);
+  absl::StatusOr<std::string> tokenizer_json =
+      ReadFileCapped(tokenizer_json_path, kMaxTokenizerJsonBytes, "tokenizer.json");
   if (!tokenizer_json.ok()) return tokenizer_json.status();
   const std::filesystem::path config_path =
       std::filesystem::path(tokenizer_json_path).parent_path() / "tokenizer_config.json";
   std::string config_text;
   std::error_code error;
   if (std::filesystem::exists(config_path, error)) {
-    absl::StatusOr<std::string> config = ReadFile(config_path.string());
+    absl::StatusOr<std::string> config =
+        ReadFileCapped(config_path.string(), kMaxTokenizerConfigBytes, "tokenizer_config.json");
     if (!config.ok()) return config.status();
     config_text = std::move(*config);
   }
@@ -387,7 +383,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
   const std::filesystem::path jinja_path =
       std::filesystem::path(tokenizer_json_path).parent_path() / "chat_template.jinja";
   if (impl->chat_template.empty() && std::filesystem::exists(jinja_path, error)) {
-    absl::StatusOr<std::string> jinja = ReadFile(jinja_path.string());
+    absl::StatusOr<std::string> jinja =
+        ReadFileCapped(jinja_path.string(), kMaxChatTemplateBytes, "chat_template.jinja");
     if (!jinja.ok()) return jinja.status();
     impl->chat_template = std::move(*jinja);
   }

@@ -1,11 +1,14 @@
 #include "engine/model_config.h"
 
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace expertd {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // Abridged from the real OLMoE-1B-7B-0924 config.json.
@@ -98,6 +101,71 @@ TEST(ModelConfig, ErrorsNameTheProblem) {
   text = kOlmoe;
   text.replace(text.find("\"hidden_size\": 2048,"), 20, "");
   EXPECT_THAT(error(text), HasSubstr("missing required key 'hidden_size'"));
+}
+
+
+// Every integer is checked at full width before it is narrowed to int: 2^31
+// would wrap to -2^31, 2^32 + 16 to 16.
+TEST(ModelConfig, IntegersAreRangeCheckedBeforeNarrowing) {
+  auto error = [](const std::string& key, const std::string& value) {
+    std::string text = kOlmoe;
+    const std::string from = "\"" + key + "\": ";
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << key;
+    const size_t end = text.find_first_of(",}", at);
+    text.replace(at, end - at, from + value);
+    auto config = ParseModelConfig(text, "m/config.json");
+    EXPECT_FALSE(config.ok()) << key << " = " << value;
+    return config.ok() ? std::string() : std::string(config.status().message());
+  };
+  for (const std::string key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                "num_attention_heads", "num_key_value_heads", "num_experts", "num_experts_per_tok",
+                                "max_position_embeddings", "eos_token_id"}) {
+    for (const std::string value : {"2147483648", "4294967312", "9223372036854775807", "18446744073709551615",
+                                    "-9223372036854775808", "-4294967280"}) {
+      const std::string e = error(key, value);
+      EXPECT_THAT(e, HasSubstr("m/config.json")) << key << " = " << value;
+      EXPECT_THAT(e, HasSubstr("'" + key + "'")) << key << " = " << value << ": " << e;
+    }
+  }
+  EXPECT_THAT(error("max_position_embeddings", "2147483648"),
+              AllOf(HasSubstr("max_position_embeddings"), HasSubstr("16777216"), HasSubstr("2147483648")));
+  EXPECT_THAT(error("max_position_embeddings", "16777217"), HasSubstr("16777216"));
+  EXPECT_THAT(error("max_position_embeddings", "0"), HasSubstr("max_position_embeddings"));
+  EXPECT_THAT(error("eos_token_id", "[4294967296]"), HasSubstr("'eos_token_id'"));
+  EXPECT_THAT(error("rope_theta", "1e39"), HasSubstr("'rope_theta'"));
+  EXPECT_THAT(error("rms_norm_eps", "1e-50"), HasSubstr("'rms_norm_eps'"));
+
+  std::string text = kQwen2Moe;
+  text.replace(text.find("\"mlp_only_layers\": []"), 21, "\"mlp_only_layers\": [4294967299]");
+  auto config = ParseModelConfig(text, "config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("'mlp_only_layers'"));
+  text = kQwen2Moe;
+  text.replace(text.find("\"decoder_sparse_step\": 1"), 24, "\"decoder_sparse_step\": 4294967297");
+  config = ParseModelConfig(text, "config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("'decoder_sparse_step'"));
+}
+
+TEST(ModelConfig, LargestContextIsAccepted) {
+  std::string text = kOlmoe;
+  text.replace(text.find("\"max_position_embeddings\": 4096"), 31, "\"max_position_embeddings\": 16777216");
+  auto config = ParseModelConfig(text, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_position_embeddings, 1 << 24);
+}
+
+// config.json is read with a cap: a device or a huge file is refused after
+// at most that many bytes, naming the path.
+TEST(ModelConfig, LoadReadsAtMostTheCap) {
+  auto config = LoadModelConfig("/dev/zero");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), AllOf(HasSubstr("/dev/zero"), HasSubstr("1.0 MiB")));
+  config = LoadModelConfig("/nonexistent/config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr("/nonexistent/config.json"));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 namespace expertd {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
@@ -227,6 +228,30 @@ TEST(SpecialIdsTest, FromTokenizerConfig) {
   EXPECT_EQ(tokenizer->eos_id(), 402);
   EXPECT_THAT(tokenizer->Encode("the"), ElementsAre(401, 257));
   EXPECT_THAT(tokenizer->Encode("the", /*add_special=*/false), ElementsAre(257));
+}
+
+// The files are read with caps: an endless device (or a file far larger than
+// any tokenizer) fails naming the file and the cap, after reading that much.
+TEST(TokenizerFilesTest, ReadsAreCapped) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromFile("/dev/zero");
+  ASSERT_FALSE(tokenizer.ok());
+  EXPECT_THAT(tokenizer.status().message(), AllOf(HasSubstr("tokenizer.json /dev/zero"), HasSubstr("64.0 MiB")));
+
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "expertd_tokenizer_caps";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << Gpt2Tokenizer().dump();
+  ASSERT_TRUE(Tokenizer::FromFile((dir / "tokenizer.json").string()).ok());
+  std::filesystem::create_symlink("/dev/zero", dir / "tokenizer_config.json");
+  tokenizer = Tokenizer::FromFile((dir / "tokenizer.json").string());
+  ASSERT_FALSE(tokenizer.ok());
+  EXPECT_THAT(tokenizer.status().message(), AllOf(HasSubstr("tokenizer_config.json"), HasSubstr("16.0 MiB")));
+  std::filesystem::remove(dir / "tokenizer_config.json");
+  std::filesystem::create_symlink("/dev/zero", dir / "chat_template.jinja");
+  tokenizer = Tokenizer::FromFile((dir / "tokenizer.json").string());
+  ASSERT_FALSE(tokenizer.ok());
+  EXPECT_THAT(tokenizer.status().message(), AllOf(HasSubstr("chat_template.jinja"), HasSubstr("1.0 MiB")));
+  std::filesystem::remove_all(dir);
 }
 
 // --- SentencePiece-style BPE (Mixtral) -------------------------------------
