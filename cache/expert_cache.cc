@@ -6,6 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/byte_size.h"
+#include "spdlog/spdlog.h"
 
 namespace expertd::cache {
 namespace {
@@ -91,7 +93,18 @@ ExpertCache::Pin::~Pin() {
 
 ExpertCache::ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader) : file_(file), reader_(reader) {}
 
-int ExpertCache::SlotsFor(uint64_t budget_bytes) const { return static_cast<int>(budget_bytes / slot_bytes_); }
+int ExpertCache::SlotsFor(const std::string& tier, uint64_t budget_bytes) const {
+  const uint64_t slots = budget_bytes / slot_bytes_;
+  if (slots <= static_cast<uint64_t>(max_slots_)) return static_cast<int>(slots);
+  // A slot beyond one per expert could never be filled: allocating it (and
+  // registering it with io_uring) would only waste memory.
+  const uint64_t capped_bytes = static_cast<uint64_t>(max_slots_) * slot_bytes_;
+  spdlog::info("{} budget of {} ({} bytes) is more than the {} experts of {} take; using {} ({} bytes): every "
+               "expert resident",
+               tier, FormatByteSize(budget_bytes), budget_bytes, max_slots_, file_.path(),
+               FormatByteSize(capped_bytes), capped_bytes);
+  return max_slots_;
+}
 
 absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::ExpertFile& file, io::ExpertReader& reader,
                                                                   ExpertCacheOptions options) {
@@ -103,13 +116,19 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
   cache->copier_ = options.device_copier ? std::move(options.device_copier) : MakeHostMemoryCopier();
   options.policy_options.num_layers = static_cast<int>(file.layout().num_layers);
   options.policy_options.num_experts = static_cast<int>(file.layout().num_experts);
+  // Dense layers have no experts in the file: count what is there.
+  int experts = 0;
+  for (int layer = 0; layer < options.policy_options.num_layers; ++layer) {
+    for (int e = 0; e < options.policy_options.num_experts; ++e) experts += file.Find(layer, e).ok() ? 1 : 0;
+  }
+  cache->max_slots_ = std::max(experts, cache->min_slots_);
 
   const uint64_t budgets[2] = {options.dram_budget_bytes, options.device_budget_bytes};
   const char* names[2] = {"dram", "device"};
   std::unique_lock lock(cache->mu_);
   for (int t = 0; t < 2; ++t) {
     if (t == kDevice && budgets[t] == 0) break;
-    const int slots = cache->SlotsFor(budgets[t]);
+    const int slots = cache->SlotsFor(names[t], budgets[t]);
     if (slots < cache->min_slots_) {
       return absl::InvalidArgumentError(absl::StrCat(
           names[t], " budget of ", budgets[t], " bytes holds ", slots, " experts of ", cache->slot_bytes_,
@@ -164,7 +183,14 @@ absl::Status ExpertCache::RegisterDramBuffersLocked(std::unique_lock<std::mutex>
   changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
   std::vector<iovec> buffers;
   for (const auto& slot : tiers_[kDram]->slots) buffers.push_back({slot->data, slot_bytes_});
-  return reader_.RegisterBuffers(buffers);
+  absl::Status status = reader_.RegisterBuffers(buffers);
+  if (!status.ok()) {
+    // The reader names the limit; the budget is what the user can change.
+    return absl::Status(status.code(),
+                        absl::StrCat("the dram budget of ", buffers.size(), " slots of ", slot_bytes_,
+                                     " bytes cannot be registered for reads: ", status.message()));
+  }
+  return status;
 }
 
 absl::Status ExpertCache::ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int target) {
@@ -540,14 +566,16 @@ absl::Status ExpertCache::Resize(uint64_t dram_budget_bytes, uint64_t device_bud
         "the device tier can be resized but not added or removed at run time; restart to change it");
   }
   const uint64_t budgets[2] = {dram_budget_bytes, device_budget_bytes};
+  int slots[2] = {0, 0};
   for (size_t t = 0; t < tiers_.size(); ++t) {
-    if (SlotsFor(budgets[t]) < min_slots_) {
+    slots[t] = SlotsFor(tiers_[t]->name, budgets[t]);
+    if (slots[t] < min_slots_) {
       return absl::InvalidArgumentError(absl::StrCat(tiers_[t]->name, " budget of ", budgets[t], " bytes holds fewer than ",
                                                      min_slots_, " experts of ", slot_bytes_, " bytes"));
     }
   }
   for (size_t t = 0; t < tiers_.size(); ++t) {
-    if (absl::Status s = ResizeTierLocked(lock, *tiers_[t], SlotsFor(budgets[t])); !s.ok()) return s;
+    if (absl::Status s = ResizeTierLocked(lock, *tiers_[t], slots[t]); !s.ok()) return s;
   }
   return RegisterDramBuffersLocked(lock);
 }

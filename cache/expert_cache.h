@@ -89,6 +89,9 @@ class DeviceCopier {
 std::unique_ptr<DeviceCopier> MakeHostMemoryCopier();
 
 struct ExpertCacheOptions {
+  // A tier never gets more slots than the file has experts (every expert
+  // resident): a larger budget is lowered to that, and logged. So is one
+  // given to Resize.
   uint64_t dram_budget_bytes = 0;
   uint64_t device_budget_bytes = 0;  // 0: no device tier; DRAM is the compute tier
   std::string policy = "least-stale";
@@ -185,7 +188,8 @@ class ExpertCache {
   void OnRouterScores(int layer, absl::Span<const float> probabilities);
 
   // Changes the budgets live: growing adds slots, shrinking evicts (waiting
-  // for pins and loads on the slots it must remove to be released).
+  // for pins and loads on the slots it must remove to be released). Each
+  // budget is capped at every expert resident, as at Create.
   absl::Status Resize(uint64_t dram_budget_bytes, uint64_t device_budget_bytes);
 
   CacheStats stats() const;
@@ -224,12 +228,15 @@ class ExpertCache {
   // The copier thread: device fills asked for by StartLoad.
   void PromoteLoop();
   absl::Status RegisterDramBuffersLocked(std::unique_lock<std::mutex>& lock);
-  int SlotsFor(uint64_t budget_bytes) const;
+  // The slots budget_bytes buys in `tier`, at most max_slots_ (logged when
+  // it is lowered).
+  int SlotsFor(const std::string& tier, uint64_t budget_bytes) const;
 
   const io::ExpertFile& file_;
   io::ExpertReader& reader_;
   uint64_t slot_bytes_ = 0;
   int min_slots_ = 1;
+  int max_slots_ = 1;  // the file's experts (at least min_slots_): every expert resident
   bool verify_checksums_ = true;
   std::unique_ptr<DeviceCopier> copier_;
 

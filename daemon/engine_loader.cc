@@ -1,5 +1,6 @@
 #include "daemon/engine_loader.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -92,7 +93,14 @@ absl::Status AttachExpertCache(const EngineFlags& flags, std::unique_ptr<cache::
   if (flags.prefetch != "none") {
     PrefetcherOptions prefetch;
     prefetch.predictor.kind = flags.prefetch;
-    prefetch.predictor.lookahead = flags.lookahead;
+    // Predicting past the last layer predicts nothing, and the predictor's
+    // statistics are sized by the lookahead: bound it by the model.
+    const int max_lookahead = std::max(1, model.config().num_layers - 1);
+    prefetch.predictor.lookahead = std::min(flags.lookahead, max_lookahead);
+    if (flags.lookahead > max_lookahead) {
+      spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}", flags.lookahead,
+                   model.config().num_layers, max_lookahead);
+    }
     prefetch.scheduler.max_in_flight = flags.max_prefetches_in_flight;
     ASSIGN_OR_RETURN(engine.prefetcher, Prefetcher::Create(model, *engine.cache, prefetch, engine.pool.get()));
   }

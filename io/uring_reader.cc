@@ -9,6 +9,7 @@
 // first, as completions free chunks.
 
 #include <liburing.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,6 +38,11 @@ constexpr int kMaxQueueDepth = 4096;
 // An SQE's length is 32 bits; 1 GiB chunks are already far past the point
 // where splitting stops helping.
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
+// The kernel's limits on registered buffers (io_uring/rsrc.c:
+// IORING_MAX_REG_BUFFERS, and each buffer at most 1 GiB). liburing does not
+// export them; past them io_uring_register_buffers fails with a bare EINVAL.
+constexpr size_t kMaxRegisteredBuffers = size_t{1} << 14;
+constexpr uint64_t kMaxRegisteredBufferBytes = uint64_t{1} << 30;
 
 class UringReader final : public ExpertReader {
  public:
@@ -192,14 +198,39 @@ absl::Status UringReader::RegisterBuffers(absl::Span<const iovec> buffers) {
     registered_.clear();
   }
   if (buffers.empty()) return absl::OkStatus();
-  int rc = io_uring_register_buffers(&ring_, buffers.data(), static_cast<unsigned>(buffers.size()));
-  if (rc < 0) {
-    uint64_t total = 0;
-    for (const iovec& b : buffers) total += b.iov_len;
-    return absl::ErrnoToStatus(-rc, absl::StrCat("io_uring reader for ", path_, ": cannot register ",
-                                                 buffers.size(), " buffers of ", total,
-                                                 " bytes (each at most 1 GiB; locked-memory limit, see ulimit -l)"));
+  uint64_t total = 0;
+  uint64_t largest = 0;
+  for (const iovec& b : buffers) {
+    total += b.iov_len;
+    largest = std::max<uint64_t>(largest, b.iov_len);
   }
+  const std::string what = absl::StrCat("io_uring reader for ", path_, ": cannot register ", buffers.size(),
+                                        " buffers of ", total, " bytes in all");
+  // Checked here so that the error says which limit; the kernel would only
+  // say EINVAL.
+  if (buffers.size() > kMaxRegisteredBuffers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": io_uring registers at most ", kMaxRegisteredBuffers,
+        " buffers (the kernel's IORING_MAX_REG_BUFFERS), one per cache slot here; lower the cache budget to at most ",
+        kMaxRegisteredBuffers, " slots (", kMaxRegisteredBuffers * largest, " bytes)"));
+  }
+  if (largest > kMaxRegisteredBufferBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": one is ", largest, " bytes, and io_uring registers ",
+                                                   "buffers of at most ", kMaxRegisteredBufferBytes, " bytes (1 GiB)"));
+  }
+  int rc = io_uring_register_buffers(&ring_, buffers.data(), static_cast<unsigned>(buffers.size()));
+  if (rc == -ENOMEM) {
+    // Registered buffers are pinned, and pinned memory is charged against
+    // RLIMIT_MEMLOCK (unless the process has CAP_IPC_LOCK).
+    rlimit limit{};
+    const bool known = getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": ", std::strerror(-rc), "; registered buffers are locked memory, and the locked-memory limit ",
+        "(RLIMIT_MEMLOCK", known ? absl::StrCat(", now ", limit.rlim_cur, " bytes") : std::string(),
+") is probably too small: raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity in the systemd unit, as "
+        "configs/expertd.service has) or lower the cache budget"));
+  }
+  if (rc < 0) return absl::ErrnoToStatus(-rc, what);
   for (size_t i = 0; i < buffers.size(); ++i) {
     uintptr_t begin = reinterpret_cast<uintptr_t>(buffers[i].iov_base);
     registered_.push_back({begin, begin + buffers[i].iov_len, static_cast<int>(i)});

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <random>
 #include <thread>
@@ -133,6 +134,40 @@ TEST_F(ExpertCacheTest, TooSmallABudgetIsAClearError) {
   bad_policy.dram_budget_bytes = layout_.slot_bytes() * 4;
   bad_policy.policy = "random";
   EXPECT_FALSE(ExpertCache::Create(*file_, *reader_, std::move(bad_policy)).ok());
+}
+
+// A budget beyond every expert resident buys nothing more: each tier is
+// capped at one slot per expert of the file, at Create and at Resize (where
+// SIGHUP's budgets arrive), so a huge budget neither allocates nor registers
+// memory that could never be filled.
+TEST_F(ExpertCacheTest, BudgetsAreCappedAtEveryExpertResident) {
+  constexpr int kAll = kLayers * kExperts;
+  const uint64_t slot = layout_.slot_bytes();
+  OpenReader();
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = 100 * slot;
+  options.device_budget_bytes = 50 * slot;
+  options.min_slots = 2;
+  auto created = ExpertCache::Create(*file_, *reader_, std::move(options));
+  ASSERT_TRUE(created.ok()) << created.status();
+  ExpertCache& cache = **created;
+  EXPECT_EQ(cache.stats().dram.slots, kAll);
+  EXPECT_EQ(cache.stats().device.slots, kAll);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int e = 0; e < kExperts; ++e) ASSERT_TRUE(cache.Acquire({l, e}).ok());
+  }
+  EXPECT_EQ(cache.stats().dram.evictions, 0u);
+
+  ASSERT_TRUE(cache.Resize(uint64_t{1} << 40, std::numeric_limits<uint64_t>::max()).ok());
+  EXPECT_EQ(cache.stats().dram.slots, kAll);
+  EXPECT_EQ(cache.stats().device.slots, kAll);
+  ASSERT_TRUE(cache.Resize(6 * slot, 3 * slot).ok());
+  EXPECT_EQ(cache.stats().dram.slots, 6);
+  EXPECT_EQ(cache.stats().device.slots, 3);
+  ASSERT_TRUE(cache.Resize(std::numeric_limits<uint64_t>::max(), 4 * slot).ok());
+  EXPECT_EQ(cache.stats().dram.slots, kAll);
+  EXPECT_EQ(cache.stats().device.slots, 4);
+  EXPECT_TRUE(cache.CheckInvariants().ok()) << cache.CheckInvariants();
 }
 
 TEST_F(ExpertCacheTest, PinnedExpertsAreNeverEvicted) {

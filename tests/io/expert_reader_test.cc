@@ -276,6 +276,27 @@ TEST_P(ReaderTest, RegisteredBuffersAreReadIntoCorrectly) {
   ExpectPattern(arena->data(), 0, kPage);
 }
 
+// io_uring registers at most 16384 buffers; past that the kernel answers a
+// bare EINVAL. The error must say which limit, and leave a working reader.
+TEST_P(ReaderTest, TooManyBuffersToRegisterNameTheLimit) {
+  auto reader = Open();
+  ASSERT_NE(reader, nullptr);
+  auto buffer = AlignedBuffer::Allocate(kPage);
+  ASSERT_TRUE(buffer.ok());
+  const std::vector<iovec> buffers(16385, iovec{buffer->data(), kPage});
+  const absl::Status status = reader->RegisterBuffers(buffers);
+  if (GetParam().kind == Kind::kPread) {
+    EXPECT_TRUE(status.ok()) << "pread has no registered buffers: " << status;
+  } else {
+    ASSERT_FALSE(status.ok());
+    EXPECT_NE(status.message().find("at most 16384"), absl::string_view::npos) << status;
+    EXPECT_NE(status.message().find("IORING_MAX_REG_BUFFERS"), absl::string_view::npos) << status;
+    EXPECT_NE(status.message().find("lower the cache budget"), absl::string_view::npos) << status;
+  }
+  ASSERT_TRUE(ReadSync(*reader, 0, kPage, buffer->data()).ok());
+  ExpectPattern(buffer->data(), 0, kPage);
+}
+
 TEST_P(ReaderTest, DestructionWithRequestsInFlightCompletesEachOnce) {
   ReaderOptions options = Options();
   options.queue_depth = 2;
