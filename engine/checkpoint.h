@@ -1,19 +1,23 @@
 #ifndef EXPERTD_ENGINE_CHECKPOINT_H_
 #define EXPERTD_ENGINE_CHECKPOINT_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/safetensors.h"
 
 namespace expertd {
 
 // The tensors of an HF model directory: model.safetensors, or the shards named
-// by model.safetensors.index.json. Every shard stays memory-mapped for the
-// checkpoint's lifetime; TensorViews point into the mappings.
+// by model.safetensors.index.json. Every shard stays open (a descriptor, no
+// mapping; see SafetensorsFile) while the checkpoint lives; tensors are
+// copied out with Read or ReadTensors. A Model drops its checkpoint once its
+// weights are copied, so a running model holds nothing of the files.
 class Checkpoint {
  public:
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
@@ -21,19 +25,50 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   bool Has(const std::string& name) const { return tensors_.contains(name); }
   // NotFound naming the tensor and the directory when absent.
-  absl::StatusOr<const TensorView*> Get(const std::string& name) const;
+  absl::StatusOr<const TensorInfo*> Get(const std::string& name) const;
   // As Get, and the shape must equal `shape` exactly (error names both).
-  absl::StatusOr<const TensorView*> Get(const std::string& name, const std::vector<int64_t>& shape) const;
-  // The file that holds `view` (for error messages).
-  const std::string& FileOf(const TensorView& view) const;
+  absl::StatusOr<const TensorInfo*> Get(const std::string& name, const std::vector<int64_t>& shape) const;
+  // The file that holds `tensor` (for error messages).
+  const std::string& FileOf(const TensorInfo& tensor) const;
   size_t num_tensors() const { return tensors_.size(); }
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
+  // One tensor's bytes into out[0, tensor.size_bytes); errors as
+  // SafetensorsFile::ReadAt's. Here and in ReadTensors, tensors are ones Get
+  // returned.
+  absl::Status Read(const TensorInfo& tensor, std::byte* out) const;
+
+  // A tensor to copy out, and where to (tensor->size_bytes bytes).
+  struct TensorRead {
+    const TensorInfo* tensor;
+    std::byte* destination;
+  };
+  // What loading took from one file, for the log and for tests.
+  struct FileReadStats {
+    std::string path;
+    uint64_t file_bytes = 0;  // the file's size
+    uint64_t read_bytes = 0;  // header and tensors read
+    // XXH64 (seed 0) of the bytes read in file order: the 8-byte length, the
+    // header, then each tensor read. When every tensor of a gapless file is
+    // read, that is the whole file, so it equals `xxh64sum` of it.
+    uint64_t xxh64 = 0;
+    double seconds = 0;
+  };
+  // Copies every tensor of `reads` to its destination, file by file and in
+  // each file in offset order (sequential I/O, the fastest a disk reads), and
+  // checks after each file that it still has the size and modification time
+  // Open saw, so a file rewritten while it was read fails the load (Aborted)
+  // instead of yielding a mix of two versions. Stats come one per file in
+  // files() order, for the files `reads` touches.
+  absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const;
+
  private:
   Checkpoint() = default;
+  size_t FileIndexOf(const TensorInfo& tensor) const;
+
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  absl::flat_hash_map<std::string, std::pair<const TensorView*, size_t>> tensors_;  // -> (view, file index)
+  absl::flat_hash_map<std::string, std::pair<const TensorInfo*, size_t>> tensors_;  // -> (tensor, file index)
 };
 
 }  // namespace expertd

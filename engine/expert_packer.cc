@@ -1,6 +1,7 @@
 #include "engine/expert_packer.h"
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -87,6 +88,15 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
   layout.intermediate_size = config.expert_intermediate_size;
   ASSIGN_OR_RETURN(auto writer, io::ExpertFileWriter::Create(path, layout));
 
+  // A model loaded for offloading holds no expert bytes: they are read from
+  // its shards, opened for the packing only (and refused if they changed
+  // since the load, as the packed experts must match the dense weights).
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::vector<std::byte> expert_bytes;
+  if (!model.resident_experts()) {
+    ASSIGN_OR_RETURN(checkpoint, model.ReopenCheckpoint());
+  }
+
   const size_t matrix_bytes = static_cast<size_t>(config.hidden_size) * config.expert_intermediate_size *
                               kernels::DTypeSize(target);
   std::vector<std::byte> bundle(layout.expert_bytes());
@@ -95,7 +105,10 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
   for (int layer = 0; layer < config.num_layers; ++layer) {
     if (!weights.layers[layer].is_moe) continue;
     for (int e = 0; e < config.num_experts; ++e) {
-      const FeedForwardWeights& expert = weights.layers[layer].experts[e];
+      FeedForwardWeights expert = weights.layers[layer].experts[e];
+      if (checkpoint != nullptr) {
+        ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
+      }
       AppendMatrix(expert.gate, target, scratch, bundle.data());
       AppendMatrix(expert.up, target, scratch, bundle.data() + matrix_bytes);
       AppendMatrix(expert.down, target, scratch, bundle.data() + 2 * matrix_bytes);

@@ -1,6 +1,8 @@
 #include "engine/model.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -8,42 +10,82 @@
 #include "base/read_file.h"
 #include "base/status_macros.h"
 #include "io/expert_file.h"
+#include "spdlog/spdlog.h"
 
 namespace expertd {
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir) {
+namespace {
+
+// The shards' part of the fingerprint (Model::fingerprint): each one's size
+// and header, then 16 windows of 4 KiB sampled across it. Fine-tunes share
+// config and headers; the windows tell them apart for the cost of 16 reads.
+absl::StatusOr<std::string> ShardsIdentity(const Checkpoint& checkpoint) {
+  constexpr size_t kWindows = 16, kWindowBytes = 4096;
+  std::string identity;
+  std::string window(kWindowBytes, '\0');
+  for (const auto& shard : checkpoint.files()) {
+    absl::StrAppend(&identity, "|", shard->file_size(), "|", shard->header_json());
+    const uint64_t size = shard->file_size();
+    for (size_t w = 0; w < kWindows && size >= kWindowBytes; ++w) {
+      const uint64_t at = (size - kWindowBytes) / (kWindows - 1) * w;
+      RETURN_IF_ERROR(shard->ReadAt(at, absl::MakeSpan(reinterpret_cast<std::byte*>(window.data()), kWindowBytes)));
+      identity += window;
+    }
+  }
+  return identity;
+}
+
+uint64_t Xxh64Of(absl::string_view text) {
+  return io::Xxh64(absl::MakeConstSpan(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir, const WeightLoadOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(model_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
   }
   auto model = std::unique_ptr<Model>(new Model());
+  model->dir_ = model_dir;
+  model->resident_experts_ = options.resident_experts;
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
   // Read once: the same bytes are parsed and go into the fingerprint.
   ASSIGN_OR_RETURN(std::string config_text, ReadFileCapped(config_path, kMaxConfigJsonBytes, "config.json"));
   ASSIGN_OR_RETURN(model->config_, ParseModelConfig(config_text, config_path));
-  ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*model->checkpoint_, model->config_));
+  // The checkpoint lives until Load returns: nothing of it outlasts the copy.
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(model_dir));
+  // Sampled before the weights are read, so that ReadTensors' check that no
+  // shard changed covers these reads too.
+  ASSIGN_OR_RETURN(const std::string shards_identity, ShardsIdentity(*checkpoint));
+  std::vector<Checkpoint::FileReadStats> read_stats;
+  ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*checkpoint, model->config_, options, &read_stats));
+  for (const Checkpoint::FileReadStats& file : read_stats) {
+    constexpr double kMiB = 1 << 20;
+    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 {:016x}", file.path,
+                 file.read_bytes / kMiB, file.file_bytes / kMiB, file.seconds,
+                 file.read_bytes / kMiB / std::max(file.seconds, 1e-9), file.xxh64);
+  }
   ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
   if (model->tokenizer_->vocab_size() > model->config_.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_dir, ": tokenizer.json has ids up to ", model->tokenizer_->vocab_size() - 1,
         " but config.json vocab_size is ", model->config_.vocab_size));
   }
-  std::string identity = std::move(config_text);
-  for (const auto& shard : model->checkpoint_->files()) {
-    absl::StrAppend(&identity, "|", shard->file_size(), "|", shard->header_json());
-    // Fine-tunes share config and headers; 16 sampled 4 KiB windows of the
-    // weights tell them apart for the cost of 16 page reads.
-    const absl::string_view bytes = shard->file_bytes();
-    constexpr size_t kWindows = 16, kWindowBytes = 4096;
-    for (size_t w = 0; w < kWindows && bytes.size() >= kWindowBytes; ++w) {
-      const size_t at = (bytes.size() - kWindowBytes) / (kWindows - 1) * w;
-      absl::StrAppend(&identity, bytes.substr(at, kWindowBytes));
-    }
-  }
-  model->fingerprint_ = io::Xxh64(absl::MakeConstSpan(reinterpret_cast<const std::byte*>(identity.data()), identity.size()));
+  model->shards_identity_ = Xxh64Of(shards_identity);
+  model->fingerprint_ = Xxh64Of(config_text + shards_identity);
   return model;
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Model::ReopenCheckpoint() const {
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir_));
+  ASSIGN_OR_RETURN(const std::string shards_identity, ShardsIdentity(*checkpoint));
+  if (Xxh64Of(shards_identity) != shards_identity_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the safetensors files of ", dir_, " changed since the model was loaded; restart to load them again"));
+  }
+  return checkpoint;
 }
 
 std::optional<int32_t> Model::eos_id() const {

@@ -1,12 +1,14 @@
 #ifndef EXPERTD_ENGINE_MODEL_WEIGHTS_H_
 #define EXPERTD_ENGINE_MODEL_WEIGHTS_H_
 
+#include <cstddef>
 #include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/checkpoint.h"
 #include "engine/model_config.h"
+#include "io/aligned_buffer.h"
 #include "kernels/cpu/matmul.h"
 
 namespace expertd {
@@ -35,19 +37,49 @@ struct LayerWeights {
   FeedForwardWeights dense_mlp;     // when !is_moe
 };
 
-// Views of every weight of a model. Matrices point into the checkpoint's
-// mappings in their stored dtype; small vectors (norms, biases) are
-// converted to f32 copies once at load.
+struct WeightLoadOptions {
+  // Whether routed experts are read into memory. False for a model whose
+  // experts will come from a packed expert file through the cache: the load
+  // then reads and holds the dense weights only (attention, norms, routers,
+  // shared experts, embedding and LM head: a few percent of an MoE model),
+  // and the experts' matrices carry shape and dtype but no data, so such a
+  // model runs only with an ExpertSource over the packed file.
+  // ReadRoutedExpert reads an expert when one is needed (packing).
+  bool resident_experts = true;
+};
+
+// Every weight of a model, in memory the struct owns. Matrices keep their
+// stored dtype and are copied once at load into `storage`; small vectors
+// (norms, biases) are converted to f32 copies. Nothing points into the
+// checkpoint's files afterwards, so a file truncated or rewritten under a
+// running model can neither crash it nor change what it computes.
 struct ModelWeights {
   WeightMatrix embedding;  // [vocab][hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;
   WeightMatrix lm_head;  // [vocab][hidden]; the embedding when tied
 
+  // The bytes every matrix above points into: one anonymous mapping (huge
+  // pages advised), each matrix on a 64-byte boundary. The kernels load
+  // unaligned (LoadU), so the alignment is for whole cache lines, not for
+  // correctness.
+  io::AlignedBuffer storage;
+
   // Resolves and validates every tensor the config needs: presence, shape
-  // and a usable dtype (f32, bf16, f16). Errors name the file and tensor.
-  static absl::StatusOr<ModelWeights> Load(const Checkpoint& checkpoint, const ModelConfig& config);
+  // and a usable dtype (f32, bf16, f16), before reading any: errors name the
+  // file and tensor. Then reads them (Checkpoint::ReadTensors), filling
+  // read_stats (when not null) with one entry per file read.
+  static absl::StatusOr<ModelWeights> Load(const Checkpoint& checkpoint, const ModelConfig& config,
+                                           const WeightLoadOptions& options = {},
+                                           std::vector<Checkpoint::FileReadStats>* read_stats = nullptr);
 };
+
+// Routed expert `expert` of MoE layer `layer`, validated as Load validates it
+// and read from the checkpoint into `storage` (resized to fit), which the
+// returned matrices point into: for packing the experts of a model loaded
+// without resident experts.
+absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const Checkpoint& checkpoint, const ModelConfig& config,
+                                                    int layer, int expert, std::vector<std::byte>& storage);
 
 }  // namespace expertd
 

@@ -1,7 +1,6 @@
 #include "engine/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace expertd {
@@ -36,6 +36,9 @@ constexpr DtypeInfo kDtypes[] = {
 // a corrupt length prefix, and refusing it avoids parsing garbage.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
+// The most one pread asks for (1 GiB).
+constexpr size_t kMaxReadBytes = size_t{1} << 30;
+
 absl::Status Corrupt(const std::string& path, absl::string_view what) {
   return absl::DataLossError(absl::StrCat(path, ": not a valid safetensors file: ", what));
 }
@@ -56,66 +59,47 @@ size_t TensorDtypeSize(TensorDtype dtype) {
   return 0;
 }
 
-int64_t TensorView::num_elements() const {
+int64_t TensorInfo::num_elements() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  file->path_ = path;
+  file->fd_ = io::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file->fd_.valid()) {
     return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   }
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(err)));
+  if (::fstat(file->fd_.get(), &st) != 0) {
+    return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
   }
-  size_t size = static_cast<size_t>(st.st_size);
-  const std::byte* data = nullptr;
-  if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      return absl::InternalError(absl::StrCat("cannot mmap ", path, ": ", std::strerror(err)));
-    }
-    data = static_cast<const std::byte*>(p);
-  }
-  ::close(fd);  // the mapping keeps the file referenced
-  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
-}
-
-MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
-}
-
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  auto mapped = MappedFile::Open(path);
-  if (!mapped.ok()) return mapped.status();
-  const std::byte* base = (*mapped)->data();
-  const size_t file_size = (*mapped)->size();
+  if (!S_ISREG(st.st_mode)) return Corrupt(path, "not a regular file");
+  file->file_size_ = static_cast<uint64_t>(st.st_size);
+  file->modified_ = st.st_mtim;
+  const uint64_t file_size = file->file_size_;
   if (file_size < 8) return Corrupt(path, "shorter than the 8-byte header length");
+  std::byte length_bytes[8];
+  RETURN_IF_ERROR(file->ReadAt(0, length_bytes));
   uint64_t header_len = 0;
-  std::memcpy(&header_len, base, 8);  // little-endian on every platform we build for
+  std::memcpy(&header_len, length_bytes, 8);  // little-endian on every platform we build for
   if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
     return Corrupt(path, absl::StrCat("header length ", header_len, " exceeds the file size ",
                                       file_size, " (truncated file?)"));
   }
-  const std::byte* data_start = base + 8 + header_len;
-  const size_t data_size = file_size - 8 - header_len;
+  file->header_json_.resize(header_len);
+  RETURN_IF_ERROR(file->ReadAt(8, absl::MakeSpan(reinterpret_cast<std::byte*>(file->header_json_.data()), header_len)));
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = file_size - data_start;
 
-  nlohmann::json header = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8),
-                                                reinterpret_cast<const char*>(data_start),
-                                                /*cb=*/nullptr, /*allow_exceptions=*/false);
+  nlohmann::json header = nlohmann::json::parse(file->header_json_, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) {
     return Corrupt(path, "the header is not a JSON object");
   }
 
-  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
-  std::vector<std::pair<size_t, size_t>> ranges;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return Corrupt(path, "__metadata__ is not an object");
@@ -137,7 +121,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2) {
       return bad("missing data_offsets [begin, end]");
     }
-    TensorView view;
+    TensorInfo view;
     view.name = name;
     const std::string dtype_name = dtype_it->get<std::string>();
     const DtypeInfo* info = nullptr;
@@ -171,7 +155,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                               static_cast<uint64_t>(expected_bytes), " bytes but data_offsets span ",
                               end - begin));
     }
-    view.data = data_start + begin;
+    view.offset = data_start + begin;
     view.size_bytes = end - begin;
     ranges.emplace_back(begin, end);
     file->tensors_.emplace(name, std::move(view));
@@ -180,12 +164,47 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].first < ranges[i - 1].second) return Corrupt(path, "two tensors' data overlap");
   }
-  file->header_json_ = absl::string_view(reinterpret_cast<const char*>(base + 8), header_len);
-  file->file_ = std::move(*mapped);
   return file;
 }
 
-const TensorView* SafetensorsFile::Find(const std::string& name) const {
+absl::Status SafetensorsFile::ReadAt(uint64_t offset, absl::Span<std::byte> out) const {
+  if (offset > file_size_ || out.size() > file_size_ - offset) {
+    return absl::OutOfRangeError(absl::StrCat(path_, ": read of ", out.size(), " bytes at offset ", offset,
+                                              " is beyond the file's ", file_size_, " bytes"));
+  }
+  size_t done = 0;
+  while (done < out.size()) {
+    // Linux moves at most 0x7ffff000 bytes per call; a bounded request also
+    // keeps each syscall short.
+    const size_t want = std::min(out.size() - done, kMaxReadBytes);
+    const ssize_t got = ::pread(fd_.get(), out.data() + done, want, static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return io::ReadErrorStatus(path_, offset, out.size(), errno);
+    }
+    if (got == 0) {
+      return io::UnexpectedEofStatus(path_, offset, out.size(), offset + done, out.size() - done);
+    }
+    done += static_cast<size_t>(got);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsFile::CheckUnchanged() const {
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) {
+    return absl::InternalError(absl::StrCat("cannot stat ", path_, ": ", std::strerror(errno)));
+  }
+  const bool same_time = st.st_mtim.tv_sec == modified_.tv_sec && st.st_mtim.tv_nsec == modified_.tv_nsec;
+  if (static_cast<uint64_t>(st.st_size) != file_size_ || !same_time) {
+    return absl::AbortedError(absl::StrCat(path_, " changed while it was being read (", file_size_, " bytes when opened, ",
+                                           st.st_size, " now", same_time ? "" : ", and a new modification time",
+                                           "); load the model again once the file is complete"));
+  }
+  return absl::OkStatus();
+}
+
+const TensorInfo* SafetensorsFile::Find(const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : &it->second;
 }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,6 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "io/posix_file.h"
 
 namespace expertd {
 
@@ -21,63 +24,66 @@ enum class TensorDtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kB
 const char* TensorDtypeName(TensorDtype dtype);
 size_t TensorDtypeSize(TensorDtype dtype);
 
-// A tensor inside a mapped file: its bytes stay owned by the file.
-struct TensorView {
+// Where a tensor's bytes lie in its file. The bytes themselves are not held:
+// SafetensorsFile::Read copies them out.
+struct TensorInfo {
   std::string name;
   TensorDtype dtype = TensorDtype::kF32;
   std::vector<int64_t> shape;
-  const std::byte* data = nullptr;
+  uint64_t offset = 0;  // of the first byte, from the start of the file
   size_t size_bytes = 0;
 
   int64_t num_elements() const;
 };
 
-// RAII read-only memory map of a whole file.
-class MappedFile {
- public:
-  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path);
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-
-  const std::byte* data() const { return data_; }
-  size_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  MappedFile(std::string path, const std::byte* data, size_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
-  std::string path_;
-  const std::byte* data_;
-  size_t size_;
-};
-
 // One .safetensors file: an 8-byte little-endian header length, a JSON header
 // mapping tensor names to {dtype, shape, data_offsets}, then the data. Open()
-// validates everything a later read relies on: header bounds, known dtypes,
-// shape products matching byte ranges, ranges inside the file, and no
-// overlapping tensors, so a truncated or corrupt file fails here, not at use.
+// reads the header and validates everything a later read relies on: header
+// bounds, known dtypes, shape products matching byte ranges, ranges inside
+// the file, and no overlapping tensors, so a truncated or corrupt file fails
+// there, not at use.
+//
+// The file is held open by a descriptor and read with pread, never mapped:
+// through a mapping, a file truncated by someone else kills the process with
+// SIGBUS at the next touch of a lost page, and bytes rewritten in place
+// change the weights under a running model. A read instead returns an error
+// the caller can report, and what it copied out stays as it was.
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
   // Null when absent.
-  const TensorView* Find(const std::string& name) const;
-  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const TensorInfo* Find(const std::string& name) const;
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  // The raw JSON header and the file's size: enough to fingerprint it.
-  absl::string_view header_json() const { return header_json_; }
-  size_t file_size() const { return file_->size(); }
-  absl::string_view file_bytes() const {
-    return absl::string_view(reinterpret_cast<const char*>(file_->data()), file_->size());
+  // The raw JSON header and the file's size, as Open found them: with a few
+  // sampled windows, enough to fingerprint the file.
+  const std::string& header_json() const { return header_json_; }
+  uint64_t file_size() const { return file_size_; }
+
+  // Copies bytes [offset, offset + out.size()) of the file into out. An
+  // error names the file and the offset: DataLoss when the file ends first
+  // (truncated since Open), the errno's code when the read fails, and
+  // OutOfRange for a range beyond the size Open saw. Thread-safe.
+  absl::Status ReadAt(uint64_t offset, absl::Span<std::byte> out) const;
+  // The tensor's bytes into out[0, tensor.size_bytes).
+  absl::Status Read(const TensorInfo& tensor, std::byte* out) const {
+    return ReadAt(tensor.offset, absl::MakeSpan(out, tensor.size_bytes));
   }
+  // Aborted, naming the file, when its size or modification time is no
+  // longer what Open saw: it was rewritten or truncated, so bytes read before
+  // and after the change may not belong to one model.
+  absl::Status CheckUnchanged() const;
 
  private:
   SafetensorsFile() = default;
-  absl::string_view header_json_;
-  std::unique_ptr<MappedFile> file_;
-  std::map<std::string, TensorView> tensors_;
+  std::string path_;
+  io::UniqueFd fd_;
+  uint64_t file_size_ = 0;
+  timespec modified_{};  // st_mtim at Open
+  std::string header_json_;
+  std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };
 

@@ -33,17 +33,17 @@ double HalfBitsToDouble(uint16_t bits, bool is_bf16) {
   return sign * std::ldexp(1024 + mantissa, exponent - 25);
 }
 
-Vector ToDoubles(const TensorView& view) {
-  Vector out(view.num_elements());
+Vector ToDoubles(const TensorInfo& tensor, const std::vector<std::byte>& bytes) {
+  Vector out(tensor.num_elements());
   for (size_t i = 0; i < out.size(); ++i) {
-    if (view.dtype == TensorDtype::kF32) {
+    if (tensor.dtype == TensorDtype::kF32) {
       float value;
-      std::memcpy(&value, view.data + 4 * i, 4);
+      std::memcpy(&value, bytes.data() + 4 * i, 4);
       out[i] = value;
     } else {
       uint16_t bits;
-      std::memcpy(&bits, view.data + 2 * i, 2);
-      out[i] = HalfBitsToDouble(bits, view.dtype == TensorDtype::kBF16);
+      std::memcpy(&bits, bytes.data() + 2 * i, 2);
+      out[i] = HalfBitsToDouble(bits, tensor.dtype == TensorDtype::kBF16);
     }
   }
   return out;
@@ -53,14 +53,16 @@ class Weights {
  public:
   explicit Weights(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
   absl::StatusOr<Vector> Vec(const std::string& name) {
-    ASSIGN_OR_RETURN(const TensorView* view, checkpoint_.Get(name));
-    return ToDoubles(*view);
+    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
+    std::vector<std::byte> bytes(tensor->size_bytes);
+    RETURN_IF_ERROR(checkpoint_.Read(*tensor, bytes.data()));
+    return ToDoubles(*tensor, bytes);
   }
   absl::StatusOr<Matrix> Mat(const std::string& name) {
-    ASSIGN_OR_RETURN(const TensorView* view, checkpoint_.Get(name));
-    const int64_t rows = view->shape[0];
-    const int64_t cols = view->shape[1];
-    Vector flat = ToDoubles(*view);
+    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
+    const int64_t rows = tensor->shape[0];
+    const int64_t cols = tensor->shape[1];
+    ASSIGN_OR_RETURN(Vector flat, Vec(name));
     Matrix m(rows, Vector(cols));
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) m[r][c] = flat[r * cols + c];
