@@ -1,8 +1,10 @@
 #include "engine/batch_decoder.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace expertd {
 
@@ -86,41 +88,55 @@ void BatchDecoder::Collect(DecodingSequence& sequence, int first_row, bool decod
 
 absl::Status BatchDecoder::Prefill(DecodingSequence& sequence, absl::Span<const int32_t> prompt,
                                    std::vector<float>* next_logits, std::vector<float>* prompt_logits) {
-  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty: give at least one token");
   if (sequence.length() != 0) return absl::FailedPreconditionError("prefill needs a fresh sequence");
-  if (prompt_logits != nullptr) prompt_logits->clear();
-  ForwardOptions options;
-  options.experts_per_token = sequence.experts_per_token_;
-  options.all_logits = prompt_logits != nullptr;
-  const bool roster = sequence.samples() > 1;
-  // Without a roster the whole prompt is one batch; with one, the last
-  // position is a roster step of its own.
-  const absl::Span<const int32_t> head = roster ? prompt.subspan(0, prompt.size() - 1) : prompt;
-  if (!head.empty()) {
-    absl::Status status = forward_.Run(head, sequence.kv_, options, &logits_, sequence.trace_);
-    if (!status.ok()) return status;
-    sequence.costs_.prompt_rows += static_cast<int64_t>(head.size());
-    if (prompt_logits != nullptr) *prompt_logits = logits_;
+  absl::StatusOr<bool> done =
+      PrefillChunk(sequence, prompt, std::numeric_limits<int>::max(), next_logits, prompt_logits);
+  if (!done.ok()) return done.status();
+  // One chunk of everything: only a roster's last position is left, and
+  // it is a step of its own.
+  if (!*done) done = PrefillChunk(sequence, prompt, 1, next_logits, prompt_logits);
+  if (!done.ok()) return done.status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> BatchDecoder::PrefillChunk(DecodingSequence& sequence, absl::Span<const int32_t> prompt,
+                                                int max_tokens, std::vector<float>* next_logits,
+                                                std::vector<float>* prompt_logits) {
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty: give at least one token");
+  if (max_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("a prefill chunk of ", max_tokens, " tokens"));
+  const size_t done = static_cast<size_t>(sequence.length());
+  if (done >= prompt.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("the sequence already holds ", done, " positions of a ",
+                                                      prompt.size(), "-token prompt"));
   }
-  if (!roster) {
-    const int vocab = model_.config().vocab_size;
+  if (done == 0 && prompt_logits != nullptr) prompt_logits->clear();
+  const int vocab = model_.config().vocab_size;
+  const bool roster = sequence.samples() > 1;
+  // Without a roster every position runs in chunks of the prompt; with one,
+  // the last position is a roster step of its own.
+  const size_t head = roster ? prompt.size() - 1 : prompt.size();
+  if (done < head) {
+    const absl::Span<const int32_t> chunk = prompt.subspan(done, std::min<size_t>(head - done, max_tokens));
+    ForwardOptions options;
+    options.experts_per_token = sequence.experts_per_token_;
+    options.all_logits = prompt_logits != nullptr;
+    RETURN_IF_ERROR(forward_.Run(chunk, sequence.kv_, options, &logits_, sequence.trace_));
+    sequence.costs_.prompt_rows += static_cast<int64_t>(chunk.size());
+    if (prompt_logits != nullptr) prompt_logits->insert(prompt_logits->end(), logits_.begin(), logits_.end());
+    if (done + chunk.size() < prompt.size()) return false;
     next_logits->assign(logits_.end() - vocab, logits_.end());
-    return absl::OkStatus();
+    return true;
   }
   rows_.clear();
   AddRows(sequence, prompt.back());
-  if (absl::Status status = forward_.Step(rows_, &logits_); !status.ok()) {
-    sequence.kv_.Truncate(0);
-    return status;
-  }
+  RETURN_IF_ERROR(forward_.Step(rows_, &logits_));
   sequence.costs_.prompt_rows += 1;
   if (prompt_logits != nullptr) {
     // Sample 0 of the roster step is the deterministic last position.
-    const int vocab = model_.config().vocab_size;
     prompt_logits->insert(prompt_logits->end(), logits_.begin(), logits_.begin() + vocab);
   }
   Collect(sequence, 0, /*decode_step=*/false, next_logits);
-  return absl::OkStatus();
+  return true;
 }
 
 absl::Status BatchDecoder::Step(absl::Span<DecodingSequence* const> sequences, absl::Span<const int32_t> tokens,

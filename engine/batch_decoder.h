@@ -81,6 +81,18 @@ class BatchDecoder {
   absl::Status Prefill(DecodingSequence& sequence, absl::Span<const int32_t> prompt, std::vector<float>* next_logits,
                        std::vector<float>* prompt_logits = nullptr);
 
+  // Chunked prefill: runs the next at most `max_tokens` positions of
+  // `prompt` into `sequence`, which holds the positions before them (start
+  // with a fresh sequence and call again until it returns true), so a
+  // scheduler can put other sequences' decode steps between the chunks.
+  // Returns whether the prompt is done; then next_logits holds what Prefill
+  // would write. prompt_logits (the same pointer on every call) collects
+  // every position's logits as Prefill's does. Each position's logits equal
+  // those of one unchunked Prefill, bit for bit: the matmul and attention
+  // kernels give a row the same result whatever the rows around it.
+  absl::StatusOr<bool> PrefillChunk(DecodingSequence& sequence, absl::Span<const int32_t> prompt, int max_tokens,
+                                    std::vector<float>* next_logits, std::vector<float>* prompt_logits = nullptr);
+
   // Feeds tokens[i] to sequences[i], all in one batched forward step, and
   // writes each one's next-token logits to (*next_logits)[i]. On error no
   // sequence has advanced.

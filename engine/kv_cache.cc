@@ -70,6 +70,11 @@ absl::Status KvCache::Reserve(int new_tokens) {
 
 void KvCache::Truncate(int length) { length_ = std::clamp(length, 0, length_); }
 
+size_t KvCache::BytesFor(const ModelConfig& config, int max_tokens) {
+  return 2 * static_cast<size_t>(config.num_layers) * static_cast<size_t>(std::max(0, max_tokens)) *
+         static_cast<size_t>(config.kv_size()) * sizeof(float);
+}
+
 size_t KvCache::memory_bytes() const {
   return 2 * keys_.size() * static_cast<size_t>(capacity_) * kv_size_ * sizeof(float);
 }

@@ -36,6 +36,10 @@ class KvCache {
   // memory must outlive the cache; null is HostKvMemory().
   KvCache(const ModelConfig& config, int max_tokens, KvMemory* memory = nullptr);
 
+  // The most memory a cache of max_tokens positions ever holds (capacity
+  // grows by doubling but stops at max_tokens): what admission reserves.
+  static size_t BytesFor(const ModelConfig& config, int max_tokens);
+
   int length() const { return length_; }
   int max_tokens() const { return max_tokens_; }
   int kv_size() const { return kv_size_; }

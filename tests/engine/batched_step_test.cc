@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/batch_decoder.h"
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/roster.h"
@@ -262,6 +263,51 @@ TEST_P(BatchedStepTest, SameSeedSameRoutingDifferentSeedDifferentRouting) {
   };
   EXPECT_EQ(routing(7), routing(7));
   EXPECT_NE(routing(7), routing(8));
+}
+
+// Chunked prefill (the daemon's scheduler puts decode steps between the
+// chunks): every chunk size gives the prompt logits and next-token
+// distribution of one whole prefill, bit for bit, with and without a
+// roster, and the cache ends holding the whole prompt.
+TEST_P(BatchedStepTest, ChunkedPrefillEqualsOneWholePrefill) {
+  kernels::ThreadPool pool(2);
+  ForwardPass forward(*model_, &pool);
+  BatchDecoder decoder(*model_, forward);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 23; ++i) prompt.push_back(static_cast<int32_t>((i * 53 + 7) % vocab_));
+  RosterOptions plain;
+  RosterOptions roster;
+  roster.samples = 3;
+  roster.temperature = 0.5f;
+  roster.seed = 4;
+  for (const RosterOptions& options : {plain, roster}) {
+    DecodingSequence whole(*model_, 64, 0, options);
+    std::vector<float> whole_next, whole_prompt;
+    ASSERT_TRUE(decoder.Prefill(whole, prompt, &whole_next, &whole_prompt).ok());
+    ASSERT_EQ(whole_prompt.size(), prompt.size() * vocab_);
+    for (int chunk : {1, 4, 7, 22, 23, 100}) {
+      SCOPED_TRACE(::testing::Message() << "chunks of " << chunk << ", roster " << options.samples);
+      DecodingSequence sequence(*model_, 64, 0, options);
+      std::vector<float> next, prompt_logits;
+      int calls = 0;
+      while (true) {
+        absl::StatusOr<bool> done = decoder.PrefillChunk(sequence, prompt, chunk, &next, &prompt_logits);
+        ASSERT_TRUE(done.ok()) << done.status();
+        ++calls;
+        if (*done) break;
+        ASSERT_LT(calls, 100);
+      }
+      const int head = options.samples > 1 ? 22 : 23;  // a roster's last position is a step of its own
+      EXPECT_EQ(calls, (head + chunk - 1) / chunk + (options.samples > 1 ? 1 : 0));
+      EXPECT_EQ(sequence.length(), 23);
+      EXPECT_EQ(next, whole_next);
+      EXPECT_EQ(prompt_logits, whole_prompt);
+      EXPECT_EQ(sequence.costs().prompt_rows, 23);
+      // A finished prompt takes no more chunks.
+      EXPECT_EQ(decoder.PrefillChunk(sequence, prompt, chunk, &next).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, BatchedStepTest,
