@@ -289,8 +289,10 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
   // The file pads every bundle to a whole slot, so the read is slot-sized
   // and aligned for O_DIRECT.
   reader_.Submit(where.offset, slot_bytes_, slot->data, [this, slot, k, where](absl::Status status) {
+    bool checksum_failed = false;
     if (status.ok() && verify_checksums_) {
       status = file_.Verify(k.layer, k.expert, absl::MakeConstSpan(slot->data, where.length));
+      checksum_failed = !status.ok();
     }
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("loading ", k.ToString(), ": ", status.message()));
@@ -299,6 +301,7 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
     --file_reads_in_flight_;
     Tier& dram = *tiers_[kDram];
     if (status.ok()) dram.stats.bytes_loaded += where.length;
+    if (checksum_failed) ++dram.stats.checksum_failures;
     FinishLoadLocked(dram, slot, status);
   });
 }

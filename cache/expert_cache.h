@@ -35,6 +35,7 @@ struct TierStats {
   uint64_t bytes_loaded = 0;
   uint64_t wait_ns = 0;           // time demand accesses spent waiting for fills
   uint64_t load_errors = 0;
+  uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)
   uint64_t load_ns = 0;           // summed duration of completed fills
   uint64_t completed_loads = 0;   // fills that finished, with or without error
   uint64_t prefetch_hits = 0;     // first demand access to a prefetched expert found it ready

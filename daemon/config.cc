@@ -179,6 +179,7 @@ constexpr int kMaxRoster = 256;
 constexpr int kMaxTokens = 1 << 20;
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxCudaDevice = 64;
+constexpr int kMaxPrefillChunkTokens = 1 << 20;  // past any context: the whole prompt in one chunk
 
 std::vector<Section> Schema(DaemonConfig& c) {
   auto str = [](std::string& f) { return [&f](const KeyRef& k) { return ReadString(k, f); }; };
@@ -195,6 +196,7 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"socket_mode", [&c](const KeyRef& k) { return ReadMode(k, c.server.socket_mode); }},
         {"max_body", size(c.server.max_body_bytes, kMaxBodyMin, kMaxBodyMax)},
         {"max_connections", num(c.server.max_connections, 1, kMaxConnections)},
+        {"max_connections_per_uid", num(c.server.max_connections_per_uid, 1, kMaxConnections)},
         {"max_queued_requests", num(c.server.max_queued_requests, 1, kMaxQueuedRequests)},
         {"read_timeout_ms", num(c.server.read_timeout_ms, 1, kMaxReadTimeoutMs)}}},
       {"model", {{"path", str(c.model.path)}}},
@@ -217,7 +219,9 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_batch", num(c.inference.max_batch, 1, kMaxBatch)},
         {"max_roster", num(c.inference.max_roster, 1, kMaxRoster)},
         {"max_tokens", num(c.inference.max_tokens, 1, kMaxTokens)},
-        {"threads", num(c.inference.threads, 0, kMaxThreads)}}},
+        {"threads", num(c.inference.threads, 0, kMaxThreads)},
+        {"prefill_chunk_tokens", num(c.inference.prefill_chunk_tokens, 1, kMaxPrefillChunkTokens)},
+        {"kv_budget", size(c.inference.kv_budget_bytes, 0, kMaxBudgetBytes)}}},
       {"device",
        {{"gpu", [&c](const KeyRef& k) { return ReadChoice(k, kGpuModes, c.device.gpu); }},
         {"cuda_device", num(c.device.cuda_device, 0, kMaxCudaDevice)},

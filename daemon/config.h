@@ -27,6 +27,9 @@ struct ServerConfig {
   uint32_t socket_mode = 0660;        // permission bits of the socket file
   uint64_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   int max_connections = 64;           // further connections are refused
+  // One peer uid may hold at most this many of max_connections, so one
+  // client's idle connections cannot lock out everyone else.
+  int max_connections_per_uid = 32;
   int max_queued_requests = 64;       // beyond this, 503 (back-pressure)
   int read_timeout_ms = 30000;        // a client this slow is disconnected
 
@@ -72,6 +75,14 @@ struct InferenceConfig {
   int max_roster = 32;                // largest Roster of Experts (samples per token) a request may ask for
   int max_tokens = 2048;              // cap on max_tokens a request may ask for
   int threads = 0;                    // compute threads; 0 = every core
+  // Chunked prefill: a new prompt runs at most this many tokens between two
+  // decode steps of the running requests, so a long prompt delays their
+  // next token by one chunk, not by its whole prefill.
+  int prefill_chunk_tokens = 256;
+  // Admission by memory: requests run while their KV caches (reserved for
+  // prompt + max_tokens positions) fit this budget; others wait in the
+  // queue. 0 = no limit beyond max_batch.
+  uint64_t kv_budget_bytes = uint64_t{2} << 30;
 
   bool operator==(const InferenceConfig&) const = default;
 };

@@ -22,6 +22,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "daemon/completion_api.h"
+#include "daemon/http_request_parser.h"
 #include "spdlog/spdlog.h"
 
 namespace expertd {
@@ -32,6 +33,19 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using Socket = asio::local::stream_protocol::socket;
 using nlohmann::json;
+
+// How often a connection waiting for its job looks whether the client is
+// still there (a poll of its socket).
+constexpr auto kHangUpPoll = std::chrono::milliseconds(50);
+// Logged (never sent) for a request whose client left before its answer,
+// as nginx does.
+constexpr int kClientClosedRequest = 499;
+// A connection past the limits gets this long to send its request (the
+// overflow thread serves them one at a time).
+constexpr auto kOverflowReadTimeout = std::chrono::milliseconds(500);
+// Connections waiting for the overflow thread; past this they are refused
+// without being read.
+constexpr size_t kOverflowQueue = 32;
 
 double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -44,6 +58,17 @@ http::response<http::string_body> JsonResponse(http::status status, const json& 
   response.set(http::field::content_type, "application/json");
   response.keep_alive(keep_alive);
   response.body() = body.dump();
+  response.prepare_payload();
+  return response;
+}
+
+// Prometheus' text format.
+http::response<http::string_body> PlainResponse(std::string body, unsigned version, bool keep_alive) {
+  http::response<http::string_body> response{http::status::ok, version};
+  response.set(http::field::server, "expertd");
+  response.set(http::field::content_type, "text/plain; version=0.0.4");
+  response.keep_alive(keep_alive);
+  response.body() = std::move(body);
   response.prepare_payload();
   return response;
 }
@@ -83,6 +108,14 @@ class TimedConnection {
   void Shutdown() {
     beast::error_code ignored;
     socket_.shutdown(asio::local::stream_protocol::socket::shutdown_both, ignored);
+  }
+  // Whether the client has closed its end entirely. On a Unix stream socket
+  // POLLHUP means both directions are shut: the peer closed (or died). A
+  // peer that only shut its writing side (it still reads the answer), and
+  // our own SHUT_RD at shutdown, raise POLLRDHUP alone, so neither counts.
+  bool PeerClosed() {
+    pollfd p{socket_.native_handle(), 0, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR)) != 0;
   }
 
  private:
@@ -267,14 +300,43 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     connection.Write(response, ec);
   };
   if (absl::Status submitted = service.Submit(job); !submitted.ok()) {
-    send(ErrorResponse(ApiError{503, std::string(submitted.message()), "", "overloaded"}, version, keep_alive));
+    // Too large for the KV budget ever: the request must change (400);
+    // otherwise the daemon is busy or stopping: retry later (503).
+    const bool too_large = absl::IsInvalidArgument(submitted);
+    served.summary = std::string(submitted.message());
+    send(ErrorResponse(too_large ? ApiError{400, std::string(submitted.message()), "max_tokens", "invalid_request_error"}
+                                 : ApiError{503, std::string(submitted.message()), "", "overloaded"},
+                       version, keep_alive));
     return served;
   }
+  // Waits for pred (job->mu held) while the client is there; false when it
+  // has gone: the job is then cancelled, wherever it is, and nobody is
+  // answered.
+  auto wait_for_job = [&](std::unique_lock<std::mutex>& lock, auto pred) {
+    while (!job->cv.wait_for(lock, kHangUpPoll, pred)) {
+      lock.unlock();
+      const bool gone = connection.PeerClosed();
+      lock.lock();
+      if (gone && !pred()) {
+        lock.unlock();
+        service.Cancel(job);
+        lock.lock();
+        served.status_code = kClientClosedRequest;
+        served.summary = absl::StrCat("client went away after ", job->completion_tokens, " tokens; cancelled");
+        return false;
+      }
+    }
+    return true;
+  };
   if (!parsed.stream) {
     std::unique_lock lock(job->mu);
-    job->cv.wait(lock, [&] { return job->done; });
+    if (!wait_for_job(lock, [&] { return job->done; })) return served;
     if (!job->status.ok()) {
-      send(ErrorResponse(ApiError{500, std::string(job->status.message()), "", "server_error"}, version, keep_alive));
+      served.summary = absl::StrCat(Summary(*job), ": ", job->status.ToString());
+      const int code = absl::IsCancelled(job->status) ? 503 : 500;
+      ApiError error{code, std::string(job->status.message()), "", code == 503 ? "overloaded" : "server_error"};
+      lock.unlock();
+      send(ErrorResponse(error, version, keep_alive));
       return served;
     }
     json body = shape.Whole(job->text, job->finish_reason, job->prompt_token_logprobs, job->token_logprobs,
@@ -312,13 +374,15 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     // The prompt is scored by the prefill: wait for it, then echo it with
     // its logprobs.
     std::unique_lock lock(job->mu);
-    job->cv.wait(lock, [&] { return job->done || job->completion_tokens > 0 || !job->prompt_token_logprobs.empty(); });
+    if (!wait_for_job(lock, [&] { return job->done || job->completion_tokens > 0 || !job->prompt_token_logprobs.empty(); })) {
+      return served;
+    }
     if (opening) (*opening)["choices"][0]["logprobs"] = shape.StreamLogprobs(job->prompt_token_logprobs, &text_offset);
   }
   if (opening) event(*opening);
   while (true) {
     std::unique_lock lock(job->mu);
-    job->cv.wait(lock, [&] { return job->done || !job->pieces.empty(); });
+    if (!wait_for_job(lock, [&] { return job->done || !job->pieces.empty(); })) return served;
     std::deque<std::string> pieces;
     pieces.swap(job->pieces);
     const bool done = job->done;
@@ -334,13 +398,15 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     for (size_t i = 0; i < pieces.size(); ++i) {
       event(shape.Piece(pieces[i], i + 1 == pieces.size() ? std::exchange(new_logprobs, nullptr) : json(nullptr)));
     }
-    if (ec) job->client_gone = true;  // the engine stops at its next token
+    if (ec) service.Cancel(job);  // the engine stops at its next token
     if (done) {
       if (status.ok()) {
         json closing = shape.Closing(finish, std::move(new_logprobs));
         closing["expertd"] = std::move(figures);
         event(closing);
       } else {
+        served.status_code = 500;
+        served.summary = status.ToString();
         event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
       }
       if (!ec) {
@@ -352,7 +418,8 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     }
   }
   std::lock_guard lock(job->mu);
-  served.summary = absl::StrCat("streamed ", Summary(*job), ec ? " (client went away)" : "");
+  served.summary = absl::StrCat("streamed ", Summary(*job), ec ? " (client went away)" : "",
+                                served.summary.empty() ? "" : ": ", served.summary);
   return served;
 }
 
@@ -406,6 +473,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
     spdlog::info("chat template: {}{}", chat.name(),
                  service.model().tokenizer().chat_template().empty() ? " (the model has no chat_template)" : "");
   }
+  server->overflow_thread_ = std::thread([raw = server.get()] { raw->OverflowLoop(); });
   server->accept_thread_ = std::thread([raw = server.get()] { raw->AcceptLoop(); });
   spdlog::info("listening on {} (mode {:o})", socket_path, config.socket_mode);
   return server;
@@ -413,12 +481,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
 
 HttpServer::~HttpServer() {
   Stop();
-  std::vector<std::thread> threads;
+  std::vector<std::thread> workers;
   {
-    std::lock_guard lock(threads_mu_);
-    threads.swap(connection_threads_);
+    std::lock_guard lock(mu_);
+    workers.swap(workers_);
   }
-  for (std::thread& t : threads) t.join();
+  work_ready_.notify_all();
+  overflow_ready_.notify_all();
+  for (std::thread& t : workers) t.join();
+  if (overflow_thread_.joinable()) overflow_thread_.join();
 }
 
 void HttpServer::Stop() {
@@ -428,12 +499,55 @@ void HttpServer::Stop() {
     // Connections idle between keep-alive requests would otherwise sit in
     // read() until their timeout; shutting the read side wakes them, and a
     // response still being written is unaffected.
-    std::lock_guard lock(threads_mu_);
+    std::lock_guard lock(mu_);
     for (int fd : open_fds_) ::shutdown(fd, SHUT_RD);
   }
+  work_ready_.notify_all();
+  overflow_ready_.notify_all();
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
   ::unlink(socket_path_.c_str());
+}
+
+void HttpServer::CloseConnections(std::chrono::milliseconds grace) {
+  std::unique_lock lock(mu_);
+  if (!connection_closed_.wait_for(lock, grace, [&] { return open_fds_.empty(); })) {
+    spdlog::warn("shutdown: {} connection(s) still writing after {} ms; closing them", open_fds_.size(),
+                 grace.count());
+    // A write blocked on a client that does not read fails at once.
+    for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+}
+
+HttpServer::Counters HttpServer::counters() const {
+  std::lock_guard lock(mu_);
+  Counters counters = counters_;
+  counters.open = open_fds_.size();
+  counters.threads = workers_.size();
+  return counters;
+}
+
+std::string HttpServer::Metrics() const {
+  const Counters c = counters();
+  std::string out = service_.PrometheusMetrics();
+  auto one = [&](const char* name, const char* type, const char* help, const std::string& samples) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", samples);
+  };
+  one("expertd_connections_accepted_total", "counter", "Connections served by the connection pool.",
+      absl::StrCat("expertd_connections_accepted_total ", c.accepted, "\n"));
+  one("expertd_connections_rejected_total", "counter",
+      "Connections refused: past max_connections (busy), max_connections_per_uid (uid), or without being read "
+      "(overflow).",
+      absl::StrCat("expertd_connections_rejected_total{reason=\"busy\"} ", c.refused_busy, "\n",
+                   "expertd_connections_rejected_total{reason=\"uid\"} ", c.refused_uid, "\n",
+                   "expertd_connections_rejected_total{reason=\"overflow\"} ", c.overflow_dropped, "\n"));
+  one("expertd_malformed_requests_total", "counter", "Requests answered 400 (bad HTTP) or 413 (body too large).",
+      absl::StrCat("expertd_malformed_requests_total ", c.malformed_requests, "\n"));
+  one("expertd_connections_open", "gauge", "Connections open in the pool.",
+      absl::StrCat("expertd_connections_open ", c.open, "\n"));
+  one("expertd_connection_threads", "gauge", "Connection pool threads (at most server.max_connections).",
+      absl::StrCat("expertd_connection_threads ", c.threads, "\n"));
+  return out;
 }
 
 void HttpServer::AcceptLoop() {
@@ -444,56 +558,175 @@ void HttpServer::AcceptLoop() {
     pollfd p{listen_fd_, POLLIN, 0};
     if (::poll(&p, 1, 200) <= 0) continue;
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    if (open_connections_.load() >= config_.max_connections) {
-      static constexpr char kBusy[] =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-          "Content-Length: 73\r\n\r\n{\"error\":{\"message\":\"too many connections\",\"type\":\"overloaded\",\"param\":null}}";
-      [[maybe_unused]] ssize_t ignored = ::send(fd, kBusy, sizeof(kBusy) - 1, MSG_NOSIGNAL);
-      ::close(fd);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the backlog waits; retrying at once would spin.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
       continue;
     }
-    ++open_connections_;
-    std::lock_guard lock(threads_mu_);
-    open_fds_.push_back(fd);
-    connection_threads_.emplace_back([this, fd] {
-      Serve(fd);
-      --open_connections_;
-    });
+    ucred peer{};
+    socklen_t peer_len = sizeof(peer);
+    ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len);
+    Dispatch(Accepted{fd, peer.uid});
   }
 }
 
-void HttpServer::Serve(int fd) {
+void HttpServer::Dispatch(Accepted connection) {
+  std::string refused;
+  {
+    std::lock_guard lock(mu_);
+    int& for_uid = open_per_uid_[connection.uid];
+    if (static_cast<int>(open_fds_.size()) >= config_.max_connections) {
+      ++counters_.refused_busy;
+      refused = absl::StrCat("too many connections (", open_fds_.size(), " open, server.max_connections = ",
+                             config_.max_connections, ")");
+    } else if (for_uid >= config_.max_connections_per_uid) {
+      ++counters_.refused_uid;
+      refused = absl::StrCat("too many connections from uid ", connection.uid, " (", for_uid,
+                             " open, server.max_connections_per_uid = ", config_.max_connections_per_uid, ")");
+    }
+    if (for_uid == 0 && !refused.empty()) open_per_uid_.erase(connection.uid);
+    if (refused.empty()) {
+      ++for_uid;
+      ++counters_.accepted;
+      open_fds_.push_back(connection.fd);
+      pending_.push_back(connection);
+      // A thread per open connection at most: start one only when none is
+      // idle, so the pool grows to the peak of concurrent connections and
+      // stays there.
+      if (idle_workers_ < static_cast<int>(pending_.size())) {
+        workers_.emplace_back([this] { WorkerLoop(); });
+      }
+      work_ready_.notify_one();
+      return;
+    }
+    if (overflow_.size() < kOverflowQueue) {
+      overflow_.emplace_back(connection, refused);
+      overflow_ready_.notify_one();
+      return;
+    }
+    ++counters_.overflow_dropped;
+  }
+  uint64_t suppressed = 0;
+  if (refusal_log_.Allow(&suppressed)) {
+    spdlog::warn("uid {}: connection refused unread: {}; overflow queue full{}", connection.uid, refused,
+                 suppressed > 0 ? absl::StrCat(" (", suppressed, " similar lines suppressed)") : "");
+  }
+  static constexpr char kBusy[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Content-Length: 73\r\n\r\n{\"error\":{\"message\":\"too many connections\",\"type\":\"overloaded\",\"param\":null}}";
+  [[maybe_unused]] ssize_t ignored = ::send(connection.fd, kBusy, sizeof(kBusy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::close(connection.fd);
+}
+
+void HttpServer::WorkerLoop() {
   pthread_setname_np(pthread_self(), "expertd-conn");
-  ucred peer{};
-  socklen_t peer_len = sizeof(peer);
-  ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len);
+  std::unique_lock lock(mu_);
+  while (true) {
+    ++idle_workers_;
+    work_ready_.wait(lock, [&] { return !pending_.empty() || (stopping_ && workers_.empty()); });
+    --idle_workers_;
+    if (pending_.empty()) return;  // the destructor took the threads to join
+    const Accepted connection = pending_.front();
+    pending_.pop_front();
+    lock.unlock();
+    Serve(connection);
+    lock.lock();
+    // Forget the fd before the socket closes it (Serve's connection object
+    // has closed it by now, but no other fd can be this one while it is
+    // listed: it is removed under the same lock), so shutdown never touches
+    // a reused descriptor.
+    open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), connection.fd));
+    if (--open_per_uid_[connection.uid] == 0) open_per_uid_.erase(connection.uid);
+    connection_closed_.notify_all();
+  }
+}
+
+void HttpServer::OverflowLoop() {
+  pthread_setname_np(pthread_self(), "expertd-overflow");
+  std::unique_lock lock(mu_);
+  while (true) {
+    overflow_ready_.wait(lock, [&] { return !overflow_.empty() || stopping_; });
+    if (overflow_.empty()) return;
+    auto [connection, reason] = std::move(overflow_.front());
+    overflow_.pop_front();
+    lock.unlock();
+    ServeOverflow(connection, reason);
+    lock.lock();
+  }
+}
+
+void HttpServer::ServeOverflow(const Accepted& accepted, const std::string& reason) {
+  TimedConnection connection(accepted.fd, std::chrono::duration_cast<std::chrono::milliseconds>(kOverflowReadTimeout));
+  beast::flat_buffer buffer;
+  http::request_parser<http::string_body> parser;
+  ConfigureRequestParser(parser, config_.max_body_bytes);
+  beast::error_code ec;
+  connection.Read(buffer, parser, ec);
+  if (!ec) {
+    const auto& request = parser.get();
+    const std::string target(request.target());
+    if (request.method() == http::verb::get && target == "/health") {
+      connection.Write(JsonResponse(http::status::ok, {{"status", "ok"}, {"model", service_.model_name()}},
+                                    request.version(), false),
+                       ec);
+    } else if (request.method() == http::verb::get && target == "/metrics") {
+      connection.Write(PlainResponse(Metrics(), request.version(), false), ec);
+    } else {
+      connection.Write(ErrorResponse(ApiError{503, reason, "", "overloaded"}, request.version(), false), ec);
+      uint64_t suppressed = 0;
+      if (refusal_log_.Allow(&suppressed)) {
+        spdlog::warn("uid {} {} {} 503: {}{}", accepted.uid, std::string(request.method_string()), target, reason,
+                     suppressed > 0 ? absl::StrCat(" (", suppressed, " similar lines suppressed)") : "");
+      }
+    }
+  }
+  connection.Shutdown();
+}
+
+void HttpServer::Serve(const Accepted& accepted) {
   // A client slower than this on a read or write is dropped.
-  TimedConnection connection(fd, std::chrono::milliseconds(config_.read_timeout_ms));
+  TimedConnection connection(accepted.fd, std::chrono::milliseconds(config_.read_timeout_ms));
   beast::flat_buffer buffer;
   const std::string& model_name = service_.model_name();
+  auto log_malformed = [&](int code, const std::string& what) {
+    {
+      std::lock_guard lock(mu_);
+      ++counters_.malformed_requests;
+    }
+    uint64_t suppressed = 0;
+    if (malformed_log_.Allow(&suppressed)) {
+      spdlog::warn("uid {}: {} {}{}", accepted.uid, code, what,
+                   suppressed > 0 ? absl::StrCat(" (", suppressed, " similar lines suppressed)") : "");
+    }
+  };
 
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(config_.max_body_bytes);
+    ConfigureRequestParser(parser, config_.max_body_bytes);
     beast::error_code ec;
     connection.Read(buffer, parser, ec);
     if (ec == http::error::body_limit) {
-      ApiError error{413, absl::StrCat("request body exceeds ", config_.max_body_bytes, " bytes"), "", "invalid_request_error"};
+      ApiError error{413, absl::StrCat("request body exceeds ", config_.max_body_bytes, " bytes (server.max_body)"),
+                     "", "invalid_request_error"};
+      log_malformed(413, error.message);
       connection.Write(ErrorResponse(error, 11, false), ec);
       break;
     }
     if (ec == asio::error::timed_out) {
       // Idle between keep-alive requests, or stalled inside one.
       if (buffer.size() > 0 || parser.got_some()) {
-        spdlog::info("uid {}: request not received within {} ms; connection dropped", peer.uid,
+        spdlog::info("uid {}: request not received within {} ms; connection dropped", accepted.uid,
                      config_.read_timeout_ms);
       }
       break;
     }
     if (ec) {
-      if (ec != http::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset) {
+      if (ec != http::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset &&
+          !stopping_) {
         auto error = ApiError{400, absl::StrCat("malformed HTTP request: ", ec.message()), "", "invalid_request_error"};
+        log_malformed(400, error.message);
         connection.Write(ErrorResponse(error, 11, false), ec);
       }
       break;
@@ -517,14 +750,20 @@ void HttpServer::Serve(int fd) {
                         {{"object", "list"}, {"data", {{{"id", model_name}, {"object", "model"}, {"owned_by", "expertd"}}}}},
                         request.version(), keep_alive));
     } else if (request.method() == http::verb::get && target == "/v1/stats") {
-      send(JsonResponse(http::status::ok, service_.Stats(), request.version(), keep_alive));
+      json stats = service_.Stats();
+      const Counters c = counters();
+      stats["connections"] = {{"open", c.open},
+                              {"threads", c.threads},
+                              {"accepted", c.accepted},
+                              {"refused_busy", c.refused_busy},
+                              {"refused_uid", c.refused_uid},
+                              {"refused_unread", c.overflow_dropped},
+                              {"malformed_requests", c.malformed_requests},
+                              {"max_connections", config_.max_connections},
+                              {"max_connections_per_uid", config_.max_connections_per_uid}};
+      send(JsonResponse(http::status::ok, stats, request.version(), keep_alive));
     } else if (request.method() == http::verb::get && target == "/metrics") {
-      http::response<http::string_body> response{http::status::ok, request.version()};
-      response.set(http::field::content_type, "text/plain; version=0.0.4");
-      response.keep_alive(keep_alive);
-      response.body() = service_.PrometheusMetrics();
-      response.prepare_payload();
-      send(std::move(response));
+      send(PlainResponse(Metrics(), request.version(), keep_alive));
     } else if ((target == "/v1/completions" || target == "/v1/chat/completions") &&
                request.method() == http::verb::post) {
       const bool chat = target == "/v1/chat/completions";
@@ -536,6 +775,7 @@ void HttpServer::Serve(int fd) {
                            : ParseCompletionRequest(request.body(), service_.model(), model_name, service_.limits(),
                                                     &completion, &error);
       if (!ok) {
+        summary = absl::StrCat(error.param.empty() ? "" : absl::StrCat(error.param, ": "), error.message);
         send(ErrorResponse(error, request.version(), keep_alive));
       } else {
         AnswerShape shape;
@@ -551,9 +791,10 @@ void HttpServer::Serve(int fd) {
                                               chat ? chat_request : completion, shape, ec);
         status_code = served.status_code;
         summary = served.summary;
-        if (served.streamed) {
-          spdlog::info("uid {} POST {} {} in {:.3f} s: {}", peer.uid, target, status_code, Since(start), summary);
-          break;  // the stream's end closes the connection
+        if (served.streamed || status_code == kClientClosedRequest) {
+          spdlog::log(status_code >= 500 ? spdlog::level::warn : spdlog::level::info, "uid {} POST {} {} in {:.3f} s: {}",
+                      accepted.uid, target, status_code, Since(start), summary);
+          break;  // the stream's end closes the connection; a client gone has nothing more to ask
         }
       }
     } else {
@@ -564,15 +805,13 @@ void HttpServer::Serve(int fd) {
                                : ApiError{404, absl::StrCat("no such endpoint: ", target), "", "not_found_error"},
                          request.version(), keep_alive));
     }
-    spdlog::info("uid {} {} {} {} in {:.3f} s{}{}", peer.uid, std::string(request.method_string()), target,
-                 status_code, Since(start), summary.empty() ? "" : ": ", summary);
+    // Monitoring polls (/health, /metrics) log at debug level only; failures
+    // at warn, with their reason.
+    const bool monitoring = status_code == 200 && (target == "/health" || target == "/metrics");
+    spdlog::log(status_code >= 500 ? spdlog::level::warn : monitoring ? spdlog::level::debug : spdlog::level::info,
+                "uid {} {} {} {} in {:.3f} s{}{}", accepted.uid, std::string(request.method_string()), target,
+                status_code, Since(start), summary.empty() ? "" : ": ", summary);
     if (ec || !keep_alive) break;
-  }
-  {
-    // Forget the fd before the socket closes it, so Stop() never touches a
-    // reused descriptor.
-    std::lock_guard lock(threads_mu_);
-    open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
   }
   connection.Shutdown();
 }

@@ -54,7 +54,11 @@ absl::Status Serve(const std::string& config_path, int drain_seconds) {
     sd_notify(0, "STOPPING=1");
     server->Stop();
     service->Drain(std::chrono::seconds(drain_seconds));
-    server.reset();  // joins the connections, which now see their jobs done
+    // Every job is done now; a connection gets a moment to write its last
+    // answer, and one whose client does not read is closed, so exit comes
+    // within drain_seconds plus this grace, whatever the clients do.
+    server->CloseConnections(std::chrono::seconds(1));
+    server.reset();  // joins the connection threads
     service.reset();
     spdlog::info("stopped");
     return absl::OkStatus();

@@ -57,6 +57,7 @@ socket_group = "llm"
 socket_mode = "0600"
 max_body = "4MiB"
 max_connections = 10
+max_connections_per_uid = 3
 max_queued_requests = 20
 read_timeout_ms = 500
 [model]
@@ -81,6 +82,8 @@ max_batch = 16
 max_roster = 8
 max_tokens = 512
 threads = 12
+prefill_chunk_tokens = 64
+kv_budget = "1GiB"
 [device]
 gpu = "off"
 cuda_device = 1
@@ -88,12 +91,12 @@ execution_placement = false
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   DaemonConfig w;
-  w.server = {"/tmp/x.sock", "llm", 0600, 4u << 20, 10, 20, 500};
+  w.server = {"/tmp/x.sock", "llm", 0600, 4u << 20, 10, 3, 20, 500};
   w.model.path = "/models/olmoe";
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
   w.prefetch = {"previous-token", 2, 4, false};
-  w.inference = {4, 16, 8, 512, 12};
+  w.inference = {4, 16, 8, 512, 12, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
   EXPECT_EQ(c->server.socket_group, "llm");
