@@ -27,6 +27,10 @@ class ExpertReader {
 
   virtual ~ExpertReader() = default;
   virtual absl::string_view name() const = 0;
+  // The most reads in flight at once (ReaderOptions::queue_depth): the
+  // io_uring reader's ring and chunk pool hold this many; the pread pool runs
+  // at most this many threads.
+  virtual int queue_depth() const = 0;
 
   // Reads [offset, offset + length) into dest. With O_DIRECT, offset, length
   // and dest must be multiples of 4096 (the cache's slots are). Thread-safe.
@@ -45,9 +49,9 @@ class ExpertReader {
 struct ReaderOptions {
   std::string path;
   bool direct_io = true;
-  int queue_depth = 32;                  // io_uring entries / pread threads' queue bound
+  int queue_depth = 32;                  // reads in flight at once: io_uring entries / cap on pread threads
   uint64_t chunk_bytes = 512 * 1024;     // split size for parallel reads (multiple of 4096)
-  int pread_threads = 4;
+  int pread_threads = 4;                 // the pread pool runs min(pread_threads, queue_depth)
 };
 
 // io_uring on liburing: owns the ring and the file descriptor; a reaper

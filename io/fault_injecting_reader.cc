@@ -57,6 +57,7 @@ class FaultInjectingReader final : public ExpertReader {
   }
 
   absl::string_view name() const override { return name_; }
+  int queue_depth() const override { return inner_->queue_depth(); }
 
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override { return inner_->RegisterBuffers(buffers); }
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <string>
 
 #include "absl/status/status.h"
@@ -12,7 +13,8 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> OpenExpertReader(const ReaderOptio
   // missing file or bad option would fail the pread pool the same way.
   if (uring.ok() || !absl::IsUnavailable(uring.status())) return uring;
   spdlog::warn("{}: io_uring is unavailable ({}); reading with a pool of {} pread threads instead, which is slower",
-               options.path, std::string(uring.status().message()), options.pread_threads);
+               options.path, std::string(uring.status().message()),
+               std::min(options.pread_threads, options.queue_depth));
   return OpenPreadReader(options);
 }
 

@@ -34,6 +34,7 @@ class PreadReader final : public ExpertReader {
   ~PreadReader() override;
 
   absl::string_view name() const override { return name_; }
+  int queue_depth() const override { return queue_depth_; }
   void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
 
  private:
@@ -48,6 +49,7 @@ class PreadReader final : public ExpertReader {
   std::string path_;
   std::string name_;
   uint64_t chunk_bytes_ = 0;
+  int queue_depth_ = 0;  // reads in flight at most, and so the threads (each reads one chunk at a time)
   bool direct_io_ = false;
   UniqueFd fd_;  // pread(2) takes an offset, so the threads share it without a lock
   std::vector<std::thread> workers_;
@@ -66,6 +68,10 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> PreadReader::Open(const ReaderOpti
     return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": pread_threads ",
                                                    options.pread_threads, " is not in [1, ", kMaxThreads, "]"));
   }
+  if (options.queue_depth < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": queue_depth ",
+                                                   options.queue_depth, " is not at least 1"));
+  }
   if (options.chunk_bytes == 0 || options.chunk_bytes % kDirectIoAlignment != 0) {
     return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": chunk_bytes ",
                                                    options.chunk_bytes, " is not a positive multiple of ",
@@ -74,12 +80,14 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> PreadReader::Open(const ReaderOpti
   auto reader = std::unique_ptr<PreadReader>(new PreadReader());
   reader->path_ = options.path;
   reader->chunk_bytes_ = options.chunk_bytes;
+  // Each thread has one read in flight, so the queue depth caps the threads.
+  reader->queue_depth_ = std::min(options.pread_threads, options.queue_depth);
   auto file = OpenForRead(options.path, options.direct_io);
   if (!file.ok()) return file.status();
   reader->direct_io_ = file->direct_io;
   reader->fd_ = std::move(file->fd);
   reader->name_ = absl::StrCat("pread(", reader->direct_io_ ? "direct" : "buffered", ")");
-  for (int i = 0; i < options.pread_threads; ++i) {
+  for (int i = 0; i < reader->queue_depth_; ++i) {
     reader->workers_.emplace_back([r = reader.get()] { r->Work(); });
   }
   return reader;

@@ -50,6 +50,7 @@ class UringReader final : public ExpertReader {
   ~UringReader() override;
 
   absl::string_view name() const override { return name_; }
+  int queue_depth() const override { return queue_depth_; }
   void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override;
 
