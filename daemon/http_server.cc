@@ -185,7 +185,7 @@ json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
 
 // Our figures for one request, beside OpenAI's fields: timings and what the
 // Roster of Experts cost (call with job->mu held).
-json ExpertdFigures(const CompletionJob& job) {
+json ExpertdFigures(const Request& job) {
   json figures = {{"queue_seconds", job.queue_seconds},
                   {"prefill_seconds", job.prefill_seconds},
                   {"decode_seconds", job.decode_seconds},
@@ -262,7 +262,7 @@ struct AnswerShape {
 };
 
 // The request log's figures of a job (call with job.mu held).
-std::string Summary(const CompletionJob& job) {
+std::string Summary(const Request& job) {
   std::string summary = absl::StrFormat("%zu prompt + %d tokens, queue %.3f s, prefill %.3f s, decode %.3f s",
                                         job.prompt.size(), job.completion_tokens, job.queue_seconds,
                                         job.prefill_seconds, job.decode_seconds);
@@ -281,13 +281,13 @@ struct Served {
   bool streamed = false;  // a stream's end closes the connection
 };
 
-// Submits `parsed` as a CompletionJob and answers it on `connection`: one JSON
+// Submits `parsed` as a Request and answers it on `connection`: one JSON
 // body, or server-sent events over chunked transfer (one event per piece of
 // text as the engine produces it, then [DONE]).
 Served ServeGeneration(InferenceService& service, TimedConnection& connection, unsigned version, bool keep_alive,
                        const GenerationRequest& parsed, const AnswerShape& shape, beast::error_code& ec) {
   Served served;
-  auto job = std::make_shared<CompletionJob>();
+  auto job = std::make_shared<Request>();
   job->prompt = parsed.prompt;
   job->options = parsed.options;
   job->stop = parsed.stop;

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_DAEMON_STOP_FILTER_H_
-#define EXPERTD_DAEMON_STOP_FILTER_H_
+#ifndef EXPERTD_ENGINE_STOP_FILTER_H_
+#define EXPERTD_ENGINE_STOP_FILTER_H_
 
 #include <string>
 #include <string_view>
@@ -28,4 +28,4 @@ class StopStringFilter {
 
 }  // namespace expertd
 
-#endif  // EXPERTD_DAEMON_STOP_FILTER_H_
+#endif  // EXPERTD_ENGINE_STOP_FILTER_H_

@@ -1,4 +1,4 @@
-#include "daemon/stop_filter.h"
+#include "engine/stop_filter.h"
 
 #include <algorithm>
 #include <utility>
