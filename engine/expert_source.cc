@@ -1,5 +1,6 @@
 #include "engine/expert_source.h"
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/dtype.h"
 
 namespace expertd {
@@ -19,7 +20,19 @@ kernels::DType ComputeDType(io::ExpertDtype dtype) {
 absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
   ExpertHandle handle;
   handle.weights = weights_.layers[layer].experts[expert];
+  if (handle.weights.gate.data == nullptr) {
+    // Model::Load with resident_experts = false keeps only the dense weights.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "layer ", layer, " expert ", expert, " is not in memory: the model was loaded without its experts; "
+        "run it through the expert cache (a DRAM budget) or load it with resident experts"));
+  }
   return handle;
+}
+
+std::optional<ExpertHandle> ResidentExperts::TryAcquire(int layer, int expert) {
+  absl::StatusOr<ExpertHandle> handle = Acquire(layer, expert);
+  if (!handle.ok()) return std::nullopt;  // Acquire then reports why
+  return std::move(*handle);
 }
 
 absl::StatusOr<ExpertHandle> CachedExperts::Acquire(int layer, int expert) {

@@ -47,12 +47,12 @@ class ExpertSource {
   virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
 };
 
-// Every expert resident: views into the memory-mapped checkpoint.
+// Every expert resident: views into the model's weight memory.
 class ResidentExperts : public ExpertSource {
  public:
   explicit ResidentExperts(const ModelWeights& weights) : weights_(weights) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
-  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override { return *Acquire(layer, expert); }
+  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
 
  private:
   const ModelWeights& weights_;

@@ -26,7 +26,9 @@ namespace expertd {
 class ForwardPass : public Forward {
  public:
   // pool may be null (single-threaded). experts may be null: every expert is
-  // then read from the memory-mapped checkpoint. All must outlive the pass.
+  // then read from the model's own memory (a model loaded without resident
+  // experts then fails each step that needs one, naming the fix). All must
+  // outlive the pass.
   ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
   void SetObserver(LayerObserver* observer) override { observer_ = observer; }
   absl::Status Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,

@@ -9,7 +9,7 @@
 namespace expertd::kernels {
 
 // A row-major weight matrix [rows][cols] in its storage dtype, not owned
-// (it points into a memory-mapped checkpoint or an expert cache slot).
+// (it points into the model's weight memory or an expert cache slot).
 // y = W x, so rows is the output size and cols the input size.
 struct WeightMatrix {
   DType dtype = DType::kF32;

@@ -221,5 +221,16 @@ TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
   EXPECT_THAT(repack.message(), HasSubstr(model_dir_));
 }
 
+TEST_F(ModelFiles, AModelWithoutItsExpertsRunWithoutACacheIsAnErrorNotACrash) {
+  auto dense_only = Model::Load(model_dir_, {.resident_experts = false});
+  ASSERT_TRUE(dense_only.ok()) << dense_only.status();
+  ForwardPass forward(**dense_only, nullptr);
+  KvCache kv((*dense_only)->config(), 16);
+  std::vector<float> logits;
+  const absl::Status status = forward.Run(std::vector<int32_t>{1, 2, 3}, kv, {}, &logits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(status.message(), HasSubstr("loaded without its experts"));
+}
+
 }  // namespace
 }  // namespace expertd
