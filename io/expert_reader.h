@@ -3,7 +3,6 @@
 
 #include <sys/uio.h>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -61,20 +60,6 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> OpenUringReader(const ReaderOption
 absl::StatusOr<std::unique_ptr<ExpertReader>> OpenPreadReader(const ReaderOptions& options);
 // io_uring when it can be set up, else the pread pool (logged once, with why).
 absl::StatusOr<std::unique_ptr<ExpertReader>> OpenExpertReader(const ReaderOptions& options);
-
-// For tests: wraps a reader and injects faults.
-struct FaultOptions {
-  double eio_probability = 0.0;         // the request fails with EIO
-  // The read ends short and stays short (as on a truncated file): the
-  // request fails with DataLoss naming the offset and the bytes missing.
-  double short_read_probability = 0.0;
-  std::chrono::microseconds delay{0};   // added before completion
-  uint64_t seed = 1;
-  // When set, requests whose offset it accepts fail with EIO.
-  std::function<bool(uint64_t offset)> fail_offset;
-};
-std::unique_ptr<ExpertReader> MakeFaultInjectingReader(std::unique_ptr<ExpertReader> inner,
-                                                       const FaultOptions& options);
 
 }  // namespace expertd::io
 

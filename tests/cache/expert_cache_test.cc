@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/fault_injecting_reader.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd::cache {

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/fault_injecting_reader.h"
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 

@@ -23,6 +23,7 @@
 #include "io/expert_reader.h"
 #include "io/posix_file.h"
 #include "tests/io/io_test_util.h"
+#include "tests/testing/fault_injecting_reader.h"
 
 namespace expertd::io {
 namespace {

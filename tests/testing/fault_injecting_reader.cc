@@ -4,6 +4,8 @@
 // and the request's sequence number, so a single-threaded test sees the same
 // faults on every run.
 
+#include "tests/testing/fault_injecting_reader.h"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
