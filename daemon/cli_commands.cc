@@ -24,8 +24,8 @@
 #include "engine/expert_packer.h"
 #include "engine/prefetcher.h"
 #include "base/byte_size.h"
-#include "cache/bench_cache.h"
-#include "cache/trace_file.h"
+#include "cache/sim/bench_cache.h"
+#include "cache/sim/trace_file.h"
 #include "absl/strings/str_split.h"
 #include "spdlog/spdlog.h"
 

@@ -1,11 +1,11 @@
-#include "cache/bench_cache.h"
+#include "cache/sim/bench_cache.h"
 
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cache/eviction_policy.h"
-#include "cache/synthetic_trace.h"
+#include "cache/sim/synthetic_trace.h"
 #include "gtest/gtest.h"
 
 namespace expertd::cache {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "cache/policy_simulator.h"
-#include "cache/synthetic_trace.h"
+#include "cache/sim/policy_simulator.h"
+#include "cache/sim/synthetic_trace.h"
 #include "gtest/gtest.h"
 
 namespace expertd::cache {

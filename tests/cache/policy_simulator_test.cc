@@ -1,4 +1,4 @@
-#include "cache/policy_simulator.h"
+#include "cache/sim/policy_simulator.h"
 
 #include <cstdint>
 #include <memory>
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "cache/eviction_policy.h"
-#include "cache/synthetic_trace.h"
+#include "cache/sim/synthetic_trace.h"
 #include "gtest/gtest.h"
 
 namespace expertd::cache {

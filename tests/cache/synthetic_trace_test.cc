@@ -1,11 +1,11 @@
-#include "cache/synthetic_trace.h"
+#include "cache/sim/synthetic_trace.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <set>
 #include <vector>
 
-#include "cache/policy_simulator.h"
+#include "cache/sim/policy_simulator.h"
 #include "gtest/gtest.h"
 
 namespace expertd::cache {

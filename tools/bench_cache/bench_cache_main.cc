@@ -12,10 +12,10 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
-#include "cache/bench_cache.h"
 #include "cache/eviction_policy.h"
-#include "cache/synthetic_trace.h"
-#include "cache/trace_file.h"
+#include "cache/sim/bench_cache.h"
+#include "cache/sim/synthetic_trace.h"
+#include "cache/sim/trace_file.h"
 
 int main(int argc, char** argv) {
   using namespace expertd::cache;

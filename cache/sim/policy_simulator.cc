@@ -1,4 +1,4 @@
-#include "cache/policy_simulator.h"
+#include "cache/sim/policy_simulator.h"
 
 #include <algorithm>
 #include <bit>

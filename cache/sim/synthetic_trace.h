@@ -1,5 +1,5 @@
-#ifndef EXPERTD_CACHE_SYNTHETIC_TRACE_H_
-#define EXPERTD_CACHE_SYNTHETIC_TRACE_H_
+#ifndef EXPERTD_CACHE_SIM_SYNTHETIC_TRACE_H_
+#define EXPERTD_CACHE_SIM_SYNTHETIC_TRACE_H_
 
 #include <cstdint>
 
@@ -40,4 +40,4 @@ AccessTrace MakeSyntheticTrace(const SyntheticTraceOptions& options);
 
 }  // namespace expertd::cache
 
-#endif  // EXPERTD_CACHE_SYNTHETIC_TRACE_H_
+#endif  // EXPERTD_CACHE_SIM_SYNTHETIC_TRACE_H_

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_CACHE_TRACE_FILE_H_
-#define EXPERTD_CACHE_TRACE_FILE_H_
+#ifndef EXPERTD_CACHE_SIM_TRACE_FILE_H_
+#define EXPERTD_CACHE_SIM_TRACE_FILE_H_
 
 // Expert routing traces on disk (format: cache/TRACE_FORMAT.md). The engine
 // records one TraceRecord per (token, MoE layer); bench-cache replays them.
@@ -51,4 +51,4 @@ absl::StatusOr<LoadedTrace> ReadTraceFile(const std::string& path);
 
 }  // namespace expertd::cache
 
-#endif  // EXPERTD_CACHE_TRACE_FILE_H_
+#endif  // EXPERTD_CACHE_SIM_TRACE_FILE_H_

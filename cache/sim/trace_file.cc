@@ -1,4 +1,4 @@
-#include "cache/trace_file.h"
+#include "cache/sim/trace_file.h"
 
 #include <cerrno>
 #include <charconv>

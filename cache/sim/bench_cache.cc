@@ -1,4 +1,4 @@
-#include "cache/bench_cache.h"
+#include "cache/sim/bench_cache.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "cache/synthetic_trace.h"
+#include "cache/sim/synthetic_trace.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_CACHE_POLICY_SIMULATOR_H_
-#define EXPERTD_CACHE_POLICY_SIMULATOR_H_
+#ifndef EXPERTD_CACHE_SIM_POLICY_SIMULATOR_H_
+#define EXPERTD_CACHE_SIM_POLICY_SIMULATOR_H_
 
 #include <cstdint>
 #include <vector>
@@ -85,4 +85,4 @@ absl::StatusOr<int64_t> BruteForceOptimalHits(const AccessTrace& trace, int64_t 
 
 }  // namespace expertd::cache
 
-#endif  // EXPERTD_CACHE_POLICY_SIMULATOR_H_
+#endif  // EXPERTD_CACHE_SIM_POLICY_SIMULATOR_H_

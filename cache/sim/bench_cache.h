@@ -1,5 +1,5 @@
-#ifndef EXPERTD_CACHE_BENCH_CACHE_H_
-#define EXPERTD_CACHE_BENCH_CACHE_H_
+#ifndef EXPERTD_CACHE_SIM_BENCH_CACHE_H_
+#define EXPERTD_CACHE_SIM_BENCH_CACHE_H_
 
 // The eviction-policy benchmark behind `expertd bench-cache` and the
 // standalone bench_cache tool: every policy replayed on the same trace at
@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cache/eviction_policy.h"
-#include "cache/policy_simulator.h"
+#include "cache/sim/policy_simulator.h"
 
 namespace expertd::cache {
 
@@ -54,4 +54,4 @@ absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::s
 
 }  // namespace expertd::cache
 
-#endif  // EXPERTD_CACHE_BENCH_CACHE_H_
+#endif  // EXPERTD_CACHE_SIM_BENCH_CACHE_H_
