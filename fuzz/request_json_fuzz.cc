@@ -1,0 +1,127 @@
+// The JSON bodies of POST /v1/completions and /v1/chat/completions
+// (daemon/completion_api.h): every input goes through ParseCompletionRequest
+// and through ParseChatRequest under each chat template family, against a
+// tiny generated model (mkmodel, Qwen3-MoE shape with a 64-token context so
+// the context checks are reachable).
+//
+// Asserts beyond "no crash": a refused request is a 4xx with a message; an
+// accepted one holds what the server relies on: a non-empty prompt of ids in
+// the vocabulary, max_new_tokens in 0 .. inference.max_tokens and within the
+// context, temperature in [0, 100], top_p in (0, 1], top_k >= 0,
+// experts_per_token 0 (the model's) or 1 .. num_experts, a roster within
+// inference.max_roster, non-empty stop strings, logprobs -1 .. 20.
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/completion_api.h"
+#include "engine/chat_template.h"
+#include "engine/model.h"
+#include "fuzz/fuzz_util.h"
+#include "tools/mkmodel/make_model.h"
+
+namespace {
+
+using expertd::ApiError;
+using expertd::ChatTemplate;
+using expertd::GenerationRequest;
+using expertd::InferenceConfig;
+using expertd::Model;
+
+constexpr char kModelName[] = "fuzz-model";
+
+// Made once by LLVMFuzzerInitialize, read-only afterwards: libFuzzer gives a
+// target no other place to keep what every input shares.
+struct Fixture {
+  std::unique_ptr<Model> model;
+  std::vector<ChatTemplate> templates;  // the model's own (plain), chatml, tulu, mistral
+  InferenceConfig limits;
+};
+std::unique_ptr<Fixture> fixture;
+
+void CheckError(const ApiError& error) {
+  FUZZ_CHECK(error.http_status >= 400 && error.http_status < 500);
+  FUZZ_CHECK(!error.message.empty());
+}
+
+void CheckRequest(const GenerationRequest& r, int max_stop_strings) {
+  const expertd::ModelConfig& config = fixture->model->config();
+  const InferenceConfig& limits = fixture->limits;
+  FUZZ_CHECK(!r.prompt.empty());
+  for (int32_t id : r.prompt) FUZZ_CHECK(id >= 0 && id < config.vocab_size);
+  const expertd::GenerateOptions& o = r.options;
+  FUZZ_CHECK(o.max_new_tokens >= 0 && o.max_new_tokens <= limits.max_tokens);
+  FUZZ_CHECK(static_cast<int64_t>(r.prompt.size()) + o.max_new_tokens <= config.max_position_embeddings);
+  FUZZ_CHECK(o.sampling.temperature >= 0.0f && o.sampling.temperature <= 100.0f);
+  FUZZ_CHECK(o.sampling.top_p > 0.0f && o.sampling.top_p <= 1.0f);
+  FUZZ_CHECK(o.sampling.top_k >= 0);
+  FUZZ_CHECK(o.forward.experts_per_token == limits.default_experts_per_token ||
+             (o.forward.experts_per_token >= 1 && o.forward.experts_per_token <= config.num_experts));
+  FUZZ_CHECK(o.roster.samples >= 1 && o.roster.samples <= limits.max_roster);
+  FUZZ_CHECK(o.roster.temperature >= 0.0f && o.roster.temperature <= 100.0f);
+  FUZZ_CHECK(o.roster.skip_layers >= 0 && o.roster.skip_layers <= config.num_layers);
+  FUZZ_CHECK(static_cast<int>(r.stop.size()) <= max_stop_strings);
+  for (const std::string& s : r.stop) FUZZ_CHECK(!s.empty());
+  for (int32_t id : r.stop_token_ids) FUZZ_CHECK(id >= 0 && id < config.vocab_size);
+  FUZZ_CHECK(r.logprobs >= -1 && r.logprobs <= 20);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  char dir_template[] = "/tmp/expertd-fuzz-model-XXXXXX";
+  const char* dir = ::mkdtemp(dir_template);
+  FUZZ_CHECK(dir != nullptr);
+  expertd::tools::MakeModelOptions options;
+  options.arch = "qwen3_moe";  // <|im_start|>/<|im_end|> are special tokens: the chatml stop-by-id path
+  options.layers = 1;
+  options.max_position = 64;
+  const absl::Status made = expertd::tools::MakeModel(options, dir);
+  FUZZ_CHECK(made.ok());
+  auto model = Model::Load(dir);
+  FUZZ_CHECK(model.ok());
+  // Load has read what the parser needs (config, tokenizer); the files are
+  // not needed again.
+  std::filesystem::remove_all(dir);
+
+  fixture = std::make_unique<Fixture>();
+  fixture->model = std::move(*model);
+  const expertd::Tokenizer& tokenizer = fixture->model->tokenizer();
+  auto text_of = [&](std::optional<int32_t> id) { return id ? std::string(tokenizer.TokenText(*id)) : ""; };
+  const std::string bos = text_of(tokenizer.bos_id());
+  const std::string eos = text_of(tokenizer.eos_id());
+  fixture->templates.push_back(ChatTemplate::ForModel(tokenizer));
+  fixture->templates.push_back(ChatTemplate::FromJinja("{{'<|im_start|>' + 'You are a helpful assistant.'}}", bos, eos));
+  fixture->templates.push_back(ChatTemplate::FromJinja("{{bos_token}}<|user|><|assistant|>", bos, eos));
+  fixture->templates.push_back(ChatTemplate::FromJinja("{{bos_token}}[INST]", bos, eos));
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string body(reinterpret_cast<const char*>(data), size);
+  {
+    expertd::CompletionRequest request;
+    ApiError error;
+    if (expertd::ParseCompletionRequest(body, *fixture->model, kModelName, fixture->limits, &request, &error)) {
+      CheckRequest(request, 4);
+      FUZZ_CHECK(request.prompt_logprobs == (request.echo && request.logprobs >= 0));
+    } else {
+      CheckError(error);
+    }
+  }
+  for (const ChatTemplate& chat_template : fixture->templates) {
+    expertd::ChatRequest request;
+    ApiError error;
+    if (expertd::ParseChatRequest(body, *fixture->model, chat_template, kModelName, fixture->limits, &request,
+                                  &error)) {
+      CheckRequest(request, 4 + static_cast<int>(chat_template.stop_strings().size()));
+    } else {
+      CheckError(error);
+    }
+  }
+  return 0;
+}
