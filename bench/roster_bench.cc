@@ -19,7 +19,6 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "daemon/engine_loader.h"
 #include "engine/generator.h"
@@ -115,6 +114,11 @@ int main(int argc, char** argv) {
               model_dir.c_str(), (*probe)->config().num_layers, (*probe)->config().num_experts,
               (*probe)->config().experts_per_token, dram_percent, temperature, skip_layers, threads);
   probe->reset();
+  if (budget == 0) {
+    std::fprintf(stderr, "error: --dram-percent %.2f leaves no DRAM budget: the bench measures offloading\n",
+                 dram_percent);
+    return 1;
+  }
 
   std::vector<int32_t> prompt(16);
   std::iota(prompt.begin(), prompt.end(), 3);
@@ -123,16 +127,16 @@ int main(int argc, char** argv) {
   double base_tps = 0;
   for (float bonus : bonuses) {
     for (int n : sizes) {
-      EngineFlags flags;
-      flags.model_dir = model_dir;
-      flags.threads = threads;
-      flags.dram_budget = absl::StrCat(budget);
-      flags.roster.samples = n;
-      flags.roster.temperature = temperature;
-      flags.roster.skip_layers = skip_layers;
-      flags.roster.resident_bonus = bonus;
-      flags.roster.seed = 1;
-      absl::StatusOr<LoadedEngine> engine = LoadEngine(flags);
+      EngineOptions engine_options;
+      engine_options.model_dir = model_dir;
+      engine_options.threads = threads;
+      engine_options.cache.dram_budget_bytes = budget;
+      engine_options.roster.samples = n;
+      engine_options.roster.temperature = temperature;
+      engine_options.roster.skip_layers = skip_layers;
+      engine_options.roster.resident_bonus = bonus;
+      engine_options.roster.seed = 1;
+      absl::StatusOr<LoadedEngine> engine = LoadEngine(engine_options);
       if (!engine.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(engine.status().message()).c_str());
         return 1;
@@ -140,7 +144,7 @@ int main(int argc, char** argv) {
       GenerateOptions options;
       options.max_new_tokens = tokens + 1;
       options.stop_at_eos = false;
-      options.roster = flags.roster;
+      options.roster = engine_options.roster;
       auto warm = Generate(*engine->model, *engine->forward, prompt, options);
       const cache::TierStats before = engine->cache->stats().dram;
       auto run = warm.ok() ? Generate(*engine->model, *engine->forward, prompt, options) : warm;

@@ -77,11 +77,11 @@ void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
 // predicting token t + 1) under a Roster of Experts: one roster step per
 // position, as decoding would run them (the log of the samples' averaged
 // distribution). The first position is a prefill of one token.
-absl::Status RosterLogits(const LoadedEngine& engine, const EngineFlags& flags, absl::Span<const int32_t> tokens,
+absl::Status RosterLogits(const LoadedEngine& engine, const EngineOptions& options, absl::Span<const int32_t> tokens,
                           std::vector<float>* logits, SequenceCosts* costs) {
   const ModelConfig& config = engine.model->config();
-  RETURN_IF_ERROR(ValidateRosterOptions(flags.roster, config, /*max_samples=*/0));
-  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), flags.experts_per_token, flags.roster,
+  RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
+  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), options.experts_per_token, options.roster,
                             &engine.forward->kv_memory());
   BatchDecoder decoder(*engine.model, *engine.forward);
   std::vector<std::vector<float>> next(1);

@@ -11,7 +11,7 @@ namespace expertd::cli {
 
 
 struct RunFlags {
-  EngineFlags engine;
+  EngineOptions engine;
   std::string prompt;
   int max_new_tokens = 64;
   float temperature = 0.0f;
@@ -21,13 +21,13 @@ struct RunFlags {
 };
 
 struct EvalFlags {
-  EngineFlags engine;
+  EngineOptions engine;
   std::string tokens;  // "ID ID ..."
   std::string logits_out;
 };
 
 struct PerplexityFlags {
-  EngineFlags engine;
+  EngineOptions engine;
   std::string text_file;
   int context = 512;
 };
@@ -39,7 +39,7 @@ struct PackFlags {
 };
 
 struct TraceFlags {
-  EngineFlags engine;
+  EngineOptions engine;
   std::string text_file;
   std::string out;
   int context = 512;

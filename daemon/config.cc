@@ -316,6 +316,35 @@ absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path) {
   return config.cache;
 }
 
+EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
+  EngineOptions options;
+  options.model_dir = config.model.path;
+  options.threads = config.inference.threads;
+  options.experts_per_token = config.inference.default_experts_per_token;
+
+  options.cache.dram_budget_bytes = config.cache.dram_budget_bytes;
+  options.cache.device_budget_bytes = config.cache.device_budget_bytes;
+  options.cache.policy = config.cache.policy;
+  options.cache.prefetch_to_device = config.prefetch.to_device;
+  options.shallow_layers = config.cache.shallow_layers;
+
+  options.reader.path = config.io.expert_file;
+  options.reader.queue_depth = config.io.queue_depth;
+  options.reader.direct_io = config.io.direct_io;
+
+  options.prefetch.predictor.kind = config.prefetch.kind;
+  options.prefetch.predictor.lookahead = config.prefetch.lookahead;
+  options.prefetch.scheduler.max_in_flight = config.prefetch.max_in_flight;
+
+  // ParseDaemonConfig accepted only these three spellings (kGpuModes).
+  options.device.gpu = config.device.gpu == "on"    ? GpuMode::kOn
+                       : config.device.gpu == "off" ? GpuMode::kOff
+                                                    : GpuMode::kAuto;
+  options.device.cuda_device = config.device.cuda_device;
+  options.device.execution_placement = config.device.execution_placement;
+  return options;
+}
+
 std::string DefaultSocketPath(uid_t uid, const char* xdg_runtime_dir) {
   if (uid != 0 && xdg_runtime_dir != nullptr && xdg_runtime_dir[0] != '\0') {
     std::string dir = xdg_runtime_dir;

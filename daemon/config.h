@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "daemon/engine_options.h"
 
 namespace expertd {
 
@@ -54,7 +55,7 @@ struct CacheConfig {
 
 struct IoConfig {
   std::string expert_file;  // "" = MODEL/model.experts (packed on first use)
-  int queue_depth = 32;     // io_uring entries / pread queue bound
+  int queue_depth = 32;     // expert reads in flight: io_uring entries / cap on pread threads
   bool direct_io = true;    // O_DIRECT: expert reads bypass the page cache
 
   bool operator==(const IoConfig&) const = default;
@@ -89,7 +90,7 @@ struct InferenceConfig {
 
 // [device]: where the model runs.
 struct DeviceConfig {
-  std::string gpu = "auto";  // auto | on | off (see EngineFlags::gpu)
+  std::string gpu = "auto";  // auto | on | off (GpuMode)
   int cuda_device = 0;
   bool execution_placement = true;  // VRAM misses in DRAM may run on the CPU
 
@@ -118,6 +119,29 @@ inline constexpr uint64_t kMaxConfigBytes = uint64_t{1} << 20;
 absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view toml_text,
                                                absl::string_view source_name);
 absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
+
+// The engine's options from a parsed config: each key that configures a
+// module lands in that module's own option struct, as the command line's
+// flags do (typed values, nothing parsed again):
+//   model.path -> model_dir; inference.threads -> threads;
+//   inference.default_experts_per_token -> experts_per_token (the cache's
+//     minimum slots; requests get it through the completion API);
+//   [cache] dram_budget, device_budget, policy -> cache (ExpertCacheOptions);
+//     shallow_layers -> shallow_layers;
+//   [io] expert_file -> reader.path; queue_depth, direct_io -> reader (ReaderOptions);
+//   [prefetch] kind, lookahead -> prefetch.predictor; max_in_flight ->
+//     prefetch.scheduler; to_device -> cache.prefetch_to_device;
+//   [device] -> device (DeviceOptions).
+// The rest configures the daemon itself and is read from DaemonConfig:
+// [server], and inference.max_batch, max_roster, max_tokens,
+// prefill_chunk_tokens and kv_budget (the scheduler and request limits).
+//
+// DaemonConfig mirrors the file rather than holding EngineOptions: it is a
+// plain value (copied, compared with the defaults, its [cache] re-read on
+// SIGHUP), which the module structs are not (ExpertCacheOptions owns a
+// device copier), and they hold settings the loader takes from the model
+// rather than from the file.
+EngineOptions EngineOptionsFromConfig(const DaemonConfig& config);
 
 // For SIGHUP: the whole file is validated as at start-up, only the [cache]
 // section is returned, so a reload applies budgets and nothing else.

@@ -28,21 +28,18 @@ void PrintPackProgress(const char* what, int done, int total) {
 
 namespace {
 
-// Whether to run on a CUDA device (flags.gpu), decided before loading.
-absl::StatusOr<bool> UseGpu(const EngineFlags& flags) {
-  if (flags.gpu != "auto" && flags.gpu != "on" && flags.gpu != "off") {
-    return absl::InvalidArgumentError(absl::StrCat("--gpu must be auto, on or off, got '", flags.gpu, "'"));
-  }
-  if (flags.gpu == "off") return false;
+// Whether to run on a CUDA device (options.gpu), decided before loading.
+absl::StatusOr<bool> UseGpu(const DeviceOptions& options) {
+  if (options.gpu == GpuMode::kOff) return false;
 #ifdef EXPERTD_HAVE_CUDA
   std::string why_none;
   ASSIGN_OR_RETURN(int devices, kernels::cuda::CudaDeviceCount(&why_none));
   if (devices > 0) return true;
-  if (flags.gpu == "on") return absl::FailedPreconditionError(absl::StrCat("--gpu on, but no CUDA device: ", why_none));
+  if (options.gpu == GpuMode::kOn) return absl::FailedPreconditionError(absl::StrCat("--gpu on, but no CUDA device: ", why_none));
   spdlog::info("no CUDA device ({}): running on the CPU", why_none);
   return false;
 #else
-  if (flags.gpu == "on") {
+  if (options.gpu == GpuMode::kOn) {
     return absl::FailedPreconditionError("--gpu on, but this expertd was built without CUDA (EXPERTD_CUDA=OFF or no nvcc)");
   }
   return false;
@@ -52,36 +49,39 @@ absl::StatusOr<bool> UseGpu(const EngineFlags& flags) {
 // Opens (packing first when missing) the expert file and builds the cache.
 // copier: the device tier's backend (the CUDA tier on a GPU); null for the
 // host-memory stand-in.
-absl::Status AttachExpertCache(const EngineFlags& flags, std::unique_ptr<cache::DeviceCopier> copier,
+absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier,
                                LoadedEngine& engine) {
   const Model& model = *engine.model;
-  const std::string path = flags.expert_file.empty() ? model.dir() + "/model.experts" : flags.expert_file;
+  io::ReaderOptions reader_options = options.reader;
+  if (reader_options.path.empty()) reader_options.path = model.dir() + "/model.experts";
+  const std::string& path = reader_options.path;
   if (!std::filesystem::exists(path)) {
     spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());
     RETURN_IF_ERROR(PackExperts(model, path, PackDtype::kKeep,
                                 [](int done, int total) { PrintPackProgress("packing", done, total); }));
   }
   ASSIGN_OR_RETURN(engine.expert_file, io::ExpertFile::Open(path, model.fingerprint()));
-  io::ReaderOptions reader_options;
-  reader_options.path = path;
-  reader_options.direct_io = flags.direct_io;
   ASSIGN_OR_RETURN(engine.reader, io::OpenExpertReader(reader_options));
 
-  cache::ExpertCacheOptions options;
-  ASSIGN_OR_RETURN(options.dram_budget_bytes, ParseByteSize(flags.dram_budget));
-  if (!flags.device_budget.empty()) {
-    ASSIGN_OR_RETURN(options.device_budget_bytes, ParseByteSize(flags.device_budget));
-  }
-  options.policy = flags.policy;
-  options.prefetch_to_device = flags.prefetch_to_device;
-  const int k = flags.experts_per_token > 0 ? flags.experts_per_token : model.config().experts_per_token;
-  options.min_slots = k;
-  if (copier != nullptr) options.device_copier = std::move(copier);
-  ASSIGN_OR_RETURN(engine.cache, cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(options)));
-  if (flags.shallow_layers > 0) {
+  // ExpertCacheOptions owns its device copier and so does not copy: the
+  // cache gets one made here with every setting of options.cache.
+  cache::ExpertCacheOptions cache_options;
+  cache_options.dram_budget_bytes = options.cache.dram_budget_bytes;
+  cache_options.device_budget_bytes = options.cache.device_budget_bytes;
+  cache_options.policy = options.cache.policy;
+  cache_options.policy_options = options.cache.policy_options;
+  cache_options.verify_checksums = options.cache.verify_checksums;
+  cache_options.prefetch_to_device = options.cache.prefetch_to_device;
+  // One layer's experts per token must fit, at the k this engine runs.
+  const int k = options.experts_per_token > 0 ? options.experts_per_token : model.config().experts_per_token;
+  cache_options.min_slots = std::max(options.cache.min_slots, k);
+  if (copier != nullptr) cache_options.device_copier = std::move(copier);
+  ASSIGN_OR_RETURN(engine.cache,
+                   cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(cache_options)));
+  if (options.shallow_layers > 0) {
     std::vector<cache::ExpertKey> shallow;
     int moe_layers = 0;
-    for (int layer = 0; layer < model.config().num_layers && moe_layers < flags.shallow_layers; ++layer) {
+    for (int layer = 0; layer < model.config().num_layers && moe_layers < options.shallow_layers; ++layer) {
       if (!model.config().layer_is_moe[layer]) continue;
       ++moe_layers;
       for (int e = 0; e < model.config().num_experts; ++e) shallow.push_back({layer, e});
@@ -90,78 +90,73 @@ absl::Status AttachExpertCache(const EngineFlags& flags, std::unique_ptr<cache::
     spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
   }
   engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
-  if (flags.prefetch != "none") {
-    PrefetcherOptions prefetch;
-    prefetch.predictor.kind = flags.prefetch;
+  if (options.prefetch.predictor.kind != "none") {
+    PrefetcherOptions prefetch = options.prefetch;
     // Predicting past the last layer predicts nothing, and the predictor's
     // statistics are sized by the lookahead: bound it by the model.
     const int max_lookahead = std::max(1, model.config().num_layers - 1);
-    prefetch.predictor.lookahead = std::min(flags.lookahead, max_lookahead);
-    if (flags.lookahead > max_lookahead) {
-      spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}", flags.lookahead,
-                   model.config().num_layers, max_lookahead);
+    prefetch.predictor.lookahead = std::min(options.prefetch.predictor.lookahead, max_lookahead);
+    if (options.prefetch.predictor.lookahead > max_lookahead) {
+      spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}",
+                   options.prefetch.predictor.lookahead, model.config().num_layers, max_lookahead);
     }
-    prefetch.scheduler.max_in_flight = flags.max_prefetches_in_flight;
     ASSIGN_OR_RETURN(engine.prefetcher, Prefetcher::Create(model, *engine.cache, prefetch, engine.pool.get()));
   }
-  spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {}", path,
+  spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
                FormatByteSize(engine.cache->slot_bytes()), engine.cache->stats().dram.slots,
                engine.cache->has_device_tier() ? absl::StrCat(", device ", engine.cache->stats().device.slots, " slots")
                                                : std::string(),
-               flags.policy, std::string(engine.reader->name()));
+               options.cache.policy, std::string(engine.reader->name()), engine.reader->queue_depth());
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
-  if (flags.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
+  if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
   const auto start = std::chrono::steady_clock::now();
   LoadedEngine engine;
-  ASSIGN_OR_RETURN(engine.model, Model::Load(flags.model_dir));
+  ASSIGN_OR_RETURN(engine.model, Model::Load(options.model_dir));
   const ModelConfig& config = engine.model->config();
-  RETURN_IF_ERROR(ValidateRosterOptions(flags.roster, config, /*max_samples=*/0));
-  if (flags.experts_per_token < 0 || flags.experts_per_token > config.num_experts) {
+  RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
+  if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,
-                                                   " (this model's experts), got ", flags.experts_per_token));
+                                                   " (this model's experts), got ", options.experts_per_token));
   }
-  const int threads = flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
+  const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   engine.pool = std::make_unique<kernels::ThreadPool>(threads);
-  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(flags));
+  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device));
   std::unique_ptr<cache::DeviceCopier> copier;
 #ifdef EXPERTD_HAVE_CUDA
-  uint64_t device_budget = 0;
-  if (!flags.device_budget.empty()) {
-    ASSIGN_OR_RETURN(device_budget, ParseByteSize(flags.device_budget));
-  }
   const cache::CudaDeviceTier* cuda_tier = nullptr;
-  if (use_gpu && !flags.dram_budget.empty() && device_budget > 0) {
-    ASSIGN_OR_RETURN(std::unique_ptr<cache::CudaDeviceTier> tier, cache::CudaDeviceTier::Create(flags.cuda_device));
+  if (use_gpu && options.offloading() && options.cache.device_budget_bytes > 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<cache::CudaDeviceTier> tier,
+                     cache::CudaDeviceTier::Create(options.device.cuda_device));
     cuda_tier = tier.get();
     copier = std::move(tier);
   }
 #endif
-  if (!flags.dram_budget.empty()) RETURN_IF_ERROR(AttachExpertCache(flags, std::move(copier), engine));
+  if (options.offloading()) RETURN_IF_ERROR(AttachExpertCache(options, std::move(copier), engine));
 #ifdef EXPERTD_HAVE_CUDA
   if (use_gpu) {
-    CudaForwardOptions options;
-    options.device = flags.cuda_device;
-    options.execution_placement = flags.execution_placement;
+    CudaForwardOptions gpu_options;
+    gpu_options.device = options.device.cuda_device;
+    gpu_options.execution_placement = options.device.execution_placement;
     if (engine.expert_file != nullptr) {
-      options.cached_expert_dtype = ComputeDType(engine.expert_file->layout().dtype);
+      gpu_options.cached_expert_dtype = ComputeDType(engine.expert_file->layout().dtype);
     }
-    options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
-                      : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
-                                              : CudaForwardOptions::Experts::kCacheOnHost;
+    gpu_options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
+                          : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
+                                                  : CudaForwardOptions::Experts::kCacheOnHost;
     auto gpu = CudaForwardPass::Create(*engine.model, engine.pool.get(), engine.cached_experts.get(), cuda_tier,
-                                       options);
+                                       gpu_options);
     if (gpu.ok()) {
-      spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", flags.cuda_device,
+      spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", options.device.cuda_device,
                    FormatByteSize((*gpu)->weight_bytes()),
                    engine.cache == nullptr ? "uploaded with them"
                    : cuda_tier != nullptr  ? "through the VRAM tier"
                                            : "on the CPU (no device budget)");
-      if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && options.execution_placement) {
+      if (gpu_options.experts == CudaForwardOptions::Experts::kCacheOnDevice && gpu_options.execution_placement) {
         const cache::ExecutionPlacement& placement = (*gpu)->placement();
         const uint64_t bytes = (*gpu)->expert_bytes();
         spdlog::info("execution placement: an expert takes {:.3f} ms to copy, {:.3f} ms on the CPU for 1 row, "
@@ -171,7 +166,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
       }
       engine.forward = std::move(*gpu);
       engine.on_gpu = true;
-    } else if (flags.gpu == "on" || cuda_tier != nullptr) {
+    } else if (options.device.gpu == GpuMode::kOn || cuda_tier != nullptr) {
       // With a VRAM tier the cache holds device memory: no CPU fallback.
       return gpu.status();
     } else {
@@ -187,7 +182,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineFlags& flags) {
   engine.forward->SetObserver(engine.prefetcher.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads",
-               flags.model_dir, config.architecture_name, config.num_layers, config.num_experts,
+               options.model_dir, config.architecture_name, config.num_layers, config.num_experts,
                config.experts_per_token, config.hidden_size, seconds, engine.on_gpu ? "GPU" : "CPU", threads);
   return engine;
 }

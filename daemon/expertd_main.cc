@@ -1,10 +1,13 @@
 // expertd: the command-line entry point. Subcommands run the engine directly
 // (run, eval, perplexity, tokenize); the daemon's serve command joins them later.
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "base/byte_size.h"
 #include "daemon/cli_commands.h"
 #include "daemon/serve.h"
 #include "spdlog/cfg/env.h"
@@ -13,46 +16,79 @@
 
 namespace {
 
-void AddEngineFlags(CLI::App* command, expertd::EngineFlags* flags) {
-  command->add_option("--model", flags->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json)")
+// A size flag ("512MiB", "6GiB", 1048576), parsed into bytes once, here.
+CLI::Option* AddByteSizeOption(CLI::App* command, const std::string& name, uint64_t* bytes,
+                               const std::string& description) {
+  return command
+      ->add_option_function<std::string>(
+          name,
+          [name, bytes](const std::string& text) {
+            absl::StatusOr<uint64_t> parsed = expertd::ParseByteSize(text);
+            if (!parsed.ok()) throw CLI::ValidationError(name, std::string(parsed.status().message()));
+            *bytes = *parsed;
+          },
+          description)
+      ->type_name("SIZE");
+}
+
+// The command line's half of EngineOptions (the config file fills the same
+// struct: EngineOptionsFromConfig).
+void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
+  command->add_option("--model", options->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
-  command->add_option("--k", flags->experts_per_token, "routed experts per token (dial-k); default the model's")
+  command->add_option("--k", options->experts_per_token, "routed experts per token (dial-k); default the model's")
       ->check(CLI::PositiveNumber);
-  command->add_option("--threads", flags->threads, "compute threads; default every core");
-  command->add_option("--dram-budget", flags->dram_budget,
-                      "offload experts: DRAM cache budget (e.g. 512MiB); default everything resident");
-  command->add_option("--device-budget", flags->device_budget, "device (VRAM) tier budget; default none");
-  command->add_option("--gpu", flags->gpu,
-                      "auto: run on a CUDA device when there is one; on: insist; off: the CPU only")
+  command->add_option("--threads", options->threads, "compute threads; default every core");
+  AddByteSizeOption(command, "--dram-budget", &options->cache.dram_budget_bytes,
+                    "offload experts: DRAM cache budget (e.g. 512MiB); default everything resident");
+  AddByteSizeOption(command, "--device-budget", &options->cache.device_budget_bytes,
+                    "device (VRAM) tier budget; default none");
+  command
+      ->add_option_function<std::string>(
+          "--gpu",
+          [options](const std::string& mode) {
+            options->device.gpu = mode == "on"    ? expertd::GpuMode::kOn
+                                  : mode == "off" ? expertd::GpuMode::kOff
+                                                  : expertd::GpuMode::kAuto;
+          },
+          "auto: run on a CUDA device when there is one; on: insist; off: the CPU only")
       ->check(CLI::IsMember({"auto", "on", "off"}))
-      ->capture_default_str();
-  command->add_option("--cuda-device", flags->cuda_device, "which CUDA device")->check(CLI::NonNegativeNumber);
-  command->add_flag("!--no-execution-placement", flags->execution_placement,
+      ->default_str(std::string(expertd::GpuModeName(options->device.gpu)));
+  command->add_option("--cuda-device", options->device.cuda_device, "which CUDA device")
+      ->check(CLI::NonNegativeNumber);
+  command->add_flag("!--no-execution-placement", options->device.execution_placement,
                     "on a GPU: always copy VRAM misses, never compute them on the CPU");
-  command->add_option("--policy", flags->policy, "eviction: lru, lfu, least-stale, layer-distance")
+  command->add_option("--policy", options->cache.policy, "eviction: lru, lfu, least-stale, layer-distance")
       ->capture_default_str();
-  command->add_option("--expert-file", flags->expert_file, "packed experts; default DIR/model.experts (packed if missing)");
-  command->add_flag("!--no-direct-io", flags->direct_io, "read the expert file through the page cache");
-  command->add_option("--prefetch", flags->prefetch, "with offloading: none | cross-layer | previous-token")
+  command->add_option("--expert-file", options->reader.path,
+                      "packed experts; default DIR/model.experts (packed if missing)");
+  command->add_flag("!--no-direct-io", options->reader.direct_io, "read the expert file through the page cache");
+  command->add_option("--queue-depth", options->reader.queue_depth,
+                      "with offloading: expert reads in flight at once (io_uring entries)")
+      ->check(CLI::Range(1, 4096))
       ->capture_default_str();
-  command->add_flag("!--no-prefetch-to-device", flags->prefetch_to_device,
+  command->add_option("--prefetch", options->prefetch.predictor.kind,
+                      "with offloading: none | cross-layer | previous-token")
+      ->capture_default_str();
+  command->add_flag("!--no-prefetch-to-device", options->cache.prefetch_to_device,
                     "with a device tier: prefetches stop in DRAM instead of going on into the device tier");
-  command->add_option("--shallow-layers", flags->shallow_layers,
+  command->add_option("--shallow-layers", options->shallow_layers,
                       "with offloading: keep every expert of the first N MoE layers resident")
       ->check(CLI::NonNegativeNumber);
-  command->add_option("--lookahead", flags->lookahead, "layers ahead the prefetcher predicts")
+  command->add_option("--lookahead", options->prefetch.predictor.lookahead, "layers ahead the prefetcher predicts")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  command->add_option("--roster", flags->roster.samples,
+  command->add_option("--roster", options->roster.samples,
                       "Roster of Experts: routing samples per token, averaged (1 = the plain model)")
       ->capture_default_str();
-  command->add_option("--roster-temperature", flags->roster.temperature, "Gumbel noise scale tau of the roster")
+  command->add_option("--roster-temperature", options->roster.temperature, "Gumbel noise scale tau of the roster")
       ->capture_default_str();
-  command->add_option("--roster-skip-layers", flags->roster.skip_layers,
+  command->add_option("--roster-skip-layers", options->roster.skip_layers,
                       "first and last N MoE layers route without noise")
       ->capture_default_str();
-  command->add_option("--roster-seed", flags->roster.seed, "seed of the roster's routing noise")->capture_default_str();
-  command->add_option("--roster-resident-bonus", flags->roster.resident_bonus,
+  command->add_option("--roster-seed", options->roster.seed, "seed of the roster's routing noise")
+      ->capture_default_str();
+  command->add_option("--roster-resident-bonus", options->roster.resident_bonus,
                       "cache-aware roster: added to the noisy logits of experts already resident")
       ->capture_default_str();
 }

@@ -28,26 +28,7 @@ nlohmann::json TierJson(const cache::TierStats& t) {
 
 absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const DaemonConfig& config) {
   auto service = std::unique_ptr<InferenceService>(new InferenceService(config));
-  EngineFlags flags;
-  flags.model_dir = config.model.path;
-  flags.experts_per_token = config.inference.default_experts_per_token;
-  flags.threads = config.inference.threads;
-  if (config.cache.dram_budget_bytes > 0) {
-    flags.dram_budget = absl::StrCat(config.cache.dram_budget_bytes);
-    flags.device_budget = absl::StrCat(config.cache.device_budget_bytes);
-  }
-  flags.policy = config.cache.policy;
-  flags.shallow_layers = config.cache.shallow_layers;
-  flags.expert_file = config.io.expert_file;
-  flags.direct_io = config.io.direct_io;
-  flags.prefetch = config.prefetch.kind;
-  flags.lookahead = config.prefetch.lookahead;
-  flags.max_prefetches_in_flight = config.prefetch.max_in_flight;
-  flags.prefetch_to_device = config.prefetch.to_device;
-  flags.gpu = config.device.gpu;
-  flags.cuda_device = config.device.cuda_device;
-  flags.execution_placement = config.device.execution_placement;
-  ASSIGN_OR_RETURN(service->engine_, LoadEngine(flags));
+  ASSIGN_OR_RETURN(service->engine_, LoadEngine(EngineOptionsFromConfig(config)));
   service->model_name_ = std::filesystem::path(config.model.path).filename().string();
   if (service->model_name_.empty()) service->model_name_ = config.model.path;
   SchedulerOptions scheduling;

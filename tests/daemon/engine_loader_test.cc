@@ -16,14 +16,14 @@ namespace {
 TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   testing::ScopedTempDir dir("engine_loader");
   tools::MakeModelOptions o;  // olmoe: 2 layers of 8 experts
-  EngineFlags flags;
-  flags.model_dir = testing::MakeTestModel(dir, "model", o);
-  flags.expert_file = dir.Sub("model.experts");
-  flags.dram_budget = "1GiB";
-  flags.lookahead = INT_MAX;  // sized a vector of 2^31 entries: std::bad_alloc
-  flags.threads = 1;
-  flags.gpu = "off";
-  absl::StatusOr<LoadedEngine> engine = LoadEngine(flags);
+  EngineOptions options;
+  options.model_dir = testing::MakeTestModel(dir, "model", o);
+  options.reader.path = dir.Sub("model.experts");
+  options.cache.dram_budget_bytes = uint64_t{1} << 30;
+  options.prefetch.predictor.lookahead = INT_MAX;  // sized a vector of 2^31 entries: std::bad_alloc
+  options.threads = 1;
+  options.device.gpu = GpuMode::kOff;
+  absl::StatusOr<LoadedEngine> engine = LoadEngine(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   ASSERT_NE(engine->cache, nullptr);
   ASSERT_NE(engine->prefetcher, nullptr);
