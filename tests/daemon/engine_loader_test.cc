@@ -1,17 +1,30 @@
-// LoadEngine's bounds on settings that size memory: a prefetch lookahead
-// past the model's layers and a DRAM budget past its experts are lowered to
-// what the model can use instead of being allocated.
+// LoadEngine and the options it is built from: bounds on settings that size
+// memory (a prefetch lookahead past the model's layers and a DRAM budget past
+// its experts are lowered to what the model can use), and every key of the
+// daemon's config reaching the module it configures.
 
 #include "daemon/engine_loader.h"
 
 #include <climits>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "daemon/config.h"
+#include "engine/kv_cache.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
 namespace {
+
+using ::testing::HasSubstr;
 
 TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   testing::ScopedTempDir dir("engine_loader");
@@ -28,6 +41,219 @@ TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   ASSERT_NE(engine->cache, nullptr);
   ASSERT_NE(engine->prefetcher, nullptr);
   EXPECT_EQ(engine->cache->stats().dram.slots, o.layers * o.experts) << "every expert resident, no more";
+}
+
+// [io] queue_depth was parsed and then dropped on the way to the reader,
+// which always ran at its default depth (32 io_uring entries, or the pread
+// pool's 4 threads). 3 is below both, so whichever reader this machine gets
+// reports 3 only if the setting arrived.
+TEST(EngineLoaderTest, QueueDepthReachesTheReader) {
+  testing::ScopedTempDir dir("engine_loader");
+  const std::string model = testing::MakeTestModel(dir, "model", tools::MakeModelOptions());
+  absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(absl::StrCat(R"([model]
+path = ")", model, R"("
+[cache]
+dram_budget = "1GiB"
+[io]
+queue_depth = 3
+[inference]
+threads = 1
+[device]
+gpu = "off"
+)"),
+                                                          "queue_depth.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<LoadedEngine> engine = LoadEngine(EngineOptionsFromConfig(*config));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_NE(engine->reader, nullptr);
+  EXPECT_EQ(engine->reader->queue_depth(), 3) << "reader " << engine->reader->name();
+}
+
+// "section.key" of every key set in a TOML text: `[section]` lines and
+// `key = value` lines, comments and blank lines skipped. Enough for the
+// shipped config and the test's own, which hold nothing fancier.
+std::set<std::string> KeysOf(const std::string& toml) {
+  std::set<std::string> keys;
+  std::string section;
+  std::istringstream in(toml);
+  for (std::string line; std::getline(in, line);) {
+    const std::string trimmed(absl::StripAsciiWhitespace(line));
+    if (trimmed.empty() || trimmed[0] == '#') continue;
+    if (trimmed[0] == '[') {
+      section = trimmed.substr(1, trimmed.find(']') - 1);
+      continue;
+    }
+    const size_t eq = trimmed.find('=');
+    if (eq != std::string::npos) {
+      keys.insert(absl::StrCat(section, ".", absl::StripAsciiWhitespace(trimmed.substr(0, eq))));
+    }
+  }
+  return keys;
+}
+
+// Every key set to something other than its default. The test below checks
+// that this names every key of configs/expertd.toml (which documents them
+// all), so a new key fails it until it is added here and followed to its
+// module.
+constexpr char kEveryKey[] = R"(
+[server]
+socket_path = "/tmp/expertd-test.sock"
+socket_group = "llm"
+socket_mode = "0600"
+max_body = "4MiB"
+max_connections = 10
+max_connections_per_uid = 3
+max_queued_requests = 5
+read_timeout_ms = 1234
+
+[model]
+path = "MODEL"
+
+[cache]
+dram_budget = "1GiB"
+device_budget = "1GiB"
+policy = "lru"
+shallow_layers = 1
+
+[io]
+expert_file = "EXPERTS"
+queue_depth = 3
+direct_io = false
+
+[prefetch]
+kind = "previous-token"
+lookahead = 2
+max_in_flight = 5
+to_device = false
+
+[inference]
+default_experts_per_token = 3
+max_batch = 3
+max_roster = 4
+max_tokens = 99
+threads = 2
+prefill_chunk_tokens = 17
+kv_budget = "3MiB"
+
+[device]
+gpu = "off"
+cuda_device = 1
+execution_placement = false
+)";
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
+  const std::string shipped = ReadWholeFile(EXPERTD_DEFAULT_CONFIG);
+  ASSERT_FALSE(shipped.empty()) << EXPERTD_DEFAULT_CONFIG;
+  EXPECT_EQ(KeysOf(kEveryKey), KeysOf(shipped));
+}
+
+// Which module each key configures:
+//   engine (EngineOptions, then the module LoadEngine builds from it):
+//     model.path                       -> model_dir, the loaded model
+//     inference.threads                -> threads, the compute pool
+//     inference.default_experts_per_token -> experts_per_token (the cache's
+//                                         minimum slots at load)
+//     cache.dram_budget, device_budget -> cache (ExpertCacheOptions), the tiers
+//     cache.policy                     -> cache.policy, the tiers' policy
+//     cache.shallow_layers             -> shallow_layers, experts pinned resident
+//     io.expert_file                   -> reader.path, the file opened
+//     io.queue_depth, io.direct_io     -> reader (ReaderOptions), the reader
+//     prefetch.kind, prefetch.lookahead -> prefetch.predictor, the predictor
+//     prefetch.max_in_flight           -> prefetch.scheduler.max_in_flight
+//     prefetch.to_device               -> cache.prefetch_to_device
+//     device.*                         -> device (DeviceOptions); CUDA only
+//   daemon (read from DaemonConfig by the server and the request scheduler):
+//     server.*; inference.max_batch, max_roster, max_tokens,
+//     prefill_chunk_tokens, kv_budget; inference.default_experts_per_token
+//     also (the completion API's default k per request).
+// Where a module exposes what it was built with, the loaded module is checked
+// too; max_in_flight and to_device (no accessor) and the CUDA options (no GPU
+// here) are checked on EngineOptions only.
+TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
+  testing::ScopedTempDir dir("engine_loader");
+  tools::MakeModelOptions o;  // olmoe, 8 experts, top-2
+  o.layers = 4;               // so that lookahead 2 is not lowered
+  const std::string model = testing::MakeTestModel(dir, "model", o);
+  const std::string experts = dir.Sub("elsewhere.experts");
+  absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(
+      absl::StrReplaceAll(kEveryKey, {{"MODEL", model}, {"EXPERTS", experts}}), "every_key.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+
+  // The daemon's own keys.
+  EXPECT_EQ(config->server.socket_path, "/tmp/expertd-test.sock");
+  EXPECT_EQ(config->server.socket_group, "llm");
+  EXPECT_EQ(config->server.socket_mode, 0600u);
+  EXPECT_EQ(config->server.max_body_bytes, uint64_t{4} << 20);
+  EXPECT_EQ(config->server.max_connections, 10);
+  EXPECT_EQ(config->server.max_connections_per_uid, 3);
+  EXPECT_EQ(config->server.max_queued_requests, 5);
+  EXPECT_EQ(config->server.read_timeout_ms, 1234);
+  EXPECT_EQ(config->inference.default_experts_per_token, 3);
+  EXPECT_EQ(config->inference.max_batch, 3);
+  EXPECT_EQ(config->inference.max_roster, 4);
+  EXPECT_EQ(config->inference.max_tokens, 99);
+  EXPECT_EQ(config->inference.prefill_chunk_tokens, 17);
+  EXPECT_EQ(config->inference.kv_budget_bytes, uint64_t{3} << 20);
+
+  // The engine's keys, in the modules' option structs.
+  const EngineOptions options = EngineOptionsFromConfig(*config);
+  EXPECT_EQ(options.model_dir, model);
+  EXPECT_EQ(options.threads, 2);
+  EXPECT_EQ(options.experts_per_token, 3);
+  EXPECT_EQ(options.cache.dram_budget_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(options.cache.device_budget_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(options.cache.policy, "lru");
+  EXPECT_FALSE(options.cache.prefetch_to_device);
+  EXPECT_EQ(options.shallow_layers, 1);
+  EXPECT_EQ(options.reader.path, experts);
+  EXPECT_EQ(options.reader.queue_depth, 3);
+  EXPECT_FALSE(options.reader.direct_io);
+  EXPECT_EQ(options.prefetch.predictor.kind, "previous-token");
+  EXPECT_EQ(options.prefetch.predictor.lookahead, 2);
+  EXPECT_EQ(options.prefetch.scheduler.max_in_flight, 5);
+  EXPECT_EQ(options.device.gpu, GpuMode::kOff);
+  EXPECT_EQ(options.device.cuda_device, 1);
+  EXPECT_FALSE(options.device.execution_placement);
+
+  // The modules LoadEngine builds from them.
+  absl::StatusOr<LoadedEngine> engine = LoadEngine(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(engine->model->dir(), model);
+  EXPECT_FALSE(engine->on_gpu);
+  EXPECT_EQ(engine->pool->num_threads(), 2);
+  ASSERT_NE(engine->expert_file, nullptr);
+  EXPECT_EQ(engine->expert_file->path(), experts) << "packed where io.expert_file says";
+  ASSERT_NE(engine->reader, nullptr);
+  EXPECT_EQ(engine->reader->queue_depth(), 3);
+  EXPECT_THAT(std::string(engine->reader->name()), HasSubstr("buffered"));
+  ASSERT_NE(engine->cache, nullptr);
+  const cache::CacheStats stats = engine->cache->stats();
+  const int all_experts = o.layers * o.experts;  // both budgets hold more: lowered to this
+  EXPECT_EQ(stats.dram.slots, all_experts);
+  EXPECT_EQ(stats.dram.policy, "lru");
+  EXPECT_TRUE(engine->cache->has_device_tier());
+  EXPECT_EQ(stats.device.slots, all_experts);
+  EXPECT_EQ(stats.device.policy, "lru");
+  for (int e = 0; e < o.experts; ++e) {
+    EXPECT_TRUE(engine->cache->IsReady({0, e})) << "shallow layer 0, expert " << e << " pinned resident";
+  }
+  ASSERT_NE(engine->prefetcher, nullptr);
+  EXPECT_EQ(engine->prefetcher->predictor_name(), "previous-token");
+  // The lookahead shows once predictions are scored: distances 1 and 2.
+  KvCache kv(engine->model->config(), 8, &engine->forward->kv_memory());
+  std::vector<float> logits;
+  const std::vector<int32_t> tokens = {5, 6, 7, 8};
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    ASSERT_TRUE(engine->forward->Run(absl::MakeConstSpan(&tokens[t], 1), kv, ForwardOptions(), &logits).ok());
+  }
+  EXPECT_EQ(engine->prefetcher->prediction_stats().by_distance().size(), 3u);
 }
 
 }  // namespace

@@ -215,10 +215,13 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   ASSERT_EQ(resident.exit_code, 0) << resident.err;
   std::vector<std::string> offloaded_args = base;
   // Packs DIR/model.experts on first use; 6 of the 16 experts fit.
-  for (const char* arg : {"--dram-budget", "150KiB", "--policy", "lru"}) offloaded_args.push_back(arg);
+  for (const char* arg : {"--dram-budget", "150KiB", "--policy", "lru", "--queue-depth", "3"}) {
+    offloaded_args.push_back(arg);
+  }
   CommandResult offloaded = Expertd(offloaded_args);
   ASSERT_EQ(offloaded.exit_code, 0) << offloaded.err;
   EXPECT_THAT(offloaded.err, HasSubstr("packing"));
+  EXPECT_THAT(offloaded.err, HasSubstr("(queue depth 3)")) << "--queue-depth reaches the reader";
   auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
   EXPECT_EQ(text(offloaded.out), text(resident.out));
   EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): hit rate [0-9.]+"));
