@@ -132,8 +132,8 @@ absl::Status Run(const RunFlags& flags) {
               result.decode_tokens_per_second(), result.prefill_seconds * 1e3,
               result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
 #ifdef EXPERTD_HAVE_CUDA
-  if (const auto* gpu = dynamic_cast<const CudaForwardPass*>(engine.forward.get())) {
-    const CudaForwardStats stats = gpu->stats();
+  if (engine.cuda_forward != nullptr) {
+    const CudaForwardStats stats = engine.cuda_forward->stats();
     std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
                 static_cast<unsigned long long>(stats.experts_on_device),
                 static_cast<unsigned long long>(stats.experts_loaded),

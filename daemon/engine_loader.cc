@@ -164,6 +164,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
                      placement.CopySeconds(bytes) * 1e3, placement.CpuSeconds(bytes, 1) * 1e3,
                      placement.CpuSeconds(bytes, 8) * 1e3);
       }
+      engine.cuda_forward = gpu->get();
       engine.forward = std::move(*gpu);
       engine.on_gpu = true;
     } else if (options.device.gpu == GpuMode::kOn || cuda_tier != nullptr) {

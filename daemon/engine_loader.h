@@ -17,6 +17,8 @@
 
 namespace expertd {
 
+class CudaForwardPass;  // engine/cuda/cuda_forward.h, in builds with CUDA
+
 // A loaded model with the compute pool and forward pass that run it, and,
 // when offloading, the expert file, reader and cache the experts come from.
 // Members are destroyed bottom-up: the forward pass before the cache before
@@ -30,7 +32,9 @@ struct LoadedEngine {
   std::unique_ptr<CachedExperts> cached_experts;
   std::unique_ptr<Prefetcher> prefetcher;
   std::unique_ptr<Forward> forward;
-  bool on_gpu = false;  // forward is the CUDA pass
+  // forward, when it is the CUDA pass (for its statistics); else null.
+  const CudaForwardPass* cuda_forward = nullptr;
+  bool on_gpu = false;  // cuda_forward != nullptr
 };
 
 // Loads the model and, with a DRAM budget, the expert file (packing it first
