@@ -9,12 +9,16 @@
 //
 // Asserts beyond "no crash": a parsed body never exceeds the body limit; a
 // request takes at least one byte and no more than were sent; a parsed
-// request has a method and a target; and one read or two give the same
-// result (the parser must not depend on where the socket split the bytes).
+// request has a method and a target; and one read or two accept or refuse
+// alike, and accept the same request (the parser must not depend on where
+// the socket split the bytes).
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "daemon/http_request_parser.h"
 #include "fuzz/fuzz_util.h"
@@ -29,9 +33,19 @@ constexpr int kMaxRequestsPerConnection = 16;
 bool SameResult(const absl::StatusOr<expertd::ParsedHttpRequest>& a,
                 const absl::StatusOr<expertd::ParsedHttpRequest>& b) {
   if (a.ok() != b.ok()) return false;
-  if (!a.ok()) return a.status() == b.status();
+  // Errors may differ in kind: after a read ends inside the header, Beast
+  // waits for the header's end before parsing on, so a bad line ending seen
+  // at once in one read becomes "partial message" at end of input. Either
+  // way the server answers 400.
+  if (!a.ok()) return true;
   return a->method == b->method && a->target == b->target && a->version == b->version &&
          a->keep_alive == b->keep_alive && a->body == b->body && a->consumed_bytes == b->consumed_bytes;
+}
+
+std::string Describe(const absl::StatusOr<expertd::ParsedHttpRequest>& r) {
+  if (!r.ok()) return r.status().ToString();
+  return absl::StrCat(r->method, " ", r->target, " version ", r->version, " keep_alive ", r->keep_alive, " body ",
+                      r->body.size(), " bytes, consumed ", r->consumed_bytes);
 }
 
 }  // namespace
@@ -48,7 +62,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // wherever the previous ended.
     const size_t at = i == 0 ? split : sent.size() / 2;
     const absl::string_view two_reads[] = {sent.substr(0, at), sent.substr(at)};
-    FUZZ_CHECK(SameResult(request, expertd::ParseHttpRequest(two_reads, kMaxBodyBytes)));
+    const absl::StatusOr<expertd::ParsedHttpRequest> split_request = expertd::ParseHttpRequest(two_reads, kMaxBodyBytes);
+    if (!SameResult(request, split_request)) {
+      std::fprintf(stderr, "one read: %s\nsplit at %zu: %s\n", Describe(request).c_str(), at,
+                   Describe(split_request).c_str());
+    }
+    FUZZ_CHECK(SameResult(request, split_request));
     if (!request.ok()) break;
 
     FUZZ_CHECK(request->body.size() <= kMaxBodyBytes);
