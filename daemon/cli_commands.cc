@@ -244,7 +244,8 @@ namespace expertd::cli {
 
 absl::Status Pack(const PackFlags& flags) {
   ASSIGN_OR_RETURN(PackDtype dtype, ParsePackDtype(flags.dtype));
-  ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir));
+  // The packer reads the experts from the model files itself.
+  ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir, {.resident_experts = false}));
   const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(PackExperts(*model, flags.out, dtype, [](int done, int total) { PrintPackProgress("packing", done, total); }));
   ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(flags.out, model->fingerprint()));

@@ -116,7 +116,10 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
   if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
   const auto start = std::chrono::steady_clock::now();
   LoadedEngine engine;
-  ASSIGN_OR_RETURN(engine.model, Model::Load(options.model_dir));
+  // Offloaded experts come from the packed file through the cache: the
+  // model keeps only its dense weights in memory (the experts would double
+  // what the DRAM budget is there to bound).
+  ASSIGN_OR_RETURN(engine.model, Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
   const ModelConfig& config = engine.model->config();
   RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {

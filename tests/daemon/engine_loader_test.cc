@@ -67,6 +67,9 @@ gpu = "off"
   ASSERT_TRUE(engine.ok()) << engine.status();
   ASSERT_NE(engine->reader, nullptr);
   EXPECT_EQ(engine->reader->queue_depth(), 3) << "reader " << engine->reader->name();
+  // Offloaded experts are read through the cache: the model holds only its
+  // dense weights (experts in memory too would defeat the DRAM budget).
+  EXPECT_FALSE(engine->model->resident_experts());
 }
 
 // "section.key" of every key set in a TOML text: `[section]` lines and
