@@ -121,6 +121,19 @@ class RequestEngineTest : public ::testing::Test {
     request->options.stop_at_eos = false;
     return request;
   }
+  // With the engine held inside the first request's prefill: one request
+  // running (`tokens` to generate) and one queued behind it.
+  struct HeldPair {
+    std::shared_ptr<Request> running, queued;
+  };
+  HeldPair HoldOneRunningOneQueued(RequestEngine& engine, int tokens) {
+    forward_->Pause();
+    HeldPair pair{MakeRequest(2, tokens), MakeRequest(2, tokens)};
+    EXPECT_TRUE(engine.Submit(pair.running).ok());
+    forward_->AwaitHeld();
+    EXPECT_TRUE(engine.Submit(pair.queued).ok());
+    return pair;
+  }
   static void AwaitDone(Request& request) {
     std::unique_lock lock(request.mu);
     request.cv.wait(lock, [&] { return request.done; });
@@ -217,11 +230,7 @@ TEST_F(RequestEngineTest, AFullQueueIsBackPressure) {
   options.max_batch = 1;
   options.max_queued_requests = 1;
   RequestEngine engine(*model_, *forward_, options);
-  forward_->Pause();
-  auto running = MakeRequest(2, 4), queued = MakeRequest(2, 4);
-  ASSERT_TRUE(engine.Submit(running).ok());
-  forward_->AwaitHeld();
-  ASSERT_TRUE(engine.Submit(queued).ok());
+  auto [running, queued] = HoldOneRunningOneQueued(engine, 4);
   EXPECT_TRUE(absl::IsUnavailable(engine.Submit(MakeRequest(2, 4))));
   forward_->Resume();
   AwaitDone(*queued);
@@ -232,11 +241,7 @@ TEST_F(RequestEngineTest, CancelledRequestsEndWhereverTheyAre) {
   SchedulerOptions options;
   options.max_batch = 1;
   RequestEngine engine(*model_, *forward_, options);
-  forward_->Pause();
-  auto running = MakeRequest(2, 100), queued = MakeRequest(2, 100);
-  ASSERT_TRUE(engine.Submit(running).ok());
-  forward_->AwaitHeld();
-  ASSERT_TRUE(engine.Submit(queued).ok());
+  auto [running, queued] = HoldOneRunningOneQueued(engine, 100);
   // A queued request ends at once, without running.
   engine.Cancel(queued);
   {
@@ -261,11 +266,7 @@ TEST_F(RequestEngineTest, DrainFinishesInTimeAndCancelsTheRest) {
   SchedulerOptions options;
   options.max_batch = 1;
   RequestEngine engine(*model_, *forward_, options);
-  forward_->Pause();
-  auto running = MakeRequest(2, 100), queued = MakeRequest(2, 100);
-  ASSERT_TRUE(engine.Submit(running).ok());
-  forward_->AwaitHeld();
-  ASSERT_TRUE(engine.Submit(queued).ok());
+  auto [running, queued] = HoldOneRunningOneQueued(engine, 100);
   std::thread resume([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     forward_->Resume();
