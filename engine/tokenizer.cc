@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "base/read_file.h"
 #include "engine/bpe.h"
 #include "engine/normalizer.h"
@@ -324,6 +325,16 @@ absl::Status Load(std::string_view tokenizer_json, std::string_view source, std:
   for (const auto& [text, id] : impl->model.vocab()) max_id = std::max<int64_t>(max_id, id);
   for (const AddedToken& token : impl->added_tokens) max_id = std::max<int64_t>(max_id, token.id);
   if (max_id < 0) return root.Error("model.vocab and added_tokens are both empty");
+  // The id tables are indexed by id, so a few sparse huge ids would cost
+  // gigabytes. Real vocabularies number their tokens densely from 0 (added
+  // tokens follow the vocabulary), so the largest id stays below a small
+  // multiple of the token count.
+  const int64_t tokens = static_cast<int64_t>(impl->model.vocab().size() + impl->added_tokens.size());
+  const int64_t max_allowed_id = 4 * tokens + 1024;
+  if (max_id > max_allowed_id) {
+    return root.Error(absl::StrCat("token id ", max_id, " is far beyond the ", tokens,
+                                   " tokens defined (ids must be dense from 0; at most ", max_allowed_id, ")"));
+  }
   const size_t id_count = static_cast<size_t>(max_id) + 1;
   impl->id_to_token.assign(id_count, std::string());
   impl->is_special.assign(id_count, false);

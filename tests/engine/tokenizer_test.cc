@@ -647,6 +647,16 @@ TEST(BadInputTest, OtherProblemsNameTheirKey) {
   EXPECT_THAT(LoadError(Gpt2Tokenizer().dump(), R"({"eos_token": "</s>"})"), HasSubstr("eos_token"));
 }
 
+// Found by fuzz/tokenizer_json_fuzz: the id tables are sized by the largest
+// id, so one token numbered 2^31 - 1 asked for 2^31 strings.
+TEST(BadInputTest, SparseHugeIdsAreRefusedNotAllocated) {
+  EXPECT_THAT(LoadError(R"({"model":{"type":"BPE","vocab":{"a":2147483647},"merges":[]}})"),
+              HasSubstr("token id 2147483647 is far beyond the 1 tokens defined"));
+  Json doc = Gpt2Tokenizer();
+  doc["added_tokens"][0]["id"] = 222222221;
+  EXPECT_THAT(LoadError(doc.dump()), HasSubstr("token id 222222221"));
+}
+
 TEST(FromFileTest, ReadsConfigBesideTokenizerJson) {
   const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "expertd_tokenizer_test";
   std::filesystem::create_directories(dir);
