@@ -392,6 +392,12 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
     return corrupt(absl::StrCat("num_bundles ", num_bundles, " exceeds the index's ", num_entries, " entries"));
   }
   const uint64_t slot_bytes = l.slot_bytes();
+  // Dimensions from a damaged or hostile header can make the size wrap past
+  // 2^64, and every extent would then pass the size checks below.
+  if (num_bundles > 0 && slot_bytes > (UINT64_MAX - data_offset) / num_bundles) {
+    return corrupt(absl::StrCat(num_bundles, " bundles of ", slot_bytes, " bytes after offset ", data_offset,
+                                " overflow a 64-bit file size"));
+  }
   const uint64_t file_bytes = data_offset + num_bundles * slot_bytes;
   RETURN_IF_ERROR(expect_field("file_bytes", LoadU64(h + kOffFileBytes), file_bytes));
 
