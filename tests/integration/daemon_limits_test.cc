@@ -101,8 +101,13 @@ TEST_F(Daemon, ThousandsOfConnectionsLeaveThreadsAndMemoryFlat) {
   }
   EXPECT_LT(MapCount(pid_) - maps_before, 20) << kConnections << " connections";
   EXPECT_LE(ProcStatus(pid_, "Threads"), threads_before + 2);
+#ifndef __SANITIZE_ADDRESS__
+  // (Under AddressSanitizer freed memory sits in its quarantine instead of
+  // being reused, so RSS grows by design; the mappings and threads above
+  // still catch unjoined connection threads.)
   EXPECT_LT(ProcStatus(pid_, "VmRSS") - rss_before_kb, 4096) << "kB of RSS grown over " << kConnections
                                                               << " connections";
+#endif
   const json stats = StatsOf(client());
   EXPECT_LE(stats["connections"]["threads"].get<int>(), 4) << "one connection at a time needs one thread";
 }
