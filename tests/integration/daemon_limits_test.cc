@@ -93,7 +93,7 @@ TEST_F(Daemon, ThousandsOfConnectionsLeaveThreadsAndMemoryFlat) {
   for (int i = 0; i < 200; ++i) ASSERT_THAT(RawGet(socket_, "/health"), HasSubstr("200 OK"));
   const long maps_before = MapCount(pid_);
   const long threads_before = ProcStatus(pid_, "Threads");
-  const long rss_before_kb = ProcStatus(pid_, "VmRSS");
+  [[maybe_unused]] const long rss_before_kb = ProcStatus(pid_, "VmRSS");
   constexpr int kConnections = 3000;
   for (int i = 0; i < kConnections; ++i) {
     const std::string reply = RawGet(socket_, "/health");
