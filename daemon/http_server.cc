@@ -412,7 +412,12 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
       if (!ec) {
         const std::string done_text = "data: [DONE]\n\n";
         connection.WriteChunk(done_text, ec);
-        if (!ec) connection.WriteChunk("", ec);
+        // A client may close as soon as it has [DONE], before the chunked
+        // body's last (empty) chunk: it did not go away early.
+        if (!ec) {
+          beast::error_code after_done;
+          connection.WriteChunk("", after_done);
+        }
       }
       break;
     }
