@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
   CLI::App* trace_cmd = app.add_subcommand("trace", "record the expert routing of a text, token by token");
   AddEngineFlags(trace_cmd, &trace.engine);
   trace_cmd->add_option("--text-file", trace.text_file, "UTF-8 text")->required();
-  trace_cmd->add_option("--out", trace.out, "trace file (cache/TRACE_FORMAT.md)")->required();
+  trace_cmd->add_option("--out", trace.out, "trace file (cache/sim/TRACE_FORMAT.md)")->required();
   trace_cmd->add_option("--ctx", trace.context, "window length in tokens")->capture_default_str();
 
   expertd::cli::BenchCacheFlags bench_cache;

@@ -1,7 +1,7 @@
 #ifndef EXPERTD_CACHE_SIM_TRACE_FILE_H_
 #define EXPERTD_CACHE_SIM_TRACE_FILE_H_
 
-// Expert routing traces on disk (format: cache/TRACE_FORMAT.md). The engine
+// Expert routing traces on disk (format: cache/sim/TRACE_FORMAT.md). The engine
 // records one TraceRecord per (token, MoE layer); bench-cache replays them.
 
 #include <cstdint>

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   bool ignore_scores = false;
   CacheBenchmarkOptions bench_options;
 
-  auto* trace_option = app.add_option("--trace", trace_path, "Trace file (cache/TRACE_FORMAT.md)");
+  auto* trace_option = app.add_option("--trace", trace_path, "Trace file (cache/sim/TRACE_FORMAT.md)");
   auto* synthetic_flag = app.add_flag("--synthetic", synthetic, "Generate a synthetic trace instead");
   trace_option->excludes(synthetic_flag);
   app.add_option("--layers", synth.num_layers, "Synthetic: MoE layers")->capture_default_str();
