@@ -7,7 +7,6 @@
 //       [--streams 4] [--prompt-tokens 4000] [--chunk 256] [--dram-budget 2MiB]
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -36,11 +34,8 @@ using nlohmann::json;
 class Stream {
  public:
   Stream(const std::string& socket, int max_tokens) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, socket.c_str(), sizeof(address.sun_path) - 1);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return;
+    fd_ = expertd::bench::ConnectUnixSocket(socket);
+    if (fd_ < 0) return;
     const std::string body =
         json{{"prompt", "And it came to pass"}, {"max_tokens", max_tokens}, {"stream", true}, {"ignore_eos", true}}
             .dump();
@@ -50,6 +45,7 @@ class Stream {
     reader_ = std::thread([this] { Read(); });
   }
   ~Stream() {
+    if (fd_ < 0) return;
     ::shutdown(fd_, SHUT_RDWR);
     if (reader_.joinable()) reader_.join();
     ::close(fd_);

@@ -16,13 +16,11 @@
 
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -37,22 +35,10 @@ namespace {
 
 using nlohmann::json;
 
-int Connect(const std::string& socket) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, socket.c_str(), sizeof(address.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // Sends `request` on a fresh connection; reads up to `read_bytes` of the
 // answer (all of it when negative), then closes. Returns what was read.
 std::string Exchange(const std::string& socket, const std::string& request, long read_bytes = -1) {
-  const int fd = Connect(socket);
+  const int fd = expertd::bench::ConnectUnixSocket(socket);
   if (fd < 0) return "";
   [[maybe_unused]] ssize_t sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string reply;

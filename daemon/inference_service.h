@@ -1,17 +1,11 @@
 #ifndef EXPERTD_DAEMON_INFERENCE_SERVICE_H_
 #define EXPERTD_DAEMON_INFERENCE_SERVICE_H_
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "daemon/config.h"
