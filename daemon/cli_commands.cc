@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -18,7 +20,7 @@
 #ifdef EXPERTD_HAVE_CUDA
 #include "engine/cuda/cuda_forward.h"
 #endif
-#include "engine/generator.h"
+#include "engine/request_engine.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
@@ -115,22 +117,28 @@ absl::Status Run(const RunFlags& flags) {
   const std::vector<int32_t> prompt = tokenizer.Encode(flags.prompt);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
 
-  GenerateOptions options;
-  options.max_new_tokens = flags.max_new_tokens;
-  options.forward.experts_per_token = flags.engine.experts_per_token;
-  options.roster = flags.engine.roster;
-  options.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.seed};
-
+  // One request on the same engine the daemon runs, streamed to stdout.
+  auto request = std::make_shared<Request>();
+  request->prompt = prompt;
+  request->options.max_new_tokens = flags.max_new_tokens;
+  request->options.forward.experts_per_token = flags.engine.experts_per_token;
+  request->options.roster = flags.engine.roster;
+  request->options.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.seed};
+  SchedulerOptions scheduler;
+  scheduler.max_batch = 1;
+  scheduler.prefill_chunk_tokens = static_cast<int>(prompt.size());  // nothing runs between chunks here
+  scheduler.max_roster = 0;                                          // the model's own bounds only
+  RequestEngine request_engine(*engine.model, *engine.forward, scheduler);
   std::cout << flags.prompt << std::flush;
-  StreamDecoder decoder(tokenizer);
-  ASSIGN_OR_RETURN(GenerateResult result,
-                   Generate(*engine.model, *engine.forward, prompt, options,
-                            [&](int32_t id) { std::cout << decoder.Next(id) << std::flush; }));
-  std::cout << decoder.Flush() << "\n";
-  std::printf("prompt: %d tokens, %.1f tokens/s; decode: %zu tokens, %.1f tokens/s; first token after %.1f ms%s\n",
-              result.prompt_tokens, result.prefill_tokens_per_second(), result.tokens.size(),
-              result.decode_tokens_per_second(), result.prefill_seconds * 1e3,
-              result.finish_reason == GenerateResult::FinishReason::kEos ? " (stopped at end of sequence)" : "");
+  RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
+  std::cout << "\n";
+  std::lock_guard lock(request->mu);
+  const Request& done = *request;
+  const int generated = static_cast<int>(done.tokens.size());
+  std::printf("prompt: %zu tokens, %.1f tokens/s; decode: %d tokens, %.1f tokens/s; first token after %.1f ms%s\n",
+              prompt.size(), done.prefill_seconds > 0 ? prompt.size() / done.prefill_seconds : 0.0, generated,
+              done.decode_seconds > 0 && generated > 1 ? (generated - 1) / done.decode_seconds : 0.0,
+              done.prefill_seconds * 1e3, done.finish_reason == "stop" ? " (stopped at end of sequence)" : "");
 #ifdef EXPERTD_HAVE_CUDA
   if (engine.cuda_forward != nullptr) {
     const CudaForwardStats stats = engine.cuda_forward->stats();
@@ -140,8 +148,8 @@ absl::Status Run(const RunFlags& flags) {
                 static_cast<unsigned long long>(stats.experts_on_cpu));
   }
 #endif
-  if (options.roster.enabled()) PrintRosterCosts(options.roster, result.costs);
-  PrintCacheStats(engine, result.prompt_tokens + static_cast<int64_t>(result.tokens.size()));
+  if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, done.costs);
+  PrintCacheStats(engine, static_cast<int64_t>(prompt.size()) + generated);
   return absl::OkStatus();
 }
 

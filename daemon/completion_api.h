@@ -6,7 +6,7 @@
 
 #include "daemon/config.h"
 #include "engine/chat_template.h"
-#include "engine/generator.h"
+#include "engine/request_engine.h"
 #include "engine/model.h"
 #include "nlohmann/json.hpp"
 

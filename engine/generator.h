@@ -1,35 +1,26 @@
 #ifndef EXPERTD_ENGINE_GENERATOR_H_
 #define EXPERTD_ENGINE_GENERATOR_H_
 
-#include <atomic>
+// One generation, start to end, for callers that want token ids and timings
+// rather than a stream of text (benchmarks, tests). It is a client of the
+// request engine, not a loop of its own: the daemon, `expertd run` and this
+// all decode through RequestEngine.
+
 #include <cstdint>
-#include <functional>
-#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/batch_decoder.h"
-#include "engine/forward.h"
-#include "engine/roster.h"
-#include "engine/sampler.h"
+#include "engine/forward_api.h"
+#include "engine/model.h"
+#include "engine/request_engine.h"
 
 namespace expertd {
 
-struct GenerateOptions {
-  int max_new_tokens = 64;
-  ForwardOptions forward;  // experts_per_token (dial-k)
-  RosterOptions roster;    // Roster of Experts; samples = 1 is the plain model
-  SamplingOptions sampling;
-  bool stop_at_eos = true;
-  // Checked after every token: when it turns true the generation ends with
-  // FinishReason::kCancelled (a client went away, or a stop string matched).
-  const std::atomic<bool>* cancel = nullptr;
-};
-
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids, without the prompt
-  enum class FinishReason { kLength, kEos, kCancelled } finish_reason = FinishReason::kLength;
+  enum class FinishReason { kLength, kEos } finish_reason = FinishReason::kLength;
   int prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;  // every step after the first token
@@ -39,13 +30,10 @@ struct GenerateResult {
   double decode_tokens_per_second() const;
 };
 
-// Prefills the prompt in one batch, then decodes one token per step until
-// max_new_tokens or EOS. on_token (optional) sees each id as it is chosen,
-// for streaming. The trace, when given, records the routing of every token.
+// Runs `prompt` as one request on a request engine of its own: the prompt
+// in one prefill, then one token per step until max_new_tokens or EOS.
 absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
-                                        const GenerateOptions& options,
-                                        const std::function<void(int32_t)>& on_token = nullptr,
-                                        RoutingTrace* trace = nullptr);
+                                        const GenerateOptions& options);
 
 }  // namespace expertd
 

@@ -70,6 +70,10 @@ struct RequestEngine::Active {
 };
 
 absl::Status RequestEngine::Submit(std::shared_ptr<Request> request) {
+  if (request->options.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 0, got ", request->options.max_new_tokens));
+  }
   const int64_t positions = static_cast<int64_t>(request->prompt.size()) + request->options.max_new_tokens;
   request->kv_bytes = KvCache::BytesFor(model_.config(),
                                     static_cast<int>(std::min<int64_t>(positions, std::numeric_limits<int>::max())));
@@ -275,6 +279,10 @@ std::unique_ptr<RequestEngine::Active> RequestEngine::Admit(std::shared_ptr<Requ
   const Model& model = model_;
   const int context = model.config().max_position_embeddings;
   absl::Status valid = ValidateRosterOptions(request->options.roster, model.config(), options_.max_roster);
+  if (const int k = request->options.forward.experts_per_token; valid.ok() && (k < 0 || k > model.config().num_experts)) {
+    valid = absl::InvalidArgumentError(absl::StrCat("experts_per_token must be in 1 .. ", model.config().num_experts,
+                                                    " (the model's experts), got ", k));
+  }
   if (valid.ok() && static_cast<int64_t>(request->prompt.size()) + request->options.max_new_tokens > context) {
     valid = absl::OutOfRangeError(absl::StrCat("prompt (", request->prompt.size(), " tokens) plus max_tokens ",
                                                request->options.max_new_tokens, " exceeds the model's context of ",
@@ -378,6 +386,7 @@ bool RequestEngine::TakeToken(Active& active, const std::vector<float>& logits) 
   {
     std::lock_guard lock(request.mu);
     ++request.completion_tokens;
+    request.tokens.push_back(next);
     if (logprob) request.token_logprobs.push_back(std::move(*logprob));
     if (!piece.empty()) {  // empty: the token ended inside a UTF-8 character
       request.text += piece;
@@ -419,5 +428,24 @@ void RequestEngine::Finish(Active& active, absl::Status status) {
   request.cv.notify_all();
 }
 
+absl::Status RunRequest(RequestEngine& engine, const std::shared_ptr<Request>& request,
+                        const std::function<void(const std::string&)>& on_piece) {
+  if (absl::Status submitted = engine.Submit(request); !submitted.ok()) return submitted;
+  std::unique_lock lock(request->mu);
+  while (true) {
+    request->cv.wait(lock, [&] { return request->done || !request->pieces.empty(); });
+    // Finish publishes the last pieces and `done` under one lock: once done
+    // is seen, every piece is in hand.
+    const bool done = request->done;
+    std::deque<std::string> pieces;
+    pieces.swap(request->pieces);
+    if (on_piece && !pieces.empty()) {
+      lock.unlock();
+      for (const std::string& piece : pieces) on_piece(piece);
+      lock.lock();
+    }
+    if (done) return request->status;
+  }
+}
 
 }  // namespace expertd

@@ -25,10 +25,20 @@
 #include "absl/status/status.h"
 #include "engine/batch_decoder.h"
 #include "engine/forward_api.h"
-#include "engine/generator.h"
 #include "engine/model.h"
+#include "engine/roster.h"
+#include "engine/sampler.h"
 
 namespace expertd {
+
+// How one request generates.
+struct GenerateOptions {
+  int max_new_tokens = 64;
+  ForwardOptions forward;  // experts_per_token (dial-k)
+  RosterOptions roster;    // Roster of Experts; samples = 1 is the plain model
+  SamplingOptions sampling;
+  bool stop_at_eos = true;
+};
 
 // One token's log-probability under the model, for OpenAI's logprobs.
 struct TokenLogprob {
@@ -67,6 +77,7 @@ struct Request {
   bool done = false;
   absl::Status status;
   std::string text;  // everything generated (stop string excluded)
+  std::vector<int32_t> tokens;  // the ids generated, in order
   int completion_tokens = 0;
   std::string finish_reason;  // "length" | "stop"
   double queue_seconds = 0, prefill_seconds = 0, decode_seconds = 0;
@@ -170,6 +181,13 @@ class RequestEngine {
 
   std::thread thread_;  // last: started after everything above exists
 };
+
+// Submits `request` and waits on the calling thread until it ends, handing
+// each new text piece to on_piece (optional) as the engine produces it: how
+// a caller with nothing else to do (the CLI, a benchmark) runs a request.
+// Returns Submit's error, or the request's final status.
+absl::Status RunRequest(RequestEngine& engine, const std::shared_ptr<Request>& request,
+                        const std::function<void(const std::string&)>& on_piece = nullptr);
 
 }  // namespace expertd
 
