@@ -21,7 +21,7 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
-#include "daemon/completion_api.h"
+#include "daemon/openai_api.h"
 #include "daemon/http_request_parser.h"
 #include "spdlog/spdlog.h"
 
@@ -140,125 +140,6 @@ class TimedConnection {
   Socket socket_;
   asio::steady_timer timer_;
   std::chrono::milliseconds timeout_;
-};
-
-// OpenAI's logprobs object of a completion choice; offsets count from
-// *text_offset, which advances past the tokens.
-json CompletionLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) {
-  json result = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
-                 {"text_offset", json::array()}};
-  for (const TokenLogprob& t : tokens) {
-    result["tokens"].push_back(t.text);
-    result["token_logprobs"].push_back(t.logprob ? json(*t.logprob) : json(nullptr));
-    if (t.logprob) {
-      json top = json::object();
-      for (const auto& [text, logprob] : t.top) top[text] = logprob;
-      result["top_logprobs"].push_back(std::move(top));
-    } else {
-      result["top_logprobs"].push_back(nullptr);
-    }
-    result["text_offset"].push_back(*text_offset);
-    *text_offset += t.text.size();
-  }
-  return result;
-}
-
-// OpenAI's chat logprobs object: {"content": [{token, logprob, bytes,
-// top_logprobs}]}.
-json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
-  auto bytes = [](const std::string& text) {
-    json list = json::array();
-    for (unsigned char c : text) list.push_back(static_cast<int>(c));
-    return list;
-  };
-  json content = json::array();
-  for (const TokenLogprob& t : tokens) {
-    json top = json::array();
-    for (const auto& [text, logprob] : t.top) top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes(text)}});
-    content.push_back({{"token", t.text},
-                       {"logprob", t.logprob.value_or(0.0f)},
-                       {"bytes", bytes(t.text)},
-                       {"top_logprobs", std::move(top)}});
-  }
-  return {{"content", std::move(content)}};
-}
-
-// Our figures for one request, beside OpenAI's fields: timings and what the
-// Roster of Experts cost (call with job->mu held).
-json ExpertdFigures(const Request& job) {
-  json figures = {{"queue_seconds", job.queue_seconds},
-                  {"prefill_seconds", job.prefill_seconds},
-                  {"decode_seconds", job.decode_seconds},
-                  {"experts_per_token", job.options.forward.experts_per_token}};
-  if (job.options.roster.samples > 1) {
-    figures["roster"] = {{"samples", job.options.roster.samples},
-                         {"distinct_experts_per_token", job.costs.distinct_experts_per_token()},
-                         {"extra_compute", job.costs.extra_compute()}};
-  }
-  return figures;
-}
-
-// How one endpoint shapes its answers: completions carry choices[0].text,
-// chat carries choices[0].message (whole) or choices[0].delta (streamed).
-// Everything else about running a job is shared (ServeGeneration).
-struct AnswerShape {
-  bool chat = false;
-  std::string id;
-  int64_t created = 0;
-  std::string model;
-  std::string echo;  // completions with echo: true: the prompt, put before the generated text
-
-  json Envelope(const char* object, json choice) const {
-    choice["index"] = 0;
-    if (!choice.contains("logprobs")) choice["logprobs"] = nullptr;
-    return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", json::array({choice})}};
-  }
-  // The whole answer (without usage). logprobs: the job's, prompt first.
-  json Whole(const std::string& text, const std::string& finish_reason, absl::Span<const TokenLogprob> prompt_logprobs,
-             absl::Span<const TokenLogprob> logprobs, bool with_logprobs) const {
-    if (chat) {
-      json choice = {{"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", finish_reason}};
-      if (with_logprobs) choice["logprobs"] = ChatLogprobs(logprobs);
-      return Envelope("chat.completion", std::move(choice));
-    }
-    json choice = {{"text", echo + text}, {"finish_reason", finish_reason}};
-    if (with_logprobs) {
-      size_t offset = 0;
-      json all = CompletionLogprobs(prompt_logprobs, &offset);
-      json generated = CompletionLogprobs(logprobs, &offset);
-      for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
-        for (json& item : generated[key]) all[key].push_back(std::move(item));
-      }
-      choice["logprobs"] = std::move(all);
-    }
-    return Envelope("text_completion", std::move(choice));
-  }
-  // The logprobs field of a streamed event for `tokens`.
-  json StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const {
-    return chat ? ChatLogprobs(tokens) : CompletionLogprobs(tokens, text_offset);
-  }
-  // Stream events: an opening one (chat: the role; completions: the echoed
-  // prompt, when asked for), one per piece of text, and a closing one with
-  // the finish reason.
-  std::optional<json> Opening() const {
-    if (chat) return Chunk({{"role", "assistant"}, {"content", ""}}, nullptr);
-    if (!echo.empty()) return Piece(echo);
-    return std::nullopt;
-  }
-  json Piece(const std::string& text, json logprobs = nullptr) const {
-    return chat ? Chunk({{"content", text}}, nullptr, std::move(logprobs))
-                : Envelope("text_completion", {{"text", text}, {"finish_reason", nullptr}, {"logprobs", std::move(logprobs)}});
-  }
-  json Closing(const std::string& finish_reason, json logprobs = nullptr) const {
-    return chat ? Chunk(json::object(), finish_reason, std::move(logprobs))
-                : Envelope("text_completion",
-                           {{"text", ""}, {"finish_reason", finish_reason}, {"logprobs", std::move(logprobs)}});
-  }
-  json Chunk(json delta, json finish_reason, json logprobs = nullptr) const {
-    return Envelope("chat.completion.chunk", {{"delta", std::move(delta)},
-                                              {"finish_reason", std::move(finish_reason)},
-                                              {"logprobs", std::move(logprobs)}});
-  }
 };
 
 // The request log's figures of a job (call with job.mu held).

@@ -1,5 +1,5 @@
 // The JSON bodies of POST /v1/completions and /v1/chat/completions
-// (daemon/completion_api.h): every input goes through ParseCompletionRequest
+// (daemon/openai_api.h): every input goes through ParseCompletionRequest
 // and through ParseChatRequest under each chat template family, against a
 // tiny generated model (mkmodel, Qwen3-MoE shape with a 64-token context so
 // the context checks are reachable).
@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/completion_api.h"
+#include "daemon/openai_api.h"
 #include "engine/chat_template.h"
 #include "engine/model.h"
 #include "fuzz/fuzz_util.h"

@@ -1,13 +1,22 @@
-#ifndef EXPERTD_DAEMON_COMPLETION_API_H_
-#define EXPERTD_DAEMON_COMPLETION_API_H_
+#ifndef EXPERTD_DAEMON_OPENAI_API_H_
+#define EXPERTD_DAEMON_OPENAI_API_H_
 
+// The OpenAI schema in one place: parsing and validating the JSON of
+// /v1/completions and /v1/chat/completions requests, and rendering their
+// answers (whole, or as server-sent stream events). The HTTP transport
+// (daemon/http_server) calls these and knows no field names.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "daemon/config.h"
 #include "engine/chat_template.h"
-#include "engine/request_engine.h"
 #include "engine/model.h"
+#include "engine/request_engine.h"
 #include "nlohmann/json.hpp"
 
 namespace expertd {
@@ -23,7 +32,7 @@ struct ApiError {
 };
 
 // What a validated request asks the engine for, whichever endpoint it came
-// to: the fields of CompletionJob, and whether to stream the answer.
+// to: the fields of a Request, and whether to stream the answer.
 struct GenerationRequest {
   std::vector<int32_t> prompt;
   std::string prompt_text;  // completions: the prompt (for echo); chat: the rendered messages
@@ -67,6 +76,40 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error);
 
+// Rendering: how one endpoint shapes its answers. Completions carry
+// choices[0].text, chat carries choices[0].message (whole) or
+// choices[0].delta (streamed); everything else about running a request is
+// the transport's.
+struct AnswerShape {
+  bool chat = false;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  std::string echo;  // completions with echo: true: the prompt, put before the generated text
+
+  // The whole answer (without usage). logprobs: the request's, prompt first.
+  nlohmann::json Whole(const std::string& text, const std::string& finish_reason,
+                       absl::Span<const TokenLogprob> prompt_logprobs, absl::Span<const TokenLogprob> logprobs,
+                       bool with_logprobs) const;
+  // The logprobs field of a streamed event for `tokens`; completions'
+  // text_offset counts on from *text_offset, which advances past them.
+  nlohmann::json StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const;
+  // Stream events: an opening one (chat: the role; completions: the echoed
+  // prompt, when asked for), one per piece of text, and a closing one with
+  // the finish reason.
+  std::optional<nlohmann::json> Opening() const;
+  nlohmann::json Piece(const std::string& text, nlohmann::json logprobs = nullptr) const;
+  nlohmann::json Closing(const std::string& finish_reason, nlohmann::json logprobs = nullptr) const;
+
+ private:
+  nlohmann::json Envelope(const char* object, nlohmann::json choice) const;
+  nlohmann::json Chunk(nlohmann::json delta, nlohmann::json finish_reason, nlohmann::json logprobs = nullptr) const;
+};
+
+// Our figures for one request, beside OpenAI's fields ("expertd"): timings
+// and what the Roster of Experts cost (call with request.mu held).
+nlohmann::json ExpertdFigures(const Request& request);
+
 }  // namespace expertd
 
-#endif  // EXPERTD_DAEMON_COMPLETION_API_H_
+#endif  // EXPERTD_DAEMON_OPENAI_API_H_

@@ -1,4 +1,4 @@
-#include "daemon/completion_api.h"
+#include "daemon/openai_api.h"
 
 #include <algorithm>
 #include <cmath>
@@ -384,6 +384,119 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     if (id && model.tokenizer().IsSpecial(*id)) request->stop_token_ids.push_back(*id);
   }
   return true;
+}
+
+namespace {
+
+// OpenAI's logprobs object of a completion choice; offsets count from
+// *text_offset, which advances past the tokens.
+json CompletionLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) {
+  json result = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+  for (const TokenLogprob& t : tokens) {
+    result["tokens"].push_back(t.text);
+    result["token_logprobs"].push_back(t.logprob ? json(*t.logprob) : json(nullptr));
+    if (t.logprob) {
+      json top = json::object();
+      for (const auto& [text, logprob] : t.top) top[text] = logprob;
+      result["top_logprobs"].push_back(std::move(top));
+    } else {
+      result["top_logprobs"].push_back(nullptr);
+    }
+    result["text_offset"].push_back(*text_offset);
+    *text_offset += t.text.size();
+  }
+  return result;
+}
+
+// OpenAI's chat logprobs object: {"content": [{token, logprob, bytes,
+// top_logprobs}]}.
+json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
+  auto bytes = [](const std::string& text) {
+    json list = json::array();
+    for (unsigned char c : text) list.push_back(static_cast<int>(c));
+    return list;
+  };
+  json content = json::array();
+  for (const TokenLogprob& t : tokens) {
+    json top = json::array();
+    for (const auto& [text, logprob] : t.top) top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes(text)}});
+    content.push_back({{"token", t.text},
+                       {"logprob", t.logprob.value_or(0.0f)},
+                       {"bytes", bytes(t.text)},
+                       {"top_logprobs", std::move(top)}});
+  }
+  return {{"content", std::move(content)}};
+}
+
+}  // namespace
+
+json ExpertdFigures(const Request& job) {
+  json figures = {{"queue_seconds", job.queue_seconds},
+                  {"prefill_seconds", job.prefill_seconds},
+                  {"decode_seconds", job.decode_seconds},
+                  {"experts_per_token", job.options.forward.experts_per_token}};
+  if (job.options.roster.samples > 1) {
+    figures["roster"] = {{"samples", job.options.roster.samples},
+                         {"distinct_experts_per_token", job.costs.distinct_experts_per_token()},
+                         {"extra_compute", job.costs.extra_compute()}};
+  }
+  return figures;
+}
+
+
+json AnswerShape::Envelope(const char* object, json choice) const {
+  choice["index"] = 0;
+  if (!choice.contains("logprobs")) choice["logprobs"] = nullptr;
+  return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", json::array({choice})}};
+}
+
+json AnswerShape::Whole(const std::string& text, const std::string& finish_reason,
+                        absl::Span<const TokenLogprob> prompt_logprobs, absl::Span<const TokenLogprob> logprobs,
+                        bool with_logprobs) const {
+  if (chat) {
+    json choice = {{"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", finish_reason}};
+    if (with_logprobs) choice["logprobs"] = ChatLogprobs(logprobs);
+    return Envelope("chat.completion", std::move(choice));
+  }
+  json choice = {{"text", echo + text}, {"finish_reason", finish_reason}};
+  if (with_logprobs) {
+    size_t offset = 0;
+    json all = CompletionLogprobs(prompt_logprobs, &offset);
+    json generated = CompletionLogprobs(logprobs, &offset);
+    for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+      for (json& item : generated[key]) all[key].push_back(std::move(item));
+    }
+    choice["logprobs"] = std::move(all);
+  }
+  return Envelope("text_completion", std::move(choice));
+}
+
+json AnswerShape::StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const {
+  return chat ? ChatLogprobs(tokens) : CompletionLogprobs(tokens, text_offset);
+}
+
+std::optional<json> AnswerShape::Opening() const {
+  if (chat) return Chunk({{"role", "assistant"}, {"content", ""}}, nullptr);
+  if (!echo.empty()) return Piece(echo);
+  return std::nullopt;
+}
+
+json AnswerShape::Piece(const std::string& text, json logprobs) const {
+  return chat ? Chunk({{"content", text}}, nullptr, std::move(logprobs))
+              : Envelope("text_completion", {{"text", text}, {"finish_reason", nullptr}, {"logprobs", std::move(logprobs)}});
+}
+
+json AnswerShape::Closing(const std::string& finish_reason, json logprobs) const {
+  return chat ? Chunk(json::object(), finish_reason, std::move(logprobs))
+              : Envelope("text_completion",
+                         {{"text", ""}, {"finish_reason", finish_reason}, {"logprobs", std::move(logprobs)}});
+}
+
+json AnswerShape::Chunk(json delta, json finish_reason, json logprobs) const {
+  return Envelope("chat.completion.chunk", {{"delta", std::move(delta)},
+                                            {"finish_reason", std::move(finish_reason)},
+                                            {"logprobs", std::move(logprobs)}});
 }
 
 }  // namespace expertd

@@ -1,7 +1,7 @@
 // Request parsing details that the integration tests cannot force with a
-// random model.
+// random model, and the rendering of answers field by field.
 
-#include "daemon/completion_api.h"
+#include "daemon/openai_api.h"
 
 #include <cstdint>
 #include <fstream>
@@ -21,7 +21,7 @@ namespace expertd {
 namespace {
 
 TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
-  testing::ScopedTempDir dir("completion_api");
+  testing::ScopedTempDir dir("openai_api");
   tools::MakeModelOptions o;
   o.arch = "qwen3_moe";  // EOS <|endoftext|>; <|im_end|> is another special token
   o.layers = 1;
@@ -59,7 +59,7 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
 class RequestNumbersTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::ScopedTempDir("completion_api_numbers");
+    dir_ = new testing::ScopedTempDir("openai_api_numbers");
     tools::MakeModelOptions o;  // olmoe: 2 MoE layers, 8 experts, vocab 512
     auto model = Model::Load(testing::MakeTestModel(*dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
@@ -220,6 +220,82 @@ TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
     EXPECT_TRUE(ValidateSamplingOptions(request.options.sampling).ok()) << good.body;
     EXPECT_TRUE(ValidateRosterOptions(request.options.roster, model_->config(), 32).ok()) << good.body;
   }
+}
+
+// Rendering: OpenAI's field names and shapes, as its clients parse them.
+TokenLogprob Scored(int32_t token, std::string text, std::optional<float> logprob,
+                    std::vector<std::pair<std::string, float>> top = {}) {
+  TokenLogprob t;
+  t.token = token;
+  t.text = std::move(text);
+  t.logprob = logprob;
+  t.top = std::move(top);
+  return t;
+}
+
+TEST(AnswerShapeTest, WholeCompletionEchoesThePromptAndCountsTextOffsetsAcrossIt) {
+  AnswerShape shape{.chat = false, .id = "cmpl-1", .created = 7, .model = "m", .echo = "Hi"};
+  const std::vector<TokenLogprob> prompt = {Scored(1, "H", std::nullopt), Scored(2, "i", -0.5f)};
+  const std::vector<TokenLogprob> generated = {Scored(3, " there", -1.0f, {{" there", -1.0f}, {"!", -2.0f}})};
+  const nlohmann::json body = shape.Whole(" there", "length", prompt, generated, /*with_logprobs=*/true);
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["id"], "cmpl-1");
+  EXPECT_EQ(body["created"], 7);
+  EXPECT_EQ(body["model"], "m");
+  const nlohmann::json& choice = body["choices"][0];
+  EXPECT_EQ(choice["index"], 0);
+  EXPECT_EQ(choice["text"], "Hi there");
+  EXPECT_EQ(choice["finish_reason"], "length");
+  const nlohmann::json& logprobs = choice["logprobs"];
+  EXPECT_EQ(logprobs["tokens"], nlohmann::json({"H", "i", " there"}));
+  EXPECT_EQ(logprobs["text_offset"], nlohmann::json({0, 1, 2}));
+  EXPECT_TRUE(logprobs["token_logprobs"][0].is_null()) << "nothing predicts a prompt's first token";
+  EXPECT_TRUE(logprobs["top_logprobs"][0].is_null());
+  EXPECT_FLOAT_EQ(logprobs["token_logprobs"][2].get<float>(), -1.0f);
+  EXPECT_FLOAT_EQ(logprobs["top_logprobs"][2]["!"].get<float>(), -2.0f);
+}
+
+TEST(AnswerShapeTest, WholeChatIsAnAssistantMessageWithContentLogprobs) {
+  AnswerShape shape{.chat = true, .id = "chatcmpl-1", .created = 7, .model = "m", .echo = ""};
+  const std::vector<TokenLogprob> generated = {Scored(3, "\xc3", -0.25f)};
+  const nlohmann::json body = shape.Whole("ok", "stop", {}, generated, /*with_logprobs=*/true);
+  EXPECT_EQ(body["object"], "chat.completion");
+  const nlohmann::json& choice = body["choices"][0];
+  EXPECT_EQ(choice["message"], nlohmann::json({{"role", "assistant"}, {"content", "ok"}}));
+  EXPECT_EQ(choice["finish_reason"], "stop");
+  const nlohmann::json& token = choice["logprobs"]["content"][0];
+  EXPECT_EQ(token["bytes"], nlohmann::json({0xc3})) << "bytes are the token's raw bytes";
+  EXPECT_FLOAT_EQ(token["logprob"].get<float>(), -0.25f);
+  EXPECT_TRUE(token["top_logprobs"].is_array());
+  // Without logprobs asked for, the field is there and null.
+  EXPECT_TRUE(shape.Whole("ok", "stop", {}, {}, false)["choices"][0]["logprobs"].is_null());
+}
+
+TEST(AnswerShapeTest, StreamEventsOpenCarryPiecesAndClose) {
+  AnswerShape chat{.chat = true, .id = "c", .created = 1, .model = "m", .echo = ""};
+  const std::optional<nlohmann::json> opening = chat.Opening();
+  ASSERT_TRUE(opening.has_value()) << "a chat stream opens with the role";
+  EXPECT_EQ((*opening)["object"], "chat.completion.chunk");
+  EXPECT_EQ((*opening)["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(chat.Piece("a")["choices"][0]["delta"], nlohmann::json({{"content", "a"}}));
+  EXPECT_TRUE(chat.Piece("a")["choices"][0]["finish_reason"].is_null());
+  const nlohmann::json closing = chat.Closing("length");
+  EXPECT_EQ(closing["choices"][0]["delta"], nlohmann::json::object());
+  EXPECT_EQ(closing["choices"][0]["finish_reason"], "length");
+
+  AnswerShape completion{.chat = false, .id = "c", .created = 1, .model = "m", .echo = ""};
+  EXPECT_FALSE(completion.Opening().has_value()) << "nothing to open with unless the prompt is echoed";
+  completion.echo = "Hi";
+  ASSERT_TRUE(completion.Opening().has_value());
+  EXPECT_EQ((*completion.Opening())["choices"][0]["text"], "Hi");
+  EXPECT_EQ(completion.Piece("a")["object"], "text_completion");
+  EXPECT_EQ(completion.Closing("stop")["choices"][0]["text"], "");
+  // Streamed completion logprobs count text offsets on from where the last
+  // event left them.
+  size_t offset = 2;
+  const nlohmann::json logprobs = completion.StreamLogprobs(std::vector<TokenLogprob>{Scored(5, "ab", -1.0f)}, &offset);
+  EXPECT_EQ(logprobs["text_offset"], nlohmann::json({2}));
+  EXPECT_EQ(offset, 4u);
 }
 
 }  // namespace
