@@ -20,7 +20,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "daemon/engine_loader.h"
+#include "runtime/runtime.h"
 #include "engine/generator.h"
 #include "spdlog/spdlog.h"
 #include "tools/mkmodel/make_model.h"
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
       engine_options.roster.skip_layers = skip_layers;
       engine_options.roster.resident_bonus = bonus;
       engine_options.roster.seed = 1;
-      absl::StatusOr<LoadedEngine> engine = LoadEngine(engine_options);
+      absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(engine_options);
       if (!engine.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(engine.status().message()).c_str());
         return 1;
@@ -145,14 +145,14 @@ int main(int argc, char** argv) {
       options.max_new_tokens = tokens + 1;
       options.stop_at_eos = false;
       options.roster = engine_options.roster;
-      auto warm = Generate(*engine->model, *engine->forward, prompt, options);
-      const cache::TierStats before = engine->cache->stats().dram;
-      auto run = warm.ok() ? Generate(*engine->model, *engine->forward, prompt, options) : warm;
+      auto warm = Generate((*engine)->model(), (*engine)->forward(), prompt, options);
+      const cache::TierStats before = (*engine)->Stats().cache->dram;
+      auto run = warm.ok() ? Generate((*engine)->model(), (*engine)->forward(), prompt, options) : warm;
       if (!run.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
         return 1;
       }
-      const cache::TierStats after = engine->cache->stats().dram;
+      const cache::TierStats after = (*engine)->Stats().cache->dram;
       const double tps = run->decode_tokens_per_second();
       if (n == 1 && bonus == bonuses.front()) base_tps = tps;
       const double decode_tokens = static_cast<double>(run->costs.decode_tokens);

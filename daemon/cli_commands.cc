@@ -17,14 +17,10 @@
 #include "base/status_macros.h"
 #include "engine/batch_decoder.h"
 #include "engine/forward.h"
-#ifdef EXPERTD_HAVE_CUDA
-#include "engine/cuda/cuda_forward.h"
-#endif
 #include "engine/request_engine.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
-#include "engine/prefetcher.h"
 #include "base/byte_size.h"
 #include "cache/sim/bench_cache.h"
 #include "cache/sim/trace_file.h"
@@ -34,10 +30,12 @@
 namespace expertd::cli {
 namespace {
 
-// tokens: how many tokens the run processed (for per-token figures).
-void PrintCacheStats(const LoadedEngine& engine, int64_t tokens) {
-  if (engine.cache == nullptr) return;
-  const cache::CacheStats stats = engine.cache->stats();
+// tokens: how many tokens the run processed (for per-token figures). Call
+// once the run has finished (the prefetch figures are the pass's).
+void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
+  const RuntimeStats figures = runtime.Stats();
+  if (!figures.cache) return;
+  const cache::CacheStats& stats = *figures.cache;
   auto print = [](const char* name, const cache::TierStats& t) {
     std::printf(
         "cache %s (%s, %d slots): hit rate %.3f, hits %llu, misses %llu, collision misses %llu, evictions %llu, "
@@ -54,18 +52,17 @@ void PrintCacheStats(const LoadedEngine& engine, int64_t tokens) {
   std::printf("stall: %.2f ms per token waiting for experts; prefetch hid %.1f%% of would-be misses (%llu late)\n",
               tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * compute.hidden_miss_share(),
               static_cast<unsigned long long>(compute.late_prefetches));
-  if (engine.prefetcher == nullptr) return;
-  const auto& by_distance = engine.prefetcher->prediction_stats().by_distance();
-  for (size_t d = 1; d < by_distance.size(); ++d) {
-    std::printf("prefetch %s, distance %zu: precision %.3f, recall %.3f\n",
-                std::string(engine.prefetcher->predictor_name()).c_str(), d, by_distance[d].precision(),
-                by_distance[d].recall());
+  const PassStats pass = runtime.PassFigures();
+  if (!pass.prefetch) return;
+  const PrefetchStats& prefetch = *pass.prefetch;
+  for (size_t d = 1; d < prefetch.by_distance.size(); ++d) {
+    std::printf("prefetch %s, distance %zu: precision %.3f, recall %.3f\n", prefetch.predictor.c_str(), d,
+                prefetch.by_distance[d].precision(), prefetch.by_distance[d].recall());
   }
-  const auto scheduler = engine.prefetcher->scheduler_stats();
   std::printf("prefetch reads: %llu issued, %llu already resident, %llu dropped as stale; budget %d per layer\n",
-              static_cast<unsigned long long>(scheduler.issued),
-              static_cast<unsigned long long>(scheduler.skipped_resident),
-              static_cast<unsigned long long>(scheduler.dropped_stale), engine.prefetcher->per_layer_budget());
+              static_cast<unsigned long long>(prefetch.reads.issued),
+              static_cast<unsigned long long>(prefetch.reads.skipped_resident),
+              static_cast<unsigned long long>(prefetch.reads.dropped_stale), prefetch.per_layer_budget);
 }
 
 void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
@@ -79,13 +76,13 @@ void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
 // predicting token t + 1) under a Roster of Experts: one roster step per
 // position, as decoding would run them (the log of the samples' averaged
 // distribution). The first position is a prefill of one token.
-absl::Status RosterLogits(const LoadedEngine& engine, const EngineOptions& options, absl::Span<const int32_t> tokens,
+absl::Status RosterLogits(Runtime& engine, const EngineOptions& options, absl::Span<const int32_t> tokens,
                           std::vector<float>* logits, SequenceCosts* costs) {
-  const ModelConfig& config = engine.model->config();
+  const ModelConfig& config = engine.model().config();
   RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
-  DecodingSequence sequence(*engine.model, static_cast<int>(tokens.size()), options.experts_per_token, options.roster,
-                            &engine.forward->kv_memory());
-  BatchDecoder decoder(*engine.model, *engine.forward);
+  DecodingSequence sequence(engine.model(), static_cast<int>(tokens.size()), options.experts_per_token, options.roster,
+                            &engine.forward().kv_memory());
+  BatchDecoder decoder(engine.model(), engine.forward());
   std::vector<std::vector<float>> next(1);
   logits->clear();
   logits->reserve(tokens.size() * config.vocab_size);
@@ -112,8 +109,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::Status Run(const RunFlags& flags) {
   if (flags.prompt.empty()) return absl::InvalidArgumentError("--prompt is empty: give some text to continue");
-  ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
-  const Tokenizer& tokenizer = engine.model->tokenizer();
+  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
+  const Tokenizer& tokenizer = engine->model().tokenizer();
   const std::vector<int32_t> prompt = tokenizer.Encode(flags.prompt);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
 
@@ -128,7 +125,7 @@ absl::Status Run(const RunFlags& flags) {
   scheduler.max_batch = 1;
   scheduler.prefill_chunk_tokens = static_cast<int>(prompt.size());  // nothing runs between chunks here
   scheduler.max_roster = 0;                                          // the model's own bounds only
-  RequestEngine request_engine(*engine.model, *engine.forward, scheduler);
+  RequestEngine request_engine(engine->model(), engine->forward(), scheduler);
   std::cout << flags.prompt << std::flush;
   RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
   std::cout << "\n";
@@ -139,17 +136,14 @@ absl::Status Run(const RunFlags& flags) {
               prompt.size(), done.prefill_seconds > 0 ? prompt.size() / done.prefill_seconds : 0.0, generated,
               done.decode_seconds > 0 && generated > 1 ? (generated - 1) / done.decode_seconds : 0.0,
               done.prefill_seconds * 1e3, done.finish_reason == "stop" ? " (stopped at end of sequence)" : "");
-#ifdef EXPERTD_HAVE_CUDA
-  if (engine.cuda_forward != nullptr) {
-    const CudaForwardStats stats = engine.cuda_forward->stats();
+  if (const std::optional<GpuPassStats> gpu = engine->PassFigures().gpu) {
     std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
-                static_cast<unsigned long long>(stats.experts_on_device),
-                static_cast<unsigned long long>(stats.experts_loaded),
-                static_cast<unsigned long long>(stats.experts_on_cpu));
+                static_cast<unsigned long long>(gpu->experts_on_device),
+                static_cast<unsigned long long>(gpu->experts_loaded),
+                static_cast<unsigned long long>(gpu->experts_on_cpu));
   }
-#endif
   if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, done.costs);
-  PrintCacheStats(engine, static_cast<int64_t>(prompt.size()) + generated);
+  PrintCacheStats(*engine, static_cast<int64_t>(prompt.size()) + generated);
   return absl::OkStatus();
 }
 
@@ -163,18 +157,18 @@ absl::Status Eval(const EvalFlags& flags) {
     tokens.push_back(id);
   }
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens is empty: give at least one token id");
-  ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
+  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
   std::vector<float> logits;
   if (flags.engine.roster.enabled()) {
     SequenceCosts costs;
-    RETURN_IF_ERROR(RosterLogits(engine, flags.engine, tokens, &logits, &costs));
+    RETURN_IF_ERROR(RosterLogits(*engine, flags.engine, tokens, &logits, &costs));
     PrintRosterCosts(flags.engine.roster, costs);
   } else {
-    KvCache kv(engine.model->config(), engine.model->config().max_position_embeddings, &engine.forward->kv_memory());
+    KvCache kv(engine->model().config(), engine->model().config().max_position_embeddings, &engine->forward().kv_memory());
     ForwardOptions options;
     options.experts_per_token = flags.engine.experts_per_token;
     options.all_logits = true;
-    RETURN_IF_ERROR(engine.forward->Run(tokens, kv, options, &logits));
+    RETURN_IF_ERROR(engine->forward().Run(tokens, kv, options, &logits));
   }
 
   std::ofstream out(flags.logits_out, std::ios::binary | std::ios::trunc);
@@ -183,17 +177,17 @@ absl::Status Eval(const EvalFlags& flags) {
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("writing ", flags.logits_out, " failed"));
   std::printf("wrote logits [%zu][%d] (float32, little-endian) to %s\n", tokens.size(),
-              engine.model->config().vocab_size, flags.logits_out.c_str());
-  PrintCacheStats(engine, static_cast<int64_t>(tokens.size()));
+              engine->model().config().vocab_size, flags.logits_out.c_str());
+  PrintCacheStats(*engine, static_cast<int64_t>(tokens.size()));
   return absl::OkStatus();
 }
 
 absl::Status Perplexity(const PerplexityFlags& flags) {
   if (flags.context < 2) return absl::InvalidArgumentError("--ctx must be at least 2");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
-  ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
-  const ModelConfig& config = engine.model->config();
-  const std::vector<int32_t> tokens = engine.model->tokenizer().Encode(text);
+  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
+  const ModelConfig& config = engine->model().config();
+  const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.size() < 2) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has fewer than 2 tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);
 
@@ -212,14 +206,14 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
     absl::Span<const int32_t> window(tokens.data() + begin, end - begin);
     if (flags.engine.roster.enabled()) {
       SequenceCosts window_costs;
-      RETURN_IF_ERROR(RosterLogits(engine, flags.engine, window, &logits, &window_costs));
+      RETURN_IF_ERROR(RosterLogits(*engine, flags.engine, window, &logits, &window_costs));
       roster_costs.decode_rows += window_costs.decode_rows;
       roster_costs.prompt_rows += window_costs.prompt_rows;
       roster_costs.decode_tokens += window_costs.decode_tokens;
       roster_costs.distinct_experts += window_costs.distinct_experts;
     } else {
-      KvCache kv(config, context, &engine.forward->kv_memory());
-      RETURN_IF_ERROR(engine.forward->Run(window, kv, options, &logits));
+      KvCache kv(config, context, &engine->forward().kv_memory());
+      RETURN_IF_ERROR(engine->forward().Run(window, kv, options, &logits));
     }
     for (size_t t = 0; t + 1 < window.size(); ++t) {
       absl::Span<const float> row(logits.data() + t * config.vocab_size, config.vocab_size);
@@ -267,9 +261,9 @@ absl::Status Pack(const PackFlags& flags) {
 absl::Status Trace(const TraceFlags& flags) {
   if (flags.context < 1) return absl::InvalidArgumentError("--ctx must be at least 1");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
-  ASSIGN_OR_RETURN(LoadedEngine engine, LoadEngine(flags.engine));
-  const ModelConfig& config = engine.model->config();
-  const std::vector<int32_t> tokens = engine.model->tokenizer().Encode(text);
+  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
+  const ModelConfig& config = engine->model().config();
+  const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has no tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);
   // Token by token, as decode runs: the trace is the access order a
@@ -280,10 +274,10 @@ absl::Status Trace(const TraceFlags& flags) {
   std::vector<float> logits;
   for (size_t begin = 0; begin < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
-    KvCache kv(config, context, &engine.forward->kv_memory());
+    KvCache kv(config, context, &engine->forward().kv_memory());
     for (size_t t = begin; t < end; ++t) {
       RoutingTrace trace;
-      RETURN_IF_ERROR(engine.forward->Run(absl::MakeConstSpan(&tokens[t], 1), kv, options, &logits, &trace));
+      RETURN_IF_ERROR(engine->forward().Run(absl::MakeConstSpan(&tokens[t], 1), kv, options, &logits, &trace));
       for (RoutingRecord& r : trace.records) {
         records.push_back({static_cast<int32_t>(t), r.layer, std::move(r.experts), std::move(r.weights)});
       }

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "daemon/engine_loader.h"
+#include "runtime/runtime.h"
 
 namespace expertd::cli {
 

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "daemon/engine_options.h"
+#include "runtime/engine_options.h"
 
 namespace expertd {
 

@@ -28,7 +28,7 @@ nlohmann::json TierJson(const cache::TierStats& t) {
 
 absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const DaemonConfig& config) {
   auto service = std::unique_ptr<InferenceService>(new InferenceService(config));
-  ASSIGN_OR_RETURN(service->engine_, LoadEngine(EngineOptionsFromConfig(config)));
+  ASSIGN_OR_RETURN(service->runtime_, Runtime::Load(EngineOptionsFromConfig(config)));
   service->model_name_ = std::filesystem::path(config.model.path).filename().string();
   if (service->model_name_.empty()) service->model_name_ = config.model.path;
   SchedulerOptions scheduling;
@@ -37,7 +37,7 @@ absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const
   scheduling.kv_budget_bytes = config.inference.kv_budget_bytes;
   scheduling.prefill_chunk_tokens = config.inference.prefill_chunk_tokens;
   scheduling.max_roster = config.inference.max_roster;
-  service->requests_ = std::make_unique<RequestEngine>(*service->engine_.model, *service->engine_.forward, scheduling,
+  service->requests_ = std::make_unique<RequestEngine>(service->runtime_->model(), service->runtime_->forward(), scheduling,
                                                        [raw = service.get()] { raw->PublishPredictionFigures(); });
   return service;
 }
@@ -47,21 +47,17 @@ InferenceService::~InferenceService() {
 }
 
 void InferenceService::PublishPredictionFigures() {
-  if (engine_.prefetcher == nullptr) return;
-  uint64_t predicted = 0, actual = 0, correct = 0;
-  for (const auto& f : engine_.prefetcher->prediction_stats().by_distance()) {
-    predicted += f.predicted;
-    actual += f.actual;
-    correct += f.correct;
-  }
+  const PassStats pass = runtime_->PassFigures();
+  if (!pass.prefetch) return;
+  const predictor::PredictionStats::Figures total = pass.prefetch->Total();
   std::lock_guard lock(prediction_mu_);
-  predicted_experts_ = predicted;
-  actual_experts_ = actual;
-  correctly_predicted_ = correct;
+  predicted_experts_ = total.predicted;
+  actual_experts_ = total.actual;
+  correctly_predicted_ = total.correct;
 }
 
 absl::Status InferenceService::ReloadBudgets(const CacheConfig& cache) {
-  if (engine_.cache == nullptr) {
+  if (!runtime_->offloading()) {
     if (cache.dram_budget_bytes == 0) return absl::OkStatus();
     return absl::FailedPreconditionError(
         "the daemon started with every expert resident; restart it to enable offloading");
@@ -69,7 +65,7 @@ absl::Status InferenceService::ReloadBudgets(const CacheConfig& cache) {
   if (cache.dram_budget_bytes == 0) {
     return absl::InvalidArgumentError("cache.dram_budget = 0 (no offloading) needs a restart");
   }
-  RETURN_IF_ERROR(engine_.cache->Resize(cache.dram_budget_bytes, cache.device_budget_bytes));
+  RETURN_IF_ERROR(runtime_->ResizeCache(cache.dram_budget_bytes, cache.device_budget_bytes));
   config_.cache.dram_budget_bytes = cache.dram_budget_bytes;
   config_.cache.device_budget_bytes = cache.device_budget_bytes;
   return absl::OkStatus();
@@ -107,22 +103,23 @@ nlohmann::json InferenceService::Stats() const {
   stats["tokens"] = {{"prompt", c.scheduler.prompt_tokens},
                      {"completion", c.scheduler.completion_tokens},
                      {"decode_tokens_per_second", ratio(c.scheduler.completion_tokens, c.scheduler.decode_seconds)}};
+  const ModelConfig& config = runtime_->model().config();
+  const RuntimeStats runtime = runtime_->Stats();
   stats["model"] = {{"name", model_name_},
-                    {"architecture", engine_.model->config().architecture_name},
-                    {"layers", engine_.model->config().num_layers},
-                    {"experts", engine_.model->config().num_experts},
-                    {"experts_per_token", engine_.model->config().experts_per_token},
-                    {"runs_on", engine_.on_gpu ? "gpu" : "cpu"}};
+                    {"architecture", config.architecture_name},
+                    {"layers", config.num_layers},
+                    {"experts", config.num_experts},
+                    {"experts_per_token", config.experts_per_token},
+                    {"runs_on", runtime.on_gpu ? "gpu" : "cpu"}};
   stats["uptime_seconds"] = SecondsBetween(started_, std::chrono::steady_clock::now());
-  if (engine_.cache != nullptr) {
-    const cache::CacheStats cache = engine_.cache->stats();
-    stats["cache"]["dram"] = TierJson(cache.dram);
-    if (cache.device.slots > 0) stats["cache"]["device"] = TierJson(cache.device);
-    stats["cache"]["slot_bytes"] = engine_.cache->slot_bytes();
+  if (runtime.cache) {
+    stats["cache"]["dram"] = TierJson(runtime.cache->dram);
+    if (runtime.cache->device.slots > 0) stats["cache"]["device"] = TierJson(runtime.cache->device);
+    stats["cache"]["slot_bytes"] = runtime.cache_slot_bytes;
   } else {
     stats["cache"] = nullptr;  // every expert resident
   }
-  if (engine_.prefetcher != nullptr) {
+  if (runtime_->prefetching()) {
     stats["prefetch"] = {{"predicted", c.predicted_experts},
                          {"correct", c.correctly_predicted},
                          {"actual", c.actual_experts},
@@ -180,7 +177,7 @@ std::string InferenceService::PrometheusMetrics() const {
   m.One("expertd_batched_decode_steps_total", "counter", "Decode steps that carried more than one request.",
         c.scheduler.batched_steps);
   m.One("expertd_prefill_chunks_total", "counter", "Prompt chunks run (chunked prefill).", c.scheduler.prefill_chunks);
-  if (engine_.prefetcher != nullptr) {
+  if (runtime_->prefetching()) {
     m.One("expertd_prefetch_predicted_experts_total", "counter", "Experts named by cross-layer predictions.",
           c.predicted_experts);
     m.One("expertd_prefetch_correct_experts_total", "counter", "Predicted experts the layer then used.",
@@ -191,8 +188,9 @@ std::string InferenceService::PrometheusMetrics() const {
     m.One("expertd_prefetch_recall", "gauge", "Correct / actual experts.",
           c.actual_experts > 0 ? static_cast<double>(c.correctly_predicted) / c.actual_experts : 0.0);
   }
-  if (engine_.cache == nullptr) return m.Take();
-  const cache::CacheStats cache = engine_.cache->stats();
+  const RuntimeStats runtime = runtime_->Stats();
+  if (!runtime.cache) return m.Take();
+  const cache::CacheStats& cache = *runtime.cache;
   std::vector<std::pair<const char*, const cache::TierStats*>> tiers = {{"dram", &cache.dram}};
   if (cache.device.slots > 0) tiers.emplace_back("device", &cache.device);
   struct CacheMetric {

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/config.h"
-#include "daemon/engine_loader.h"
+#include "runtime/runtime.h"
 #include "engine/request_engine.h"
 #include "nlohmann/json.hpp"
 
@@ -44,7 +44,7 @@ class InferenceService {
   ServiceCounters Counters() const;
   nlohmann::json Stats() const;
   std::string PrometheusMetrics() const;
-  const Model& model() const { return *engine_.model; }
+  const Model& model() const { return runtime_->model(); }
   const std::string& model_name() const { return model_name_; }
   const InferenceConfig& limits() const { return config_.inference; }
 
@@ -56,13 +56,13 @@ class InferenceService {
 
   DaemonConfig config_;
   std::string model_name_;
-  LoadedEngine engine_;
+  std::unique_ptr<Runtime> runtime_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex prediction_mu_;  // guards the three figures below
   uint64_t predicted_experts_ = 0, actual_experts_ = 0, correctly_predicted_ = 0;
 
-  std::unique_ptr<RequestEngine> requests_;  // last: its thread runs engine_'s forward pass
+  std::unique_ptr<RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
 };
 
 }  // namespace expertd

@@ -1,9 +1,9 @@
-// LoadEngine and the options it is built from: bounds on settings that size
+// Runtime::Load and the options it is built from: bounds on settings that size
 // memory (a prefetch lookahead past the model's layers and a DRAM budget past
 // its experts are lowered to what the model can use), and every key of the
 // daemon's config reaching the module it configures.
 
-#include "daemon/engine_loader.h"
+#include "runtime/runtime.h"
 
 #include <climits>
 #include <fstream>
@@ -27,7 +27,7 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
-  testing::ScopedTempDir dir("engine_loader");
+  testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;  // olmoe: 2 layers of 8 experts
   EngineOptions options;
   options.model_dir = testing::MakeTestModel(dir, "model", o);
@@ -36,11 +36,11 @@ TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   options.prefetch.predictor.lookahead = INT_MAX;  // sized a vector of 2^31 entries: std::bad_alloc
   options.threads = 1;
   options.device.gpu = GpuMode::kOff;
-  absl::StatusOr<LoadedEngine> engine = LoadEngine(options);
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  ASSERT_NE(engine->cache, nullptr);
-  ASSERT_NE(engine->prefetcher, nullptr);
-  EXPECT_EQ(engine->cache->stats().dram.slots, o.layers * o.experts) << "every expert resident, no more";
+  ASSERT_NE((*engine)->cache(), nullptr);
+  ASSERT_NE((*engine)->prefetcher(), nullptr);
+  EXPECT_EQ((*engine)->cache()->stats().dram.slots, o.layers * o.experts) << "every expert resident, no more";
 }
 
 // [io] queue_depth was parsed and then dropped on the way to the reader,
@@ -48,7 +48,7 @@ TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
 // pool's 4 threads). 3 is below both, so whichever reader this machine gets
 // reports 3 only if the setting arrived.
 TEST(EngineLoaderTest, QueueDepthReachesTheReader) {
-  testing::ScopedTempDir dir("engine_loader");
+  testing::ScopedTempDir dir("runtime");
   const std::string model = testing::MakeTestModel(dir, "model", tools::MakeModelOptions());
   absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(absl::StrCat(R"([model]
 path = ")", model, R"("
@@ -63,13 +63,13 @@ gpu = "off"
 )"),
                                                           "queue_depth.toml");
   ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<LoadedEngine> engine = LoadEngine(EngineOptionsFromConfig(*config));
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(EngineOptionsFromConfig(*config));
   ASSERT_TRUE(engine.ok()) << engine.status();
-  ASSERT_NE(engine->reader, nullptr);
-  EXPECT_EQ(engine->reader->queue_depth(), 3) << "reader " << engine->reader->name();
+  ASSERT_NE((*engine)->reader(), nullptr);
+  EXPECT_EQ((*engine)->reader()->queue_depth(), 3) << "reader " << (*engine)->reader()->name();
   // Offloaded experts are read through the cache: the model holds only its
   // dense weights (experts in memory too would defeat the DRAM budget).
-  EXPECT_FALSE(engine->model->resident_experts());
+  EXPECT_FALSE((*engine)->model().resident_experts());
 }
 
 // "section.key" of every key set in a TOML text: `[section]` lines and
@@ -158,7 +158,7 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 }
 
 // Which module each key configures:
-//   engine (EngineOptions, then the module LoadEngine builds from it):
+//   engine (EngineOptions, then the module Runtime::Load builds from it):
 //     model.path                       -> model_dir, the loaded model
 //     inference.threads                -> threads, the compute pool
 //     inference.default_experts_per_token -> experts_per_token (the cache's
@@ -180,7 +180,7 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 // too; max_in_flight and to_device (no accessor) and the CUDA options (no GPU
 // here) are checked on EngineOptions only.
 TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
-  testing::ScopedTempDir dir("engine_loader");
+  testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;  // olmoe, 8 experts, top-2
   o.layers = 4;               // so that lookahead 2 is not lowered
   const std::string model = testing::MakeTestModel(dir, "model", o);
@@ -225,38 +225,38 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.device.cuda_device, 1);
   EXPECT_FALSE(options.device.execution_placement);
 
-  // The modules LoadEngine builds from them.
-  absl::StatusOr<LoadedEngine> engine = LoadEngine(options);
+  // The modules Runtime::Load builds from them.
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  EXPECT_EQ(engine->model->dir(), model);
-  EXPECT_FALSE(engine->on_gpu);
-  EXPECT_EQ(engine->pool->num_threads(), 2);
-  ASSERT_NE(engine->expert_file, nullptr);
-  EXPECT_EQ(engine->expert_file->path(), experts) << "packed where io.expert_file says";
-  ASSERT_NE(engine->reader, nullptr);
-  EXPECT_EQ(engine->reader->queue_depth(), 3);
-  EXPECT_THAT(std::string(engine->reader->name()), HasSubstr("buffered"));
-  ASSERT_NE(engine->cache, nullptr);
-  const cache::CacheStats stats = engine->cache->stats();
+  EXPECT_EQ((*engine)->model().dir(), model);
+  EXPECT_FALSE((*engine)->on_gpu());
+  EXPECT_EQ((*engine)->threads(), 2);
+  ASSERT_NE((*engine)->expert_file(), nullptr);
+  EXPECT_EQ((*engine)->expert_file()->path(), experts) << "packed where io.expert_file says";
+  ASSERT_NE((*engine)->reader(), nullptr);
+  EXPECT_EQ((*engine)->reader()->queue_depth(), 3);
+  EXPECT_THAT(std::string((*engine)->reader()->name()), HasSubstr("buffered"));
+  ASSERT_NE((*engine)->cache(), nullptr);
+  const cache::CacheStats stats = (*engine)->cache()->stats();
   const int all_experts = o.layers * o.experts;  // both budgets hold more: lowered to this
   EXPECT_EQ(stats.dram.slots, all_experts);
   EXPECT_EQ(stats.dram.policy, "lru");
-  EXPECT_TRUE(engine->cache->has_device_tier());
+  EXPECT_TRUE((*engine)->cache()->has_device_tier());
   EXPECT_EQ(stats.device.slots, all_experts);
   EXPECT_EQ(stats.device.policy, "lru");
   for (int e = 0; e < o.experts; ++e) {
-    EXPECT_TRUE(engine->cache->IsReady({0, e})) << "shallow layer 0, expert " << e << " pinned resident";
+    EXPECT_TRUE((*engine)->cache()->IsReady({0, e})) << "shallow layer 0, expert " << e << " pinned resident";
   }
-  ASSERT_NE(engine->prefetcher, nullptr);
-  EXPECT_EQ(engine->prefetcher->predictor_name(), "previous-token");
+  ASSERT_NE((*engine)->prefetcher(), nullptr);
+  EXPECT_EQ((*engine)->prefetcher()->predictor_name(), "previous-token");
   // The lookahead shows once predictions are scored: distances 1 and 2.
-  KvCache kv(engine->model->config(), 8, &engine->forward->kv_memory());
+  KvCache kv((*engine)->model().config(), 8, &(*engine)->forward().kv_memory());
   std::vector<float> logits;
   const std::vector<int32_t> tokens = {5, 6, 7, 8};
   for (size_t t = 0; t < tokens.size(); ++t) {
-    ASSERT_TRUE(engine->forward->Run(absl::MakeConstSpan(&tokens[t], 1), kv, ForwardOptions(), &logits).ok());
+    ASSERT_TRUE((*engine)->forward().Run(absl::MakeConstSpan(&tokens[t], 1), kv, ForwardOptions(), &logits).ok());
   }
-  EXPECT_EQ(engine->prefetcher->prediction_stats().by_distance().size(), 3u);
+  EXPECT_EQ((*engine)->prefetcher()->prediction_stats().by_distance().size(), 3u);
 }
 
 }  // namespace

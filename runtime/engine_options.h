@@ -1,7 +1,7 @@
-#ifndef EXPERTD_DAEMON_ENGINE_OPTIONS_H_
-#define EXPERTD_DAEMON_ENGINE_OPTIONS_H_
+#ifndef EXPERTD_RUNTIME_ENGINE_OPTIONS_H_
+#define EXPERTD_RUNTIME_ENGINE_OPTIONS_H_
 
-// What LoadEngine builds the runtime from: the modules' own option structs,
+// What Runtime::Load builds the runtime from: the modules' own option structs,
 // composed. The daemon's TOML config (EngineOptionsFromConfig in
 // daemon/config.h) and the command line (expertd_main.cc) fill this same
 // struct, each parsing its text once (sizes into bytes, "auto"/"on"/"off"
@@ -20,7 +20,7 @@ namespace expertd {
 // Where the model runs.
 enum class GpuMode {
   kAuto,  // on a CUDA device when this build has CUDA and one is present
-  kOn,    // on a CUDA device, or LoadEngine fails saying why there is none
+  kOn,    // on a CUDA device, or Runtime::Load fails saying why there is none
   kOff,   // on the CPU
 };
 
@@ -71,7 +71,7 @@ struct EngineOptions {
   DeviceOptions device;
 
   // Roster of Experts for run / eval / perplexity: not a loading option,
-  // but every command that runs the model takes it and LoadEngine checks it
+  // but every command that runs the model takes it and Runtime::Load checks it
   // against the model before anything runs. The daemon takes rosters per
   // request and leaves this at its default (none).
   RosterOptions roster;
@@ -81,4 +81,4 @@ struct EngineOptions {
 
 }  // namespace expertd
 
-#endif  // EXPERTD_DAEMON_ENGINE_OPTIONS_H_
+#endif  // EXPERTD_RUNTIME_ENGINE_OPTIONS_H_

@@ -1,4 +1,4 @@
-#include "daemon/engine_loader.h"
+#include "runtime/runtime.h"
 
 #include <algorithm>
 #include <chrono>
@@ -46,12 +46,13 @@ absl::StatusOr<bool> UseGpu(const DeviceOptions& options) {
 #endif
 }
 
+}  // namespace
+
 // Opens (packing first when missing) the expert file and builds the cache.
 // copier: the device tier's backend (the CUDA tier on a GPU); null for the
 // host-memory stand-in.
-absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier,
-                               LoadedEngine& engine) {
-  const Model& model = *engine.model;
+absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier) {
+  const Model& model = *model_;
   io::ReaderOptions reader_options = options.reader;
   if (reader_options.path.empty()) reader_options.path = model.dir() + "/model.experts";
   const std::string& path = reader_options.path;
@@ -60,8 +61,8 @@ absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cac
     RETURN_IF_ERROR(PackExperts(model, path, PackDtype::kKeep,
                                 [](int done, int total) { PrintPackProgress("packing", done, total); }));
   }
-  ASSIGN_OR_RETURN(engine.expert_file, io::ExpertFile::Open(path, model.fingerprint()));
-  ASSIGN_OR_RETURN(engine.reader, io::OpenExpertReader(reader_options));
+  ASSIGN_OR_RETURN(expert_file_, io::ExpertFile::Open(path, model.fingerprint()));
+  ASSIGN_OR_RETURN(reader_, io::OpenExpertReader(reader_options));
 
   // ExpertCacheOptions owns its device copier and so does not copy: the
   // cache gets one made here with every setting of options.cache.
@@ -76,8 +77,8 @@ absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cac
   const int k = options.experts_per_token > 0 ? options.experts_per_token : model.config().experts_per_token;
   cache_options.min_slots = std::max(options.cache.min_slots, k);
   if (copier != nullptr) cache_options.device_copier = std::move(copier);
-  ASSIGN_OR_RETURN(engine.cache,
-                   cache::ExpertCache::Create(*engine.expert_file, *engine.reader, std::move(cache_options)));
+  ASSIGN_OR_RETURN(cache_,
+                   cache::ExpertCache::Create(*expert_file_, *reader_, std::move(cache_options)));
   if (options.shallow_layers > 0) {
     std::vector<cache::ExpertKey> shallow;
     int moe_layers = 0;
@@ -86,10 +87,10 @@ absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cac
       ++moe_layers;
       for (int e = 0; e < model.config().num_experts; ++e) shallow.push_back({layer, e});
     }
-    RETURN_IF_ERROR(engine.cache->PinPermanently(shallow));
+    RETURN_IF_ERROR(cache_->PinPermanently(shallow));
     spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
   }
-  engine.cached_experts = std::make_unique<CachedExperts>(*engine.cache, engine.expert_file->layout());
+  cached_experts_ = std::make_unique<CachedExperts>(*cache_, expert_file_->layout());
   if (options.prefetch.predictor.kind != "none") {
     PrefetcherOptions prefetch = options.prefetch;
     // Predicting past the last layer predicts nothing, and the predictor's
@@ -100,34 +101,35 @@ absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cac
       spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}",
                    options.prefetch.predictor.lookahead, model.config().num_layers, max_lookahead);
     }
-    ASSIGN_OR_RETURN(engine.prefetcher, Prefetcher::Create(model, *engine.cache, prefetch, engine.pool.get()));
+    ASSIGN_OR_RETURN(prefetcher_, Prefetcher::Create(model, *cache_, prefetch, pool_.get()));
   }
   spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
-               FormatByteSize(engine.cache->slot_bytes()), engine.cache->stats().dram.slots,
-               engine.cache->has_device_tier() ? absl::StrCat(", device ", engine.cache->stats().device.slots, " slots")
+               FormatByteSize(cache_->slot_bytes()), cache_->stats().dram.slots,
+               cache_->has_device_tier() ? absl::StrCat(", device ", cache_->stats().device.slots, " slots")
                                                : std::string(),
-               options.cache.policy, std::string(engine.reader->name()), engine.reader->queue_depth());
+               options.cache.policy, std::string(reader_->name()), reader_->queue_depth());
   return absl::OkStatus();
 }
 
-}  // namespace
+Runtime::~Runtime() = default;
 
-absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& options) {
   if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
   const auto start = std::chrono::steady_clock::now();
-  LoadedEngine engine;
+  std::unique_ptr<Runtime> runtime(new Runtime());
+  Runtime& engine = *runtime;
   // Offloaded experts come from the packed file through the cache: the
   // model keeps only its dense weights in memory (the experts would double
   // what the DRAM budget is there to bound).
-  ASSIGN_OR_RETURN(engine.model, Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
-  const ModelConfig& config = engine.model->config();
+  ASSIGN_OR_RETURN(engine.model_, Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
+  const ModelConfig& config = engine.model_->config();
   RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,
                                                    " (this model's experts), got ", options.experts_per_token));
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  engine.pool = std::make_unique<kernels::ThreadPool>(threads);
+  engine.pool_ = std::make_unique<kernels::ThreadPool>(threads);
   ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device));
   std::unique_ptr<cache::DeviceCopier> copier;
 #ifdef EXPERTD_HAVE_CUDA
@@ -139,24 +141,24 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
     copier = std::move(tier);
   }
 #endif
-  if (options.offloading()) RETURN_IF_ERROR(AttachExpertCache(options, std::move(copier), engine));
+  if (options.offloading()) RETURN_IF_ERROR(engine.AttachExpertCache(options, std::move(copier)));
 #ifdef EXPERTD_HAVE_CUDA
   if (use_gpu) {
     CudaForwardOptions gpu_options;
     gpu_options.device = options.device.cuda_device;
     gpu_options.execution_placement = options.device.execution_placement;
-    if (engine.expert_file != nullptr) {
-      gpu_options.cached_expert_dtype = ComputeDType(engine.expert_file->layout().dtype);
+    if (engine.expert_file_ != nullptr) {
+      gpu_options.cached_expert_dtype = ComputeDType(engine.expert_file_->layout().dtype);
     }
-    gpu_options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
+    gpu_options.experts = engine.cache_ == nullptr ? CudaForwardOptions::Experts::kUploadAll
                           : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
                                                   : CudaForwardOptions::Experts::kCacheOnHost;
-    auto gpu = CudaForwardPass::Create(*engine.model, engine.pool.get(), engine.cached_experts.get(), cuda_tier,
+    auto gpu = CudaForwardPass::Create(*engine.model_, engine.pool_.get(), engine.cached_experts_.get(), cuda_tier,
                                        gpu_options);
     if (gpu.ok()) {
       spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", options.device.cuda_device,
                    FormatByteSize((*gpu)->weight_bytes()),
-                   engine.cache == nullptr ? "uploaded with them"
+                   engine.cache_ == nullptr ? "uploaded with them"
                    : cuda_tier != nullptr  ? "through the VRAM tier"
                                            : "on the CPU (no device budget)");
       if (gpu_options.experts == CudaForwardOptions::Experts::kCacheOnDevice && gpu_options.execution_placement) {
@@ -167,9 +169,8 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
                      placement.CopySeconds(bytes) * 1e3, placement.CpuSeconds(bytes, 1) * 1e3,
                      placement.CpuSeconds(bytes, 8) * 1e3);
       }
-      engine.cuda_forward = gpu->get();
-      engine.forward = std::move(*gpu);
-      engine.on_gpu = true;
+      engine.cuda_forward_ = gpu->get();
+      engine.forward_ = std::move(*gpu);
     } else if (options.device.gpu == GpuMode::kOn || cuda_tier != nullptr) {
       // With a VRAM tier the cache holds device memory: no CPU fallback.
       return gpu.status();
@@ -180,15 +181,60 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
 #else
   (void)use_gpu;  // UseGpu has refused "on"
 #endif
-  if (engine.forward == nullptr) {
-    engine.forward = std::make_unique<ForwardPass>(*engine.model, engine.pool.get(), engine.cached_experts.get());
+  if (engine.forward_ == nullptr) {
+    engine.forward_ = std::make_unique<ForwardPass>(*engine.model_, engine.pool_.get(), engine.cached_experts_.get());
   }
-  engine.forward->SetObserver(engine.prefetcher.get());
+  engine.forward_->SetObserver(engine.prefetcher_.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads",
                options.model_dir, config.architecture_name, config.num_layers, config.num_experts,
-               config.experts_per_token, config.hidden_size, seconds, engine.on_gpu ? "GPU" : "CPU", threads);
-  return engine;
+               config.experts_per_token, config.hidden_size, seconds, engine.on_gpu() ? "GPU" : "CPU", threads);
+  return runtime;
+}
+
+predictor::PredictionStats::Figures PrefetchStats::Total() const {
+  predictor::PredictionStats::Figures total;
+  for (const auto& f : by_distance) {
+    total.predicted += f.predicted;
+    total.actual += f.actual;
+    total.correct += f.correct;
+  }
+  return total;
+}
+
+RuntimeStats Runtime::Stats() const {
+  RuntimeStats stats;
+  stats.on_gpu = on_gpu();
+  if (cache_ != nullptr) {
+    stats.cache = cache_->stats();
+    stats.cache_slot_bytes = cache_->slot_bytes();
+  }
+  return stats;
+}
+
+PassStats Runtime::PassFigures() const {
+  PassStats stats;
+  if (prefetcher_ != nullptr) {
+    PrefetchStats& prefetch = stats.prefetch.emplace();
+    prefetch.predictor = std::string(prefetcher_->predictor_name());
+    prefetch.per_layer_budget = prefetcher_->per_layer_budget();
+    prefetch.reads = prefetcher_->scheduler_stats();
+    prefetch.by_distance = prefetcher_->prediction_stats().by_distance();
+  }
+#ifdef EXPERTD_HAVE_CUDA
+  if (cuda_forward_ != nullptr) {
+    const CudaForwardStats gpu = cuda_forward_->stats();
+    stats.gpu = GpuPassStats{gpu.experts_on_device, gpu.experts_loaded, gpu.experts_on_cpu};
+  }
+#endif
+  return stats;
+}
+
+absl::Status Runtime::ResizeCache(uint64_t dram_budget_bytes, uint64_t device_budget_bytes) {
+  if (cache_ == nullptr) {
+    return absl::FailedPreconditionError("every expert is resident (no cache.dram_budget): nothing to resize");
+  }
+  return cache_->Resize(dram_budget_bytes, device_budget_bytes);
 }
 
 }  // namespace expertd

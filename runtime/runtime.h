@@ -1,0 +1,118 @@
+#ifndef EXPERTD_RUNTIME_RUNTIME_H_
+#define EXPERTD_RUNTIME_RUNTIME_H_
+
+// The runtime: a loaded model and everything that runs it (compute pool,
+// forward pass on the CPU or a CUDA device, and when offloading the expert
+// file, reader, tiered cache and prefetcher), built from typed
+// EngineOptions. The request engine drives its forward pass; the daemon
+// and the CLI read its figures and resize its cache through this object and
+// nothing else.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cache/expert_cache.h"
+#include "engine/expert_source.h"
+#include "engine/forward_api.h"
+#include "engine/model.h"
+#include "engine/prefetcher.h"
+#include "io/expert_file.h"
+#include "io/expert_reader.h"
+#include "kernels/cpu/thread_pool.h"
+#include "runtime/engine_options.h"
+
+namespace expertd {
+
+class CudaForwardPass;  // engine/cuda/cuda_forward.h, in builds with CUDA
+
+// Figures any thread may read at any time.
+struct RuntimeStats {
+  bool on_gpu = false;
+  // When offloading: the tiers' counters and the size of one slot.
+  std::optional<cache::CacheStats> cache;
+  uint64_t cache_slot_bytes = 0;
+};
+
+// Where the GPU pass ran the routed experts.
+struct GpuPassStats {
+  uint64_t experts_on_device = 0;  // ready in VRAM (or uploaded)
+  uint64_t experts_loaded = 0;     // waited for, then run on the GPU
+  uint64_t experts_on_cpu = 0;     // run on the CPU from DRAM
+};
+
+// Cross-layer prediction and the prefetch reads it issued.
+struct PrefetchStats {
+  std::string predictor;
+  int per_layer_budget = 0;
+  predictor::PrefetchScheduler::Stats reads;
+  // [lookahead distance]; index 0 unused.
+  std::vector<predictor::PredictionStats::Figures> by_distance;
+  // Summed over distances.
+  predictor::PredictionStats::Figures Total() const;
+};
+
+// Figures the forward pass keeps as it runs: read them on the thread that
+// runs it (the request engine's, e.g. in its after-iteration hook), or once
+// it has stopped.
+struct PassStats {
+  std::optional<PrefetchStats> prefetch;  // with a prefetcher
+  std::optional<GpuPassStats> gpu;        // on a GPU
+};
+
+class Runtime {
+ public:
+  // Loads the model and, with a DRAM budget, the expert file (packing it
+  // first when missing, with progress in the log), reader, cache and
+  // prefetcher; runs on a CUDA device as options.device says.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Load(const EngineOptions& options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  const Model& model() const { return *model_; }
+  Forward& forward() { return *forward_; }
+  bool on_gpu() const { return cuda_forward_ != nullptr; }
+  bool offloading() const { return cache_ != nullptr; }
+  bool prefetching() const { return prefetcher_ != nullptr; }
+  int threads() const { return pool_->num_threads(); }
+
+  RuntimeStats Stats() const;
+  PassStats PassFigures() const;
+  // New tier budgets, applied live (FailedPrecondition without offloading).
+  absl::Status ResizeCache(uint64_t dram_budget_bytes, uint64_t device_budget_bytes);
+
+  // The modules as built, read-only, for tests that check each option
+  // reached the module it configures. Null where not built.
+  const io::ExpertFile* expert_file() const { return expert_file_.get(); }
+  const io::ExpertReader* reader() const { return reader_.get(); }
+  const cache::ExpertCache* cache() const { return cache_.get(); }
+  const Prefetcher* prefetcher() const { return prefetcher_.get(); }
+
+ private:
+  Runtime() = default;
+  absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier);
+
+  // Destroyed bottom-up: the forward pass before the prefetcher and the
+  // cache, the cache before the reader, the reader before the file.
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<kernels::ThreadPool> pool_;
+  std::unique_ptr<io::ExpertFile> expert_file_;
+  std::unique_ptr<io::ExpertReader> reader_;
+  std::unique_ptr<cache::ExpertCache> cache_;
+  std::unique_ptr<CachedExperts> cached_experts_;
+  std::unique_ptr<Prefetcher> prefetcher_;
+  std::unique_ptr<Forward> forward_;
+  const CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
+};
+
+// Logs packing progress, one line per 10%.
+void PrintPackProgress(const char* what, int done, int total);
+
+}  // namespace expertd
+
+#endif  // EXPERTD_RUNTIME_RUNTIME_H_
