@@ -8,7 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "base/byte_size.h"
-#include "daemon/cli_commands.h"
+#include "cli/commands.h"
 #include "daemon/serve.h"
 #include "spdlog/cfg/env.h"
 #include "spdlog/sinks/stdout_color_sinks.h"

@@ -1,4 +1,4 @@
-#include "daemon/cli_commands.h"
+#include "cli/commands.h"
 
 #include <chrono>
 #include <filesystem>

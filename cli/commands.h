@@ -1,5 +1,9 @@
-#ifndef EXPERTD_DAEMON_CLI_COMMANDS_H_
-#define EXPERTD_DAEMON_CLI_COMMANDS_H_
+#ifndef EXPERTD_CLI_COMMANDS_H_
+#define EXPERTD_CLI_COMMANDS_H_
+
+// The expertd program's one-shot commands: each loads a Runtime from its
+// flags, runs the model (generation through the request engine, as the
+// daemon does; scoring and traces through the forward pass) and prints.
 
 #include <cstdint>
 #include <string>
@@ -8,7 +12,6 @@
 #include "runtime/runtime.h"
 
 namespace expertd::cli {
-
 
 struct RunFlags {
   EngineOptions engine;
@@ -68,4 +71,4 @@ absl::Status BenchCache(const BenchCacheFlags& flags);
 
 }  // namespace expertd::cli
 
-#endif  // EXPERTD_DAEMON_CLI_COMMANDS_H_
+#endif  // EXPERTD_CLI_COMMANDS_H_
