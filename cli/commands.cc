@@ -136,6 +136,8 @@ absl::Status Run(const RunFlags& flags) {
               prompt.size(), done.prefill_seconds > 0 ? prompt.size() / done.prefill_seconds : 0.0, generated,
               done.decode_seconds > 0 && generated > 1 ? (generated - 1) / done.decode_seconds : 0.0,
               done.prefill_seconds * 1e3, done.finish_reason == "stop" ? " (stopped at end of sequence)" : "");
+  const RuntimeStats runtime = engine->Stats();
+  std::printf("cpu: %d threads, %s kernels\n", runtime.threads, runtime.simd_target.c_str());
   if (const std::optional<GpuPassStats> gpu = engine->PassFigures().gpu) {
     std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
                 static_cast<unsigned long long>(gpu->experts_on_device),

@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "engine/expert_packer.h"
 #include "engine/forward.h"
+#include "kernels/cpu/simd_target.h"
 #include "spdlog/spdlog.h"
 #ifdef EXPERTD_HAVE_CUDA
 #include "cache/cuda_device_tier.h"
@@ -186,9 +187,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   }
   engine.forward_->SetObserver(engine.prefetcher_.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads",
+  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads ({} kernels)",
                options.model_dir, config.architecture_name, config.num_layers, config.num_experts,
-               config.experts_per_token, config.hidden_size, seconds, engine.on_gpu() ? "GPU" : "CPU", threads);
+               config.experts_per_token, config.hidden_size, seconds, engine.on_gpu() ? "GPU" : "CPU", threads,
+               kernels::SimdTargetName());
   return runtime;
 }
 
@@ -205,6 +207,8 @@ predictor::PredictionStats::Figures PrefetchStats::Total() const {
 RuntimeStats Runtime::Stats() const {
   RuntimeStats stats;
   stats.on_gpu = on_gpu();
+  stats.threads = threads();
+  stats.simd_target = kernels::SimdTargetName();
   if (cache_ != nullptr) {
     stats.cache = cache_->stats();
     stats.cache_slot_bytes = cache_->slot_bytes();

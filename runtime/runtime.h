@@ -33,6 +33,8 @@ class CudaForwardPass;  // engine/cuda/cuda_forward.h, in builds with CUDA
 // Figures any thread may read at any time.
 struct RuntimeStats {
   bool on_gpu = false;
+  int threads = 0;                // compute threads on the CPU
+  std::string simd_target;        // the CPU kernels' Highway target (kernels/cpu/simd_target.h)
   // When offloading: the tiers' counters and the size of one slot.
   std::optional<cache::CacheStats> cache;
   uint64_t cache_slot_bytes = 0;

@@ -102,6 +102,7 @@ TEST_F(Cli, RunGeneratesDeterministicallyAndReportsSpeed) {
   EXPECT_THAT(first.out, HasSubstr("Once upon a time"));
   EXPECT_THAT(first.out, ::testing::ContainsRegex("prompt: [0-9]+ tokens, [0-9.]+ tokens/s; decode: [0-9]+ tokens, "
                                                   "[0-9.]+ tokens/s; first token after [0-9.]+ ms"));
+  EXPECT_THAT(first.out, ::testing::ContainsRegex("cpu: [0-9]+ threads, [A-Z0-9_]+ kernels"));
   auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
   EXPECT_EQ(text(Expertd(args).out), text(first.out));
   CommandResult sampled = Expertd({"run", "--model", model_, "--prompt", "Once upon a time", "-n", "12",

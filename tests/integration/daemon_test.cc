@@ -73,6 +73,9 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
   EXPECT_EQ((*stats)["requests"]["completed"], 3);
   EXPECT_GT((*stats)["cache"]["dram"]["misses"].get<int>(), 0);
   EXPECT_EQ((*stats)["model"]["runs_on"], "cpu") << "[device] gpu = \"off\"";
+  // Which SIMD target the CPU kernels dispatched to: decode speed depends on it.
+  EXPECT_THAT((*stats)["cpu"]["simd_target"].get<std::string>(), ::testing::MatchesRegex("[A-Z0-9_]+"));
+  EXPECT_GE((*stats)["cpu"]["threads"].get<int>(), 1);
 }
 
 TEST_F(Daemon, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
