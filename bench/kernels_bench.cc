@@ -2,8 +2,10 @@
 // memory, so the numbers that matter are bytes of weights per second and how
 // close MatVec gets to a plain SIMD read of the same amount of memory.
 //
-// Run: kernels_bench [--benchmark_filter=...]; the last line printed is the
-// bf16 MatVec / memory-read ratio on 2 threads, from this run's numbers.
+// Run: kernels_bench [--benchmark_filter=...]; the last lines printed are the
+// bf16 MatVec / memory-read ratios on 1 and 2 threads, from this run's
+// numbers: on one large matrix, and on expert-shaped matrices run one after
+// another as decode runs them.
 
 #include <algorithm>
 #include <cstddef>
@@ -138,6 +140,38 @@ void MatMulBench(benchmark::State& state, const Buffers* buffers) {
       benchmark::Counter::kIsRate);
 }
 
+// Decode's real access pattern: many expert-sized matrices one after another
+// (each a MatVec of its own, as a layer's routed experts are), each read from
+// memory once. The 512 MiB bf16 buffer is cut into consecutive rows x cols
+// matrices and one iteration runs MatVec over each of them in turn.
+void ExpertMatVecBench(benchmark::State& state, const Buffers* buffers) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  const int64_t per_matrix = rows * cols;
+  const int64_t matrices = kDim * kDim / per_matrix;
+  auto* y = const_cast<float*>(buffers->y.data());
+  for (auto _ : state) {
+    for (int64_t m = 0; m < matrices; ++m) {
+      const WeightMatrix w{DType::kBF16, buffers->bf16.get() + m * per_matrix, rows, cols};
+      kernels::MatVec(w, buffers->x.data(), y, &pool);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * matrices * per_matrix * 2);
+}
+
+// Expert matrices of the supported families: gate/up [ffn][hidden] and
+// down [hidden][ffn].
+struct ExpertShape {
+  const char* family;
+  int64_t rows, cols;
+};
+constexpr ExpertShape kExpertShapes[] = {
+    {"olmoe-1b-7b gate/up", 1024, 2048}, {"olmoe-1b-7b down", 2048, 1024},
+    {"qwen3-30b-a3b gate/up", 768, 2048}, {"qwen3-30b-a3b down", 2048, 768},
+    {"mixtral-8x7b gate/up", 14336, 4096}, {"mixtral-8x7b down", 4096, 14336},
+};
+
 // Remembers bytes_per_second of every run so main can print the ratio.
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
@@ -212,6 +246,13 @@ int main(int argc, char** argv) {
     configure(benchmark::RegisterBenchmark("matmul_bf16", MatMulBench, b)->Args({threads, 8}));
   }
 
+  for (const int threads : {1, 2}) {
+    for (const ExpertShape& shape : kExpertShapes) {
+      configure(benchmark::RegisterBenchmark("expert_matvec_bf16", ExpertMatVecBench, b)
+                    ->Args({threads, shape.rows, shape.cols}));
+    }
+  }
+
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
@@ -225,6 +266,13 @@ int main(int argc, char** argv) {
                   kRounds, memory / 1e9, matvec / 1e9, threads);
       std::printf("bf16 matvec / memory read bandwidth (%d threads): %.2f\n", threads,
                   matvec / memory);
+      for (const ExpertShape& shape : kExpertShapes) {
+        const double expert = reporter.BytesPerSecond("expert_matvec_bf16" + suffix + std::to_string(shape.rows) +
+                                                      "/" + std::to_string(shape.cols) + "/");
+        std::printf("  expert-shaped %s %lldx%lld: %.1f GB/s, %.2f of memory read\n", shape.family,
+                    static_cast<long long>(shape.rows), static_cast<long long>(shape.cols), expert / 1e9,
+                    expert / memory);
+      }
     }
   }
   return 0;
