@@ -8,8 +8,10 @@
 //   decode_bench [--model DIR] [--tokens N] [--threads N]
 //                [--dram-percent 50,25,10] [--policies lru,least-stale,...]
 //                [--prefetch none,previous-token,cross-layer:1,cross-layer:2]
-// Without --model it generates (once) an OLMoE-shaped bf16 model: hidden 2048,
-// 64 experts, top-8, ffn 1024, 4 layers, vocab 4096.
+// Without --model it generates (once, in the temp directory) a random bf16
+// model of --shape: by default OLMoE-1B-7B's own shape (16 layers, hidden
+// 2048, 64 experts top-8, ffn 1024, vocab 50304: 13.8 GB), or "small" (the
+// same layers, 4 of them, vocab 4096) for a quick run. See bench/bench_models.h.
 //
 // With --dram-percent, the experts are packed (once) into DIR/model.experts
 // and decode runs again through the tiered cache with a DRAM budget of that
@@ -24,6 +26,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "bench/bench_models.h"
 #include "bench/read_bandwidth.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -69,7 +72,9 @@ int main(int argc, char** argv) {
   int tokens = 64;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   CLI::App app{"decode tokens/s against the memory-bandwidth limit"};
-  app.add_option("--model", model_dir, "model directory; default: generate the OLMoE-shaped bench model");
+  app.add_option("--model", model_dir, "model directory; default: generate the --shape bench model (once)");
+  std::string shape = "olmoe-1b-7b";
+  app.add_option("--shape", shape, bench::BenchModelShapesHelp())->capture_default_str();
   app.add_option("--tokens", tokens, "decode steps")->capture_default_str();
   app.add_option("--threads", threads, "compute threads")->capture_default_str();
   std::string dram_percents;
@@ -86,25 +91,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (model_dir.empty()) {
-    model_dir = (std::filesystem::temp_directory_path() / "expertd-bench-olmoe").string();
-    if (!std::filesystem::exists(model_dir + "/model.safetensors")) {
-      tools::MakeModelOptions o;
-      o.arch = "olmoe";
-      o.layers = 4;
-      o.hidden = 2048;
-      o.experts = 64;
-      o.top_k = 8;
-      o.ffn = 1024;
-      o.heads = 16;
-      o.kv_heads = 16;
-      o.vocab = 4096;
-      o.dtype = "bf16";
-      std::printf("generating the bench model in %s ...\n", model_dir.c_str());
-      if (absl::Status s = tools::MakeModel(o, model_dir); !s.ok()) {
-        std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-        return 1;
-      }
+    absl::StatusOr<std::string> made = bench::BenchModel(shape);
+    if (!made.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
+      return 1;
     }
+    model_dir = *made;
   }
   auto model = Model::Load(model_dir);
   if (!model.ok()) {
