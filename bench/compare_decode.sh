@@ -6,7 +6,7 @@
 #   bench/compare_decode.sh BEFORE_DECODE_BENCH AFTER_DECODE_BENCH [ROUNDS] [-- decode_bench args]
 # e.g. before and after a refactor:
 #   git worktree add /tmp/before <commit>; scripts/build /tmp/before/build
-#   bench/compare_decode.sh /tmp/before/build/bench/decode_bench build/bench/decode_bench 5 -- --shape small --tokens 64
+#   bench/compare_decode.sh /tmp/before/build/bench/decode_bench build/bench/decode_bench 5 -- --model /tmp/expertd-bench-olmoe --tokens 64
 set -euo pipefail
 before="$1"
 after="$2"
