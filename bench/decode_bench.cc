@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   app.add_option("--shape", shape, bench::BenchModelShapesHelp())->capture_default_str();
   app.add_option("--tokens", tokens, "decode steps")->capture_default_str();
   app.add_option("--threads", threads, "compute threads")->capture_default_str();
+  int prompt_tokens = 16;
+  app.add_option("--prompt-tokens", prompt_tokens, "prompt length (the prefill figure's)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   std::string dram_percents;
   std::string policies = "lru,least-stale,layer-distance";
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
@@ -109,7 +113,7 @@ int main(int argc, char** argv) {
   GenerateOptions options;
   options.max_new_tokens = tokens + 1;
   options.stop_at_eos = false;
-  std::vector<int32_t> prompt(16);
+  std::vector<int32_t> prompt(prompt_tokens);
   std::iota(prompt.begin(), prompt.end(), 1);
   // Warm-up: fault the mapped weights in, so the timing is of DRAM, not disk.
   if (auto warm = Generate(**model, forward, prompt, options); !warm.ok()) {

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Writes a GGUF file of an HF MoE checkpoint, tensors in their own dtype.
+
+For running llama.cpp on exactly the weights expertd runs (bench/vs_llamacpp):
+our models are made here (tools/mkmodel), so llama.cpp's converter, which
+needs torch and transformers, is not used; this writes the same layout with
+the `gguf` package alone. Tensor names, shapes and metadata keys follow
+llama.cpp's loader for each architecture (src/models/<arch>.cpp there).
+
+  hf_to_gguf.py MODEL_DIR OUT.gguf
+
+Supported: OlmoeForCausalLM ("olmoe"), Qwen3MoeForCausalLM ("qwen3moe").
+BF16 tensors stay BF16, F32 stay F32 (no quantization).
+"""
+
+import argparse
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import gguf
+
+# safetensors dtype -> (numpy storage dtype, GGML type)
+DTYPES = {
+    "BF16": (np.uint16, gguf.GGMLQuantizationType.BF16),
+    "F16": (np.float16, gguf.GGMLQuantizationType.F16),
+    "F32": (np.float32, gguf.GGMLQuantizationType.F32),
+}
+
+
+class Checkpoint:
+    """The tensors of every *.safetensors file of a model directory, read
+    lazily as numpy arrays of their raw storage (bf16 as uint16)."""
+
+    def __init__(self, model_dir: Path):
+        self.entries = {}
+        for path in sorted(model_dir.glob("*.safetensors")):
+            with open(path, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                self.entries[name] = (path, 8 + header_len, info)
+
+    def __contains__(self, name):
+        return name in self.entries
+
+    def describe(self, name):
+        """(shape, numpy storage dtype, GGML type) without reading data."""
+        if name not in self.entries:
+            sys.exit(f"the checkpoint has no tensor {name}")
+        info = self.entries[name][2]
+        if info["dtype"] not in DTYPES:
+            sys.exit(f"{name}: dtype {info['dtype']} is not supported")
+        storage, ggml_type = DTYPES[info["dtype"]]
+        return tuple(info["shape"]), storage, ggml_type
+
+    def get(self, name):
+        path, base, info = self.entries[name]
+        shape, storage, _ = self.describe(name)
+        begin, end = info["data_offsets"]
+        array = np.memmap(path, dtype=np.uint8, mode="r", offset=base + begin, shape=(end - begin,))
+        return array.view(storage).reshape(shape)
+
+
+def widen_to_f32(array):
+    """F32 values of a BF16 (uint16 storage), F16 or F32 array."""
+    if array.dtype == np.uint16:  # bf16: the upper half of an f32
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.astype(np.float32)
+
+
+def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, config: dict, pre: str):
+    """Byte-level BPE as llama.cpp's "gpt2" tokenizer model. The vocabulary
+    is padded to the model's vocab_size with unused tokens, as llama.cpp's
+    own converter does, so the embedding and LM head keep their shape."""
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    model = tokenizer["model"]
+    if model["type"] != "BPE":
+        sys.exit(f"tokenizer model {model['type']} is not supported (BPE only)")
+    vocab_size = config["vocab_size"]
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [gguf.TokenType.UNUSED] * vocab_size
+    for text, token_id in model["vocab"].items():
+        tokens[token_id] = text
+        types[token_id] = gguf.TokenType.NORMAL
+    for added in tokenizer.get("added_tokens", []):
+        tokens[added["id"]] = added["content"]
+        types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    if config.get("bos_token_id") is not None:
+        writer.add_bos_token_id(config["bos_token_id"])
+    if config.get("eos_token_id") is not None:
+        writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_add_bos_token(False)
+
+
+def convert(model_dir: Path, out: Path):
+    config = json.loads((model_dir / "config.json").read_text())
+    architecture = config["architectures"][0]
+    arch = {"OlmoeForCausalLM": "olmoe", "Qwen3MoeForCausalLM": "qwen3moe"}.get(architecture)
+    if arch is None:
+        sys.exit(f"{architecture} is not supported (OlmoeForCausalLM, Qwen3MoeForCausalLM)")
+    checkpoint = Checkpoint(model_dir)
+    writer = gguf.GGUFWriter(str(out), arch)
+    layers = config["num_hidden_layers"]
+    experts = config["num_experts"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    writer.add_name(model_dir.name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(layers)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config.get("num_key_value_heads", heads))
+    writer.add_rope_freq_base(config.get("rope_theta", 10000.0))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_expert_count(experts)
+    writer.add_expert_used_count(config["num_experts_per_tok"])
+    if arch == "olmoe":
+        writer.add_feed_forward_length(config["intermediate_size"])
+        add_tokenizer(writer, model_dir, config, "olmo")
+    else:
+        writer.add_feed_forward_length(config["intermediate_size"])
+        writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        add_tokenizer(writer, model_dir, config, "qwen2")
+
+    # Tensors are described first and read one at a time while writing, so
+    # a model larger than memory converts.
+    plan = []  # (gguf name, hf names: stacked along a new first axis when several)
+
+    def add(name, *hf_names):
+        plan.append((name, hf_names))
+
+    add("token_embd.weight", "model.embed_tokens.weight")
+    add("output_norm.weight", "model.norm.weight")
+    add("output.weight", "lm_head.weight" if "lm_head.weight" in checkpoint else "model.embed_tokens.weight")
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        add(f"blk.{i}.attn_norm.weight", f"{p}.input_layernorm.weight")
+        add(f"blk.{i}.attn_q.weight", f"{p}.self_attn.q_proj.weight")
+        add(f"blk.{i}.attn_k.weight", f"{p}.self_attn.k_proj.weight")
+        add(f"blk.{i}.attn_v.weight", f"{p}.self_attn.v_proj.weight")
+        add(f"blk.{i}.attn_output.weight", f"{p}.self_attn.o_proj.weight")
+        add(f"blk.{i}.attn_q_norm.weight", f"{p}.self_attn.q_norm.weight")
+        add(f"blk.{i}.attn_k_norm.weight", f"{p}.self_attn.k_norm.weight")
+        add(f"blk.{i}.ffn_norm.weight", f"{p}.post_attention_layernorm.weight")
+        add(f"blk.{i}.ffn_gate_inp.weight", f"{p}.mlp.gate.weight")
+        for gguf_name, projection in (("ffn_gate_exps", "gate_proj"), ("ffn_up_exps", "up_proj"),
+                                      ("ffn_down_exps", "down_proj")):
+            add(f"blk.{i}.{gguf_name}.weight",
+                *[f"{p}.mlp.experts.{e}.{projection}.weight" for e in range(experts)])
+
+    # Norm weights (1-D) and the router go to F32, as llama.cpp's converter
+    # writes them: its element-wise ops take no BF16 operand. BF16 widens to
+    # F32 exactly, so the values are the same.
+    def as_f32(name, shape):
+        return len(shape) == 1 or name.endswith("ffn_gate_inp.weight")
+
+    for name, hf_names in plan:
+        shape, storage, ggml_type = checkpoint.describe(hf_names[0])
+        if len(hf_names) > 1:
+            shape = (len(hf_names),) + shape
+        if as_f32(name, shape):
+            storage, ggml_type = np.float32, gguf.GGMLQuantizationType.F32
+        nbytes = int(np.prod(shape)) * np.dtype(storage).itemsize
+        writer.add_tensor_info(name, shape, np.dtype(storage), nbytes, raw_dtype=ggml_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for done, (name, hf_names) in enumerate(plan, 1):
+        arrays = [checkpoint.get(n) for n in hf_names]
+        array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+        if as_f32(name, array.shape):
+            array = widen_to_f32(array)
+        writer.write_tensor_data(array)
+        if done % 50 == 0 or done == len(plan):
+            print(f"{out}: {done}/{len(plan)} tensors", file=sys.stderr, flush=True)
+    writer.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    convert(args.model_dir, args.out)
+
+
+if __name__ == "__main__":
+    main()
