@@ -5,10 +5,10 @@
 #include <vector>
 
 #include "daemon/config.h"
-#include "engine/chat_template.h"
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/chat_template.h"
 
 namespace expertd {
 
