@@ -57,7 +57,7 @@ absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cac
   const std::string& path = reader_options.path;
   if (!std::filesystem::exists(path)) {
     spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());
-    RETURN_IF_ERROR(PackExperts(model, path, PackDtype::kKeep,
+    RETURN_IF_ERROR(PackExperts(model, path, std::nullopt,
                                 [](int done, int total) { PrintPackProgress("packing", done, total); }));
   }
   ASSIGN_OR_RETURN(engine.expert_file, io::ExpertFile::Open(path, model.fingerprint()));
@@ -146,7 +146,7 @@ absl::StatusOr<LoadedEngine> LoadEngine(const EngineOptions& options) {
     gpu_options.device = options.device.cuda_device;
     gpu_options.execution_placement = options.device.execution_placement;
     if (engine.expert_file != nullptr) {
-      gpu_options.cached_expert_dtype = ComputeDType(engine.expert_file->layout().dtype);
+      gpu_options.cached_expert_dtype = engine.expert_file->layout().dtype;
     }
     gpu_options.experts = engine.cache == nullptr ? CudaForwardOptions::Experts::kUploadAll
                           : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice

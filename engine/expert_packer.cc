@@ -12,17 +12,6 @@
 namespace expertd {
 namespace {
 
-using kernels::DType;
-
-io::ExpertDtype ToFileDtype(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return io::ExpertDtype::kF32;
-    case DType::kBF16: return io::ExpertDtype::kBF16;
-    case DType::kF16: return io::ExpertDtype::kF16;
-  }
-  return io::ExpertDtype::kF32;
-}
-
 // Appends matrix w to out in `target` dtype; a matching dtype copies bytes
 // unchanged, so a "keep" pack computes bit-identically to the checkpoint.
 void AppendMatrix(const WeightMatrix& w, DType target, std::vector<float>& scratch, std::byte* out) {
@@ -45,14 +34,15 @@ void AppendMatrix(const WeightMatrix& w, DType target, std::vector<float>& scrat
 
 }  // namespace
 
-absl::StatusOr<PackDtype> ParsePackDtype(absl::string_view name) {
-  if (name == "keep") return PackDtype::kKeep;
-  if (name == "bf16") return PackDtype::kBF16;
-  if (name == "f32") return PackDtype::kF32;
+absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name) {
+  if (name == "keep") return std::optional<DType>();
+  // AppendMatrix converts to these two only.
+  if (name == "bf16") return DType::kBF16;
+  if (name == "f32") return DType::kF32;
   return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose keep, bf16 or f32)"));
 }
 
-absl::Status PackExperts(const Model& model, const std::string& path, PackDtype dtype,
+absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
                          const std::function<void(int done, int total)>& progress) {
   const ModelConfig& config = model.config();
   const ModelWeights& weights = model.weights();
@@ -65,10 +55,8 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
   }
   if (first_moe < 0) return absl::InvalidArgumentError(absl::StrCat(model.dir(), " has no MoE layers to pack"));
 
-  DType target = weights.layers[first_moe].experts[0].gate.dtype;
-  if (dtype == PackDtype::kBF16) target = DType::kBF16;
-  if (dtype == PackDtype::kF32) target = DType::kF32;
-  if (dtype == PackDtype::kKeep) {
+  const DType target = dtype.value_or(weights.layers[first_moe].experts[0].gate.dtype);
+  if (!dtype.has_value()) {
     for (const LayerWeights& layer : weights.layers) {
       for (const FeedForwardWeights& e : layer.experts) {
         if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
@@ -81,7 +69,7 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
 
   io::ExpertFileLayout layout;
   layout.model_fingerprint = model.fingerprint();
-  layout.dtype = ToFileDtype(target);
+  layout.dtype = target;
   layout.num_layers = config.num_layers;
   layout.num_experts = config.num_experts;
   layout.hidden_size = config.hidden_size;
@@ -97,8 +85,8 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
     ASSIGN_OR_RETURN(checkpoint, model.ReopenCheckpoint());
   }
 
-  const size_t matrix_bytes = static_cast<size_t>(config.hidden_size) * config.expert_intermediate_size *
-                              kernels::DTypeSize(target);
+  const size_t matrix_bytes = static_cast<size_t>(
+      DTypeBytes(target, int64_t{config.hidden_size} * config.expert_intermediate_size));
   std::vector<std::byte> bundle(layout.expert_bytes());
   std::vector<float> scratch;
   int done = 0;

@@ -1,21 +1,9 @@
 #include "engine/expert_source.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/dtype.h"
+#include "base/dtype.h"
 
 namespace expertd {
-
-kernels::DType ComputeDType(io::ExpertDtype dtype) {
-  switch (dtype) {
-    case io::ExpertDtype::kF32:
-      return kernels::DType::kF32;
-    case io::ExpertDtype::kBF16:
-      return kernels::DType::kBF16;
-    case io::ExpertDtype::kF16:
-      break;
-  }
-  return kernels::DType::kF16;
-}
 
 absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
   ExpertHandle handle;
@@ -55,10 +43,10 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
-  const kernels::DType dtype = ComputeDType(layout_.dtype);
+  const DType dtype = layout_.dtype;
   const int64_t hidden = layout_.hidden_size;
   const int64_t ffn = layout_.intermediate_size;
-  const size_t matrix_bytes = static_cast<size_t>(hidden * ffn) * kernels::DTypeSize(dtype);
+  const size_t matrix_bytes = static_cast<size_t>(DTypeBytes(dtype, hidden * ffn));
   const std::byte* base = pin.data();
   ExpertHandle handle;
   handle.weights.gate = {dtype, base, ffn, hidden};

@@ -12,9 +12,6 @@
 
 namespace expertd {
 
-// The kernels' name for a packed expert file's dtype.
-kernels::DType ComputeDType(io::ExpertDtype dtype);
-
 // A routed expert's weights, valid while the handle lives (it may pin a
 // cache slot).
 struct ExpertHandle {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "base/dtype.h"
 
 namespace expertd::io {
 
@@ -17,12 +18,11 @@ namespace expertd::io {
 // model, each one bundle (gate | up | down, row-major, in one dtype) that a
 // single read brings in, aligned for O_DIRECT.
 
-enum class ExpertDtype : uint32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
-size_t ExpertDtypeSize(ExpertDtype dtype);
-
 struct ExpertFileLayout {
   uint64_t model_fingerprint = 0;  // of the source checkpoint; see FORMAT.md
-  ExpertDtype dtype = ExpertDtype::kBF16;
+  // Stored in the header as the format's own number (FORMAT.md), not as
+  // DType's enumerator value; a dtype with no number there cannot be packed.
+  DType dtype = DType::kBF16;
   uint32_t num_layers = 0;   // the model's layers; dense layers have no entries
   uint32_t num_experts = 0;  // routed experts per MoE layer
   uint32_t hidden_size = 0;
