@@ -6,30 +6,41 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "io/expert_bundle.h"
 #include "io/expert_file.h"
 #include "kernels/cpu/dtype.h"
 
 namespace expertd {
 namespace {
 
-// Appends matrix w to out in `target` dtype; a matching dtype copies bytes
-// unchanged, so a "keep" pack computes bit-identically to the checkpoint.
-void AppendMatrix(const WeightMatrix& w, DType target, std::vector<float>& scratch, std::byte* out) {
+// Writes matrix w into its place `m` of the bundle at `bundle`, in `target`
+// dtype; a matching dtype copies bytes unchanged, so a "keep" pack computes
+// bit-identically to the checkpoint.
+absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DType target, std::vector<float>& scratch,
+                          std::byte* bundle) {
+  if (w.rows != m.rows || w.cols != m.cols) {
+    // The config's sizes give the bundle; the checkpoint's shapes were checked
+    // against them at load, so this is a bug, not bad input.
+    return absl::InternalError(absl::StrCat("expert matrix is ", w.rows, "x", w.cols, ", its bundle place ", m.rows,
+                                            "x", m.cols));
+  }
+  std::byte* out = bundle + m.offset_bytes;
   const int64_t count = w.rows * w.cols;
   if (w.dtype == target) {
     std::memcpy(out, w.data, static_cast<size_t>(w.size_bytes()));
-    return;
+    return absl::OkStatus();
   }
   scratch.resize(count);
   kernels::ConvertToF32(w.dtype, w.data, count, scratch.data());
   if (target == DType::kF32) {
     std::memcpy(out, scratch.data(), count * sizeof(float));
-    return;
+    return absl::OkStatus();
   }
   for (int64_t i = 0; i < count; ++i) {
     const uint16_t bits = kernels::F32ToBF16(scratch[i]);
     std::memcpy(out + 2 * i, &bits, 2);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -85,9 +96,8 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
     ASSIGN_OR_RETURN(checkpoint, model.ReopenCheckpoint());
   }
 
-  const size_t matrix_bytes = static_cast<size_t>(
-      DTypeBytes(target, int64_t{config.hidden_size} * config.expert_intermediate_size));
-  std::vector<std::byte> bundle(layout.expert_bytes());
+  const io::BundleLayout bundle_layout = layout.bundle();
+  std::vector<std::byte> bundle(bundle_layout.bytes);
   std::vector<float> scratch;
   int done = 0;
   for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -97,9 +107,9 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
       if (checkpoint != nullptr) {
         ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
       }
-      AppendMatrix(expert.gate, target, scratch, bundle.data());
-      AppendMatrix(expert.up, target, scratch, bundle.data() + matrix_bytes);
-      AppendMatrix(expert.down, target, scratch, bundle.data() + 2 * matrix_bytes);
+      RETURN_IF_ERROR(AppendMatrix(expert.gate, bundle_layout.gate, target, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.up, bundle_layout.up, target, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.down, bundle_layout.down, target, scratch, bundle.data()));
       RETURN_IF_ERROR(writer->Add(layer, e, bundle));
       if (progress) progress(++done, total);
     }

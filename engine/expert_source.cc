@@ -1,7 +1,6 @@
 #include "engine/expert_source.h"
 
 #include "absl/strings/str_cat.h"
-#include "base/dtype.h"
 
 namespace expertd {
 
@@ -42,16 +41,14 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 }
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
-  // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
-  const DType dtype = layout_.dtype;
-  const int64_t hidden = layout_.hidden_size;
-  const int64_t ffn = layout_.intermediate_size;
-  const size_t matrix_bytes = static_cast<size_t>(DTypeBytes(dtype, hidden * ffn));
   const std::byte* base = pin.data();
+  const auto view = [&](const io::BundleMatrix& m) {
+    return WeightMatrix{bundle_.dtype, base + m.offset_bytes, m.rows, m.cols};
+  };
   ExpertHandle handle;
-  handle.weights.gate = {dtype, base, ffn, hidden};
-  handle.weights.up = {dtype, base + matrix_bytes, ffn, hidden};
-  handle.weights.down = {dtype, base + 2 * matrix_bytes, hidden, ffn};
+  handle.weights.gate = view(bundle_.gate);
+  handle.weights.up = view(bundle_.up);
+  handle.weights.down = view(bundle_.down);
   handle.pin = std::move(pin);
   return handle;
 }

@@ -199,10 +199,6 @@ std::string DirName(const std::string& path) {
 
 }  // namespace
 
-uint64_t ExpertFileLayout::expert_bytes() const {
-  return uint64_t{3} * static_cast<uint64_t>(DTypeBytes(dtype, int64_t{hidden_size} * intermediate_size));
-}
-
 uint64_t ExpertFileLayout::slot_bytes() const {
   if (alignment == 0) return expert_bytes();
   return AlignUp(expert_bytes(), alignment);

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/dtype.h"
+#include "io/expert_bundle.h"
 
 namespace expertd::io {
 
@@ -29,8 +30,10 @@ struct ExpertFileLayout {
   uint32_t intermediate_size = 0;  // of one routed expert
   uint32_t alignment = 4096;       // of every bundle's offset and slot size
 
+  // Where gate, up and down lie in each bundle (io/expert_bundle.h).
+  BundleLayout bundle() const { return ExpertBundleLayout(dtype, hidden_size, intermediate_size); }
   // gate [ffn][hidden] + up [ffn][hidden] + down [hidden][ffn] in dtype.
-  uint64_t expert_bytes() const;
+  uint64_t expert_bytes() const { return bundle().bytes; }
   // expert_bytes rounded up to alignment: the size of one cache slot.
   uint64_t slot_bytes() const;
 };
