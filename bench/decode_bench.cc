@@ -48,7 +48,7 @@ using namespace expertd;
 double BytesPerToken(const Model& model, int k) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
-  double bytes = static_cast<double>(w.lm_head.size_bytes()) + c.hidden_size * kernels::DTypeSize(w.embedding.dtype);
+  double bytes = static_cast<double>(w.lm_head.size_bytes()) + DTypeBytes(w.embedding.dtype, c.hidden_size);
   for (const LayerWeights& layer : w.layers) {
     bytes += layer.q.size_bytes() + layer.k.size_bytes() + layer.v.size_bytes() + layer.o.size_bytes();
     if (!layer.is_moe) {
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
 
   const std::string expert_path = model_dir + "/model.experts";
   if (!std::filesystem::exists(expert_path)) {
-    if (absl::Status s = PackExperts(**model, expert_path, PackDtype::kKeep); !s.ok()) {
+    if (absl::Status s = PackExperts(**model, expert_path, std::nullopt); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
       return 1;
     }

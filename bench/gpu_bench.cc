@@ -111,7 +111,7 @@ int MatVecBandwidth(int64_t rows, int64_t cols, int batch, int reps, const char*
   BENCH_ASSIGN(start, kc::Event::Create(/*timing=*/true));
   BENCH_ASSIGN(stop, kc::Event::Create(/*timing=*/true));
   expertd::kernels::WeightMatrix matrix{
-      .dtype = expertd::kernels::DType::kBF16, .data = d_w.data(), .rows = rows, .cols = cols};
+      .dtype = expertd::DType::kBF16, .data = d_w.data(), .rows = rows, .cols = cols};
   BENCH_CHECK(kc::MatMul(matrix, d_x.as<float>(), batch, d_y.as<float>(), stream.get()));  // warm-up
   BENCH_CHECK(start.Record(stream.get()));
   for (int r = 0; r < reps; ++r) BENCH_CHECK(kc::MatMul(matrix, d_x.as<float>(), batch, d_y.as<float>(), stream.get()));

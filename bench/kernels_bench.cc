@@ -66,7 +66,6 @@ HWY_AFTER_NAMESPACE();
 namespace expertd::bench {
 namespace {
 
-using kernels::DType;
 using kernels::ThreadPool;
 using kernels::WeightMatrix;
 
@@ -236,12 +235,12 @@ int main(int argc, char** argv) {
   for (int round = 0; round < kRounds; ++round) {
     for (const int threads : {1, 2}) {
       configure(benchmark::RegisterBenchmark("memory_read", MemoryRead, b)->Arg(threads));
-      configure(benchmark::RegisterBenchmark("matvec_bf16", MatVecBench, b, DType::kBF16)
+      configure(benchmark::RegisterBenchmark("matvec_bf16", MatVecBench, b, expertd::DType::kBF16)
                     ->Arg(threads));
     }
   }
   for (const int threads : {1, 2}) {
-    configure(benchmark::RegisterBenchmark("matvec_f32", MatVecBench, b, DType::kF32)
+    configure(benchmark::RegisterBenchmark("matvec_f32", MatVecBench, b, expertd::DType::kF32)
                   ->Arg(threads));
     configure(benchmark::RegisterBenchmark("matmul_bf16", MatMulBench, b)->Args({threads, 8}));
   }

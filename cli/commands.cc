@@ -247,7 +247,7 @@ absl::Status Tokenize(const TokenizeFlags& flags) {
 namespace expertd::cli {
 
 absl::Status Pack(const PackFlags& flags) {
-  ASSIGN_OR_RETURN(PackDtype dtype, ParsePackDtype(flags.dtype));
+  ASSIGN_OR_RETURN(std::optional<DType> dtype, ParsePackDtype(flags.dtype));
   // The packer reads the experts from the model files itself.
   ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir, {.resident_experts = false}));
   const auto start = std::chrono::steady_clock::now();

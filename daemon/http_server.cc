@@ -354,7 +354,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
   const ChatTemplate& chat = server->chat_template_;
   if (chat.unrecognised()) {
     spdlog::warn("chat template: the model's chat_template is none of chatml, tulu or mistral; chats use the plain "
-                 "\"User: ...\\nAssistant:\" transcript (engine/chat_template.h)");
+                 "\"User: ...\\nAssistant:\" transcript (tokenizer/chat_template.h)");
   } else {
     spdlog::info("chat template: {}{}", chat.name(),
                  service.model().tokenizer().chat_template().empty() ? " (the model has no chat_template)" : "");

@@ -19,7 +19,7 @@
 #include "daemon/config.h"
 #include "daemon/inference_service.h"
 #include "daemon/log_limiter.h"
-#include "engine/chat_template.h"
+#include "tokenizer/chat_template.h"
 
 namespace expertd {
 

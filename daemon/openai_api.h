@@ -14,10 +14,10 @@
 
 #include "absl/types/span.h"
 #include "daemon/config.h"
-#include "engine/chat_template.h"
 #include "engine/model.h"
 #include "engine/request_engine.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/chat_template.h"
 
 namespace expertd {
 

@@ -6,53 +6,54 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "io/expert_bundle.h"
 #include "io/expert_file.h"
 #include "kernels/cpu/dtype.h"
 
 namespace expertd {
 namespace {
 
-using kernels::DType;
-
-io::ExpertDtype ToFileDtype(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return io::ExpertDtype::kF32;
-    case DType::kBF16: return io::ExpertDtype::kBF16;
-    case DType::kF16: return io::ExpertDtype::kF16;
+// Writes matrix w into its place `m` of the bundle at `bundle`, in `target`
+// dtype; a matching dtype copies bytes unchanged, so a "keep" pack computes
+// bit-identically to the checkpoint.
+absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DType target, std::vector<float>& scratch,
+                          std::byte* bundle) {
+  if (w.rows != m.rows || w.cols != m.cols) {
+    // The config's sizes give the bundle; the checkpoint's shapes were checked
+    // against them at load, so this is a bug, not bad input.
+    return absl::InternalError(absl::StrCat("expert matrix is ", w.rows, "x", w.cols, ", its bundle place ", m.rows,
+                                            "x", m.cols));
   }
-  return io::ExpertDtype::kF32;
-}
-
-// Appends matrix w to out in `target` dtype; a matching dtype copies bytes
-// unchanged, so a "keep" pack computes bit-identically to the checkpoint.
-void AppendMatrix(const WeightMatrix& w, DType target, std::vector<float>& scratch, std::byte* out) {
+  std::byte* out = bundle + m.offset_bytes;
   const int64_t count = w.rows * w.cols;
   if (w.dtype == target) {
     std::memcpy(out, w.data, static_cast<size_t>(w.size_bytes()));
-    return;
+    return absl::OkStatus();
   }
   scratch.resize(count);
   kernels::ConvertToF32(w.dtype, w.data, count, scratch.data());
   if (target == DType::kF32) {
     std::memcpy(out, scratch.data(), count * sizeof(float));
-    return;
+    return absl::OkStatus();
   }
   for (int64_t i = 0; i < count; ++i) {
     const uint16_t bits = kernels::F32ToBF16(scratch[i]);
     std::memcpy(out + 2 * i, &bits, 2);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<PackDtype> ParsePackDtype(absl::string_view name) {
-  if (name == "keep") return PackDtype::kKeep;
-  if (name == "bf16") return PackDtype::kBF16;
-  if (name == "f32") return PackDtype::kF32;
+absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name) {
+  if (name == "keep") return std::optional<DType>();
+  // AppendMatrix converts to these two only.
+  if (name == "bf16") return DType::kBF16;
+  if (name == "f32") return DType::kF32;
   return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose keep, bf16 or f32)"));
 }
 
-absl::Status PackExperts(const Model& model, const std::string& path, PackDtype dtype,
+absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
                          const std::function<void(int done, int total)>& progress) {
   const ModelConfig& config = model.config();
   const ModelWeights& weights = model.weights();
@@ -65,10 +66,8 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
   }
   if (first_moe < 0) return absl::InvalidArgumentError(absl::StrCat(model.dir(), " has no MoE layers to pack"));
 
-  DType target = weights.layers[first_moe].experts[0].gate.dtype;
-  if (dtype == PackDtype::kBF16) target = DType::kBF16;
-  if (dtype == PackDtype::kF32) target = DType::kF32;
-  if (dtype == PackDtype::kKeep) {
+  const DType target = dtype.value_or(weights.layers[first_moe].experts[0].gate.dtype);
+  if (!dtype.has_value()) {
     for (const LayerWeights& layer : weights.layers) {
       for (const FeedForwardWeights& e : layer.experts) {
         if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
@@ -81,7 +80,7 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
 
   io::ExpertFileLayout layout;
   layout.model_fingerprint = model.fingerprint();
-  layout.dtype = ToFileDtype(target);
+  layout.dtype = target;
   layout.num_layers = config.num_layers;
   layout.num_experts = config.num_experts;
   layout.hidden_size = config.hidden_size;
@@ -97,9 +96,8 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
     ASSIGN_OR_RETURN(checkpoint, model.ReopenCheckpoint());
   }
 
-  const size_t matrix_bytes = static_cast<size_t>(config.hidden_size) * config.expert_intermediate_size *
-                              kernels::DTypeSize(target);
-  std::vector<std::byte> bundle(layout.expert_bytes());
+  const io::BundleLayout bundle_layout = layout.bundle();
+  std::vector<std::byte> bundle(bundle_layout.bytes);
   std::vector<float> scratch;
   int done = 0;
   for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -109,9 +107,9 @@ absl::Status PackExperts(const Model& model, const std::string& path, PackDtype 
       if (checkpoint != nullptr) {
         ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
       }
-      AppendMatrix(expert.gate, target, scratch, bundle.data());
-      AppendMatrix(expert.up, target, scratch, bundle.data() + matrix_bytes);
-      AppendMatrix(expert.down, target, scratch, bundle.data() + 2 * matrix_bytes);
+      RETURN_IF_ERROR(AppendMatrix(expert.gate, bundle_layout.gate, target, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.up, bundle_layout.up, target, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.down, bundle_layout.down, target, scratch, bundle.data()));
       RETURN_IF_ERROR(writer->Add(layer, e, bundle));
       if (progress) progress(++done, total);
     }

@@ -1,21 +1,8 @@
 #include "engine/expert_source.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/dtype.h"
 
 namespace expertd {
-
-kernels::DType ComputeDType(io::ExpertDtype dtype) {
-  switch (dtype) {
-    case io::ExpertDtype::kF32:
-      return kernels::DType::kF32;
-    case io::ExpertDtype::kBF16:
-      return kernels::DType::kBF16;
-    case io::ExpertDtype::kF16:
-      break;
-  }
-  return kernels::DType::kF16;
-}
 
 absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
   ExpertHandle handle;
@@ -54,16 +41,14 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 }
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
-  // A bundle is gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn].
-  const kernels::DType dtype = ComputeDType(layout_.dtype);
-  const int64_t hidden = layout_.hidden_size;
-  const int64_t ffn = layout_.intermediate_size;
-  const size_t matrix_bytes = static_cast<size_t>(hidden * ffn) * kernels::DTypeSize(dtype);
   const std::byte* base = pin.data();
+  const auto view = [&](const io::BundleMatrix& m) {
+    return WeightMatrix{bundle_.dtype, base + m.offset_bytes, m.rows, m.cols};
+  };
   ExpertHandle handle;
-  handle.weights.gate = {dtype, base, ffn, hidden};
-  handle.weights.up = {dtype, base + matrix_bytes, ffn, hidden};
-  handle.weights.down = {dtype, base + 2 * matrix_bytes, hidden, ffn};
+  handle.weights.gate = view(bundle_.gate);
+  handle.weights.up = view(bundle_.up);
+  handle.weights.down = view(bundle_.down);
   handle.pin = std::move(pin);
   return handle;
 }

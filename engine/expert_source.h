@@ -8,12 +8,10 @@
 #include "absl/types/span.h"
 #include "cache/expert_cache.h"
 #include "engine/model_weights.h"
+#include "io/expert_bundle.h"
 #include "io/expert_file.h"
 
 namespace expertd {
-
-// The kernels' name for a packed expert file's dtype.
-kernels::DType ComputeDType(io::ExpertDtype dtype);
 
 // A routed expert's weights, valid while the handle lives (it may pin a
 // cache slot).
@@ -61,7 +59,8 @@ class ResidentExperts : public ExpertSource {
 // Experts through the tiered cache, from a packed expert file.
 class CachedExperts : public ExpertSource {
  public:
-  CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout) : cache_(cache), layout_(layout) {}
+  CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout)
+      : cache_(cache), bundle_(layout.bundle()) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override;
@@ -78,7 +77,7 @@ class CachedExperts : public ExpertSource {
   ExpertHandle Views(cache::ExpertCache::Pin pin) const;
 
   cache::ExpertCache& cache_;
-  io::ExpertFileLayout layout_;
+  io::BundleLayout bundle_;  // where gate, up and down lie in a slot
 };
 
 }  // namespace expertd

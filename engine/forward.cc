@@ -117,7 +117,7 @@ absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
   for (int t = 0; t < n; ++t) {
     kernels::ConvertToF32(weights.embedding.dtype,
                           static_cast<const std::byte*>(weights.embedding.data) +
-                              static_cast<size_t>(tokens[t]) * h * kernels::DTypeSize(weights.embedding.dtype),
+                              static_cast<size_t>(tokens[t]) * DTypeBytes(weights.embedding.dtype, h),
                           h, Row(residual_, t, h));
     RopeCosSin(inv_freq_, rows_[t].position, Row(rope_, t, config_.head_dim));
   }

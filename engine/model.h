@@ -8,7 +8,7 @@
 #include "engine/checkpoint.h"
 #include "engine/model_config.h"
 #include "engine/model_weights.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace expertd {
 

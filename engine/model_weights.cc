@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -12,8 +13,6 @@
 
 namespace expertd {
 namespace {
-
-using kernels::DType;
 
 // Tensor names differ per family; everything else about a layer is shared.
 struct TensorNames {
@@ -30,15 +29,10 @@ TensorNames NamesFor(Architecture arch) {
 }
 
 absl::StatusOr<DType> ComputeDtype(const Checkpoint& checkpoint, const TensorInfo& tensor) {
-  switch (tensor.dtype) {
-    case TensorDtype::kF32: return DType::kF32;
-    case TensorDtype::kBF16: return DType::kBF16;
-    case TensorDtype::kF16: return DType::kF16;
-    default:
-      return absl::UnimplementedError(absl::StrCat(checkpoint.FileOf(tensor), ": tensor '", tensor.name,
-                                                   "' has dtype ", TensorDtypeName(tensor.dtype),
-                                                   "; weights must be F32, BF16 or F16"));
-  }
+  if (std::optional<DType> dtype = WeightDType(tensor.dtype)) return *dtype;
+  return absl::UnimplementedError(absl::StrCat(checkpoint.FileOf(tensor), ": tensor '", tensor.name, "' has dtype ",
+                                               SafetensorsDtypeName(tensor.dtype),
+                                               "; weights must be F32, BF16 or F16"));
 }
 
 // Where each matrix starts in the storage (a cache line; see ModelWeights).

@@ -10,10 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/stop_filter.h"
-#include "engine/token_decoder.h"
-#include "engine/tokenizer.h"
-#include "engine/utf8.h"
 #include "spdlog/spdlog.h"
+#include "tokenizer/token_decoder.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd {
 namespace {

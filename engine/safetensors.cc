@@ -21,15 +21,15 @@ namespace {
 
 struct DtypeInfo {
   const char* name;
-  TensorDtype dtype;
+  SafetensorsDtype dtype;
   size_t size;
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", TensorDtype::kF64, 8},  {"F32", TensorDtype::kF32, 4}, {"F16", TensorDtype::kF16, 2},
-    {"BF16", TensorDtype::kBF16, 2}, {"I64", TensorDtype::kI64, 8}, {"I32", TensorDtype::kI32, 4},
-    {"I16", TensorDtype::kI16, 2},  {"I8", TensorDtype::kI8, 1},   {"U8", TensorDtype::kU8, 1},
-    {"BOOL", TensorDtype::kBool, 1},
+    {"F64", SafetensorsDtype::kF64, 8},  {"F32", SafetensorsDtype::kF32, 4}, {"F16", SafetensorsDtype::kF16, 2},
+    {"BF16", SafetensorsDtype::kBF16, 2}, {"I64", SafetensorsDtype::kI64, 8}, {"I32", SafetensorsDtype::kI32, 4},
+    {"I16", SafetensorsDtype::kI16, 2},  {"I8", SafetensorsDtype::kI8, 1},   {"U8", SafetensorsDtype::kU8, 1},
+    {"BOOL", SafetensorsDtype::kBool, 1},
 };
 
 // Headers of real checkpoints are well under a megabyte; a larger claim means
@@ -45,18 +45,27 @@ absl::Status Corrupt(const std::string& path, absl::string_view what) {
 
 }  // namespace
 
-const char* TensorDtypeName(TensorDtype dtype) {
+const char* SafetensorsDtypeName(SafetensorsDtype dtype) {
   for (const auto& info : kDtypes) {
     if (info.dtype == dtype) return info.name;
   }
   return "?";
 }
 
-size_t TensorDtypeSize(TensorDtype dtype) {
+size_t SafetensorsDtypeSize(SafetensorsDtype dtype) {
   for (const auto& info : kDtypes) {
     if (info.dtype == dtype) return info.size;
   }
   return 0;
+}
+
+std::optional<DType> WeightDType(SafetensorsDtype dtype) {
+  switch (dtype) {
+    case SafetensorsDtype::kF32: return DType::kF32;
+    case SafetensorsDtype::kBF16: return DType::kBF16;
+    case SafetensorsDtype::kF16: return DType::kF16;
+    default: return std::nullopt;
+  }
 }
 
 int64_t TensorInfo::num_elements() const {
@@ -221,11 +230,11 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   for (const TensorToWrite* t : ordered) {
     int64_t elements = 1;
     for (int64_t d : t->shape) elements *= d;
-    if (static_cast<uint64_t>(elements) * TensorDtypeSize(t->dtype) != t->bytes.size()) {
+    if (static_cast<uint64_t>(elements) * SafetensorsDtypeSize(t->dtype) != t->bytes.size()) {
       return absl::InvalidArgumentError(absl::StrCat("tensor ", t->name, ": shape does not match its ",
                                                      t->bytes.size(), " bytes"));
     }
-    header[t->name] = {{"dtype", TensorDtypeName(t->dtype)},
+    header[t->name] = {{"dtype", SafetensorsDtypeName(t->dtype)},
                        {"shape", t->shape},
                        {"data_offsets", {offset, offset + t->bytes.size()}}};
     offset += t->bytes.size();

@@ -6,29 +6,36 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "base/dtype.h"
 #include "io/posix_file.h"
 
 namespace expertd {
 
-// Element types a safetensors file can declare. Only F32, BF16 and F16 are
-// usable as weights; the rest are parsed so a file with them is reported
-// clearly rather than rejected as corrupt.
-enum class TensorDtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+// The dtype tag of a tensor in a safetensors file: every tag the format
+// defines, so a file with an integer or bool tensor is reported clearly
+// rather than rejected as corrupt. Only F32, BF16 and F16 are usable as
+// weights; WeightDType is where a tag becomes the element type (DType) the
+// rest of expertd uses.
+enum class SafetensorsDtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 
-const char* TensorDtypeName(TensorDtype dtype);
-size_t TensorDtypeSize(TensorDtype dtype);
+const char* SafetensorsDtypeName(SafetensorsDtype dtype);
+size_t SafetensorsDtypeSize(SafetensorsDtype dtype);
+// The weight element type a tag holds; nullopt for tags that cannot be
+// weights (F64, the integers, BOOL).
+std::optional<DType> WeightDType(SafetensorsDtype dtype);
 
 // Where a tensor's bytes lie in its file. The bytes themselves are not held:
 // SafetensorsFile::Read copies them out.
 struct TensorInfo {
   std::string name;
-  TensorDtype dtype = TensorDtype::kF32;
+  SafetensorsDtype dtype = SafetensorsDtype::kF32;
   std::vector<int64_t> shape;
   uint64_t offset = 0;  // of the first byte, from the start of the file
   size_t size_bytes = 0;
@@ -91,7 +98,7 @@ class SafetensorsFile {
 // Tensors are laid out in name order, data 8-byte aligned as HF does it.
 struct TensorToWrite {
   std::string name;
-  TensorDtype dtype;
+  SafetensorsDtype dtype;
   std::vector<int64_t> shape;
   std::vector<std::byte> bytes;
 };

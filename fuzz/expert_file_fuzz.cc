@@ -48,7 +48,7 @@ void OpenAndCheck(expertd::fuzz::MemoryFile& memory_file, const uint8_t* data, s
   if (!opened.ok()) return;
   const io::ExpertFile& file = **opened;
   const io::ExpertFileLayout& l = file.layout();
-  FUZZ_CHECK(io::ExpertDtypeSize(l.dtype) > 0);
+  FUZZ_CHECK(expertd::DTypeBlockBytes(l.dtype) > 0);
   FUZZ_CHECK(l.num_layers >= 1 && l.num_layers <= (1u << 16));
   FUZZ_CHECK(l.num_experts >= 1 && l.num_experts <= (1u << 16));
   FUZZ_CHECK(uint64_t{l.num_layers} * l.num_experts <= (uint64_t{1} << 24));

@@ -21,7 +21,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using expertd::TensorDtype;
+using expertd::SafetensorsDtype;
 
 std::vector<std::byte> Bytes(size_t n) {
   std::vector<std::byte> bytes(n);
@@ -33,17 +33,17 @@ absl::Status Safetensors(const fs::path& dir) {
   fs::create_directories(dir);
   absl::Status s = expertd::WriteSafetensors(
       (dir / "three_dtypes.safetensors").string(),
-      {{"model.embed.weight", TensorDtype::kF32, {2, 3}, Bytes(24)},
-       {"model.norm.weight", TensorDtype::kBF16, {4}, Bytes(8)},
-       {"step", TensorDtype::kI64, {}, Bytes(8)}},
+      {{"model.embed.weight", SafetensorsDtype::kF32, {2, 3}, Bytes(24)},
+       {"model.norm.weight", SafetensorsDtype::kBF16, {4}, Bytes(8)},
+       {"step", SafetensorsDtype::kI64, {}, Bytes(8)}},
       {{"format", "pt"}});
   if (!s.ok()) return s;
   s = expertd::WriteSafetensors((dir / "metadata_only.safetensors").string(), {}, {{"format", "pt"}});
   if (!s.ok()) return s;
   return expertd::WriteSafetensors((dir / "empty_and_bool.safetensors").string(),
-                                   {{"empty", TensorDtype::kF16, {0, 5}, {}},
-                                    {"mask", TensorDtype::kBool, {3}, Bytes(3)},
-                                    {"zz", TensorDtype::kU8, {1, 1, 2}, Bytes(2)}});
+                                   {{"empty", SafetensorsDtype::kF16, {0, 5}, {}},
+                                    {"mask", SafetensorsDtype::kBool, {3}, Bytes(3)},
+                                    {"zz", SafetensorsDtype::kU8, {1, 1, 2}, Bytes(2)}});
 }
 
 // A packed file with `bundles` as (layer, expert), added in that order.
@@ -61,7 +61,7 @@ absl::Status ExpertFile(const fs::path& path, expertd::io::ExpertFileLayout layo
 absl::Status ExpertFiles(const fs::path& dir) {
   expertd::io::ExpertFileLayout one;
   one.model_fingerprint = 0x0123456789abcdef;
-  one.dtype = expertd::io::ExpertDtype::kF32;
+  one.dtype = expertd::DType::kF32;
   one.num_layers = 1;
   one.num_experts = 1;
   one.hidden_size = 1;
@@ -69,7 +69,7 @@ absl::Status ExpertFiles(const fs::path& dir) {
   if (absl::Status s = ExpertFile(dir / "one_expert.experts", one, {{0, 0}}); !s.ok()) return s;
   // A dense first layer (no entries), an absent expert, bundles out of order.
   expertd::io::ExpertFileLayout sparse = one;
-  sparse.dtype = expertd::io::ExpertDtype::kBF16;
+  sparse.dtype = expertd::DType::kBF16;
   sparse.num_layers = 2;
   sparse.num_experts = 3;
   sparse.hidden_size = 2;

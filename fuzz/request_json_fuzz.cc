@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "daemon/openai_api.h"
-#include "engine/chat_template.h"
 #include "engine/model.h"
 #include "fuzz/fuzz_util.h"
+#include "tokenizer/chat_template.h"
 #include "tools/mkmodel/make_model.h"
 
 namespace {

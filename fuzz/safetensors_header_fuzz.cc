@@ -35,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::byte> bytes;
   for (const auto& [name, tensor] : st.tensors()) {
     FUZZ_CHECK(tensor.name == name && st.Find(name) == &tensor);
-    const size_t dtype_bytes = expertd::TensorDtypeSize(tensor.dtype);
+    const size_t dtype_bytes = expertd::SafetensorsDtypeSize(tensor.dtype);
     FUZZ_CHECK(dtype_bytes > 0);
     FUZZ_CHECK(tensor.num_elements() >= 0);
     FUZZ_CHECK(static_cast<uint64_t>(tensor.num_elements()) * dtype_bytes == tensor.size_bytes);

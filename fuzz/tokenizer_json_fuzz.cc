@@ -1,4 +1,4 @@
-// Loading a Hugging Face tokenizer (engine/tokenizer.h, Tokenizer::FromJson):
+// Loading a Hugging Face tokenizer (tokenizer/tokenizer.h, Tokenizer::FromJson):
 // tokenizer.json's model (BPE vocab and merges), normalizer, pre-tokenizer,
 // decoder and added tokens, and tokenizer_config.json's bos/eos, bos flag
 // and chat template. Input: tokenizer.json, then optionally a NUL byte and
@@ -15,9 +15,9 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/tokenizer.h"
-#include "engine/utf8.h"
 #include "fuzz/fuzz_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace {
 

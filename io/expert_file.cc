@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -78,14 +80,47 @@ uint64_t LoadU64(const std::byte* p) {
 
 uint64_t AlignUp(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
 
+// The header's dtype field: version 1's numbers (FORMAT.md), fixed by the
+// format whatever order DType's enumerators take. A DType missing here (a
+// type added to base/dtype.h later) cannot be written until the format gives
+// it a number.
+struct FileDtype {
+  uint32_t code;
+  DType dtype;
+};
+constexpr FileDtype kFileDtypes[] = {{0, DType::kF32}, {1, DType::kBF16}, {2, DType::kF16}};
+
+std::string FileDtypeChoices() {
+  std::string choices;
+  for (const FileDtype& d : kFileDtypes) {
+    absl::StrAppend(&choices, choices.empty() ? "" : ", ", d.code, " = ", std::string(DTypeName(d.dtype)));
+  }
+  return choices;
+}
+
+std::optional<uint32_t> FileDtypeCode(DType dtype) {
+  for (const FileDtype& d : kFileDtypes) {
+    if (d.dtype == dtype) return d.code;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<DType> DTypeOfFileCode(uint32_t code) {
+  for (const FileDtype& d : kFileDtypes) {
+    if (d.code == code) return d.dtype;
+  }
+  return absl::DataLossError(absl::StrCat("unknown dtype ", code, " (", FileDtypeChoices(), ")"));
+}
+
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v, absl::kZeroPad16)); }
 
 // What a valid layout must satisfy, for the writer (InvalidArgument) and the
 // reader (DataLoss, since there a bad field means a corrupt header).
 absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, absl::string_view what) {
   auto bad = [&](absl::string_view reason) { return absl::Status(code, absl::StrCat(what, ": ", reason)); };
-  if (ExpertDtypeSize(layout.dtype) == 0) {
-    return bad(absl::StrCat("unknown dtype ", static_cast<uint32_t>(layout.dtype), " (0 = f32, 1 = bf16, 2 = f16)"));
+  if (!FileDtypeCode(layout.dtype).has_value()) {
+    return bad(absl::StrCat("dtype ", std::string(DTypeName(layout.dtype)), " has no number in this format (it stores ",
+                            FileDtypeChoices(), ")"));
   }
   if (layout.num_layers == 0 || layout.num_layers > kMaxLayers) {
     return bad(absl::StrCat("num_layers ", layout.num_layers, " is not in [1, ", kMaxLayers, "]"));
@@ -163,21 +198,6 @@ std::string DirName(const std::string& path) {
 }
 
 }  // namespace
-
-size_t ExpertDtypeSize(ExpertDtype dtype) {
-  switch (dtype) {
-    case ExpertDtype::kF32:
-      return 4;
-    case ExpertDtype::kBF16:
-    case ExpertDtype::kF16:
-      return 2;
-  }
-  return 0;
-}
-
-uint64_t ExpertFileLayout::expert_bytes() const {
-  return uint64_t{3} * hidden_size * intermediate_size * ExpertDtypeSize(dtype);
-}
 
 uint64_t ExpertFileLayout::slot_bytes() const {
   if (alignment == 0) return expert_bytes();
@@ -281,7 +301,7 @@ absl::Status ExpertFileWriter::Finish() {
   StoreU32(header.data() + kOffVersion, kVersion);
   StoreU32(header.data() + kOffHeaderBytes, kHeaderBytes);
   StoreU64(header.data() + kOffFingerprint, l.model_fingerprint);
-  StoreU32(header.data() + kOffDtype, static_cast<uint32_t>(l.dtype));
+  StoreU32(header.data() + kOffDtype, *FileDtypeCode(l.dtype));  // CheckLayout at Create saw it has one
   StoreU32(header.data() + kOffNumLayers, l.num_layers);
   StoreU32(header.data() + kOffNumExperts, l.num_experts);
   StoreU32(header.data() + kOffHiddenSize, l.hidden_size);
@@ -368,7 +388,9 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
   file->path_ = path;
   ExpertFileLayout& l = file->layout_;
   l.model_fingerprint = LoadU64(h + kOffFingerprint);
-  l.dtype = static_cast<ExpertDtype>(LoadU32(h + kOffDtype));
+  absl::StatusOr<DType> dtype = DTypeOfFileCode(LoadU32(h + kOffDtype));
+  if (!dtype.ok()) return corrupt(absl::StrCat("bad header: ", dtype.status().message()));
+  l.dtype = *dtype;
   l.num_layers = LoadU32(h + kOffNumLayers);
   l.num_experts = LoadU32(h + kOffNumExperts);
   l.hidden_size = LoadU32(h + kOffHiddenSize);

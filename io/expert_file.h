@@ -10,6 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "base/dtype.h"
+#include "io/expert_bundle.h"
 
 namespace expertd::io {
 
@@ -17,20 +19,21 @@ namespace expertd::io {
 // model, each one bundle (gate | up | down, row-major, in one dtype) that a
 // single read brings in, aligned for O_DIRECT.
 
-enum class ExpertDtype : uint32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
-size_t ExpertDtypeSize(ExpertDtype dtype);
-
 struct ExpertFileLayout {
   uint64_t model_fingerprint = 0;  // of the source checkpoint; see FORMAT.md
-  ExpertDtype dtype = ExpertDtype::kBF16;
+  // Stored in the header as the format's own number (FORMAT.md), not as
+  // DType's enumerator value; a dtype with no number there cannot be packed.
+  DType dtype = DType::kBF16;
   uint32_t num_layers = 0;   // the model's layers; dense layers have no entries
   uint32_t num_experts = 0;  // routed experts per MoE layer
   uint32_t hidden_size = 0;
   uint32_t intermediate_size = 0;  // of one routed expert
   uint32_t alignment = 4096;       // of every bundle's offset and slot size
 
+  // Where gate, up and down lie in each bundle (io/expert_bundle.h).
+  BundleLayout bundle() const { return ExpertBundleLayout(dtype, hidden_size, intermediate_size); }
   // gate [ffn][hidden] + up [ffn][hidden] + down [hidden][ffn] in dtype.
-  uint64_t expert_bytes() const;
+  uint64_t expert_bytes() const { return bundle().bytes; }
   // expert_bytes rounded up to alignment: the size of one cache slot.
   uint64_t slot_bytes() const;
 };

@@ -59,7 +59,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   const std::string& path = reader_options.path;
   if (!std::filesystem::exists(path)) {
     spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());
-    RETURN_IF_ERROR(PackExperts(model, path, PackDtype::kKeep,
+    RETURN_IF_ERROR(PackExperts(model, path, std::nullopt,
                                 [](int done, int total) { PrintPackProgress("packing", done, total); }));
   }
   ASSIGN_OR_RETURN(expert_file_, io::ExpertFile::Open(path, model.fingerprint()));
@@ -149,7 +149,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
     gpu_options.device = options.device.cuda_device;
     gpu_options.execution_placement = options.device.execution_placement;
     if (engine.expert_file_ != nullptr) {
-      gpu_options.cached_expert_dtype = ComputeDType(engine.expert_file_->layout().dtype);
+      gpu_options.cached_expert_dtype = engine.expert_file_->layout().dtype;
     }
     gpu_options.experts = engine.cache_ == nullptr ? CudaForwardOptions::Experts::kUploadAll
                           : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice

@@ -379,7 +379,7 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
   for (int t = 0; t < n; ++t) {
     kernels::ConvertToF32(embedding.dtype,
                           static_cast<const std::byte*>(embedding.data) +
-                              static_cast<size_t>(tokens[t]) * h * kernels::DTypeSize(embedding.dtype),
+                              static_cast<size_t>(tokens[t]) * DTypeBytes(embedding.dtype, h),
                           h, host_rows_.data() + static_cast<size_t>(t) * h);
     RopeCosSin(inv_freq_, rows_[t].position, host_rope_.data() + static_cast<size_t>(t) * config_.head_dim);
   }

@@ -47,7 +47,7 @@ struct CudaForwardOptions {
   cache::PlacementOptions placement;
   // The dtype of the cached (packed) experts when it is not the
   // checkpoint's: the sizes placement decides on.
-  std::optional<kernels::DType> cached_expert_dtype;
+  std::optional<DType> cached_expert_dtype;
 };
 
 // Where routed experts ran, over the pass's life.

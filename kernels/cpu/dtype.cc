@@ -6,18 +6,6 @@
 
 namespace expertd::kernels {
 
-std::string_view DTypeName(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return "f32";
-    case DType::kBF16:
-      return "bf16";
-    case DType::kF16:
-      return "f16";
-  }
-  return "unknown";
-}
-
 float BF16ToF32(uint16_t bits) {
   // bf16 is the upper half of an f32, so widening is a shift and is exact.
   return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);

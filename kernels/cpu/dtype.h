@@ -1,19 +1,14 @@
 #ifndef EXPERTD_KERNELS_CPU_DTYPE_H_
 #define EXPERTD_KERNELS_CPU_DTYPE_H_
 
-#include <cstddef>
 #include <cstdint>
-#include <string_view>
+
+#include "base/dtype.h"
 
 namespace expertd::kernels {
 
-// Storage types a weight matrix may have. Activations are always f32.
-enum class DType : uint8_t { kF32, kBF16, kF16 };
-
-inline constexpr size_t DTypeSize(DType dtype) {
-  return dtype == DType::kF32 ? 4 : 2;
-}
-std::string_view DTypeName(DType dtype);
+// The element types themselves (DType, its names and sizes) are base/dtype.h,
+// shared with io/ and the engine; these are the kernels' conversions.
 
 // Scalar conversions, exact for bf16 -> f32 and f16 -> f32.
 float BF16ToF32(uint16_t bits);

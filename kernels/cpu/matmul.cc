@@ -263,7 +263,7 @@ struct Job {
 };
 
 int64_t MinChunkRows(const WeightMatrix& w) {
-  const int64_t row_bytes = std::max<int64_t>(1, w.cols * static_cast<int64_t>(DTypeSize(w.dtype)));
+  const int64_t row_bytes = std::max<int64_t>(1, DTypeBytes(w.dtype, w.cols));
   const int64_t rows = std::max<int64_t>(1, kMinChunkBytes / row_bytes);
   return (rows + 3) / 4 * 4;  // whole 4-row tiles in MatVec
 }

@@ -17,7 +17,8 @@ struct WeightMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
 
-  int64_t size_bytes() const { return rows * cols * static_cast<int64_t>(DTypeSize(dtype)); }
+  // A row is whole blocks of its dtype.
+  int64_t size_bytes() const { return rows * DTypeBytes(dtype, cols); }
 };
 
 // y[r] = sum_c W[r][c] * x[c], accumulated in f32. pool may be null.

@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/chat_template.h"
 #include "engine/roster.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
+#include "tokenizer/chat_template.h"
 
 namespace expertd {
 namespace {

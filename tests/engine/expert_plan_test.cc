@@ -138,9 +138,9 @@ TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
   constexpr int kHidden = 512;
   constexpr int kFfn = 256;
   FeedForwardWeights like;
-  like.gate = {kernels::DType::kBF16, nullptr, kFfn, kHidden};
-  like.up = {kernels::DType::kBF16, nullptr, kFfn, kHidden};
-  like.down = {kernels::DType::kBF16, nullptr, kHidden, kFfn};
+  like.gate = {DType::kBF16, nullptr, kFfn, kHidden};
+  like.up = {DType::kBF16, nullptr, kFfn, kHidden};
+  like.down = {DType::kBF16, nullptr, kHidden, kFfn};
   const uint64_t bytes = 3ull * kHidden * kFfn * 2;
   cache::PlacementOptions options;
   options.cpu_weight_bytes_per_second = 1e3;  // absurd: 13 minutes per expert

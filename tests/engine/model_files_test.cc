@@ -197,7 +197,7 @@ TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
   EXPECT_NE(layer.router.data, nullptr);
 
   const std::string from_resident = dir_.Sub("resident.experts");
-  ASSERT_TRUE(PackExperts(**resident, from_resident, PackDtype::kKeep).ok());
+  ASSERT_TRUE(PackExperts(**resident, from_resident, std::nullopt).ok());
   const std::string from_files = dir_.Sub("dense_only.experts");
   testing::PackedExperts packed = testing::PackAndOpenExperts(**dense_only, from_files);
   ASSERT_TRUE(packed.file && packed.reader);
@@ -216,7 +216,7 @@ TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
   EXPECT_TRUE(SameBits(Logits(**dense_only, &experts), expected));
   EXPECT_TRUE(SameBits(Logits(**resident), expected));
   // Experts read now would not belong with the dense weights in memory.
-  const absl::Status repack = PackExperts(**dense_only, dir_.Sub("again.experts"), PackDtype::kKeep);
+  const absl::Status repack = PackExperts(**dense_only, dir_.Sub("again.experts"), std::nullopt);
   EXPECT_FALSE(repack.ok());
   EXPECT_THAT(repack.message(), HasSubstr(model_dir_));
 }

@@ -36,15 +36,15 @@ TEST(Safetensors, WriteThenReadRoundTrips) {
   ScopedTempDir dir("st");
   const std::string path = dir.Sub("a.safetensors");
   std::vector<TensorToWrite> tensors;
-  tensors.push_back({"b", TensorDtype::kF32, {2, 3}, FloatBytes({1, 2, 3, 4, 5, 6})});
-  tensors.push_back({"a", TensorDtype::kBF16, {3}, std::vector<std::byte>(6, std::byte{0x3f})});
+  tensors.push_back({"b", SafetensorsDtype::kF32, {2, 3}, FloatBytes({1, 2, 3, 4, 5, 6})});
+  tensors.push_back({"a", SafetensorsDtype::kBF16, {3}, std::vector<std::byte>(6, std::byte{0x3f})});
   ASSERT_TRUE(WriteSafetensors(path, tensors, {{"format", "pt"}}).ok());
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   const TensorInfo* b = (*file)->Find("b");
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->shape, (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(b->dtype, TensorDtype::kF32);
+  EXPECT_EQ(b->dtype, SafetensorsDtype::kF32);
   float values[6];
   ASSERT_TRUE((*file)->Read(*b, reinterpret_cast<std::byte*>(values)).ok());
   EXPECT_EQ(values[5], 6.0f);

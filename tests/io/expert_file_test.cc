@@ -33,7 +33,7 @@ constexpr uint64_t kFingerprint = 0x1234abcd5678ef90ull;
 ExpertFileLayout TestLayout() {
   ExpertFileLayout layout;
   layout.model_fingerprint = kFingerprint;
-  layout.dtype = ExpertDtype::kBF16;
+  layout.dtype = DType::kBF16;
   layout.num_layers = 4;
   layout.num_experts = 3;
   layout.hidden_size = 64;
@@ -101,7 +101,7 @@ TEST_F(ExpertFileTest, RoundTrip) {
   ASSERT_TRUE(file.ok()) << file.status();
   const ExpertFileLayout& l = (*file)->layout();
   EXPECT_EQ(l.model_fingerprint, kFingerprint);
-  EXPECT_EQ(l.dtype, ExpertDtype::kBF16);
+  EXPECT_EQ(l.dtype, DType::kBF16);
   EXPECT_EQ(l.num_layers, 4u);
   EXPECT_EQ(l.num_experts, 3u);
   EXPECT_EQ(l.expert_bytes(), 9216u);
@@ -204,6 +204,24 @@ TEST_F(ExpertFileTest, CorruptedHeaderOrIndexFailsAtOpen) {
   EXPECT_NE(status.message().find("header"), absl::string_view::npos) << status;
 }
 
+// A dtype number the format does not define, under a header checksum that
+// matches (so the dtype itself is what is refused).
+TEST_F(ExpertFileTest, UnknownDtypeNumberFailsAtOpenNamingIt) {
+  std::string copy = Copy("dtype7");
+  std::vector<std::byte> header = ReadBytes(copy, 0, 4096);
+  header[24] = std::byte{7};  // the dtype field (FORMAT.md)
+  const uint64_t checksum = Xxh64(absl::MakeConstSpan(header.data(), 4088));
+  for (int i = 0; i < 8; ++i) header[4088 + i] = static_cast<std::byte>(checksum >> (8 * i));
+  {
+    std::fstream f(copy, std::ios::binary | std::ios::in | std::ios::out);
+    f.write(reinterpret_cast<const char*>(header.data()), static_cast<std::streamsize>(header.size()));
+  }
+  absl::Status status = ExpertFile::Open(copy, std::nullopt).status();
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_NE(status.message().find(copy), absl::string_view::npos) << status;
+  EXPECT_NE(status.message().find("unknown dtype 7 (0 = f32, 1 = bf16, 2 = f16)"), absl::string_view::npos) << status;
+}
+
 TEST_F(ExpertFileTest, MissingFileNamesIt) {
   absl::Status status = ExpertFile::Open(dir_.File("absent.experts"), std::nullopt).status();
   EXPECT_TRUE(absl::IsNotFound(status)) << status;
@@ -240,6 +258,28 @@ TEST(ExpertFileWriterTest, RejectsBadInput) {
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_TRUE((*file)->Find(1, 0).ok());
   EXPECT_TRUE(absl::IsNotFound((*file)->Find(2, 0).status()));
+}
+
+// The header holds the format's dtype numbers (FORMAT.md), not DType's
+// enumerator values, and they read back as the same DType.
+TEST(ExpertFileWriterTest, DtypeIsStoredAsTheFormatsNumber) {
+  ScratchDir dir("writer_dtype");
+  const std::pair<DType, uint8_t> numbers[] = {{DType::kF32, 0}, {DType::kBF16, 1}, {DType::kF16, 2}};
+  for (auto [dtype, number] : numbers) {
+    SCOPED_TRACE(DTypeName(dtype));
+    ExpertFileLayout layout = TestLayout();
+    layout.dtype = dtype;
+    const std::string path = dir.File(std::string(DTypeName(dtype)));
+    auto writer = ExpertFileWriter::Create(path, layout);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Add(1, 0, Bundle(layout, 1, 0)).ok());
+    ASSERT_TRUE((*writer)->Finish().ok());
+    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{std::byte{number}, {}, {}, {}}));
+    auto file = ExpertFile::Open(path, kFingerprint);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ((*file)->layout().dtype, dtype);
+    EXPECT_EQ((*file)->layout().expert_bytes(), static_cast<uint64_t>(3 * 64 * 24 * DTypeBytes(dtype, 1)));
+  }
 }
 
 TEST(ExpertFileWriterTest, LargerAlignmentPadsSlots) {

@@ -103,15 +103,6 @@ std::vector<float> InterestingFloats() {
   return values;
 }
 
-TEST(DTypeTest, NamesAndSizes) {
-  EXPECT_EQ(DTypeName(DType::kF32), "f32");
-  EXPECT_EQ(DTypeName(DType::kBF16), "bf16");
-  EXPECT_EQ(DTypeName(DType::kF16), "f16");
-  EXPECT_EQ(DTypeSize(DType::kF32), 4u);
-  EXPECT_EQ(DTypeSize(DType::kBF16), 2u);
-  EXPECT_EQ(DTypeSize(DType::kF16), 2u);
-}
-
 TEST(DTypeTest, F16ToF32MatchesDefinitionForEveryCode) {
   for (uint32_t code = 0; code <= 0xFFFF; ++code) {
     const auto bits = static_cast<uint16_t>(code);

@@ -19,8 +19,6 @@
 namespace expertd::predictor {
 namespace {
 
-using kernels::DType;
-
 // Router matrices owned by the test, plus each element's exact f32 value.
 struct Routers {
   std::vector<std::vector<float>> f32;      // [layer] storage when dtype is f32

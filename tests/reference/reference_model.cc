@@ -36,14 +36,14 @@ double HalfBitsToDouble(uint16_t bits, bool is_bf16) {
 Vector ToDoubles(const TensorInfo& tensor, const std::vector<std::byte>& bytes) {
   Vector out(tensor.num_elements());
   for (size_t i = 0; i < out.size(); ++i) {
-    if (tensor.dtype == TensorDtype::kF32) {
+    if (tensor.dtype == SafetensorsDtype::kF32) {
       float value;
       std::memcpy(&value, bytes.data() + 4 * i, 4);
       out[i] = value;
     } else {
       uint16_t bits;
       std::memcpy(&bits, bytes.data() + 2 * i, 2);
-      out[i] = HalfBitsToDouble(bits, tensor.dtype == TensorDtype::kBF16);
+      out[i] = HalfBitsToDouble(bits, tensor.dtype == SafetensorsDtype::kBF16);
     }
   }
   return out;

@@ -22,7 +22,7 @@ struct PackedExperts {
 // file and a default reader; the test fails on any error.
 inline PackedExperts PackAndOpenExperts(const Model& model, const std::string& path) {
   PackedExperts out;
-  absl::Status packed = PackExperts(model, path, PackDtype::kKeep);
+  absl::Status packed = PackExperts(model, path, std::nullopt);
   EXPECT_TRUE(packed.ok()) << packed;
   auto file = io::ExpertFile::Open(path, model.fingerprint());
   EXPECT_TRUE(file.ok()) << file.status();

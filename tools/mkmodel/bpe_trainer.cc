@@ -7,9 +7,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "engine/byte_level.h"
-#include "engine/pretokenizer.h"
-#include "engine/tokenizer_json_util.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/pretokenizer.h"
+#include "tokenizer/tokenizer_json_util.h"
 
 namespace expertd::tools {
 namespace {

@@ -58,21 +58,21 @@ constexpr Arch kArchs[] = {
 
 class TensorMaker {
  public:
-  TensorMaker(TensorDtype dtype, uint64_t seed) : dtype_(dtype), random_(seed) {}
+  TensorMaker(SafetensorsDtype dtype, uint64_t seed) : dtype_(dtype), random_(seed) {}
 
   // Values are `offset + Uniform(stddev)`.
   void Add(const std::string& name, std::vector<int64_t> shape, float stddev, float offset = 0.0f) {
     int64_t count = 1;
     for (int64_t d : shape) count *= d;
     TensorToWrite tensor{name, dtype_, std::move(shape), {}};
-    tensor.bytes.resize(static_cast<size_t>(count) * TensorDtypeSize(dtype_));
+    tensor.bytes.resize(static_cast<size_t>(count) * SafetensorsDtypeSize(dtype_));
     std::byte* out = tensor.bytes.data();
     for (int64_t i = 0; i < count; ++i) {
       const float value = offset + random_.Uniform(stddev);
-      if (dtype_ == TensorDtype::kF32) {
+      if (dtype_ == SafetensorsDtype::kF32) {
         std::memcpy(out + 4 * i, &value, 4);
       } else {
-        const uint16_t bits = dtype_ == TensorDtype::kBF16 ? kernels::F32ToBF16(value) : kernels::F32ToF16(value);
+        const uint16_t bits = dtype_ == SafetensorsDtype::kBF16 ? kernels::F32ToBF16(value) : kernels::F32ToF16(value);
         std::memcpy(out + 2 * i, &bits, 2);
       }
     }
@@ -98,7 +98,7 @@ class TensorMaker {
   const std::vector<TensorToWrite>& tensors() const { return tensors_; }
 
  private:
-  TensorDtype dtype_;
+  SafetensorsDtype dtype_;
   Random random_;
   std::vector<TensorToWrite> tensors_;
 };
@@ -156,8 +156,8 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
   const int shared_ffn = o.shared_ffn > 0 ? o.shared_ffn : 2 * o.ffn;
   const int dense_ffn = o.dense_ffn > 0 ? o.dense_ffn : 4 * o.ffn;
-  const TensorDtype dtype =
-      o.dtype == "f32" ? TensorDtype::kF32 : (o.dtype == "bf16" ? TensorDtype::kBF16 : TensorDtype::kF16);
+  const SafetensorsDtype dtype =
+      o.dtype == "f32" ? SafetensorsDtype::kF32 : (o.dtype == "bf16" ? SafetensorsDtype::kBF16 : SafetensorsDtype::kF16);
 
   // Tokenizer first: its special tokens decide the bos/eos ids in config.json.
   BpeTrainerOptions bpe;

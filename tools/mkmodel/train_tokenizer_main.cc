@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tools/mkmodel/bpe_trainer.h"
 
 namespace {

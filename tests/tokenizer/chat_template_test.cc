@@ -2,7 +2,7 @@
 // rendered to hand-written prompts, single- and multi-turn, with and without
 // system prompts; errors name the field at fault.
 
-#include "engine/chat_template.h"
+#include "tokenizer/chat_template.h"
 
 #include <unistd.h>
 

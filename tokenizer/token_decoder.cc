@@ -1,11 +1,11 @@
-#include "engine/token_decoder.h"
+#include "tokenizer/token_decoder.h"
 
 #include <utility>
 
 #include "absl/strings/str_join.h"
-#include "engine/byte_level.h"
-#include "engine/normalizer.h"
-#include "engine/utf8.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/normalizer.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd::tokenizer_internal {
 namespace {

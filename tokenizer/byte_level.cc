@@ -1,6 +1,6 @@
-#include "engine/byte_level.h"
+#include "tokenizer/byte_level.h"
 
-#include "engine/utf8.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd {
 namespace {

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_BPE_H_
-#define EXPERTD_ENGINE_BPE_H_
+#ifndef EXPERTD_TOKENIZER_BPE_H_
+#define EXPERTD_TOKENIZER_BPE_H_
 
 #include <cstdint>
 #include <optional>
@@ -9,7 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "engine/tokenizer_json_util.h"
+#include "tokenizer/tokenizer_json_util.h"
 
 namespace expertd::tokenizer_internal {
 
@@ -57,4 +57,4 @@ class BpeModel {
 
 }  // namespace expertd::tokenizer_internal
 
-#endif  // EXPERTD_ENGINE_BPE_H_
+#endif  // EXPERTD_TOKENIZER_BPE_H_

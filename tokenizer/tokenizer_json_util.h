@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_TOKENIZER_JSON_UTIL_H_
-#define EXPERTD_ENGINE_TOKENIZER_JSON_UTIL_H_
+#ifndef EXPERTD_TOKENIZER_TOKENIZER_JSON_UTIL_H_
+#define EXPERTD_TOKENIZER_TOKENIZER_JSON_UTIL_H_
 
 // Checked access to tokenizer.json values. Every failure becomes an
 // InvalidArgument status naming the file and the key path
@@ -92,4 +92,4 @@ absl::StatusOr<Json> ParseJson(std::string_view text, std::string_view source);
 
 }  // namespace expertd::tokenizer_internal
 
-#endif  // EXPERTD_ENGINE_TOKENIZER_JSON_UTIL_H_
+#endif  // EXPERTD_TOKENIZER_TOKENIZER_JSON_UTIL_H_

@@ -1,10 +1,10 @@
-#include "engine/unicode_nfc.h"
+#include "tokenizer/unicode_nfc.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "engine/utf8.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd {
 namespace {
@@ -25,7 +25,7 @@ struct Composition {
   uint32_t composite;
 };
 
-#include "engine/unicode_nfc_data.inc"
+#include "tokenizer/unicode_nfc_data.inc"
 
 // Hangul syllables decompose and compose arithmetically (Unicode 3.12).
 constexpr uint32_t kHangulSBase = 0xAC00;

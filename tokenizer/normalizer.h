@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_NORMALIZER_H_
-#define EXPERTD_ENGINE_NORMALIZER_H_
+#ifndef EXPERTD_TOKENIZER_NORMALIZER_H_
+#define EXPERTD_TOKENIZER_NORMALIZER_H_
 
 #include <optional>
 #include <string>
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/tokenizer_json_util.h"
-#include "engine/unicode_regex.h"
+#include "tokenizer/tokenizer_json_util.h"
+#include "tokenizer/unicode_regex.h"
 
 namespace expertd::tokenizer_internal {
 
@@ -48,4 +48,4 @@ std::string ReplaceAll(std::string_view text, const UnicodeRegex* regex, std::st
 
 }  // namespace expertd::tokenizer_internal
 
-#endif  // EXPERTD_ENGINE_NORMALIZER_H_
+#endif  // EXPERTD_TOKENIZER_NORMALIZER_H_

@@ -1,4 +1,4 @@
-#include "engine/chat_template.h"
+#include "tokenizer/chat_template.h"
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"

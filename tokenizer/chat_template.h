@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_CHAT_TEMPLATE_H_
-#define EXPERTD_ENGINE_CHAT_TEMPLATE_H_
+#ifndef EXPERTD_TOKENIZER_CHAT_TEMPLATE_H_
+#define EXPERTD_TOKENIZER_CHAT_TEMPLATE_H_
 
 #include <optional>
 #include <string>
@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace expertd {
 
@@ -108,4 +108,4 @@ std::string ChatErrorField(const absl::Status& status);
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_CHAT_TEMPLATE_H_
+#endif  // EXPERTD_TOKENIZER_CHAT_TEMPLATE_H_

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_UNICODE_NFC_H_
-#define EXPERTD_ENGINE_UNICODE_NFC_H_
+#ifndef EXPERTD_TOKENIZER_UNICODE_NFC_H_
+#define EXPERTD_TOKENIZER_UNICODE_NFC_H_
 
 #include <string>
 #include <string_view>
@@ -15,4 +15,4 @@ std::string NormalizeNfc(std::string_view text);
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_UNICODE_NFC_H_
+#endif  // EXPERTD_TOKENIZER_UNICODE_NFC_H_

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_PRETOKENIZER_H_
-#define EXPERTD_ENGINE_PRETOKENIZER_H_
+#ifndef EXPERTD_TOKENIZER_PRETOKENIZER_H_
+#define EXPERTD_TOKENIZER_PRETOKENIZER_H_
 
 #include <optional>
 #include <string>
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/tokenizer_json_util.h"
-#include "engine/unicode_regex.h"
+#include "tokenizer/tokenizer_json_util.h"
+#include "tokenizer/unicode_regex.h"
 
 namespace expertd::tokenizer_internal {
 
@@ -64,4 +64,4 @@ inline constexpr std::string_view kQwen2PreTokenizerRegex =
 
 }  // namespace expertd::tokenizer_internal
 
-#endif  // EXPERTD_ENGINE_PRETOKENIZER_H_
+#endif  // EXPERTD_TOKENIZER_PRETOKENIZER_H_

@@ -1,9 +1,9 @@
-#include "engine/pretokenizer.h"
+#include "tokenizer/pretokenizer.h"
 
 #include <utility>
 
-#include "engine/byte_level.h"
-#include "engine/normalizer.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/normalizer.h"
 
 namespace expertd::tokenizer_internal {
 namespace {

@@ -1,4 +1,4 @@
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <filesystem>
 #include <fstream>
@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/byte_level.h"
-#include "engine/unicode_nfc.h"
-#include "engine/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/unicode_nfc.h"
+#include "tokenizer/utf8.h"
 #include "tools/mkmodel/bpe_trainer.h"
 
 namespace expertd {

@@ -1,13 +1,13 @@
-#ifndef EXPERTD_ENGINE_TOKEN_DECODER_H_
-#define EXPERTD_ENGINE_TOKEN_DECODER_H_
+#ifndef EXPERTD_TOKENIZER_TOKEN_DECODER_H_
+#define EXPERTD_TOKENIZER_TOKEN_DECODER_H_
 
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/tokenizer_json_util.h"
-#include "engine/unicode_regex.h"
+#include "tokenizer/tokenizer_json_util.h"
+#include "tokenizer/unicode_regex.h"
 
 namespace expertd::tokenizer_internal {
 
@@ -46,4 +46,4 @@ class TokenDecoder {
 
 }  // namespace expertd::tokenizer_internal
 
-#endif  // EXPERTD_ENGINE_TOKEN_DECODER_H_
+#endif  // EXPERTD_TOKENIZER_TOKEN_DECODER_H_

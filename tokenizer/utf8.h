@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_UTF8_H_
-#define EXPERTD_ENGINE_UTF8_H_
+#ifndef EXPERTD_TOKENIZER_UTF8_H_
+#define EXPERTD_TOKENIZER_UTF8_H_
 
 // UTF-8 helpers for the tokenizer. Text reaching the tokenizer may hold
 // invalid UTF-8 (byte-level models must round-trip arbitrary bytes), so every
@@ -44,4 +44,4 @@ std::string ReplaceInvalidUtf8(std::string_view text);
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_UTF8_H_
+#endif  // EXPERTD_TOKENIZER_UTF8_H_

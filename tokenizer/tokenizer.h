@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_TOKENIZER_H_
-#define EXPERTD_ENGINE_TOKENIZER_H_
+#ifndef EXPERTD_TOKENIZER_TOKENIZER_H_
+#define EXPERTD_TOKENIZER_TOKENIZER_H_
 
 #include <cstdint>
 #include <memory>
@@ -50,7 +50,7 @@ class Tokenizer {
   // The Jinja chat template from tokenizer_config.json ("chat_template", or
   // the "default" entry of a list of named templates) or chat_template.jinja
   // beside it; "" when the model has none. Not run here: ChatTemplate
-  // (engine/chat_template.h) recognises its family.
+  // (tokenizer/chat_template.h) recognises its family.
   const std::string& chat_template() const;
   bool IsSpecial(int32_t id) const;
 
@@ -87,4 +87,4 @@ class StreamDecoder {
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_TOKENIZER_H_
+#endif  // EXPERTD_TOKENIZER_TOKENIZER_H_

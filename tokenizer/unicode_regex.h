@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_UNICODE_REGEX_H_
-#define EXPERTD_ENGINE_UNICODE_REGEX_H_
+#ifndef EXPERTD_TOKENIZER_UNICODE_REGEX_H_
+#define EXPERTD_TOKENIZER_UNICODE_REGEX_H_
 
 // A compiled PCRE2 pattern with Unicode semantics (UTF + UCP, so \s, \p{L}
 // and (?i) follow Unicode as HF tokenizers' Oniguruma regexes do) and the
@@ -45,4 +45,4 @@ class UnicodeRegex {
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_UNICODE_REGEX_H_
+#endif  // EXPERTD_TOKENIZER_UNICODE_REGEX_H_

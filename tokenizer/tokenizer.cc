@@ -1,4 +1,4 @@
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <array>
@@ -9,12 +9,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/read_file.h"
-#include "engine/bpe.h"
-#include "engine/normalizer.h"
-#include "engine/pretokenizer.h"
-#include "engine/token_decoder.h"
-#include "engine/tokenizer_json_util.h"
-#include "engine/utf8.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/normalizer.h"
+#include "tokenizer/pretokenizer.h"
+#include "tokenizer/token_decoder.h"
+#include "tokenizer/tokenizer_json_util.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd {
 

@@ -1,4 +1,4 @@
-#include "engine/tokenizer_json_util.h"
+#include "tokenizer/tokenizer_json_util.h"
 
 
 namespace expertd::tokenizer_internal {

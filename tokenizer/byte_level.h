@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_BYTE_LEVEL_H_
-#define EXPERTD_ENGINE_BYTE_LEVEL_H_
+#ifndef EXPERTD_TOKENIZER_BYTE_LEVEL_H_
+#define EXPERTD_TOKENIZER_BYTE_LEVEL_H_
 
 // GPT-2's byte-to-unicode mapping (`bytes_to_unicode` in openai/gpt-2
 // encoder.py), which byte-level BPE vocabularies are written in: every byte
@@ -37,4 +37,4 @@ bool AppendBytesFromByteLevel(std::string_view token, std::string* out);
 
 }  // namespace expertd
 
-#endif  // EXPERTD_ENGINE_BYTE_LEVEL_H_
+#endif  // EXPERTD_TOKENIZER_BYTE_LEVEL_H_

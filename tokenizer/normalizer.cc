@@ -1,6 +1,6 @@
-#include "engine/normalizer.h"
+#include "tokenizer/normalizer.h"
 
-#include "engine/unicode_nfc.h"
+#include "tokenizer/unicode_nfc.h"
 
 namespace expertd::tokenizer_internal {
 

@@ -1,11 +1,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "engine/unicode_regex.h"
+#include "tokenizer/unicode_regex.h"
 
 #include <pcre2.h>
 
 #include <string>
 
-#include "engine/tokenizer_json_util.h"
+#include "tokenizer/tokenizer_json_util.h"
 
 
 namespace expertd {

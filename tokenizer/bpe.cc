@@ -1,9 +1,9 @@
-#include "engine/bpe.h"
+#include "tokenizer/bpe.h"
 
 #include <queue>
 
 #include "absl/strings/str_format.h"
-#include "engine/utf8.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd::tokenizer_internal {
 namespace {

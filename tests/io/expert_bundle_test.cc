@@ -1,0 +1,58 @@
+#include "io/expert_bundle.h"
+
+#include "gtest/gtest.h"
+#include "io/expert_file.h"
+
+namespace expertd::io {
+namespace {
+
+// gate [ffn][hidden] | up [ffn][hidden] | down [hidden][ffn], no gaps
+// (FORMAT.md): with hidden 64 and ffn 24 in bf16 each matrix is 3072 bytes.
+TEST(ExpertBundleLayoutTest, GateUpDownBackToBack) {
+  const BundleLayout b = ExpertBundleLayout(DType::kBF16, /*hidden_size=*/64, /*intermediate_size=*/24);
+  EXPECT_EQ(b.dtype, DType::kBF16);
+  EXPECT_EQ(b.gate.offset_bytes, 0u);
+  EXPECT_EQ(b.gate.size_bytes, 3072u);
+  EXPECT_EQ(b.gate.rows, 24);
+  EXPECT_EQ(b.gate.cols, 64);
+  EXPECT_EQ(b.up.offset_bytes, 3072u);
+  EXPECT_EQ(b.up.size_bytes, 3072u);
+  EXPECT_EQ(b.up.rows, 24);
+  EXPECT_EQ(b.up.cols, 64);
+  EXPECT_EQ(b.down.offset_bytes, 6144u);
+  EXPECT_EQ(b.down.size_bytes, 3072u);
+  EXPECT_EQ(b.down.rows, 64);
+  EXPECT_EQ(b.down.cols, 24);
+  EXPECT_EQ(b.bytes, 9216u);
+}
+
+TEST(ExpertBundleLayoutTest, EveryDtypeTilesTheBundleAndMatchesTheFile) {
+  for (DType dtype : kAllDTypes) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const BundleLayout b = ExpertBundleLayout(dtype, /*hidden_size=*/2048, /*intermediate_size=*/1024);
+    EXPECT_EQ(b.gate.offset_bytes, 0u);
+    EXPECT_EQ(b.up.offset_bytes, b.gate.offset_bytes + b.gate.size_bytes);
+    EXPECT_EQ(b.down.offset_bytes, b.up.offset_bytes + b.up.size_bytes);
+    EXPECT_EQ(b.bytes, b.down.offset_bytes + b.down.size_bytes);
+    EXPECT_EQ(b.gate.size_bytes, static_cast<uint64_t>(1024 * DTypeBytes(dtype, 2048)));
+    EXPECT_EQ(b.down.size_bytes, static_cast<uint64_t>(2048 * DTypeBytes(dtype, 1024)));
+
+    // The file's expert_bytes, and so its slots, are this layout's size.
+    ExpertFileLayout file;
+    file.dtype = dtype;
+    file.hidden_size = 2048;
+    file.intermediate_size = 1024;
+    EXPECT_EQ(file.expert_bytes(), b.bytes);
+    EXPECT_EQ(file.bundle().down.offset_bytes, b.down.offset_bytes);
+  }
+}
+
+// The OLMoE-1B-7B expert shape (hidden 2048, ffn 1024): f32 bundles are
+// twice the bf16 ones, 24 MiB against 12 MiB.
+TEST(ExpertBundleLayoutTest, OlmoeShapeSizes) {
+  EXPECT_EQ(ExpertBundleLayout(DType::kBF16, 2048, 1024).bytes, 12u << 20);
+  EXPECT_EQ(ExpertBundleLayout(DType::kF32, 2048, 1024).bytes, 24u << 20);
+}
+
+}  // namespace
+}  // namespace expertd::io
