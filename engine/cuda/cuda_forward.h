@@ -27,7 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "cache/cuda_device_tier.h"
-#include "cache/execution_placement.h"
+#include "engine/execution_placement.h"
 #include "engine/expert_plan.h"
 #include "engine/forward_api.h"
 #include "engine/model.h"
@@ -44,7 +44,7 @@ struct CudaForwardOptions {
   Experts experts = Experts::kUploadAll;
   // Compute VRAM misses that DRAM holds on the CPU when cheaper (ours).
   bool execution_placement = true;
-  cache::PlacementOptions placement;
+  PlacementOptions placement;
   // The dtype of the cached (packed) experts when it is not the
   // checkpoint's: the sizes placement decides on.
   std::optional<kernels::DType> cached_expert_dtype;
@@ -78,7 +78,7 @@ class CudaForwardPass : public Forward {
 
   CudaForwardStats stats() const { return stats_; }
   // The execution placement model (its estimates, for the log).
-  const cache::ExecutionPlacement& placement() const { return placement_; }
+  const ExecutionPlacement& placement() const { return placement_; }
   uint64_t expert_bytes() const { return expert_bytes_; }
   uint64_t weight_bytes() const;
 
@@ -109,7 +109,7 @@ class CudaForwardPass : public Forward {
   const cache::CudaDeviceTier* tier_;
   CudaForwardOptions options_;
   LayerObserver* observer_ = nullptr;
-  cache::ExecutionPlacement placement_;
+  ExecutionPlacement placement_;
   FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
   uint64_t expert_bytes_ = 0;
   cache::CudaCopyStats copies_seen_;
