@@ -19,7 +19,7 @@ void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* 
 }
 
 void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,
-                         cache::ExecutionPlacement& placement) {
+                         ExecutionPlacement& placement) {
   // Weights of small values (zero bytes are fine in every dtype): the
   // kernels' speed does not depend on them.
   const size_t bytes = like.gate.size_bytes() + like.up.size_bytes() + like.down.size_bytes();

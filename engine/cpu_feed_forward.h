@@ -4,7 +4,7 @@
 // A SwiGLU feed-forward block (dense MLP, shared or routed expert) on the
 // CPU, and the measurement execution placement starts from.
 
-#include "cache/execution_placement.h"
+#include "engine/execution_placement.h"
 #include "engine/model_weights.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -21,7 +21,7 @@ void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* 
 // come from this machine rather than from defaults. The copy side is
 // measured by the caller (it needs the device).
 void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,
-                         cache::ExecutionPlacement& placement);
+                         ExecutionPlacement& placement);
 
 }  // namespace expertd
 

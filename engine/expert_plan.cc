@@ -3,7 +3,7 @@
 namespace expertd {
 
 void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, ExpertSource& experts,
-                      const cache::ExecutionPlacement* placement, uint64_t expert_bytes) {
+                      const ExecutionPlacement* placement, uint64_t expert_bytes) {
   Clear();
   // Bytes this layer will copy to the device: each copy waits behind them.
   uint64_t queued_copy_bytes = 0;
@@ -18,7 +18,7 @@ void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, ExpertSource& expe
       // Decide on a pure query, then pin: only an expert really computed
       // from DRAM counts as a DRAM access (a copy counts when it is made).
       if (experts.HasHostCopy(layer, e) &&
-          placement->Decide(expert_bytes, rows, queued_copy_bytes) == cache::Placement::kComputeOnCpu) {
+          placement->Decide(expert_bytes, rows, queued_copy_bytes) == Placement::kComputeOnCpu) {
         if (std::optional<ExpertHandle> host = experts.TryAcquireHostCopy(layer, e)) {
           on_cpu_.push_back({e, std::move(*host)});
           continue;

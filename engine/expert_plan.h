@@ -6,7 +6,7 @@
 //   ready    in the compute tier now: pinned, run first;
 //   on_cpu   missing from the device compute tier but in DRAM, and cheaper to
 //            compute on the CPU for this batch than to copy over PCIe
-//            (execution placement, cache/execution_placement.h): the host
+//            (execution placement, engine/execution_placement.h): the host
 //            copy is pinned;
 //   pending  everything else: its loads are all started at once (read in
 //            parallel), to be Acquired after the ready ones have run, so a
@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "cache/execution_placement.h"
+#include "engine/execution_placement.h"
 #include "engine/expert_source.h"
 #include "engine/moe_dispatch.h"
 
@@ -31,7 +31,7 @@ class ExpertPlan {
   // placement null: no execution placement (the compute tier is the host,
   // or it is switched off). expert_bytes: one expert's weights.
   void Plan(int layer, const MoeDispatch& dispatch, ExpertSource& experts,
-            const cache::ExecutionPlacement* placement, uint64_t expert_bytes);
+            const ExecutionPlacement* placement, uint64_t expert_bytes);
 
   std::vector<Pinned>& ready() { return ready_; }
   std::vector<Pinned>& on_cpu() { return on_cpu_; }

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cache/expert_cache.h"
+#include "engine/layer_observer.h"
 #include "engine/model_weights.h"
 #include "io/expert_bundle.h"
 #include "io/expert_file.h"
@@ -20,11 +21,11 @@ struct ExpertHandle {
   cache::ExpertCache::Pin pin;  // empty for resident weights
 };
 
-// Where the forward pass gets routed experts from, and whom it tells about
-// its progress through the layer cycle (the cache's policies need it).
-class ExpertSource {
+// Where the forward pass gets routed experts from. It is also the first
+// layer-cycle listener of the pass (engine/moe_layer_runner.h): the cache's
+// policies need BeginPass and BeginLayer.
+class ExpertSource : public LayerObserver {
  public:
-  virtual ~ExpertSource() = default;
   virtual absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) = 0;
   // The expert if it can be computed on right now, without waiting for a
   // load; nullopt otherwise (then Acquire it later).
@@ -40,8 +41,6 @@ class ExpertSource {
   virtual void StartLoad(int layer, int expert) {}
   // Whether Acquire would return at once (no load): for cache-aware routing.
   virtual bool IsReady(int layer, int expert) const { return true; }
-  virtual void BeginPass() {}
-  virtual void BeginLayer(int layer) {}
   virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
 };
 

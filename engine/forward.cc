@@ -1,7 +1,6 @@
 #include "engine/forward.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -37,9 +36,8 @@ ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSo
       config_(model.config()),
       pool_(pool),
       resident_experts_(model.weights()),
-      experts_(experts != nullptr ? experts : &resident_experts_),
-      inv_freq_(RopeInverseFrequencies(model.config())),
-      dispatch_(model.config()) {}
+      runner_(model.config(), experts != nullptr ? *experts : resident_experts_),
+      inv_freq_(RopeInverseFrequencies(model.config())) {}
 
 void ForwardPass::EnsureScratch(int n, int slots) {
   if (n <= scratch_tokens_ && slots <= scratch_slots_) return;
@@ -109,8 +107,8 @@ void ForwardPass::Logits(int first_row, int n, std::vector<float>* logits) {
 
 absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
   const int n = static_cast<int>(tokens.size());
-  dispatch_.BeginPass(rows_);
-  EnsureScratch(n, dispatch_.num_slots());
+  runner_.BeginPass(rows_);
+  EnsureScratch(n, runner_.dispatch().num_slots());
 
   const ModelWeights& weights = model_.weights();
   const int h = config_.hidden_size;
@@ -122,20 +120,22 @@ absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
     RopeCosSin(inv_freq_, rows_[t].position, Row(rope_, t, config_.head_dim));
   }
 
-  experts_->BeginPass();
-  if (observer_ != nullptr) observer_->BeginPass();
-  for (int layer = 0; layer < config_.num_layers; ++layer) {
-    const auto layer_start = std::chrono::steady_clock::now();
-    Attention(layer, n);
-    if (absl::Status status = MoeBlock(layer, n); !status.ok()) return status;
-    if (observer_ != nullptr && config_.layer_is_moe[layer]) {
-      observer_->OnLayerDone(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
-    }
+  return runner_.RunLayers(*this);
+}
+
+absl::Status ForwardPass::Attention(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
+  SelfAttention(layer_index, n);
+  const int h = config_.hidden_size;
+  const LayerWeights& layer = model_.weights().layers[layer_index];
+  for (int t = 0; t < n; ++t) {
+    kernels::RmsNorm(Row(residual_, t, h), layer.post_attention_norm.data(), h, config_.rms_norm_eps,
+                     Row(normed_, t, h));
   }
   return absl::OkStatus();
 }
 
-void ForwardPass::Attention(int layer_index, int n) {
+void ForwardPass::SelfAttention(int layer_index, int n) {
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
   const int q_size = config_.q_size();
@@ -213,12 +213,26 @@ void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int 
   CpuFeedForward(ff, x, m, ffn_gate_.data(), ffn_up_.data(), out, pool_);
 }
 
-void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights) {
+absl::Status ForwardPass::DenseFeedForward(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
+  FeedForward(model_.weights().layers[layer_index].dense_mlp, normed_.data(), n, block_out_.data());
+  for (size_t i = 0; i < static_cast<size_t>(n) * config_.hidden_size; ++i) residual_[i] += block_out_[i];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RouterOutput> ForwardPass::Router(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
+  kernels::MatMul(model_.weights().layers[layer_index].router, normed_.data(), n, router_logits_.data(), pool_);
+  return RouterOutput{.logits = router_logits_.data(), .gate_inputs = normed_.data()};
+}
+
+absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+                                    ExpertOrigin /*origin*/) {
   const int h = config_.hidden_size;
-  absl::Span<const int32_t> slots = dispatch_.SlotsOf(expert);
+  absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
   for (int i = 0; i < m; ++i) {
-    std::copy_n(Row(normed_, dispatch_.RowOfSlot(slots[i]), h), h, Row(gathered_, i, h));
+    std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[i]), h), h, Row(gathered_, i, h));
   }
   FeedForward(weights, gathered_.data(), m, ffn_out_.data());
   // Each (token, rank) slot gets its own output row; they are summed later
@@ -226,48 +240,20 @@ void ForwardPass::RunExpert(int expert, const FeedForwardWeights& weights) {
   for (int i = 0; i < m; ++i) {
     std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots[i], h));
   }
+  return absl::OkStatus();
 }
 
-absl::Status ForwardPass::MoeBlock(int layer_index, int n) {
+absl::Status ForwardPass::Combine(int layer_index, const MoeDispatch& dispatch) {
   const LayerWeights& layer = model_.weights().layers[layer_index];
+  const int n = static_cast<int>(rows_.size());
   const int h = config_.hidden_size;
-  for (int t = 0; t < n; ++t) {
-    kernels::RmsNorm(Row(residual_, t, h), layer.post_attention_norm.data(), h, config_.rms_norm_eps,
-                     Row(normed_, t, h));
-  }
-  if (!layer.is_moe) {
-    FeedForward(layer.dense_mlp, normed_.data(), n, block_out_.data());
-    for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
-    return absl::OkStatus();
-  }
-  experts_->BeginLayer(layer_index);
-  if (observer_ != nullptr) observer_->BeginLayer(layer_index);
-
-  kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
-  dispatch_.Route(layer_index, router_logits_.data(), *experts_);
-
-  // Pin the experts that are ready, then ask for the missing ones all at
-  // once (read in parallel), and only then let the prefetcher have the
-  // remaining slots: the current layer's loads come before speculation, and
-  // prefetching can never evict what this layer is about to use.
-  plan_.Plan(layer_index, dispatch_, *experts_, /*placement=*/nullptr, /*expert_bytes=*/0);
-  if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, normed_.data(), h);
-  // Ready experts compute first, so a slow load holds up only itself.
-  for (ExpertPlan::Pinned& ready : plan_.ready()) RunExpert(ready.expert, ready.handle.weights);
-  plan_.ReleasePins();  // what has run frees its slots before we wait for loads
-  for (int e : plan_.pending()) {
-    absl::StatusOr<ExpertHandle> expert = experts_->Acquire(layer_index, e);
-    if (!expert.ok()) return expert.status();
-    RunExpert(e, expert->weights);
-  }
-
   // Sum each token's experts in rank order: the result does not depend on
   // the order in which experts were computed (or became available).
   std::fill_n(block_out_.begin(), static_cast<size_t>(n) * h, 0.0f);
   for (int t = 0; t < n; ++t) {
     float* out = Row(block_out_, t, h);
     for (int s = rows_[t].first_slot; s < rows_[t].first_slot + rows_[t].k; ++s) {
-      kernels::Axpy(dispatch_.chosen_weights()[s], Row(expert_out_, s, h), h, out);
+      kernels::Axpy(dispatch.chosen_weights()[s], Row(expert_out_, s, h), h, out);
     }
   }
 

@@ -8,12 +8,12 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/expert_source.h"
-#include "engine/expert_plan.h"
 #include "engine/forward_api.h"
 #include "engine/kv_cache.h"
 #include "engine/layer_observer.h"
 #include "engine/model.h"
 #include "engine/moe_dispatch.h"
+#include "engine/moe_layer_runner.h"
 #include "engine/routing.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -22,15 +22,16 @@ namespace expertd {
 // The transformer on the CPU. Owns the scratch buffers of a step, sized on
 // first use and reused, so decode allocates nothing per token. Row logits of
 // Step are bit-identical to Run's for the same token. Not thread-safe: one
-// ForwardPass per compute thread.
-class ForwardPass : public Forward {
+// ForwardPass per compute thread. The layer cycle (routing, the expert plan,
+// the listeners) is the MoE layer runner's; this class supplies its steps.
+class ForwardPass : public Forward, private MoeLayerCompute {
  public:
   // pool may be null (single-threaded). experts may be null: every expert is
   // then read from the model's own memory (a model loaded without resident
   // experts then fails each step that needs one, naming the fix). All must
   // outlive the pass.
   ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
-  void SetObserver(LayerObserver* observer) override { observer_ = observer; }
+  void SetObserver(LayerObserver* observer) override { runner_.SetObserver(observer); }
   absl::Status Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
                    std::vector<float>* logits, RoutingTrace* trace = nullptr) override;
   absl::Status Step(absl::Span<const StepRow> rows, std::vector<float>* logits) override;
@@ -42,23 +43,25 @@ class ForwardPass : public Forward {
   absl::Status RunLayers(absl::Span<const int32_t> tokens);
   // The final norm and LM head for rows [first_row, n) of residual_.
   void Logits(int first_row, int n, std::vector<float>* logits);
-  void Attention(int layer, int n);
-  absl::Status MoeBlock(int layer, int n);
+  void SelfAttention(int layer, int n);
   void FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
-  // Runs one routed expert on the rows that chose it, writing each of its
-  // slots' output row.
-  void RunExpert(int expert, const FeedForwardWeights& weights);
+
+  // MoeLayerCompute, over the pass's rows (rows_). Every expert is in host
+  // memory, whatever its origin.
+  absl::Status Attention(int layer) override;
+  absl::Status DenseFeedForward(int layer) override;
+  absl::StatusOr<RouterOutput> Router(int layer) override;
+  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+                         ExpertOrigin origin) override;
+  absl::Status Combine(int layer, const MoeDispatch& dispatch) override;
 
   const Model& model_;
   const ModelConfig& config_;
   kernels::ThreadPool* pool_;
   ResidentExperts resident_experts_;
-  ExpertSource* experts_;
-  LayerObserver* observer_ = nullptr;
-  ExpertPlan plan_;  // the current MoE layer's experts: ready (pinned) and pending
+  MoeLayerRunner runner_;        // after resident_experts_, which it may use
   std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
   std::vector<RowPlan> rows_;    // the current pass's rows
-  MoeDispatch dispatch_;
   bool contiguous_ = false;      // Run: one sequence's consecutive positions
   std::vector<int32_t> step_tokens_;
 

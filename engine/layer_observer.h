@@ -7,8 +7,10 @@
 
 namespace expertd {
 
-// What the forward pass tells whoever looks ahead of it (the prefetcher):
-// per pass, per MoE layer in order, BeginLayer, then OnRouted once the
+// A layer-cycle listener: what the forward pass tells the expert source (the
+// cache's policies) and whoever looks ahead of it (the prefetcher). Called
+// by the MoE layer runner only (engine/moe_layer_runner.h): BeginPass per
+// pass, then per MoE layer in order, BeginLayer, then OnRouted once the
 // layer's routing and gate inputs are known (before its experts run), then
 // OnLayerDone with the layer's compute time.
 class LayerObserver {

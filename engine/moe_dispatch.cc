@@ -186,7 +186,8 @@ void MoeDispatch::GroupByExpert() {
   expert_begin_[0] = 0;
 }
 
-void MoeDispatch::NotifyObserver(LayerObserver& observer, int layer, const float* gate_inputs, int hidden) {
+void MoeDispatch::NotifyObservers(absl::Span<LayerObserver* const> observers, int layer, const float* gate_inputs,
+                                  int hidden) {
   const int n = num_rows();
   int max_k = 0;
   for (int t = 0; t < n; ++t) max_k = std::max(max_k, rows_[t].k);
@@ -196,8 +197,10 @@ void MoeDispatch::NotifyObserver(LayerObserver& observer, int layer, const float
       observed_[static_cast<size_t>(t) * max_k + j] = chosen[std::min(j, rows_[t].k - 1)];
     }
   }
-  observer.OnRouted(layer, absl::MakeConstSpan(gate_inputs, static_cast<size_t>(n) * hidden),
-                    absl::MakeConstSpan(observed_.data(), static_cast<size_t>(n) * max_k), n, max_k);
+  for (LayerObserver* observer : observers) {
+    observer->OnRouted(layer, absl::MakeConstSpan(gate_inputs, static_cast<size_t>(n) * hidden),
+                       absl::MakeConstSpan(observed_.data(), static_cast<size_t>(n) * max_k), n, max_k);
+  }
 }
 
 }  // namespace expertd

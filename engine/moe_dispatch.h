@@ -67,10 +67,10 @@ class MoeDispatch {
   // traces, then groups slots by expert.
   void Route(int layer, const float* router_logits, ExpertSource& experts);
 
-  // Tells the observer this layer's routing: chosen experts padded to
+  // Tells the observers this layer's routing: chosen experts padded to
   // [rows][max k] (a row with a smaller k repeats its first expert, which
-  // changes no set of experts).
-  void NotifyObserver(LayerObserver& observer, int layer, const float* gate_inputs, int hidden);
+  // changes no set of experts), built once for all of them.
+  void NotifyObservers(absl::Span<LayerObserver* const> observers, int layer, const float* gate_inputs, int hidden);
 
   int num_experts() const { return config_.num_experts; }
   int num_rows() const { return static_cast<int>(rows_.size()); }

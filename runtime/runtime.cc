@@ -163,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
                    : cuda_tier != nullptr  ? "through the VRAM tier"
                                            : "on the CPU (no device budget)");
       if (gpu_options.experts == CudaForwardOptions::Experts::kCacheOnDevice && gpu_options.execution_placement) {
-        const cache::ExecutionPlacement& placement = (*gpu)->placement();
+        const ExecutionPlacement& placement = (*gpu)->placement();
         const uint64_t bytes = (*gpu)->expert_bytes();
         spdlog::info("execution placement: an expert takes {:.3f} ms to copy, {:.3f} ms on the CPU for 1 row, "
                      "{:.3f} ms for 8",

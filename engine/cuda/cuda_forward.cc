@@ -223,8 +223,7 @@ CudaForwardPass::CudaForwardPass(const Model& model, kernels::ThreadPool* pool, 
       tier_(tier),
       options_(std::move(options)),
       placement_(options_.placement),
-      inv_freq_(RopeInverseFrequencies(model.config())),
-      dispatch_(model.config()) {}
+      inv_freq_(RopeInverseFrequencies(model.config())) {}
 
 CudaForwardPass::~CudaForwardPass() {
   if (stream_.get() != nullptr) (void)stream_.Synchronize();
@@ -264,6 +263,10 @@ absl::Status CudaForwardPass::Init() {
     }
     expert_bytes_ = expert_like_.gate.size_bytes() + expert_like_.up.size_bytes() + expert_like_.down.size_bytes();
     break;
+  }
+  runner_.emplace(config_, *experts_);
+  if (options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement) {
+    runner_->SetPlacement(&placement_, expert_bytes_);
   }
   if (tier_ != nullptr) copies_seen_ = tier_->stats();
   // The uploads from pageable memory may still be in flight.
@@ -370,8 +373,8 @@ absl::Status CudaForwardPass::Step(absl::Span<const StepRow> rows, std::vector<f
 absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits) {
   const int n = static_cast<int>(tokens.size());
   const int h = config_.hidden_size;
-  dispatch_.BeginPass(rows_);
-  RETURN_IF_ERROR(EnsureScratch(n, dispatch_.num_slots(), n - first_row));
+  runner_->BeginPass(rows_);
+  RETURN_IF_ERROR(EnsureScratch(n, runner_->dispatch().num_slots(), n - first_row));
 
   // Embeddings and RoPE angles are computed on the host (a row lookup and
   // a few sines) and go over with one copy each.
@@ -392,23 +395,7 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
                                              stream),
                              "copying RoPE angles"));
 
-  experts_->BeginPass();
-  if (observer_ != nullptr) observer_->BeginPass();
-  for (int layer = 0; layer < config_.num_layers; ++layer) {
-    const auto layer_start = std::chrono::steady_clock::now();
-    absl::Status status = Attention(layer, n);
-    if (status.ok()) status = MoeBlock(layer, n);
-    if (!status.ok()) {
-      // Let queued kernels finish before the pins that protect their
-      // experts go.
-      (void)stream_.Synchronize();
-      plan_.Clear();
-      return status;
-    }
-    if (observer_ != nullptr && config_.layer_is_moe[layer]) {
-      observer_->OnLayerDone(layer, std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
-    }
-  }
+  RETURN_IF_ERROR(runner_->RunLayers(*this));
 
   const int rows = n - first_row;
   RETURN_IF_ERROR(kc::RmsNorm(Row(residual_, first_row, h), weights_->final_norm, rows, h, config_.rms_norm_eps,
@@ -421,7 +408,14 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
   return stream_.Synchronize();
 }
 
-absl::Status CudaForwardPass::Attention(int layer_index, int n) {
+absl::Status CudaForwardPass::Attention(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
+  RETURN_IF_ERROR(SelfAttention(layer_index, n));
+  return kc::RmsNorm(residual_.as<float>(), weights_->layers[layer_index].post_attention_norm, n,
+                     config_.hidden_size, config_.rms_norm_eps, normed_.as<float>(), stream_.get());
+}
+
+absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
   const DeviceWeights::Layer& layer = weights_->layers[layer_index];
   const int h = config_.hidden_size;
   const int q_size = config_.q_size();
@@ -502,23 +496,23 @@ absl::Status CudaForwardPass::FeedForward(const FeedForwardWeights& ff, const fl
   return kc::MatMul(ff.down, ffn_gate_.as<float>(), m, out, stream);
 }
 
-absl::Status CudaForwardPass::UploadDispatch(int n) {
+absl::Status CudaForwardPass::UploadDispatch(const MoeDispatch& dispatch, int n) {
   // The slots grouped by expert (the dispatch's order, in which experts'
   // rows are gathered), the row of each, and each row's slot range for the
   // combine.
-  absl::Span<const int32_t> grouped = dispatch_.slots_by_expert();
-  for (size_t i = 0; i < grouped.size(); ++i) host_rows_by_expert_[i] = dispatch_.RowOfSlot(grouped[i]);
-  for (int t = 0; t < n; ++t) host_row_slot_begin_[t] = dispatch_.row(t).first_slot;
-  host_row_slot_begin_[n] = dispatch_.num_slots();
+  absl::Span<const int32_t> grouped = dispatch.slots_by_expert();
+  for (size_t i = 0; i < grouped.size(); ++i) host_rows_by_expert_[i] = dispatch.RowOfSlot(grouped[i]);
+  for (int t = 0; t < n; ++t) host_row_slot_begin_[t] = dispatch.row(t).first_slot;
+  host_row_slot_begin_[n] = dispatch.num_slots();
   cudaStream_t stream = stream_.get();
-  const size_t slots = dispatch_.num_slots();
+  const size_t slots = dispatch.num_slots();
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slots_by_expert_.data(), grouped.data(), slots * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying the dispatch"));
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(rows_by_expert_.data(), host_rows_by_expert_.data(), slots * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying the dispatch"));
-  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slot_weights_.data(), dispatch_.chosen_weights().data(), slots * 4,
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(slot_weights_.data(), dispatch.chosen_weights().data(), slots * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying the gate weights"));
   return CudaStatus(cudaMemcpyAsync(row_slot_begin_.data(), host_row_slot_begin_.data(), (n + 1) * 4,
@@ -526,11 +520,12 @@ absl::Status CudaForwardPass::UploadDispatch(int n) {
                     "copying the dispatch");
 }
 
-absl::Status CudaForwardPass::RunExpertOnDevice(int expert, const FeedForwardWeights& weights) {
+absl::Status CudaForwardPass::RunExpertOnDevice(const MoeDispatch& dispatch, int expert,
+                                                const FeedForwardWeights& weights) {
   cudaStream_t stream = stream_.get();
   const int h = config_.hidden_size;
-  const int m = static_cast<int>(dispatch_.SlotsOf(expert).size());
-  const int offset = dispatch_.FirstIndexOf(expert);
+  const int m = static_cast<int>(dispatch.SlotsOf(expert).size());
+  const int offset = dispatch.FirstIndexOf(expert);
   RETURN_IF_ERROR(kc::GatherRows(normed_.as<float>(), rows_by_expert_.as<int32_t>() + offset, m, h,
                                  gathered_.as<float>(), stream));
   RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>()));
@@ -538,14 +533,15 @@ absl::Status CudaForwardPass::RunExpertOnDevice(int expert, const FeedForwardWei
                          expert_out_.as<float>(), stream);
 }
 
-absl::Status CudaForwardPass::RunExpertOnCpu(int expert, const FeedForwardWeights& weights) {
+absl::Status CudaForwardPass::RunExpertOnCpu(const MoeDispatch& dispatch, int expert,
+                                             const FeedForwardWeights& weights) {
   const auto start = std::chrono::steady_clock::now();
   const int h = config_.hidden_size;
-  absl::Span<const int32_t> slots = dispatch_.SlotsOf(expert);
+  absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
   // host_rows_ holds the layer's gate inputs (copied back for routing).
   for (int i = 0; i < m; ++i) {
-    std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch_.RowOfSlot(slots[i])) * h, h,
+    std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch.RowOfSlot(slots[i])) * h, h,
                 cpu_in_.data() + static_cast<size_t>(i) * h);
   }
   CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_);
@@ -557,7 +553,7 @@ absl::Status CudaForwardPass::RunExpertOnCpu(int expert, const FeedForwardWeight
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(ffn_out_.data(), cpu_out_.data(), static_cast<size_t>(m) * h * 4,
                                              cudaMemcpyHostToDevice, stream),
                              "copying a CPU expert's output"));
-  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + dispatch_.FirstIndexOf(expert), m, h,
+  return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + dispatch.FirstIndexOf(expert), m, h,
                          expert_out_.as<float>(), stream);
 }
 
@@ -572,21 +568,20 @@ void CudaForwardPass::RecordCopyTimings() {
   copies_seen_ = now;
 }
 
-absl::Status CudaForwardPass::MoeBlock(int layer_index, int n) {
-  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+absl::Status CudaForwardPass::DenseFeedForward(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
+  RETURN_IF_ERROR(
+      FeedForward(weights_->layers[layer_index].dense_mlp, normed_.as<float>(), n, block_out_.as<float>()));
+  return kc::AddRows(block_out_.as<float>(), n, config_.hidden_size, residual_.as<float>(), stream_.get());
+}
+
+absl::StatusOr<RouterOutput> CudaForwardPass::Router(int layer_index) {
+  const int n = static_cast<int>(rows_.size());
   const int h = config_.hidden_size;
   cudaStream_t stream = stream_.get();
-  RETURN_IF_ERROR(kc::RmsNorm(residual_.as<float>(), layer.post_attention_norm, n, h, config_.rms_norm_eps,
-                              normed_.as<float>(), stream));
-  if (!layer.is_moe) {
-    RETURN_IF_ERROR(FeedForward(layer.dense_mlp, normed_.as<float>(), n, block_out_.as<float>()));
-    return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
-  }
-  experts_->BeginLayer(layer_index);
-  if (observer_ != nullptr) observer_->BeginLayer(layer_index);
-
   // Routing happens on the host: the cache must know the experts anyway.
-  RETURN_IF_ERROR(kc::MatMul(layer.router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  RETURN_IF_ERROR(
+      kc::MatMul(weights_->layers[layer_index].router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_router_logits_.data(), router_logits_.data(),
                                              static_cast<size_t>(n) * config_.num_experts * 4,
                                              cudaMemcpyDeviceToHost, stream),
@@ -595,47 +590,37 @@ absl::Status CudaForwardPass::MoeBlock(int layer_index, int n) {
                                              cudaMemcpyDeviceToHost, stream),
                              "copying gate inputs"));
   RETURN_IF_ERROR(stream_.Synchronize());
-  dispatch_.Route(layer_index, host_router_logits_.data(), *experts_);
-  RETURN_IF_ERROR(UploadDispatch(n));
+  // host_rows_ now holds the gate inputs, which CPU experts read too.
+  return RouterOutput{.logits = host_router_logits_.data(), .gate_inputs = host_rows_.data()};
+}
 
-  const bool experts_on_host = options_.experts == CudaForwardOptions::Experts::kCacheOnHost;
+absl::Status CudaForwardPass::Dispatched(int /*layer*/, const MoeDispatch& dispatch) {
+  RETURN_IF_ERROR(UploadDispatch(dispatch, static_cast<int>(rows_.size())));
+  // The copies made since the last layer, for the placement the plan decides on next.
   RecordCopyTimings();
-  const bool place = options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement;
-  plan_.Plan(layer_index, dispatch_, *experts_, place ? &placement_ : nullptr, expert_bytes_);
-  if (observer_ != nullptr) dispatch_.NotifyObserver(*observer_, layer_index, host_rows_.data(), h);
+  return absl::OkStatus();
+}
 
-  // Ready experts are queued on the GPU first; the CPU's share runs
-  // meanwhile. A pin may go only once the kernels reading it have run.
-  for (ExpertPlan::Pinned& ready : plan_.ready()) {
-    if (experts_on_host) {
-      RETURN_IF_ERROR(RunExpertOnCpu(ready.expert, ready.handle.weights));
-      ++stats_.experts_on_cpu;
-    } else {
-      RETURN_IF_ERROR(RunExpertOnDevice(ready.expert, ready.handle.weights));
-      ++stats_.experts_on_device;
-    }
-  }
-  for (ExpertPlan::Pinned& host : plan_.on_cpu()) {
-    RETURN_IF_ERROR(RunExpertOnCpu(host.expert, host.handle.weights));
+absl::Status CudaForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+                                        ExpertOrigin origin) {
+  // Without a device tier every expert is in host memory.
+  if (origin == ExpertOrigin::kHostCopy || options_.experts == CudaForwardOptions::Experts::kCacheOnHost) {
+    RETURN_IF_ERROR(RunExpertOnCpu(dispatch, expert, weights));
     ++stats_.experts_on_cpu;
+    return absl::OkStatus();
   }
-  RETURN_IF_ERROR(stream_.Synchronize());
-  plan_.ReleasePins();
-  for (int e : plan_.pending()) {
-    ASSIGN_OR_RETURN(ExpertHandle expert, experts_->Acquire(layer_index, e));
-    if (experts_on_host) {
-      RETURN_IF_ERROR(RunExpertOnCpu(e, expert.weights));
-      ++stats_.experts_on_cpu;
-    } else {
-      const absl::Status ran = RunExpertOnDevice(e, expert.weights);
-      const absl::Status synced = stream_.Synchronize();  // before the pin goes, even after an error
-      RETURN_IF_ERROR(ran);
-      RETURN_IF_ERROR(synced);
-      ++stats_.experts_loaded;
-    }
-  }
+  RETURN_IF_ERROR(RunExpertOnDevice(dispatch, expert, weights));
+  ++(origin == ExpertOrigin::kLoaded ? stats_.experts_loaded : stats_.experts_on_device);
+  return absl::OkStatus();
+}
 
-  // Each row's experts in rank order, weighted; then the shared expert.
+absl::Status CudaForwardPass::Combine(int layer_index, const MoeDispatch& /*dispatch*/) {
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  const int n = static_cast<int>(rows_.size());
+  const int h = config_.hidden_size;
+  cudaStream_t stream = stream_.get();
+  // Each row's experts in rank order, weighted (the dispatch went over in
+  // Dispatched); then the shared expert.
   RETURN_IF_ERROR(kc::AddWeightedSlots(expert_out_.as<float>(), slot_weights_.as<float>(),
                                        row_slot_begin_.as<int32_t>(), n, h, residual_.as<float>(), stream));
   if (layer.shared_expert) {

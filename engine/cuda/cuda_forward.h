@@ -15,9 +15,9 @@
 //   - a cache without a device tier: every routed expert runs on the CPU,
 //     the rest of the model on the GPU.
 // Routing is decided on the host from the router logits (one small copy per
-// MoE layer), by the same code as the CPU pass (engine/moe_dispatch.h), so
-// dial-k, Roster of Experts, traces, the cache's layer cycle and the
-// prefetcher behave exactly as on the CPU. Logits match the CPU pass to
+// MoE layer), and the layer cycle is the CPU pass's own MoE layer runner
+// (engine/moe_layer_runner.h), so dial-k, Roster of Experts, traces, the
+// cache's layer cycle and the prefetcher behave exactly as on the CPU. Logits match the CPU pass to
 // float rounding, not bit for bit.
 
 #include <cstdint>
@@ -27,11 +27,11 @@
 
 #include "absl/status/statusor.h"
 #include "cache/cuda_device_tier.h"
-#include "cache/execution_placement.h"
-#include "engine/expert_plan.h"
+#include "engine/execution_placement.h"
 #include "engine/forward_api.h"
 #include "engine/model.h"
 #include "engine/moe_dispatch.h"
+#include "engine/moe_layer_runner.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/runtime.h"
 
@@ -44,7 +44,7 @@ struct CudaForwardOptions {
   Experts experts = Experts::kUploadAll;
   // Compute VRAM misses that DRAM holds on the CPU when cheaper (ours).
   bool execution_placement = true;
-  cache::PlacementOptions placement;
+  PlacementOptions placement;
   // The dtype of the cached (packed) experts when it is not the
   // checkpoint's: the sizes placement decides on.
   std::optional<DType> cached_expert_dtype;
@@ -57,7 +57,7 @@ struct CudaForwardStats {
   uint64_t experts_on_cpu = 0;     // run on the CPU from DRAM
 };
 
-class CudaForwardPass : public Forward {
+class CudaForwardPass : public Forward, private MoeLayerCompute {
  public:
   // experts: null with Experts::kUploadAll, else the cache's source. tier:
   // the cache's VRAM tier with kCacheOnDevice (its copy timings feed
@@ -70,7 +70,7 @@ class CudaForwardPass : public Forward {
                                                                  CudaForwardOptions options);
   ~CudaForwardPass() override;
 
-  void SetObserver(LayerObserver* observer) override { observer_ = observer; }
+  void SetObserver(LayerObserver* observer) override { runner_->SetObserver(observer); }
   absl::Status Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
                    std::vector<float>* logits, RoutingTrace* trace = nullptr) override;
   absl::Status Step(absl::Span<const StepRow> rows, std::vector<float>* logits) override;
@@ -78,7 +78,7 @@ class CudaForwardPass : public Forward {
 
   CudaForwardStats stats() const { return stats_; }
   // The execution placement model (its estimates, for the log).
-  const cache::ExecutionPlacement& placement() const { return placement_; }
+  const ExecutionPlacement& placement() const { return placement_; }
   uint64_t expert_bytes() const { return expert_bytes_; }
   uint64_t weight_bytes() const;
 
@@ -93,14 +93,25 @@ class CudaForwardPass : public Forward {
   // Embeds rows_'s tokens, runs every layer, writes logits of rows
   // [first_row, n).
   absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
-  absl::Status Attention(int layer, int n);
-  absl::Status MoeBlock(int layer, int n);
+  absl::Status SelfAttention(int layer, int n);
   absl::Status FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
   // The expert's slots: gather their rows, run it, scatter to the slots.
-  absl::Status RunExpertOnDevice(int expert, const FeedForwardWeights& weights);
-  absl::Status RunExpertOnCpu(int expert, const FeedForwardWeights& weights);
-  absl::Status UploadDispatch(int n);
+  absl::Status RunExpertOnDevice(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights);
+  absl::Status RunExpertOnCpu(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights);
+  absl::Status UploadDispatch(const MoeDispatch& dispatch, int n);
   void RecordCopyTimings();
+
+  // MoeLayerCompute, over the pass's rows (rows_), on the compute stream.
+  // Experts of the compute tier run on the GPU (on the CPU when the cache
+  // has no device tier), host copies on the CPU.
+  absl::Status Attention(int layer) override;
+  absl::Status DenseFeedForward(int layer) override;
+  absl::StatusOr<RouterOutput> Router(int layer) override;
+  absl::Status Dispatched(int layer, const MoeDispatch& dispatch) override;
+  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+                         ExpertOrigin origin) override;
+  absl::Status Sync() override { return stream_.Synchronize(); }
+  absl::Status Combine(int layer, const MoeDispatch& dispatch) override;
 
   const Model& model_;
   const ModelConfig& config_;
@@ -108,8 +119,7 @@ class CudaForwardPass : public Forward {
   ExpertSource* experts_;
   const cache::CudaDeviceTier* tier_;
   CudaForwardOptions options_;
-  LayerObserver* observer_ = nullptr;
-  cache::ExecutionPlacement placement_;
+  ExecutionPlacement placement_;
   FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
   uint64_t expert_bytes_ = 0;
   cache::CudaCopyStats copies_seen_;
@@ -124,8 +134,8 @@ class CudaForwardPass : public Forward {
   std::vector<RowPlan> rows_;
   bool contiguous_ = false;
   std::vector<int32_t> step_tokens_;
-  MoeDispatch dispatch_;
-  ExpertPlan plan_;
+  // The layer cycle; made in Init, once the expert source is known.
+  std::optional<MoeLayerRunner> runner_;
 
   // Device scratch, [rows][width]; sized on first use, grown when needed.
   int scratch_rows_ = 0;

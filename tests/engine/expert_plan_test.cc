@@ -66,7 +66,7 @@ class ExpertPlanTest : public ::testing::Test {
     dispatch_.emplace(config_);  // sized by the config, so only now
     dispatch_->BeginPass(rows_);
   }
-  void Plan(FakeExperts& experts, const cache::ExecutionPlacement* placement) {
+  void Plan(FakeExperts& experts, const ExecutionPlacement* placement) {
     dispatch_->Route(0, logits_.data(), experts);
     plan_.Plan(0, *dispatch_, experts, placement, kExpertBytes);
   }
@@ -92,10 +92,10 @@ TEST_F(ExpertPlanTest, WithoutPlacementMissesAreLoadedAllAtOnce) {
 }
 
 TEST_F(ExpertPlanTest, ACheapCpuComputesHostCopiesAndOnlyTrueMissesLoad) {
-  cache::PlacementOptions options;
+  PlacementOptions options;
   options.h2d_bytes_per_second = 1e6;        // 1 s per copy
   options.cpu_weight_bytes_per_second = 1e12;  // 1 us per expert
-  cache::ExecutionPlacement placement(options);
+  ExecutionPlacement placement(options);
   FakeExperts experts({3}, {1, 5, 6});
   Plan(experts, &placement);
   EXPECT_THAT(Experts(plan_.ready()), ElementsAre(3));
@@ -105,10 +105,10 @@ TEST_F(ExpertPlanTest, ACheapCpuComputesHostCopiesAndOnlyTrueMissesLoad) {
 }
 
 TEST_F(ExpertPlanTest, ASlowCpuCopiesEverything) {
-  cache::PlacementOptions options;
+  PlacementOptions options;
   options.h2d_bytes_per_second = 1e12;
   options.cpu_weight_bytes_per_second = 1e6;
-  cache::ExecutionPlacement placement(options);
+  ExecutionPlacement placement(options);
   FakeExperts experts({}, {1, 3, 5, 6});
   Plan(experts, &placement);
   EXPECT_THAT(plan_.on_cpu(), IsEmpty());
@@ -119,11 +119,11 @@ TEST_F(ExpertPlanTest, ASlowCpuCopiesEverything) {
 // A copy waits behind the layer's earlier copies: once the queue makes it
 // slower than the CPU, the next host copy is computed on the CPU.
 TEST_F(ExpertPlanTest, QueuedCopiesTipLaterExpertsToTheCpu) {
-  cache::PlacementOptions options;
+  PlacementOptions options;
   options.h2d_bytes_per_second = 1e9;            // 1 ms per expert copy
   options.copy_overhead_seconds = 0;
   options.cpu_weight_bytes_per_second = 0.6e9;  // 1.67 ms per expert
-  cache::ExecutionPlacement placement(options);
+  ExecutionPlacement placement(options);
   FakeExperts experts({}, {1, 3, 5, 6});
   Plan(experts, &placement);
   // 1: copy (1 ms < 1.67); 3: behind one copy (2 ms) -> CPU; 5: still 2 ms
@@ -142,9 +142,9 @@ TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
   like.up = {DType::kBF16, nullptr, kFfn, kHidden};
   like.down = {DType::kBF16, nullptr, kHidden, kFfn};
   const uint64_t bytes = 3ull * kHidden * kFfn * 2;
-  cache::PlacementOptions options;
+  PlacementOptions options;
   options.cpu_weight_bytes_per_second = 1e3;  // absurd: 13 minutes per expert
-  cache::ExecutionPlacement placement(options);
+  ExecutionPlacement placement(options);
   const double before = placement.CpuSeconds(bytes, 1);
   CalibrateCpuExperts(like, nullptr, placement);
   const double estimate = placement.CpuSeconds(bytes, 1);

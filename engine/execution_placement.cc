@@ -1,9 +1,9 @@
-#include "cache/execution_placement.h"
+#include "engine/execution_placement.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace expertd::cache {
+namespace expertd {
 
 ExecutionPlacement::ExecutionPlacement(PlacementOptions options)
     : options_(options),
@@ -58,4 +58,4 @@ void ExecutionPlacement::RecordCpuCompute(uint64_t expert_bytes, int rows, doubl
   cpu_base_seconds_per_byte_ = std::max(1e-15, (sy_ - slope * sx_) / sw_);
 }
 
-}  // namespace expertd::cache
+}  // namespace expertd

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_CACHE_EXECUTION_PLACEMENT_H_
-#define EXPERTD_CACHE_EXECUTION_PLACEMENT_H_
+#ifndef EXPERTD_ENGINE_EXECUTION_PLACEMENT_H_
+#define EXPERTD_ENGINE_EXECUTION_PLACEMENT_H_
 
 // Where to run an expert that missed VRAM but sits in DRAM (DESIGN.md's
 // execution placement; the idea of Fiddler, Kamahori et al. 2024, decided
@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-namespace expertd::cache {
+namespace expertd {
 
 enum class Placement { kCopyToDevice, kComputeOnCpu };
 
@@ -59,6 +59,6 @@ class ExecutionPlacement {
   double sw_ = 0, sx_ = 0, sy_ = 0, sxx_ = 0, sxy_ = 0;
 };
 
-}  // namespace expertd::cache
+}  // namespace expertd
 
-#endif  // EXPERTD_CACHE_EXECUTION_PLACEMENT_H_
+#endif  // EXPERTD_ENGINE_EXECUTION_PLACEMENT_H_

@@ -1,10 +1,10 @@
-#include "cache/execution_placement.h"
+#include "engine/execution_placement.h"
 
 #include <cstdint>
 
 #include "gtest/gtest.h"
 
-namespace expertd::cache {
+namespace expertd {
 namespace {
 
 constexpr uint64_t kExpertBytes = 12ull << 20;  // OLMoE-1B-7B bf16 expert
@@ -75,4 +75,4 @@ TEST(ExecutionPlacementTest, OneBatchSizeFitsTheBaseAndKeepsThePerRowGuess) {
 }
 
 }  // namespace
-}  // namespace expertd::cache
+}  // namespace expertd
