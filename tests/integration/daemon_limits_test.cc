@@ -99,20 +99,25 @@ TEST_F(Daemon, ThousandsOfConnectionsLeaveThreadsAndMemoryFlat) {
     const std::string reply = RawGet(socket_, "/health");
     ASSERT_THAT(reply, HasSubstr("200 OK")) << "connection " << i;
   }
-  EXPECT_LT(MapCount(pid_) - maps_before, 20) << kConnections << " connections";
-  // Sequential clients need about one pool thread, a few when the next
-  // connection arrives before the last one's thread is idle again; never
-  // one per connection.
-  EXPECT_LE(ProcStatus(pid_, "Threads"), threads_before + 16);
+  // Sequential clients need about one pool thread, more when the next
+  // connection arrives before the last one's thread is idle again (a loaded
+  // machine: CI runs tests side by side), but never more than the pool's
+  // limit, server.max_connections (64 here, the default): the old code added
+  // a thread, and two mappings, per connection.
+  constexpr int kMaxPoolThreads = 64;
+  EXPECT_LT(MapCount(pid_) - maps_before, 2 * kMaxPoolThreads + 20) << kConnections << " connections";
+  EXPECT_LE(ProcStatus(pid_, "Threads"), threads_before + kMaxPoolThreads);
 #ifndef __SANITIZE_ADDRESS__
   // (Under AddressSanitizer freed memory sits in its quarantine instead of
   // being reused, so RSS grows by design; the mappings and threads above
   // still catch unjoined connection threads.)
-  EXPECT_LT(ProcStatus(pid_, "VmRSS") - rss_before_kb, 4096) << "kB of RSS grown over " << kConnections
+  // The leak it guards against was ~24 KiB per connection (72 MiB here);
+  // a pool at its limit and its malloc arenas stay far below this.
+  EXPECT_LT(ProcStatus(pid_, "VmRSS") - rss_before_kb, 8192) << "kB of RSS grown over " << kConnections
                                                               << " connections";
 #endif
   const json stats = StatsOf(client());
-  EXPECT_LE(stats["connections"]["threads"].get<int>(), 16) << "one connection at a time needs a few threads at most";
+  EXPECT_LE(stats["connections"]["threads"].get<int>(), kMaxPoolThreads);
 }
 
 class FairnessDaemon : public Daemon {
