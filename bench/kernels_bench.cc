@@ -259,19 +259,21 @@ int main(int argc, char** argv) {
   for (const int threads : {1, 2}) {
     const std::string suffix = "/" + std::to_string(threads) + "/";
     const double memory = reporter.BytesPerSecond("memory_read" + suffix);
+    if (memory <= 0) continue;
     const double matvec = reporter.BytesPerSecond("matvec_bf16" + suffix);
-    if (memory > 0 && matvec > 0) {
+    if (matvec > 0) {
       std::printf("best of %d: memory read %.1f GB/s, bf16 matvec %.1f GB/s (%d threads)\n",
                   kRounds, memory / 1e9, matvec / 1e9, threads);
       std::printf("bf16 matvec / memory read bandwidth (%d threads): %.2f\n", threads,
                   matvec / memory);
-      for (const ExpertShape& shape : kExpertShapes) {
-        const double expert = reporter.BytesPerSecond("expert_matvec_bf16" + suffix + std::to_string(shape.rows) +
-                                                      "/" + std::to_string(shape.cols) + "/");
-        std::printf("  expert-shaped %s %lldx%lld: %.1f GB/s, %.2f of memory read\n", shape.family,
-                    static_cast<long long>(shape.rows), static_cast<long long>(shape.cols), expert / 1e9,
-                    expert / memory);
-      }
+    }
+    for (const ExpertShape& shape : kExpertShapes) {
+      const double expert = reporter.BytesPerSecond("expert_matvec_bf16" + suffix + std::to_string(shape.rows) +
+                                                    "/" + std::to_string(shape.cols) + "/");
+      if (expert <= 0) continue;
+      std::printf("expert-shaped bf16 matvec / memory read (%d threads), %s %lldx%lld: %.1f GB/s, %.2f\n", threads,
+                  shape.family, static_cast<long long>(shape.rows), static_cast<long long>(shape.cols),
+                  expert / 1e9, expert / memory);
     }
   }
   return 0;

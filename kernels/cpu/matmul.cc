@@ -77,14 +77,22 @@ HWY_INLINE void DotTile(const WeightT* HWY_RESTRICT w, size_t w_stride,
   constexpr size_t kMaxLanes = hn::MaxLanes(decltype(df)());
   constexpr size_t kVectorsPerLine =
       std::max<size_t>(1, kLineBytes / (kMaxLanes * sizeof(WeightT)));
+  const size_t row_bytes = cols * sizeof(WeightT);
+  const size_t stride_bytes = w_stride * sizeof(WeightT);
   size_t c = 0;
   if (lanes == kMaxLanes) {
     for (; c + kVectorsPerLine * lanes <= cols; c += kVectorsPerLine * lanes) {
 #pragma GCC unroll 16
       for (size_t r = 0; r < kRows; ++r) {
-        // Via uintptr_t: the address may lie past the matrix, which is
-        // fine for a prefetch but not for pointer arithmetic.
-        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + r * w_stride + c) + kPrefetchBytes;
+        // Each row's stream continues in the same row of the next tile (the
+        // row kRows further on), where this thread reads next: prefetching
+        // straight past the end of a row would land in the next row of this
+        // tile, which is being read already, and leave the next tile cold.
+        // Via uintptr_t: the address may lie past the matrix, which is fine
+        // for a prefetch but not for pointer arithmetic.
+        const size_t offset = (c * sizeof(WeightT)) + kPrefetchBytes;
+        const uintptr_t row = reinterpret_cast<uintptr_t>(w + r * w_stride);
+        const uintptr_t ahead = offset < row_bytes ? row + offset : row + kRows * stride_bytes + (offset - row_bytes);
         hwy::Prefetch(reinterpret_cast<const uint8_t*>(ahead));
       }
 #pragma GCC unroll 16
