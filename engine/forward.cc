@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/cpu_feed_forward.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dtype.h"
@@ -24,6 +26,16 @@ void AddBias(const std::vector<float>& bias, int n, float* rows) {
     for (int i = 0; i < width; ++i) rows[static_cast<size_t>(t) * width + i] += bias[i];
   }
 }
+
+// Rows of routed experts queued for one Sync at least (more when the pass
+// has more rows): 64 covers a decode step of 8 sequences at top-8. Larger
+// passes (prefill) run their experts in several groups of at most the
+// pass's rows, where each expert's batch already keeps the threads busy.
+constexpr size_t kMinQueueRows = 64;
+
+// Weight rows a chunk of a parallel expert job streams at least: a chunk
+// costs a few microseconds to hand out, about 64 KiB of reads.
+constexpr int64_t kMinChunkBytes = 64 * 1024;
 
 void Clip(float limit, size_t count, float* values) {
   for (size_t i = 0; i < count; ++i) values[i] = std::clamp(values[i], -limit, limit);
@@ -56,10 +68,14 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   block_out_.resize(n * h);
   rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
-  gathered_.resize(n * h);
-  ffn_gate_.resize(n * max_ffn);
-  ffn_up_.resize(n * max_ffn);
-  ffn_out_.resize(n * h);
+  // The expert queue holds at least a decode step's slots for a batch of
+  // sequences, and the dense and shared blocks' n rows.
+  const size_t queue_rows = std::max<size_t>(n, kMinQueueRows);
+  gathered_.resize(queue_rows * h);
+  ffn_gate_.resize(queue_rows * max_ffn);
+  ffn_up_.resize(queue_rows * max_ffn);
+  ffn_out_.resize(queue_rows * h);
+  scratch_queue_rows_ = static_cast<int>(queue_rows);
   expert_out_.resize(static_cast<size_t>(slots) * h);
   scratch_tokens_ = n;
   scratch_slots_ = slots;
@@ -231,19 +247,102 @@ absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, con
   const int h = config_.hidden_size;
   absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
-  for (int i = 0; i < m; ++i) {
-    std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[i]), h), h, Row(gathered_, i, h));
+  if (m == 0) return absl::OkStatus();
+  if (queued_rows_ + m > QueueCapacity()) RETURN_IF_ERROR(Sync());
+  if (m > QueueCapacity()) {
+    // More rows than the queue holds (a long prompt's popular expert): in
+    // groups, each one job per matrix.
+    for (int first = 0; first < m; first += QueueCapacity()) {
+      const int rows = std::min(QueueCapacity(), m - first);
+      for (int i = 0; i < rows; ++i) {
+        std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[first + i]), h), h, Row(gathered_, i, h));
+      }
+      FeedForward(weights, gathered_.data(), rows, ffn_out_.data());
+      for (int i = 0; i < rows; ++i) std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots[first + i], h));
+    }
+    return absl::OkStatus();
   }
-  FeedForward(weights, gathered_.data(), m, ffn_out_.data());
+  for (int i = 0; i < m; ++i) {
+    std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[i]), h), h, Row(gathered_, queued_rows_ + i, h));
+  }
+  queued_.push_back(QueuedExpert{weights, slots, queued_rows_});
+  queued_rows_ += m;
+  return absl::OkStatus();
+}
+
+absl::Status ForwardPass::Sync() {
+  if (queued_.empty()) return absl::OkStatus();
+  const int64_t h = config_.hidden_size;
+  // Each queued expert's scratch: rows [first_row, first_row + m) of the
+  // queue, as [m][ffn] for gate and up and [m][hidden] for the output.
+  const int64_t max_ffn = static_cast<int64_t>(ffn_gate_.size()) / QueueCapacity();
+  auto rows_of = [](const QueuedExpert& q) { return static_cast<int64_t>(q.slots.size()); };
+  auto gate_of = [&](const QueuedExpert& q) { return ffn_gate_.data() + q.first_row * max_ffn; };
+  auto up_of = [&](const QueuedExpert& q) { return ffn_up_.data() + q.first_row * max_ffn; };
+
+  // Runs fn(expert, begin, end) over the pieces of [begin, end) of the
+  // queued experts' concatenated row spaces (rows(q) rows each).
+  auto over_experts = [&](int64_t begin, int64_t end, auto rows, auto fn) {
+    int64_t base = 0;
+    for (const QueuedExpert& q : queued_) {
+      const int64_t count = rows(q);
+      const int64_t lo = std::max(begin, base), hi = std::min(end, base + count);
+      if (lo < hi) fn(q, lo - base, hi - base);
+      base += count;
+      if (base >= end) break;
+    }
+  };
+  auto parallel = [&](int64_t total, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn) {
+    const int64_t min_chunk = std::max<int64_t>(4, (kMinChunkBytes / std::max<int64_t>(1, row_bytes) + 3) / 4 * 4);
+    if (pool_ == nullptr) {
+      fn(0, total);
+    } else {
+      pool_->ParallelFor(total, min_chunk, fn);
+    }
+  };
+  const FeedForwardWeights& first = queued_.front().weights;
+
+  // Gate and up rows of every expert, then SiLU(gate) * up on the rows done.
+  int64_t ffn_rows = 0;
+  for (const QueuedExpert& q : queued_) ffn_rows += q.weights.gate.rows;
+  parallel(ffn_rows, first.gate.size_bytes() / std::max<int64_t>(1, first.gate.rows) * 2,
+           [&](int64_t begin, int64_t end) {
+             over_experts(begin, end, [](const QueuedExpert& q) { return q.weights.gate.rows; },
+                          [&](const QueuedExpert& q, int64_t lo, int64_t hi) {
+                            const float* x = Row(gathered_, q.first_row, static_cast<int>(h));
+                            const int64_t m = rows_of(q), ffn = q.weights.gate.rows;
+                            kernels::MatMulRowRange(q.weights.gate, x, m, gate_of(q), lo, hi);
+                            kernels::MatMulRowRange(q.weights.up, x, m, up_of(q), lo, hi);
+                            for (int64_t i = 0; i < m; ++i) {
+                              kernels::SiluMul(gate_of(q) + i * ffn + lo, up_of(q) + i * ffn + lo, hi - lo,
+                                               gate_of(q) + i * ffn + lo);
+                            }
+                          });
+           });
+  // Down rows of every expert, into each slot's own output row.
+  parallel(static_cast<int64_t>(queued_.size()) * h, first.down.size_bytes() / std::max<int64_t>(1, first.down.rows),
+           [&](int64_t begin, int64_t end) {
+             over_experts(begin, end, [&](const QueuedExpert&) { return h; },
+                          [&](const QueuedExpert& q, int64_t lo, int64_t hi) {
+                            kernels::MatMulRowRange(q.weights.down, gate_of(q), rows_of(q),
+                                                    Row(ffn_out_, q.first_row, static_cast<int>(h)), lo, hi);
+                          });
+           });
   // Each (token, rank) slot gets its own output row; they are summed later
   // in rank order, so the order experts run in never changes the result.
-  for (int i = 0; i < m; ++i) {
-    std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots[i], h));
+  for (const QueuedExpert& q : queued_) {
+    for (int64_t i = 0; i < rows_of(q); ++i) {
+      std::copy_n(Row(ffn_out_, q.first_row + static_cast<int>(i), static_cast<int>(h)), h,
+                  Row(expert_out_, q.slots[i], static_cast<int>(h)));
+    }
   }
+  queued_.clear();
+  queued_rows_ = 0;
   return absl::OkStatus();
 }
 
 absl::Status ForwardPass::Combine(int layer_index, const MoeDispatch& dispatch) {
+  RETURN_IF_ERROR(Sync());  // the runner has synced; an expert queued since would be lost
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int n = static_cast<int>(rows_.size());
   const int h = config_.hidden_size;

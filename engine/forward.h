@@ -51,9 +51,16 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   absl::Status Attention(int layer) override;
   absl::Status DenseFeedForward(int layer) override;
   absl::StatusOr<RouterOutput> Router(int layer) override;
+  // RunExpert queues the expert (its input rows gathered); Sync runs every
+  // queued expert as two parallel jobs, gate and up of all of them, then
+  // down of all of them, instead of three jobs per expert: the threads
+  // stream long runs of weights and meet twice per layer, not 3 k times.
   absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
                          ExpertOrigin origin) override;
+  absl::Status Sync() override;
   absl::Status Combine(int layer, const MoeDispatch& dispatch) override;
+  // Rows the queue may hold: every scratch buffer below fits this many.
+  int QueueCapacity() const { return scratch_queue_rows_; }
 
   const Model& model_;
   const ModelConfig& config_;
@@ -80,6 +87,17 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   std::vector<float> ffn_out_;           // [n][hidden]
   std::vector<float> expert_out_;        // [slots][hidden]
   std::vector<float> shared_gate_;       // [n]
+
+  // Routed experts waiting for Sync; their input rows are consecutive rows
+  // of gathered_, starting at first_row.
+  struct QueuedExpert {
+    FeedForwardWeights weights;       // valid until Sync returns (MoeLayerCompute)
+    absl::Span<const int32_t> slots;  // the dispatch's slots of this expert, one per row
+    int first_row = 0;
+  };
+  std::vector<QueuedExpert> queued_;
+  int queued_rows_ = 0;
+  int scratch_queue_rows_ = 0;  // gathered_, ffn_gate_, ffn_up_, ffn_out_ rows
 };
 
 }  // namespace expertd

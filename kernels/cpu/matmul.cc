@@ -311,5 +311,15 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, Thre
   });
 }
 
+void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float* y, int64_t row_begin,
+                    int64_t row_end) {
+  if (row_begin >= row_end || batch <= 0) return;
+  if (batch == 1) {
+    HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, row_begin, row_end);
+  } else {
+    HWY_DYNAMIC_DISPATCH(MatMulRows)(w.dtype, w.data, w.rows, w.cols, x, batch, y, row_begin, row_end);
+  }
+}
+
 }  // namespace expertd::kernels
 #endif  // HWY_ONCE

@@ -32,6 +32,14 @@ void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool);
 // batched step and single steps agree exactly.
 void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool);
 
+// MatMul's output rows [row_begin, row_end) of w, for every x, on the calling
+// thread; y's other rows are untouched. The values are MatMul's exactly (the
+// split of rows never changes one), so a caller can run the rows of several
+// matrices as one parallel job (a MoE layer's experts) instead of one job
+// per matrix.
+void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float* y, int64_t row_begin,
+                    int64_t row_end);
+
 }  // namespace expertd::kernels
 
 #endif  // EXPERTD_KERNELS_CPU_MATMUL_H_

@@ -156,6 +156,25 @@ TEST_P(MatMulTest, MatMulRowsAreBitIdenticalToMatVec) {
   }
 }
 
+// A MoE layer's experts run as one job of row ranges across matrices: any
+// split into ranges must give MatMul's values bit for bit.
+TEST_P(MatMulTest, RowRangesAreBitIdenticalToMatMul) {
+  const auto [dtype, rows, cols] = GetParam();
+  const TestMatrix m = MakeMatrix(dtype, rows, cols, 52);
+  for (int64_t batch : {1, 3, 8}) {
+    const std::vector<float> x = RandomVector(static_cast<size_t>(batch * cols), 53 + batch);
+    std::vector<float> whole(static_cast<size_t>(batch * rows), NAN);
+    MatMul(m.view(), x.data(), batch, whole.data(), nullptr);
+    for (int64_t piece : {int64_t{1}, int64_t{3}, int64_t{5}, rows}) {
+      std::vector<float> ranged(static_cast<size_t>(batch * rows), NAN);
+      for (int64_t begin = 0; begin < rows; begin += piece) {
+        MatMulRowRange(m.view(), x.data(), batch, ranged.data(), begin, std::min(rows, begin + piece));
+      }
+      ASSERT_TRUE(SameBits(ranged, whole)) << "batch " << batch << ", ranges of " << piece << " rows";
+    }
+  }
+}
+
 TEST_P(MatMulTest, MatMulMatchesReference) {
   const auto [dtype, rows, cols] = GetParam();
   const TestMatrix m = MakeMatrix(dtype, rows, cols, 48);
