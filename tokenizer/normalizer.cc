@@ -44,12 +44,7 @@ absl::Status Normalizer::AddSteps(const JsonRef& normalizer, std::vector<Step>* 
   absl::StatusOr<std::string> type = normalizer.Type();
   if (!type.ok()) return type.status();
   if (*type == "Sequence") {
-    absl::StatusOr<JsonRef> children = normalizer.Array("normalizers");
-    if (!children.ok()) return children.status();
-    for (size_t i = 0; i < children->value.size(); ++i) {
-      if (absl::Status s = AddSteps(children->Element(i), steps); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    return ForEachSequenceChild(normalizer, "normalizers", [&](const JsonRef& child) { return AddSteps(child, steps); });
   }
   if (*type == "NFC") {
     steps->push_back(Step{.kind = Kind::kNfc});

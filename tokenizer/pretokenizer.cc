@@ -41,12 +41,7 @@ absl::Status PreTokenizer::AddSteps(const JsonRef& pre_tokenizer, std::vector<St
   };
 
   if (*type == "Sequence") {
-    absl::StatusOr<JsonRef> children = pre_tokenizer.Array("pretokenizers");
-    if (!children.ok()) return children.status();
-    for (size_t i = 0; i < children->value.size(); ++i) {
-      if (absl::Status s = AddSteps(children->Element(i), steps); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    return ForEachSequenceChild(pre_tokenizer, "pretokenizers", [&](const JsonRef& child) { return AddSteps(child, steps); });
   }
   if (*type == "ByteLevel") {
     absl::StatusOr<bool> add_prefix_space = pre_tokenizer.Bool("add_prefix_space", true);

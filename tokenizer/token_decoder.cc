@@ -51,12 +51,7 @@ absl::Status TokenDecoder::AddSteps(const JsonRef& decoder, std::vector<Step>* s
   absl::StatusOr<std::string> type = decoder.Type();
   if (!type.ok()) return type.status();
   if (*type == "Sequence") {
-    absl::StatusOr<JsonRef> children = decoder.Array("decoders");
-    if (!children.ok()) return children.status();
-    for (size_t i = 0; i < children->value.size(); ++i) {
-      if (absl::Status s = AddSteps(children->Element(i), steps); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    return ForEachSequenceChild(decoder, "decoders", [&](const JsonRef& child) { return AddSteps(child, steps); });
   }
   if (*type == "ByteLevel") {
     steps->push_back(Step{.kind = Kind::kByteLevel});

@@ -84,6 +84,19 @@ struct JsonRef {
   absl::StatusOr<std::string> Type() const;
 };
 
+// A "Sequence" component: its `children_key` array's elements, each handed
+// to add(element) in order, stopping at the first error. The normalizer,
+// pre-tokenizer and decoder lists of tokenizer.json all nest this way.
+template <typename AddChild>
+absl::Status ForEachSequenceChild(const JsonRef& sequence, std::string_view children_key, AddChild add) {
+  absl::StatusOr<JsonRef> children = sequence.Array(children_key);
+  if (!children.ok()) return children.status();
+  for (size_t i = 0; i < children->value.size(); ++i) {
+    if (absl::Status s = add(children->Element(i)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 // Quotes a string for an error message, truncating long values.
 std::string Quote(std::string_view text);
 
