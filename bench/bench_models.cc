@@ -66,6 +66,25 @@ tools::MakeModelOptions Mixtral() {
   return o;
 }
 
+// A narrow OLMoE-like model for the roster bench: eight layers so that a
+// roster has several perturbable ones, small enough to run many
+// configurations in a minute.
+tools::MakeModelOptions RosterOlmoe() {
+  tools::MakeModelOptions o;
+  o.arch = "olmoe";
+  o.layers = 8;
+  o.hidden = 512;
+  o.experts = 32;
+  o.top_k = 4;
+  o.ffn = 512;
+  o.heads = 8;
+  o.kv_heads = 8;
+  o.vocab = 2048;
+  o.dtype = "bf16";
+  o.norm_topk_prob = false;
+  return o;
+}
+
 const Shape* Shapes(size_t* count) {
   // OLMoE does not normalise its top-k weights (norm_topk_prob false); the
   // small model keeps the setting it was first made with, so its cached
@@ -75,6 +94,7 @@ const Shape* Shapes(size_t* count) {
       {"small", "expertd-bench-olmoe", Olmoe(4, 4096, true)},
       {"qwen3-30b-a3b-8l", "expertd-bench-qwen3-30b-a3b-8l", Qwen3Moe()},
       {"mixtral-8x7b-2l", "expertd-bench-mixtral-8x7b-2l", Mixtral()},
+      {"roster-8l", "expertd-roster-bench-model", RosterOlmoe()},
   };
   *count = sizeof(kShapes) / sizeof(kShapes[0]);
   return kShapes;

@@ -12,6 +12,8 @@
 //   mixtral-8x7b-2l  Mixtral-8x7B's layers, 2 of its 32: hidden 4096, 8
 //                    experts top-2, ffn 14336, 32 heads / 8 KV, vocab 32000
 //                    (6.2 GB)
+//   roster-8l        narrow OLMoE-like: 8 layers, hidden 512, 32 experts
+//                    top-4, ffn 512, vocab 2048 (roster_bench's default)
 
 #include <string>
 

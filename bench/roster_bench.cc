@@ -5,13 +5,12 @@
 //   roster_bench [--model DIR] [--dram-percent 25] [--sizes 1,4,8,16,32]
 //                [--temperature 0.3] [--skip-layers 1] [--bonus 0,1]
 //                [--tokens 32] [--threads N]
-// Without --model it generates (once) an OLMoE-like model (8 layers, 32
-// experts, top-4, bf16). Every configuration gets a fresh engine (an empty
+// Without --model it runs the --shape bench model (bench/bench_models.h;
+// default roster-8l: 8 layers, 32 experts, top-4, bf16), made once. Every configuration gets a fresh engine (an empty
 // cache), a warm-up generation, then the measured one; ratios are to the
 // roster of 1 of the same run.
 
 #include <cstdio>
-#include <filesystem>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -20,10 +19,10 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
 #include "runtime/runtime.h"
 #include "engine/generator.h"
 #include "spdlog/spdlog.h"
-#include "tools/mkmodel/make_model.h"
 
 namespace {
 
@@ -68,7 +67,9 @@ int main(int argc, char** argv) {
   int tokens = 32;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   CLI::App app{"Roster of Experts: decode speed and expert loads per token under offloading"};
-  app.add_option("--model", model_dir, "model directory; default: generate an OLMoE-like bench model");
+  app.add_option("--model", model_dir, "model directory; default: generate the --shape bench model (once)");
+  std::string shape = "roster-8l";
+  app.add_option("--shape", shape, bench::BenchModelShapesHelp())->capture_default_str();
   app.add_option("--dram-percent", dram_percent, "DRAM budget, % of all experts")->capture_default_str();
   app.add_option("--sizes", sizes_text, "roster sizes")->capture_default_str();
   app.add_option("--temperature", temperature, "roster tau")->capture_default_str();
@@ -82,26 +83,12 @@ int main(int argc, char** argv) {
   const std::vector<float> bonuses = ParseList<float>(bonus_text, ParseFloat);
 
   if (model_dir.empty()) {
-    model_dir = (std::filesystem::temp_directory_path() / "expertd-roster-bench-model").string();
-    if (!std::filesystem::exists(model_dir + "/config.json")) {
-      tools::MakeModelOptions o;
-      o.arch = "olmoe";
-      o.layers = 8;
-      o.hidden = 512;
-      o.experts = 32;
-      o.top_k = 4;
-      o.ffn = 512;
-      o.heads = 8;
-      o.kv_heads = 8;
-      o.vocab = 2048;
-      o.dtype = "bf16";
-      o.norm_topk_prob = false;
-      std::printf("generating the bench model in %s ...\n", model_dir.c_str());
-      if (absl::Status s = tools::MakeModel(o, model_dir); !s.ok()) {
-        std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-        return 1;
-      }
+    absl::StatusOr<std::string> made = bench::BenchModel(shape);
+    if (!made.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
+      return 1;
     }
+    model_dir = *made;
   }
   auto probe = Model::Load(model_dir);
   if (!probe.ok()) {

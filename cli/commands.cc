@@ -121,11 +121,7 @@ absl::Status Run(const RunFlags& flags) {
   request->options.forward.experts_per_token = flags.engine.experts_per_token;
   request->options.roster = flags.engine.roster;
   request->options.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.seed};
-  SchedulerOptions scheduler;
-  scheduler.max_batch = 1;
-  scheduler.prefill_chunk_tokens = static_cast<int>(prompt.size());  // nothing runs between chunks here
-  scheduler.max_roster = 0;                                          // the model's own bounds only
-  RequestEngine request_engine(engine->model(), engine->forward(), scheduler);
+  RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(prompt.size()));
   std::cout << flags.prompt << std::flush;
   RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
   std::cout << "\n";
@@ -161,6 +157,7 @@ absl::Status Eval(const EvalFlags& flags) {
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens is empty: give at least one token id");
   ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
   std::vector<float> logits;
+  const auto start = std::chrono::steady_clock::now();
   if (flags.engine.roster.enabled()) {
     SequenceCosts costs;
     RETURN_IF_ERROR(RosterLogits(*engine, flags.engine, tokens, &logits, &costs));
@@ -172,14 +169,16 @@ absl::Status Eval(const EvalFlags& flags) {
     options.all_logits = true;
     RETURN_IF_ERROR(engine->forward().Run(tokens, kv, options, &logits));
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   std::ofstream out(flags.logits_out, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", flags.logits_out));
   out.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("writing ", flags.logits_out, " failed"));
-  std::printf("wrote logits [%zu][%d] (float32, little-endian) to %s\n", tokens.size(),
-              engine->model().config().vocab_size, flags.logits_out.c_str());
+  std::printf("wrote logits [%zu][%d] (float32, little-endian) to %s; %zu tokens in %.3f s, %.1f tokens/s\n",
+              tokens.size(), engine->model().config().vocab_size, flags.logits_out.c_str(), tokens.size(), seconds,
+              seconds > 0 ? tokens.size() / seconds : 0.0);
   PrintCacheStats(*engine, static_cast<int64_t>(tokens.size()));
   return absl::OkStatus();
 }

@@ -56,8 +56,8 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   n = std::max(n, scratch_tokens_);
   slots = std::max(slots, scratch_slots_);
   const size_t h = config_.hidden_size;
-  const size_t max_ffn = std::max({config_.expert_intermediate_size, config_.shared_expert_intermediate_size,
-                                   config_.dense_intermediate_size});
+  ffn_width_ = std::max({config_.expert_intermediate_size, config_.shared_expert_intermediate_size,
+                         config_.dense_intermediate_size});
   residual_.resize(n * h);
   shared_gate_.resize(n);
   normed_.resize(n * h);
@@ -72,8 +72,8 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   // sequences, and the dense and shared blocks' n rows.
   const size_t queue_rows = std::max<size_t>(n, kMinQueueRows);
   gathered_.resize(queue_rows * h);
-  ffn_gate_.resize(queue_rows * max_ffn);
-  ffn_up_.resize(queue_rows * max_ffn);
+  ffn_gate_.resize(queue_rows * ffn_width_);
+  ffn_up_.resize(queue_rows * ffn_width_);
   ffn_out_.resize(queue_rows * h);
   scratch_queue_rows_ = static_cast<int>(queue_rows);
   expert_out_.resize(static_cast<size_t>(slots) * h);
@@ -265,7 +265,12 @@ absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, con
   for (int i = 0; i < m; ++i) {
     std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[i]), h), h, Row(gathered_, queued_rows_ + i, h));
   }
-  queued_.push_back(QueuedExpert{weights, slots, queued_rows_});
+  queued_.push_back(QueuedExpert{.weights = weights,
+                                 .slots = slots,
+                                 .first_row = queued_rows_,
+                                 .gate = ffn_gate_.data() + queued_rows_ * ffn_width_,
+                                 .up = ffn_up_.data() + queued_rows_ * ffn_width_,
+                                 .out = Row(ffn_out_, queued_rows_, h)});
   queued_rows_ += m;
   return absl::OkStatus();
 }
@@ -273,12 +278,7 @@ absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, con
 absl::Status ForwardPass::Sync() {
   if (queued_.empty()) return absl::OkStatus();
   const int64_t h = config_.hidden_size;
-  // Each queued expert's scratch: rows [first_row, first_row + m) of the
-  // queue, as [m][ffn] for gate and up and [m][hidden] for the output.
-  const int64_t max_ffn = static_cast<int64_t>(ffn_gate_.size()) / QueueCapacity();
   auto rows_of = [](const QueuedExpert& q) { return static_cast<int64_t>(q.slots.size()); };
-  auto gate_of = [&](const QueuedExpert& q) { return ffn_gate_.data() + q.first_row * max_ffn; };
-  auto up_of = [&](const QueuedExpert& q) { return ffn_up_.data() + q.first_row * max_ffn; };
 
   // Runs fn(expert, begin, end) over the pieces of [begin, end) of the
   // queued experts' concatenated row spaces (rows(q) rows each).
@@ -311,11 +311,11 @@ absl::Status ForwardPass::Sync() {
                           [&](const QueuedExpert& q, int64_t lo, int64_t hi) {
                             const float* x = Row(gathered_, q.first_row, static_cast<int>(h));
                             const int64_t m = rows_of(q), ffn = q.weights.gate.rows;
-                            kernels::MatMulRowRange(q.weights.gate, x, m, gate_of(q), lo, hi);
-                            kernels::MatMulRowRange(q.weights.up, x, m, up_of(q), lo, hi);
+                            kernels::MatMulRowRange(q.weights.gate, x, m, q.gate, lo, hi);
+                            kernels::MatMulRowRange(q.weights.up, x, m, q.up, lo, hi);
                             for (int64_t i = 0; i < m; ++i) {
-                              kernels::SiluMul(gate_of(q) + i * ffn + lo, up_of(q) + i * ffn + lo, hi - lo,
-                                               gate_of(q) + i * ffn + lo);
+                              kernels::SiluMul(q.gate + i * ffn + lo, q.up + i * ffn + lo, hi - lo,
+                                               q.gate + i * ffn + lo);
                             }
                           });
            });
@@ -324,16 +324,14 @@ absl::Status ForwardPass::Sync() {
            [&](int64_t begin, int64_t end) {
              over_experts(begin, end, [&](const QueuedExpert&) { return h; },
                           [&](const QueuedExpert& q, int64_t lo, int64_t hi) {
-                            kernels::MatMulRowRange(q.weights.down, gate_of(q), rows_of(q),
-                                                    Row(ffn_out_, q.first_row, static_cast<int>(h)), lo, hi);
+                            kernels::MatMulRowRange(q.weights.down, q.gate, rows_of(q), q.out, lo, hi);
                           });
            });
   // Each (token, rank) slot gets its own output row; they are summed later
   // in rank order, so the order experts run in never changes the result.
   for (const QueuedExpert& q : queued_) {
     for (int64_t i = 0; i < rows_of(q); ++i) {
-      std::copy_n(Row(ffn_out_, q.first_row + static_cast<int>(i), static_cast<int>(h)), h,
-                  Row(expert_out_, q.slots[i], static_cast<int>(h)));
+      std::copy_n(q.out + i * h, h, Row(expert_out_, q.slots[i], static_cast<int>(h)));
     }
   }
   queued_.clear();

@@ -94,10 +94,14 @@ class ForwardPass : public Forward, private MoeLayerCompute {
     FeedForwardWeights weights;       // valid until Sync returns (MoeLayerCompute)
     absl::Span<const int32_t> slots;  // the dispatch's slots of this expert, one per row
     int first_row = 0;
+    float* gate = nullptr;  // its rows of ffn_gate_ ([rows][ffn_width_]); SiLU(gate) * up after the first job
+    float* up = nullptr;    // its rows of ffn_up_
+    float* out = nullptr;   // its rows of ffn_out_ ([rows][hidden])
   };
   std::vector<QueuedExpert> queued_;
   int queued_rows_ = 0;
   int scratch_queue_rows_ = 0;  // gathered_, ffn_gate_, ffn_up_, ffn_out_ rows
+  size_t ffn_width_ = 0;        // row width of ffn_gate_ and ffn_up_: the widest feed-forward
 };
 
 }  // namespace expertd

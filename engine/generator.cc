@@ -1,6 +1,5 @@
 #include "engine/generator.h"
 
-#include <algorithm>
 #include <memory>
 
 #include "base/status_macros.h"
@@ -19,12 +18,7 @@ double GenerateResult::decode_tokens_per_second() const {
 
 absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options) {
-  SchedulerOptions scheduler;
-  scheduler.max_batch = 1;
-  // The whole prompt in one chunk: nothing else runs between chunks here.
-  scheduler.prefill_chunk_tokens = std::max<int>(1, static_cast<int>(prompt.size()));
-  scheduler.max_roster = 0;  // no daemon limit: the model's own bounds only
-  RequestEngine engine(model, forward, scheduler);
+  RequestEngine engine(model, forward, SchedulerOptions::SingleRequest(prompt.size()));
   auto request = std::make_shared<Request>();
   request->prompt.assign(prompt.begin(), prompt.end());
   request->options = options;

@@ -24,6 +24,14 @@ double SecondsBetween(std::chrono::steady_clock::time_point a, std::chrono::stea
 
 }  // namespace
 
+SchedulerOptions SchedulerOptions::SingleRequest(size_t prompt_tokens) {
+  SchedulerOptions options;
+  options.max_batch = 1;
+  options.prefill_chunk_tokens = std::max(1, static_cast<int>(prompt_tokens));
+  options.max_roster = 0;
+  return options;
+}
+
 RequestEngine::RequestEngine(const Model& model, Forward& forward, const SchedulerOptions& options,
                              std::function<void()> after_iteration)
     : model_(model), options_(options), after_iteration_(std::move(after_iteration)), decoder_(model, forward) {

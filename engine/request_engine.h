@@ -92,6 +92,11 @@ struct SchedulerOptions {
   uint64_t kv_budget_bytes = 0;    // KV memory of running requests; 0 = no limit
   int prefill_chunk_tokens = 256;  // prompt tokens run between two decode steps
   int max_roster = 32;             // largest Roster of Experts a request may ask for
+
+  // One request run alone to completion (`expertd run`, Generate()): no
+  // batch, the whole prompt in one chunk since nothing else runs between
+  // chunks, and no daemon limit on the roster (the model's own bounds only).
+  static SchedulerOptions SingleRequest(size_t prompt_tokens);
 };
 
 // What the scheduler has done, as numbers.

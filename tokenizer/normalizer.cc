@@ -19,6 +19,17 @@ absl::StatusOr<UnicodeRegex> ParsePattern(const JsonRef& owner, std::string* lit
   return regex;
 }
 
+absl::StatusOr<ReplaceRule> ParseReplaceRule(const JsonRef& step) {
+  ReplaceRule rule;
+  absl::StatusOr<std::string> content = step.String("content");
+  if (!content.ok()) return content.status();
+  rule.content = *std::move(content);
+  absl::StatusOr<UnicodeRegex> regex = ParsePattern(step, &rule.literal);
+  if (!regex.ok()) return regex.status();
+  if (rule.literal.empty()) rule.regex = std::move(*regex);
+  return rule;
+}
+
 std::string ReplaceAll(std::string_view text, const UnicodeRegex* regex, std::string_view literal,
                        std::string_view content) {
   std::vector<std::pair<size_t, size_t>> matches;
@@ -57,16 +68,10 @@ absl::Status Normalizer::AddSteps(const JsonRef& normalizer, std::vector<Step>* 
     return absl::OkStatus();
   }
   if (*type == "Replace") {
-    absl::StatusOr<std::string> content = normalizer.String("content");
-    if (!content.ok()) return content.status();
-    std::string literal;
-    absl::StatusOr<UnicodeRegex> regex = ParsePattern(normalizer, &literal);
-    if (!regex.ok()) return regex.status();
-    Step step{.kind = Kind::kReplace, .text = literal, .content = *content};
-    // Literal patterns use plain substring replacement, which also works on
-    // invalid UTF-8 around them.
-    if (literal.empty()) step.regex = std::move(*regex);
-    steps->push_back(std::move(step));
+    absl::StatusOr<ReplaceRule> rule = ParseReplaceRule(normalizer);
+    if (!rule.ok()) return rule.status();
+    steps->push_back(Step{.kind = Kind::kReplace, .text = rule->literal, .content = rule->content,
+                          .regex = std::move(rule->regex)});
     return absl::OkStatus();
   }
   if (*type == "Strip") {

@@ -42,6 +42,17 @@ class Normalizer {
 // `literal_out`, when given, receives the String form.
 absl::StatusOr<UnicodeRegex> ParsePattern(const JsonRef& owner, std::string* literal_out);
 
+// A Replace step's parameters, which normalizers and decoders share: a
+// String pattern is kept as `literal` (plain substring replacement, which
+// also works on invalid UTF-8 around it) and leaves `regex` empty; a Regex
+// pattern is compiled into `regex` and leaves `literal` empty.
+struct ReplaceRule {
+  std::string literal;
+  std::string content;
+  std::optional<UnicodeRegex> regex;
+};
+absl::StatusOr<ReplaceRule> ParseReplaceRule(const JsonRef& step);
+
 // Replaces every match of `regex` (or of `literal` when regex is null) in text.
 std::string ReplaceAll(std::string_view text, const UnicodeRegex* regex, std::string_view literal,
                        std::string_view content);

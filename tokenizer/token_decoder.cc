@@ -66,14 +66,10 @@ absl::Status TokenDecoder::AddSteps(const JsonRef& decoder, std::vector<Step>* s
     return absl::OkStatus();
   }
   if (*type == "Replace") {
-    absl::StatusOr<std::string> content = decoder.String("content");
-    if (!content.ok()) return content.status();
-    std::string literal;
-    absl::StatusOr<UnicodeRegex> regex = ParsePattern(decoder, &literal);
-    if (!regex.ok()) return regex.status();
-    Step step{.kind = Kind::kReplace, .text = literal, .content = *content};
-    if (literal.empty()) step.regex = std::move(*regex);
-    steps->push_back(std::move(step));
+    absl::StatusOr<ReplaceRule> rule = ParseReplaceRule(decoder);
+    if (!rule.ok()) return rule.status();
+    steps->push_back(Step{.kind = Kind::kReplace, .text = rule->literal, .content = rule->content,
+                          .regex = std::move(rule->regex)});
     return absl::OkStatus();
   }
   if (*type == "Strip") {
