@@ -5,7 +5,7 @@
 // (bytes touched per token) / (plain read bandwidth measured in this run);
 // the ratio says how much of the machine the engine uses.
 //
-//   decode_bench [--model DIR] [--tokens N] [--threads N]
+//   decode_bench [--model DIR] [--tokens N] [--threads N] [--batch 8]
 //                [--dram-percent 50,25,10] [--policies lru,least-stale,...]
 //                [--prefetch none,previous-token,cross-layer:1,cross-layer:2]
 // Without --model it generates (once, in the temp directory) a random bf16
@@ -18,8 +18,16 @@
 // share of all experts, read with io_uring and O_DIRECT, per policy; each
 // figure is also given as a ratio to the all-resident run of the same
 // process.
+//
+// --batch B (default 8) also times one batched decode step of B sequences
+// with different prompts against a step of one, with the distinct experts
+// per MoE layer each needed: a step streams each distinct expert once, so
+// its cost follows those, not B.
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
+#include <set>
 #include <filesystem>
 #include <numeric>
 #include <string>
@@ -28,11 +36,15 @@
 #include "CLI/CLI.hpp"
 #include "bench/bench_models.h"
 #include "bench/read_bandwidth.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
+#include "base/status_macros.h"
 #include "absl/strings/str_split.h"
 #include "cache/expert_cache.h"
 #include "engine/expert_packer.h"
+#include "engine/batch_decoder.h"
 #include "engine/expert_source.h"
+#include "engine/layer_observer.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
 #include "engine/model.h"
@@ -65,6 +77,62 @@ double BytesPerToken(const Model& model, int k) {
   return bytes;
 }
 
+// Counts the distinct experts each routed layer of a pass needed.
+class DistinctExpertCounter : public LayerObserver {
+ public:
+  void OnRouted(int /*layer*/, absl::Span<const float> /*gate_inputs*/, absl::Span<const int32_t> chosen,
+                int /*n_tokens*/, int /*k*/) override {
+    std::set<int32_t> experts(chosen.begin(), chosen.end());
+    distinct_ += static_cast<int64_t>(experts.size());
+    ++layers_;
+  }
+  double per_layer() const { return layers_ > 0 ? static_cast<double>(distinct_) / layers_ : 0.0; }
+
+ private:
+  int64_t distinct_ = 0;
+  int64_t layers_ = 0;
+};
+
+// Seconds of one batched decode step of `batch` sequences (each prefilled
+// with its own prompt, so their routings differ as separate requests'
+// would), averaged over `steps` steps, and the distinct experts a step
+// needed per MoE layer.
+struct StepFigures {
+  double seconds = 0;
+  double experts_per_layer = 0;
+};
+absl::StatusOr<StepFigures> MeasureBatchedStep(const Model& model, ForwardPass& forward, int batch, int steps,
+                                               int prompt_tokens) {
+  const int vocab = model.config().vocab_size;
+  BatchDecoder decoder(model, forward);
+  std::vector<std::unique_ptr<DecodingSequence>> sequences;
+  std::vector<DecodingSequence*> running;
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;
+  for (int b = 0; b < batch; ++b) {
+    sequences.push_back(std::make_unique<DecodingSequence>(model, prompt_tokens + steps + 1, 0, RosterOptions{},
+                                                           &forward.kv_memory()));
+    std::vector<int32_t> prompt(prompt_tokens);
+    for (int t = 0; t < prompt_tokens; ++t) prompt[t] = (1 + 7919 * (b * prompt_tokens + t)) % vocab;
+    RETURN_IF_ERROR(decoder.Prefill(*sequences.back(), prompt, &logits));
+    running.push_back(sequences.back().get());
+    tokens.push_back((3 + 104729 * b) % vocab);
+  }
+  std::vector<std::vector<float>> next;
+  DistinctExpertCounter counter;
+  forward.SetObserver(&counter);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status;
+  for (int s = 0; s < steps && status.ok(); ++s) {
+    status = decoder.Step(running, tokens, &next);
+    for (int b = 0; b < batch; ++b) tokens[b] = (tokens[b] + 31 * (s + 1)) % vocab;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  forward.SetObserver(nullptr);
+  RETURN_IF_ERROR(status);
+  return StepFigures{.seconds = seconds / steps, .experts_per_layer = counter.per_layer()};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,6 +147,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "compute threads")->capture_default_str();
   int prompt_tokens = 16;
   app.add_option("--prompt-tokens", prompt_tokens, "prompt length (the prefill figure's)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  int batch = 8;
+  app.add_option("--batch", batch, "also time a batched decode step of this many sequences against one (1: skip)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   std::string dram_percents;
@@ -133,6 +205,21 @@ int main(int argc, char** argv) {
   std::printf("prefill: %.1f tokens/s (%d tokens)\n", result->prefill_tokens_per_second(), result->prompt_tokens);
   std::printf("decode: %.2f tokens/s; bandwidth limit %.2f tokens/s; ratio %.2f\n",
               result->decode_tokens_per_second(), limit, result->decode_tokens_per_second() / limit);
+  if (batch > 1) {
+    // A batched step reads each distinct expert once for all its rows, so
+    // its cost follows the distinct experts of the batch, not the batch size.
+    auto single = MeasureBatchedStep(**model, forward, 1, tokens, prompt_tokens);
+    auto batched = single.ok() ? MeasureBatchedStep(**model, forward, batch, tokens, prompt_tokens) : single;
+    if (!batched.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(batched.status().message()).c_str());
+      return 1;
+    }
+    std::printf("batched step of %d: %.1f ms vs %.1f ms for 1 (%.2fx); distinct experts per MoE layer %.1f vs %.1f "
+                "(%.2fx)\n",
+                batch, batched->seconds * 1e3, single->seconds * 1e3, batched->seconds / single->seconds,
+                batched->experts_per_layer, single->experts_per_layer,
+                batched->experts_per_layer / std::max(1e-9, single->experts_per_layer));
+  }
   if (dram_percents.empty()) return 0;
 
   const std::string expert_path = model_dir + "/model.experts";
