@@ -120,7 +120,7 @@ absl::Status Run(const RunFlags& flags) {
   request->options.max_new_tokens = flags.max_new_tokens;
   request->options.forward.experts_per_token = flags.engine.experts_per_token;
   request->options.roster = flags.engine.roster;
-  request->options.sampling = {flags.temperature, flags.top_k, flags.top_p, flags.seed};
+  request->options.sampling = {.temperature = flags.temperature, .top_k = flags.top_k, .top_p = flags.top_p, .seed = flags.seed};
   RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(prompt.size()));
   std::cout << flags.prompt << std::flush;
   RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));

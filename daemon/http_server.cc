@@ -222,9 +222,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     }
     json body = shape.Whole(job->text, job->finish_reason, job->prompt_token_logprobs, job->token_logprobs,
                             with_logprobs);
-    body["usage"] = {{"prompt_tokens", job->prompt.size()},
-                     {"completion_tokens", job->completion_tokens},
-                     {"total_tokens", job->prompt.size() + job->completion_tokens}};
+    body["usage"] = AnswerShape::Usage(job->prompt.size(), job->completion_tokens);
     body["expertd"] = ExpertdFigures(*job);
     served.summary = Summary(*job);
     lock.unlock();
@@ -275,6 +273,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
       logprobs_sent = job->token_logprobs.size();
     }
     json figures = done ? ExpertdFigures(*job) : json(nullptr);
+    const size_t completion_tokens = job->completion_tokens;
     lock.unlock();
     for (size_t i = 0; i < pieces.size(); ++i) {
       event(shape.Piece(pieces[i], i + 1 == pieces.size() ? std::exchange(new_logprobs, nullptr) : json(nullptr)));
@@ -285,6 +284,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
         json closing = shape.Closing(finish, std::move(new_logprobs));
         closing["expertd"] = std::move(figures);
         event(closing);
+        if (parsed.include_usage) event(shape.UsageEvent(parsed.prompt.size(), completion_tokens));
       } else {
         served.status_code = 500;
         served.summary = status.ToString();
@@ -633,7 +633,8 @@ void HttpServer::Serve(const Accepted& accepted) {
       send(JsonResponse(http::status::ok, {{"status", "ok"}, {"model", model_name}}, request.version(), keep_alive));
     } else if (request.method() == http::verb::get && target == "/v1/models") {
       send(JsonResponse(http::status::ok,
-                        {{"object", "list"}, {"data", {{{"id", model_name}, {"object", "model"}, {"owned_by", "expertd"}}}}},
+                        {{"object", "list"},
+                         {"data", {{{"id", model_name}, {"object", "model"}, {"created", started_at_}, {"owned_by", "expertd"}}}}},
                         request.version(), keep_alive));
     } else if (request.method() == http::verb::get && target == "/v1/stats") {
       json stats = service_.Stats();

@@ -71,7 +71,9 @@ class HttpServer {
       : config_(config),
         socket_path_(std::move(socket_path)),
         service_(service),
-        chat_template_(ChatTemplate::ForModel(service.model().tokenizer())) {}
+        chat_template_(ChatTemplate::ForModel(service.model().tokenizer())),
+        started_at_(std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count()) {}
   void AcceptLoop();
   // Hands an accepted connection to the pool, or to the overflow thread.
   void Dispatch(Accepted connection);
@@ -87,6 +89,7 @@ class HttpServer {
   const std::string socket_path_;
   InferenceService& service_;
   const ChatTemplate chat_template_;  // the model's, recognised once at start
+  const int64_t started_at_;          // Unix seconds: /v1/models' "created" (when this daemon loaded the model)
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> generation_requests_{0};  // numbers the response ids

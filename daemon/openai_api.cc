@@ -7,6 +7,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/sampler.h"
 
@@ -200,6 +201,54 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
   if (const json* v = field("seed")) {
     if (!ReadSeed(*v, "seed", &options.sampling.seed, error)) return false;
   }
+  constexpr FloatRange kPenaltyRange{-2.0, 2.0};
+  if (const json* v = field("presence_penalty")) {
+    if (!ReadFloat(*v, "presence_penalty", kPenaltyRange, &options.sampling.presence_penalty, error)) return false;
+  }
+  if (const json* v = field("frequency_penalty")) {
+    if (!ReadFloat(*v, "frequency_penalty", kPenaltyRange, &options.sampling.frequency_penalty, error)) return false;
+  }
+  if (const json* v = field("logit_bias")) {
+    // {"token id": bias}: OpenAI's keys are the ids written as strings.
+    if (!v->is_object()) return Fail(error, "logit_bias", "logit_bias must be an object {\"token id\": bias}");
+    constexpr FloatRange kBiasRange{-100.0, 100.0};
+    for (const auto& [key, bias] : v->items()) {
+      int64_t token = -1;
+      if (!absl::SimpleAtoi(key, &token) || token < 0 || token >= config.vocab_size) {
+        return Fail(error, "logit_bias",
+                    absl::StrCat("logit_bias keys must be token ids in [0, ", config.vocab_size, "), got '", key, "'"));
+      }
+      float value = 0.0f;
+      if (!ReadFloat(bias, absl::StrCat("logit_bias[\"", key, "\"]"), kBiasRange, &value, error)) return false;
+      options.sampling.logit_bias.emplace_back(static_cast<int32_t>(token), value);
+    }
+  }
+  // Accepted and not needed: OpenAI's end-user id, for abuse monitoring.
+  if (const json* v = field("user"); v != nullptr && !v->is_string()) {
+    return Fail(error, "user", "user must be a string");
+  }
+  // Not supported yet: refused by name rather than ignored, since a client
+  // that asks for JSON output or tool calls would misread a plain answer.
+  if (const json* v = field("response_format")) {
+    const json* type = v->is_object() ? Field(*v, "type") : nullptr;
+    if (type == nullptr || !type->is_string() || type->get<std::string>() != "text") {
+      return Fail(error, "response_format",
+                  "response_format other than {\"type\": \"text\"} is not supported (no structured output yet)");
+    }
+  }
+  for (const char* name : {"tools", "functions", "tool_choice", "function_call"}) {
+    const json* v = field(name);
+    if (v != nullptr && !(v->is_array() && v->empty()) && !(v->is_string() && v->get<std::string>() == "none")) {
+      return Fail(error, name, absl::StrCat(name, " is not supported (no tool calling yet); leave it out"));
+    }
+  }
+  if (const json* v = field("stream_options")) {
+    if (!v->is_object()) return Fail(error, "stream_options", "stream_options must be an object {\"include_usage\"}");
+    if (const json* usage = Field(*v, "include_usage")) {
+      if (!usage->is_boolean()) return Fail(error, "stream_options.include_usage", "stream_options.include_usage must be true or false");
+      request->include_usage = usage->get<bool>();
+    }
+  }
   if (const json* v = field("n")) {
     int n = 0;
     if (!ReadInt(*v, "n", 1, 1, &n, error, " (only n = 1 is supported)")) return false;
@@ -277,7 +326,7 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
   }
   // The engine validates these again when the job runs, where a refusal is
   // a 500: what passed the checks above must pass there too.
-  if (absl::Status status = ValidateSamplingOptions(options.sampling); !status.ok()) {
+  if (absl::Status status = ValidateSamplingOptions(options.sampling, config.vocab_size); !status.ok()) {
     std::string message(status.message());
     return Fail(error, message.substr(0, message.find(' ')), message);
   }
@@ -491,6 +540,21 @@ json AnswerShape::Closing(const std::string& finish_reason, json logprobs) const
   return chat ? Chunk(json::object(), finish_reason, std::move(logprobs))
               : Envelope("text_completion",
                          {{"text", ""}, {"finish_reason", finish_reason}, {"logprobs", std::move(logprobs)}});
+}
+
+json AnswerShape::Usage(size_t prompt_tokens, size_t completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+json AnswerShape::UsageEvent(size_t prompt_tokens, size_t completion_tokens) const {
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array()},
+          {"usage", Usage(prompt_tokens, completion_tokens)}};
 }
 
 json AnswerShape::Chunk(json delta, json finish_reason, json logprobs) const {

@@ -40,6 +40,7 @@ struct GenerationRequest {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;  // generation ends after any of these (chat: end-of-turn tokens)
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last event with usage before [DONE]
   // logprobs: alternatives to report per position (completions: the
   // integer `logprobs`; chat: `top_logprobs` when `logprobs` is true);
   // -1: none. prompt_logprobs: the prompt's tokens too (echo).
@@ -58,10 +59,13 @@ struct CompletionRequest : GenerationRequest {
 using ChatRequest = GenerationRequest;
 
 // Parses and validates the JSON body of a completion request: OpenAI's
-// fields (prompt, max_tokens, temperature, top_p, seed, stop, stream, echo,
-// model) and ours (top_k, experts_per_token, roster). Unknown fields are
-// ignored, as OpenAI's clients send extras; wrong types and values out of
-// range are errors naming the field.
+// fields (prompt, max_tokens, temperature, top_p, seed, stop, stream,
+// stream_options.include_usage, echo, logprobs, presence_penalty,
+// frequency_penalty, logit_bias, user, n = 1, model) and ours (top_k,
+// experts_per_token, roster, ignore_eos). Unknown fields are ignored, as
+// OpenAI's clients send extras; what expertd cannot do yet (response_format
+// other than text, tools and functions) is refused naming the field; wrong
+// types and values out of range are errors naming the field.
 bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error);
 
@@ -100,6 +104,10 @@ struct AnswerShape {
   std::optional<nlohmann::json> Opening() const;
   nlohmann::json Piece(const std::string& text, nlohmann::json logprobs = nullptr) const;
   nlohmann::json Closing(const std::string& finish_reason, nlohmann::json logprobs = nullptr) const;
+  // The stream's usage event (stream_options.include_usage): no choices.
+  nlohmann::json UsageEvent(size_t prompt_tokens, size_t completion_tokens) const;
+  // OpenAI's usage object.
+  static nlohmann::json Usage(size_t prompt_tokens, size_t completion_tokens);
 
  private:
   nlohmann::json Envelope(const char* object, nlohmann::json choice) const;

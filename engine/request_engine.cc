@@ -297,7 +297,7 @@ std::unique_ptr<RequestEngine::Active> RequestEngine::Admit(std::shared_ptr<Requ
                                                context));
   }
   if (valid.ok() && request->prompt.empty()) valid = absl::InvalidArgumentError("the prompt is empty");
-  if (valid.ok()) valid = ValidateSamplingOptions(request->options.sampling);
+  if (valid.ok()) valid = ValidateSamplingOptions(request->options.sampling, model.config().vocab_size);
   if (!valid.ok()) {
     FailAdmitted(*request, valid);
     return nullptr;

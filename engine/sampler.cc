@@ -8,7 +8,22 @@
 
 namespace expertd {
 
-absl::Status ValidateSamplingOptions(const SamplingOptions& options) {
+absl::Status ValidateSamplingOptions(const SamplingOptions& options, int vocab_size) {
+  for (const auto& [name, penalty] : {std::pair{"presence_penalty", options.presence_penalty},
+                                      std::pair{"frequency_penalty", options.frequency_penalty}}) {
+    if (!(penalty >= -2.0f && penalty <= 2.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be in [-2, 2], got ", penalty));
+    }
+  }
+  for (const auto& [token, bias] : options.logit_bias) {
+    if (token < 0 || (vocab_size > 0 && token >= vocab_size)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias names token ", token, ", which is not in this model's vocabulary [0, ", vocab_size, ")"));
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", token, " must be in [-100, 100], got ", bias));
+    }
+  }
   if (!(options.temperature >= 0.0f) || !std::isfinite(options.temperature)) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0, got ", options.temperature));
   }
@@ -21,7 +36,35 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& options) {
 
 Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {}
 
-int32_t Sampler::Sample(absl::Span<const float> logits) {
+absl::Span<const float> Sampler::Adjusted(absl::Span<const float> logits) {
+  const bool penalties = options_.presence_penalty != 0.0f || options_.frequency_penalty != 0.0f;
+  if (!penalties && options_.logit_bias.empty()) return logits;
+  adjusted_.assign(logits.begin(), logits.end());
+  for (const auto& [token, bias] : options_.logit_bias) {
+    if (token >= 0 && token < static_cast<int32_t>(adjusted_.size())) adjusted_[token] += bias;
+  }
+  for (const auto& [token, count] : chosen_counts_) {
+    if (token < static_cast<int32_t>(adjusted_.size())) {
+      adjusted_[token] -= options_.presence_penalty + options_.frequency_penalty * static_cast<float>(count);
+    }
+  }
+  return adjusted_;
+}
+
+int32_t Sampler::Sample(absl::Span<const float> raw_logits) {
+  const int32_t chosen = Choose(Adjusted(raw_logits));
+  if (options_.presence_penalty != 0.0f || options_.frequency_penalty != 0.0f) {
+    auto it = std::find_if(chosen_counts_.begin(), chosen_counts_.end(), [&](const auto& c) { return c.first == chosen; });
+    if (it == chosen_counts_.end()) {
+      chosen_counts_.emplace_back(chosen, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  return chosen;
+}
+
+int32_t Sampler::Choose(absl::Span<const float> logits) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
   if (options_.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -137,6 +137,16 @@ TEST_F(RequestNumbersTest, HostileValuesAreA400NamingTheField) {
       {"roster.skip_layers", roster + R"("skip_layers": )", "}}", false, Plus(kNotInt32, {"3"})},
       {"roster.layer_temperatures", roster + R"("layer_temperatures": [0.5, )", "]}}", false, kNotTemperature},
       {"roster.resident_bonus", roster + R"("resident_bonus": )", "}}", false, kNotTemperature},
+      {"presence_penalty", prompt + R"("presence_penalty": )", "}", false,
+       {"-2.0001", "2.5", "1e300", "\"1\"", "true", "[]", "{}"}},
+      {"frequency_penalty", chat + R"("frequency_penalty": )", "}", true, {"-3", "2.0001", "\"0\"", "[]"}},
+      {"logit_bias", prompt + R"("logit_bias": )", "}", false,
+       {"[]", "1", "\"x\"", R"({"512": 1})", R"({"-1": 1})", R"({"a": 1})", R"({"1.5": 1})"}},
+      {"logit_bias[\"7\"]", prompt + R"("logit_bias": {"7": )", "}}", false,
+       {"100.5", "-101", "\"1\"", "true", "[]", "1e300"}},
+      {"stream_options", prompt + R"("stream": true, "stream_options": )", "}", false, {"true", "[]", "1"}},
+      {"stream_options.include_usage", prompt + R"("stream": true, "stream_options": {"include_usage": )", "}}",
+       false, {"1", "\"yes\"", "[]"}},
   };
   for (const NumberField& field : fields) {
     for (const std::string& value : field.bad) {
@@ -148,6 +158,38 @@ TEST_F(RequestNumbersTest, HostileValuesAreA400NamingTheField) {
       EXPECT_EQ(error.param, field.param) << body << ": " << error.message;
       EXPECT_NE(error.message.find(field.param), std::string::npos) << body << ": " << error.message;
     }
+  }
+}
+
+// What expertd cannot do yet is refused by name (a client asking for JSON
+// output or tool calls would misread a plain answer); the values that ask
+// for nothing pass.
+TEST_F(RequestNumbersTest, UnsupportedFeaturesAreA400NamingTheField) {
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"response_format", R"({"prompt": "hi", "response_format": {"type": "json_object"}})"},
+      {"response_format", R"({"prompt": "hi", "response_format": "json"})"},
+      {"tools", R"({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",
+                  "function": {"name": "f", "parameters": {}}}]})"},
+      {"tool_choice", R"({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"})"},
+      {"functions", R"({"messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "f"}]})"},
+      {"user", R"({"prompt": "hi", "user": 7})"},
+  };
+  for (const auto& [param, body] : refused) {
+    GenerationRequest request;
+    ApiError error;
+    EXPECT_FALSE(Parse(body, body.find("messages") != std::string::npos, &request, &error)) << body;
+    EXPECT_EQ(error.http_status, 400) << body;
+    EXPECT_EQ(error.param, param) << body << ": " << error.message;
+  }
+  const std::vector<std::string> accepted = {
+      R"({"prompt": "hi", "response_format": {"type": "text"}, "user": "someone"})",
+      R"({"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "none"})",
+  };
+  for (const std::string& body : accepted) {
+    GenerationRequest request;
+    ApiError error;
+    EXPECT_TRUE(Parse(body, body.find("messages") != std::string::npos, &request, &error)) << body << ": "
+                                                                                           << error.message;
   }
 }
 
@@ -204,6 +246,15 @@ TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
          EXPECT_EQ(r.options.forward.experts_per_token, 8);
          EXPECT_EQ(r.logprobs, 20);
        }},
+      {R"({"prompt": "hi", "presence_penalty": -2, "frequency_penalty": 2, "logit_bias": {"0": -100, "511": 100},
+           "stream": true, "stream_options": {"include_usage": true}})",
+       [](const GenerationRequest& r) {
+         EXPECT_EQ(r.options.sampling.presence_penalty, -2.0f);
+         EXPECT_EQ(r.options.sampling.frequency_penalty, 2.0f);
+         EXPECT_EQ(r.options.sampling.logit_bias,
+                   (std::vector<std::pair<int32_t, float>>{{0, -100.0f}, {511, 100.0f}}));
+         EXPECT_TRUE(r.include_usage);
+       }},
       {R"({"prompt": "hi", "roster": {"size": 32, "temperature": 100, "seed": 18446744073709551615,
            "skip_layers": 2, "layer_temperatures": [0, 100], "resident_bonus": 100}})",
        [](const GenerationRequest& r) {
@@ -217,7 +268,7 @@ TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
     ApiError error;
     ASSERT_TRUE(Parse(good.body, false, &request, &error)) << good.body << ": " << error.message;
     good.check(request);
-    EXPECT_TRUE(ValidateSamplingOptions(request.options.sampling).ok()) << good.body;
+    EXPECT_TRUE(ValidateSamplingOptions(request.options.sampling, model_->config().vocab_size).ok()) << good.body;
     EXPECT_TRUE(ValidateRosterOptions(request.options.roster, model_->config(), 32).ok()) << good.body;
   }
 }

@@ -11,15 +11,19 @@ namespace {
 
 const std::vector<float> kLogits = {0.5f, 2.0f, -1.0f, 1.5f, 0.0f};
 
+SamplingOptions Opts(float temperature, int top_k, float top_p, uint64_t seed) {
+  return SamplingOptions{.temperature = temperature, .top_k = top_k, .top_p = top_p, .seed = seed};
+}
+
 TEST(Sampler, GreedyIsArgmax) {
   Sampler sampler({});
   EXPECT_EQ(sampler.Sample(kLogits), 1);
 }
 
 TEST(Sampler, SameSeedSameChoices) {
-  Sampler a({1.0f, 0, 1.0f, 42});
-  Sampler b({1.0f, 0, 1.0f, 42});
-  Sampler c({1.0f, 0, 1.0f, 43});
+  Sampler a(Opts(1.0f, 0, 1.0f, 42));
+  Sampler b(Opts(1.0f, 0, 1.0f, 42));
+  Sampler c(Opts(1.0f, 0, 1.0f, 43));
   std::vector<int32_t> from_a, from_b, from_c;
   for (int i = 0; i < 64; ++i) {
     from_a.push_back(a.Sample(kLogits));
@@ -31,8 +35,8 @@ TEST(Sampler, SameSeedSameChoices) {
 }
 
 TEST(Sampler, TopKOneAndTinyTopPAreGreedy) {
-  Sampler top_k({1.0f, 1, 1.0f, 3});
-  Sampler top_p({1.0f, 0, 0.01f, 3});
+  Sampler top_k(Opts(1.0f, 1, 1.0f, 3));
+  Sampler top_p(Opts(1.0f, 0, 0.01f, 3));
   for (int i = 0; i < 50; ++i) {
     EXPECT_EQ(top_k.Sample(kLogits), 1);
     EXPECT_EQ(top_p.Sample(kLogits), 1);
@@ -75,12 +79,59 @@ TEST(Sampler, TopKAndTopPRestrictTheSupport) {
 }
 
 TEST(Sampler, Validation) {
-  EXPECT_FALSE(ValidateSamplingOptions({-1.0f, 0, 1.0f, 0}).ok());
-  EXPECT_FALSE(ValidateSamplingOptions({1.0f, -1, 1.0f, 0}).ok());
-  EXPECT_FALSE(ValidateSamplingOptions({1.0f, 0, 0.0f, 0}).ok());
-  EXPECT_FALSE(ValidateSamplingOptions({1.0f, 0, 1.5f, 0}).ok());
-  EXPECT_FALSE(ValidateSamplingOptions({NAN, 0, 1.0f, 0}).ok());
-  EXPECT_TRUE(ValidateSamplingOptions({0.7f, 40, 0.9f, 0}).ok());
+  EXPECT_FALSE(ValidateSamplingOptions(Opts(-1.0f, 0, 1.0f, 0)).ok());
+  EXPECT_FALSE(ValidateSamplingOptions(Opts(1.0f, -1, 1.0f, 0)).ok());
+  EXPECT_FALSE(ValidateSamplingOptions(Opts(1.0f, 0, 0.0f, 0)).ok());
+  EXPECT_FALSE(ValidateSamplingOptions(Opts(1.0f, 0, 1.5f, 0)).ok());
+  EXPECT_FALSE(ValidateSamplingOptions(Opts(NAN, 0, 1.0f, 0)).ok());
+  EXPECT_TRUE(ValidateSamplingOptions(Opts(0.7f, 40, 0.9f, 0)).ok());
+}
+
+TEST(Sampler, LogitBiasBansAndForcesTokens) {
+  SamplingOptions ban = Opts(0.0f, 0, 1.0f, 0);
+  ban.logit_bias = {{1, -100.0f}};  // the argmax, banned: the next best wins
+  EXPECT_EQ(Sampler(ban).Sample(kLogits), 3);
+  SamplingOptions force = Opts(1.0f, 0, 1.0f, 5);
+  force.logit_bias = {{2, 100.0f}};  // the least likely, forced at temperature 1
+  Sampler forced(force);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(forced.Sample(kLogits), 2);
+}
+
+TEST(Sampler, PenaltiesCountTheSamplersOwnChoices) {
+  // Greedy with a presence penalty of 2: token 1 (2.0) is chosen, then pays
+  // 2 (0.0 < 1.5), so token 3 comes next, then pays too (-0.5 < 0.5): 0.
+  SamplingOptions presence = Opts(0.0f, 0, 1.0f, 0);
+  presence.presence_penalty = 2.0f;
+  Sampler by_presence(presence);
+  EXPECT_EQ(by_presence.Sample(kLogits), 1);
+  EXPECT_EQ(by_presence.Sample(kLogits), 3);
+  EXPECT_EQ(by_presence.Sample(kLogits), 0);
+  // A frequency penalty of 0.3 grows per choice: token 1 stays ahead of 3
+  // (2.0 - 0.3 n > 1.5) for n = 0 and 1, and falls behind at n = 2.
+  SamplingOptions frequency = Opts(0.0f, 0, 1.0f, 0);
+  frequency.frequency_penalty = 0.3f;
+  Sampler by_frequency(frequency);
+  EXPECT_EQ(by_frequency.Sample(kLogits), 1);
+  EXPECT_EQ(by_frequency.Sample(kLogits), 1);
+  EXPECT_EQ(by_frequency.Sample(kLogits), 3);
+  // No penalty: greedy stays on token 1.
+  Sampler plain(Opts(0.0f, 0, 1.0f, 0));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(plain.Sample(kLogits), 1);
+}
+
+TEST(Sampler, PenaltyAndBiasValidation) {
+  SamplingOptions options = Opts(1.0f, 0, 1.0f, 0);
+  options.presence_penalty = 2.5f;
+  EXPECT_FALSE(ValidateSamplingOptions(options).ok());
+  options.presence_penalty = -2.0f;
+  options.frequency_penalty = 2.0f;
+  EXPECT_TRUE(ValidateSamplingOptions(options).ok());
+  options.logit_bias = {{4, 100.0f}};
+  EXPECT_TRUE(ValidateSamplingOptions(options, 5).ok());
+  options.logit_bias = {{5, 1.0f}};
+  EXPECT_FALSE(ValidateSamplingOptions(options, 5).ok());
+  options.logit_bias = {{0, 100.5f}};
+  EXPECT_FALSE(ValidateSamplingOptions(options, 5).ok());
 }
 
 TEST(Sampler, LogProbabilityIsNormalised) {

@@ -78,6 +78,71 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
   EXPECT_GE((*stats)["cpu"]["threads"].get<int>(), 1);
 }
 
+// OpenAI's fields as its clients send them: the usage event of a stream,
+// the model list's fields, logit_bias and the penalties.
+TEST_F(Daemon, StreamUsageModelFieldsAndLogitAdjustments) {
+  auto models = client().Models();
+  ASSERT_TRUE(models.ok()) << models.status();
+  const json& entry = (*models)["data"][0];
+  EXPECT_EQ(entry["object"], "model");
+  EXPECT_GT(entry["created"].get<int64_t>(), 1700000000);
+  EXPECT_EQ(entry["owned_by"], "expertd");
+
+  auto whole = client().Complete(Greedy("Once upon a time", 10));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  json request = Greedy("Once upon a time", 10);
+  request["stream"] = true;
+  request["stream_options"] = {{"include_usage", true}};
+  std::vector<json> chunks;
+  absl::Status status = client().CompleteStream(request, [&](const json& chunk) { chunks.push_back(chunk); });
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_GE(chunks.size(), 2u);
+  // The last event carries the usage and no choices; every other one a choice.
+  const json& last = chunks.back();
+  EXPECT_TRUE(last["choices"].empty()) << last.dump();
+  EXPECT_EQ(last["usage"], (*whole)["usage"]);
+  std::string streamed;
+  for (size_t i = 0; i + 1 < chunks.size(); ++i) {
+    ASSERT_EQ(chunks[i]["choices"].size(), 1u) << chunks[i].dump();
+    EXPECT_FALSE(chunks[i].contains("usage")) << chunks[i].dump();
+    streamed += chunks[i]["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, (*whole)["choices"][0]["text"]);
+  // Without stream_options, no usage event.
+  request.erase("stream_options");
+  chunks.clear();
+  ASSERT_TRUE(client().CompleteStream(request, [&](const json& chunk) { chunks.push_back(chunk); }).ok());
+  for (const json& chunk : chunks) EXPECT_EQ(chunk["choices"].size(), 1u) << chunk.dump();
+
+  // A bias of 100 on one token makes greedy decoding repeat it; one of
+  // -100 bans it, so the next-biased token takes its place.
+  auto biased_tokens = [&](const json& bias) {
+    json biased = Greedy("Once upon a time", 6);
+    biased["logit_bias"] = bias;
+    biased["logprobs"] = 0;
+    auto answer = client().Complete(biased);
+    EXPECT_TRUE(answer.ok()) << answer.status();
+    return answer.ok() ? (*answer)["choices"][0]["logprobs"]["tokens"] : json::array();
+  };
+  const json forced = biased_tokens({{"65", 100}, {"66", 50}});
+  const json banned = biased_tokens({{"65", -100}, {"66", 50}});
+  ASSERT_EQ(forced.size(), 6u);
+  ASSERT_EQ(banned.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(forced[i], forced[0]);
+    EXPECT_EQ(banned[i], banned[0]);
+  }
+  EXPECT_NE(forced[0], banned[0]);
+
+  // Penalties are accepted at their bounds and refused beyond them.
+  json penalised = Greedy("Once upon a time", 8);
+  penalised["presence_penalty"] = 2;
+  penalised["frequency_penalty"] = -2;
+  EXPECT_TRUE(client().Complete(penalised).ok());
+  penalised["presence_penalty"] = 2.5;
+  EXPECT_EQ(client::HttpStatusOf(client().Complete(penalised).status()), 400);
+}
+
 TEST_F(Daemon, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
   struct Case {
     json request;
