@@ -162,70 +162,116 @@ struct Served {
   bool streamed = false;  // a stream's end closes the connection
 };
 
-// Submits `parsed` as a Request and answers it on `connection`: one JSON
-// body, or server-sent events over chunked transfer (one event per piece of
-// text as the engine produces it, then [DONE]).
+// Submits `parsed` as one Request per choice (prompts x n) and answers on
+// `connection`: one JSON body with every choice, or server-sent events over
+// chunked transfer (one event per piece of text as the engine produces it,
+// a choice's events in order and the choices one after another, each
+// event naming its choice; then [DONE]). The choices run in the engine at
+// once, batched, whatever order their events go out in.
 Served ServeGeneration(InferenceService& service, TimedConnection& connection, unsigned version, bool keep_alive,
                        const GenerationRequest& parsed, const AnswerShape& shape, beast::error_code& ec) {
   Served served;
-  auto job = std::make_shared<Request>();
-  job->prompt = parsed.prompt;
-  job->options = parsed.options;
-  job->stop = parsed.stop;
-  job->stop_token_ids = parsed.stop_token_ids;
-  job->logprobs = parsed.logprobs;
-  job->prompt_logprobs = parsed.prompt_logprobs;
+  struct Choice {
+    std::shared_ptr<Request> job;
+    AnswerShape shape;
+  };
+  std::vector<Choice> choices;
+  for (size_t p = 0; p < parsed.prompts.size(); ++p) {
+    for (int i = 0; i < parsed.n; ++i) {
+      auto job = std::make_shared<Request>();
+      job->prompt = parsed.prompts[p].tokens;
+      job->options = parsed.options;
+      job->options.sampling.seed += static_cast<uint64_t>(i);
+      job->stop = parsed.stop;
+      job->stop_token_ids = parsed.stop_token_ids;
+      job->logprobs = parsed.logprobs;
+      job->prompt_logprobs = parsed.prompt_logprobs;
+      const int index = static_cast<int>(choices.size());
+      choices.push_back({std::move(job), shape.ForChoice(index, shape.echo.empty() ? "" : parsed.prompts[p].text)});
+    }
+  }
   const bool with_logprobs = parsed.logprobs >= 0;
   auto send = [&](http::response<http::string_body> response) {
     served.status_code = response.result_int();
     connection.Write(response, ec);
   };
-  if (absl::Status submitted = service.Submit(job); !submitted.ok()) {
-    // Too large for the KV budget ever: the request must change (400);
-    // otherwise the daemon is busy or stopping: retry later (503).
-    const bool too_large = absl::IsInvalidArgument(submitted);
-    served.summary = std::string(submitted.message());
-    send(ErrorResponse(too_large ? ApiError{400, std::string(submitted.message()), "max_tokens", "invalid_request_error"}
-                                 : ApiError{503, std::string(submitted.message()), "", "overloaded"},
-                       version, keep_alive));
-    return served;
+  for (size_t c = 0; c < choices.size(); ++c) {
+    if (absl::Status submitted = service.Submit(choices[c].job); !submitted.ok()) {
+      for (size_t earlier = 0; earlier < c; ++earlier) service.Cancel(choices[earlier].job);
+      // Too large for the KV budget ever: the request must change (400);
+      // otherwise the daemon is busy or stopping: retry later (503).
+      const bool too_large = absl::IsInvalidArgument(submitted);
+      served.summary = std::string(submitted.message());
+      send(ErrorResponse(too_large ? ApiError{400, std::string(submitted.message()), "max_tokens", "invalid_request_error"}
+                                   : ApiError{503, std::string(submitted.message()), "", "overloaded"},
+                         version, keep_alive));
+      return served;
+    }
   }
-  // Waits for pred (job->mu held) while the client is there; false when it
-  // has gone: the job is then cancelled, wherever it is, and nobody is
+  // Waits for pred (job.mu held) while the client is there; false when it
+  // has gone: every choice is then cancelled, wherever it is, and nobody is
   // answered.
-  auto wait_for_job = [&](std::unique_lock<std::mutex>& lock, auto pred) {
-    while (!job->cv.wait_for(lock, kHangUpPoll, pred)) {
+  auto wait_for_job = [&](Request& job, std::unique_lock<std::mutex>& lock, auto pred) {
+    while (!job.cv.wait_for(lock, kHangUpPoll, pred)) {
       lock.unlock();
       const bool gone = connection.PeerClosed();
       lock.lock();
       if (gone && !pred()) {
         lock.unlock();
-        service.Cancel(job);
+        for (const Choice& choice : choices) service.Cancel(choice.job);
         lock.lock();
         served.status_code = kClientClosedRequest;
-        served.summary = absl::StrCat("client went away after ", job->completion_tokens, " tokens; cancelled");
+        served.summary = absl::StrCat("client went away after ", job.completion_tokens, " tokens; cancelled");
         return false;
       }
     }
     return true;
   };
-  if (!parsed.stream) {
-    std::unique_lock lock(job->mu);
-    if (!wait_for_job(lock, [&] { return job->done; })) return served;
-    if (!job->status.ok()) {
-      served.summary = absl::StrCat(Summary(*job), ": ", job->status.ToString());
-      const int code = absl::IsCancelled(job->status) ? 503 : 500;
-      ApiError error{code, std::string(job->status.message()), "", code == 503 ? "overloaded" : "server_error"};
-      lock.unlock();
-      send(ErrorResponse(error, version, keep_alive));
-      return served;
+  // The log line: one choice's figures, or the sum of several.
+  auto summary = [&] {
+    std::string text;
+    for (const Choice& choice : choices) {
+      std::lock_guard lock(choice.job->mu);
+      absl::StrAppend(&text, text.empty() ? "" : "; ", Summary(*choice.job));
     }
-    json body = shape.Whole(job->text, job->finish_reason, job->prompt_token_logprobs, job->token_logprobs,
-                            with_logprobs);
-    body["usage"] = AnswerShape::Usage(job->prompt.size(), job->completion_tokens);
-    body["expertd"] = ExpertdFigures(*job);
-    served.summary = Summary(*job);
-    lock.unlock();
+    return text;
+  };
+  // OpenAI counts each prompt's tokens once, however many choices it has.
+  auto usage = [&] {
+    size_t prompt_tokens = 0, completion_tokens = 0;
+    for (const PromptInput& prompt : parsed.prompts) prompt_tokens += prompt.tokens.size();
+    for (const Choice& choice : choices) {
+      std::lock_guard lock(choice.job->mu);
+      completion_tokens += choice.job->completion_tokens;
+    }
+    return std::pair{prompt_tokens, completion_tokens};
+  };
+
+  if (!parsed.stream) {
+    std::vector<json> wholes;
+    json figures;
+    for (const Choice& choice : choices) {
+      Request& job = *choice.job;
+      std::unique_lock lock(job.mu);
+      if (!wait_for_job(job, lock, [&] { return job.done; })) return served;
+      if (!job.status.ok()) {
+        served.summary = absl::StrCat(Summary(job), ": ", job.status.ToString());
+        const int code = absl::IsCancelled(job.status) ? 503 : 500;
+        ApiError error{code, std::string(job.status.message()), "", code == 503 ? "overloaded" : "server_error"};
+        lock.unlock();
+        for (const Choice& other : choices) service.Cancel(other.job);
+        send(ErrorResponse(error, version, keep_alive));
+        return served;
+      }
+      wholes.push_back(choice.shape.Whole(job.text, job.finish_reason, job.prompt_token_logprobs, job.token_logprobs,
+                                          with_logprobs));
+      if (figures.is_null()) figures = ExpertdFigures(job);  // the first choice's; the log has them all
+    }
+    json body = AnswerShape::CombineChoices(std::move(wholes));
+    const auto [prompt_tokens, completion_tokens] = usage();
+    body["usage"] = AnswerShape::Usage(prompt_tokens, completion_tokens);
+    body["expertd"] = std::move(figures);
+    served.summary = summary();
     send(JsonResponse(http::status::ok, body, version, keep_alive));
     return served;
   }
@@ -244,67 +290,78 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     const std::string text = absl::StrCat("data: ", data.dump(), "\n\n");
     connection.WriteChunk(text, ec);
   };
-  // Token logprobs go with the event that carries their text; those of a
-  // token that ended inside a UTF-8 character wait for the next event.
-  size_t logprobs_sent = 0;
-  size_t text_offset = 0;
-  std::optional<json> opening = shape.Opening();
-  if (with_logprobs && parsed.prompt_logprobs) {
-    // The prompt is scored by the prefill: wait for it, then echo it with
-    // its logprobs.
-    std::unique_lock lock(job->mu);
-    if (!wait_for_job(lock, [&] { return job->done || job->completion_tokens > 0 || !job->prompt_token_logprobs.empty(); })) {
-      return served;
+  bool failed = false;
+  for (const Choice& choice : choices) {
+    Request& job = *choice.job;
+    const AnswerShape& choice_shape = choice.shape;
+    // Token logprobs go with the event that carries their text; those of a
+    // token that ended inside a UTF-8 character wait for the next event.
+    size_t logprobs_sent = 0;
+    size_t text_offset = 0;
+    std::optional<json> opening = choice_shape.Opening();
+    if (with_logprobs && parsed.prompt_logprobs) {
+      // The prompt is scored by the prefill: wait for it, then echo it with
+      // its logprobs.
+      std::unique_lock lock(job.mu);
+      if (!wait_for_job(job, lock, [&] { return job.done || job.completion_tokens > 0 || !job.prompt_token_logprobs.empty(); })) {
+        return served;
+      }
+      if (opening) (*opening)["choices"][0]["logprobs"] = choice_shape.StreamLogprobs(job.prompt_token_logprobs, &text_offset);
     }
-    if (opening) (*opening)["choices"][0]["logprobs"] = shape.StreamLogprobs(job->prompt_token_logprobs, &text_offset);
-  }
-  if (opening) event(*opening);
-  while (true) {
-    std::unique_lock lock(job->mu);
-    if (!wait_for_job(lock, [&] { return job->done || !job->pieces.empty(); })) return served;
-    std::deque<std::string> pieces;
-    pieces.swap(job->pieces);
-    const bool done = job->done;
-    const absl::Status status = job->status;
-    const std::string finish = job->finish_reason;
-    json new_logprobs = nullptr;
-    if (with_logprobs && job->token_logprobs.size() > logprobs_sent && (!pieces.empty() || done)) {
-      new_logprobs = shape.StreamLogprobs(absl::MakeConstSpan(job->token_logprobs).subspan(logprobs_sent), &text_offset);
-      logprobs_sent = job->token_logprobs.size();
-    }
-    json figures = done ? ExpertdFigures(*job) : json(nullptr);
-    const size_t completion_tokens = job->completion_tokens;
-    lock.unlock();
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      event(shape.Piece(pieces[i], i + 1 == pieces.size() ? std::exchange(new_logprobs, nullptr) : json(nullptr)));
-    }
-    if (ec) service.Cancel(job);  // the engine stops at its next token
-    if (done) {
+    if (opening) event(*opening);
+    while (true) {
+      std::unique_lock lock(job.mu);
+      if (!wait_for_job(job, lock, [&] { return job.done || !job.pieces.empty(); })) return served;
+      std::deque<std::string> pieces;
+      pieces.swap(job.pieces);
+      const bool done = job.done;
+      const absl::Status status = job.status;
+      const std::string finish = job.finish_reason;
+      json new_logprobs = nullptr;
+      if (with_logprobs && job.token_logprobs.size() > logprobs_sent && (!pieces.empty() || done)) {
+        new_logprobs = choice_shape.StreamLogprobs(absl::MakeConstSpan(job.token_logprobs).subspan(logprobs_sent), &text_offset);
+        logprobs_sent = job.token_logprobs.size();
+      }
+      json figures = done ? ExpertdFigures(job) : json(nullptr);
+      lock.unlock();
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        event(choice_shape.Piece(pieces[i], i + 1 == pieces.size() ? std::exchange(new_logprobs, nullptr) : json(nullptr)));
+      }
+      if (ec) {  // the engine stops at its next token
+        for (const Choice& other : choices) service.Cancel(other.job);
+      }
+      if (!done) continue;
       if (status.ok()) {
-        json closing = shape.Closing(finish, std::move(new_logprobs));
+        json closing = choice_shape.Closing(finish, std::move(new_logprobs));
         closing["expertd"] = std::move(figures);
         event(closing);
-        if (parsed.include_usage) event(shape.UsageEvent(parsed.prompt.size(), completion_tokens));
       } else {
         served.status_code = 500;
         served.summary = status.ToString();
         event(ApiError{500, std::string(status.message()), "", "server_error"}.ToJson());
-      }
-      if (!ec) {
-        const std::string done_text = "data: [DONE]\n\n";
-        connection.WriteChunk(done_text, ec);
-        // A client may close as soon as it has [DONE], before the chunked
-        // body's last (empty) chunk: it did not go away early.
-        if (!ec) {
-          beast::error_code after_done;
-          connection.WriteChunk("", after_done);
-        }
+        failed = true;
       }
       break;
     }
+    if (failed || ec) break;
   }
-  std::lock_guard lock(job->mu);
-  served.summary = absl::StrCat("streamed ", Summary(*job), ec ? " (client went away)" : "",
+  if (failed) {
+    for (const Choice& choice : choices) service.Cancel(choice.job);
+  } else if (parsed.include_usage) {
+    const auto [prompt_tokens, completion_tokens] = usage();
+    event(shape.UsageEvent(prompt_tokens, completion_tokens));
+  }
+  if (!ec) {
+    const std::string done_text = "data: [DONE]\n\n";
+    connection.WriteChunk(done_text, ec);
+    // A client may close as soon as it has [DONE], before the chunked
+    // body's last (empty) chunk: it did not go away early.
+    if (!ec) {
+      beast::error_code after_done;
+      connection.WriteChunk("", after_done);
+    }
+  }
+  served.summary = absl::StrCat("streamed ", summary(), ec ? " (client went away)" : "",
                                 served.summary.empty() ? "" : ": ", served.summary);
   return served;
 }
@@ -673,7 +730,8 @@ void HttpServer::Serve(const Accepted& accepted) {
         shape.created = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
         shape.model = model_name;
-        if (!chat && completion.echo) shape.echo = completion.prompt_text;
+        // Each choice echoes its own prompt (ServeGeneration); non-empty marks that echo is on.
+        if (!chat && completion.echo) shape.echo = completion.prompts.front().text;
         const Served served = ServeGeneration(service_, connection, request.version(), keep_alive,
                                               chat ? chat_request : completion, shape, ec);
         status_code = served.status_code;

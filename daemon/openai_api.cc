@@ -20,6 +20,10 @@ using nlohmann::json;
 // completions and 20 for chat; both get 20 here).
 constexpr int kMaxTopLogprobs = 20;
 
+// Choices one request may ask for (prompts x n): each is a sequence of its
+// own in the engine, so the bound keeps one request from filling the queue.
+constexpr int kMaxChoices = 16;
+
 bool Fail(ApiError* error, std::string param, std::string message, int status = 400) {
   error->http_status = status;
   error->param = std::move(param);
@@ -158,7 +162,11 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
                            GenerationRequest* request, ApiError* error) {
   const ModelConfig& config = model.config();
   auto field = [&](const char* name) { return Field(root, name); };
-  const int64_t prompt_tokens = static_cast<int64_t>(request->prompt.size());
+  // The longest prompt bounds max_tokens.
+  int64_t prompt_tokens = 0;
+  for (const PromptInput& prompt : request->prompts) {
+    prompt_tokens = std::max<int64_t>(prompt_tokens, static_cast<int64_t>(prompt.tokens.size()));
+  }
 
   GenerateOptions& options = request->options;
   // OpenAI's completions default to 16 tokens; a chat answer runs to its end
@@ -250,8 +258,13 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
     }
   }
   if (const json* v = field("n")) {
-    int n = 0;
-    if (!ReadInt(*v, "n", 1, 1, &n, error, " (only n = 1 is supported)")) return false;
+    const int prompts = static_cast<int>(request->prompts.size());
+    const int max_n = std::max(1, kMaxChoices / std::max(1, prompts));
+    if (!ReadInt(*v, "n", 1, max_n, &request->n, error,
+                 absl::StrCat(" (at most ", kMaxChoices, " choices per request, over ", prompts, " prompt",
+                              prompts == 1 ? "" : "s", ")"))) {
+      return false;
+    }
   }
   if (const json* v = field("stop")) {
     if (v->is_string()) {
@@ -347,24 +360,52 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
   if (!ParseBody(body, &root, error) || !CheckModel(root, model_name, error)) return false;
   const ModelConfig& config = model.config();
 
+  // OpenAI's four forms: a string, a list of strings, a list of token ids,
+  // a list of token id lists.
   const json* prompt = Field(root, "prompt");
   if (prompt == nullptr) return Fail(error, "prompt", "prompt is required");
-  if (prompt->is_string()) {
-    request->prompt_text = prompt->get<std::string>();
-    request->prompt = model.tokenizer().Encode(request->prompt_text);
-  } else if (prompt->is_array()) {
-    for (const json& id : *prompt) {
+  constexpr const char* kForms = "prompt must be a string, a list of strings, a list of token ids or a list of token id lists";
+  auto add_text = [&](const std::string& text) {
+    request->prompts.push_back({model.tokenizer().Encode(text), text});
+  };
+  auto add_ids = [&](const json& ids, const std::string& at) {
+    PromptInput input;
+    for (const json& id : ids) {
       const std::optional<int64_t> token = IntIn(id, 0, config.vocab_size - 1);
-      if (!token) {
-        return Fail(error, "prompt", absl::StrCat("prompt as a list must hold token ids in [0, ", config.vocab_size, ")"));
-      }
-      request->prompt.push_back(static_cast<int32_t>(*token));
+      if (!token) return Fail(error, "prompt", absl::StrCat(at, " must hold token ids in [0, ", config.vocab_size, ")"));
+      input.tokens.push_back(static_cast<int32_t>(*token));
     }
-    request->prompt_text = model.tokenizer().Decode(request->prompt, /*skip_special=*/false);
+    input.text = model.tokenizer().Decode(input.tokens, /*skip_special=*/false);
+    request->prompts.push_back(std::move(input));
+    return true;
+  };
+  if (prompt->is_string()) {
+    add_text(prompt->get<std::string>());
+  } else if (prompt->is_array() && (prompt->empty() || (!(*prompt)[0].is_string() && !(*prompt)[0].is_array()))) {
+    if (!add_ids(*prompt, "prompt as a list")) return false;
+  } else if (prompt->is_array()) {
+    if (prompt->size() > static_cast<size_t>(kMaxChoices)) {
+      return Fail(error, "prompt", absl::StrCat("prompt lists at most ", kMaxChoices, " prompts, got ", prompt->size()));
+    }
+    for (size_t i = 0; i < prompt->size(); ++i) {
+      const json& item = (*prompt)[i];
+      const bool strings = (*prompt)[0].is_string();
+      if (strings && item.is_string()) {
+        add_text(item.get<std::string>());
+      } else if (!strings && item.is_array()) {
+        if (!add_ids(item, absl::StrCat("prompt[", i, "]"))) return false;
+      } else {
+        return Fail(error, "prompt", kForms);
+      }
+    }
   } else {
-    return Fail(error, "prompt", "prompt must be a string or a list of token ids");
+    return Fail(error, "prompt", kForms);
   }
-  if (request->prompt.empty()) return Fail(error, "prompt", "prompt is empty");
+  for (size_t i = 0; i < request->prompts.size(); ++i) {
+    if (request->prompts[i].tokens.empty()) {
+      return Fail(error, "prompt", request->prompts.size() == 1 ? "prompt is empty" : absl::StrCat("prompt[", i, "] is empty"));
+    }
+  }
 
   if (!ParseGenerationFields(root, Endpoint::kCompletions, model, limits, request, error)) return false;
   if (const json* v = Field(root, "logprobs")) {
@@ -409,9 +450,10 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     const std::string field = ChatErrorField(text.status());
     return Fail(error, field.empty() ? "messages" : field, std::string(text.status().message()));
   }
-  request->prompt_text = std::move(*text);
-  request->prompt = model.tokenizer().Encode(request->prompt_text, chat_template.add_special_tokens());
-  if (request->prompt.empty()) return Fail(error, "messages", "the messages make an empty prompt");
+  PromptInput& input = request->prompts.emplace_back();
+  input.text = std::move(*text);
+  input.tokens = model.tokenizer().Encode(input.text, chat_template.add_special_tokens());
+  if (input.tokens.empty()) return Fail(error, "messages", "the messages make an empty prompt");
 
   if (!ParseGenerationFields(root, Endpoint::kChat, model, limits, request, error)) return false;
   if (const json* v = Field(root, "logprobs")) {
@@ -494,8 +536,24 @@ json ExpertdFigures(const Request& job) {
 }
 
 
+AnswerShape AnswerShape::ForChoice(int choice_index, std::string choice_echo) const {
+  AnswerShape shape = *this;
+  shape.index = choice_index;
+  shape.echo = std::move(choice_echo);
+  return shape;
+}
+
+json AnswerShape::CombineChoices(std::vector<json> wholes) {
+  if (wholes.empty()) return json::object();
+  json combined = std::move(wholes[0]);
+  for (size_t i = 1; i < wholes.size(); ++i) {
+    for (json& choice : wholes[i]["choices"]) combined["choices"].push_back(std::move(choice));
+  }
+  return combined;
+}
+
 json AnswerShape::Envelope(const char* object, json choice) const {
-  choice["index"] = 0;
+  choice["index"] = index;
   if (!choice.contains("logprobs")) choice["logprobs"] = nullptr;
   return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", json::array({choice})}};
 }

@@ -33,9 +33,16 @@ struct ApiError {
 
 // What a validated request asks the engine for, whichever endpoint it came
 // to: the fields of a Request, and whether to stream the answer.
+struct PromptInput {
+  std::vector<int32_t> tokens;
+  std::string text;  // completions: the prompt (for echo); chat: the rendered messages
+};
 struct GenerationRequest {
-  std::vector<int32_t> prompt;
-  std::string prompt_text;  // completions: the prompt (for echo); chat: the rendered messages
+  // Chat: one. Completions: one per prompt of a list of prompts, in order.
+  std::vector<PromptInput> prompts;
+  // Choices per prompt (OpenAI's n): each an independent generation, choice
+  // i of a prompt sampling with seed + i. Choice p * n + i is prompt p's i-th.
+  int n = 1;
   GenerateOptions options;
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;  // generation ends after any of these (chat: end-of-turn tokens)
@@ -59,9 +66,10 @@ struct CompletionRequest : GenerationRequest {
 using ChatRequest = GenerationRequest;
 
 // Parses and validates the JSON body of a completion request: OpenAI's
-// fields (prompt, max_tokens, temperature, top_p, seed, stop, stream,
+// fields (prompt: a string, a list of strings, token ids or a list of token
+// id lists; max_tokens, temperature, top_p, seed, stop, stream,
 // stream_options.include_usage, echo, logprobs, presence_penalty,
-// frequency_penalty, logit_bias, user, n = 1, model) and ours (top_k,
+// frequency_penalty, logit_bias, user, n, model) and ours (top_k,
 // experts_per_token, roster, ignore_eos). Unknown fields are ignored, as
 // OpenAI's clients send extras; what expertd cannot do yet (response_format
 // other than text, tools and functions) is refused naming the field; wrong
@@ -90,6 +98,12 @@ struct AnswerShape {
   int64_t created = 0;
   std::string model;
   std::string echo;  // completions with echo: true: the prompt, put before the generated text
+  int index = 0;     // the choice's index
+
+  // The shape of choice `index` of the same answer, echoing `echo`.
+  AnswerShape ForChoice(int choice_index, std::string choice_echo) const;
+  // One answer of several choices: the first body with every body's choice.
+  static nlohmann::json CombineChoices(std::vector<nlohmann::json> wholes);
 
   // The whole answer (without usage). logprobs: the request's, prompt first.
   nlohmann::json Whole(const std::string& text, const std::string& finish_reason,

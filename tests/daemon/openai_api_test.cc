@@ -126,7 +126,12 @@ TEST_F(RequestNumbersTest, HostileValuesAreA400NamingTheField) {
         "-9223372036854775808", "\"0.5\"", "true", "[]", "{}"}},
       {"top_k", prompt + R"("top_k": )", "}", false, kNotInt32},
       {"seed", prompt + R"("seed": )", "}", false, kNotSeed},
-      {"n", prompt + R"("n": )", "}", false, Plus(kNotInt32, {"0", "2"})},
+      {"n", prompt + R"("n": )", "}", false, Plus(kNotInt32, {"0", "17"})},
+      {"n", R"({"prompt": ["a", "b", "c"], "n": )", "}", false, {"6", "0"}},
+      {"prompt", R"({"prompt": )", "}", false,
+       {"[[1, 2], \"a\"]", "[\"a\", [1]]", "[[1], [512]]", "[[]]", "[\"\"]", "[{}]", "7", "{}",
+        "[\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\", \"i\", \"j\", \"k\", \"l\", "
+        "\"m\", \"n\", \"o\", \"p\", \"q\"]"}},
       {"experts_per_token", prompt + R"("experts_per_token": )", "}", false, Plus(kNotInt32, {"0", "9"})},
       {"logprobs", prompt + R"("logprobs": )", "}", false, Plus(kNotInt32, {"21"})},
       {"top_logprobs", chat + R"("logprobs": true, "top_logprobs": )", "}", true, Plus(kNotInt32, {"21"})},
@@ -242,10 +247,22 @@ TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
          EXPECT_EQ(r.options.max_new_tokens, 2048);
        }},
       {R"({"prompt": [0, 511], "experts_per_token": 8, "n": 1, "logprobs": 20})", [](const GenerationRequest& r) {
-         EXPECT_EQ(r.prompt, (std::vector<int32_t>{0, 511}));
+         EXPECT_EQ(r.prompts.at(0).tokens, (std::vector<int32_t>{0, 511}));
          EXPECT_EQ(r.options.forward.experts_per_token, 8);
          EXPECT_EQ(r.logprobs, 20);
        }},
+      {R"({"prompt": ["hi", "there"], "n": 8})", [](const GenerationRequest& r) {
+         ASSERT_EQ(r.prompts.size(), 2u);
+         EXPECT_EQ(r.prompts[1].text, "there");
+         EXPECT_FALSE(r.prompts[1].tokens.empty());
+         EXPECT_EQ(r.n, 8);
+       }},
+      {R"({"prompt": [[1, 2], [3]], "n": 1})", [](const GenerationRequest& r) {
+         ASSERT_EQ(r.prompts.size(), 2u);
+         EXPECT_EQ(r.prompts[0].tokens, (std::vector<int32_t>{1, 2}));
+         EXPECT_EQ(r.prompts[1].tokens, (std::vector<int32_t>{3}));
+       }},
+      {R"({"prompt": "hi", "n": 16})", [](const GenerationRequest& r) { EXPECT_EQ(r.n, 16); }},
       {R"({"prompt": "hi", "presence_penalty": -2, "frequency_penalty": 2, "logit_bias": {"0": -100, "511": 100},
            "stream": true, "stream_options": {"include_usage": true}})",
        [](const GenerationRequest& r) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,6 +142,68 @@ TEST_F(Daemon, StreamUsageModelFieldsAndLogitAdjustments) {
   EXPECT_TRUE(client().Complete(penalised).ok());
   penalised["presence_penalty"] = 2.5;
   EXPECT_EQ(client::HttpStatusOf(client().Complete(penalised).status()), 400);
+}
+
+// n choices per prompt and lists of prompts: choice p * n + i is prompt
+// p's i-th, sampled with seed + i, the same as that request on its own;
+// streamed, each event names its choice.
+TEST_F(Daemon, SeveralChoicesAndPromptsAreIndependentGenerations) {
+  auto single = [&](const json& prompt, uint64_t seed) {
+    json request = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 1.0}, {"seed", seed}};
+    auto answer = client().Complete(request);
+    EXPECT_TRUE(answer.ok()) << answer.status();
+    return answer.ok() ? std::pair{(*answer)["choices"][0]["text"].get<std::string>(),
+                                   (*answer)["usage"]["prompt_tokens"].get<int>()}
+                       : std::pair{std::string(), 0};
+  };
+  const json prompts = {"Once upon a time", "The end"};
+  json request = {{"prompt", prompts}, {"n", 3}, {"max_tokens", 6}, {"temperature", 1.0}, {"seed", 5}};
+  auto answer = client().Complete(request);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  const json& choices = (*answer)["choices"];
+  ASSERT_EQ(choices.size(), 6u);
+  int prompt_tokens = 0;
+  for (int p = 0; p < 2; ++p) {
+    for (int i = 0; i < 3; ++i) {
+      const json& choice = choices[p * 3 + i];
+      EXPECT_EQ(choice["index"], p * 3 + i);
+      const auto [text, tokens] = single(prompts[p], 5 + i);
+      EXPECT_EQ(choice["text"], text) << "prompt " << p << ", choice " << i;
+      if (i == 0) prompt_tokens += tokens;
+    }
+  }
+  EXPECT_EQ((*answer)["usage"]["prompt_tokens"], prompt_tokens) << "each prompt counts once, not once per choice";
+  EXPECT_EQ((*answer)["usage"]["completion_tokens"], 36);
+
+  // Streamed: the same texts, assembled by choice index; the usage event
+  // sums them all.
+  request["stream"] = true;
+  request["stream_options"] = {{"include_usage", true}};
+  std::map<int, std::string> streamed;
+  std::map<int, std::string> finish;
+  json usage;
+  absl::Status status = client().CompleteStream(request, [&](const json& chunk) {
+    if (chunk.contains("usage")) usage = chunk["usage"];
+    for (const json& choice : chunk["choices"]) {
+      streamed[choice["index"].get<int>()] += choice["text"].get<std::string>();
+      if (!choice["finish_reason"].is_null()) finish[choice["index"].get<int>()] = choice["finish_reason"];
+    }
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(streamed.size(), 6u);
+  ASSERT_EQ(finish.size(), 6u) << "every choice closes with its finish reason";
+  for (int c = 0; c < 6; ++c) EXPECT_EQ(streamed[c], choices[c]["text"]) << "choice " << c;
+  EXPECT_EQ(usage, (*answer)["usage"]);
+
+  // Chat takes n too; more than 16 choices in all is a 400 naming n.
+  json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"n", 2}, {"max_tokens", 3}};
+  auto chat_answer = client().ChatComplete(chat);
+  ASSERT_TRUE(chat_answer.ok()) << chat_answer.status();
+  EXPECT_EQ((*chat_answer)["choices"].size(), 2u);
+  EXPECT_EQ((*chat_answer)["choices"][1]["index"], 1);
+  request.erase("stream");
+  request["n"] = 9;
+  EXPECT_EQ(client::HttpStatusOf(client().Complete(request).status()), 400);
 }
 
 TEST_F(Daemon, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
