@@ -128,7 +128,9 @@ int main(int argc, char** argv) {
   expertd::cli::TokenizeFlags tokenize;
   CLI::App* tok_cmd = app.add_subcommand("tokenize", "print the token ids of a text");
   tok_cmd->add_option("--model", tokenize.model_dir, "HF model directory")->required();
-  tok_cmd->add_option("--text", tokenize.text, "text to tokenize")->required();
+  // expected(0, 1): "--text=" (an empty value) is the empty text, as --text "" is,
+  // not a missing value.
+  tok_cmd->add_option("--text", tokenize.text, "text to tokenize")->required()->expected(0, 1);
 
   expertd::cli::PackFlags pack;
   CLI::App* pack_cmd = app.add_subcommand("pack", "write the packed expert file of a model");

@@ -92,6 +92,15 @@ TEST_F(Cli, TokenizeMatchesTheLibrary) {
   std::string expected;
   for (int32_t id : (*tokenizer)->Encode(text)) absl::StrAppend(&expected, expected.empty() ? "" : " ", id);
   EXPECT_EQ(result.out, expected + "\n");
+  // The same text given as --text=VALUE, and the empty text either way.
+  EXPECT_EQ(Expertd({"tokenize", "--model", model_, "--text=" + text}).out, expected + "\n");
+  for (const std::vector<std::string>& empty : {std::vector<std::string>{"--text="}, {"--text", ""}}) {
+    std::vector<std::string> args = {"tokenize", "--model", model_};
+    args.insert(args.end(), empty.begin(), empty.end());
+    CommandResult none = Expertd(args);
+    EXPECT_EQ(none.exit_code, 0) << empty[0] << ": " << none.err;
+    EXPECT_EQ(none.out, "\n") << empty[0];
+  }
 }
 
 TEST_F(Cli, RunGeneratesDeterministicallyAndReportsSpeed) {
