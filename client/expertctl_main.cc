@@ -3,7 +3,7 @@
 //   expertctl [--socket PATH] [--timeout SECONDS] health|models|stats
 //   expertctl generate --prompt TEXT [-n N] [--k K] [--roster N [--roster-temperature T]] [--temperature T]
 //                      [--top-p P] [--seed S] [--no-stream]
-//   expertctl chat --prompt TEXT [same options]
+//   expertctl chat [--prompt TEXT] [--system TEXT] [--messages FILE] [--no-generation-prompt] [same options]
 //
 // Text goes to stdout as it is generated; errors go to stderr with exit code 1.
 
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <string>
 
@@ -46,8 +47,17 @@ struct GenerateFlags {
   CLI::Option* seed_option = nullptr;
 };
 
-void AddGenerateFlags(CLI::App* command, GenerateFlags* flags) {
-  command->add_option("-p,--prompt", flags->prompt, "the prompt (for chat: the user's message)")->required();
+// chat's own: the conversation before the user's message.
+struct ChatFlags {
+  std::string system;         // a system message first
+  std::string messages_file;  // a JSON list of {"role", "content"}: the turns so far
+  bool no_generation_prompt = false;  // continue the last (assistant) message instead of starting a reply
+};
+
+void AddGenerateFlags(CLI::App* command, GenerateFlags* flags, bool prompt_required = true) {
+  CLI::Option* prompt =
+      command->add_option("-p,--prompt", flags->prompt, "the prompt (for chat: the user's message, after --messages)");
+  if (prompt_required) prompt->required();
   flags->max_tokens_option =
       command->add_option("-n,--max-tokens", flags->max_tokens, "tokens to generate; default the daemon's")
           ->check(CLI::PositiveNumber);
@@ -114,10 +124,34 @@ std::string ChoiceText(const Json& answer, const char* key, const char* field) {
   return (*value)[field].get<std::string>();
 }
 
-int RunGenerate(const Client& client, const GenerateFlags& flags, bool chat) {
+// The chat's messages: --system, then the turns of --messages, then
+// --prompt as the user's message.
+absl::StatusOr<Json> ChatMessages(const GenerateFlags& flags, const ChatFlags& chat) {
+  Json messages = Json::array();
+  if (!chat.system.empty()) messages.push_back({{"role", "system"}, {"content", chat.system}});
+  if (!chat.messages_file.empty()) {
+    std::ifstream in(chat.messages_file);
+    if (!in) return absl::NotFoundError("cannot open --messages file " + chat.messages_file);
+    const Json turns = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!turns.is_array()) {
+      return absl::InvalidArgumentError(chat.messages_file +
+                                        " must hold a JSON list of {\"role\": ..., \"content\": ...} messages");
+    }
+    for (const Json& turn : turns) messages.push_back(turn);
+  }
+  if (!flags.prompt.empty()) messages.push_back({{"role", "user"}, {"content", flags.prompt}});
+  if (messages.empty()) return absl::InvalidArgumentError("give --prompt, --messages or both");
+  return messages;
+}
+
+int RunGenerate(const Client& client, const GenerateFlags& flags, const ChatFlags* chat_flags) {
+  const bool chat = chat_flags != nullptr;
   Json request = SamplingFields(flags);
   if (chat) {
-    request["messages"] = Json::array({{{"role", "user"}, {"content", flags.prompt}}});
+    absl::StatusOr<Json> messages = ChatMessages(flags, *chat_flags);
+    if (!messages.ok()) return Fail(messages.status());
+    request["messages"] = *std::move(messages);
+    if (chat_flags->no_generation_prompt) request["add_generation_prompt"] = false;
   } else {
     request["prompt"] = flags.prompt;
   }
@@ -160,8 +194,14 @@ int main(int argc, char** argv) {
   CLI::App* generate = app.add_subcommand("generate", "complete a prompt, streaming the text");
   AddGenerateFlags(generate, &generate_flags);
   GenerateFlags chat_flags;
-  CLI::App* chat = app.add_subcommand("chat", "send one user message to /v1/chat/completions");
-  AddGenerateFlags(chat, &chat_flags);
+  CLI::App* chat = app.add_subcommand("chat", "send a conversation to /v1/chat/completions");
+  AddGenerateFlags(chat, &chat_flags, /*prompt_required=*/false);
+  ChatFlags chat_only;
+  chat->add_option("--system", chat_only.system, "a system message before the conversation");
+  chat->add_option("--messages", chat_only.messages_file,
+                   "a JSON file with the conversation so far: [{\"role\": ..., \"content\": ...}, ...]");
+  chat->add_flag("--no-generation-prompt", chat_only.no_generation_prompt,
+                 "continue the last message (an assistant's) instead of starting the assistant's reply");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -173,7 +213,7 @@ int main(int argc, char** argv) {
   if (*health) return PrintJson(client.Health());
   if (*models) return PrintJson(client.Models());
   if (*stats) return PrintJson(client.Stats());
-  if (*generate) return RunGenerate(client, generate_flags, /*chat=*/false);
-  if (*chat) return RunGenerate(client, chat_flags, /*chat=*/true);
+  if (*generate) return RunGenerate(client, generate_flags, nullptr);
+  if (*chat) return RunGenerate(client, chat_flags, &chat_only);
   return 1;
 }

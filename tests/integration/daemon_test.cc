@@ -479,6 +479,34 @@ TEST_F(Daemon, ExpertctlChatPrintsTheAnswer) {
   EXPECT_EQ(exit_code, 1);
 }
 
+// A conversation: --system first, the turns of --messages, then --prompt.
+TEST_F(Daemon, ExpertctlChatSendsSystemAndEarlierTurns) {
+  const json turns = {{{"role", "user"}, {"content", "Hello"}}, {{"role", "assistant"}, {"content", "Hi there."}}};
+  const std::string turns_file = dir_.Sub("turns.json");
+  std::ofstream(turns_file) << turns.dump();
+  json messages = json::array({{{"role", "system"}, {"content", "Be brief."}}});
+  for (const json& turn : turns) messages.push_back(turn);
+  messages.push_back({{"role", "user"}, {"content", "Tell me a story"}});
+  auto chat = client().ChatComplete(GreedyChat(messages, 10));
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  const std::string base = std::string(EXPERTCTL_BINARY) + " --socket " + socket_ + " chat -n 10 --temperature 0";
+  int exit_code = -1;
+  EXPECT_EQ(RunCommand(base + " --system 'Be brief.' --messages " + turns_file +
+                           " --prompt 'Tell me a story' 2>/dev/null",
+                       &exit_code),
+            (*chat)["choices"][0]["message"]["content"].get<std::string>() + "\n");
+  EXPECT_EQ(exit_code, 0);
+  // Without --prompt the file's turns are the whole conversation; with
+  // neither, a clear error.
+  EXPECT_EQ(RunCommand(base + " --messages " + turns_file + " >/dev/null 2>&1", &exit_code), "");
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_THAT(RunCommand(base + " 2>&1", &exit_code), HasSubstr("--prompt, --messages"));
+  EXPECT_EQ(exit_code, 1);
+  std::ofstream(dir_.Sub("bad.json")) << "{\"role\": \"user\"}";
+  EXPECT_THAT(RunCommand(base + " --messages " + dir_.Sub("bad.json") + " 2>&1", &exit_code), HasSubstr("JSON list"));
+  EXPECT_EQ(exit_code, 1);
+}
+
 TEST_F(Daemon, ExpertctlSendsTheRoster) {
   const std::string base = std::string(EXPERTCTL_BINARY) + " --socket " + socket_ +
                            " generate --prompt 'Once upon a time' -n 8 --temperature 0";
