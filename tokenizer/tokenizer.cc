@@ -83,7 +83,8 @@ struct Tokenizer::Impl {
   std::vector<bool> is_special;
   std::optional<int32_t> bos_id;
   std::optional<int32_t> eos_id;
-  bool add_bos = false;
+  // What Encode puts first: the post-processor's leading special token.
+  std::optional<int32_t> prepended_id;
   std::string chat_template;  // tokenizer_config.json's Jinja source; "" when none
 
   std::optional<int32_t> Find(std::string_view text) const {
@@ -243,7 +244,7 @@ absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text
       PostProcessorBos(MemberOrNull(root, "post_processor"), *impl);
   if (!template_bos.ok()) return template_bos.status();
   impl->bos_id = *template_bos;
-  impl->add_bos = template_bos->has_value();
+  impl->prepended_id = *template_bos;
 
   std::optional<std::string> eos_text;
   if (!config_text.empty()) {
@@ -265,12 +266,12 @@ absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text
         return config.MemberError("bos_token", Concat(Quote(**bos_text), " is not a token of ", root.source));
       }
     }
-    // transformers honours add_bos_token over the post-processor when set.
-    if (config.Has("add_bos_token")) {
-      absl::StatusOr<bool> add_bos = config.Bool("add_bos_token", false);
-      if (!add_bos.ok()) return add_bos.status();
-      impl->add_bos = *add_bos;
-    }
+    // add_bos_token is not read: the post-processor alone decides whether a
+    // BOS goes first, as in transformers 5 (checked with 5.24 on byte-level
+    // and SentencePiece-style tokenizers under every tokenizer_class: a
+    // config's add_bos_token true adds none that the post-processor does not,
+    // false removes none it does). DeepSeek-V3 says add_bos_token: true
+    // with a post-processor that adds nothing, and gets no BOS.
   }
   if (eos_text.has_value()) {
     impl->eos_id = impl->Find(*eos_text);
@@ -405,7 +406,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 2);
-  if (add_special && impl_->add_bos && impl_->bos_id.has_value()) ids.push_back(*impl_->bos_id);
+  if (add_special && impl_->prepended_id.has_value()) ids.push_back(*impl_->prepended_id);
   size_t text_start = 0;
   size_t pos = 0;
   const auto encode_text_until = [&](size_t end) {

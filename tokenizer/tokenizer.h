@@ -19,8 +19,8 @@ namespace expertd {
 class Tokenizer {
  public:
   // Reads and validates tokenizer.json (and, when present beside it,
-  // tokenizer_config.json for bos/eos and add_bos_token). Errors name the file
-  // and the offending key.
+  // tokenizer_config.json for bos/eos and the chat template). Errors name the
+  // file and the offending key.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& tokenizer_json_path);
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view tokenizer_json,
                                                              std::string_view tokenizer_config_json,
@@ -29,9 +29,10 @@ class Tokenizer {
 
   // Text -> ids. Added tokens that appear literally in the text are matched
   // first (longest first); the text between them goes through the
-  // normalizer, pre-tokenizer and BPE. When add_special is true the
-  // tokenizer's BOS is prepended if tokenizer_config asks for it
-  // (add_bos_token) or the post-processor adds it.
+  // normalizer, pre-tokenizer and BPE. When add_special is true, the
+  // post-processor's leading special token (a BOS) is prepended if it has
+  // one; tokenizer_config's add_bos_token changes nothing, as in
+  // transformers 5.
   std::vector<int32_t> Encode(std::string_view text, bool add_special = true) const;
 
   // Ids -> UTF-8 bytes. Special tokens are dropped when skip_special is true.

@@ -313,8 +313,13 @@ TEST_F(Daemon, MetricsAreIntegersAndFailuresAreCountedAndLogged) {
   EXPECT_THAT(metrics, HasSubstr("expertd_requests_failed_total "));
   EXPECT_THAT(metrics, HasSubstr("expertd_requests_cancelled_total 0\n"));
   EXPECT_THAT(metrics, Not(HasSubstr("e+"))) << "counters print as integers";
-  // The request log says why the request failed.
-  const std::string log = ReadFile(dir_.Sub("daemon.log"));
+  // The request log says why the request failed. Its line is written after
+  // the answer went out, so the client can be first: wait for it.
+  std::string log = ReadFile(dir_.Sub("daemon.log"));
+  for (int i = 0; i < 250 && log.find(" 500 in ") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    log = ReadFile(dir_.Sub("daemon.log"));
+  }
   EXPECT_THAT(log, HasSubstr(" 500 in "));
   EXPECT_THAT(log, HasSubstr("is corrupt (XXH64"));
 }
