@@ -5,6 +5,16 @@
 // and (?i) follow Unicode as HF tokenizers' Oniguruma regexes do) and the
 // JIT. The pre-tokenizer regexes need lookahead (`\s+(?!\S)`), which is why
 // this is PCRE2 and not std::regex or RE2.
+//
+// Unicode version: the character properties (\p{L}, \p{N}, \s) are PCRE2's
+// own tables, and Debian 12's PCRE2 10.42 has Unicode 14. Hugging Face's
+// tokenizers (Rust's regex/onig crates) know Unicode 15-16, so a character
+// assigned after Unicode 14 (e.g. U+1FAE8-U+1FAF8, the newest emoji, or
+// Kawi letters U+11F00-U+11F5F) is unassigned here: a pre-tokenizer that
+// splits on letters splits such text differently, and the token ids differ
+// from HF's there (only there: the conformance runs against HF's tokenizers
+// matched on everything else). Debian offers no newer PCRE2; a PCRE2 built
+// against newer Unicode tables would close it without code changes.
 
 #include <cstddef>
 #include <memory>
