@@ -24,7 +24,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include <vector>
+
 #include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant_blocks.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -225,6 +229,12 @@ void MatVecRows(DType dtype, const void* data, int64_t cols, const float* x, flo
     case DType::kF16:
       MatVecRowsT(static_cast<const hwy::float16_t*>(data), n, x, y, begin, end);
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return;  // quantised weights go through internal::QuantMatMulRows
   }
 }
 
@@ -245,6 +255,12 @@ void MatMulRows(DType dtype, const void* data, int64_t rows, int64_t cols, const
     case DType::kF16:
       MatMulRowsT(static_cast<const hwy::float16_t*>(data), r, n, x, m, y, begin, end);
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return;  // quantised weights go through internal::QuantMatMulRows
   }
 }
 
@@ -276,10 +292,50 @@ int64_t MinChunkRows(const WeightMatrix& w) {
   return (rows + 3) / 4 * 4;  // whole 4-row tiles in MatVec
 }
 
+// Quantised weights: the activation rows are quantised to 8 bits once per
+// call, on the calling thread, into this thread's scratch (MatVec's
+// signature has no scratch argument, and the engine must not allocate per
+// token: the buffer grows to the largest call and stays). Workers of a
+// parallel call only read the caller's buffer, which outlives ParallelFor.
+const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t batch) {
+  thread_local std::vector<std::byte> scratch;
+  const int64_t row_bytes = ActivationRowBytes(w.dtype, w.cols);
+  const auto bytes = static_cast<size_t>(row_bytes * batch);
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  for (int64_t m = 0; m < batch; ++m) {
+    QuantizeActivationRow(w.dtype, x + m * w.cols, w.cols, scratch.data() + m * row_bytes);
+  }
+  return scratch.data();
+}
+
+struct QuantJob {
+  const WeightMatrix* w;
+  const void* xq;
+  int64_t batch;
+  float* y;
+};
+
+void QuantMatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
+  const void* xq = QuantizeActivations(w, x, batch);
+  if (pool == nullptr) {
+    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, xq, batch, y, 0, w.rows);
+    return;
+  }
+  const QuantJob job{&w, xq, batch, y};
+  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
+    internal::QuantMatMulRows(job->w->dtype, job->w->data, job->w->rows, job->w->cols, job->xq, job->batch, job->y,
+                              begin, end);
+  });
+}
+
 }  // namespace
 
 void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
   if (w.rows <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    QuantMatMul(w, x, 1, y, pool);
+    return;
+  }
   if (pool == nullptr) {
     HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, 0, w.rows);
     return;
@@ -295,6 +351,10 @@ void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
 
 void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
   if (w.rows <= 0 || batch <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    QuantMatMul(w, x, batch, y, pool);
+    return;
+  }
   if (batch == 1) {
     // The 4-row MatVec tiles read x once per four rows; same values either way.
     MatVec(w, x, y, pool);
@@ -314,6 +374,13 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, Thre
 void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float* y, int64_t row_begin,
                     int64_t row_end) {
   if (row_begin >= row_end || batch <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    // Each call quantises x again: the same bytes every time, so any split
+    // of rows still gives MatMul's values.
+    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, QuantizeActivations(w, x, batch), batch, y,
+                              row_begin, row_end);
+    return;
+  }
   if (batch == 1) {
     HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, row_begin, row_end);
   } else {
