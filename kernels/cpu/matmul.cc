@@ -302,9 +302,7 @@ const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t b
   const int64_t row_bytes = ActivationRowBytes(w.dtype, w.cols);
   const auto bytes = static_cast<size_t>(row_bytes * batch);
   if (scratch.size() < bytes) scratch.resize(bytes);
-  for (int64_t m = 0; m < batch; ++m) {
-    QuantizeActivationRow(w.dtype, x + m * w.cols, w.cols, scratch.data() + m * row_bytes);
-  }
+  internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, scratch.data());
   return scratch.data();
 }
 

@@ -343,13 +343,20 @@ void QuantQ6_K(const float* x, int64_t blocks, BlockQ6_K* out) {
 
 // ---------------------------------------------------------------- activations
 
-// q = round(x / d), d = max|x| / 127; returns d.
+// q = round(x / d), d = max|x| / 127; returns d. Runs once per activation
+// row and call, so it rounds without a libm call: adding and subtracting
+// 1.5 * 2^23 rounds to the nearest integer (ties to even, as lrintf) any
+// value below 2^22 in magnitude, and |x * id| <= 127.5 here.
 float QuantizeQ8(const float* x, int n, int8_t* q) {
   float amax = 0;
   for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const float d = amax / 127.0f;
   const float id = d > 0 ? 1.0f / d : 0.0f;
-  for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::clamp(NearestInt(x[i] * id), -127, 127));
+  constexpr float kRound = 12582912.0f;
+  for (int i = 0; i < n; ++i) {
+    const float rounded = (x[i] * id + kRound) - kRound;
+    q[i] = static_cast<int8_t>(rounded >= -127.0f ? (rounded <= 127.0f ? rounded : 127.0f) : -127.0f);
+  }
   return d;
 }
 
@@ -430,16 +437,6 @@ float DotQ6_K(const BlockQ6_K* w, const ActQ8_K* x, int64_t blocks) {
 }
 
 }  // namespace
-
-void Q4KScaleMin(const uint8_t* scales, int j, uint8_t* scale, uint8_t* min) {
-  if (j < 4) {
-    *scale = scales[j] & 63;
-    *min = scales[j + 4] & 63;
-  } else {
-    *scale = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
-    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
-  }
-}
 
 void DequantizeRow(DType dtype, const void* blocks, int64_t n, float* out) {
   const int64_t count = n / DTypeBlockElements(dtype);

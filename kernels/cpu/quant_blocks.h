@@ -68,7 +68,39 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(Block
 // of scales[j] and scales[j + 4]; j >= 4 take their low 4 bits from
 // scales[j + 4] (scale low nibble, min high nibble) and their top 2 bits
 // from the top bits of scales[j - 4] (scale) and scales[j] (min).
-void Q4KScaleMin(const uint8_t* scales, int j, uint8_t* scale, uint8_t* min);
+// Inline: the dot-product kernels call it eight times per super-block.
+inline void Q4KScaleMin(const uint8_t* scales, int j, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
+    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// An f16 scale's exact f32 value (as F16ToF32), inline for the kernels: the
+// exponent and mantissa bits move into place and a multiplication by 2^112
+// rebiases the exponent, exactly for normal and subnormal halves alike.
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t rest = h & 0x7FFFu;
+  float magnitude;
+  if (rest >= 0x7C00u) {  // infinity or NaN
+    const uint32_t bits = 0x7F800000u | ((rest & 0x3FFu) << 13);
+    __builtin_memcpy(&magnitude, &bits, 4);
+  } else {
+    const uint32_t bits = rest << 13;
+    __builtin_memcpy(&magnitude, &bits, 4);
+    magnitude *= 0x1p112f;
+  }
+  uint32_t out;
+  __builtin_memcpy(&out, &magnitude, 4);
+  out |= sign;
+  float result;
+  __builtin_memcpy(&result, &out, 4);
+  return result;
+}
 
 // out[i] = the value of element i, for n elements (whole blocks) of a
 // quantised dtype. Float dtypes are ConvertToF32's job.

@@ -58,7 +58,7 @@ float DotQ8_0(const BlockQ8_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, s
     for (size_t k = 0; k < 32; k += n) {
       s0 = hn::ReorderWidenMulAccumulate(d32, LoadI8(d16, w[i].qs + k), LoadI8(d16, x[i].qs + k), s0, s1);
     }
-    const float scale = F16ToF32(w[i].d) * x[i].d;
+    const float scale = HalfToFloat(w[i].d) * x[i].d;
     acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0, s1)), hn::Set(df, scale), acc);
   }
   return hn::GetLane(hn::SumOfLanes(df, acc));
@@ -80,7 +80,7 @@ float DotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, s
       s0 = hn::ReorderWidenMulAccumulate(d32, lo, LoadI8(d16, x[i].qs + k), s0, s1);
       s0 = hn::ReorderWidenMulAccumulate(d32, hi, LoadI8(d16, x[i].qs + 16 + k), s0, s1);
     }
-    const float scale = F16ToF32(w[i].d) * x[i].d;
+    const float scale = HalfToFloat(w[i].d) * x[i].d;
     acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0, s1)), hn::Set(df, scale), acc);
   }
   return hn::GetLane(hn::SumOfLanes(df, acc));
@@ -121,8 +121,8 @@ float DotK(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t bl
       total = hn::Add(total, hn::Mul(hn::Add(hi0, hi1), hn::Set(d32, sc[2 * c + 1])));
     }
     const int32_t scaled = hn::GetLane(hn::SumOfLanes(d32, total));
-    acc += (x[i].d * F16ToF32(w[i].d)) * static_cast<float>(scaled) -
-           (x[i].d * F16ToF32(w[i].dmin)) * static_cast<float>(mins);
+    acc += (x[i].d * HalfToFloat(w[i].d)) * static_cast<float>(scaled) -
+           (x[i].d * HalfToFloat(w[i].dmin)) * static_cast<float>(mins);
   }
   return acc;
 }
@@ -166,10 +166,121 @@ float DotQ6_K(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, si
       }
     }
     const int32_t scaled = hn::GetLane(hn::SumOfLanes(d32, total));
-    acc += (x[i].d * F16ToF32(w[i].d)) * static_cast<float>(scaled);
+    acc += (x[i].d * HalfToFloat(w[i].d)) * static_cast<float>(scaled);
   }
   return acc;
 }
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+// x86 with AVX2 (every x86 target from AVX2 up, AVX-512 included): Highway
+// 1.0 has no u8 x i8 multiply, so these use pmaddubsw directly on 32-byte
+// vectors, one sub-block per vector: unsigned 4-6 bit codes times int8
+// activations summed in pairs into int16 (at most 63 * 127 * 2, no
+// saturation), then pmaddwd by the sub-block's integer scale into int32.
+// The same exact integers as the portable kernels, so the same results.
+#define EXPERTD_QUANT_X86 1
+
+HWY_INLINE float ScaleF32(uint16_t h) { return _cvtsh_ss(h); }  // F16C, exact
+
+HWY_INLINE int32_t HorizontalSum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+float DotQ8_0X86(const BlockQ8_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  // pmaddubsw needs one unsigned side: |w| against x with w's sign.
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (size_t i = 0; i < blocks; ++i) {
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+    const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(ScaleF32(w[i].d) * x[i].d), acc);
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <bool kFifthBit, typename Block>
+float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  const __m256i bit = _mm256_set1_epi8(1);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    uint8_t sc[8], m[8];
+    int32_t mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      Q4KScaleMin(w[i].scales, j, &sc[j], &m[j]);
+      mins += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+    }
+    __m256i qh;
+    if constexpr (kFifthBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh));
+    __m256i total = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs + 32 * c));
+      __m256i lo = _mm256_and_si256(q, low);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+      if constexpr (kFifthBit) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, bit), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), bit), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
+      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 64 * c));
+      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 64 * c + 32));
+      total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_set1_epi16(sc[2 * c])));
+      total = _mm256_add_epi32(total,
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xhi), _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    const int32_t scaled = HorizontalSum(total);
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled) -
+           (x[i].d * ScaleF32(w[i].dmin)) * static_cast<float>(mins);
+  }
+  return acc;
+}
+
+// Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
+// with sum x from the activation's per-16 sums.
+float DotQ6_KX86(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  const __m256i three = _mm256_set1_epi8(3);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    int32_t offset = 0;
+    for (int j = 0; j < 16; ++j) offset += w[i].scales[j] * x[i].bsums[j];
+    __m256i total = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h));
+      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
+          _mm256_or_si256(_mm256_and_si256(lb, low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
+      };
+      const int8_t* sc = w[i].scales + 8 * h;
+      for (int t = 0; t < 4; ++t) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 128 * h + 32 * t));
+        // Lanes 0-7 of the int16 pairs are elements l < 16 (scale sc[2t]),
+        // lanes 8-15 are l >= 16 (scale sc[2t + 1]).
+        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]), _mm_set1_epi16(sc[2 * t]));
+        total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xv), scale));
+      }
+    }
+    const int32_t scaled = HorizontalSum(total) - 32 * offset;
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+  }
+  return acc;
+}
+#endif  // x86 with AVX2
 
 template <typename Block, typename Act, float (*kDot)(const Block*, const Act*, size_t)>
 void Rows(const void* w, size_t rows, size_t cols, size_t block_elements, const void* xq, size_t batch, float* y,
@@ -187,16 +298,69 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
                int64_t row_begin, int64_t row_end) {
   const auto r = static_cast<size_t>(rows), n = static_cast<size_t>(cols), m = static_cast<size_t>(batch);
   const auto begin = static_cast<size_t>(row_begin), end = static_cast<size_t>(row_end);
+#ifdef EXPERTD_QUANT_X86
+  constexpr auto kQ8_0 = DotQ8_0X86;
+  constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
+  constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
+  constexpr auto kQ6_K = DotQ6_KX86;
+#else
+  constexpr auto kQ8_0 = DotQ8_0;
+  constexpr auto kQ4_K = DotK<false, BlockQ4_K>;
+  constexpr auto kQ5_K = DotK<true, BlockQ5_K>;
+  constexpr auto kQ6_K = DotQ6_K;
+#endif
   switch (dtype) {
-    case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, DotQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, kQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, DotQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
-    case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, DotK<false, BlockQ4_K>>(w, r, n, 256, xq, m, y, begin, end); return;
-    case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, DotK<true, BlockQ5_K>>(w, r, n, 256, xq, m, y, begin, end); return;
-    case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, DotQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:
       return;  // MatMul runs float weights itself
+  }
+}
+
+#undef EXPERTD_QUANT_X86
+
+// QuantizeActivationRow's bytes exactly: the maximum is order-independent,
+// d and 1 / d are the same scalar steps, x * (1 / d) the same product, and
+// NearestInt rounds to nearest even like the scalar code (|x / d| <= 127.5).
+HWY_INLINE float QuantizeBlockQ8(const float* HWY_RESTRICT x, size_t count, int8_t* HWY_RESTRICT q) {
+  const hn::CappedTag<float, 16> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const size_t n = hn::Lanes(df);
+  auto amax = hn::Zero(df);
+  for (size_t k = 0; k < count; k += n) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, x + k)));
+  const float d = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
+  const auto id = hn::Set(df, d > 0 ? 1.0f / d : 0.0f);
+  const auto lo = hn::Set(di, -127), hi = hn::Set(di, 127);
+  for (size_t k = 0; k < count; k += n) {
+    const auto i = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, x + k), id)), lo), hi);
+    hn::StoreU(hn::DemoteTo(d8, i), d8, q + k);
+  }
+  return d;
+}
+
+void QuantizeActivations(DType dtype, const float* x, int64_t cols, int64_t batch, void* out) {
+  const auto n = static_cast<size_t>(cols);
+  for (int64_t m = 0; m < batch; ++m, x += cols) {
+    if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0) {
+      auto* blocks = static_cast<ActQ8_32*>(out) + static_cast<size_t>(m) * (n / 32);
+      for (size_t i = 0; i < n / 32; ++i) blocks[i].d = QuantizeBlockQ8(x + 32 * i, 32, blocks[i].qs);
+    } else if (DTypeIsQuantized(dtype)) {
+      auto* blocks = static_cast<ActQ8_K*>(out) + static_cast<size_t>(m) * (n / 256);
+      for (size_t i = 0; i < n / 256; ++i) {
+        blocks[i].d = QuantizeBlockQ8(x + 256 * i, 256, blocks[i].qs);
+        for (int g = 0; g < 16; ++g) {
+          int sum = 0;
+          for (int l = 0; l < 16; ++l) sum += blocks[i].qs[16 * g + l];
+          blocks[i].bsums[g] = static_cast<int16_t>(sum);
+        }
+      }
+    }
   }
 }
 
@@ -208,6 +372,11 @@ HWY_AFTER_NAMESPACE();
 namespace expertd::kernels::internal {
 
 HWY_EXPORT(QuantRows);
+HWY_EXPORT(QuantizeActivations);
+
+void QuantizeActivationRows(DType dtype, const float* x, int64_t cols, int64_t batch, void* out) {
+  HWY_DYNAMIC_DISPATCH(QuantizeActivations)(dtype, x, cols, batch, out);
+}
 
 void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
                      float* y, int64_t row_begin, int64_t row_end) {

@@ -22,6 +22,10 @@ namespace expertd::kernels::internal {
 void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
                      float* y, int64_t row_begin, int64_t row_end);
 
+// QuantizeActivationRow (quant_blocks.h) on `batch` rows of `cols`, byte for
+// byte, vectorised: it runs on every MatVec call.
+void QuantizeActivationRows(DType dtype, const float* x, int64_t cols, int64_t batch, void* out);
+
 }  // namespace expertd::kernels::internal
 
 #endif  // EXPERTD_KERNELS_CPU_QUANT_MATMUL_H_

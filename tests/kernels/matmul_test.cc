@@ -15,6 +15,7 @@
 #include "hwy/targets.h"
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace expertd::kernels {
@@ -340,6 +341,9 @@ TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
         const std::vector<float> row(y.begin() + b * kRows, y.begin() + (b + 1) * kRows);
         ASSERT_TRUE(SameBits(row, single)) << DTypeName(dtype);
         QuantizeActivationRow(dtype, x.data() + b * kCols, kCols, xq.data());
+        std::vector<uint8_t> xq_simd(xq.size());
+        internal::QuantizeActivationRows(dtype, x.data() + b * kCols, kCols, 1, xq_simd.data());
+        ASSERT_EQ(xq_simd, xq) << DTypeName(dtype) << ": vectorised activation quantisation differs";
         for (int64_t r = 0; r < kRows; ++r) {
           const auto i = static_cast<size_t>(r);
           ASSERT_NEAR(single[i], expected[i], tolerance[i]) << DTypeName(dtype) << " row " << r;

@@ -146,6 +146,15 @@ TEST(QuantBlocksTest, DequantizeMatchesElementwiseReferenceBitForBit) {
   }
 }
 
+// The kernels' inline f16 conversion is F16ToF32 for every one of the 65536
+// halves, infinities, NaNs and subnormals included.
+TEST(QuantBlocksTest, HalfToFloatIsF16ToF32) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = HalfToFloat(static_cast<uint16_t>(h)), b = F16ToF32(static_cast<uint16_t>(h));
+    ASSERT_TRUE(SameBits(a, b)) << std::hex << h;
+  }
+}
+
 // Q8_0's codes are round(x / d) against the stored scale (error <= d / 2);
 // Q4_0 puts the largest magnitude on code -8, so the other end may clip by
 // up to one step (error <= |d|).
