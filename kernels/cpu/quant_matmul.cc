@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/quant_blocks.h"
@@ -189,12 +190,25 @@ HWY_INLINE int32_t HorizontalSum(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-float DotQ8_0X86(const BlockQ8_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+// The 32 signed codes of a Q8_0 block, or of a Q4_0 block (nibbles - 8).
+HWY_INLINE __m256i Codes(const BlockQ8_0& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+HWY_INLINE __m256i Codes(const BlockQ4_0& b) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i low = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+  return _mm256_set_m128i(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
+                          _mm_sub_epi8(_mm_and_si128(q, low), eight));
+}
+
+// Q8_0 and Q4_0: each block's exact integer sum, scaled and accumulated in
+// eight f32 lanes (the portable kernels use Highway's lane count, so their
+// sums differ by f32 reordering only).
+template <typename Block>
+float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
   // pmaddubsw needs one unsigned side: |w| against x with w's sign.
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc = _mm256_setzero_ps();
   for (size_t i = 0; i < blocks; ++i) {
-    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs));
+    const __m256i wq = Codes(w[i]);
     const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
     const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
@@ -212,12 +226,23 @@ float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t
   const __m256i bit = _mm256_set1_epi8(1);
   float acc = 0;
   for (size_t i = 0; i < blocks; ++i) {
+    // Q4KScaleMin for all eight sub-blocks at once, four bytes per word:
+    // words 0-1 are the scales of sub-blocks 0-7, words 2-3 the mins.
+    uint32_t packed[3], words[4];
+    std::memcpy(packed, w[i].scales, 12);
+    words[0] = packed[0] & 0x3F3F3F3Fu;
+    words[2] = packed[1] & 0x3F3F3F3Fu;
+    words[1] = (packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u);
+    words[3] = ((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u);
     uint8_t sc[8], m[8];
-    int32_t mins = 0;
-    for (int j = 0; j < 8; ++j) {
-      Q4KScaleMin(w[i].scales, j, &sc[j], &m[j]);
-      mins += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
-    }
+    std::memcpy(sc, words, 8);
+    std::memcpy(m, words + 2, 8);
+    // sum_j m_j * (sum of x over sub-block j): the 16 per-16 sums against
+    // each min twice.
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)),
+                                                                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m))));
+    const int32_t mins = HorizontalSum(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), mins16));
     __m256i qh;
     if constexpr (kFifthBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh));
     __m256i total = _mm256_setzero_si256();
@@ -299,19 +324,21 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
   const auto r = static_cast<size_t>(rows), n = static_cast<size_t>(cols), m = static_cast<size_t>(batch);
   const auto begin = static_cast<size_t>(row_begin), end = static_cast<size_t>(row_end);
 #ifdef EXPERTD_QUANT_X86
-  constexpr auto kQ8_0 = DotQ8_0X86;
+  constexpr auto kQ8_0 = DotQ8X86<BlockQ8_0>;
+  constexpr auto kQ4_0 = DotQ8X86<BlockQ4_0>;
   constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
   constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
   constexpr auto kQ6_K = DotQ6_KX86;
 #else
   constexpr auto kQ8_0 = DotQ8_0;
+  constexpr auto kQ4_0 = DotQ4_0;
   constexpr auto kQ4_K = DotK<false, BlockQ4_K>;
   constexpr auto kQ5_K = DotK<true, BlockQ5_K>;
   constexpr auto kQ6_K = DotQ6_K;
 #endif
   switch (dtype) {
     case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, kQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
-    case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, DotQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
