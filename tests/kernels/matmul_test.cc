@@ -44,22 +44,31 @@ struct TestMatrix {
   }
 };
 
-// A quantised matrix: random rows quantised by QuantizeRow; values are their
-// dequantisation (exact, quant_blocks_test checks DequantizeRow).
+// A quantised matrix of random blocks: random code bytes (every code a file
+// may hold, Q8_0's -128 included) and random finite f16 scales of either
+// sign; values are their dequantisation (exact, quant_blocks_test checks
+// DequantizeRow). Random bytes rather than QuantizeRow keep the test fast
+// under sanitizers.
 TestMatrix MakeQuantMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 0.5f);
+  std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
   TestMatrix m{dtype, rows, cols, {}, {}, {}};
   const int64_t row_bytes = DTypeBytes(dtype, cols);
   m.storage16.resize(static_cast<size_t>(rows * row_bytes / 2 + 1));
   auto* bytes = reinterpret_cast<uint8_t*>(m.storage16.data() + 1);
-  m.values.resize(static_cast<size_t>(rows * cols));
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : row) v = dist(rng);
-    QuantizeRow(dtype, row.data(), cols, bytes + r * row_bytes);
-    DequantizeRow(dtype, bytes + r * row_bytes, cols, m.values.data() + r * cols);
+  for (int64_t i = 0; i < rows * row_bytes; ++i) bytes[i] = static_cast<uint8_t>(rng());
+  // Offsets of the f16 scales in a block (block_q6_K keeps d at its end).
+  std::vector<int64_t> scale_offsets = {0};
+  if (dtype == DType::kQ4_K || dtype == DType::kQ5_K) scale_offsets = {0, 2};
+  if (dtype == DType::kQ6_K) scale_offsets = {208};
+  for (int64_t block = 0; block < rows * row_bytes; block += DTypeBlockBytes(dtype)) {
+    for (const int64_t offset : scale_offsets) {
+      const uint16_t h = F32ToF16(scale(rng));
+      std::memcpy(bytes + block + offset, &h, sizeof(h));
+    }
   }
+  m.values.resize(static_cast<size_t>(rows * cols));
+  DequantizeRow(dtype, bytes, rows * cols, m.values.data());
   return m;
 }
 
