@@ -186,6 +186,29 @@ void ExpertMatVecQuantBench(benchmark::State& state, const Buffers* buffers, DTy
 
 constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_K};
 
+// The kernels' arithmetic speed apart from memory: one 256 x 2048 matrix
+// (at most 1 MiB, cache-resident) on the calling thread, timed in that
+// thread's CPU time, which other processes on a busy machine do not inflate.
+// Every dtype, so the ratios say which formats are compute-bound.
+void CachedMatVecBench(benchmark::State& state, DType dtype) {
+  constexpr int64_t kRows = 256, kCols = 2048;
+  std::vector<float> values(static_cast<size_t>(kRows * kCols));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 29) * 0.01f - 0.14f;
+  std::vector<uint8_t> weights(static_cast<size_t>(kRows * DTypeBytes(dtype, kCols)));
+  for (int64_t r = 0; r < kRows; ++r) {
+    kernels::QuantizeRow(dtype, values.data() + r * kCols, kCols, weights.data() + r * DTypeBytes(dtype, kCols));
+  }
+  const WeightMatrix w{dtype, weights.data(), kRows, kCols};
+  std::vector<float> x(static_cast<size_t>(kCols), 0.5f), y(static_cast<size_t>(kRows));
+  for (auto _ : state) {
+    kernels::MatVec(w, x.data(), y.data(), nullptr);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * w.size_bytes());
+  state.counters["Gelem/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kRows * kCols / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
 // kDim x kDim elements of `dtype`: 1 Mi random-ish values quantised once
 // (quantising all of them would take longer than the benchmarks) and their
 // blocks repeated; the kernels' speed does not depend on the values.
@@ -295,6 +318,12 @@ int main(int argc, char** argv) {
     configure(benchmark::RegisterBenchmark("matmul_bf16", MatMulBench, b)->Args({threads, 8}));
   }
 
+  for (const expertd::DType dtype : expertd::kAllDTypes) {
+    benchmark::RegisterBenchmark(("cached_matvec_" + std::string(expertd::DTypeName(dtype))).c_str(),
+                                 CachedMatVecBench, dtype)
+        ->Unit(benchmark::kMicrosecond);
+  }
+
   for (const int threads : {1, 2}) {
     for (const ExpertShape& shape : kExpertShapes) {
       configure(benchmark::RegisterBenchmark("expert_matvec_bf16", ExpertMatVecBench, b)
@@ -310,6 +339,18 @@ int main(int argc, char** argv) {
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
+
+  // Arithmetic alone (cache-resident, CPU time): elements per second.
+  const double cached_bf16 = reporter.BytesPerSecond("cached_matvec_bf16") / 2;
+  for (const expertd::DType dtype : expertd::kAllDTypes) {
+    const std::string name(expertd::DTypeName(dtype));
+    const double bytes = reporter.BytesPerSecond("cached_matvec_" + name);
+    if (bytes <= 0 || cached_bf16 <= 0) continue;
+    const double elements = bytes / (static_cast<double>(expertd::DTypeBlockBytes(dtype)) /
+                                     static_cast<double>(expertd::DTypeBlockElements(dtype)));
+    std::printf("cache-resident %s matvec (1 thread, CPU time): %.1f Gelem/s, %.1f GB/s of weights, %.2f x bf16\n",
+                name.c_str(), elements / 1e9, bytes / 1e9, elements / cached_bf16);
+  }
 
   // Quantised experts against bf16: weight GB/s, and the time of a MatVec
   // over the same shape as a fraction of bf16's (below 1 is faster).
