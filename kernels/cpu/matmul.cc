@@ -295,15 +295,44 @@ int64_t MinChunkRows(const WeightMatrix& w) {
 // Quantised weights: the activation rows are quantised to 8 bits once per
 // call, on the calling thread, into this thread's scratch (MatVec's
 // signature has no scratch argument, and the engine must not allocate per
-// token: the buffer grows to the largest call and stays). Workers of a
+// token: the buffers grow to the largest call and stay). Workers of a
 // parallel call only read the caller's buffer, which outlives ParallelFor.
+//
+// The scratch also remembers the f32 rows it last quantised: a MoE layer
+// calls MatMulRowRange for gate and up of every expert with the same x
+// (in decode, every expert), and quantising a 2048-row again costs ~12% of
+// the row range's dot products while comparing it costs a memcmp. The bytes
+// are compared exactly, so a hit returns what quantising would; large
+// batches (prefill) are not remembered, as comparing would cost as much.
+struct ActivationScratch {
+  std::vector<float> input;  // the rows last quantised, when small enough
+  DType dtype = DType::kF32;
+  int64_t cols = 0;
+  std::vector<std::byte> quantised;
+};
+
 const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t batch) {
-  thread_local std::vector<std::byte> scratch;
-  const int64_t row_bytes = ActivationRowBytes(w.dtype, w.cols);
-  const auto bytes = static_cast<size_t>(row_bytes * batch);
-  if (scratch.size() < bytes) scratch.resize(bytes);
-  internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, scratch.data());
-  return scratch.data();
+  constexpr int64_t kMaxRememberedElements = 16384;
+  thread_local ActivationScratch scratch;
+  const int64_t elements = w.cols * batch;
+  const auto input_bytes = static_cast<size_t>(elements) * sizeof(float);
+  // Q8_0 and Q4_0 share their activation form, as do the K-quants.
+  const DType form = DTypeBlockElements(w.dtype) == 32 ? DType::kQ8_0 : DType::kQ4_K;
+  if (scratch.dtype == form && scratch.cols == w.cols && scratch.input.size() == static_cast<size_t>(elements) &&
+      std::memcmp(scratch.input.data(), x, input_bytes) == 0) {
+    return scratch.quantised.data();
+  }
+  const auto bytes = static_cast<size_t>(ActivationRowBytes(w.dtype, w.cols) * batch);
+  if (scratch.quantised.size() < bytes) scratch.quantised.resize(bytes);
+  internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, scratch.quantised.data());
+  if (elements <= kMaxRememberedElements) {
+    scratch.input.assign(x, x + elements);
+    scratch.dtype = form;
+    scratch.cols = w.cols;
+  } else {
+    scratch.input.clear();
+  }
+  return scratch.quantised.data();
 }
 
 struct QuantJob {

@@ -271,6 +271,35 @@ INSTANTIATE_TEST_SUITE_P(Quant32Shapes, MatMulTest,
                                             ::testing::Values(int64_t{5}), ::testing::Values(int64_t{32}, int64_t{96})),
                          ParamName);
 
+// The activation rows a thread last quantised are remembered (matmul.cc);
+// a row changed in place, one element by one ulp, or a different dtype of
+// the same size must be quantised afresh.
+TEST(MatMulEdgeTest, QuantisedActivationsAreNeverStale) {
+  const TestMatrix q4k = MakeMatrix(DType::kQ4_K, 9, 512, 70);
+  const TestMatrix q8 = MakeMatrix(DType::kQ8_0, 9, 512, 71);
+  std::vector<float> x = RandomVector(512, 72);
+  auto fresh = [&](const TestMatrix& m, const std::vector<float>& input) {
+    std::vector<float> y(9), xq(static_cast<size_t>(ActivationRowBytes(m.dtype, 512)) / sizeof(float) + 1);
+    QuantizeActivationRow(m.dtype, input.data(), 512, xq.data());
+    const auto* w = static_cast<const uint8_t*>(m.view().data);
+    for (int64_t r = 0; r < 9; ++r) y[static_cast<size_t>(r)] = DotQuantRowScalar(m.dtype, w + r * DTypeBytes(m.dtype, 512), xq.data(), 512);
+    return y;
+  };
+  std::vector<float> y(9);
+  for (int step = 0; step < 3; ++step) {
+    for (const TestMatrix* m : {&q4k, &q8, &q4k}) {
+      MatVec(m->view(), x.data(), y.data(), nullptr);
+      const std::vector<float> want = fresh(*m, x);
+      for (size_t r = 0; r < y.size(); ++r) {
+        // K-quants equal the scalar dot exactly; Q8_0 up to f32 reordering.
+        EXPECT_NEAR(y[r], want[r], m->dtype == DType::kQ4_K ? 0.0 : 1e-4 * (std::fabs(want[r]) + 1)) << "step " << step;
+      }
+    }
+    x[static_cast<size_t>(17 * step)] = std::nextafter(x[static_cast<size_t>(17 * step)], 2.0f);  // in place
+    x[100] *= 4;
+  }
+}
+
 TEST(MatMulEdgeTest, ZeroColumnsGivesZero) {
   const TestMatrix m = MakeMatrix(DType::kBF16, 5, 0, 1);
   std::vector<float> y(5, NAN);
