@@ -102,11 +102,12 @@ inline float HalfToFloat(uint16_t h) {
   return result;
 }
 
-// out[i] = the value of element i, for n elements (whole blocks) of a
-// quantised dtype. Float dtypes are ConvertToF32's job.
+// out[i] = the value of element i, for n elements (whole blocks) of any
+// dtype (float dtypes convert as ConvertToF32 does).
 void DequantizeRow(DType dtype, const void* blocks, int64_t n, float* out);
 
-// Quantises n elements (whole blocks) of x into `blocks`. Scales are chosen
+// Quantises n elements (whole blocks) of x into `blocks` (float dtypes:
+// rounded to nearest even). Scales are chosen
 // by a least-squares search per sub-block (K-quants: scale and min, then the
 // 6- or 8-bit scale codes), so the RMSE is at most that of GGML's reference
 // quantiser within a few percent (tests/kernels/quant_reference).
