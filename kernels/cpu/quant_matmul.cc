@@ -1,13 +1,21 @@
 // Dot products straight from GGML blocks against 8-bit activation rows.
 //
-// Weights and activations widen to int16 and meet in ReorderWidenMulAccumulate
-// (pmaddwd: pairs of int16 products summed into int32 lanes), the widest
-// integer dot product Highway 1.0 offers on every x86 target. A 32-element
-// sub-block's sum fits easily in int32 (|q| <= 63, |x| <= 127). Integer
-// vectors are only ever added and multiplied by integer scales, so they hold
-// exact sums; f32 appears only when a block's sum is scaled (see
-// quant_matmul.h for what that makes exact). Built with -ffp-contract=off so
-// the scalar f32 steps are the same as in quant_blocks.cc.
+// Portable path (every Highway target): weights and activations widen to
+// int16 and meet in ReorderWidenMulAccumulate (pmaddwd: pairs of int16
+// products summed into int32 lanes), the widest integer dot product Highway
+// 1.0 offers everywhere. x86 from AVX2 up (AVX-512 hosts included) instead
+// runs the pmaddubsw kernels below on the bytes as stored. Either way a
+// 32-element sub-block's sum fits easily in int32 (|q| <= 63, |x| <= 127),
+// integer vectors are only added and multiplied by integer scales, so they
+// hold exact sums, and f32 appears only when a block's sum is scaled (see
+// quant_matmul.h for what that makes exact). Built with -ffp-contract=off
+// so the scalar f32 steps are the same as in quant_blocks.cc.
+//
+// Measured on the 2-core AVX-512 (Zen 5) VM, cache-resident 256 x 2048,
+// thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 28,
+// q4_0 and q4_k 23, q5_k 19, q6_k 17. From memory (~12 GB/s per core) Q8_0
+// is bound by bandwidth and Q4_K nearly so (23 Gelem/s is 13 GB/s of its
+// weights); VNNI (vpdpbusd) is the next step for the K-quants.
 
 #include "kernels/cpu/quant_matmul.h"
 
