@@ -12,11 +12,10 @@
 // so the scalar f32 steps are the same as in quant_blocks.cc.
 //
 // Measured on the 2-core AVX-512 (Zen 5) VM, cache-resident 256 x 2048,
-// thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 28,
-// q4_k 27 (23 before its 64-byte kernel), q4_0 23, q5_k 19, q6_k 17. From
-// memory (~12 GB/s per core) Q8_0 and Q4_K are bound by bandwidth (27
-// Gelem/s is 15 GB/s of Q4_K weights); Q5_K/Q6_K would gain from the same
-// 64-byte treatment, and VNNI (vpdpbusd) is the step after.
+// thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 27,
+// q4_k 27 and q6_k 25 (23 and 17 with 32-byte vectors), q4_0 22, q5_k 19.
+// From memory (~12 GB/s per core) all are bound by bandwidth or close to it
+// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step.
 
 #include "kernels/cpu/quant_matmul.h"
 
@@ -329,6 +328,51 @@ float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
   }
   return acc;
 }
+
+// Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
+// the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
+// order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
+// their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
+// (16 elements). The same integers as DotQ6_KX86.
+#define EXPERTD_QUANT_Q6K_512 1
+float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m512i low = _mm512_set1_epi8(0xF);
+  const __m512i three = _mm512_set1_epi8(3);
+  const __m512i quarter = _mm512_srli_epi16(
+      _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+                       6, 5, 4, 3, 2, 1, 0),
+      3);  // lane k -> k / 8
+  const __m512i four = _mm512_set1_epi16(4);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales)));
+    const int32_t offset = HorizontalSum(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), scales16));
+    const __m512i scales = _mm512_castsi256_si512(scales16);
+    __m512i total = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i l = _mm512_loadu_si512(w[i].ql + 64 * h);
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
+      const __m512i h01 = _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 2), 1);
+      const __m512i h23 = _mm512_srli_epi16(h01, 4);
+      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, low), _mm512_slli_epi16(_mm512_and_si512(h01, three), 4));
+      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low),
+                                          _mm512_slli_epi16(_mm512_and_si512(h23, three), 4));
+      const __m512i pick01 = _mm512_add_epi16(quarter, _mm512_set1_epi16(static_cast<int16_t>(8 * h)));
+      const __m512i s01 = _mm512_permutexvar_epi16(pick01, scales);
+      const __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(pick01, four), scales);
+      const __m512i x01 = _mm512_loadu_si512(x[i].qs + 128 * h);
+      const __m512i x23 = _mm512_loadu_si512(x[i].qs + 128 * h + 64);
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q01, x01), s01));
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q23, x23), s23));
+    }
+    const int32_t scaled =
+        HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1))) -
+        32 * offset;
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+  }
+  return acc;
+}
 #endif  // AVX-512
 
 // Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
@@ -395,7 +439,11 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
   constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
 #endif
   constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
+#ifdef EXPERTD_QUANT_Q6K_512
+  constexpr auto kQ6_K = DotQ6_K512;
+#else
   constexpr auto kQ6_K = DotQ6_KX86;
+#endif
 #else
   constexpr auto kQ8_0 = DotQ8_0;
   constexpr auto kQ4_0 = DotQ4_0;
@@ -418,6 +466,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 
 #undef EXPERTD_QUANT_X86
 #undef EXPERTD_QUANT_Q4K_512
+#undef EXPERTD_QUANT_Q6K_512
 
 // QuantizeActivationRow's bytes exactly: the maximum is order-independent,
 // d and 1 / d are the same scalar steps, x * (1 / d) the same product, and
