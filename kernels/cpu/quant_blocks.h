@@ -1,6 +1,7 @@
 #ifndef EXPERTD_KERNELS_CPU_QUANT_BLOCKS_H_
 #define EXPERTD_KERNELS_CPU_QUANT_BLOCKS_H_
 
+#include <bit>
 #include <cstdint>
 
 #include "base/dtype.h"
@@ -85,21 +86,9 @@ inline void Q4KScaleMin(const uint8_t* scales, int j, uint8_t* scale, uint8_t* m
 inline float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t rest = h & 0x7FFFu;
-  float magnitude;
-  if (rest >= 0x7C00u) {  // infinity or NaN
-    const uint32_t bits = 0x7F800000u | ((rest & 0x3FFu) << 13);
-    __builtin_memcpy(&magnitude, &bits, 4);
-  } else {
-    const uint32_t bits = rest << 13;
-    __builtin_memcpy(&magnitude, &bits, 4);
-    magnitude *= 0x1p112f;
-  }
-  uint32_t out;
-  __builtin_memcpy(&out, &magnitude, 4);
-  out |= sign;
-  float result;
-  __builtin_memcpy(&result, &out, 4);
-  return result;
+  const float magnitude = rest >= 0x7C00u ? std::bit_cast<float>(0x7F800000u | ((rest & 0x3FFu) << 13))  // inf, NaN
+                                          : std::bit_cast<float>(rest << 13) * 0x1p112f;
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(magnitude) | sign);
 }
 
 // out[i] = the value of element i, for n elements (whole blocks) of any
@@ -107,10 +96,10 @@ inline float HalfToFloat(uint16_t h) {
 void DequantizeRow(DType dtype, const void* blocks, int64_t n, float* out);
 
 // Quantises n elements (whole blocks) of x into `blocks` (float dtypes:
-// rounded to nearest even). Scales are chosen
-// by a least-squares search per sub-block (K-quants: scale and min, then the
-// 6- or 8-bit scale codes), so the RMSE is at most that of GGML's reference
-// quantiser within a few percent (tests/kernels/quant_reference).
+// rounded to nearest even). Scales are chosen by a least-squares search per
+// sub-block (K-quants: scale and min, then the 6- or 8-bit scale codes); on
+// GGML's fixture inputs the RMSE is 0.95-1.00 of its reference quantiser's,
+// and the tests hold it within 3% (tests/kernels/quant_reference).
 void QuantizeRow(DType dtype, const float* x, int64_t n, void* blocks);
 
 // The 8-bit form of an activation row that dot products with a quantised
