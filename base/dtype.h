@@ -16,17 +16,30 @@ namespace expertd {
 // this enum with the same helpers; a plain float type is a block of one.
 // The enumerator values are not a file format: io/expert_file.cc maps them to
 // the packed file's own numbers.
-enum class DType : uint8_t { kF32, kBF16, kF16 };
+//
+// The quantised types are GGML's block formats, byte for byte (their layouts
+// are kernels/cpu/quant_blocks.h): Q8_0 and Q4_0 are 32 elements with one f16
+// scale; the K-quants are 256-element super-blocks of 8 or 16 sub-blocks.
+// A quantised buffer is never a float array: code that reads elements
+// directly must handle these types or refuse them (DTypeIsQuantized).
+enum class DType : uint8_t { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K };
 
 // Every DType, in enumerator order.
-inline constexpr DType kAllDTypes[] = {DType::kF32, DType::kBF16, DType::kF16};
+inline constexpr DType kAllDTypes[] = {DType::kF32,  DType::kBF16, DType::kF16,  DType::kQ8_0,
+                                       DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
-// The lower-case name used on command lines and in messages: "f32", "bf16", "f16".
+// The lower-case name used on command lines and in messages: "f32", "bf16",
+// "f16", and GGML's names "q8_0", "q4_0", "q4_k", "q5_k", "q6_k".
 constexpr std::string_view DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "f32";
     case DType::kBF16: return "bf16";
     case DType::kF16: return "f16";
+    case DType::kQ8_0: return "q8_0";
+    case DType::kQ4_0: return "q4_0";
+    case DType::kQ4_K: return "q4_k";
+    case DType::kQ5_K: return "q5_k";
+    case DType::kQ6_K: return "q6_k";
   }
   return "unknown";
 }
@@ -38,6 +51,13 @@ constexpr int64_t DTypeBlockElements(DType dtype) {
     case DType::kBF16:
     case DType::kF16:
       return 1;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return 256;
   }
   return 1;
 }
@@ -49,9 +69,18 @@ constexpr int64_t DTypeBlockBytes(DType dtype) {
     case DType::kBF16:
     case DType::kF16:
       return 2;
+    case DType::kQ8_0: return 34;   // f16 d, 32 x int8
+    case DType::kQ4_0: return 18;   // f16 d, 32 x 4 bits
+    case DType::kQ4_K: return 144;  // f16 d, dmin, 12 bytes of 6-bit scales/mins, 256 x 4 bits
+    case DType::kQ5_K: return 176;  // as Q4_K plus 32 bytes of fifth bits
+    case DType::kQ6_K: return 210;  // 256 x 4 low bits, 256 x 2 high bits, 16 x int8 scales, f16 d
   }
   return 0;
 }
+
+// True for the block-quantised types: elements are not addressable, rows
+// must be whole blocks, and only kernels that know the layout may read them.
+constexpr bool DTypeIsQuantized(DType dtype) { return DTypeBlockElements(dtype) > 1; }
 
 // Bytes that `elements` elements take; `elements` must be a whole number of
 // blocks (a row of a quantised matrix is).

@@ -18,8 +18,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstring>
+
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -78,6 +81,9 @@ constexpr int64_t kDim = 16384;  // 16384 x 16384 bf16 = 512 MiB
 struct Buffers {
   std::unique_ptr<float[]> floats;       // kBufferBytes of f32 (also an 8192 x 16384 f32 matrix)
   std::unique_ptr<uint16_t[]> bf16;      // kDim x kDim bf16
+  // kDim x kDim elements in Q8_0 and Q4_K: the expert benchmarks' matrices
+  // in those formats, the same count of them as in bf16.
+  std::map<expertd::DType, std::unique_ptr<uint8_t[]>> quantised;
   std::vector<float> x;                  // 8 x kDim activations
   std::vector<float> y;                  // 8 x kDim outputs
 };
@@ -159,6 +165,72 @@ void ExpertMatVecBench(benchmark::State& state, const Buffers* buffers) {
   state.SetBytesProcessed(state.iterations() * matrices * per_matrix * 2);
 }
 
+// ExpertMatVecBench on GGML blocks: the same shapes and matrix count, the
+// weights in Buffers::quantised; bytes are the quantised weight bytes.
+void ExpertMatVecQuantBench(benchmark::State& state, const Buffers* buffers, DType dtype) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  const int64_t matrix_bytes = rows * DTypeBytes(dtype, cols);
+  const int64_t matrices = kDim * kDim / (rows * cols);
+  const uint8_t* base = buffers->quantised.at(dtype).get();
+  auto* y = const_cast<float*>(buffers->y.data());
+  for (auto _ : state) {
+    for (int64_t m = 0; m < matrices; ++m) {
+      const WeightMatrix w{dtype, base + m * matrix_bytes, rows, cols};
+      kernels::MatVec(w, buffers->x.data(), y, &pool);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * matrices * matrix_bytes);
+}
+
+constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_K};
+
+// The kernels' arithmetic speed apart from memory: one 256 x 2048 matrix
+// (at most 1 MiB, cache-resident) on the calling thread, timed in that
+// thread's CPU time, which other processes on a busy machine do not inflate.
+// Every dtype, so the ratios say which formats are compute-bound.
+void CachedMatVecBench(benchmark::State& state, DType dtype) {
+  constexpr int64_t kRows = 256, kCols = 2048;
+  std::vector<float> values(static_cast<size_t>(kRows * kCols));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 29) * 0.01f - 0.14f;
+  std::vector<uint8_t> weights(static_cast<size_t>(kRows * DTypeBytes(dtype, kCols)));
+  for (int64_t r = 0; r < kRows; ++r) {
+    kernels::QuantizeRow(dtype, values.data() + r * kCols, kCols, weights.data() + r * DTypeBytes(dtype, kCols));
+  }
+  const WeightMatrix w{dtype, weights.data(), kRows, kCols};
+  std::vector<float> x(static_cast<size_t>(kCols), 0.5f), y(static_cast<size_t>(kRows));
+  for (auto _ : state) {
+    kernels::MatVec(w, x.data(), y.data(), nullptr);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * w.size_bytes());
+  state.counters["Gelem/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kRows * kCols / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+// kDim x kDim elements of `dtype`: 1 Mi random-ish values quantised once
+// (quantising all of them would take longer than the benchmarks) and their
+// blocks repeated; the kernels' speed does not depend on the values.
+std::unique_ptr<uint8_t[]> QuantisedBuffer(DType dtype) {
+  constexpr int64_t kSample = int64_t{1} << 20;
+  std::vector<float> values(static_cast<size_t>(kSample));
+  uint32_t state = 12345;
+  for (float& v : values) {
+    state = state * 1664525u + 1013904223u;
+    v = (static_cast<float>(state >> 8) / 16777216.0f - 0.5f) * 0.1f;
+  }
+  const int64_t sample_bytes = DTypeBytes(dtype, kSample);
+  std::vector<uint8_t> sample(static_cast<size_t>(sample_bytes));
+  kernels::QuantizeRow(dtype, values.data(), kSample, sample.data());
+  const int64_t total = DTypeBytes(dtype, kDim * kDim);
+  auto buffer = std::make_unique<uint8_t[]>(static_cast<size_t>(total));
+  for (int64_t off = 0; off < total; off += sample_bytes) {
+    std::memcpy(buffer.get() + off, sample.data(), static_cast<size_t>(std::min(sample_bytes, total - off)));
+  }
+  return buffer;
+}
+
 // Expert matrices of the supported families: gate/up [ffn][hidden] and
 // down [hidden][ffn].
 struct ExpertShape {
@@ -219,6 +291,7 @@ int main(int argc, char** argv) {
     buffers.bf16[static_cast<size_t>(i)] =
         expertd::kernels::F32ToBF16(static_cast<float>(i % 13) * 0.01f - 0.06f);
   }
+  for (const expertd::DType dtype : kBenchQuantTypes) buffers.quantised[dtype] = QuantisedBuffer(dtype);
   buffers.x.resize(static_cast<size_t>(8 * kDim));
   for (size_t i = 0; i < buffers.x.size(); ++i) buffers.x[i] = static_cast<float>(i % 7) * 0.1f;
   buffers.y.resize(static_cast<size_t>(8 * kDim));
@@ -245,16 +318,60 @@ int main(int argc, char** argv) {
     configure(benchmark::RegisterBenchmark("matmul_bf16", MatMulBench, b)->Args({threads, 8}));
   }
 
+  for (const expertd::DType dtype : expertd::kAllDTypes) {
+    benchmark::RegisterBenchmark(("cached_matvec_" + std::string(expertd::DTypeName(dtype))).c_str(),
+                                 CachedMatVecBench, dtype)
+        ->Unit(benchmark::kMicrosecond);
+  }
+
   for (const int threads : {1, 2}) {
     for (const ExpertShape& shape : kExpertShapes) {
       configure(benchmark::RegisterBenchmark("expert_matvec_bf16", ExpertMatVecBench, b)
                     ->Args({threads, shape.rows, shape.cols}));
+      for (const expertd::DType dtype : kBenchQuantTypes) {
+        configure(benchmark::RegisterBenchmark(("expert_matvec_" + std::string(expertd::DTypeName(dtype))).c_str(),
+                                               ExpertMatVecQuantBench, b, dtype)
+                      ->Args({threads, shape.rows, shape.cols}));
+      }
     }
   }
 
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
+
+  // Arithmetic alone (cache-resident, CPU time): elements per second.
+  const double cached_bf16 = reporter.BytesPerSecond("cached_matvec_bf16") / 2;
+  for (const expertd::DType dtype : expertd::kAllDTypes) {
+    const std::string name(expertd::DTypeName(dtype));
+    const double bytes = reporter.BytesPerSecond("cached_matvec_" + name);
+    if (bytes <= 0 || cached_bf16 <= 0) continue;
+    const double elements = bytes / (static_cast<double>(expertd::DTypeBlockBytes(dtype)) /
+                                     static_cast<double>(expertd::DTypeBlockElements(dtype)));
+    std::printf("cache-resident %s matvec (1 thread, CPU time): %.1f Gelem/s, %.1f GB/s of weights, %.2f x bf16\n",
+                name.c_str(), elements / 1e9, bytes / 1e9, elements / cached_bf16);
+  }
+
+  // Quantised experts against bf16: weight GB/s, and the time of a MatVec
+  // over the same shape as a fraction of bf16's (below 1 is faster).
+  for (const int threads : {1, 2}) {
+    const std::string suffix = "/" + std::to_string(threads) + "/";
+    for (const ExpertShape& shape : kExpertShapes) {
+      const std::string args = suffix + std::to_string(shape.rows) + "/" + std::to_string(shape.cols) + "/";
+      const double bf16 = reporter.BytesPerSecond("expert_matvec_bf16" + args);
+      if (bf16 <= 0) continue;
+      const double bf16_seconds = static_cast<double>(shape.rows * shape.cols * 2) / bf16;
+      for (const expertd::DType dtype : kBenchQuantTypes) {
+        const std::string name(expertd::DTypeName(dtype));
+        const double quant = reporter.BytesPerSecond("expert_matvec_" + name + args);
+        if (quant <= 0) continue;
+        const double seconds = static_cast<double>(shape.rows * expertd::DTypeBytes(dtype, shape.cols)) / quant;
+        std::printf("expert-shaped %s matvec (%d threads), %s %lldx%lld: %.1f GB/s, time / bf16 time %.2f\n",
+                    name.c_str(), threads, shape.family, static_cast<long long>(shape.rows),
+                    static_cast<long long>(shape.cols), quant / 1e9, seconds / bf16_seconds);
+      }
+    }
+  }
 
   for (const int threads : {1, 2}) {
     const std::string suffix = "/" + std::to_string(threads) + "/";

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,11 @@ absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DTyp
   if (w.dtype == target) {
     std::memcpy(out, w.data, static_cast<size_t>(w.size_bytes()));
     return absl::OkStatus();
+  }
+  if (target != DType::kF32 && target != DType::kBF16) {
+    // ParsePackDtype offers no other target; never write bf16 bits under another dtype's name.
+    return absl::UnimplementedError(absl::StrCat("packing experts as ", std::string(DTypeName(target)),
+                                                 " is not supported (choose bf16 or f32)"));
   }
   scratch.resize(count);
   kernels::ConvertToF32(w.dtype, w.data, count, scratch.data());

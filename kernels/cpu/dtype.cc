@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/quant_blocks.h"
+
 namespace expertd::kernels {
 
 float BF16ToF32(uint16_t bits) {
@@ -98,6 +100,13 @@ void ConvertToF32(DType dtype, const void* src, int64_t n, float* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(in[i]);
       return;
     }
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      DequantizeRow(dtype, src, n, dst);
+      return;
   }
 }
 

@@ -17,7 +17,8 @@ float F16ToF32(uint16_t bits);
 uint16_t F32ToBF16(float value);
 uint16_t F32ToF16(float value);
 
-// dst[i] = float(src[i]) for i in [0, n).
+// dst[i] = float(src[i]) for i in [0, n); for a quantised dtype n is whole
+// blocks and src starts at a block (DequantizeRow, quant_blocks.h).
 void ConvertToF32(DType dtype, const void* src, int64_t n, float* dst);
 
 }  // namespace expertd::kernels

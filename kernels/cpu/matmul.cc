@@ -24,7 +24,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include <vector>
+
 #include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant_blocks.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -239,6 +243,12 @@ void MatVecRows(DType dtype, const void* data, int64_t cols, const float* x, flo
     case DType::kF16:
       MatVecRowsT(static_cast<const hwy::float16_t*>(data), n, x, y, begin, end);
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return;  // quantised weights go through internal::QuantMatMulRows
   }
 }
 
@@ -259,6 +269,12 @@ void MatMulRows(DType dtype, const void* data, int64_t rows, int64_t cols, const
     case DType::kF16:
       MatMulRowsT(static_cast<const hwy::float16_t*>(data), r, n, x, m, y, begin, end);
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return;  // quantised weights go through internal::QuantMatMulRows
   }
 }
 
@@ -290,10 +306,77 @@ int64_t MinChunkRows(const WeightMatrix& w) {
   return (rows + 3) / 4 * 4;  // whole 4-row tiles in MatVec
 }
 
+// Quantised weights: the activation rows are quantised to 8 bits once per
+// call, on the calling thread, into this thread's scratch (MatVec's
+// signature has no scratch argument, and the engine must not allocate per
+// token: the buffers grow to the largest call and stay). Workers of a
+// parallel call only read the caller's buffer, which outlives ParallelFor.
+//
+// The scratch also remembers the f32 rows it last quantised: a MoE layer
+// calls MatMulRowRange for gate and up of every expert with the same x
+// (in decode, every expert), and quantising a 2048-row again costs ~12% of
+// the row range's dot products while comparing it costs a memcmp. The bytes
+// are compared exactly, so a hit returns what quantising would; large
+// batches (prefill) are not remembered, as comparing would cost as much.
+struct ActivationScratch {
+  std::vector<float> input;  // the rows last quantised, when small enough
+  DType dtype = DType::kF32;
+  int64_t cols = 0;
+  std::vector<std::byte> quantised;
+};
+
+const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t batch) {
+  constexpr int64_t kMaxRememberedElements = 16384;
+  thread_local ActivationScratch scratch;
+  const int64_t elements = w.cols * batch;
+  const auto input_bytes = static_cast<size_t>(elements) * sizeof(float);
+  // Q8_0 and Q4_0 share their activation form, as do the K-quants.
+  const DType form = DTypeBlockElements(w.dtype) == 32 ? DType::kQ8_0 : DType::kQ4_K;
+  if (scratch.dtype == form && scratch.cols == w.cols && scratch.input.size() == static_cast<size_t>(elements) &&
+      std::memcmp(scratch.input.data(), x, input_bytes) == 0) {
+    return scratch.quantised.data();
+  }
+  const auto bytes = static_cast<size_t>(ActivationRowBytes(w.dtype, w.cols) * batch);
+  if (scratch.quantised.size() < bytes) scratch.quantised.resize(bytes);
+  internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, scratch.quantised.data());
+  if (elements <= kMaxRememberedElements) {
+    scratch.input.assign(x, x + elements);
+    scratch.dtype = form;
+    scratch.cols = w.cols;
+  } else {
+    scratch.input.clear();
+  }
+  return scratch.quantised.data();
+}
+
+struct QuantJob {
+  const WeightMatrix* w;
+  const void* xq;
+  int64_t batch;
+  float* y;
+};
+
+void QuantMatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
+  const void* xq = QuantizeActivations(w, x, batch);
+  if (pool == nullptr) {
+    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, xq, batch, y, 0, w.rows);
+    return;
+  }
+  const QuantJob job{&w, xq, batch, y};
+  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
+    internal::QuantMatMulRows(job->w->dtype, job->w->data, job->w->rows, job->w->cols, job->xq, job->batch, job->y,
+                              begin, end);
+  });
+}
+
 }  // namespace
 
 void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
   if (w.rows <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    QuantMatMul(w, x, 1, y, pool);
+    return;
+  }
   if (pool == nullptr) {
     HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, 0, w.rows);
     return;
@@ -309,6 +392,10 @@ void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
 
 void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
   if (w.rows <= 0 || batch <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    QuantMatMul(w, x, batch, y, pool);
+    return;
+  }
   if (batch == 1) {
     // The 4-row MatVec tiles read x once per four rows; same values either way.
     MatVec(w, x, y, pool);
@@ -328,6 +415,13 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, Thre
 void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float* y, int64_t row_begin,
                     int64_t row_end) {
   if (row_begin >= row_end || batch <= 0) return;
+  if (DTypeIsQuantized(w.dtype)) {
+    // Each call quantises x again: the same bytes every time, so any split
+    // of rows still gives MatMul's values.
+    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, QuantizeActivations(w, x, batch), batch, y,
+                              row_begin, row_end);
+    return;
+  }
   if (batch == 1) {
     HWY_DYNAMIC_DISPATCH(MatVecRows)(w.dtype, w.data, w.cols, x, y, row_begin, row_end);
   } else {

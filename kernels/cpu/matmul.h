@@ -22,6 +22,12 @@ struct WeightMatrix {
 };
 
 // y[r] = sum_c W[r][c] * x[c], accumulated in f32. pool may be null.
+// Quantised weights (base/dtype.h) are read straight from their blocks: x is
+// rounded to 8 bits per block once per call (quant_blocks.h) and each block
+// is an exact integer dot product scaled in f32, so the result is within
+// sum over blocks of (x's block scale / 2) * sum |dequantised w| of the f32
+// dot with the dequantised weights, and splits of rows or batches, as
+// below, never change it.
 void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool);
 
 // For each of `batch` input rows: y[m][r] = sum_c W[r][c] * x[m][c].

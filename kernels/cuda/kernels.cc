@@ -19,6 +19,12 @@ int WeightTypeCode(DType dtype) {
       return 1;
     case DType::kF16:
       return 2;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return -1;  // no GPU kernel reads GGML blocks yet; MatMul refuses them
   }
   return -1;
 }
@@ -38,6 +44,11 @@ absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, 
     return absl::InvalidArgumentError(absl::StrCat("cuda MatMul: ", w.rows, " rows exceed the grid"));
   }
   const int code = WeightTypeCode(w.dtype);
+  if (code < 0) {
+    return absl::UnimplementedError(absl::StrCat("cuda MatMul: ", std::string(DTypeName(w.dtype)),
+                                                 " weights are not supported on the GPU yet (f32, bf16 and f16 "
+                                                 "are); run quantised experts on the CPU or pack them as bf16"));
+  }
   // Groups of up to kMaxBatchPerPass input rows, each one pass over W.
   for (int first = 0; first < batch; first += kMaxBatchPerPass) {
     const int count = std::min(kMaxBatchPerPass, batch - first);

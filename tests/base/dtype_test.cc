@@ -16,6 +16,30 @@ TEST(DTypeTest, NamesAndSizes) {
   EXPECT_EQ(DTypeBytes(DType::kF32, 0), 0);
 }
 
+// GGML's block formats: names as llama.cpp spells them (lower case), sizes
+// of its block structs (ggml-common.h).
+TEST(DTypeTest, QuantisedBlocks) {
+  const struct {
+    DType dtype;
+    const char* name;
+    int64_t elements;
+    int64_t bytes;
+  } blocks[] = {{DType::kQ8_0, "q8_0", 32, 34},
+                {DType::kQ4_0, "q4_0", 32, 18},
+                {DType::kQ4_K, "q4_k", 256, 144},
+                {DType::kQ5_K, "q5_k", 256, 176},
+                {DType::kQ6_K, "q6_k", 256, 210}};
+  for (const auto& b : blocks) {
+    EXPECT_EQ(DTypeName(b.dtype), b.name);
+    EXPECT_EQ(DTypeBlockElements(b.dtype), b.elements);
+    EXPECT_EQ(DTypeBlockBytes(b.dtype), b.bytes);
+    EXPECT_TRUE(DTypeIsQuantized(b.dtype));
+  }
+  // An OLMoE expert row of 2048 in Q4_K: 8 super-blocks.
+  EXPECT_EQ(DTypeBytes(DType::kQ4_K, 2048), 8 * 144);
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) EXPECT_FALSE(DTypeIsQuantized(dtype));
+}
+
 // The float types are blocks of one; the helpers must agree with each other
 // for every type, so a block-quantised type added later is checked too.
 TEST(DTypeTest, BlocksAreConsistent) {

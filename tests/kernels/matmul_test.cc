@@ -14,6 +14,8 @@
 
 #include "hwy/targets.h"
 #include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant_blocks.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace expertd::kernels {
@@ -27,7 +29,7 @@ struct TestMatrix {
   int64_t cols;
   // One spare element in front so the data starts at an address that is not
   // vector-aligned, as it can inside a checkpoint.
-  std::vector<uint16_t> storage16;
+  std::vector<uint16_t> storage16;  // also the quantised blocks' bytes
   std::vector<float> storage32;
   std::vector<float> values;
 
@@ -42,7 +44,36 @@ struct TestMatrix {
   }
 };
 
+// A quantised matrix of random blocks: random code bytes (every code a file
+// may hold, Q8_0's -128 included) and random finite f16 scales of either
+// sign; values are their dequantisation (exact, quant_blocks_test checks
+// DequantizeRow). Random bytes rather than QuantizeRow keep the test fast
+// under sanitizers.
+TestMatrix MakeQuantMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+  TestMatrix m{dtype, rows, cols, {}, {}, {}};
+  const int64_t row_bytes = DTypeBytes(dtype, cols);
+  m.storage16.resize(static_cast<size_t>(rows * row_bytes / 2 + 1));
+  auto* bytes = reinterpret_cast<uint8_t*>(m.storage16.data() + 1);
+  for (int64_t i = 0; i < rows * row_bytes; ++i) bytes[i] = static_cast<uint8_t>(rng());
+  // Offsets of the f16 scales in a block (block_q6_K keeps d at its end).
+  std::vector<int64_t> scale_offsets = {0};
+  if (dtype == DType::kQ4_K || dtype == DType::kQ5_K) scale_offsets = {0, 2};
+  if (dtype == DType::kQ6_K) scale_offsets = {208};
+  for (int64_t block = 0; block < rows * row_bytes; block += DTypeBlockBytes(dtype)) {
+    for (const int64_t offset : scale_offsets) {
+      const uint16_t h = F32ToF16(scale(rng));
+      std::memcpy(bytes + block + offset, &h, sizeof(h));
+    }
+  }
+  m.values.resize(static_cast<size_t>(rows * cols));
+  DequantizeRow(dtype, bytes, rows * cols, m.values.data());
+  return m;
+}
+
 TestMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  if (DTypeIsQuantized(dtype)) return MakeQuantMatrix(dtype, rows, cols, seed);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   TestMatrix m{dtype, rows, cols, {}, {}, {}};
@@ -75,29 +106,46 @@ std::vector<float> RandomVector(size_t n, uint32_t seed) {
   return v;
 }
 
-// Double-precision reference; also returns sum |w x| per row, the scale of
-// the rounding error an f32 accumulation may make.
-void ReferenceMatVec(const TestMatrix& m, const float* x, std::vector<double>* y,
-                     std::vector<double>* abs_sum) {
-  y->assign(static_cast<size_t>(m.rows), 0.0);
-  abs_sum->assign(static_cast<size_t>(m.rows), 0.0);
-  for (int64_t r = 0; r < m.rows; ++r) {
-    double sum = 0.0;
-    double abs = 0.0;
-    for (int64_t c = 0; c < m.cols; ++c) {
-      const double p = static_cast<double>(m.values[static_cast<size_t>(r * m.cols + c)]) * x[c];
-      sum += p;
-      abs += std::fabs(p);
-    }
-    (*y)[static_cast<size_t>(r)] = sum;
-    (*abs_sum)[static_cast<size_t>(r)] = abs;
-  }
-}
-
 // f32 accumulation over at most a few thousand terms in several chains:
 // error well under 1e-5 of sum |w x|, while dropping or repeating a single
 // term (~1/cols of it, cols <= 4099) would be far larger.
 constexpr double kRelativeTolerance = 1e-5;
+
+// Double-precision reference with the dequantised weights and the f32 x;
+// also returns each row's tolerance: kRelativeTolerance * sum |w x| for the
+// f32 rounding, plus for quantised weights the activation rounding. Each
+// x[c] becomes d * round(x[c] / d) with d = max |x| over its block / 127
+// (32 elements for Q8_0/Q4_0, 256 for the K-quants), so it moves by at most
+// d / 2 and row r's dot by at most sum_c |w[r][c]| * d(c) / 2; the bound is
+// taken 1% wider for the f32 rounding of d and of x / d.
+void ReferenceMatVec(const TestMatrix& m, const float* x, std::vector<double>* y,
+                     std::vector<double>* tolerance) {
+  y->assign(static_cast<size_t>(m.rows), 0.0);
+  tolerance->assign(static_cast<size_t>(m.rows), 0.0);
+  std::vector<double> half_step(static_cast<size_t>(m.cols), 0.0);
+  if (DTypeIsQuantized(m.dtype)) {
+    const int64_t block = DTypeBlockElements(m.dtype) == 32 ? 32 : 256;
+    for (int64_t b = 0; b < m.cols; b += block) {
+      double amax = 0;
+      for (int64_t c = b; c < b + block; ++c) amax = std::max(amax, std::fabs(static_cast<double>(x[c])));
+      for (int64_t c = b; c < b + block; ++c) half_step[static_cast<size_t>(c)] = amax / 127 / 2 * 1.01;
+    }
+  }
+  for (int64_t r = 0; r < m.rows; ++r) {
+    double sum = 0.0;
+    double abs = 0.0;
+    double quant = 0.0;
+    for (int64_t c = 0; c < m.cols; ++c) {
+      const double w = m.values[static_cast<size_t>(r * m.cols + c)];
+      const double p = w * x[c];
+      sum += p;
+      abs += std::fabs(p);
+      quant += std::fabs(w) * half_step[static_cast<size_t>(c)];
+    }
+    (*y)[static_cast<size_t>(r)] = sum;
+    (*tolerance)[static_cast<size_t>(r)] = kRelativeTolerance * abs + quant + 1e-30;
+  }
+}
 
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -111,14 +159,14 @@ TEST_P(MatMulTest, MatVecMatchesReference) {
   const auto [dtype, rows, cols] = GetParam();
   const TestMatrix m = MakeMatrix(dtype, rows, cols, 42);
   const std::vector<float> x = RandomVector(static_cast<size_t>(cols), 43);
-  std::vector<double> expected, abs_sum;
-  ReferenceMatVec(m, x.data(), &expected, &abs_sum);
+  std::vector<double> expected, tolerance;
+  ReferenceMatVec(m, x.data(), &expected, &tolerance);
 
   std::vector<float> y(static_cast<size_t>(rows), NAN);
   MatVec(m.view(), x.data(), y.data(), nullptr);
   for (int64_t r = 0; r < rows; ++r) {
     const auto i = static_cast<size_t>(r);
-    EXPECT_NEAR(y[i], expected[i], kRelativeTolerance * abs_sum[i] + 1e-30) << "row " << r;
+    EXPECT_NEAR(y[i], expected[i], tolerance[i]) << "row " << r;
   }
 }
 
@@ -184,11 +232,11 @@ TEST_P(MatMulTest, MatMulMatchesReference) {
   ThreadPool pool(2);
   MatMul(m.view(), x.data(), kBatch, y.data(), &pool);
   for (int64_t b = 0; b < kBatch; ++b) {
-    std::vector<double> expected, abs_sum;
-    ReferenceMatVec(m, x.data() + b * cols, &expected, &abs_sum);
+    std::vector<double> expected, tolerance;
+    ReferenceMatVec(m, x.data() + b * cols, &expected, &tolerance);
     for (int64_t r = 0; r < rows; ++r) {
       EXPECT_NEAR(y[static_cast<size_t>(b * rows + r)], expected[static_cast<size_t>(r)],
-                  kRelativeTolerance * abs_sum[static_cast<size_t>(r)] + 1e-30)
+                  tolerance[static_cast<size_t>(r)])
           << "batch row " << b << " row " << r;
     }
   }
@@ -210,6 +258,48 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatMulTest,
                                                               int64_t{4099})),
                          ParamName);
 
+// GGML block formats: rows are whole blocks (32 elements for Q8_0/Q4_0, 256
+// for the K-quants), so these shapes replace the odd column counts.
+INSTANTIATE_TEST_SUITE_P(QuantShapes, MatMulTest,
+                         ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
+                                                              DType::kQ5_K, DType::kQ6_K),
+                                            ::testing::Values(int64_t{1}, int64_t{3}, int64_t{257}),
+                                            ::testing::Values(int64_t{256}, int64_t{512})),
+                         ParamName);
+INSTANTIATE_TEST_SUITE_P(Quant32Shapes, MatMulTest,
+                         ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0),
+                                            ::testing::Values(int64_t{5}), ::testing::Values(int64_t{32}, int64_t{96})),
+                         ParamName);
+
+// The activation rows a thread last quantised are remembered (matmul.cc);
+// a row changed in place, one element by one ulp, or a different dtype of
+// the same size must be quantised afresh.
+TEST(MatMulEdgeTest, QuantisedActivationsAreNeverStale) {
+  const TestMatrix q4k = MakeMatrix(DType::kQ4_K, 9, 512, 70);
+  const TestMatrix q8 = MakeMatrix(DType::kQ8_0, 9, 512, 71);
+  std::vector<float> x = RandomVector(512, 72);
+  auto fresh = [&](const TestMatrix& m, const std::vector<float>& input) {
+    std::vector<float> y(9), xq(static_cast<size_t>(ActivationRowBytes(m.dtype, 512)) / sizeof(float) + 1);
+    QuantizeActivationRow(m.dtype, input.data(), 512, xq.data());
+    const auto* w = static_cast<const uint8_t*>(m.view().data);
+    for (int64_t r = 0; r < 9; ++r) y[static_cast<size_t>(r)] = DotQuantRowScalar(m.dtype, w + r * DTypeBytes(m.dtype, 512), xq.data(), 512);
+    return y;
+  };
+  std::vector<float> y(9);
+  for (int step = 0; step < 3; ++step) {
+    for (const TestMatrix* m : {&q4k, &q8, &q4k}) {
+      MatVec(m->view(), x.data(), y.data(), nullptr);
+      const std::vector<float> want = fresh(*m, x);
+      for (size_t r = 0; r < y.size(); ++r) {
+        // K-quants equal the scalar dot exactly; Q8_0 up to f32 reordering.
+        EXPECT_NEAR(y[r], want[r], m->dtype == DType::kQ4_K ? 0.0 : 1e-4 * (std::fabs(want[r]) + 1)) << "step " << step;
+      }
+    }
+    x[static_cast<size_t>(17 * step)] = std::nextafter(x[static_cast<size_t>(17 * step)], 2.0f);  // in place
+    x[100] *= 4;
+  }
+}
+
 TEST(MatMulEdgeTest, ZeroColumnsGivesZero) {
   const TestMatrix m = MakeMatrix(DType::kBF16, 5, 0, 1);
   std::vector<float> y(5, NAN);
@@ -221,13 +311,13 @@ TEST(MatMulEdgeTest, LargeMatrixSplitAcrossThreads) {
   // Enough rows that the pool really splits the work into many chunks.
   const TestMatrix m = MakeMatrix(DType::kBF16, 4099, 515, 2);
   const std::vector<float> x = RandomVector(515, 3);
-  std::vector<double> expected, abs_sum;
-  ReferenceMatVec(m, x.data(), &expected, &abs_sum);
+  std::vector<double> expected, tolerance;
+  ReferenceMatVec(m, x.data(), &expected, &tolerance);
   ThreadPool pool(3);
   std::vector<float> y(4099, NAN);
   MatVec(m.view(), x.data(), y.data(), &pool);
   for (size_t r = 0; r < y.size(); ++r) {
-    ASSERT_NEAR(y[r], expected[r], kRelativeTolerance * abs_sum[r] + 1e-30) << "row " << r;
+    ASSERT_NEAR(y[r], expected[r], tolerance[r]) << "row " << r;
   }
 }
 
@@ -246,16 +336,65 @@ TEST(MatMulTargetsTest, EveryTargetMatchesReferenceAndIsBitIdentical) {
         std::vector<float> y(static_cast<size_t>(kBatch * kRows), NAN);
         MatMul(m.view(), x.data(), kBatch, y.data(), nullptr);
         for (int64_t b = 0; b < kBatch; ++b) {
-          std::vector<double> expected, abs_sum;
-          ReferenceMatVec(m, x.data() + b * cols, &expected, &abs_sum);
+          std::vector<double> expected, tolerance;
+          ReferenceMatVec(m, x.data() + b * cols, &expected, &tolerance);
           std::vector<float> single(static_cast<size_t>(kRows), NAN);
           MatVec(m.view(), x.data() + b * cols, single.data(), nullptr);
           const std::vector<float> row(y.begin() + b * kRows, y.begin() + (b + 1) * kRows);
           ASSERT_TRUE(SameBits(row, single)) << DTypeName(dtype) << " cols " << cols;
           for (int64_t r = 0; r < kRows; ++r) {
             const auto i = static_cast<size_t>(r);
-            ASSERT_NEAR(single[i], expected[i], kRelativeTolerance * abs_sum[i] + 1e-30)
+            ASSERT_NEAR(single[i], expected[i], tolerance[i])
                 << DTypeName(dtype) << " cols " << cols << " row " << r;
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// Quantised weights on every compiled target the CPU supports: MatVec and
+// MatMul agree bit for bit, match the f64 reference within the activation
+// rounding bound, and match the plain-loop DotQuantRowScalar: bit for bit
+// for the K-quants (exact integer block sums, the same f32 steps), within
+// f32 reordering for Q8_0 and Q4_0 (their blocks are summed in vector lanes).
+TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (const DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+      constexpr int64_t kRows = 37, kCols = 1024, kBatch = 5;
+      const TestMatrix m = MakeMatrix(dtype, kRows, kCols, 60);
+      const std::vector<float> x = RandomVector(static_cast<size_t>(kBatch * kCols), 61);
+      std::vector<float> y(static_cast<size_t>(kBatch * kRows), NAN);
+      MatMul(m.view(), x.data(), kBatch, y.data(), nullptr);
+      std::vector<uint8_t> xq(static_cast<size_t>(ActivationRowBytes(dtype, kCols)));
+      const auto* w = static_cast<const uint8_t*>(m.view().data);
+      for (int64_t b = 0; b < kBatch; ++b) {
+        std::vector<double> expected, tolerance;
+        ReferenceMatVec(m, x.data() + b * kCols, &expected, &tolerance);
+        std::vector<float> single(static_cast<size_t>(kRows), NAN);
+        MatVec(m.view(), x.data() + b * kCols, single.data(), nullptr);
+        const std::vector<float> row(y.begin() + b * kRows, y.begin() + (b + 1) * kRows);
+        ASSERT_TRUE(SameBits(row, single)) << DTypeName(dtype);
+        QuantizeActivationRow(dtype, x.data() + b * kCols, kCols, xq.data());
+        std::vector<uint8_t> xq_simd(xq.size());
+        internal::QuantizeActivationRows(dtype, x.data() + b * kCols, kCols, 1, xq_simd.data());
+        ASSERT_EQ(xq_simd, xq) << DTypeName(dtype) << ": vectorised activation quantisation differs";
+        for (int64_t r = 0; r < kRows; ++r) {
+          const auto i = static_cast<size_t>(r);
+          ASSERT_NEAR(single[i], expected[i], tolerance[i]) << DTypeName(dtype) << " row " << r;
+          const float scalar = DotQuantRowScalar(dtype, w + r * DTypeBytes(dtype, kCols), xq.data(), kCols);
+          if (DTypeBlockElements(dtype) == 256) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(single[i]), std::bit_cast<uint32_t>(scalar))
+                << DTypeName(dtype) << " row " << r << ": " << single[i] << " vs " << scalar;
+          } else {
+            double abs_dot = 0;
+            for (int64_t c = 0; c < kCols; ++c) {
+              abs_dot += std::fabs(m.values[static_cast<size_t>(r * kCols + c)] * x[static_cast<size_t>(b * kCols + c)]);
+            }
+            ASSERT_NEAR(single[i], scalar, kRelativeTolerance * abs_dot) << DTypeName(dtype) << " row " << r;
           }
         }
       }

@@ -1,0 +1,531 @@
+// Dot products straight from GGML blocks against 8-bit activation rows.
+//
+// Portable path (every Highway target): weights and activations widen to
+// int16 and meet in ReorderWidenMulAccumulate (pmaddwd: pairs of int16
+// products summed into int32 lanes), the widest integer dot product Highway
+// 1.0 offers everywhere. x86 from AVX2 up (AVX-512 hosts included) instead
+// runs the pmaddubsw kernels below on the bytes as stored. Either way a
+// 32-element sub-block's sum fits easily in int32 (|q| <= 63, |x| <= 127),
+// integer vectors are only added and multiplied by integer scales, so they
+// hold exact sums, and f32 appears only when a block's sum is scaled (see
+// quant_matmul.h for what that makes exact). Built with -ffp-contract=off
+// so the scalar f32 steps are the same as in quant_blocks.cc.
+//
+// Measured on the 2-core AVX-512 (Zen 5) VM, cache-resident 256 x 2048,
+// thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 27,
+// q4_k 27 and q6_k 25 (23 and 17 with 32-byte vectors), q4_0 22, q5_k 19.
+// From memory (~12 GB/s per core) all are bound by bandwidth or close to it
+// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step.
+
+#include "kernels/cpu/quant_matmul.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant_blocks.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/quant_matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace expertd::kernels::internal {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// int16 lanes per step: at most 32 (one 32-element sub-block), and at most
+// 16 where a sub-block is 16 elements or a step reads 16 bytes of nibbles.
+using D16x32 = hn::CappedTag<int16_t, 32>;
+using D16x16 = hn::CappedTag<int16_t, 16>;
+
+template <class D16>
+HWY_INLINE hn::Vec<D16> LoadI8(D16 d16, const int8_t* p) {
+  return hn::PromoteTo(d16, hn::LoadU(hn::Rebind<int8_t, D16>(), p));
+}
+template <class D16>
+HWY_INLINE hn::Vec<D16> LoadU8(D16 d16, const uint8_t* p) {
+  return hn::PromoteTo(d16, hn::LoadU(hn::Rebind<uint8_t, D16>(), p));
+}
+
+// Sum of all lanes of an int32 accumulator pair, exact.
+template <class D32>
+HWY_INLINE int32_t SumI32(D32 d32, hn::Vec<D32> a, hn::Vec<D32> b) {
+  return hn::GetLane(hn::SumOfLanes(d32, hn::Add(a, b)));
+}
+
+float DotQ8_0(const BlockQ8_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  const D16x32 d16;
+  const hn::RepartitionToWide<D16x32> d32;
+  const hn::Rebind<float, decltype(d32)> df;
+  const size_t n = hn::Lanes(d16);
+  auto acc = hn::Zero(df);
+  for (size_t i = 0; i < blocks; ++i) {
+    auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+    for (size_t k = 0; k < 32; k += n) {
+      s0 = hn::ReorderWidenMulAccumulate(d32, LoadI8(d16, w[i].qs + k), LoadI8(d16, x[i].qs + k), s0, s1);
+    }
+    const float scale = HalfToFloat(w[i].d) * x[i].d;
+    acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0, s1)), hn::Set(df, scale), acc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc));
+}
+
+float DotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  const D16x16 d16;
+  const hn::RepartitionToWide<D16x16> d32;
+  const hn::Rebind<float, decltype(d32)> df;
+  const size_t n = hn::Lanes(d16);
+  const auto low = hn::Set(d16, 0xF), eight = hn::Set(d16, 8);
+  auto acc = hn::Zero(df);
+  for (size_t i = 0; i < blocks; ++i) {
+    auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+    for (size_t k = 0; k < 16; k += n) {
+      const auto q = LoadU8(d16, w[i].qs + k);
+      const auto lo = hn::Sub(hn::And(q, low), eight);
+      const auto hi = hn::Sub(hn::ShiftRight<4>(q), eight);
+      s0 = hn::ReorderWidenMulAccumulate(d32, lo, LoadI8(d16, x[i].qs + k), s0, s1);
+      s0 = hn::ReorderWidenMulAccumulate(d32, hi, LoadI8(d16, x[i].qs + 16 + k), s0, s1);
+    }
+    const float scale = HalfToFloat(w[i].d) * x[i].d;
+    acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0, s1)), hn::Set(df, scale), acc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc));
+}
+
+// Q4_K and Q5_K: the integer sums sum_j sc_j * dot(q_j, x_j) and
+// sum_j m_j * sum(x_j), then the same f32 steps as DotQuantRowScalar.
+template <bool kFifthBit, typename Block>
+float DotK(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const D16x32 d16;
+  const hn::RepartitionToWide<D16x32> d32;
+  const size_t n = hn::Lanes(d16);
+  const auto low = hn::Set(d16, 0xF), one = hn::Set(d16, 1);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    uint8_t sc[8], m[8];
+    int32_t mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      Q4KScaleMin(w[i].scales, j, &sc[j], &m[j]);
+      mins += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+    }
+    auto total = hn::Zero(d32);
+    for (int c = 0; c < 4; ++c) {
+      auto lo0 = hn::Zero(d32), lo1 = hn::Zero(d32), hi0 = hn::Zero(d32), hi1 = hn::Zero(d32);
+      for (size_t k = 0; k < 32; k += n) {
+        const auto q = LoadU8(d16, w[i].qs + 32 * c + k);
+        auto lo = hn::And(q, low);
+        auto hi = hn::ShiftRight<4>(q);
+        if constexpr (kFifthBit) {
+          const auto h = LoadU8(d16, w[i].qh + k);
+          lo = hn::Or(lo, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c), one)));
+          hi = hn::Or(hi, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c + 1), one)));
+        }
+        lo0 = hn::ReorderWidenMulAccumulate(d32, lo, LoadI8(d16, x[i].qs + 64 * c + k), lo0, lo1);
+        hi0 = hn::ReorderWidenMulAccumulate(d32, hi, LoadI8(d16, x[i].qs + 64 * c + 32 + k), hi0, hi1);
+      }
+      total = hn::Add(total, hn::Mul(hn::Add(lo0, lo1), hn::Set(d32, sc[2 * c])));
+      total = hn::Add(total, hn::Mul(hn::Add(hi0, hi1), hn::Set(d32, sc[2 * c + 1])));
+    }
+    const int32_t scaled = hn::GetLane(hn::SumOfLanes(d32, total));
+    acc += (x[i].d * HalfToFloat(w[i].d)) * static_cast<float>(scaled) -
+           (x[i].d * HalfToFloat(w[i].dmin)) * static_cast<float>(mins);
+  }
+  return acc;
+}
+
+float DotQ6_K(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const D16x16 d16;
+  const hn::RepartitionToWide<D16x16> d32;
+  const size_t n = hn::Lanes(d16);
+  const auto low = hn::Set(d16, 0xF), three = hn::Set(d16, 3), bias = hn::Set(d16, 32);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    auto total = hn::Zero(d32);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = w[i].ql + 64 * h;
+      const uint8_t* qh = w[i].qh + 32 * h;
+      const int8_t* xs = x[i].qs + 128 * h;
+      for (int half = 0; half < 2; ++half) {  // l in [16 half, 16 half + 16): one sub-block per t
+        const int l0 = 16 * half;
+        auto a0 = hn::Zero(d32), a1 = hn::Zero(d32), b0 = hn::Zero(d32), b1 = hn::Zero(d32);
+        auto c0 = hn::Zero(d32), c1 = hn::Zero(d32), e0 = hn::Zero(d32), e1 = hn::Zero(d32);
+        for (size_t k = 0; k < 16; k += n) {
+          const auto la = LoadU8(d16, ql + l0 + k);
+          const auto lb = LoadU8(d16, ql + 32 + l0 + k);
+          const auto hb = LoadU8(d16, qh + l0 + k);
+          const auto q0 = hn::Sub(hn::Or(hn::And(la, low), hn::ShiftLeft<4>(hn::And(hb, three))), bias);
+          const auto q1 =
+              hn::Sub(hn::Or(hn::And(lb, low), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<2>(hb), three))), bias);
+          const auto q2 =
+              hn::Sub(hn::Or(hn::ShiftRight<4>(la), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<4>(hb), three))), bias);
+          const auto q3 = hn::Sub(hn::Or(hn::ShiftRight<4>(lb), hn::ShiftLeft<4>(hn::ShiftRight<6>(hb))), bias);
+          a0 = hn::ReorderWidenMulAccumulate(d32, q0, LoadI8(d16, xs + l0 + k), a0, a1);
+          b0 = hn::ReorderWidenMulAccumulate(d32, q1, LoadI8(d16, xs + 32 + l0 + k), b0, b1);
+          c0 = hn::ReorderWidenMulAccumulate(d32, q2, LoadI8(d16, xs + 64 + l0 + k), c0, c1);
+          e0 = hn::ReorderWidenMulAccumulate(d32, q3, LoadI8(d16, xs + 96 + l0 + k), e0, e1);
+        }
+        const int8_t* sc = w[i].scales + 8 * h + half;
+        total = hn::Add(total, hn::Mul(hn::Add(a0, a1), hn::Set(d32, sc[0])));
+        total = hn::Add(total, hn::Mul(hn::Add(b0, b1), hn::Set(d32, sc[2])));
+        total = hn::Add(total, hn::Mul(hn::Add(c0, c1), hn::Set(d32, sc[4])));
+        total = hn::Add(total, hn::Mul(hn::Add(e0, e1), hn::Set(d32, sc[6])));
+      }
+    }
+    const int32_t scaled = hn::GetLane(hn::SumOfLanes(d32, total));
+    acc += (x[i].d * HalfToFloat(w[i].d)) * static_cast<float>(scaled);
+  }
+  return acc;
+}
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+// x86 with AVX2 (every x86 target from AVX2 up, AVX-512 included): Highway
+// 1.0 has no u8 x i8 multiply, so these use pmaddubsw directly on 32-byte
+// vectors, one sub-block per vector: unsigned 4-6 bit codes times int8
+// activations summed in pairs into int16 (at most 63 * 127 * 2, no
+// saturation), then pmaddwd by the sub-block's integer scale into int32.
+// The same exact integers as the portable kernels, so the same results.
+#define EXPERTD_QUANT_X86 1
+
+HWY_INLINE float ScaleF32(uint16_t h) { return _cvtsh_ss(h); }  // F16C, exact
+
+HWY_INLINE int32_t HorizontalSum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// The 32 signed codes of a Q8_0 block, or of a Q4_0 block (nibbles - 8).
+HWY_INLINE __m256i Codes(const BlockQ8_0& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+HWY_INLINE __m256i Codes(const BlockQ4_0& b) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i low = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+  return _mm256_set_m128i(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
+                          _mm_sub_epi8(_mm_and_si128(q, low), eight));
+}
+
+// Q8_0 and Q4_0: each block's exact integer sum, scaled and accumulated in
+// eight f32 lanes (the portable kernels use Highway's lane count, so their
+// sums differ by f32 reordering only).
+template <typename Block>
+float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  // pmaddubsw needs one unsigned side: |w| against x with w's sign.
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (size_t i = 0; i < blocks; ++i) {
+    const __m256i wq = Codes(w[i]);
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+    const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(ScaleF32(w[i].d) * x[i].d), acc);
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <bool kFifthBit, typename Block>
+float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  const __m256i bit = _mm256_set1_epi8(1);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    // Q4KScaleMin for all eight sub-blocks at once, four bytes per word:
+    // words 0-1 are the scales of sub-blocks 0-7, words 2-3 the mins.
+    uint32_t packed[3], words[4];
+    std::memcpy(packed, w[i].scales, 12);
+    words[0] = packed[0] & 0x3F3F3F3Fu;
+    words[2] = packed[1] & 0x3F3F3F3Fu;
+    words[1] = (packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u);
+    words[3] = ((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u);
+    uint8_t sc[8], m[8];
+    std::memcpy(sc, words, 8);
+    std::memcpy(m, words + 2, 8);
+    // sum_j m_j * (sum of x over sub-block j): the 16 per-16 sums against
+    // each min twice.
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)),
+                                                                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m))));
+    const int32_t mins = HorizontalSum(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), mins16));
+    __m256i qh;
+    if constexpr (kFifthBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh));
+    __m256i total = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs + 32 * c));
+      __m256i lo = _mm256_and_si256(q, low);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+      if constexpr (kFifthBit) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, bit), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), bit), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
+      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 64 * c));
+      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 64 * c + 32));
+      total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_set1_epi16(sc[2 * c])));
+      total = _mm256_add_epi32(total,
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xhi), _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    const int32_t scaled = HorizontalSum(total);
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled) -
+           (x[i].d * ScaleF32(w[i].dmin)) * static_cast<float>(mins);
+  }
+  return acc;
+}
+
+#if HWY_TARGET <= HWY_AVX3
+// Q4_K on 64-byte vectors (AVX-512BW): two sub-blocks per pmaddubsw. A load
+// of 64 code bytes holds chunks c and c + 1; their low nibbles are
+// sub-blocks 2c and 2c + 2, the high ones 2c + 1 and 2c + 3, so 128-bit lane
+// shuffles pair them as the activations lie ([2c | 2c + 1], 64 bytes). Each
+// int16 pair sum is multiplied by its sub-block's scale (vpermw spreads the
+// eight scales over the halves), the same integers as DotKX86.
+#define EXPERTD_QUANT_Q4K_512 1
+float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m512i low = _mm512_set1_epi8(0xF);
+  // Index vectors for vpermw: halves of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7).
+  const __m512i pick01 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(1), 1);
+  const __m512i two = _mm512_set1_epi16(2);
+  const __m512i pick23 = _mm512_add_epi16(pick01, two);
+  const __m512i pick45 = _mm512_add_epi16(pick23, two);
+  const __m512i pick67 = _mm512_add_epi16(pick45, two);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    uint32_t packed[3], words[4];
+    std::memcpy(packed, w[i].scales, 12);
+    words[0] = packed[0] & 0x3F3F3F3Fu;
+    words[2] = packed[1] & 0x3F3F3F3Fu;
+    words[1] = (packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u);
+    words[3] = ((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u);
+    const __m128i sc_m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
+    const __m512i scales = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sc_m));  // sc[0..7] in lanes 0-7
+    const __m128i m8 = _mm_srli_si128(sc_m, 8);
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    const int32_t mins = HorizontalSum(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), mins16));
+
+    __m512i total = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {  // chunks 2 half and 2 half + 1
+      const __m512i q = _mm512_loadu_si512(w[i].qs + 64 * half);
+      const __m512i lo = _mm512_and_si512(q, low);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low);
+      const __m512i first = _mm512_shuffle_i64x2(lo, hi, 0x44);   // sub-blocks 4 half, 4 half + 1
+      const __m512i second = _mm512_shuffle_i64x2(lo, hi, 0xEE);  // 4 half + 2, 4 half + 3
+      const __m512i x0 = _mm512_loadu_si512(x[i].qs + 128 * half);
+      const __m512i x1 = _mm512_loadu_si512(x[i].qs + 128 * half + 64);
+      const __m512i s0 = _mm512_permutexvar_epi16(half == 0 ? pick01 : pick45, scales);
+      const __m512i s1 = _mm512_permutexvar_epi16(half == 0 ? pick23 : pick67, scales);
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(first, x0), s0));
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(second, x1), s1));
+    }
+    const int32_t scaled = HorizontalSum(
+        _mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled) -
+           (x[i].d * ScaleF32(w[i].dmin)) * static_cast<float>(mins);
+  }
+  return acc;
+}
+
+// Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
+// the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
+// order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
+// their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
+// (16 elements). The same integers as DotQ6_KX86.
+#define EXPERTD_QUANT_Q6K_512 1
+float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m512i low = _mm512_set1_epi8(0xF);
+  const __m512i three = _mm512_set1_epi8(3);
+  const __m512i quarter = _mm512_srli_epi16(
+      _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+                       6, 5, 4, 3, 2, 1, 0),
+      3);  // lane k -> k / 8
+  const __m512i four = _mm512_set1_epi16(4);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales)));
+    const int32_t offset = HorizontalSum(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), scales16));
+    const __m512i scales = _mm512_castsi256_si512(scales16);
+    __m512i total = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i l = _mm512_loadu_si512(w[i].ql + 64 * h);
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
+      const __m512i h01 = _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 2), 1);
+      const __m512i h23 = _mm512_srli_epi16(h01, 4);
+      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, low), _mm512_slli_epi16(_mm512_and_si512(h01, three), 4));
+      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low),
+                                          _mm512_slli_epi16(_mm512_and_si512(h23, three), 4));
+      const __m512i pick01 = _mm512_add_epi16(quarter, _mm512_set1_epi16(static_cast<int16_t>(8 * h)));
+      const __m512i s01 = _mm512_permutexvar_epi16(pick01, scales);
+      const __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(pick01, four), scales);
+      const __m512i x01 = _mm512_loadu_si512(x[i].qs + 128 * h);
+      const __m512i x23 = _mm512_loadu_si512(x[i].qs + 128 * h + 64);
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q01, x01), s01));
+      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q23, x23), s23));
+    }
+    const int32_t scaled =
+        HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1))) -
+        32 * offset;
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+  }
+  return acc;
+}
+#endif  // AVX-512
+
+// Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
+// with sum x from the activation's per-16 sums.
+float DotQ6_KX86(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  const __m256i three = _mm256_set1_epi8(3);
+  float acc = 0;
+  for (size_t i = 0; i < blocks; ++i) {
+    int32_t offset = 0;
+    for (int j = 0; j < 16; ++j) offset += w[i].scales[j] * x[i].bsums[j];
+    __m256i total = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h));
+      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
+          _mm256_or_si256(_mm256_and_si256(lb, low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
+      };
+      const int8_t* sc = w[i].scales + 8 * h;
+      for (int t = 0; t < 4; ++t) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 128 * h + 32 * t));
+        // Lanes 0-7 of the int16 pairs are elements l < 16 (scale sc[2t]),
+        // lanes 8-15 are l >= 16 (scale sc[2t + 1]).
+        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]), _mm_set1_epi16(sc[2 * t]));
+        total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xv), scale));
+      }
+    }
+    const int32_t scaled = HorizontalSum(total) - 32 * offset;
+    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+  }
+  return acc;
+}
+#endif  // x86 with AVX2
+
+template <typename Block, typename Act, float (*kDot)(const Block*, const Act*, size_t)>
+void Rows(const void* w, size_t rows, size_t cols, size_t block_elements, const void* xq, size_t batch, float* y,
+          size_t row_begin, size_t row_end) {
+  const size_t blocks = cols / block_elements;
+  const size_t x_blocks = cols / (sizeof(Act) == sizeof(ActQ8_32) ? 32 : 256);
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* xb = static_cast<const Act*>(xq);
+  for (size_t r = row_begin; r < row_end; ++r) {
+    for (size_t m = 0; m < batch; ++m) y[m * rows + r] = kDot(wb + r * blocks, xb + m * x_blocks, blocks);
+  }
+}
+
+void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch, float* y,
+               int64_t row_begin, int64_t row_end) {
+  const auto r = static_cast<size_t>(rows), n = static_cast<size_t>(cols), m = static_cast<size_t>(batch);
+  const auto begin = static_cast<size_t>(row_begin), end = static_cast<size_t>(row_end);
+#ifdef EXPERTD_QUANT_X86
+  constexpr auto kQ8_0 = DotQ8X86<BlockQ8_0>;
+  constexpr auto kQ4_0 = DotQ8X86<BlockQ4_0>;
+#ifdef EXPERTD_QUANT_Q4K_512
+  constexpr auto kQ4_K = DotQ4_K512;
+#else
+  constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
+#endif
+  constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
+#ifdef EXPERTD_QUANT_Q6K_512
+  constexpr auto kQ6_K = DotQ6_K512;
+#else
+  constexpr auto kQ6_K = DotQ6_KX86;
+#endif
+#else
+  constexpr auto kQ8_0 = DotQ8_0;
+  constexpr auto kQ4_0 = DotQ4_0;
+  constexpr auto kQ4_K = DotK<false, BlockQ4_K>;
+  constexpr auto kQ5_K = DotK<true, BlockQ5_K>;
+  constexpr auto kQ6_K = DotQ6_K;
+#endif
+  switch (dtype) {
+    case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, kQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kF32:
+    case DType::kBF16:
+    case DType::kF16:
+      return;  // MatMul runs float weights itself
+  }
+}
+
+#undef EXPERTD_QUANT_X86
+#undef EXPERTD_QUANT_Q4K_512
+#undef EXPERTD_QUANT_Q6K_512
+
+// QuantizeActivationRow's bytes exactly: the maximum is order-independent,
+// d and 1 / d are the same scalar steps, x * (1 / d) the same product, and
+// NearestInt rounds to nearest even like the scalar code (|x / d| <= 127.5).
+HWY_INLINE float QuantizeBlockQ8(const float* HWY_RESTRICT x, size_t count, int8_t* HWY_RESTRICT q) {
+  const hn::CappedTag<float, 16> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const size_t n = hn::Lanes(df);
+  auto amax = hn::Zero(df);
+  for (size_t k = 0; k < count; k += n) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, x + k)));
+  const float d = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
+  const auto id = hn::Set(df, d > 0 ? 1.0f / d : 0.0f);
+  const auto lo = hn::Set(di, -127), hi = hn::Set(di, 127);
+  for (size_t k = 0; k < count; k += n) {
+    const auto i = hn::Min(hn::Max(hn::NearestInt(hn::Mul(hn::LoadU(df, x + k), id)), lo), hi);
+    hn::StoreU(hn::DemoteTo(d8, i), d8, q + k);
+  }
+  return d;
+}
+
+void QuantizeActivations(DType dtype, const float* x, int64_t cols, int64_t batch, void* out) {
+  const auto n = static_cast<size_t>(cols);
+  for (int64_t m = 0; m < batch; ++m, x += cols) {
+    if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0) {
+      auto* blocks = static_cast<ActQ8_32*>(out) + static_cast<size_t>(m) * (n / 32);
+      for (size_t i = 0; i < n / 32; ++i) blocks[i].d = QuantizeBlockQ8(x + 32 * i, 32, blocks[i].qs);
+    } else if (DTypeIsQuantized(dtype)) {
+      auto* blocks = static_cast<ActQ8_K*>(out) + static_cast<size_t>(m) * (n / 256);
+      for (size_t i = 0; i < n / 256; ++i) {
+        blocks[i].d = QuantizeBlockQ8(x + 256 * i, 256, blocks[i].qs);
+        for (int g = 0; g < 16; ++g) {
+          int sum = 0;
+          for (int l = 0; l < 16; ++l) sum += blocks[i].qs[16 * g + l];
+          blocks[i].bsums[g] = static_cast<int16_t>(sum);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace expertd::kernels::internal
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace expertd::kernels::internal {
+
+HWY_EXPORT(QuantRows);
+HWY_EXPORT(QuantizeActivations);
+
+void QuantizeActivationRows(DType dtype, const float* x, int64_t cols, int64_t batch, void* out) {
+  HWY_DYNAMIC_DISPATCH(QuantizeActivations)(dtype, x, cols, batch, out);
+}
+
+void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
+                     float* y, int64_t row_begin, int64_t row_end) {
+  HWY_DYNAMIC_DISPATCH(QuantRows)(dtype, w, rows, cols, xq, batch, y, row_begin, row_end);
+}
+
+}  // namespace expertd::kernels::internal
+#endif  // HWY_ONCE

@@ -1,0 +1,31 @@
+#ifndef EXPERTD_KERNELS_CPU_QUANT_MATMUL_H_
+#define EXPERTD_KERNELS_CPU_QUANT_MATMUL_H_
+
+#include <cstdint>
+
+#include "base/dtype.h"
+
+namespace expertd::kernels::internal {
+
+// MatMul's rows [row_begin, row_end) for a quantised weight matrix (the
+// kernels/cpu/matmul.h entry points call this; nothing else should).
+// xq holds `batch` activation rows, each QuantizeActivationRow's output for
+// w's dtype (ActivationRowBytes apart); y is [batch][rows].
+//
+// Each y[m][r] is one dot product of row r with activation row m, computed
+// the same way whatever the batch, the row range or the thread, so results
+// never depend on how rows are split. For the K-quants the per-block sums
+// are exact integers and only their scaling is in f32, in block order, so
+// the SIMD result equals DotQuantRowScalar bit for bit; Q8_0 and Q4_0 scale
+// each 32-block's integer sum into f32 vector lanes, which reorders the f32
+// additions (within a few ulp of the scalar sum times the row's length).
+void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
+                     float* y, int64_t row_begin, int64_t row_end);
+
+// QuantizeActivationRow (quant_blocks.h) on `batch` rows of `cols`, byte for
+// byte, vectorised: it runs on every MatVec call.
+void QuantizeActivationRows(DType dtype, const float* x, int64_t cols, int64_t batch, void* out);
+
+}  // namespace expertd::kernels::internal
+
+#endif  // EXPERTD_KERNELS_CPU_QUANT_MATMUL_H_
