@@ -78,6 +78,12 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
   command->add_option("--lookahead", options->prefetch.predictor.lookahead, "layers ahead the prefetcher predicts")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  command
+      ->add_option("--prefetch-budget", options->prefetch.scheduler.fixed_budget_per_layer,
+                   "prefetch reads per predicted layer and pass ([prefetch] budget_per_layer); 0 = measured from "
+                   "layer time and read throughput")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   command->add_option("--roster", options->roster.samples,
                       "Roster of Experts: routing samples per token, averaged (1 = the plain model)")
       ->capture_default_str();

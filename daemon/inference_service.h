@@ -23,6 +23,11 @@ struct ServiceCounters {
   // Cross-layer prediction, over every lookahead distance (0/0 without a
   // prefetcher).
   uint64_t predicted_experts = 0, actual_experts = 0, correctly_predicted = 0;
+  // The prefetch budget now (reads per predicted layer and pass), whether
+  // the config fixed it, and what a measured one comes from.
+  int prefetch_budget_per_layer = 0;
+  bool prefetch_budget_fixed = false;
+  double mean_layer_seconds = 0, load_bytes_per_second = 0;
 };
 
 // Owns the loaded engine and the request engine that runs it
@@ -59,8 +64,11 @@ class InferenceService {
   std::unique_ptr<Runtime> runtime_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  mutable std::mutex prediction_mu_;  // guards the three figures below
+  mutable std::mutex prediction_mu_;  // guards the figures below
   uint64_t predicted_experts_ = 0, actual_experts_ = 0, correctly_predicted_ = 0;
+  int prefetch_budget_per_layer_ = 0;
+  bool prefetch_budget_fixed_ = false;
+  double mean_layer_seconds_ = 0, load_bytes_per_second_ = 0;
 
   std::unique_ptr<RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
 };

@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   ASSIGN_OR_RETURN(prefetcher->predictor_, predictor::MakePredictor(options.predictor, shape, pool));
   predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.num_experts = config.num_experts;
+  scheduler_options.expert_bytes = cache.slot_bytes();
   prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
       scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
       [&cache] { return cache.reads_in_flight(); });
@@ -48,14 +49,16 @@ void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::
 
 void Prefetcher::OnLayerDone(int layer, double compute_seconds) {
   scheduler_->RecordLayerCompute(compute_seconds);
-  // The mean duration of the fills that completed since the last layer.
+  // The file's throughput since the last layer, over the time reads were in
+  // flight: with loads overlapping this is what the budget can spend, where
+  // one load's latency would count each overlapping load in full.
   const cache::TierStats dram = cache_.stats().dram;
-  const uint64_t loads = dram.completed_loads;
-  if (loads > loads_seen_) {
-    scheduler_->RecordExpertLoad((dram.load_ns - load_ns_seen_) / 1e9 / (loads - loads_seen_));
-    loads_seen_ = loads;
-    load_ns_seen_ = dram.load_ns;
+  if (dram.read_busy_ns > read_busy_ns_seen_ && dram.bytes_loaded > bytes_loaded_seen_) {
+    scheduler_->RecordLoadThroughput(static_cast<double>(dram.bytes_loaded - bytes_loaded_seen_) /
+                                     ((dram.read_busy_ns - read_busy_ns_seen_) / 1e9));
   }
+  bytes_loaded_seen_ = dram.bytes_loaded;
+  read_busy_ns_seen_ = dram.read_busy_ns;
   scheduler_->Pump();
 }
 

@@ -40,6 +40,10 @@ class Prefetcher : public LayerObserver {
   const predictor::PredictionStats& prediction_stats() const { return prediction_stats_; }
   predictor::PrefetchScheduler::Stats scheduler_stats() const { return scheduler_->stats(); }
   int per_layer_budget() const { return scheduler_->per_layer_budget(); }
+  bool budget_is_fixed() const { return scheduler_->budget_is_fixed(); }
+  // The measurements behind a measured budget (0 before the first).
+  double mean_layer_seconds() const { return scheduler_->mean_layer_seconds(); }
+  double mean_load_bytes_per_second() const { return scheduler_->mean_load_bytes_per_second(); }
   absl::string_view predictor_name() const { return predictor_->name(); }
 
  private:
@@ -51,8 +55,9 @@ class Prefetcher : public LayerObserver {
   std::unique_ptr<predictor::PrefetchScheduler> scheduler_;
   predictor::PredictionStats prediction_stats_;
   std::vector<predictor::LayerPrediction> predictions_;  // reused every layer
-  uint64_t loads_seen_ = 0;    // completed fills already fed to the scheduler
-  uint64_t load_ns_seen_ = 0;
+  // The cache's read figures already fed to the scheduler.
+  uint64_t bytes_loaded_seen_ = 0;
+  uint64_t read_busy_ns_seen_ = 0;
 };
 
 }  // namespace expertd

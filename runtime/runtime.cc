@@ -222,6 +222,9 @@ PassStats Runtime::PassFigures() const {
     PrefetchStats& prefetch = stats.prefetch.emplace();
     prefetch.predictor = std::string(prefetcher_->predictor_name());
     prefetch.per_layer_budget = prefetcher_->per_layer_budget();
+    prefetch.budget_fixed = prefetcher_->budget_is_fixed();
+    prefetch.mean_layer_seconds = prefetcher_->mean_layer_seconds();
+    prefetch.load_bytes_per_second = prefetcher_->mean_load_bytes_per_second();
     prefetch.reads = prefetcher_->scheduler_stats();
     prefetch.by_distance = prefetcher_->prediction_stats().by_distance();
   }

@@ -50,7 +50,13 @@ struct GpuPassStats {
 // Cross-layer prediction and the prefetch reads it issued.
 struct PrefetchStats {
   std::string predictor;
+  // Prefetch reads per predicted layer per pass: [prefetch] budget_per_layer
+  // when set (budget_fixed), else measured from the mean layer time and the
+  // file's read throughput with loads overlapping (0 before a sample).
   int per_layer_budget = 0;
+  bool budget_fixed = false;
+  double mean_layer_seconds = 0;
+  double load_bytes_per_second = 0;
   predictor::PrefetchScheduler::Stats reads;
   // [lookahead distance]; index 0 unused.
   std::vector<predictor::PredictionStats::Figures> by_distance;
