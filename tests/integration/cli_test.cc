@@ -225,7 +225,9 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   EXPECT_THAT(offloaded.err, HasSubstr("(queue depth 3)")) << "--queue-depth reaches the reader";
   auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
   EXPECT_EQ(text(offloaded.out), text(resident.out));
-  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): hit rate [0-9.]+"));
+  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): [0-9]+ accesses: hit [0-9.]+, "
+                                                      "hidden [0-9.]+, miss [0-9.]+"));
+  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("budget [0-9]+ per layer \\(measured"));
   // Second run: the packed file is reused, not rewritten.
   CommandResult again = Expertd(offloaded_args);
   EXPECT_THAT(again.err, ::testing::Not(HasSubstr("packing")));
