@@ -302,7 +302,6 @@ absl::Status Trace(const TraceFlags& flags) {
 }
 
 absl::Status BenchCache(const BenchCacheFlags& flags) {
-  ASSIGN_OR_RETURN(cache::LoadedTrace trace, cache::ReadTraceFile(flags.trace));
   std::vector<double> percents;
   for (absl::string_view piece : absl::StrSplit(flags.capacity_percents, ',', absl::SkipEmpty())) {
     double p = 0;
@@ -312,7 +311,11 @@ absl::Status BenchCache(const BenchCacheFlags& flags) {
     percents.push_back(p);
   }
   std::vector<std::string> policies = absl::StrSplit(flags.policies, ',', absl::SkipEmpty());
-  return cache::RunCacheBenchmark(trace.trace, policies, percents, std::cout);
+  // The same path as tools/bench_cache, router scores included: reading the
+  // trace here and dropping its scores made layer-distance score
+  // differently in the two tools.
+  return cache::RunTraceFileBenchmark(flags.trace, policies, percents, std::cout, cache::CacheBenchmarkOptions(),
+                                      flags.ignore_scores);
 }
 
 }  // namespace expertd::cli

@@ -18,7 +18,7 @@
 namespace expertd {
 namespace {
 
-constexpr const char* kPolicies[] = {"lru", "lfu", "least-stale", "layer-distance"};
+constexpr const char* kPolicies[] = {"lru", "lru-hint", "lfu", "least-stale", "layer-distance"};
 constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
 constexpr const char* kGpuModes[] = {"auto", "on", "off"};
 

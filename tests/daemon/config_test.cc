@@ -180,7 +180,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"cache", "device_budget = \"lots\"", "cache.device_budget", "bad size \"lots\""},
         BadValue{"cache", "device_budget = 1.5", "cache.device_budget", "got a float"},
         BadValue{"server", "max_body = -4", "server.max_body", "negative"},
-        BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lfu, least-stale, layer-distance"},
+        BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lru-hint, lfu, least-stale, layer-distance"},
         BadValue{"cache", "policy = 3", "cache.policy", "expected a string"},
         BadValue{"prefetch", "kind = \"oracle\"", "prefetch.kind", "none, cross-layer, previous-token"},
         BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
