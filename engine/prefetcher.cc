@@ -1,5 +1,7 @@
 #include "engine/prefetcher.h"
 
+#include <algorithm>
+
 #include "base/status_macros.h"
 
 namespace expertd {
@@ -19,6 +21,12 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.num_experts = config.num_experts;
   scheduler_options.expert_bytes = cache.slot_bytes();
+  // Room for the predicted layers' reads beside the running layer's k
+  // experts, in the compute tier (budgets resized later keep this cap).
+  const cache::CacheStats slots = cache.stats();
+  const int compute_slots = slots.device.slots > 0 ? slots.device.slots : slots.dram.slots;
+  scheduler_options.max_budget_per_layer =
+      std::max(1, (compute_slots - config.experts_per_token) / std::max(1, options.predictor.lookahead));
   prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
       scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
       [&cache] { return cache.reads_in_flight(); });
@@ -47,12 +55,18 @@ void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::
   scheduler_->Pump();
 }
 
-void Prefetcher::OnLayerDone(int layer, double compute_seconds) {
-  scheduler_->RecordLayerCompute(compute_seconds);
+void Prefetcher::OnLayerDone(int layer, double layer_seconds) {
+  const cache::CacheStats stats = cache_.stats();
+  // The layer's compute: its time less what it stalled for loads in the
+  // compute tier. Prefetches overlap compute; a stall is I/O already.
+  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
+  const double stalled_seconds = (compute.wait_ns - stall_ns_seen_) / 1e9;
+  stall_ns_seen_ = compute.wait_ns;
+  scheduler_->RecordLayerCompute(layer_seconds - stalled_seconds);
   // The file's throughput since the last layer, over the time reads were in
   // flight: with loads overlapping this is what the budget can spend, where
   // one load's latency would count each overlapping load in full.
-  const cache::TierStats dram = cache_.stats().dram;
+  const cache::TierStats& dram = stats.dram;
   if (dram.read_busy_ns > read_busy_ns_seen_ && dram.bytes_loaded > bytes_loaded_seen_) {
     scheduler_->RecordLoadThroughput(static_cast<double>(dram.bytes_loaded - bytes_loaded_seen_) /
                                      ((dram.read_busy_ns - read_busy_ns_seen_) / 1e9));

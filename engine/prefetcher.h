@@ -35,7 +35,7 @@ class Prefetcher : public LayerObserver {
   void BeginLayer(int layer) override;
   void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
                 int k) override;
-  void OnLayerDone(int layer, double compute_seconds) override;
+  void OnLayerDone(int layer, double layer_seconds) override;
 
   const predictor::PredictionStats& prediction_stats() const { return prediction_stats_; }
   predictor::PrefetchScheduler::Stats scheduler_stats() const { return scheduler_->stats(); }
@@ -58,6 +58,7 @@ class Prefetcher : public LayerObserver {
   // The cache's read figures already fed to the scheduler.
   uint64_t bytes_loaded_seen_ = 0;
   uint64_t read_busy_ns_seen_ = 0;
+  uint64_t stall_ns_seen_ = 0;  // the compute tier's wait_ns
 };
 
 }  // namespace expertd

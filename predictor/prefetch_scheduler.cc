@@ -118,7 +118,8 @@ int PrefetchScheduler::per_layer_budget() const {
   if (avg_layer_compute_s_ <= 0.0 || avg_load_bytes_per_s_ <= 0.0 || options_.expert_bytes == 0) return 1;
   // Tiny epsilon so 10 ms at 2 loads per 10 ms gives 2, not 1.999... -> 1.
   const double loads_per_layer = avg_layer_compute_s_ * avg_load_bytes_per_s_ / static_cast<double>(options_.expert_bytes);
-  const double upper = options_.num_experts > 0 ? options_.num_experts : 1e6;
+  double upper = options_.num_experts > 0 ? options_.num_experts : 1e6;
+  if (options_.max_budget_per_layer > 0) upper = std::min(upper, static_cast<double>(options_.max_budget_per_layer));
   return static_cast<int>(std::clamp(std::floor(loads_per_layer + 1e-9), 1.0, upper));
 }
 

@@ -21,6 +21,11 @@ struct PrefetchSchedulerOptions {
   // Bytes one expert load reads (a cache slot): converts the measured
   // throughput into loads. 0 = unknown: the measured budget stays 1.
   uint64_t expert_bytes = 0;
+  // Upper clamp of the measured budget from the cache's size (0 = none):
+  // the reads for the predicted layers must fit beside the running layer's
+  // experts, or prefetches evict each other and everything reused across
+  // tokens (the Prefetcher sets (slots - k) / lookahead).
+  int max_budget_per_layer = 0;
   // Upper clamp of the measured budget (the model's experts per layer);
   // 0 = no upper clamp.
   int num_experts = 0;
@@ -64,14 +69,17 @@ class PrefetchScheduler {
   // in_flight() < max_in_flight and the layer's budget lasts.
   void Pump();
 
-  // Figures feeding the measured budget: one layer's compute time, and the
+  // Figures feeding the measured budget: one layer's compute time (without
+  // the time it stalled for loads: prefetches overlap compute, and counting
+  // stalls would grow the budget with the misses it causes), and the
   // file's read throughput while loads overlap (bytes loaded per second of
   // time with at least one read in flight; TierStats::read_busy_ns).
   void RecordLayerCompute(double seconds);
   void RecordLoadThroughput(double bytes_per_second);
   // fixed_budget_per_layer when set; else the expert loads the file
   // delivers during one layer, floor(avg layer compute * avg throughput /
-  // expert_bytes), clamped to [1, num_experts]; 1 until both have a sample.
+  // expert_bytes), clamped to [1, min(num_experts, max_budget_per_layer)];
+  // 1 until both have a sample.
   // Throughput, not one load's latency: up to max_in_flight reads overlap,
   // so latency alone (the budget's old basis) said "1 per layer" on every
   // measured run. The floor of 1 keeps one early read per layer even when a

@@ -147,6 +147,31 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
   EXPECT_GT(by_distance[1].precision(), 0.5);
 }
 
+// The measured budget is the loads the file delivers during a layer's
+// compute: a layer that stalls 20 ms for its loads but computes in far less
+// must not count the stall (which grew the budget with the misses that
+// prefetching caused), and overlapping reads count as throughput.
+TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(20);
+  Load(PredictableModel(), &slow);
+  auto cache = MakeCache(8);
+  CachedExperts experts(*cache, file_->layout());
+  PrefetcherOptions options;
+  options.predictor.kind = "cross-layer";
+  auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+  ASSERT_TRUE(prefetcher.ok());
+  Run(&experts, prefetcher->get(), 3);
+  const cache::TierStats dram = cache->stats().dram;
+  ASSERT_GT(dram.wait_ns, 0u);
+  EXPECT_GT((*prefetcher)->mean_layer_seconds(), 0.0);
+  EXPECT_LT((*prefetcher)->mean_layer_seconds(), 0.010) << "a 20 ms stall counted as compute";
+  // Reads overlap: the throughput is above one 20 ms read at a time.
+  EXPECT_GT((*prefetcher)->mean_load_bytes_per_second(), 1.5 * file_->layout().slot_bytes() / 0.020);
+  EXPECT_FALSE((*prefetcher)->budget_is_fixed());
+  EXPECT_GE((*prefetcher)->per_layer_budget(), 1);
+}
+
 TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
   io::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(4);

@@ -213,6 +213,15 @@ TEST(PrefetchSchedulerTest, OverlappingLoadsRaiseTheBudgetBeyondLatency) {
   s.RecordLayerCompute(0.010);
   s.RecordLoadThroughput(8 * 1e6 / 0.005);
   EXPECT_EQ(s.per_layer_budget(), 16);
+  // A cache with room for 6 reads beside the running layer caps it there.
+  options.max_budget_per_layer = 6;
+  PrefetchScheduler small_cache(options, [](int, int) { return true; }, [] { return 0; });
+  small_cache.RecordLayerCompute(0.010);
+  small_cache.RecordLoadThroughput(8 * 1e6 / 0.005);
+  EXPECT_EQ(small_cache.per_layer_budget(), 6);
+  // A fixed budget is the operator's: not capped.
+  options.fixed_budget_per_layer = 9;
+  EXPECT_EQ(PrefetchScheduler(options, [](int, int) { return true; }, [] { return 0; }).per_layer_budget(), 9);
 }
 
 }  // namespace
