@@ -79,6 +79,12 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   command
+      ->add_option("--prefetch-next-token", options->prefetch.next_token_layers,
+                   "at each token's last MoE layer, prefetch its experts of the first N MoE layers for the next "
+                   "token ([prefetch] next_token_layers)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command
       ->add_option("--prefetch-budget", options->prefetch.scheduler.fixed_budget_per_layer,
                    "prefetch reads per predicted layer and pass ([prefetch] budget_per_layer); 0 = measured from "
                    "layer time and read throughput")

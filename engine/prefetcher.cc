@@ -27,6 +27,16 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   const int compute_slots = slots.device.slots > 0 ? slots.device.slots : slots.dram.slots;
   scheduler_options.max_budget_per_layer =
       std::max(1, (compute_slots - config.experts_per_token) / std::max(1, options.predictor.lookahead));
+  for (int l = 0; l < config.num_layers; ++l) {
+    if (!config.layer_is_moe[l]) continue;
+    prefetcher->last_moe_layer_ = l;
+    if (static_cast<int>(prefetcher->first_layers_.size()) < options.next_token_layers) {
+      prefetcher->first_layers_.push_back(l);
+    }
+  }
+  prefetcher->routed_.resize(prefetcher->first_layers_.size());
+  prefetcher->next_predicted_.resize(prefetcher->first_layers_.size());
+  prefetcher->max_in_flight_ = scheduler_options.max_in_flight;
   prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
       scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
       [&cache] { return cache.reads_in_flight(); });
@@ -47,12 +57,41 @@ void Prefetcher::BeginLayer(int layer) {
 void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen,
                           int n_tokens, int k) {
   prediction_stats_.Score(layer, chosen);
+  for (size_t i = 0; i < first_layers_.size(); ++i) {
+    if (first_layers_[i] != layer) continue;
+    if (!next_predicted_[i].empty()) {
+      const predictor::PredictionStats::Figures f = predictor::PredictionStats::Compare(next_predicted_[i], chosen);
+      next_token_stats_.predicted += f.predicted;
+      next_token_stats_.actual += f.actual;
+      next_token_stats_.correct += f.correct;
+      next_predicted_[i].clear();
+    }
+    // Only a decode step's routing is one token's: prefill predicts nothing.
+    routed_[i].clear();
+    if (n_tokens == 1) routed_[i].assign(chosen.begin(), chosen.end());
+  }
   predictor_->Observe(layer, chosen, n_tokens, k);
   predictions_.clear();
   predictor_->Predict(layer, gate_inputs, n_tokens, k, &predictions_);
   prediction_stats_.Record(predictions_);
   scheduler_->Submit(predictions_);
   scheduler_->Pump();
+  if (layer == last_moe_layer_ && n_tokens == 1) PrefetchNextToken();
+}
+
+void Prefetcher::PrefetchNextToken() {
+  const int budget = scheduler_->per_layer_budget();
+  for (size_t i = 0; i < first_layers_.size(); ++i) {
+    next_predicted_[i] = routed_[i];  // chosen is in rank order: best first
+    int issued = 0;
+    for (int32_t expert : next_predicted_[i]) {
+      if (issued >= budget || cache_.reads_in_flight() >= max_in_flight_) break;
+      if (cache_.Prefetch({first_layers_[i], expert})) {
+        ++issued;
+        ++next_token_reads_;
+      }
+    }
+  }
 }
 
 void Prefetcher::OnLayerDone(int layer, double layer_seconds) {

@@ -18,6 +18,13 @@ namespace expertd {
 struct PrefetcherOptions {
   predictor::PredictorOptions predictor;  // kind, lookahead
   predictor::PrefetchSchedulerOptions scheduler;
+  // The next token's first MoE layers, which no prediction within a pass
+  // reaches: at the last MoE layer of a decode pass, prefetch the experts
+  // this token routed to in the first `next_token_layers` MoE layers
+  // (previous-token routing), up to the per-layer budget each, so their
+  // loads overlap the output head, sampling and the next token's first
+  // attention. 0 = off. [prefetch] next_token_layers.
+  int next_token_layers = 0;
 };
 
 // Cross-layer speculative prefetch (Fate, with SpecMD's scheduling): at each
@@ -38,6 +45,11 @@ class Prefetcher : public LayerObserver {
   void OnLayerDone(int layer, double layer_seconds) override;
 
   const predictor::PredictionStats& prediction_stats() const { return prediction_stats_; }
+  // The next-token predictions (next_token_layers), scored when the next
+  // pass routes those layers, and the reads they issued.
+  const predictor::PredictionStats::Figures& next_token_stats() const { return next_token_stats_; }
+  uint64_t next_token_reads() const { return next_token_reads_; }
+  int next_token_layers() const { return static_cast<int>(first_layers_.size()); }
   predictor::PrefetchScheduler::Stats scheduler_stats() const { return scheduler_->stats(); }
   int per_layer_budget() const { return scheduler_->per_layer_budget(); }
   bool budget_is_fixed() const { return scheduler_->budget_is_fixed(); }
@@ -48,6 +60,8 @@ class Prefetcher : public LayerObserver {
 
  private:
   Prefetcher(cache::ExpertCache& cache, int lookahead) : cache_(cache), prediction_stats_(lookahead) {}
+  // At the last MoE layer of a decode pass: issues next_predicted_.
+  void PrefetchNextToken();
 
   cache::ExpertCache& cache_;
   predictor::ModelShape shape_;
@@ -59,6 +73,17 @@ class Prefetcher : public LayerObserver {
   uint64_t bytes_loaded_seen_ = 0;
   uint64_t read_busy_ns_seen_ = 0;
   uint64_t stall_ns_seen_ = 0;  // the compute tier's wait_ns
+
+  // Next-token prediction: the first MoE layers, the last MoE layer, this
+  // pass's routing of each first layer, and the prediction made for the
+  // next pass (empty: none pending). Indexed like first_layers_.
+  std::vector<int> first_layers_;
+  int last_moe_layer_ = -1;
+  int max_in_flight_ = 1;
+  std::vector<std::vector<int32_t>> routed_;
+  std::vector<std::vector<int32_t>> next_predicted_;
+  predictor::PredictionStats::Figures next_token_stats_;
+  uint64_t next_token_reads_ = 0;
 };
 
 }  // namespace expertd

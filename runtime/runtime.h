@@ -62,6 +62,12 @@ struct PrefetchStats {
   std::vector<predictor::PredictionStats::Figures> by_distance;
   // Summed over distances.
   predictor::PredictionStats::Figures Total() const;
+  // The next token's first MoE layers from this token's routing
+  // ([prefetch] next_token_layers; 0 layers: off), scored when the next
+  // token routes them, and the reads issued for them.
+  int next_token_layers = 0;
+  predictor::PredictionStats::Figures next_token;
+  uint64_t next_token_reads = 0;
 };
 
 // Figures the forward pass keeps as it runs: read them on the thread that

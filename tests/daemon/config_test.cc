@@ -77,6 +77,7 @@ lookahead = 2
 max_in_flight = 4
 to_device = false
 budget_per_layer = 3
+next_token_layers = 1
 [inference]
 default_experts_per_token = 4
 max_batch = 16
@@ -96,7 +97,7 @@ execution_placement = false
   w.model.path = "/models/olmoe";
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
-  w.prefetch = {"previous-token", 2, 4, false, 3};
+  w.prefetch = {"previous-token", 2, 4, false, 3, 1};
   w.inference = {4, 16, 8, 512, 12, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
