@@ -70,6 +70,8 @@ void InferenceService::PublishPredictionFigures() {
   prefetch_budget_fixed_ = pass.prefetch->budget_fixed;
   mean_layer_seconds_ = pass.prefetch->mean_layer_seconds;
   load_bytes_per_second_ = pass.prefetch->load_bytes_per_second;
+  next_token_layers_ = pass.prefetch->next_token_layers;
+  next_token_ = pass.prefetch->next_token;
 }
 
 absl::Status InferenceService::ReloadBudgets(const CacheConfig& cache) {
@@ -99,6 +101,10 @@ ServiceCounters InferenceService::Counters() const {
   counters.prefetch_budget_fixed = prefetch_budget_fixed_;
   counters.mean_layer_seconds = mean_layer_seconds_;
   counters.load_bytes_per_second = load_bytes_per_second_;
+  counters.next_token_layers = next_token_layers_;
+  counters.next_token_predicted = next_token_.predicted;
+  counters.next_token_actual = next_token_.actual;
+  counters.next_token_correct = next_token_.correct;
   return counters;
 }
 
@@ -150,6 +156,14 @@ nlohmann::json InferenceService::Stats() const {
                          {"budget", c.prefetch_budget_fixed ? "fixed" : "measured"},
                          {"mean_layer_seconds", c.mean_layer_seconds},
                          {"load_bytes_per_second", c.load_bytes_per_second}};
+    if (c.next_token_layers > 0) {
+      stats["prefetch"]["next_token"] = {{"layers", c.next_token_layers},
+                                         {"predicted", c.next_token_predicted},
+                                         {"correct", c.next_token_correct},
+                                         {"actual", c.next_token_actual},
+                                         {"precision", ratio(c.next_token_correct, c.next_token_predicted)},
+                                         {"recall", ratio(c.next_token_correct, c.next_token_actual)}};
+    }
   }
   return stats;
 }

@@ -28,6 +28,10 @@ struct ServiceCounters {
   int prefetch_budget_per_layer = 0;
   bool prefetch_budget_fixed = false;
   double mean_layer_seconds = 0, load_bytes_per_second = 0;
+  // The next token's first MoE layers from this token's routing (0 layers:
+  // off).
+  int next_token_layers = 0;
+  uint64_t next_token_predicted = 0, next_token_actual = 0, next_token_correct = 0;
 };
 
 // Owns the loaded engine and the request engine that runs it
@@ -69,6 +73,8 @@ class InferenceService {
   int prefetch_budget_per_layer_ = 0;
   bool prefetch_budget_fixed_ = false;
   double mean_layer_seconds_ = 0, load_bytes_per_second_ = 0;
+  int next_token_layers_ = 0;
+  predictor::PredictionStats::Figures next_token_;
 
   std::unique_ptr<RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
 };
