@@ -240,8 +240,10 @@ int main(int argc, char** argv) {
   const double resident_tps = result->decode_tokens_per_second();
   int total_experts = 0;
   for (bool moe : (*model)->config().layer_is_moe) total_experts += moe ? (*model)->config().num_experts : 0;
-  std::printf("\n%-7s %-15s %-17s %6s %8s %9s %7s %9s %6s %6s %7s %7s\n", "dram %", "policy", "prefetch", "slots",
-              "hit rate", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hidden", "shallow");
+  // hit, hidden, miss: shares of the run's expert accesses (cache/expert_cache.h
+  // TierStats); hid%: of the would-be misses, the share prefetch hid.
+  std::printf("\n%-7s %-15s %-17s %6s %6s %6s %6s %9s %7s %9s %6s %6s %6s %7s\n", "dram %", "policy", "prefetch",
+              "slots", "hit", "hidden", "miss", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hid%", "shallow");
   for (absl::string_view percent_text : absl::StrSplit(dram_percents, ',', absl::SkipEmpty())) {
     double percent = 0;
     if (!absl::SimpleAtod(percent_text, &percent)) continue;
@@ -302,16 +304,17 @@ int main(int argc, char** argv) {
           }
           cache::TierStats stats = (*cache)->stats().dram;
           stats.hits -= before.hits;
+          stats.hidden -= before.hidden;
           stats.misses -= before.misses;
           stats.wait_ns -= before.wait_ns;
-          stats.prefetch_hits -= before.prefetch_hits;
           double precision = 0, recall = 0;
           if (prefetcher != nullptr && prefetcher->prediction_stats().by_distance().size() > 1) {
             precision = prefetcher->prediction_stats().by_distance()[1].precision();
             recall = prefetcher->prediction_stats().by_distance()[1].recall();
           }
-          std::printf("%-7.0f %-15s %-17s %6d %8.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %6.1f%% %7d\n", percent,
+          std::printf("%-7.0f %-15s %-17s %6d %6.3f %6.3f %6.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %5.1f%% %7d\n", percent,
                       std::string(policy).c_str(), std::string(prefetch_spec).c_str(), stats.slots, stats.hit_rate(),
+                      stats.hidden_rate(), stats.miss_rate(),
                       run->decode_tokens_per_second(), run->decode_tokens_per_second() / resident_tps,
                       stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()), precision, recall,
                       100.0 * stats.hidden_miss_share(), shallow_layers);

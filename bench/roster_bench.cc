@@ -143,10 +143,11 @@ int main(int argc, char** argv) {
       const double tps = run->decode_tokens_per_second();
       if (n == 1 && bonus == bonuses.front()) base_tps = tps;
       const double decode_tokens = static_cast<double>(run->costs.decode_tokens);
-      const uint64_t hits = after.hits - before.hits, misses = after.misses - before.misses;
+      // Every access once: hit, hidden (no prefetcher here, so none) or miss.
+      const uint64_t hits = after.hits - before.hits, accesses = after.accesses() - before.accesses();
       std::printf("%6d %6.2f %9.2f %7.2f %11.1f %14.1f %7.2fx %8.3f\n", n, bonus, tps, base_tps > 0 ? tps / base_tps : 0,
                   (after.loads - before.loads) / std::max(1.0, decode_tokens), run->costs.distinct_experts_per_token(),
-                  run->costs.extra_compute(), hits + misses > 0 ? static_cast<double>(hits) / (hits + misses) : 0.0);
+                  run->costs.extra_compute(), accesses > 0 ? static_cast<double>(hits) / accesses : 0.0);
       std::fflush(stdout);
     }
   }

@@ -12,7 +12,7 @@
 
 namespace expertd::cache {
 
-std::vector<std::string> EvictionPolicyNames() { return {"lru", "lfu", "least-stale", "layer-distance", "belady"}; }
+std::vector<std::string> EvictionPolicyNames() { return {"lru", "lru-hint", "lfu", "least-stale", "layer-distance", "belady"}; }
 
 absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name,
                                                                    const PolicyOptions& options) {
@@ -23,6 +23,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_
                                                    options.num_experts, " experts"));
   }
   if (name == "lru") return policies::NewLruPolicy(options);
+  if (name == "lru-hint") return policies::NewLruHintPolicy(options);
   if (name == "lfu") return policies::NewLfuPolicy(options);
   if (name == "least-stale") return policies::NewLeastStalePolicy(options);
   if (name == "layer-distance") return policies::NewLayerDistancePolicy(options);

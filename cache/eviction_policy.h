@@ -67,7 +67,8 @@ struct PolicyOptions {
   std::shared_ptr<const AccessTrace> future;
 };
 
-// Names: lru, lfu, least-stale, layer-distance, belady.
+// Names: lru, lru-hint (LRU refreshed by prefetch hints), lfu, least-stale,
+// layer-distance, belady.
 absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name,
                                                                    const PolicyOptions& options);
 std::vector<std::string> EvictionPolicyNames();

@@ -70,6 +70,11 @@ struct ExpertCache::Tier {
   // The pass in which each key was last evicted: a miss on a key evicted in
   // the current pass is a collision miss (SpecMD).
   absl::flat_hash_map<ExpertKey, uint64_t> evicted_in_pass;
+  // Keys whose demand access StartLoad(prefetch=false) has counted in this
+  // tier and whose Acquire has not come yet. A few per layer (the layer's
+  // misses), searched linearly; cleared at each layer start, so an access
+  // that never reached Acquire (an error) cannot hide a later one.
+  std::vector<ExpertKey> asked;
   TierStats stats;
 };
 
@@ -283,7 +288,7 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
     FinishLoadLocked(tier, slot, extent.status());
     return;
   }
-  ++file_reads_in_flight_;
+  if (file_reads_in_flight_++ == 0) reads_busy_since_ = std::chrono::steady_clock::now();
   const ExpertKey k = key;
   const io::ExpertExtent where = *extent;
   // The file pads every bundle to a whole slot, so the read is slot-sized
@@ -298,8 +303,11 @@ void ExpertCache::StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& k
       status = absl::Status(status.code(), absl::StrCat("loading ", k.ToString(), ": ", status.message()));
     }
     std::lock_guard lock(mu_);
-    --file_reads_in_flight_;
     Tier& dram = *tiers_[kDram];
+    if (--file_reads_in_flight_ == 0) {
+      dram.stats.read_busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now() - reads_busy_since_).count();
+    }
     if (status.ok()) dram.stats.bytes_loaded += where.length;
     if (checksum_failed) ++dram.stats.checksum_failures;
     FinishLoadLocked(dram, slot, status);
@@ -356,41 +364,38 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
   std::unique_lock lock(mu_);
   Tier& tier = *tiers_[tier_index];
   if (demand) tier.policy->OnAccess(key);
+  // counted: this access is in the figures already (StartLoad counted it as
+  // a miss, or we have); missed: this call found the expert not ready.
+  bool counted = !demand || TakeAskedLocked(tier, key);
+  const bool asked = demand && counted;
   bool missed = false;
-  auto count_miss = [&] {
-    if (missed || !demand) return;
-    missed = true;
-    ++tier.stats.misses;
-    auto evicted = tier.evicted_in_pass.find(key);
-    if (evicted != tier.evicted_in_pass.end() && evicted->second == pass_) ++tier.stats.collision_misses;
-  };
   while (true) {
     auto it = tier.resident.find(key);
     if (it != tier.resident.end() && it->second->state == Slot::State::kReady) {
       Slot* slot = it->second;
-      if (demand && !missed) {
-        ++tier.stats.hits;
-        tier.policy->OnHit(key);
-        if (std::exchange(slot->prefetched, false)) ++tier.stats.prefetch_hits;
-      }
-      if (missed) {
+      // The policy hears of a use the same way whether or not StartLoad
+      // counted it: accounting must not change what gets evicted.
+      if (demand && !missed) tier.policy->OnHit(key);
+      if (!counted) CountReadyLocked(tier, slot);
+      if (demand && (missed || asked)) {
         tier.stats.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                                   std::chrono::steady_clock::now() - start).count();
       }
       return PinLocked(tier_index, slot);
     }
+    if (!counted) {
+      CountMissLocked(tier, key);
+      counted = true;
+    }
+    missed = true;
     if (it != tier.resident.end()) {
       // Loading: join the load in flight.
-      if (!missed) ++tier.stats.shared_loads;
-      if (demand && std::exchange(it->second->prefetched, false)) ++tier.stats.late_prefetches;
-      count_miss();
       std::shared_ptr<Load> load = it->second->load;
       changed_.wait(lock, [&] { return load->done; });
       if (!load->status.ok()) return load->status;
       continue;
     }
 
-    count_miss();
     Slot* slot = ReserveSlotLocked(lock, tier);
     if (tier.resident.contains(key)) {
       // Someone else started this load while we waited for a slot.
@@ -403,6 +408,54 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireInTier(int tier_index, cons
       continue;
     }
     FillDeviceSlotLocked(lock, tier, slot, key, demand);
+  }
+}
+
+void ExpertCache::CountReadyLocked(Tier& tier, Slot* slot) {
+  if (std::exchange(slot->prefetched, false)) {
+    ++tier.stats.hidden;
+  } else {
+    ++tier.stats.hits;
+  }
+}
+
+void ExpertCache::CountMissLocked(Tier& tier, const ExpertKey& key) {
+  ++tier.stats.misses;
+  auto it = tier.resident.find(key);
+  if (it != tier.resident.end()) {
+    // Loading: the access joins the load in flight.
+    ++tier.stats.shared_loads;
+    if (std::exchange(it->second->prefetched, false)) ++tier.stats.late_prefetches;
+  }
+  auto evicted = tier.evicted_in_pass.find(key);
+  if (evicted != tier.evicted_in_pass.end() && evicted->second == pass_) ++tier.stats.collision_misses;
+}
+
+bool ExpertCache::TakeAskedLocked(Tier& tier, const ExpertKey& key) {
+  auto it = std::find(tier.asked.begin(), tier.asked.end(), key);
+  if (it == tier.asked.end()) return false;
+  *it = tier.asked.back();
+  tier.asked.pop_back();
+  return true;
+}
+
+void ExpertCache::CountAskedLocked(const ExpertKey& key) {
+  // Already asked for in this layer (a second StartLoad): counted once.
+  Tier& compute = *tiers_.back();
+  if (std::find(compute.asked.begin(), compute.asked.end(), key) != compute.asked.end()) return;
+  for (int t = static_cast<int>(tiers_.size()) - 1; t >= 0; --t) {
+    Tier& tier = *tiers_[t];
+    auto it = tier.resident.find(key);
+    if (it != tier.resident.end() && it->second->state == Slot::State::kReady) {
+      // Ready in the compute tier: Acquire will count the hit itself. Ready
+      // in DRAM under a device miss: that DRAM access is counted here.
+      if (&tier == &compute) return;
+      CountReadyLocked(tier, it->second);
+      tier.asked.push_back(key);
+      return;
+    }
+    CountMissLocked(tier, key);
+    tier.asked.push_back(key);
   }
 }
 
@@ -474,8 +527,7 @@ std::optional<ExpertCache::Pin> ExpertCache::TryAcquireLocked(int tier_index, co
   Slot* slot = it->second;
   tier.policy->OnAccess(key);
   tier.policy->OnHit(key);
-  ++tier.stats.hits;
-  if (std::exchange(slot->prefetched, false)) ++tier.stats.prefetch_hits;
+  if (!TakeAskedLocked(tier, key)) CountReadyLocked(tier, slot);
   return PinLocked(tier_index, slot);
 }
 
@@ -502,6 +554,7 @@ int ExpertCache::reads_in_flight() const {
 bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
   if (!file_.Find(key.layer, key.expert).ok()) return false;
   std::lock_guard lock(mu_);
+  if (!prefetch) CountAskedLocked(key);
   Tier& dram = *tiers_[kDram];
   bool started = false;
   if (dram.resident.contains(key)) {
@@ -553,7 +606,10 @@ void ExpertCache::BeginPass() {
 
 void ExpertCache::BeginLayer(int layer) {
   std::lock_guard lock(mu_);
-  for (auto& tier : tiers_) tier->policy->OnLayerStart(layer);
+  for (auto& tier : tiers_) {
+    tier->asked.clear();
+    tier->policy->OnLayerStart(layer);
+  }
 }
 
 void ExpertCache::OnRouterScores(int layer, absl::Span<const float> probabilities) {
@@ -587,6 +643,11 @@ CacheStats ExpertCache::stats() const {
   std::lock_guard lock(mu_);
   CacheStats out;
   out.dram = tiers_[kDram]->stats;
+  if (file_reads_in_flight_ > 0) {
+    // The busy interval still open counts up to now.
+    out.dram.read_busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::steady_clock::now() - reads_busy_since_).count();
+  }
   if (tiers_.size() > 1) out.device = tiers_[kDevice]->stats;
   out.passes = pass_;
   return out;

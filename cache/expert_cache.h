@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <thread>
@@ -24,8 +25,23 @@
 namespace expertd::cache {
 
 // Figures of one tier since creation.
+//
+// Every demand access (compute asking for an expert) is counted once, when
+// the layer asks for it (TryAcquire, StartLoad(prefetch=false) or Acquire,
+// whichever comes first), as exactly one of
+//   hit     ready in this tier, and not brought in by a prefetch since it
+//           was last asked for;
+//   hidden  ready in this tier because a prefetch brought it in: the miss
+//           that prefetching hid;
+//   miss    not ready: a demand load started, or the access joined a load in
+//           flight (a late prefetch among them); wait_ns is its stall.
+// A load that compute started itself is a miss even when it has finished by
+// the time compute waits for it: counting it at Acquire instead made those
+// loads hits (51% "hits" at 6 slots where no access ever found its expert
+// ready).
 struct TierStats {
-  uint64_t hits = 0;              // demand accesses that found the expert ready
+  uint64_t hits = 0;              // demand accesses that found the expert ready (not by a prefetch)
+  uint64_t hidden = 0;            // demand accesses that found it ready because a prefetch brought it
   uint64_t misses = 0;            // demand accesses that had to load or wait for a load
   uint64_t collision_misses = 0;  // misses on an expert evicted earlier in the same pass
   uint64_t shared_loads = 0;      // misses that joined a load already in flight
@@ -33,22 +49,35 @@ struct TierStats {
   uint64_t loads = 0;             // fills started (demand and prefetch)
   uint64_t prefetches = 0;        // fills started by Prefetch
   uint64_t bytes_loaded = 0;
-  uint64_t wait_ns = 0;           // time demand accesses spent waiting for fills
+  uint64_t wait_ns = 0;           // stall: time the misses spent waiting for their fills
   uint64_t load_errors = 0;
   uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)
   uint64_t load_ns = 0;           // summed duration of completed fills
   uint64_t completed_loads = 0;   // fills that finished, with or without error
-  uint64_t prefetch_hits = 0;     // first demand access to a prefetched expert found it ready
-  uint64_t late_prefetches = 0;   // ... found it still loading (part of the wait hidden)
+  // DRAM: time with at least one file read in flight. Reads overlap (up to
+  // the reader's queue depth), so load_ns / completed_loads, the latency of
+  // one read, understates what the file delivers; bytes_loaded over this is
+  // the throughput with loads overlapping (read_bytes_per_second()).
+  uint64_t read_busy_ns = 0;
+  uint64_t late_prefetches = 0;   // misses that found a prefetch of their expert still loading
   int slots = 0;
   std::string policy;
 
-  double hit_rate() const { return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / (hits + misses); }
-  // Of the accesses that would have missed without prefetch, the share that hit.
+  uint64_t accesses() const { return hits + hidden + misses; }
+  // Shares of accesses; hit_rate() + hidden_rate() + miss_rate() == 1.
+  double hit_rate() const { return Share(hits); }
+  double hidden_rate() const { return Share(hidden); }
+  double miss_rate() const { return Share(misses); }
+  // Of the accesses that would have missed without prefetch, the share that
+  // prefetch made ready in time.
   double hidden_miss_share() const {
-    return prefetch_hits + misses == 0 ? 0.0 : static_cast<double>(prefetch_hits) / (prefetch_hits + misses);
+    return hidden + misses == 0 ? 0.0 : static_cast<double>(hidden) / (hidden + misses);
   }
   double mean_load_seconds() const { return completed_loads == 0 ? 0.0 : load_ns / 1e9 / completed_loads; }
+  double read_bytes_per_second() const { return read_busy_ns == 0 ? 0.0 : bytes_loaded / (read_busy_ns / 1e9); }
+
+ private:
+  double Share(uint64_t n) const { return accesses() == 0 ? 0.0 : static_cast<double>(n) / accesses(); }
 };
 
 struct CacheStats {
@@ -150,8 +179,9 @@ class ExpertCache {
   // error is returned to this caller and leaves the cache consistent.
   absl::StatusOr<Pin> Acquire(const ExpertKey& key);
   // Acquire without waiting: a pin when the expert is ready in the compute
-  // tier now (counted as a demand hit), else nullopt and nothing happens, so
-  // the caller can compute what is ready first and Acquire the rest after.
+  // tier now (counted as a demand hit, or hidden when a prefetch brought it),
+  // else nullopt and nothing happens, so the caller can compute what is
+  // ready first and Acquire the rest after.
   std::optional<Pin> TryAcquire(const ExpertKey& key);
   // TryAcquire in DRAM: a pin of the expert's host copy when it is ready
   // there (with a device tier, whether or not the device has it), else
@@ -175,6 +205,12 @@ class ExpertCache {
   // as a prefetch. With a device tier (and prefetch_to_device) the expert is
   // then copied on into it by the copier thread, unless no device slot can
   // be freed. Returns whether a read or a copy was started.
+  //
+  // With prefetch false this is compute asking for the expert: the access
+  // is counted now, in every tier it passes through (a miss where the
+  // expert is not ready; see TierStats), and the next Acquire of the key in
+  // the same layer completes that access, adding only its stall. An expert
+  // already ready in the compute tier is left for Acquire to count as a hit.
   bool StartLoad(const ExpertKey& key, bool prefetch);
 
   // Shallow-favouring residency (Fate): loads `keys` into the compute tier
@@ -219,6 +255,17 @@ class ExpertCache {
   absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
   void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
   void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
+  // Counts a demand access to key in each tier from the compute tier down,
+  // as StartLoad(prefetch=false) does, and notes it for Acquire.
+  void CountAskedLocked(const ExpertKey& key);
+  // Counts a demand access to key in `tier` that found it ready (a hit, or
+  // hidden when an unclaimed prefetch brought it).
+  void CountReadyLocked(Tier& tier, Slot* slot);
+  // Counts a demand access to key in `tier` that did not find it ready.
+  void CountMissLocked(Tier& tier, const ExpertKey& key);
+  // Whether StartLoad already counted this access to key in `tier` (and
+  // forgets that it did).
+  bool TakeAskedLocked(Tier& tier, const ExpertKey& key);
   // Brings key into DRAM (a demand access there when `demand`), copies it
   // into the device slot being filled, and finishes that load. Releases the
   // lock meanwhile.
@@ -247,6 +294,9 @@ class ExpertCache {
   std::vector<std::unique_ptr<Tier>> tiers_;  // [0] DRAM, [1] device (optional)
   uint64_t pass_ = 0;
   int file_reads_in_flight_ = 0;
+  // When file_reads_in_flight_ last rose from 0: the open interval of
+  // TierStats::read_busy_ns.
+  std::chrono::steady_clock::time_point reads_busy_since_;
   std::vector<Pin> permanent_pins_;  // from PinPermanently; released first on destruction
   bool prefetch_to_device_ = true;
   bool promoting_ = false;  // a copier thread runs (set before it starts)

@@ -13,6 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "engine/batch_decoder.h"
@@ -36,14 +37,17 @@ void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
   const RuntimeStats figures = runtime.Stats();
   if (!figures.cache) return;
   const cache::CacheStats& stats = *figures.cache;
+  // Each access once: hit (ready when asked), hidden (made ready by a
+  // prefetch), miss (a demand load, with its stall).
   auto print = [](const char* name, const cache::TierStats& t) {
     std::printf(
-        "cache %s (%s, %d slots): hit rate %.3f, hits %llu, misses %llu, collision misses %llu, evictions %llu, "
-        "loads %llu, read %s, waited %.1f ms\n",
-        name, t.policy.c_str(), t.slots, t.hit_rate(), static_cast<unsigned long long>(t.hits),
-        static_cast<unsigned long long>(t.misses), static_cast<unsigned long long>(t.collision_misses),
-        static_cast<unsigned long long>(t.evictions), static_cast<unsigned long long>(t.loads),
-        FormatByteSize(t.bytes_loaded).c_str(), t.wait_ns / 1e6);
+        "cache %s (%s, %d slots): %llu accesses: hit %.3f, hidden %.3f, miss %.3f (hits %llu, hidden %llu, "
+        "misses %llu, collision misses %llu), evictions %llu, loads %llu, read %s, stalled %.1f ms\n",
+        name, t.policy.c_str(), t.slots, static_cast<unsigned long long>(t.accesses()), t.hit_rate(),
+        t.hidden_rate(), t.miss_rate(), static_cast<unsigned long long>(t.hits),
+        static_cast<unsigned long long>(t.hidden), static_cast<unsigned long long>(t.misses),
+        static_cast<unsigned long long>(t.collision_misses), static_cast<unsigned long long>(t.evictions),
+        static_cast<unsigned long long>(t.loads), FormatByteSize(t.bytes_loaded).c_str(), t.wait_ns / 1e6);
   };
   if (stats.device.slots > 0) print("device", stats.device);
   print("dram", stats.dram);
@@ -59,10 +63,22 @@ void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
     std::printf("prefetch %s, distance %zu: precision %.3f, recall %.3f\n", prefetch.predictor.c_str(), d,
                 prefetch.by_distance[d].precision(), prefetch.by_distance[d].recall());
   }
-  std::printf("prefetch reads: %llu issued, %llu already resident, %llu dropped as stale; budget %d per layer\n",
+  if (prefetch.next_token_layers > 0) {
+    std::printf("prefetch next token's first %d MoE layer(s) from this token's routing: precision %.3f, recall %.3f, "
+                "%llu reads\n",
+                prefetch.next_token_layers, prefetch.next_token.precision(), prefetch.next_token.recall(),
+                static_cast<unsigned long long>(prefetch.next_token_reads));
+  }
+  std::printf("prefetch reads: %llu issued, %llu already resident, %llu dropped as stale; budget %d per layer (%s)\n",
               static_cast<unsigned long long>(prefetch.reads.issued),
               static_cast<unsigned long long>(prefetch.reads.skipped_resident),
-              static_cast<unsigned long long>(prefetch.reads.dropped_stale), prefetch.per_layer_budget);
+              static_cast<unsigned long long>(prefetch.reads.dropped_stale), prefetch.per_layer_budget,
+              prefetch.budget_fixed
+                  ? "set by budget_per_layer"
+                  : absl::StrCat("measured: layer ", absl::StrFormat("%.2f", prefetch.mean_layer_seconds * 1e3),
+                                 " ms x reads ", FormatByteSize(static_cast<uint64_t>(prefetch.load_bytes_per_second)),
+                                 "/s with loads overlapping")
+                        .c_str());
 }
 
 void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
@@ -291,7 +307,6 @@ absl::Status Trace(const TraceFlags& flags) {
 }
 
 absl::Status BenchCache(const BenchCacheFlags& flags) {
-  ASSIGN_OR_RETURN(cache::LoadedTrace trace, cache::ReadTraceFile(flags.trace));
   std::vector<double> percents;
   for (absl::string_view piece : absl::StrSplit(flags.capacity_percents, ',', absl::SkipEmpty())) {
     double p = 0;
@@ -301,7 +316,11 @@ absl::Status BenchCache(const BenchCacheFlags& flags) {
     percents.push_back(p);
   }
   std::vector<std::string> policies = absl::StrSplit(flags.policies, ',', absl::SkipEmpty());
-  return cache::RunCacheBenchmark(trace.trace, policies, percents, std::cout);
+  // The same path as tools/bench_cache, router scores included: reading the
+  // trace here and dropping its scores made layer-distance score
+  // differently in the two tools.
+  return cache::RunTraceFileBenchmark(flags.trace, policies, percents, std::cout, cache::CacheBenchmarkOptions(),
+                                      flags.ignore_scores);
 }
 
 }  // namespace expertd::cli

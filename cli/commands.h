@@ -51,7 +51,8 @@ struct TraceFlags {
 struct BenchCacheFlags {
   std::string trace;
   std::string capacity_percents = "5,10,25,50";
-  std::string policies = "lru,lfu,least-stale,layer-distance,belady";
+  std::string policies = "lru,lru-hint,lfu,least-stale,layer-distance,belady";
+  bool ignore_scores = false;  // keep the trace's router scores from the policies
 };
 
 struct TokenizeFlags {

@@ -18,7 +18,7 @@
 namespace expertd {
 namespace {
 
-constexpr const char* kPolicies[] = {"lru", "lfu", "least-stale", "layer-distance"};
+constexpr const char* kPolicies[] = {"lru", "lru-hint", "lfu", "least-stale", "layer-distance"};
 constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
 constexpr const char* kGpuModes[] = {"auto", "on", "off"};
 
@@ -213,7 +213,9 @@ std::vector<Section> Schema(DaemonConfig& c) {
        {{"kind", [&c](const KeyRef& k) { return ReadChoice(k, kPrefetchKinds, c.prefetch.kind); }},
         {"lookahead", num(c.prefetch.lookahead, 1, kMaxLookahead)},
         {"max_in_flight", num(c.prefetch.max_in_flight, 1, kMaxInFlight)},
-        {"to_device", [&c](const KeyRef& k) { return ReadBool(k, c.prefetch.to_device); }}}},
+        {"to_device", [&c](const KeyRef& k) { return ReadBool(k, c.prefetch.to_device); }},
+        {"budget_per_layer", num(c.prefetch.budget_per_layer, 0, kMaxExpertsPerToken)},
+        {"next_token_layers", num(c.prefetch.next_token_layers, 0, kMaxLayers)}}},
       {"inference",
        {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0, kMaxExpertsPerToken)},
         {"max_batch", num(c.inference.max_batch, 1, kMaxBatch)},
@@ -335,6 +337,8 @@ EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.prefetch.predictor.kind = config.prefetch.kind;
   options.prefetch.predictor.lookahead = config.prefetch.lookahead;
   options.prefetch.scheduler.max_in_flight = config.prefetch.max_in_flight;
+  options.prefetch.scheduler.fixed_budget_per_layer = config.prefetch.budget_per_layer;
+  options.prefetch.next_token_layers = config.prefetch.next_token_layers;
 
   // ParseDaemonConfig accepted only these three spellings (kGpuModes).
   options.device.gpu = config.device.gpu == "on"    ? GpuMode::kOn

@@ -66,6 +66,8 @@ struct PrefetchConfig {
   int lookahead = 1;                 // layers predicted ahead, >= 1
   int max_in_flight = 16;            // speculative loads outstanding, >= 1
   bool to_device = true;             // with a device tier, prefetches go on into it
+  int budget_per_layer = 0;          // prefetch reads per predicted layer and pass; 0 = measured
+  int next_token_layers = 0;         // next token's first MoE layers prefetched from this token's routing
 
   bool operator==(const PrefetchConfig&) const = default;
 };

@@ -58,7 +58,7 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
       ->check(CLI::NonNegativeNumber);
   command->add_flag("!--no-execution-placement", options->device.execution_placement,
                     "on a GPU: always copy VRAM misses, never compute them on the CPU");
-  command->add_option("--policy", options->cache.policy, "eviction: lru, lfu, least-stale, layer-distance")
+  command->add_option("--policy", options->cache.policy, "eviction: lru, lru-hint, lfu, least-stale, layer-distance")
       ->capture_default_str();
   command->add_option("--expert-file", options->reader.path,
                       "packed experts; default DIR/model.experts (packed if missing)");
@@ -77,6 +77,18 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
       ->check(CLI::NonNegativeNumber);
   command->add_option("--lookahead", options->prefetch.predictor.lookahead, "layers ahead the prefetcher predicts")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--prefetch-next-token", options->prefetch.next_token_layers,
+                   "at each token's last MoE layer, prefetch its experts of the first N MoE layers for the next "
+                   "token ([prefetch] next_token_layers)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--prefetch-budget", options->prefetch.scheduler.fixed_budget_per_layer,
+                   "prefetch reads per predicted layer and pass ([prefetch] budget_per_layer); 0 = measured from "
+                   "layer time and read throughput")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   command->add_option("--roster", options->roster.samples,
                       "Roster of Experts: routing samples per token, averaged (1 = the plain model)")
@@ -151,6 +163,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--capacity-percent", bench_cache.capacity_percents, "cache sizes, % of all experts")
       ->capture_default_str();
   bench_cmd->add_option("--policies", bench_cache.policies)->capture_default_str();
+  bench_cmd->add_flag("--ignore-scores", bench_cache.ignore_scores,
+                      "do not pass the trace's router scores to the policies");
 
   std::string serve_config;
   int drain_seconds = 30;

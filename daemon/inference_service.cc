@@ -15,13 +15,25 @@ double SecondsBetween(std::chrono::steady_clock::time_point a, std::chrono::stea
 }
 
 nlohmann::json TierJson(const cache::TierStats& t) {
-  return {{"policy", t.policy},         {"slots", t.slots},
-          {"hits", t.hits},             {"misses", t.misses},
-          {"hit_rate", t.hit_rate()},   {"collision_misses", t.collision_misses},
-          {"evictions", t.evictions},   {"loads", t.loads},
-          {"prefetches", t.prefetches}, {"prefetch_hits", t.prefetch_hits},
-          {"bytes_loaded", t.bytes_loaded}, {"wait_seconds", t.wait_ns / 1e9},
-          {"load_errors", t.load_errors}, {"checksum_failures", t.checksum_failures}};
+  // Each access once: hits + hidden + misses == accesses (TierStats).
+  return {{"policy", t.policy},
+          {"slots", t.slots},
+          {"accesses", t.accesses()},
+          {"hits", t.hits},
+          {"hidden", t.hidden},
+          {"misses", t.misses},
+          {"hit_rate", t.hit_rate()},
+          {"hidden_rate", t.hidden_rate()},
+          {"miss_rate", t.miss_rate()},
+          {"collision_misses", t.collision_misses},
+          {"late_prefetches", t.late_prefetches},
+          {"evictions", t.evictions},
+          {"loads", t.loads},
+          {"prefetches", t.prefetches},
+          {"bytes_loaded", t.bytes_loaded},
+          {"stall_seconds", t.wait_ns / 1e9},
+          {"load_errors", t.load_errors},
+          {"checksum_failures", t.checksum_failures}};
 }
 
 }  // namespace
@@ -54,6 +66,12 @@ void InferenceService::PublishPredictionFigures() {
   predicted_experts_ = total.predicted;
   actual_experts_ = total.actual;
   correctly_predicted_ = total.correct;
+  prefetch_budget_per_layer_ = pass.prefetch->per_layer_budget;
+  prefetch_budget_fixed_ = pass.prefetch->budget_fixed;
+  mean_layer_seconds_ = pass.prefetch->mean_layer_seconds;
+  load_bytes_per_second_ = pass.prefetch->load_bytes_per_second;
+  next_token_layers_ = pass.prefetch->next_token_layers;
+  next_token_ = pass.prefetch->next_token;
 }
 
 absl::Status InferenceService::ReloadBudgets(const CacheConfig& cache) {
@@ -79,6 +97,14 @@ ServiceCounters InferenceService::Counters() const {
   counters.predicted_experts = predicted_experts_;
   counters.actual_experts = actual_experts_;
   counters.correctly_predicted = correctly_predicted_;
+  counters.prefetch_budget_per_layer = prefetch_budget_per_layer_;
+  counters.prefetch_budget_fixed = prefetch_budget_fixed_;
+  counters.mean_layer_seconds = mean_layer_seconds_;
+  counters.load_bytes_per_second = load_bytes_per_second_;
+  counters.next_token_layers = next_token_layers_;
+  counters.next_token_predicted = next_token_.predicted;
+  counters.next_token_actual = next_token_.actual;
+  counters.next_token_correct = next_token_.correct;
   return counters;
 }
 
@@ -125,7 +151,19 @@ nlohmann::json InferenceService::Stats() const {
                          {"correct", c.correctly_predicted},
                          {"actual", c.actual_experts},
                          {"precision", ratio(c.correctly_predicted, c.predicted_experts)},
-                         {"recall", ratio(c.correctly_predicted, c.actual_experts)}};
+                         {"recall", ratio(c.correctly_predicted, c.actual_experts)},
+                         {"budget_per_layer", c.prefetch_budget_per_layer},
+                         {"budget", c.prefetch_budget_fixed ? "fixed" : "measured"},
+                         {"mean_layer_seconds", c.mean_layer_seconds},
+                         {"load_bytes_per_second", c.load_bytes_per_second}};
+    if (c.next_token_layers > 0) {
+      stats["prefetch"]["next_token"] = {{"layers", c.next_token_layers},
+                                         {"predicted", c.next_token_predicted},
+                                         {"correct", c.next_token_correct},
+                                         {"actual", c.next_token_actual},
+                                         {"precision", ratio(c.next_token_correct, c.next_token_predicted)},
+                                         {"recall", ratio(c.next_token_correct, c.next_token_actual)}};
+    }
   }
   return stats;
 }
@@ -188,6 +226,11 @@ std::string InferenceService::PrometheusMetrics() const {
           c.predicted_experts > 0 ? static_cast<double>(c.correctly_predicted) / c.predicted_experts : 0.0);
     m.One("expertd_prefetch_recall", "gauge", "Correct / actual experts.",
           c.actual_experts > 0 ? static_cast<double>(c.correctly_predicted) / c.actual_experts : 0.0);
+    m.One("expertd_prefetch_budget_per_layer", "gauge", "Prefetch reads allowed per predicted layer and pass.",
+          static_cast<uint64_t>(c.prefetch_budget_per_layer));
+    m.One("expertd_prefetch_load_bytes_per_second", "gauge",
+          "Expert file read throughput with loads overlapping, as the prefetch budget measures it.",
+          c.load_bytes_per_second);
   }
   const RuntimeStats runtime = runtime_->Stats();
   if (!runtime.cache) return m.Take();
@@ -200,8 +243,14 @@ std::string InferenceService::PrometheusMetrics() const {
     uint64_t cache::TierStats::*field;
   };
   const CacheMetric cache_metrics[] = {
-      {"expertd_cache_hits_total", "Expert cache hits.", &cache::TierStats::hits},
-      {"expertd_cache_misses_total", "Expert cache misses.", &cache::TierStats::misses},
+      {"expertd_cache_hits_total", "Expert accesses that found the expert ready (not brought by a prefetch).",
+       &cache::TierStats::hits},
+      {"expertd_cache_hidden_total", "Expert accesses that found the expert ready because a prefetch brought it.",
+       &cache::TierStats::hidden},
+      {"expertd_cache_misses_total", "Expert accesses that waited for a demand load (or a late prefetch).",
+       &cache::TierStats::misses},
+      {"expertd_cache_stall_nanoseconds_total", "Time expert misses spent waiting for their loads.",
+       &cache::TierStats::wait_ns},
       {"expertd_cache_evictions_total", "Expert cache evictions.", &cache::TierStats::evictions},
       {"expertd_cache_loads_total", "Expert loads started (demand and prefetch).", &cache::TierStats::loads},
       {"expertd_cache_prefetches_total", "Expert loads started by prefetch.", &cache::TierStats::prefetches},

@@ -23,6 +23,15 @@ struct ServiceCounters {
   // Cross-layer prediction, over every lookahead distance (0/0 without a
   // prefetcher).
   uint64_t predicted_experts = 0, actual_experts = 0, correctly_predicted = 0;
+  // The prefetch budget now (reads per predicted layer and pass), whether
+  // the config fixed it, and what a measured one comes from.
+  int prefetch_budget_per_layer = 0;
+  bool prefetch_budget_fixed = false;
+  double mean_layer_seconds = 0, load_bytes_per_second = 0;
+  // The next token's first MoE layers from this token's routing (0 layers:
+  // off).
+  int next_token_layers = 0;
+  uint64_t next_token_predicted = 0, next_token_actual = 0, next_token_correct = 0;
 };
 
 // Owns the loaded engine and the request engine that runs it
@@ -59,8 +68,13 @@ class InferenceService {
   std::unique_ptr<Runtime> runtime_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  mutable std::mutex prediction_mu_;  // guards the three figures below
+  mutable std::mutex prediction_mu_;  // guards the figures below
   uint64_t predicted_experts_ = 0, actual_experts_ = 0, correctly_predicted_ = 0;
+  int prefetch_budget_per_layer_ = 0;
+  bool prefetch_budget_fixed_ = false;
+  double mean_layer_seconds_ = 0, load_bytes_per_second_ = 0;
+  int next_token_layers_ = 0;
+  predictor::PredictionStats::Figures next_token_;
 
   std::unique_ptr<RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
 };

@@ -1,5 +1,7 @@
 #include "engine/prefetcher.h"
 
+#include <algorithm>
+
 #include "base/status_macros.h"
 
 namespace expertd {
@@ -18,6 +20,23 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   ASSIGN_OR_RETURN(prefetcher->predictor_, predictor::MakePredictor(options.predictor, shape, pool));
   predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.num_experts = config.num_experts;
+  scheduler_options.expert_bytes = cache.slot_bytes();
+  // Room for the predicted layers' reads beside the running layer's k
+  // experts, in the compute tier (budgets resized later keep this cap).
+  const cache::CacheStats slots = cache.stats();
+  const int compute_slots = slots.device.slots > 0 ? slots.device.slots : slots.dram.slots;
+  scheduler_options.max_budget_per_layer =
+      std::max(1, (compute_slots - config.experts_per_token) / std::max(1, options.predictor.lookahead));
+  for (int l = 0; l < config.num_layers; ++l) {
+    if (!config.layer_is_moe[l]) continue;
+    prefetcher->last_moe_layer_ = l;
+    if (static_cast<int>(prefetcher->first_layers_.size()) < options.next_token_layers) {
+      prefetcher->first_layers_.push_back(l);
+    }
+  }
+  prefetcher->routed_.resize(prefetcher->first_layers_.size());
+  prefetcher->next_predicted_.resize(prefetcher->first_layers_.size());
+  prefetcher->max_in_flight_ = scheduler_options.max_in_flight;
   prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
       scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
       [&cache] { return cache.reads_in_flight(); });
@@ -38,24 +57,61 @@ void Prefetcher::BeginLayer(int layer) {
 void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen,
                           int n_tokens, int k) {
   prediction_stats_.Score(layer, chosen);
+  for (size_t i = 0; i < first_layers_.size(); ++i) {
+    if (first_layers_[i] != layer) continue;
+    if (!next_predicted_[i].empty()) {
+      const predictor::PredictionStats::Figures f = predictor::PredictionStats::Compare(next_predicted_[i], chosen);
+      next_token_stats_.predicted += f.predicted;
+      next_token_stats_.actual += f.actual;
+      next_token_stats_.correct += f.correct;
+      next_predicted_[i].clear();
+    }
+    // Only a decode step's routing is one token's: prefill predicts nothing.
+    routed_[i].clear();
+    if (n_tokens == 1) routed_[i].assign(chosen.begin(), chosen.end());
+  }
   predictor_->Observe(layer, chosen, n_tokens, k);
   predictions_.clear();
   predictor_->Predict(layer, gate_inputs, n_tokens, k, &predictions_);
   prediction_stats_.Record(predictions_);
   scheduler_->Submit(predictions_);
   scheduler_->Pump();
+  if (layer == last_moe_layer_ && n_tokens == 1) PrefetchNextToken();
 }
 
-void Prefetcher::OnLayerDone(int layer, double compute_seconds) {
-  scheduler_->RecordLayerCompute(compute_seconds);
-  // The mean duration of the fills that completed since the last layer.
-  const cache::TierStats dram = cache_.stats().dram;
-  const uint64_t loads = dram.completed_loads;
-  if (loads > loads_seen_) {
-    scheduler_->RecordExpertLoad((dram.load_ns - load_ns_seen_) / 1e9 / (loads - loads_seen_));
-    loads_seen_ = loads;
-    load_ns_seen_ = dram.load_ns;
+void Prefetcher::PrefetchNextToken() {
+  const int budget = scheduler_->per_layer_budget();
+  for (size_t i = 0; i < first_layers_.size(); ++i) {
+    next_predicted_[i] = routed_[i];  // chosen is in rank order: best first
+    int issued = 0;
+    for (int32_t expert : next_predicted_[i]) {
+      if (issued >= budget || cache_.reads_in_flight() >= max_in_flight_) break;
+      if (cache_.Prefetch({first_layers_[i], expert})) {
+        ++issued;
+        ++next_token_reads_;
+      }
+    }
   }
+}
+
+void Prefetcher::OnLayerDone(int layer, double layer_seconds) {
+  const cache::CacheStats stats = cache_.stats();
+  // The layer's compute: its time less what it stalled for loads in the
+  // compute tier. Prefetches overlap compute; a stall is I/O already.
+  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
+  const double stalled_seconds = (compute.wait_ns - stall_ns_seen_) / 1e9;
+  stall_ns_seen_ = compute.wait_ns;
+  scheduler_->RecordLayerCompute(layer_seconds - stalled_seconds);
+  // The file's throughput since the last layer, over the time reads were in
+  // flight: with loads overlapping this is what the budget can spend, where
+  // one load's latency would count each overlapping load in full.
+  const cache::TierStats& dram = stats.dram;
+  if (dram.read_busy_ns > read_busy_ns_seen_ && dram.bytes_loaded > bytes_loaded_seen_) {
+    scheduler_->RecordLoadThroughput(static_cast<double>(dram.bytes_loaded - bytes_loaded_seen_) /
+                                     ((dram.read_busy_ns - read_busy_ns_seen_) / 1e9));
+  }
+  bytes_loaded_seen_ = dram.bytes_loaded;
+  read_busy_ns_seen_ = dram.read_busy_ns;
   scheduler_->Pump();
 }
 

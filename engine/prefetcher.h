@@ -18,6 +18,13 @@ namespace expertd {
 struct PrefetcherOptions {
   predictor::PredictorOptions predictor;  // kind, lookahead
   predictor::PrefetchSchedulerOptions scheduler;
+  // The next token's first MoE layers, which no prediction within a pass
+  // reaches: at the last MoE layer of a decode pass, prefetch the experts
+  // this token routed to in the first `next_token_layers` MoE layers
+  // (previous-token routing), up to the per-layer budget each, so their
+  // loads overlap the output head, sampling and the next token's first
+  // attention. 0 = off. [prefetch] next_token_layers.
+  int next_token_layers = 0;
 };
 
 // Cross-layer speculative prefetch (Fate, with SpecMD's scheduling): at each
@@ -35,15 +42,26 @@ class Prefetcher : public LayerObserver {
   void BeginLayer(int layer) override;
   void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
                 int k) override;
-  void OnLayerDone(int layer, double compute_seconds) override;
+  void OnLayerDone(int layer, double layer_seconds) override;
 
   const predictor::PredictionStats& prediction_stats() const { return prediction_stats_; }
+  // The next-token predictions (next_token_layers), scored when the next
+  // pass routes those layers, and the reads they issued.
+  const predictor::PredictionStats::Figures& next_token_stats() const { return next_token_stats_; }
+  uint64_t next_token_reads() const { return next_token_reads_; }
+  int next_token_layers() const { return static_cast<int>(first_layers_.size()); }
   predictor::PrefetchScheduler::Stats scheduler_stats() const { return scheduler_->stats(); }
   int per_layer_budget() const { return scheduler_->per_layer_budget(); }
+  bool budget_is_fixed() const { return scheduler_->budget_is_fixed(); }
+  // The measurements behind a measured budget (0 before the first).
+  double mean_layer_seconds() const { return scheduler_->mean_layer_seconds(); }
+  double mean_load_bytes_per_second() const { return scheduler_->mean_load_bytes_per_second(); }
   absl::string_view predictor_name() const { return predictor_->name(); }
 
  private:
   Prefetcher(cache::ExpertCache& cache, int lookahead) : cache_(cache), prediction_stats_(lookahead) {}
+  // At the last MoE layer of a decode pass: issues next_predicted_.
+  void PrefetchNextToken();
 
   cache::ExpertCache& cache_;
   predictor::ModelShape shape_;
@@ -51,8 +69,21 @@ class Prefetcher : public LayerObserver {
   std::unique_ptr<predictor::PrefetchScheduler> scheduler_;
   predictor::PredictionStats prediction_stats_;
   std::vector<predictor::LayerPrediction> predictions_;  // reused every layer
-  uint64_t loads_seen_ = 0;    // completed fills already fed to the scheduler
-  uint64_t load_ns_seen_ = 0;
+  // The cache's read figures already fed to the scheduler.
+  uint64_t bytes_loaded_seen_ = 0;
+  uint64_t read_busy_ns_seen_ = 0;
+  uint64_t stall_ns_seen_ = 0;  // the compute tier's wait_ns
+
+  // Next-token prediction: the first MoE layers, the last MoE layer, this
+  // pass's routing of each first layer, and the prediction made for the
+  // next pass (empty: none pending). Indexed like first_layers_.
+  std::vector<int> first_layers_;
+  int last_moe_layer_ = -1;
+  int max_in_flight_ = 1;
+  std::vector<std::vector<int32_t>> routed_;
+  std::vector<std::vector<int32_t>> next_predicted_;
+  predictor::PredictionStats::Figures next_token_stats_;
+  uint64_t next_token_reads_ = 0;
 };
 
 }  // namespace expertd

@@ -55,4 +55,24 @@ void PredictionStats::Score(int layer, absl::Span<const int32_t> chosen) {
 
 void PredictionStats::BeginPass() { pending_.clear(); }
 
+PredictionStats::Figures PredictionStats::Compare(absl::Span<const int32_t> predicted,
+                                                  absl::Span<const int32_t> chosen) {
+  std::vector<int32_t> p(predicted.begin(), predicted.end()), a(chosen.begin(), chosen.end());
+  SortedUnique(&p);
+  SortedUnique(&a);
+  Figures f;
+  f.predicted = p.size();
+  f.actual = a.size();
+  for (size_t i = 0, j = 0; i < p.size() && j < a.size();) {
+    if (p[i] < a[j]) {
+      ++i;
+    } else if (a[j] < p[i]) {
+      ++j;
+    } else {
+      ++f.correct, ++i, ++j;
+    }
+  }
+  return f;
+}
+
 }  // namespace expertd::predictor

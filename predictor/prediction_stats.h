@@ -35,6 +35,9 @@ class PredictionStats {
   };
   // [distance], index 0 unused.
   const std::vector<Figures>& by_distance() const { return figures_; }
+  // One prediction against one layer's routing ([n_tokens][k]), as Score
+  // counts it: repeated ids count once.
+  static Figures Compare(absl::Span<const int32_t> predicted, absl::Span<const int32_t> chosen);
 
  private:
   std::vector<Figures> figures_;

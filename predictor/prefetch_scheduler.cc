@@ -107,18 +107,20 @@ void PrefetchScheduler::RecordLayerCompute(double seconds) {
   if (seconds > 0.0) avg_layer_compute_s_ = Blend(avg_layer_compute_s_, seconds, options_.ema_weight);
 }
 
-void PrefetchScheduler::RecordExpertLoad(double seconds) {
-  if (seconds > 0.0) avg_expert_load_s_ = Blend(avg_expert_load_s_, seconds, options_.ema_weight);
+void PrefetchScheduler::RecordLoadThroughput(double bytes_per_second) {
+  if (bytes_per_second > 0.0) {
+    avg_load_bytes_per_s_ = Blend(avg_load_bytes_per_s_, bytes_per_second, options_.ema_weight);
+  }
 }
 
 int PrefetchScheduler::per_layer_budget() const {
   if (options_.fixed_budget_per_layer > 0) return options_.fixed_budget_per_layer;
-  if (avg_layer_compute_s_ <= 0.0 || avg_expert_load_s_ <= 0.0) return 1;
-  // Tiny epsilon so 10 ms / 5 ms gives 2, not 1.999... -> 1.
-  double ratio = std::floor(avg_layer_compute_s_ / avg_expert_load_s_ + 1e-9);
-  const double upper = options_.num_experts > 0 ? options_.num_experts : 1e6;
-  ratio = std::clamp(ratio, 1.0, upper);
-  return static_cast<int>(ratio);
+  if (avg_layer_compute_s_ <= 0.0 || avg_load_bytes_per_s_ <= 0.0 || options_.expert_bytes == 0) return 1;
+  // Tiny epsilon so 10 ms at 2 loads per 10 ms gives 2, not 1.999... -> 1.
+  const double loads_per_layer = avg_layer_compute_s_ * avg_load_bytes_per_s_ / static_cast<double>(options_.expert_bytes);
+  double upper = options_.num_experts > 0 ? options_.num_experts : 1e6;
+  if (options_.max_budget_per_layer > 0) upper = std::min(upper, static_cast<double>(options_.max_budget_per_layer));
+  return static_cast<int>(std::clamp(std::floor(loads_per_layer + 1e-9), 1.0, upper));
 }
 
 }  // namespace expertd::predictor

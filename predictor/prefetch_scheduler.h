@@ -16,8 +16,16 @@ struct PrefetchSchedulerOptions {
   // wall of speculative reads (SPEC-prefetch rule 4).
   int max_in_flight = 16;
   // Reads issued per predicted layer per pass; 0 = measured (see
-  // per_layer_budget()).
+  // per_layer_budget()). The config's [prefetch] budget_per_layer.
   int fixed_budget_per_layer = 0;
+  // Bytes one expert load reads (a cache slot): converts the measured
+  // throughput into loads. 0 = unknown: the measured budget stays 1.
+  uint64_t expert_bytes = 0;
+  // Upper clamp of the measured budget from the cache's size (0 = none):
+  // the reads for the predicted layers must fit beside the running layer's
+  // experts, or prefetches evict each other and everything reused across
+  // tokens (the Prefetcher sets (slots - k) / lookahead).
+  int max_budget_per_layer = 0;
   // Upper clamp of the measured budget (the model's experts per layer);
   // 0 = no upper clamp.
   int num_experts = 0;
@@ -61,15 +69,27 @@ class PrefetchScheduler {
   // in_flight() < max_in_flight and the layer's budget lasts.
   void Pump();
 
-  // Timings feeding the measured budget, in seconds: one layer's compute
-  // and one expert's load from the file.
+  // Figures feeding the measured budget: one layer's compute time (without
+  // the time it stalled for loads: prefetches overlap compute, and counting
+  // stalls would grow the budget with the misses it causes), and the
+  // file's read throughput while loads overlap (bytes loaded per second of
+  // time with at least one read in flight; TierStats::read_busy_ns).
   void RecordLayerCompute(double seconds);
-  void RecordExpertLoad(double seconds);
-  // fixed_budget_per_layer when set; else floor(avg layer compute / avg
-  // expert load) clamped to [1, num_experts]; 1 until both timings have a
-  // sample. The floor of 1 keeps one early read per layer even when a load
-  // outlasts a layer: it still finishes sooner than a demand load.
+  void RecordLoadThroughput(double bytes_per_second);
+  // fixed_budget_per_layer when set; else the expert loads the file
+  // delivers during one layer, floor(avg layer compute * avg throughput /
+  // expert_bytes), clamped to [1, min(num_experts, max_budget_per_layer)];
+  // 1 until both have a sample.
+  // Throughput, not one load's latency: up to max_in_flight reads overlap,
+  // so latency alone (the budget's old basis) said "1 per layer" on every
+  // measured run. The floor of 1 keeps one early read per layer even when a
+  // load outlasts a layer: it still finishes sooner than a demand load.
   int per_layer_budget() const;
+  // Whether per_layer_budget() is fixed_budget_per_layer.
+  bool budget_is_fixed() const { return options_.fixed_budget_per_layer > 0; }
+  // The averages behind the measured budget (0 before a sample).
+  double mean_layer_seconds() const { return avg_layer_compute_s_; }
+  double mean_load_bytes_per_second() const { return avg_load_bytes_per_s_; }
 
   struct Stats {
     uint64_t queued = 0;            // candidates accepted by Submit
@@ -107,7 +127,7 @@ class PrefetchScheduler {
   std::vector<LayerState> layers_;  // [layer], grown on first sight of a layer
   int current_layer_ = -1;          // layer now computing; -1 between passes
   double avg_layer_compute_s_ = 0.0;
-  double avg_expert_load_s_ = 0.0;
+  double avg_load_bytes_per_s_ = 0.0;
   Stats stats_;
 };
 

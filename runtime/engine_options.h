@@ -64,7 +64,7 @@ struct EngineOptions {
   // CUDA tier on a GPU, else host memory); a copier set here is not used.
   cache::ExpertCacheOptions cache;
   int shallow_layers = 0;  // Fate's shallow-favouring: every expert of the first N MoE layers stays resident
-  // predictor.kind "none": no prefetcher. predictor.lookahead is lowered to
+  // predictor.kind "none" and next_token_layers 0: no prefetcher. predictor.lookahead is lowered to
   // what the model's layers allow.
   PrefetcherOptions prefetch;
 

@@ -92,7 +92,9 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
     spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
   }
   cached_experts_ = std::make_unique<CachedExperts>(*cache_, expert_file_->layout());
-  if (options.prefetch.predictor.kind != "none") {
+  // A prefetcher predicts within the pass (kind), or the next token's first
+  // layers (next_token_layers), or both.
+  if (options.prefetch.predictor.kind != "none" || options.prefetch.next_token_layers > 0) {
     PrefetcherOptions prefetch = options.prefetch;
     // Predicting past the last layer predicts nothing, and the predictor's
     // statistics are sized by the lookahead: bound it by the model.
@@ -222,8 +224,14 @@ PassStats Runtime::PassFigures() const {
     PrefetchStats& prefetch = stats.prefetch.emplace();
     prefetch.predictor = std::string(prefetcher_->predictor_name());
     prefetch.per_layer_budget = prefetcher_->per_layer_budget();
+    prefetch.budget_fixed = prefetcher_->budget_is_fixed();
+    prefetch.mean_layer_seconds = prefetcher_->mean_layer_seconds();
+    prefetch.load_bytes_per_second = prefetcher_->mean_load_bytes_per_second();
     prefetch.reads = prefetcher_->scheduler_stats();
     prefetch.by_distance = prefetcher_->prediction_stats().by_distance();
+    prefetch.next_token_layers = prefetcher_->next_token_layers();
+    prefetch.next_token = prefetcher_->next_token_stats();
+    prefetch.next_token_reads = prefetcher_->next_token_reads();
   }
 #ifdef EXPERTD_HAVE_CUDA
   if (cuda_forward_ != nullptr) {

@@ -50,12 +50,24 @@ struct GpuPassStats {
 // Cross-layer prediction and the prefetch reads it issued.
 struct PrefetchStats {
   std::string predictor;
+  // Prefetch reads per predicted layer per pass: [prefetch] budget_per_layer
+  // when set (budget_fixed), else measured from the mean layer time and the
+  // file's read throughput with loads overlapping (0 before a sample).
   int per_layer_budget = 0;
+  bool budget_fixed = false;
+  double mean_layer_seconds = 0;
+  double load_bytes_per_second = 0;
   predictor::PrefetchScheduler::Stats reads;
   // [lookahead distance]; index 0 unused.
   std::vector<predictor::PredictionStats::Figures> by_distance;
   // Summed over distances.
   predictor::PredictionStats::Figures Total() const;
+  // The next token's first MoE layers from this token's routing
+  // ([prefetch] next_token_layers; 0 layers: off), scored when the next
+  // token routes them, and the reads issued for them.
+  int next_token_layers = 0;
+  predictor::PredictionStats::Figures next_token;
+  uint64_t next_token_reads = 0;
 };
 
 // Figures the forward pass keeps as it runs: read them on the thread that

@@ -13,6 +13,7 @@
 namespace expertd::cache::policies {
 
 std::unique_ptr<EvictionPolicy> NewLruPolicy(const PolicyOptions& options);
+std::unique_ptr<EvictionPolicy> NewLruHintPolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewLfuPolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewLeastStalePolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewLayerDistancePolicy(const PolicyOptions& options);

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache/sim/trace_file.h"
 
 namespace expertd::cache {
 namespace {
@@ -148,6 +149,15 @@ absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::s
                            versus);
   }
   return absl::OkStatus();
+}
+
+absl::Status RunTraceFileBenchmark(const std::string& path, absl::Span<const std::string> policies,
+                                   absl::Span<const double> capacity_percents, std::ostream& out,
+                                   CacheBenchmarkOptions options, bool ignore_scores) {
+  absl::StatusOr<LoadedTrace> loaded = ReadTraceFile(path);
+  if (!loaded.ok()) return loaded.status();
+  options.access_scores = loaded->has_scores && !ignore_scores ? &loaded->access_scores : nullptr;
+  return RunCacheBenchmark(loaded->trace, policies, capacity_percents, out, options);
 }
 
 }  // namespace expertd::cache

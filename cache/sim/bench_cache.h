@@ -52,6 +52,15 @@ absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::s
                                absl::Span<const double> capacity_percents, std::ostream& out,
                                const CacheBenchmarkOptions& options = {});
 
+// A recorded trace file (cache/sim/TRACE_FORMAT.md) through
+// RunCacheBenchmark: the one path `expertd bench-cache` and tools/bench_cache
+// share, so a policy scores the same in both. The file's router scores, when
+// it has them, reach the policies (layer-distance ranks by them) unless
+// ignore_scores; options.access_scores is set here.
+absl::Status RunTraceFileBenchmark(const std::string& path, absl::Span<const std::string> policies,
+                                   absl::Span<const double> capacity_percents, std::ostream& out,
+                                   CacheBenchmarkOptions options = {}, bool ignore_scores = false);
+
 }  // namespace expertd::cache
 
 #endif  // EXPERTD_CACHE_SIM_BENCH_CACHE_H_

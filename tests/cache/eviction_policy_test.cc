@@ -346,6 +346,28 @@ TEST(LeastStaleTest, ProtectsTheExpertPrefetchedForTheNextLayer) {
   }
 }
 
+// A prefetch hint for a resident expert: LRU leaves it at the cold end and
+// evicts it; lru-hint refreshes it as a use, as least-stale makes it current.
+TEST(LruHintTest, APrefetchHintRefreshesAResidentExpert) {
+  const ExpertKey a{0, 0}, b{1, 0};
+  for (const char* name : {"lru", "lru-hint"}) {
+    auto policy = NewPolicy(name, 2, 4);
+    policy->OnInsert(a, false);
+    policy->OnInsert(b, false);
+    policy->OnPrefetchHit(a);
+    EXPECT_EQ(VictimOf(*policy), std::string(name) == "lru" ? a : b) << name;
+  }
+  // Otherwise it is LRU: a use refreshes, the least recent goes.
+  auto policy = NewPolicy("lru-hint", 2, 4);
+  policy->OnInsert(a, false);
+  policy->OnInsert(b, false);
+  policy->OnAccess(a);
+  policy->OnHit(a);
+  EXPECT_EQ(VictimOf(*policy), b);
+  policy->OnRemove(b);
+  EXPECT_EQ(VictimOf(*policy), a);
+}
+
 TEST(LeastStaleTest, PrefetchOfAResidentStaleEntryMakesItCurrent) {
   auto policy = NewPolicy("least-stale", 2, 4);
   const ExpertKey a{0, 0}, b{1, 0};

@@ -324,8 +324,8 @@ TEST_F(ExpertCacheTest, PrefetchReachesTheDeviceTier) {
   ASSERT_TRUE(pin.ok());
   EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 2, 4));
   stats = cache->stats();
-  EXPECT_EQ(stats.device.hits, 1u);
-  EXPECT_EQ(stats.device.prefetch_hits, 1u);
+  EXPECT_EQ(stats.device.hidden, 1u) << "made ready by the prefetch";
+  EXPECT_EQ(stats.device.hits, 0u);
   // Already on the device: a prefetch only refreshes it.
   EXPECT_FALSE(cache->Prefetch({2, 4}));
   EXPECT_EQ(cache->stats().device.loads, 1u);
@@ -351,6 +351,10 @@ TEST_F(ExpertCacheTest, StartedLoadsAreCopiedOnceAndTeardownWaitsForCopies) {
     EXPECT_EQ(stats.device.loads, 4u) << "one copy per expert, whoever made it";
     EXPECT_EQ(stats.dram.loads, 4u);
     EXPECT_EQ(stats.device.prefetches, 0u);
+    EXPECT_EQ(stats.device.misses, 4u) << "asked for when not there";
+    EXPECT_EQ(stats.device.hits + stats.device.hidden, 0u);
+    EXPECT_EQ(stats.dram.misses, 4u);
+    EXPECT_EQ(stats.dram.hits + stats.dram.hidden, 0u);
     EXPECT_TRUE(cache->CheckInvariants().ok());
   }
   auto cache = MakeCache(8, 4);
@@ -520,8 +524,8 @@ TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
   ASSERT_TRUE(pin.has_value());
   EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 1));
   TierStats stats = cache->stats().dram;
-  EXPECT_EQ(stats.prefetch_hits, 1u);
-  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_EQ(stats.hidden, 1u);
+  EXPECT_EQ(stats.hits, 0u) << "a prefetched expert's first use is hidden, not a hit";
   EXPECT_DOUBLE_EQ(stats.hidden_miss_share(), 1.0);
   EXPECT_GT(stats.mean_load_seconds(), 0.015);
   // A demand access that joins a prefetch still in flight is a late prefetch.
@@ -530,6 +534,94 @@ TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
   stats = cache->stats().dram;
   EXPECT_EQ(stats.late_prefetches, 1u);
   EXPECT_EQ(stats.misses, 1u);
+}
+
+// The engine asks for a missing expert with StartLoad and waits for it with
+// Acquire after running what was ready. That access is one miss, however
+// long the wait: it used to be counted at Acquire, as a hit whenever the load
+// had finished by then, so a cache that never had an expert ready when asked
+// reported half its accesses as hits.
+TEST_F(ExpertCacheTest, AStartedLoadIsAMissEvenWhenItHasLandedByAcquire) {
+  for (int device_slots : {0, 3}) {
+    SCOPED_TRACE(device_slots);
+    auto cache = MakeCache(6, device_slots);
+    cache->BeginPass();
+    cache->BeginLayer(1);
+    ASSERT_TRUE(cache->StartLoad({1, 3}, /*prefetch=*/false));
+    for (int i = 0; i < 1000 && !cache->IsReady({1, 3}); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(cache->IsReady({1, 3}));
+    ASSERT_TRUE(cache->Acquire({1, 3}).ok());
+    CacheStats stats = cache->stats();
+    const TierStats& compute = device_slots > 0 ? stats.device : stats.dram;
+    EXPECT_EQ(compute.misses, 1u);
+    EXPECT_EQ(compute.hits, 0u);
+    EXPECT_EQ(compute.accesses(), 1u) << "StartLoad and Acquire are one access";
+    EXPECT_EQ(stats.dram.misses, 1u) << "the device miss went to DRAM, which missed too";
+    EXPECT_EQ(stats.dram.accesses(), 1u);
+    // The next pass asks again: now it is there.
+    cache->BeginPass();
+    cache->BeginLayer(1);
+    ASSERT_TRUE(cache->TryAcquire({1, 3}).has_value());
+    stats = cache->stats();
+    const TierStats& again = device_slots > 0 ? stats.device : stats.dram;
+    EXPECT_EQ(again.hits, 1u);
+    EXPECT_EQ(again.accesses(), 2u);
+    EXPECT_DOUBLE_EQ(again.hit_rate() + again.hidden_rate() + again.miss_rate(), 1.0);
+    EXPECT_TRUE(cache->CheckInvariants().ok());
+  }
+}
+
+// Each access is exactly one of hit, hidden, miss, whichever way it comes.
+TEST_F(ExpertCacheTest, EveryAccessIsCountedOnceAsHitHiddenOrMiss) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(5);
+  OpenReader(&slow);
+  auto cache = MakeCache(8);
+  auto wait_ready = [&](ExpertKey key) {
+    for (int i = 0; i < 1000 && !cache->IsReady(key); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(cache->IsReady(key));
+  };
+  cache->BeginPass();
+  cache->BeginLayer(0);
+  ASSERT_TRUE(cache->Acquire({0, 0}).ok());  // miss: loaded on demand
+  ASSERT_TRUE(cache->Acquire({0, 0}).ok());  // hit
+  ASSERT_TRUE(cache->Prefetch({0, 1}));
+  wait_ready({0, 1});
+  ASSERT_TRUE(cache->TryAcquire({0, 1}).has_value());  // hidden
+  ASSERT_TRUE(cache->TryAcquire({0, 1}).has_value());  // then a hit
+  ASSERT_TRUE(cache->Prefetch({0, 2}));
+  ASSERT_TRUE(cache->Acquire({0, 2}).ok());  // miss: a late prefetch
+  ASSERT_TRUE(cache->StartLoad({0, 3}, /*prefetch=*/false));
+  ASSERT_TRUE(cache->Acquire({0, 3}).ok());  // miss, counted at StartLoad
+  ASSERT_TRUE(cache->Prefetch({0, 4}));
+  wait_ready({0, 4});
+  cache->StartLoad({0, 4}, /*prefetch=*/false);  // ready: Acquire counts it
+  ASSERT_TRUE(cache->Acquire({0, 4}).ok());       // hidden
+  const TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.hits, 2u);
+  EXPECT_EQ(stats.hidden, 2u);
+  EXPECT_EQ(stats.misses, 3u);
+  EXPECT_EQ(stats.late_prefetches, 1u);
+  EXPECT_EQ(stats.accesses(), 7u);
+  EXPECT_GT(stats.wait_ns, 0u) << "the misses' stall";
+}
+
+// Reads overlap: eight 20 ms loads in flight together keep the file busy
+// for about 20 ms, not 160. The prefetch budget divides by this busy time
+// (throughput with loads overlapping), not by one load's latency.
+TEST_F(ExpertCacheTest, ReadBusyTimeCountsOverlappingLoadsOnce) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(20);
+  OpenReader(&slow);
+  auto cache = MakeCache(8);
+  for (int e = 0; e < 8; ++e) ASSERT_TRUE(cache->Prefetch({1, e}));
+  for (int e = 0; e < 8; ++e) ASSERT_TRUE(cache->Acquire({1, e}).ok());
+  const TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.completed_loads, 8u);
+  EXPECT_GE(stats.load_ns, 8u * 20'000'000u) << "each load took its 20 ms";
+  EXPECT_GE(stats.read_busy_ns, 20'000'000u);
+  EXPECT_LT(stats.read_busy_ns, stats.load_ns / 3) << "overlapping loads count once";
+  EXPECT_GT(stats.read_bytes_per_second(), 8 * layout_.expert_bytes() / stats.mean_load_seconds() / 3);
 }
 
 TEST_F(ExpertCacheTest, PermanentPinsSurviveAnyChurn) {

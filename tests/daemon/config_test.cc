@@ -76,6 +76,8 @@ kind = "previous-token"
 lookahead = 2
 max_in_flight = 4
 to_device = false
+budget_per_layer = 3
+next_token_layers = 1
 [inference]
 default_experts_per_token = 4
 max_batch = 16
@@ -95,7 +97,7 @@ execution_placement = false
   w.model.path = "/models/olmoe";
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
-  w.prefetch = {"previous-token", 2, 4, false};
+  w.prefetch = {"previous-token", 2, 4, false, 3, 1};
   w.inference = {4, 16, 8, 512, 12, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
@@ -179,11 +181,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"cache", "device_budget = \"lots\"", "cache.device_budget", "bad size \"lots\""},
         BadValue{"cache", "device_budget = 1.5", "cache.device_budget", "got a float"},
         BadValue{"server", "max_body = -4", "server.max_body", "negative"},
-        BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lfu, least-stale, layer-distance"},
+        BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lru-hint, lfu, least-stale, layer-distance"},
         BadValue{"cache", "policy = 3", "cache.policy", "expected a string"},
         BadValue{"prefetch", "kind = \"oracle\"", "prefetch.kind", "none, cross-layer, previous-token"},
         BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
         BadValue{"prefetch", "max_in_flight = 0", "prefetch.max_in_flight", "at least 1"},
+        BadValue{"prefetch", "budget_per_layer = -1", "prefetch.budget_per_layer", "at least 0"},
         BadValue{"io", "queue_depth = 0", "io.queue_depth", "at least 1"},
         BadValue{"io", "queue_depth = \"32\"", "io.queue_depth", "expected an integer, got a string"},
         BadValue{"io", "direct_io = \"yes\"", "io.direct_io", "expected true or false"},
@@ -203,6 +206,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"prefetch", "lookahead = 2147483647", "prefetch.lookahead", "allowed: 1 .. 64"},
         BadValue{"prefetch", "lookahead = 65", "prefetch.lookahead", "allowed: 1 .. 64"},
         BadValue{"prefetch", "max_in_flight = 1025", "prefetch.max_in_flight", "allowed: 1 .. 1024"},
+        BadValue{"prefetch", "budget_per_layer = 4097", "prefetch.budget_per_layer", "allowed: 0 .. 4096"},
         BadValue{"server", "max_connections = 4097", "server.max_connections", "allowed: 1 .. 4096"},
         BadValue{"server", "max_queued_requests = 65537", "server.max_queued_requests", "allowed: 1 .. 65536"},
         BadValue{"server", "read_timeout_ms = 3600001", "server.read_timeout_ms", "allowed: 1 .. 3600000"},

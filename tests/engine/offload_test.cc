@@ -101,6 +101,35 @@ TEST_P(Offload, BitIdenticalForEveryBudgetAndPolicy) {
   }
 }
 
+// Through the layer runner (the plan starts a layer's missing loads, then
+// acquires them after running what was ready), each routed expert of each
+// layer is one access, counted once whatever the budget; without a
+// prefetcher every load is one access's demand load, so misses == loads. The
+// plan's loads used to count as hits whenever they landed before Acquire.
+TEST_P(Offload, EveryAccessIsCountedOnceThroughTheLayerRunner) {
+  const uint64_t slot = file_->layout().slot_bytes();
+  uint64_t accesses = 0;
+  for (int slots : {48, 12, 4}) {
+    SCOPED_TRACE(slots);
+    cache::ExpertCacheOptions options;
+    options.dram_budget_bytes = slots * slot;
+    options.min_slots = 4;
+    auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    CachedExperts experts(**cache, file_->layout());
+    Run(&experts);
+    const cache::TierStats stats = (*cache)->stats().dram;
+    EXPECT_EQ(stats.misses, stats.loads) << "every demand load is a miss, and every miss loaded";
+    EXPECT_EQ(stats.hidden, 0u) << "nothing prefetched";
+    if (accesses == 0) accesses = stats.accesses();
+    EXPECT_EQ(stats.accesses(), accesses) << "the routing, not the budget, decides the accesses";
+    if (slots == 48) {
+      EXPECT_EQ(stats.evictions, 0u);
+      EXPECT_GT(stats.hits, stats.misses) << "every expert fits: each loaded once, then always hit";
+    }
+  }
+}
+
 TEST_P(Offload, DeviceTierAndDialKStayIdentical) {
   const uint64_t slot = file_->layout().slot_bytes();
   for (int k : {1, 3, 16}) {

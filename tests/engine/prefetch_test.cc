@@ -110,6 +110,50 @@ TEST_F(PrefetchTest, NeverChangesResults) {
   }
 }
 
+// The next token's first MoE layer, prefetched at the last layer from this
+// token's routing: scored against the next token's routing, reads issued,
+// results unchanged.
+TEST_F(PrefetchTest, NextTokenFirstLayersArePrefetchedAndScored) {
+  tools::MakeModelOptions o;
+  o.arch = "olmoe";
+  o.layers = 3;
+  o.experts = 16;
+  o.top_k = 4;
+  o.vocab = 320;
+  Load(o);
+  const Outputs resident = Run(nullptr, nullptr);
+  for (int layers : {0, 1, 2}) {
+    SCOPED_TRACE(layers);
+    auto cache = MakeCache(8);  // fewer than two layers' experts: layer 0's are gone by the last layer
+    CachedExperts experts(*cache, file_->layout());
+    PrefetcherOptions options;
+    options.predictor.kind = "none";
+    options.next_token_layers = layers;
+    options.scheduler.fixed_budget_per_layer = 4;
+    auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+    ASSERT_TRUE(prefetcher.ok());
+    const Outputs offloaded = Run(&experts, prefetcher->get(), 8);
+    EXPECT_EQ(offloaded.logits, resident.logits);
+    EXPECT_EQ(offloaded.generated, resident.generated);
+    const predictor::PredictionStats::Figures& f = (*prefetcher)->next_token_stats();
+    EXPECT_EQ((*prefetcher)->next_token_layers(), layers);
+    if (layers == 0) {
+      EXPECT_EQ(f.predicted, 0u);
+      EXPECT_EQ((*prefetcher)->next_token_reads(), 0u);
+      EXPECT_EQ(cache->stats().dram.hidden, 0u);
+      continue;
+    }
+    // Generate's 8 tokens are 7 decode steps after the prefill, and the
+    // predictions of the first 6 are scored by the next step.
+    EXPECT_GE(f.actual, 6u * 4 * layers);
+    EXPECT_EQ(f.predicted, f.actual) << "k experts predicted, k used, per layer and step";
+    EXPECT_LE(f.correct, f.predicted);
+    EXPECT_GT((*prefetcher)->next_token_reads(), 0u);
+    EXPECT_GT(cache->stats().dram.prefetches, 0u);
+    EXPECT_TRUE(cache->CheckInvariants().ok());
+  }
+}
+
 // One router for every layer and a hidden state that never changes: layer
 // l's gate input through layer l+d's router is layer l+d's routing.
 tools::MakeModelOptions PredictableModel() {
@@ -145,6 +189,31 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
   // Decode steps predict exactly k experts per layer; prefill predicts every
   // expert some prompt token wanted, so precision is exact only for decode.
   EXPECT_GT(by_distance[1].precision(), 0.5);
+}
+
+// The measured budget is the loads the file delivers during a layer's
+// compute: a layer that stalls 20 ms for its loads but computes in far less
+// must not count the stall (which grew the budget with the misses that
+// prefetching caused), and overlapping reads count as throughput.
+TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
+  io::FaultOptions slow;
+  slow.delay = std::chrono::milliseconds(20);
+  Load(PredictableModel(), &slow);
+  auto cache = MakeCache(8);
+  CachedExperts experts(*cache, file_->layout());
+  PrefetcherOptions options;
+  options.predictor.kind = "cross-layer";
+  auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+  ASSERT_TRUE(prefetcher.ok());
+  Run(&experts, prefetcher->get(), 3);
+  const cache::TierStats dram = cache->stats().dram;
+  ASSERT_GT(dram.wait_ns, 0u);
+  EXPECT_GT((*prefetcher)->mean_layer_seconds(), 0.0);
+  EXPECT_LT((*prefetcher)->mean_layer_seconds(), 0.010) << "a 20 ms stall counted as compute";
+  // Reads overlap: the throughput is above one 20 ms read at a time.
+  EXPECT_GT((*prefetcher)->mean_load_bytes_per_second(), 1.5 * file_->layout().slot_bytes() / 0.020);
+  EXPECT_FALSE((*prefetcher)->budget_is_fixed());
+  EXPECT_GE((*prefetcher)->per_layer_budget(), 1);
 }
 
 TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {

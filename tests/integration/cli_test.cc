@@ -234,7 +234,9 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   EXPECT_THAT(offloaded.err, HasSubstr("(queue depth 3)")) << "--queue-depth reaches the reader";
   auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
   EXPECT_EQ(text(offloaded.out), text(resident.out));
-  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): hit rate [0-9.]+"));
+  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): [0-9]+ accesses: hit [0-9.]+, "
+                                                      "hidden [0-9.]+, miss [0-9.]+"));
+  EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("budget [0-9]+ per layer \\(measured"));
   // Second run: the packed file is reused, not rewritten.
   CommandResult again = Expertd(offloaded_args);
   EXPECT_THAT(again.err, ::testing::Not(HasSubstr("packing")));
@@ -274,6 +276,24 @@ TEST_F(Cli, TraceFeedsBenchCache) {
   EXPECT_THAT(bench.out, HasSubstr("belady"));
   CommandResult bad = Expertd({"bench-cache", "--trace", trace, "--capacity-percent", "0"});
   EXPECT_NE(bad.exit_code, 0);
+
+  // expertd bench-cache and tools/bench_cache are one benchmark: the same
+  // table for the same trace, router scores included (expertd used to drop
+  // them, so layer-distance, which ranks by them, scored differently).
+  const std::vector<std::string> same = {"--trace", trace, "--capacity-percent", "25,50", "--policies",
+                                         "lru,layer-distance,belady"};
+  std::vector<std::string> expertd_args = {"bench-cache"};
+  expertd_args.insert(expertd_args.end(), same.begin(), same.end());
+  CommandResult from_expertd = Expertd(expertd_args);
+  CommandResult from_tool = Run(BENCH_CACHE_BINARY, same);
+  ASSERT_EQ(from_expertd.exit_code, 0) << from_expertd.err;
+  ASSERT_EQ(from_tool.exit_code, 0) << from_tool.err;
+  EXPECT_EQ(from_expertd.out, from_tool.out);
+  // And the scores matter: without them layer-distance's table differs.
+  expertd_args.push_back("--ignore-scores");
+  CommandResult unscored = Expertd(expertd_args);
+  ASSERT_EQ(unscored.exit_code, 0) << unscored.err;
+  EXPECT_NE(unscored.out, from_expertd.out) << "the scores reached no policy";
 }
 
 TEST_F(Cli, ErrorsAreClearAndNonZero) {

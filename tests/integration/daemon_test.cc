@@ -73,6 +73,15 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["requests"]["completed"], 3);
   EXPECT_GT((*stats)["cache"]["dram"]["misses"].get<int>(), 0);
+  // Each expert access once: hit, hidden (a prefetch made it ready) or miss.
+  const json& dram = (*stats)["cache"]["dram"];
+  EXPECT_EQ(dram["hits"].get<uint64_t>() + dram["hidden"].get<uint64_t>() + dram["misses"].get<uint64_t>(),
+            dram["accesses"].get<uint64_t>());
+  EXPECT_NEAR(dram["hit_rate"].get<double>() + dram["hidden_rate"].get<double>() + dram["miss_rate"].get<double>(),
+              1.0, 1e-9);
+  // The default config prefetches with a measured budget, shown with what it comes from.
+  EXPECT_GE((*stats)["prefetch"]["budget_per_layer"].get<int>(), 1);
+  EXPECT_EQ((*stats)["prefetch"]["budget"], "measured");
   EXPECT_EQ((*stats)["model"]["runs_on"], "cpu") << "[device] gpu = \"off\"";
   // Which SIMD target the CPU kernels dispatched to: decode speed depends on it.
   EXPECT_THAT((*stats)["cpu"]["simd_target"].get<std::string>(), ::testing::MatchesRegex("[A-Z0-9_]+"));

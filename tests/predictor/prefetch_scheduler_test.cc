@@ -165,35 +165,63 @@ TEST(PrefetchSchedulerTest, NewerPredictionReplacesQueuedOnes) {
   EXPECT_TRUE(cache.reads.empty());
 }
 
+// The budget is the loads the file delivers during one layer: layer time x
+// throughput with loads overlapping / expert bytes.
 TEST(PrefetchSchedulerTest, BudgetFromMeasurements) {
   FakeCache cache;
   PrefetchSchedulerOptions options;
   options.num_experts = 8;
+  options.expert_bytes = 1'000'000;
   PrefetchScheduler s(options, [&cache](int l, int e) { return cache.Issue(l, e); }, [] { return 0; });
   EXPECT_EQ(s.per_layer_budget(), 1);  // before any measurement
   s.RecordLayerCompute(0.010);
-  EXPECT_EQ(s.per_layer_budget(), 1);  // no load time yet
-  s.RecordExpertLoad(0.004);
+  EXPECT_EQ(s.per_layer_budget(), 1);  // no throughput yet
+  s.RecordLoadThroughput(250e6);       // an expert every 4 ms
   EXPECT_EQ(s.per_layer_budget(), 2);  // floor(10 ms / 4 ms)
-  s.RecordExpertLoad(0.004);
+  s.RecordLoadThroughput(250e6);
   EXPECT_EQ(s.per_layer_budget(), 2);
   s.RecordLayerCompute(0.050);  // average moves to 20 ms with weight 0.25
   EXPECT_EQ(s.per_layer_budget(), 5);
+  EXPECT_FALSE(s.budget_is_fixed());
+  EXPECT_DOUBLE_EQ(s.mean_load_bytes_per_second(), 250e6);
 
   PrefetchScheduler slow_io(options, [](int, int) { return true; }, [] { return 0; });
   slow_io.RecordLayerCompute(0.001);
-  slow_io.RecordExpertLoad(0.004);
+  slow_io.RecordLoadThroughput(250e6);
   EXPECT_EQ(slow_io.per_layer_budget(), 1);
   PrefetchScheduler fast_io(options, [](int, int) { return true; }, [] { return 0; });
   fast_io.RecordLayerCompute(1.0);
-  fast_io.RecordExpertLoad(0.001);
+  fast_io.RecordLoadThroughput(1e9);
   EXPECT_EQ(fast_io.per_layer_budget(), 8);  // clamped to num_experts
 
   options.fixed_budget_per_layer = 3;
   PrefetchScheduler fixed(options, [](int, int) { return true; }, [] { return 0; });
   fixed.RecordLayerCompute(1.0);
-  fixed.RecordExpertLoad(0.001);
+  fixed.RecordLoadThroughput(1e9);
   EXPECT_EQ(fixed.per_layer_budget(), 3);
+  EXPECT_TRUE(fixed.budget_is_fixed());
+}
+
+// Eight loads of 4 ms each in flight together for 5 ms: one load's latency
+// (4 ms) says one per 10 ms layer fits twice, but the file delivered eight in
+// 5 ms: sixteen per layer, clamped to the layer's experts.
+TEST(PrefetchSchedulerTest, OverlappingLoadsRaiseTheBudgetBeyondLatency) {
+  PrefetchSchedulerOptions options;
+  options.num_experts = 64;
+  options.expert_bytes = 1'000'000;
+  PrefetchScheduler s(options, [](int, int) { return true; }, [] { return 0; });
+  s.RecordLayerCompute(0.010);
+  s.RecordLoadThroughput(8 * 1e6 / 0.005);
+  EXPECT_EQ(s.per_layer_budget(), 16);
+  // A cache with room for 6 reads beside the running layer caps it there.
+  options.max_budget_per_layer = 6;
+  PrefetchScheduler small_cache(options, [](int, int) { return true; }, [] { return 0; });
+  small_cache.RecordLayerCompute(0.010);
+  small_cache.RecordLoadThroughput(8 * 1e6 / 0.005);
+  EXPECT_EQ(small_cache.per_layer_budget(), 6);
+  // A fixed budget is the operator's: not capped.
+  options.fixed_budget_per_layer = 9;
+  EXPECT_EQ(PrefetchScheduler(options, [](int, int) { return true; }, [] { return 0; }).per_layer_budget(), 9);
 }
 
 }  // namespace

@@ -128,6 +128,8 @@ kind = "previous-token"
 lookahead = 2
 max_in_flight = 5
 to_device = false
+budget_per_layer = 3
+next_token_layers = 1
 
 [inference]
 default_experts_per_token = 3
@@ -171,6 +173,10 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //     prefetch.kind, prefetch.lookahead -> prefetch.predictor, the predictor
 //     prefetch.max_in_flight           -> prefetch.scheduler.max_in_flight
 //     prefetch.to_device               -> cache.prefetch_to_device
+//     prefetch.budget_per_layer        -> prefetch.scheduler.fixed_budget_per_layer,
+//                                         the prefetcher's budget
+//     prefetch.next_token_layers       -> prefetch.next_token_layers, the
+//                                         prefetcher's next-token layers
 //     device.*                         -> device (DeviceOptions); CUDA only
 //   daemon (read from DaemonConfig by the server and the request scheduler):
 //     server.*; inference.max_batch, max_roster, max_tokens,
@@ -221,6 +227,8 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.prefetch.predictor.kind, "previous-token");
   EXPECT_EQ(options.prefetch.predictor.lookahead, 2);
   EXPECT_EQ(options.prefetch.scheduler.max_in_flight, 5);
+  EXPECT_EQ(options.prefetch.scheduler.fixed_budget_per_layer, 3);
+  EXPECT_EQ(options.prefetch.next_token_layers, 1);
   EXPECT_EQ(options.device.gpu, GpuMode::kOff);
   EXPECT_EQ(options.device.cuda_device, 1);
   EXPECT_FALSE(options.device.execution_placement);
@@ -249,6 +257,9 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   }
   ASSERT_NE((*engine)->prefetcher(), nullptr);
   EXPECT_EQ((*engine)->prefetcher()->predictor_name(), "previous-token");
+  EXPECT_EQ((*engine)->prefetcher()->per_layer_budget(), 3);
+  EXPECT_TRUE((*engine)->prefetcher()->budget_is_fixed());
+  EXPECT_EQ((*engine)->prefetcher()->next_token_layers(), 1);
   // The lookahead shows once predictions are scored: distances 1 and 2.
   KvCache kv((*engine)->model().config(), 8, &(*engine)->forward().kv_memory());
   std::vector<float> logits;

@@ -71,13 +71,7 @@ int main(int argc, char** argv) {
       status = RunCacheBenchmark(trace, policies, capacity_percents, std::cout, bench_options);
     }
   } else {
-    absl::StatusOr<LoadedTrace> loaded = ReadTraceFile(trace_path);
-    if (!loaded.ok()) {
-      status = loaded.status();
-    } else {
-      if (loaded->has_scores && !ignore_scores) bench_options.access_scores = &loaded->access_scores;
-      status = RunCacheBenchmark(loaded->trace, policies, capacity_percents, std::cout, bench_options);
-    }
+    status = RunTraceFileBenchmark(trace_path, policies, capacity_percents, std::cout, bench_options, ignore_scores);
   }
   if (!status.ok()) {
     std::cerr << "bench_cache: " << status.message() << "\n";
