@@ -6,10 +6,7 @@
 
 #include "engine/gguf_model_config.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -18,6 +15,7 @@
 #include "formats/gguf_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/gguf_metadata_file.h"
 
 namespace expertd {
 namespace {
@@ -92,86 +90,32 @@ TEST(GgufConfig, FixturesCoverWhatDiffersBetweenFamilies) {
   EXPECT_EQ(config("olmoe").qk_norm, QkNorm::kWholeProjection);
 }
 
-// Metadata-only GGUF files written here: a key/value list, no tensors.
-class MetadataFile {
- public:
-  MetadataFile& Str(std::string_view key, std::string_view value) {
-    Key(key, 8);
-    return Bytes(value);
-  }
-  MetadataFile& U32(std::string_view key, uint32_t value) {
-    Key(key, 4);
-    return Raw(&value, 4);
-  }
-  MetadataFile& I32(std::string_view key, int32_t value) {
-    Key(key, 5);
-    return Raw(&value, 4);
-  }
-  MetadataFile& F32(std::string_view key, float value) {
-    Key(key, 6);
-    return Raw(&value, 4);
-  }
-  MetadataFile& U32Array(std::string_view key, std::vector<uint32_t> values) {
-    Key(key, 9);
-    const uint32_t type = 4;
-    const uint64_t n = values.size();
-    Raw(&type, 4).Raw(&n, 8);
-    return Raw(values.data(), 4 * values.size());
-  }
-  // A minimal OLMoE, less the keys in `skip`.
-  static MetadataFile Olmoe(const std::vector<std::string>& skip = {}) {
-    MetadataFile f;
-    auto keep = [&](const std::string& key) { return std::find(skip.begin(), skip.end(), key) == skip.end(); };
-    f.Str("general.architecture", "olmoe");
-    if (keep("olmoe.vocab_size")) f.U32("olmoe.vocab_size", 300);
-    if (keep("olmoe.embedding_length")) f.U32("olmoe.embedding_length", 16);
-    if (keep("olmoe.block_count")) f.U32("olmoe.block_count", 2);
-    if (keep("olmoe.context_length")) f.U32("olmoe.context_length", 128);
-    if (keep("olmoe.attention.head_count")) f.U32("olmoe.attention.head_count", 2);
-    if (keep("olmoe.expert_count")) f.U32("olmoe.expert_count", 4);
-    if (keep("olmoe.expert_used_count")) f.U32("olmoe.expert_used_count", 2);
-    if (keep("olmoe.feed_forward_length")) f.U32("olmoe.feed_forward_length", 8);
-    return f;
-  }
+using ::expertd::testing::GgufMetadataFile;
 
-  absl::StatusOr<ModelConfig> Convert() {
-    const int fd = ::memfd_create("gguf-config-test", MFD_CLOEXEC);
-    std::string bytes = "GGUF";
-    const uint32_t version = 3;
-    const uint64_t tensors = 0;
-    bytes.append(reinterpret_cast<const char*>(&version), 4);
-    bytes.append(reinterpret_cast<const char*>(&tensors), 8);
-    bytes.append(reinterpret_cast<const char*>(&count_), 8);
-    bytes += body_;
-    EXPECT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
-    auto file = formats::GgufFile::Open(absl::StrCat("/proc/self/fd/", fd));
-    ::close(fd);  // the mapping keeps the memory
-    if (!file.ok()) return file.status();
-    return ModelConfigFromGguf(**file);
-  }
+// A minimal OLMoE, less the keys in `skip`.
+GgufMetadataFile Olmoe(const std::vector<std::string>& skip = {}) {
+  GgufMetadataFile f;
+  auto keep = [&](const std::string& key) { return std::find(skip.begin(), skip.end(), key) == skip.end(); };
+  f.Str("general.architecture", "olmoe");
+  if (keep("olmoe.vocab_size")) f.U32("olmoe.vocab_size", 300);
+  if (keep("olmoe.embedding_length")) f.U32("olmoe.embedding_length", 16);
+  if (keep("olmoe.block_count")) f.U32("olmoe.block_count", 2);
+  if (keep("olmoe.context_length")) f.U32("olmoe.context_length", 128);
+  if (keep("olmoe.attention.head_count")) f.U32("olmoe.attention.head_count", 2);
+  if (keep("olmoe.expert_count")) f.U32("olmoe.expert_count", 4);
+  if (keep("olmoe.expert_used_count")) f.U32("olmoe.expert_used_count", 2);
+  if (keep("olmoe.feed_forward_length")) f.U32("olmoe.feed_forward_length", 8);
+  return f;
+}
 
- private:
-  MetadataFile& Key(std::string_view key, uint32_t type) {
-    ++count_;
-    Bytes(key);
-    return Raw(&type, 4);
-  }
-  MetadataFile& Bytes(std::string_view s) {
-    const uint64_t n = s.size();
-    Raw(&n, 8);
-    body_.append(s);
-    return *this;
-  }
-  MetadataFile& Raw(const void* p, size_t n) {
-    body_.append(static_cast<const char*>(p), n);
-    return *this;
-  }
-  std::string body_;
-  uint64_t count_ = 0;
-};
+absl::StatusOr<ModelConfig> Convert(const GgufMetadataFile& metadata) {
+  auto file = metadata.Open();
+  if (!file.ok()) return file.status();
+  return ModelConfigFromGguf(**file);
+}
 
 TEST(GgufConfig, MinimalMetadataAndItsDefaults) {
-  auto config = MetadataFile::Olmoe().Convert();
+  auto config = Convert(Olmoe());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->num_kv_heads, 2);  // head_count_kv defaults to head_count
   EXPECT_EQ(config->head_dim, 8);      // key_length defaults to hidden / heads
@@ -186,41 +130,41 @@ TEST(GgufConfig, EachRequiredKeyMissingIsNamed) {
   for (const std::string key :
        {"olmoe.embedding_length", "olmoe.block_count", "olmoe.context_length", "olmoe.attention.head_count",
         "olmoe.expert_count", "olmoe.expert_used_count", "olmoe.feed_forward_length"}) {
-    auto config = MetadataFile::Olmoe({key}).Convert();
+    auto config = Convert(Olmoe({key}));
     ASSERT_FALSE(config.ok()) << key;
     EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound) << key;
     EXPECT_THAT(std::string(config.status().message()), AllOf(HasSubstr("'" + key + "'"), HasSubstr("missing")));
   }
-  auto no_vocab = MetadataFile::Olmoe({"olmoe.vocab_size"}).Convert();
+  auto no_vocab = Convert(Olmoe({"olmoe.vocab_size"}));
   EXPECT_THAT(std::string(no_vocab.status().message()),
               AllOf(HasSubstr("olmoe.vocab_size"), HasSubstr("tokenizer.ggml.tokens")));
-  auto no_arch = MetadataFile().U32("olmoe.block_count", 2).Convert();
+  auto no_arch = Convert(GgufMetadataFile().U32("olmoe.block_count", 2));
   EXPECT_THAT(std::string(no_arch.status().message()), HasSubstr("'general.architecture' is missing"));
 }
 
 TEST(GgufConfig, BadValuesAndUnsupportedFeatures) {
-  auto message = [](MetadataFile f) { return std::string(f.Convert().status().message()); };
-  EXPECT_THAT(message(MetadataFile().Str("general.architecture", "gpt2")),
+  auto message = [](const GgufMetadataFile& f) { return std::string(Convert(f).status().message()); };
+  EXPECT_THAT(message(GgufMetadataFile().Str("general.architecture", "gpt2")),
               AllOf(HasSubstr("unsupported architecture 'gpt2'"), HasSubstr("qwen3moe")));
-  EXPECT_THAT(message(MetadataFile().Str("general.architecture", "llama")), HasSubstr("dense Llama"));
-  EXPECT_THAT(message(MetadataFile::Olmoe().Str("olmoe.rope.scaling.type", "yarn")),
+  EXPECT_THAT(message(GgufMetadataFile().Str("general.architecture", "llama")), HasSubstr("dense Llama"));
+  EXPECT_THAT(message(Olmoe().Str("olmoe.rope.scaling.type", "yarn")),
               AllOf(HasSubstr("'olmoe.rope.scaling.type'"), HasSubstr("yarn")));
-  EXPECT_THAT(message(MetadataFile::Olmoe({"olmoe.block_count"}).I32("olmoe.block_count", -1)),
+  EXPECT_THAT(message(Olmoe({"olmoe.block_count"}).I32("olmoe.block_count", -1)),
               AllOf(HasSubstr("'olmoe.block_count'"), HasSubstr("-1")));
-  EXPECT_THAT(message(MetadataFile::Olmoe({"olmoe.block_count"}).Str("olmoe.block_count", "2")),
+  EXPECT_THAT(message(Olmoe({"olmoe.block_count"}).Str("olmoe.block_count", "2")),
               AllOf(HasSubstr("'olmoe.block_count'"), HasSubstr("not an integer")));
-  EXPECT_THAT(message(MetadataFile::Olmoe().F32("olmoe.rope.freq_base", INFINITY)),
+  EXPECT_THAT(message(Olmoe().F32("olmoe.rope.freq_base", INFINITY)),
               AllOf(HasSubstr("'olmoe.rope.freq_base'"), HasSubstr("not finite")));
-  EXPECT_THAT(message(MetadataFile::Olmoe().U32("olmoe.attention.key_length", 8).U32("olmoe.attention.value_length",
+  EXPECT_THAT(message(Olmoe().U32("olmoe.attention.key_length", 8).U32("olmoe.attention.value_length",
                                                                                        4)),
               HasSubstr("'olmoe.attention.value_length'"));
-  EXPECT_THAT(message(MetadataFile::Olmoe({"olmoe.expert_used_count"}).U32("olmoe.expert_used_count", 5)),
+  EXPECT_THAT(message(Olmoe({"olmoe.expert_used_count"}).U32("olmoe.expert_used_count", 5)),
               HasSubstr("num_experts_per_tok must be in 1 .. number of experts"));
   // A per-layer head count is accepted when every layer has the same one.
-  auto uniform = MetadataFile::Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 1}).Convert();
+  auto uniform = Convert(Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 1}));
   ASSERT_TRUE(uniform.ok()) << uniform.status();
   EXPECT_EQ(uniform->num_kv_heads, 1);
-  EXPECT_THAT(message(MetadataFile::Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 2})),
+  EXPECT_THAT(message(Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 2})),
               AllOf(HasSubstr("'olmoe.attention.head_count_kv'"), HasSubstr("each layer its own value")));
 }
 
