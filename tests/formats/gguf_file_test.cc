@@ -149,7 +149,8 @@ TEST_P(GgufFixtureTest, FindsWhatTheWriterWrote) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GgufFixtureTest,
-                         ::testing::Values("all_types.gguf", "aligned64_v2.gguf", "metadata_only.gguf"));
+                         ::testing::Values("all_types.gguf", "aligned64_v2.gguf", "metadata_only.gguf",
+                                           "tiny_model.gguf"));
 
 class GgufAccessorTest : public ::testing::Test {
  protected:

@@ -171,6 +171,34 @@ def main():
             ("olmoe.context_length", T.UINT32, 4096, None),
             ("general.name", T.STRING, "no tensors", None),
         ], []),
+        # A whole model's metadata and a byte-level vocabulary, in a few
+        # hundred bytes: the seed of fuzz/gguf_model_fuzz.
+        write(out_dir, "tiny_model.gguf", "qwen3moe", [
+            ("qwen3moe.context_length", T.UINT32, 64, None),
+            ("qwen3moe.embedding_length", T.UINT32, 8, None),
+            ("qwen3moe.block_count", T.UINT32, 1, None),
+            ("qwen3moe.attention.head_count", T.UINT32, 2, None),
+            ("qwen3moe.attention.head_count_kv", T.UINT32, 1, None),
+            ("qwen3moe.attention.key_length", T.UINT32, 4, None),
+            ("qwen3moe.attention.value_length", T.UINT32, 4, None),
+            ("qwen3moe.rope.freq_base", T.FLOAT32, 10000.0, None),
+            ("qwen3moe.attention.layer_norm_rms_epsilon", T.FLOAT32, 1e-6, None),
+            ("qwen3moe.expert_count", T.UINT32, 4, None),
+            ("qwen3moe.expert_used_count", T.UINT32, 2, None),
+            ("qwen3moe.feed_forward_length", T.UINT32, 16, None),
+            ("qwen3moe.expert_feed_forward_length", T.UINT32, 4, None),
+            ("tokenizer.ggml.model", T.STRING, "gpt2", None),
+            ("tokenizer.ggml.pre", T.STRING, "qwen2", None),
+            ("tokenizer.ggml.tokens", T.ARRAY, ["a", "b", "ab", "Ġ", "1", "<|end|>", "<x>", "[PAD7]"], T.STRING),
+            ("tokenizer.ggml.token_type", T.ARRAY, [1, 1, 1, 1, 1, 3, 4, 5], T.INT32),
+            ("tokenizer.ggml.merges", T.ARRAY, ["a b"], T.STRING),
+            ("tokenizer.ggml.bos_token_id", T.UINT32, 5, None),
+            ("tokenizer.ggml.eos_token_id", T.UINT32, 5, None),
+            ("tokenizer.ggml.add_bos_token", T.BOOL, False, None),
+            ("tokenizer.chat_template", T.STRING, "{{ bos_token }}", None),
+        ], [
+            ("blk.0.ffn_gate_inp.weight", np.zeros((4, 8), dtype=np.float32), None, [4, 8]),
+        ]),
     ]
     (out_dir / "expected.json").write_text(json.dumps({"files": files}, indent=1, ensure_ascii=False) + "\n")
 
