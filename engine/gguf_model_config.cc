@@ -1,5 +1,6 @@
 #include "engine/gguf_model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>

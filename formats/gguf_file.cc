@@ -271,7 +271,9 @@ absl::Status GgufParser::ParseMetadata(uint64_t kv_count) {
 absl::Status GgufParser::ReadAlignment() {
   constexpr std::string_view kKey = "general.alignment";
   if (!file_.Has(kKey)) return absl::OkStatus();
-  ASSIGN_OR_RETURN(const uint32_t alignment, file_.GetUint32(kKey));
+  const auto read = file_.Find(kKey)->AsInteger<uint32_t>();
+  if (!read.ok()) return Corrupt(absl::StrCat("metadata key 'general.alignment' ", read.status().message()));
+  const uint32_t alignment = *read;
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
     return Corrupt(absl::StrCat("metadata key 'general.alignment' is ", alignment, ", not a power of two"));
   }

@@ -6,10 +6,12 @@
 //
 // A mapping shares the file's fate: if someone truncates the file while it is
 // mapped, touching a lost page kills the process with SIGBUS, and bytes
-// rewritten in place change what the mapping shows. Model files are
-// replaced, not edited, by every tool we know of (rename over the old path),
-// which leaves a mapping of the old inode intact; readers that must survive
-// hostile edits copy out with pread instead (engine/safetensors.h).
+// rewritten in place change what the mapping shows. Writing a new file and
+// renaming it over the old path is safe (the mapping keeps the old inode);
+// converting again onto the path of a file in use is not (llama.cpp's
+// converter truncates its output in place). Readers that must survive that
+// copy out with pread instead (engine/safetensors.h); a weight loader built
+// on this decides whether to copy tensors out at load.
 
 #include <cstddef>
 #include <string>

@@ -424,8 +424,8 @@ TEST(GgufCorrupt, Alignment) {
                 {"general.alignment", "48, not a power of two"});
   ExpectRefused(Bytes().Header(0, 1).KeyU32("general.alignment", 0).str(), absl::StatusCode::kDataLoss,
                 {"not a power of two"});
-  ExpectRefused(Bytes().Header(0, 1).Str("general.alignment").U32(8).Str("64").str(),
-                absl::StatusCode::kInvalidArgument, {"'general.alignment'", "not an integer"});
+  ExpectRefused(Bytes().Header(0, 1).Str("general.alignment").U32(8).Str("64").str(), absl::StatusCode::kDataLoss,
+                {"'general.alignment'", "is string \"64\", not an integer"});
   ExpectRefused(Bytes().Header(1, 0).Tensor("t", {8}, 0, 16).Data(64).str(), absl::StatusCode::kDataLoss,
                 {"tensor 't'", "data offset 16", "not a multiple of the alignment 32"});
   // With general.alignment 16 the same offset is fine.
