@@ -31,12 +31,12 @@ constexpr Family kFamilies[] = {
 // experts, a context's KV cache index) overflows an int.
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMinInt = std::numeric_limits<int32_t>::min();
-constexpr int64_t kMaxVocab = int64_t{1} << 24;
-constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden and intermediate sizes
-constexpr int64_t kMaxLayers = 4096;
-constexpr int64_t kMaxHeads = 4096;
-constexpr int64_t kMaxHeadDim = 4096;
-constexpr int64_t kMaxExperts = 65536;
+constexpr int64_t kMaxVocab = kMaxModelVocab;
+constexpr int64_t kMaxWidth = kMaxModelWidth;
+constexpr int64_t kMaxLayers = kMaxModelLayers;
+constexpr int64_t kMaxHeads = kMaxModelHeads;
+constexpr int64_t kMaxHeadDim = kMaxModelHeadDim;
+constexpr int64_t kMaxExperts = kMaxModelExperts;
 
 // Reads typed keys from the config object and remembers the first error, so
 // the parser below reads as a list of keys rather than a list of checks.
@@ -246,28 +246,41 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
       bool dense = (layer + 1) % sparse_step != 0;
       for (int only : mlp_only) dense |= only == layer;
       config.layer_is_moe[layer] = !dense;
-      if (dense) {
-        keys.Check(config.dense_intermediate_size > 0,
-                   absl::StrCat("layer ", layer, " is dense but intermediate_size is missing"));
-      }
     }
   }
 
-  keys.Check(config.vocab_size > 0, "vocab_size must be positive");
-  keys.Check(config.hidden_size > 0, "hidden_size must be positive");
-  keys.Check(config.num_layers > 0, "num_hidden_layers must be positive");
-  keys.Check(config.num_heads > 0, "num_attention_heads must be positive");
-  keys.Check(config.num_kv_heads > 0 && config.num_heads % std::max(config.num_kv_heads, 1) == 0,
-             "num_key_value_heads must be positive and divide num_attention_heads");
-  keys.Check(config.head_dim > 0 && config.head_dim % 2 == 0, "head_dim must be positive and even (RoPE)");
-  keys.Check(config.num_experts > 0, "the number of experts must be positive");
-  keys.Check(config.experts_per_token >= 1 && config.experts_per_token <= config.num_experts,
-             "num_experts_per_tok must be in 1 .. number of experts");
-  keys.Check(config.expert_intermediate_size > 0, "the expert intermediate size must be positive");
-  keys.Check(config.rms_norm_eps > 0, "rms_norm_eps must be positive");
-  keys.Check(config.rope_theta > 0, "rope_theta must be positive");
   if (!keys.status().ok()) return keys.status();
+  RETURN_IF_ERROR(ValidateModelConfig(config, source));
   return config;
+}
+
+absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view source) {
+  absl::Status status;
+  auto check = [&](bool condition, absl::string_view message) {
+    if (!condition && status.ok()) status = absl::InvalidArgumentError(absl::StrCat(source, ": ", message));
+  };
+  check(config.vocab_size > 0, "vocab_size must be positive");
+  check(config.hidden_size > 0, "hidden_size must be positive");
+  check(config.num_layers > 0, "num_hidden_layers must be positive");
+  check(config.num_heads > 0, "num_attention_heads must be positive");
+  check(config.num_kv_heads > 0 && config.num_heads % std::max(config.num_kv_heads, 1) == 0,
+        "num_key_value_heads must be positive and divide num_attention_heads");
+  check(config.head_dim > 0 && config.head_dim % 2 == 0, "head_dim must be positive and even (RoPE)");
+  check(config.num_experts > 0, "the number of experts must be positive");
+  check(config.experts_per_token >= 1 && config.experts_per_token <= config.num_experts,
+        "num_experts_per_tok must be in 1 .. number of experts");
+  check(config.expert_intermediate_size > 0, "the expert intermediate size must be positive");
+  check(config.rms_norm_eps > 0, "rms_norm_eps must be positive");
+  check(config.rope_theta > 0, "rope_theta must be positive");
+  check(static_cast<int>(config.layer_is_moe.size()) == config.num_layers,
+        "layer_is_moe must have one entry per layer");
+  for (int layer = 0; layer < static_cast<int>(config.layer_is_moe.size()); ++layer) {
+    if (!config.layer_is_moe[layer]) {
+      check(config.dense_intermediate_size > 0,
+            absl::StrCat("layer ", layer, " is dense but intermediate_size is missing"));
+    }
+  }
+  return status;
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path) {

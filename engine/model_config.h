@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -65,6 +66,21 @@ absl::string_view ArchitectureName(Architecture architecture);
 inline constexpr int kMaxPositions = 1 << 24;
 // The largest config.json read (1 MiB; real ones are a few KiB).
 inline constexpr uint64_t kMaxConfigJsonBytes = uint64_t{1} << 20;
+
+// The limits ParseModelConfig holds config.json's values to; other sources
+// of a config (GGUF metadata) hold theirs to the same.
+inline constexpr int64_t kMaxModelVocab = int64_t{1} << 24;
+inline constexpr int64_t kMaxModelWidth = int64_t{1} << 20;  // hidden and intermediate sizes
+inline constexpr int64_t kMaxModelLayers = 4096;
+inline constexpr int64_t kMaxModelHeads = 4096;
+inline constexpr int64_t kMaxModelHeadDim = 4096;
+inline constexpr int64_t kMaxModelExperts = 65536;
+
+// The checks across fields every config must pass, whatever it was read
+// from (positive sizes, heads divisible by KV heads, even head_dim, top-k
+// within the experts, a layer_is_moe entry per layer, a dense size for dense
+// layers): InvalidArgument prefixed with `source`.
+absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view source);
 
 // Parses config.json text; source names the file in error messages.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);

@@ -9,8 +9,17 @@ llama.cpp's loader for each architecture (src/models/<arch>.cpp there).
 
   hf_to_gguf.py MODEL_DIR OUT.gguf
 
-Supported: OlmoeForCausalLM ("olmoe"), Qwen3MoeForCausalLM ("qwen3moe").
-BF16 tensors stay BF16, F32 stay F32 (no quantization).
+Supported: OlmoeForCausalLM ("olmoe"), Qwen2MoeForCausalLM ("qwen2moe":
+shared expert and q/k/v biases), Qwen3MoeForCausalLM ("qwen3moe") and
+MixtralForCausalLM ("llama" with llama.expert_count; q and k rows permuted
+to llama.cpp's RoPE layout as its converter does). BF16 tensors stay BF16,
+F32 stay F32 (no quantization). Where llama.cpp's loader falls back to the
+embedding (qwen3moe, llama), a tied LM head is left out, as llama.cpp's own
+converter leaves it; olmoe and qwen2moe require output.weight, so it is
+written. Mixtral's SentencePiece-style vocabulary is not converted: the file
+says tokenizer.ggml.model "none" and has no token list (llama.cpp then runs
+it on token ids only), only llama.vocab_size and the bos/eos ids. Qwen layers with a dense MLP
+(mlp_only_layers) are not supported (llama.cpp's qwen graphs have none).
 """
 
 import argparse
@@ -106,21 +115,27 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, config: dict, pre: s
 def convert(model_dir: Path, out: Path):
     config = json.loads((model_dir / "config.json").read_text())
     architecture = config["architectures"][0]
-    arch = {"OlmoeForCausalLM": "olmoe", "Qwen3MoeForCausalLM": "qwen3moe"}.get(architecture)
+    arch = {"OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "Qwen3MoeForCausalLM": "qwen3moe",
+            "MixtralForCausalLM": "llama"}.get(architecture)
     if arch is None:
-        sys.exit(f"{architecture} is not supported (OlmoeForCausalLM, Qwen3MoeForCausalLM)")
+        sys.exit(f"{architecture} is not supported "
+                 "(OlmoeForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM)")
+    if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
+        sys.exit("Qwen layers with a dense MLP (mlp_only_layers, decoder_sparse_step) are not supported")
     checkpoint = Checkpoint(model_dir)
     writer = gguf.GGUFWriter(str(out), arch)
     layers = config["num_hidden_layers"]
-    experts = config["num_experts"]
+    experts = config["num_local_experts"] if arch == "llama" else config["num_experts"]
     heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    tied = config.get("tie_word_embeddings", False) or "lm_head.weight" not in checkpoint
     writer.add_name(model_dir.name)
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
     writer.add_block_count(layers)
     writer.add_head_count(heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads", heads))
+    writer.add_head_count_kv(kv_heads)
     writer.add_rope_freq_base(config.get("rope_theta", 10000.0))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_expert_count(experts)
@@ -128,46 +143,82 @@ def convert(model_dir: Path, out: Path):
     if arch == "olmoe":
         writer.add_feed_forward_length(config["intermediate_size"])
         add_tokenizer(writer, model_dir, config, "olmo")
+    elif arch == "llama":
+        writer.add_feed_forward_length(config["intermediate_size"])
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_vocab_size(config["vocab_size"])
+        writer.add_tokenizer_model("none")  # llama.cpp's "no vocabulary"
+        if config.get("bos_token_id") is not None:
+            writer.add_bos_token_id(config["bos_token_id"])
+        if config.get("eos_token_id") is not None:
+            writer.add_eos_token_id(config["eos_token_id"])
     else:
         writer.add_feed_forward_length(config["intermediate_size"])
         writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+        if arch == "qwen2moe":
+            writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
         add_tokenizer(writer, model_dir, config, "qwen2")
 
     # Tensors are described first and read one at a time while writing, so
     # a model larger than memory converts.
-    plan = []  # (gguf name, hf names: stacked along a new first axis when several)
+    plan = []  # (gguf name, hf names: stacked along a new first axis when several, transform or None)
 
-    def add(name, *hf_names):
-        plan.append((name, hf_names))
+    def add(name, *hf_names, transform=None):
+        plan.append((name, hf_names, transform))
+
+    def add_if_present(name, hf_name):
+        if hf_name in checkpoint:
+            add(name, hf_name)
+
+    def rope_permute(n_head):
+        """llama.cpp's llama graph rotates adjacent pairs of a head (GGML's
+        normal RoPE), HF's Llama the two halves: its converter reorders each
+        head's rows from halves to pairs, and so does this."""
+        def permute(w):
+            return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        return permute
 
     add("token_embd.weight", "model.embed_tokens.weight")
     add("output_norm.weight", "model.norm.weight")
-    add("output.weight", "lm_head.weight" if "lm_head.weight" in checkpoint else "model.embed_tokens.weight")
+    if not tied or arch in ("olmoe", "qwen2moe"):
+        add("output.weight", "model.embed_tokens.weight" if tied else "lm_head.weight")
+    if arch == "llama":
+        moe, gate, up, down = "block_sparse_moe", "w1", "w3", "w2"
+    else:
+        moe, gate, up, down = "mlp", "gate_proj", "up_proj", "down_proj"
     for i in range(layers):
         p = f"model.layers.{i}"
         add(f"blk.{i}.attn_norm.weight", f"{p}.input_layernorm.weight")
-        add(f"blk.{i}.attn_q.weight", f"{p}.self_attn.q_proj.weight")
-        add(f"blk.{i}.attn_k.weight", f"{p}.self_attn.k_proj.weight")
+        add(f"blk.{i}.attn_q.weight", f"{p}.self_attn.q_proj.weight",
+            transform=rope_permute(heads) if arch == "llama" else None)
+        add(f"blk.{i}.attn_k.weight", f"{p}.self_attn.k_proj.weight",
+            transform=rope_permute(kv_heads) if arch == "llama" else None)
         add(f"blk.{i}.attn_v.weight", f"{p}.self_attn.v_proj.weight")
         add(f"blk.{i}.attn_output.weight", f"{p}.self_attn.o_proj.weight")
-        add(f"blk.{i}.attn_q_norm.weight", f"{p}.self_attn.q_norm.weight")
-        add(f"blk.{i}.attn_k_norm.weight", f"{p}.self_attn.k_norm.weight")
+        for proj in ("q", "k", "v"):
+            add_if_present(f"blk.{i}.attn_{proj}.bias", f"{p}.self_attn.{proj}_proj.bias")
+        add_if_present(f"blk.{i}.attn_q_norm.weight", f"{p}.self_attn.q_norm.weight")
+        add_if_present(f"blk.{i}.attn_k_norm.weight", f"{p}.self_attn.k_norm.weight")
         add(f"blk.{i}.ffn_norm.weight", f"{p}.post_attention_layernorm.weight")
-        add(f"blk.{i}.ffn_gate_inp.weight", f"{p}.mlp.gate.weight")
-        for gguf_name, projection in (("ffn_gate_exps", "gate_proj"), ("ffn_up_exps", "up_proj"),
-                                      ("ffn_down_exps", "down_proj")):
+        add(f"blk.{i}.ffn_gate_inp.weight", f"{p}.{moe}.gate.weight")
+        for gguf_name, projection in (("ffn_gate_exps", gate), ("ffn_up_exps", up), ("ffn_down_exps", down)):
             add(f"blk.{i}.{gguf_name}.weight",
-                *[f"{p}.mlp.experts.{e}.{projection}.weight" for e in range(experts)])
+                *[f"{p}.{moe}.experts.{e}.{projection}.weight" for e in range(experts)])
+        if arch == "qwen2moe":
+            for gguf_name, projection in (("ffn_gate_shexp", "gate_proj"), ("ffn_up_shexp", "up_proj"),
+                                          ("ffn_down_shexp", "down_proj")):
+                add(f"blk.{i}.{gguf_name}.weight", f"{p}.mlp.shared_expert.{projection}.weight")
+            add(f"blk.{i}.ffn_gate_inp_shexp.weight", f"{p}.mlp.shared_expert_gate.weight")
 
     # Norm weights (1-D) and the router go to F32, as llama.cpp's converter
     # writes them: its element-wise ops take no BF16 operand. BF16 widens to
     # F32 exactly, so the values are the same.
     def as_f32(name, shape):
-        return len(shape) == 1 or name.endswith("ffn_gate_inp.weight")
+        return len(shape) == 1 or name.endswith("ffn_gate_inp.weight") or name.endswith("ffn_gate_inp_shexp.weight")
 
-    for name, hf_names in plan:
+    for name, hf_names, _ in plan:
         shape, storage, ggml_type = checkpoint.describe(hf_names[0])
         if len(hf_names) > 1:
             shape = (len(hf_names),) + shape
@@ -178,9 +229,11 @@ def convert(model_dir: Path, out: Path):
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for done, (name, hf_names) in enumerate(plan, 1):
+    for done, (name, hf_names, transform) in enumerate(plan, 1):
         arrays = [checkpoint.get(n) for n in hf_names]
         array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+        if transform is not None:
+            array = transform(array)
         if as_f32(name, array.shape):
             array = widen_to_f32(array)
         writer.write_tensor_data(array)

@@ -1,0 +1,221 @@
+#include "engine/gguf_model_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace expertd {
+namespace {
+
+using formats::GgufFile;
+using formats::GgufValueType;
+
+struct Family {
+  const char* gguf_name;  // general.architecture, as llama.cpp names it
+  Architecture architecture;
+  bool norm_topk_prob;  // as llama.cpp's graph for the family computes
+};
+constexpr Family kFamilies[] = {
+    {"olmoe", Architecture::kOlmoe, false},
+    {"qwen2moe", Architecture::kQwen2Moe, false},
+    {"qwen3moe", Architecture::kQwen3Moe, true},
+    {"llama", Architecture::kMixtral, true},  // with {arch}.expert_count
+};
+
+// The keys of one architecture ("{arch}.block_count"), read with the same
+// ranges config.json's are, each error naming the file and the key.
+class ArchKeys {
+ public:
+  ArchKeys(const GgufFile& file, std::string arch) : file_(file), arch_(std::move(arch)) {}
+
+  std::string Key(std::string_view suffix) const { return absl::StrCat(arch_, ".", std::string(suffix)); }
+  bool Has(std::string_view suffix) const { return file_.Has(Key(suffix)); }
+
+  // An integer in [min, max]. llama.cpp lets some keys (head counts,
+  // feed-forward lengths) be an array with one value per layer; such an
+  // array is accepted when every layer has the same value.
+  absl::StatusOr<int> Int(std::string_view suffix, int64_t min, int64_t max) const {
+    const std::string key = Key(suffix);
+    const formats::GgufValue* value = file_.Find(key);
+    int64_t v = 0;
+    if (value != nullptr && value->type() == GgufValueType::kArray) {
+      ASSIGN_OR_RETURN(const std::vector<int64_t> values, file_.GetInt64Array(key));
+      if (values.empty()) return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": key '", key, "' is empty"));
+      for (int64_t other : values) {
+        if (other != values[0]) {
+          return absl::UnimplementedError(absl::StrCat(file_.path(), ": key '", key,
+                                                       "' gives each layer its own value; expertd needs one value "
+                                                       "for every layer"));
+        }
+      }
+      v = values[0];
+    } else {
+      ASSIGN_OR_RETURN(v, file_.GetInt64(key));
+    }
+    if (v < min || v > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_.path(), ": key '", key, "' must be in ", min, " .. ", max, ", got ", v));
+    }
+    return static_cast<int>(v);
+  }
+  absl::StatusOr<int> IntOr(std::string_view suffix, int fallback, int64_t min, int64_t max) const {
+    if (!Has(suffix)) return fallback;
+    return Int(suffix, min, max);
+  }
+  // A finite float; `fallback` when absent.
+  absl::StatusOr<float> FloatOr(std::string_view suffix, float fallback) const {
+    if (!Has(suffix)) return fallback;
+    ASSIGN_OR_RETURN(const float v, file_.GetFloat32(Key(suffix)));
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": key '", Key(suffix), "' is not finite"));
+    }
+    return v;
+  }
+  absl::StatusOr<std::optional<float>> OptionalFloat(std::string_view suffix) const {
+    if (!Has(suffix)) return std::nullopt;
+    return FloatOr(suffix, 0.0f);
+  }
+  absl::StatusOr<std::optional<bool>> OptionalBool(std::string_view suffix) const {
+    if (!Has(suffix)) return std::nullopt;
+    return file_.GetBool(Key(suffix));
+  }
+
+ private:
+  const GgufFile& file_;
+  std::string arch_;
+};
+
+absl::StatusOr<std::optional<int>> OptionalTokenId(const GgufFile& file, std::string_view key) {
+  if (!file.Has(key)) return std::nullopt;
+  ASSIGN_OR_RETURN(const int32_t id, file.GetInt32(key));
+  return id;
+}
+
+// The vocabulary size: {arch}.vocab_size when given, else the token list's
+// length (llama.cpp's order), else the embedding's rows.
+absl::StatusOr<int> VocabSize(const GgufFile& file, const ArchKeys& keys) {
+  if (keys.Has("vocab_size")) return keys.Int("vocab_size", 1, kMaxModelVocab);
+  if (const formats::GgufValue* tokens = file.Find("tokenizer.ggml.tokens"); tokens != nullptr) {
+    ASSIGN_OR_RETURN(const formats::GgufArray* array, file.GetArray("tokenizer.ggml.tokens"));
+    if (array->size() < 1 || array->size() > static_cast<uint64_t>(kMaxModelVocab)) {
+      return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key 'tokenizer.ggml.tokens' holds ",
+                                                     array->size(), " tokens; expected 1 .. ", kMaxModelVocab));
+    }
+    return static_cast<int>(array->size());
+  }
+  if (const formats::GgufTensorInfo* embedding = file.FindTensor("token_embd.weight"); embedding != nullptr) {
+    if (embedding->rows >= 1 && embedding->rows <= kMaxModelVocab) return static_cast<int>(embedding->rows);
+  }
+  return absl::NotFoundError(absl::StrCat(file.path(), ": no vocabulary size: neither key '", keys.Key("vocab_size"),
+                                          "' nor 'tokenizer.ggml.tokens' nor a token_embd.weight tensor"));
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
+  ASSIGN_OR_RETURN(const std::string_view arch_name, file.GetString("general.architecture"));
+  const Family* family = nullptr;
+  for (const auto& candidate : kFamilies) {
+    if (arch_name == candidate.gguf_name) family = &candidate;
+  }
+  const std::string arch(arch_name);
+  ArchKeys keys(file, arch);
+  if (family == nullptr || (family->architecture == Architecture::kMixtral && !keys.Has("expert_count"))) {
+    return absl::UnimplementedError(absl::StrCat(
+        file.path(), ": unsupported architecture '", arch,
+        family == nullptr ? "'" : "' without experts (a dense Llama)",
+        " (supported: olmoe, qwen2moe, qwen3moe, and llama with llama.expert_count, i.e. Mixtral)"));
+  }
+  if (keys.Has("rope.scaling.type")) {
+    ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
+    if (scaling != "none") {
+      return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.type"), "' is '",
+                                                   std::string(scaling), "'; rope scaling is not supported yet"));
+    }
+  }
+
+  ModelConfig config;
+  config.architecture = family->architecture;
+  config.architecture_name = std::string(ArchitectureName(family->architecture));
+  const Architecture a = config.architecture;
+  ASSIGN_OR_RETURN(config.vocab_size, VocabSize(file, keys));
+  ASSIGN_OR_RETURN(config.hidden_size, keys.Int("embedding_length", 1, kMaxModelWidth));
+  ASSIGN_OR_RETURN(config.num_layers, keys.Int("block_count", 1, kMaxModelLayers));
+  ASSIGN_OR_RETURN(config.num_heads, keys.Int("attention.head_count", 1, kMaxModelHeads));
+  ASSIGN_OR_RETURN(config.num_kv_heads,
+                   keys.IntOr("attention.head_count_kv", config.num_heads, 1, kMaxModelHeads));
+  ASSIGN_OR_RETURN(config.head_dim, keys.IntOr("attention.key_length", config.hidden_size / config.num_heads, 1,
+                                               kMaxModelHeadDim));
+  ASSIGN_OR_RETURN(const int value_length,
+                   keys.IntOr("attention.value_length", config.head_dim, 1, kMaxModelHeadDim));
+  if (value_length != config.head_dim) {
+    return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("attention.value_length"), "' (",
+                                                 value_length, ") differs from the key length (", config.head_dim,
+                                                 "); expertd needs one head size"));
+  }
+  ASSIGN_OR_RETURN(config.max_position_embeddings, keys.Int("context_length", 1, kMaxPositions));
+  ASSIGN_OR_RETURN(config.rope_theta, keys.FloatOr("rope.freq_base", 10000.0f));
+  ASSIGN_OR_RETURN(config.rms_norm_eps,
+                   keys.FloatOr("attention.layer_norm_rms_epsilon", a == Architecture::kOlmoe ? 1e-5f : 1e-6f));
+  ASSIGN_OR_RETURN(config.num_experts, keys.Int("expert_count", 1, kMaxModelExperts));
+  ASSIGN_OR_RETURN(config.experts_per_token, keys.Int("expert_used_count", 1, kMaxModelExperts));
+  ASSIGN_OR_RETURN(const std::optional<bool> weights_norm, keys.OptionalBool("expert_weights_norm"));
+  config.norm_topk_prob = weights_norm.value_or(family->norm_topk_prob);
+  ASSIGN_OR_RETURN(config.bos_token_id, OptionalTokenId(file, "tokenizer.ggml.bos_token_id"));
+  ASSIGN_OR_RETURN(config.eos_token_id, OptionalTokenId(file, "tokenizer.ggml.eos_token_id"));
+  config.tie_word_embeddings = file.FindTensor("output.weight") == nullptr;
+  const bool q_bias = file.FindTensor("blk.0.attn_q.bias") != nullptr;
+
+  switch (a) {
+    case Architecture::kOlmoe: {
+      ASSIGN_OR_RETURN(config.expert_intermediate_size, keys.Int("feed_forward_length", 1, kMaxModelWidth));
+      config.qk_norm = QkNorm::kWholeProjection;
+      config.attention_bias = q_bias;
+      ASSIGN_OR_RETURN(config.clip_qkv, keys.OptionalFloat("attention.clamp_kqv"));
+      break;
+    }
+    case Architecture::kMixtral: {
+      ASSIGN_OR_RETURN(config.expert_intermediate_size, keys.Int("feed_forward_length", 1, kMaxModelWidth));
+      config.norm_topk_prob = true;  // Mixtral always renormalises its top-k
+      break;
+    }
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe: {
+      ASSIGN_OR_RETURN(config.dense_intermediate_size, keys.IntOr("feed_forward_length", 0, 0, kMaxModelWidth));
+      // llama.cpp's fallback when the expert size is absent: the dense size
+      // shared among the experts a token uses.
+      ASSIGN_OR_RETURN(config.expert_intermediate_size,
+                       keys.IntOr("expert_feed_forward_length",
+                                  config.dense_intermediate_size / std::max(config.experts_per_token, 1), 1,
+                                  kMaxModelWidth));
+      if (a == Architecture::kQwen2Moe) {
+        ASSIGN_OR_RETURN(config.shared_expert_intermediate_size,
+                         keys.IntOr("expert_shared_feed_forward_length", 0, 0, kMaxModelWidth));
+        config.attention_bias = true;  // Qwen2 attention always has q/k/v biases
+      } else {
+        config.qk_norm = QkNorm::kPerHead;
+        config.attention_bias = q_bias;
+      }
+      break;
+    }
+  }
+
+  // A layer without a router is a dense MLP layer (Qwen's mlp_only_layers);
+  // a file without tensors (metadata only) is taken as all-MoE.
+  config.layer_is_moe.assign(config.num_layers, true);
+  if (!file.tensors().empty()) {
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      config.layer_is_moe[layer] = file.FindTensor(absl::StrCat("blk.", layer, ".ffn_gate_inp.weight")) != nullptr;
+    }
+  }
+  RETURN_IF_ERROR(ValidateModelConfig(config, file.path()));
+  return config;
+}
+
+}  // namespace expertd

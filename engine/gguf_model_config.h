@@ -1,0 +1,39 @@
+#ifndef EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_
+#define EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_
+
+// A model's hyperparameters from a GGUF file's metadata, in llama.cpp's
+// naming, as the same ModelConfig config.json gives (model_config.h).
+//
+// The four families and what each reads beyond the shared keys
+// ({arch}.block_count, .embedding_length, .context_length,
+// .attention.head_count[_kv], .attention.key_length, .expert_count,
+// .expert_used_count, .rope.freq_base, .attention.layer_norm_rms_epsilon):
+//   olmoe     expert size = .feed_forward_length; QK-norm over the whole
+//             projection; optional .attention.clamp_kqv
+//   qwen2moe  expert size = .expert_feed_forward_length, shared expert
+//             = .expert_shared_feed_forward_length, dense = .feed_forward_length;
+//             q/k/v biases
+//   qwen3moe  as qwen2moe without the shared expert; per-head QK-norm
+//   llama     with .expert_count: Mixtral; expert size = .feed_forward_length
+// GGUF carries no norm_topk_prob: each family gets the value llama.cpp
+// computes it with (olmoe and qwen2moe off, qwen3moe and Mixtral on) unless
+// .expert_weights_norm says otherwise. What metadata cannot say is read from
+// the tensors: the LM head is tied when output.weight is absent, a layer is
+// dense when it has no router (blk.N.ffn_gate_inp.weight), and OLMoE and
+// Qwen3-MoE have attention biases when blk.0.attn_q.bias exists.
+
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+#include "formats/gguf_file.h"
+
+namespace expertd {
+
+// Errors name the file and the key: NotFound for a missing required key,
+// InvalidArgument for a value of the wrong type or out of range, Unimplemented
+// for an architecture or feature expertd does not run (rope scaling,
+// per-layer head counts or sizes, key and value lengths that differ).
+absl::StatusOr<ModelConfig> ModelConfigFromGguf(const formats::GgufFile& file);
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_

@@ -1,0 +1,172 @@
+// ModelConfigFromGguf against ParseModelConfig: for each family, a tiny
+// mkmodel model's config.json and the GGUF tools/gguf/hf_to_gguf.py made of
+// it (testdata/gguf_config/, by make_gguf_config_fixtures.py) must give the
+// same ModelConfig field by field. Then metadata written here with keys
+// missing or wrong, each refused naming the key.
+
+#include "engine/gguf_model_config.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model_config.h"
+#include "formats/gguf_file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/gguf_metadata_file.h"
+
+namespace expertd {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+const std::string kTestdata = EXPERTD_GGUF_CONFIG_TESTDATA;
+
+class GgufConfigAgreesTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufConfigAgreesTest, FieldByField) {
+  const std::string dir = absl::StrCat(kTestdata, "/", GetParam());
+  auto from_json = LoadModelConfig(dir + "/config.json");
+  ASSERT_TRUE(from_json.ok()) << from_json.status();
+  auto gguf = formats::GgufFile::Open(dir + "/model.gguf");
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  auto from_gguf = ModelConfigFromGguf(**gguf);
+  ASSERT_TRUE(from_gguf.ok()) << from_gguf.status();
+  const ModelConfig& a = *from_json;
+  const ModelConfig& b = *from_gguf;
+#define EXPECT_FIELD(field) EXPECT_EQ(a.field, b.field) << #field
+  EXPECT_FIELD(architecture);
+  EXPECT_FIELD(architecture_name);
+  EXPECT_FIELD(vocab_size);
+  EXPECT_FIELD(hidden_size);
+  EXPECT_FIELD(num_layers);
+  EXPECT_FIELD(num_heads);
+  EXPECT_FIELD(num_kv_heads);
+  EXPECT_FIELD(head_dim);
+  EXPECT_FIELD(max_position_embeddings);
+  EXPECT_FIELD(num_experts);
+  EXPECT_FIELD(experts_per_token);
+  EXPECT_FIELD(expert_intermediate_size);
+  EXPECT_FIELD(shared_expert_intermediate_size);
+  EXPECT_FIELD(dense_intermediate_size);
+  EXPECT_FIELD(norm_topk_prob);
+  EXPECT_FIELD(layer_is_moe);
+  EXPECT_FIELD(qk_norm);
+  EXPECT_FIELD(attention_bias);
+  EXPECT_FIELD(clip_qkv);
+  EXPECT_FIELD(rope_theta);
+  EXPECT_FIELD(rms_norm_eps);
+  EXPECT_FIELD(tie_word_embeddings);
+  EXPECT_FIELD(bos_token_id);
+  EXPECT_FIELD(eos_token_id);
+#undef EXPECT_FIELD
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GgufConfigAgreesTest,
+                         ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral"));
+
+TEST(GgufConfig, FixturesCoverWhatDiffersBetweenFamilies) {
+  // The agreement above is only worth as much as the variety of the
+  // fixtures: each family's distinguishing fields are really exercised.
+  auto config = [](const std::string& family) {
+    auto gguf = formats::GgufFile::Open(absl::StrCat(kTestdata, "/", family, "/model.gguf"));
+    EXPECT_TRUE(gguf.ok()) << gguf.status();
+    return *ModelConfigFromGguf(**gguf);
+  };
+  const ModelConfig qwen2 = config("qwen2moe");
+  EXPECT_EQ(qwen2.shared_expert_intermediate_size, 12);
+  EXPECT_TRUE(qwen2.attention_bias);
+  const ModelConfig qwen3 = config("qwen3moe");
+  EXPECT_EQ(qwen3.head_dim, 4);  // not hidden / heads = 8
+  EXPECT_TRUE(qwen3.tie_word_embeddings);
+  EXPECT_TRUE(qwen3.norm_topk_prob);
+  EXPECT_EQ(qwen3.qk_norm, QkNorm::kPerHead);
+  const ModelConfig mixtral = config("mixtral");
+  EXPECT_EQ(mixtral.architecture, Architecture::kMixtral);
+  EXPECT_EQ(mixtral.vocab_size, 260);  // from llama.vocab_size: the file has no token list
+  EXPECT_EQ(config("olmoe").qk_norm, QkNorm::kWholeProjection);
+}
+
+using ::expertd::testing::GgufMetadataFile;
+
+// A minimal OLMoE, less the keys in `skip`.
+GgufMetadataFile Olmoe(const std::vector<std::string>& skip = {}) {
+  GgufMetadataFile f;
+  auto keep = [&](const std::string& key) { return std::find(skip.begin(), skip.end(), key) == skip.end(); };
+  f.Str("general.architecture", "olmoe");
+  if (keep("olmoe.vocab_size")) f.U32("olmoe.vocab_size", 300);
+  if (keep("olmoe.embedding_length")) f.U32("olmoe.embedding_length", 16);
+  if (keep("olmoe.block_count")) f.U32("olmoe.block_count", 2);
+  if (keep("olmoe.context_length")) f.U32("olmoe.context_length", 128);
+  if (keep("olmoe.attention.head_count")) f.U32("olmoe.attention.head_count", 2);
+  if (keep("olmoe.expert_count")) f.U32("olmoe.expert_count", 4);
+  if (keep("olmoe.expert_used_count")) f.U32("olmoe.expert_used_count", 2);
+  if (keep("olmoe.feed_forward_length")) f.U32("olmoe.feed_forward_length", 8);
+  return f;
+}
+
+absl::StatusOr<ModelConfig> Convert(const GgufMetadataFile& metadata) {
+  auto file = metadata.Open();
+  if (!file.ok()) return file.status();
+  return ModelConfigFromGguf(**file);
+}
+
+TEST(GgufConfig, MinimalMetadataAndItsDefaults) {
+  auto config = Convert(Olmoe());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->num_kv_heads, 2);  // head_count_kv defaults to head_count
+  EXPECT_EQ(config->head_dim, 8);      // key_length defaults to hidden / heads
+  EXPECT_FLOAT_EQ(config->rope_theta, 10000.0f);
+  EXPECT_FLOAT_EQ(config->rms_norm_eps, 1e-5f);
+  EXPECT_FALSE(config->norm_topk_prob);
+  EXPECT_EQ(config->layer_is_moe, std::vector<bool>(2, true));
+  EXPECT_FALSE(config->bos_token_id.has_value());
+}
+
+TEST(GgufConfig, EachRequiredKeyMissingIsNamed) {
+  for (const std::string key :
+       {"olmoe.embedding_length", "olmoe.block_count", "olmoe.context_length", "olmoe.attention.head_count",
+        "olmoe.expert_count", "olmoe.expert_used_count", "olmoe.feed_forward_length"}) {
+    auto config = Convert(Olmoe({key}));
+    ASSERT_FALSE(config.ok()) << key;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound) << key;
+    EXPECT_THAT(std::string(config.status().message()), AllOf(HasSubstr("'" + key + "'"), HasSubstr("missing")));
+  }
+  auto no_vocab = Convert(Olmoe({"olmoe.vocab_size"}));
+  EXPECT_THAT(std::string(no_vocab.status().message()),
+              AllOf(HasSubstr("olmoe.vocab_size"), HasSubstr("tokenizer.ggml.tokens")));
+  auto no_arch = Convert(GgufMetadataFile().U32("olmoe.block_count", 2));
+  EXPECT_THAT(std::string(no_arch.status().message()), HasSubstr("'general.architecture' is missing"));
+}
+
+TEST(GgufConfig, BadValuesAndUnsupportedFeatures) {
+  auto message = [](const GgufMetadataFile& f) { return std::string(Convert(f).status().message()); };
+  EXPECT_THAT(message(GgufMetadataFile().Str("general.architecture", "gpt2")),
+              AllOf(HasSubstr("unsupported architecture 'gpt2'"), HasSubstr("qwen3moe")));
+  EXPECT_THAT(message(GgufMetadataFile().Str("general.architecture", "llama")), HasSubstr("dense Llama"));
+  EXPECT_THAT(message(Olmoe().Str("olmoe.rope.scaling.type", "yarn")),
+              AllOf(HasSubstr("'olmoe.rope.scaling.type'"), HasSubstr("yarn")));
+  EXPECT_THAT(message(Olmoe({"olmoe.block_count"}).I32("olmoe.block_count", -1)),
+              AllOf(HasSubstr("'olmoe.block_count'"), HasSubstr("-1")));
+  EXPECT_THAT(message(Olmoe({"olmoe.block_count"}).Str("olmoe.block_count", "2")),
+              AllOf(HasSubstr("'olmoe.block_count'"), HasSubstr("not an integer")));
+  EXPECT_THAT(message(Olmoe().F32("olmoe.rope.freq_base", INFINITY)),
+              AllOf(HasSubstr("'olmoe.rope.freq_base'"), HasSubstr("not finite")));
+  EXPECT_THAT(message(Olmoe().U32("olmoe.attention.key_length", 8).U32("olmoe.attention.value_length",
+                                                                                       4)),
+              HasSubstr("'olmoe.attention.value_length'"));
+  EXPECT_THAT(message(Olmoe({"olmoe.expert_used_count"}).U32("olmoe.expert_used_count", 5)),
+              HasSubstr("num_experts_per_tok must be in 1 .. number of experts"));
+  // A per-layer head count is accepted when every layer has the same one.
+  auto uniform = Convert(Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 1}));
+  ASSERT_TRUE(uniform.ok()) << uniform.status();
+  EXPECT_EQ(uniform->num_kv_heads, 1);
+  EXPECT_THAT(message(Olmoe().U32Array("olmoe.attention.head_count_kv", {1, 2})),
+              AllOf(HasSubstr("'olmoe.attention.head_count_kv'"), HasSubstr("each layer its own value")));
+}
+
+}  // namespace
+}  // namespace expertd
