@@ -214,7 +214,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(const GgufFile& fil
         {"type", "TemplateProcessing"},
         {"single", {bos_token, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
         {"pair", {bos_token, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-        {"special_tokens", {{*bos, {{"id", *bos}, {"ids", {bos_id}}, {"tokens", {*bos}}}}}}},
+        {"special_tokens", {{*bos, {{"id", *bos}, {"ids", {bos_id}}, {"tokens", {*bos}}}}}},
     };
   }
   if (file.Has("tokenizer.chat_template")) {
