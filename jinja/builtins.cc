@@ -372,7 +372,7 @@ std::optional<Value> StringMethod(const std::string& s, std::string_view name) {
 
 List Pairs(const Dict& dict) {
   List out;
-  for (const auto& [key, value] : dict.items()) out.push_back(Value::MakeTuple({Value(key), value}));
+  for (const auto& [key, value] : dict.items()) out.push_back(Value::MakeTuple({key, value}));
   return out;
 }
 
@@ -383,7 +383,7 @@ std::optional<Value> DictMethod(const Value& object, std::string_view name) {
     const bool keys = name == "keys";
     return MakeMethod(std::string(name), [dict, keys](const CallArgs&) {
       List out;
-      for (const auto& [key, value] : dict.dict().items()) out.push_back(keys ? Value(key) : value);
+      for (const auto& [key, value] : dict.dict().items()) out.push_back(keys ? key : value);
       return Value::MakeList(std::move(out));
     });
   }
@@ -391,7 +391,7 @@ std::optional<Value> DictMethod(const Value& object, std::string_view name) {
     return MakeMethod("get", [dict](const CallArgs& args) {
       const Value& key = RequireArg(args, 0, "key", "get");
       const Value* fallback = args.Get(1, "default");
-      const Value* found = key.is_string() ? dict.dict().Find(key.string_value()) : nullptr;
+      const Value* found = dict.dict().FindItem(key);
       if (found != nullptr) return *found;
       return fallback != nullptr ? *fallback : Value::None();
     });
@@ -490,7 +490,7 @@ List Iterate(const Value& value, Position position) {
     case Value::Kind::kDict: {
       if (value.is_namespace()) break;
       List keys;
-      for (const auto& [key, item] : value.dict().items()) keys.emplace_back(key);
+      for (const auto& [key, item] : value.dict().items()) keys.push_back(key);
       return keys;
     }
     case Value::Kind::kString: {
@@ -593,7 +593,8 @@ bool ApplyTest(std::string_view name, const Value& v, const CallArgs& args) {
 
 Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   const Position position = args.position;
-  if (name == "safe" || (name == "list" && v.is_list())) return v;
+  if (name == "safe") return v.is_markup() ? v : Value::MakeMarkup(v.Str());
+  if (name == "list" && v.is_list()) return v;
   if (name == "string") return Value(v.Str());
   if (name == "trim") return Value(Strip(v.Str(), args.Get(0, "chars"), true, true));
   if (name == "upper") return Value(Upper(v.Str()));
@@ -666,9 +667,12 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   if (name == "dictsort") {
     if (!v.is_dict()) Fail(position, absl::StrCat("dictsort needs a mapping, not ", v.TypeName()));
     List pairs = Pairs(v.dict());
-    std::stable_sort(pairs.begin(), pairs.end(), [&](const Value& a, const Value& b) {
-      return Lower(a.list()[0].Str()) < Lower(b.list()[0].Str());
-    });
+    // By key, strings compared case-insensitively (Jinja2's default).
+    auto key = [](const Value& pair) {
+      const Value& k = pair.list()[0];
+      return k.is_string() ? Value(Lower(k.string_value())) : k;
+    };
+    std::stable_sort(pairs.begin(), pairs.end(), [&](const Value& a, const Value& b) { return Less(key(a), key(b), position); });
     return Value::MakeList(std::move(pairs));
   }
   if (name == "replace") {
@@ -734,6 +738,10 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
     const double scale = std::pow(10.0, static_cast<double>(precision));
     return Value(std::nearbyint(v.number() * scale) / scale);
   }
+  // Jinja2's select, reject, selectattr, rejectattr and map read their
+  // input only when it is true, so none and undefined give nothing.
+  const bool lazy = name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr" || name == "map";
+  if (lazy && !v.Truthy()) return Value::MakeList();
   if (name == "select" || name == "reject") {
     const bool keep = name == "select";
     List out;
@@ -795,9 +803,14 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
     }
     return Value(std::move(out));
   }
-  if (name == "escape" || name == "e") {
+  if (name == "escape" || name == "e") return v.is_markup() ? v : Value::MakeMarkup(HtmlEscape(v.Str()));
+  if (name == "batch" || name == "slice") Fail(position, absl::StrCat("filter '", std::string(name), "' is not supported"));
+  Fail(position, absl::StrCat("no filter named '", std::string(name), "'"));
+}
+
+std::string HtmlEscape(const std::string& text) {
     std::string out;
-    for (char c : v.Str()) {
+    for (char c : text) {
       switch (c) {
         case '&': out += "&amp;"; break;
         case '<': out += "&lt;"; break;
@@ -807,10 +820,7 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
         default: out += c;
       }
     }
-    return Value(std::move(out));
-  }
-  if (name == "batch" || name == "slice") Fail(position, absl::StrCat("filter '", std::string(name), "' is not supported"));
-  Fail(position, absl::StrCat("no filter named '", std::string(name), "'"));
+    return out;
 }
 
 }  // namespace expertd::jinja

@@ -37,6 +37,9 @@ int64_t Length(const Value& value, Position position);
 // Python's a < b for numbers, strs and lists of them; others throw.
 bool Less(const Value& a, const Value& b, Position position);
 
+// Jinja2's escape(): & < > " ' as HTML entities.
+std::string HtmlEscape(const std::string& text);
+
 // Throws the error of using an undefined value (Jinja2's UndefinedError).
 [[noreturn]] void FailUndefined(const Value& undefined, Position position);
 

@@ -36,7 +36,7 @@ class Interpreter {
   explicit Interpreter(const RenderOptions& options) : options_(options) { DefineGlobals(); }
 
   std::string Run(const Body& body, const Dict& context) {
-    for (const auto& [name, value] : context.items()) root_.vars[name] = value;
+    for (const auto& [name, value] : context.items()) root_.vars[name.Str()] = value;
     std::string out;
     Exec(body, &root_, &out);
     return out;
@@ -85,7 +85,8 @@ class Interpreter {
       Dict dict;
       if (!args.positional.empty()) {
         if (!args.positional[0].is_dict()) Fail(args.position, "namespace() and dict() take a mapping or keywords");
-        for (const auto& [key, value] : args.positional[0].dict().items()) dict.Set(key, value);
+        // namespace() keys are attribute names; dict() keeps any key.
+        for (const auto& [key, value] : args.positional[0].dict().items()) dict.SetItem(key, value);
       }
       for (const auto& [key, value] : args.keyword) dict.Set(key, value);
       return dict;
@@ -346,8 +347,8 @@ class Interpreter {
   Value GetItem(const Value& object, const Value& key, Position position) {
     if (object.is_undefined()) FailUndefined(object, position);
     if (object.is_dict()) {
+      if (const Value* found = object.dict().FindItem(key)) return *found;
       if (key.is_string()) {
-        if (const Value* found = object.dict().Find(key.string_value())) return *found;
         if (std::optional<Value> method = BoundMethod(object, key.string_value())) return *method;
       }
       return Value::Undefined(absl::StrCat("'", object.TypeName(), " object' has no attribute '", key.Str(), "'"));
@@ -424,6 +425,13 @@ class Interpreter {
   Value Arithmetic(const std::string& op, const Value& a, const Value& b, Position position) {
     if (op == "~") return Value(Checked(a.Str() + b.Str(), position));
     if (op == "+") {
+      if (a.is_markup() || b.is_markup()) {
+        if (a.is_string() && b.is_string()) {
+          const std::string left = a.is_markup() ? a.string_value() : HtmlEscape(a.string_value());
+          const std::string right = b.is_markup() ? b.string_value() : HtmlEscape(b.string_value());
+          return Value::MakeMarkup(Checked(left + right, position));
+        }
+      }
       if (a.is_string() && b.is_string()) return Value(Checked(a.string_value() + b.string_value(), position));
       if (a.is_list() && b.is_list()) {
         List items = a.list();
@@ -507,7 +515,7 @@ class Interpreter {
       return container.string_value().find(item.string_value()) != std::string::npos;
     }
     if (container.is_dict() && !container.is_namespace()) {
-      return item.is_string() && container.dict().Find(item.string_value()) != nullptr;
+      return container.dict().FindItem(item) != nullptr;
     }
     if (container.is_list()) {
       for (const Value& v : container.list()) {
@@ -545,9 +553,11 @@ class Interpreter {
       case Expr::Kind::kDict: {
         Dict dict;
         for (size_t i = 0; i + 1 < expr.args.size(); i += 2) {
-          const Value key = Eval(*expr.args[i], frame);
-          if (!key.is_string()) Fail(expr.args[i]->position, absl::StrCat("dict keys must be strings here, not ", key.TypeName()));
-          dict.Set(key.string_value(), Eval(*expr.args[i + 1], frame));
+          Value key = Eval(*expr.args[i], frame);
+          if (!key.is_string() && !key.is_number() && !key.is_none()) {
+            Fail(expr.args[i]->position, absl::StrCat("unhashable type: '", key.TypeName(), "'"));
+          }
+          dict.SetItem(std::move(key), Eval(*expr.args[i + 1], frame));
         }
         return Value::MakeDict(std::move(dict));
       }

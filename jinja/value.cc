@@ -9,22 +9,33 @@ namespace expertd::jinja {
 
 const Value* Dict::Find(std::string_view key) const {
   for (const auto& [k, v] : items_) {
-    if (k == key) return &v;
+    if (k.is_string() && k.string_value() == key) return &v;
   }
   return nullptr;
 }
 
 Value* Dict::Find(std::string_view key) {
   for (auto& [k, v] : items_) {
+    if (k.is_string() && k.string_value() == key) return &v;
+  }
+  return nullptr;
+}
+
+const Value* Dict::FindItem(const Value& key) const {
+  for (const auto& [k, v] : items_) {
     if (k == key) return &v;
   }
   return nullptr;
 }
 
-void Dict::Set(std::string key, Value value) {
-  if (Value* existing = Find(key)) {
-    *existing = std::move(value);
-    return;
+void Dict::Set(std::string key, Value value) { SetItem(Value(std::move(key)), std::move(value)); }
+
+void Dict::SetItem(Value key, Value value) {
+  for (auto& [k, v] : items_) {
+    if (k == key) {
+      v = std::move(value);
+      return;
+    }
   }
   items_.emplace_back(std::move(key), std::move(value));
 }
@@ -45,6 +56,12 @@ Value Value::MakeList(List items) {
   Value v;
   v.kind_ = Kind::kList;
   v.list_ = std::make_shared<List>(std::move(items));
+  return v;
+}
+
+Value Value::MakeMarkup(std::string text) {
+  Value v(std::move(text));
+  v.markup_ = true;
   return v;
 }
 
@@ -265,7 +282,14 @@ bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::str
         if (!first) *out += item_separator;
         first = false;
         newline(depth + 1);
-        JsonString(key, out);
+        // json.dumps writes number, bool and null keys as strings.
+        if (key.is_string()) {
+          JsonString(key.string_value(), out);
+        } else if (key.is_bool() || key.is_none()) {
+          JsonString(key.is_none() ? "null" : key.bool_value() ? "true" : "false", out);
+        } else {
+          JsonString(key.Repr(), out);
+        }
         *out += ": ";
         if (!JsonValue(item, indent, depth + 1, out, error)) return false;
       }
@@ -328,7 +352,7 @@ std::string Value::Repr() const {
       for (const auto& [key, item] : dict_->items()) {
         if (!first) out += ", ";
         first = false;
-        out += ReprString(key) + ": " + item.Repr();
+        out += key.Repr() + ": " + item.Repr();
       }
       return out + "}";
     }
@@ -380,7 +404,7 @@ bool operator==(const Value& a, const Value& b) {
       if (a.is_namespace() || b.is_namespace()) return &a.dict() == &b.dict();
       if (a.dict().size() != b.dict().size()) return false;
       for (const auto& [key, item] : a.dict().items()) {
-        const Value* other = b.dict().Find(key);
+        const Value* other = b.dict().FindItem(key);
         if (other == nullptr || !(*other == item)) return false;
       }
       return true;

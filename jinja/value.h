@@ -15,22 +15,25 @@ struct Callable;  // a builtin or a macro; defined by the interpreter (jinja/cal
 
 using List = std::vector<Value>;
 
-// A Python dict as templates see it: keys are strings and iteration follows
-// insertion order (tojson of a message writes its keys in the order the
-// request gave them, as Python does). Lookup is linear: template dicts hold
-// a handful of keys.
+// A Python dict as templates see it: iteration follows insertion order
+// (tojson of a message writes its keys in the order the request gave them, as
+// Python does). Keys are strings but for dict literals with numbers as keys.
+// Lookup is linear: template dicts hold a handful of keys.
 class Dict {
  public:
   const Value* Find(std::string_view key) const;
   Value* Find(std::string_view key);
+  // Any key, matched with Python's == (1, 1.0 and True are one key).
+  const Value* FindItem(const Value& key) const;
   // Replaces the value of an existing key in place (keeping its position), or
   // appends the key.
   void Set(std::string key, Value value);
-  const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
+  void SetItem(Value key, Value value);
+  const std::vector<std::pair<Value, Value>>& items() const { return items_; }
   size_t size() const { return items_.size(); }
 
  private:
-  std::vector<std::pair<std::string, Value>> items_;
+  std::vector<std::pair<Value, Value>> items_;
 };
 
 // A template value with Python's semantics (the data model chat templates are
@@ -66,6 +69,10 @@ class Value {
   // Jinja2's namespace(): a dict whose keys are attributes `set` may assign.
   static Value MakeNamespace(Dict items = {});
   static Value MakeCallable(std::shared_ptr<const Callable> callable);
+  // Jinja2's Markup: a str marked safe (by |safe or |escape). It matters in
+  // one place: `markup + str` HTML-escapes the str, which a few real
+  // templates trip over and Hugging Face renders as such.
+  static Value MakeMarkup(std::string text);
 
   Kind kind() const { return kind_; }
   bool is_undefined() const { return kind_ == Kind::kUndefined; }
@@ -79,6 +86,7 @@ class Value {
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kDict && namespace_; }
   bool is_tuple() const { return kind_ == Kind::kList && tuple_; }
+  bool is_markup() const { return kind_ == Kind::kString && markup_; }
   bool is_callable() const { return kind_ == Kind::kCallable; }
 
   bool bool_value() const { return int_ != 0; }
@@ -106,6 +114,7 @@ class Value {
   Kind kind_ = Kind::kUndefined;
   bool namespace_ = false;
   bool tuple_ = false;
+  bool markup_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::string string_;
