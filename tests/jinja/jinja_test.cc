@@ -139,6 +139,15 @@ TEST(JinjaFilters, FiltersTemplatesUse) {
   EXPECT_EQ(Render("{{ none|default('d') }}|{{ ''|default('d', true) }}|{{ 'ab'|safe }}|{{ [3, 1, 2]|sort|list }}"), "None|d|ab|[1, 2, 3]");
 }
 
+TEST(JinjaFilters, QuirksRealTemplatesRelyOn) {
+  // Dict literals may have number keys (Seed-OSS), sorted by dictsort.
+  EXPECT_EQ(Render("{% set d = {512: 'b', 0: 'a'} %}{{ d[0] }}{{ d[512] }}{% for k, v in d|dictsort %}{{ k }}{% endfor %}"), "ab0512");
+  // A |safe string is Markup: adding a plain string escapes it (functionary).
+  EXPECT_EQ(Render("{{ '<a>'|safe + '<b>' }}|{{ '<a>' + '<b>' }}"), "<a>&lt;b&gt;|<a><b>");
+  // select/map read their input only when it is true: none gives nothing.
+  EXPECT_EQ(Render("{{ none|selectattr('type', 'equalto', 'x')|list|length }}"), "0");
+}
+
 TEST(JinjaFilters, ToJsonAsHuggingFaceWritesIt) {
   const std::string context = R"({"t": {"name": "f", "params": {"x": [1, 2.5, true, null]}, "s": "é\"\n</"}})";
   EXPECT_EQ(Render("{{ t|tojson }}", context), R"({"name": "f", "params": {"x": [1, 2.5, true, null]}, "s": "é\"\n</"})");
