@@ -10,6 +10,8 @@ namespace expertd::jinja {
 // their keys were read (ordered_json keeps it), arrays lists, integers ints
 // (unsigned ones past INT64_MAX become floats), null None.
 Value ValueFromJson(const nlohmann::ordered_json& json);
+// The same from nlohmann::json, whose objects iterate in key order.
+Value ValueFromJson(const nlohmann::json& json);
 
 }  // namespace expertd::jinja
 
