@@ -41,6 +41,7 @@ struct Expr {
   };
   Kind kind = Kind::kLiteral;
   Position position;
+  int height = 1;  // levels of the subtree; the parser bounds it, so walking it cannot exhaust the stack
   Value value;
   std::string name;  // kName, kAttribute, kFilter, kTest; the operator of kUnary and kBinary
   std::vector<std::string> ops;  // kCompare

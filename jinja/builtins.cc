@@ -16,6 +16,9 @@ namespace {
   throw TemplateError(TemplateError::Kind::kRender, position, message);
 }
 
+// Whether a float truncates to an int64 without undefined behaviour.
+bool FitsInt64(double f) { return std::isfinite(f) && f > -9.2e18 && f < 9.2e18; }
+
 // UTF-8 decoding for code point work; malformed bytes stand for themselves
 // (U+FFFD would change the text when it is written back).
 std::vector<uint32_t> Decode(const std::string& s) {
@@ -255,7 +258,7 @@ std::string Format(const std::string& text, const CallArgs& args) {
       if (field.empty()) {
         value = args.Get(next_auto++, "");
       } else if (std::all_of(field.begin(), field.end(), [](char d) { return d >= '0' && d <= '9'; })) {
-        value = args.Get(static_cast<size_t>(std::atoll(field.c_str())), "");
+        value = args.Get(static_cast<size_t>(std::strtoull(field.c_str(), nullptr, 10)), "");
       } else {
         value = args.Get(SIZE_MAX, field);
       }
@@ -427,7 +430,7 @@ Value AttributeOf(const Value& item, const std::string& path) {
       const Value* found = current.dict().Find(part);
       current = found != nullptr ? *found : Value::Undefined(absl::StrCat("'dict object' has no attribute '", part, "'"));
     } else if (current.is_list() && !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      const size_t index = static_cast<size_t>(std::atoll(part.c_str()));
+      const size_t index = static_cast<size_t>(std::strtoull(part.c_str(), nullptr, 10));
       current = index < current.list().size() ? current.list()[index] : Value::Undefined("list index out of range");
     } else {
       current = Value::Undefined(absl::StrCat("'", current.TypeName(), " object' has no attribute '", part, "'"));
@@ -632,14 +635,14 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   if (name == "int") {
     const int64_t fallback = IntArg(args, 0, "default", 0);
     if (v.is_int() || v.is_bool()) return Value(v.int_value());
-    if (v.is_float()) return std::isfinite(v.float_value()) ? Value(static_cast<int64_t>(v.float_value())) : Value(fallback);
+    if (v.is_float()) return FitsInt64(v.float_value()) ? Value(static_cast<int64_t>(v.float_value())) : Value(fallback);
     if (v.is_string()) {
       const std::string s = Strip(v.string_value(), nullptr, true, true);
       char* end = nullptr;
       const long long i = std::strtoll(s.c_str(), &end, 10);
       if (!s.empty() && end == s.c_str() + s.size()) return Value(static_cast<int64_t>(i));
       const double f = std::strtod(s.c_str(), &end);
-      if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(f)) return Value(static_cast<int64_t>(f));
+      if (!s.empty() && end == s.c_str() + s.size() && FitsInt64(f)) return Value(static_cast<int64_t>(f));
     }
     return Value(fallback);
   }
@@ -655,7 +658,10 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
     return fallback != nullptr ? Value(fallback->number()) : Value(0.0);
   }
   if (name == "abs") {
-    if (v.is_int() || v.is_bool()) return Value(v.int_value() < 0 ? -v.int_value() : v.int_value());
+    if (v.is_int() || v.is_bool()) {
+      if (v.int_value() == INT64_MIN) Fail(position, "integer overflow in abs");
+      return Value(v.int_value() < 0 ? -v.int_value() : v.int_value());
+    }
     if (v.is_float()) return Value(std::fabs(v.float_value()));
     Fail(position, absl::StrCat("bad operand type for abs(): '", v.TypeName(), "'"));
   }
@@ -722,7 +728,14 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
       Value total = args.Get(1, "start") != nullptr ? *args.Get(1, "start") : Value(0);
       for (const Value& item : items) {
         if (!item.is_number() || !total.is_number()) Fail(position, "sum needs numbers");
-        total = total.is_float() || item.is_float() ? Value(total.number() + item.number()) : Value(total.int_value() + item.int_value());
+        int64_t sum = 0;
+        if (total.is_float() || item.is_float()) {
+          total = Value(total.number() + item.number());
+        } else if (__builtin_add_overflow(total.int_value(), item.int_value(), &sum)) {
+          Fail(position, "integer overflow in sum");
+        } else {
+          total = Value(sum);
+        }
       }
       return total;
     }
@@ -783,7 +796,7 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
     const Value* width_arg = args.Get(0, "width");
     const std::string pad = width_arg == nullptr ? std::string(4, ' ')
                             : width_arg->is_string() ? width_arg->string_value()
-                                                     : std::string(static_cast<size_t>(std::max<int64_t>(0, width_arg->int_value())), ' ');
+                                                     : std::string(static_cast<size_t>(std::clamp<int64_t>(width_arg->int_value(), 0, 256)), ' ');
     const Value* first = args.Get(1, "first");
     const Value* blank = args.Get(2, "blank");
     const std::string text = v.Str();

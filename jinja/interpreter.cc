@@ -109,11 +109,12 @@ class Interpreter {
       }
       if (step == 0) Fail(args.position, "range() arg 3 must not be zero");
       List items;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+      for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
         if (static_cast<int64_t>(items.size()) >= options_.limits.max_loop_iterations) {
           Fail(args.position, absl::StrCat("range() longer than the loop limit of ", options_.limits.max_loop_iterations));
         }
         items.emplace_back(i);
+        if (__builtin_add_overflow(i, step, &i)) break;
       }
       return Value::MakeList(std::move(items));
     });
@@ -483,9 +484,12 @@ class Interpreter {
         return op == "//" ? Value(q) : Value(m);
       }
       if (op == "**" && y >= 0) {
+        // By squaring: a large exponent of 0, 1 or -1 must not loop.
         int64_t result = 1;
-        for (int64_t i = 0; i < y; ++i) {
-          if (__builtin_mul_overflow(result, x, &result)) Fail(position, "integer overflow in **");
+        int64_t base = x;
+        for (int64_t e = y; e > 0; e >>= 1) {
+          if ((e & 1) != 0 && __builtin_mul_overflow(result, base, &result)) Fail(position, "integer overflow in **");
+          if (e > 1 && __builtin_mul_overflow(base, base, &base)) Fail(position, "integer overflow in **");
         }
         return Value(result);
       }
@@ -583,7 +587,9 @@ class Interpreter {
         if (v.is_undefined()) FailUndefined(v, expr.position);
         if (!v.is_number()) Fail(expr.position, absl::StrCat("bad operand type for unary ", expr.name, ": '", v.TypeName(), "'"));
         if (expr.name == "+") return v.is_float() ? v : Value(v.int_value());
-        return v.is_float() ? Value(-v.float_value()) : Value(-v.int_value());
+        if (v.is_float()) return Value(-v.float_value());
+        if (v.int_value() == INT64_MIN) Fail(expr.position, "integer overflow in unary -");
+        return Value(-v.int_value());
       }
       case Expr::Kind::kBinary: {
         const Value left = Eval(*expr.args[0], frame);

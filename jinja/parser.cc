@@ -1,5 +1,6 @@
 #include "jinja/parser.h"
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -265,6 +266,19 @@ class Parser {
     return parameters;
   }
 
+  // Records the height of a finished node and refuses trees too tall to walk
+  // (a chain of 10000 '+' parses without recursion but evaluates with it).
+  ExprPtr Seal(ExprPtr expr) {
+    int height = 0;
+    for (const ExprPtr& arg : expr->args) {
+      if (arg != nullptr) height = std::max(height, arg->height);
+    }
+    for (const auto& [name, arg] : expr->kwargs) height = std::max(height, arg->height);
+    expr->height = height + 1;
+    if (expr->height > max_depth_) Fail(absl::StrCat("expression nested deeper than ", max_depth_, " levels"));
+    return expr;
+  }
+
   ExprPtr Make(Expr::Kind kind, Position position) {
     auto expr = std::make_unique<Expr>();
     expr->kind = kind;
@@ -283,7 +297,7 @@ class Parser {
       if (Peek().type == Type::kVariableEnd || Peek().type == Type::kBlockEnd || IsOp(")")) break;
       tuple->args.push_back(with_condition ? ParseExpression() : ParseOr());
     }
-    return tuple;
+    return Seal(std::move(tuple));
   }
 
   ExprPtr ParseExpression() {
@@ -297,7 +311,7 @@ class Parser {
       condition->args.push_back(std::move(expr));
       condition->args.push_back(std::move(test));
       condition->args.push_back(std::move(otherwise));
-      expr = std::move(condition);
+      expr = Seal(std::move(condition));
     }
     return expr;
   }
@@ -307,7 +321,7 @@ class Parser {
     expr->name = std::move(op);
     expr->args.push_back(std::move(left));
     expr->args.push_back(std::move(right));
-    return expr;
+    return Seal(std::move(expr));
   }
 
   ExprPtr ParseOr() {
@@ -332,7 +346,7 @@ class Parser {
       ExprPtr expr = Make(Expr::Kind::kUnary, position);
       expr->name = "not";
       expr->args.push_back(ParseNot());
-      return expr;
+      return Seal(std::move(expr));
     }
     return ParseCompare();
   }
@@ -364,7 +378,7 @@ class Parser {
       compare->ops.push_back(op);
       compare->args.push_back(ParseMath1());
     }
-    return compare ? std::move(compare) : std::move(first);
+    return compare ? Seal(std::move(compare)) : std::move(first);
   }
 
   ExprPtr ParseMath1() {
@@ -409,6 +423,7 @@ class Parser {
       expr = Make(Expr::Kind::kUnary, position);
       expr->name = Next().text;
       expr->args.push_back(ParseUnary(false));
+      expr = Seal(std::move(expr));
     } else {
       expr = ParsePrimary();
     }
@@ -465,7 +480,7 @@ class Parser {
             if (SkipOp("]")) break;
             list->args.push_back(ParseExpression());
           }
-          return list;
+          return Seal(std::move(list));
         }
         if (SkipOp("{")) {
           ExprPtr dict = Make(Expr::Kind::kDict, position);
@@ -476,7 +491,7 @@ class Parser {
             ExpectOp(":");
             dict->args.push_back(ParseExpression());
           }
-          return dict;
+          return Seal(std::move(dict));
         }
         break;
       default:
@@ -495,12 +510,12 @@ class Parser {
           ExprPtr subscript = Make(Expr::Kind::kSubscript, position);
           subscript->args.push_back(std::move(expr));
           subscript->args.push_back(std::move(index));
-          expr = std::move(subscript);
+          expr = Seal(std::move(subscript));
         } else {
           ExprPtr attribute = Make(Expr::Kind::kAttribute, position);
           attribute->name = ExpectName();
           attribute->args.push_back(std::move(expr));
-          expr = std::move(attribute);
+          expr = Seal(std::move(attribute));
         }
       } else if (SkipOp("[")) {
         expr = ParseSubscript(std::move(expr), position);
@@ -530,7 +545,7 @@ class Parser {
       expr->args.push_back(std::move(parts[1]));
       expr->args.push_back(std::move(parts[2]));
     }
-    return expr;
+    return Seal(std::move(expr));
   }
 
   // '(' args ')': positional first, then name=value.
@@ -556,7 +571,7 @@ class Parser {
     ExprPtr call = Make(Expr::Kind::kCall, Here());
     call->args.push_back(std::move(callee));
     ParseArguments(call.get());
-    return call;
+    return Seal(std::move(call));
   }
 
   // | name[(args)] | ... applied to `input` (null in {% filter %}).
@@ -569,7 +584,7 @@ class Parser {
       while (SkipOp(".")) filter->name += "." + ExpectName();
       filter->args.push_back(std::move(input));
       if (IsOp("(")) ParseArguments(filter.get());
-      input = std::move(filter);
+      input = Seal(std::move(filter));
     }
     return input;
   }
@@ -592,7 +607,7 @@ class Parser {
                    !IsName("else") && !IsName("or") && !IsName("and") && !IsName("if") && !IsName("is")) {
           test->args.push_back(ParsePostfix(ParsePrimary()));
         }
-        expr = std::move(test);
+        expr = Seal(std::move(test));
       } else if (IsOp("(")) {
         expr = ParseCall(std::move(expr));
       } else {

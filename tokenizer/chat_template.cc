@@ -37,6 +37,19 @@ constexpr TurnMarker kTurnMarkers[] = {
     {"<｜User｜>", ""},  // DeepSeek: the next user turn
 };
 
+// Template variables are converted and walked recursively; a kwarg nested
+// deeper than any template reads is refused before that.
+constexpr int kMaxKwargDepth = 32;
+
+bool NestedDeeperThan(const nlohmann::json& json, int levels) {
+  if (!json.is_structured()) return false;
+  if (levels == 0) return true;
+  for (const auto& item : json) {
+    if (NestedDeeperThan(item, levels - 1)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 ChatTemplate ChatTemplate::ForModel(const Tokenizer& tokenizer) {
@@ -120,6 +133,9 @@ absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> m
       return FieldError(absl::StrCat("chat_template_kwargs.", key),
                         key == "add_generation_prompt" ? "is a request field of its own: send add_generation_prompt"
                                                        : "is set by the request itself and cannot be a template kwarg");
+    }
+    if (NestedDeeperThan(value, kMaxKwargDepth)) {
+      return FieldError(absl::StrCat("chat_template_kwargs.", key), absl::StrCat("is nested deeper than ", kMaxKwargDepth, " levels"));
     }
     context.Set(key, jinja::ValueFromJson(value));
   }

@@ -214,6 +214,16 @@ TEST(JinjaLimits, LoopsOutputAndNestingAreBounded) {
   ASSERT_FALSE(out.ok());
   EXPECT_THAT(out.status().message(), HasSubstr("nested deeper"));
   EXPECT_FALSE(Template::Parse("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").ok());
+  // A long flat chain parses in a loop but would evaluate recursively.
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 5000; ++i) chain += " + 1";
+  EXPECT_FALSE(Template::Parse(chain + " }}").ok());
+  // Arithmetic that would overflow or loop long fails or finishes at once.
+  EXPECT_FALSE(TryRender("{{ 9223372036854775807 + 1 }}").ok());
+  EXPECT_FALSE(TryRender("{{ -(-9223372036854775807 - 1) }}").ok());
+  EXPECT_EQ(Render("{{ 1 ** 1000000000000000000 }} {{ (-1) ** 999999999999999999 }} {{ 2 ** 62 }}"),
+            "1 -1 4611686018427387904");
+  EXPECT_FALSE(TryRender("{{ 2 ** 64 }}").ok());
 }
 
 }  // namespace

@@ -102,6 +102,11 @@ TEST(ChatTemplateTest, KwargsReachTheTemplate) {
   absl::StatusOr<std::string> reserved = t.Render(kOneTurn, {.add_generation_prompt = true, .kwargs = {{"messages", 1}}});
   ASSERT_FALSE(reserved.ok());
   EXPECT_EQ(ChatErrorField(reserved.status()), "chat_template_kwargs.messages");
+  nlohmann::json deep = 1;
+  for (int i = 0; i < 100; ++i) deep = nlohmann::json::array({deep});
+  absl::StatusOr<std::string> too_deep = t.Render(kOneTurn, {.add_generation_prompt = true, .kwargs = {{"deep", deep}}});
+  ASSERT_FALSE(too_deep.ok());
+  EXPECT_EQ(ChatErrorField(too_deep.status()), "chat_template_kwargs.deep");
 }
 
 TEST(ChatTemplateTest, ReasoningContentIsPassedWhenSet) {
