@@ -13,28 +13,8 @@ namespace expertd::jinja {
 class Value;
 struct Callable;  // a builtin or a macro; defined by the interpreter (jinja/callable.h)
 
+class Dict;
 using List = std::vector<Value>;
-
-// A Python dict as templates see it: iteration follows insertion order
-// (tojson of a message writes its keys in the order the request gave them, as
-// Python does). Keys are strings but for dict literals with numbers as keys.
-// Lookup is linear: template dicts hold a handful of keys.
-class Dict {
- public:
-  const Value* Find(std::string_view key) const;
-  Value* Find(std::string_view key);
-  // Any key, matched with Python's == (1, 1.0 and True are one key).
-  const Value* FindItem(const Value& key) const;
-  // Replaces the value of an existing key in place (keeping its position), or
-  // appends the key.
-  void Set(std::string key, Value value);
-  void SetItem(Value key, Value value);
-  const std::vector<std::pair<Value, Value>>& items() const { return items_; }
-  size_t size() const { return items_.size(); }
-
- private:
-  std::vector<std::pair<Value, Value>> items_;
-};
 
 // A template value with Python's semantics (the data model chat templates are
 // written against: Jinja2 evaluates them as Python objects).
@@ -65,9 +45,9 @@ class Value {
   // A Python tuple: a list that prints as (a, b); items() pairs and tuple
   // literals are tuples.
   static Value MakeTuple(List items);
-  static Value MakeDict(Dict items = {});
+  static Value MakeDict(Dict items);
   // Jinja2's namespace(): a dict whose keys are attributes `set` may assign.
-  static Value MakeNamespace(Dict items = {});
+  static Value MakeNamespace(Dict items);
   static Value MakeCallable(std::shared_ptr<const Callable> callable);
   // Jinja2's Markup: a str marked safe (by |safe or |escape). It matters in
   // one place: `markup + str` HTML-escapes the str, which a few real
@@ -121,6 +101,27 @@ class Value {
   std::shared_ptr<List> list_;
   std::shared_ptr<Dict> dict_;
   std::shared_ptr<const Callable> callable_;
+};
+
+// A Python dict as templates see it: iteration follows insertion order
+// (tojson of a message writes its keys in the order the request gave them, as
+// Python does). Keys are strings but for dict literals with numbers as keys.
+// Lookup is linear: template dicts hold a handful of keys.
+class Dict {
+ public:
+  const Value* Find(std::string_view key) const;
+  Value* Find(std::string_view key);
+  // Any key, matched with Python's == (1, 1.0 and True are one key).
+  const Value* FindItem(const Value& key) const;
+  // Replaces the value of an existing key in place (keeping its position), or
+  // appends the key.
+  void Set(std::string key, Value value);
+  void SetItem(Value key, Value value);
+  const std::vector<std::pair<Value, Value>>& items() const { return items_; }
+  size_t size() const { return items_.size(); }
+
+ private:
+  std::vector<std::pair<Value, Value>> items_;
 };
 
 // Python's repr() of a float ("1.0", "0.1", "1e+16", "inf").
