@@ -38,7 +38,7 @@ constexpr char kModelName[] = "fuzz-model";
 // target no other place to keep what every input shares.
 struct Fixture {
   std::unique_ptr<Model> model;
-  std::vector<ChatTemplate> templates;  // the model's own (plain), chatml, tulu, mistral
+  std::vector<ChatTemplate> templates;  // the model's own (none: plain), then Jinja ones in ChatML, Tulu, Mistral shape
   InferenceConfig limits;
 };
 std::unique_ptr<Fixture> fixture;
