@@ -459,9 +459,10 @@ std::string ToJsonOrFail(const Value& v, const CallArgs& args) {
     if (!i->is_int()) Fail(args.position, "tojson's indent must be an integer");
     indent = static_cast<int>(std::clamp<int64_t>(i->int_value(), 0, 64));
   }
+  const Value* ensure_ascii = args.Get(SIZE_MAX, "ensure_ascii");
   std::string out;
   std::string bad_type;
-  if (!ToJson(v, indent, &out, &bad_type)) {
+  if (!ToJson(v, indent, ensure_ascii != nullptr && ensure_ascii->Truthy(), &out, &bad_type)) {
     if (v.is_undefined()) FailUndefined(v, args.position);
     Fail(args.position, absl::StrCat("tojson: Object of type ", bad_type, " is not JSON serializable"));
   }

@@ -184,9 +184,33 @@ std::string ReprString(const std::string& s) {
   return out;
 }
 
-void JsonString(const std::string& s, std::string* out) {
+void AppendEscape(uint32_t unit, std::string* out) {
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "\\u%04x", unit);
+  *out += hex;
+}
+
+void JsonString(const std::string& s, bool ensure_ascii, std::string* out) {
   *out += '"';
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (ensure_ascii && c >= 0x80) {
+      // Decode one UTF-8 sequence; a malformed byte is written as itself.
+      const int extra = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+      if (extra > 0 && i + static_cast<size_t>(extra) < s.size()) {
+        uint32_t cp = c & (0x3F >> extra);
+        for (int k = 1; k <= extra; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0x3F);
+        i += static_cast<size_t>(extra);
+        if (cp >= 0x10000) {
+          cp -= 0x10000;
+          AppendEscape(0xD800 + (cp >> 10), out);
+          AppendEscape(0xDC00 + (cp & 0x3FF), out);
+        } else {
+          AppendEscape(cp, out);
+        }
+        continue;
+      }
+    }
     switch (c) {
       case '"':
         *out += "\\\"";
@@ -222,7 +246,7 @@ void JsonString(const std::string& s, std::string* out) {
   *out += '"';
 }
 
-bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::string* error) {
+bool JsonValue(const Value& v, int indent, bool ensure_ascii, int depth, std::string* out, std::string* error) {
   auto newline = [&](int level) {
     if (indent < 0) return;
     *out += '\n';
@@ -251,7 +275,7 @@ bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::str
       return true;
     }
     case Value::Kind::kString:
-      JsonString(v.string_value(), out);
+      JsonString(v.string_value(), ensure_ascii, out);
       return true;
     case Value::Kind::kList: {
       if (v.list().empty()) {
@@ -264,7 +288,7 @@ bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::str
         if (!first) *out += item_separator;
         first = false;
         newline(depth + 1);
-        if (!JsonValue(item, indent, depth + 1, out, error)) return false;
+        if (!JsonValue(item, indent, ensure_ascii, depth + 1, out, error)) return false;
       }
       newline(depth);
       *out += ']';
@@ -284,14 +308,14 @@ bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::str
         newline(depth + 1);
         // json.dumps writes number, bool and null keys as strings.
         if (key.is_string()) {
-          JsonString(key.string_value(), out);
+          JsonString(key.string_value(), ensure_ascii, out);
         } else if (key.is_bool() || key.is_none()) {
-          JsonString(key.is_none() ? "null" : key.bool_value() ? "true" : "false", out);
+          JsonString(key.is_none() ? "null" : key.bool_value() ? "true" : "false", ensure_ascii, out);
         } else {
-          JsonString(key.Repr(), out);
+          JsonString(key.Repr(), ensure_ascii, out);
         }
         *out += ": ";
-        if (!JsonValue(item, indent, depth + 1, out, error)) return false;
+        if (!JsonValue(item, indent, ensure_ascii, depth + 1, out, error)) return false;
       }
       newline(depth);
       *out += '}';
@@ -307,8 +331,8 @@ bool JsonValue(const Value& v, int indent, int depth, std::string* out, std::str
 
 }  // namespace
 
-bool ToJson(const Value& value, int indent, std::string* out, std::string* error) {
-  return JsonValue(value, indent, 0, out, error);
+bool ToJson(const Value& value, int indent, bool ensure_ascii, std::string* out, std::string* error) {
+  return JsonValue(value, indent, ensure_ascii, 0, out, error);
 }
 
 std::string Value::Str() const {

@@ -127,12 +127,14 @@ class Dict {
 // Python's repr() of a float ("1.0", "0.1", "1e+16", "inf").
 std::string FormatFloat(double f);
 
-// Python's json.dumps(value, ensure_ascii=False, indent=indent,
-// separators=...), as Hugging Face's tojson filter calls it: indent < 0 is
-// None (one line, ", " and ": "), else newlines with that many spaces per
-// level ("," and ": "). Returns false (and the type at fault in *error) for
-// what JSON cannot hold (undefined, a callable, a namespace).
-bool ToJson(const Value& value, int indent, std::string* out, std::string* error);
+// Python's json.dumps(value, ensure_ascii=..., indent=indent), as Hugging
+// Face's tojson filter calls it (ensure_ascii false by default there):
+// indent < 0 is None (one line, ", " and ": "), else newlines with that many
+// spaces per level ("," and ": "); ensure_ascii writes every non-ASCII code
+// point as \uXXXX (surrogate pairs above U+FFFF). Returns false (and the
+// type at fault in *error) for what JSON cannot hold (undefined, a callable,
+// a namespace).
+bool ToJson(const Value& value, int indent, bool ensure_ascii, std::string* out, std::string* error);
 
 }  // namespace expertd::jinja
 

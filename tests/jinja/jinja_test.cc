@@ -153,6 +153,7 @@ TEST(JinjaFilters, ToJsonAsHuggingFaceWritesIt) {
   EXPECT_EQ(Render("{{ t|tojson }}", context), R"({"name": "f", "params": {"x": [1, 2.5, true, null]}, "s": "é\"\n</"})");
   EXPECT_EQ(Render("{{ t.params|tojson(indent=2) }}", context), "{\n  \"x\": [\n    1,\n    2.5,\n    true,\n    null\n  ]\n}");
   EXPECT_EQ(Render("{{ [] | tojson }}{{ {} | tojson }}"), "[]{}");
+  EXPECT_EQ(Render("{{ 'é😀'|tojson(ensure_ascii=True) }} {{ 'é'|tojson(ensure_ascii=false) }}"), "\"\\u00e9\\ud83d\\ude00\" \"é\"");
   EXPECT_FALSE(TryRender("{{ nothing|tojson }}").ok());
 }
 

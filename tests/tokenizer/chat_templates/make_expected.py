@@ -101,7 +101,7 @@ CONVERSATIONS = {
 }
 
 TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Get the current weather in a city",
+    "name": "get_weather", "description": "Get the current weather in a city (°C or °F)",
     "parameters": {"type": "object", "properties": {
         "city": {"type": "string", "description": "The city's name"},
         "unit": {"type": "string", "enum": ["c", "f"], "description": "Degrees"},
