@@ -11,6 +11,7 @@
 #include "jinja/builtins.h"
 #include "jinja/callable.h"
 #include "jinja/error.h"
+#include "jinja/text.h"
 
 namespace expertd::jinja {
 namespace {
