@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/types/span.h"
 #include "boost/asio/local/stream_protocol.hpp"
 #include "boost/asio/steady_timer.hpp"
@@ -409,12 +410,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
     }
   }
   const ChatTemplate& chat = server->chat_template_;
-  if (chat.unrecognised()) {
-    spdlog::warn("chat template: the model's chat_template is none of chatml, tulu or mistral; chats use the plain "
-                 "\"User: ...\\nAssistant:\" transcript (tokenizer/chat_template.h)");
+  if (!chat.parse_status().ok()) {
+    spdlog::error("chat template: {} Chat requests are answered with this error; completions work.",
+                  std::string(chat.parse_status().message()));
+  } else if (chat.name() == "plain") {
+    spdlog::info("chat template: the model has no chat_template; chats use the plain \"User: ...\\nAssistant:\" "
+                 "transcript (tokenizer/chat_template.h)");
   } else {
-    spdlog::info("chat template: {}{}", chat.name(),
-                 service.model().tokenizer().chat_template().empty() ? " (the model has no chat_template)" : "");
+    spdlog::info("chat template: the model's own (Jinja), stop strings: {}", absl::StrJoin(chat.stop_strings(), ", "));
   }
   server->overflow_thread_ = std::thread([raw = server.get()] { raw->OverflowLoop(); });
   server->accept_thread_ = std::thread([raw = server.get()] { raw->AcceptLoop(); });

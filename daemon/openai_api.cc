@@ -444,10 +444,35 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     if (auto content = m.find("content"); content != m.end() && content->is_string()) {
       message.content = content->get<std::string>();
     }
+    if (const json* reasoning = Field(m, "reasoning_content")) {
+      if (!reasoning->is_string()) {
+        return Fail(error, at + ".reasoning_content", absl::StrCat(at, ".reasoning_content must be a string"));
+      }
+      message.reasoning_content = reasoning->get<std::string>();
+    }
   }
-  absl::StatusOr<std::string> text = chat_template.Render(chat);
+  ChatOptions chat_options;
+  if (const json* v = Field(root, "add_generation_prompt")) {
+    if (!v->is_boolean()) return Fail(error, "add_generation_prompt", "add_generation_prompt must be true or false");
+    chat_options.add_generation_prompt = v->get<bool>();
+  }
+  if (const json* v = Field(root, "chat_template_kwargs")) {
+    if (!v->is_object()) {
+      return Fail(error, "chat_template_kwargs",
+                  "chat_template_kwargs must be an object of template variables, as {\"enable_thinking\": false}");
+    }
+    chat_options.kwargs = *v;
+  }
+  absl::StatusOr<std::string> text = chat_template.Render(chat, chat_options);
   if (!text.ok()) {
+    // The template's own raise_exception, a bad message and a kwarg the
+    // template cannot take are the request's fault (400, naming the field);
+    // a model template that does not parse is the server's (500).
     const std::string field = ChatErrorField(text.status());
+    if (text.status().code() != absl::StatusCode::kInvalidArgument) {
+      error->type = "server_error";
+      return Fail(error, "", std::string(text.status().message()), 500);
+    }
     return Fail(error, field.empty() ? "messages" : field, std::string(text.status().message()));
   }
   PromptInput& input = request->prompts.emplace_back();

@@ -78,9 +78,13 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error);
 
 // The same for a chat request: messages ([{role, content}], roles system,
-// user and assistant, content a string; errors name the field, as
-// "messages[1].role") instead of prompt and echo, and the same sampling and
-// expert fields. max_tokens (or OpenAI's newer max_completion_tokens)
+// user and assistant, content a string, an assistant's reasoning_content
+// optional; errors name the field, as "messages[1].role") instead of prompt
+// and echo, and the same sampling and expert fields. The messages are
+// rendered with the model's chat template: add_generation_prompt (default
+// true) and chat_template_kwargs (an object of template variables, as
+// {"enable_thinking": false}) are passed to it, as vLLM and llama.cpp take
+// them; the template's raise_exception is a 400 carrying its message. max_tokens (or OpenAI's newer max_completion_tokens)
 // defaults to the rest of the model's context, capped at the daemon's
 // inference.max_tokens, where completions default to 16 as OpenAI's do.
 // logprobs (true/false) with top_logprobs (0 .. 20) as OpenAI's chat API.

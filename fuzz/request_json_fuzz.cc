@@ -38,7 +38,7 @@ constexpr char kModelName[] = "fuzz-model";
 // target no other place to keep what every input shares.
 struct Fixture {
   std::unique_ptr<Model> model;
-  std::vector<ChatTemplate> templates;  // the model's own (plain), chatml, tulu, mistral
+  std::vector<ChatTemplate> templates;  // the model's own (none: plain), then Jinja ones in ChatML, Tulu, Mistral shape
   InferenceConfig limits;
 };
 std::unique_ptr<Fixture> fixture;
@@ -95,9 +95,24 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   const std::string bos = text_of(tokenizer.bos_id());
   const std::string eos = text_of(tokenizer.eos_id());
   fixture->templates.push_back(ChatTemplate::ForModel(tokenizer));
-  fixture->templates.push_back(ChatTemplate::FromJinja("{{'<|im_start|>' + 'You are a helpful assistant.'}}", bos, eos));
-  fixture->templates.push_back(ChatTemplate::FromJinja("{{bos_token}}<|user|><|assistant|>", bos, eos));
-  fixture->templates.push_back(ChatTemplate::FromJinja("{{bos_token}}[INST]", bos, eos));
+  // Small templates in the families' shapes: ChatML with enable_thinking,
+  // Tulu, and Mistral's raise_exception on roles that do not alternate.
+  fixture->templates.push_back(ChatTemplate::FromJinja(
+      "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+      "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+      "{% endif %}",
+      bos, eos));
+  fixture->templates.push_back(ChatTemplate::FromJinja(
+      "{{ bos_token }}{% for m in messages %}{{ '<|' + m.role + '|>\\n' + m.content + '\\n' }}{% endfor %}"
+      "{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
+      bos, eos));
+  fixture->templates.push_back(ChatTemplate::FromJinja(
+      "{{ bos_token }}{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+      "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+      "{% if m.role == 'user' %}{{ '[INST] ' + m.content + ' [/INST]' }}{% else %}{{ m.content + eos_token }}{% endif %}"
+      "{% endfor %}",
+      bos, eos));
   return 0;
 }
 

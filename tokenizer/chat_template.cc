@@ -2,12 +2,16 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "jinja/json_value.h"
+#include "jinja/template.h"
 
 namespace expertd {
 namespace {
 
 // Where a Render error puts the request field it is about.
 constexpr char kFieldPayload[] = "type.expertd/chat-field";
+// Marks a Render error that is the template's raise_exception.
+constexpr char kRaisedPayload[] = "type.expertd/chat-template-raised";
 
 absl::Status FieldError(const std::string& field, const std::string& message) {
   absl::Status status = absl::InvalidArgumentError(absl::StrCat(field, " ", message));
@@ -15,41 +19,35 @@ absl::Status FieldError(const std::string& field, const std::string& message) {
   return status;
 }
 
-// The fixed system prompt a ChatML template writes when the chat has none:
-// the literal text in '<|im_start|>system\n...<|im_end|>' (Qwen1.5/Qwen2:
-// "You are a helpful assistant."). A system turn built from the messages
-// ('<|im_start|>system\n' + messages[0]['content'] ...) has an expression
-// there instead of plain text and is skipped.
-std::string ChatMlDefaultSystemPrompt(std::string_view jinja) {
-  constexpr std::string_view kOpen = "<|im_start|>system";
-  constexpr std::string_view kClose = "<|im_end|>";
-  for (size_t at = jinja.find(kOpen); at != std::string_view::npos; at = jinja.find(kOpen, at + 1)) {
-    std::string_view rest = jinja.substr(at + kOpen.size());
-    // The newline is written as the two characters \n inside a Jinja string
-    // literal, or as a real newline.
-    if (rest.starts_with("\\n")) {
-      rest.remove_prefix(2);
-    } else if (rest.starts_with("\n")) {
-      rest.remove_prefix(1);
-    } else {
-      continue;
-    }
-    const size_t end = rest.find(kClose);
-    if (end == std::string_view::npos || end == 0) continue;
-    const std::string_view text = rest.substr(0, end);
-    if (text.find_first_of("'\"{}+") != std::string_view::npos) continue;
-    std::string prompt;
-    for (size_t i = 0; i < text.size(); ++i) {
-      if (text.substr(i, 2) == "\\n") {
-        prompt += '\n';
-        ++i;
-      } else {
-        prompt += text[i];
-      }
-    }
-    return prompt;
+// Markers that end an assistant's turn (or open the next one) in the
+// families' templates, each kept as a stop string when the template writes
+// it. unless: a text in templates that use the marker inside a turn
+// (gpt-oss ends its analysis channel with <|end|> and goes on).
+struct TurnMarker {
+  std::string_view marker;
+  std::string_view unless;
+};
+constexpr TurnMarker kTurnMarkers[] = {
+    {"<|im_end|>", ""},  // ChatML: Qwen, SmolLM
+    {"<|eot_id|>", ""},  // Llama 3
+    {"<end_of_turn>", ""},  // Gemma
+    {"<|end|>", "<|channel|>"},  // Phi-3
+    {"[INST]", ""},  // Mistral: the next user turn
+    {"<|user|>", ""},  // Tulu, OLMoE-Instruct: the next user turn
+    {"<｜User｜>", ""},  // DeepSeek: the next user turn
+};
+
+// Template variables are converted and walked recursively; a kwarg nested
+// deeper than any template reads is refused before that.
+constexpr int kMaxKwargDepth = 32;
+
+bool NestedDeeperThan(const nlohmann::json& json, int levels) {
+  if (!json.is_structured()) return false;
+  if (levels == 0) return true;
+  for (const auto& item : json) {
+    if (NestedDeeperThan(item, levels - 1)) return true;
   }
-  return "";
+  return false;
 }
 
 }  // namespace
@@ -63,45 +61,31 @@ ChatTemplate ChatTemplate::ForModel(const Tokenizer& tokenizer) {
 
 ChatTemplate ChatTemplate::FromJinja(std::string_view jinja, std::string bos_token, std::string eos_token) {
   ChatTemplate t;
+  t.bos_ = std::move(bos_token);
   t.eos_ = std::move(eos_token);
-  auto has = [&](std::string_view marker) { return jinja.find(marker) != std::string_view::npos; };
-  const bool writes_bos = has("bos_token");
-  if (has("<|im_start|>")) {
-    t.family_ = Family::kChatMl;
-    t.default_system_prompt_ = ChatMlDefaultSystemPrompt(jinja);
-    t.stop_strings_ = {"<|im_end|>"};
-  } else if (has("[INST]")) {
-    // Every Mistral template starts with bos (written as bos_token or "<s>").
-    t.family_ = Family::kMistral;
-    t.stop_strings_ = {"[INST]"};
-  } else if (has("<|user|>") && has("<|assistant|>") &&
-             !has("<|end|>")) {  // Phi-3 shares the markers but ends turns with <|end|>
-    t.family_ = Family::kTulu;
-    t.stop_strings_ = {"<|user|>"};
-  } else {
-    t.family_ = Family::kPlain;
-    t.unrecognised_ = !jinja.empty();
+  if (jinja.empty()) {
     t.stop_strings_ = {"\nUser:", "\nSystem:"};
+    return t;
   }
-  if (t.family_ == Family::kMistral || (t.family_ != Family::kPlain && writes_bos)) t.bos_ = std::move(bos_token);
+  absl::StatusOr<jinja::Template> parsed = jinja::Template::Parse(jinja);
+  if (!parsed.ok()) {
+    t.parse_status_ = absl::FailedPreconditionError(
+        absl::StrCat("the model's chat_template does not parse (", parsed.status().message(),
+                     "); fix it in tokenizer_config.json or chat_template.jinja, or remove it to chat in the plain "
+                     "transcript"));
+    return t;
+  }
+  t.template_ = std::make_shared<const jinja::Template>(*std::move(parsed));
+  for (const TurnMarker& m : kTurnMarkers) {
+    if (jinja.find(m.marker) != std::string_view::npos && (m.unless.empty() || jinja.find(m.unless) == std::string_view::npos)) {
+      t.stop_strings_.emplace_back(m.marker);
+    }
+  }
   return t;
 }
 
-std::string_view ChatTemplate::name() const {
-  switch (family_) {
-    case Family::kChatMl:
-      return "chatml";
-    case Family::kTulu:
-      return "tulu";
-    case Family::kMistral:
-      return "mistral";
-    case Family::kPlain:
-      break;
-  }
-  return "plain";
-}
-
-absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> messages) const {
+absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> messages, const ChatOptions& options) const {
+  if (!parse_status_.ok()) return parse_status_;
   if (messages.empty()) return FieldError("messages", "must hold at least one message");
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string field = absl::StrCat("messages[", i, "]");
@@ -113,58 +97,65 @@ absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> m
     if (!messages[i].content.has_value()) return FieldError(absl::StrCat(field, ".content"), "must be a string");
   }
 
-  std::string out = bos_;
-  switch (family_) {
-    case Family::kChatMl: {
-      if (messages.front().role != "system" && !default_system_prompt_.empty()) {
-        absl::StrAppend(&out, "<|im_start|>system\n", default_system_prompt_, "<|im_end|>\n");
-      }
-      for (const ChatMessage& m : messages) absl::StrAppend(&out, "<|im_start|>", m.role, "\n", *m.content, "<|im_end|>\n");
-      absl::StrAppend(&out, "<|im_start|>assistant\n");
-      break;
+  if (template_ == nullptr) {
+    std::string out;
+    for (const ChatMessage& m : messages) {
+      const char* label = m.role == "system" ? "System" : (m.role == "user" ? "User" : "Assistant");
+      absl::StrAppend(&out, label, ": ", *m.content, "\n");
     }
-    case Family::kTulu: {
-      for (size_t i = 0; i < messages.size(); ++i) {
-        const ChatMessage& m = messages[i];
-        if (m.role == "assistant") {
-          absl::StrAppend(&out, "<|assistant|>\n", *m.content, eos_, i + 1 < messages.size() ? "\n" : "");
-        } else {
-          absl::StrAppend(&out, "<|", m.role, "|>\n", *m.content, "\n");
-        }
-      }
-      absl::StrAppend(&out, "<|assistant|>\n");
-      break;
-    }
-    case Family::kMistral: {
-      std::string system;  // waiting for the next user turn
-      for (const ChatMessage& m : messages) {
-        if (m.role == "system") {
-          absl::StrAppend(&system, system.empty() ? "" : "\n\n", *m.content);
-        } else if (m.role == "user") {
-          absl::StrAppend(&out, "[INST] ", system, system.empty() ? "" : "\n\n", *m.content, " [/INST]");
-          system.clear();
-        } else {
-          absl::StrAppend(&out, *m.content, eos_);
-        }
-      }
-      if (!system.empty()) absl::StrAppend(&out, "[INST] ", system, " [/INST]");
-      break;
-    }
-    case Family::kPlain: {
-      for (const ChatMessage& m : messages) {
-        const char* label = m.role == "system" ? "System" : (m.role == "user" ? "User" : "Assistant");
-        absl::StrAppend(&out, label, ": ", *m.content, "\n");
-      }
+    if (options.add_generation_prompt) {
       absl::StrAppend(&out, "Assistant:");
-      break;
+    } else if (!out.empty()) {
+      out.pop_back();  // the conversation as it stands, without the newline that leads into a next turn
     }
+    return out;
   }
-  return out;
+
+  if (!options.kwargs.is_object()) return FieldError("chat_template_kwargs", "must be an object");
+  // The variables transformers passes to render().
+  jinja::Dict context;
+  jinja::List list;
+  for (const ChatMessage& m : messages) {
+    jinja::Dict message;
+    message.Set("role", jinja::Value(m.role));
+    message.Set("content", jinja::Value(*m.content));
+    if (m.reasoning_content.has_value()) message.Set("reasoning_content", jinja::Value(*m.reasoning_content));
+    list.push_back(jinja::Value::MakeDict(std::move(message)));
+  }
+  context.Set("messages", jinja::Value::MakeList(std::move(list)));
+  context.Set("tools", jinja::Value::None());
+  context.Set("documents", jinja::Value::None());
+  context.Set("add_generation_prompt", jinja::Value(options.add_generation_prompt));
+  if (!bos_.empty()) context.Set("bos_token", jinja::Value(bos_));
+  if (!eos_.empty()) context.Set("eos_token", jinja::Value(eos_));
+  for (const auto& [key, value] : options.kwargs.items()) {
+    if (key == "messages" || key == "tools" || key == "documents" || key == "add_generation_prompt") {
+      return FieldError(absl::StrCat("chat_template_kwargs.", key),
+                        key == "add_generation_prompt" ? "is a request field of its own: send add_generation_prompt"
+                                                       : "is set by the request itself and cannot be a template kwarg");
+    }
+    if (NestedDeeperThan(value, kMaxKwargDepth)) {
+      return FieldError(absl::StrCat("chat_template_kwargs.", key), absl::StrCat("is nested deeper than ", kMaxKwargDepth, " levels"));
+    }
+    context.Set(key, jinja::ValueFromJson(value));
+  }
+
+  absl::StatusOr<std::string> text = template_->Render(context);
+  if (text.ok()) return text;
+  if (jinja::IsRaisedByTemplate(text.status())) {
+    absl::Status status = FieldError("messages", absl::StrCat("refused by the model's chat template: ", text.status().message()));
+    status.SetPayload(kRaisedPayload, absl::Cord("1"));
+    return status;
+  }
+  return FieldError("messages", absl::StrCat("could not be rendered by the model's chat template (", text.status().message(),
+                                             ")"));
 }
 
 std::string ChatErrorField(const absl::Status& status) {
   const auto field = status.GetPayload(kFieldPayload);
   return field.has_value() ? std::string(*field) : std::string();
 }
+
+bool IsRaisedByChatTemplate(const absl::Status& status) { return status.GetPayload(kRaisedPayload).has_value(); }
 
 }  // namespace expertd

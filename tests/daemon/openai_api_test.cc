@@ -8,11 +8,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/roster.h"
 #include "engine/sampler.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 #include "tokenizer/chat_template.h"
@@ -49,6 +51,61 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
       << error.message;
   EXPECT_TRUE(plain_request.stop_token_ids.empty());
   EXPECT_FALSE(plain_request.stop.empty());
+}
+
+
+TEST(ChatRequestTest, TemplateOptionsAndTheTemplatesOwnErrors) {
+  testing::ScopedTempDir dir("openai_api_template");
+  tools::MakeModelOptions o;
+  o.layers = 1;
+  auto model = Model::Load(testing::MakeTestModel(dir, "model", o));
+  ASSERT_TRUE(model.ok()) << model.status();
+  // Mixtral's rule about roles, and Qwen3's thinking switch.
+  const ChatTemplate t = ChatTemplate::FromJinja(
+      "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+      "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+      "[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]"
+      "{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}{% endif %}",
+      "", "");
+  auto parse = [&](const std::string& body, ChatRequest* request, ApiError* error) {
+    return ParseChatRequest(body, **model, t, "model", InferenceConfig{}, request, error);
+  };
+  ChatRequest request;
+  ApiError error;
+  ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}]})", &request, &error)) << error.message;
+  EXPECT_EQ(request.prompt_text, "[user]hi[assistant]");
+  request = ChatRequest();
+  ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false,
+                        "chat_template_kwargs": {"enable_thinking": false}})",
+                    &request, &error))
+      << error.message;
+  EXPECT_EQ(request.prompt_text, "[user]hi");
+  request = ChatRequest();
+  ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"enable_thinking": false}})",
+                    &request, &error))
+      << error.message;
+  EXPECT_EQ(request.prompt_text, "[user]hi[assistant]<think></think>");
+
+  // The template's raise_exception is a 400 carrying its message.
+  request = ChatRequest();
+  EXPECT_FALSE(parse(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})", &request, &error));
+  EXPECT_EQ(error.http_status, 400);
+  EXPECT_EQ(error.param, "messages");
+  EXPECT_THAT(error.message, ::testing::HasSubstr("Conversation roles must alternate user/assistant/user/assistant/..."));
+
+  for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"messages": [{"role": "user", "content": "a"}], "add_generation_prompt": "yes"})", "add_generation_prompt"},
+           {R"({"messages": [{"role": "user", "content": "a"}], "chat_template_kwargs": [1]})", "chat_template_kwargs"},
+           {R"({"messages": [{"role": "user", "content": "a"}], "chat_template_kwargs": {"messages": []}})",
+            "chat_template_kwargs.messages"},
+           {R"({"messages": [{"role": "user", "content": "a", "reasoning_content": 3}]})", "messages[0].reasoning_content"},
+       }) {
+    request = ChatRequest();
+    error = ApiError();
+    EXPECT_FALSE(parse(body, &request, &error)) << body;
+    EXPECT_EQ(error.http_status, 400) << body;
+    EXPECT_EQ(error.param, param) << body;
+  }
 }
 
 

@@ -406,6 +406,40 @@ TEST_F(ChatMlDaemon, ChatRendersTheModelsTemplate) {
                               {"<|im_end|>"});
 }
 
+// Mixtral's rule about roles and Qwen3's thinking switch, in one template.
+class RuleTemplateDaemon : public Daemon {
+ protected:
+  RuleTemplateDaemon() {
+    chat_template_ =
+        "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{{ '[' + m.role + '] ' + m.content + '\\n' }}{% endfor %}{% if add_generation_prompt %}[assistant]"
+        "{% if enable_thinking is defined and not enable_thinking %} (no thinking){% endif %}{% endif %}";
+  }
+};
+
+TEST_F(RuleTemplateDaemon, TheTemplatesOptionsAndRulesReachTheClient) {
+  const json user = {{"role", "user"}, {"content", "Once upon a time"}};
+  ExpectChatMatchesCompletion(client(), json::array({user}), "[user] Once upon a time\n[assistant]", json::array());
+  json no_thinking = GreedyChat(json::array({user}), 3);
+  no_thinking["chat_template_kwargs"] = {{"enable_thinking", false}};
+  json no_prompt = GreedyChat(json::array({user}), 3);
+  no_prompt["add_generation_prompt"] = false;
+  auto plain = client().ChatComplete(GreedyChat(json::array({user}), 3));
+  auto longer = client().ChatComplete(no_thinking);
+  auto shorter = client().ChatComplete(no_prompt);
+  ASSERT_TRUE(plain.ok() && longer.ok() && shorter.ok());
+  const int prompt_tokens = (*plain)["usage"]["prompt_tokens"];
+  EXPECT_GT((*longer)["usage"]["prompt_tokens"].get<int>(), prompt_tokens);
+  EXPECT_LT((*shorter)["usage"]["prompt_tokens"].get<int>(), prompt_tokens);
+
+  auto refused = client().ChatComplete(GreedyChat(json::array({user, user}), 3));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(client::HttpStatusOf(refused.status()), 400);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("Conversation roles must alternate user/assistant/user/assistant/..."));
+}
+
 TEST_F(Daemon, BadChatRequestsNameTheFieldAndTheDaemonKeepsServing) {
   struct Case {
     json request;
