@@ -73,18 +73,18 @@ TEST(ChatRequestTest, TemplateOptionsAndTheTemplatesOwnErrors) {
   ChatRequest request;
   ApiError error;
   ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}]})", &request, &error)) << error.message;
-  EXPECT_EQ(request.prompt_text, "[user]hi[assistant]");
+  EXPECT_EQ(request.prompts.at(0).text, "[user]hi[assistant]");
   request = ChatRequest();
   ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false,
                         "chat_template_kwargs": {"enable_thinking": false}})",
                     &request, &error))
       << error.message;
-  EXPECT_EQ(request.prompt_text, "[user]hi");
+  EXPECT_EQ(request.prompts.at(0).text, "[user]hi");
   request = ChatRequest();
   ASSERT_TRUE(parse(R"({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"enable_thinking": false}})",
                     &request, &error))
       << error.message;
-  EXPECT_EQ(request.prompt_text, "[user]hi[assistant]<think></think>");
+  EXPECT_EQ(request.prompts.at(0).text, "[user]hi[assistant]<think></think>");
 
   // The template's raise_exception is a 400 carrying its message.
   request = ChatRequest();
