@@ -1,4 +1,15 @@
-// Least recently used: the baseline every other policy is compared with.
+// Least recently used: the baseline every other policy is compared with,
+// in two forms.
+//
+// lru: hears of a prefetch only when it loads something (OnInsert); a
+// prediction of an expert that is already resident (OnPrefetchHit) leaves it
+// where it was, often at the cold end, so it is evicted just before the layer
+// that wants it.
+// lru-hint: the fair LRU baseline (DESIGN.md §3): a prefetch hint counts as
+// a use. Least-Stale marks such an expert current, and in the simulator that
+// refresh is where its advantage over plain LRU comes from, so comparing
+// lru-hint with least-stale measures the current/stale split itself, not the
+// hint.
 
 #include <functional>
 #include <memory>
@@ -13,15 +24,19 @@ namespace {
 
 class LruPolicy : public EvictionPolicy {
  public:
-  explicit LruPolicy(const PolicyOptions& options)
-      : keys_(options.num_layers, options.num_experts), order_(keys_.size(), 1) {}
+  LruPolicy(const PolicyOptions& options, bool refresh_on_hint)
+      : refresh_on_hint_(refresh_on_hint), keys_(options.num_layers, options.num_experts), order_(keys_.size(), 1) {}
 
-  absl::string_view name() const override { return "lru"; }
+  absl::string_view name() const override { return refresh_on_hint_ ? "lru-hint" : "lru"; }
 
   // A demand access to a resident key is the use LRU orders by; OnHit that
   // follows it is then a no-op move to the same place.
   void OnAccess(const ExpertKey& key) override { Touch(key); }
   void OnHit(const ExpertKey& key) override { Touch(key); }
+  // lru-hint: the expert is about to be used, so most recent, like a use.
+  void OnPrefetchHit(const ExpertKey& key) override {
+    if (refresh_on_hint_) Touch(key);
+  }
   void OnInsert(const ExpertKey& key, bool prefetch) override {
     if (!keys_.Contains(key)) return;
     const int32_t index = keys_.Index(key);
@@ -51,6 +66,7 @@ class LruPolicy : public EvictionPolicy {
     order_.PushBack(kOrder, index);
   }
 
+  const bool refresh_on_hint_;
   KeySpace keys_;
   IndexLists order_;
 };
@@ -58,7 +74,11 @@ class LruPolicy : public EvictionPolicy {
 }  // namespace
 
 std::unique_ptr<EvictionPolicy> NewLruPolicy(const PolicyOptions& options) {
-  return std::make_unique<LruPolicy>(options);
+  return std::make_unique<LruPolicy>(options, /*refresh_on_hint=*/false);
+}
+
+std::unique_ptr<EvictionPolicy> NewLruHintPolicy(const PolicyOptions& options) {
+  return std::make_unique<LruPolicy>(options, /*refresh_on_hint=*/true);
 }
 
 }  // namespace expertd::cache::policies
