@@ -17,6 +17,7 @@
 #include "engine/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
@@ -81,6 +82,26 @@ TEST_F(Cli, MkmodelIsDeterministic) {
   CommandResult bad = Run(MKMODEL_BINARY, {"--arch", "gpt2", "--out", dir_.Sub("x")});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("unknown --arch 'gpt2'"));
+}
+
+// --chat-template puts a publisher's template in tokenizer_config.json and
+// its <|markers|> in the vocabulary, so they tokenize whole as on the real
+// model (the README's chat example).
+TEST_F(Cli, MkmodelCarriesAChatTemplateAndItsMarkers) {
+  const std::string source = std::string(EXPERTD_SOURCE_DIR) +
+                             "/tests/tokenizer/chat_templates/meta-llama-Llama-3.1-8B-Instruct.jinja";
+  const std::string out = dir_.Sub("llama3");
+  CommandResult made = Run(MKMODEL_BINARY, {"--chat-template", source, "--out", out});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const nlohmann::json config = nlohmann::json::parse(ReadAll(out + "/tokenizer_config.json"));
+  EXPECT_EQ(config["chat_template"], ReadAll(source));
+  for (const char* marker : {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}) {
+    CommandResult ids = Expertd({"tokenize", "--model", out, "--text", marker});
+    ASSERT_EQ(ids.exit_code, 0) << ids.err;
+    EXPECT_EQ(ids.out.find(' '), std::string::npos) << marker << " is one token, got " << ids.out;
+  }
+  CommandResult missing = Run(MKMODEL_BINARY, {"--chat-template", dir_.Sub("none.jinja"), "--out", dir_.Sub("y")});
+  EXPECT_NE(missing.exit_code, 0);
 }
 
 TEST_F(Cli, TokenizeMatchesTheLibrary) {

@@ -169,6 +169,17 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   } else {
     bpe.special_tokens = {"<|endoftext|>", "<|padding|>"};
   }
+  for (size_t begin = o.chat_template.find("<|"); begin != std::string::npos;
+       begin = o.chat_template.find("<|", begin + 2)) {
+    const size_t end = o.chat_template.find("|>", begin + 2);
+    if (end == std::string::npos) break;
+    const std::string marker = o.chat_template.substr(begin, end + 2 - begin);
+    // Markers only: no spaces, quotes or template syntax inside.
+    if (marker.find_first_of(" \t\n'\"{}") != std::string::npos) continue;
+    if (std::find(bpe.special_tokens.begin(), bpe.special_tokens.end(), marker) == bpe.special_tokens.end()) {
+      bpe.special_tokens.push_back(marker);
+    }
+  }
   bpe.style = is_qwen ? BpeTrainerOptions::Style::kQwen2 : BpeTrainerOptions::Style::kGpt2;
   ASSIGN_OR_RETURN(nlohmann::json tokenizer, TrainByteLevelBpe(DefaultTrainingCorpus(), bpe));
   auto special_id = [&](const std::string& content) -> int {
@@ -300,6 +311,7 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   tokenizer_config["eos_token"] = eos_token;
   tokenizer_config["add_bos_token"] = false;
   tokenizer_config["model_max_length"] = o.max_position;
+  if (!o.chat_template.empty()) tokenizer_config["chat_template"] = o.chat_template;
   RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
   return absl::OkStatus();
 }

@@ -36,6 +36,11 @@ struct MakeModelOptions {
   bool shared_router = false;
   bool static_residual = false;
   uint64_t seed = 1;
+  // A chat template (Jinja source) for tokenizer_config.json; "" = none.
+  // Every "<|name|>" literal in it also becomes a special token of the
+  // vocabulary, so a publisher's template (Llama 3's <|start_header_id|>,
+  // Qwen's <|im_start|>) tokenizes its markers whole, as on the real model.
+  std::string chat_template;
 };
 
 // Writes config.json, model.safetensors, tokenizer.json and

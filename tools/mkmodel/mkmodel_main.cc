@@ -1,6 +1,8 @@
 // mkmodel: writes a deterministic random-weight MoE model directory in HF
 // format, for tests and benchmarks (no model can be downloaded here).
 
+#include <fstream>
+#include <iterator>
 #include <cstdio>
 #include <string>
 
@@ -32,9 +34,17 @@ int main(int argc, char** argv) {
   app.add_flag("--static-residual", o.static_residual,
                "zero attention and expert outputs, one post-attention norm: the hidden state never changes");
   app.add_option("--seed", o.seed)->capture_default_str();
+  std::string chat_template_file;
+  app.add_option("--chat-template", chat_template_file,
+                 "a Jinja chat template file for tokenizer_config.json; its <|markers|> become special tokens")
+      ->check(CLI::ExistingFile);
   app.add_option("--out", out, "output directory")->required();
   CLI11_PARSE(app, argc, argv);
 
+  if (!chat_template_file.empty()) {
+    std::ifstream in(chat_template_file, std::ios::binary);
+    o.chat_template.assign(std::istreambuf_iterator<char>(in), {});
+  }
   absl::Status status = expertd::tools::MakeModel(o, out);
   if (!status.ok()) {
     std::fprintf(stderr, "mkmodel: error: %s\n", std::string(status.message()).c_str());
