@@ -10,6 +10,7 @@
 #include "base/byte_size.h"
 #include "cli/commands.h"
 #include "daemon/serve.h"
+#include "engine/expert_packer.h"
 #include "spdlog/cfg/env.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -148,7 +149,7 @@ int main(int argc, char** argv) {
   CLI::App* pack_cmd = app.add_subcommand("pack", "write the packed expert file of a model");
   pack_cmd->add_option("--model", pack.model_dir, "HF model directory")->required();
   pack_cmd->add_option("--out", pack.out, "output file")->required();
-  pack_cmd->add_option("--dtype", pack.dtype, "keep | bf16 | f32")->capture_default_str();
+  pack_cmd->add_option("--dtype", pack.dtype, expertd::PackDtypeChoices())->capture_default_str();
 
   expertd::cli::TraceFlags trace;
   CLI::App* trace_cmd = app.add_subcommand("trace", "record the expert routing of a text, token by token");

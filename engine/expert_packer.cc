@@ -10,6 +10,7 @@
 #include "io/expert_bundle.h"
 #include "io/expert_file.h"
 #include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant_blocks.h"
 
 namespace expertd {
 namespace {
@@ -31,13 +32,22 @@ absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DTyp
     std::memcpy(out, w.data, static_cast<size_t>(w.size_bytes()));
     return absl::OkStatus();
   }
-  if (target != DType::kF32 && target != DType::kBF16) {
+  if (target != DType::kF32 && target != DType::kBF16 && !DTypeIsQuantized(target)) {
     // ParsePackDtype offers no other target; never write bf16 bits under another dtype's name.
     return absl::UnimplementedError(absl::StrCat("packing experts as ", std::string(DTypeName(target)),
-                                                 " is not supported (choose bf16 or f32)"));
+                                                 " is not supported (choose ", PackDtypeChoices(), ")"));
   }
   scratch.resize(count);
-  kernels::ConvertToF32(w.dtype, w.data, count, scratch.data());
+  kernels::DequantizeRow(w.dtype, w.data, count, scratch.data());
+  if (DTypeIsQuantized(target)) {
+    // Row by row, each quantised on its own (the file's rows are whole
+    // blocks: ExpertFileWriter checked the widths).
+    const int64_t row_bytes = DTypeBytes(target, w.cols);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      kernels::QuantizeRow(target, scratch.data() + r * w.cols, w.cols, out + r * row_bytes);
+    }
+    return absl::OkStatus();
+  }
   if (target == DType::kF32) {
     std::memcpy(out, scratch.data(), count * sizeof(float));
     return absl::OkStatus();
@@ -51,12 +61,20 @@ absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DTyp
 
 }  // namespace
 
+std::string PackDtypeChoices() {
+  std::string choices = "keep";
+  for (DType dtype : kAllDTypes) {
+    if (dtype != DType::kF16) absl::StrAppend(&choices, ", ", std::string(DTypeName(dtype)));
+  }
+  return choices;
+}
+
 absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name) {
   if (name == "keep") return std::optional<DType>();
-  // AppendMatrix converts to these two only.
-  if (name == "bf16") return DType::kBF16;
-  if (name == "f32") return DType::kF32;
-  return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose keep, bf16 or f32)"));
+  // AppendMatrix converts to these (f16 is kept as it is, never converted to).
+  const std::optional<DType> dtype = DTypeFromName(std::string_view(name.data(), name.size()));
+  if (dtype.has_value() && *dtype != DType::kF16) return dtype;
+  return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose ", PackDtypeChoices(), ")"));
 }
 
 absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
@@ -78,7 +96,7 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
       for (const FeedForwardWeights& e : layer.experts) {
         if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
           return absl::InvalidArgumentError(
-              "the checkpoint's experts mix dtypes; pack with an explicit dtype (bf16 or f32)");
+              absl::StrCat("the checkpoint's experts mix dtypes; pack with an explicit dtype (", PackDtypeChoices(), ")"));
         }
       }
     }

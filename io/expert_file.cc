@@ -88,7 +88,9 @@ struct FileDtype {
   uint32_t code;
   DType dtype;
 };
-constexpr FileDtype kFileDtypes[] = {{0, DType::kF32}, {1, DType::kBF16}, {2, DType::kF16}};
+constexpr FileDtype kFileDtypes[] = {{0, DType::kF32},  {1, DType::kBF16}, {2, DType::kF16},
+                                     {3, DType::kQ8_0}, {4, DType::kQ4_0}, {5, DType::kQ4_K},
+                                     {6, DType::kQ5_K}, {7, DType::kQ6_K}};
 
 std::string FileDtypeChoices() {
   std::string choices;
@@ -137,6 +139,15 @@ absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, 
   }
   if (layout.intermediate_size == 0 || layout.intermediate_size > kMaxDimension) {
     return bad(absl::StrCat("intermediate_size ", layout.intermediate_size, " is not in [1, ", kMaxDimension, "]"));
+  }
+  // A block-quantised matrix is stored as whole blocks per row: gate and up
+  // rows are hidden_size long, down rows intermediate_size.
+  const int64_t block = DTypeBlockElements(layout.dtype);
+  if (layout.hidden_size % block != 0 || layout.intermediate_size % block != 0) {
+    return bad(absl::StrCat("dtype ", std::string(DTypeName(layout.dtype)), " stores rows in blocks of ", block,
+                            " elements, and hidden_size ", layout.hidden_size, " / intermediate_size ",
+                            layout.intermediate_size, " are not both multiples of it (choose a dtype with smaller "
+                            "blocks: q8_0 and q4_0 take 32)"));
   }
   if (layout.alignment < kDirectIoAlignment || layout.alignment > kMaxAlignment ||
       (layout.alignment & (layout.alignment - 1)) != 0) {

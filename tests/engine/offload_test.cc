@@ -2,8 +2,11 @@
 // engine over the tiered cache is bit-identical to the all-resident engine,
 // for every architecture, budget and policy.
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cache/expert_cache.h"
@@ -135,6 +138,42 @@ TEST_P(Offload, EveryAccessIsCountedOnceThroughTheLayerRunner) {
       EXPECT_EQ(stats.evictions, 0u);
       EXPECT_GT(stats.hits, stats.misses) << "every expert fits: each loaded once, then always hit";
     }
+  }
+}
+
+// Experts packed in a GGML block format run through the cache and the
+// quantised kernels: the file holds the blocks' bytes, and the logits stay
+// near the resident model's (not equal: the weights and, in the dot
+// products, the activations are rounded to 8 or 4 bits). Measured worst
+// differences over the 8 models: q8_0 1.4%, q4_0 11.7% of the largest logit;
+// the bounds leave room for other kernel targets.
+TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
+  const Outputs resident = Run(nullptr);
+  float scale = 0.0f;
+  for (float v : resident.logits) scale = std::max(scale, std::abs(v));
+  for (const auto& [dtype, tolerance] : {std::pair{DType::kQ8_0, 0.03f}, std::pair{DType::kQ4_0, 0.2f}}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    const std::string path = dir_.Sub(std::string(DTypeName(dtype)) + ".experts");
+    testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, path, dtype);
+    ASSERT_TRUE(packed.file && packed.reader);
+    const io::ExpertFileLayout& layout = packed.file->layout();
+    EXPECT_EQ(layout.dtype, dtype);
+    const int64_t h = model_->config().hidden_size, ffn = model_->config().expert_intermediate_size;
+    EXPECT_EQ(layout.bundle().bytes, static_cast<uint64_t>(3 * h * ffn / 32 * DTypeBlockBytes(dtype)));
+    cache::ExpertCacheOptions options;
+    options.dram_budget_bytes = 8 * layout.slot_bytes();
+    options.min_slots = 4;
+    auto cache = cache::ExpertCache::Create(*packed.file, *packed.reader, std::move(options));
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    CachedExperts experts(**cache, layout);
+    const Outputs quantized = Run(&experts);
+    ASSERT_EQ(quantized.logits.size(), resident.logits.size());
+    EXPECT_NE(quantized.logits, resident.logits) << "the experts were not quantised";
+    float worst = 0.0f;
+    for (size_t i = 0; i < resident.logits.size(); ++i) {
+      worst = std::max(worst, std::abs(quantized.logits[i] - resident.logits[i]));
+    }
+    EXPECT_LT(worst, tolerance * scale) << "largest logit difference " << worst << " of logits up to " << scale;
   }
 }
 

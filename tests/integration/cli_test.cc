@@ -283,6 +283,24 @@ TEST_F(Cli, PackRefusesAnotherModelsExperts) {
   EXPECT_NE(Expertd({"pack", "--model", other, "--out", packed, "--dtype", "int3"}).exit_code, 0);
 }
 
+// pack --dtype q8_0 writes 8-bit blocks that run through the cache; a
+// block format whose blocks do not fit the rows is refused, naming why.
+TEST_F(Cli, PackQuantisesExpertsThatRunOffloaded) {
+  const std::string packed = dir_.Sub("q8_0.experts");
+  CommandResult pack = Expertd({"pack", "--model", model_, "--out", packed, "--dtype", "q8_0"});
+  ASSERT_EQ(pack.exit_code, 0) << pack.err;
+  // The test model's experts: 3 matrices of 64 x 32 in blocks of 32 at 34 bytes.
+  EXPECT_THAT(pack.out, HasSubstr("experts of 6.4 KiB"));
+  CommandResult run = Expertd({"run", "--model", model_, "--prompt", "Once upon a time", "-n", "4", "--dram-budget",
+                               "1MiB", "--expert-file", packed});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  CommandResult k_quant = Expertd({"pack", "--model", model_, "--out", dir_.Sub("q4_k.experts"), "--dtype", "q4_k"});
+  EXPECT_NE(k_quant.exit_code, 0);
+  EXPECT_THAT(k_quant.err, HasSubstr("blocks of 256 elements"));
+  CommandResult unknown = Expertd({"pack", "--model", model_, "--out", dir_.Sub("x.experts"), "--dtype", "int3"});
+  EXPECT_THAT(unknown.err, HasSubstr("q8_0"));
+}
+
 TEST_F(Cli, TraceFeedsBenchCache) {
   const std::string text_file = dir_.Sub("text.txt");
   std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";

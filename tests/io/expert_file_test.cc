@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/aligned_buffer.h"
 #include "io/expert_reader.h"
@@ -207,9 +208,9 @@ TEST_F(ExpertFileTest, CorruptedHeaderOrIndexFailsAtOpen) {
 // A dtype number the format does not define, under a header checksum that
 // matches (so the dtype itself is what is refused).
 TEST_F(ExpertFileTest, UnknownDtypeNumberFailsAtOpenNamingIt) {
-  std::string copy = Copy("dtype7");
+  std::string copy = Copy("dtype8");
   std::vector<std::byte> header = ReadBytes(copy, 0, 4096);
-  header[24] = std::byte{7};  // the dtype field (FORMAT.md)
+  header[24] = std::byte{8};  // the dtype field (FORMAT.md): 0-7 are taken
   const uint64_t checksum = Xxh64(absl::MakeConstSpan(header.data(), 4088));
   for (int i = 0; i < 8; ++i) header[4088 + i] = static_cast<std::byte>(checksum >> (8 * i));
   {
@@ -219,7 +220,10 @@ TEST_F(ExpertFileTest, UnknownDtypeNumberFailsAtOpenNamingIt) {
   absl::Status status = ExpertFile::Open(copy, std::nullopt).status();
   EXPECT_TRUE(absl::IsDataLoss(status)) << status;
   EXPECT_NE(status.message().find(copy), absl::string_view::npos) << status;
-  EXPECT_NE(status.message().find("unknown dtype 7 (0 = f32, 1 = bf16, 2 = f16)"), absl::string_view::npos) << status;
+  EXPECT_NE(status.message().find("unknown dtype 8 (0 = f32, 1 = bf16, 2 = f16, 3 = q8_0, 4 = q4_0, 5 = q4_k, "
+                                  "6 = q5_k, 7 = q6_k)"),
+            absl::string_view::npos)
+      << status;
 }
 
 TEST_F(ExpertFileTest, MissingFileNamesIt) {
@@ -279,6 +283,39 @@ TEST(ExpertFileWriterTest, DtypeIsStoredAsTheFormatsNumber) {
     ASSERT_TRUE(file.ok()) << file.status();
     EXPECT_EQ((*file)->layout().dtype, dtype);
     EXPECT_EQ((*file)->layout().expert_bytes(), static_cast<uint64_t>(3 * 64 * 24 * DTypeBytes(dtype, 1)));
+  }
+}
+
+// GGML's block formats have numbers 3-7; their matrices are whole blocks
+// per row, so the expert takes row / block * block bytes per row, and a
+// width that is not whole blocks is refused at Create, naming the block.
+TEST(ExpertFileWriterTest, BlockFormatsStoreWholeBlocksPerRow) {
+  ScratchDir dir("writer_blocks");
+  const std::pair<DType, uint8_t> numbers[] = {
+      {DType::kQ8_0, 3}, {DType::kQ4_0, 4}, {DType::kQ4_K, 5}, {DType::kQ5_K, 6}, {DType::kQ6_K, 7}};
+  for (auto [dtype, number] : numbers) {
+    SCOPED_TRACE(DTypeName(dtype));
+    ExpertFileLayout layout = TestLayout();
+    layout.dtype = dtype;
+    layout.hidden_size = 256;
+    layout.intermediate_size = 512;
+    const std::string path = dir.File(std::string(DTypeName(dtype)));
+    auto writer = ExpertFileWriter::Create(path, layout);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Add(1, 0, Bundle(layout, 1, 0)).ok());
+    ASSERT_TRUE((*writer)->Finish().ok());
+    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{std::byte{number}, {}, {}, {}}));
+    auto file = ExpertFile::Open(path, kFingerprint);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ((*file)->layout().dtype, dtype);
+    EXPECT_EQ((*file)->layout().expert_bytes(),
+              static_cast<uint64_t>(3 * 256 * 512 / DTypeBlockElements(dtype) * DTypeBlockBytes(dtype)));
+
+    layout.intermediate_size = 24;  // not whole blocks
+    auto refused = ExpertFileWriter::Create(dir.File("refused"), layout);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_THAT(std::string(refused.status().message()),
+                ::testing::HasSubstr(absl::StrCat("blocks of ", DTypeBlockElements(dtype), " elements")));
   }
 }
 

@@ -2,6 +2,7 @@
 #define EXPERTD_TESTS_TESTING_PACKED_EXPERTS_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/expert_packer.h"
@@ -18,11 +19,12 @@ struct PackedExperts {
   std::unique_ptr<io::ExpertReader> reader;
 };
 
-// Packs `model`'s experts (their stored dtype) into `path` and opens the
-// file and a default reader; the test fails on any error.
-inline PackedExperts PackAndOpenExperts(const Model& model, const std::string& path) {
+// Packs `model`'s experts (their stored dtype, or `dtype`) into `path` and
+// opens the file and a default reader; the test fails on any error.
+inline PackedExperts PackAndOpenExperts(const Model& model, const std::string& path,
+                                        std::optional<DType> dtype = std::nullopt) {
   PackedExperts out;
-  absl::Status packed = PackExperts(model, path, std::nullopt);
+  absl::Status packed = PackExperts(model, path, dtype);
   EXPECT_TRUE(packed.ok()) << packed;
   auto file = io::ExpertFile::Open(path, model.fingerprint());
   EXPECT_TRUE(file.ok()) << file.status();
