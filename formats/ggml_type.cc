@@ -74,11 +74,18 @@ absl::StatusOr<DType> GgmlTypeToDType(GgmlType type) {
     case GgmlType::kF32: return DType::kF32;
     case GgmlType::kF16: return DType::kF16;
     case GgmlType::kBF16: return DType::kBF16;
+    // The block formats kernels/cpu computes with (kernels/cpu/quant_blocks.h
+    // has the same byte layouts as ggml-common.h's block structs).
+    case GgmlType::kQ8_0: return DType::kQ8_0;
+    case GgmlType::kQ4_0: return DType::kQ4_0;
+    case GgmlType::kQ4_K: return DType::kQ4_K;
+    case GgmlType::kQ5_K: return DType::kQ5_K;
+    case GgmlType::kQ6_K: return DType::kQ6_K;
     default: break;
   }
   return absl::UnimplementedError(absl::StrCat("GGML type ", std::string(GgmlTypeName(type)),
-                                               " is not supported by expertd yet (supported: F32, F16, BF16); "
-                                               "convert or quantize the model to one of those"));
+                                               " is not supported by expertd yet (supported: F32, F16, BF16, Q8_0, "
+                                               "Q4_0, Q4_K, Q5_K, Q6_K); convert or quantize the model to one of those"));
 }
 
 }  // namespace expertd::formats

@@ -10,7 +10,7 @@
 // blocks of its type, no two overlap, and its bytes are the input's; every
 // metadata value and array element can be visited and converted, each typed
 // accessor answering a value or InvalidArgument, and integer accessors agree
-// with each other; Weight answers for exactly the float types.
+// with each other; Weight answers for exactly the types GgmlTypeToDType maps.
 
 #include <algorithm>
 #include <cstddef>

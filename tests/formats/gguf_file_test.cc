@@ -249,9 +249,11 @@ TEST_F(GgufAccessorTest, WeightsOfSupportedTypesAndRefusalOfTheRest) {
   EXPECT_EQ(file_->Weight("f16.weight")->dtype, DType::kF16);
 
   auto quantized = file_->Weight("q8_0.weight");
-  EXPECT_EQ(quantized.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(quantized.status().message(),
-              AllOf(HasSubstr("all_types.gguf"), HasSubstr("'q8_0.weight'"), HasSubstr("Q8_0")));
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  EXPECT_EQ(quantized->dtype, DType::kQ8_0);
+  EXPECT_EQ(quantized->rows, 2);
+  EXPECT_EQ(quantized->cols, 64);
+  EXPECT_EQ(quantized->bytes.size(), 2u * 2 * 34);  // two rows of two 32-blocks
   EXPECT_EQ(file_->Weight("missing").status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -281,13 +283,24 @@ TEST(GgmlType, TableCoversEveryIdGgmlDefines) {
   EXPECT_EQ(GgmlTypeName(GgmlType::kIQ4_XS), "IQ4_XS");
 }
 
-TEST(GgmlType, MapsTheFloatTypesToDTypeAndRefusesTheRest) {
+TEST(GgmlType, MapsTheTypesExpertdComputesWithAndRefusesTheRest) {
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kF32), DType::kF32);
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kF16), DType::kF16);
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kBF16), DType::kBF16);
-  auto q4k = GgmlTypeToDType(GgmlType::kQ4_K);
-  EXPECT_EQ(q4k.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(q4k.status().message(), HasSubstr("Q4_K"));
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ8_0), DType::kQ8_0);
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ4_0), DType::kQ4_0);
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ4_K), DType::kQ4_K);
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ5_K), DType::kQ5_K);
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ6_K), DType::kQ6_K);
+  // Each DType's block has GGML's size, so a tensor's bytes are the same.
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    EXPECT_EQ(GgmlTypeInfoOf(type).block_bytes, DTypeBlockBytes(*GgmlTypeToDType(type))) << GgmlTypeName(type);
+    EXPECT_EQ(GgmlTypeInfoOf(type).block_elements, DTypeBlockElements(*GgmlTypeToDType(type))) << GgmlTypeName(type);
+  }
+  auto q2k = GgmlTypeToDType(GgmlType::kQ2_K);
+  EXPECT_EQ(q2k.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(q2k.status().message(), HasSubstr("Q2_K"));
+  EXPECT_FALSE(GgmlTypeToDType(GgmlType::kMXFP4).ok());
   EXPECT_FALSE(GgmlTypeToDType(GgmlType::kF64).ok());
 }
 
