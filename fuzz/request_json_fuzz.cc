@@ -51,11 +51,22 @@ void CheckError(const ApiError& error) {
 void CheckRequest(const GenerationRequest& r, int max_stop_strings) {
   const expertd::ModelConfig& config = fixture->model->config();
   const InferenceConfig& limits = fixture->limits;
-  FUZZ_CHECK(!r.prompt.empty());
-  for (int32_t id : r.prompt) FUZZ_CHECK(id >= 0 && id < config.vocab_size);
   const expertd::GenerateOptions& o = r.options;
   FUZZ_CHECK(o.max_new_tokens >= 0 && o.max_new_tokens <= limits.max_tokens);
-  FUZZ_CHECK(static_cast<int64_t>(r.prompt.size()) + o.max_new_tokens <= config.max_position_embeddings);
+  // Every prompt non-empty, in the vocabulary, leaving room for max_tokens;
+  // at most 16 choices in all.
+  FUZZ_CHECK(!r.prompts.empty());
+  FUZZ_CHECK(r.n >= 1 && r.prompts.size() * static_cast<size_t>(r.n) <= 16);
+  for (const expertd::PromptInput& prompt : r.prompts) {
+    FUZZ_CHECK(!prompt.tokens.empty());
+    for (int32_t id : prompt.tokens) FUZZ_CHECK(id >= 0 && id < config.vocab_size);
+    FUZZ_CHECK(static_cast<int64_t>(prompt.tokens.size()) + o.max_new_tokens <= config.max_position_embeddings);
+  }
+  for (const auto& [token, bias] : o.sampling.logit_bias) {
+    FUZZ_CHECK(token >= 0 && token < config.vocab_size && bias >= -100.0f && bias <= 100.0f);
+  }
+  FUZZ_CHECK(o.sampling.presence_penalty >= -2.0f && o.sampling.presence_penalty <= 2.0f);
+  FUZZ_CHECK(o.sampling.frequency_penalty >= -2.0f && o.sampling.frequency_penalty <= 2.0f);
   FUZZ_CHECK(o.sampling.temperature >= 0.0f && o.sampling.temperature <= 100.0f);
   FUZZ_CHECK(o.sampling.top_p > 0.0f && o.sampling.top_p <= 1.0f);
   FUZZ_CHECK(o.sampling.top_k >= 0);
