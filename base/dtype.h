@@ -19,17 +19,19 @@ namespace expertd {
 //
 // The quantised types are GGML's block formats, byte for byte (their layouts
 // are kernels/cpu/quant_blocks.h): Q8_0 and Q4_0 are 32 elements with one f16
-// scale; the K-quants are 256-element super-blocks of 8 or 16 sub-blocks.
+// scale; the K-quants are 256-element super-blocks of 8 or 16 sub-blocks;
+// MXFP4 (OCP microscaling, gpt-oss's expert format) is 32 4-bit E2M1 values
+// sharing one power-of-two scale.
 // A quantised buffer is never a float array: code that reads elements
 // directly must handle these types or refuse them (DTypeIsQuantized).
-enum class DType : uint8_t { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K };
+enum class DType : uint8_t { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kMXFP4 };
 
 // Every DType, in enumerator order.
-inline constexpr DType kAllDTypes[] = {DType::kF32,  DType::kBF16, DType::kF16,  DType::kQ8_0,
-                                       DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+inline constexpr DType kAllDTypes[] = {DType::kF32,  DType::kBF16, DType::kF16,  DType::kQ8_0, DType::kQ4_0,
+                                       DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kMXFP4};
 
 // The lower-case name used on command lines and in messages: "f32", "bf16",
-// "f16", and GGML's names "q8_0", "q4_0", "q4_k", "q5_k", "q6_k".
+// "f16", and GGML's names "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4".
 constexpr std::string_view DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "f32";
@@ -40,6 +42,7 @@ constexpr std::string_view DTypeName(DType dtype) {
     case DType::kQ4_K: return "q4_k";
     case DType::kQ5_K: return "q5_k";
     case DType::kQ6_K: return "q6_k";
+    case DType::kMXFP4: return "mxfp4";
   }
   return "unknown";
 }
@@ -53,6 +56,7 @@ constexpr int64_t DTypeBlockElements(DType dtype) {
       return 1;
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kMXFP4:
       return 32;
     case DType::kQ4_K:
     case DType::kQ5_K:
@@ -74,6 +78,7 @@ constexpr int64_t DTypeBlockBytes(DType dtype) {
     case DType::kQ4_K: return 144;  // f16 d, dmin, 12 bytes of 6-bit scales/mins, 256 x 4 bits
     case DType::kQ5_K: return 176;  // as Q4_K plus 32 bytes of fifth bits
     case DType::kQ6_K: return 210;  // 256 x 4 low bits, 256 x 2 high bits, 16 x int8 scales, f16 d
+    case DType::kMXFP4: return 17;  // E8M0 shared exponent, 32 x 4-bit E2M1
   }
   return 0;
 }

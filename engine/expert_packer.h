@@ -13,8 +13,8 @@ namespace expertd {
 
 // `expertd pack --dtype`: "keep" (nullopt: the checkpoint's own dtype),
 // "bf16", "f32", or a GGML block format ("q8_0", "q4_0", "q4_k", "q5_k",
-// "q6_k": each row quantised by kernels::QuantizeRow; the experts' rows must
-// be whole blocks, 32 or 256 elements).
+// "q6_k", "mxfp4": each row quantised by kernels::QuantizeRow; the experts'
+// rows must be whole blocks, 32 or 256 elements).
 absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name);
 // "keep, f32, bf16, q8_0, ...": what ParsePackDtype takes, for messages.
 std::string PackDtypeChoices();

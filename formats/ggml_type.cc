@@ -81,11 +81,12 @@ absl::StatusOr<DType> GgmlTypeToDType(GgmlType type) {
     case GgmlType::kQ4_K: return DType::kQ4_K;
     case GgmlType::kQ5_K: return DType::kQ5_K;
     case GgmlType::kQ6_K: return DType::kQ6_K;
+    case GgmlType::kMXFP4: return DType::kMXFP4;
     default: break;
   }
   return absl::UnimplementedError(absl::StrCat("GGML type ", std::string(GgmlTypeName(type)),
                                                " is not supported by expertd yet (supported: F32, F16, BF16, Q8_0, "
-                                               "Q4_0, Q4_K, Q5_K, Q6_K); convert or quantize the model to one of those"));
+                                               "Q4_0, Q4_K, Q5_K, Q6_K, MXFP4); convert or quantize the model to one of those"));
 }
 
 }  // namespace expertd::formats

@@ -90,7 +90,7 @@ struct FileDtype {
 };
 constexpr FileDtype kFileDtypes[] = {{0, DType::kF32},  {1, DType::kBF16}, {2, DType::kF16},
                                      {3, DType::kQ8_0}, {4, DType::kQ4_0}, {5, DType::kQ4_K},
-                                     {6, DType::kQ5_K}, {7, DType::kQ6_K}};
+                                     {6, DType::kQ5_K}, {7, DType::kQ6_K}, {8, DType::kMXFP4}};
 
 std::string FileDtypeChoices() {
   std::string choices;
@@ -147,7 +147,7 @@ absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, 
     return bad(absl::StrCat("dtype ", std::string(DTypeName(layout.dtype)), " stores rows in blocks of ", block,
                             " elements, and hidden_size ", layout.hidden_size, " / intermediate_size ",
                             layout.intermediate_size, " are not both multiples of it (choose a dtype with smaller "
-                            "blocks: q8_0 and q4_0 take 32)"));
+                            "blocks: q8_0, q4_0 and mxfp4 take 32)"));
   }
   if (layout.alignment < kDirectIoAlignment || layout.alignment > kMaxAlignment ||
       (layout.alignment & (layout.alignment - 1)) != 0) {

@@ -105,6 +105,7 @@ void ConvertToF32(DType dtype, const void* src, int64_t n, float* dst) {
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kMXFP4:
       DequantizeRow(dtype, src, n, dst);
       return;
   }

@@ -248,6 +248,7 @@ void MatVecRows(DType dtype, const void* data, int64_t cols, const float* x, flo
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kMXFP4:
       return;  // quantised weights go through internal::QuantMatMulRows
   }
 }
@@ -274,6 +275,7 @@ void MatMulRows(DType dtype, const void* data, int64_t rows, int64_t cols, const
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kMXFP4:
       return;  // quantised weights go through internal::QuantMatMulRows
   }
 }

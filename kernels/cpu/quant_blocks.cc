@@ -43,6 +43,16 @@ void DequantQ4_0(const BlockQ4_0* b, int64_t blocks, float* y) {
   }
 }
 
+void DequantMXFP4(const BlockMXFP4* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const float d = Mxfp4Scale(b[i].e);
+    for (int l = 0; l < 16; ++l) {
+      y[l] = d * static_cast<float>(kMxfp4Values[b[i].qs[l] & 0xF]);
+      y[l + 16] = d * static_cast<float>(kMxfp4Values[b[i].qs[l] >> 4]);
+    }
+  }
+}
+
 void DequantQ4_K(const BlockQ4_K* b, int64_t blocks, float* y) {
   for (int64_t i = 0; i < blocks; ++i) {
     const float d = F16ToF32(b[i].d);
@@ -133,6 +143,53 @@ void QuantQ4_0(const float* x, int64_t blocks, BlockQ4_0* out) {
     uint8_t q[32];
     for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(d != 0 ? std::clamp(NearestInt(x[l] / d) + 8, 0, 15) : 8);
     for (int l = 0; l < 16; ++l) out[i].qs[l] = static_cast<uint8_t>(q[l] | (q[l + 16] << 4));
+  }
+}
+
+// The code whose value times d is nearest x (the first of equals, as GGML's
+// best_index_mxfp4).
+uint8_t NearestMxfp4Code(float x, float d) {
+  uint8_t best = 0;
+  float best_error = std::fabs(kMxfp4Values[0] * d - x);
+  for (uint8_t q = 1; q < 16; ++q) {
+    const float error = std::fabs(kMxfp4Values[q] * d - x);
+    if (error < best_error) {
+      best = q;
+      best_error = error;
+    }
+  }
+  return best;
+}
+
+// GGML's exponent, floor(log2(max|x|)) - 2 + 127, puts max|x| at 4 to 8
+// times the scale's half-step, so values above 6 steps clip to 6; the
+// exponent one up never clips but is twice as coarse. Each block takes
+// whichever of the two gives the smaller squared error (never worse than
+// GGML's, better on blocks with a lone large value).
+void QuantMXFP4(const float* x, int64_t blocks, BlockMXFP4* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32) {
+    float amax = 0;
+    for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(x[l]));
+    out[i].e = 0;
+    std::memset(out[i].qs, 0, sizeof(out[i].qs));
+    if (!(amax > 0) || !std::isfinite(amax)) continue;
+    const int base = std::clamp(static_cast<int>(std::floor(std::log2(amax))) - 2 + 127, 0, 254);
+    float best_error = std::numeric_limits<float>::infinity();
+    for (int e = base; e <= base + 1; ++e) {
+      const float d = Mxfp4Scale(static_cast<uint8_t>(e));
+      uint8_t q[32];
+      float error = 0;
+      for (int l = 0; l < 32; ++l) {
+        q[l] = NearestMxfp4Code(x[l], d);
+        const float diff = kMxfp4Values[q[l]] * d - x[l];
+        error += diff * diff;
+      }
+      if (error < best_error) {
+        best_error = error;
+        out[i].e = static_cast<uint8_t>(e);
+        for (int l = 0; l < 16; ++l) out[i].qs[l] = static_cast<uint8_t>(q[l] | (q[l + 16] << 4));
+      }
+    }
   }
 }
 
@@ -384,6 +441,18 @@ float DotQ4_0(const BlockQ4_0* w, const ActQ8_32* x, int64_t blocks) {
   return acc;
 }
 
+float DotMXFP4(const BlockMXFP4* w, const ActQ8_32* x, int64_t blocks) {
+  float acc = 0;
+  for (int64_t i = 0; i < blocks; ++i) {
+    int32_t sum = 0;
+    for (int l = 0; l < 16; ++l) {
+      sum += kMxfp4Values[w[i].qs[l] & 0xF] * x[i].qs[l] + kMxfp4Values[w[i].qs[l] >> 4] * x[i].qs[l + 16];
+    }
+    acc += (Mxfp4Scale(w[i].e) * x[i].d) * static_cast<float>(sum);
+  }
+  return acc;
+}
+
 // Q4_K and Q5_K: sum_j sc_j * dot(q_j, x_j) and sum_j m_j * sum(x_j) are
 // exact integers; the block contributes d_x * (d * the first - dmin * the second).
 template <typename Block>
@@ -451,6 +520,7 @@ void DequantizeRow(DType dtype, const void* blocks, int64_t n, float* out) {
     case DType::kQ4_K: DequantQ4_K(static_cast<const BlockQ4_K*>(blocks), count, out); return;
     case DType::kQ5_K: DequantQ5_K(static_cast<const BlockQ5_K*>(blocks), count, out); return;
     case DType::kQ6_K: DequantQ6_K(static_cast<const BlockQ6_K*>(blocks), count, out); return;
+    case DType::kMXFP4: DequantMXFP4(static_cast<const BlockMXFP4*>(blocks), count, out); return;
   }
 }
 
@@ -475,6 +545,7 @@ void QuantizeRow(DType dtype, const float* x, int64_t n, void* blocks) {
     case DType::kQ4_K: QuantQ4_K(x, count, static_cast<BlockQ4_K*>(blocks)); return;
     case DType::kQ5_K: QuantQ5_K(x, count, static_cast<BlockQ5_K*>(blocks)); return;
     case DType::kQ6_K: QuantQ6_K(x, count, static_cast<BlockQ6_K*>(blocks)); return;
+    case DType::kMXFP4: QuantMXFP4(x, count, static_cast<BlockMXFP4*>(blocks)); return;
   }
 }
 
@@ -482,6 +553,7 @@ int64_t ActivationRowBytes(DType dtype, int64_t n) {
   switch (dtype) {
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kMXFP4:
       return n / 32 * static_cast<int64_t>(sizeof(ActQ8_32));
     case DType::kQ4_K:
     case DType::kQ5_K:
@@ -498,7 +570,8 @@ int64_t ActivationRowBytes(DType dtype, int64_t n) {
 void QuantizeActivationRow(DType dtype, const float* x, int64_t n, void* out) {
   switch (dtype) {
     case DType::kQ8_0:
-    case DType::kQ4_0: {
+    case DType::kQ4_0:
+    case DType::kMXFP4: {
       auto* blocks = static_cast<ActQ8_32*>(out);
       for (int64_t i = 0; i < n / 32; ++i) blocks[i].d = QuantizeQ8(x + 32 * i, 32, blocks[i].qs);
       return;
@@ -537,6 +610,8 @@ float DotQuantRowScalar(DType dtype, const void* w_row, const void* x_row, int64
       return DotK(static_cast<const BlockQ5_K*>(w_row), static_cast<const ActQ8_K*>(x_row), count);
     case DType::kQ6_K:
       return DotQ6_K(static_cast<const BlockQ6_K*>(w_row), static_cast<const ActQ8_K*>(x_row), count);
+    case DType::kMXFP4:
+      return DotMXFP4(static_cast<const BlockMXFP4*>(w_row), static_cast<const ActQ8_32*>(x_row), count);
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:

@@ -62,8 +62,25 @@ struct BlockQ6_K {
   uint16_t d;  // f16
 };
 
+// 32 elements: x[i] = kMxfp4Values[q[i]] * 2^(e - 128), q[i] as in Q4_0
+// (low nibbles of qs are elements 0-15, high nibbles 16-31). The values are
+// E2M1's {0, 0.5, 1, 1.5, 2, 3, 4, 6} and their negatives, doubled to
+// integers, so the scale is half of the E8M0 exponent's 2^(e - 127). (GGML's
+// layout; HF's gpt-oss checkpoints interleave the nibbles instead: even
+// elements low, odd high.)
+struct BlockMXFP4 {
+  uint8_t e;  // E8M0: a biased power of two
+  uint8_t qs[16];
+};
+inline constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 &&
-              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockMXFP4) == 17);
+
+// An MXFP4 block's scale, 2^(e - 128), exactly (subnormal for e < 2).
+inline float Mxfp4Scale(uint8_t e) {
+  return std::bit_cast<float>(e < 2 ? 0x00200000u << e : static_cast<uint32_t>(e - 1) << 23);
+}
 
 // Sub-block j's (scale, min) of a Q4_K/Q5_K block: j < 4 are the low 6 bits
 // of scales[j] and scales[j + 4]; j >= 4 take their low 4 bits from
@@ -103,7 +120,7 @@ void DequantizeRow(DType dtype, const void* blocks, int64_t n, float* out);
 void QuantizeRow(DType dtype, const float* x, int64_t n, void* blocks);
 
 // The 8-bit form of an activation row that dot products with a quantised
-// weight row take: Q8_0 and Q4_0 weights pair with 32-element blocks, the
+// weight row take: Q8_0, Q4_0 and MXFP4 weights pair with 32-element blocks, the
 // K-quants with 256-element blocks carrying per-16 sums (GGML's Q8_K).
 // Scales are f32: q = round(x / d) with d = max|x| / 127, so each element is
 // within d / 2 of its input; this rounding bounds the error of a quantised

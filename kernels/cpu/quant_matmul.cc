@@ -95,6 +95,31 @@ float DotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, s
   return hn::GetLane(hn::SumOfLanes(df, acc));
 }
 
+// MXFP4: the codes looked up in the value table (16 int8 entries) per
+// block, then as Q8_0. Only non-x86 targets run this; x86 looks the values
+// up with pshufb below.
+float DotMXFP4(const BlockMXFP4* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  const D16x32 d16;
+  const hn::RepartitionToWide<D16x32> d32;
+  const hn::Rebind<float, decltype(d32)> df;
+  const size_t n = hn::Lanes(d16);
+  auto acc = hn::Zero(df);
+  for (size_t i = 0; i < blocks; ++i) {
+    int8_t values[32];
+    for (int l = 0; l < 16; ++l) {
+      values[l] = kMxfp4Values[w[i].qs[l] & 0xF];
+      values[l + 16] = kMxfp4Values[w[i].qs[l] >> 4];
+    }
+    auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+    for (size_t k = 0; k < 32; k += n) {
+      s0 = hn::ReorderWidenMulAccumulate(d32, LoadI8(d16, values + k), LoadI8(d16, x[i].qs + k), s0, s1);
+    }
+    const float scale = Mxfp4Scale(w[i].e) * x[i].d;
+    acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(s0, s1)), hn::Set(df, scale), acc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc));
+}
+
 // Q4_K and Q5_K: the integer sums sum_j sc_j * dot(q_j, x_j) and
 // sum_j m_j * sum(x_j), then the same f32 steps as DotQuantRowScalar.
 template <bool kFifthBit, typename Block>
@@ -190,6 +215,9 @@ float DotQ6_K(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, si
 #define EXPERTD_QUANT_X86 1
 
 HWY_INLINE float ScaleF32(uint16_t h) { return _cvtsh_ss(h); }  // F16C, exact
+HWY_INLINE float BlockScale(const BlockQ8_0& b) { return ScaleF32(b.d); }
+HWY_INLINE float BlockScale(const BlockQ4_0& b) { return ScaleF32(b.d); }
+HWY_INLINE float BlockScale(const BlockMXFP4& b) { return Mxfp4Scale(b.e); }
 
 HWY_INLINE int32_t HorizontalSum(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -207,7 +235,16 @@ HWY_INLINE __m256i Codes(const BlockQ4_0& b) {
                           _mm_sub_epi8(_mm_and_si128(q, low), eight));
 }
 
-// Q8_0 and Q4_0: each block's exact integer sum, scaled and accumulated in
+// MXFP4's values: each nibble indexes the 16-entry table (pshufb).
+HWY_INLINE __m256i Codes(const BlockMXFP4& b) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i low = _mm_set1_epi8(0xF);
+  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kMxfp4Values));
+  return _mm256_set_m128i(_mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), low)),
+                          _mm_shuffle_epi8(table, _mm_and_si128(q, low)));
+}
+
+// Q8_0, Q4_0 and MXFP4: each block's exact integer sum, scaled and accumulated in
 // eight f32 lanes (the portable kernels use Highway's lane count, so their
 // sums differ by f32 reordering only).
 template <typename Block>
@@ -220,7 +257,7 @@ float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size
     const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
     const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(ScaleF32(w[i].d) * x[i].d), acc);
+    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(BlockScale(w[i]) * x[i].d), acc);
   }
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -433,6 +470,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #ifdef EXPERTD_QUANT_X86
   constexpr auto kQ8_0 = DotQ8X86<BlockQ8_0>;
   constexpr auto kQ4_0 = DotQ8X86<BlockQ4_0>;
+  constexpr auto kMXFP4 = DotQ8X86<BlockMXFP4>;
 #ifdef EXPERTD_QUANT_Q4K_512
   constexpr auto kQ4_K = DotQ4_K512;
 #else
@@ -447,6 +485,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #else
   constexpr auto kQ8_0 = DotQ8_0;
   constexpr auto kQ4_0 = DotQ4_0;
+  constexpr auto kMXFP4 = DotMXFP4;
   constexpr auto kQ4_K = DotK<false, BlockQ4_K>;
   constexpr auto kQ5_K = DotK<true, BlockQ5_K>;
   constexpr auto kQ6_K = DotQ6_K;
@@ -457,6 +496,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kMXFP4: Rows<BlockMXFP4, ActQ8_32, kMXFP4>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:
@@ -491,7 +531,7 @@ HWY_INLINE float QuantizeBlockQ8(const float* HWY_RESTRICT x, size_t count, int8
 void QuantizeActivations(DType dtype, const float* x, int64_t cols, int64_t batch, void* out) {
   const auto n = static_cast<size_t>(cols);
   for (int64_t m = 0; m < batch; ++m, x += cols) {
-    if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0) {
+    if (dtype == DType::kQ8_0 || dtype == DType::kQ4_0 || dtype == DType::kMXFP4) {
       auto* blocks = static_cast<ActQ8_32*>(out) + static_cast<size_t>(m) * (n / 32);
       for (size_t i = 0; i < n / 32; ++i) blocks[i].d = QuantizeBlockQ8(x + 32 * i, 32, blocks[i].qs);
     } else if (DTypeIsQuantized(dtype)) {

@@ -24,6 +24,7 @@ int WeightTypeCode(DType dtype) {
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kMXFP4:
       return -1;  // no GPU kernel reads GGML blocks yet; MatMul refuses them
   }
   return -1;

@@ -292,15 +292,17 @@ TEST(GgmlType, MapsTheTypesExpertdComputesWithAndRefusesTheRest) {
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ4_K), DType::kQ4_K);
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ5_K), DType::kQ5_K);
   EXPECT_EQ(*GgmlTypeToDType(GgmlType::kQ6_K), DType::kQ6_K);
+  EXPECT_EQ(*GgmlTypeToDType(GgmlType::kMXFP4), DType::kMXFP4);
   // Each DType's block has GGML's size, so a tensor's bytes are the same.
-  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+  for (GgmlType type :
+       {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kMXFP4}) {
     EXPECT_EQ(GgmlTypeInfoOf(type).block_bytes, DTypeBlockBytes(*GgmlTypeToDType(type))) << GgmlTypeName(type);
     EXPECT_EQ(GgmlTypeInfoOf(type).block_elements, DTypeBlockElements(*GgmlTypeToDType(type))) << GgmlTypeName(type);
   }
   auto q2k = GgmlTypeToDType(GgmlType::kQ2_K);
   EXPECT_EQ(q2k.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(q2k.status().message(), HasSubstr("Q2_K"));
-  EXPECT_FALSE(GgmlTypeToDType(GgmlType::kMXFP4).ok());
+  EXPECT_FALSE(GgmlTypeToDType(GgmlType::kIQ4_NL).ok());
   EXPECT_FALSE(GgmlTypeToDType(GgmlType::kF64).ok());
 }
 

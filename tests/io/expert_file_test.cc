@@ -208,9 +208,9 @@ TEST_F(ExpertFileTest, CorruptedHeaderOrIndexFailsAtOpen) {
 // A dtype number the format does not define, under a header checksum that
 // matches (so the dtype itself is what is refused).
 TEST_F(ExpertFileTest, UnknownDtypeNumberFailsAtOpenNamingIt) {
-  std::string copy = Copy("dtype8");
+  std::string copy = Copy("dtype9");
   std::vector<std::byte> header = ReadBytes(copy, 0, 4096);
-  header[24] = std::byte{8};  // the dtype field (FORMAT.md): 0-7 are taken
+  header[24] = std::byte{9};  // the dtype field (FORMAT.md): 0-8 are taken
   const uint64_t checksum = Xxh64(absl::MakeConstSpan(header.data(), 4088));
   for (int i = 0; i < 8; ++i) header[4088 + i] = static_cast<std::byte>(checksum >> (8 * i));
   {
@@ -220,8 +220,8 @@ TEST_F(ExpertFileTest, UnknownDtypeNumberFailsAtOpenNamingIt) {
   absl::Status status = ExpertFile::Open(copy, std::nullopt).status();
   EXPECT_TRUE(absl::IsDataLoss(status)) << status;
   EXPECT_NE(status.message().find(copy), absl::string_view::npos) << status;
-  EXPECT_NE(status.message().find("unknown dtype 8 (0 = f32, 1 = bf16, 2 = f16, 3 = q8_0, 4 = q4_0, 5 = q4_k, "
-                                  "6 = q5_k, 7 = q6_k)"),
+  EXPECT_NE(status.message().find("unknown dtype 9 (0 = f32, 1 = bf16, 2 = f16, 3 = q8_0, 4 = q4_0, 5 = q4_k, "
+                                  "6 = q5_k, 7 = q6_k, 8 = mxfp4)"),
             absl::string_view::npos)
       << status;
 }

@@ -61,7 +61,10 @@ TestMatrix MakeQuantMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t see
   std::vector<int64_t> scale_offsets = {0};
   if (dtype == DType::kQ4_K || dtype == DType::kQ5_K) scale_offsets = {0, 2};
   if (dtype == DType::kQ6_K) scale_offsets = {208};
+  if (dtype == DType::kMXFP4) scale_offsets = {};  // an E8M0 exponent, below
   for (int64_t block = 0; block < rows * row_bytes; block += DTypeBlockBytes(dtype)) {
+    // Scales 2^-10 to 2^-6: weights up to 12 * 2^-6, like the others' 0.02 scales.
+    if (dtype == DType::kMXFP4) bytes[block] = static_cast<uint8_t>(118 + rng() % 5);
     for (const int64_t offset : scale_offsets) {
       const uint16_t h = F32ToF16(scale(rng));
       std::memcpy(bytes + block + offset, &h, sizeof(h));
@@ -262,12 +265,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatMulTest,
 // for the K-quants), so these shapes replace the odd column counts.
 INSTANTIATE_TEST_SUITE_P(QuantShapes, MatMulTest,
                          ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
-                                                              DType::kQ5_K, DType::kQ6_K),
+                                                              DType::kQ5_K, DType::kQ6_K, DType::kMXFP4),
                                             ::testing::Values(int64_t{1}, int64_t{3}, int64_t{257}),
                                             ::testing::Values(int64_t{256}, int64_t{512})),
                          ParamName);
 INSTANTIATE_TEST_SUITE_P(Quant32Shapes, MatMulTest,
-                         ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0),
+                         ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kMXFP4),
                                             ::testing::Values(int64_t{5}), ::testing::Values(int64_t{32}, int64_t{96})),
                          ParamName);
 
@@ -358,12 +361,12 @@ TEST(MatMulTargetsTest, EveryTargetMatchesReferenceAndIsBitIdentical) {
 // MatMul agree bit for bit, match the f64 reference within the activation
 // rounding bound, and match the plain-loop DotQuantRowScalar: bit for bit
 // for the K-quants (exact integer block sums, the same f32 steps), within
-// f32 reordering for Q8_0 and Q4_0 (their blocks are summed in vector lanes).
+// f32 reordering for Q8_0, Q4_0 and MXFP4 (their blocks are summed in vector lanes).
 TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
   for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     SCOPED_TRACE(hwy::TargetName(target));
-    for (const DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    for (const DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kMXFP4}) {
       constexpr int64_t kRows = 37, kCols = 1024, kBatch = 5;
       const TestMatrix m = MakeMatrix(dtype, kRows, kCols, 60);
       const std::vector<float> x = RandomVector(static_cast<size_t>(kBatch * kCols), 61);

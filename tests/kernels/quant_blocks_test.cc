@@ -19,7 +19,7 @@
 namespace expertd::kernels {
 namespace {
 
-constexpr DType kQuantTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+constexpr DType kQuantTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kMXFP4};
 
 uint16_t Load16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 
@@ -73,6 +73,19 @@ float ReferenceValue(DType dtype, const uint8_t* row, int64_t i) {
       const auto scale = static_cast<int8_t>(b[192 + k / 16]);
       return (F16ToF32(Load16(b + 208)) * static_cast<float>(scale)) * static_cast<float>(low + 16 * high - 32);
     }
+    case DType::kMXFP4: {  // e qs[16]: nibbles as Q4_0's; E2M1 codes: sign bit 3, then e1 e0 m
+      const uint8_t* b = row + i / 32 * 17;
+      const int64_t k = i % 32;
+      const int q = k < 16 ? (b[1 + k] & 15) : (b[1 + k - 16] >> 4);
+      const int exponent = (q >> 1) & 3, mantissa = q & 1;
+      // E2M1: exponent 0 is subnormal (0 or 0.5), else 2^(exponent - 1) * (1 + mantissa / 2).
+      const float magnitude = exponent == 0 ? 0.5f * static_cast<float>(mantissa)
+                                            : std::ldexp(1.0f + 0.5f * static_cast<float>(mantissa), exponent - 1);
+      // The block's scale is 2^(e - 127) on the E2M1 values themselves. Code
+      // 8 (E2M1's -0) reads as +0, as GGML's integer value table has it.
+      if (magnitude == 0) return 0.0f;
+      return std::ldexp((q & 8) ? -magnitude : magnitude, static_cast<int>(b[0]) - 127);
+    }
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:
@@ -94,7 +107,9 @@ std::vector<uint8_t> RandomBlocks(DType dtype, int64_t n, uint32_t seed) {
       bytes[static_cast<size_t>(off + at)] = static_cast<uint8_t>(h & 0xFF);
       bytes[static_cast<size_t>(off + at + 1)] = static_cast<uint8_t>(h >> 8);
     };
-    if (dtype == DType::kQ6_K) {
+    if (dtype == DType::kMXFP4) {
+      continue;  // any E8M0 byte is a power of two
+    } else if (dtype == DType::kQ6_K) {
       put(208);
     } else {
       put(0);
@@ -182,18 +197,21 @@ TEST(QuantBlocksTest, Q8_0AndQ4_0ErrorsWithinTheirStep) {
 
 // Relative RMSE of a round trip on normal weights, a property of each
 // format's bits per weight (measured on this input: q8_0 0.0053, q4_0 0.0855,
-// q4_k 0.0692, q5_k 0.0342, q6_k 0.0168); the bounds leave ~20% headroom.
+// q4_k 0.0692, q5_k 0.0342, q6_k 0.0168, mxfp4 0.1089: a power-of-two
+// scale costs it against q4_0's f16 one); the bounds leave ~20% headroom.
 TEST(QuantBlocksTest, RoundTripRelativeRmse) {
   std::mt19937 rng(6);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   std::vector<float> x(256 * 32);
   for (float& v : x) v = dist(rng);
   const std::pair<DType, double> bounds[] = {
-      {DType::kQ8_0, 0.0064}, {DType::kQ4_0, 0.103}, {DType::kQ4_K, 0.083}, {DType::kQ5_K, 0.041}, {DType::kQ6_K, 0.020}};
+      {DType::kQ8_0, 0.0064}, {DType::kQ4_0, 0.103}, {DType::kQ4_K, 0.083},
+      {DType::kQ5_K, 0.041},  {DType::kQ6_K, 0.020}, {DType::kMXFP4, 0.13}};
   for (auto [dtype, bound] : bounds) {
     SCOPED_TRACE(DTypeName(dtype));
     const double rel = Rmse(QuantRoundTrip(dtype, x), x) / 0.02;
     EXPECT_LT(rel, bound);
+    std::printf("%s: relative rmse %.4f\n", std::string(DTypeName(dtype)).c_str(), rel);
   }
 }
 
@@ -271,7 +289,7 @@ TEST(QuantBlocksTest, AgreesWithGgml) {
   ASSERT_EQ(refs.size(), 3u) << "reading " << EXPERTD_QUANT_REFERENCE;
   for (const Reference& r : refs) {
     ASSERT_EQ(r.input.size(), 2048u);
-    ASSERT_EQ(r.formats.size(), 5u);
+    ASSERT_EQ(r.formats.size(), 6u);
     for (size_t f = 0; f < r.formats.size(); ++f) {
       const std::optional<DType> dtype = DTypeFromName(r.formats[f]);
       ASSERT_TRUE(dtype.has_value()) << r.formats[f];

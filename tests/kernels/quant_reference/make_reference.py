@@ -23,6 +23,7 @@ FORMATS = [
     ("q4_k", 256, 144, "q4_K"),
     ("q5_k", 256, 176, "q5_K"),
     ("q6_k", 256, 210, "q6_K"),
+    ("mxfp4", 32, 17, "mxfp4"),
 ]
 N = 2048         # elements per input row
 N_DEQUANT = 512  # dequantised values recorded per (input, format)
