@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -146,13 +147,16 @@ TEST_P(Offload, EveryAccessIsCountedOnceThroughTheLayerRunner) {
 // quantised kernels: the file holds the blocks' bytes, and the logits stay
 // near the resident model's (not equal: the weights and, in the dot
 // products, the activations are rounded to 8 or 4 bits). Measured worst
-// differences over the 8 models: q8_0 1.4%, q4_0 11.7% of the largest logit;
+// differences over the 8 models: q8_0 1.4%, q4_0 11.7%, mxfp4 (4.25 bits
+// with a power-of-two scale) 24.2% of the largest logit (8-11% on six of
+// the models, 23-24% on two whose tokens' routing changes);
 // the bounds leave room for other kernel targets.
 TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
   const Outputs resident = Run(nullptr);
   float scale = 0.0f;
   for (float v : resident.logits) scale = std::max(scale, std::abs(v));
-  for (const auto& [dtype, tolerance] : {std::pair{DType::kQ8_0, 0.03f}, std::pair{DType::kQ4_0, 0.2f}}) {
+  for (const auto& [dtype, tolerance] :
+       {std::pair{DType::kQ8_0, 0.03f}, std::pair{DType::kQ4_0, 0.2f}, std::pair{DType::kMXFP4, 0.35f}}) {
     SCOPED_TRACE(std::string(DTypeName(dtype)));
     const std::string path = dir_.Sub(std::string(DTypeName(dtype)) + ".experts");
     testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, path, dtype);
@@ -175,6 +179,8 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
       worst = std::max(worst, std::abs(quantized.logits[i] - resident.logits[i]));
     }
     EXPECT_LT(worst, tolerance * scale) << "largest logit difference " << worst << " of logits up to " << scale;
+    std::printf("%s: largest logit difference %.1f%% of the largest logit\n", std::string(DTypeName(dtype)).c_str(),
+                100.0 * worst / scale);
   }
 }
 
