@@ -222,6 +222,46 @@ TEST_P(GgufWeights, PacksItsExpertsInTheirOwnTypeAndRunsOffloaded) {
   EXPECT_EQ(Logits(*offloaded, &experts), Logits(*resident));
 }
 
+// llama.cpp's logits on the same files (make_gguf_llamacpp_reference.sh,
+// llama.cpp's CPU backend, one thread), committed as <name>.llamacpp.f32.
+// Two implementations of the same graph, so not bit-identical: llama.cpp
+// keeps its KV cache in F16 (the largest difference on F32 files: keys and
+// values rounded to 11 bits), rounds the activation rows to BF16 for BF16
+// weights and to its own Q8_0 blocks for Q8_0 weights, and sums in its own
+// order. Measured worst differences, of the largest logit: F32 0.03-0.05%,
+// BF16 0.30-0.44%, Q8_0 1.03-1.66%, argmax 12 of 12 everywhere. Bounds: F32
+// 1e-3, BF16 2%, Q8_0 3%; argmax 12 of 12 on F32, 11 of 12 otherwise.
+TEST_P(GgufWeights, LogitsMatchLlamaCppOnTheSameFile) {
+  for (const auto& [dtype, tolerance] :
+       {std::pair<std::string, float>{"f32", 1e-3f}, {"bf16", 0.02f}, {"q8_0", 0.03f}}) {
+    SCOPED_TRACE(dtype);
+    const std::string reference_bytes = ReadAll(kTestdata + "/" + family() + "-" + dtype + ".llamacpp.f32");
+    std::unique_ptr<Model> model = LoadOrDie(Fixture(family(), dtype));
+    ASSERT_TRUE(model);
+    const std::vector<float> got = Logits(*model);
+    ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));
+    std::vector<float> reference(got.size());
+    std::memcpy(reference.data(), reference_bytes.data(), reference_bytes.size());
+    const size_t vocab = model->config().vocab_size;
+    float scale = 0, worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      scale = std::max(scale, std::abs(reference[i]));
+      worst = std::max(worst, std::abs(got[i] - reference[i]));
+    }
+    int same_argmax = 0;
+    for (size_t t = 0; t < kPrompt.size(); ++t) {
+      const auto row = [&](const std::vector<float>& l) {
+        return std::max_element(l.begin() + t * vocab, l.begin() + (t + 1) * vocab) - (l.begin() + t * vocab);
+      };
+      same_argmax += row(got) == row(reference);
+    }
+    std::printf("[ measure  ] %s %s vs llama.cpp: worst |dlogit| %.6f of max %.3f (%.4f%%), argmax agrees %d/%zu\n",
+                family().c_str(), dtype.c_str(), worst, scale, 100 * worst / scale, same_argmax, kPrompt.size());
+    EXPECT_LT(worst, tolerance * scale);
+    EXPECT_GE(same_argmax, dtype == "f32" ? 12 : 11);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, GgufWeights, ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral"));
 
 // Qwen3-MoE's GGUF has no output.weight: the LM head is the embedding.
