@@ -22,6 +22,8 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
+#include "engine/gguf_tokenizer.h"
+#include "formats/gguf_file.h"
 #include "base/byte_size.h"
 #include "cache/sim/bench_cache.h"
 #include "cache/sim/trace_file.h"
@@ -249,7 +251,13 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
 }
 
 absl::Status Tokenize(const TokenizeFlags& flags) {
-  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::FromFile(flags.model_dir + "/tokenizer.json"));
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (Model::IsGgufPath(flags.model_dir)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> file, formats::GgufFile::Open(flags.model_dir));
+    ASSIGN_OR_RETURN(tokenizer, TokenizerFromGguf(*file));
+  } else {
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromFile(flags.model_dir + "/tokenizer.json"));
+  }
   const std::vector<int32_t> ids = tokenizer->Encode(flags.text);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", ids[i]);
@@ -266,11 +274,12 @@ absl::Status Pack(const PackFlags& flags) {
   // The packer reads the experts from the model files itself.
   ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir, {.resident_experts = false}));
   const auto start = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(PackExperts(*model, flags.out, dtype, [](int done, int total) { PrintPackProgress("packing", done, total); }));
-  ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(flags.out, model->fingerprint()));
+  const std::string out = flags.out.empty() ? model->DefaultExpertFilePath() : flags.out;
+  RETURN_IF_ERROR(PackExperts(*model, out, dtype, [](int done, int total) { PrintPackProgress("packing", done, total); }));
+  ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(out, model->fingerprint()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("packed %u layers x %u experts of %s into %s in %.1f s\n", file->layout().num_layers,
-              file->layout().num_experts, FormatByteSize(file->layout().expert_bytes()).c_str(), flags.out.c_str(),
+              file->layout().num_experts, FormatByteSize(file->layout().expert_bytes()).c_str(), out.c_str(),
               seconds);
   return absl::OkStatus();
 }

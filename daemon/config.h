@@ -38,7 +38,7 @@ struct ServerConfig {
 };
 
 struct ModelConfigSection {
-  std::string path;  // model directory; required
+  std::string path;  // model directory or .gguf file; required
 
   bool operator==(const ModelConfigSection&) const = default;
 };

@@ -35,7 +35,7 @@ CLI::Option* AddByteSizeOption(CLI::App* command, const std::string& name, uint6
 // The command line's half of EngineOptions (the config file fills the same
 // struct: EngineOptionsFromConfig).
 void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
-  command->add_option("--model", options->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json)")
+  command->add_option("--model", options->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file")
       ->required();
   command->add_option("--k", options->experts_per_token, "routed experts per token (dial-k); default the model's")
       ->check(CLI::PositiveNumber);
@@ -62,7 +62,7 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
   command->add_option("--policy", options->cache.policy, "eviction: lru, lru-hint, lfu, least-stale, layer-distance")
       ->capture_default_str();
   command->add_option("--expert-file", options->reader.path,
-                      "packed experts; default DIR/model.experts (packed if missing)");
+                      "packed experts; default DIR/model.experts, or X.experts beside X.gguf (packed if missing)");
   command->add_flag("!--no-direct-io", options->reader.direct_io, "read the expert file through the page cache");
   command->add_option("--queue-depth", options->reader.queue_depth,
                       "with offloading: expert reads in flight at once (io_uring entries)")
@@ -140,15 +140,15 @@ int main(int argc, char** argv) {
 
   expertd::cli::TokenizeFlags tokenize;
   CLI::App* tok_cmd = app.add_subcommand("tokenize", "print the token ids of a text");
-  tok_cmd->add_option("--model", tokenize.model_dir, "HF model directory")->required();
+  tok_cmd->add_option("--model", tokenize.model_dir, "HF model directory or .gguf file")->required();
   // expected(0, 1): "--text=" (an empty value) is the empty text, as --text "" is,
   // not a missing value.
   tok_cmd->add_option("--text", tokenize.text, "text to tokenize")->required()->expected(0, 1);
 
   expertd::cli::PackFlags pack;
   CLI::App* pack_cmd = app.add_subcommand("pack", "write the packed expert file of a model");
-  pack_cmd->add_option("--model", pack.model_dir, "HF model directory")->required();
-  pack_cmd->add_option("--out", pack.out, "output file")->required();
+  pack_cmd->add_option("--model", pack.model_dir, "HF model directory or .gguf file")->required();
+  pack_cmd->add_option("--out", pack.out, "output file; default the model's (DIR/model.experts, X.experts beside X.gguf)");
   pack_cmd->add_option("--dtype", pack.dtype, expertd::PackDtypeChoices())->capture_default_str();
 
   expertd::cli::TraceFlags trace;

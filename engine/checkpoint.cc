@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -156,6 +157,34 @@ absl::StatusOr<std::vector<Checkpoint::FileReadStats>> Checkpoint::ReadTensors(
     all_stats.push_back(std::move(stats));
   }
   return all_stats;
+}
+
+absl::StatusOr<SourceTensor> CheckpointTensorSource::Get(const std::string& name,
+                                                        const std::vector<int64_t>& shape) const {
+  ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name, shape));
+  const std::optional<DType> dtype = WeightDType(tensor->dtype);
+  if (!dtype.has_value()) {
+    return absl::UnimplementedError(absl::StrCat(checkpoint_.FileOf(*tensor), ": tensor '", tensor->name,
+                                                 "' has dtype ", SafetensorsDtypeName(tensor->dtype),
+                                                 "; weights must be F32, BF16 or F16"));
+  }
+  SourceTensor out;
+  out.name = name;
+  out.shape = shape;
+  out.dtype = *dtype;
+  out.size_bytes = tensor->size_bytes;
+  out.origin = tensor;
+  return out;
+}
+
+absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
+    absl::Span<const TensorRead> reads) const {
+  std::vector<Checkpoint::TensorRead> checkpoint_reads;
+  checkpoint_reads.reserve(reads.size());
+  for (const TensorRead& read : reads) {
+    checkpoint_reads.push_back({static_cast<const TensorInfo*>(read.tensor->origin), read.destination});
+  }
+  return checkpoint_.ReadTensors(checkpoint_reads);
 }
 
 }  // namespace expertd

@@ -4,12 +4,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/safetensors.h"
+#include "engine/tensor_source.h"
 
 namespace expertd {
 
@@ -43,17 +45,8 @@ class Checkpoint {
     const TensorInfo* tensor;
     std::byte* destination;
   };
-  // What loading took from one file, for the log and for tests.
-  struct FileReadStats {
-    std::string path;
-    uint64_t file_bytes = 0;  // the file's size
-    uint64_t read_bytes = 0;  // header and tensors read
-    // XXH64 (seed 0) of the bytes read in file order: the 8-byte length, the
-    // header, then each tensor read. When every tensor of a gapless file is
-    // read, that is the whole file, so it equals `xxh64sum` of it.
-    uint64_t xxh64 = 0;
-    double seconds = 0;
-  };
+  // What loading took from one file (tensor_source.h).
+  using FileReadStats = ::expertd::FileReadStats;
   // Copies every tensor of `reads` to its destination, file by file and in
   // each file in offset order (sequential I/O, the fastest a disk reads), and
   // checks after each file that it still has the size and modification time
@@ -69,6 +62,26 @@ class Checkpoint {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   absl::flat_hash_map<std::string, std::pair<const TensorInfo*, size_t>> tensors_;  // -> (tensor, file index)
+};
+
+// A checkpoint as a TensorSource (tensor_source.h): names are the
+// checkpoint's own, dtypes F32, BF16 and F16. Owning (Open) or a view of a
+// checkpoint the caller keeps alive.
+class CheckpointTensorSource : public TensorSource {
+ public:
+  explicit CheckpointTensorSource(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  explicit CheckpointTensorSource(std::unique_ptr<Checkpoint> owned)
+      : owned_(std::move(owned)), checkpoint_(*owned_) {}
+
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  const std::string& path() const override { return checkpoint_.dir(); }
+  bool Has(const std::string& name) const override { return checkpoint_.Has(name); }
+  absl::StatusOr<SourceTensor> Get(const std::string& name, const std::vector<int64_t>& shape) const override;
+  absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const override;
+
+ private:
+  std::unique_ptr<Checkpoint> owned_;
+  const Checkpoint& checkpoint_;
 };
 
 }  // namespace expertd

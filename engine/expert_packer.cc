@@ -95,8 +95,11 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
     for (const LayerWeights& layer : weights.layers) {
       for (const FeedForwardWeights& e : layer.experts) {
         if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("the checkpoint's experts mix dtypes; pack with an explicit dtype (", PackDtypeChoices(), ")"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "the checkpoint's experts mix dtypes (", std::string(DTypeName(e.gate.dtype)), " gate, ",
+              std::string(DTypeName(e.up.dtype)), " up, ", std::string(DTypeName(e.down.dtype)), " down, ",
+              std::string(DTypeName(target)), " in the first); a packed file holds one: pack with an explicit dtype (",
+              PackDtypeChoices(), ")"));
         }
       }
     }
@@ -114,10 +117,10 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
   // A model loaded for offloading holds no expert bytes: they are read from
   // its shards, opened for the packing only (and refused if they changed
   // since the load, as the packed experts must match the dense weights).
-  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<TensorSource> checkpoint;
   std::vector<std::byte> expert_bytes;
   if (!model.resident_experts()) {
-    ASSIGN_OR_RETURN(checkpoint, model.ReopenCheckpoint());
+    ASSIGN_OR_RETURN(checkpoint, model.ReopenTensorSource());
   }
 
   const io::BundleLayout bundle_layout = layout.bundle();

@@ -8,7 +8,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/read_file.h"
+#include "absl/strings/match.h"
 #include "base/status_macros.h"
+#include "engine/gguf_model_config.h"
+#include "engine/gguf_tensor_source.h"
+#include "engine/gguf_tokenizer.h"
+#include "formats/gguf_file.h"
 #include "io/expert_file.h"
 #include "spdlog/spdlog.h"
 
@@ -35,14 +40,71 @@ absl::StatusOr<std::string> ShardsIdentity(const Checkpoint& checkpoint) {
   return identity;
 }
 
+// A GGUF file's part of the fingerprint: its size, every byte before the
+// tensor data (header, metadata, tensor infos: the vocabulary and
+// hyperparameters), then 16 windows of 4 KiB sampled across the file.
+std::string GgufIdentity(const formats::GgufFile& file) {
+  constexpr size_t kWindows = 16, kWindowBytes = 4096;
+  const absl::Span<const std::byte> bytes = file.bytes();
+  std::string identity = absl::StrCat("gguf|", bytes.size(), "|");
+  const auto append = [&](uint64_t at, uint64_t size) {
+    identity.append(reinterpret_cast<const char*>(bytes.data() + at), size);
+  };
+  append(0, std::min<uint64_t>(file.data_offset(), bytes.size()));
+  const uint64_t size = bytes.size();
+  for (size_t w = 0; w < kWindows && size >= kWindowBytes; ++w) append((size - kWindowBytes) / (kWindows - 1) * w, kWindowBytes);
+  return identity;
+}
+
 uint64_t Xxh64Of(absl::string_view text) {
   return io::Xxh64(absl::MakeConstSpan(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
 }  // namespace
 
+bool Model::IsGgufPath(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+std::string Model::DefaultExpertFilePath() const {
+  if (!is_gguf_) return dir_ + "/model.experts";
+  if (absl::EndsWith(dir_, ".gguf")) return dir_.substr(0, dir_.size() - 5) + ".experts";
+  return dir_ + ".experts";
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::LoadGguf(const std::string& path, const WeightLoadOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> opened, formats::GgufFile::Open(path));
+  std::shared_ptr<const formats::GgufFile> file = std::move(opened);
+  auto model = std::unique_ptr<Model>(new Model());
+  model->dir_ = path;
+  model->is_gguf_ = true;
+  model->resident_experts_ = options.resident_experts;
+  ASSIGN_OR_RETURN(model->config_, ModelConfigFromGguf(*file));
+  ASSIGN_OR_RETURN(model->tokenizer_, TokenizerFromGguf(*file));
+  if (model->tokenizer_->vocab_size() > model->config_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the vocabulary has ids up to ",
+                                                   model->tokenizer_->vocab_size() - 1, " but the model's vocab_size is ",
+                                                   model->config_.vocab_size));
+  }
+  const std::string identity = GgufIdentity(*file);
+  GgufTensorSource source(file, model->config_);
+  std::vector<FileReadStats> read_stats;
+  ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(source, model->config_, options, &read_stats));
+  for (const FileReadStats& stats : read_stats) {
+    constexpr double kMiB = 1 << 20;
+    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 of the tensors read {:016x}",
+                 stats.path, stats.read_bytes / kMiB, stats.file_bytes / kMiB, stats.seconds,
+                 stats.read_bytes / kMiB / std::max(stats.seconds, 1e-9), stats.xxh64);
+  }
+  model->shards_identity_ = Xxh64Of(identity);
+  model->fingerprint_ = model->shards_identity_;
+  return model;  // the file is unmapped here: the weights are copies
+}
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir, const WeightLoadOptions& options) {
   namespace fs = std::filesystem;
+  if (IsGgufPath(model_dir)) return LoadGguf(model_dir, options);
   std::error_code ec;
   if (!fs::is_directory(model_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
@@ -59,9 +121,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
   // Sampled before the weights are read, so that ReadTensors' check that no
   // shard changed covers these reads too.
   ASSIGN_OR_RETURN(const std::string shards_identity, ShardsIdentity(*checkpoint));
-  std::vector<Checkpoint::FileReadStats> read_stats;
+  std::vector<FileReadStats> read_stats;
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*checkpoint, model->config_, options, &read_stats));
-  for (const Checkpoint::FileReadStats& file : read_stats) {
+  for (const FileReadStats& file : read_stats) {
     constexpr double kMiB = 1 << 20;
     spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 {:016x}", file.path,
                  file.read_bytes / kMiB, file.file_bytes / kMiB, file.seconds,
@@ -78,7 +140,23 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
   return model;
 }
 
+absl::StatusOr<std::unique_ptr<TensorSource>> Model::ReopenTensorSource() const {
+  if (!is_gguf_) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, ReopenCheckpoint());
+    return std::make_unique<CheckpointTensorSource>(std::move(checkpoint));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> file, formats::GgufFile::Open(dir_));
+  if (Xxh64Of(GgufIdentity(*file)) != shards_identity_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir_, " changed since the model was loaded; restart to load it again"));
+  }
+  return std::make_unique<GgufTensorSource>(std::move(file), config_);
+}
+
 absl::StatusOr<std::unique_ptr<Checkpoint>> Model::ReopenCheckpoint() const {
+  if (is_gguf_) {
+    return absl::FailedPreconditionError(absl::StrCat(dir_, " is a GGUF file, not a checkpoint directory"));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir_));
   ASSIGN_OR_RETURN(const std::string shards_identity, ShardsIdentity(*checkpoint));
   if (Xxh64Of(shards_identity) != shards_identity_) {

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -28,13 +29,6 @@ TensorNames NamesFor(Architecture arch) {
   return {"gate", "mlp", "gate_proj", "up_proj", "down_proj"};
 }
 
-absl::StatusOr<DType> ComputeDtype(const Checkpoint& checkpoint, const TensorInfo& tensor) {
-  if (std::optional<DType> dtype = WeightDType(tensor.dtype)) return *dtype;
-  return absl::UnimplementedError(absl::StrCat(checkpoint.FileOf(tensor), ": tensor '", tensor.name, "' has dtype ",
-                                               SafetensorsDtypeName(tensor.dtype),
-                                               "; weights must be F32, BF16 or F16"));
-}
-
 // Where each matrix starts in the storage (a cache line; see ModelWeights).
 constexpr size_t kMatrixAlignment = 64;
 
@@ -51,25 +45,25 @@ std::string ExpertPrefix(const TensorNames& names, int layer, int expert) {
 // of the weights being built, which must not move until ReadAll.
 class Loader {
  public:
-  explicit Loader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  explicit Loader(const TensorSource& source) : source_(source) {}
 
   // With read false, *out gets shape and dtype only (a non-resident expert).
   absl::Status Matrix(const std::string& name, int64_t rows, int64_t cols, WeightMatrix* out, bool read = true) {
-    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name, {rows, cols}));
-    ASSIGN_OR_RETURN(const DType dtype, ComputeDtype(checkpoint_, *tensor));
-    *out = WeightMatrix{dtype, nullptr, rows, cols};
+    ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, {rows, cols}));
+    *out = WeightMatrix{tensor.dtype, nullptr, rows, cols};
     if (read) {
-      matrices_.push_back({tensor, out, storage_bytes_});
-      storage_bytes_ += RoundUp(tensor->size_bytes, kMatrixAlignment);
+      const size_t bytes = RoundUp(tensor.size_bytes, kMatrixAlignment);
+      matrices_.push_back({std::make_unique<SourceTensor>(std::move(tensor)), out, storage_bytes_});
+      storage_bytes_ += bytes;
     }
     return absl::OkStatus();
   }
 
   absl::Status Vector(const std::string& name, int64_t size, std::vector<float>* out) {
-    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name, {size}));
-    ASSIGN_OR_RETURN(const DType dtype, ComputeDtype(checkpoint_, *tensor));
-    vectors_.push_back({tensor, dtype, out, scratch_bytes_});
-    scratch_bytes_ += RoundUp(tensor->size_bytes, kMatrixAlignment);  // keeps each f32 vector aligned
+    ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, {size}));
+    const size_t bytes = RoundUp(tensor.size_bytes, kMatrixAlignment);  // keeps each f32 vector aligned
+    vectors_.push_back({std::make_unique<SourceTensor>(std::move(tensor)), size, out, scratch_bytes_});
+    scratch_bytes_ += bytes;
     return absl::OkStatus();
   }
 
@@ -85,36 +79,37 @@ class Loader {
 
   // Reads every planned tensor, points the matrices into storage and fills
   // the vectors.
-  absl::StatusOr<std::vector<Checkpoint::FileReadStats>> ReadAll(std::byte* storage) {
+  absl::StatusOr<std::vector<FileReadStats>> ReadAll(std::byte* storage) {
     std::vector<std::byte> scratch(scratch_bytes_);  // the vectors' stored bytes; a few KiB per layer
-    std::vector<Checkpoint::TensorRead> reads;
+    std::vector<TensorSource::TensorRead> reads;
     reads.reserve(matrices_.size() + vectors_.size());
-    for (const PlannedMatrix& m : matrices_) reads.push_back({m.tensor, storage + m.offset});
-    for (const PlannedVector& v : vectors_) reads.push_back({v.tensor, scratch.data() + v.offset});
-    ASSIGN_OR_RETURN(std::vector<Checkpoint::FileReadStats> stats, checkpoint_.ReadTensors(reads));
+    for (const PlannedMatrix& m : matrices_) reads.push_back({m.tensor.get(), storage + m.offset});
+    for (const PlannedVector& v : vectors_) reads.push_back({v.tensor.get(), scratch.data() + v.offset});
+    ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, source_.ReadTensors(reads));
     for (const PlannedMatrix& m : matrices_) m.target->data = storage + m.offset;
     for (const PlannedVector& v : vectors_) {
-      const int64_t size = v.tensor->num_elements();
-      v.target->resize(size);
-      kernels::ConvertToF32(v.dtype, scratch.data() + v.offset, size, v.target->data());
+      v.target->resize(v.size);
+      kernels::ConvertToF32(v.tensor->dtype, scratch.data() + v.offset, v.size, v.target->data());
     }
     return stats;
   }
 
  private:
+  // Tensors are held by pointer: TensorRead points at them while the
+  // vectors of plans grow.
   struct PlannedMatrix {
-    const TensorInfo* tensor;
+    std::unique_ptr<SourceTensor> tensor;
     WeightMatrix* target;
     size_t offset;  // in the storage
   };
   struct PlannedVector {
-    const TensorInfo* tensor;
-    DType dtype;
+    std::unique_ptr<SourceTensor> tensor;
+    int64_t size;
     std::vector<float>* target;
     size_t offset;  // in the scratch buffer
   };
 
-  const Checkpoint& checkpoint_;
+  const TensorSource& source_;
   std::vector<PlannedMatrix> matrices_;
   std::vector<PlannedVector> vectors_;
   size_t storage_bytes_ = 0;
@@ -125,7 +120,13 @@ class Loader {
 
 absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, const ModelConfig& config,
                                                 const WeightLoadOptions& options,
-                                                std::vector<Checkpoint::FileReadStats>* read_stats) {
+                                                std::vector<FileReadStats>* read_stats) {
+  return Load(CheckpointTensorSource(checkpoint), config, options, read_stats);
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, const ModelConfig& config,
+                                                const WeightLoadOptions& options,
+                                                std::vector<FileReadStats>* read_stats) {
   Loader load(checkpoint);
   const TensorNames names = NamesFor(config.architecture);
   const int64_t hidden = config.hidden_size;
@@ -183,7 +184,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, co
   auto storage = io::AlignedBuffer::Allocate(load.storage_bytes());
   if (!storage.ok()) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", load.storage_bytes(),
-                                                     " bytes for the weights of ", checkpoint.dir(), ": ",
+                                                     " bytes for the weights of ", checkpoint.path(), ": ",
                                                      storage.status().message()));
   }
   weights.storage = std::move(*storage);
@@ -195,7 +196,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, co
   if (weights.storage.size() > 0) {
     (void)::madvise(weights.storage.data(), weights.storage.size(), MADV_HUGEPAGE);
   }
-  ASSIGN_OR_RETURN(std::vector<Checkpoint::FileReadStats> stats, load.ReadAll(weights.storage.data()));
+  ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, load.ReadAll(weights.storage.data()));
   if (tied) weights.lm_head = weights.embedding;
   if (read_stats != nullptr) *read_stats = std::move(stats);
   return weights;
@@ -203,10 +204,15 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, co
 
 absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const Checkpoint& checkpoint, const ModelConfig& config,
                                                     int layer, int expert, std::vector<std::byte>& storage) {
+  return ReadRoutedExpert(CheckpointTensorSource(checkpoint), config, layer, expert, storage);
+}
+
+absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& checkpoint, const ModelConfig& config,
+                                                    int layer, int expert, std::vector<std::byte>& storage) {
   if (layer < 0 || layer >= config.num_layers || !config.layer_is_moe[layer] || expert < 0 ||
       expert >= config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("no routed expert ", expert, " in layer ", layer, " of ",
-                                                   checkpoint.dir()));
+                                                   checkpoint.path()));
   }
   const TensorNames names = NamesFor(config.architecture);
   Loader load(checkpoint);

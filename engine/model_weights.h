@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint.h"
 #include "engine/model_config.h"
+#include "engine/tensor_source.h"
 #include "io/aligned_buffer.h"
 #include "kernels/cpu/matmul.h"
 
@@ -66,18 +67,25 @@ struct ModelWeights {
   io::AlignedBuffer storage;
 
   // Resolves and validates every tensor the config needs: presence, shape
-  // and a usable dtype (f32, bf16, f16), before reading any: errors name the
-  // file and tensor. Then reads them (Checkpoint::ReadTensors), filling
-  // read_stats (when not null) with one entry per file read.
+  // and a usable dtype (f32, bf16, f16 from safetensors; those and the GGML
+  // block formats from GGUF), before reading any: errors name the file and
+  // tensor. Then reads them (TensorSource::ReadTensors), filling read_stats
+  // (when not null) with one entry per file read. Tensors are asked for by
+  // their HF names; a GGUF source maps them (gguf_tensor_source.h).
+  static absl::StatusOr<ModelWeights> Load(const TensorSource& source, const ModelConfig& config,
+                                           const WeightLoadOptions& options = {},
+                                           std::vector<FileReadStats>* read_stats = nullptr);
   static absl::StatusOr<ModelWeights> Load(const Checkpoint& checkpoint, const ModelConfig& config,
                                            const WeightLoadOptions& options = {},
-                                           std::vector<Checkpoint::FileReadStats>* read_stats = nullptr);
+                                           std::vector<FileReadStats>* read_stats = nullptr);
 };
 
 // Routed expert `expert` of MoE layer `layer`, validated as Load validates it
 // and read from the checkpoint into `storage` (resized to fit), which the
 // returned matrices point into: for packing the experts of a model loaded
 // without resident experts.
+absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& source, const ModelConfig& config,
+                                                    int layer, int expert, std::vector<std::byte>& storage);
 absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const Checkpoint& checkpoint, const ModelConfig& config,
                                                     int layer, int expert, std::vector<std::byte>& storage);
 

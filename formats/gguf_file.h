@@ -169,6 +169,8 @@ class GgufFile {
   const std::string& path() const { return file_.path(); }
   uint32_t version() const { return version_; }
   uint64_t file_size() const { return file_.bytes().size(); }
+  // The whole file as mapped.
+  absl::Span<const std::byte> bytes() const { return file_.bytes(); }
   uint64_t alignment() const { return alignment_; }
   // Where the data section starts: the end of the tensor infos, rounded up
   // to the alignment.

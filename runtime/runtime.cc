@@ -55,7 +55,7 @@ absl::StatusOr<bool> UseGpu(const DeviceOptions& options) {
 absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier) {
   const Model& model = *model_;
   io::ReaderOptions reader_options = options.reader;
-  if (reader_options.path.empty()) reader_options.path = model.dir() + "/model.experts";
+  if (reader_options.path.empty()) reader_options.path = model.DefaultExpertFilePath();
   const std::string& path = reader_options.path;
   if (!std::filesystem::exists(path)) {
     spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -267,6 +268,32 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   EXPECT_THAT(too_small.err, HasSubstr("fewer than the 2 one layer needs"));
   CommandResult bad_unit = Expertd({"run", "--model", model_, "--prompt", "hi", "--dram-budget", "12 parsecs"});
   EXPECT_THAT(bad_unit.err, HasSubstr("unknown unit"));
+}
+
+// A .gguf file is a model wherever a directory is: tokenize, run, pack
+// (beside the file, in the experts' own type), offloaded run from that pack.
+TEST_F(Cli, AGgufFileIsAModel) {
+  const std::string gguf = dir_.Sub("qwen3moe-q8_0.gguf");
+  std::filesystem::copy_file(std::string(EXPERTD_SOURCE_DIR) + "/tests/engine/testdata/gguf_weights/qwen3moe-q8_0.gguf",
+                             gguf);
+  CommandResult tokens = Expertd({"tokenize", "--model", gguf, "--text", "In the beginning"});
+  ASSERT_EQ(tokens.exit_code, 0) << tokens.err;
+  EXPECT_FALSE(tokens.out.empty());
+  const std::vector<std::string> base = {"run", "--model", gguf, "--prompt", "In the beginning", "-n", "6"};
+  CommandResult resident = Expertd(base);
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  CommandResult pack = Expertd({"pack", "--model", gguf});
+  ASSERT_EQ(pack.exit_code, 0) << pack.err;
+  const std::string packed = dir_.Sub("qwen3moe-q8_0.experts");
+  EXPECT_THAT(pack.out, HasSubstr(packed));
+  EXPECT_TRUE(std::filesystem::exists(packed));
+  std::vector<std::string> offloaded_args = base;
+  offloaded_args.insert(offloaded_args.end(), {"--dram-budget", "64KiB"});
+  CommandResult offloaded = Expertd(offloaded_args);
+  ASSERT_EQ(offloaded.exit_code, 0) << offloaded.err;
+  EXPECT_THAT(offloaded.err, ::testing::Not(HasSubstr("packing")));
+  auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
+  EXPECT_EQ(text(offloaded.out), text(resident.out));
 }
 
 TEST_F(Cli, PackRefusesAnotherModelsExperts) {

@@ -7,18 +7,23 @@ needs torch and transformers, is not used; this writes the same layout with
 the `gguf` package alone. Tensor names, shapes and metadata keys follow
 llama.cpp's loader for each architecture (src/models/<arch>.cpp there).
 
-  hf_to_gguf.py MODEL_DIR OUT.gguf
+  hf_to_gguf.py MODEL_DIR OUT.gguf [--type q8_0|q4_0]
 
 Supported: OlmoeForCausalLM ("olmoe"), Qwen2MoeForCausalLM ("qwen2moe":
 shared expert and q/k/v biases), Qwen3MoeForCausalLM ("qwen3moe") and
 MixtralForCausalLM ("llama" with llama.expert_count; q and k rows permuted
 to llama.cpp's RoPE layout as its converter does). BF16 tensors stay BF16,
-F32 stay F32 (no quantization). Where llama.cpp's loader falls back to the
+F32 stay F32; with --type, every matrix but the routers is quantized with
+gguf-py's reference quantizer (gguf.quants.quantize; Q8_0 and Q4_0, the
+formats it implements), the embedding and LM head included, as llama.cpp's
+llama-quantize leaves the routers (ffn_gate_inp) in F32. Where llama.cpp's loader falls back to the
 embedding (qwen3moe, llama), a tied LM head is left out, as llama.cpp's own
 converter leaves it; olmoe and qwen2moe require output.weight, so it is
-written. Mixtral's SentencePiece-style vocabulary is not converted: the file
-says tokenizer.ggml.model "none" and has no token list (llama.cpp then runs
-it on token ids only), only llama.vocab_size and the bos/eos ids. Qwen layers with a dense MLP
+written. Mixtral's vocabulary is written as "gpt2" (pre-tokenizer "gpt-2")
+when its tokenizer.json is byte-level BPE (mkmodel's are); a SentencePiece-
+style one is not converted: the file then says tokenizer.ggml.model "none"
+and has no token list (llama.cpp runs it on token ids only), only
+llama.vocab_size and the bos/eos ids. Qwen layers with a dense MLP
 (mlp_only_layers) are not supported (llama.cpp's qwen graphs have none).
 """
 
@@ -112,7 +117,10 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, config: dict, pre: s
     writer.add_add_bos_token(False)
 
 
-def convert(model_dir: Path, out: Path):
+QUANT_TYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+
+
+def convert(model_dir: Path, out: Path, quant: str | None = None):
     config = json.loads((model_dir / "config.json").read_text())
     architecture = config["architectures"][0]
     arch = {"OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "Qwen3MoeForCausalLM": "qwen3moe",
@@ -147,11 +155,15 @@ def convert(model_dir: Path, out: Path):
         writer.add_feed_forward_length(config["intermediate_size"])
         writer.add_rope_dimension_count(head_dim)
         writer.add_vocab_size(config["vocab_size"])
-        writer.add_tokenizer_model("none")  # llama.cpp's "no vocabulary"
-        if config.get("bos_token_id") is not None:
-            writer.add_bos_token_id(config["bos_token_id"])
-        if config.get("eos_token_id") is not None:
-            writer.add_eos_token_id(config["eos_token_id"])
+        tokenizer_json = model_dir / "tokenizer.json"
+        if tokenizer_json.exists() and json.loads(tokenizer_json.read_text())["model"]["type"] == "BPE":
+            add_tokenizer(writer, model_dir, config, "gpt-2")
+        else:
+            writer.add_tokenizer_model("none")  # llama.cpp's "no vocabulary"
+            if config.get("bos_token_id") is not None:
+                writer.add_bos_token_id(config["bos_token_id"])
+            if config.get("eos_token_id") is not None:
+                writer.add_eos_token_id(config["eos_token_id"])
     else:
         writer.add_feed_forward_length(config["intermediate_size"])
         writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
@@ -218,6 +230,11 @@ def convert(model_dir: Path, out: Path):
     def as_f32(name, shape):
         return len(shape) == 1 or name.endswith("ffn_gate_inp.weight") or name.endswith("ffn_gate_inp_shexp.weight")
 
+    quant_type = QUANT_TYPES[quant] if quant else None
+
+    def quantized(name, shape):
+        return quant_type is not None and not as_f32(name, shape)
+
     for name, hf_names, _ in plan:
         shape, storage, ggml_type = checkpoint.describe(hf_names[0])
         if len(hf_names) > 1:
@@ -225,6 +242,12 @@ def convert(model_dir: Path, out: Path):
         if as_f32(name, shape):
             storage, ggml_type = np.float32, gguf.GGMLQuantizationType.F32
         nbytes = int(np.prod(shape)) * np.dtype(storage).itemsize
+        if quantized(name, shape):
+            block, block_bytes = gguf.GGML_QUANT_SIZES[quant_type]
+            if shape[-1] % block != 0:
+                sys.exit(f"{name}: rows of {shape[-1]} are not whole {quant} blocks of {block}")
+            storage, ggml_type = np.float32, quant_type
+            nbytes = int(np.prod(shape[:-1])) * (shape[-1] // block) * block_bytes
         writer.add_tensor_info(name, shape, np.dtype(storage), nbytes, raw_dtype=ggml_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -236,6 +259,8 @@ def convert(model_dir: Path, out: Path):
             array = transform(array)
         if as_f32(name, array.shape):
             array = widen_to_f32(array)
+        elif quantized(name, array.shape):
+            array = gguf.quants.quantize(widen_to_f32(np.ascontiguousarray(array)), quant_type)
         writer.write_tensor_data(array)
         if done % 50 == 0 or done == len(plan):
             print(f"{out}: {done}/{len(plan)} tensors", file=sys.stderr, flush=True)
@@ -246,8 +271,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--type", choices=sorted(QUANT_TYPES), help="quantize the matrices (not the routers)")
     args = parser.parse_args()
-    convert(args.model_dir, args.out)
+    convert(args.model_dir, args.out, args.type)
 
 
 if __name__ == "__main__":

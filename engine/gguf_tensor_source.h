@@ -1,0 +1,77 @@
+#ifndef EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
+#define EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
+
+// A GGUF file's tensors under the HF names the weight loader asks for
+// (tensor_source.h), in llama.cpp's naming:
+//
+//   model.embed_tokens.weight              token_embd.weight
+//   model.norm.weight                      output_norm.weight
+//   lm_head.weight                         output.weight (absent: tied)
+//   model.layers.N.input_layernorm         blk.N.attn_norm
+//     .post_attention_layernorm            blk.N.ffn_norm
+//     .self_attn.{q,k,v}_proj (+ .bias)    blk.N.attn_{q,k,v}
+//     .self_attn.o_proj                    blk.N.attn_output
+//     .self_attn.{q,k}_norm                blk.N.attn_{q,k}_norm
+//     .mlp.gate / .block_sparse_moe.gate   blk.N.ffn_gate_inp (the router)
+//     .<moe>.experts.E.{gate,up,down}_proj blk.N.ffn_{gate,up,down}_exps, expert E
+//       (Mixtral's w1, w3, w2)             of the stack [experts][rows][cols]; older
+//                                          Mixtral files' blk.N.ffn_{gate,up,down}.E
+//     .mlp.shared_expert.{gate,up,down}_proj  blk.N.ffn_{gate,up,down}_shexp
+//     .mlp.shared_expert_gate              blk.N.ffn_gate_inp_shexp ([hidden] for [1][hidden])
+//     .mlp.{gate,up,down}_proj (dense)     blk.N.ffn_{gate,up,down}
+//
+// One expert of a stack is a byte range of it (rows of whole blocks, so
+// every type slices). llama.cpp's "llama" graph (Mixtral) rotates adjacent
+// pairs of each head where HF's rotates its two halves, and its converter
+// reorders the rows of attn_q and attn_k to match; those rows are put back in
+// HF's order as they are read (a row permutation, so any type), so the
+// forward pass runs the HF model. Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K,
+// Q5_K, Q6_K; any other is refused by Get naming the tensor and type.
+//
+// Tensor bytes are read with pread from a descriptor, not through the
+// GgufFile's mapping, so a file truncated while the weights are copied fails
+// the load (Aborted, as the safetensors loader) rather than faulting.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+#include "engine/tensor_source.h"
+#include "formats/gguf_file.h"
+
+namespace expertd {
+
+class GgufTensorSource : public TensorSource {
+ public:
+  // `config` is the one ModelConfigFromGguf made of the same file: its
+  // architecture and head counts say which rows are permuted.
+  GgufTensorSource(std::shared_ptr<const formats::GgufFile> file, const ModelConfig& config)
+      : file_(std::move(file)), config_(config) {}
+
+  const formats::GgufFile& file() const { return *file_; }
+  const std::string& path() const override { return file_->path(); }
+  bool Has(const std::string& name) const override;
+  absl::StatusOr<SourceTensor> Get(const std::string& name, const std::vector<int64_t>& shape) const override;
+  absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const override;
+
+  // The GGUF tensor an HF name stands for: its name, the expert of a stack
+  // (-1: the whole tensor) and the permuted heads (0: none). Nullopt for a
+  // name with no GGUF counterpart.
+  struct Mapping {
+    std::string gguf_name;
+    int expert = -1;
+    int permuted_heads = 0;
+  };
+  std::optional<Mapping> Map(const std::string& hf_name) const;
+
+ private:
+  std::shared_ptr<const formats::GgufFile> file_;
+  ModelConfig config_;
+};
+
+}  // namespace expertd
+
+#endif  // EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
