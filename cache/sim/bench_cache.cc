@@ -163,6 +163,7 @@ absl::Status RunReplayBenchmark(const LoadedTrace& trace, absl::Span<const std::
   if (io.expert_bytes == 0) io.expert_bytes = measured.expert_bytes;
   replay.access_scores = options.access_scores;
   const int64_t total_experts = int64_t{trace.num_layers} * trace.num_experts;
+  const int64_t layer_experts = MaxExpertsPerLayerStep(trace.trace);
   int64_t predictions = 0;
   for (const TraceStep& step : trace.steps) predictions += static_cast<int64_t>(step.predictions.size());
   out << absl::StrFormat(
@@ -178,6 +179,13 @@ absl::Status RunReplayBenchmark(const LoadedTrace& trace, absl::Span<const std::
       return absl::InvalidArgumentError(absl::StrCat("bench-cache: capacity ", percent, "% is not in (0, 100]"));
     }
     replay.capacity_slots = std::llround(percent / 100.0 * static_cast<double>(total_experts));
+    if (replay.capacity_slots < layer_experts) {
+      // Not an error here: the other capacities still say something.
+      out << absl::StrFormat("\nreplay, capacity %g%% (%d of %d experts): fewer than the %d distinct experts one "
+                             "layer step routes to; skipped\n",
+                             percent, replay.capacity_slots, total_experts, layer_experts);
+      continue;
+    }
     absl::StatusOr<ReplayResult> belady = ReplayEngineTrace(trace, "belady", replay);
     if (!belady.ok()) return belady.status();
     out << absl::StrFormat("\nreplay, capacity %g%% (%d of %d experts)\n", percent, replay.capacity_slots,

@@ -63,33 +63,37 @@ ReplayOptions SlowLoads(double compute_us) {
 }
 
 TEST(EngineReplayTest, APrefetchThatLandsLateIsAMissThatStallsForTheRest) {
-  // At layer 0 the predictor names expert 5 of layer 1 (correct).
-  const LoadedTrace trace = Load({DecodeStep(
-      {0, 1}, {5, 6}, {Predict(0, 1, 1, {5}, {0.9f})})});
-  // Layer 0 computes for 40 us after its own loads (110 us, then 120 us:
-  // one pipe) land, so the prefetch issued at 0 lands at 130 us; layer 1
-  // starts at 110 + 20 + 20 = 150: in time.
-  absl::StatusOr<ReplayResult> in_time = ReplayEngineTrace(trace, "lru", SlowLoads(40));
+  // Step 0 loads layer 0's experts; step 1 hits them, and at layer 0 the
+  // predictor names expert 5 of layer 1 (correct), read from the start of
+  // step 1 (T1): it lands at T1 + 110.
+  const LoadedTrace trace = Load({DecodeStep({0, 1}, {2, 3}),
+                                  DecodeStep({0, 1}, {5, 6}, {Predict(0, 1, 1, {5}, {0.9f})})});
+  // 200 us of layer compute: layer 1 of step 1 starts at T1 + 200, after
+  // the prefetch landed.
+  absl::StatusOr<ReplayResult> in_time = ReplayEngineTrace(trace, "lru", SlowLoads(200));
   ASSERT_TRUE(in_time.ok()) << in_time.status();
-  EXPECT_EQ(in_time->accesses, 4);
-  EXPECT_EQ(in_time->hits, 0);
+  EXPECT_EQ(in_time->accesses, 8);
+  EXPECT_EQ(in_time->hits, 2);
   EXPECT_EQ(in_time->hidden, 1);
-  EXPECT_EQ(in_time->misses, 3);
+  EXPECT_EQ(in_time->misses, 5);
   EXPECT_EQ(in_time->late_prefetches, 0);
   EXPECT_EQ(in_time->prefetch_loads, 1);
 
-  // With 2 us of compute layer 1 starts at max(110 + 1, 120) + 1 = 121,
-  // before the prefetch lands at 130: a late prefetch, a miss.
-  absl::StatusOr<ReplayResult> late = ReplayEngineTrace(trace, "lru", SlowLoads(2));
+  // 20 us: layer 1 starts at T1 + 20, before the prefetch lands: a late
+  // prefetch is a miss.
+  absl::StatusOr<ReplayResult> late = ReplayEngineTrace(trace, "lru", SlowLoads(20));
   ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(late->hits, 2);
   EXPECT_EQ(late->hidden, 0);
-  EXPECT_EQ(late->misses, 4);
+  EXPECT_EQ(late->misses, 6);
   EXPECT_EQ(late->late_prefetches, 1);
-  // Stalls: layer 0 waits 110 (expert 0) and 120 - 111 = 9 (expert 1); layer
-  // 1 waits 130 - 121 = 9 for the late prefetch, then expert 6, loaded from
-  // 121 (lands 231), 231 - 131 = 100.
-  EXPECT_NEAR(late->stall_us, 110 + 9 + 9 + 100, 1e-6);
-  EXPECT_NEAR(late->stall_us_per_token(), late->stall_us, 1e-6);
+  // Stalls. Step 0: layer 0's two loads share the bandwidth and land
+  // together at 100 + 20 = 120 (one stall of 120), layer 1's likewise (120).
+  // Step 1: the late prefetch stalls for its remaining 110 - 20 = 90 us;
+  // expert 6, asked for at T1 + 20, lands at T1 + 130, 10 us after compute
+  // reaches it.
+  EXPECT_NEAR(late->stall_us, 120 + 120 + 90 + 10, 1e-6);
+  EXPECT_NEAR(late->stall_us_per_token(), late->stall_us / 2, 1e-6);
 }
 
 TEST(EngineReplayTest, PrefetchesStayWithinTheRecordedBudgetUnlessOverridden) {
