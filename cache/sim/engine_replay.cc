@@ -418,6 +418,14 @@ class Replay {
 
 }  // namespace
 
+int64_t MaxExpertsPerRow(const LoadedTrace& trace) {
+  int64_t most = 0;
+  for (const TraceStep& step : trace.steps) {
+    for (const TraceRecord& record : step.records) most = std::max(most, static_cast<int64_t>(record.experts.size()));
+  }
+  return most;
+}
+
 LoadTimeModel MeasuredLoadModel(const TraceIoFigures& io, int queue_depth) {
   LoadTimeModel model;
   model.expert_bytes = io.expert_bytes;
@@ -462,18 +470,11 @@ absl::StatusOr<ReplayResult> ReplayEngineTrace(const LoadedTrace& trace, Evictio
                                                    " B/s must be > 0 and latency ", options.io.latency_us,
                                                    " us >= 0"));
   }
-  int64_t widest = 0;
-  for (const std::vector<ExpertKey>& pass : trace.trace.passes) {
-    int64_t run = 0;
-    for (size_t i = 0; i < pass.size(); ++i) {
-      run = (i > 0 && pass[i].layer == pass[i - 1].layer) ? run + 1 : 1;
-      widest = std::max(widest, run);
-    }
-  }
+  const int64_t widest = MaxExpertsPerRow(trace);
   if (options.capacity_slots < widest) {
     return absl::InvalidArgumentError(absl::StrCat("replay: capacity ", options.capacity_slots,
                                                    " experts is fewer than the ", widest,
-                                                   " distinct experts one layer step routes to"));
+                                                   " one row routes to at one layer"));
   }
   Replay replay(trace, policy, options, expert_bytes);
   return replay.Run();

@@ -27,14 +27,15 @@
 
 namespace expertd::cache {
 
-// Expert loads: each takes latency_us, then its bytes go through one shared
-// pipe of bytes_per_second (so overlapping loads share the bandwidth), with
-// at most queue_depth loads in flight (FIFO). Defaults: figures of this
-// project's development machine, where the daemon measured 947 MB/s of
-// expert reads with loads overlapping (`expertd run`, stats "reads ... /s
-// with loads overlapping"); io_bench and the daemon's reader default to 32
-// io_uring entries. A trace's recorded figures (its header) replace them
-// unless a flag sets them.
+// Expert loads: each waits latency_us, then transfers its bytes, the
+// transfers in flight sharing bytes_per_second equally (an SSD serves
+// overlapping reads in parallel); at most queue_depth loads in flight, the
+// rest wait in order. Defaults: this project's development machine, where
+// the daemon measured 947 MB/s of expert reads with loads overlapping
+// (`expertd run` stats, "reads ... /s with loads overlapping") and the
+// reader defaults to 32 io_uring entries (io_bench measures the same reader
+// per queue depth); 80 us is a typical NVMe 4 KiB-read latency. A trace's
+// recorded figures replace them (MeasuredLoadModel) unless a flag sets them.
 struct LoadTimeModel {
   double latency_us = 80.0;
   double bytes_per_second = 947e6;
@@ -100,10 +101,17 @@ struct ReplayResult {
   double Share(int64_t n) const { return accesses == 0 ? 0.0 : static_cast<double>(n) / accesses; }
 };
 
+// The most experts one row routes to at one layer: the smallest cache the
+// replay (like the engine, whose budget must hold one layer's experts per
+// token) accepts. A step whose rows together route to more, as a prefill
+// chunk does, still runs: what cannot stay cached is loaded for its layer
+// only (ReplayResult::uncached_misses), as the engine reads it and waits.
+int64_t MaxExpertsPerRow(const LoadedTrace& trace);
+
 // Replays `trace` (any version; a v1 trace has no predictions or compute
 // times) through a cache of options.capacity_slots driven by `policy`,
 // which must be fresh (for belady, built with trace.trace as its future).
-// Fails on a capacity below one layer step's distinct experts, or a load
+// Fails on a capacity below MaxExpertsPerRow, or a load
 // model without bytes (neither options.io.expert_bytes nor the trace's).
 absl::StatusOr<ReplayResult> ReplayEngineTrace(const LoadedTrace& trace, EvictionPolicy& policy,
                                                const ReplayOptions& options);
