@@ -176,6 +176,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--read-bytes-per-s", bench_cache.replay.io.bytes_per_second,
                       "replay: read bandwidth shared by overlapping loads, bytes/s (0: the trace's)");
   bench_cmd->add_option("--queue-depth", bench_cache.replay.io.queue_depth, "replay: loads in flight at most (0: 32)");
+  bench_cmd->add_option("--parallel-transfers", bench_cache.replay.io.parallel_transfers,
+                        "replay: transfers sharing the bandwidth at once, earliest first (0: all in flight)")
+      ->capture_default_str();
   bench_cmd->add_option("--expert-bytes", bench_cache.replay.io.expert_bytes, "replay: bytes of one expert (0: the trace's)");
   bench_cmd->add_option("--budget", bench_cache.replay.budget_per_layer,
                       "replay: prefetch reads per predicted layer (0: the budget recorded with each prediction)")

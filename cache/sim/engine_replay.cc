@@ -19,11 +19,11 @@ namespace expertd::cache {
 namespace {
 
 // Load completion times under LoadTimeModel. A load waits latency_us, then
-// transfers its bytes; transferring loads share the bandwidth equally
-// (processor sharing: an SSD serves overlapping reads in parallel, so a
-// burst of reads lands together rather than one after another, which
-// decides whether a prefetch issued just after a layer's own loads is ready
-// for the next layer). At most queue_depth loads are in flight; a load
+// transfers its bytes; up to parallel_transfers loads, earliest issued
+// first, share the bandwidth equally (an SSD serves overlapping reads in
+// parallel, so a burst lands nearly together, but in about the order it was
+// issued: which decides whether a prefetch issued just after a layer's own
+// loads is ready for the next layer). At most queue_depth loads are in flight; a load
 // beyond that starts when the first in flight lands. Land times are
 // computed from the loads issued so far: the replay asks for them only
 // where no load can be issued before the time it asks about.
@@ -33,7 +33,9 @@ class LoadClock {
       : latency_us_(model.latency_us),
         bytes_per_us_(model.bytes_per_second / 1e6),
         expert_bytes_(static_cast<double>(expert_bytes)),
-        queue_depth_(std::max(1, model.queue_depth)) {}
+        queue_depth_(std::max(1, model.queue_depth)),
+        parallel_transfers_(model.parallel_transfers > 0 ? model.parallel_transfers
+                                                         : std::numeric_limits<int>::max()) {}
 
   // A load issued at now_us (calls come in non-decreasing time): its id.
   int Issue(double now_us) {
@@ -99,13 +101,18 @@ class LoadClock {
                 std::vector<std::pair<int, double>>* landed) const {
     constexpr double kInf = std::numeric_limits<double>::infinity();
     while (t < until_us && !active.empty()) {
+      // Issue order (ids ascend with it) decides who transfers when more
+      // than parallel_transfers_ could.
+      std::sort(active.begin(), active.end());
       int transferring = 0;
       double next_start = kInf;
       double least_remaining = kInf;
       for (int id : active) {
         if (loads[id].transfer_start_us <= t) {
-          ++transferring;
-          least_remaining = std::min(least_remaining, loads[id].remaining_bytes);
+          if (transferring < parallel_transfers_) {
+            ++transferring;
+            least_remaining = std::min(least_remaining, loads[id].remaining_bytes);
+          }
         } else {
           next_start = std::min(next_start, loads[id].transfer_start_us);
         }
@@ -116,15 +123,16 @@ class LoadClock {
       }
       const double share = bytes_per_us_ / transferring;
       const double next = std::min({t + least_remaining / share, next_start, until_us});
+      int served = 0;
       for (size_t i = 0; i < active.size();) {
         Load& load = loads[active[i]];
-        if (load.transfer_start_us <= t) {
+        if (load.transfer_start_us <= t && served < transferring) {
+          ++served;
           load.remaining_bytes -= share * (next - t);
           if (load.remaining_bytes <= 1e-6 * expert_bytes_ + 1e-9) {
             load.land_us = next;
             if (landed != nullptr) landed->push_back({active[i], next});
-            active[i] = active.back();
-            active.pop_back();
+            active.erase(active.begin() + static_cast<std::ptrdiff_t>(i));
             continue;
           }
         }
@@ -139,6 +147,7 @@ class LoadClock {
   double bytes_per_us_;
   double expert_bytes_;
   int queue_depth_;
+  int parallel_transfers_;
   std::vector<Load> loads_;  // every load issued, by id
   std::vector<int> active_;  // ids not landed
   double now_us_ = 0;        // loads_ are simulated up to here

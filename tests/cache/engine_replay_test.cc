@@ -96,6 +96,25 @@ TEST(EngineReplayTest, APrefetchThatLandsLateIsAMissThatStallsForTheRest) {
   EXPECT_NEAR(late->stall_us_per_token(), late->stall_us / 2, 1e-6);
 }
 
+// Two loads issued together: sharing the bandwidth they land together
+// (100 + 20 us); one transfer at a time, the first lands at 110 and the
+// second at 120. Compute reaches the second expert 1 us after the first
+// lands, so the stalls tell the landing times apart.
+TEST(EngineReplayTest, ParallelTransfersDecideWhetherLoadsLandTogetherOrInTurn) {
+  const LoadedTrace trace = Load({DecodeStep({0, 1}, {2, 3})});
+  ReplayOptions options = SlowLoads(2);  // 1 us per expert
+  options.io.parallel_transfers = 0;
+  absl::StatusOr<ReplayResult> shared = ReplayEngineTrace(trace, "lru", options);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  // Layer 0: waits 120, then 0; layer 1 (from 122): 120, then 0.
+  EXPECT_NEAR(shared->stall_us, 120 + 120, 1e-6);
+  options.io.parallel_transfers = 1;
+  absl::StatusOr<ReplayResult> in_turn = ReplayEngineTrace(trace, "lru", options);
+  ASSERT_TRUE(in_turn.ok()) << in_turn.status();
+  // Layer 0: waits 110, then 120 - 111 = 9; layer 1 (from 121) likewise.
+  EXPECT_NEAR(in_turn->stall_us, 110 + 9 + 110 + 9, 1e-6);
+}
+
 TEST(EngineReplayTest, PrefetchesStayWithinTheRecordedBudgetUnlessOverridden) {
   std::vector<TraceStep> steps;
   for (int i = 0; i < 4; ++i) {

@@ -10,12 +10,10 @@
 // reads vary one to the next (the device, the reaper thread, scheduling on a
 // loaded machine), so a prefetch that landed just in time in one is just
 // late in the other, and the cache then holds different experts for a
-// while. Measured on a loaded 2-core machine: the hit rates agree to 0.1
-// point (routing and eviction replay exactly), the engine's prefetches are
-// more often late (41-48 of ~170 reads late at 25%, the replay's 3-6), so
-// its hidden share is 4-5 points lower at 25% and 2-3 at 50%; the prefetch
-// reads issued agree within 2, the stall per token within 10%. The access
-// count and the hit count depend on routing and eviction alone.
+// while. Measured on a loaded 2-core machine (bench/README): hit rates agree
+// within about a point, miss rates within 0.3-5 points either way, and the
+// engine moves by ~5 points between identical runs. The access count
+// depends on routing alone and must match exactly.
 
 #include <cmath>
 #include <memory>
@@ -88,6 +86,19 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
   EXPECT_TRUE(status.ok()) << status;
   const std::vector<cache::TraceStep> steps = engine.TakeStepTrace();
   EXPECT_EQ(static_cast<int>(steps.size()), 1 + decode_tokens);
+  // The recorder saw the prefill as one step of all its rows, every layer's
+  // compute, and the prefetcher's predictions (within steps and, at the
+  // last layer of decode steps, for the next).
+  int predictions = 0, next_step_predictions = 0;
+  for (const cache::TraceStep& step : steps) {
+    EXPECT_EQ(step.compute.size(), static_cast<size_t>(config.num_layers));
+    for (const cache::TracePrediction& p : step.predictions) ++(p.next_step ? next_step_predictions : predictions);
+  }
+  if (!steps.empty()) {
+    EXPECT_EQ(steps[0].rows, prompt_tokens);
+  }
+  EXPECT_GT(predictions, 0);
+  EXPECT_GT(next_step_predictions, 0);
 
   // Through the file, as `expertd run --trace` and bench-cache do.
   const std::string path = dir.Sub("run.trace");
@@ -109,7 +120,9 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
 }
 
 TEST(SimVsEngineTest, ReplayedTrueHitRateMatchesTheEngine) {
-  constexpr double kPoints = 0.07;  // 7 percentage points: see the top
+  // 8 percentage points: differences measured up to 5 (see the top), with
+  // room for a slower, noisier machine (sanitizer builds).
+  constexpr double kPoints = 0.08;
   for (int slots : {16, 32}) {  // 25% and 50% of the bundled model's 64 experts
     const Measured m = RunAndReplay(slots, /*prompt_tokens=*/16, /*decode_tokens=*/48, "least-stale");
     const cache::TierStats& e = m.engine;
