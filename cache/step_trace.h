@@ -50,6 +50,10 @@ struct TraceLayerCompute {
 // to, per layer.
 struct TraceStep {
   int32_t rows = 0;
+  // Time from the previous step's last MoE layer to this step's start (the
+  // output head, sampling, the scheduler), when recorded; -1: not recorded.
+  // The next token's first-layer prefetches land in it.
+  double gap_us = -1;
   std::vector<TraceRecord> records;  // layers ascending; token = row
   std::vector<TracePrediction> predictions;
   std::vector<TraceLayerCompute> compute;

@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--budget", bench_cache.replay.budget_per_layer,
                       "replay: prefetch reads per predicted layer (0: the budget recorded with each prediction)")
       ->capture_default_str();
-  bench_cmd->add_option("--step-gap-us", bench_cache.replay.step_gap_us, "replay: time between steps outside the MoE layers, us")
+  bench_cmd->add_option("--step-gap-us", bench_cache.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
       ->capture_default_str();
 
   std::string serve_config;

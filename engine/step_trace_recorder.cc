@@ -16,6 +16,10 @@ uint64_t StepTraceRecorder::StallNs() const {
 
 void StepTraceRecorder::BeginPass() {
   steps_.emplace_back();
+  if (last_layer_done_) {
+    steps_.back().gap_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - *last_layer_done_).count();
+  }
   if (inner_ != nullptr) inner_->BeginPass();
 }
 
@@ -54,6 +58,7 @@ void StepTraceRecorder::OnLayerDone(int layer, double layer_seconds) {
         {.layer = layer, .compute_us = std::max(0.0, layer_seconds * 1e6 - stalled_ns / 1e3)});
   }
   if (inner_ != nullptr) inner_->OnLayerDone(layer, layer_seconds);
+  last_layer_done_ = std::chrono::steady_clock::now();
 }
 
 void StepTraceRecorder::OnPredictions(int at_layer, absl::Span<const predictor::LayerPrediction> predictions,

@@ -13,7 +13,9 @@
 // through PredictionSink. One thread (the one running forward passes)
 // drives it.
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -50,6 +52,9 @@ class StepTraceRecorder : public LayerObserver, public PredictionSink {
   const cache::ExpertCache* cache_;
   std::vector<cache::TraceStep> steps_;
   uint64_t stall_ns_at_layer_start_ = 0;
+  // When the last MoE layer of the previous pass finished (gap_us of the
+  // next step); unset before the first.
+  std::optional<std::chrono::steady_clock::time_point> last_layer_done_;
 };
 
 }  // namespace expertd

@@ -299,6 +299,7 @@ class Replay {
   void RunStep(size_t s) {
     const TraceStep& step = trace_.steps[s];
     const std::vector<ExpertKey>& pass = trace_.trace.passes[s];
+    if (s > 0) now_us_ += options_.step_gap_us >= 0 ? options_.step_gap_us : std::max(0.0, step.gap_us);
     ++result_.steps;
     result_.rows += step.rows;
     policy_.OnPassStart();
@@ -315,7 +316,6 @@ class Replay {
       RunLayer(s, step, layer, begin, end);
       begin = end;
     }
-    now_us_ += options_.step_gap_us;
   }
 
   void RunLayer(size_t s, const TraceStep& step, int32_t layer, size_t begin, size_t end) {

@@ -76,8 +76,8 @@ struct ReplayOptions {
   double default_compute_us = 100.0;
   // Time between steps outside the MoE layers' compute (output head,
   // sampling, the scheduler): where the next token's first layers' loads
-  // overlap.
-  double step_gap_us = 0;
+  // overlap. < 0: as recorded (TraceStep::gap_us; 0 where not recorded).
+  double step_gap_us = -1;
   // Router scores shaped like the trace's passes (LoadedTrace::access_scores)
   // for policies that rank by them, or null.
   const std::vector<std::vector<float>>* access_scores = nullptr;

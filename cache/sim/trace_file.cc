@@ -417,9 +417,11 @@ absl::StatusOr<LoadedTrace> ParseSteps(absl::Span<const absl::string_view> lines
       if (absl::Status s = finish(); !s.ok()) return s;
       std::vector<absl::string_view> fields = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
       TraceStep step;
-      if (fields.size() != 2 || fields[0] != "step" || !absl::ConsumePrefix(&fields[1], "rows=") ||
-          !absl::SimpleAtoi(fields[1], &step.rows)) {
-        return error_at(absl::InvalidArgumentError("expected \"step rows=N\""));
+      const bool has_gap = fields.size() == 3 && absl::ConsumePrefix(&fields[2], "gap_us=");
+      if ((fields.size() != 2 && !has_gap) || fields[0] != "step" || !absl::ConsumePrefix(&fields[1], "rows=") ||
+          !absl::SimpleAtoi(fields[1], &step.rows) ||
+          (has_gap && (!absl::SimpleAtod(fields[2], &step.gap_us) || !(step.gap_us >= 0)))) {
+        return error_at(absl::InvalidArgumentError("expected \"step rows=N [gap_us=X]\" (X a number >= 0)"));
       }
       steps.push_back(std::move(step));
       step_line = n;
@@ -504,7 +506,9 @@ absl::StatusOr<std::string> FormatStepTrace(int num_layers, int num_experts, int
     if (absl::Status status = CheckStep(step, num_layers, num_experts, scored); !status.ok()) {
       return Prefixed(status, absl::StrCat("trace step ", s, " "));
     }
-    absl::StrAppend(&out, "step rows=", step.rows, "\n");
+    absl::StrAppend(&out, "step rows=", step.rows);
+    if (step.gap_us >= 0) absl::StrAppend(&out, " gap_us=", absl::StrFormat("%.3f", step.gap_us));
+    out.push_back('\n');
     // Layer by layer, as the engine ran them: the rows' routing, the
     // predictions made while the layer ran, its compute time.
     for (int32_t layer = 0; layer < num_layers; ++layer) {

@@ -141,6 +141,29 @@ TEST(EngineReplayTest, PrefetchesStayWithinTheRecordedBudgetUnlessOverridden) {
   EXPECT_EQ(none->hidden, 0);
 }
 
+// The next step's first layer, predicted at the last layer: its read lands
+// during the recorded gap between the steps, or, with no gap, is late.
+TEST(EngineReplayTest, TheNextStepsPrefetchUsesTheRecordedGap) {
+  TracePrediction next = Predict(1, 0, 2, {4, 5});
+  next.next_step = true;
+  // Step 1 hits everywhere, so its layers end right after the prediction.
+  std::vector<TraceStep> steps = {DecodeStep({0, 1}, {2, 3}), DecodeStep({0, 1}, {2, 3}, {next}),
+                                  DecodeStep({4, 5}, {2, 3})};
+  steps[2].gap_us = 500;  // more than the reads' 120 us
+  const LoadedTrace trace = Load(steps);
+  absl::StatusOr<ReplayResult> recorded = ReplayEngineTrace(trace, "lru", SlowLoads(2));
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(recorded->prefetch_loads, 2);
+  EXPECT_EQ(recorded->hidden, 2);
+  EXPECT_EQ(recorded->late_prefetches, 0);
+  ReplayOptions no_gap = SlowLoads(2);
+  no_gap.step_gap_us = 0;
+  absl::StatusOr<ReplayResult> without = ReplayEngineTrace(trace, "lru", no_gap);
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->hidden, 0);
+  EXPECT_EQ(without->late_prefetches, 2);
+}
+
 TEST(EngineReplayTest, AStepOfSeveralRowsAsksForEachExpertOnce) {
   TraceStep prefill;
   prefill.rows = 3;

@@ -22,6 +22,7 @@ std::vector<TraceStep> SampleSteps() {
   prefill.compute = {{.layer = 0, .compute_us = 120.5}, {.layer = 2, .compute_us = 80}};
   TraceStep decode;
   decode.rows = 1;
+  decode.gap_us = 250.5;
   decode.records = {{0, 0, {3, 2}, {}}, {0, 2, {1, 0}, {}}};
   decode.predictions = {{.at_layer = 2, .for_layer = 0, .next_step = true, .budget = 1, .experts = {3, 2},
                          .scores = {}}};
@@ -52,6 +53,8 @@ TEST(StepTraceTest, RoundTripsWithPredictionsComputeTimesAndIoFigures) {
   EXPECT_EQ(prefill.predictions[0].scores, (std::vector<float>{0.5f, 0.25f, 0.125f}));
   ASSERT_EQ(prefill.compute.size(), 2u);
   EXPECT_DOUBLE_EQ(prefill.compute[0].compute_us, 120.5);
+  EXPECT_EQ(prefill.gap_us, -1) << "not recorded";
+  EXPECT_DOUBLE_EQ(loaded->steps[1].gap_us, 250.5);
   ASSERT_EQ(loaded->steps[1].predictions.size(), 1u);
   EXPECT_TRUE(loaded->steps[1].predictions[0].next_step);
   EXPECT_EQ(loaded->steps[1].predictions[0].for_layer, 0);
@@ -86,6 +89,7 @@ TEST(StepTraceTest, ErrorsNameTheLine) {
   const std::vector<Bad> cases = {
       {"0 0 1 2\n", "t:2:", "step rows=N"},
       {"step rows=0\n0 0 1 2\n", "t:2:", "rows=0"},
+      {"step rows=1 gap_us=-3\n0 0 1 2\n", "t:2:", "gap_us"},
       {"step rows=1\n1 0 1 2\n", "t:2:", "row 1"},
       {"step rows=1\n0 1 1 2\n0 0 1 2\n", "t:2:", "layers must ascend"},
       {"step rows=1\n0 0 1 1\n", "t:2:", "twice"},

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   app.add_option("--budget", bench_options.replay.budget_per_layer,
                  "replay: prefetch reads per predicted layer (0: the budget recorded with each prediction)")
       ->capture_default_str();
-  app.add_option("--step-gap-us", bench_options.replay.step_gap_us, "replay: time between steps outside the MoE layers, us")
+  app.add_option("--step-gap-us", bench_options.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
