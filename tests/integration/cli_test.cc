@@ -347,7 +347,7 @@ TEST_F(Cli, RunTraceIsReplayedByBenchCache) {
   const std::string text = ReadAll(trace);
   EXPECT_THAT(text, HasSubstr("expertd-trace v2 layers=2 experts=8"));
   EXPECT_THAT(text, HasSubstr("expert_bytes="));
-  EXPECT_THAT(text, HasSubstr("\nstep rows=1\n"));
+  EXPECT_THAT(text, HasSubstr("\nstep rows=1 gap_us="));  // decode steps, after the prefill
   EXPECT_THAT(text, HasSubstr("\npredict "));
   EXPECT_THAT(text, HasSubstr("\ncompute "));
   const std::vector<std::string> same = {"--trace", trace, "--capacity-percent", "50", "--policies",
