@@ -139,6 +139,7 @@ absl::Status Run(const RunFlags& flags) {
   request->options.forward.experts_per_token = flags.engine.experts_per_token;
   request->options.roster = flags.engine.roster;
   request->options.sampling = {.temperature = flags.temperature, .top_k = flags.top_k, .top_p = flags.top_p, .seed = flags.seed};
+  if (!flags.trace_out.empty()) engine->StartStepTrace();
   RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(prompt.size()));
   std::cout << flags.prompt << std::flush;
   RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
@@ -160,6 +161,13 @@ absl::Status Run(const RunFlags& flags) {
   }
   if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, done.costs);
   PrintCacheStats(*engine, static_cast<int64_t>(prompt.size()) + generated);
+  if (!flags.trace_out.empty()) {
+    const std::vector<cache::TraceStep> steps = engine->TakeStepTrace();
+    const ModelConfig& config = engine->model().config();
+    RETURN_IF_ERROR(cache::WriteStepTraceFile(flags.trace_out, config.num_layers, config.num_experts,
+                                              config.experts_per_token, engine->TraceIo(), steps));
+    std::printf("wrote %zu engine steps to %s\n", steps.size(), flags.trace_out.c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -328,8 +336,9 @@ absl::Status BenchCache(const BenchCacheFlags& flags) {
   // The same path as tools/bench_cache, router scores included: reading the
   // trace here and dropping its scores made layer-distance score
   // differently in the two tools.
-  return cache::RunTraceFileBenchmark(flags.trace, policies, percents, std::cout, cache::CacheBenchmarkOptions(),
-                                      flags.ignore_scores);
+  cache::CacheBenchmarkOptions options;
+  options.replay = flags.replay;
+  return cache::RunTraceFileBenchmark(flags.trace, policies, percents, std::cout, options, flags.ignore_scores);
 }
 
 }  // namespace expertd::cli

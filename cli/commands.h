@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "cache/sim/bench_cache.h"
 #include "runtime/runtime.h"
 
 namespace expertd::cli {
@@ -21,6 +22,7 @@ struct RunFlags {
   int top_k = 0;
   float top_p = 1.0f;
   uint64_t seed = 0;
+  std::string trace_out;  // empty: no trace; else a v2 trace of the run's steps
 };
 
 struct EvalFlags {
@@ -53,6 +55,8 @@ struct BenchCacheFlags {
   std::string capacity_percents = "5,10,25,50";
   std::string policies = "lru,lru-hint,lfu,least-stale,layer-distance,belady";
   bool ignore_scores = false;  // keep the trace's router scores from the policies
+  // The engine replay of a v2 trace; load-model 0s: the trace's figures.
+  cache::ReplayOptions replay = cache::MeasuredReplayDefaults();
 };
 
 struct TokenizeFlags {

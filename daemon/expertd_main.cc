@@ -125,6 +125,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--top-k", run.top_k, "keep the k most likely tokens; 0 = all")->capture_default_str();
   run_cmd->add_option("--top-p", run.top_p, "nucleus sampling threshold")->capture_default_str();
   run_cmd->add_option("--seed", run.seed, "sampling seed")->capture_default_str();
+  run_cmd->add_option("--trace", run.trace_out,
+                      "write what the engine did, step by step (routing, prefetch predictions, layer times; "
+                      "cache/sim/TRACE_FORMAT.md v2) for bench-cache to replay");
 
   expertd::cli::EvalFlags eval;
   CLI::App* eval_cmd = app.add_subcommand("eval", "write the logits of every position of a token sequence");
@@ -166,6 +169,22 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--policies", bench_cache.policies)->capture_default_str();
   bench_cmd->add_flag("--ignore-scores", bench_cache.ignore_scores,
                       "do not pass the trace's router scores to the policies");
+  bench_cmd->add_option("--compute-us", bench_cache.replay.compute_us_per_layer,
+                      "replay: compute time of every MoE layer, us (0: as recorded in the trace)")
+      ->capture_default_str();
+  bench_cmd->add_option("--latency-us", bench_cache.replay.io.latency_us, "replay: latency of one expert load, us (0: the trace's)");
+  bench_cmd->add_option("--read-bytes-per-s", bench_cache.replay.io.bytes_per_second,
+                      "replay: read bandwidth shared by overlapping loads, bytes/s (0: the trace's)");
+  bench_cmd->add_option("--queue-depth", bench_cache.replay.io.queue_depth, "replay: loads in flight at most (0: 32)");
+  bench_cmd->add_option("--parallel-transfers", bench_cache.replay.io.parallel_transfers,
+                        "replay: transfers sharing the bandwidth at once, earliest first (0: all in flight)")
+      ->capture_default_str();
+  bench_cmd->add_option("--expert-bytes", bench_cache.replay.io.expert_bytes, "replay: bytes of one expert (0: the trace's)");
+  bench_cmd->add_option("--budget", bench_cache.replay.budget_per_layer,
+                      "replay: prefetch reads per predicted layer (0: the budget recorded with each prediction)")
+      ->capture_default_str();
+  bench_cmd->add_option("--step-gap-us", bench_cache.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
+      ->capture_default_str();
 
   std::string serve_config;
   int drain_seconds = 30;

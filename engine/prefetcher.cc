@@ -74,6 +74,7 @@ void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::
   predictions_.clear();
   predictor_->Predict(layer, gate_inputs, n_tokens, k, &predictions_);
   prediction_stats_.Record(predictions_);
+  if (sink_ != nullptr) sink_->OnPredictions(layer, predictions_, scheduler_->per_layer_budget());
   scheduler_->Submit(predictions_);
   scheduler_->Pump();
   if (layer == last_moe_layer_ && n_tokens == 1) PrefetchNextToken();
@@ -83,6 +84,7 @@ void Prefetcher::PrefetchNextToken() {
   const int budget = scheduler_->per_layer_budget();
   for (size_t i = 0; i < first_layers_.size(); ++i) {
     next_predicted_[i] = routed_[i];  // chosen is in rank order: best first
+    if (sink_ != nullptr) sink_->OnNextPassPrediction(last_moe_layer_, first_layers_[i], next_predicted_[i], budget);
     int issued = 0;
     for (int32_t expert : next_predicted_[i]) {
       if (issued >= budget || cache_.reads_in_flight() >= max_in_flight_) break;

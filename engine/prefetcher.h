@@ -27,6 +27,22 @@ struct PrefetcherOptions {
   int next_token_layers = 0;
 };
 
+// Where the prefetcher reports the predictions it acts on, for recording
+// (engine/step_trace_recorder.h): the simulator replays them under the same
+// budget instead of guessing with an oracle.
+class PredictionSink {
+ public:
+  virtual ~PredictionSink() = default;
+  // Predictions submitted to the scheduler while `at_layer` ran, with the
+  // per-layer read budget in force.
+  virtual void OnPredictions(int at_layer, absl::Span<const predictor::LayerPrediction> predictions,
+                             int budget) = 0;
+  // The next pass's layer `for_layer`, predicted at the last MoE layer
+  // (next_token_layers), in rank order; up to `budget` reads are issued.
+  virtual void OnNextPassPrediction(int at_layer, int for_layer, absl::Span<const int32_t> experts,
+                                    int budget) = 0;
+};
+
 // Cross-layer speculative prefetch (Fate, with SpecMD's scheduling): at each
 // MoE layer, once its gate inputs are known, predicts the experts of the
 // next layers and starts their loads into the cache while this layer's
@@ -43,6 +59,10 @@ class Prefetcher : public LayerObserver {
   void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
                 int k) override;
   void OnLayerDone(int layer, double layer_seconds) override;
+
+  // Reports every prediction acted on to `sink` (null: none); it must
+  // outlive the prefetcher or be unset first.
+  void set_prediction_sink(PredictionSink* sink) { sink_ = sink; }
 
   const predictor::PredictionStats& prediction_stats() const { return prediction_stats_; }
   // The next-token predictions (next_token_layers), scored when the next
@@ -64,6 +84,7 @@ class Prefetcher : public LayerObserver {
   void PrefetchNextToken();
 
   cache::ExpertCache& cache_;
+  PredictionSink* sink_ = nullptr;
   predictor::ModelShape shape_;
   std::unique_ptr<predictor::ExpertPredictor> predictor_;
   std::unique_ptr<predictor::PrefetchScheduler> scheduler_;

@@ -250,3 +250,32 @@ absl::Status Runtime::ResizeCache(uint64_t dram_budget_bytes, uint64_t device_bu
 }
 
 }  // namespace expertd
+
+namespace expertd {
+
+void Runtime::StartStepTrace() {
+  recorder_ = std::make_unique<StepTraceRecorder>(prefetcher_.get(), cache_.get());
+  if (prefetcher_ != nullptr) prefetcher_->set_prediction_sink(recorder_.get());
+  forward_->SetObserver(recorder_.get());
+}
+
+std::vector<cache::TraceStep> Runtime::TakeStepTrace() {
+  if (recorder_ == nullptr) return {};
+  forward_->SetObserver(prefetcher_.get());
+  if (prefetcher_ != nullptr) prefetcher_->set_prediction_sink(nullptr);
+  std::vector<cache::TraceStep> steps = recorder_->TakeSteps();
+  recorder_.reset();
+  return steps;
+}
+
+cache::TraceIoFigures Runtime::TraceIo() const {
+  cache::TraceIoFigures io;
+  if (cache_ == nullptr) return io;
+  const cache::TierStats dram = cache_->stats().dram;
+  io.expert_bytes = cache_->slot_bytes();
+  io.read_bytes_per_second = dram.read_bytes_per_second();
+  io.load_us = dram.mean_load_seconds() * 1e6;
+  return io;
+}
+
+}  // namespace expertd

@@ -21,6 +21,7 @@
 #include "engine/forward_api.h"
 #include "engine/model.h"
 #include "engine/prefetcher.h"
+#include "engine/step_trace_recorder.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
 #include "kernels/cpu/thread_pool.h"
@@ -100,6 +101,18 @@ class Runtime {
   // New tier budgets, applied live (FailedPrecondition without offloading).
   absl::Status ResizeCache(uint64_t dram_budget_bytes, uint64_t device_budget_bytes);
 
+  // Records every forward pass from now on (trace format v2,
+  // cache/sim/TRACE_FORMAT.md: each row's routing, the predictions the
+  // prefetcher acted on, the layers' compute times) until TakeStepTrace.
+  // Call between passes, on the thread that runs them or while none runs.
+  void StartStepTrace();
+  // The steps recorded since StartStepTrace; stops recording.
+  std::vector<cache::TraceStep> TakeStepTrace();
+  // The trace header's I/O figures: an expert's bytes, the read throughput
+  // with loads overlapping and the mean load latency measured so far (0
+  // without offloading).
+  cache::TraceIoFigures TraceIo() const;
+
   // The modules as built, read-only, for tests that check each option
   // reached the module it configures. Null where not built.
   const io::ExpertFile* expert_file() const { return expert_file_.get(); }
@@ -120,6 +133,7 @@ class Runtime {
   std::unique_ptr<cache::ExpertCache> cache_;
   std::unique_ptr<CachedExperts> cached_experts_;
   std::unique_ptr<Prefetcher> prefetcher_;
+  std::unique_ptr<StepTraceRecorder> recorder_;  // while StartStepTrace records
   std::unique_ptr<Forward> forward_;
   const CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
 };

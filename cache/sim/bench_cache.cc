@@ -151,12 +151,85 @@ absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::s
   return absl::OkStatus();
 }
 
+absl::Status RunReplayBenchmark(const LoadedTrace& trace, absl::Span<const std::string> policies,
+                                absl::Span<const double> capacity_percents, std::ostream& out,
+                                const CacheBenchmarkOptions& options) {
+  ReplayOptions replay = options.replay;
+  const LoadTimeModel measured = MeasuredLoadModel(trace.io, 0);
+  LoadTimeModel& io = replay.io;
+  if (io.latency_us <= 0) io.latency_us = measured.latency_us;
+  if (io.bytes_per_second <= 0) io.bytes_per_second = measured.bytes_per_second;
+  if (io.queue_depth <= 0) io.queue_depth = measured.queue_depth;
+  if (io.expert_bytes == 0) io.expert_bytes = measured.expert_bytes;
+  replay.access_scores = options.access_scores;
+  const int64_t total_experts = int64_t{trace.num_layers} * trace.num_experts;
+  const int64_t row_experts = MaxExpertsPerRow(trace);
+  int64_t predictions = 0;
+  for (const TraceStep& step : trace.steps) predictions += static_cast<int64_t>(step.predictions.size());
+  out << absl::StrFormat(
+      "engine replay: %d steps, %d recorded predictions; loads %.0f us + %d B at %.0f MB/s, queue depth %d; "
+      "compute %s; prefetch %s, budget %s\n",
+      trace.steps.size(), predictions, io.latency_us, io.expert_bytes, io.bytes_per_second / 1e6, io.queue_depth,
+      replay.compute_us_per_layer > 0 ? absl::StrFormat("%.0f us per layer", replay.compute_us_per_layer)
+                                      : std::string("as recorded"),
+      replay.prefetch ? "as recorded" : "off",
+      replay.budget_per_layer > 0 ? absl::StrCat(replay.budget_per_layer) : std::string("as recorded"));
+  for (double percent : capacity_percents) {
+    if (!(percent > 0 && percent <= 100)) {
+      return absl::InvalidArgumentError(absl::StrCat("bench-cache: capacity ", percent, "% is not in (0, 100]"));
+    }
+    replay.capacity_slots = std::llround(percent / 100.0 * static_cast<double>(total_experts));
+    if (replay.capacity_slots < row_experts) {
+      // Not an error here: the other capacities still say something.
+      out << absl::StrFormat("\nreplay, capacity %g%% (%d of %d experts): fewer than the %d experts one row "
+                             "routes to at one layer; skipped\n",
+                             percent, replay.capacity_slots, total_experts, row_experts);
+      continue;
+    }
+    absl::StatusOr<ReplayResult> belady = ReplayEngineTrace(trace, "belady", replay);
+    if (!belady.ok()) return belady.status();
+    out << absl::StrFormat("\nreplay, capacity %g%% (%d of %d experts)\n", percent, replay.capacity_slots,
+                           total_experts);
+    out << absl::StrFormat("%-16s %9s %8s %8s %12s %11s %10s\n", "policy", "true hit", "hidden", "miss",
+                           "stall/token", "prefetched", "vs belady");
+    for (const std::string& name : policies) {
+      absl::StatusOr<ReplayResult> r = name == "belady" ? belady : ReplayEngineTrace(trace, name, replay);
+      if (!r.ok()) return r.status();
+      const double versus = belady->ready_rate() > 0 ? r->ready_rate() / belady->ready_rate() : 0.0;
+      out << absl::StrFormat("%-16s %8.2f%% %7.2f%% %7.2f%% %9.1f us %11d %10.3f\n", name, 100.0 * r->hit_rate(),
+                             100.0 * r->hidden_rate(), 100.0 * r->miss_rate(), r->stall_us_per_token(),
+                             r->prefetch_loads, versus);
+    }
+  }
+  out << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status RunTraceFileBenchmark(const std::string& path, absl::Span<const std::string> policies,
                                    absl::Span<const double> capacity_percents, std::ostream& out,
                                    CacheBenchmarkOptions options, bool ignore_scores) {
   absl::StatusOr<LoadedTrace> loaded = ReadTraceFile(path);
   if (!loaded.ok()) return loaded.status();
   options.access_scores = loaded->has_scores && !ignore_scores ? &loaded->access_scores : nullptr;
+  if (loaded->version >= 2) {
+    if (absl::Status status = RunReplayBenchmark(*loaded, policies, capacity_percents, out, options); !status.ok()) {
+      return status;
+    }
+    // The oracle tables need a cache that holds a whole step's layer (a
+    // prefill chunk routes to many experts at once): smaller ones are left
+    // to the replay above.
+    const int64_t total_experts = int64_t{loaded->num_layers} * loaded->num_experts;
+    const int64_t step_experts = MaxExpertsPerLayerStep(loaded->trace);
+    std::vector<double> fitting;
+    for (double percent : capacity_percents) {
+      if (std::llround(percent / 100.0 * static_cast<double>(total_experts)) >= step_experts) fitting.push_back(percent);
+    }
+    out << absl::StrFormat("oracle tables (no load times; prefetch from the routing itself; capacities holding the "
+                           "%d experts of a step's widest layer):\n",
+                           step_experts);
+    if (fitting.empty()) return absl::OkStatus();
+    return RunCacheBenchmark(loaded->trace, policies, fitting, out, options);
+  }
   return RunCacheBenchmark(loaded->trace, policies, capacity_percents, out, options);
 }
 

@@ -14,9 +14,20 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cache/eviction_policy.h"
+#include "cache/sim/engine_replay.h"
 #include "cache/sim/policy_simulator.h"
+#include "cache/sim/trace_file.h"
 
 namespace expertd::cache {
+
+// ReplayOptions whose load model is all 0s: "from the trace's header".
+inline ReplayOptions MeasuredReplayDefaults() {
+  ReplayOptions options;
+  options.io.latency_us = 0;
+  options.io.bytes_per_second = 0;
+  options.io.queue_depth = 0;
+  return options;
+}
 
 struct CacheBenchmarkOptions {
   // Router scores shaped like trace.passes (LoadedTrace::access_scores), or
@@ -26,6 +37,10 @@ struct CacheBenchmarkOptions {
   // (SimulationOptions::prefetch_accuracy), after the one without prefetch.
   std::vector<double> prefetch_accuracies = {1.0, 0.9};
   uint64_t prefetch_seed = 0;
+  // For a recorded engine trace (v2): the replay's settings besides the
+  // capacity (engine_replay.h). Load-model figures left at 0 come from the
+  // trace's header (MeasuredLoadModel), else LoadTimeModel's defaults.
+  ReplayOptions replay = MeasuredReplayDefaults();
 };
 
 struct CacheBenchmarkRow {
@@ -52,11 +67,20 @@ absl::Status RunCacheBenchmark(const AccessTrace& trace, absl::Span<const std::s
                                absl::Span<const double> capacity_percents, std::ostream& out,
                                const CacheBenchmarkOptions& options = {});
 
+// The engine replay of a recorded trace (engine_replay.h) at each capacity,
+// every policy and Belady with the same prefetches, printed as one table per
+// capacity: true hit rate (hits / accesses), hidden, miss, stall per token.
+absl::Status RunReplayBenchmark(const LoadedTrace& trace, absl::Span<const std::string> policies,
+                                absl::Span<const double> capacity_percents, std::ostream& out,
+                                const CacheBenchmarkOptions& options = {});
+
 // A recorded trace file (cache/sim/TRACE_FORMAT.md) through
 // RunCacheBenchmark: the one path `expertd bench-cache` and tools/bench_cache
 // share, so a policy scores the same in both. The file's router scores, when
 // it has them, reach the policies (layer-distance ranks by them) unless
-// ignore_scores; options.access_scores is set here.
+// ignore_scores; options.access_scores is set here. A v2 trace (the
+// engine's steps) is replayed as the engine ran it (RunReplayBenchmark)
+// before the oracle tables.
 absl::Status RunTraceFileBenchmark(const std::string& path, absl::Span<const std::string> policies,
                                    absl::Span<const double> capacity_percents, std::ostream& out,
                                    CacheBenchmarkOptions options = {}, bool ignore_scores = false);

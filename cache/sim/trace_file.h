@@ -1,8 +1,11 @@
 #ifndef EXPERTD_CACHE_SIM_TRACE_FILE_H_
 #define EXPERTD_CACHE_SIM_TRACE_FILE_H_
 
-// Expert routing traces on disk (format: cache/sim/TRACE_FORMAT.md). The engine
-// records one TraceRecord per (token, MoE layer); bench-cache replays them.
+// Expert routing traces on disk (format: cache/sim/TRACE_FORMAT.md). v1: one
+// TraceRecord per (token, MoE layer), as `expertd trace` records decode token
+// by token. v2: the engine's steps (engine/step_trace_recorder.h), with the
+// predictions its prefetcher submitted and its layer compute times, so the
+// replay (engine_replay.h) does what the engine did. bench-cache replays both.
 
 #include <cstdint>
 #include <string>
@@ -12,27 +15,29 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "cache/eviction_policy.h"
+#include "cache/step_trace.h"
 
 namespace expertd::cache {
 
-// The routing of one token at one MoE layer: experts in rank order (highest
-// router probability first) and, optionally, their probabilities.
-struct TraceRecord {
-  int32_t token = 0;
-  int32_t layer = 0;
-  std::vector<int32_t> experts;
-  std::vector<float> scores;  // Empty, or one per expert.
-};
-
 struct LoadedTrace {
+  int version = 1;
   int num_layers = 0;
   int num_experts = 0;
   int k = 0;
+  // v1 only (v2 keeps its records in steps).
   std::vector<TraceRecord> records;
-  // One pass per token in file order; accesses in layer order, then rank.
+  // v2: the engine's steps as recorded, and the run's I/O figures. v1: one
+  // step per token, no predictions or compute times.
+  std::vector<TraceStep> steps;
+  TraceIoFigures io;
+  // v1: one pass per token in file order; accesses in layer order, then
+  // rank. v2: one pass per step; per layer, the distinct experts its rows
+  // routed to, ascending: the engine's accesses (ExpertPlan asks for each
+  // expert of a layer once per step, in expert order).
   AccessTrace trace;
   // Whether the records carry router scores; if so access_scores has the
-  // score of every access, shaped like trace.passes (SimulationOptions).
+  // score of every access, shaped like trace.passes (SimulationOptions); in
+  // v2 an expert several rows chose has the highest of their scores.
   bool has_scores = false;
   std::vector<std::vector<float>> access_scores;
 };
@@ -45,7 +50,17 @@ absl::StatusOr<std::string> FormatTrace(int num_layers, int num_experts, const s
 absl::Status WriteTraceFile(const std::string& path, int num_layers, int num_experts,
                             const std::vector<TraceRecord>& records);
 
-// Parses trace text; errors read "<source>:<line>: what was wrong".
+// v2 text of recorded engine steps. Each step needs rows >= 1 and at least
+// one record; records of a step have ascending layers, 1..num_experts
+// distinct experts each, and rows below `rows`; predictions name layers of
+// the model (for_layer > at_layer unless next_step), budget >= 1. `k` is the
+// model's experts per token (the header's k). Errors name the step.
+absl::StatusOr<std::string> FormatStepTrace(int num_layers, int num_experts, int k, const TraceIoFigures& io,
+                                            const std::vector<TraceStep>& steps);
+absl::Status WriteStepTraceFile(const std::string& path, int num_layers, int num_experts, int k,
+                                const TraceIoFigures& io, const std::vector<TraceStep>& steps);
+
+// Parses trace text (v1 or v2); errors read "<source>:<line>: what was wrong".
 absl::StatusOr<LoadedTrace> ParseTrace(absl::string_view text, absl::string_view source);
 absl::StatusOr<LoadedTrace> ReadTraceFile(const std::string& path);
 

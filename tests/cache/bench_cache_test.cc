@@ -6,6 +6,7 @@
 
 #include "cache/eviction_policy.h"
 #include "cache/sim/synthetic_trace.h"
+#include "cache/sim/trace_file.h"
 #include "gtest/gtest.h"
 
 namespace expertd::cache {
@@ -72,6 +73,45 @@ TEST(CacheBenchmarkTest, RejectsBadArguments) {
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("fewer than the 2"), absl::string_view::npos) << status;
   EXPECT_FALSE(RunCacheBenchmark(AccessTrace{}, lru, std::vector<double>{50}, out).ok());
+}
+
+// A v2 trace file goes through the engine replay first: a table per
+// capacity with every policy's true hit rate, and a capacity too small for
+// one layer step is skipped with a note instead of failing the run.
+TEST(CacheBenchmarkTest, AnEngineTraceIsReplayedBeforeTheOracleTables) {
+  const AccessTrace access = SmallTrace();
+  std::vector<TraceStep> steps;
+  for (const std::vector<ExpertKey>& pass : access.passes) {
+    TraceStep& step = steps.emplace_back();
+    step.rows = 1;
+    for (size_t i = 0; i < pass.size(); i += 2) {
+      step.records.push_back({0, pass[i].layer, {pass[i].expert, pass[i + 1].expert}, {}});
+    }
+    TracePrediction p;
+    p.at_layer = 0;
+    p.for_layer = 1;
+    p.budget = 1;
+    p.experts = {step.records[1].experts[0]};
+    step.predictions.push_back(p);
+  }
+  TraceIoFigures io;
+  io.expert_bytes = 4096;
+  const std::string path = ::testing::TempDir() + "/bench_cache_replay.trace";
+  ASSERT_TRUE(WriteStepTraceFile(path, 4, 16, 2, io, steps).ok());
+  std::ostringstream out;
+  const std::vector<std::string> policies = {"lru", "least-stale", "belady"};
+  const std::vector<double> capacities = {25, 50};
+  absl::Status status = RunTraceFileBenchmark(path, policies, capacities, out);
+  ASSERT_TRUE(status.ok()) << status;
+  const std::string text = out.str();
+  EXPECT_NE(text.find("engine replay: 100 steps, 100 recorded predictions"), std::string::npos) << text;
+  EXPECT_NE(text.find("replay, capacity 25% (16 of 64 experts)"), std::string::npos) << text;
+  EXPECT_NE(text.find("oracle tables"), std::string::npos) << text;
+  EXPECT_LT(text.find("replay, capacity 50%"), text.find("oracle tables")) << text;
+
+  std::ostringstream small;
+  ASSERT_TRUE(RunReplayBenchmark(*ReadTraceFile(path), policies, std::vector<double>{1}, small).ok());
+  EXPECT_NE(small.str().find("skipped"), std::string::npos) << small.str();
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST(TraceFileTest, ErrorsNameTheLine) {
   const std::vector<BadTrace> cases = {
       {"", "t:1:", "not an expertd trace"},
       {"hello\n", "t:1:", "not an expertd trace"},
-      {"expertd-trace v2 layers=2 experts=4 k=2\n0 0 1 2\n", "t:1:", "version"},
+      {"expertd-trace v3 layers=2 experts=4 k=2\n0 0 1 2\n", "t:1:", "version"},
       {"expertd-trace v1 layers=2 experts=4\n0 0 1 2\n", "t:1:", "k=N"},
       {"expertd-trace v1 layers=2 experts=x k=2\n", "t:1:", "positive integer"},
       {"expertd-trace v1 layers=2 experts=4 k=5\n", "t:1:", "more than"},

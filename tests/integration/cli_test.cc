@@ -362,6 +362,34 @@ TEST_F(Cli, TraceFeedsBenchCache) {
   EXPECT_NE(unscored.out, from_expertd.out) << "the scores reached no policy";
 }
 
+// `run --trace` records the engine's steps (trace v2); bench-cache replays
+// them as the engine ran them (recorded predictions, timed loads), and the
+// standalone tool prints the same.
+TEST_F(Cli, RunTraceIsReplayedByBenchCache) {
+  const std::string trace = dir_.Sub("run.trace");
+  CommandResult run = Expertd({"run", "--model", model_, "--prompt", "Once upon a time there was", "-n", "12",
+                               "--dram-budget", "1MiB", "--prefetch-next-token", "1", "--trace", trace});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("engine steps to"));
+  const std::string text = ReadAll(trace);
+  EXPECT_THAT(text, HasSubstr("expertd-trace v2 layers=2 experts=8"));
+  EXPECT_THAT(text, HasSubstr("expert_bytes="));
+  EXPECT_THAT(text, HasSubstr("\nstep rows=1 gap_us="));  // decode steps, after the prefill
+  EXPECT_THAT(text, HasSubstr("\npredict "));
+  EXPECT_THAT(text, HasSubstr("\ncompute "));
+  const std::vector<std::string> same = {"--trace", trace, "--capacity-percent", "50", "--policies",
+                                         "lru,least-stale,belady"};
+  std::vector<std::string> expertd_args = {"bench-cache"};
+  expertd_args.insert(expertd_args.end(), same.begin(), same.end());
+  CommandResult bench = Expertd(expertd_args);
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_THAT(bench.out, HasSubstr("engine replay: 12 steps"));
+  EXPECT_THAT(bench.out, HasSubstr("true hit"));
+  CommandResult from_tool = Run(BENCH_CACHE_BINARY, same);
+  ASSERT_EQ(from_tool.exit_code, 0) << from_tool.err;
+  EXPECT_EQ(bench.out, from_tool.out);
+}
+
 TEST_F(Cli, ErrorsAreClearAndNonZero) {
   struct Case {
     std::vector<std::string> args;

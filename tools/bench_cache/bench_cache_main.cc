@@ -3,6 +3,8 @@
 // `expertd bench-cache`.
 //
 //   bench_cache --trace run.trace --capacity-percent 5,10,25
+//   (a v2 trace from `expertd run --trace` is first replayed as the engine
+//   ran it: recorded predictions, timed loads; --compute-us, --read-bytes-per-s ...)
 //   bench_cache --synthetic --layers 16 --experts 64 --k 8 --tokens 2000
 //       --zipf 0.8 --reuse 0.3 --cross-layer 0.3   (one line)
 
@@ -55,6 +57,22 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-seed", bench_options.prefetch_seed, "Seed of the prefetch's wrong guesses")
       ->capture_default_str();
   app.add_flag("--ignore-scores", ignore_scores, "Do not pass the trace's router scores to the policies");
+  app.add_option("--compute-us", bench_options.replay.compute_us_per_layer,
+                 "replay: compute time of every MoE layer, us (0: as recorded in the trace)")
+      ->capture_default_str();
+  app.add_option("--latency-us", bench_options.replay.io.latency_us, "replay: latency of one expert load, us (0: the trace's)");
+  app.add_option("--read-bytes-per-s", bench_options.replay.io.bytes_per_second,
+                 "replay: read bandwidth shared by overlapping loads, bytes/s (0: the trace's)");
+  app.add_option("--queue-depth", bench_options.replay.io.queue_depth, "replay: loads in flight at most (0: 32)");
+  app.add_option("--parallel-transfers", bench_options.replay.io.parallel_transfers,
+                 "replay: transfers sharing the bandwidth at once, earliest first (0: all in flight)")
+      ->capture_default_str();
+  app.add_option("--expert-bytes", bench_options.replay.io.expert_bytes, "replay: bytes of one expert (0: the trace's)");
+  app.add_option("--budget", bench_options.replay.budget_per_layer,
+                 "replay: prefetch reads per predicted layer (0: the budget recorded with each prediction)")
+      ->capture_default_str();
+  app.add_option("--step-gap-us", bench_options.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (trace_path.empty() && !synthetic) {
