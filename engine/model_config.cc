@@ -174,6 +174,8 @@ void ParseDeepseekV2(const json& root, const char* rope_scaling_key, KeyReader& 
   config.expert_intermediate_size = keys.Int("moe_intermediate_size", std::nullopt, 1, kMaxWidth);
   config.dense_intermediate_size = keys.Int("intermediate_size", 0, 0, kMaxWidth);
   const int shared_experts = keys.Int("n_shared_experts", 0, 0, 1024);
+  keys.Check(int64_t{shared_experts} * config.expert_intermediate_size <= kMaxWidth,
+             absl::StrCat("n_shared_experts x moe_intermediate_size must be at most ", kMaxWidth));
   config.shared_expert_intermediate_size = shared_experts * config.expert_intermediate_size;
   config.norm_topk_prob = keys.Bool("norm_topk_prob", false);
   config.routed_scaling_factor = keys.Float("routed_scaling_factor", 1.0f);
