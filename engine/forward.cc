@@ -95,7 +95,7 @@ void ForwardPass::EnsureScratch(int n, int slots) {
     latent_out_.resize(static_cast<size_t>(n) * config_.num_heads * mla.latent_size());
     head_latent_.resize(static_cast<size_t>(n) * mla.kv_lora_rank);
     head_value_.resize(static_cast<size_t>(n) * mla.v_head_dim);
-    kv_b_row_.resize(mla.kv_lora_rank);
+    kv_b_row_.resize(static_cast<size_t>(config_.num_heads) * mla.kv_lora_rank);
   }
   attention_.resize(static_cast<size_t>(n) * attention_width);
   block_out_.resize(n * h);
@@ -302,19 +302,29 @@ void ForwardPass::LatentAttention(int layer_index, int n) {
   // The absorbed query: latent_q[t][head] = W_UK[head]^T q_nope[t][head]
   // (W_UK[head]: kv_b's rows head * (nope + v) .. + nope), then the RoPE
   // query; all scaled (latent_query_scale_). Each kv_b row is converted once
-  // per pass, for every row of it.
+  // per pass, for every row of it. Heads run in parallel, each into its own
+  // outputs with its own row buffer, in a fixed order: the thread count
+  // never changes the result.
   std::fill_n(latent_q_.begin(), static_cast<size_t>(n) * heads * latent, 0.0f);
   const size_t kv_b_row_bytes = DTypeBytes(layer.kv_b.dtype, rank);
   const auto* kv_b = static_cast<const std::byte*>(layer.kv_b.data);
-  for (int head = 0; head < heads; ++head) {
-    for (int i = 0; i < nope; ++i) {
-      kernels::ConvertToF32(layer.kv_b.dtype, kv_b + static_cast<size_t>(head * (nope + v_dim) + i) * kv_b_row_bytes,
-                            rank, kv_b_row_.data());
-      for (int t = 0; t < n; ++t) {
-        kernels::Axpy(q_[static_cast<size_t>(t) * config_.q_size() + head * qk + i], kv_b_row_.data(), rank,
-                      latent_q_.data() + (static_cast<size_t>(t) * heads + head) * latent);
+  auto absorb = [&](int64_t first_head, int64_t end_head) {
+    for (int64_t head = first_head; head < end_head; ++head) {
+      float* kv_b_row = kv_b_row_.data() + head * rank;
+      for (int i = 0; i < nope; ++i) {
+        kernels::ConvertToF32(layer.kv_b.dtype,
+                              kv_b + static_cast<size_t>(head * (nope + v_dim) + i) * kv_b_row_bytes, rank, kv_b_row);
+        for (int t = 0; t < n; ++t) {
+          kernels::Axpy(q_[static_cast<size_t>(t) * config_.q_size() + head * qk + i], kv_b_row, rank,
+                        latent_q_.data() + (static_cast<size_t>(t) * heads + head) * latent);
+        }
       }
     }
+  };
+  if (pool_ == nullptr) {
+    absorb(0, heads);
+  } else {
+    pool_->ParallelFor(heads, 1, absorb);
   }
   for (int t = 0; t < n; ++t) {
     for (int head = 0; head < heads; ++head) {

@@ -104,7 +104,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   std::vector<float> latent_out_;     // [n][heads][latent_size]: attended latent (| unused)
   std::vector<float> head_latent_;    // [n][kv_lora_rank]: one head's attended latent
   std::vector<float> head_value_;     // [n][v_head_dim]
-  std::vector<float> kv_b_row_;       // [kv_lora_rank]: one row of kv_b in f32
+  std::vector<float> kv_b_row_;       // [heads][kv_lora_rank]: a row of kv_b in f32 per head
 
   // Routed experts waiting for Sync; their input rows are consecutive rows
   // of gathered_, starting at first_row.
