@@ -157,7 +157,11 @@ class KeyReader {
   absl::Status status_;
 };
 
-// DeepSeek-V2's keys (HF's DeepseekV2Config; defaults as there).
+// DeepSeek-V2's keys (HF's DeepseekV2Config; defaults as there). Two keys
+// follow DeepSeek's own modelling code where transformers 5 ignores them:
+// norm_topk_prob (renormalise, then scale) and moe_layer_freq. Every
+// released V2 config has norm_topk_prob false and moe_layer_freq 1, where
+// the two implementations agree.
 void ParseDeepseekV2(const json& root, const char* rope_scaling_key, KeyReader& keys, ModelConfig& config) {
   MlaConfig mla;
   mla.q_lora_rank = keys.Int("q_lora_rank", 0, 0, kMaxWidth);  // null: a plain q_proj
