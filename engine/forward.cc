@@ -37,6 +37,22 @@ constexpr size_t kMinQueueRows = 64;
 // costs a few microseconds to hand out, about 64 KiB of reads.
 constexpr int64_t kMinChunkBytes = 64 * 1024;
 
+// DeepSeek-V2's RoPE on one head's rotated part of `dim` values: elements
+// pair as (2i, 2i+1) (HF's apply_rotary_emb: complex multiplication), not
+// i with i + dim/2 as kernels::ApplyRope; cos and sin are scaled by YaRN's
+// attention factor. cos_sin: RopeCosSin's [dim/2 cosines | dim/2 sines].
+void InterleavedRope(float* x, int dim, const float* cos_sin, float factor) {
+  const int half = dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const float c = cos_sin[i] * factor;
+    const float s = cos_sin[half + i] * factor;
+    const float a = x[2 * i];
+    const float b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = a * s + b * c;
+  }
+}
+
 void Clip(float limit, size_t count, float* values) {
   for (size_t i = 0; i < count; ++i) values[i] = std::clamp(values[i], -limit, limit);
 }
@@ -49,7 +65,12 @@ ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSo
       pool_(pool),
       resident_experts_(model.weights()),
       runner_(model.config(), experts != nullptr ? *experts : resident_experts_),
-      inv_freq_(RopeInverseFrequencies(model.config())) {}
+      inv_freq_(RopeInverseFrequencies(model.config())),
+      rope_attention_factor_(RopeAttentionFactor(model.config())) {
+  if (config_.mla) {
+    latent_query_scale_ = MlaSoftmaxScale(config_) * std::sqrt(static_cast<float>(config_.mla->latent_size()));
+  }
+}
 
 void ForwardPass::EnsureScratch(int n, int slots) {
   if (n <= scratch_tokens_ && slots <= scratch_slots_) return;
@@ -64,7 +85,19 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   q_.resize(static_cast<size_t>(n) * config_.q_size());
   k_.resize(static_cast<size_t>(n) * config_.kv_size());
   v_.resize(static_cast<size_t>(n) * config_.kv_size());
-  attention_.resize(static_cast<size_t>(n) * config_.q_size());
+  int attention_width = config_.q_size();
+  if (config_.mla) {
+    const MlaConfig& mla = *config_.mla;
+    attention_width = std::max(attention_width, config_.num_heads * mla.v_head_dim);
+    q_lora_.resize(static_cast<size_t>(n) * mla.q_lora_rank);
+    latent_.resize(static_cast<size_t>(n) * mla.latent_size());
+    latent_q_.resize(static_cast<size_t>(n) * config_.num_heads * mla.latent_size());
+    latent_out_.resize(static_cast<size_t>(n) * config_.num_heads * mla.latent_size());
+    head_latent_.resize(static_cast<size_t>(n) * mla.kv_lora_rank);
+    head_value_.resize(static_cast<size_t>(n) * mla.v_head_dim);
+    kv_b_row_.resize(static_cast<size_t>(config_.num_heads) * mla.kv_lora_rank);
+  }
+  attention_.resize(static_cast<size_t>(n) * attention_width);
   block_out_.resize(n * h);
   rope_.resize(static_cast<size_t>(n) * config_.head_dim);
   router_logits_.resize(static_cast<size_t>(n) * config_.num_experts);
@@ -152,6 +185,10 @@ absl::Status ForwardPass::Attention(int layer_index) {
 }
 
 void ForwardPass::SelfAttention(int layer_index, int n) {
+  if (config_.mla) {
+    LatentAttention(layer_index, n);
+    return;
+  }
   const LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
   const int q_size = config_.q_size();
@@ -219,6 +256,127 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
                                      kv.Values(layer_index), Row(k_, t, kv_size), Row(v_, t, kv_size),
                                      Row(attention_, t, q_size), pool_);
       }
+    }
+  }
+  kernels::MatMul(layer.o, attention_.data(), n, block_out_.data(), pool_);
+  for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
+}
+
+void ForwardPass::LatentAttention(int layer_index, int n) {
+  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const MlaConfig& mla = *config_.mla;
+  const int h = config_.hidden_size;
+  const int heads = config_.num_heads;
+  const int nope = mla.qk_nope_head_dim;
+  const int qk = mla.qk_head_dim();
+  const int rank = mla.kv_lora_rank;
+  const int latent = mla.latent_size();
+  const int v_dim = mla.v_head_dim;
+  const float eps = config_.rms_norm_eps;
+
+  for (int t = 0; t < n; ++t) {
+    kernels::RmsNorm(Row(residual_, t, h), layer.input_norm.data(), h, eps, Row(normed_, t, h));
+  }
+  if (mla.q_lora_rank > 0) {
+    kernels::MatMul(layer.q_a, normed_.data(), n, q_lora_.data(), pool_);
+    for (int t = 0; t < n; ++t) {
+      float* row = Row(q_lora_, t, mla.q_lora_rank);
+      kernels::RmsNorm(row, layer.q_a_norm.data(), mla.q_lora_rank, MlaConfig::kLatentNormEps, row);
+    }
+    kernels::MatMul(layer.q_b, q_lora_.data(), n, q_.data(), pool_);
+  } else {
+    kernels::MatMul(layer.q, normed_.data(), n, q_.data(), pool_);
+  }
+  kernels::MatMul(layer.kv_a, normed_.data(), n, latent_.data(), pool_);
+  for (int t = 0; t < n; ++t) {
+    const float* cos_sin = Row(rope_, t, config_.head_dim);
+    float* row = Row(latent_, t, latent);
+    kernels::RmsNorm(row, layer.kv_a_norm.data(), rank, MlaConfig::kLatentNormEps, row);
+    InterleavedRope(row + rank, config_.head_dim, cos_sin, rope_attention_factor_);
+    float* q = Row(q_, t, config_.q_size());
+    for (int head = 0; head < heads; ++head) {
+      InterleavedRope(q + head * qk + nope, config_.head_dim, cos_sin, rope_attention_factor_);
+    }
+  }
+
+  // The absorbed query: latent_q[t][head] = W_UK[head]^T q_nope[t][head]
+  // (W_UK[head]: kv_b's rows head * (nope + v) .. + nope), then the RoPE
+  // query; all scaled (latent_query_scale_). Each kv_b row is converted once
+  // per pass, for every row of it. Heads run in parallel, each into its own
+  // outputs with its own row buffer, in a fixed order: the thread count
+  // never changes the result.
+  std::fill_n(latent_q_.begin(), static_cast<size_t>(n) * heads * latent, 0.0f);
+  const size_t kv_b_row_bytes = DTypeBytes(layer.kv_b.dtype, rank);
+  const auto* kv_b = static_cast<const std::byte*>(layer.kv_b.data);
+  auto absorb = [&](int64_t first_head, int64_t end_head) {
+    for (int64_t head = first_head; head < end_head; ++head) {
+      float* kv_b_row = kv_b_row_.data() + head * rank;
+      for (int i = 0; i < nope; ++i) {
+        kernels::ConvertToF32(layer.kv_b.dtype,
+                              kv_b + static_cast<size_t>(head * (nope + v_dim) + i) * kv_b_row_bytes, rank, kv_b_row);
+        for (int t = 0; t < n; ++t) {
+          kernels::Axpy(q_[static_cast<size_t>(t) * config_.q_size() + head * qk + i], kv_b_row, rank,
+                        latent_q_.data() + (static_cast<size_t>(t) * heads + head) * latent);
+        }
+      }
+    }
+  };
+  if (pool_ == nullptr) {
+    absorb(0, heads);
+  } else {
+    pool_->ParallelFor(heads, 1, absorb);
+  }
+  for (int t = 0; t < n; ++t) {
+    for (int head = 0; head < heads; ++head) {
+      float* q = latent_q_.data() + (static_cast<size_t>(t) * heads + head) * latent;
+      std::copy_n(q_.data() + static_cast<size_t>(t) * config_.q_size() + head * qk + nope, mla.qk_rope_head_dim,
+                  q + rank);
+      for (int i = 0; i < latent; ++i) q[i] *= latent_query_scale_;
+    }
+  }
+
+  for (int t = 0; t < n; ++t) {
+    const RowPlan& row = rows_[t];
+    if (!row.appends_kv) continue;
+    std::copy_n(Row(latent_, t, latent), latent, row.kv->Keys(layer_index) + static_cast<size_t>(row.position) * latent);
+  }
+  // Every head attends to the one shared latent row per position: one "KV
+  // head" of latent_size, whose values are the same rows (only their first
+  // kv_lora_rank outputs are used).
+  const kernels::AttentionShape shape{heads, 1, latent};
+  const size_t q_width = static_cast<size_t>(heads) * latent;
+  if (contiguous_) {
+    const float* keys = rows_[0].kv->Keys(layer_index);
+    kernels::CausalAttention(shape, latent_q_.data(), n, rows_[0].position, keys, keys, latent_out_.data(), pool_);
+  } else {
+    for (int t = 0; t < n; ++t) {
+      const RowPlan& row = rows_[t];
+      const float* keys = row.kv->Keys(layer_index);
+      const float* q = latent_q_.data() + t * q_width;
+      float* out = latent_out_.data() + t * q_width;
+      if (row.appends_kv) {
+        kernels::CausalAttention(shape, q, 1, row.position, keys, keys, out, pool_);
+      } else {
+        const float* own = Row(latent_, t, latent);
+        kernels::AttentionWithOwnKey(shape, q, row.position, keys, keys, own, own, out, pool_);
+      }
+    }
+  }
+
+  // Each head's value: W_UV[head] (kv_b's rows head * (nope + v) + nope ..
+  // + v) times its attended latent.
+  const int attention_width = heads * v_dim;
+  for (int head = 0; head < heads; ++head) {
+    for (int t = 0; t < n; ++t) {
+      std::copy_n(latent_out_.data() + t * q_width + static_cast<size_t>(head) * latent, rank,
+                  Row(head_latent_, t, rank));
+    }
+    const kernels::WeightMatrix w_uv{layer.kv_b.dtype,
+                                     kv_b + static_cast<size_t>(head * (nope + v_dim) + nope) * kv_b_row_bytes,
+                                     v_dim, rank};
+    kernels::MatMul(w_uv, head_latent_.data(), n, head_value_.data(), pool_);
+    for (int t = 0; t < n; ++t) {
+      std::copy_n(Row(head_value_, t, v_dim), v_dim, Row(attention_, t, attention_width) + head * v_dim);
     }
   }
   kernels::MatMul(layer.o, attention_.data(), n, block_out_.data(), pool_);
@@ -355,11 +513,14 @@ absl::Status ForwardPass::Combine(int layer_index, const MoeDispatch& dispatch) 
   }
 
   if (layer.shared_expert) {
-    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x).
+    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x); DeepSeek:
+    // out += shared_experts(x).
     FeedForward(*layer.shared_expert, normed_.data(), n, ffn_out_.data());
-    kernels::MatMul(layer.shared_expert_gate, normed_.data(), n, shared_gate_.data(), pool_);
+    if (config_.shared_expert_gated) {
+      kernels::MatMul(layer.shared_expert_gate, normed_.data(), n, shared_gate_.data(), pool_);
+    }
     for (int t = 0; t < n; ++t) {
-      const float gate = 1.0f / (1.0f + std::exp(-shared_gate_[t]));
+      const float gate = config_.shared_expert_gated ? 1.0f / (1.0f + std::exp(-shared_gate_[t])) : 1.0f;
       kernels::Axpy(gate, Row(ffn_out_, t, h), h, Row(block_out_, t, h));
     }
   }

@@ -44,6 +44,12 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // The final norm and LM head for rows [first_row, n) of residual_.
   void Logits(int first_row, int n, std::vector<float>* logits);
   void SelfAttention(int layer, int n);
+  // Multi-head latent attention (ModelConfig::mla), in the latent space: each
+  // head's nope query is multiplied into the latent through its slice of
+  // kv_b (the "absorbed" form, DeepSeek-V2 §2.1.2), so the cache keeps one
+  // latent row per position and attention reads only that, then the
+  // attended latent goes through the head's value slice of kv_b.
+  void LatentAttention(int layer, int n);
   void FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
 
   // MoeLayerCompute, over the pass's rows (rows_). Every expert is in host
@@ -67,7 +73,11 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   kernels::ThreadPool* pool_;
   ResidentExperts resident_experts_;
   MoeLayerRunner runner_;        // after resident_experts_, which it may use
-  std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim)
+  std::vector<float> inv_freq_;  // RoPE: theta^(-2i/head_dim), YaRN-scaled where configured
+  float rope_attention_factor_ = 1.0f;  // YaRN's scale on cos and sin
+  // Multiplies the absorbed query so that the kernels' 1/sqrt(latent_size)
+  // becomes the model's softmax scale.
+  float latent_query_scale_ = 1.0f;
   std::vector<RowPlan> rows_;    // the current pass's rows
   bool contiguous_ = false;      // Run: one sequence's consecutive positions
   std::vector<int32_t> step_tokens_;
@@ -87,6 +97,14 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   std::vector<float> ffn_out_;           // [n][hidden]
   std::vector<float> expert_out_;        // [slots][hidden]
   std::vector<float> shared_gate_;       // [n]
+  // Multi-head latent attention.
+  std::vector<float> q_lora_;         // [n][q_lora_rank]
+  std::vector<float> latent_;         // [n][latent_size]: normalised latent | rotated RoPE key
+  std::vector<float> latent_q_;       // [n][heads][latent_size]: absorbed query | RoPE query
+  std::vector<float> latent_out_;     // [n][heads][latent_size]: attended latent (| unused)
+  std::vector<float> head_latent_;    // [n][kv_lora_rank]: one head's attended latent
+  std::vector<float> head_value_;     // [n][v_head_dim]
+  std::vector<float> kv_b_row_;       // [heads][kv_lora_rank]: a row of kv_b in f32 per head
 
   // Routed experts waiting for Sync; their input rows are consecutive rows
   // of gathered_, starting at first_row.

@@ -197,6 +197,7 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
       if (a == Architecture::kQwen2Moe) {
         ASSIGN_OR_RETURN(config.shared_expert_intermediate_size,
                          keys.IntOr("expert_shared_feed_forward_length", 0, 0, kMaxModelWidth));
+        config.shared_expert_gated = true;
         config.attention_bias = true;  // Qwen2 attention always has q/k/v biases
       } else {
         config.qk_norm = QkNorm::kPerHead;
@@ -204,6 +205,9 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
       }
       break;
     }
+    case Architecture::kDeepseekV2:
+      // Not in the GGUF family table above, so never reached.
+      return absl::UnimplementedError(absl::StrCat(file.path(), ": DeepSeek-V2 GGUF files are not supported yet"));
   }
 
   // A layer without a router is a dense MLP layer (Qwen's mlp_only_layers);

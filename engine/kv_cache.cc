@@ -33,7 +33,7 @@ KvCache::KvCache(const ModelConfig& config, int max_tokens, KvMemory* memory)
       kv_size_(config.kv_size()),
       max_tokens_(max_tokens),
       keys_(config.num_layers),
-      values_(config.num_layers) {}
+      values_(config.kv_has_values() ? config.num_layers : 0) {}
 
 absl::Status KvCache::Reserve(int new_tokens) {
   const int needed = length_ + new_tokens;
@@ -51,6 +51,7 @@ absl::Status KvCache::Reserve(int new_tokens) {
   std::vector<std::shared_ptr<float>> values(values_.size());
   for (size_t layer = 0; layer < keys_.size(); ++layer) {
     for (auto [from, to] : {std::pair{&keys_, &keys}, std::pair{&values_, &values}}) {
+      if (layer >= from->size()) continue;  // no value rows (multi-head latent attention)
       absl::StatusOr<std::shared_ptr<float>> block = memory_->Allocate(floats);
       if (!block.ok()) {
         return absl::Status(block.status().code(), absl::StrCat("growing a KV cache to ", capacity,
@@ -71,12 +72,12 @@ absl::Status KvCache::Reserve(int new_tokens) {
 void KvCache::Truncate(int length) { length_ = std::clamp(length, 0, length_); }
 
 size_t KvCache::BytesFor(const ModelConfig& config, int max_tokens) {
-  return 2 * static_cast<size_t>(config.num_layers) * static_cast<size_t>(std::max(0, max_tokens)) *
+  return (config.kv_has_values() ? 2 : 1) * static_cast<size_t>(config.num_layers) * static_cast<size_t>(std::max(0, max_tokens)) *
          static_cast<size_t>(config.kv_size()) * sizeof(float);
 }
 
 size_t KvCache::memory_bytes() const {
-  return 2 * keys_.size() * static_cast<size_t>(capacity_) * kv_size_ * sizeof(float);
+  return (keys_.size() + values_.size()) * static_cast<size_t>(capacity_) * kv_size_ * sizeof(float);
 }
 
 }  // namespace expertd

@@ -29,7 +29,10 @@ class KvMemory {
 KvMemory& HostKvMemory();
 
 // The keys and values of one sequence, per layer, in f32: [position][kv_size]
-// rows. Capacity grows by doubling up to max_tokens, so a decode step
+// rows. With multi-head latent attention (ModelConfig::mla) the key rows
+// hold each position's latent and rotated RoPE key, and there are no value
+// rows (Values() is null): the latent is the cache, not per-head K and V.
+// Capacity grows by doubling up to max_tokens, so a decode step
 // allocates only when it crosses a power of two.
 class KvCache {
  public:
@@ -57,9 +60,9 @@ class KvCache {
 
   // Rows in the cache's memory: device pointers for device memory.
   float* Keys(int layer) { return keys_[layer].get(); }
-  float* Values(int layer) { return values_[layer].get(); }
+  float* Values(int layer) { return values_.empty() ? nullptr : values_[layer].get(); }
   const float* Keys(int layer) const { return keys_[layer].get(); }
-  const float* Values(int layer) const { return values_[layer].get(); }
+  const float* Values(int layer) const { return values_.empty() ? nullptr : values_[layer].get(); }
 
  private:
   KvMemory* memory_;

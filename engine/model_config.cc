@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,7 @@ constexpr Family kFamilies[] = {
     {"MixtralForCausalLM", Architecture::kMixtral},
     {"Qwen2MoeForCausalLM", Architecture::kQwen2Moe},
     {"Qwen3MoeForCausalLM", Architecture::kQwen3Moe},
+    {"DeepseekV2ForCausalLM", Architecture::kDeepseekV2},
 };
 
 // The largest values accepted: far beyond any released model, small enough
@@ -99,6 +101,12 @@ class KeyReader {
     }
     return out;
   }
+  std::string String(const char* key, const std::string& fallback) {
+    const json* value = Get(key);
+    if (value == nullptr || value->is_null()) return fallback;
+    if (!value->is_string()) return Fail<std::string>(key, "a string");
+    return value->get<std::string>();
+  }
   bool Has(const char* key) const {
     const json* value = Get(key);
     return value != nullptr && !value->is_null();
@@ -149,6 +157,67 @@ class KeyReader {
   absl::Status status_;
 };
 
+// DeepSeek-V2's keys (HF's DeepseekV2Config; defaults as there). Two keys
+// follow DeepSeek's own modelling code where transformers 5 ignores them:
+// norm_topk_prob (renormalise, then scale) and moe_layer_freq. Every
+// released V2 config has norm_topk_prob false and moe_layer_freq 1, where
+// the two implementations agree.
+void ParseDeepseekV2(const json& root, const char* rope_scaling_key, KeyReader& keys, ModelConfig& config) {
+  MlaConfig mla;
+  mla.q_lora_rank = keys.Int("q_lora_rank", 0, 0, kMaxWidth);  // null: a plain q_proj
+  mla.kv_lora_rank = keys.Int("kv_lora_rank", std::nullopt, 1, kMaxWidth);
+  mla.qk_nope_head_dim = keys.Int("qk_nope_head_dim", std::nullopt, 0, kMaxHeadDim);
+  mla.qk_rope_head_dim = keys.Int("qk_rope_head_dim", std::nullopt, 2, kMaxHeadDim);
+  mla.v_head_dim = keys.Int("v_head_dim", std::nullopt, 1, kMaxHeadDim);
+  keys.Check(mla.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim must be even (RoPE)");
+  config.mla = mla;
+  // RoPE turns the qk_rope_head_dim part only; every head shares its key.
+  config.head_dim = mla.qk_rope_head_dim;
+  config.num_kv_heads = config.num_heads;
+  config.num_experts = keys.Int("n_routed_experts", std::nullopt, 1, kMaxExperts);
+  config.expert_intermediate_size = keys.Int("moe_intermediate_size", std::nullopt, 1, kMaxWidth);
+  config.dense_intermediate_size = keys.Int("intermediate_size", 0, 0, kMaxWidth);
+  const int shared_experts = keys.Int("n_shared_experts", 0, 0, 1024);
+  keys.Check(int64_t{shared_experts} * config.expert_intermediate_size <= kMaxWidth,
+             absl::StrCat("n_shared_experts x moe_intermediate_size must be at most ", kMaxWidth));
+  config.shared_expert_intermediate_size = shared_experts * config.expert_intermediate_size;
+  config.norm_topk_prob = keys.Bool("norm_topk_prob", false);
+  config.routed_scaling_factor = keys.Float("routed_scaling_factor", 1.0f);
+  const std::string method = keys.String("topk_method", "greedy");
+  if (method == "group_limited_greedy") {
+    config.topk_method = TopkMethod::kGroupLimitedGreedy;
+    config.n_group = keys.Int("n_group", std::nullopt, 1, kMaxRoutingGroups);
+    config.topk_group = keys.Int("topk_group", std::nullopt, 1, kMaxExperts);
+  } else {
+    keys.Check(method == "greedy", absl::StrCat("topk_method '", method,
+                                                "' is not supported (DeepSeek-V2 uses greedy or group_limited_greedy)"));
+  }
+  keys.Check(!keys.Bool("attention_bias", false), "attention_bias true is not supported for DeepseekV2ForCausalLM");
+  keys.Check(keys.String("hidden_act", "silu") == "silu", "hidden_act must be silu");
+  auto scaling = root.find(rope_scaling_key);
+  if (scaling == root.end() || scaling->is_null()) return;
+  if (!scaling->is_object()) {
+    keys.Check(false, absl::StrCat(rope_scaling_key, " must be an object"));
+    return;
+  }
+  KeyReader rope(*scaling, rope_scaling_key);
+  const std::string type = rope.String("type", rope.String("rope_type", "default"));
+  if (type == "default") return;
+  keys.Check(type == "yarn", absl::StrCat(rope_scaling_key, ": type '", type, "' is not supported (only yarn)"));
+  YarnRope yarn;
+  yarn.factor = rope.Float("factor");
+  yarn.original_max_position_embeddings =
+      rope.Int("original_max_position_embeddings", config.max_position_embeddings, 1, kMaxPositions);
+  yarn.beta_fast = rope.Float("beta_fast", 32.0f);
+  yarn.beta_slow = rope.Float("beta_slow", 1.0f);
+  yarn.mscale = rope.Float("mscale", 0.0f);
+  yarn.mscale_all_dim = rope.Float("mscale_all_dim", 0.0f);
+  yarn.attention_factor = rope.OptionalFloat("attention_factor");
+  keys.Check(rope.status().ok(), rope.status().message());
+  keys.Check(yarn.factor > 0, absl::StrCat(rope_scaling_key, ": factor must be positive"));
+  config.yarn = yarn;
+}
+
 }  // namespace
 
 absl::string_view ArchitectureName(Architecture architecture) {
@@ -176,7 +245,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   if (family == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
         source, ": unsupported architecture '", config.architecture_name,
-        "' (supported: OlmoeForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"));
+        "' (supported: OlmoeForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
+        "DeepseekV2ForCausalLM)"));
   }
   config.architecture = family->architecture;
   const Architecture arch = config.architecture;
@@ -199,10 +269,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   config.bos_token_id = keys.OptionalInt("bos_token_id", kMinInt, kMaxInt);
   config.eos_token_id = keys.OptionalInt("eos_token_id", kMinInt, kMaxInt);
   config.experts_per_token = keys.Int("num_experts_per_tok", std::nullopt, 1, kMaxExperts);
-  if (keys.Has("rope_scaling")) {
+  const char* rope_scaling_key = keys.Has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+  if (arch != Architecture::kDeepseekV2 && keys.Has("rope_scaling")) {
     keys.Check(false, "rope_scaling is not supported yet; remove it or use a model without it");
   }
-  if (config.num_heads > 0) {
+  if (config.num_heads > 0 && arch != Architecture::kDeepseekV2) {
     config.head_dim = keys.Int("head_dim", config.hidden_size / config.num_heads, 1, kMaxHeadDim);
   }
 
@@ -228,11 +299,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
       config.norm_topk_prob = keys.Bool("norm_topk_prob", false);
       if (arch == Architecture::kQwen2Moe) {
         config.shared_expert_intermediate_size = keys.Int("shared_expert_intermediate_size", 0, 0, kMaxWidth);
+        config.shared_expert_gated = true;
         config.attention_bias = true;  // Qwen2 attention always has q/k/v biases
       } else {
         config.qk_norm = QkNorm::kPerHead;
         config.attention_bias = keys.Bool("attention_bias", false);
       }
+      break;
+    case Architecture::kDeepseekV2:
+      ParseDeepseekV2(root, rope_scaling_key, keys, config);
       break;
   }
   if (!keys.status().ok()) return keys.status();
@@ -246,6 +321,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
       bool dense = (layer + 1) % sparse_step != 0;
       for (int only : mlp_only) dense |= only == layer;
       config.layer_is_moe[layer] = !dense;
+    }
+  }
+  if (arch == Architecture::kDeepseekV2) {
+    // As DeepSeek's modelling code: the first first_k_dense_replace layers
+    // are dense, then every moe_layer_freq-th layer is MoE.
+    const int first_dense = keys.Int("first_k_dense_replace", 0, 0, kMaxLayers);
+    const int frequency = keys.Int("moe_layer_freq", 1, 1, kMaxLayers);
+    for (int layer = 0; layer < config.num_layers && frequency >= 1; ++layer) {
+      config.layer_is_moe[layer] = layer >= first_dense && layer % frequency == 0;
     }
   }
 
@@ -274,6 +358,14 @@ absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view so
   check(config.rope_theta > 0, "rope_theta must be positive");
   check(static_cast<int>(config.layer_is_moe.size()) == config.num_layers,
         "layer_is_moe must have one entry per layer");
+  if (config.topk_method == TopkMethod::kGroupLimitedGreedy) {
+    check(config.n_group >= 1 && config.n_group <= kMaxRoutingGroups &&
+              config.num_experts % std::max(config.n_group, 1) == 0,
+          "n_group must divide the number of experts");
+    check(config.topk_group >= 1 && config.topk_group <= config.n_group, "topk_group must be in 1 .. n_group");
+    check(config.experts_per_token <= config.topk_group * (config.num_experts / std::max(config.n_group, 1)),
+          "num_experts_per_tok must not exceed the experts of topk_group groups");
+  }
   for (int layer = 0; layer < static_cast<int>(config.layer_is_moe.size()); ++layer) {
     if (!config.layer_is_moe[layer]) {
       check(config.dense_intermediate_size > 0,

@@ -12,7 +12,48 @@
 
 namespace expertd {
 
-enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe };
+enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV2 };
+
+// Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1): queries
+// from a low-rank projection (or a plain q_proj when q_lora_rank is 0), keys
+// and values from one compressed latent of kv_lora_rank per position plus
+// one RoPE key part shared by every head. Each head's query and key are
+// [qk_nope_head_dim | qk_rope_head_dim]; its value is v_head_dim wide.
+struct MlaConfig {
+  int q_lora_rank = 0;  // 0: the query is a plain q_proj (V2-Lite)
+  int kv_lora_rank = 0;
+  int qk_nope_head_dim = 0;
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+  int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  // What the KV cache keeps per position: the normalised latent, then the
+  // rotated RoPE key part.
+  int latent_size() const { return kv_lora_rank + qk_rope_head_dim; }
+  // The epsilon of q_a_layernorm and kv_a_layernorm: DeepSeek's code (and
+  // HF's) builds them without the config's rms_norm_eps, so they keep
+  // RMSNorm's default whatever the config says (the released V2 configs say
+  // 1e-6 too; a test model with 1e-5 showed the difference, 1e-5 relative in
+  // the logits against transformers).
+  static constexpr float kLatentNormEps = 1e-6f;
+};
+
+// YaRN RoPE scaling (arXiv:2309.00071) as HF's _compute_yarn_parameters
+// reads config.json's rope_scaling.
+struct YarnRope {
+  float factor = 1.0f;
+  int original_max_position_embeddings = 0;
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  float mscale = 0.0f;          // 0: absent
+  float mscale_all_dim = 0.0f;  // 0: absent
+  std::optional<float> attention_factor;
+};
+
+// How a DeepSeek router picks its experts among the softmax scores.
+enum class TopkMethod {
+  kGreedy,              // the k best of all experts
+  kGroupLimitedGreedy,  // the k best within the topk_group groups whose best expert scores highest
+};
 
 // Where the architecture normalises queries and keys before RoPE.
 enum class QkNorm {
@@ -51,11 +92,27 @@ struct ModelConfig {
   float rms_norm_eps = 1e-6f;
   bool tie_word_embeddings = false;
 
+  // DeepSeek-V2. Routing: after top-k (and norm_topk_prob), every gate
+  // weight is multiplied by routed_scaling_factor.
+  std::optional<MlaConfig> mla;
+  std::optional<YarnRope> yarn;  // RoPE scaling; absent: plain RoPE
+  TopkMethod topk_method = TopkMethod::kGreedy;
+  int n_group = 1;
+  int topk_group = 1;
+  float routed_scaling_factor = 1.0f;
+  // Qwen2-MoE scales its shared expert by sigmoid(gate . x); DeepSeek adds
+  // its shared experts as they are.
+  bool shared_expert_gated = false;
+
   std::optional<int> bos_token_id;
   std::optional<int> eos_token_id;
 
-  int q_size() const { return num_heads * head_dim; }
-  int kv_size() const { return num_kv_heads * head_dim; }
+  int q_size() const { return mla ? num_heads * mla->qk_head_dim() : num_heads * head_dim; }
+  // Floats per position per layer in each of the KV cache's key and value
+  // rows. With MLA the cache keeps the latent as the "key" row and has no
+  // value rows (kv_has_values()).
+  int kv_size() const { return mla ? mla->latent_size() : num_kv_heads * head_dim; }
+  bool kv_has_values() const { return !mla.has_value(); }
 };
 
 absl::string_view ArchitectureName(Architecture architecture);
@@ -75,6 +132,8 @@ inline constexpr int64_t kMaxModelLayers = 4096;
 inline constexpr int64_t kMaxModelHeads = 4096;
 inline constexpr int64_t kMaxModelHeadDim = 4096;
 inline constexpr int64_t kMaxModelExperts = 65536;
+// Expert groups of group-limited routing (DeepSeek-V2 has 8).
+inline constexpr int kMaxRoutingGroups = 64;
 
 // The checks across fields every config must pass, whatever it was read
 // from (positive sizes, heads divisible by KV heads, even head_dim, top-k

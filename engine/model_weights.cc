@@ -143,10 +143,28 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
     const std::string attn = prefix + "self_attn.";
     RETURN_IF_ERROR(load.Vector(prefix + "input_layernorm.weight", hidden, &layer.input_norm));
     RETURN_IF_ERROR(load.Vector(prefix + "post_attention_layernorm.weight", hidden, &layer.post_attention_norm));
-    RETURN_IF_ERROR(load.Matrix(attn + "q_proj.weight", config.q_size(), hidden, &layer.q));
-    RETURN_IF_ERROR(load.Matrix(attn + "k_proj.weight", config.kv_size(), hidden, &layer.k));
-    RETURN_IF_ERROR(load.Matrix(attn + "v_proj.weight", config.kv_size(), hidden, &layer.v));
-    RETURN_IF_ERROR(load.Matrix(attn + "o_proj.weight", hidden, config.q_size(), &layer.o));
+    if (config.mla) {
+      const MlaConfig& mla = *config.mla;
+      if (mla.q_lora_rank > 0) {
+        RETURN_IF_ERROR(load.Matrix(attn + "q_a_proj.weight", mla.q_lora_rank, hidden, &layer.q_a));
+        RETURN_IF_ERROR(load.Vector(attn + "q_a_layernorm.weight", mla.q_lora_rank, &layer.q_a_norm));
+        RETURN_IF_ERROR(load.Matrix(attn + "q_b_proj.weight", config.q_size(), mla.q_lora_rank, &layer.q_b));
+      } else {
+        RETURN_IF_ERROR(load.Matrix(attn + "q_proj.weight", config.q_size(), hidden, &layer.q));
+      }
+      RETURN_IF_ERROR(load.Matrix(attn + "kv_a_proj_with_mqa.weight", mla.latent_size(), hidden, &layer.kv_a));
+      RETURN_IF_ERROR(load.Vector(attn + "kv_a_layernorm.weight", mla.kv_lora_rank, &layer.kv_a_norm));
+      RETURN_IF_ERROR(load.Matrix(attn + "kv_b_proj.weight",
+                                  int64_t{config.num_heads} * (mla.qk_nope_head_dim + mla.v_head_dim),
+                                  mla.kv_lora_rank, &layer.kv_b));
+      RETURN_IF_ERROR(
+          load.Matrix(attn + "o_proj.weight", hidden, int64_t{config.num_heads} * mla.v_head_dim, &layer.o));
+    } else {
+      RETURN_IF_ERROR(load.Matrix(attn + "q_proj.weight", config.q_size(), hidden, &layer.q));
+      RETURN_IF_ERROR(load.Matrix(attn + "k_proj.weight", config.kv_size(), hidden, &layer.k));
+      RETURN_IF_ERROR(load.Matrix(attn + "v_proj.weight", config.kv_size(), hidden, &layer.v));
+      RETURN_IF_ERROR(load.Matrix(attn + "o_proj.weight", hidden, config.q_size(), &layer.o));
+    }
     if (config.attention_bias) {
       RETURN_IF_ERROR(load.Vector(attn + "q_proj.bias", config.q_size(), &layer.q_bias));
       RETURN_IF_ERROR(load.Vector(attn + "k_proj.bias", config.kv_size(), &layer.k_bias));
@@ -175,9 +193,14 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
                                        &layer.experts[e], options.resident_experts));
     }
     if (config.shared_expert_intermediate_size > 0) {
-      RETURN_IF_ERROR(load.FeedForward(moe + "shared_expert.", "gate_proj", "up_proj", "down_proj", hidden,
+      // Qwen2-MoE's one gated shared_expert; DeepSeek's shared_experts, n
+      // of them fused into one MLP, ungated.
+      const char* shared = config.shared_expert_gated ? "shared_expert." : "shared_experts.";
+      RETURN_IF_ERROR(load.FeedForward(moe + shared, "gate_proj", "up_proj", "down_proj", hidden,
                                        config.shared_expert_intermediate_size, &layer.shared_expert.emplace()));
-      RETURN_IF_ERROR(load.Matrix(moe + "shared_expert_gate.weight", 1, hidden, &layer.shared_expert_gate));
+      if (config.shared_expert_gated) {
+        RETURN_IF_ERROR(load.Matrix(moe + "shared_expert_gate.weight", 1, hidden, &layer.shared_expert_gate));
+      }
     }
   }
 

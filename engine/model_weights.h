@@ -29,12 +29,19 @@ struct LayerWeights {
   WeightMatrix q, k, v, o;
   std::vector<float> q_bias, k_bias, v_bias;  // empty without attention_bias
   std::vector<float> q_norm, k_norm;          // empty without QK-norm
+  // Multi-head latent attention (ModelConfig::mla): q above is the plain
+  // q_proj when q_lora_rank is 0, else q_a -> q_a_norm -> q_b; k and v are
+  // unused: kv_a gives the latent and the RoPE key, kv_b expands the latent
+  // to each head's [nope key | value].
+  WeightMatrix q_a, q_b;    // [q_lora_rank][hidden], [heads * qk_head_dim][q_lora_rank]
+  WeightMatrix kv_a, kv_b;  // [kv_lora_rank + rope][hidden], [heads * (nope + v)][kv_lora_rank]
+  std::vector<float> q_a_norm, kv_a_norm;
 
   bool is_moe = true;
   WeightMatrix router;                      // [num_experts][hidden]
   std::vector<FeedForwardWeights> experts;  // [num_experts], routed
   std::optional<FeedForwardWeights> shared_expert;
-  WeightMatrix shared_expert_gate;  // [1][hidden], with shared_expert
+  WeightMatrix shared_expert_gate;  // [1][hidden], with a gated shared_expert (Qwen2-MoE)
   FeedForwardWeights dense_mlp;     // when !is_moe
 };
 

@@ -98,13 +98,58 @@ absl::Status PlanStepRows(const ModelConfig& config, absl::Span<const StepRow> r
   return absl::OkStatus();
 }
 
+namespace {
+
+// YaRN's mscale (arXiv:2309.00071 §3.4, as DeepSeek and HF write it).
+double YarnMscale(double factor, double mscale) {
+  return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+}  // namespace
+
 std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
   const int half = config.head_dim / 2;
   std::vector<float> inv_freq(half);
   for (int i = 0; i < half; ++i) {
     inv_freq[i] = 1.0f / std::pow(config.rope_theta, static_cast<float>(2 * i) / config.head_dim);
   }
+  if (!config.yarn) return inv_freq;
+  const YarnRope& yarn = *config.yarn;
+  const double dim = config.head_dim;
+  const double base = config.rope_theta;
+  // The dimension that turns `rotations` times over the original context.
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(yarn.original_max_position_embeddings / (rotations * 2.0 * M_PI)) / (2.0 * std::log(base));
+  };
+  const double low = std::max(std::floor(correction_dim(yarn.beta_fast)), 0.0);
+  double high = std::min(std::ceil(correction_dim(yarn.beta_slow)), dim - 1.0);
+  if (low == high) high += 0.001;  // as HF: no division by zero
+  for (int i = 0; i < half; ++i) {
+    const float ramp = static_cast<float>(std::clamp((i - low) / (high - low), 0.0, 1.0));
+    const float interpolated = inv_freq[i] / yarn.factor;
+    inv_freq[i] = interpolated * ramp + inv_freq[i] * (1.0f - ramp);
+  }
   return inv_freq;
+}
+
+float RopeAttentionFactor(const ModelConfig& config) {
+  if (!config.yarn) return 1.0f;
+  const YarnRope& yarn = *config.yarn;
+  if (yarn.attention_factor) return *yarn.attention_factor;
+  if (yarn.mscale != 0.0f && yarn.mscale_all_dim != 0.0f) {
+    return static_cast<float>(YarnMscale(yarn.factor, yarn.mscale) / YarnMscale(yarn.factor, yarn.mscale_all_dim));
+  }
+  return static_cast<float>(YarnMscale(yarn.factor, 1.0));
+}
+
+float MlaSoftmaxScale(const ModelConfig& config) {
+  double scale = config.mla ? 1.0 / std::sqrt(static_cast<double>(config.mla->qk_head_dim()))
+                            : 1.0 / std::sqrt(static_cast<double>(config.head_dim));
+  if (config.yarn && config.yarn->mscale_all_dim != 0.0f) {
+    const double mscale = YarnMscale(config.yarn->factor, config.yarn->mscale_all_dim);
+    scale *= mscale * mscale;
+  }
+  return static_cast<float>(scale);
 }
 
 void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin) {
@@ -159,9 +204,20 @@ void MoeDispatch::RouteRow(int layer, int t, const float* logits, ExpertSource& 
     }
     RoutePerturbed(logits, perturbation_.data(), num_experts, row.k, config_.norm_topk_prob, router_probs_.data(),
                    chosen, weights);
+  } else if (config_.topk_method == TopkMethod::kGroupLimitedGreedy) {
+    // Roster samples above choose among every expert; the deterministic
+    // route keeps DeepSeek's group limit.
+    float* probs = router_probs_.data();
+    RouterProbabilities(logits, num_experts, probs);
+    LimitToGroups(probs, num_experts, config_.n_group, config_.topk_group);
+    SelectTopK(num_experts, row.k, [probs](int e) { return probs[e]; }, chosen);
+    GateWeights(probs, chosen, row.k, config_.norm_topk_prob, weights);
   } else {
     // tau = 0 takes the deterministic path itself, so it is bit-identical.
     RouteToken(logits, num_experts, row.k, config_.norm_topk_prob, router_probs_.data(), chosen, weights);
+  }
+  if (config_.routed_scaling_factor != 1.0f) {
+    for (int j = 0; j < row.k; ++j) weights[j] *= config_.routed_scaling_factor;
   }
   experts.OnRouterScores(layer, router_probs_);
   if (row.trace != nullptr) {

@@ -47,7 +47,17 @@ absl::Status PlanStepRows(const ModelConfig& config, absl::Span<const StepRow> r
 
 // RoPE: theta^(-2i/head_dim) for i < head_dim/2, in f32 as HF computes them,
 // so positions far into a sequence get the reference implementations' angles.
+// With YaRN (config.yarn) the frequencies of HF's _compute_yarn_parameters:
+// those whose wavelength exceeds the original context divided by the factor,
+// a linear ramp between.
 std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
+// What YaRN multiplies RoPE's cosines and sines by (HF's attention_factor):
+// 1 without YaRN.
+float RopeAttentionFactor(const ModelConfig& config);
+// The attention's softmax scale for multi-head latent attention:
+// qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 with YaRN (HF's
+// yarn_apply_mscale).
+float MlaSoftmaxScale(const ModelConfig& config);
 // The cosines then the sines of `position`'s angles ([head_dim]).
 void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin);
 

@@ -1,5 +1,7 @@
 #include "engine/routing.h"
 
+#include "engine/model_config.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -23,6 +25,25 @@ void GateWeights(const float* probs, const int32_t* experts, int k, bool normali
     float chosen = 0.0f;
     for (int j = 0; j < k; ++j) chosen += weights_out[j];
     for (int j = 0; j < k; ++j) weights_out[j] /= chosen;
+  }
+}
+
+void LimitToGroups(float* probs, int num_experts, int n_group, int topk_group) {
+  const int per_group = num_experts / n_group;
+  auto best = [&](int group) {
+    return *std::max_element(probs + group * per_group, probs + (group + 1) * per_group);
+  };
+  // A group's rank is the number of groups ahead of it; n_group is small (8
+  // in DeepSeek-V2), so counting beats sorting and needs no buffer. The
+  // bests are taken before any group is zeroed.
+  float bests[kMaxRoutingGroups];
+  for (int g = 0; g < n_group; ++g) bests[g] = best(g);
+  for (int g = 0; g < n_group; ++g) {
+    int ahead = 0;
+    for (int other = 0; other < n_group; ++other) {
+      ahead += bests[other] > bests[g] || (bests[other] == bests[g] && other < g);
+    }
+    if (ahead >= topk_group) std::fill(probs + g * per_group, probs + (g + 1) * per_group, 0.0f);
   }
 }
 

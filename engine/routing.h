@@ -40,6 +40,14 @@ void SelectTopK(int num_experts, int k, const Score& score, int32_t* experts_out
 // `normalize`.
 void GateWeights(const float* probs, const int32_t* experts, int k, bool normalize, float* weights_out);
 
+// DeepSeek-V2's group-limited greedy routing (HF DeepseekV2TopkRouter,
+// topk_method "group_limited_greedy"): the experts form n_group groups of
+// consecutive indices; a group scores its best probability; every
+// probability outside the topk_group best groups (ties to the lower group)
+// becomes 0, so a top-k over the result picks within those groups. In
+// place; needs no scratch.
+void LimitToGroups(float* probs, int num_experts, int n_group, int topk_group);
+
 // The experts chosen for each (token, MoE layer) of a run: the routing trace
 // that cache policies and predictors are studied on.
 struct RoutingRecord {

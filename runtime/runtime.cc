@@ -30,8 +30,15 @@ void PrintPackProgress(const char* what, int done, int total) {
 namespace {
 
 // Whether to run on a CUDA device (options.gpu), decided before loading.
-absl::StatusOr<bool> UseGpu(const DeviceOptions& options) {
+absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const ModelConfig& config) {
   if (options.gpu == GpuMode::kOff) return false;
+  if (config.mla && options.gpu == GpuMode::kAuto) {
+    // The GPU pass has no multi-head latent attention yet and refuses such a
+    // model (with --gpu on, that refusal is the error); auto means the CPU.
+    spdlog::info("{} runs on the CPU: the GPU pass does not support multi-head latent attention yet",
+                 config.architecture_name);
+    return false;
+  }
 #ifdef EXPERTD_HAVE_CUDA
   std::string why_none;
   ASSIGN_OR_RETURN(int devices, kernels::cuda::CudaDeviceCount(&why_none));
@@ -133,7 +140,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   engine.pool_ = std::make_unique<kernels::ThreadPool>(threads);
-  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device));
+  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device, config));
   std::unique_ptr<cache::DeviceCopier> copier;
 #ifdef EXPERTD_HAVE_CUDA
   const cache::CudaDeviceTier* cuda_tier = nullptr;

@@ -199,6 +199,13 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const M
   if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && tier == nullptr) {
     return absl::InvalidArgumentError("experts cached in VRAM need the cache's CUDA tier");
   }
+  if (model.config().mla) {
+    // Multi-head latent attention, YaRN RoPE and DeepSeek's routing exist
+    // only in the CPU pass so far.
+    return absl::UnimplementedError(absl::StrCat("the GPU pass does not support ", model.config().architecture_name,
+                                                 " (multi-head latent attention) yet; run it on the CPU "
+                                                 "(no GPU device in the config)"));
+  }
   if (model.config().head_dim > kc::kMaxAttentionHeadDim) {
     return absl::InvalidArgumentError(absl::StrCat("the GPU pass supports head_dim up to ", kc::kMaxAttentionHeadDim,
                                                    ", this model has ", model.config().head_dim));

@@ -99,6 +99,24 @@ TEST(CudaForwardTest, WithoutADeviceCreateSaysSo) {
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
 }
 
+// DeepSeek-V2's latent attention is CPU-only so far: refused at load, by
+// name, with or without a device.
+TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
+  ScopedTempDir dir("cuda_forward_deepseek");
+  tools::MakeModelOptions o;
+  o.arch = "deepseek_v2";
+  o.layers = 2;
+  o.experts = 4;
+  o.top_k = 2;
+  o.vocab = 320;
+  auto model = Model::Load(MakeTestModel(dir, "model", o));
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  ASSERT_FALSE(pass.ok());
+  EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("DeepseekV2ForCausalLM"));
+}
+
 class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {

@@ -21,7 +21,7 @@ using ::expertd::testing::ScopedTempDir;
 
 tools::MakeModelOptions OptionsFor(const std::string& arch, const std::string& dtype) {
   tools::MakeModelOptions o;
-  o.arch = arch;
+  o.arch = arch.rfind("deepseek_v2", 0) == 0 ? "deepseek_v2" : arch;
   o.dtype = dtype;
   o.layers = 3;
   o.hidden = 64;
@@ -39,6 +39,20 @@ tools::MakeModelOptions OptionsFor(const std::string& arch, const std::string& d
   if (arch == "qwen2_moe") o.dense_layers = {1};  // exercise a dense MLP layer
   if (arch == "qwen3_moe") o.head_dim = 32;        // head_dim != hidden / heads
   if (arch == "mixtral") o.tie_embeddings = true;
+  // DeepSeek-V2-Lite's shape (a plain q_proj, greedy, YaRN) and V2's (a
+  // low-rank query, group-limited routing, a routed scaling factor and
+  // renormalised top-k); both with a dense first layer and shared experts.
+  if (arch == "deepseek_v2") {
+    o.yarn_factor = 4.0f;
+    o.shared_experts = 2;
+  }
+  if (arch == "deepseek_v2_grouped") {
+    o.q_lora_rank = 24;
+    o.n_group = 4;
+    o.topk_group = 2;
+    o.top_k = 3;
+    o.routed_scaling_factor = 1.5f;
+  }
   return o;
 }
 
@@ -159,7 +173,8 @@ TEST_P(EngineVsReference, TraceRecordsEveryTokenAndLayer) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitecturesAndDtypes, EngineVsReference,
-                         ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe"),
+                         ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
+                                                              "deepseek_v2_grouped"),
                                             ::testing::Values("f32", "bf16", "f16")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param);

@@ -78,9 +78,14 @@ class PrefetchTest : public ::testing::Test {
   std::unique_ptr<io::ExpertReader> reader_;
 };
 
-TEST_F(PrefetchTest, NeverChangesResults) {
+class PrefetchFamilyTest : public PrefetchTest, public ::testing::WithParamInterface<std::string> {};
+
+// Every family's layer cycle: Qwen2-MoE's shared expert, DeepSeek-V2's dense
+// first layer (the next token's first MoE layer is layer 1) and latent
+// attention.
+TEST_P(PrefetchFamilyTest, NeverChangesResults) {
   tools::MakeModelOptions o;
-  o.arch = "qwen2_moe";
+  o.arch = GetParam();
   o.layers = 4;
   o.experts = 16;
   o.top_k = 4;
@@ -109,6 +114,8 @@ TEST_F(PrefetchTest, NeverChangesResults) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Families, PrefetchFamilyTest, ::testing::Values("qwen2_moe", "deepseek_v2"));
 
 // The next token's first MoE layer, prefetched at the last layer from this
 // token's routing: scored against the next token's routing, reads issued,

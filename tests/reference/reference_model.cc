@@ -126,6 +126,151 @@ absl::StatusOr<FeedForward> LoadFeedForward(Weights& w, const std::string& prefi
   return ff;
 }
 
+// DeepSeek-V2's RoPE: the rotated part's elements pair up as (2i, 2i+1)
+// (HF's apply_rotary_emb views them as complex numbers), each pair turned by
+// position * inv_freq[i], and both scaled by YaRN's attention factor.
+struct DeepseekRope {
+  Vector inv_freq;
+  double attention_factor = 1.0;
+  double softmax_scale = 0.0;  // the attention's, YaRN's mscale included
+};
+
+double YarnMscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+DeepseekRope MakeDeepseekRope(const ModelConfig& config) {
+  const MlaConfig& mla = *config.mla;
+  const int dim = mla.qk_rope_head_dim;
+  const double base = config.rope_theta;
+  DeepseekRope rope;
+  rope.softmax_scale = 1.0 / std::sqrt(static_cast<double>(mla.qk_head_dim()));
+  for (int i = 0; i < dim / 2; ++i) rope.inv_freq.push_back(1.0 / std::pow(base, 2.0 * i / dim));
+  if (!config.yarn) return rope;
+  const YarnRope& y = *config.yarn;
+  // The dimensions whose wavelengths fit in the original context keep their
+  // frequency; the longer ones are divided by the factor; a linear ramp
+  // between (YaRN's "NTK-by-parts").
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(y.original_max_position_embeddings / (rotations * 2 * M_PI)) / (2 * std::log(base));
+  };
+  const double low = std::max(std::floor(correction_dim(y.beta_fast)), 0.0);
+  double high = std::min(std::ceil(correction_dim(y.beta_slow)), dim - 1.0);
+  if (low == high) high += 0.001;
+  for (int i = 0; i < dim / 2; ++i) {
+    const double ramp = std::clamp((i - low) / (high - low), 0.0, 1.0);
+    const double extrapolation = rope.inv_freq[i];
+    const double interpolation = extrapolation / y.factor;
+    rope.inv_freq[i] = interpolation * ramp + extrapolation * (1.0 - ramp);
+  }
+  if (y.attention_factor) {
+    rope.attention_factor = *y.attention_factor;
+  } else if (y.mscale != 0 && y.mscale_all_dim != 0) {
+    rope.attention_factor = YarnMscale(y.factor, y.mscale) / YarnMscale(y.factor, y.mscale_all_dim);
+  } else {
+    rope.attention_factor = YarnMscale(y.factor, 1.0);
+  }
+  if (y.mscale_all_dim != 0) {
+    const double m = YarnMscale(y.factor, y.mscale_all_dim);
+    rope.softmax_scale *= m * m;
+  }
+  return rope;
+}
+
+void InterleavedRope(double* x, const DeepseekRope& rope, int position) {
+  for (size_t i = 0; i < rope.inv_freq.size(); ++i) {
+    const double angle = position * rope.inv_freq[i];
+    const double c = std::cos(angle) * rope.attention_factor;
+    const double s = std::sin(angle) * rope.attention_factor;
+    const double a = x[2 * i];
+    const double b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = a * s + b * c;
+  }
+}
+
+// Multi-head latent attention as HF's DeepseekV2Attention computes it: the
+// latent expanded to full per-head keys and values (the engine attends in
+// the latent space instead; the two must agree).
+absl::StatusOr<std::vector<Vector>> MlaAttention(Weights& w, const std::string& p, const ModelConfig& config,
+                                                 const DeepseekRope& rope, const std::vector<Vector>& x) {
+  const MlaConfig& mla = *config.mla;
+  const int n = static_cast<int>(x.size());
+  const int heads = config.num_heads;
+  const int nope = mla.qk_nope_head_dim, rot = mla.qk_rope_head_dim, qk = mla.qk_head_dim(), vd = mla.v_head_dim;
+  const std::string a = p + "self_attn.";
+  Matrix wq, wq_a, wq_b;
+  Vector q_a_norm;
+  if (mla.q_lora_rank > 0) {
+    ASSIGN_OR_RETURN(wq_a, w.Mat(a + "q_a_proj.weight"));
+    ASSIGN_OR_RETURN(q_a_norm, w.Vec(a + "q_a_layernorm.weight"));
+    ASSIGN_OR_RETURN(wq_b, w.Mat(a + "q_b_proj.weight"));
+  } else {
+    ASSIGN_OR_RETURN(wq, w.Mat(a + "q_proj.weight"));
+  }
+  ASSIGN_OR_RETURN(Matrix wkv_a, w.Mat(a + "kv_a_proj_with_mqa.weight"));
+  ASSIGN_OR_RETURN(Vector kv_a_norm, w.Vec(a + "kv_a_layernorm.weight"));
+  ASSIGN_OR_RETURN(Matrix wkv_b, w.Mat(a + "kv_b_proj.weight"));
+  ASSIGN_OR_RETURN(Matrix wo, w.Mat(a + "o_proj.weight"));
+  // q_a_layernorm and kv_a_layernorm are built without the config's epsilon
+  // (DeepseekV2RMSNorm(rank)): RMSNorm's default.
+  const double latent_eps = 1e-6;
+
+  std::vector<Vector> q(n), k(n), v(n);  // [heads * qk], [heads * qk], [heads * vd]
+  for (int t = 0; t < n; ++t) {
+    q[t] = mla.q_lora_rank > 0 ? Apply(wq_b, RmsNorm(Apply(wq_a, x[t]), q_a_norm, latent_eps)) : Apply(wq, x[t]);
+    for (int h = 0; h < heads; ++h) InterleavedRope(&q[t][h * qk + nope], rope, t);
+    const Vector compressed = Apply(wkv_a, x[t]);
+    const Vector latent =
+        RmsNorm(Vector(compressed.begin(), compressed.begin() + mla.kv_lora_rank), kv_a_norm, latent_eps);
+    Vector k_rot(compressed.begin() + mla.kv_lora_rank, compressed.end());
+    InterleavedRope(k_rot.data(), rope, t);
+    const Vector expanded = Apply(wkv_b, latent);  // per head [nope | vd]
+    k[t].assign(static_cast<size_t>(heads) * qk, 0.0);
+    v[t].assign(static_cast<size_t>(heads) * vd, 0.0);
+    for (int h = 0; h < heads; ++h) {
+      for (int i = 0; i < nope; ++i) k[t][h * qk + i] = expanded[h * (nope + vd) + i];
+      for (int i = 0; i < rot; ++i) k[t][h * qk + nope + i] = k_rot[i];
+      for (int i = 0; i < vd; ++i) v[t][h * vd + i] = expanded[h * (nope + vd) + nope + i];
+    }
+  }
+  std::vector<Vector> out(n);
+  for (int t = 0; t < n; ++t) {
+    Vector attended(static_cast<size_t>(heads) * vd, 0.0);
+    for (int h = 0; h < heads; ++h) {
+      Vector scores(t + 1);
+      for (int s = 0; s <= t; ++s) {
+        double dot = 0.0;
+        for (int i = 0; i < qk; ++i) dot += q[t][h * qk + i] * k[s][h * qk + i];
+        scores[s] = dot * rope.softmax_scale;
+      }
+      const double top = *std::max_element(scores.begin(), scores.end());
+      double total = 0.0;
+      for (double& sc : scores) total += (sc = std::exp(sc - top));
+      for (int s = 0; s <= t; ++s) {
+        for (int i = 0; i < vd; ++i) attended[h * vd + i] += scores[s] / total * v[s][h * vd + i];
+      }
+    }
+    out[t] = Apply(wo, attended);
+  }
+  return out;
+}
+
+// DeepSeek's group-limited greedy: experts form n_group groups of
+// consecutive indices; only the topk_group groups with the best single
+// probability stay eligible.
+void LimitToGroups(const ModelConfig& config, Vector& probs) {
+  const int per_group = config.num_experts / config.n_group;
+  Vector best(config.n_group, 0.0);
+  for (int g = 0; g < config.n_group; ++g) {
+    best[g] = *std::max_element(probs.begin() + g * per_group, probs.begin() + (g + 1) * per_group);
+  }
+  std::vector<int> order(config.n_group);
+  for (int g = 0; g < config.n_group; ++g) order[g] = g;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return best[a] > best[b]; });
+  for (int rank = config.topk_group; rank < config.n_group; ++rank) {
+    std::fill(probs.begin() + order[rank] * per_group, probs.begin() + (order[rank] + 1) * per_group, 0.0);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::string& model_dir,
@@ -144,6 +289,9 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
   const int hd = config.head_dim;
   const double eps = config.rms_norm_eps;
 
+  const bool deepseek = config.architecture == Architecture::kDeepseekV2;
+  const DeepseekRope deepseek_rope = deepseek ? MakeDeepseekRope(config) : DeepseekRope{};
+
   ASSIGN_OR_RETURN(Matrix embedding, w.Mat("model.embed_tokens.weight"));
   std::vector<Vector> hidden(n);
   for (int t = 0; t < n; ++t) hidden[t] = embedding[tokens[t]];
@@ -151,74 +299,83 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
   for (int layer = 0; layer < config.num_layers; ++layer) {
     const std::string p = absl::StrCat("model.layers.", layer, ".");
     ASSIGN_OR_RETURN(Vector input_norm, w.Vec(p + "input_layernorm.weight"));
-    ASSIGN_OR_RETURN(Matrix wq, w.Mat(p + "self_attn.q_proj.weight"));
-    ASSIGN_OR_RETURN(Matrix wk, w.Mat(p + "self_attn.k_proj.weight"));
-    ASSIGN_OR_RETURN(Matrix wv, w.Mat(p + "self_attn.v_proj.weight"));
-    ASSIGN_OR_RETURN(Matrix wo, w.Mat(p + "self_attn.o_proj.weight"));
+    if (deepseek) {
+      std::vector<Vector> normed(n);
+      for (int t = 0; t < n; ++t) normed[t] = RmsNorm(hidden[t], input_norm, eps);
+      ASSIGN_OR_RETURN(std::vector<Vector> attention, MlaAttention(w, p, config, deepseek_rope, normed));
+      for (int t = 0; t < n; ++t) {
+        for (size_t i = 0; i < attention[t].size(); ++i) hidden[t][i] += attention[t][i];
+      }
+    } else {  // standard attention
+      ASSIGN_OR_RETURN(Matrix wq, w.Mat(p + "self_attn.q_proj.weight"));
+      ASSIGN_OR_RETURN(Matrix wk, w.Mat(p + "self_attn.k_proj.weight"));
+      ASSIGN_OR_RETURN(Matrix wv, w.Mat(p + "self_attn.v_proj.weight"));
+      ASSIGN_OR_RETURN(Matrix wo, w.Mat(p + "self_attn.o_proj.weight"));
 
-    // Attention over the whole sequence, causal.
-    std::vector<Vector> q(n), kk(n), v(n);
-    for (int t = 0; t < n; ++t) {
-      const Vector x = RmsNorm(hidden[t], input_norm, eps);
-      q[t] = Apply(wq, x);
-      kk[t] = Apply(wk, x);
-      v[t] = Apply(wv, x);
-      if (config.attention_bias) {
-        ASSIGN_OR_RETURN(Vector bq, w.Vec(p + "self_attn.q_proj.bias"));
-        ASSIGN_OR_RETURN(Vector bk, w.Vec(p + "self_attn.k_proj.bias"));
-        ASSIGN_OR_RETURN(Vector bv, w.Vec(p + "self_attn.v_proj.bias"));
-        for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq[i];
-        for (size_t i = 0; i < kk[t].size(); ++i) kk[t][i] += bk[i];
-        for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += bv[i];
-      }
-      if (config.qk_norm != QkNorm::kNone) {
-        ASSIGN_OR_RETURN(Vector qn, w.Vec(p + "self_attn.q_norm.weight"));
-        ASSIGN_OR_RETURN(Vector kn, w.Vec(p + "self_attn.k_norm.weight"));
-        if (config.qk_norm == QkNorm::kWholeProjection) {
-          q[t] = RmsNorm(q[t], qn, eps);
-          kk[t] = RmsNorm(kk[t], kn, eps);
-        } else {
-          for (int h = 0; h < config.num_heads; ++h) {
-            Vector head(q[t].begin() + h * hd, q[t].begin() + (h + 1) * hd);
-            head = RmsNorm(head, qn, eps);
-            std::copy(head.begin(), head.end(), q[t].begin() + h * hd);
+      // Attention over the whole sequence, causal.
+      std::vector<Vector> q(n), kk(n), v(n);
+      for (int t = 0; t < n; ++t) {
+        const Vector x = RmsNorm(hidden[t], input_norm, eps);
+        q[t] = Apply(wq, x);
+        kk[t] = Apply(wk, x);
+        v[t] = Apply(wv, x);
+        if (config.attention_bias) {
+          ASSIGN_OR_RETURN(Vector bq, w.Vec(p + "self_attn.q_proj.bias"));
+          ASSIGN_OR_RETURN(Vector bk, w.Vec(p + "self_attn.k_proj.bias"));
+          ASSIGN_OR_RETURN(Vector bv, w.Vec(p + "self_attn.v_proj.bias"));
+          for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq[i];
+          for (size_t i = 0; i < kk[t].size(); ++i) kk[t][i] += bk[i];
+          for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += bv[i];
+        }
+        if (config.qk_norm != QkNorm::kNone) {
+          ASSIGN_OR_RETURN(Vector qn, w.Vec(p + "self_attn.q_norm.weight"));
+          ASSIGN_OR_RETURN(Vector kn, w.Vec(p + "self_attn.k_norm.weight"));
+          if (config.qk_norm == QkNorm::kWholeProjection) {
+            q[t] = RmsNorm(q[t], qn, eps);
+            kk[t] = RmsNorm(kk[t], kn, eps);
+          } else {
+            for (int h = 0; h < config.num_heads; ++h) {
+              Vector head(q[t].begin() + h * hd, q[t].begin() + (h + 1) * hd);
+              head = RmsNorm(head, qn, eps);
+              std::copy(head.begin(), head.end(), q[t].begin() + h * hd);
+            }
+            for (int h = 0; h < config.num_kv_heads; ++h) {
+              Vector head(kk[t].begin() + h * hd, kk[t].begin() + (h + 1) * hd);
+              head = RmsNorm(head, kn, eps);
+              std::copy(head.begin(), head.end(), kk[t].begin() + h * hd);
+            }
           }
-          for (int h = 0; h < config.num_kv_heads; ++h) {
-            Vector head(kk[t].begin() + h * hd, kk[t].begin() + (h + 1) * hd);
-            head = RmsNorm(head, kn, eps);
-            std::copy(head.begin(), head.end(), kk[t].begin() + h * hd);
+        }
+        if (config.clip_qkv) {
+          const double c = *config.clip_qkv;
+          for (auto* vec : {&q[t], &kk[t], &v[t]}) {
+            for (double& value : *vec) value = std::clamp(value, -c, c);
           }
         }
+        for (int h = 0; h < config.num_heads; ++h) Rope(&q[t][h * hd], hd, t, config.rope_theta);
+        for (int h = 0; h < config.num_kv_heads; ++h) Rope(&kk[t][h * hd], hd, t, config.rope_theta);
       }
-      if (config.clip_qkv) {
-        const double c = *config.clip_qkv;
-        for (auto* vec : {&q[t], &kk[t], &v[t]}) {
-          for (double& value : *vec) value = std::clamp(value, -c, c);
+      const int group = config.num_heads / config.num_kv_heads;
+      for (int t = 0; t < n; ++t) {
+        Vector attended(config.q_size(), 0.0);
+        for (int h = 0; h < config.num_heads; ++h) {
+          const int kv_head = h / group;
+          Vector scores(t + 1);
+          for (int s = 0; s <= t; ++s) {
+            double dot = 0.0;
+            for (int i = 0; i < hd; ++i) dot += q[t][h * hd + i] * kk[s][kv_head * hd + i];
+            scores[s] = dot / std::sqrt(static_cast<double>(hd));
+          }
+          const double top = *std::max_element(scores.begin(), scores.end());
+          double total = 0.0;
+          for (double& s : scores) total += (s = std::exp(s - top));
+          for (int s = 0; s <= t; ++s) {
+            for (int i = 0; i < hd; ++i) attended[h * hd + i] += scores[s] / total * v[s][kv_head * hd + i];
+          }
         }
+        const Vector out = Apply(wo, attended);
+        for (size_t i = 0; i < out.size(); ++i) hidden[t][i] += out[i];
       }
-      for (int h = 0; h < config.num_heads; ++h) Rope(&q[t][h * hd], hd, t, config.rope_theta);
-      for (int h = 0; h < config.num_kv_heads; ++h) Rope(&kk[t][h * hd], hd, t, config.rope_theta);
-    }
-    const int group = config.num_heads / config.num_kv_heads;
-    for (int t = 0; t < n; ++t) {
-      Vector attended(config.q_size(), 0.0);
-      for (int h = 0; h < config.num_heads; ++h) {
-        const int kv_head = h / group;
-        Vector scores(t + 1);
-        for (int s = 0; s <= t; ++s) {
-          double dot = 0.0;
-          for (int i = 0; i < hd; ++i) dot += q[t][h * hd + i] * kk[s][kv_head * hd + i];
-          scores[s] = dot / std::sqrt(static_cast<double>(hd));
-        }
-        const double top = *std::max_element(scores.begin(), scores.end());
-        double total = 0.0;
-        for (double& s : scores) total += (s = std::exp(s - top));
-        for (int s = 0; s <= t; ++s) {
-          for (int i = 0; i < hd; ++i) attended[h * hd + i] += scores[s] / total * v[s][kv_head * hd + i];
-        }
-      }
-      const Vector out = Apply(wo, attended);
-      for (size_t i = 0; i < out.size(); ++i) hidden[t][i] += out[i];
     }
 
     // Feed-forward: a routed MoE (plus a shared expert), or a dense MLP.
@@ -250,6 +407,7 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
           score[e] += tau * GumbelNoise(noise->seed, t, layer, noise->sample, static_cast<int>(e));
         }
       } else {
+        if (config.topk_method == TopkMethod::kGroupLimitedGreedy) LimitToGroups(config, probs);
         score = probs;
       }
       std::vector<int> order(probs.size());
@@ -264,11 +422,18 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
           ASSIGN_OR_RETURN(experts[e], LoadFeedForward(w, absl::StrCat(moe, "experts.", e, "."), gate_name, up_name,
                                                        down_name));
         }
-        const double weight = config.norm_topk_prob ? probs[e] / chosen_total : probs[e];
+        const double weight =
+            (config.norm_topk_prob ? probs[e] / chosen_total : probs[e]) * config.routed_scaling_factor;
         const Vector y = experts[e](x);
         for (size_t i = 0; i < y.size(); ++i) out[i] += weight * y[i];
       }
-      if (config.shared_expert_intermediate_size > 0) {
+      if (deepseek && config.shared_expert_intermediate_size > 0) {
+        // DeepSeek's shared experts: one MLP, always on, ungated.
+        ASSIGN_OR_RETURN(FeedForward shared,
+                         LoadFeedForward(w, moe + "shared_experts.", "gate_proj", "up_proj", "down_proj"));
+        const Vector y = shared(x);
+        for (size_t i = 0; i < y.size(); ++i) out[i] += y[i];
+      } else if (config.shared_expert_intermediate_size > 0) {
         ASSIGN_OR_RETURN(FeedForward shared,
                          LoadFeedForward(w, moe + "shared_expert.", "gate_proj", "up_proj", "down_proj"));
         ASSIGN_OR_RETURN(Matrix shared_gate, w.Mat(moe + "shared_expert_gate.weight"));

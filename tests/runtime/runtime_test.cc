@@ -43,6 +43,43 @@ TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   EXPECT_EQ((*engine)->cache()->stats().dram.slots, o.layers * o.experts) << "every expert resident, no more";
 }
 
+// DeepSeek-V2 with the default device mode (auto) and offloaded experts:
+// the CPU pass even where a GPU is present (the GPU pass has no latent
+// attention yet), its KV cache the latent only, and a prompt runs through
+// the cache to the same logits as the all-resident model.
+TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
+  testing::ScopedTempDir dir("runtime");
+  tools::MakeModelOptions o;
+  o.arch = "deepseek_v2";
+  o.layers = 3;
+  EngineOptions options;
+  options.model_dir = testing::MakeTestModel(dir, "model", o);
+  options.reader.path = dir.Sub("model.experts");
+  options.cache.dram_budget_bytes = uint64_t{1} << 20;
+  options.threads = 1;
+  ASSERT_EQ(options.device.gpu, GpuMode::kAuto);
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_FALSE((*engine)->on_gpu());
+  ASSERT_TRUE((*engine)->offloading());
+  const ModelConfig& config = (*engine)->model().config();
+  KvCache kv(config, 32, &(*engine)->forward().kv_memory());
+  EXPECT_EQ(kv.kv_size(), o.kv_lora_rank + o.qk_rope_head_dim);
+  std::vector<float> offloaded;
+  const std::vector<int32_t> prompt = {5, 17, 260, 99, 3};
+  ASSERT_TRUE((*engine)->forward().Run(prompt, kv, {}, &offloaded).ok());
+
+  options.reader.path.clear();
+  options.cache.dram_budget_bytes = 0;
+  absl::StatusOr<std::unique_ptr<Runtime>> resident = Runtime::Load(options);
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  ASSERT_FALSE((*resident)->offloading());
+  KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
+  std::vector<float> logits;
+  ASSERT_TRUE((*resident)->forward().Run(prompt, resident_kv, {}, &logits).ok());
+  EXPECT_EQ(offloaded, logits);
+}
+
 // [io] queue_depth was parsed and then dropped on the way to the reader,
 // which always ran at its default depth (32 io_uring entries, or the pread
 // pool's 4 threads). 3 is below both, so whichever reader this machine gets

@@ -54,6 +54,7 @@ constexpr Arch kArchs[] = {
     {"mixtral", "MixtralForCausalLM", "mixtral", "block_sparse_moe", "w1", "w3", "w2"},
     {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
     {"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", "mlp", "gate_proj", "up_proj", "down_proj"},
 };
 
 class TensorMaker {
@@ -114,7 +115,7 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
 absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
   if (arch == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown --arch '", o.arch, "' (choose olmoe, mixtral, qwen2_moe or qwen3_moe)"));
+        absl::StrCat("unknown --arch '", o.arch, "' (choose olmoe, mixtral, qwen2_moe, qwen3_moe or deepseek_v2)"));
   }
   auto positive = [](int value, const char* flag) -> absl::Status {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be positive, got ", value));
@@ -130,6 +131,21 @@ absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
   RETURN_IF_ERROR(positive(o.vocab, "vocab"));
   if (o.static_residual && (o.arch == "qwen2_moe" || !o.dense_layers.empty())) {
     return absl::InvalidArgumentError("--static-residual supports olmoe, mixtral and qwen3_moe without dense layers");
+  }
+  if (o.arch == "deepseek_v2") {
+    if (o.static_residual) return absl::InvalidArgumentError("--static-residual does not support deepseek_v2");
+    RETURN_IF_ERROR(positive(o.kv_lora_rank, "kv-lora-rank"));
+    RETURN_IF_ERROR(positive(o.qk_rope_head_dim, "qk-rope-head-dim"));
+    RETURN_IF_ERROR(positive(o.v_head_dim, "v-head-dim"));
+    if (o.qk_rope_head_dim % 2 != 0) return absl::InvalidArgumentError("--qk-rope-head-dim must be even");
+    if (o.first_dense_layers < 0 || o.first_dense_layers >= o.layers) {
+      return absl::InvalidArgumentError("--first-dense-layers must be in 0 .. layers - 1");
+    }
+    if (o.n_group > 0 && (o.experts % o.n_group != 0 || o.topk_group < 1 || o.topk_group > o.n_group ||
+                          o.top_k > o.topk_group * (o.experts / o.n_group))) {
+      return absl::InvalidArgumentError(
+          "--n-group must divide --experts and --topk-group be in 1 .. n-group with room for --top-k experts");
+    }
   }
   if (o.top_k > o.experts) return absl::InvalidArgumentError("--top-k must not exceed --experts");
   if (o.heads % o.kv_heads != 0) return absl::InvalidArgumentError("--kv-heads must divide --heads");
@@ -153,6 +169,7 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   RETURN_IF_ERROR(Validate(o, arch));
   const bool is_qwen = o.arch == "qwen2_moe" || o.arch == "qwen3_moe";
   const bool has_shared = o.arch == "qwen2_moe";
+  const bool deepseek = o.arch == "deepseek_v2";
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
   const int shared_ffn = o.shared_ffn > 0 ? o.shared_ffn : 2 * o.ffn;
   const int dense_ffn = o.dense_ffn > 0 ? o.dense_ffn : 4 * o.ffn;
@@ -220,6 +237,37 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
     config["num_local_experts"] = o.experts;
     config["intermediate_size"] = o.ffn;
     config["sliding_window"] = nullptr;
+  } else if (deepseek) {
+    config["num_key_value_heads"] = o.heads;
+    config["n_routed_experts"] = o.experts;
+    config["moe_intermediate_size"] = o.ffn;
+    config["intermediate_size"] = dense_ffn;
+    config["n_shared_experts"] = o.shared_experts;
+    config["first_k_dense_replace"] = o.first_dense_layers;
+    config["moe_layer_freq"] = 1;
+    config["norm_topk_prob"] = o.norm_topk_prob;
+    config["routed_scaling_factor"] = o.routed_scaling_factor;
+    config["topk_method"] = o.n_group > 0 ? "group_limited_greedy" : "greedy";
+    config["n_group"] = o.n_group > 0 ? ordered_json(o.n_group) : ordered_json(nullptr);
+    config["topk_group"] = o.n_group > 0 ? ordered_json(o.topk_group) : ordered_json(nullptr);
+    config["q_lora_rank"] = o.q_lora_rank > 0 ? ordered_json(o.q_lora_rank) : ordered_json(nullptr);
+    config["kv_lora_rank"] = o.kv_lora_rank;
+    config["qk_nope_head_dim"] = o.qk_nope_head_dim;
+    config["qk_rope_head_dim"] = o.qk_rope_head_dim;
+    config["v_head_dim"] = o.v_head_dim;
+    config["attention_bias"] = false;
+    config["hidden_act"] = "silu";
+    if (o.yarn_factor > 0) {
+      config["rope_scaling"] = {{"type", "yarn"},
+                                {"factor", o.yarn_factor},
+                                {"original_max_position_embeddings", o.yarn_original_max_position},
+                                {"beta_fast", 32},
+                                {"beta_slow", 1},
+                                {"mscale", 0.707},
+                                {"mscale_all_dim", 0.707}};
+    } else {
+      config["rope_scaling"] = nullptr;
+    }
   } else {
     config["num_experts"] = o.experts;
     config["moe_intermediate_size"] = o.ffn;
@@ -246,13 +294,29 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
     } else {
       make.Norm(p + "post_attention_layernorm.weight", o.hidden);
     }
-    make.Linear(p + "self_attn.q_proj.weight", q_size, o.hidden);
-    make.Linear(p + "self_attn.k_proj.weight", kv_size, o.hidden);
-    make.Linear(p + "self_attn.v_proj.weight", kv_size, o.hidden);
-    if (o.static_residual) {
-      make.Zeros(p + "self_attn.o_proj.weight", {o.hidden, q_size});
+    if (deepseek) {
+      const int qk_head_dim = o.qk_nope_head_dim + o.qk_rope_head_dim;
+      const std::string a = p + "self_attn.";
+      if (o.q_lora_rank > 0) {
+        make.Linear(a + "q_a_proj.weight", o.q_lora_rank, o.hidden);
+        make.Norm(a + "q_a_layernorm.weight", o.q_lora_rank);
+        make.Linear(a + "q_b_proj.weight", o.heads * qk_head_dim, o.q_lora_rank);
+      } else {
+        make.Linear(a + "q_proj.weight", o.heads * qk_head_dim, o.hidden);
+      }
+      make.Linear(a + "kv_a_proj_with_mqa.weight", o.kv_lora_rank + o.qk_rope_head_dim, o.hidden);
+      make.Norm(a + "kv_a_layernorm.weight", o.kv_lora_rank);
+      make.Linear(a + "kv_b_proj.weight", o.heads * (o.qk_nope_head_dim + o.v_head_dim), o.kv_lora_rank);
+      make.Linear(a + "o_proj.weight", o.hidden, o.heads * o.v_head_dim);
     } else {
-      make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
+      make.Linear(p + "self_attn.q_proj.weight", q_size, o.hidden);
+      make.Linear(p + "self_attn.k_proj.weight", kv_size, o.hidden);
+      make.Linear(p + "self_attn.v_proj.weight", kv_size, o.hidden);
+      if (o.static_residual) {
+        make.Zeros(p + "self_attn.o_proj.weight", {o.hidden, q_size});
+      } else {
+        make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
+      }
     }
     if (o.arch == "qwen2_moe") {
       make.Add(p + "self_attn.q_proj.bias", {q_size}, 0.1f);
@@ -266,7 +330,8 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
       make.Norm(p + "self_attn.q_norm.weight", head_dim);
       make.Norm(p + "self_attn.k_norm.weight", head_dim);
     }
-    const bool dense = is_qwen && std::find(o.dense_layers.begin(), o.dense_layers.end(), i) != o.dense_layers.end();
+    const bool dense = (is_qwen && std::find(o.dense_layers.begin(), o.dense_layers.end(), i) != o.dense_layers.end()) ||
+                       (deepseek && i < o.first_dense_layers);
     if (dense) {
       make.Linear(p + "mlp.gate_proj.weight", dense_ffn, o.hidden);
       make.Linear(p + "mlp.up_proj.weight", dense_ffn, o.hidden);
@@ -290,6 +355,12 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
       } else {
         make.Linear(ex + arch->down + ".weight", o.hidden, o.ffn);
       }
+    }
+    if (deepseek && o.shared_experts > 0) {
+      const int width = o.shared_experts * o.ffn;
+      make.Linear(moe + "shared_experts.gate_proj.weight", width, o.hidden);
+      make.Linear(moe + "shared_experts.up_proj.weight", width, o.hidden);
+      make.Linear(moe + "shared_experts.down_proj.weight", o.hidden, width);
     }
     if (has_shared) {
       make.Linear(moe + "shared_expert.gate_proj.weight", shared_ffn, o.hidden);

@@ -12,7 +12,7 @@ namespace expertd::tools {
 // The shape of a generated test model. Defaults make a tiny model that
 // loads and runs in milliseconds.
 struct MakeModelOptions {
-  std::string arch = "olmoe";  // olmoe | mixtral | qwen2_moe | qwen3_moe
+  std::string arch = "olmoe";  // olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2
   int layers = 2;
   int hidden = 64;
   int experts = 8;
@@ -35,6 +35,21 @@ struct MakeModelOptions {
   // l+1's router predicts layer l+1 exactly.
   bool shared_router = false;
   bool static_residual = false;
+  // deepseek_v2: multi-head latent attention, shared experts, dense first
+  // layers and its routing variants (heads, ffn, dense_ffn as above;
+  // kv_heads and head_dim are not used).
+  int q_lora_rank = 0;  // 0: a plain q_proj (q_lora_rank null, as V2-Lite)
+  int kv_lora_rank = 32;
+  int qk_nope_head_dim = 16;
+  int qk_rope_head_dim = 8;
+  int v_head_dim = 16;
+  int first_dense_layers = 1;  // first_k_dense_replace
+  int shared_experts = 1;      // n_shared_experts, each of ffn
+  int n_group = 0;             // > 0: topk_method group_limited_greedy
+  int topk_group = 0;
+  float routed_scaling_factor = 1.0f;
+  float yarn_factor = 0.0f;  // > 0: rope_scaling yarn (mscale 0.707 as V2-Lite)
+  int yarn_original_max_position = 64;
   uint64_t seed = 1;
   // A chat template (Jinja source) for tokenizer_config.json; "" = none.
   // Every "<|name|>" literal in it also becomes a special token of the

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   expertd::tools::MakeModelOptions o;
   std::string out;
   CLI::App app{"mkmodel: generate a random-weight MoE checkpoint (config.json, model.safetensors, tokenizer.json)"};
-  app.add_option("--arch", o.arch, "olmoe | mixtral | qwen2_moe | qwen3_moe")->capture_default_str();
+  app.add_option("--arch", o.arch, "olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2")->capture_default_str();
   app.add_option("--layers", o.layers)->capture_default_str();
   app.add_option("--hidden", o.hidden)->capture_default_str();
   app.add_option("--experts", o.experts)->capture_default_str();
@@ -33,6 +33,20 @@ int main(int argc, char** argv) {
   app.add_flag("--shared-router", o.shared_router, "the same router in every MoE layer (predictor tests)");
   app.add_flag("--static-residual", o.static_residual,
                "zero attention and expert outputs, one post-attention norm: the hidden state never changes");
+  app.add_option("--q-lora-rank", o.q_lora_rank, "deepseek_v2: 0 = a plain q_proj")->capture_default_str();
+  app.add_option("--kv-lora-rank", o.kv_lora_rank, "deepseek_v2")->capture_default_str();
+  app.add_option("--qk-nope-head-dim", o.qk_nope_head_dim, "deepseek_v2")->capture_default_str();
+  app.add_option("--qk-rope-head-dim", o.qk_rope_head_dim, "deepseek_v2")->capture_default_str();
+  app.add_option("--v-head-dim", o.v_head_dim, "deepseek_v2")->capture_default_str();
+  app.add_option("--first-dense-layers", o.first_dense_layers, "deepseek_v2: first_k_dense_replace")
+      ->capture_default_str();
+  app.add_option("--shared-experts", o.shared_experts, "deepseek_v2: n_shared_experts")->capture_default_str();
+  app.add_option("--n-group", o.n_group, "deepseek_v2: > 0 routes group_limited_greedy")->capture_default_str();
+  app.add_option("--topk-group", o.topk_group, "deepseek_v2")->capture_default_str();
+  app.add_option("--routed-scaling-factor", o.routed_scaling_factor, "deepseek_v2")->capture_default_str();
+  app.add_option("--yarn-factor", o.yarn_factor, "deepseek_v2: > 0 adds YaRN rope_scaling")->capture_default_str();
+  app.add_option("--yarn-original-max-position", o.yarn_original_max_position, "deepseek_v2")
+      ->capture_default_str();
   app.add_option("--seed", o.seed)->capture_default_str();
   std::string chat_template_file;
   app.add_option("--chat-template", chat_template_file,
