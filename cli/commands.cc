@@ -22,8 +22,6 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
-#include "engine/gguf_tokenizer.h"
-#include "formats/gguf_file.h"
 #include "base/byte_size.h"
 #include "cache/sim/bench_cache.h"
 #include "cache/sim/trace_file.h"
@@ -259,13 +257,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
 }
 
 absl::Status Tokenize(const TokenizeFlags& flags) {
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (Model::IsGgufPath(flags.model_dir)) {
-    ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> file, formats::GgufFile::Open(flags.model_dir));
-    ASSIGN_OR_RETURN(tokenizer, TokenizerFromGguf(*file));
-  } else {
-    ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromFile(flags.model_dir + "/tokenizer.json"));
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Model::LoadTokenizer(flags.model_dir));
   const std::vector<int32_t> ids = tokenizer->Encode(flags.text);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", ids[i]);

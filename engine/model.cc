@@ -62,6 +62,14 @@ uint64_t Xxh64Of(absl::string_view text) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> Model::LoadTokenizer(const std::string& model_path) {
+  if (!IsGgufPath(model_path)) {
+    return Tokenizer::FromFile((std::filesystem::path(model_path) / "tokenizer.json").string());
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> file, formats::GgufFile::Open(model_path));
+  return TokenizerFromGguf(*file);
+}
+
 bool Model::IsGgufPath(const std::string& path) {
   std::error_code ec;
   return std::filesystem::is_regular_file(path, ec);

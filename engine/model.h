@@ -33,6 +33,9 @@ class Model {
   // Whether `path` names a GGUF file rather than a model directory (a
   // regular file; Load then says so when it is not GGUF).
   static bool IsGgufPath(const std::string& path);
+  // The tokenizer alone of what Load takes (a directory's tokenizer.json, or
+  // a GGUF file's tokenizer.ggml.* metadata), without reading any weights.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
