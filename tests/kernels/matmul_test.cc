@@ -54,7 +54,8 @@ TestMatrix MakeQuantMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t see
   std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
   TestMatrix m{dtype, rows, cols, {}, {}, {}};
   const int64_t row_bytes = DTypeBytes(dtype, cols);
-  m.storage16.resize(static_cast<size_t>(rows * row_bytes / 2 + 1));
+  // Whole uint16s for the bytes (MXFP4's 17-byte blocks make odd totals) plus the one skipped below.
+  m.storage16.resize(static_cast<size_t>((rows * row_bytes + 1) / 2 + 1));
   auto* bytes = reinterpret_cast<uint8_t*>(m.storage16.data() + 1);
   for (int64_t i = 0; i < rows * row_bytes; ++i) bytes[i] = static_cast<uint8_t>(rng());
   // Offsets of the f16 scales in a block (block_q6_K keeps d at its end).

@@ -119,9 +119,22 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
   return {engine.cache()->stats().dram, *result};
 }
 
+// Whether this build is instrumented by a sanitizer: it then computes several
+// times slower while reads take as long as ever, so which prefetches land in
+// time is not what an uninstrumented run sees.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 TEST(SimVsEngineTest, ReplayedTrueHitRateMatchesTheEngine) {
   // 8 percentage points: differences measured up to 5 (see the top), with
-  // room for a slower, noisier machine (sanitizer builds).
+  // room for a slower, noisier machine. The split of the rest between hidden
+  // and miss depends on timing; under a sanitizer it was 10 points apart
+  // (CI, ASan: the engine's prefetches landed more often than the replay's
+  // model of the same run said), so only the timing-free figures are held
+  // there.
   constexpr double kPoints = 0.08;
   for (int slots : {16, 32}) {  // 25% and 50% of the bundled model's 64 experts
     const Measured m = RunAndReplay(slots, /*prompt_tokens=*/16, /*decode_tokens=*/48, "least-stale");
@@ -139,8 +152,9 @@ TEST(SimVsEngineTest, ReplayedTrueHitRateMatchesTheEngine) {
                 static_cast<long long>(r.prefetch_loads), static_cast<long long>(r.late_prefetches),
                 static_cast<long long>(r.prefetch_dropped));
     EXPECT_EQ(static_cast<int64_t>(e.accesses()), r.accesses) << slots << " slots: the same distinct experts per layer";
-    EXPECT_NEAR(r.ready_rate(), engine_ready, kPoints) << slots << " slots";
     EXPECT_NEAR(r.hit_rate(), e.hit_rate(), 0.03) << slots << " slots: hits do not depend on timing";
+    if (kSanitized) continue;
+    EXPECT_NEAR(r.ready_rate(), engine_ready, kPoints) << slots << " slots";
     EXPECT_NEAR(r.miss_rate(), e.miss_rate(), kPoints) << slots << " slots";
   }
 }
