@@ -60,6 +60,17 @@ uint64_t Xxh64Of(absl::string_view text) {
   return io::Xxh64(absl::MakeConstSpan(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
+// One line per file a load read: how much, how fast, and the XXH64 of the
+// bytes read (FileReadStats).
+void LogReads(const std::vector<FileReadStats>& read_stats) {
+  for (const FileReadStats& file : read_stats) {
+    constexpr double kMiB = 1 << 20;
+    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 of the bytes read {:016x}",
+                 file.path, file.read_bytes / kMiB, file.file_bytes / kMiB, file.seconds,
+                 file.read_bytes / kMiB / std::max(file.seconds, 1e-9), file.xxh64);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Model::LoadTokenizer(const std::string& model_path) {
@@ -99,12 +110,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::LoadGguf(const std::string& path, 
   GgufTensorSource source(file, model->config_);
   std::vector<FileReadStats> read_stats;
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(source, model->config_, options, &read_stats));
-  for (const FileReadStats& stats : read_stats) {
-    constexpr double kMiB = 1 << 20;
-    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 of the tensors read {:016x}",
-                 stats.path, stats.read_bytes / kMiB, stats.file_bytes / kMiB, stats.seconds,
-                 stats.read_bytes / kMiB / std::max(stats.seconds, 1e-9), stats.xxh64);
-  }
+  LogReads(read_stats);
   model->shards_identity_ = Xxh64Of(identity);
   model->fingerprint_ = model->shards_identity_;
   return model;  // the file is unmapped here: the weights are copies
@@ -131,12 +137,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
   ASSIGN_OR_RETURN(const std::string shards_identity, ShardsIdentity(*checkpoint));
   std::vector<FileReadStats> read_stats;
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*checkpoint, model->config_, options, &read_stats));
-  for (const FileReadStats& file : read_stats) {
-    constexpr double kMiB = 1 << 20;
-    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 {:016x}", file.path,
-                 file.read_bytes / kMiB, file.file_bytes / kMiB, file.seconds,
-                 file.read_bytes / kMiB / std::max(file.seconds, 1e-9), file.xxh64);
-  }
+  LogReads(read_stats);
   ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
   if (model->tokenizer_->vocab_size() > model->config_.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -27,6 +27,7 @@
 #include "engine/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/all_logits.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
 #include "tests/testing/test_models.h"
@@ -90,15 +91,7 @@ std::unique_ptr<Model> LoadOrDie(const std::string& path, const WeightLoadOption
 }
 
 std::vector<float> Logits(const Model& model, ExpertSource* experts = nullptr) {
-  kernels::ThreadPool pool(2);
-  ForwardPass forward(model, &pool, experts);
-  KvCache kv(model.config(), 64);
-  ForwardOptions options;
-  options.all_logits = true;
-  std::vector<float> logits;
-  const absl::Status status = forward.Run(kPrompt, kv, options, &logits);
-  EXPECT_TRUE(status.ok()) << status;
-  return logits;
+  return testing::AllPositionLogits(model, kPrompt, experts);
 }
 
 std::string ReadAll(const std::string& path) {

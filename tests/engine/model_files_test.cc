@@ -21,6 +21,7 @@
 #include "engine/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/all_logits.h"
 #include "io/expert_file.h"
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
@@ -42,15 +43,7 @@ std::string ReadAll(const std::string& path) {
 
 // Logits of every position of kTokens, computed from scratch.
 std::vector<float> Logits(const Model& model, ExpertSource* experts = nullptr) {
-  kernels::ThreadPool pool(2);
-  ForwardPass forward(model, &pool, experts);
-  KvCache kv(model.config(), 64);
-  ForwardOptions options;
-  options.all_logits = true;
-  std::vector<float> logits;
-  const absl::Status status = forward.Run(kTokens, kv, options, &logits);
-  EXPECT_TRUE(status.ok()) << status;
-  return logits;
+  return testing::AllPositionLogits(model, kTokens, experts);
 }
 
 // Bit-identical, NaNs included (EXPECT_EQ on floats would not say so).
