@@ -89,28 +89,22 @@ void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
 }
 
 // Next-token logits for every position of `tokens` ([n][vocab], row t
-// predicting token t + 1) under a Roster of Experts: one roster step per
+// predicting token t + 1), scored by the request engine `run` and the daemon
+// use: the prefill's logits, or under a Roster of Experts one roster step per
 // position, as decoding would run them (the log of the samples' averaged
-// distribution). The first position is a prefill of one token.
-absl::Status RosterLogits(Runtime& engine, const EngineOptions& options, absl::Span<const int32_t> tokens,
-                          std::vector<float>* logits, SequenceCosts* costs) {
-  const ModelConfig& config = engine.model().config();
-  RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
-  DecodingSequence sequence(engine.model(), static_cast<int>(tokens.size()), options.experts_per_token, options.roster,
-                            &engine.forward().kv_memory());
-  BatchDecoder decoder(engine.model(), engine.forward());
-  std::vector<std::vector<float>> next(1);
-  logits->clear();
-  logits->reserve(tokens.size() * config.vocab_size);
-  RETURN_IF_ERROR(decoder.Prefill(sequence, tokens.subspan(0, 1), &next[0]));
-  logits->insert(logits->end(), next[0].begin(), next[0].end());
-  DecodingSequence* const batch[1] = {&sequence};
-  for (size_t t = 1; t < tokens.size(); ++t) {
-    RETURN_IF_ERROR(decoder.Step(batch, tokens.subspan(t, 1), &next));
-    logits->insert(logits->end(), next[0].begin(), next[0].end());
-  }
-  *costs = sequence.costs();
-  return absl::OkStatus();
+// distribution).
+absl::StatusOr<std::vector<float>> ScorePositions(RequestEngine& engine, const EngineOptions& options,
+                                                  absl::Span<const int32_t> tokens, SequenceCosts* costs) {
+  auto request = std::make_shared<Request>();
+  request->prompt.assign(tokens.begin(), tokens.end());
+  request->options.max_new_tokens = 0;
+  request->options.forward.experts_per_token = options.experts_per_token;
+  request->options.roster = options.roster;
+  request->score_prompt = true;
+  RETURN_IF_ERROR(RunRequest(engine, request));
+  std::lock_guard lock(request->mu);
+  *costs = request->costs;
+  return std::move(request->prompt_scores);
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -180,19 +174,14 @@ absl::Status Eval(const EvalFlags& flags) {
   }
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens is empty: give at least one token id");
   ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
-  std::vector<float> logits;
   const auto start = std::chrono::steady_clock::now();
-  if (flags.engine.roster.enabled()) {
-    SequenceCosts costs;
-    RETURN_IF_ERROR(RosterLogits(*engine, flags.engine, tokens, &logits, &costs));
-    PrintRosterCosts(flags.engine.roster, costs);
-  } else {
-    KvCache kv(engine->model().config(), engine->model().config().max_position_embeddings, &engine->forward().kv_memory());
-    ForwardOptions options;
-    options.experts_per_token = flags.engine.experts_per_token;
-    options.all_logits = true;
-    RETURN_IF_ERROR(engine->forward().Run(tokens, kv, options, &logits));
+  SequenceCosts costs;
+  std::vector<float> logits;
+  {
+    RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(tokens.size()));
+    ASSIGN_OR_RETURN(logits, ScorePositions(request_engine, flags.engine, tokens, &costs));
   }
+  if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, costs);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   std::ofstream out(flags.logits_out, std::ios::binary | std::ios::trunc);
@@ -217,11 +206,8 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
   const int context = std::min(flags.context, config.max_position_embeddings);
 
   // Non-overlapping windows: each token after a window's first is scored
-  // given the tokens before it in its window.
-  ForwardOptions options;
-  options.experts_per_token = flags.engine.experts_per_token;
-  options.all_logits = true;
-  std::vector<float> logits;
+  // given the tokens before it in its window, one scoring request per window.
+  RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(context));
   double total_nll = 0.0;
   int64_t scored = 0;
   SequenceCosts roster_costs;
@@ -229,17 +215,13 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
   for (size_t begin = 0; begin + 1 < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
     absl::Span<const int32_t> window(tokens.data() + begin, end - begin);
-    if (flags.engine.roster.enabled()) {
-      SequenceCosts window_costs;
-      RETURN_IF_ERROR(RosterLogits(*engine, flags.engine, window, &logits, &window_costs));
-      roster_costs.decode_rows += window_costs.decode_rows;
-      roster_costs.prompt_rows += window_costs.prompt_rows;
-      roster_costs.decode_tokens += window_costs.decode_tokens;
-      roster_costs.distinct_experts += window_costs.distinct_experts;
-    } else {
-      KvCache kv(config, context, &engine->forward().kv_memory());
-      RETURN_IF_ERROR(engine->forward().Run(window, kv, options, &logits));
-    }
+    SequenceCosts window_costs;
+    ASSIGN_OR_RETURN(const std::vector<float> logits,
+                     ScorePositions(request_engine, flags.engine, window, &window_costs));
+    roster_costs.decode_rows += window_costs.decode_rows;
+    roster_costs.prompt_rows += window_costs.prompt_rows;
+    roster_costs.decode_tokens += window_costs.decode_tokens;
+    roster_costs.distinct_experts += window_costs.distinct_experts;
     for (size_t t = 0; t + 1 < window.size(); ++t) {
       absl::Span<const float> row(logits.data() + t * config.vocab_size, config.vocab_size);
       total_nll -= LogProbability(row, window[t + 1]);
@@ -250,7 +232,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("perplexity: %.4f over %lld tokens (context %d, k %d), %.1f tokens/s\n",
               std::exp(total_nll / scored), static_cast<long long>(scored), context,
-              options.experts_per_token == 0 ? config.experts_per_token : options.experts_per_token,
+              flags.engine.experts_per_token == 0 ? config.experts_per_token : flags.engine.experts_per_token,
               tokens.size() / seconds);
   if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, roster_costs);
   return absl::OkStatus();

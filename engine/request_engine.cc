@@ -68,7 +68,13 @@ struct RequestEngine::Active {
   StreamDecoder decoder;
   StopStringFilter filter;
   bool prefilled = false;
-  std::vector<float> prompt_logits;  // echo with logprobs: every prompt position's, gathered over the chunks
+  // Echo with logprobs, or scoring: every prompt position's logits, gathered
+  // over the chunks (or, teacher-forced, over the steps).
+  std::vector<float> prompt_logits;
+  // A scoring request with a roster: only the first prompt token is
+  // prefilled; the others are fed one per decode step.
+  bool teacher_forced = false;
+  size_t scored_rows = 0;  // teacher-forced: rows of prompt_logits so far
   std::chrono::steady_clock::time_point prefill_started;
   double prefill_seconds = 0;  // engine time in this request's chunks
   int32_t next_token = 0;  // sampled, fed to the model at the next step
@@ -260,7 +266,7 @@ void RequestEngine::Loop() {
       }
       for (size_t i = 0; i < decoding.size(); ++i) {
         Active& a = *decoding[i];
-        if (TakeToken(a, logits[i])) {
+        if (a.teacher_forced ? TakeScore(a, logits[i]) : TakeToken(a, logits[i])) {
           Finish(a, a.request->client_gone.load() ? absl::CancelledError("the client went away") : absl::OkStatus());
           decoding[i].reset();
         }
@@ -298,11 +304,21 @@ std::unique_ptr<RequestEngine::Active> RequestEngine::Admit(std::shared_ptr<Requ
   }
   if (valid.ok() && request->prompt.empty()) valid = absl::InvalidArgumentError("the prompt is empty");
   if (valid.ok()) valid = ValidateSamplingOptions(request->options.sampling, model.config().vocab_size);
+  if (valid.ok() && request->score_prompt && request->options.max_new_tokens != 0) {
+    valid = absl::InvalidArgumentError(
+        absl::StrCat("a scoring request generates nothing: max_new_tokens must be 0, got ",
+                     request->options.max_new_tokens));
+  }
+  if (valid.ok() && request->score_prompt && request->prompt_logprobs) {
+    valid = absl::InvalidArgumentError("a scoring request returns every position's logits: ask for prompt logprobs "
+                                       "or scores, not both");
+  }
   if (!valid.ok()) {
     FailAdmitted(*request, valid);
     return nullptr;
   }
   auto active = std::make_unique<Active>(std::move(request), model, decoder_.kv_memory());
+  active->teacher_forced = active->request->score_prompt && active->sequence.samples() > 1;
   active->prefill_started = std::chrono::steady_clock::now();
   return active;
 }
@@ -311,9 +327,14 @@ bool RequestEngine::PrefillNextChunk(Active& active) {
   Request& r = *active.request;
   const auto start = std::chrono::steady_clock::now();
   std::vector<float> next_logits;
+  // Teacher-forced scoring prefills the first token alone (a roster step);
+  // the rest of the prompt goes through decode steps (TakeScore).
+  const absl::Span<const int32_t> prompt =
+      active.teacher_forced ? absl::MakeConstSpan(r.prompt).first(1) : absl::MakeConstSpan(r.prompt);
+  const bool keep_prompt_logits = r.prompt_logprobs || (r.score_prompt && !active.teacher_forced);
   absl::StatusOr<bool> done =
-      decoder_.PrefillChunk(active.sequence, r.prompt, std::max(1, options_.prefill_chunk_tokens),
-                             &next_logits, r.prompt_logprobs ? &active.prompt_logits : nullptr);
+      decoder_.PrefillChunk(active.sequence, prompt, std::max(1, options_.prefill_chunk_tokens), &next_logits,
+                            keep_prompt_logits ? &active.prompt_logits : nullptr);
   active.prefill_seconds += SecondsBetween(start, std::chrono::steady_clock::now());
   {
     std::lock_guard lock(mu_);
@@ -342,7 +363,9 @@ bool RequestEngine::PrefillNextChunk(Active& active) {
     r.prompt_token_logprobs = std::move(scored);
     r.cv.notify_all();  // a stream echoing the prompt waits for these
   }
-  if (r.options.max_new_tokens == 0 || TakeToken(active, next_logits)) {
+  const bool finished = active.teacher_forced ? TakeScore(active, next_logits) : r.options.max_new_tokens == 0 ||
+                                                                                     TakeToken(active, next_logits);
+  if (finished) {
     Finish(active, r.client_gone.load() ? absl::CancelledError("the client went away") : absl::OkStatus());
     return true;
   }
@@ -406,6 +429,14 @@ bool RequestEngine::TakeToken(Active& active, const std::vector<float>& logits) 
          request.client_gone.load();
 }
 
+bool RequestEngine::TakeScore(Active& active, const std::vector<float>& logits) {
+  const Request& request = *active.request;
+  active.prompt_logits.insert(active.prompt_logits.end(), logits.begin(), logits.end());
+  if (++active.scored_rows == request.prompt.size()) return true;
+  active.next_token = request.prompt[active.scored_rows];
+  return request.client_gone.load();
+}
+
 void RequestEngine::Finish(Active& active, absl::Status status) {
   Request& request = *active.request;
   const auto now = std::chrono::steady_clock::now();
@@ -432,6 +463,7 @@ void RequestEngine::Finish(Active& active, absl::Status status) {
   if (!active.prefilled) request.prefill_seconds = active.prefill_seconds;
   request.decode_seconds = active.generated > 0 ? SecondsBetween(active.first_token_at, now) : 0.0;
   request.costs = active.sequence.costs();
+  if (status.ok() && request.score_prompt) request.prompt_scores = std::move(active.prompt_logits);
   if (status.ok()) request.finish_reason = active.eos || active.filter.stopped() ? "stop" : "length";
   request.cv.notify_all();
 }

@@ -61,6 +61,13 @@ struct Request {
   std::vector<int32_t> stop_token_ids;  // like EOS: generation ends with any of these
   int logprobs = -1;              // alternatives per position to report; -1: no logprobs
   bool prompt_logprobs = false;   // echo with logprobs: the prompt's tokens too
+  // Scoring instead of generating (`expertd eval`, `perplexity`; needs
+  // max_new_tokens 0): the engine keeps the model's distribution after every
+  // prompt position in prompt_scores. With a roster of one sample these are
+  // the prefill's logits; with a roster every position after the first is
+  // fed as a decode step (teacher forcing), so each row is the roster's
+  // aggregate, exactly what generation would sample from there.
+  bool score_prompt = false;
 
   // Set by RequestEngine::Cancel (the asker has gone); read by the engine,
   // which then ends the request wherever it is (queued, prefilling,
@@ -83,6 +90,9 @@ struct Request {
   double queue_seconds = 0, prefill_seconds = 0, decode_seconds = 0;
   std::vector<TokenLogprob> prompt_token_logprobs;  // when prompt_logprobs
   std::vector<TokenLogprob> token_logprobs;         // when logprobs >= 0, one per generated token
+  // When score_prompt: [prompt][vocab] logits, row t the distribution of
+  // token t + 1 (the last row: of the token after the prompt).
+  std::vector<float> prompt_scores;
   SequenceCosts costs;  // rows computed and distinct experts per token (Roster of Experts figures)
 };
 
@@ -161,6 +171,9 @@ class RequestEngine {
   // Samples the next token from `logits`, records logprobs and streams the
   // text; returns whether the request is finished.
   bool TakeToken(Active& active, const std::vector<float>& logits);
+  // A scoring request's step: keeps `logits` as the next prompt position's
+  // row and feeds that position's token; returns whether every row is in.
+  bool TakeScore(Active& active, const std::vector<float>& logits);
   // Ends a request: publishes the rest of its text and its figures.
   void Finish(Active& active, absl::Status status);
   // Fails an admitted request that never started.

@@ -5,6 +5,7 @@
 
 #include "engine/request_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -195,6 +196,64 @@ TEST_F(RequestEngineTest, ALongPromptRunsInChunksWithDecodeStepsBetweenThem) {
   }
   EXPECT_EQ(chunks, (std::vector<int>{4, 4, 4, 4, 2}));
   EXPECT_EQ(engine.Counters().prefill_chunks, 6u) << "the running request's own prompt, then 5 chunks";
+}
+
+// Scoring (perplexity, eval): every prompt position's distribution, and no
+// token generated. The fake model puts all its mass on token t + 1 after t.
+int ArgMax(absl::Span<const float> row) {
+  return static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+TEST_F(RequestEngineTest, ScoringReturnsThePrefillLogitsOfEveryPosition) {
+  RequestEngine engine(*model_, *forward_, SchedulerOptions{});
+  auto request = MakeRequest(5, 0);
+  request->score_prompt = true;
+  ASSERT_TRUE(RunRequest(engine, request).ok()) << request->status;
+  const int vocab = model_->config().vocab_size;
+  ASSERT_EQ(request->prompt_scores.size(), 5u * vocab);
+  for (int t = 0; t < 5; ++t) {
+    EXPECT_EQ(ArgMax(absl::MakeConstSpan(request->prompt_scores).subspan(t * vocab, vocab)), request->prompt[t] + 1);
+  }
+  EXPECT_EQ(request->completion_tokens, 0);
+  const std::vector<FakeForward::Call> calls = forward_->calls();
+  ASSERT_EQ(calls.size(), 1u) << "one prefill, no decode step";
+  EXPECT_TRUE(calls[0].prefill);
+  EXPECT_EQ(calls[0].rows, 5);
+}
+
+TEST_F(RequestEngineTest, ScoringWithARosterFeedsThePromptAsDecodeSteps) {
+  RequestEngine engine(*model_, *forward_, SchedulerOptions{});
+  auto request = MakeRequest(5, 0);
+  request->score_prompt = true;
+  request->options.roster.samples = 3;
+  ASSERT_TRUE(RunRequest(engine, request).ok()) << request->status;
+  const int vocab = model_->config().vocab_size;
+  ASSERT_EQ(request->prompt_scores.size(), 5u * vocab);
+  for (int t = 0; t < 5; ++t) {
+    EXPECT_EQ(ArgMax(absl::MakeConstSpan(request->prompt_scores).subspan(t * vocab, vocab)), request->prompt[t] + 1);
+  }
+  // Teacher forcing: after the first token, every prompt position is one
+  // decode step of the roster's 3 rows, as generation would run it.
+  const std::vector<FakeForward::Call> calls = forward_->calls();
+  int steps = 0;
+  for (const FakeForward::Call& call : calls) {
+    if (call.prefill) continue;
+    EXPECT_EQ(call.rows, 3);
+    ++steps;
+  }
+  EXPECT_GE(steps, 4);
+  EXPECT_LE(steps, 5) << "the first token's roster step may be the prefill's own";
+  EXPECT_EQ(request->completion_tokens, 0);
+}
+
+TEST_F(RequestEngineTest, AScoringRequestThatAsksToGenerateIsRefused) {
+  RequestEngine engine(*model_, *forward_, SchedulerOptions{});
+  auto request = MakeRequest(3, 2);
+  request->score_prompt = true;
+  const absl::Status status = RunRequest(engine, request);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), ::testing::HasSubstr("max_new_tokens must be 0"));
+  EXPECT_TRUE(request->prompt_scores.empty());
 }
 
 TEST_F(RequestEngineTest, RequestsWaitForKvMemoryAndOneThatCanNeverFitIsRefused) {
