@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/quant_matmul.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -321,7 +322,16 @@ float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t
 // int16 pair sum is multiplied by its sub-block's scale (vpermw spreads the
 // eight scales over the halves), the same integers as DotKX86.
 #define EXPERTD_QUANT_Q4K_512 1
-float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+// One Q4_K block unpacked for pmaddubsw: the work that depends on the
+// weights alone, done once per block however many activation rows meet it.
+struct Q4KUnpacked {
+  __m512i codes[4];   // [first, second] of half 0, then of half 1
+  __m512i scales[4];  // the matching int16 scale vectors
+  __m256i mins16;     // each sub-block's min, against the per-16 sums
+  float d = 0, dmin = 0;
+};
+
+HWY_INLINE void UnpackQ4_K512(const BlockQ4_K& w, Q4KUnpacked* u) {
   const __m512i low = _mm512_set1_epi8(0xF);
   // Index vectors for vpermw: halves of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7).
   const __m512i pick01 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(1), 1);
@@ -329,50 +339,91 @@ float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
   const __m512i pick23 = _mm512_add_epi16(pick01, two);
   const __m512i pick45 = _mm512_add_epi16(pick23, two);
   const __m512i pick67 = _mm512_add_epi16(pick45, two);
+  uint32_t packed[3], words[4];
+  std::memcpy(packed, w.scales, 12);
+  words[0] = packed[0] & 0x3F3F3F3Fu;
+  words[2] = packed[1] & 0x3F3F3F3Fu;
+  words[1] = (packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u);
+  words[3] = ((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u);
+  const __m128i sc_m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
+  const __m512i scales = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sc_m));  // sc[0..7] in lanes 0-7
+  const __m128i m8 = _mm_srli_si128(sc_m, 8);
+  u->mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+  for (int half = 0; half < 2; ++half) {  // chunks 2 half and 2 half + 1
+    const __m512i q = _mm512_loadu_si512(w.qs + 64 * half);
+    const __m512i lo = _mm512_and_si512(q, low);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low);
+    u->codes[2 * half] = _mm512_shuffle_i64x2(lo, hi, 0x44);       // sub-blocks 4 half, 4 half + 1
+    u->codes[2 * half + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);   // 4 half + 2, 4 half + 3
+    u->scales[2 * half] = _mm512_permutexvar_epi16(half == 0 ? pick01 : pick45, scales);
+    u->scales[2 * half + 1] = _mm512_permutexvar_epi16(half == 0 ? pick23 : pick67, scales);
+  }
+  u->d = ScaleF32(w.d);
+  u->dmin = ScaleF32(w.dmin);
+}
+
+// The block's term of the dot product with one activation block.
+HWY_INLINE float BlockDotQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x) {
+  const int32_t mins =
+      HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.mins16));
+  __m512i total = _mm512_setzero_si512();
+  for (int c = 0; c < 4; ++c) {
+    const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
+    total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
+  }
+  const int32_t scaled =
+      HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
+  return (x.d * u.d) * static_cast<float>(scaled) - (x.d * u.dmin) * static_cast<float>(mins);
+}
+
+float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
   float acc = 0;
   for (size_t i = 0; i < blocks; ++i) {
-    uint32_t packed[3], words[4];
-    std::memcpy(packed, w[i].scales, 12);
-    words[0] = packed[0] & 0x3F3F3F3Fu;
-    words[2] = packed[1] & 0x3F3F3F3Fu;
-    words[1] = (packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u);
-    words[3] = ((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u);
-    const __m128i sc_m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
-    const __m512i scales = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sc_m));  // sc[0..7] in lanes 0-7
-    const __m128i m8 = _mm_srli_si128(sc_m, 8);
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    const int32_t mins = HorizontalSum(
-        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), mins16));
-
-    __m512i total = _mm512_setzero_si512();
-    for (int half = 0; half < 2; ++half) {  // chunks 2 half and 2 half + 1
-      const __m512i q = _mm512_loadu_si512(w[i].qs + 64 * half);
-      const __m512i lo = _mm512_and_si512(q, low);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low);
-      const __m512i first = _mm512_shuffle_i64x2(lo, hi, 0x44);   // sub-blocks 4 half, 4 half + 1
-      const __m512i second = _mm512_shuffle_i64x2(lo, hi, 0xEE);  // 4 half + 2, 4 half + 3
-      const __m512i x0 = _mm512_loadu_si512(x[i].qs + 128 * half);
-      const __m512i x1 = _mm512_loadu_si512(x[i].qs + 128 * half + 64);
-      const __m512i s0 = _mm512_permutexvar_epi16(half == 0 ? pick01 : pick45, scales);
-      const __m512i s1 = _mm512_permutexvar_epi16(half == 0 ? pick23 : pick67, scales);
-      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(first, x0), s0));
-      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(second, x1), s1));
-    }
-    const int32_t scaled = HorizontalSum(
-        _mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
-    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled) -
-           (x[i].d * ScaleF32(w[i].dmin)) * static_cast<float>(mins);
+    Q4KUnpacked u;
+    UnpackQ4_K512(w[i], &u);
+    acc += BlockDotQ4_K512(u, x[i]);
   }
   return acc;
 }
 
-// Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
-// the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
-// order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
-// their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
-// (16 elements). The same integers as DotQ6_KX86.
+// A batch of activation rows (prefill) against weight rows: each block is
+// unpacked once for up to kUnpackedRowsTile activation rows. Every (row,
+// activation) pair still adds its blocks' terms in block order, the same
+// f32 steps as DotQ4_K512, so the values are MatVec's bit for bit. The
+// weight row stays in L1 while the batch's activation blocks stream from L2.
+constexpr size_t kUnpackedRowsTile = 64;
+
+template <typename Block, typename Unpacked, void (*kUnpack)(const Block&, Unpacked*),
+          float (*kBlockDot)(const Unpacked&, const ActQ8_K&)>
+void UnpackedRows(const void* w, size_t rows, size_t cols, const void* xq, size_t batch, float* y, size_t row_begin,
+                  size_t row_end) {
+  const size_t blocks = cols / 256;
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* xb = static_cast<const ActQ8_K*>(xq);
+  float acc[kUnpackedRowsTile];
+  for (size_t r = row_begin; r < row_end; ++r) {
+    for (size_t m0 = 0; m0 < batch; m0 += kUnpackedRowsTile) {
+      const size_t tile = std::min(kUnpackedRowsTile, batch - m0);
+      std::fill_n(acc, tile, 0.0f);
+      for (size_t i = 0; i < blocks; ++i) {
+        Unpacked u;
+        kUnpack(wb[r * blocks + i], &u);
+        for (size_t m = 0; m < tile; ++m) acc[m] += kBlockDot(u, xb[(m0 + m) * blocks + i]);
+      }
+      for (size_t m = 0; m < tile; ++m) y[(m0 + m) * rows + r] = acc[m];
+    }
+  }
+}
+
 #define EXPERTD_QUANT_Q6K_512 1
-float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+struct Q6KUnpacked {
+  __m512i codes[4];   // [q01, q23] of half 0, then of half 1
+  __m512i scales[4];  // the matching int16 scale vectors
+  __m256i scales16;   // the 16 scales, against the per-16 sums (the -32 offset)
+  float d = 0;
+};
+
+HWY_INLINE void UnpackQ6_K512(const BlockQ6_K& w, Q6KUnpacked* u) {
   const __m512i low = _mm512_set1_epi8(0xF);
   const __m512i three = _mm512_set1_epi8(3);
   const __m512i quarter = _mm512_srli_epi16(
@@ -380,33 +431,48 @@ float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
                        6, 5, 4, 3, 2, 1, 0),
       3);  // lane k -> k / 8
   const __m512i four = _mm512_set1_epi16(4);
+  u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales)));
+  const __m512i scales = _mm512_castsi256_si512(u->scales16);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i l = _mm512_loadu_si512(w.ql + 64 * h);
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+    const __m512i h01 = _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 2), 1);
+    const __m512i h23 = _mm512_srli_epi16(h01, 4);
+    u->codes[2 * h] = _mm512_or_si512(_mm512_and_si512(l, low), _mm512_slli_epi16(_mm512_and_si512(h01, three), 4));
+    u->codes[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low),
+                                          _mm512_slli_epi16(_mm512_and_si512(h23, three), 4));
+    const __m512i pick01 = _mm512_add_epi16(quarter, _mm512_set1_epi16(static_cast<int16_t>(8 * h)));
+    u->scales[2 * h] = _mm512_permutexvar_epi16(pick01, scales);
+    u->scales[2 * h + 1] = _mm512_permutexvar_epi16(_mm512_add_epi16(pick01, four), scales);
+  }
+  u->d = ScaleF32(w.d);
+}
+
+HWY_INLINE float BlockDotQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x) {
+  const int32_t offset =
+      HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.scales16));
+  __m512i total = _mm512_setzero_si512();
+  for (int c = 0; c < 4; ++c) {
+    const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
+    total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
+  }
+  const int32_t scaled =
+      HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1))) -
+      32 * offset;
+  return (x.d * u.d) * static_cast<float>(scaled);
+}
+
+// Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
+// the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
+// order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
+// their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
+// (16 elements). The same integers as DotQ6_KX86.
+float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
   float acc = 0;
   for (size_t i = 0; i < blocks; ++i) {
-    const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales)));
-    const int32_t offset = HorizontalSum(
-        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].bsums)), scales16));
-    const __m512i scales = _mm512_castsi256_si512(scales16);
-    __m512i total = _mm512_setzero_si512();
-    for (int h = 0; h < 2; ++h) {
-      const __m512i l = _mm512_loadu_si512(w[i].ql + 64 * h);
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
-      const __m512i h01 = _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 2), 1);
-      const __m512i h23 = _mm512_srli_epi16(h01, 4);
-      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, low), _mm512_slli_epi16(_mm512_and_si512(h01, three), 4));
-      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low),
-                                          _mm512_slli_epi16(_mm512_and_si512(h23, three), 4));
-      const __m512i pick01 = _mm512_add_epi16(quarter, _mm512_set1_epi16(static_cast<int16_t>(8 * h)));
-      const __m512i s01 = _mm512_permutexvar_epi16(pick01, scales);
-      const __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(pick01, four), scales);
-      const __m512i x01 = _mm512_loadu_si512(x[i].qs + 128 * h);
-      const __m512i x23 = _mm512_loadu_si512(x[i].qs + 128 * h + 64);
-      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q01, x01), s01));
-      total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(q23, x23), s23));
-    }
-    const int32_t scaled =
-        HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1))) -
-        32 * offset;
-    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+    Q6KUnpacked u;
+    UnpackQ6_K512(w[i], &u);
+    acc += BlockDotQ6_K512(u, x[i]);
   }
   return acc;
 }
@@ -493,9 +559,19 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
   switch (dtype) {
     case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, kQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
-    case DType::kQ4_K: Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ4_K:
+#ifdef EXPERTD_QUANT_Q4K_512
+      if (m > 1) return UnpackedRows<BlockQ4_K, Q4KUnpacked, UnpackQ4_K512, BlockDotQ4_K512>(w, r, n, xq, m, y, begin, end);
+#endif
+      Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end);
+      return;
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
-    case DType::kQ6_K: Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end); return;
+    case DType::kQ6_K:
+#ifdef EXPERTD_QUANT_Q6K_512
+      if (m > 1) return UnpackedRows<BlockQ6_K, Q6KUnpacked, UnpackQ6_K512, BlockDotQ6_K512>(w, r, n, xq, m, y, begin, end);
+#endif
+      Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end);
+      return;
     case DType::kMXFP4: Rows<BlockMXFP4, ActQ8_32, kMXFP4>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kF32:
     case DType::kBF16:
