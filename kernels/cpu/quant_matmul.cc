@@ -349,6 +349,9 @@ HWY_INLINE void UnpackQ4_K512(const BlockQ4_K& w, Q4KUnpacked* u) {
   const __m512i scales = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sc_m));  // sc[0..7] in lanes 0-7
   const __m128i m8 = _mm_srli_si128(sc_m, 8);
   u->mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+  // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
+  // unpacked vectors in memory instead of registers.
+#pragma GCC unroll 4
   for (int half = 0; half < 2; ++half) {  // chunks 2 half and 2 half + 1
     const __m512i q = _mm512_loadu_si512(w.qs + 64 * half);
     const __m512i lo = _mm512_and_si512(q, low);
@@ -367,6 +370,9 @@ HWY_INLINE float BlockDotQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x) {
   const int32_t mins =
       HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.mins16));
   __m512i total = _mm512_setzero_si512();
+  // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
+  // unpacked vectors in memory instead of registers.
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
     total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
@@ -433,6 +439,9 @@ HWY_INLINE void UnpackQ6_K512(const BlockQ6_K& w, Q6KUnpacked* u) {
   const __m512i four = _mm512_set1_epi16(4);
   u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales)));
   const __m512i scales = _mm512_castsi256_si512(u->scales16);
+  // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
+  // unpacked vectors in memory instead of registers.
+#pragma GCC unroll 4
   for (int h = 0; h < 2; ++h) {
     const __m512i l = _mm512_loadu_si512(w.ql + 64 * h);
     const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
@@ -452,6 +461,9 @@ HWY_INLINE float BlockDotQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x) {
   const int32_t offset =
       HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.scales16));
   __m512i total = _mm512_setzero_si512();
+  // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
+  // unpacked vectors in memory instead of registers.
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
     total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
