@@ -365,21 +365,33 @@ HWY_INLINE void UnpackQ4_K512(const BlockQ4_K& w, Q4KUnpacked* u) {
   u->dmin = ScaleF32(w.dmin);
 }
 
-// The block's term of the dot product with one activation block.
-HWY_INLINE float BlockDotQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x) {
-  const int32_t mins =
-      HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.mins16));
+// The integer sums of one unpacked 256-element block against an activation
+// block: the codes against x, each pair times its sub-block's scale, and x's
+// per-16 sums against `per16` (Q4_K's mins; Q6_K's scales, for its -32).
+struct BlockSums512 {
+  int32_t scaled = 0;
+  int32_t per16 = 0;
+};
+HWY_INLINE BlockSums512 SumBlock512(const __m512i (&codes)[4], const __m512i (&scales)[4], __m256i per16,
+                                    const ActQ8_K& x) {
+  BlockSums512 sums;
+  sums.per16 = HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), per16));
   __m512i total = _mm512_setzero_si512();
   // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
   // unpacked vectors in memory instead of registers.
 #pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
-    total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
+    total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(codes[c], xv), scales[c]));
   }
-  const int32_t scaled =
-      HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
-  return (x.d * u.d) * static_cast<float>(scaled) - (x.d * u.dmin) * static_cast<float>(mins);
+  sums.scaled = HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
+  return sums;
+}
+
+// The block's term of the dot product with one activation block.
+HWY_INLINE float BlockDotQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x) {
+  const BlockSums512 sums = SumBlock512(u.codes, u.scales, u.mins16, x);
+  return (x.d * u.d) * static_cast<float>(sums.scaled) - (x.d * u.dmin) * static_cast<float>(sums.per16);
 }
 
 float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
@@ -458,20 +470,8 @@ HWY_INLINE void UnpackQ6_K512(const BlockQ6_K& w, Q6KUnpacked* u) {
 }
 
 HWY_INLINE float BlockDotQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x) {
-  const int32_t offset =
-      HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.scales16));
-  __m512i total = _mm512_setzero_si512();
-  // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
-  // unpacked vectors in memory instead of registers.
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; ++c) {
-    const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
-    total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(u.codes[c], xv), u.scales[c]));
-  }
-  const int32_t scaled =
-      HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1))) -
-      32 * offset;
-  return (x.d * u.d) * static_cast<float>(scaled);
+  const BlockSums512 sums = SumBlock512(u.codes, u.scales, u.scales16, x);
+  return (x.d * u.d) * static_cast<float>(sums.scaled - 32 * sums.per16);
 }
 
 // Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
