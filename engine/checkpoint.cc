@@ -181,8 +181,24 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
     absl::Span<const TensorRead> reads) const {
   std::vector<Checkpoint::TensorRead> checkpoint_reads;
   checkpoint_reads.reserve(reads.size());
+  // A read of part of a tensor (one expert of gpt-oss's fused experts:
+  // SourceTensor::offset and size_bytes) reads that byte range of it.
+  // Reserved up front: the reads point into it.
+  std::vector<TensorInfo> parts;
+  parts.reserve(reads.size());
   for (const TensorRead& read : reads) {
-    checkpoint_reads.push_back({static_cast<const TensorInfo*>(read.tensor->origin), read.destination});
+    const auto* tensor = static_cast<const TensorInfo*>(read.tensor->origin);
+    if (read.tensor->offset != 0 || read.tensor->size_bytes != tensor->size_bytes) {
+      if (read.tensor->offset + read.tensor->size_bytes > tensor->size_bytes) {
+        return absl::InternalError(absl::StrCat("read of bytes ", read.tensor->offset, " + ", read.tensor->size_bytes,
+                                                " of tensor '", tensor->name, "' of ", tensor->size_bytes, " bytes"));
+      }
+      TensorInfo& part = parts.emplace_back(*tensor);
+      part.offset += read.tensor->offset;
+      part.size_bytes = read.tensor->size_bytes;
+      tensor = &part;
+    }
+    checkpoint_reads.push_back({tensor, read.destination});
   }
   return checkpoint_.ReadTensors(checkpoint_reads);
 }

@@ -214,7 +214,8 @@ TEST_P(Offload, FingerprintMismatchIsRejected) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, Offload,
-                         ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2"),
+                         ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
+                                                              "gpt_oss"),
                                             ::testing::Values("f32", "bf16")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
