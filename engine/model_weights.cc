@@ -91,19 +91,30 @@ class Loader {
   // (ReadAll), so no copy of the whole fused tensor is ever held.
   absl::Status FusedExpert(const std::string& moe, int expert, int64_t num_experts, int64_t hidden, int64_t ffn,
                            FeedForwardWeights* out, bool read) {
-    ASSIGN_OR_RETURN(SourceTensor gate_up, source_.Get(moe + "experts.gate_up_proj", {num_experts, hidden, 2 * ffn}));
-    ASSIGN_OR_RETURN(SourceTensor down, source_.Get(moe + "experts.down_proj", {num_experts, ffn, hidden}));
+    const std::string gate_up_name = moe + "experts.gate_up_proj";
+    const std::string down_name = moe + "experts.down_proj";
+    // The checkpoint's MXFP4 experts (quant_method "mxfp4": gate_up_proj_blocks
+    // and _scales) are stored [out][in], gate and up interleaved by row; the
+    // source reads them back as MXFP4 blocks (CheckpointTensorSource).
+    const bool mxfp4 = source_.Has(gate_up_name + "_blocks");
+    ASSIGN_OR_RETURN(SourceTensor gate_up, mxfp4 ? source_.Get(gate_up_name, {num_experts, 2 * ffn, hidden})
+                                                 : source_.Get(gate_up_name, {num_experts, hidden, 2 * ffn}));
+    ASSIGN_OR_RETURN(SourceTensor down, mxfp4 ? source_.Get(down_name, {num_experts, hidden, ffn})
+                                              : source_.Get(down_name, {num_experts, ffn, hidden}));
     for (const SourceTensor* t : {&gate_up, &down}) {
-      if (DTypeIsQuantized(t->dtype)) {
+      if (DTypeIsQuantized(t->dtype) != mxfp4) {
         return absl::UnimplementedError(absl::StrCat(source_.path(), ": tensor '", t->name, "' is ",
-                                                     std::string(DTypeName(t->dtype)), "; fused experts must be F32, BF16 or F16"));
+                                                     std::string(DTypeName(t->dtype)),
+                                                     "; fused experts must be F32, BF16, F16 or an MXFP4 pair"));
       }
     }
     out->gate = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
     out->up = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
     out->down = WeightMatrix{down.dtype, nullptr, hidden, ffn};
     if (!read) return absl::OkStatus();
-    for (auto [tensor, kind] : {std::pair{&gate_up, FusedKind::kGateUp}, std::pair{&down, FusedKind::kDown}}) {
+    const FusedKind gate_up_kind = mxfp4 ? FusedKind::kGateUpRows : FusedKind::kGateUp;
+    const FusedKind down_kind = mxfp4 ? FusedKind::kDownRows : FusedKind::kDown;
+    for (auto [tensor, kind] : {std::pair{&gate_up, gate_up_kind}, std::pair{&down, down_kind}}) {
       const uint64_t slab = tensor->size_bytes / num_experts;
       tensor->offset += slab * expert;
       tensor->size_bytes = slab;
@@ -130,7 +141,23 @@ class Loader {
     std::vector<std::byte> slab;  // one expert's stored slab, rearranged from this copy
     for (const PlannedFused& f : fused_) {
       std::byte* at = storage + f.offset;
+      if (f.kind == FusedKind::kDownRows) {  // already [hidden][ffn]
+        f.target->down.data = at;
+        continue;
+      }
       slab.assign(at, at + f.tensor->size_bytes);
+      if (f.kind == FusedKind::kGateUpRows) {
+        // stored rows gate 0, up 0, gate 1, ... -> gate [ffn][hidden], then up.
+        const size_t row = f.tensor->size_bytes / (2 * f.ffn);
+        std::byte* up = at + row * f.ffn;
+        for (int64_t j = 0; j < f.ffn; ++j) {
+          std::memcpy(at + row * j, slab.data() + row * (2 * j), row);
+          std::memcpy(up + row * j, slab.data() + row * (2 * j + 1), row);
+        }
+        f.target->gate.data = at;
+        f.target->up.data = up;
+        continue;
+      }
       const size_t element = static_cast<size_t>(DTypeBytes(f.tensor->dtype, 1));
       const int64_t hidden = f.hidden, ffn = f.ffn;
       if (f.kind == FusedKind::kGateUp) {
@@ -178,7 +205,9 @@ class Loader {
     size_t offset;  // in the scratch buffer
   };
 
-  enum class FusedKind { kGateUp, kDown };
+  // kGateUp, kDown: HF's [in][out] slabs (f32/bf16/f16), transposed;
+  // kGateUpRows, kDownRows: MXFP4 slabs, already [out][in].
+  enum class FusedKind { kGateUp, kDown, kGateUpRows, kDownRows };
   struct PlannedFused {
     std::unique_ptr<SourceTensor> tensor;  // one expert's slab of the fused tensor
     FeedForwardWeights* target;

@@ -58,6 +58,13 @@ class Weights {
     RETURN_IF_ERROR(checkpoint_.Read(*tensor, bytes.data()));
     return ToDoubles(*tensor, bytes);
   }
+  bool Has(const std::string& name) const { return checkpoint_.Has(name); }
+  absl::StatusOr<std::vector<uint8_t>> Bytes(const std::string& name) {
+    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
+    std::vector<uint8_t> bytes(tensor->size_bytes);
+    RETURN_IF_ERROR(checkpoint_.Read(*tensor, reinterpret_cast<std::byte*>(bytes.data())));
+    return bytes;
+  }
   absl::StatusOr<Matrix> Mat(const std::string& name) {
     ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
     const int64_t rows = tensor->shape[0];
@@ -294,6 +301,32 @@ void LimitToGroups(const ModelConfig& config, Vector& probs) {
   }
 }
 
+// A gpt-oss fused expert tensor in HF's unquantized layout, [E][in][out]:
+// as stored, or from its MXFP4 pair (name_blocks [E][out][in / 32][16],
+// name_scales [E][out][in / 32]) dequantized as transformers'
+// _convert_moe_packed_tensors does: within each group of 32, byte b's low
+// nibble is element 2b and its high nibble element 2b + 1, each the FP4
+// value of its code times 2^(scale - 127); then transposed.
+absl::StatusOr<Vector> FusedExpertTensor(Weights& w, const std::string& name, int experts, int in, int out) {
+  if (!w.Has(name + "_blocks")) return w.Vec(name);
+  static constexpr double kFp4[16] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0};
+  ASSIGN_OR_RETURN(std::vector<uint8_t> blocks, w.Bytes(name + "_blocks"));
+  ASSIGN_OR_RETURN(std::vector<uint8_t> scales, w.Bytes(name + "_scales"));
+  Vector result(static_cast<size_t>(experts) * in * out);
+  for (int e = 0; e < experts; ++e) {
+    for (int r = 0; r < out; ++r) {
+      for (int c = 0; c < in; ++c) {
+        const size_t group = (static_cast<size_t>(e) * out + r) * (in / 32) + c / 32;
+        const uint8_t byte = blocks[group * 16 + (c % 32) / 2];
+        const int code = c % 2 == 0 ? byte & 0x0F : byte >> 4;
+        result[(static_cast<size_t>(e) * in + c) * out + r] = std::ldexp(kFp4[code], scales[group] - 127);
+      }
+    }
+  }
+  return result;
+}
+
 // gpt-oss's MoE block as HF's GptOssMLP computes it, on every row of
 // `hidden` (normalised by post_norm here): the router's logits (with bias),
 // the top k of them, a softmax over those k alone; each chosen expert from
@@ -308,9 +341,9 @@ absl::StatusOr<std::vector<Vector>> GptOssMoe(Weights& w, const std::string& m, 
   const int hs = config.hidden_size, ffn = config.expert_intermediate_size, experts = config.num_experts;
   ASSIGN_OR_RETURN(Matrix router, w.Mat(m + "router.weight"));
   ASSIGN_OR_RETURN(Vector router_bias, w.Vec(m + "router.bias"));
-  ASSIGN_OR_RETURN(Vector gate_up, w.Vec(m + "experts.gate_up_proj"));
+  ASSIGN_OR_RETURN(Vector gate_up, FusedExpertTensor(w, m + "experts.gate_up_proj", experts, hs, 2 * ffn));
   ASSIGN_OR_RETURN(Vector gate_up_bias, w.Vec(m + "experts.gate_up_proj_bias"));
-  ASSIGN_OR_RETURN(Vector down, w.Vec(m + "experts.down_proj"));
+  ASSIGN_OR_RETURN(Vector down, FusedExpertTensor(w, m + "experts.down_proj", experts, ffn, hs));
   ASSIGN_OR_RETURN(Vector down_bias, w.Vec(m + "experts.down_proj_bias"));
   const double alpha = config.clamped_swiglu->alpha, limit = config.clamped_swiglu->limit;
   std::vector<Vector> out(n, Vector(hs, 0.0));

@@ -81,8 +81,10 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
 }
 
 // gpt-oss likewise (the GPU pass has no attention sinks yet): auto mode
-// runs it on the CPU, offloaded experts (their biases resident) giving the
-// all-resident model's logits over a prompt longer than the sliding window.
+// runs it on the CPU; its MXFP4 experts, packed at load from a model read
+// without them (one expert's slabs at a time), offloaded with their biases
+// resident, give the all-resident model's logits over a prompt longer than
+// the sliding window.
 TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;
@@ -90,6 +92,7 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   o.layers = 2;
   o.top_k = 4;
   o.head_dim = 16;
+  o.mxfp4_experts = true;
   EngineOptions options;
   options.model_dir = testing::MakeTestModel(dir, "model", o);
   options.reader.path = dir.Sub("model.experts");

@@ -83,6 +83,21 @@ class TensorMaker {
   void Linear(const std::string& name, int64_t out_features, int64_t in_features, float gain = 1.0f) {
     Add(name, {out_features, in_features}, gain / std::sqrt(static_cast<float>(in_features)));
   }
+  // HF's MXFP4 pair for a [rows][cols] matrix per leading index: name_blocks
+  // [lead][rows][cols / 32][16] of random E2M1 code pairs and name_scales
+  // [lead][rows][cols / 32] of exponents 122 or 123 (values up to 6 x 2^-4:
+  // about the 1/sqrt(fan-in) of the other weights at test sizes).
+  void Mxfp4(const std::string& name, int64_t lead, int64_t rows, int64_t cols) {
+    const int64_t groups = lead * rows * (cols / 32);
+    TensorToWrite blocks{name + "_blocks", SafetensorsDtype::kU8, {lead, rows, cols / 32, 16}, {}};
+    TensorToWrite scales{name + "_scales", SafetensorsDtype::kU8, {lead, rows, cols / 32}, {}};
+    blocks.bytes.resize(static_cast<size_t>(groups) * 16);
+    scales.bytes.resize(static_cast<size_t>(groups));
+    for (auto& b : blocks.bytes) b = static_cast<std::byte>(random_.Next() & 0xFF);
+    for (auto& e : scales.bytes) e = static_cast<std::byte>(122 + (random_.Next() & 1));
+    tensors_.push_back(std::move(blocks));
+    tensors_.push_back(std::move(scales));
+  }
   void Norm(const std::string& name, int64_t size) { Add(name, {size}, 0.1f, 1.0f); }
   void Zeros(const std::string& name, std::vector<int64_t> shape) { Add(name, std::move(shape), 0.0f); }
   // A new tensor with the bytes of an earlier one.
@@ -152,6 +167,9 @@ absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
     if (o.static_residual) return absl::InvalidArgumentError("--static-residual does not support gpt_oss");
     if (o.sliding_window < 0) return absl::InvalidArgumentError("--sliding-window must be >= 0");
     if (!(o.swiglu_limit > 0)) return absl::InvalidArgumentError("--swiglu-limit must be positive");
+    if (o.mxfp4_experts && (o.hidden % 32 != 0 || o.ffn % 32 != 0)) {
+      return absl::InvalidArgumentError("--mxfp4-experts needs --hidden and --ffn multiples of 32 (MXFP4 blocks)");
+    }
   }
   if (o.top_k > o.experts) return absl::InvalidArgumentError("--top-k must not exceed --experts");
   if (o.heads % o.kv_heads != 0) return absl::InvalidArgumentError("--kv-heads must divide --heads");
@@ -292,6 +310,13 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
                               {"beta_slow", 1.0},
                               {"truncate", false},
                               {"original_max_position_embeddings", o.yarn_original_max_position}};
+    if (o.mxfp4_experts) {
+      // As openai/gpt-oss-20b's config.json.
+      config["quantization_config"] = {
+          {"quant_method", "mxfp4"},
+          {"modules_to_not_convert",
+           {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
+    }
   } else {
     config["num_experts"] = o.experts;
     config["moe_intermediate_size"] = o.ffn;
@@ -383,9 +408,14 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
         make.Add(moe + "router.bias", {o.experts}, 0.5f);
         first_router = moe + "router";
       }
-      make.Add(moe + "experts.gate_up_proj", {o.experts, o.hidden, 2 * o.ffn}, 1.0f / std::sqrt(float(o.hidden)));
+      if (o.mxfp4_experts) {
+        make.Mxfp4(moe + "experts.gate_up_proj", o.experts, 2 * o.ffn, o.hidden);
+        make.Mxfp4(moe + "experts.down_proj", o.experts, o.hidden, o.ffn);
+      } else {
+        make.Add(moe + "experts.gate_up_proj", {o.experts, o.hidden, 2 * o.ffn}, 1.0f / std::sqrt(float(o.hidden)));
+        make.Add(moe + "experts.down_proj", {o.experts, o.ffn, o.hidden}, 1.0f / std::sqrt(float(o.ffn)));
+      }
       make.Add(moe + "experts.gate_up_proj_bias", {o.experts, 2 * o.ffn}, 0.1f);
-      make.Add(moe + "experts.down_proj", {o.experts, o.ffn, o.hidden}, 1.0f / std::sqrt(float(o.ffn)));
       make.Add(moe + "experts.down_proj_bias", {o.experts, o.hidden}, 0.1f);
       continue;
     }

@@ -59,6 +59,11 @@ struct MakeModelOptions {
   // The clamp of the experts' SwiGLU; 7 in the real models, where
   // activations are large. Test activations are O(1): 1 makes it bite.
   float swiglu_limit = 1.0f;
+  // gpt_oss: the experts as the released checkpoints ship them,
+  // quantization_config quant_method "mxfp4": gate_up_proj_blocks/_scales
+  // and down_proj_blocks/_scales (U8; [out][in] per expert), random E2M1
+  // codes with exponents near 2^-5, instead of dtype's fused tensors.
+  bool mxfp4_experts = false;
   uint64_t seed = 1;
   // A chat template (Jinja source) for tokenizer_config.json; "" = none.
   // Every "<|name|>" literal in it also becomes a special token of the

@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--sliding-window", o.sliding_window, "gpt_oss: window of the sliding layers (0: none)")
       ->capture_default_str();
   app.add_option("--swiglu-limit", o.swiglu_limit, "gpt_oss: the experts' SwiGLU clamp")->capture_default_str();
+  app.add_flag("--mxfp4-experts", o.mxfp4_experts,
+               "gpt_oss: experts as HF MXFP4 blocks and scales (quant_method mxfp4), as the released checkpoints");
   app.add_option("--seed", o.seed)->capture_default_str();
   std::string chat_template_file;
   app.add_option("--chat-template", chat_template_file,

@@ -41,6 +41,12 @@ VARIANTS = {
                 "--yarn-original-max-position", "64", "--max-position", "2048", "--seed", "21"],
     "four_layers": ["--layers", "4", "--sliding-window", "3", "--swiglu-limit", "1.5", "--yarn-factor", "4",
                     "--yarn-original-max-position", "16", "--max-position", "64", "--seed", "22"],
+    # The experts as the released checkpoints ship them: MXFP4 blocks and
+    # scales, quantization_config quant_method mxfp4. Without triton's
+    # kernels transformers dequantizes them on load (Mxfp4Config(dequantize=
+    # True) says so explicitly) into the f32 parameters.
+    "mxfp4": ["--layers", "2", "--sliding-window", "4", "--swiglu-limit", "1.0", "--yarn-factor", "32",
+              "--yarn-original-max-position", "64", "--max-position", "2048", "--mxfp4-experts", "--seed", "23"],
 }
 
 
@@ -50,8 +56,15 @@ def main():
     for name, flags in VARIANTS.items():
         with tempfile.TemporaryDirectory() as model_dir:
             subprocess.run([mkmodel, *COMMON, *flags, "--out", model_dir], check=True)
+            extra = {}
+            if "--mxfp4-experts" in flags:
+                extra["quantization_config"] = transformers.Mxfp4Config(dequantize=True)
             model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+                model_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True, **extra)
+            if "--mxfp4-experts" in flags:
+                # Dequantized into f32 parameters, not run by an MXFP4 kernel.
+                experts = model.model.layers[0].mlp.experts
+                assert experts.gate_up_proj.dtype == torch.float32, experts.gate_up_proj.dtype
             # Every weight must come from the file: a missing one would be
             # initialised at random and the check would prove nothing.
             problems = {k: v for k, v in info.items() if v}
