@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -159,8 +160,54 @@ absl::StatusOr<std::vector<Checkpoint::FileReadStats>> Checkpoint::ReadTensors(
   return all_stats;
 }
 
+namespace {
+
+// HF's MXFP4 blocks hold element 2b of a 32-element group in the low nibble
+// of byte b and element 2b + 1 in the high one (transformers'
+// integrations/mxfp4.py, _convert_moe_packed_tensors); GGML's hold element
+// j in the low nibble of byte j and element j + 16 in the high one. The
+// 4-bit codes and the exponent byte mean the same in both (HF: FP4 value x
+// 2^(e - 127); GGML: twice the value x 2^(e - 128)), so only the nibbles
+// move.
+void PackMxfp4Block(uint8_t exponent, const uint8_t* hf_codes, uint8_t* out) {
+  auto code = [&](int i) { return i % 2 == 0 ? hf_codes[i / 2] & 0x0F : hf_codes[i / 2] >> 4; };
+  out[0] = exponent;
+  for (int j = 0; j < 16; ++j) out[1 + j] = static_cast<uint8_t>(code(j) | code(j + 16) << 4);
+}
+
+constexpr uint64_t kMxfp4BlockBytes = 17;  // GGML's block_mxfp4
+
+}  // namespace
+
 absl::StatusOr<SourceTensor> CheckpointTensorSource::Get(const std::string& name,
                                                         const std::vector<int64_t>& shape) const {
+  if (!checkpoint_.Has(name) && checkpoint_.Has(name + "_blocks") && checkpoint_.Has(name + "_scales")) {
+    // An HF MXFP4 pair: blocks [..., cols / 32, 16] and scales [..., cols / 32].
+    if (shape.empty() || shape.back() % 32 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(checkpoint_.dir(), ": MXFP4 tensor '", name,
+                                                     "' must have a multiple of 32 columns"));
+    }
+    std::vector<int64_t> scales_shape(shape.begin(), shape.end() - 1);
+    scales_shape.push_back(shape.back() / 32);
+    std::vector<int64_t> blocks_shape = scales_shape;
+    blocks_shape.push_back(16);
+    ASSIGN_OR_RETURN(const TensorInfo* blocks, checkpoint_.Get(name + "_blocks", blocks_shape));
+    ASSIGN_OR_RETURN(const TensorInfo* scales, checkpoint_.Get(name + "_scales", scales_shape));
+    for (const TensorInfo* t : {blocks, scales}) {
+      if (t->dtype != SafetensorsDtype::kU8) {
+        return absl::InvalidArgumentError(absl::StrCat(checkpoint_.FileOf(*t), ": tensor '", t->name, "' has dtype ",
+                                                       SafetensorsDtypeName(t->dtype), "; MXFP4 blocks and scales are U8"));
+      }
+    }
+    SourceTensor out;
+    out.name = name;
+    out.shape = shape;
+    out.dtype = DType::kMXFP4;
+    out.size_bytes = scales->size_bytes * kMxfp4BlockBytes;
+    out.origin = blocks;
+    out.mxfp4_scales = scales;
+    return out;
+  }
   ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name, shape));
   const std::optional<DType> dtype = WeightDType(tensor->dtype);
   if (!dtype.has_value()) {
@@ -181,10 +228,66 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
     absl::Span<const TensorRead> reads) const {
   std::vector<Checkpoint::TensorRead> checkpoint_reads;
   checkpoint_reads.reserve(reads.size());
+  // A read of part of a tensor (one expert of gpt-oss's fused experts:
+  // SourceTensor::offset and size_bytes) reads that byte range of it.
+  // Reserved up front: the reads point into it.
+  std::vector<TensorInfo> parts;
+  parts.reserve(2 * reads.size());
+  // HF MXFP4 pairs: the codes are read into the front of the destination
+  // (16 of every 17 bytes), the exponents aside, and the blocks are then
+  // assembled in place from the last to the first (block i's output never
+  // reaches below its own input, nor into an earlier block's).
+  struct Mxfp4Read {
+    std::byte* destination;
+    std::vector<std::byte> exponents;
+  };
+  std::vector<Mxfp4Read> mxfp4;
+  mxfp4.reserve(reads.size());
   for (const TensorRead& read : reads) {
-    checkpoint_reads.push_back({static_cast<const TensorInfo*>(read.tensor->origin), read.destination});
+    if (read.tensor->mxfp4_scales != nullptr) {
+      const auto* blocks = static_cast<const TensorInfo*>(read.tensor->origin);
+      const auto* scales = static_cast<const TensorInfo*>(read.tensor->mxfp4_scales);
+      const uint64_t first = read.tensor->offset / kMxfp4BlockBytes;
+      const uint64_t count = read.tensor->size_bytes / kMxfp4BlockBytes;
+      if (read.tensor->offset % kMxfp4BlockBytes != 0 || read.tensor->size_bytes % kMxfp4BlockBytes != 0 ||
+          first + count > scales->size_bytes) {
+        return absl::InternalError(absl::StrCat("read of bytes ", read.tensor->offset, " + ", read.tensor->size_bytes,
+                                                " of MXFP4 tensor '", read.tensor->name, "'"));
+      }
+      Mxfp4Read& m = mxfp4.emplace_back(Mxfp4Read{read.destination, std::vector<std::byte>(count)});
+      TensorInfo& codes = parts.emplace_back(*blocks);
+      codes.offset += first * 16;
+      codes.size_bytes = count * 16;
+      checkpoint_reads.push_back({&codes, read.destination});
+      TensorInfo& exponents = parts.emplace_back(*scales);
+      exponents.offset += first;
+      exponents.size_bytes = count;
+      checkpoint_reads.push_back({&exponents, m.exponents.data()});
+      continue;
+    }
+    const auto* tensor = static_cast<const TensorInfo*>(read.tensor->origin);
+    if (read.tensor->offset != 0 || read.tensor->size_bytes != tensor->size_bytes) {
+      if (read.tensor->offset + read.tensor->size_bytes > tensor->size_bytes) {
+        return absl::InternalError(absl::StrCat("read of bytes ", read.tensor->offset, " + ", read.tensor->size_bytes,
+                                                " of tensor '", tensor->name, "' of ", tensor->size_bytes, " bytes"));
+      }
+      TensorInfo& part = parts.emplace_back(*tensor);
+      part.offset += read.tensor->offset;
+      part.size_bytes = read.tensor->size_bytes;
+      tensor = &part;
+    }
+    checkpoint_reads.push_back({tensor, read.destination});
   }
-  return checkpoint_.ReadTensors(checkpoint_reads);
+  ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, checkpoint_.ReadTensors(checkpoint_reads));
+  for (Mxfp4Read& m : mxfp4) {
+    auto* bytes = reinterpret_cast<uint8_t*>(m.destination);
+    for (size_t i = m.exponents.size(); i-- > 0;) {
+      uint8_t codes[16];
+      std::memcpy(codes, bytes + 16 * i, 16);
+      PackMxfp4Block(static_cast<uint8_t>(m.exponents[i]), codes, bytes + kMxfp4BlockBytes * i);
+    }
+  }
+  return stats;
 }
 
 }  // namespace expertd

@@ -75,7 +75,12 @@ class CheckpointTensorSource : public TensorSource {
 
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const std::string& path() const override { return checkpoint_.dir(); }
-  bool Has(const std::string& name) const override { return checkpoint_.Has(name); }
+  // Besides the checkpoint's own tensors, `X` where the checkpoint has the HF
+  // MXFP4 pair X_blocks and X_scales (gpt-oss's quantized experts), as an
+  // MXFP4 tensor of shape [..., G * 32].
+  bool Has(const std::string& name) const override {
+    return checkpoint_.Has(name) || (checkpoint_.Has(name + "_blocks") && checkpoint_.Has(name + "_scales"));
+  }
   absl::StatusOr<SourceTensor> Get(const std::string& name, const std::vector<int64_t>& shape) const override;
   absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const override;
 

@@ -1,6 +1,8 @@
 #include "engine/cpu_feed_forward.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -9,13 +11,45 @@
 
 namespace expertd {
 
+void ExpertActivation(const ExpertExtras& extras, float* gate, float* up, int64_t m, int64_t stride, int64_t lo,
+                      int64_t hi) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* g = gate + r * stride;
+    float* u = up + r * stride;
+    if (extras.gate_bias != nullptr) {
+      for (int64_t i = lo; i < hi; ++i) {
+        g[i] += extras.gate_bias[i];
+        u[i] += extras.up_bias[i];
+      }
+    }
+    if (extras.clamped_swiglu == nullptr) {
+      kernels::SiluMul(g + lo, u + lo, hi - lo, g + lo);
+      continue;
+    }
+    const float alpha = extras.clamped_swiglu->alpha, limit = extras.clamped_swiglu->limit;
+    for (int64_t i = lo; i < hi; ++i) {
+      const float clamped_gate = std::min(g[i], limit);
+      const float clamped_up = std::clamp(u[i], -limit, limit);
+      g[i] = (clamped_up + 1.0f) * clamped_gate / (1.0f + std::exp(-alpha * clamped_gate));
+    }
+  }
+}
+
+void AddDownBias(const ExpertExtras& extras, float* out, int64_t m, int64_t stride, int64_t lo, int64_t hi) {
+  if (extras.down_bias == nullptr) return;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t i = lo; i < hi; ++i) out[r * stride + i] += extras.down_bias[i];
+  }
+}
+
 void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* gate_scratch, float* up_scratch,
-                    float* out, kernels::ThreadPool* pool) {
+                    float* out, kernels::ThreadPool* pool, const ExpertExtras& extras) {
   const int64_t ffn = ff.gate.rows;
   kernels::MatMul(ff.gate, x, m, gate_scratch, pool);
   kernels::MatMul(ff.up, x, m, up_scratch, pool);
-  kernels::SiluMul(gate_scratch, up_scratch, m * ffn, gate_scratch);
+  ExpertActivation(extras, gate_scratch, up_scratch, m, ffn, 0, ffn);
   kernels::MatMul(ff.down, gate_scratch, m, out, pool);
+  AddDownBias(extras, out, m, ff.down.rows, 0, ff.down.rows);
 }
 
 void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,

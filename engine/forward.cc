@@ -166,7 +166,13 @@ absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
                           static_cast<const std::byte*>(weights.embedding.data) +
                               static_cast<size_t>(tokens[t]) * DTypeBytes(weights.embedding.dtype, h),
                           h, Row(residual_, t, h));
-    RopeCosSin(inv_freq_, rows_[t].position, Row(rope_, t, config_.head_dim));
+    float* cos_sin = Row(rope_, t, config_.head_dim);
+    RopeCosSin(inv_freq_, rows_[t].position, cos_sin);
+    if (!config_.mla && rope_attention_factor_ != 1.0f) {
+      // YaRN on rotate-half RoPE (gpt-oss): HF scales cos and sin. (The
+      // latent attention's interleaved RoPE applies the factor itself.)
+      for (int i = 0; i < config_.head_dim; ++i) cos_sin[i] *= rope_attention_factor_;
+    }
   }
 
   return runner_.RunLayers(*this);
@@ -238,7 +244,9 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
     std::copy_n(Row(k_, t, kv_size), kv_size, row.kv->Keys(layer_index) + at);
     std::copy_n(Row(v_, t, kv_size), kv_size, row.kv->Values(layer_index) + at);
   }
-  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim};
+  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim,
+                                     config_.AttentionWindow(layer_index),
+                                     layer.sinks.empty() ? nullptr : layer.sinks.data()};
   if (contiguous_) {
     // One sequence's consecutive positions: one causal block.
     KvCache& kv = *rows_[0].kv;
@@ -259,6 +267,7 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
     }
   }
   kernels::MatMul(layer.o, attention_.data(), n, block_out_.data(), pool_);
+  AddBias(layer.o_bias, n, block_out_.data());
   for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
 }
 
@@ -396,13 +405,21 @@ absl::Status ForwardPass::DenseFeedForward(int layer_index) {
 
 absl::StatusOr<RouterOutput> ForwardPass::Router(int layer_index) {
   const int n = static_cast<int>(rows_.size());
-  kernels::MatMul(model_.weights().layers[layer_index].router, normed_.data(), n, router_logits_.data(), pool_);
+  const LayerWeights& layer = model_.weights().layers[layer_index];
+  kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
+  AddBias(layer.router_bias, n, router_logits_.data());
   return RouterOutput{.logits = router_logits_.data(), .gate_inputs = normed_.data()};
+}
+
+absl::Status ForwardPass::Dispatched(int layer, const MoeDispatch& /*dispatch*/) {
+  moe_layer_ = layer;
+  return absl::OkStatus();
 }
 
 absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
                                     ExpertOrigin /*origin*/) {
   const int h = config_.hidden_size;
+  const ExpertExtras extras = model_.weights().layers[moe_layer_].ExtrasOf(expert, config_);
   absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
   if (m == 0) return absl::OkStatus();
@@ -415,7 +432,8 @@ absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, con
       for (int i = 0; i < rows; ++i) {
         std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[first + i]), h), h, Row(gathered_, i, h));
       }
-      FeedForward(weights, gathered_.data(), rows, ffn_out_.data());
+      CpuFeedForward(weights, gathered_.data(), rows, ffn_gate_.data(), ffn_up_.data(), ffn_out_.data(), pool_,
+                     extras);
       for (int i = 0; i < rows; ++i) std::copy_n(Row(ffn_out_, i, h), h, Row(expert_out_, slots[first + i], h));
     }
     return absl::OkStatus();
@@ -424,6 +442,7 @@ absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, con
     std::copy_n(Row(normed_, dispatch.RowOfSlot(slots[i]), h), h, Row(gathered_, queued_rows_ + i, h));
   }
   queued_.push_back(QueuedExpert{.weights = weights,
+                                 .extras = extras,
                                  .slots = slots,
                                  .first_row = queued_rows_,
                                  .gate = ffn_gate_.data() + queued_rows_ * ffn_width_,
@@ -471,10 +490,7 @@ absl::Status ForwardPass::Sync() {
                             const int64_t m = rows_of(q), ffn = q.weights.gate.rows;
                             kernels::MatMulRowRange(q.weights.gate, x, m, q.gate, lo, hi);
                             kernels::MatMulRowRange(q.weights.up, x, m, q.up, lo, hi);
-                            for (int64_t i = 0; i < m; ++i) {
-                              kernels::SiluMul(q.gate + i * ffn + lo, q.up + i * ffn + lo, hi - lo,
-                                               q.gate + i * ffn + lo);
-                            }
+                            ExpertActivation(q.extras, q.gate, q.up, m, ffn, lo, hi);
                           });
            });
   // Down rows of every expert, into each slot's own output row.
@@ -483,6 +499,7 @@ absl::Status ForwardPass::Sync() {
              over_experts(begin, end, [&](const QueuedExpert&) { return h; },
                           [&](const QueuedExpert& q, int64_t lo, int64_t hi) {
                             kernels::MatMulRowRange(q.weights.down, q.gate, rows_of(q), q.out, lo, hi);
+                            AddDownBias(q.extras, q.out, rows_of(q), h, lo, hi);
                           });
            });
   // Each (token, rank) slot gets its own output row; they are summed later

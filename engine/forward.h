@@ -57,6 +57,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   absl::Status Attention(int layer) override;
   absl::Status DenseFeedForward(int layer) override;
   absl::StatusOr<RouterOutput> Router(int layer) override;
+  absl::Status Dispatched(int layer, const MoeDispatch& dispatch) override;
   // RunExpert queues the expert (its input rows gathered); Sync runs every
   // queued expert as two parallel jobs, gate and up of all of them, then
   // down of all of them, instead of three jobs per expert: the threads
@@ -110,6 +111,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // of gathered_, starting at first_row.
   struct QueuedExpert {
     FeedForwardWeights weights;       // valid until Sync returns (MoeLayerCompute)
+    ExpertExtras extras;              // gpt-oss's biases and activation
     absl::Span<const int32_t> slots;  // the dispatch's slots of this expert, one per row
     int first_row = 0;
     float* gate = nullptr;  // its rows of ffn_gate_ ([rows][ffn_width_]); SiLU(gate) * up after the first job
@@ -117,6 +119,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
     float* out = nullptr;   // its rows of ffn_out_ ([rows][hidden])
   };
   std::vector<QueuedExpert> queued_;
+  int moe_layer_ = 0;  // the layer whose experts RunExpert is given (Dispatched)
   int queued_rows_ = 0;
   int scratch_queue_rows_ = 0;  // gathered_, ffn_gate_, ffn_up_, ffn_out_ rows
   size_t ffn_width_ = 0;        // row width of ffn_gate_ and ffn_up_: the widest feed-forward

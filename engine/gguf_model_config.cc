@@ -206,8 +206,10 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
       break;
     }
     case Architecture::kDeepseekV2:
+    case Architecture::kGptOss:
       // Not in the GGUF family table above, so never reached.
-      return absl::UnimplementedError(absl::StrCat(file.path(), ": DeepSeek-V2 GGUF files are not supported yet"));
+      return absl::UnimplementedError(
+          absl::StrCat(file.path(), ": ", ArchitectureName(a), " GGUF files are not supported yet"));
   }
 
   // A layer without a router is a dense MLP layer (Qwen's mlp_only_layers);

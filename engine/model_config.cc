@@ -26,6 +26,7 @@ constexpr Family kFamilies[] = {
     {"Qwen2MoeForCausalLM", Architecture::kQwen2Moe},
     {"Qwen3MoeForCausalLM", Architecture::kQwen3Moe},
     {"DeepseekV2ForCausalLM", Architecture::kDeepseekV2},
+    {"GptOssForCausalLM", Architecture::kGptOss},
 };
 
 // The largest values accepted: far beyond any released model, small enough
@@ -157,6 +158,75 @@ class KeyReader {
   absl::Status status_;
 };
 
+// config.json's rope_scaling (or transformers 5's rope_parameters): absent
+// or "default" is plain RoPE; "yarn" is read as HF's _compute_yarn_parameters
+// reads it.
+void ParseRopeScaling(const json& root, const char* rope_scaling_key, KeyReader& keys, ModelConfig& config) {
+  auto scaling = root.find(rope_scaling_key);
+  if (scaling == root.end() || scaling->is_null()) return;
+  if (!scaling->is_object()) {
+    keys.Check(false, absl::StrCat(rope_scaling_key, " must be an object"));
+    return;
+  }
+  KeyReader rope(*scaling, rope_scaling_key);
+  const std::string type = rope.String("type", rope.String("rope_type", "default"));
+  if (type == "default") return;
+  keys.Check(type == "yarn", absl::StrCat(rope_scaling_key, ": type '", type, "' is not supported (only yarn)"));
+  YarnRope yarn;
+  yarn.factor = rope.Float("factor");
+  yarn.original_max_position_embeddings =
+      rope.Int("original_max_position_embeddings", config.max_position_embeddings, 1, kMaxPositions);
+  yarn.beta_fast = rope.Float("beta_fast", 32.0f);
+  yarn.beta_slow = rope.Float("beta_slow", 1.0f);
+  yarn.mscale = rope.Float("mscale", 0.0f);
+  yarn.mscale_all_dim = rope.Float("mscale_all_dim", 0.0f);
+  yarn.attention_factor = rope.OptionalFloat("attention_factor");
+  yarn.truncate = rope.Bool("truncate", true);
+  keys.Check(rope.status().ok(), rope.status().message());
+  keys.Check(yarn.factor > 0, absl::StrCat(rope_scaling_key, ": factor must be positive"));
+  config.yarn = yarn;
+}
+
+// gpt-oss's keys (HF's GptOssConfig; defaults as there).
+void ParseGptOss(const json& root, const char* rope_scaling_key, KeyReader& keys, ModelConfig& config) {
+  config.num_experts = keys.Int("num_local_experts", std::nullopt, 1, kMaxExperts);
+  config.expert_intermediate_size = keys.Int("intermediate_size", std::nullopt, 1, kMaxWidth);
+  // Softmax over the k chosen logits = the softmax over all, renormalised
+  // over the k, for any k (dial-k keeps the rule).
+  config.norm_topk_prob = true;
+  config.attention_bias = keys.Bool("attention_bias", true);
+  config.attention_output_bias = config.attention_bias;
+  config.router_bias = true;
+  config.expert_bias = true;
+  config.attention_sinks = true;
+  ClampedSwiglu swiglu;
+  swiglu.alpha = keys.Float("swiglu_alpha", 1.702f);
+  swiglu.limit = keys.Float("swiglu_limit", 7.0f);
+  keys.Check(swiglu.limit > 0, "swiglu_limit must be positive");
+  config.clamped_swiglu = swiglu;
+  keys.Check(keys.String("hidden_act", "silu") == "silu", "hidden_act must be silu");
+  // Absent layer_types alternate sliding and full, sliding first, as HF.
+  config.sliding_window = keys.Int("sliding_window", 0, 0, kMaxPositions);
+  config.layer_is_sliding.assign(std::max(config.num_layers, 0), false);
+  auto types = root.find("layer_types");
+  if (types == root.end() || types->is_null()) {
+    for (int layer = 0; layer < config.num_layers; ++layer) config.layer_is_sliding[layer] = layer % 2 == 0;
+  } else if (!types->is_array() || static_cast<int>(types->size()) != config.num_layers) {
+    keys.Check(false, "layer_types must be a list with one entry per layer");
+  } else {
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      const json& type = (*types)[layer];
+      const bool sliding = type.is_string() && type.get<std::string>() == "sliding_attention";
+      keys.Check(sliding || (type.is_string() && type.get<std::string>() == "full_attention"),
+                 absl::StrCat("layer_types[", layer, "] must be \"sliding_attention\" or \"full_attention\", got ",
+                              type.dump()));
+      config.layer_is_sliding[layer] = sliding;
+    }
+  }
+  if (config.sliding_window == 0) config.layer_is_sliding.assign(config.layer_is_sliding.size(), false);
+  ParseRopeScaling(root, rope_scaling_key, keys, config);
+}
+
 // DeepSeek-V2's keys (HF's DeepseekV2Config; defaults as there). Two keys
 // follow DeepSeek's own modelling code where transformers 5 ignores them:
 // norm_topk_prob (renormalise, then scale) and moe_layer_freq. Every
@@ -194,28 +264,7 @@ void ParseDeepseekV2(const json& root, const char* rope_scaling_key, KeyReader& 
   }
   keys.Check(!keys.Bool("attention_bias", false), "attention_bias true is not supported for DeepseekV2ForCausalLM");
   keys.Check(keys.String("hidden_act", "silu") == "silu", "hidden_act must be silu");
-  auto scaling = root.find(rope_scaling_key);
-  if (scaling == root.end() || scaling->is_null()) return;
-  if (!scaling->is_object()) {
-    keys.Check(false, absl::StrCat(rope_scaling_key, " must be an object"));
-    return;
-  }
-  KeyReader rope(*scaling, rope_scaling_key);
-  const std::string type = rope.String("type", rope.String("rope_type", "default"));
-  if (type == "default") return;
-  keys.Check(type == "yarn", absl::StrCat(rope_scaling_key, ": type '", type, "' is not supported (only yarn)"));
-  YarnRope yarn;
-  yarn.factor = rope.Float("factor");
-  yarn.original_max_position_embeddings =
-      rope.Int("original_max_position_embeddings", config.max_position_embeddings, 1, kMaxPositions);
-  yarn.beta_fast = rope.Float("beta_fast", 32.0f);
-  yarn.beta_slow = rope.Float("beta_slow", 1.0f);
-  yarn.mscale = rope.Float("mscale", 0.0f);
-  yarn.mscale_all_dim = rope.Float("mscale_all_dim", 0.0f);
-  yarn.attention_factor = rope.OptionalFloat("attention_factor");
-  keys.Check(rope.status().ok(), rope.status().message());
-  keys.Check(yarn.factor > 0, absl::StrCat(rope_scaling_key, ": factor must be positive"));
-  config.yarn = yarn;
+  ParseRopeScaling(root, rope_scaling_key, keys, config);
 }
 
 }  // namespace
@@ -246,7 +295,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
     return absl::UnimplementedError(absl::StrCat(
         source, ": unsupported architecture '", config.architecture_name,
         "' (supported: OlmoeForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-        "DeepseekV2ForCausalLM)"));
+        "DeepseekV2ForCausalLM, GptOssForCausalLM)"));
   }
   config.architecture = family->architecture;
   const Architecture arch = config.architecture;
@@ -261,8 +310,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   config.max_position_embeddings =
       keys.Int("max_position_embeddings", 4096, 1, kMaxPositions,
                absl::StrCat(" (expertd supports contexts of up to ", kMaxPositions, " positions)"));
-  config.rope_theta = keys.Float("rope_theta", 10000.0f);
-  config.rms_norm_eps = keys.Float("rms_norm_eps", arch == Architecture::kOlmoe ? 1e-5f : 1e-6f);
+  // gpt-oss's defaults are GptOssConfig's (theta 150000, eps 1e-5).
+  config.rope_theta = keys.Float("rope_theta", arch == Architecture::kGptOss ? 150000.0f : 10000.0f);
+  config.rms_norm_eps =
+      keys.Float("rms_norm_eps", arch == Architecture::kOlmoe || arch == Architecture::kGptOss ? 1e-5f : 1e-6f);
   config.tie_word_embeddings = keys.Bool("tie_word_embeddings", false);
   // Token ids are only narrowed here; whether they name a token is the
   // tokenizer's business.
@@ -270,11 +321,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   config.eos_token_id = keys.OptionalInt("eos_token_id", kMinInt, kMaxInt);
   config.experts_per_token = keys.Int("num_experts_per_tok", std::nullopt, 1, kMaxExperts);
   const char* rope_scaling_key = keys.Has("rope_scaling") ? "rope_scaling" : "rope_parameters";
-  if (arch != Architecture::kDeepseekV2 && keys.Has("rope_scaling")) {
+  const bool reads_rope_scaling = arch == Architecture::kDeepseekV2 || arch == Architecture::kGptOss;
+  if (!reads_rope_scaling && keys.Has("rope_scaling")) {
     keys.Check(false, "rope_scaling is not supported yet; remove it or use a model without it");
   }
   if (config.num_heads > 0 && arch != Architecture::kDeepseekV2) {
-    config.head_dim = keys.Int("head_dim", config.hidden_size / config.num_heads, 1, kMaxHeadDim);
+    // GptOssConfig's head_dim defaults to 64, not hidden / heads.
+    config.head_dim = keys.Int("head_dim", arch == Architecture::kGptOss ? 64 : config.hidden_size / config.num_heads,
+                               1, kMaxHeadDim);
   }
 
   switch (arch) {
@@ -308,6 +362,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
       break;
     case Architecture::kDeepseekV2:
       ParseDeepseekV2(root, rope_scaling_key, keys, config);
+      break;
+    case Architecture::kGptOss:
+      ParseGptOss(root, rope_scaling_key, keys, config);
       break;
   }
   if (!keys.status().ok()) return keys.status();

@@ -12,7 +12,7 @@
 
 namespace expertd {
 
-enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV2 };
+enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV2, kGptOss };
 
 // Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1): queries
 // from a low-rank projection (or a plain q_proj when q_lora_rank is 0), keys
@@ -47,6 +47,17 @@ struct YarnRope {
   float mscale = 0.0f;          // 0: absent
   float mscale_all_dim = 0.0f;  // 0: absent
   std::optional<float> attention_factor;
+  // Whether the ramp's ends are rounded out to whole dimensions (HF's
+  // rope_parameters "truncate", default true; gpt-oss says false).
+  bool truncate = true;
+};
+
+// gpt-oss's expert activation (HF GptOssExperts._apply_gate): gate clamped
+// from above and up on both sides to `limit`, then
+// (up + 1) * gate * sigmoid(alpha * gate).
+struct ClampedSwiglu {
+  float alpha = 1.702f;
+  float limit = 7.0f;
 };
 
 // How a DeepSeek router picks its experts among the softmax scores.
@@ -103,6 +114,35 @@ struct ModelConfig {
   // Qwen2-MoE scales its shared expert by sigmoid(gate . x); DeepSeek adds
   // its shared experts as they are.
   bool shared_expert_gated = false;
+
+  // gpt-oss. The router is a linear layer with a bias and its top-k gate
+  // weights are the softmax over the k chosen logits, which is the softmax
+  // over all of them renormalised over the k (norm_topk_prob true). Every
+  // projection has a bias: q/k/v (attention_bias), o_proj, the router and
+  // each expert's gate, up and down.
+  std::optional<ClampedSwiglu> clamped_swiglu;  // the experts' activation; absent: SiLU(gate) * up
+  bool attention_output_bias = false;
+  bool router_bias = false;
+  bool expert_bias = false;
+  // A learned logit per query head that joins each row's softmax as one more
+  // column and is then dropped (HF eager_attention_forward's "sinks").
+  bool attention_sinks = false;
+  // layer_types: a sliding layer attends to the last sliding_window
+  // positions only (its own included), a full layer to all of them.
+  int sliding_window = 0;
+  std::vector<bool> layer_is_sliding;  // [num_layers], or empty: every layer full
+
+  // 0: every cached position; else the positions (p - window, p].
+  int AttentionWindow(int layer) const {
+    return layer < static_cast<int>(layer_is_sliding.size()) && layer_is_sliding[layer] ? sliding_window : 0;
+  }
+  // What of this model the GPU pass cannot run yet (it refuses such a model
+  // at load, naming this); nullptr when it can.
+  const char* CpuOnlyFeature() const {
+    if (mla) return "multi-head latent attention";
+    if (attention_sinks || clamped_swiglu || expert_bias) return "attention sinks and clamped SwiGLU experts with biases";
+    return nullptr;
+  }
 
   std::optional<int> bos_token_id;
   std::optional<int> eos_token_id;

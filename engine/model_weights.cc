@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,10 +23,12 @@ struct TensorNames {
   const char* expert_gate;    // gate_proj / w1
   const char* expert_up;      // up_proj / w3
   const char* expert_down;    // down_proj / w2
+  bool fused_experts = false;  // gpt-oss: experts.gate_up_proj and experts.down_proj for all experts
 };
 
 TensorNames NamesFor(Architecture arch) {
   if (arch == Architecture::kMixtral) return {"gate", "block_sparse_moe", "w1", "w3", "w2"};
+  if (arch == Architecture::kGptOss) return {"router", "mlp", "", "", "", true};
   return {"gate", "mlp", "gate_proj", "up_proj", "down_proj"};
 }
 
@@ -60,7 +63,13 @@ class Loader {
   }
 
   absl::Status Vector(const std::string& name, int64_t size, std::vector<float>* out) {
-    ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, {size}));
+    return Vector(name, std::vector<int64_t>{size}, out);
+  }
+  // A tensor of any shape read as one flat f32 vector.
+  absl::Status Vector(const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
+    ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, shape));
+    int64_t size = 1;
+    for (int64_t d : shape) size *= d;
     const size_t bytes = RoundUp(tensor.size_bytes, kMatrixAlignment);  // keeps each f32 vector aligned
     vectors_.push_back({std::make_unique<SourceTensor>(std::move(tensor)), size, out, scratch_bytes_});
     scratch_bytes_ += bytes;
@@ -74,6 +83,47 @@ class Loader {
     return Matrix(absl::StrCat(prefix, down, ".weight"), hidden, ffn, &out->down, read);
   }
 
+  // One expert of gpt-oss's fused experts (HF GptOssExperts): gate_up_proj
+  // [E][hidden][2 ffn] with gate and up interleaved along its last axis,
+  // down_proj [E][ffn][hidden], both [in][out] per expert. The engine's
+  // matrices are [out][in]: each expert's slab is read where its gate and
+  // up (or down) matrices go, then de-interleaved and transposed in place
+  // (ReadAll), so no copy of the whole fused tensor is ever held.
+  absl::Status FusedExpert(const std::string& moe, int expert, int64_t num_experts, int64_t hidden, int64_t ffn,
+                           FeedForwardWeights* out, bool read) {
+    const std::string gate_up_name = moe + "experts.gate_up_proj";
+    const std::string down_name = moe + "experts.down_proj";
+    // The checkpoint's MXFP4 experts (quant_method "mxfp4": gate_up_proj_blocks
+    // and _scales) are stored [out][in], gate and up interleaved by row; the
+    // source reads them back as MXFP4 blocks (CheckpointTensorSource).
+    const bool mxfp4 = source_.Has(gate_up_name + "_blocks");
+    ASSIGN_OR_RETURN(SourceTensor gate_up, mxfp4 ? source_.Get(gate_up_name, {num_experts, 2 * ffn, hidden})
+                                                 : source_.Get(gate_up_name, {num_experts, hidden, 2 * ffn}));
+    ASSIGN_OR_RETURN(SourceTensor down, mxfp4 ? source_.Get(down_name, {num_experts, hidden, ffn})
+                                              : source_.Get(down_name, {num_experts, ffn, hidden}));
+    for (const SourceTensor* t : {&gate_up, &down}) {
+      if (DTypeIsQuantized(t->dtype) != mxfp4) {
+        return absl::UnimplementedError(absl::StrCat(source_.path(), ": tensor '", t->name, "' is ",
+                                                     std::string(DTypeName(t->dtype)),
+                                                     "; fused experts must be F32, BF16, F16 or an MXFP4 pair"));
+      }
+    }
+    out->gate = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
+    out->up = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
+    out->down = WeightMatrix{down.dtype, nullptr, hidden, ffn};
+    if (!read) return absl::OkStatus();
+    const FusedKind gate_up_kind = mxfp4 ? FusedKind::kGateUpRows : FusedKind::kGateUp;
+    const FusedKind down_kind = mxfp4 ? FusedKind::kDownRows : FusedKind::kDown;
+    for (auto [tensor, kind] : {std::pair{&gate_up, gate_up_kind}, std::pair{&down, down_kind}}) {
+      const uint64_t slab = tensor->size_bytes / num_experts;
+      tensor->offset += slab * expert;
+      tensor->size_bytes = slab;
+      fused_.push_back({std::make_unique<SourceTensor>(std::move(*tensor)), out, storage_bytes_, kind, hidden, ffn});
+      storage_bytes_ += RoundUp(slab, kMatrixAlignment);
+    }
+    return absl::OkStatus();
+  }
+
   // The bytes ReadAll's storage must have.
   size_t storage_bytes() const { return storage_bytes_; }
 
@@ -82,11 +132,57 @@ class Loader {
   absl::StatusOr<std::vector<FileReadStats>> ReadAll(std::byte* storage) {
     std::vector<std::byte> scratch(scratch_bytes_);  // the vectors' stored bytes; a few KiB per layer
     std::vector<TensorSource::TensorRead> reads;
-    reads.reserve(matrices_.size() + vectors_.size());
+    reads.reserve(matrices_.size() + vectors_.size() + fused_.size());
     for (const PlannedMatrix& m : matrices_) reads.push_back({m.tensor.get(), storage + m.offset});
     for (const PlannedVector& v : vectors_) reads.push_back({v.tensor.get(), scratch.data() + v.offset});
+    for (const PlannedFused& f : fused_) reads.push_back({f.tensor.get(), storage + f.offset});
     ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, source_.ReadTensors(reads));
     for (const PlannedMatrix& m : matrices_) m.target->data = storage + m.offset;
+    std::vector<std::byte> slab;  // one expert's stored slab, rearranged from this copy
+    for (const PlannedFused& f : fused_) {
+      std::byte* at = storage + f.offset;
+      if (f.kind == FusedKind::kDownRows) {  // already [hidden][ffn]
+        f.target->down.data = at;
+        continue;
+      }
+      slab.assign(at, at + f.tensor->size_bytes);
+      if (f.kind == FusedKind::kGateUpRows) {
+        // stored rows gate 0, up 0, gate 1, ... -> gate [ffn][hidden], then up.
+        const size_t row = f.tensor->size_bytes / (2 * f.ffn);
+        std::byte* up = at + row * f.ffn;
+        for (int64_t j = 0; j < f.ffn; ++j) {
+          std::memcpy(at + row * j, slab.data() + row * (2 * j), row);
+          std::memcpy(up + row * j, slab.data() + row * (2 * j + 1), row);
+        }
+        f.target->gate.data = at;
+        f.target->up.data = up;
+        continue;
+      }
+      const size_t element = static_cast<size_t>(DTypeBytes(f.tensor->dtype, 1));
+      const int64_t hidden = f.hidden, ffn = f.ffn;
+      if (f.kind == FusedKind::kGateUp) {
+        // stored [hidden][ffn][gate, up] -> gate [ffn][hidden], then up.
+        std::byte* up = at + static_cast<size_t>(ffn * hidden) * element;
+        for (int64_t i = 0; i < hidden; ++i) {
+          for (int64_t j = 0; j < ffn; ++j) {
+            const std::byte* pair = slab.data() + static_cast<size_t>((i * ffn + j) * 2) * element;
+            std::memcpy(at + static_cast<size_t>(j * hidden + i) * element, pair, element);
+            std::memcpy(up + static_cast<size_t>(j * hidden + i) * element, pair + element, element);
+          }
+        }
+        f.target->gate.data = at;
+        f.target->up.data = up;
+      } else {
+        // stored [ffn][hidden] -> [hidden][ffn].
+        for (int64_t j = 0; j < ffn; ++j) {
+          for (int64_t i = 0; i < hidden; ++i) {
+            std::memcpy(at + static_cast<size_t>(i * ffn + j) * element,
+                        slab.data() + static_cast<size_t>(j * hidden + i) * element, element);
+          }
+        }
+        f.target->down.data = at;
+      }
+    }
     for (const PlannedVector& v : vectors_) {
       v.target->resize(v.size);
       kernels::ConvertToF32(v.tensor->dtype, scratch.data() + v.offset, v.size, v.target->data());
@@ -109,7 +205,19 @@ class Loader {
     size_t offset;  // in the scratch buffer
   };
 
+  // kGateUp, kDown: HF's [in][out] slabs (f32/bf16/f16), transposed;
+  // kGateUpRows, kDownRows: MXFP4 slabs, already [out][in].
+  enum class FusedKind { kGateUp, kDown, kGateUpRows, kDownRows };
+  struct PlannedFused {
+    std::unique_ptr<SourceTensor> tensor;  // one expert's slab of the fused tensor
+    FeedForwardWeights* target;
+    size_t offset;  // in the storage
+    FusedKind kind;
+    int64_t hidden, ffn;
+  };
+
   const TensorSource& source_;
+  std::vector<PlannedFused> fused_;
   std::vector<PlannedMatrix> matrices_;
   std::vector<PlannedVector> vectors_;
   size_t storage_bytes_ = 0;
@@ -170,6 +278,8 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
       RETURN_IF_ERROR(load.Vector(attn + "k_proj.bias", config.kv_size(), &layer.k_bias));
       RETURN_IF_ERROR(load.Vector(attn + "v_proj.bias", config.kv_size(), &layer.v_bias));
     }
+    if (config.attention_output_bias) RETURN_IF_ERROR(load.Vector(attn + "o_proj.bias", hidden, &layer.o_bias));
+    if (config.attention_sinks) RETURN_IF_ERROR(load.Vector(attn + "sinks", config.num_heads, &layer.sinks));
     if (config.qk_norm == QkNorm::kWholeProjection) {
       RETURN_IF_ERROR(load.Vector(attn + "q_norm.weight", config.q_size(), &layer.q_norm));
       RETURN_IF_ERROR(load.Vector(attn + "k_norm.weight", config.kv_size(), &layer.k_norm));
@@ -186,7 +296,23 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
       continue;
     }
     RETURN_IF_ERROR(load.Matrix(moe + names.router + ".weight", config.num_experts, hidden, &layer.router));
+    if (config.router_bias) {
+      RETURN_IF_ERROR(load.Vector(moe + names.router + ".bias", config.num_experts, &layer.router_bias));
+    }
     layer.experts.resize(config.num_experts);
+    if (names.fused_experts) {
+      const int64_t ffn = config.expert_intermediate_size;
+      // Interleaved as stored ([E][gate, up pairs]); split after ReadAll.
+      RETURN_IF_ERROR(load.Vector(moe + "experts.gate_up_proj_bias", {config.num_experts, 2 * ffn},
+                                  &layer.expert_up_bias));
+      RETURN_IF_ERROR(load.Vector(moe + "experts.down_proj_bias", {config.num_experts, hidden},
+                                  &layer.expert_down_bias));
+      for (int e = 0; e < config.num_experts; ++e) {
+        RETURN_IF_ERROR(load.FusedExpert(moe, e, config.num_experts, hidden, ffn, &layer.experts[e],
+                                         options.resident_experts));
+      }
+      continue;
+    }
     for (int e = 0; e < config.num_experts; ++e) {
       RETURN_IF_ERROR(load.FeedForward(ExpertPrefix(names, i, e), names.expert_gate, names.expert_up,
                                        names.expert_down, hidden, config.expert_intermediate_size,
@@ -221,6 +347,17 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
   }
   ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, load.ReadAll(weights.storage.data()));
   if (tied) weights.lm_head = weights.embedding;
+  for (LayerWeights& layer : weights.layers) {
+    if (layer.expert_up_bias.empty()) continue;
+    // gate_up_proj_bias [E][ffn][gate, up] -> gate [E][ffn] and up [E][ffn].
+    const std::vector<float> interleaved = std::move(layer.expert_up_bias);
+    layer.expert_gate_bias.resize(interleaved.size() / 2);
+    layer.expert_up_bias.resize(interleaved.size() / 2);
+    for (size_t i = 0; i < interleaved.size() / 2; ++i) {
+      layer.expert_gate_bias[i] = interleaved[2 * i];
+      layer.expert_up_bias[i] = interleaved[2 * i + 1];
+    }
+  }
   if (read_stats != nullptr) *read_stats = std::move(stats);
   return weights;
 }
@@ -240,6 +377,13 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& checkpoi
   const TensorNames names = NamesFor(config.architecture);
   Loader load(checkpoint);
   FeedForwardWeights weights;
+  if (names.fused_experts) {
+    RETURN_IF_ERROR(load.FusedExpert(absl::StrCat("model.layers.", layer, ".mlp."), expert, config.num_experts,
+                                     config.hidden_size, config.expert_intermediate_size, &weights, true));
+    storage.resize(load.storage_bytes());
+    RETURN_IF_ERROR(load.ReadAll(storage.data()).status());
+    return weights;
+  }
   RETURN_IF_ERROR(load.FeedForward(ExpertPrefix(names, layer, expert), names.expert_gate, names.expert_up,
                                    names.expert_down, config.hidden_size, config.expert_intermediate_size,
                                    &weights));

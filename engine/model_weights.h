@@ -23,11 +23,23 @@ struct FeedForwardWeights {
   WeightMatrix down;  // [hidden][ffn]
 };
 
+// What a routed expert of gpt-oss has beyond its three matrices: biases
+// (LayerWeights keeps them, resident) and the clamped SwiGLU. All null: a
+// plain SwiGLU block.
+struct ExpertExtras {
+  const float* gate_bias = nullptr;  // [ffn]
+  const float* up_bias = nullptr;    // [ffn]
+  const float* down_bias = nullptr;  // [hidden]
+  const ClampedSwiglu* clamped_swiglu = nullptr;
+};
+
 struct LayerWeights {
   std::vector<float> input_norm;           // [hidden]
   std::vector<float> post_attention_norm;  // [hidden]
   WeightMatrix q, k, v, o;
   std::vector<float> q_bias, k_bias, v_bias;  // empty without attention_bias
+  std::vector<float> o_bias;                  // [hidden]; empty without attention_output_bias
+  std::vector<float> sinks;                   // [heads]: attention sinks (gpt-oss); empty without
   std::vector<float> q_norm, k_norm;          // empty without QK-norm
   // Multi-head latent attention (ModelConfig::mla): q above is the plain
   // q_proj when q_lora_rank is 0, else q_a -> q_a_norm -> q_b; k and v are
@@ -39,6 +51,26 @@ struct LayerWeights {
 
   bool is_moe = true;
   WeightMatrix router;                      // [num_experts][hidden]
+  std::vector<float> router_bias;           // [num_experts]; empty without ModelConfig::router_bias
+  // gpt-oss's expert biases, [num_experts][ffn] (gate, up, de-interleaved)
+  // and [num_experts][hidden] (down); empty without ModelConfig::expert_bias.
+  // They stay resident here, beside the router, whatever tier the experts'
+  // matrices are in: a few KiB per layer (gpt-oss-20b: 32 x (2 x 2880 +
+  // 2880) floats = 1.1 MiB for all 24 layers), not worth a second layout of
+  // the packed expert file, and every path an expert takes (resident,
+  // packed file, DRAM or VRAM cache) finds them by (layer, expert).
+  std::vector<float> expert_gate_bias, expert_up_bias, expert_down_bias;
+  // The extras of routed expert `expert` (null biases when there are none).
+  ExpertExtras ExtrasOf(int expert, const ModelConfig& config) const {
+    ExpertExtras extras;
+    if (config.clamped_swiglu) extras.clamped_swiglu = &*config.clamped_swiglu;
+    if (expert_gate_bias.empty()) return extras;
+    const size_t ffn = static_cast<size_t>(config.expert_intermediate_size);
+    extras.gate_bias = expert_gate_bias.data() + expert * ffn;
+    extras.up_bias = expert_up_bias.data() + expert * ffn;
+    extras.down_bias = expert_down_bias.data() + static_cast<size_t>(expert) * config.hidden_size;
+    return extras;
+  }
   std::vector<FeedForwardWeights> experts;  // [num_experts], routed
   std::optional<FeedForwardWeights> shared_expert;
   WeightMatrix shared_expert_gate;  // [1][hidden], with a gated shared_expert (Qwen2-MoE)

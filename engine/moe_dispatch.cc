@@ -121,8 +121,15 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
   auto correction_dim = [&](double rotations) {
     return dim * std::log(yarn.original_max_position_embeddings / (rotations * 2.0 * M_PI)) / (2.0 * std::log(base));
   };
-  const double low = std::max(std::floor(correction_dim(yarn.beta_fast)), 0.0);
-  double high = std::min(std::ceil(correction_dim(yarn.beta_slow)), dim - 1.0);
+  // Rounded out to whole dimensions unless rope_scaling says truncate:
+  // false (gpt-oss), as HF's find_correction_range.
+  double low = correction_dim(yarn.beta_fast), high = correction_dim(yarn.beta_slow);
+  if (yarn.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1.0);
   if (low == high) high += 0.001;  // as HF: no division by zero
   for (int i = 0; i < half; ++i) {
     const float ramp = static_cast<float>(std::clamp((i - low) / (high - low), 0.0, 1.0));

@@ -16,7 +16,12 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   shape.num_experts = config.num_experts;
   shape.hidden_size = config.hidden_size;
   shape.layer_is_moe = config.layer_is_moe;
-  for (const LayerWeights& layer : model.weights().layers) shape.routers.push_back(layer.router);
+  for (const LayerWeights& layer : model.weights().layers) {
+    shape.routers.push_back(layer.router);
+    // gpt-oss's router biases: without them the cross-layer gate would
+    // rank the next layers' experts by a different score than the router.
+    shape.router_biases.push_back(layer.router_bias.empty() ? nullptr : layer.router_bias.data());
+  }
   ASSIGN_OR_RETURN(prefetcher->predictor_, predictor::MakePredictor(options.predictor, shape, pool));
   predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.num_experts = config.num_experts;

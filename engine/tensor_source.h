@@ -51,6 +51,12 @@ struct SourceTensor {
   // interleaved) for this many heads, and are read back into HF's order
   // (each head's two halves), a whole row at a time.
   int permuted_heads = 0;
+  // Set: an HF MXFP4 pair (gpt-oss's experts: `<name>_blocks` [..., G, 16]
+  // of packed E2M1 codes and `<name>_scales` [..., G] of E8M0 exponents)
+  // read back as MXFP4 blocks (17 bytes: exponent, then 16 code bytes in
+  // GGML's nibble order); origin is then the blocks' record and this the
+  // scales'. offset and size_bytes count in the 17-byte blocks.
+  const void* mxfp4_scales = nullptr;
 };
 
 class TensorSource {

@@ -51,6 +51,10 @@ class CrossLayerPredictor final : public ExpertPredictor {
       const auto uj = static_cast<size_t>(j);
       if (!shape_.layer_is_moe[uj]) continue;
       kernels::MatMul(shape_.routers[uj], gate_inputs.data(), n_tokens, logits_.data(), pool_);
+      if (uj < shape_.router_biases.size() && shape_.router_biases[uj] != nullptr) {
+        const float* bias = shape_.router_biases[uj];
+        for (size_t i = 0; i < logits_size; ++i) logits_[i] += bias[i % static_cast<size_t>(num_experts)];
+      }
       predictions->resize(count + 1);
       LayerPrediction& p = (*predictions)[count++];
       p.layer = j;

@@ -27,6 +27,11 @@ absl::Status ValidateShape(const ModelShape& shape, bool needs_routers) {
                                                    " router matrices, expected one per layer (", shape.num_layers,
                                                    ")"));
   }
+  if (!shape.router_biases.empty() && shape.router_biases.size() != static_cast<size_t>(shape.num_layers)) {
+    return absl::InvalidArgumentError(absl::StrCat("predictor: ", shape.router_biases.size(),
+                                                   " router biases, expected none or one per layer (",
+                                                   shape.num_layers, ")"));
+  }
   for (int l = 0; l < shape.num_layers; ++l) {
     if (!shape.layer_is_moe[static_cast<size_t>(l)]) continue;
     const kernels::WeightMatrix& r = shape.routers[static_cast<size_t>(l)];

@@ -31,6 +31,9 @@ struct ModelShape {
   int hidden_size = 0;
   std::vector<bool> layer_is_moe;               // [num_layers]
   std::vector<kernels::WeightMatrix> routers;   // [num_layers]; empty matrix for dense layers
+  // [num_layers] or empty: each router's bias ([num_experts] floats; gpt-oss),
+  // null where it has none.
+  std::vector<const float*> router_biases;
 };
 
 // Guesses which experts the next MoE layers will route to, from what is

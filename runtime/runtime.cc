@@ -32,11 +32,10 @@ namespace {
 // Whether to run on a CUDA device (options.gpu), decided before loading.
 absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const ModelConfig& config) {
   if (options.gpu == GpuMode::kOff) return false;
-  if (config.mla && options.gpu == GpuMode::kAuto) {
-    // The GPU pass has no multi-head latent attention yet and refuses such a
-    // model (with --gpu on, that refusal is the error); auto means the CPU.
-    spdlog::info("{} runs on the CPU: the GPU pass does not support multi-head latent attention yet",
-                 config.architecture_name);
+  if (const char* feature = config.CpuOnlyFeature(); feature != nullptr && options.gpu == GpuMode::kAuto) {
+    // The GPU pass refuses such a model (with --gpu on, that refusal is the
+    // error); auto means the CPU.
+    spdlog::info("{} runs on the CPU: the GPU pass does not support {} yet", config.architecture_name, feature);
     return false;
   }
 #ifdef EXPERTD_HAVE_CUDA

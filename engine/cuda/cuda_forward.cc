@@ -199,11 +199,12 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const M
   if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && tier == nullptr) {
     return absl::InvalidArgumentError("experts cached in VRAM need the cache's CUDA tier");
   }
-  if (model.config().mla) {
-    // Multi-head latent attention, YaRN RoPE and DeepSeek's routing exist
-    // only in the CPU pass so far.
+  if (const char* feature = model.config().CpuOnlyFeature(); feature != nullptr) {
+    // Multi-head latent attention (DeepSeek-V2), attention sinks, sliding
+    // windows and biased clamped-SwiGLU experts (gpt-oss), and YaRN RoPE
+    // exist only in the CPU pass so far.
     return absl::UnimplementedError(absl::StrCat("the GPU pass does not support ", model.config().architecture_name,
-                                                 " (multi-head latent attention) yet; run it on the CPU "
+                                                 " (", feature, ") yet; run it on the CPU "
                                                  "(no GPU device in the config)"));
   }
   if (model.config().head_dim > kc::kMaxAttentionHeadDim) {

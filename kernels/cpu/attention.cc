@@ -20,10 +20,13 @@ constexpr int64_t kMinChunkMacs = 32 * 1024;
 // the last one (j == position) comes from own_k/own_v when they are given.
 // The order of operations depends only on the pair, so the result is the
 // same whichever thread runs it.
+// With window > 0 only j in (position - window, position] count; with a
+// sink, its logit joins the softmax as one more column (scores needs room).
 void AttendOne(const float* q_head, int64_t position, const float* k_head0, const float* v_head0,
                int64_t kv_stride, const float* own_k_head, const float* own_v_head, int head_dim, float scale,
-               float* scores, float* out_head) {
-  const int64_t history = position + 1;
+               int64_t window, const float* sink, float* scores, float* out_head) {
+  const int64_t first = window > 0 ? std::max<int64_t>(0, position - window + 1) : 0;
+  const int64_t history = position + 1 - first;
   auto key = [&](int64_t j) {
     return own_k_head != nullptr && j == position ? own_k_head : k_head0 + j * kv_stride;
   };
@@ -31,12 +34,13 @@ void AttendOne(const float* q_head, int64_t position, const float* k_head0, cons
     return own_v_head != nullptr && j == position ? own_v_head : v_head0 + j * kv_stride;
   };
   for (int64_t j = 0; j < history; ++j) {
-    scores[j] = Dot(q_head, key(j), head_dim) * scale;
+    scores[j] = Dot(q_head, key(first + j), head_dim) * scale;
   }
-  Softmax(scores, history);
+  if (sink != nullptr) scores[history] = *sink;
+  Softmax(scores, history + (sink != nullptr ? 1 : 0));
   std::fill(out_head, out_head + head_dim, 0.0f);
   for (int64_t j = 0; j < history; ++j) {
-    Axpy(scores[j], value(j), head_dim, out_head);
+    Axpy(scores[j], value(first + j), head_dim, out_head);
   }
 }
 
@@ -48,8 +52,8 @@ struct AttentionJob {
     // token. Its contents never outlive one AttendOne call, so reuse cannot
     // carry state from one pair to another.
     thread_local std::vector<float> scores;
-    if (scores.size() < static_cast<size_t>(max_history)) {
-      scores.resize(static_cast<size_t>(max_history));
+    if (scores.size() < static_cast<size_t>(max_history) + 1) {  // + 1: the sink's column
+      scores.resize(static_cast<size_t>(max_history) + 1);
     }
     const int head_dim = shape.head_dim;
     for (int64_t pair = begin; pair < end; ++pair) {
@@ -59,8 +63,8 @@ struct AttentionJob {
       AttendOne(q + t * q_stride + h * head_dim, first_position + t, k + kv_head * head_dim,
                 v + kv_head * head_dim, kv_stride,
                 own_k != nullptr ? own_k + kv_head * head_dim : nullptr,
-                own_v != nullptr ? own_v + kv_head * head_dim : nullptr, head_dim, scale, scores.data(),
-                out + t * q_stride + h * head_dim);
+                own_v != nullptr ? own_v + kv_head * head_dim : nullptr, head_dim, scale, shape.window,
+                shape.sinks != nullptr ? shape.sinks + h : nullptr, scores.data(), out + t * q_stride + h * head_dim);
     }
   }
 
@@ -110,8 +114,9 @@ void RunAttention(const AttentionShape& shape, const float* q, int num_queries, 
     job.Run(0, pairs);
     return;
   }
-  const int64_t macs_per_pair =
-      std::max<int64_t>(1, (int64_t{first_position} + 1) * shape.head_dim);
+  const int64_t attended = shape.window > 0 ? std::min<int64_t>(shape.window, int64_t{first_position} + 1)
+                                            : int64_t{first_position} + 1;
+  const int64_t macs_per_pair = std::max<int64_t>(1, attended * shape.head_dim);
   // One captured pointer keeps std::function from allocating per call.
   pool->ParallelFor(pairs, std::max<int64_t>(1, kMinChunkMacs / macs_per_pair),
                     [job = &job](int64_t begin, int64_t end) { job->Run(begin, end); });

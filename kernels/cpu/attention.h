@@ -11,6 +11,13 @@ struct AttentionShape {
   int num_heads = 0;
   int num_kv_heads = 0;  // divides num_heads (grouped-query attention)
   int head_dim = 0;
+  // > 0: a query at position p attends only to positions (p - window, p]
+  // (a sliding-window layer; the cache may hold more). 0: to all of [0, p].
+  int window = 0;
+  // When set, [num_heads] learned logits ("attention sinks", gpt-oss): each
+  // head's softmax gets one more column with this logit, which takes its
+  // share of the probability and is then dropped (it has no value row).
+  const float* sinks = nullptr;
 };
 
 // Causal attention of `num_queries` consecutive new positions against a KV

@@ -313,7 +313,7 @@ TEST_P(BatchedStepTest, ChunkedPrefillEqualsOneWholePrefill) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, BatchedStepTest,
-                         ::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2"));
+                         ::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "gpt_oss"));
 
 }  // namespace
 }  // namespace expertd

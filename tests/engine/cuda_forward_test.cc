@@ -117,6 +117,25 @@ TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("DeepseekV2ForCausalLM"));
 }
 
+// gpt-oss's attention sinks, sliding windows and biased clamped-SwiGLU
+// experts are CPU-only so far: refused at load by name, as DeepSeek-V2.
+TEST(CudaForwardTest, GptOssIsRefusedByName) {
+  ScopedTempDir dir("cuda_forward_gpt_oss");
+  tools::MakeModelOptions o;
+  o.arch = "gpt_oss";
+  o.layers = 2;
+  o.experts = 4;
+  o.top_k = 2;
+  o.vocab = 320;
+  auto model = Model::Load(MakeTestModel(dir, "model", o));
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  ASSERT_FALSE(pass.ok());
+  EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("GptOssForCausalLM"));
+  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("attention sinks"));
+}
+
 class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {

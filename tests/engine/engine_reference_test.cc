@@ -46,6 +46,12 @@ tools::MakeModelOptions OptionsFor(const std::string& arch, const std::string& d
     o.yarn_factor = 4.0f;
     o.shared_experts = 2;
   }
+  // gpt-oss: sliding (window 4, shorter than kTokens) and full layers,
+  // sinks, biases everywhere, the clamped SwiGLU, YaRN x32, top-4.
+  if (arch == "gpt_oss") {
+    o.top_k = 4;
+    o.head_dim = 16;
+  }
   if (arch == "deepseek_v2_grouped") {
     o.q_lora_rank = 24;
     o.n_group = 4;
@@ -174,7 +180,7 @@ TEST_P(EngineVsReference, TraceRecordsEveryTokenAndLayer) {
 
 INSTANTIATE_TEST_SUITE_P(AllArchitecturesAndDtypes, EngineVsReference,
                          ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2",
-                                                              "deepseek_v2_grouped"),
+                                                              "deepseek_v2_grouped", "gpt_oss"),
                                             ::testing::Values("f32", "bf16", "f16")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param);

@@ -115,7 +115,7 @@ TEST_P(PrefetchFamilyTest, NeverChangesResults) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, PrefetchFamilyTest, ::testing::Values("qwen2_moe", "deepseek_v2"));
+INSTANTIATE_TEST_SUITE_P(Families, PrefetchFamilyTest, ::testing::Values("qwen2_moe", "deepseek_v2", "gpt_oss"));
 
 // The next token's first MoE layer, prefetched at the last layer from this
 // token's routing: scored against the next token's routing, reads issued,

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,7 +22,9 @@ std::vector<float> RandomVector(size_t n, uint32_t seed) {
   return v;
 }
 
-// Straightforward double-precision causal attention.
+// Straightforward double-precision causal attention: a sliding window keeps
+// the last s.window positions, a sink is one more softmax column without a
+// value.
 std::vector<double> ReferenceAttention(const AttentionShape& s, const std::vector<float>& q,
                                        int num_queries, int first_position,
                                        const std::vector<float>& k, const std::vector<float>& v) {
@@ -35,18 +38,19 @@ std::vector<double> ReferenceAttention(const AttentionShape& s, const std::vecto
       const int kvh = h / group;
       const float* qh = &q[t * q_stride + static_cast<size_t>(h * s.head_dim)];
       std::vector<double> scores(static_cast<size_t>(last + 1));
-      double max_score = -INFINITY;
-      for (int j = 0; j <= last; ++j) {
+      double max_score = s.sinks != nullptr ? s.sinks[h] : -INFINITY;
+      const int first = s.window > 0 ? std::max(0, last - s.window + 1) : 0;
+      for (int j = first; j <= last; ++j) {
         const float* kj = &k[j * kv_stride + static_cast<size_t>(kvh * s.head_dim)];
         double dot = 0.0;
         for (int d = 0; d < s.head_dim; ++d) dot += static_cast<double>(qh[d]) * kj[d];
         scores[static_cast<size_t>(j)] = dot / std::sqrt(static_cast<double>(s.head_dim));
         max_score = std::max(max_score, scores[static_cast<size_t>(j)]);
       }
-      double sum = 0.0;
-      for (auto& sc : scores) sum += (sc = std::exp(sc - max_score));
+      double sum = s.sinks != nullptr ? std::exp(s.sinks[h] - max_score) : 0.0;
+      for (int j = first; j <= last; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
       double* oh = &out[t * q_stride + static_cast<size_t>(h * s.head_dim)];
-      for (int j = 0; j <= last; ++j) {
+      for (int j = first; j <= last; ++j) {
         const float* vj = &v[j * kv_stride + static_cast<size_t>(kvh * s.head_dim)];
         for (int d = 0; d < s.head_dim; ++d) oh[d] += scores[static_cast<size_t>(j)] / sum * vj[d];
       }
@@ -145,12 +149,19 @@ TEST_P(AttentionTest, OwnKeyEqualsTheKeyWrittenToTheCache) {
   EXPECT_EQ(own, in_cache);
 }
 
+// gpt-oss's attention sinks: logits about as large as the scores, so the
+// sink takes a real share.
+constexpr float kSinks[8] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -0.25f, 3.0f, -2.0f};
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
     ::testing::Values(Case{{1, 1, 1}, 1, 0}, Case{{4, 2, 8}, 1, 0}, Case{{4, 2, 8}, 5, 0},
                       Case{{4, 2, 8}, 3, 17}, Case{{6, 1, 33}, 4, 9},
                       Case{{8, 8, 64}, 2, 100}, Case{{32, 8, 128}, 1, 300},
-                      Case{{16, 4, 128}, 7, 40}));
+                      Case{{16, 4, 128}, 7, 40},
+                      // Sliding windows (gpt-oss), shorter and longer than the history, with and without sinks.
+                      Case{{4, 2, 8, 4}, 6, 3}, Case{{4, 2, 8, 4, kSinks}, 6, 3}, Case{{8, 8, 64, 3, kSinks}, 2, 100},
+                      Case{{4, 1, 16, 64}, 5, 10}, Case{{4, 2, 8, 0, kSinks}, 5, 0}, Case{{6, 1, 33, 1}, 4, 9}));
 
 }  // namespace
 }  // namespace expertd::kernels

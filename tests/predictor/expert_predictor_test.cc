@@ -139,6 +139,37 @@ TEST_P(CrossLayerExactTest, PredictsTrueTopKOfNextRouter) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossLayerExactTest, ::testing::Values(DType::kF32, DType::kBF16));
 
+// A router bias (gpt-oss) counts: a large bias on two experts puts them
+// first whatever the input, and the rest follow the biased logits.
+TEST(CrossLayerPredictorTest, AddsTheRouterBias) {
+  constexpr int kExperts = 8, kHidden = 16;
+  Routers r = MakeRouters(DType::kF32, 2, kExperts, kHidden, {true, true}, [](int l) { return 20u + l; });
+  std::vector<float> bias(kExperts, 0.0f);
+  bias[5] = 100.0f;
+  bias[2] = 90.0f;
+  bias[7] = 0.5f;
+  r.shape.router_biases = {nullptr, bias.data()};
+  auto predictor = Make("cross-layer", r.shape, 1, /*per_layer=*/4);
+  ASSERT_NE(predictor, nullptr);
+  std::vector<LayerPrediction> predictions;
+  for (uint32_t seed = 1; seed <= 5; ++seed) {
+    const std::vector<float> x = RandomVector(kHidden, seed);
+    predictor->Predict(0, x, 1, /*k=*/4, &predictions);
+    ASSERT_EQ(predictions.size(), 1u);
+    std::vector<std::pair<float, int32_t>> biased;
+    for (int e = 0; e < kExperts; ++e) {
+      double logit = bias[e];
+      for (int i = 0; i < kHidden; ++i) logit += r.values[1][e * kHidden + i] * x[i];
+      biased.push_back({static_cast<float>(-logit), e});
+    }
+    std::sort(biased.begin(), biased.end());
+    const std::vector<int32_t> expected = {biased[0].second, biased[1].second, biased[2].second, biased[3].second};
+    EXPECT_EQ(expected[0], 5);
+    EXPECT_EQ(expected[1], 2);
+    EXPECT_EQ(ExpertsOf(predictions[0]), expected) << "seed " << seed;
+  }
+}
+
 TEST(CrossLayerPredictorTest, DecodeDefaultsToTwiceKAndProbabilitiesSumBelowOne) {
   const Routers r = MakeRouters(DType::kF32, 2, 16, 32, {true, true}, [](int l) { return 10u + l; });
   auto predictor = Make("cross-layer", r.shape, 1);

@@ -58,6 +58,13 @@ class Weights {
     RETURN_IF_ERROR(checkpoint_.Read(*tensor, bytes.data()));
     return ToDoubles(*tensor, bytes);
   }
+  bool Has(const std::string& name) const { return checkpoint_.Has(name); }
+  absl::StatusOr<std::vector<uint8_t>> Bytes(const std::string& name) {
+    ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
+    std::vector<uint8_t> bytes(tensor->size_bytes);
+    RETURN_IF_ERROR(checkpoint_.Read(*tensor, reinterpret_cast<std::byte*>(bytes.data())));
+    return bytes;
+  }
   absl::StatusOr<Matrix> Mat(const std::string& name) {
     ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name));
     const int64_t rows = tensor->shape[0];
@@ -137,12 +144,13 @@ struct DeepseekRope {
 
 double YarnMscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
 
-DeepseekRope MakeDeepseekRope(const ModelConfig& config) {
-  const MlaConfig& mla = *config.mla;
-  const int dim = mla.qk_rope_head_dim;
+// dim: the rotated width; score_dim: the query-key width the softmax scale
+// comes from (DeepSeek: the rope part and the whole head; gpt-oss: the head
+// both times).
+DeepseekRope MakeYarnRope(const ModelConfig& config, int dim, int score_dim) {
   const double base = config.rope_theta;
   DeepseekRope rope;
-  rope.softmax_scale = 1.0 / std::sqrt(static_cast<double>(mla.qk_head_dim()));
+  rope.softmax_scale = 1.0 / std::sqrt(static_cast<double>(score_dim));
   for (int i = 0; i < dim / 2; ++i) rope.inv_freq.push_back(1.0 / std::pow(base, 2.0 * i / dim));
   if (!config.yarn) return rope;
   const YarnRope& y = *config.yarn;
@@ -152,8 +160,15 @@ DeepseekRope MakeDeepseekRope(const ModelConfig& config) {
   auto correction_dim = [&](double rotations) {
     return dim * std::log(y.original_max_position_embeddings / (rotations * 2 * M_PI)) / (2 * std::log(base));
   };
-  const double low = std::max(std::floor(correction_dim(y.beta_fast)), 0.0);
-  double high = std::min(std::ceil(correction_dim(y.beta_slow)), dim - 1.0);
+  // HF rounds the ramp's ends out to whole dimensions unless rope_scaling
+  // says truncate: false (gpt-oss).
+  double low = correction_dim(y.beta_fast), high = correction_dim(y.beta_slow);
+  if (y.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1.0);
   if (low == high) high += 0.001;
   for (int i = 0; i < dim / 2; ++i) {
     const double ramp = std::clamp((i - low) / (high - low), 0.0, 1.0);
@@ -184,6 +199,21 @@ void InterleavedRope(double* x, const DeepseekRope& rope, int position) {
     const double b = x[2 * i + 1];
     x[2 * i] = a * c - b * s;
     x[2 * i + 1] = a * s + b * c;
+  }
+}
+
+// HF's rotate_half RoPE (i with i + dim/2) with precomputed frequencies, cos
+// and sin scaled by the attention factor (gpt-oss's YaRN).
+void RotateHalfRope(double* head, int head_dim, const DeepseekRope& rope, int position) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const double angle = position * rope.inv_freq[i];
+    const double c = std::cos(angle) * rope.attention_factor;
+    const double sn = std::sin(angle) * rope.attention_factor;
+    const double a = head[i];
+    const double b = head[i + half];
+    head[i] = a * c - b * sn;
+    head[i + half] = b * c + a * sn;
   }
 }
 
@@ -271,6 +301,93 @@ void LimitToGroups(const ModelConfig& config, Vector& probs) {
   }
 }
 
+// A gpt-oss fused expert tensor in HF's unquantized layout, [E][in][out]:
+// as stored, or from its MXFP4 pair (name_blocks [E][out][in / 32][16],
+// name_scales [E][out][in / 32]) dequantized as transformers'
+// _convert_moe_packed_tensors does: within each group of 32, byte b's low
+// nibble is element 2b and its high nibble element 2b + 1, each the FP4
+// value of its code times 2^(scale - 127); then transposed.
+absl::StatusOr<Vector> FusedExpertTensor(Weights& w, const std::string& name, int experts, int in, int out) {
+  if (!w.Has(name + "_blocks")) return w.Vec(name);
+  static constexpr double kFp4[16] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0};
+  ASSIGN_OR_RETURN(std::vector<uint8_t> blocks, w.Bytes(name + "_blocks"));
+  ASSIGN_OR_RETURN(std::vector<uint8_t> scales, w.Bytes(name + "_scales"));
+  Vector result(static_cast<size_t>(experts) * in * out);
+  for (int e = 0; e < experts; ++e) {
+    for (int r = 0; r < out; ++r) {
+      for (int c = 0; c < in; ++c) {
+        const size_t group = (static_cast<size_t>(e) * out + r) * (in / 32) + c / 32;
+        const uint8_t byte = blocks[group * 16 + (c % 32) / 2];
+        const int code = c % 2 == 0 ? byte & 0x0F : byte >> 4;
+        result[(static_cast<size_t>(e) * in + c) * out + r] = std::ldexp(kFp4[code], scales[group] - 127);
+      }
+    }
+  }
+  return result;
+}
+
+// gpt-oss's MoE block as HF's GptOssMLP computes it, on every row of
+// `hidden` (normalised by post_norm here): the router's logits (with bias),
+// the top k of them, a softmax over those k alone; each chosen expert from
+// the fused tensors as stored (gate_up_proj [E][hidden][2 ffn], gate the
+// even and up the odd columns; down_proj [E][ffn][hidden]), with biases and
+// the clamped SwiGLU. Roster noise ranks by logit + tau x Gumbel, the
+// weights still the softmax over the chosen logits.
+absl::StatusOr<std::vector<Vector>> GptOssMoe(Weights& w, const std::string& m, const ModelConfig& config, int k,
+                                              int layer, const Vector& post_norm, const std::vector<Vector>& hidden,
+                                              const ReferenceNoise* noise) {
+  const int n = static_cast<int>(hidden.size());
+  const int hs = config.hidden_size, ffn = config.expert_intermediate_size, experts = config.num_experts;
+  ASSIGN_OR_RETURN(Matrix router, w.Mat(m + "router.weight"));
+  ASSIGN_OR_RETURN(Vector router_bias, w.Vec(m + "router.bias"));
+  ASSIGN_OR_RETURN(Vector gate_up, FusedExpertTensor(w, m + "experts.gate_up_proj", experts, hs, 2 * ffn));
+  ASSIGN_OR_RETURN(Vector gate_up_bias, w.Vec(m + "experts.gate_up_proj_bias"));
+  ASSIGN_OR_RETURN(Vector down, FusedExpertTensor(w, m + "experts.down_proj", experts, ffn, hs));
+  ASSIGN_OR_RETURN(Vector down_bias, w.Vec(m + "experts.down_proj_bias"));
+  const double alpha = config.clamped_swiglu->alpha, limit = config.clamped_swiglu->limit;
+  std::vector<Vector> out(n, Vector(hs, 0.0));
+  for (int t = 0; t < n; ++t) {
+    const Vector x = RmsNorm(hidden[t], post_norm, config.rms_norm_eps);
+    Vector logits = Apply(router, x);
+    for (int e = 0; e < experts; ++e) logits[e] += router_bias[e];
+    Vector score = logits;
+    const double tau = noise != nullptr && t == n - 1 ? noise->layer_temperatures[layer] : 0.0;
+    if (tau > 0.0) {
+      for (int e = 0; e < experts; ++e) score[e] += tau * GumbelNoise(noise->seed, t, layer, noise->sample, e);
+    }
+    std::vector<int> order(experts);
+    for (int e = 0; e < experts; ++e) order[e] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
+    double top = -INFINITY, total = 0.0;
+    for (int j = 0; j < k; ++j) top = std::max(top, logits[order[j]]);
+    for (int j = 0; j < k; ++j) total += std::exp(logits[order[j]] - top);
+    for (int j = 0; j < k; ++j) {
+      const int e = order[j];
+      const double weight = std::exp(logits[e] - top) / total;
+      Vector glu(ffn);
+      for (int i = 0; i < ffn; ++i) {
+        double gate = gate_up_bias[static_cast<size_t>(e) * 2 * ffn + 2 * i];
+        double up = gate_up_bias[static_cast<size_t>(e) * 2 * ffn + 2 * i + 1];
+        for (int c = 0; c < hs; ++c) {
+          const size_t at = (static_cast<size_t>(e) * hs + c) * 2 * ffn + 2 * i;
+          gate += x[c] * gate_up[at];
+          up += x[c] * gate_up[at + 1];
+        }
+        gate = std::min(gate, limit);
+        up = std::clamp(up, -limit, limit);
+        glu[i] = (up + 1.0) * gate / (1.0 + std::exp(-alpha * gate));
+      }
+      for (int c = 0; c < hs; ++c) {
+        double y = down_bias[static_cast<size_t>(e) * hs + c];
+        for (int i = 0; i < ffn; ++i) y += glu[i] * down[(static_cast<size_t>(e) * ffn + i) * hs + c];
+        out[t][c] += weight * y;
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::string& model_dir,
@@ -290,7 +407,13 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
   const double eps = config.rms_norm_eps;
 
   const bool deepseek = config.architecture == Architecture::kDeepseekV2;
-  const DeepseekRope deepseek_rope = deepseek ? MakeDeepseekRope(config) : DeepseekRope{};
+  const DeepseekRope deepseek_rope =
+      deepseek ? MakeYarnRope(config, config.mla->qk_rope_head_dim, config.mla->qk_head_dim()) : DeepseekRope{};
+  const bool gpt_oss = config.architecture == Architecture::kGptOss;
+  // gpt-oss: HF's rotate-half RoPE with YaRN's frequencies, cos and sin
+  // scaled by its attention factor.
+  const bool yarn_rotate_half = !deepseek && config.yarn.has_value();
+  const DeepseekRope yarn_rope = yarn_rotate_half ? MakeYarnRope(config, hd, hd) : DeepseekRope{};
 
   ASSIGN_OR_RETURN(Matrix embedding, w.Mat("model.embed_tokens.weight"));
   std::vector<Vector> hidden(n);
@@ -352,28 +475,53 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
             for (double& value : *vec) value = std::clamp(value, -c, c);
           }
         }
-        for (int h = 0; h < config.num_heads; ++h) Rope(&q[t][h * hd], hd, t, config.rope_theta);
-        for (int h = 0; h < config.num_kv_heads; ++h) Rope(&kk[t][h * hd], hd, t, config.rope_theta);
+        for (int h = 0; h < config.num_heads; ++h) {
+          if (yarn_rotate_half) {
+            RotateHalfRope(&q[t][h * hd], hd, yarn_rope, t);
+          } else {
+            Rope(&q[t][h * hd], hd, t, config.rope_theta);
+          }
+        }
+        for (int h = 0; h < config.num_kv_heads; ++h) {
+          if (yarn_rotate_half) {
+            RotateHalfRope(&kk[t][h * hd], hd, yarn_rope, t);
+          } else {
+            Rope(&kk[t][h * hd], hd, t, config.rope_theta);
+          }
+        }
       }
+      // gpt-oss: a sink logit per head joins each softmax; sliding layers
+      // see the last sliding_window positions.
+      Vector sinks;
+      if (config.attention_sinks) {
+        ASSIGN_OR_RETURN(sinks, w.Vec(p + "self_attn.sinks"));
+      }
+      const int window = config.AttentionWindow(layer);
       const int group = config.num_heads / config.num_kv_heads;
       for (int t = 0; t < n; ++t) {
         Vector attended(config.q_size(), 0.0);
         for (int h = 0; h < config.num_heads; ++h) {
           const int kv_head = h / group;
-          Vector scores(t + 1);
-          for (int s = 0; s <= t; ++s) {
+          const int first = window > 0 ? std::max(0, t - window + 1) : 0;
+          Vector scores(t + 1, -INFINITY);
+          for (int s = first; s <= t; ++s) {
             double dot = 0.0;
             for (int i = 0; i < hd; ++i) dot += q[t][h * hd + i] * kk[s][kv_head * hd + i];
             scores[s] = dot / std::sqrt(static_cast<double>(hd));
           }
-          const double top = *std::max_element(scores.begin(), scores.end());
-          double total = 0.0;
-          for (double& s : scores) total += (s = std::exp(s - top));
-          for (int s = 0; s <= t; ++s) {
+          double top = *std::max_element(scores.begin(), scores.end());
+          if (!sinks.empty()) top = std::max(top, sinks[h]);
+          double total = sinks.empty() ? 0.0 : std::exp(sinks[h] - top);
+          for (int s = first; s <= t; ++s) total += (scores[s] = std::exp(scores[s] - top));
+          for (int s = first; s <= t; ++s) {
             for (int i = 0; i < hd; ++i) attended[h * hd + i] += scores[s] / total * v[s][kv_head * hd + i];
           }
         }
-        const Vector out = Apply(wo, attended);
+        Vector out = Apply(wo, attended);
+        if (config.attention_output_bias) {
+          ASSIGN_OR_RETURN(Vector bo, w.Vec(p + "self_attn.o_proj.bias"));
+          for (size_t i = 0; i < out.size(); ++i) out[i] += bo[i];
+        }
         for (size_t i = 0; i < out.size(); ++i) hidden[t][i] += out[i];
       }
     }
@@ -385,6 +533,13 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
       for (int t = 0; t < n; ++t) {
         const Vector out = mlp(RmsNorm(hidden[t], post_norm, eps));
         for (size_t i = 0; i < out.size(); ++i) hidden[t][i] += out[i];
+      }
+      continue;
+    }
+    if (gpt_oss) {
+      ASSIGN_OR_RETURN(std::vector<Vector> out, GptOssMoe(w, p + "mlp.", config, k, layer, post_norm, hidden, noise));
+      for (int t = 0; t < n; ++t) {
+        for (size_t i = 0; i < out[t].size(); ++i) hidden[t][i] += out[t][i];
       }
       continue;
     }

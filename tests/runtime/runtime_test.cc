@@ -80,6 +80,46 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   EXPECT_EQ(offloaded, logits);
 }
 
+// gpt-oss likewise (the GPU pass has no attention sinks yet): auto mode
+// runs it on the CPU; its MXFP4 experts, packed at load from a model read
+// without them (one expert's slabs at a time), offloaded with their biases
+// resident, give the all-resident model's logits over a prompt longer than
+// the sliding window.
+TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
+  testing::ScopedTempDir dir("runtime");
+  tools::MakeModelOptions o;
+  o.arch = "gpt_oss";
+  o.layers = 2;
+  o.top_k = 4;
+  o.head_dim = 16;
+  o.mxfp4_experts = true;
+  EngineOptions options;
+  options.model_dir = testing::MakeTestModel(dir, "model", o);
+  options.reader.path = dir.Sub("model.experts");
+  options.cache.dram_budget_bytes = uint64_t{1} << 20;
+  options.threads = 1;
+  ASSERT_EQ(options.device.gpu, GpuMode::kAuto);
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_FALSE((*engine)->on_gpu());
+  ASSERT_TRUE((*engine)->offloading());
+  const ModelConfig& config = (*engine)->model().config();
+  KvCache kv(config, 32, &(*engine)->forward().kv_memory());
+  std::vector<float> offloaded;
+  const std::vector<int32_t> prompt = {5, 17, 260, 99, 3, 42, 42, 1};
+  ASSERT_TRUE((*engine)->forward().Run(prompt, kv, {}, &offloaded).ok());
+
+  options.reader.path.clear();
+  options.cache.dram_budget_bytes = 0;
+  absl::StatusOr<std::unique_ptr<Runtime>> resident = Runtime::Load(options);
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  ASSERT_FALSE((*resident)->offloading());
+  KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
+  std::vector<float> logits;
+  ASSERT_TRUE((*resident)->forward().Run(prompt, resident_kv, {}, &logits).ok());
+  EXPECT_EQ(offloaded, logits);
+}
+
 // [io] queue_depth was parsed and then dropped on the way to the reader,
 // which always ran at its default depth (32 io_uring entries, or the pread
 // pool's 4 threads). 3 is below both, so whichever reader this machine gets

@@ -49,6 +49,11 @@ inline tools::MakeModelOptions SmallOffloadModel(const std::string& arch, const 
   tools::MakeModelOptions o;
   o.arch = arch;
   o.dtype = dtype;
+  if (dtype == "mxfp4") {
+    // gpt-oss as released: MXFP4 experts (HF blocks and scales), bf16 rest.
+    o.dtype = "bf16";
+    o.mxfp4_experts = true;
+  }
   o.layers = 3;
   o.experts = 16;
   o.top_k = 4;

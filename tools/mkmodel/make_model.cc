@@ -55,6 +55,7 @@ constexpr Arch kArchs[] = {
     {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
     {"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
     {"deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"gpt_oss", "GptOssForCausalLM", "gpt_oss", "mlp", "", "", ""},  // fused experts: see MakeModel
 };
 
 class TensorMaker {
@@ -81,6 +82,21 @@ class TensorMaker {
   }
   void Linear(const std::string& name, int64_t out_features, int64_t in_features, float gain = 1.0f) {
     Add(name, {out_features, in_features}, gain / std::sqrt(static_cast<float>(in_features)));
+  }
+  // HF's MXFP4 pair for a [rows][cols] matrix per leading index: name_blocks
+  // [lead][rows][cols / 32][16] of random E2M1 code pairs and name_scales
+  // [lead][rows][cols / 32] of exponents 122 or 123 (values up to 6 x 2^-4:
+  // about the 1/sqrt(fan-in) of the other weights at test sizes).
+  void Mxfp4(const std::string& name, int64_t lead, int64_t rows, int64_t cols) {
+    const int64_t groups = lead * rows * (cols / 32);
+    TensorToWrite blocks{name + "_blocks", SafetensorsDtype::kU8, {lead, rows, cols / 32, 16}, {}};
+    TensorToWrite scales{name + "_scales", SafetensorsDtype::kU8, {lead, rows, cols / 32}, {}};
+    blocks.bytes.resize(static_cast<size_t>(groups) * 16);
+    scales.bytes.resize(static_cast<size_t>(groups));
+    for (auto& b : blocks.bytes) b = static_cast<std::byte>(random_.Next() & 0xFF);
+    for (auto& e : scales.bytes) e = static_cast<std::byte>(122 + (random_.Next() & 1));
+    tensors_.push_back(std::move(blocks));
+    tensors_.push_back(std::move(scales));
   }
   void Norm(const std::string& name, int64_t size) { Add(name, {size}, 0.1f, 1.0f); }
   void Zeros(const std::string& name, std::vector<int64_t> shape) { Add(name, std::move(shape), 0.0f); }
@@ -115,7 +131,7 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
 absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
   if (arch == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown --arch '", o.arch, "' (choose olmoe, mixtral, qwen2_moe, qwen3_moe or deepseek_v2)"));
+        absl::StrCat("unknown --arch '", o.arch, "' (choose olmoe, mixtral, qwen2_moe, qwen3_moe, deepseek_v2 or gpt_oss)"));
   }
   auto positive = [](int value, const char* flag) -> absl::Status {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be positive, got ", value));
@@ -147,6 +163,14 @@ absl::Status Validate(const MakeModelOptions& o, const Arch* arch) {
           "--n-group must divide --experts and --topk-group be in 1 .. n-group with room for --top-k experts");
     }
   }
+  if (o.arch == "gpt_oss") {
+    if (o.static_residual) return absl::InvalidArgumentError("--static-residual does not support gpt_oss");
+    if (o.sliding_window < 0) return absl::InvalidArgumentError("--sliding-window must be >= 0");
+    if (!(o.swiglu_limit > 0)) return absl::InvalidArgumentError("--swiglu-limit must be positive");
+    if (o.mxfp4_experts && (o.hidden % 32 != 0 || o.ffn % 32 != 0)) {
+      return absl::InvalidArgumentError("--mxfp4-experts needs --hidden and --ffn multiples of 32 (MXFP4 blocks)");
+    }
+  }
   if (o.top_k > o.experts) return absl::InvalidArgumentError("--top-k must not exceed --experts");
   if (o.heads % o.kv_heads != 0) return absl::InvalidArgumentError("--kv-heads must divide --heads");
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
@@ -170,6 +194,7 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   const bool is_qwen = o.arch == "qwen2_moe" || o.arch == "qwen3_moe";
   const bool has_shared = o.arch == "qwen2_moe";
   const bool deepseek = o.arch == "deepseek_v2";
+  const bool gpt_oss = o.arch == "gpt_oss";
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
   const int shared_ffn = o.shared_ffn > 0 ? o.shared_ffn : 2 * o.ffn;
   const int dense_ffn = o.dense_ffn > 0 ? o.dense_ffn : 4 * o.ffn;
@@ -218,7 +243,7 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   config["num_hidden_layers"] = o.layers;
   config["num_attention_heads"] = o.heads;
   config["num_key_value_heads"] = o.kv_heads;
-  if (o.head_dim > 0 || o.arch == "qwen3_moe") config["head_dim"] = head_dim;
+  if (o.head_dim > 0 || o.arch == "qwen3_moe" || gpt_oss) config["head_dim"] = head_dim;
   config["max_position_embeddings"] = o.max_position;
   config["rope_theta"] = 10000.0;
   config["rms_norm_eps"] = 1e-5;
@@ -267,6 +292,30 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
                                 {"mscale_all_dim", 0.707}};
     } else {
       config["rope_scaling"] = nullptr;
+    }
+  } else if (gpt_oss) {
+    config["num_local_experts"] = o.experts;
+    config["intermediate_size"] = o.ffn;
+    config["rope_theta"] = 150000.0;
+    config["attention_bias"] = true;
+    config["hidden_act"] = "silu";
+    config["swiglu_limit"] = o.swiglu_limit;
+    config["sliding_window"] = o.sliding_window;
+    ordered_json types = ordered_json::array();
+    for (int i = 0; i < o.layers; ++i) types.push_back(i % 2 == 0 ? "sliding_attention" : "full_attention");
+    config["layer_types"] = types;
+    config["rope_scaling"] = {{"rope_type", "yarn"},
+                              {"factor", o.yarn_factor > 0 ? o.yarn_factor : 32.0f},
+                              {"beta_fast", 32.0},
+                              {"beta_slow", 1.0},
+                              {"truncate", false},
+                              {"original_max_position_embeddings", o.yarn_original_max_position}};
+    if (o.mxfp4_experts) {
+      // As openai/gpt-oss-20b's config.json.
+      config["quantization_config"] = {
+          {"quant_method", "mxfp4"},
+          {"modules_to_not_convert",
+           {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
     }
   } else {
     config["num_experts"] = o.experts;
@@ -318,6 +367,14 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
         make.Linear(p + "self_attn.o_proj.weight", o.hidden, q_size);
       }
     }
+    if (gpt_oss) {
+      make.Add(p + "self_attn.q_proj.bias", {q_size}, 0.1f);
+      make.Add(p + "self_attn.k_proj.bias", {kv_size}, 0.1f);
+      make.Add(p + "self_attn.v_proj.bias", {kv_size}, 0.1f);
+      make.Add(p + "self_attn.o_proj.bias", {o.hidden}, 0.1f);
+      // Sinks about as large as the attention scores: they take a real share.
+      make.Add(p + "self_attn.sinks", {o.heads}, 1.0f);
+    }
     if (o.arch == "qwen2_moe") {
       make.Add(p + "self_attn.q_proj.bias", {q_size}, 0.1f);
       make.Add(p + "self_attn.k_proj.bias", {kv_size}, 0.1f);
@@ -339,6 +396,29 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
       continue;
     }
     const std::string moe = absl::StrCat(p, arch->moe_block, ".");
+    if (gpt_oss) {
+      // HF's GptOssMLP: router.weight/bias, experts fused and transposed
+      // ([in][out] per expert), gate and up interleaved in gate_up_proj's
+      // last axis.
+      if (o.shared_router && !first_router.empty()) {
+        make.Copy(moe + "router.weight", first_router + ".weight");
+        make.Copy(moe + "router.bias", first_router + ".bias");
+      } else {
+        make.Linear(moe + "router.weight", o.experts, o.hidden, 2.0f);
+        make.Add(moe + "router.bias", {o.experts}, 0.5f);
+        first_router = moe + "router";
+      }
+      if (o.mxfp4_experts) {
+        make.Mxfp4(moe + "experts.gate_up_proj", o.experts, 2 * o.ffn, o.hidden);
+        make.Mxfp4(moe + "experts.down_proj", o.experts, o.hidden, o.ffn);
+      } else {
+        make.Add(moe + "experts.gate_up_proj", {o.experts, o.hidden, 2 * o.ffn}, 1.0f / std::sqrt(float(o.hidden)));
+        make.Add(moe + "experts.down_proj", {o.experts, o.ffn, o.hidden}, 1.0f / std::sqrt(float(o.ffn)));
+      }
+      make.Add(moe + "experts.gate_up_proj_bias", {o.experts, 2 * o.ffn}, 0.1f);
+      make.Add(moe + "experts.down_proj_bias", {o.experts, o.hidden}, 0.1f);
+      continue;
+    }
     // Router logits with a standard deviation of about 2: decisive routing.
     if (o.shared_router && !first_router.empty()) {
       make.Copy(moe + "gate.weight", first_router);

@@ -12,7 +12,7 @@ namespace expertd::tools {
 // The shape of a generated test model. Defaults make a tiny model that
 // loads and runs in milliseconds.
 struct MakeModelOptions {
-  std::string arch = "olmoe";  // olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2
+  std::string arch = "olmoe";  // olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2 | gpt_oss
   int layers = 2;
   int hidden = 64;
   int experts = 8;
@@ -50,6 +50,20 @@ struct MakeModelOptions {
   float routed_scaling_factor = 1.0f;
   float yarn_factor = 0.0f;  // > 0: rope_scaling yarn (mscale 0.707 as V2-Lite)
   int yarn_original_max_position = 64;
+  // gpt_oss: layers alternate sliding (first) and full attention; every
+  // projection has a bias, each head a sink logit; the experts are stored
+  // fused as HF ships them (gate_up_proj [E][hidden][2 ffn] with gate and up
+  // interleaved, down_proj [E][ffn][hidden]); rope_scaling is YaRN
+  // (yarn_factor, 0 = 32 as the real models; truncate false).
+  int sliding_window = 4;  // small, so a short test prompt outgrows it
+  // The clamp of the experts' SwiGLU; 7 in the real models, where
+  // activations are large. Test activations are O(1): 1 makes it bite.
+  float swiglu_limit = 1.0f;
+  // gpt_oss: the experts as the released checkpoints ship them,
+  // quantization_config quant_method "mxfp4": gate_up_proj_blocks/_scales
+  // and down_proj_blocks/_scales (U8; [out][in] per expert), random E2M1
+  // codes with exponents near 2^-5, instead of dtype's fused tensors.
+  bool mxfp4_experts = false;
   uint64_t seed = 1;
   // A chat template (Jinja source) for tokenizer_config.json; "" = none.
   // Every "<|name|>" literal in it also becomes a special token of the

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   expertd::tools::MakeModelOptions o;
   std::string out;
   CLI::App app{"mkmodel: generate a random-weight MoE checkpoint (config.json, model.safetensors, tokenizer.json)"};
-  app.add_option("--arch", o.arch, "olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2")->capture_default_str();
+  app.add_option("--arch", o.arch, "olmoe | mixtral | qwen2_moe | qwen3_moe | deepseek_v2 | gpt_oss")->capture_default_str();
   app.add_option("--layers", o.layers)->capture_default_str();
   app.add_option("--hidden", o.hidden)->capture_default_str();
   app.add_option("--experts", o.experts)->capture_default_str();
@@ -44,9 +44,14 @@ int main(int argc, char** argv) {
   app.add_option("--n-group", o.n_group, "deepseek_v2: > 0 routes group_limited_greedy")->capture_default_str();
   app.add_option("--topk-group", o.topk_group, "deepseek_v2")->capture_default_str();
   app.add_option("--routed-scaling-factor", o.routed_scaling_factor, "deepseek_v2")->capture_default_str();
-  app.add_option("--yarn-factor", o.yarn_factor, "deepseek_v2: > 0 adds YaRN rope_scaling")->capture_default_str();
+  app.add_option("--yarn-factor", o.yarn_factor, "deepseek_v2: > 0 adds YaRN rope_scaling; gpt_oss: its factor (0 = 32)")->capture_default_str();
   app.add_option("--yarn-original-max-position", o.yarn_original_max_position, "deepseek_v2")
       ->capture_default_str();
+  app.add_option("--sliding-window", o.sliding_window, "gpt_oss: window of the sliding layers (0: none)")
+      ->capture_default_str();
+  app.add_option("--swiglu-limit", o.swiglu_limit, "gpt_oss: the experts' SwiGLU clamp")->capture_default_str();
+  app.add_flag("--mxfp4-experts", o.mxfp4_experts,
+               "gpt_oss: experts as HF MXFP4 blocks and scales (quant_method mxfp4), as the released checkpoints");
   app.add_option("--seed", o.seed)->capture_default_str();
   std::string chat_template_file;
   app.add_option("--chat-template", chat_template_file,
