@@ -169,6 +169,8 @@ void ParseRopeScaling(const json& root, const char* rope_scaling_key, KeyReader&
     return;
   }
   KeyReader rope(*scaling, rope_scaling_key);
+  // transformers 5 saves rope_theta inside rope_parameters.
+  if (!keys.Has("rope_theta") && rope.Has("rope_theta")) config.rope_theta = rope.Float("rope_theta");
   const std::string type = rope.String("type", rope.String("rope_type", "default"));
   if (type == "default") return;
   keys.Check(type == "yarn", absl::StrCat(rope_scaling_key, ": type '", type, "' is not supported (only yarn)"));
@@ -415,6 +417,9 @@ absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view so
   check(config.rope_theta > 0, "rope_theta must be positive");
   check(static_cast<int>(config.layer_is_moe.size()) == config.num_layers,
         "layer_is_moe must have one entry per layer");
+  check(config.layer_is_sliding.empty() || static_cast<int>(config.layer_is_sliding.size()) == config.num_layers,
+        "layer_types must have one entry per layer");
+  check(config.sliding_window >= 0, "sliding_window must not be negative");
   if (config.topk_method == TopkMethod::kGroupLimitedGreedy) {
     check(config.n_group >= 1 && config.n_group <= kMaxRoutingGroups &&
               config.num_experts % std::max(config.n_group, 1) == 0,

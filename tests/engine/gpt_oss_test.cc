@@ -85,6 +85,21 @@ TEST(GptOssConfig, ParsesGptOss20b) {
   EXPECT_STREQ(config->CpuOnlyFeature(), "attention sinks and clamped SwiGLU experts with biases");
 }
 
+// As transformers 5 saves it: rope_parameters with rope_theta inside.
+TEST(GptOssConfig, ReadsRopeParametersOfTransformers5) {
+  std::string text = k20bConfig;
+  const std::string from = R"("rope_scaling": {"beta_fast": 32.0)";
+  text.replace(text.find(from), from.size(), R"("rope_parameters": {"rope_theta": 500000.0, "beta_fast": 32.0)");
+  const std::string theta = R"("rope_theta": 150000, )";
+  text.replace(text.find(theta), theta.size(), "");
+  auto config = ParseModelConfig(text, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rope_theta, 500000.0f);
+  ASSERT_TRUE(config->yarn.has_value());
+  EXPECT_EQ(config->yarn->factor, 32.0f);
+  EXPECT_FALSE(config->yarn->truncate);
+}
+
 TEST(GptOssConfig, RefusesWhatItCannotRunByName) {
   struct Case {
     std::string from, to, error;
