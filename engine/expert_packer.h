@@ -11,7 +11,7 @@
 
 namespace expertd {
 
-// `expertd pack --dtype`: "keep" (nullopt: the checkpoint's own dtype),
+// `expertd pack --dtype`: "keep" (nullopt: each matrix's own dtype),
 // "bf16", "f32", or a GGML block format ("q8_0", "q4_0", "q4_k", "q5_k",
 // "q6_k", "mxfp4": each row quantised by kernels::QuantizeRow; the experts'
 // rows must be whole blocks, 32 or 256 elements).

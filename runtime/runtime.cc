@@ -230,6 +230,7 @@ RuntimeStats Runtime::Stats() const {
   if (cache_ != nullptr) {
     stats.cache = cache_->stats();
     stats.cache_slot_bytes = cache_->slot_bytes();
+    stats.cache_expert_dtypes = io::DescribeDtypeMix(expert_file_->dtype_mix());
   }
   return stats;
 }
