@@ -274,7 +274,7 @@ int main(int argc, char** argv) {
             std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
             continue;
           }
-          CachedExperts experts(**cache, (*file)->layout());
+          CachedExperts experts(**cache, **file);
           ForwardPass offloaded(**model, &pool, &experts);
           std::unique_ptr<Prefetcher> prefetcher;
           const std::vector<std::string> spec = absl::StrSplit(prefetch_spec, ':');

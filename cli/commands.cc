@@ -260,9 +260,16 @@ absl::Status Pack(const PackFlags& flags) {
   RETURN_IF_ERROR(PackExperts(*model, out, dtype, [](int done, int total) { PrintPackProgress("packing", done, total); }));
   ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(out, model->fingerprint()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("packed %u layers x %u experts of %s into %s in %.1f s\n", file->layout().num_layers,
-              file->layout().num_experts, FormatByteSize(file->layout().expert_bytes()).c_str(), out.c_str(),
-              seconds);
+  // The types and sizes each expert was packed in (a Q4_K_M GGUF kept as it
+  // is mixes two bundles), and the slot the cache will size by.
+  std::string experts;
+  for (const io::BundleDtypesCount& mix : file->dtype_mix()) {
+    absl::StrAppend(&experts, experts.empty() ? "" : ", ", mix.experts, " x ", io::BundleDtypesName(mix.dtypes),
+                    " (", FormatByteSize(mix.bundle_bytes), ")");
+  }
+  std::printf("packed %u layers x %u experts into %s in %.1f s: %s (gate/up/down); slots of %s\n",
+              file->layout().num_layers, file->layout().num_experts, out.c_str(), seconds, experts.c_str(),
+              FormatByteSize(file->layout().slot_bytes()).c_str());
   return absl::OkStatus();
 }
 

@@ -143,6 +143,7 @@ nlohmann::json InferenceService::Stats() const {
     stats["cache"]["dram"] = TierJson(runtime.cache->dram);
     if (runtime.cache->device.slots > 0) stats["cache"]["device"] = TierJson(runtime.cache->device);
     stats["cache"]["slot_bytes"] = runtime.cache_slot_bytes;
+    stats["cache"]["expert_dtypes"] = runtime.cache_expert_dtypes;
   } else {
     stats["cache"] = nullptr;  // every expert resident
   }

@@ -15,11 +15,12 @@
 namespace expertd {
 namespace {
 
-// Writes matrix w into its place `m` of the bundle at `bundle`, in `target`
+// Writes matrix w into its place `m` of the bundle at `bundle`, in m's
 // dtype; a matching dtype copies bytes unchanged, so a "keep" pack computes
 // bit-identically to the checkpoint.
-absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, DType target, std::vector<float>& scratch,
+absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, std::vector<float>& scratch,
                           std::byte* bundle) {
+  const DType target = m.dtype;
   if (w.rows != m.rows || w.cols != m.cols) {
     // The config's sizes give the bundle; the checkpoint's shapes were checked
     // against them at load, so this is a bug, not bad input.
@@ -90,24 +91,32 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
   }
   if (first_moe < 0) return absl::InvalidArgumentError(absl::StrCat(model.dir(), " has no MoE layers to pack"));
 
-  const DType target = dtype.value_or(weights.layers[first_moe].experts[0].gate.dtype);
-  if (!dtype.has_value()) {
-    for (const LayerWeights& layer : weights.layers) {
-      for (const FeedForwardWeights& e : layer.experts) {
-        if (e.gate.dtype != target || e.up.dtype != target || e.down.dtype != target) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "the checkpoint's experts mix dtypes (", std::string(DTypeName(e.gate.dtype)), " gate, ",
-              std::string(DTypeName(e.up.dtype)), " up, ", std::string(DTypeName(e.down.dtype)), " down, ",
-              std::string(DTypeName(target)), " in the first); a packed file holds one: pack with an explicit dtype (",
-              PackDtypeChoices(), ")"));
-        }
-      }
+  // Each expert's matrices in `dtype`, or with "keep" in the checkpoint's
+  // own (a Q4_K_M GGUF: q4_k gate and up, q6_k or q4_k down by layer).
+  // Every expert's shapes and dtypes are known without its bytes.
+  const auto dtypes_of = [&](const FeedForwardWeights& e) {
+    return dtype.has_value() ? io::BundleDtypes::Uniform(*dtype)
+                             : io::BundleDtypes{e.gate.dtype, e.up.dtype, e.down.dtype};
+  };
+  // The slot holds the widest dtype of each matrix over all experts, so
+  // every bundle fits it; the cache's slots are all this size.
+  io::BundleDtypes slot = dtypes_of(weights.layers[first_moe].experts[0]);
+  const auto widest = [](DType& into, DType candidate, int64_t row) {
+    if (DTypeBytes(candidate, row) > DTypeBytes(into, row)) into = candidate;
+  };
+  for (const LayerWeights& layer : weights.layers) {
+    if (!layer.is_moe) continue;
+    for (const FeedForwardWeights& e : layer.experts) {
+      const io::BundleDtypes d = dtypes_of(e);
+      widest(slot.gate, d.gate, config.hidden_size);
+      widest(slot.up, d.up, config.hidden_size);
+      widest(slot.down, d.down, config.expert_intermediate_size);
     }
   }
 
   io::ExpertFileLayout layout;
   layout.model_fingerprint = model.fingerprint();
-  layout.dtype = target;
+  layout.dtypes = slot;
   layout.num_layers = config.num_layers;
   layout.num_experts = config.num_experts;
   layout.hidden_size = config.hidden_size;
@@ -123,8 +132,7 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
     ASSIGN_OR_RETURN(checkpoint, model.ReopenTensorSource());
   }
 
-  const io::BundleLayout bundle_layout = layout.bundle();
-  std::vector<std::byte> bundle(bundle_layout.bytes);
+  std::vector<std::byte> bundle(layout.expert_bytes());
   std::vector<float> scratch;
   int done = 0;
   for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -134,10 +142,13 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
       if (checkpoint != nullptr) {
         ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
       }
-      RETURN_IF_ERROR(AppendMatrix(expert.gate, bundle_layout.gate, target, scratch, bundle.data()));
-      RETURN_IF_ERROR(AppendMatrix(expert.up, bundle_layout.up, target, scratch, bundle.data()));
-      RETURN_IF_ERROR(AppendMatrix(expert.down, bundle_layout.down, target, scratch, bundle.data()));
-      RETURN_IF_ERROR(writer->Add(layer, e, bundle));
+      const io::BundleDtypes dtypes = dtypes_of(expert);
+      const io::BundleLayout bundle_layout =
+          io::ExpertBundleLayout(dtypes, config.hidden_size, config.expert_intermediate_size);
+      RETURN_IF_ERROR(AppendMatrix(expert.gate, bundle_layout.gate, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.up, bundle_layout.up, scratch, bundle.data()));
+      RETURN_IF_ERROR(AppendMatrix(expert.down, bundle_layout.down, scratch, bundle.data()));
+      RETURN_IF_ERROR(writer->Add(layer, e, dtypes, absl::MakeConstSpan(bundle.data(), bundle_layout.bytes)));
       if (progress) progress(++done, total);
     }
   }

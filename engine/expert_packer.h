@@ -11,7 +11,7 @@
 
 namespace expertd {
 
-// `expertd pack --dtype`: "keep" (nullopt: the checkpoint's own dtype),
+// `expertd pack --dtype`: "keep" (nullopt: each matrix's own dtype),
 // "bf16", "f32", or a GGML block format ("q8_0", "q4_0", "q4_k", "q5_k",
 // "q6_k", "mxfp4": each row quantised by kernels::QuantizeRow; the experts'
 // rows must be whole blocks, 32 or 256 elements).
@@ -20,8 +20,10 @@ absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name);
 std::string PackDtypeChoices();
 
 // Writes every routed expert of `model` into a packed expert file at `path`
-// (io/FORMAT.md), converting to `dtype` when one is given (nullopt keeps the
-// checkpoint's dtype, which all its experts must share). progress(done, total)
+// (io/FORMAT.md), converting every matrix to `dtype` when one is given
+// (nullopt keeps each matrix's own dtype: a Q4_K_M GGUF's experts stay q4_k
+// gate and up with q6_k or q4_k down, as llama.cpp chose per layer; slots
+// are sized by the largest bundle). progress(done, total)
 // is called after each expert. Writes to a temporary name and renames at the
 // end, so an interrupted pack leaves no file that looks complete.
 absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,

@@ -22,6 +22,17 @@ std::optional<ExpertHandle> ResidentExperts::TryAcquire(int layer, int expert) {
   return std::move(*handle);
 }
 
+CachedExperts::CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file)
+    : cache_(cache), num_experts_(static_cast<int>(file.layout().num_experts)) {
+  bundles_.resize(static_cast<size_t>(file.layout().num_layers) * file.layout().num_experts);
+  for (int layer = 0; layer < static_cast<int>(file.layout().num_layers); ++layer) {
+    for (int expert = 0; expert < num_experts_; ++expert) {
+      absl::StatusOr<io::BundleLayout> bundle = file.Bundle(layer, expert);
+      if (bundle.ok()) bundles_[static_cast<size_t>(layer) * num_experts_ + expert] = *bundle;
+    }
+  }
+}
+
 absl::StatusOr<ExpertHandle> CachedExperts::Acquire(int layer, int expert) {
   auto pin = cache_.Acquire({layer, expert});
   if (!pin.ok()) return pin.status();
@@ -42,13 +53,15 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   const std::byte* base = pin.data();
+  // The cache pins only experts the file holds (it reads them by Find).
+  const io::BundleLayout& bundle = bundles_[static_cast<size_t>(pin.key().layer) * num_experts_ + pin.key().expert];
   const auto view = [&](const io::BundleMatrix& m) {
-    return WeightMatrix{bundle_.dtype, base + m.offset_bytes, m.rows, m.cols};
+    return WeightMatrix{m.dtype, base + m.offset_bytes, m.rows, m.cols};
   };
   ExpertHandle handle;
-  handle.weights.gate = view(bundle_.gate);
-  handle.weights.up = view(bundle_.up);
-  handle.weights.down = view(bundle_.down);
+  handle.weights.gate = view(bundle.gate);
+  handle.weights.up = view(bundle.up);
+  handle.weights.down = view(bundle.down);
   handle.pin = std::move(pin);
   return handle;
 }

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -55,11 +56,14 @@ class ResidentExperts : public ExpertSource {
   const ModelWeights& weights_;
 };
 
-// Experts through the tiered cache, from a packed expert file.
+// Experts through the tiered cache, from a packed expert file. Each
+// expert's views follow its own bundle (its matrices' dtypes and sizes,
+// from the file's index), so a slot may hold q4_k/q4_k/q6_k on one layer
+// and q4_k throughout on the next.
 class CachedExperts : public ExpertSource {
  public:
-  CachedExperts(cache::ExpertCache& cache, const io::ExpertFileLayout& layout)
-      : cache_(cache), bundle_(layout.bundle()) {}
+  // file: the one the cache reads; only its index is read, here.
+  CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file);
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override;
@@ -76,7 +80,11 @@ class CachedExperts : public ExpertSource {
   ExpertHandle Views(cache::ExpertCache::Pin pin) const;
 
   cache::ExpertCache& cache_;
-  io::BundleLayout bundle_;  // where gate, up and down lie in a slot
+  int num_experts_ = 0;
+  // [layer * num_experts + expert]: where gate, up and down lie in the
+  // expert's slot; default (empty) for an expert the file does not hold,
+  // which the cache never pins.
+  std::vector<io::BundleLayout> bundles_;
 };
 
 }  // namespace expertd

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -46,14 +47,18 @@ absl::Status Safetensors(const fs::path& dir) {
                                     {"zz", SafetensorsDtype::kU8, {1, 1, 2}, Bytes(2)}});
 }
 
-// A packed file with `bundles` as (layer, expert), added in that order.
-absl::Status ExpertFile(const fs::path& path, expertd::io::ExpertFileLayout layout,
-                        const std::vector<std::pair<int, int>>& bundles) {
+// A packed file with `bundles` as (layer, expert), added in that order, in
+// the layout's (slot's) dtypes unless `dtypes_of` gives an expert its own.
+absl::Status ExpertFile(
+    const fs::path& path, expertd::io::ExpertFileLayout layout, const std::vector<std::pair<int, int>>& bundles,
+    const std::function<expertd::io::BundleDtypes(int layer, int expert)>& dtypes_of = nullptr) {
   fs::create_directories(path.parent_path());
   auto writer = expertd::io::ExpertFileWriter::Create(path.string(), layout);
   if (!writer.ok()) return writer.status();
   for (const auto& [layer, expert] : bundles) {
-    if (absl::Status s = (*writer)->Add(layer, expert, Bytes(layout.expert_bytes())); !s.ok()) return s;
+    const expertd::io::BundleDtypes dtypes = dtypes_of ? dtypes_of(layer, expert) : layout.dtypes;
+    const uint64_t bytes = expertd::io::ExpertBundleLayout(dtypes, layout.hidden_size, layout.intermediate_size).bytes;
+    if (absl::Status s = (*writer)->Add(layer, expert, dtypes, Bytes(bytes)); !s.ok()) return s;
   }
   return (*writer)->Finish();
 }
@@ -61,7 +66,7 @@ absl::Status ExpertFile(const fs::path& path, expertd::io::ExpertFileLayout layo
 absl::Status ExpertFiles(const fs::path& dir) {
   expertd::io::ExpertFileLayout one;
   one.model_fingerprint = 0x0123456789abcdef;
-  one.dtype = expertd::DType::kF32;
+  one.dtypes = expertd::io::BundleDtypes::Uniform(expertd::DType::kF32);
   one.num_layers = 1;
   one.num_experts = 1;
   one.hidden_size = 1;
@@ -69,12 +74,24 @@ absl::Status ExpertFiles(const fs::path& dir) {
   if (absl::Status s = ExpertFile(dir / "one_expert.experts", one, {{0, 0}}); !s.ok()) return s;
   // A dense first layer (no entries), an absent expert, bundles out of order.
   expertd::io::ExpertFileLayout sparse = one;
-  sparse.dtype = expertd::DType::kBF16;
+  sparse.dtypes = expertd::io::BundleDtypes::Uniform(expertd::DType::kBF16);
   sparse.num_layers = 2;
   sparse.num_experts = 3;
   sparse.hidden_size = 2;
   sparse.intermediate_size = 3;
-  return ExpertFile(dir / "dense_layer_and_gaps.experts", sparse, {{1, 2}, {1, 0}});
+  if (absl::Status s = ExpertFile(dir / "dense_layer_and_gaps.experts", sparse, {{1, 2}, {1, 0}}); !s.ok()) return s;
+  // Version 2's own dtypes per bundle, Q4_K_M-like: a q8_0/q8_0/q4_0 slot,
+  // layer 0's experts in it, layer 1's q4_0 throughout (a smaller bundle
+  // than the slot). 32 wide: one block per row.
+  expertd::io::ExpertFileLayout mixed = one;
+  mixed.dtypes = {expertd::DType::kQ8_0, expertd::DType::kQ8_0, expertd::DType::kQ4_0};
+  mixed.num_layers = 2;
+  mixed.num_experts = 2;
+  mixed.hidden_size = 32;
+  mixed.intermediate_size = 32;
+  return ExpertFile(dir / "mixed_dtypes.experts", mixed, {{0, 0}, {1, 1}, {0, 1}, {1, 0}}, [&](int layer, int) {
+    return layer == 0 ? mixed.dtypes : expertd::io::BundleDtypes::Uniform(expertd::DType::kQ4_0);
+  });
 }
 
 // tokenizer.json, a NUL, tokenizer_config.json: the input format of

@@ -22,15 +22,17 @@
 namespace expertd::io {
 namespace {
 
-// Header layout, version 1 (io/FORMAT.md). Every field is little-endian.
+// Header layout, versions 1 and 2 (io/FORMAT.md). Every field is
+// little-endian. The writer writes version 2; the reader takes both.
 constexpr char kMagic[8] = {'E', 'X', 'P', 'E', 'R', 'T', 'D', '1'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion1 = 1;  // one dtype for every matrix of the file
+constexpr uint32_t kVersion2 = 2;  // gate, up and down of each bundle in their own
 constexpr uint64_t kHeaderBytes = 4096;
 constexpr size_t kOffMagic = 0;
 constexpr size_t kOffVersion = 8;
 constexpr size_t kOffHeaderBytes = 12;
 constexpr size_t kOffFingerprint = 16;
-constexpr size_t kOffDtype = 24;
+constexpr size_t kOffDtype = 24;  // v1: u32 code; v2: the slot's gate, up, down codes as u8, then a zero byte
 constexpr size_t kOffNumLayers = 28;
 constexpr size_t kOffNumExperts = 32;
 constexpr size_t kOffHiddenSize = 36;
@@ -49,7 +51,12 @@ constexpr size_t kFieldsEnd = 112;  // [kFieldsEnd, kOffHeaderChecksum) is reser
 // reader can tell a corrupted header from a newer version before trusting
 // the version field.
 constexpr size_t kOffHeaderChecksum = kHeaderBytes - 8;
-constexpr uint64_t kIndexEntryBytes = 24;  // offset, length, checksum: u64 each
+// Version 1: offset, length, checksum, u64 each. Version 2 adds the
+// bundle's gate, up and down dtype codes (u8 each) and 5 zero bytes.
+constexpr uint64_t kIndexEntryBytesV1 = 24;
+constexpr uint64_t kIndexEntryBytesV2 = 32;
+constexpr size_t kEntryOffDtypes = 24;
+uint64_t IndexEntryBytes(uint32_t version) { return version == kVersion1 ? kIndexEntryBytesV1 : kIndexEntryBytesV2; }
 
 // Bounds that keep the size arithmetic below far from overflow; real MoE
 // models are orders of magnitude inside them.
@@ -80,8 +87,8 @@ uint64_t LoadU64(const std::byte* p) {
 
 uint64_t AlignUp(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
 
-// The header's dtype field: version 1's numbers (FORMAT.md), fixed by the
-// format whatever order DType's enumerators take. A DType missing here (a
+// The dtype numbers of the header and (version 2) the index (FORMAT.md),
+// fixed by the format whatever order DType's enumerators take. A DType missing here (a
 // type added to base/dtype.h later) cannot be written until the format gives
 // it a number.
 struct FileDtype {
@@ -116,14 +123,38 @@ absl::StatusOr<DType> DTypeOfFileCode(uint32_t code) {
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v, absl::kZeroPad16)); }
 
+// Why a bundle of `dtypes` cannot be stored with these dimensions, or ""
+// when it can: every dtype has a number in the format, and every matrix's
+// rows are whole blocks of its dtype (gate and up rows are hidden_size long,
+// down rows intermediate_size).
+std::string BundleDtypesProblem(const BundleDtypes& dtypes, uint32_t hidden_size, uint32_t intermediate_size) {
+  const struct {
+    const char* name;
+    DType dtype;
+    uint32_t row;
+    const char* row_name;
+  } matrices[] = {{"gate", dtypes.gate, hidden_size, "hidden_size"},
+                  {"up", dtypes.up, hidden_size, "hidden_size"},
+                  {"down", dtypes.down, intermediate_size, "intermediate_size"}};
+  for (const auto& m : matrices) {
+    if (!FileDtypeCode(m.dtype).has_value()) {
+      return absl::StrCat(m.name, " dtype ", std::string(DTypeName(m.dtype)),
+                          " has no number in this format (it stores ", FileDtypeChoices(), ")");
+    }
+    const int64_t block = DTypeBlockElements(m.dtype);
+    if (m.row % block != 0) {
+      return absl::StrCat(m.name, " dtype ", std::string(DTypeName(m.dtype)), " stores rows in blocks of ", block,
+                          " elements, and its rows of ", m.row_name, " ", m.row,
+                          " are not whole blocks (choose a dtype with smaller blocks: q8_0, q4_0 and mxfp4 take 32)");
+    }
+  }
+  return "";
+}
+
 // What a valid layout must satisfy, for the writer (InvalidArgument) and the
 // reader (DataLoss, since there a bad field means a corrupt header).
 absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, absl::string_view what) {
   auto bad = [&](absl::string_view reason) { return absl::Status(code, absl::StrCat(what, ": ", reason)); };
-  if (!FileDtypeCode(layout.dtype).has_value()) {
-    return bad(absl::StrCat("dtype ", std::string(DTypeName(layout.dtype)), " has no number in this format (it stores ",
-                            FileDtypeChoices(), ")"));
-  }
   if (layout.num_layers == 0 || layout.num_layers > kMaxLayers) {
     return bad(absl::StrCat("num_layers ", layout.num_layers, " is not in [1, ", kMaxLayers, "]"));
   }
@@ -140,14 +171,10 @@ absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, 
   if (layout.intermediate_size == 0 || layout.intermediate_size > kMaxDimension) {
     return bad(absl::StrCat("intermediate_size ", layout.intermediate_size, " is not in [1, ", kMaxDimension, "]"));
   }
-  // A block-quantised matrix is stored as whole blocks per row: gate and up
-  // rows are hidden_size long, down rows intermediate_size.
-  const int64_t block = DTypeBlockElements(layout.dtype);
-  if (layout.hidden_size % block != 0 || layout.intermediate_size % block != 0) {
-    return bad(absl::StrCat("dtype ", std::string(DTypeName(layout.dtype)), " stores rows in blocks of ", block,
-                            " elements, and hidden_size ", layout.hidden_size, " / intermediate_size ",
-                            layout.intermediate_size, " are not both multiples of it (choose a dtype with smaller "
-                            "blocks: q8_0, q4_0 and mxfp4 take 32)"));
+  // A block-quantised matrix is stored as whole blocks per row.
+  if (std::string problem = BundleDtypesProblem(layout.dtypes, layout.hidden_size, layout.intermediate_size);
+      !problem.empty()) {
+    return bad(absl::StrCat("the slot's ", problem));
   }
   if (layout.alignment < kDirectIoAlignment || layout.alignment > kMaxAlignment ||
       (layout.alignment & (layout.alignment - 1)) != 0) {
@@ -157,11 +184,11 @@ absl::Status CheckLayout(const ExpertFileLayout& layout, absl::StatusCode code, 
   return absl::OkStatus();
 }
 
-uint64_t IndexBytes(const ExpertFileLayout& layout) {
-  return uint64_t{layout.num_layers} * layout.num_experts * kIndexEntryBytes;
+uint64_t IndexBytes(const ExpertFileLayout& layout, uint32_t version) {
+  return uint64_t{layout.num_layers} * layout.num_experts * IndexEntryBytes(version);
 }
-uint64_t DataOffset(const ExpertFileLayout& layout) {
-  return AlignUp(kHeaderBytes + IndexBytes(layout), layout.alignment);
+uint64_t DataOffset(const ExpertFileLayout& layout, uint32_t version) {
+  return AlignUp(kHeaderBytes + IndexBytes(layout, version), layout.alignment);
 }
 
 std::string ExpertName(int layer, int expert) { return absl::StrCat("layer ", layer, " expert ", expert); }
@@ -238,7 +265,7 @@ absl::StatusOr<std::unique_ptr<ExpertFileWriter>> ExpertFileWriter::Create(const
   auto state = std::make_unique<State>();
   state->path = path;
   state->layout = layout;
-  state->data_offset = DataOffset(layout);
+  state->data_offset = DataOffset(layout, kVersion2);
   state->index.resize(uint64_t{layout.num_layers} * layout.num_experts);
   // A unique temporary beside the target: same filesystem, so the final
   // rename is atomic, and two packers never share a temporary.
@@ -265,6 +292,11 @@ ExpertFileWriter::~ExpertFileWriter() {
 }
 
 absl::Status ExpertFileWriter::Add(int layer, int expert, absl::Span<const std::byte> bundle) {
+  return Add(layer, expert, state_->layout.dtypes, bundle);
+}
+
+absl::Status ExpertFileWriter::Add(int layer, int expert, const BundleDtypes& dtypes,
+                                   absl::Span<const std::byte> bundle) {
   State& s = *state_;
   if (s.finished) {
     return absl::FailedPreconditionError(absl::StrCat(s.path, ": Add(", ExpertName(layer, expert), ") after Finish"));
@@ -275,10 +307,21 @@ absl::Status ExpertFileWriter::Add(int layer, int expert, absl::Span<const std::
                                                    " is out of range: the layout has ", s.layout.num_layers,
                                                    " layers of ", s.layout.num_experts, " experts"));
   }
-  if (bundle.size() != s.layout.expert_bytes()) {
+  if (std::string problem = BundleDtypesProblem(dtypes, s.layout.hidden_size, s.layout.intermediate_size);
+      !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(s.path, ": ", ExpertName(layer, expert), ": ", problem));
+  }
+  const uint64_t bundle_bytes = ExpertBundleLayout(dtypes, s.layout.hidden_size, s.layout.intermediate_size).bytes;
+  if (bundle.size() != bundle_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(s.path, ": ", ExpertName(layer, expert), " bundle has ",
-                                                   bundle.size(), " bytes, expected expert_bytes = ",
-                                                   s.layout.expert_bytes()));
+                                                   bundle.size(), " bytes, expected ", bundle_bytes, " for ",
+                                                   BundleDtypesName(dtypes), " (gate/up/down)"));
+  }
+  if (bundle_bytes > s.layout.expert_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        s.path, ": ", ExpertName(layer, expert), " bundle of ", BundleDtypesName(dtypes), " has ", bundle_bytes,
+        " bytes, more than the slot's ", s.layout.expert_bytes(), " (", BundleDtypesName(s.layout.dtypes),
+        "): give the layout the widest dtype of each matrix"));
   }
   ExpertExtent& extent = s.index[static_cast<uint64_t>(layer) * s.layout.num_experts + static_cast<uint64_t>(expert)];
   if (extent.length != 0) {
@@ -289,6 +332,7 @@ absl::Status ExpertFileWriter::Add(int layer, int expert, absl::Span<const std::
   extent.offset = offset;
   extent.length = bundle.size();
   extent.checksum = Xxh64(bundle);
+  extent.dtypes = dtypes;
   ++s.num_bundles;
   return absl::OkStatus();
 }
@@ -298,21 +342,30 @@ absl::Status ExpertFileWriter::Finish() {
   if (s.finished) return absl::FailedPreconditionError(absl::StrCat(s.path, ": Finish called twice"));
   const ExpertFileLayout& l = s.layout;
 
-  std::vector<std::byte> index(IndexBytes(l));
+  std::vector<std::byte> index(IndexBytes(l, kVersion2));
   for (size_t i = 0; i < s.index.size(); ++i) {
-    std::byte* e = index.data() + i * kIndexEntryBytes;
-    StoreU64(e, s.index[i].offset);
-    StoreU64(e + 8, s.index[i].length);
-    StoreU64(e + 16, s.index[i].checksum);
+    std::byte* e = index.data() + i * kIndexEntryBytesV2;
+    const ExpertExtent& x = s.index[i];
+    if (x.length == 0) continue;  // an absent expert: 32 zero bytes
+    StoreU64(e, x.offset);
+    StoreU64(e + 8, x.length);
+    StoreU64(e + 16, x.checksum);
+    // Add checked that each dtype has a number.
+    e[kEntryOffDtypes] = static_cast<std::byte>(*FileDtypeCode(x.dtypes.gate));
+    e[kEntryOffDtypes + 1] = static_cast<std::byte>(*FileDtypeCode(x.dtypes.up));
+    e[kEntryOffDtypes + 2] = static_cast<std::byte>(*FileDtypeCode(x.dtypes.down));
   }
   const uint64_t file_bytes = s.data_offset + s.num_bundles * l.slot_bytes();
 
   Page header{};
   std::memcpy(header.data() + kOffMagic, kMagic, sizeof(kMagic));
-  StoreU32(header.data() + kOffVersion, kVersion);
+  StoreU32(header.data() + kOffVersion, kVersion2);
   StoreU32(header.data() + kOffHeaderBytes, kHeaderBytes);
   StoreU64(header.data() + kOffFingerprint, l.model_fingerprint);
-  StoreU32(header.data() + kOffDtype, *FileDtypeCode(l.dtype));  // CheckLayout at Create saw it has one
+  // CheckLayout at Create saw that each has a number.
+  header[kOffDtype] = static_cast<std::byte>(*FileDtypeCode(l.dtypes.gate));
+  header[kOffDtype + 1] = static_cast<std::byte>(*FileDtypeCode(l.dtypes.up));
+  header[kOffDtype + 2] = static_cast<std::byte>(*FileDtypeCode(l.dtypes.down));
   StoreU32(header.data() + kOffNumLayers, l.num_layers);
   StoreU32(header.data() + kOffNumExperts, l.num_experts);
   StoreU32(header.data() + kOffHiddenSize, l.hidden_size);
@@ -383,10 +436,10 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
                                 "): the header is corrupted"));
   }
   const uint32_t version = LoadU32(h + kOffVersion);
-  if (version != kVersion) {
+  if (version != kVersion1 && version != kVersion2) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": packed file version ", version,
-                                                      " is not supported (this build reads version ", kVersion,
-                                                      "); re-pack it with this build"));
+                                                      " is not supported (this build reads versions ", kVersion1,
+                                                      " and ", kVersion2, "); re-pack it with this build"));
   }
   if (LoadU32(h + kOffHeaderBytes) != kHeaderBytes) {
     return corrupt(absl::StrCat("header_bytes is ", LoadU32(h + kOffHeaderBytes), ", expected ", kHeaderBytes));
@@ -397,11 +450,23 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
 
   auto file = std::unique_ptr<ExpertFile>(new ExpertFile());
   file->path_ = path;
+  file->version_ = version;
   ExpertFileLayout& l = file->layout_;
   l.model_fingerprint = LoadU64(h + kOffFingerprint);
-  absl::StatusOr<DType> dtype = DTypeOfFileCode(LoadU32(h + kOffDtype));
-  if (!dtype.ok()) return corrupt(absl::StrCat("bad header: ", dtype.status().message()));
-  l.dtype = *dtype;
+  if (version == kVersion1) {
+    absl::StatusOr<DType> dtype = DTypeOfFileCode(LoadU32(h + kOffDtype));
+    if (!dtype.ok()) return corrupt(absl::StrCat("bad header: ", dtype.status().message()));
+    l.dtypes = BundleDtypes::Uniform(*dtype);
+  } else {
+    const char* names[] = {"gate", "up", "down"};
+    DType* fields[] = {&l.dtypes.gate, &l.dtypes.up, &l.dtypes.down};
+    for (int m = 0; m < 3; ++m) {
+      absl::StatusOr<DType> dtype = DTypeOfFileCode(static_cast<uint32_t>(h[kOffDtype + m]));
+      if (!dtype.ok()) return corrupt(absl::StrCat("bad header: the slot's ", names[m], " ", dtype.status().message()));
+      *fields[m] = *dtype;
+    }
+    if (h[kOffDtype + 3] != std::byte{0}) return corrupt("reserved header byte 27 is not zero");
+  }
   l.num_layers = LoadU32(h + kOffNumLayers);
   l.num_experts = LoadU32(h + kOffNumExperts);
   l.hidden_size = LoadU32(h + kOffHiddenSize);
@@ -416,9 +481,9 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
   RETURN_IF_ERROR(expect_field("expert_bytes", LoadU64(h + kOffExpertBytes), l.expert_bytes()));
   RETURN_IF_ERROR(expect_field("slot_bytes", LoadU64(h + kOffSlotBytes), l.slot_bytes()));
   RETURN_IF_ERROR(expect_field("index_offset", LoadU64(h + kOffIndexOffset), kHeaderBytes));
-  RETURN_IF_ERROR(expect_field("index_bytes", LoadU64(h + kOffIndexBytes), IndexBytes(l)));
-  RETURN_IF_ERROR(expect_field("data_offset", LoadU64(h + kOffDataOffset), DataOffset(l)));
-  const uint64_t data_offset = DataOffset(l);
+  RETURN_IF_ERROR(expect_field("index_bytes", LoadU64(h + kOffIndexBytes), IndexBytes(l, version)));
+  RETURN_IF_ERROR(expect_field("data_offset", LoadU64(h + kOffDataOffset), DataOffset(l, version)));
+  const uint64_t data_offset = DataOffset(l, version);
   const uint64_t num_bundles = LoadU64(h + kOffNumBundles);
   const uint64_t num_entries = uint64_t{l.num_layers} * l.num_experts;
   if (num_bundles > num_entries) {
@@ -434,13 +499,13 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
   const uint64_t file_bytes = data_offset + num_bundles * slot_bytes;
   RETURN_IF_ERROR(expect_field("file_bytes", LoadU64(h + kOffFileBytes), file_bytes));
 
-  const uint64_t index_end = kHeaderBytes + IndexBytes(l);
+  const uint64_t index_end = kHeaderBytes + IndexBytes(l, version);
   if (size < index_end) {
     return absl::DataLossError(absl::StrCat(path, " is truncated: ", size, " bytes, but its index ends at ",
                                             index_end, " and the file should have ", file_bytes,
                                             " bytes; re-pack it"));
   }
-  std::vector<std::byte> index(IndexBytes(l));
+  std::vector<std::byte> index(IndexBytes(l, version));
   RETURN_IF_ERROR(ReadAll(fd.get(), path, index.data(), index.size(), kHeaderBytes));
   const uint64_t index_checksum = Xxh64(index);
   if (index_checksum != LoadU64(h + kOffIndexChecksum)) {
@@ -455,8 +520,9 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
   uint64_t present = 0;
   int first_past_layer = -1, first_past_expert = -1;
   uint64_t first_past_offset = UINT64_MAX;
+  const uint64_t entry_bytes = IndexEntryBytes(version);
   for (uint64_t i = 0; i < num_entries; ++i) {
-    const std::byte* e = index.data() + i * kIndexEntryBytes;
+    const std::byte* e = index.data() + i * entry_bytes;
     ExpertExtent& x = file->index_[i];
     x.offset = LoadU64(e);
     x.length = LoadU64(e + 8);
@@ -464,14 +530,44 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
     const int layer = static_cast<int>(i / l.num_experts);
     const int expert = static_cast<int>(i % l.num_experts);
     if (x.length == 0) {
-      if (x.offset != 0 || x.checksum != 0) {
-        return corrupt(absl::StrCat("absent ", ExpertName(layer, expert), " has a nonzero offset or checksum"));
+      const bool zero = std::all_of(e, e + entry_bytes, [](std::byte b) { return b == std::byte{0}; });
+      if (!zero) {
+        return corrupt(absl::StrCat("absent ", ExpertName(layer, expert),
+                                    " has a nonzero offset, checksum or dtype"));
       }
       continue;
     }
-    if (x.length != l.expert_bytes()) {
-      return corrupt(absl::StrCat(ExpertName(layer, expert), " has length ", x.length, ", expected expert_bytes ",
-                                  l.expert_bytes()));
+    if (version == kVersion1) {
+      x.dtypes = l.dtypes;
+    } else {
+      const char* names[] = {"gate", "up", "down"};
+      DType* fields[] = {&x.dtypes.gate, &x.dtypes.up, &x.dtypes.down};
+      for (int m = 0; m < 3; ++m) {
+        absl::StatusOr<DType> dtype = DTypeOfFileCode(static_cast<uint32_t>(e[kEntryOffDtypes + m]));
+        if (!dtype.ok()) {
+          return corrupt(absl::StrCat(ExpertName(layer, expert), " has ", names[m], " ", dtype.status().message()));
+        }
+        *fields[m] = *dtype;
+      }
+      for (uint64_t b = kEntryOffDtypes + 3; b < entry_bytes; ++b) {
+        if (e[b] != std::byte{0}) {
+          return corrupt(absl::StrCat(ExpertName(layer, expert), "'s index entry has nonzero reserved byte ", b));
+        }
+      }
+      if (std::string problem = BundleDtypesProblem(x.dtypes, l.hidden_size, l.intermediate_size);
+          !problem.empty()) {
+        return corrupt(absl::StrCat(ExpertName(layer, expert), ": ", problem));
+      }
+    }
+    const uint64_t bundle_bytes = ExpertBundleLayout(x.dtypes, l.hidden_size, l.intermediate_size).bytes;
+    if (x.length != bundle_bytes) {
+      return corrupt(absl::StrCat(ExpertName(layer, expert), " has length ", x.length, ", but a bundle of ",
+                                  BundleDtypesName(x.dtypes), " (gate/up/down) has ", bundle_bytes, " bytes"));
+    }
+    if (x.length > l.expert_bytes()) {
+      return corrupt(absl::StrCat(ExpertName(layer, expert), " is a bundle of ", BundleDtypesName(x.dtypes), " of ",
+                                  x.length, " bytes, larger than the slot's ", l.expert_bytes(), " (",
+                                  BundleDtypesName(l.dtypes), ")"));
     }
     if (x.offset < data_offset || (x.offset - data_offset) % slot_bytes != 0 ||
         (x.offset - data_offset) / slot_bytes >= num_bundles) {
@@ -488,6 +584,16 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
       first_past_offset = x.offset;
       first_past_layer = layer;
       first_past_expert = expert;
+    }
+  }
+  for (const ExpertExtent& x : file->index_) {
+    if (x.length == 0) continue;
+    auto same = std::find_if(file->dtype_mix_.begin(), file->dtype_mix_.end(),
+                             [&](const BundleDtypesCount& c) { return c.dtypes == x.dtypes; });
+    if (same == file->dtype_mix_.end()) {
+      file->dtype_mix_.push_back({x.dtypes, 1, x.length});
+    } else {
+      ++same->experts;
     }
   }
   if (present != num_bundles) {
@@ -525,6 +631,19 @@ absl::StatusOr<ExpertExtent> ExpertFile::Find(int layer, int expert) const {
                                             " is not in the file (a dense layer, or not packed)"));
   }
   return extent;
+}
+
+absl::StatusOr<BundleLayout> ExpertFile::Bundle(int layer, int expert) const {
+  ASSIGN_OR_RETURN(ExpertExtent extent, Find(layer, expert));
+  return ExpertBundleLayout(extent.dtypes, layout_.hidden_size, layout_.intermediate_size);
+}
+
+std::string DescribeDtypeMix(const std::vector<BundleDtypesCount>& mix) {
+  std::string out;
+  for (const BundleDtypesCount& c : mix) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", BundleDtypesName(c.dtypes), " x ", c.experts);
+  }
+  return out.empty() ? "no experts" : out;
 }
 
 absl::Status ExpertFile::Verify(int layer, int expert, absl::Span<const std::byte> bundle) const {

@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "engine/expert_packer.h"
 #include "engine/forward.h"
+#include "io/expert_file.h"
 #include "kernels/cpu/simd_target.h"
 #include "spdlog/spdlog.h"
 #ifdef EXPERTD_HAVE_CUDA
@@ -97,7 +98,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
     RETURN_IF_ERROR(cache_->PinPermanently(shallow));
     spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
   }
-  cached_experts_ = std::make_unique<CachedExperts>(*cache_, expert_file_->layout());
+  cached_experts_ = std::make_unique<CachedExperts>(*cache_, *expert_file_);
   // A prefetcher predicts within the pass (kind), or the next token's first
   // layers (next_token_layers), or both.
   if (options.prefetch.predictor.kind != "none" || options.prefetch.next_token_layers > 0) {
@@ -112,8 +113,9 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
     }
     ASSIGN_OR_RETURN(prefetcher_, Prefetcher::Create(model, *cache_, prefetch, pool_.get()));
   }
-  spdlog::info("expert cache over {}: {} per expert, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
-               FormatByteSize(cache_->slot_bytes()), cache_->stats().dram.slots,
+  spdlog::info("expert cache over {} ({}): {} per slot, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
+               io::DescribeDtypeMix(expert_file_->dtype_mix()), FormatByteSize(cache_->slot_bytes()),
+               cache_->stats().dram.slots,
                cache_->has_device_tier() ? absl::StrCat(", device ", cache_->stats().device.slots, " slots")
                                                : std::string(),
                options.cache.policy, std::string(reader_->name()), reader_->queue_depth());
@@ -157,7 +159,14 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
     gpu_options.device = options.device.cuda_device;
     gpu_options.execution_placement = options.device.execution_placement;
     if (engine.expert_file_ != nullptr) {
-      gpu_options.cached_expert_dtype = engine.expert_file_->layout().dtype;
+      const io::BundleDtypes slot = engine.expert_file_->layout().dtypes;
+      gpu_options.cached_expert_slot_dtypes = CudaForwardOptions::ExpertDtypes{slot.gate, slot.up, slot.down};
+      for (const io::BundleDtypesCount& mix : engine.expert_file_->dtype_mix()) {
+        for (DType dtype : {mix.dtypes.gate, mix.dtypes.up, mix.dtypes.down}) {
+          std::vector<DType>& seen = gpu_options.cached_expert_dtypes;
+          if (std::find(seen.begin(), seen.end(), dtype) == seen.end()) seen.push_back(dtype);
+        }
+      }
     }
     gpu_options.experts = engine.cache_ == nullptr ? CudaForwardOptions::Experts::kUploadAll
                           : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
@@ -220,6 +229,7 @@ RuntimeStats Runtime::Stats() const {
   if (cache_ != nullptr) {
     stats.cache = cache_->stats();
     stats.cache_slot_bytes = cache_->slot_bytes();
+    stats.cache_expert_dtypes = io::DescribeDtypeMix(expert_file_->dtype_mix());
   }
   return stats;
 }

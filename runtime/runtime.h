@@ -39,6 +39,9 @@ struct RuntimeStats {
   // When offloading: the tiers' counters and the size of one slot.
   std::optional<cache::CacheStats> cache;
   uint64_t cache_slot_bytes = 0;
+  // The packed experts' types and counts (io::DescribeDtypeMix), e.g.
+  // "q4_k x 24, q4_k/q4_k/q6_k x 40" for a Q4_K_M model kept as it is.
+  std::string cache_expert_dtypes;
 };
 
 // Where the GPU pass ran the routed experts.

@@ -109,6 +109,56 @@ class Uploader {
   bool copying_ = false;
 };
 
+// The first weight the pass would multiply on the GPU in a dtype its kernels
+// cannot read, named with its dtype; "" when there is none. Routed experts
+// count when they run on the device: uploaded with the model (the
+// checkpoint's dtypes) or cached in VRAM (the packed file's); a cache with
+// no device tier runs them on the CPU, which reads every dtype. The
+// embedding is gathered on the host and needs no kernel.
+std::string FirstWeightTheGpuCannotRun(const ModelWeights& weights, const CudaForwardOptions& options) {
+  std::string found;
+  const auto check = [&](const WeightMatrix& m, const std::string& what) {
+    if (found.empty() && m.data != nullptr && !kc::MatMulSupports(m.dtype)) {
+      found = absl::StrCat(what, " (", std::string(DTypeName(m.dtype)), ")");
+    }
+  };
+  const auto check_ff = [&](const FeedForwardWeights& ff, const std::string& what) {
+    check(ff.gate, absl::StrCat(what, " gate"));
+    check(ff.up, absl::StrCat(what, " up"));
+    check(ff.down, absl::StrCat(what, " down"));
+  };
+  const bool upload_all = options.experts == CudaForwardOptions::Experts::kUploadAll;
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    const LayerWeights& layer = weights.layers[l];
+    const std::string name = absl::StrCat("layer ", l, "'s");
+    check(layer.q, absl::StrCat(name, " q"));
+    check(layer.k, absl::StrCat(name, " k"));
+    check(layer.v, absl::StrCat(name, " v"));
+    check(layer.o, absl::StrCat(name, " o"));
+    if (!layer.is_moe) {
+      check_ff(layer.dense_mlp, absl::StrCat(name, " dense MLP"));
+      continue;
+    }
+    check(layer.router, absl::StrCat(name, " router"));
+    if (layer.shared_expert) check_ff(*layer.shared_expert, absl::StrCat(name, " shared expert"));
+    check(layer.shared_expert_gate, absl::StrCat(name, " shared expert gate"));
+    if (upload_all) {
+      for (size_t e = 0; e < layer.experts.size(); ++e) {
+        check_ff(layer.experts[e], absl::StrCat(name, " expert ", e));
+      }
+    }
+  }
+  check(weights.lm_head, "the LM head");
+  if (found.empty() && options.experts == CudaForwardOptions::Experts::kCacheOnDevice) {
+    for (DType dtype : options.cached_expert_dtypes) {
+      if (!kc::MatMulSupports(dtype)) {
+        return absl::StrCat("the packed experts' ", std::string(DTypeName(dtype)), " matrices (cached in VRAM)");
+      }
+    }
+  }
+  return found;
+}
+
 float* Row(const kc::DeviceBuffer& buffer, int row, int64_t width) {
   return buffer.as<float>() + static_cast<size_t>(row) * width;
 }
@@ -211,6 +261,13 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const M
     return absl::InvalidArgumentError(absl::StrCat("the GPU pass supports head_dim up to ", kc::kMaxAttentionHeadDim,
                                                    ", this model has ", model.config().head_dim));
   }
+  // Refused here, at load, rather than by the first MatMul of a request.
+  if (const std::string unsupported = FirstWeightTheGpuCannotRun(model.weights(), options); !unsupported.empty()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the GPU pass cannot run ", unsupported, ": its kernels read f32, bf16 and f16 weights only so far; run on "
+        "the CPU (no GPU device), or, for quantised routed experts, give the cache no device budget (they then run "
+        "on the CPU from DRAM) or pack them as bf16 (`expertd pack --dtype bf16`)"));
+  }
   std::string why_none;
   ASSIGN_OR_RETURN(int devices, kc::CudaDeviceCount(&why_none));
   if (devices == 0) return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", why_none));
@@ -264,10 +321,10 @@ absl::Status CudaForwardPass::Init() {
   for (const LayerWeights& layer : model_.weights().layers) {
     if (!layer.is_moe || layer.experts.empty()) continue;
     expert_like_ = layer.experts[0];
-    if (options_.cached_expert_dtype) {
-      for (WeightMatrix* m : {&expert_like_.gate, &expert_like_.up, &expert_like_.down}) {
-        m->dtype = *options_.cached_expert_dtype;
-      }
+    if (options_.cached_expert_slot_dtypes) {
+      expert_like_.gate.dtype = options_.cached_expert_slot_dtypes->gate;
+      expert_like_.up.dtype = options_.cached_expert_slot_dtypes->up;
+      expert_like_.down.dtype = options_.cached_expert_slot_dtypes->down;
     }
     expert_bytes_ = expert_like_.gate.size_bytes() + expert_like_.up.size_bytes() + expert_like_.down.size_bytes();
     break;

@@ -45,9 +45,18 @@ struct CudaForwardOptions {
   // Compute VRAM misses that DRAM holds on the CPU when cheaper (ours).
   bool execution_placement = true;
   PlacementOptions placement;
-  // The dtype of the cached (packed) experts when it is not the
-  // checkpoint's: the sizes placement decides on.
-  std::optional<DType> cached_expert_dtype;
+  // The cached (packed) experts' dtypes when they are not the checkpoint's,
+  // from the packed file: gate, up and down of its slot (the largest
+  // bundle: the sizes placement decides on), and every dtype any packed
+  // matrix has (with kCacheOnDevice the pass refuses, at Create, those its
+  // kernels cannot run).
+  struct ExpertDtypes {
+    DType gate = DType::kBF16;
+    DType up = DType::kBF16;
+    DType down = DType::kBF16;
+  };
+  std::optional<ExpertDtypes> cached_expert_slot_dtypes;
+  std::vector<DType> cached_expert_dtypes;
 };
 
 // Where routed experts ran, over the pass's life.

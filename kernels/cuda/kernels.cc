@@ -36,6 +36,8 @@ absl::Status Launched(cudaError_t error, absl::string_view kernel) {
 
 }  // namespace
 
+bool MatMulSupports(DType dtype) { return WeightTypeCode(dtype) >= 0; }
+
 absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream) {
   if (w.rows <= 0 || w.cols <= 0 || batch < 0 || (batch > 0 && (w.data == nullptr || x == nullptr || y == nullptr))) {
     return absl::InvalidArgumentError(absl::StrCat("cuda MatMul of a ", w.rows, "x", w.cols, " ", std::string(DTypeName(w.dtype)),

@@ -24,6 +24,10 @@ namespace expertd::kernels::cuda {
 // kMaxBatchPerPass input rows, so small batches cost one pass over W.
 inline constexpr int kMaxBatchPerPass = 8;
 absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream);
+// Whether MatMul reads weights of `dtype` (f32, bf16 and f16 so far: no GPU
+// kernel reads GGML blocks yet), so a pass can refuse at load what it
+// could not run.
+bool MatMulSupports(DType dtype);
 inline absl::Status MatVec(const WeightMatrix& w, const float* x, float* y, cudaStream_t stream) {
   return MatMul(w, x, 1, y, stream);
 }

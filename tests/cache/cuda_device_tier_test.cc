@@ -55,7 +55,7 @@ TEST(CudaDeviceTierTest, CacheServesExpertsFromVram) {
   ScopedTempDir dir("cuda_device_tier");
   io::ExpertFileLayout layout;
   layout.model_fingerprint = 42;
-  layout.dtype = DType::kF32;
+  layout.dtypes = io::BundleDtypes::Uniform(DType::kF32);
   layout.num_layers = kLayers;
   layout.num_experts = kExperts;
   layout.hidden_size = 64;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
@@ -32,7 +33,7 @@ constexpr int kExperts = 8;
 io::ExpertFileLayout SmallLayout() {
   io::ExpertFileLayout layout;
   layout.model_fingerprint = 42;
-  layout.dtype = DType::kF32;
+  layout.dtypes = io::BundleDtypes::Uniform(DType::kF32);
   layout.num_layers = kLayers;
   layout.num_experts = kExperts;
   layout.hidden_size = 64;
@@ -713,6 +714,57 @@ TEST_P(ExpertCacheStress, ConcurrencyStress) {
 
 INSTANTIATE_TEST_SUITE_P(Tiers, ExpertCacheStress, ::testing::Values(0, 4),
                          [](const auto& info) { return info.param == 0 ? "DramOnly" : "WithDeviceTier"; });
+
+// Slots are sized by the packed bytes, so one DRAM budget holds ~3.5x as
+// many q4_k experts as bf16 ones. hidden = ffn = 256: a bf16 expert is
+// 393216 bytes (96 pages), a q4_k one 110592 (27 pages: 4.5 bits per
+// weight), a Q4_K_M one (q4_k gate and up, q6_k down) 127488, 32 pages with
+// its slot's padding. A budget of 4 bf16 slots holds 14 q4_k slots (3.5x;
+// 96/27 = 3.56 when budgets are large) and 12 Q4_K_M ones (3.0x here, 3.08x
+// at OLMoE's 2048 x 1024 where the bundle is whole pages).
+TEST(ExpertCacheSlotsTest, ADramBudgetHoldsSlotsByPackedBytes) {
+  ScopedTempDir dir("cache_slots_by_bytes");
+  constexpr int kMany = 16;  // more than any budget below holds: no cap
+  int files = 0;
+  const auto slots_for = [&](const io::BundleDtypes& slot, const io::BundleDtypes& bundle, int experts,
+                             uint64_t budget) -> int {
+    io::ExpertFileLayout layout;
+    layout.model_fingerprint = 7;
+    layout.dtypes = slot;
+    layout.num_layers = 1;
+    layout.num_experts = kMany;
+    layout.hidden_size = 256;
+    layout.intermediate_size = 256;
+    const std::string path = dir.Sub(absl::StrCat("file", files++, ".experts"));
+    auto writer = io::ExpertFileWriter::Create(path, layout);
+    EXPECT_TRUE(writer.ok()) << writer.status();
+    if (!writer.ok()) return -1;
+    const std::vector<std::byte> bytes(io::ExpertBundleLayout(bundle, 256, 256).bytes, std::byte{1});
+    for (int e = 0; e < experts; ++e) EXPECT_TRUE((*writer)->Add(0, e, bundle, bytes).ok());
+    EXPECT_TRUE((*writer)->Finish().ok());
+    auto file = io::ExpertFile::Open(path, 7);
+    EXPECT_TRUE(file.ok()) << file.status();
+    io::ReaderOptions reader_options;
+    reader_options.path = path;
+    auto reader = io::OpenExpertReader(reader_options);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    if (!file.ok() || !reader.ok()) return -1;
+    ExpertCacheOptions options;
+    options.dram_budget_bytes = budget;
+    auto cache = ExpertCache::Create(**file, **reader, std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return cache.ok() ? (*cache)->stats().dram.slots : -1;
+  };
+  const io::BundleDtypes bf16 = io::BundleDtypes::Uniform(DType::kBF16);
+  const io::BundleDtypes q4_k = io::BundleDtypes::Uniform(DType::kQ4_K);
+  const io::BundleDtypes q4_k_m{DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
+  const uint64_t budget = 4 * 393216;
+  EXPECT_EQ(slots_for(bf16, bf16, 4, budget), 4);
+  EXPECT_EQ(slots_for(q4_k, q4_k, kMany, budget), 14);
+  // The Q4_K_M slot fits its largest bundle; its q4_k-down experts (the
+  // layers llama.cpp gives less) use the same slots.
+  EXPECT_EQ(slots_for(q4_k_m, q4_k, kMany, budget), 12);
+}
 
 }  // namespace
 }  // namespace expertd::cache

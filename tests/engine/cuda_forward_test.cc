@@ -136,6 +136,19 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("attention sinks"));
 }
 
+// No GPU kernel reads GGML blocks yet: a Q4_K_M model is refused at load
+// (not by the first MatMul of a request), naming the first weight the pass
+// would multiply and its type, with or without a device, so the runtime
+// can fall back to the CPU before it serves anything.
+TEST(CudaForwardTest, QuantizedWeightsAreRefusedAtLoadByName) {
+  auto model = Model::Load(std::string(EXPERTD_GGUF_WEIGHTS_TESTDATA) + "/qwen3moe-q4_k_m.gguf");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  ASSERT_FALSE(pass.ok());
+  EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("cannot run layer 0's q (q4_k)"));
+}
+
 class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {
@@ -201,7 +214,7 @@ TEST_P(CudaForward, ExpertsThroughTheVramTierMatchTheCpu) {
     const cache::CudaDeviceTier* tier = nullptr;
     auto cache = MakeCache(6, &tier);
     ASSERT_NE(cache, nullptr);
-    CachedExperts experts(*cache, file_->layout());
+    CachedExperts experts(*cache, *file_);
     CudaForwardOptions options;
     options.experts = CudaForwardOptions::Experts::kCacheOnDevice;
     if (cpu_is_cheap) {
@@ -228,7 +241,7 @@ TEST_P(CudaForward, ExpertsThroughTheVramTierMatchTheCpu) {
 TEST_P(CudaForward, WithoutAVramTierExpertsRunOnTheCpu) {
   auto cache = MakeCache(0, nullptr);
   ASSERT_NE(cache, nullptr);
-  CachedExperts experts(*cache, file_->layout());
+  CachedExperts experts(*cache, *file_);
   CudaForwardOptions options;
   options.experts = CudaForwardOptions::Experts::kCacheOnHost;
   auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, nullptr, options);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cache/expert_cache.h"
 #include "engine/expert_packer.h"
 #include "engine/expert_source.h"
@@ -201,7 +202,7 @@ TEST_P(GgufWeights, PacksItsExpertsInTheirOwnTypeAndRunsOffloaded) {
   ASSERT_TRUE(PackExperts(*offloaded, packed, std::nullopt).ok());
   auto file = io::ExpertFile::Open(packed, offloaded->fingerprint());
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ((*file)->layout().dtype, DType::kQ8_0);
+  EXPECT_EQ((*file)->layout().dtypes, io::BundleDtypes::Uniform(DType::kQ8_0));
   io::ReaderOptions reader_options;
   reader_options.path = packed;
   auto reader = io::OpenExpertReader(reader_options);
@@ -211,7 +212,7 @@ TEST_P(GgufWeights, PacksItsExpertsInTheirOwnTypeAndRunsOffloaded) {
   options.min_slots = 4;
   auto cache = cache::ExpertCache::Create(**file, **reader, std::move(options));
   ASSERT_TRUE(cache.ok()) << cache.status();
-  CachedExperts experts(**cache, (*file)->layout());
+  CachedExperts experts(**cache, **file);
   EXPECT_EQ(Logits(*offloaded, &experts), Logits(*resident));
 }
 
@@ -300,8 +301,7 @@ float WorstDifference(const std::vector<float>& a, const std::vector<float>& b, 
 // choice can flip between the two: with top-1 the same file gave 23% at one
 // position where llama.cpp's rounding picked the other expert (expertd's
 // stayed within 2.7% of the F32 model at every position; on the F32 file the
-// two agree to 0.01%). A packed expert file holds one type, so packing
-// these experts needs an explicit --dtype, and says why.
+// two agree to 0.01%).
 TEST(GgufWeightsKQuant, Q4KMRunsNearTheF32ModelAndLlamaCpp) {
   ScopedTempDir dir("gguf_weights_kquant");
   const std::string path = kTestdata + "/qwen3moe-q4_k_m.gguf";
@@ -330,14 +330,84 @@ TEST(GgufWeightsKQuant, Q4KMRunsNearTheF32ModelAndLlamaCpp) {
   std::printf("[ measure  ] q4_k_m vs llama.cpp: worst |dlogit| %.4f of max %.3f (%.2f%%)\n", from_llamacpp, scale,
               100 * from_llamacpp / scale);
   EXPECT_LT(from_llamacpp, 0.03f * scale);
+}
 
+// `expertd pack` of a Q4_K_M file keeps each matrix's own type (the default,
+// "keep"): layer 0's experts q4_k throughout, layer 1's q4_k/q4_k/q6_k, in
+// one version-2 file whose slots fit the larger bundle. The bundles are the
+// GGUF's own blocks, so the model offloaded through a cache of two slots
+// (of four experts: every token evicts) computes exactly the resident
+// logits. --dtype q4_k still converts every matrix.
+TEST(GgufWeightsKQuant, Q4KMPacksEachMatrixInItsOwnTypeAndOffloadsExactly) {
+  ScopedTempDir dir("gguf_weights_kquant_pack");
+  const std::string path = kTestdata + "/qwen3moe-q4_k_m.gguf";
+  std::unique_ptr<Model> resident = LoadOrDie(path);
   std::unique_ptr<Model> offloaded = LoadOrDie(path, {.resident_experts = false});
-  ASSERT_TRUE(offloaded);
-  const absl::Status mixed = PackExperts(*offloaded, dir.Sub("mixed.experts"), std::nullopt);
-  EXPECT_EQ(mixed.code(), absl::StatusCode::kInvalidArgument) << mixed;
-  EXPECT_THAT(std::string(mixed.message()), HasSubstr("q6_k down"));
-  const absl::Status uniform = PackExperts(*offloaded, dir.Sub("q4_k.experts"), DType::kQ4_K);
-  EXPECT_TRUE(uniform.ok()) << uniform;
+  ASSERT_TRUE(resident && offloaded);
+  const std::string packed = dir.Sub("q4_k_m.experts");
+  ASSERT_TRUE(PackExperts(*offloaded, packed, std::nullopt).ok());
+  auto file = io::ExpertFile::Open(packed, offloaded->fingerprint());
+  ASSERT_TRUE(file.ok()) << file.status();
+  const io::BundleDtypes q4_k = io::BundleDtypes::Uniform(DType::kQ4_K);
+  const io::BundleDtypes q4_k_m{DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
+  EXPECT_EQ((*file)->version(), 2u);
+  EXPECT_EQ((*file)->layout().dtypes, q4_k_m);
+  // hidden = ffn = 256: a q4_k matrix is 256 rows of one 144-byte block, a
+  // q6_k one 256 rows of 210 bytes; the slot is the larger bundle, 127488
+  // bytes, rounded up to 4096.
+  EXPECT_EQ((*file)->layout().expert_bytes(), 2u * 36864 + 53760);
+  EXPECT_EQ((*file)->layout().slot_bytes(), 131072u);
+  EXPECT_EQ(io::DescribeDtypeMix((*file)->dtype_mix()), "q4_k x 2, q4_k/q4_k/q6_k x 2");
+  for (int layer = 0; layer < 2; ++layer) {
+    for (int e = 0; e < 2; ++e) {
+      SCOPED_TRACE(absl::StrCat("layer ", layer, " expert ", e));
+      auto extent = (*file)->Find(layer, e);
+      ASSERT_TRUE(extent.ok()) << extent.status();
+      EXPECT_EQ(extent->dtypes, layer == 0 ? q4_k : q4_k_m);
+      // The bundle is the GGUF's blocks, byte for byte.
+      const FeedForwardWeights& w = resident->weights().layers[layer].experts[e];
+      std::string bundle(extent->length, '\0');
+      std::ifstream in(packed, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(extent->offset));
+      in.read(bundle.data(), static_cast<std::streamsize>(bundle.size()));
+      std::string expected;
+      for (const WeightMatrix* m : {&w.gate, &w.up, &w.down}) {
+        expected.append(reinterpret_cast<const char*>(m->data), static_cast<size_t>(m->size_bytes()));
+      }
+      EXPECT_TRUE(bundle == expected);
+    }
+  }
+
+  io::ReaderOptions reader_options;
+  reader_options.path = packed;
+  auto reader = io::OpenExpertReader(reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  cache::ExpertCacheOptions options;
+  options.dram_budget_bytes = 2 * (*file)->layout().slot_bytes();
+  options.min_slots = 2;  // top-2
+  auto cache = cache::ExpertCache::Create(**file, **reader, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  CachedExperts experts(**cache, **file);
+  {
+    // The views follow each expert's own bundle.
+    auto handle = experts.Acquire(1, 0);
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    EXPECT_EQ(handle->weights.gate.dtype, DType::kQ4_K);
+    EXPECT_EQ(handle->weights.down.dtype, DType::kQ6_K);
+    handle = experts.Acquire(0, 1);
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    EXPECT_EQ(handle->weights.down.dtype, DType::kQ4_K);
+  }
+  EXPECT_EQ(Logits(*offloaded, &experts), Logits(*resident));
+  EXPECT_GT((*cache)->stats().dram.evictions, 0u) << "two slots for four experts: the cache must have evicted";
+
+  const std::string converted = dir.Sub("q4_k.experts");
+  ASSERT_TRUE(PackExperts(*offloaded, converted, DType::kQ4_K).ok());
+  auto uniform = io::ExpertFile::Open(converted, offloaded->fingerprint());
+  ASSERT_TRUE(uniform.ok()) << uniform.status();
+  EXPECT_EQ((*uniform)->layout().dtypes, q4_k);
+  EXPECT_EQ((*uniform)->layout().slot_bytes(), 3u * 36864);
+  EXPECT_EQ(io::DescribeDtypeMix((*uniform)->dtype_mix()), "q4_k x 4");
 }
 
 // Qwen3-MoE's GGUF has no output.weight: the LM head is the embedding.

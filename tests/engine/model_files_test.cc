@@ -201,7 +201,7 @@ TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
   options.min_slots = 4;
   auto cache = cache::ExpertCache::Create(*packed.file, *packed.reader, std::move(options));
   ASSERT_TRUE(cache.ok()) << cache.status();
-  CachedExperts experts(**cache, packed.file->layout());
+  CachedExperts experts(**cache, *packed.file);
   const std::vector<float> expected = Logits(**resident);
   EXPECT_TRUE(SameBits(Logits(**dense_only, &experts), expected));
 

@@ -91,7 +91,7 @@ TEST_P(Offload, BitIdenticalForEveryBudgetAndPolicy) {
       options.min_slots = 4;
       auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
       ASSERT_TRUE(cache.ok()) << cache.status();
-      CachedExperts experts(**cache, file_->layout());
+      CachedExperts experts(**cache, *file_);
       const Outputs offloaded = Run(&experts);
       EXPECT_EQ(offloaded.logits, resident.logits);
       EXPECT_EQ(offloaded.generated, resident.generated);
@@ -120,7 +120,7 @@ TEST_P(Offload, EveryAccessIsCountedOnceThroughTheLayerRunner) {
     options.min_slots = 4;
     auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
     ASSERT_TRUE(cache.ok()) << cache.status();
-    CachedExperts experts(**cache, file_->layout());
+    CachedExperts experts(**cache, *file_);
     Run(&experts);
     const cache::TierStats stats = (*cache)->stats().dram;
     // Every miss loaded. Where every expert fits (48 slots: nothing is
@@ -166,7 +166,7 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
     testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, path, dtype);
     ASSERT_TRUE(packed.file && packed.reader);
     const io::ExpertFileLayout& layout = packed.file->layout();
-    EXPECT_EQ(layout.dtype, dtype);
+    EXPECT_EQ(layout.dtypes, io::BundleDtypes::Uniform(dtype));
     const int64_t h = model_->config().hidden_size, ffn = model_->config().expert_intermediate_size;
     EXPECT_EQ(layout.bundle().bytes, static_cast<uint64_t>(3 * h * ffn / 32 * DTypeBlockBytes(dtype)));
     cache::ExpertCacheOptions options;
@@ -174,7 +174,7 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
     options.min_slots = 4;
     auto cache = cache::ExpertCache::Create(*packed.file, *packed.reader, std::move(options));
     ASSERT_TRUE(cache.ok()) << cache.status();
-    CachedExperts experts(**cache, layout);
+    CachedExperts experts(**cache, *packed.file);
     const Outputs quantized = Run(&experts);
     ASSERT_EQ(quantized.logits.size(), resident.logits.size());
     if (dtype == checkpoint_experts) {
@@ -205,7 +205,7 @@ TEST_P(Offload, DeviceTierAndDialKStayIdentical) {
     options.min_slots = 4;
     auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
     ASSERT_TRUE(cache.ok()) << cache.status();
-    CachedExperts experts(**cache, file_->layout());
+    CachedExperts experts(**cache, *file_);
     const Outputs offloaded = Run(&experts, k);
     EXPECT_EQ(offloaded.logits, resident.logits);
     EXPECT_EQ(offloaded.generated, resident.generated);

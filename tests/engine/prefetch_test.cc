@@ -97,7 +97,7 @@ TEST_P(PrefetchFamilyTest, NeverChangesResults) {
       for (int lookahead : {1, 2}) {
         SCOPED_TRACE(std::string(policy) + " " + kind + " d=" + std::to_string(lookahead));
         auto cache = MakeCache(12, policy);
-        CachedExperts experts(*cache, file_->layout());
+        CachedExperts experts(*cache, *file_);
         PrefetcherOptions options;
         options.predictor.kind = kind;
         options.predictor.lookahead = lookahead;
@@ -132,7 +132,7 @@ TEST_F(PrefetchTest, NextTokenFirstLayersArePrefetchedAndScored) {
   for (int layers : {0, 1, 2}) {
     SCOPED_TRACE(layers);
     auto cache = MakeCache(8);  // fewer than two layers' experts: layer 0's are gone by the last layer
-    CachedExperts experts(*cache, file_->layout());
+    CachedExperts experts(*cache, *file_);
     PrefetcherOptions options;
     options.predictor.kind = "none";
     options.next_token_layers = layers;
@@ -178,7 +178,7 @@ tools::MakeModelOptions PredictableModel() {
 TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
   Load(PredictableModel());
   auto cache = MakeCache(32);
-  CachedExperts experts(*cache, file_->layout());
+  CachedExperts experts(*cache, *file_);
   PrefetcherOptions options;
   options.predictor.kind = "cross-layer";
   options.predictor.lookahead = 3;
@@ -207,7 +207,7 @@ TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
   slow.delay = std::chrono::milliseconds(20);
   Load(PredictableModel(), &slow);
   auto cache = MakeCache(8);
-  CachedExperts experts(*cache, file_->layout());
+  CachedExperts experts(*cache, *file_);
   PrefetcherOptions options;
   options.predictor.kind = "cross-layer";
   auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
@@ -231,7 +231,7 @@ TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
     // Room for one token's experts across all layers, not for the next one's:
     // every token misses, and only prefetch can overlap its loads.
     auto cache = MakeCache(8);
-    CachedExperts experts(*cache, file_->layout());
+    CachedExperts experts(*cache, *file_);
     PrefetcherOptions options;
     options.predictor.kind = kind;
     options.predictor.lookahead = 3;

@@ -305,6 +305,8 @@ TEST_F(Daemon, SighupResizesAndSigtermDrainsAndExitsCleanly) {
     if (stats.ok()) slots_after = (*stats)["cache"]["dram"]["slots"];
   }
   const int slot_bytes = (*before)["cache"]["slot_bytes"];
+  // The packed types: the test model's f32 experts, packed as they are.
+  EXPECT_EQ((*before)["cache"]["expert_dtypes"].get<std::string>(), "f32 x 16");
   EXPECT_EQ(slots_before, 16) << "every expert, not (1 MiB / slot) slots";
   EXPECT_EQ(slots_after, (256 << 10) / slot_bytes);
 

@@ -30,6 +30,8 @@
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "io/expert_file.h"
+#include "tests/testing/expert_file_v1.h"
 #include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
@@ -121,6 +123,25 @@ TEST_F(TrainedModel, EvalMatchesPyTorchLogitsWithExpertsOffloaded) {
   const double max_diff =
       CompareAll({"--dram-budget", "2MiB", "--expert-file", dir_.Sub("model.experts")});
   std::printf("offloaded: largest |engine - pytorch|: %.3g (tolerance %.3g)\n", max_diff, kToleranceAbs);
+}
+
+// A version-1 packed file (what `expertd pack` wrote before version 2; the
+// tests' rewrite reproduces that writer's bytes, tests/io) of the bundled
+// model still loads and computes the same logits offloaded.
+TEST_F(TrainedModel, AVersion1PackedFileStillLoadsAndRuns) {
+  const std::string v2 = dir_.Sub("v2.experts");
+  const std::string v1 = dir_.Sub("v1.experts");
+  const std::string pack = absl::StrCat(ShellQuote(EXPERTD_BINARY), " pack --model ", ShellQuote(Dir()), " --out ",
+                                        ShellQuote(v2), " >/dev/null 2>", ShellQuote(dir_.Sub("pack.err")));
+  ASSERT_EQ(std::system(pack.c_str()), 0) << ReadAll(dir_.Sub("pack.err"));
+  ASSERT_TRUE(testing::RewriteAsVersion1(v2, v1).ok());
+  auto file = io::ExpertFile::Open(v1, std::nullopt);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 1u);
+  EXPECT_EQ((*file)->layout().dtypes, io::BundleDtypes::Uniform(DType::kBF16));
+  const double max_diff = CompareAll({"--dram-budget", "2MiB", "--expert-file", v1});
+  std::printf("version 1 file, offloaded: largest |engine - pytorch|: %.3g (tolerance %.3g)\n", max_diff,
+              kToleranceAbs);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "io/aligned_buffer.h"
 #include "io/expert_reader.h"
 #include "tests/io/io_test_util.h"
+#include "tests/testing/expert_file_v1.h"
 
 namespace expertd::io {
 namespace {
@@ -34,7 +35,7 @@ constexpr uint64_t kFingerprint = 0x1234abcd5678ef90ull;
 ExpertFileLayout TestLayout() {
   ExpertFileLayout layout;
   layout.model_fingerprint = kFingerprint;
-  layout.dtype = DType::kBF16;
+  layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
   layout.num_layers = 4;
   layout.num_experts = 3;
   layout.hidden_size = 64;
@@ -101,8 +102,9 @@ TEST_F(ExpertFileTest, RoundTrip) {
   auto file = ExpertFile::Open(path_, kFingerprint);
   ASSERT_TRUE(file.ok()) << file.status();
   const ExpertFileLayout& l = (*file)->layout();
+  EXPECT_EQ((*file)->version(), 2u);
   EXPECT_EQ(l.model_fingerprint, kFingerprint);
-  EXPECT_EQ(l.dtype, DType::kBF16);
+  EXPECT_EQ(l.dtypes, BundleDtypes::Uniform(DType::kBF16));
   EXPECT_EQ(l.num_layers, 4u);
   EXPECT_EQ(l.num_experts, 3u);
   EXPECT_EQ(l.expert_bytes(), 9216u);
@@ -114,6 +116,7 @@ TEST_F(ExpertFileTest, RoundTrip) {
       ASSERT_TRUE(extent.ok()) << extent.status();
       EXPECT_EQ(extent->offset % 4096, 0u);
       EXPECT_EQ(extent->length, l.expert_bytes());
+      EXPECT_EQ(extent->dtypes, BundleDtypes::Uniform(DType::kBF16));
       std::vector<std::byte> bytes = ReadBytes(path_, extent->offset, extent->length);
       EXPECT_EQ(bytes, Bundle(layout_, layer, expert)) << "layer " << layer << " expert " << expert;
       EXPECT_TRUE((*file)->Verify(layer, expert, bytes).ok());
@@ -272,16 +275,18 @@ TEST(ExpertFileWriterTest, DtypeIsStoredAsTheFormatsNumber) {
   for (auto [dtype, number] : numbers) {
     SCOPED_TRACE(DTypeName(dtype));
     ExpertFileLayout layout = TestLayout();
-    layout.dtype = dtype;
+    layout.dtypes = BundleDtypes::Uniform(dtype);
     const std::string path = dir.File(std::string(DTypeName(dtype)));
     auto writer = ExpertFileWriter::Create(path, layout);
     ASSERT_TRUE(writer.ok()) << writer.status();
     ASSERT_TRUE((*writer)->Add(1, 0, Bundle(layout, 1, 0)).ok());
     ASSERT_TRUE((*writer)->Finish().ok());
-    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{std::byte{number}, {}, {}, {}}));
+    // Version 2: the slot's gate, up and down numbers, then a zero byte.
+    const std::byte n{number};
+    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{n, n, n, {}}));
     auto file = ExpertFile::Open(path, kFingerprint);
     ASSERT_TRUE(file.ok()) << file.status();
-    EXPECT_EQ((*file)->layout().dtype, dtype);
+    EXPECT_EQ((*file)->layout().dtypes, BundleDtypes::Uniform(dtype));
     EXPECT_EQ((*file)->layout().expert_bytes(), static_cast<uint64_t>(3 * 64 * 24 * DTypeBytes(dtype, 1)));
   }
 }
@@ -296,7 +301,7 @@ TEST(ExpertFileWriterTest, BlockFormatsStoreWholeBlocksPerRow) {
   for (auto [dtype, number] : numbers) {
     SCOPED_TRACE(DTypeName(dtype));
     ExpertFileLayout layout = TestLayout();
-    layout.dtype = dtype;
+    layout.dtypes = BundleDtypes::Uniform(dtype);
     layout.hidden_size = 256;
     layout.intermediate_size = 512;
     const std::string path = dir.File(std::string(DTypeName(dtype)));
@@ -304,10 +309,11 @@ TEST(ExpertFileWriterTest, BlockFormatsStoreWholeBlocksPerRow) {
     ASSERT_TRUE(writer.ok()) << writer.status();
     ASSERT_TRUE((*writer)->Add(1, 0, Bundle(layout, 1, 0)).ok());
     ASSERT_TRUE((*writer)->Finish().ok());
-    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{std::byte{number}, {}, {}, {}}));
+    const std::byte n{number};
+    EXPECT_EQ(ReadBytes(path, 24, 4), (std::vector<std::byte>{n, n, n, {}}));
     auto file = ExpertFile::Open(path, kFingerprint);
     ASSERT_TRUE(file.ok()) << file.status();
-    EXPECT_EQ((*file)->layout().dtype, dtype);
+    EXPECT_EQ((*file)->layout().dtypes, BundleDtypes::Uniform(dtype));
     EXPECT_EQ((*file)->layout().expert_bytes(),
               static_cast<uint64_t>(3 * 256 * 512 / DTypeBlockElements(dtype) * DTypeBlockBytes(dtype)));
 
@@ -333,6 +339,302 @@ TEST(ExpertFileWriterTest, LargerAlignmentPadsSlots) {
   EXPECT_EQ((*file)->layout().slot_bytes(), 65536u);
   EXPECT_EQ((*file)->Find(3, 2)->offset % 65536, 0u);
   EXPECT_EQ(ReadBytes(dir.File("x"), (*file)->Find(1, 1)->offset, layout.expert_bytes()), Bundle(layout, 1, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Version 2: gate, up and down of each bundle in their own dtypes.
+
+// A Q4_K_M-shaped file: the slot is q4_k/q4_k/q6_k (the widest of each
+// matrix); layer 1's experts are that, layer 2's q4_k throughout, as
+// llama.cpp mixes them per layer. hidden 256, ffn 512: a q4_k matrix is
+// 512 rows of one 144-byte block = 73728 bytes, a q6_k down 256 rows of two
+// 210-byte blocks = 107520.
+constexpr BundleDtypes kQ4KM{DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
+constexpr BundleDtypes kQ4K = BundleDtypes::Uniform(DType::kQ4_K);
+
+ExpertFileLayout MixedLayout() {
+  ExpertFileLayout layout = TestLayout();
+  layout.dtypes = kQ4KM;
+  layout.hidden_size = 256;
+  layout.intermediate_size = 512;
+  return layout;
+}
+
+std::vector<std::byte> MixedBundle(const BundleDtypes& dtypes, int layer, int expert) {
+  std::vector<std::byte> bundle(ExpertBundleLayout(dtypes, 256, 512).bytes);
+  std::mt19937 rng(static_cast<unsigned>(layer * 100 + expert));
+  for (auto& b : bundle) b = static_cast<std::byte>(rng());
+  return bundle;
+}
+
+BundleDtypes MixedDtypesOf(int layer) { return layer == 1 ? kQ4KM : kQ4K; }
+
+// Rewrites the index entry of (layer, expert) of a version-2 file with
+// `edit`, then recomputes the index and header checksums, so what Open sees
+// is the edited field itself.
+template <typename Edit>
+void EditIndexEntry(const std::string& path, const ExpertFileLayout& layout, int layer, int expert, Edit edit) {
+  std::vector<std::byte> header = ReadBytes(path, 0, 4096);
+  const uint64_t entries = uint64_t{layout.num_layers} * layout.num_experts;
+  std::vector<std::byte> index = ReadBytes(path, 4096, entries * 32);
+  edit(index.data() + (static_cast<uint64_t>(layer) * layout.num_experts + expert) * 32);
+  auto store = [&](size_t at, uint64_t v) {
+    for (int i = 0; i < 8; ++i) header[at + i] = static_cast<std::byte>(v >> (8 * i));
+  };
+  store(80, Xxh64(index));
+  store(4088, Xxh64(absl::MakeConstSpan(header.data(), 4088)));
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.write(reinterpret_cast<const char*>(header.data()), 4096);
+  f.write(reinterpret_cast<const char*>(index.data()), static_cast<std::streamsize>(index.size()));
+}
+
+class MixedExpertFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.File("mixed.experts");
+    auto writer = ExpertFileWriter::Create(path_, layout_);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int layer : {2, 1, 3}) {
+      for (int expert = 0; expert < 3; ++expert) {
+        if (layer == 3 && expert == 1) continue;  // absent
+        ASSERT_TRUE(
+            (*writer)->Add(layer, expert, MixedDtypesOf(layer), MixedBundle(MixedDtypesOf(layer), layer, expert)).ok());
+      }
+    }
+    ASSERT_TRUE((*writer)->Finish().ok());
+  }
+
+  std::string Copy(const std::string& name) {
+    std::string copy = dir_.File(name);
+    std::filesystem::copy_file(path_, copy, std::filesystem::copy_options::overwrite_existing);
+    return copy;
+  }
+
+  ScratchDir dir_{"mixed"};
+  ExpertFileLayout layout_ = MixedLayout();
+  std::string path_;
+};
+
+TEST_F(MixedExpertFileTest, EachBundleKeepsItsDtypesAndSlotsFitTheLargest) {
+  auto file = ExpertFile::Open(path_, kFingerprint);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 2u);
+  const ExpertFileLayout& l = (*file)->layout();
+  EXPECT_EQ(l.dtypes, kQ4KM);
+  EXPECT_EQ(l.expert_bytes(), 2u * 73728 + 107520);
+  EXPECT_EQ(l.slot_bytes(), 258048u);  // 254976 rounded up to 4096
+  // Version 2's header and index at FORMAT.md's offsets: the version, the
+  // slot's numbers (5 = q4_k, 7 = q6_k) and, in each 32-byte entry after
+  // offset, length and checksum, the bundle's own.
+  EXPECT_EQ(ReadBytes(path_, 8, 4), (std::vector<std::byte>{std::byte{2}, {}, {}, {}}));
+  EXPECT_EQ(ReadBytes(path_, 24, 4), (std::vector<std::byte>{std::byte{5}, std::byte{5}, std::byte{7}, {}}));
+  // index_bytes: 4 * 3 entries of 32 bytes = 0x180.
+  EXPECT_EQ(ReadBytes(path_, 72, 3), (std::vector<std::byte>{std::byte{0x80}, std::byte{0x01}, {}}));
+  const auto entry = [&](int layer, int expert, uint64_t from, uint64_t bytes) {
+    return ReadBytes(path_, 4096 + (layer * 3 + expert) * 32 + from, bytes);
+  };
+  EXPECT_EQ(entry(1, 2, 24, 8), (std::vector<std::byte>{std::byte{5}, std::byte{5}, std::byte{7}, {}, {}, {}, {}, {}}));
+  EXPECT_EQ(entry(2, 0, 24, 8), (std::vector<std::byte>{std::byte{5}, std::byte{5}, std::byte{5}, {}, {}, {}, {}, {}}));
+  EXPECT_EQ(entry(3, 1, 0, 32), std::vector<std::byte>(32));
+
+  for (int layer = 1; layer < 4; ++layer) {
+    for (int expert = 0; expert < 3; ++expert) {
+      if (layer == 3 && expert == 1) {
+        EXPECT_TRUE(absl::IsNotFound((*file)->Bundle(3, 1).status()));
+        continue;
+      }
+      SCOPED_TRACE(absl::StrCat("layer ", layer, " expert ", expert));
+      const BundleDtypes dtypes = MixedDtypesOf(layer);
+      auto extent = (*file)->Find(layer, expert);
+      ASSERT_TRUE(extent.ok()) << extent.status();
+      EXPECT_EQ(extent->dtypes, dtypes);
+      EXPECT_EQ(extent->length, layer == 1 ? 254976u : 3u * 73728);
+      // Slots from data_offset 8192 (the index takes one page).
+      EXPECT_EQ((extent->offset - 8192) % l.slot_bytes(), 0u);
+      auto bundle = (*file)->Bundle(layer, expert);
+      ASSERT_TRUE(bundle.ok()) << bundle.status();
+      EXPECT_EQ(bundle->dtypes(), dtypes);
+      EXPECT_EQ(bundle->bytes, extent->length);
+      EXPECT_EQ(bundle->down.offset_bytes, 2u * 73728);
+      EXPECT_EQ(bundle->down.size_bytes, layer == 1 ? 107520u : 73728u);
+      const std::vector<std::byte> bytes = ReadBytes(path_, extent->offset, extent->length);
+      EXPECT_EQ(bytes, MixedBundle(dtypes, layer, expert));
+      EXPECT_TRUE((*file)->Verify(layer, expert, bytes).ok());
+    }
+  }
+  ASSERT_EQ((*file)->dtype_mix().size(), 2u);
+  EXPECT_EQ((*file)->dtype_mix()[0].dtypes, kQ4KM);  // layer 1 comes first in the index
+  EXPECT_EQ((*file)->dtype_mix()[0].experts, 3u);
+  EXPECT_EQ((*file)->dtype_mix()[1].dtypes, kQ4K);
+  EXPECT_EQ((*file)->dtype_mix()[1].experts, 5u);
+  EXPECT_EQ(DescribeDtypeMix((*file)->dtype_mix()), "q4_k/q4_k/q6_k x 3, q4_k x 5");
+}
+
+TEST_F(MixedExpertFileTest, WriterRefusesBundlesThatDoNotFitOrDoNotMatchTheirDtypes) {
+  ScratchDir dir("mixed_writer");
+  auto writer = ExpertFileWriter::Create(dir.File("x"), layout_);
+  ASSERT_TRUE(writer.ok());
+  // Wider than the slot in one matrix: q6_k gate where the slot has q4_k.
+  const BundleDtypes wide{DType::kQ6_K, DType::kQ4_K, DType::kQ6_K};
+  absl::Status status = (*writer)->Add(1, 0, wide, MixedBundle(wide, 1, 0));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("more than the slot's"));
+  // The bytes of another dtype's bundle.
+  status = (*writer)->Add(1, 0, kQ4K, MixedBundle(kQ4KM, 1, 0));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("for q4_k (gate/up/down)"));
+  // A dtype the layout's widths cannot hold in whole blocks is named.
+  ExpertFileLayout narrow = TestLayout();  // hidden 64, ffn 24
+  narrow.dtypes = BundleDtypes::Uniform(DType::kF32);
+  auto narrow_writer = ExpertFileWriter::Create(dir.File("y"), narrow);
+  ASSERT_TRUE(narrow_writer.ok());
+  const BundleDtypes q8_down{DType::kF32, DType::kF32, DType::kQ8_0};
+  status = (*narrow_writer)->Add(1, 0, q8_down, std::vector<std::byte>(10));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("layer 1 expert 0: down dtype q8_0"));
+  // Narrower bundles than the slot are fine: the rest of the slot is padding.
+  EXPECT_TRUE((*writer)->Add(1, 0, kQ4K, MixedBundle(kQ4K, 1, 0)).ok());
+  ASSERT_TRUE((*writer)->Finish().ok());
+}
+
+// Each refusal names the file, the expert and what is wrong; the checksums
+// are recomputed, so the field itself is what is refused.
+TEST_F(MixedExpertFileTest, OpenRefusesBadEntriesNamingTheExpert) {
+  struct Case {
+    const char* name;
+    int byte;          // of the entry
+    uint8_t value;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"unknown_code", 25, 9, "layer 2 expert 1 has up unknown dtype 9"},
+      // A q4_k expert relabelled q6_k down: its length no longer matches.
+      {"length_mismatch", 26, 7, "layer 2 expert 1 has length 221184, but a bundle of q4_k/q4_k/q6_k"},
+      {"reserved", 30, 1, "layer 2 expert 1's index entry has nonzero reserved byte 30"},
+      // f32 down rows: a bundle larger than the slot (and than its length).
+      {"f32_down", 26, 0, "layer 2 expert 1 has length 221184, but a bundle of q4_k/q4_k/f32"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string copy = Copy(c.name);
+    EditIndexEntry(copy, layout_, 2, 1, [&](std::byte* e) { e[c.byte] = std::byte{c.value}; });
+    absl::Status status = ExpertFile::Open(copy, kFingerprint).status();
+    EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+    EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr(copy));
+    EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr(c.says));
+  }
+  // A bundle whose dtypes and length agree but exceed the slot: q6_k
+  // throughout (3 * 107520 bytes) in a q4_k/q4_k/q6_k slot.
+  const std::string copy = Copy("too_large");
+  EditIndexEntry(copy, layout_, 2, 1, [](std::byte* e) {
+    const uint64_t length = 3 * 107520;
+    for (int i = 0; i < 8; ++i) e[8 + i] = static_cast<std::byte>(length >> (8 * i));
+    e[24] = e[25] = e[26] = std::byte{7};
+  });
+  absl::Status status = ExpertFile::Open(copy, kFingerprint).status();
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr("layer 2 expert 1 is a bundle of q6_k of 322560 bytes, larger than the slot's "
+                                   "254976 (q4_k/q4_k/q6_k)"));
+  // An absent entry with a dtype set.
+  const std::string absent = Copy("absent_dtype");
+  EditIndexEntry(absent, layout_, 3, 1, [](std::byte* e) { e[24] = std::byte{5}; });
+  status = ExpertFile::Open(absent, kFingerprint).status();
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("absent layer 3 expert 1"));
+}
+
+// ---------------------------------------------------------------------------
+// Version 1 still loads.
+
+#ifndef EXPERTD_IO_TESTDATA
+#error "tests/io/CMakeLists.txt defines EXPERTD_IO_TESTDATA"
+#endif
+
+// The 36-byte bundles make_fuzz_seeds wrote into the fixture.
+std::vector<std::byte> SeedBundle() {
+  std::vector<std::byte> bytes(36);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(i * 37 + 11);
+  return bytes;
+}
+
+// A file the version-1 writer wrote (tests/io/testdata/README.md).
+TEST(ExpertFileVersion1Test, AFileTheVersion1WriterWroteOpensAndVerifies) {
+  const std::string path = std::string(EXPERTD_IO_TESTDATA) + "/v1_dense_layer_and_gaps.experts";
+  auto file = ExpertFile::Open(path, 0x0123456789abcdefull);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 1u);
+  const ExpertFileLayout& l = (*file)->layout();
+  EXPECT_EQ(l.dtypes, BundleDtypes::Uniform(DType::kBF16));
+  EXPECT_EQ(l.num_layers, 2u);
+  EXPECT_EQ(l.num_experts, 3u);
+  EXPECT_EQ(l.expert_bytes(), 36u);
+  EXPECT_EQ(l.slot_bytes(), 4096u);
+  for (int expert : {0, 2}) {
+    auto extent = (*file)->Find(1, expert);
+    ASSERT_TRUE(extent.ok()) << extent.status();
+    EXPECT_EQ(extent->dtypes, BundleDtypes::Uniform(DType::kBF16));
+    EXPECT_EQ(ReadBytes(path, extent->offset, extent->length), SeedBundle());
+    EXPECT_TRUE((*file)->Verify(1, expert, SeedBundle()).ok());
+    auto bundle = (*file)->Bundle(1, expert);
+    ASSERT_TRUE(bundle.ok());
+    EXPECT_EQ(bundle->dtypes(), BundleDtypes::Uniform(DType::kBF16));
+    EXPECT_EQ(bundle->down.offset_bytes, 24u);
+  }
+  // Added (1, 2) first: it has the first slot, after the one index page.
+  EXPECT_EQ((*file)->Find(1, 2)->offset, 8192u);
+  EXPECT_TRUE(absl::IsNotFound((*file)->Find(1, 1).status()));
+  EXPECT_TRUE(absl::IsNotFound((*file)->Find(0, 0).status()));
+  EXPECT_EQ(DescribeDtypeMix((*file)->dtype_mix()), "bf16 x 2");
+}
+
+// The same contents packed now (version 2) and rewritten by the tests'
+// version-1 writer give the fixture's bytes exactly, so the version-1 files
+// other tests make that way are what the old writer wrote.
+TEST(ExpertFileVersion1Test, TheTestsVersion1RewriteReproducesTheOldWriter) {
+  ScratchDir dir("v1_rewrite");
+  ExpertFileLayout layout;
+  layout.model_fingerprint = 0x0123456789abcdefull;
+  layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
+  layout.num_layers = 2;
+  layout.num_experts = 3;
+  layout.hidden_size = 2;
+  layout.intermediate_size = 3;
+  auto writer = ExpertFileWriter::Create(dir.File("v2"), layout);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Add(1, 2, SeedBundle()).ok());
+  ASSERT_TRUE((*writer)->Add(1, 0, SeedBundle()).ok());
+  ASSERT_TRUE((*writer)->Finish().ok());
+  ASSERT_TRUE(expertd::testing::RewriteAsVersion1(dir.File("v2"), dir.File("v1")).ok());
+  const std::string fixture = std::string(EXPERTD_IO_TESTDATA) + "/v1_dense_layer_and_gaps.experts";
+  const uint64_t size = std::filesystem::file_size(fixture);
+  ASSERT_EQ(std::filesystem::file_size(dir.File("v1")), size);
+  EXPECT_EQ(ReadBytes(dir.File("v1"), 0, size), ReadBytes(fixture, 0, size));
+}
+
+// Version 1's validation still holds: a length other than expert_bytes is
+// refused, naming the expert.
+TEST(ExpertFileVersion1Test, Version1EntriesMustBeExpertBytesLong) {
+  ScratchDir dir("v1_bad");
+  const std::string fixture = std::string(EXPERTD_IO_TESTDATA) + "/v1_dense_layer_and_gaps.experts";
+  const std::string copy = dir.File("bad.experts");
+  std::filesystem::copy_file(fixture, copy);
+  std::vector<std::byte> header = ReadBytes(copy, 0, 4096);
+  std::vector<std::byte> index = ReadBytes(copy, 4096, 6 * 24);
+  index[(1 * 3 + 2) * 24 + 8] = std::byte{34};  // length 36 -> 34
+  auto store = [&](size_t at, uint64_t v) {
+    for (int i = 0; i < 8; ++i) header[at + i] = static_cast<std::byte>(v >> (8 * i));
+  };
+  store(80, Xxh64(index));
+  store(4088, Xxh64(absl::MakeConstSpan(header.data(), 4088)));
+  {
+    std::fstream f(copy, std::ios::binary | std::ios::in | std::ios::out);
+    f.write(reinterpret_cast<const char*>(header.data()), 4096);
+    f.write(reinterpret_cast<const char*>(index.data()), static_cast<std::streamsize>(index.size()));
+  }
+  absl::Status status = ExpertFile::Open(copy, std::nullopt).status();
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("layer 1 expert 2 has length 34"));
 }
 
 TEST(Xxh64Test, MatchesReferenceValues) {
