@@ -422,7 +422,7 @@ TEST(GptOssMxfp4, PackKeepsMxfp4) {
   ASSERT_TRUE(PackExperts(**model, path, std::nullopt).ok());
   auto file = io::ExpertFile::Open(path, (*model)->fingerprint());
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ((*file)->layout().dtype, DType::kMXFP4);
+  EXPECT_EQ((*file)->layout().dtypes, io::BundleDtypes::Uniform(DType::kMXFP4));
 }
 
 }  // namespace
