@@ -16,6 +16,7 @@
 #include "engine/routing.h"
 #include "gtest/gtest.h"
 #include "tests/reference/reference_model.h"
+#include "tests/testing/hf_logits.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -183,26 +184,12 @@ tools::MakeModelOptions HfVariant(const std::string& name) {
 
 const std::vector<int32_t> kHfTokens = {5, 17, 260, 99, 3, 42, 42, 1, 300, 77, 128, 64, 250, 11};
 
-std::vector<std::vector<double>> ReadLogits(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << "cannot read " << path;
-  std::vector<std::vector<double>> rows;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream values(line);
-    rows.emplace_back();
-    for (double v; values >> v;) rows.back().push_back(v);
-  }
-  return rows;
-}
-
 class DeepseekVsTransformers : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DeepseekVsTransformers, ReferenceMatchesTransformersLogits) {
   ScopedTempDir dir("deepseek_hf");
   const std::string model = MakeTestModel(dir, GetParam(), HfVariant(GetParam()));
-  const auto expected = ReadLogits(absl::StrCat(EXPERTD_HF_DEEPSEEK_DIR, "/", GetParam(), ".logits"));
+  const auto expected = testing::ReadLogitsFile(absl::StrCat(EXPERTD_HF_DEEPSEEK_DIR, "/", GetParam(), ".logits"));
   ASSERT_EQ(expected.size(), kHfTokens.size());
   auto reference = reference::ReferenceLogits(model, kHfTokens);
   ASSERT_TRUE(reference.ok()) << reference.status();
@@ -213,15 +200,8 @@ TEST_P(DeepseekVsTransformers, ReferenceMatchesTransformersLogits) {
   // the engine's 1e-4, because real mistakes can be this small: the
   // latent norms' epsilon (1e-6 in DeepSeek's code whatever rms_norm_eps
   // says) showed as 5e-6 and 1e-5 here when it followed the config's 1e-5.
-  double max_diff = 0.0, max_logit = 1e-9;
-  for (size_t t = 0; t < expected.size(); ++t) {
-    ASSERT_EQ((*reference)[t].size(), expected[t].size());
-    for (size_t i = 0; i < expected[t].size(); ++i) {
-      max_diff = std::max(max_diff, std::abs((*reference)[t][i] - expected[t][i]));
-      max_logit = std::max(max_logit, std::abs(expected[t][i]));
-    }
-  }
-  EXPECT_LT(max_diff / max_logit, 2e-6) << "largest difference " << max_diff << " of logits up to " << max_logit;
+  const testing::LogitsDifference d = testing::CompareLogits(*reference, expected);
+  EXPECT_LT(d.relative(), 2e-6) << "largest difference " << d.largest << " of logits up to " << d.largest_logit;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, DeepseekVsTransformers, ::testing::Values("lite_yarn", "q_lora_grouped"));

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -28,6 +27,7 @@
 #include "io/expert_file.h"
 #include "kernels/cpu/dtype.h"
 #include "tests/reference/reference_model.h"
+#include "tests/testing/hf_logits.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd {
@@ -261,26 +261,12 @@ constexpr double kMxfp4Tolerance = 1e-2;
 
 const std::vector<int32_t> kHfTokens = {5, 17, 260, 99, 3, 42, 42, 1, 300, 77, 128, 64, 250, 11};
 
-std::vector<std::vector<double>> ReadLogits(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << "cannot read " << path;
-  std::vector<std::vector<double>> rows;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream values(line);
-    rows.emplace_back();
-    for (double v; values >> v;) rows.back().push_back(v);
-  }
-  return rows;
-}
-
 class GptOssVsTransformers : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GptOssVsTransformers, ReferenceMatchesTransformersLogits) {
   ScopedTempDir dir("gpt_oss_hf");
   const std::string model = MakeTestModel(dir, GetParam(), HfVariant(GetParam()));
-  const auto expected = ReadLogits(absl::StrCat(EXPERTD_HF_GPT_OSS_DIR, "/", GetParam(), ".logits"));
+  const auto expected = testing::ReadLogitsFile(absl::StrCat(EXPERTD_HF_GPT_OSS_DIR, "/", GetParam(), ".logits"));
   ASSERT_EQ(expected.size(), kHfTokens.size());
   auto reference = reference::ReferenceLogits(model, kHfTokens);
   ASSERT_TRUE(reference.ok()) << reference.status();
@@ -288,17 +274,10 @@ TEST_P(GptOssVsTransformers, ReferenceMatchesTransformersLogits) {
   // The largest difference relative to the largest logit, as for
   // DeepSeek-V2 (deepseek_test.cc): transformers in f32, the reference in
   // double.
-  double max_diff = 0.0, max_logit = 1e-9;
-  for (size_t t = 0; t < expected.size(); ++t) {
-    ASSERT_EQ((*reference)[t].size(), expected[t].size());
-    for (size_t i = 0; i < expected[t].size(); ++i) {
-      max_diff = std::max(max_diff, std::abs((*reference)[t][i] - expected[t][i]));
-      max_logit = std::max(max_logit, std::abs(expected[t][i]));
-    }
-  }
+  const testing::LogitsDifference d = testing::CompareLogits(*reference, expected);
   std::printf("%s: reference vs transformers, largest difference %.3g of logits up to %.3g (%.3g relative)\n",
-              GetParam().c_str(), max_diff, max_logit, max_diff / max_logit);
-  EXPECT_LT(max_diff / max_logit, 2e-6) << "largest difference " << max_diff << " of logits up to " << max_logit;
+              GetParam().c_str(), d.largest, d.largest_logit, d.relative());
+  EXPECT_LT(d.relative(), 2e-6) << "largest difference " << d.largest << " of logits up to " << d.largest_logit;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, GptOssVsTransformers, ::testing::Values("window4", "four_layers", "mxfp4"));
@@ -371,18 +350,6 @@ TEST(GptOssMxfp4, CheckpointBlocksLoadBitExactly) {
   }
 }
 
-double LargestRelativeDifference(const std::vector<float>& engine, const std::vector<std::vector<double>>& expected) {
-  double max_diff = 0.0, max_logit = 1e-9;
-  const size_t vocab = expected[0].size();
-  for (size_t t = 0; t < expected.size(); ++t) {
-    for (size_t i = 0; i < vocab; ++i) {
-      max_diff = std::max(max_diff, std::abs(engine[t * vocab + i] - expected[t][i]));
-      max_logit = std::max(max_logit, std::abs(expected[t][i]));
-    }
-  }
-  return max_diff / max_logit;
-}
-
 // The engine on the MXFP4 checkpoint against transformers (which
 // dequantised it) and against the reference: the weights are the same
 // numbers; what differs is the engine's MXFP4 matmul, which quantises each
@@ -399,13 +366,13 @@ TEST(GptOssMxfp4, EngineMatchesTransformersOnTheMxfp4Checkpoint) {
   options.all_logits = true;
   std::vector<float> logits;
   ASSERT_TRUE(forward.Run(kHfTokens, kv, options, &logits).ok());
-  const auto transformers = ReadLogits(absl::StrCat(EXPERTD_HF_GPT_OSS_DIR, "/mxfp4.logits"));
+  const auto transformers = testing::ReadLogitsFile(absl::StrCat(EXPERTD_HF_GPT_OSS_DIR, "/mxfp4.logits"));
   ASSERT_EQ(transformers.size(), kHfTokens.size());
   ASSERT_EQ(logits.size(), kHfTokens.size() * transformers[0].size());
   auto reference = reference::ReferenceLogits(model_dir, kHfTokens);
   ASSERT_TRUE(reference.ok()) << reference.status();
-  const double vs_transformers = LargestRelativeDifference(logits, transformers);
-  const double vs_reference = LargestRelativeDifference(logits, *reference);
+  const double vs_transformers = testing::CompareLogits(logits, transformers).relative();
+  const double vs_reference = testing::CompareLogits(logits, *reference).relative();
   std::printf("mxfp4 checkpoint: engine vs transformers %.3g, vs reference %.3g relative\n", vs_transformers,
               vs_reference);
   EXPECT_LT(vs_transformers, kMxfp4Tolerance);
