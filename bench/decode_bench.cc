@@ -285,7 +285,7 @@ int main(int argc, char** argv) {
               std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
               return 1;
             }
-            auto made = Prefetcher::Create(**model, **cache, prefetch_options, &pool);
+            auto made = Prefetcher::Create(**model, experts, prefetch_options, &pool);
             if (!made.ok()) {
               std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
               return 1;

@@ -10,6 +10,7 @@
 #include "cache/expert_cache.h"
 #include "engine/layer_observer.h"
 #include "engine/model_weights.h"
+#include "engine/prefetch_target.h"
 #include "io/expert_bundle.h"
 #include "io/expert_file.h"
 
@@ -56,11 +57,12 @@ class ResidentExperts : public ExpertSource {
   const ModelWeights& weights_;
 };
 
-// Experts through the tiered cache, from a packed expert file. Each
-// expert's views follow its own bundle (its matrices' dtypes and sizes,
-// from the file's index), so a slot may hold q4_k/q4_k/q6_k on one layer
-// and q4_k throughout on the next.
-class CachedExperts : public ExpertSource {
+// Experts through the tiered cache, from a packed expert file: the cache
+// glue, for the layer runner (ExpertSource) and the prefetcher
+// (PrefetchTarget). Each expert's views follow its own bundle (its
+// matrices' dtypes and sizes, from the file's index), so a slot may hold
+// q4_k/q4_k/q6_k on one layer and q4_k throughout on the next.
+class CachedExperts : public ExpertSource, public PrefetchTarget {
  public:
   // file: the one the cache reads; only its index is read, here.
   CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file);
@@ -75,6 +77,13 @@ class CachedExperts : public ExpertSource {
   void OnRouterScores(int layer, absl::Span<const float> probabilities) override {
     cache_.OnRouterScores(layer, probabilities);
   }
+
+  // PrefetchTarget: reads into DRAM, copied on into a device tier.
+  bool StartPrefetch(int layer, int expert) override { return cache_.Prefetch({layer, expert}); }
+  int reads_in_flight() const override { return cache_.reads_in_flight(); }
+  Figures figures() const override;
+  uint64_t expert_bytes() const override { return cache_.slot_bytes(); }
+  int compute_slots() const override;
 
  private:
   ExpertHandle Views(cache::ExpertCache::Pin pin) const;

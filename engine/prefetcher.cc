@@ -6,11 +6,11 @@
 
 namespace expertd {
 
-absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& model, cache::ExpertCache& cache,
+absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& model, PrefetchTarget& target,
                                                                const PrefetcherOptions& options,
                                                                kernels::ThreadPool* pool) {
   const ModelConfig& config = model.config();
-  auto prefetcher = std::unique_ptr<Prefetcher>(new Prefetcher(cache, std::max(1, options.predictor.lookahead)));
+  auto prefetcher = std::unique_ptr<Prefetcher>(new Prefetcher(target, std::max(1, options.predictor.lookahead)));
   predictor::ModelShape& shape = prefetcher->shape_;
   shape.num_layers = config.num_layers;
   shape.num_experts = config.num_experts;
@@ -25,13 +25,11 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   ASSIGN_OR_RETURN(prefetcher->predictor_, predictor::MakePredictor(options.predictor, shape, pool));
   predictor::PrefetchSchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.num_experts = config.num_experts;
-  scheduler_options.expert_bytes = cache.slot_bytes();
+  scheduler_options.expert_bytes = target.expert_bytes();
   // Room for the predicted layers' reads beside the running layer's k
   // experts, in the compute tier (budgets resized later keep this cap).
-  const cache::CacheStats slots = cache.stats();
-  const int compute_slots = slots.device.slots > 0 ? slots.device.slots : slots.dram.slots;
   scheduler_options.max_budget_per_layer =
-      std::max(1, (compute_slots - config.experts_per_token) / std::max(1, options.predictor.lookahead));
+      std::max(1, (target.compute_slots() - config.experts_per_token) / std::max(1, options.predictor.lookahead));
   for (int l = 0; l < config.num_layers; ++l) {
     if (!config.layer_is_moe[l]) continue;
     prefetcher->last_moe_layer_ = l;
@@ -43,8 +41,8 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
   prefetcher->next_predicted_.resize(prefetcher->first_layers_.size());
   prefetcher->max_in_flight_ = scheduler_options.max_in_flight;
   prefetcher->scheduler_ = std::make_unique<predictor::PrefetchScheduler>(
-      scheduler_options, [&cache](int layer, int expert) { return cache.Prefetch({layer, expert}); },
-      [&cache] { return cache.reads_in_flight(); });
+      scheduler_options, [&target](int layer, int expert) { return target.StartPrefetch(layer, expert); },
+      [&target] { return target.reads_in_flight(); });
   return prefetcher;
 }
 
@@ -92,8 +90,8 @@ void Prefetcher::PrefetchNextToken() {
     if (sink_ != nullptr) sink_->OnNextPassPrediction(last_moe_layer_, first_layers_[i], next_predicted_[i], budget);
     int issued = 0;
     for (int32_t expert : next_predicted_[i]) {
-      if (issued >= budget || cache_.reads_in_flight() >= max_in_flight_) break;
-      if (cache_.Prefetch({first_layers_[i], expert})) {
+      if (issued >= budget || target_.reads_in_flight() >= max_in_flight_) break;
+      if (target_.StartPrefetch(first_layers_[i], expert)) {
         ++issued;
         ++next_token_reads_;
       }
@@ -102,23 +100,19 @@ void Prefetcher::PrefetchNextToken() {
 }
 
 void Prefetcher::OnLayerDone(int layer, double layer_seconds) {
-  const cache::CacheStats stats = cache_.stats();
+  const PrefetchTarget::Figures now = target_.figures();
   // The layer's compute: its time less what it stalled for loads in the
   // compute tier. Prefetches overlap compute; a stall is I/O already.
-  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
-  const double stalled_seconds = (compute.wait_ns - stall_ns_seen_) / 1e9;
-  stall_ns_seen_ = compute.wait_ns;
+  const double stalled_seconds = (now.compute_stall_ns - seen_.compute_stall_ns) / 1e9;
   scheduler_->RecordLayerCompute(layer_seconds - stalled_seconds);
   // The file's throughput since the last layer, over the time reads were in
   // flight: with loads overlapping this is what the budget can spend, where
   // one load's latency would count each overlapping load in full.
-  const cache::TierStats& dram = stats.dram;
-  if (dram.read_busy_ns > read_busy_ns_seen_ && dram.bytes_loaded > bytes_loaded_seen_) {
-    scheduler_->RecordLoadThroughput(static_cast<double>(dram.bytes_loaded - bytes_loaded_seen_) /
-                                     ((dram.read_busy_ns - read_busy_ns_seen_) / 1e9));
+  if (now.read_busy_ns > seen_.read_busy_ns && now.bytes_read > seen_.bytes_read) {
+    scheduler_->RecordLoadThroughput(static_cast<double>(now.bytes_read - seen_.bytes_read) /
+                                     ((now.read_busy_ns - seen_.read_busy_ns) / 1e9));
   }
-  bytes_loaded_seen_ = dram.bytes_loaded;
-  read_busy_ns_seen_ = dram.read_busy_ns;
+  seen_ = now;
   scheduler_->Pump();
 }
 

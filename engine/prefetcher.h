@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache/expert_cache.h"
 #include "engine/layer_observer.h"
 #include "engine/model.h"
+#include "engine/prefetch_target.h"
 #include "kernels/cpu/thread_pool.h"
 #include "predictor/expert_predictor.h"
 #include "predictor/prediction_stats.h"
@@ -45,12 +45,13 @@ class PredictionSink {
 
 // Cross-layer speculative prefetch (Fate, with SpecMD's scheduling): at each
 // MoE layer, once its gate inputs are known, predicts the experts of the
-// next layers and starts their loads into the cache while this layer's
-// experts compute. Scores every prediction when its layer is routed.
+// next layers and starts their loads (through a PrefetchTarget, the cache
+// glue) while this layer's experts compute. Scores every prediction when
+// its layer is routed.
 class Prefetcher : public LayerObserver {
  public:
-  // model, cache and pool must outlive the prefetcher.
-  static absl::StatusOr<std::unique_ptr<Prefetcher>> Create(const Model& model, cache::ExpertCache& cache,
+  // model, target and pool must outlive the prefetcher.
+  static absl::StatusOr<std::unique_ptr<Prefetcher>> Create(const Model& model, PrefetchTarget& target,
                                                             const PrefetcherOptions& options,
                                                             kernels::ThreadPool* pool);
 
@@ -79,21 +80,19 @@ class Prefetcher : public LayerObserver {
   absl::string_view predictor_name() const { return predictor_->name(); }
 
  private:
-  Prefetcher(cache::ExpertCache& cache, int lookahead) : cache_(cache), prediction_stats_(lookahead) {}
+  Prefetcher(PrefetchTarget& target, int lookahead) : target_(target), prediction_stats_(lookahead) {}
   // At the last MoE layer of a decode pass: issues next_predicted_.
   void PrefetchNextToken();
 
-  cache::ExpertCache& cache_;
+  PrefetchTarget& target_;
   PredictionSink* sink_ = nullptr;
   predictor::ModelShape shape_;
   std::unique_ptr<predictor::ExpertPredictor> predictor_;
   std::unique_ptr<predictor::PrefetchScheduler> scheduler_;
   predictor::PredictionStats prediction_stats_;
   std::vector<predictor::LayerPrediction> predictions_;  // reused every layer
-  // The cache's read figures already fed to the scheduler.
-  uint64_t bytes_loaded_seen_ = 0;
-  uint64_t read_busy_ns_seen_ = 0;
-  uint64_t stall_ns_seen_ = 0;  // the compute tier's wait_ns
+  // The target's figures already fed to the scheduler.
+  PrefetchTarget::Figures seen_;
 
   // Next-token prediction: the first MoE layers, the last MoE layer, this
   // pass's routing of each first layer, and the prediction made for the

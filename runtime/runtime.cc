@@ -111,7 +111,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
       spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}",
                    options.prefetch.predictor.lookahead, model.config().num_layers, max_lookahead);
     }
-    ASSIGN_OR_RETURN(prefetcher_, Prefetcher::Create(model, *cache_, prefetch, pool_.get()));
+    ASSIGN_OR_RETURN(prefetcher_, Prefetcher::Create(model, *cached_experts_, prefetch, pool_.get()));
   }
   spdlog::info("expert cache over {} ({}): {} per slot, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
                io::DescribeDtypeMix(expert_file_->dtype_mix()), FormatByteSize(cache_->slot_bytes()),

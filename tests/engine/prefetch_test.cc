@@ -101,7 +101,7 @@ TEST_P(PrefetchFamilyTest, NeverChangesResults) {
         PrefetcherOptions options;
         options.predictor.kind = kind;
         options.predictor.lookahead = lookahead;
-        auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+        auto prefetcher = Prefetcher::Create(*model_, experts, options, nullptr);
         ASSERT_TRUE(prefetcher.ok()) << prefetcher.status();
         const Outputs offloaded = Run(&experts, prefetcher->get());
         EXPECT_EQ(offloaded.logits, resident.logits);
@@ -137,7 +137,7 @@ TEST_F(PrefetchTest, NextTokenFirstLayersArePrefetchedAndScored) {
     options.predictor.kind = "none";
     options.next_token_layers = layers;
     options.scheduler.fixed_budget_per_layer = 4;
-    auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+    auto prefetcher = Prefetcher::Create(*model_, experts, options, nullptr);
     ASSERT_TRUE(prefetcher.ok());
     const Outputs offloaded = Run(&experts, prefetcher->get(), 8);
     EXPECT_EQ(offloaded.logits, resident.logits);
@@ -183,7 +183,7 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
   options.predictor.kind = "cross-layer";
   options.predictor.lookahead = 3;
   options.predictor.per_layer = 2;  // exactly k: precision and recall both 1
-  auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+  auto prefetcher = Prefetcher::Create(*model_, experts, options, nullptr);
   ASSERT_TRUE(prefetcher.ok());
   Run(&experts, prefetcher->get(), 4);
   const auto& by_distance = (*prefetcher)->prediction_stats().by_distance();
@@ -210,7 +210,7 @@ TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
   CachedExperts experts(*cache, *file_);
   PrefetcherOptions options;
   options.predictor.kind = "cross-layer";
-  auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+  auto prefetcher = Prefetcher::Create(*model_, experts, options, nullptr);
   ASSERT_TRUE(prefetcher.ok());
   Run(&experts, prefetcher->get(), 3);
   const cache::TierStats dram = cache->stats().dram;
@@ -237,7 +237,7 @@ TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
     options.predictor.lookahead = 3;
     options.predictor.per_layer = 2;  // k: the cache has room for exactly the true experts
     options.scheduler.fixed_budget_per_layer = 2;
-    auto prefetcher = Prefetcher::Create(*model_, *cache, options, nullptr);
+    auto prefetcher = Prefetcher::Create(*model_, experts, options, nullptr);
     EXPECT_TRUE(prefetcher.ok());
     Run(&experts, prefetcher->get(), 12);
     return cache->stats().dram.wait_ns / 1e6;
@@ -248,6 +248,83 @@ TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
   RecordProperty("stall_ms_cross_layer", std::to_string(cross_layer));
   // Ideally a quarter (only layer 0 waits); half is a wide margin for noise.
   EXPECT_LT(cross_layer, 0.5 * none) << "none " << none << " ms, cross-layer " << cross_layer << " ms";
+}
+
+// The prefetcher sees the store only through PrefetchTarget: a fake one,
+// with no cache behind it, gets exactly the next token's first-layer
+// experts in rank order up to the budget, nothing while the target reports
+// its reads full, and a measured budget from the target's figures (compute
+// time less stall, bytes over busy time), capped by the compute tier's room.
+class FakeTarget : public PrefetchTarget {
+ public:
+  bool StartPrefetch(int layer, int expert) override {
+    started.push_back({layer, expert});
+    return true;
+  }
+  int reads_in_flight() const override { return in_flight; }
+  Figures figures() const override { return now; }
+  uint64_t expert_bytes() const override { return 1000; }
+  int compute_slots() const override { return slots; }
+
+  std::vector<std::pair<int, int>> started;
+  int in_flight = 0;
+  int slots = 64;
+  Figures now;
+};
+
+TEST_F(PrefetchTest, TalksToTheStoreOnlyThroughItsTarget) {
+  tools::MakeModelOptions o;
+  o.arch = "olmoe";
+  o.layers = 3;
+  o.experts = 16;
+  o.top_k = 4;
+  o.vocab = 320;
+  Load(o);
+  const int hidden = model_->config().hidden_size;
+  const std::vector<float> gate_inputs(hidden, 0.5f);
+  const std::vector<int32_t> routed[3] = {{7, 2, 11, 5}, {1, 2, 3, 4}, {9, 8, 6, 0}};
+  // One decode pass: every layer routed with one token, then done in 2 ms
+  // of which 1.5 ms stalled; the file delivered 8000 bytes in 1 ms busy.
+  const auto pass = [&](Prefetcher& prefetcher, FakeTarget& target) {
+    prefetcher.BeginPass();
+    for (int layer = 0; layer < 3; ++layer) {
+      prefetcher.BeginLayer(layer);
+      prefetcher.OnRouted(layer, gate_inputs, routed[layer], /*n_tokens=*/1, /*k=*/4);
+      target.now.compute_stall_ns += 1'500'000;
+      target.now.bytes_read += 8000;
+      target.now.read_busy_ns += 1'000'000;
+      prefetcher.OnLayerDone(layer, 0.002);
+    }
+  };
+
+  FakeTarget fixed;
+  PrefetcherOptions options;
+  options.predictor.kind = "none";
+  options.next_token_layers = 1;
+  options.scheduler.fixed_budget_per_layer = 3;
+  auto prefetcher = Prefetcher::Create(*model_, fixed, options, nullptr);
+  ASSERT_TRUE(prefetcher.ok()) << prefetcher.status();
+  pass(**prefetcher, fixed);
+  EXPECT_EQ(fixed.started, (std::vector<std::pair<int, int>>{{0, 7}, {0, 2}, {0, 11}}));
+  fixed.started.clear();
+  fixed.in_flight = options.scheduler.max_in_flight;
+  pass(**prefetcher, fixed);
+  EXPECT_TRUE(fixed.started.empty()) << "read issued with the target's reads full";
+
+  // Measured: 0.5 ms of compute per layer at 8 MB/s buys 4 reads of 1000
+  // bytes; a compute tier of 6 slots leaves room for 2 beside a layer's 4.
+  for (int slots : {64, 6}) {
+    SCOPED_TRACE(slots);
+    FakeTarget measured;
+    measured.slots = slots;
+    options.scheduler.fixed_budget_per_layer = 0;
+    auto made = Prefetcher::Create(*model_, measured, options, nullptr);
+    ASSERT_TRUE(made.ok()) << made.status();
+    pass(**made, measured);
+    EXPECT_NEAR((*made)->mean_layer_seconds(), 0.0005, 1e-9);
+    EXPECT_NEAR((*made)->mean_load_bytes_per_second(), 8e6, 1e-3);
+    EXPECT_EQ((*made)->per_layer_budget(), slots == 64 ? 4 : 2);
+  }
 }
 
 }  // namespace
