@@ -57,17 +57,17 @@ namespace {
 using namespace expertd;
 
 // Bytes of weights one decode token reads, given its routing.
-double BytesPerToken(const Model& model, int k) {
-  const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
+double BytesPerToken(const engine::Model& model, int k) {
+  const engine::ModelConfig& c = model.config();
+  const engine::ModelWeights& w = model.weights();
   double bytes = static_cast<double>(w.lm_head.size_bytes()) + DTypeBytes(w.embedding.dtype, c.hidden_size);
-  for (const LayerWeights& layer : w.layers) {
+  for (const engine::LayerWeights& layer : w.layers) {
     bytes += layer.q.size_bytes() + layer.k.size_bytes() + layer.v.size_bytes() + layer.o.size_bytes();
     if (!layer.is_moe) {
       bytes += layer.dense_mlp.gate.size_bytes() + layer.dense_mlp.up.size_bytes() + layer.dense_mlp.down.size_bytes();
       continue;
     }
-    const FeedForwardWeights& e = layer.experts[0];
+    const engine::FeedForwardWeights& e = layer.experts[0];
     bytes += layer.router.size_bytes() + k * static_cast<double>(e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes());
     if (layer.shared_expert) {
       bytes += layer.shared_expert->gate.size_bytes() + layer.shared_expert->up.size_bytes() +
@@ -78,7 +78,7 @@ double BytesPerToken(const Model& model, int k) {
 }
 
 // Counts the distinct experts each routed layer of a pass needed.
-class DistinctExpertCounter : public LayerObserver {
+class DistinctExpertCounter : public engine::LayerObserver {
  public:
   void OnRouted(int /*layer*/, absl::Span<const float> /*gate_inputs*/, absl::Span<const int32_t> chosen,
                 int /*n_tokens*/, int /*k*/) override {
@@ -101,16 +101,16 @@ struct StepFigures {
   double seconds = 0;
   double experts_per_layer = 0;
 };
-absl::StatusOr<StepFigures> MeasureBatchedStep(const Model& model, ForwardPass& forward, int batch, int steps,
+absl::StatusOr<StepFigures> MeasureBatchedStep(const engine::Model& model, engine::ForwardPass& forward, int batch, int steps,
                                                int prompt_tokens) {
   const int vocab = model.config().vocab_size;
-  BatchDecoder decoder(model, forward);
-  std::vector<std::unique_ptr<DecodingSequence>> sequences;
-  std::vector<DecodingSequence*> running;
+  engine::BatchDecoder decoder(model, forward);
+  std::vector<std::unique_ptr<engine::DecodingSequence>> sequences;
+  std::vector<engine::DecodingSequence*> running;
   std::vector<int32_t> tokens;
   std::vector<float> logits;
   for (int b = 0; b < batch; ++b) {
-    sequences.push_back(std::make_unique<DecodingSequence>(model, prompt_tokens + steps + 1, 0, RosterOptions{},
+    sequences.push_back(std::make_unique<engine::DecodingSequence>(model, prompt_tokens + steps + 1, 0, engine::RosterOptions{},
                                                            &forward.kv_memory()));
     std::vector<int32_t> prompt(prompt_tokens);
     for (int t = 0; t < prompt_tokens; ++t) prompt[t] = (1 + 7919 * (b * prompt_tokens + t)) % vocab;
@@ -174,25 +174,25 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto model = Model::Load(model_dir);
+  auto model = engine::Model::Load(model_dir);
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
     return 1;
   }
   kernels::ThreadPool pool(threads);
-  ForwardPass forward(**model, &pool);
+  engine::ForwardPass forward(**model, &pool);
 
-  GenerateOptions options;
+  engine::GenerateOptions options;
   options.max_new_tokens = tokens + 1;
   options.stop_at_eos = false;
   std::vector<int32_t> prompt(prompt_tokens);
   std::iota(prompt.begin(), prompt.end(), 1);
   // Warm-up: fault the mapped weights in, so the timing is of DRAM, not disk.
-  if (auto warm = Generate(**model, forward, prompt, options); !warm.ok()) {
+  if (auto warm = engine::Generate(**model, forward, prompt, options); !warm.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(warm.status().message()).c_str());
     return 1;
   }
-  auto result = Generate(**model, forward, prompt, options);
+  auto result = engine::Generate(**model, forward, prompt, options);
   const double bandwidth = bench::MeasureReadBandwidth(pool);
   const int k = (*model)->config().experts_per_token;
   const double bytes = BytesPerToken(**model, k);
@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
 
   const std::string expert_path = model_dir + "/model.experts";
   if (!std::filesystem::exists(expert_path)) {
-    if (absl::Status s = PackExperts(**model, expert_path, std::nullopt); !s.ok()) {
+    if (absl::Status s = engine::PackExperts(**model, expert_path, std::nullopt); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
       return 1;
     }
@@ -274,18 +274,18 @@ int main(int argc, char** argv) {
             std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
             continue;
           }
-          CachedExperts experts(**cache, **file);
-          ForwardPass offloaded(**model, &pool, &experts);
-          std::unique_ptr<Prefetcher> prefetcher;
+          engine::CachedExperts experts(**cache, **file);
+          engine::ForwardPass offloaded(**model, &pool, &experts);
+          std::unique_ptr<engine::Prefetcher> prefetcher;
           const std::vector<std::string> spec = absl::StrSplit(prefetch_spec, ':');
           if (spec[0] != "none") {
-            PrefetcherOptions prefetch_options;
+            engine::PrefetcherOptions prefetch_options;
             prefetch_options.predictor.kind = spec[0];
             if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
               std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
               return 1;
             }
-            auto made = Prefetcher::Create(**model, experts, prefetch_options, &pool);
+            auto made = engine::Prefetcher::Create(**model, experts, prefetch_options, &pool);
             if (!made.ok()) {
               std::fprintf(stderr, "error: %s\n", std::string(made.status().message()).c_str());
               return 1;
@@ -295,9 +295,9 @@ int main(int argc, char** argv) {
           }
           // A warm-up generation first, as for the resident run: the figures
           // are of the steady state, not of filling an empty cache.
-          auto warm = Generate(**model, offloaded, prompt, options);
+          auto warm = engine::Generate(**model, offloaded, prompt, options);
           const cache::TierStats before = (*cache)->stats().dram;
-          auto run = warm.ok() ? Generate(**model, offloaded, prompt, options) : warm;
+          auto run = warm.ok() ? engine::Generate(**model, offloaded, prompt, options) : warm;
           if (!run.ok()) {
             std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
             return 1;

@@ -45,11 +45,11 @@ std::vector<T> ParseList(const std::string& text, bool (*parse)(absl::string_vie
 bool ParseInt(absl::string_view text, int* out) { return absl::SimpleAtoi(text, out); }
 bool ParseFloat(absl::string_view text, float* out) { return absl::SimpleAtof(text, out); }
 
-uint64_t AllExpertBytes(const Model& model) {
+uint64_t AllExpertBytes(const engine::Model& model) {
   uint64_t bytes = 0;
-  for (const LayerWeights& layer : model.weights().layers) {
+  for (const engine::LayerWeights& layer : model.weights().layers) {
     if (!layer.is_moe) continue;
-    const FeedForwardWeights& e = layer.experts[0];
+    const engine::FeedForwardWeights& e = layer.experts[0];
     bytes += layer.experts.size() * (e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes());
   }
   return bytes;
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto probe = Model::Load(model_dir);
+  auto probe = engine::Model::Load(model_dir);
   if (!probe.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(probe.status().message()).c_str());
     return 1;
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   double base_tps = 0;
   for (float bonus : bonuses) {
     for (int n : sizes) {
-      EngineOptions engine_options;
+      runtime::EngineOptions engine_options;
       engine_options.model_dir = model_dir;
       engine_options.threads = threads;
       engine_options.cache.dram_budget_bytes = budget;
@@ -123,18 +123,18 @@ int main(int argc, char** argv) {
       engine_options.roster.skip_layers = skip_layers;
       engine_options.roster.resident_bonus = bonus;
       engine_options.roster.seed = 1;
-      absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(engine_options);
+      absl::StatusOr<std::unique_ptr<runtime::Runtime>> engine = runtime::Runtime::Load(engine_options);
       if (!engine.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(engine.status().message()).c_str());
         return 1;
       }
-      GenerateOptions options;
+      engine::GenerateOptions options;
       options.max_new_tokens = tokens + 1;
       options.stop_at_eos = false;
       options.roster = engine_options.roster;
-      auto warm = Generate((*engine)->model(), (*engine)->forward(), prompt, options);
+      auto warm = engine::Generate((*engine)->model(), (*engine)->forward(), prompt, options);
       const cache::TierStats before = (*engine)->Stats().cache->dram;
-      auto run = warm.ok() ? Generate((*engine)->model(), (*engine)->forward(), prompt, options) : warm;
+      auto run = warm.ok() ? engine::Generate((*engine)->model(), (*engine)->forward(), prompt, options) : warm;
       if (!run.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
         return 1;

@@ -33,8 +33,8 @@ namespace {
 
 // tokens: how many tokens the run processed (for per-token figures). Call
 // once the run has finished (the prefetch figures are the pass's).
-void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
-  const RuntimeStats figures = runtime.Stats();
+void PrintCacheStats(const runtime::Runtime& runtime, int64_t tokens) {
+  const runtime::RuntimeStats figures = runtime.Stats();
   if (!figures.cache) return;
   const cache::CacheStats& stats = *figures.cache;
   // Each access once: hit (ready when asked), hidden (made ready by a
@@ -56,9 +56,9 @@ void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
   std::printf("stall: %.2f ms per token waiting for experts; prefetch hid %.1f%% of would-be misses (%llu late)\n",
               tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * compute.hidden_miss_share(),
               static_cast<unsigned long long>(compute.late_prefetches));
-  const PassStats pass = runtime.PassFigures();
+  const runtime::PassStats pass = runtime.PassFigures();
   if (!pass.prefetch) return;
-  const PrefetchStats& prefetch = *pass.prefetch;
+  const runtime::PrefetchStats& prefetch = *pass.prefetch;
   for (size_t d = 1; d < prefetch.by_distance.size(); ++d) {
     std::printf("prefetch %s, distance %zu: precision %.3f, recall %.3f\n", prefetch.predictor.c_str(), d,
                 prefetch.by_distance[d].precision(), prefetch.by_distance[d].recall());
@@ -81,7 +81,7 @@ void PrintCacheStats(const Runtime& runtime, int64_t tokens) {
                         .c_str());
 }
 
-void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
+void PrintRosterCosts(const engine::RosterOptions& roster, const engine::SequenceCosts& costs) {
   std::printf("roster: %d samples (tau %.2f, skip %d, seed %llu); %.1f distinct experts per token over all layers; "
               "compute %.2fx the plain model\n",
               roster.samples, roster.temperature, roster.skip_layers, static_cast<unsigned long long>(roster.seed),
@@ -93,15 +93,15 @@ void PrintRosterCosts(const RosterOptions& roster, const SequenceCosts& costs) {
 // use: the prefill's logits, or under a Roster of Experts one roster step per
 // position, as decoding would run them (the log of the samples' averaged
 // distribution).
-absl::StatusOr<std::vector<float>> ScorePositions(RequestEngine& engine, const EngineOptions& options,
-                                                  absl::Span<const int32_t> tokens, SequenceCosts* costs) {
-  auto request = std::make_shared<Request>();
+absl::StatusOr<std::vector<float>> ScorePositions(engine::RequestEngine& engine, const runtime::EngineOptions& options,
+                                                  absl::Span<const int32_t> tokens, engine::SequenceCosts* costs) {
+  auto request = std::make_shared<engine::Request>();
   request->prompt.assign(tokens.begin(), tokens.end());
   request->options.max_new_tokens = 0;
   request->options.forward.experts_per_token = options.experts_per_token;
   request->options.roster = options.roster;
   request->score_prompt = true;
-  RETURN_IF_ERROR(RunRequest(engine, request));
+  RETURN_IF_ERROR(engine::RunRequest(engine, request));
   std::lock_guard lock(request->mu);
   *costs = request->costs;
   return std::move(request->prompt_scores);
@@ -119,33 +119,33 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::Status Run(const RunFlags& flags) {
   if (flags.prompt.empty()) return absl::InvalidArgumentError("--prompt is empty: give some text to continue");
-  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
-  const Tokenizer& tokenizer = engine->model().tokenizer();
+  ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
+  const tokenizer::Tokenizer& tokenizer = engine->model().tokenizer();
   const std::vector<int32_t> prompt = tokenizer.Encode(flags.prompt);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
 
   // One request on the same engine the daemon runs, streamed to stdout.
-  auto request = std::make_shared<Request>();
+  auto request = std::make_shared<engine::Request>();
   request->prompt = prompt;
   request->options.max_new_tokens = flags.max_new_tokens;
   request->options.forward.experts_per_token = flags.engine.experts_per_token;
   request->options.roster = flags.engine.roster;
   request->options.sampling = {.temperature = flags.temperature, .top_k = flags.top_k, .top_p = flags.top_p, .seed = flags.seed};
   if (!flags.trace_out.empty()) engine->StartStepTrace();
-  RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(prompt.size()));
+  engine::RequestEngine request_engine(engine->model(), engine->forward(), engine::SchedulerOptions::SingleRequest(prompt.size()));
   std::cout << flags.prompt << std::flush;
-  RETURN_IF_ERROR(RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
+  RETURN_IF_ERROR(engine::RunRequest(request_engine, request, [](const std::string& piece) { std::cout << piece << std::flush; }));
   std::cout << "\n";
   std::lock_guard lock(request->mu);
-  const Request& done = *request;
+  const engine::Request& done = *request;
   const int generated = static_cast<int>(done.tokens.size());
   std::printf("prompt: %zu tokens, %.1f tokens/s; decode: %d tokens, %.1f tokens/s; first token after %.1f ms%s\n",
               prompt.size(), done.prefill_seconds > 0 ? prompt.size() / done.prefill_seconds : 0.0, generated,
               done.decode_seconds > 0 && generated > 1 ? (generated - 1) / done.decode_seconds : 0.0,
               done.prefill_seconds * 1e3, done.finish_reason == "stop" ? " (stopped at end of sequence)" : "");
-  const RuntimeStats runtime = engine->Stats();
+  const runtime::RuntimeStats runtime = engine->Stats();
   std::printf("cpu: %d threads, %s kernels\n", runtime.threads, runtime.simd_target.c_str());
-  if (const std::optional<GpuPassStats> gpu = engine->PassFigures().gpu) {
+  if (const std::optional<runtime::GpuPassStats> gpu = engine->PassFigures().gpu) {
     std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
                 static_cast<unsigned long long>(gpu->experts_on_device),
                 static_cast<unsigned long long>(gpu->experts_loaded),
@@ -155,7 +155,7 @@ absl::Status Run(const RunFlags& flags) {
   PrintCacheStats(*engine, static_cast<int64_t>(prompt.size()) + generated);
   if (!flags.trace_out.empty()) {
     const std::vector<cache::TraceStep> steps = engine->TakeStepTrace();
-    const ModelConfig& config = engine->model().config();
+    const engine::ModelConfig& config = engine->model().config();
     RETURN_IF_ERROR(cache::WriteStepTraceFile(flags.trace_out, config.num_layers, config.num_experts,
                                               config.experts_per_token, engine->TraceIo(), steps));
     std::printf("wrote %zu engine steps to %s\n", steps.size(), flags.trace_out.c_str());
@@ -173,12 +173,12 @@ absl::Status Eval(const EvalFlags& flags) {
     tokens.push_back(id);
   }
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens is empty: give at least one token id");
-  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
+  ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
   const auto start = std::chrono::steady_clock::now();
-  SequenceCosts costs;
+  engine::SequenceCosts costs;
   std::vector<float> logits;
   {
-    RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(tokens.size()));
+    engine::RequestEngine request_engine(engine->model(), engine->forward(), engine::SchedulerOptions::SingleRequest(tokens.size()));
     ASSIGN_OR_RETURN(logits, ScorePositions(request_engine, flags.engine, tokens, &costs));
   }
   if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, costs);
@@ -199,23 +199,23 @@ absl::Status Eval(const EvalFlags& flags) {
 absl::Status Perplexity(const PerplexityFlags& flags) {
   if (flags.context < 2) return absl::InvalidArgumentError("--ctx must be at least 2");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
-  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
-  const ModelConfig& config = engine->model().config();
+  ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
+  const engine::ModelConfig& config = engine->model().config();
   const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.size() < 2) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has fewer than 2 tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);
 
   // Non-overlapping windows: each token after a window's first is scored
   // given the tokens before it in its window, one scoring request per window.
-  RequestEngine request_engine(engine->model(), engine->forward(), SchedulerOptions::SingleRequest(context));
+  engine::RequestEngine request_engine(engine->model(), engine->forward(), engine::SchedulerOptions::SingleRequest(context));
   double total_nll = 0.0;
   int64_t scored = 0;
-  SequenceCosts roster_costs;
+  engine::SequenceCosts roster_costs;
   const auto start = std::chrono::steady_clock::now();
   for (size_t begin = 0; begin + 1 < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
     absl::Span<const int32_t> window(tokens.data() + begin, end - begin);
-    SequenceCosts window_costs;
+    engine::SequenceCosts window_costs;
     ASSIGN_OR_RETURN(const std::vector<float> logits,
                      ScorePositions(request_engine, flags.engine, window, &window_costs));
     roster_costs.decode_rows += window_costs.decode_rows;
@@ -224,7 +224,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
     roster_costs.distinct_experts += window_costs.distinct_experts;
     for (size_t t = 0; t + 1 < window.size(); ++t) {
       absl::Span<const float> row(logits.data() + t * config.vocab_size, config.vocab_size);
-      total_nll -= LogProbability(row, window[t + 1]);
+      total_nll -= engine::LogProbability(row, window[t + 1]);
       ++scored;
     }
     spdlog::debug("perplexity: {} / {} tokens", end, tokens.size());
@@ -239,7 +239,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
 }
 
 absl::Status Tokenize(const TokenizeFlags& flags) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Model::LoadTokenizer(flags.model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tokenizer, engine::Model::LoadTokenizer(flags.model_dir));
   const std::vector<int32_t> ids = tokenizer->Encode(flags.text);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", ids[i]);
@@ -252,12 +252,12 @@ absl::Status Tokenize(const TokenizeFlags& flags) {
 namespace expertd::cli {
 
 absl::Status Pack(const PackFlags& flags) {
-  ASSIGN_OR_RETURN(std::optional<DType> dtype, ParsePackDtype(flags.dtype));
+  ASSIGN_OR_RETURN(std::optional<DType> dtype, engine::ParsePackDtype(flags.dtype));
   // The packer reads the experts from the model files itself.
-  ASSIGN_OR_RETURN(auto model, Model::Load(flags.model_dir, {.resident_experts = false}));
+  ASSIGN_OR_RETURN(auto model, engine::Model::Load(flags.model_dir, {.resident_experts = false}));
   const auto start = std::chrono::steady_clock::now();
   const std::string out = flags.out.empty() ? model->DefaultExpertFilePath() : flags.out;
-  RETURN_IF_ERROR(PackExperts(*model, out, dtype, [](int done, int total) { PrintPackProgress("packing", done, total); }));
+  RETURN_IF_ERROR(engine::PackExperts(*model, out, dtype, [](int done, int total) { runtime::PrintPackProgress("packing", done, total); }));
   ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(out, model->fingerprint()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // The types and sizes each expert was packed in (a Q4_K_M GGUF kept as it
@@ -276,24 +276,24 @@ absl::Status Pack(const PackFlags& flags) {
 absl::Status Trace(const TraceFlags& flags) {
   if (flags.context < 1) return absl::InvalidArgumentError("--ctx must be at least 1");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
-  ASSIGN_OR_RETURN(std::unique_ptr<Runtime> engine, Runtime::Load(flags.engine));
-  const ModelConfig& config = engine->model().config();
+  ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
+  const engine::ModelConfig& config = engine->model().config();
   const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has no tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);
   // Token by token, as decode runs: the trace is the access order a
   // decoding cache sees.
   std::vector<cache::TraceRecord> records;
-  ForwardOptions options;
+  engine::ForwardOptions options;
   options.experts_per_token = flags.engine.experts_per_token;
   std::vector<float> logits;
   for (size_t begin = 0; begin < tokens.size(); begin += context) {
     const size_t end = std::min(tokens.size(), begin + context);
-    KvCache kv(config, context, &engine->forward().kv_memory());
+    engine::KvCache kv(config, context, &engine->forward().kv_memory());
     for (size_t t = begin; t < end; ++t) {
-      RoutingTrace trace;
+      engine::RoutingTrace trace;
       RETURN_IF_ERROR(engine->forward().Run(absl::MakeConstSpan(&tokens[t], 1), kv, options, &logits, &trace));
-      for (RoutingRecord& r : trace.records) {
+      for (engine::RoutingRecord& r : trace.records) {
         records.push_back({static_cast<int32_t>(t), r.layer, std::move(r.experts), std::move(r.weights)});
       }
     }

@@ -15,7 +15,7 @@
 namespace expertd::cli {
 
 struct RunFlags {
-  EngineOptions engine;
+  runtime::EngineOptions engine;
   std::string prompt;
   int max_new_tokens = 64;
   float temperature = 0.0f;
@@ -26,13 +26,13 @@ struct RunFlags {
 };
 
 struct EvalFlags {
-  EngineOptions engine;
+  runtime::EngineOptions engine;
   std::string tokens;  // "ID ID ..."
   std::string logits_out;
 };
 
 struct PerplexityFlags {
-  EngineOptions engine;
+  runtime::EngineOptions engine;
   std::string text_file;
   int context = 512;
 };
@@ -44,7 +44,7 @@ struct PackFlags {
 };
 
 struct TraceFlags {
-  EngineOptions engine;
+  runtime::EngineOptions engine;
   std::string text_file;
   std::string out;
   int context = 512;

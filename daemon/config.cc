@@ -15,7 +15,7 @@
 #include "base/read_file.h"
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 constexpr const char* kPolicies[] = {"lru", "lru-hint", "lfu", "least-stale", "layer-distance"};
@@ -318,8 +318,8 @@ absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path) {
   return config.cache;
 }
 
-EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
-  EngineOptions options;
+runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
+  runtime::EngineOptions options;
   options.model_dir = config.model.path;
   options.threads = config.inference.threads;
   options.experts_per_token = config.inference.default_experts_per_token;
@@ -341,9 +341,9 @@ EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.prefetch.next_token_layers = config.prefetch.next_token_layers;
 
   // ParseDaemonConfig accepted only these three spellings (kGpuModes).
-  options.device.gpu = config.device.gpu == "on"    ? GpuMode::kOn
-                       : config.device.gpu == "off" ? GpuMode::kOff
-                                                    : GpuMode::kAuto;
+  options.device.gpu = config.device.gpu == "on"    ? runtime::GpuMode::kOn
+                       : config.device.gpu == "off" ? runtime::GpuMode::kOff
+                                                    : runtime::GpuMode::kAuto;
   options.device.cuda_device = config.device.cuda_device;
   options.device.execution_placement = config.device.execution_placement;
   return options;
@@ -363,4 +363,4 @@ std::string ResolveSocketPath(const ServerConfig& server, uid_t uid, const char*
   return DefaultSocketPath(uid, xdg_runtime_dir);
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

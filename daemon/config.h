@@ -18,7 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "runtime/engine_options.h"
 
-namespace expertd {
+namespace expertd::daemon {
 
 struct ServerConfig {
   // "" = DefaultSocketPath(): /run/expertd/expertd.sock for the service,
@@ -143,7 +143,7 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
 // SIGHUP), which the module structs are not (ExpertCacheOptions owns a
 // device copier), and they hold settings the loader takes from the model
 // rather than from the file.
-EngineOptions EngineOptionsFromConfig(const DaemonConfig& config);
+runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config);
 
 // For SIGHUP: the whole file is validated as at start-up, only the [cache]
 // section is returned, so a reload applies budgets and nothing else.
@@ -158,6 +158,6 @@ std::string DefaultSocketPath(uid_t uid, const char* xdg_runtime_dir);
 std::string ResolveSocketPath(const ServerConfig& server, uid_t uid,
                               const char* xdg_runtime_dir);
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_CONFIG_H_

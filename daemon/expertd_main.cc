@@ -34,7 +34,7 @@ CLI::Option* AddByteSizeOption(CLI::App* command, const std::string& name, uint6
 
 // The command line's half of EngineOptions (the config file fills the same
 // struct: EngineOptionsFromConfig).
-void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
+void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options) {
   command->add_option("--model", options->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file")
       ->required();
   command->add_option("--k", options->experts_per_token, "routed experts per token (dial-k); default the model's")
@@ -48,13 +48,13 @@ void AddEngineFlags(CLI::App* command, expertd::EngineOptions* options) {
       ->add_option_function<std::string>(
           "--gpu",
           [options](const std::string& mode) {
-            options->device.gpu = mode == "on"    ? expertd::GpuMode::kOn
-                                  : mode == "off" ? expertd::GpuMode::kOff
-                                                  : expertd::GpuMode::kAuto;
+            options->device.gpu = mode == "on"    ? expertd::runtime::GpuMode::kOn
+                                  : mode == "off" ? expertd::runtime::GpuMode::kOff
+                                                  : expertd::runtime::GpuMode::kAuto;
           },
           "auto: run on a CUDA device when there is one; on: insist; off: the CPU only")
       ->check(CLI::IsMember({"auto", "on", "off"}))
-      ->default_str(std::string(expertd::GpuModeName(options->device.gpu)));
+      ->default_str(std::string(expertd::runtime::GpuModeName(options->device.gpu)));
   command->add_option("--cuda-device", options->device.cuda_device, "which CUDA device")
       ->check(CLI::NonNegativeNumber);
   command->add_flag("!--no-execution-placement", options->device.execution_placement,
@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   CLI::App* pack_cmd = app.add_subcommand("pack", "write the packed expert file of a model");
   pack_cmd->add_option("--model", pack.model_dir, "HF model directory or .gguf file")->required();
   pack_cmd->add_option("--out", pack.out, "output file; default the model's (DIR/model.experts, X.experts beside X.gguf)");
-  pack_cmd->add_option("--dtype", pack.dtype, expertd::PackDtypeChoices())->capture_default_str();
+  pack_cmd->add_option("--dtype", pack.dtype, expertd::engine::PackDtypeChoices())->capture_default_str();
 
   expertd::cli::TraceFlags trace;
   CLI::App* trace_cmd = app.add_subcommand("trace", "record the expert routing of a text, token by token");
@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
   if (*ppl_cmd) status = expertd::cli::Perplexity(perplexity);
   if (*tok_cmd) status = expertd::cli::Tokenize(tokenize);
   if (*pack_cmd) status = expertd::cli::Pack(pack);
-  if (*serve_cmd) status = expertd::Serve(serve_config, drain_seconds);
+  if (*serve_cmd) status = expertd::daemon::Serve(serve_config, drain_seconds);
   if (*trace_cmd) status = expertd::cli::Trace(trace);
   if (*bench_cmd) status = expertd::cli::BenchCache(bench_cache);
   if (!status.ok()) {

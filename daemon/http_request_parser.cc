@@ -8,7 +8,7 @@
 #include "boost/beast/http/error.hpp"
 #include "boost/beast/http/read.hpp"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 namespace asio = boost::asio;
@@ -96,4 +96,4 @@ absl::StatusOr<ParsedHttpRequest> ParseHttpRequest(absl::Span<const absl::string
   return parsed;
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

@@ -14,7 +14,7 @@
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/string_body.hpp"
 
-namespace expertd {
+namespace expertd::daemon {
 
 // Request line plus headers. Beast's default (8 KiB) is enough for curl, but
 // not for every OpenAI client that sends long auth or tracing headers; 64 KiB
@@ -51,6 +51,6 @@ struct ParsedHttpRequest {
 absl::StatusOr<ParsedHttpRequest> ParseHttpRequest(absl::Span<const absl::string_view> reads,
                                                    uint64_t max_body_bytes);
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_HTTP_REQUEST_PARSER_H_

@@ -26,7 +26,7 @@
 #include "daemon/http_request_parser.h"
 #include "spdlog/spdlog.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 namespace asio = boost::asio;
@@ -144,7 +144,7 @@ class TimedConnection {
 };
 
 // The request log's figures of a job (call with job.mu held).
-std::string Summary(const Request& job) {
+std::string Summary(const engine::Request& job) {
   std::string summary = absl::StrFormat("%zu prompt + %d tokens, queue %.3f s, prefill %.3f s, decode %.3f s",
                                         job.prompt.size(), job.completion_tokens, job.queue_seconds,
                                         job.prefill_seconds, job.decode_seconds);
@@ -173,13 +173,13 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
                        const GenerationRequest& parsed, const AnswerShape& shape, beast::error_code& ec) {
   Served served;
   struct Choice {
-    std::shared_ptr<Request> job;
+    std::shared_ptr<engine::Request> job;
     AnswerShape shape;
   };
   std::vector<Choice> choices;
   for (size_t p = 0; p < parsed.prompts.size(); ++p) {
     for (int i = 0; i < parsed.n; ++i) {
-      auto job = std::make_shared<Request>();
+      auto job = std::make_shared<engine::Request>();
       job->prompt = parsed.prompts[p].tokens;
       job->options = parsed.options;
       job->options.sampling.seed += static_cast<uint64_t>(i);
@@ -212,7 +212,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
   // Waits for pred (job.mu held) while the client is there; false when it
   // has gone: every choice is then cancelled, wherever it is, and nobody is
   // answered.
-  auto wait_for_job = [&](Request& job, std::unique_lock<std::mutex>& lock, auto pred) {
+  auto wait_for_job = [&](engine::Request& job, std::unique_lock<std::mutex>& lock, auto pred) {
     while (!job.cv.wait_for(lock, kHangUpPoll, pred)) {
       lock.unlock();
       const bool gone = connection.PeerClosed();
@@ -252,7 +252,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
     std::vector<json> wholes;
     json figures;
     for (const Choice& choice : choices) {
-      Request& job = *choice.job;
+      engine::Request& job = *choice.job;
       std::unique_lock lock(job.mu);
       if (!wait_for_job(job, lock, [&] { return job.done; })) return served;
       if (!job.status.ok()) {
@@ -293,7 +293,7 @@ Served ServeGeneration(InferenceService& service, TimedConnection& connection, u
   };
   bool failed = false;
   for (const Choice& choice : choices) {
-    Request& job = *choice.job;
+    engine::Request& job = *choice.job;
     const AnswerShape& choice_shape = choice.shape;
     // Token logprobs go with the event that carries their text; those of a
     // token that ended inside a UTF-8 character wait for the next event.
@@ -409,7 +409,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerConfig
                                                       ": ", std::strerror(errno)));
     }
   }
-  const ChatTemplate& chat = server->chat_template_;
+  const tokenizer::ChatTemplate& chat = server->chat_template_;
   if (!chat.parse_status().ok()) {
     spdlog::error("chat template: {} Chat requests are answered with this error; completions work.",
                   std::string(chat.parse_status().message()));
@@ -764,4 +764,4 @@ void HttpServer::Serve(const Accepted& accepted) {
   connection.Shutdown();
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

@@ -21,7 +21,7 @@
 #include "daemon/log_limiter.h"
 #include "tokenizer/chat_template.h"
 
-namespace expertd {
+namespace expertd::daemon {
 
 // HTTP/1.1 + JSON on a Unix socket (Boost.Beast), OpenAI-compatible:
 // POST /v1/completions and /v1/chat/completions (stream as SSE), GET
@@ -71,7 +71,7 @@ class HttpServer {
       : config_(config),
         socket_path_(std::move(socket_path)),
         service_(service),
-        chat_template_(ChatTemplate::ForModel(service.model().tokenizer())),
+        chat_template_(tokenizer::ChatTemplate::ForModel(service.model().tokenizer())),
         started_at_(std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch()).count()) {}
   void AcceptLoop();
@@ -88,7 +88,7 @@ class HttpServer {
   const ServerConfig config_;
   const std::string socket_path_;
   InferenceService& service_;
-  const ChatTemplate chat_template_;  // the model's, recognised once at start
+  const tokenizer::ChatTemplate chat_template_;  // the model's, recognised once at start
   const int64_t started_at_;          // Unix seconds: /v1/models' "created" (when this daemon loaded the model)
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
@@ -112,6 +112,6 @@ class HttpServer {
   std::thread accept_thread_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_HTTP_SERVER_H_

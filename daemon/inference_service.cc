@@ -7,7 +7,7 @@
 #include "base/status_macros.h"
 #include "spdlog/spdlog.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 double SecondsBetween(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
@@ -40,16 +40,16 @@ nlohmann::json TierJson(const cache::TierStats& t) {
 
 absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(const DaemonConfig& config) {
   auto service = std::unique_ptr<InferenceService>(new InferenceService(config));
-  ASSIGN_OR_RETURN(service->runtime_, Runtime::Load(EngineOptionsFromConfig(config)));
+  ASSIGN_OR_RETURN(service->runtime_, runtime::Runtime::Load(EngineOptionsFromConfig(config)));
   service->model_name_ = std::filesystem::path(config.model.path).filename().string();
   if (service->model_name_.empty()) service->model_name_ = config.model.path;
-  SchedulerOptions scheduling;
+  engine::SchedulerOptions scheduling;
   scheduling.max_batch = config.inference.max_batch;
   scheduling.max_queued_requests = config.server.max_queued_requests;
   scheduling.kv_budget_bytes = config.inference.kv_budget_bytes;
   scheduling.prefill_chunk_tokens = config.inference.prefill_chunk_tokens;
   scheduling.max_roster = config.inference.max_roster;
-  service->requests_ = std::make_unique<RequestEngine>(service->runtime_->model(), service->runtime_->forward(), scheduling,
+  service->requests_ = std::make_unique<engine::RequestEngine>(service->runtime_->model(), service->runtime_->forward(), scheduling,
                                                        [raw = service.get()] { raw->PublishPredictionFigures(); });
   return service;
 }
@@ -59,7 +59,7 @@ InferenceService::~InferenceService() {
 }
 
 void InferenceService::PublishPredictionFigures() {
-  const PassStats pass = runtime_->PassFigures();
+  const runtime::PassStats pass = runtime_->PassFigures();
   if (!pass.prefetch) return;
   const predictor::PredictionStats::Figures total = pass.prefetch->Total();
   std::lock_guard lock(prediction_mu_);
@@ -129,8 +129,8 @@ nlohmann::json InferenceService::Stats() const {
   stats["tokens"] = {{"prompt", c.scheduler.prompt_tokens},
                      {"completion", c.scheduler.completion_tokens},
                      {"decode_tokens_per_second", ratio(c.scheduler.completion_tokens, c.scheduler.decode_seconds)}};
-  const ModelConfig& config = runtime_->model().config();
-  const RuntimeStats runtime = runtime_->Stats();
+  const engine::ModelConfig& config = runtime_->model().config();
+  const runtime::RuntimeStats runtime = runtime_->Stats();
   stats["model"] = {{"name", model_name_},
                     {"architecture", config.architecture_name},
                     {"layers", config.num_layers},
@@ -233,7 +233,7 @@ std::string InferenceService::PrometheusMetrics() const {
           "Expert file read throughput with loads overlapping, as the prefetch budget measures it.",
           c.load_bytes_per_second);
   }
-  const RuntimeStats runtime = runtime_->Stats();
+  const runtime::RuntimeStats runtime = runtime_->Stats();
   if (!runtime.cache) return m.Take();
   const cache::CacheStats& cache = *runtime.cache;
   std::vector<std::pair<const char*, const cache::TierStats*>> tiers = {{"dram", &cache.dram}};
@@ -269,4 +269,4 @@ std::string InferenceService::PrometheusMetrics() const {
   return m.Take();
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

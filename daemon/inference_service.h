@@ -13,12 +13,12 @@
 #include "engine/request_engine.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::daemon {
 
 // What the service has done, as numbers: one snapshot renders both
 // /v1/stats and /metrics.
 struct ServiceCounters {
-  SchedulerCounters scheduler;
+  engine::SchedulerCounters scheduler;
   uint64_t kv_budget_bytes = 0;
   // Cross-layer prediction, over every lookahead distance (0/0 without a
   // prefetcher).
@@ -44,8 +44,8 @@ class InferenceService {
   ~InferenceService();
 
   // The request engine's Submit, Cancel and Drain (see there).
-  absl::Status Submit(std::shared_ptr<Request> request) { return requests_->Submit(std::move(request)); }
-  void Cancel(const std::shared_ptr<Request>& request) { requests_->Cancel(request); }
+  absl::Status Submit(std::shared_ptr<engine::Request> request) { return requests_->Submit(std::move(request)); }
+  void Cancel(const std::shared_ptr<engine::Request>& request) { requests_->Cancel(request); }
   void Drain(std::chrono::milliseconds timeout) { requests_->Drain(timeout); }
   // SIGHUP: new cache budgets, applied live.
   absl::Status ReloadBudgets(const CacheConfig& cache);
@@ -53,7 +53,7 @@ class InferenceService {
   ServiceCounters Counters() const;
   nlohmann::json Stats() const;
   std::string PrometheusMetrics() const;
-  const Model& model() const { return runtime_->model(); }
+  const engine::Model& model() const { return runtime_->model(); }
   const std::string& model_name() const { return model_name_; }
   const InferenceConfig& limits() const { return config_.inference; }
 
@@ -65,7 +65,7 @@ class InferenceService {
 
   DaemonConfig config_;
   std::string model_name_;
-  std::unique_ptr<Runtime> runtime_;
+  std::unique_ptr<runtime::Runtime> runtime_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex prediction_mu_;  // guards the figures below
@@ -76,9 +76,9 @@ class InferenceService {
   int next_token_layers_ = 0;
   predictor::PredictionStats::Figures next_token_;
 
-  std::unique_ptr<RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
+  std::unique_ptr<engine::RequestEngine> requests_;  // last: its thread runs runtime_'s forward pass
 };
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_INFERENCE_SERVICE_H_

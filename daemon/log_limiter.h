@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <mutex>
 
-namespace expertd {
+namespace expertd::daemon {
 
 // Rate limit for a log line that a client can cause at will (a malformed
 // request, a refused connection): at most `per_window` lines per window, so
@@ -44,6 +44,6 @@ class LogLimiter {
   uint64_t suppressed_ = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_LOG_LIMITER_H_

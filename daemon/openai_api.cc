@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/sampler.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 using nlohmann::json;
@@ -158,9 +158,9 @@ enum class Endpoint { kCompletions, kChat };
 
 // The fields both endpoints share, once request->prompt is known: token
 // budget, sampling, stop, stream, dial-k and roster.
-bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& model, const InferenceConfig& limits,
+bool ParseGenerationFields(const json& root, Endpoint endpoint, const engine::Model& model, const InferenceConfig& limits,
                            GenerationRequest* request, ApiError* error) {
-  const ModelConfig& config = model.config();
+  const engine::ModelConfig& config = model.config();
   auto field = [&](const char* name) { return Field(root, name); };
   // The longest prompt bounds max_tokens.
   int64_t prompt_tokens = 0;
@@ -168,7 +168,7 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
     prompt_tokens = std::max<int64_t>(prompt_tokens, static_cast<int64_t>(prompt.tokens.size()));
   }
 
-  GenerateOptions& options = request->options;
+  engine::GenerateOptions& options = request->options;
   // OpenAI's completions default to 16 tokens; a chat answer runs to its end
   // (EOS), so it may use the rest of the context up to the daemon's cap.
   options.max_new_tokens =
@@ -293,7 +293,7 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
   }
   if (const json* v = field("roster")) {
     if (!v->is_object()) return Fail(error, "roster", "roster must be an object {size, temperature, seed, ...}");
-    RosterOptions& roster = options.roster;
+    engine::RosterOptions& roster = options.roster;
     auto member = [&](const char* name) { return Field(*v, name); };
     if (const json* size = member("size")) {
       if (!ReadInt(*size, "roster.size", 1, limits.max_roster, &roster.samples, error, " (inference.max_roster)")) {
@@ -332,14 +332,14 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
         return false;
       }
     }
-    if (absl::Status status = ValidateRosterOptions(roster, config, limits.max_roster); !status.ok()) {
+    if (absl::Status status = engine::ValidateRosterOptions(roster, config, limits.max_roster); !status.ok()) {
       std::string message(status.message());
       return Fail(error, message.substr(0, message.find(' ')), message);
     }
   }
   // The engine validates these again when the job runs, where a refusal is
   // a 500: what passed the checks above must pass there too.
-  if (absl::Status status = ValidateSamplingOptions(options.sampling, config.vocab_size); !status.ok()) {
+  if (absl::Status status = engine::ValidateSamplingOptions(options.sampling, config.vocab_size); !status.ok()) {
     std::string message(status.message());
     return Fail(error, message.substr(0, message.find(' ')), message);
   }
@@ -354,11 +354,11 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const Model& mod
 
 }  // namespace
 
-bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
+bool ParseCompletionRequest(const std::string& body, const engine::Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error) {
   json root;
   if (!ParseBody(body, &root, error) || !CheckModel(root, model_name, error)) return false;
-  const ModelConfig& config = model.config();
+  const engine::ModelConfig& config = model.config();
 
   // OpenAI's four forms: a string, a list of strings, a list of token ids,
   // a list of token id lists.
@@ -419,7 +419,7 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
   return true;
 }
 
-bool ParseChatRequest(const std::string& body, const Model& model, const ChatTemplate& chat_template,
+bool ParseChatRequest(const std::string& body, const engine::Model& model, const tokenizer::ChatTemplate& chat_template,
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error) {
   json root;
@@ -428,7 +428,7 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
   const json* messages = Field(root, "messages");
   if (messages == nullptr) return Fail(error, "messages", "messages is required");
   if (!messages->is_array()) return Fail(error, "messages", "messages must be a list of {\"role\", \"content\"}");
-  std::vector<ChatMessage> chat;
+  std::vector<tokenizer::ChatMessage> chat;
   chat.reserve(messages->size());
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
@@ -437,7 +437,7 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     const json* role = Field(m, "role");
     if (role == nullptr) return Fail(error, at + ".role", absl::StrCat(at, ".role is required"));
     if (!role->is_string()) return Fail(error, at + ".role", absl::StrCat(at, ".role must be a string"));
-    ChatMessage& message = chat.emplace_back();
+    tokenizer::ChatMessage& message = chat.emplace_back();
     message.role = role->get<std::string>();
     // Anything but a string (absent, null, a list of parts) is left for
     // Render to report, so the engine's rule is the one rule.
@@ -451,7 +451,7 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
       message.reasoning_content = reasoning->get<std::string>();
     }
   }
-  ChatOptions chat_options;
+  tokenizer::ChatOptions chat_options;
   if (const json* v = Field(root, "add_generation_prompt")) {
     if (!v->is_boolean()) return Fail(error, "add_generation_prompt", "add_generation_prompt must be true or false");
     chat_options.add_generation_prompt = v->get<bool>();
@@ -468,7 +468,7 @@ bool ParseChatRequest(const std::string& body, const Model& model, const ChatTem
     // The template's own raise_exception, a bad message and a kwarg the
     // template cannot take are the request's fault (400, naming the field);
     // a model template that does not parse is the server's (500).
-    const std::string field = ChatErrorField(text.status());
+    const std::string field = tokenizer::ChatErrorField(text.status());
     if (text.status().code() != absl::StatusCode::kInvalidArgument) {
       error->type = "server_error";
       return Fail(error, "", std::string(text.status().message()), 500);
@@ -506,10 +506,10 @@ namespace {
 
 // OpenAI's logprobs object of a completion choice; offsets count from
 // *text_offset, which advances past the tokens.
-json CompletionLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) {
+json CompletionLogprobs(absl::Span<const engine::TokenLogprob> tokens, size_t* text_offset) {
   json result = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
                  {"text_offset", json::array()}};
-  for (const TokenLogprob& t : tokens) {
+  for (const engine::TokenLogprob& t : tokens) {
     result["tokens"].push_back(t.text);
     result["token_logprobs"].push_back(t.logprob ? json(*t.logprob) : json(nullptr));
     if (t.logprob) {
@@ -527,14 +527,14 @@ json CompletionLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offs
 
 // OpenAI's chat logprobs object: {"content": [{token, logprob, bytes,
 // top_logprobs}]}.
-json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
+json ChatLogprobs(absl::Span<const engine::TokenLogprob> tokens) {
   auto bytes = [](const std::string& text) {
     json list = json::array();
     for (unsigned char c : text) list.push_back(static_cast<int>(c));
     return list;
   };
   json content = json::array();
-  for (const TokenLogprob& t : tokens) {
+  for (const engine::TokenLogprob& t : tokens) {
     json top = json::array();
     for (const auto& [text, logprob] : t.top) top.push_back({{"token", text}, {"logprob", logprob}, {"bytes", bytes(text)}});
     content.push_back({{"token", t.text},
@@ -547,7 +547,7 @@ json ChatLogprobs(absl::Span<const TokenLogprob> tokens) {
 
 }  // namespace
 
-json ExpertdFigures(const Request& job) {
+json ExpertdFigures(const engine::Request& job) {
   json figures = {{"queue_seconds", job.queue_seconds},
                   {"prefill_seconds", job.prefill_seconds},
                   {"decode_seconds", job.decode_seconds},
@@ -584,7 +584,7 @@ json AnswerShape::Envelope(const char* object, json choice) const {
 }
 
 json AnswerShape::Whole(const std::string& text, const std::string& finish_reason,
-                        absl::Span<const TokenLogprob> prompt_logprobs, absl::Span<const TokenLogprob> logprobs,
+                        absl::Span<const engine::TokenLogprob> prompt_logprobs, absl::Span<const engine::TokenLogprob> logprobs,
                         bool with_logprobs) const {
   if (chat) {
     json choice = {{"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", finish_reason}};
@@ -604,7 +604,7 @@ json AnswerShape::Whole(const std::string& text, const std::string& finish_reaso
   return Envelope("text_completion", std::move(choice));
 }
 
-json AnswerShape::StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const {
+json AnswerShape::StreamLogprobs(absl::Span<const engine::TokenLogprob> tokens, size_t* text_offset) const {
   return chat ? ChatLogprobs(tokens) : CompletionLogprobs(tokens, text_offset);
 }
 
@@ -646,4 +646,4 @@ json AnswerShape::Chunk(json delta, json finish_reason, json logprobs) const {
                                             {"logprobs", std::move(logprobs)}});
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

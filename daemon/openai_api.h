@@ -19,7 +19,7 @@
 #include "nlohmann/json.hpp"
 #include "tokenizer/chat_template.h"
 
-namespace expertd {
+namespace expertd::daemon {
 
 // An error as the HTTP API reports it: a status code and OpenAI's error
 // object ({"error": {"message", "type", "param"}}).
@@ -43,7 +43,7 @@ struct GenerationRequest {
   // Choices per prompt (OpenAI's n): each an independent generation, choice
   // i of a prompt sampling with seed + i. Choice p * n + i is prompt p's i-th.
   int n = 1;
-  GenerateOptions options;
+  engine::GenerateOptions options;
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;  // generation ends after any of these (chat: end-of-turn tokens)
   bool stream = false;
@@ -74,7 +74,7 @@ using ChatRequest = GenerationRequest;
 // OpenAI's clients send extras; what expertd cannot do yet (response_format
 // other than text, tools and functions) is refused naming the field; wrong
 // types and values out of range are errors naming the field.
-bool ParseCompletionRequest(const std::string& body, const Model& model, const std::string& model_name,
+bool ParseCompletionRequest(const std::string& body, const engine::Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error);
 
 // The same for a chat request: messages ([{role, content}], roles system,
@@ -88,7 +88,7 @@ bool ParseCompletionRequest(const std::string& body, const Model& model, const s
 // defaults to the rest of the model's context, capped at the daemon's
 // inference.max_tokens, where completions default to 16 as OpenAI's do.
 // logprobs (true/false) with top_logprobs (0 .. 20) as OpenAI's chat API.
-bool ParseChatRequest(const std::string& body, const Model& model, const ChatTemplate& chat_template,
+bool ParseChatRequest(const std::string& body, const engine::Model& model, const tokenizer::ChatTemplate& chat_template,
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error);
 
@@ -111,11 +111,11 @@ struct AnswerShape {
 
   // The whole answer (without usage). logprobs: the request's, prompt first.
   nlohmann::json Whole(const std::string& text, const std::string& finish_reason,
-                       absl::Span<const TokenLogprob> prompt_logprobs, absl::Span<const TokenLogprob> logprobs,
+                       absl::Span<const engine::TokenLogprob> prompt_logprobs, absl::Span<const engine::TokenLogprob> logprobs,
                        bool with_logprobs) const;
   // The logprobs field of a streamed event for `tokens`; completions'
   // text_offset counts on from *text_offset, which advances past them.
-  nlohmann::json StreamLogprobs(absl::Span<const TokenLogprob> tokens, size_t* text_offset) const;
+  nlohmann::json StreamLogprobs(absl::Span<const engine::TokenLogprob> tokens, size_t* text_offset) const;
   // Stream events: an opening one (chat: the role; completions: the echoed
   // prompt, when asked for), one per piece of text, and a closing one with
   // the finish reason.
@@ -134,8 +134,8 @@ struct AnswerShape {
 
 // Our figures for one request, beside OpenAI's fields ("expertd"): timings
 // and what the Roster of Experts cost (call with request.mu held).
-nlohmann::json ExpertdFigures(const Request& request);
+nlohmann::json ExpertdFigures(const engine::Request& request);
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_OPENAI_API_H_

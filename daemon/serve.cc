@@ -14,7 +14,7 @@
 #include "daemon/inference_service.h"
 #include "spdlog/spdlog.h"
 
-namespace expertd {
+namespace expertd::daemon {
 
 absl::Status Serve(const std::string& config_path, int drain_seconds) {
   // Signals are taken synchronously by this thread (sigwait); every thread
@@ -65,4 +65,4 @@ absl::Status Serve(const std::string& config_path, int drain_seconds) {
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::daemon

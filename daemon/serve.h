@@ -5,7 +5,7 @@
 
 #include "absl/status/status.h"
 
-namespace expertd {
+namespace expertd::daemon {
 
 // `expertd serve --config FILE`: loads the model, listens on the Unix
 // socket, tells systemd READY=1, and runs until SIGTERM or SIGINT (stop
@@ -15,6 +15,6 @@ namespace expertd {
 // it waits for, and threads inherit the mask).
 absl::Status Serve(const std::string& config_path, int drain_seconds = 30);
 
-}  // namespace expertd
+}  // namespace expertd::daemon
 
 #endif  // EXPERTD_DAEMON_SERVE_H_

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 double SequenceCosts::extra_compute() const {
   const int64_t rows = prompt_rows + decode_rows;
@@ -158,4 +158,4 @@ absl::Status BatchDecoder::Step(absl::Span<DecodingSequence* const> sequences, a
   return absl::OkStatus();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -12,7 +12,7 @@
 #include "engine/roster.h"
 #include "engine/routing.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // What a decoding sequence has cost, for per-request statistics.
 struct SequenceCosts {
@@ -118,6 +118,6 @@ class BatchDecoder {
   std::vector<float> logits_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_BATCH_DECODER_H_

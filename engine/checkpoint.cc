@@ -17,7 +17,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::engine {
 namespace fs = std::filesystem;
 namespace {
 
@@ -290,4 +290,4 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
   return stats;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -13,7 +13,7 @@
 #include "engine/safetensors.h"
 #include "engine/tensor_source.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // The tensors of an HF model directory: model.safetensors, or the shards named
 // by model.safetensors.index.json. Every shard stays open (a descriptor, no
@@ -46,7 +46,7 @@ class Checkpoint {
     std::byte* destination;
   };
   // What loading took from one file (tensor_source.h).
-  using FileReadStats = ::expertd::FileReadStats;
+  using FileReadStats = ::expertd::engine::FileReadStats;
   // Copies every tensor of `reads` to its destination, file by file and in
   // each file in offset order (sequential I/O, the fastest a disk reads), and
   // checks after each file that it still has the size and modification time
@@ -89,6 +89,6 @@ class CheckpointTensorSource : public TensorSource {
   const Checkpoint& checkpoint_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_CHECKPOINT_H_

@@ -9,7 +9,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 void ExpertActivation(const ExpertExtras& extras, float* gate, float* up, int64_t m, int64_t stride, int64_t lo,
                       int64_t hi) {
@@ -78,4 +78,4 @@ void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* po
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

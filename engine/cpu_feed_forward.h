@@ -8,7 +8,7 @@
 #include "engine/model_weights.h"
 #include "kernels/cpu/thread_pool.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // out[m][hidden] = down(silu(gate x) * up x) for m rows of x; gate_scratch
 // and up_scratch hold m * ffn floats each. pool may be null. With extras
@@ -33,6 +33,6 @@ void AddDownBias(const ExpertExtras& extras, float* out, int64_t m, int64_t stri
 void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,
                          ExecutionPlacement& placement);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_CPU_FEED_FORWARD_H_

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-namespace expertd {
+namespace expertd::engine {
 
 ExecutionPlacement::ExecutionPlacement(PlacementOptions options)
     : options_(options),
@@ -58,4 +58,4 @@ void ExecutionPlacement::RecordCpuCompute(uint64_t expert_bytes, int rows, doubl
   cpu_base_seconds_per_byte_ = std::max(1e-15, (sy_ - slope * sx_) / sw_);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

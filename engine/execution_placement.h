@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-namespace expertd {
+namespace expertd::engine {
 
 enum class Placement { kCopyToDevice, kComputeOnCpu };
 
@@ -59,6 +59,6 @@ class ExecutionPlacement {
   double sw_ = 0, sx_ = 0, sy_ = 0, sxx_ = 0, sxy_ = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_EXECUTION_PLACEMENT_H_

@@ -12,7 +12,7 @@
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/quant_blocks.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 // Writes matrix w into its place `m` of the bundle at `bundle`, in m's
@@ -155,4 +155,4 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
   return writer->Finish();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

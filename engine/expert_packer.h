@@ -9,7 +9,7 @@
 #include "base/dtype.h"
 #include "engine/model.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // `expertd pack --dtype`: "keep" (nullopt: each matrix's own dtype),
 // "bf16", "f32", or a GGML block format ("q8_0", "q4_0", "q4_k", "q5_k",
@@ -29,6 +29,6 @@ std::string PackDtypeChoices();
 absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
                          const std::function<void(int done, int total)>& progress = nullptr);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_EXPERT_PACKER_H_

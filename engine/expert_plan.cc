@@ -1,6 +1,6 @@
 #include "engine/expert_plan.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 void ExpertPlan::Plan(int layer, const MoeDispatch& dispatch, ExpertSource& experts,
                       const ExecutionPlacement* placement, uint64_t expert_bytes) {
@@ -42,4 +42,4 @@ void ExpertPlan::Clear() {
   pending_.clear();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

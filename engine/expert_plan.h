@@ -19,7 +19,7 @@
 #include "engine/expert_source.h"
 #include "engine/moe_dispatch.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 class ExpertPlan {
  public:
@@ -47,6 +47,6 @@ class ExpertPlan {
   std::vector<int32_t> pending_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_EXPERT_PLAN_H_

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 absl::StatusOr<ExpertHandle> ResidentExperts::Acquire(int layer, int expert) {
   ExpertHandle handle;
@@ -81,4 +81,4 @@ ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   return handle;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -14,7 +14,7 @@
 #include "io/expert_bundle.h"
 #include "io/expert_file.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // A routed expert's weights, valid while the handle lives (it may pin a
 // cache slot).
@@ -96,6 +96,6 @@ class CachedExperts : public ExpertSource, public PrefetchTarget {
   std::vector<io::BundleLayout> bundles_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_EXPERT_SOURCE_H_

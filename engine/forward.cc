@@ -12,7 +12,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 float* Row(std::vector<float>& buffer, int row, int width) {
@@ -545,4 +545,4 @@ absl::Status ForwardPass::Combine(int layer_index, const MoeDispatch& dispatch) 
   return absl::OkStatus();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

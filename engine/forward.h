@@ -17,7 +17,7 @@
 #include "engine/routing.h"
 #include "kernels/cpu/thread_pool.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // The transformer on the CPU. Owns the scratch buffers of a step, sized on
 // first use and reused, so decode allocates nothing per token. Row logits of
@@ -125,6 +125,6 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   size_t ffn_width_ = 0;        // row width of ffn_gate_ and ffn_up_: the widest feed-forward
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_FORWARD_H_

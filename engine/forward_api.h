@@ -14,7 +14,7 @@
 #include "engine/layer_observer.h"
 #include "engine/routing.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Roster of Experts routing noise for one row of a step (see roster.h).
 struct RowNoise {
@@ -74,6 +74,6 @@ class Forward {
   virtual KvMemory& kv_memory() = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_FORWARD_API_H_

@@ -4,7 +4,7 @@
 
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 double GenerateResult::prefill_tokens_per_second() const {
   return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0;
@@ -36,4 +36,4 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, ab
   return result;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

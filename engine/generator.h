@@ -16,7 +16,7 @@
 #include "engine/model.h"
 #include "engine/request_engine.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids, without the prompt
@@ -35,6 +35,6 @@ struct GenerateResult {
 absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_GENERATOR_H_

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using formats::GgufFile;
@@ -224,4 +224,4 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
   return config;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -26,7 +26,7 @@
 #include "engine/model_config.h"
 #include "formats/gguf_file.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Errors name the file and the key: NotFound for a missing required key,
 // InvalidArgument for a value of the wrong type or out of range, Unimplemented
@@ -34,6 +34,6 @@ namespace expertd {
 // per-layer head counts or sizes, key and value lengths that differ).
 absl::StatusOr<ModelConfig> ModelConfigFromGguf(const formats::GgufFile& file);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_

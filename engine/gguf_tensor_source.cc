@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 // Leading dimensions of 1 say nothing about a tensor's layout: GGUF keeps
@@ -275,4 +275,4 @@ absl::StatusOr<std::vector<FileReadStats>> GgufTensorSource::ReadTensors(absl::S
   return all_stats;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -42,7 +42,7 @@
 #include "engine/tensor_source.h"
 #include "formats/gguf_file.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 class GgufTensorSource : public TensorSource {
  public:
@@ -72,6 +72,6 @@ class GgufTensorSource : public TensorSource {
   ModelConfig config_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_

@@ -13,7 +13,7 @@
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using formats::GgufFile;
@@ -48,8 +48,8 @@ struct PreTokenizer {
 constexpr PreTokenizer kPreTokenizers[] = {
     {"gpt-2", "", false},
     {"olmo", "", false},
-    {"qwen2", tokenizer_internal::kQwen2PreTokenizerRegex, false},
-    {"deepseek-r1-qwen", tokenizer_internal::kQwen2PreTokenizerRegex, false},
+    {"qwen2", tokenizer::internal::kQwen2PreTokenizerRegex, false},
+    {"deepseek-r1-qwen", tokenizer::internal::kQwen2PreTokenizerRegex, false},
     {"llama-bpe", kLlama3Regex, true},
     {"llama3", kLlama3Regex, true},
     {"llama-v3", kLlama3Regex, true},
@@ -73,7 +73,7 @@ json PreTokenizerJson(const PreTokenizer& pre) {
 
 bool IsValidUtf8(std::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
-    const size_t length = ValidUtf8CharLength(text, pos);
+    const size_t length = tokenizer::ValidUtf8CharLength(text, pos);
     if (length == 0) return false;
     pos += length;
   }
@@ -100,7 +100,7 @@ absl::StatusOr<std::optional<std::string>> SpecialTokenText(const GgufFile& file
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(const GgufFile& file) {
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> TokenizerFromGguf(const GgufFile& file) {
   ASSIGN_OR_RETURN(const std::string_view model, file.GetString("tokenizer.ggml.model"));
   if (model != "gpt2") {
     return absl::UnimplementedError(absl::StrCat(
@@ -223,7 +223,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(const GgufFile& fil
     config["chat_template"] = std::string(chat_template);
   }
   // Every string above is valid UTF-8, so dump cannot throw.
-  return Tokenizer::FromJson(tokenizer_json.dump(), config.dump(), file.path());
+  return tokenizer::Tokenizer::FromJson(tokenizer_json.dump(), config.dump(), file.path());
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -29,14 +29,14 @@
 #include "formats/gguf_file.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Unimplemented for a vocabulary type or pre-tokenizer not listed above
 // (naming it); InvalidArgument, naming the key or token id, for a
 // vocabulary that is inconsistent (lengths that differ, duplicate tokens,
 // special ids out of range, tokens that are not UTF-8).
-absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromGguf(const formats::GgufFile& file);
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> TokenizerFromGguf(const formats::GgufFile& file);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_GGUF_TOKENIZER_H_

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 class HostMemory : public KvMemory {
@@ -80,4 +80,4 @@ size_t KvCache::memory_bytes() const {
   return (keys_.size() + values_.size()) * static_cast<size_t>(capacity_) * kv_size_ * sizeof(float);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

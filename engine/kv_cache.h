@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Where a KV cache keeps its rows: host memory for the CPU pass, device
 // memory for the GPU pass (engine/cuda/cuda_forward.h), which reads and
@@ -74,6 +74,6 @@ class KvCache {
   std::vector<std::shared_ptr<float>> values_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_KV_CACHE_H_

@@ -5,7 +5,7 @@
 
 #include "absl/types/span.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // A layer-cycle listener: what the forward pass tells the expert source (the
 // cache's policies) and whoever looks ahead of it (the prefetcher). Called
@@ -24,6 +24,6 @@ class LayerObserver {
   virtual void OnLayerDone(int layer, double compute_seconds) {}
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_LAYER_OBSERVER_H_

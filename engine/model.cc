@@ -17,7 +17,7 @@
 #include "io/expert_file.h"
 #include "spdlog/spdlog.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 namespace {
 
@@ -73,9 +73,9 @@ void LogReads(const std::vector<FileReadStats>& read_stats) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Model::LoadTokenizer(const std::string& model_path) {
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> Model::LoadTokenizer(const std::string& model_path) {
   if (!IsGgufPath(model_path)) {
-    return Tokenizer::FromFile((std::filesystem::path(model_path) / "tokenizer.json").string());
+    return tokenizer::Tokenizer::FromFile((std::filesystem::path(model_path) / "tokenizer.json").string());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<formats::GgufFile> file, formats::GgufFile::Open(model_path));
   return TokenizerFromGguf(*file);
@@ -138,7 +138,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
   std::vector<FileReadStats> read_stats;
   ASSIGN_OR_RETURN(model->weights_, ModelWeights::Load(*checkpoint, model->config_, options, &read_stats));
   LogReads(read_stats);
-  ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
+  ASSIGN_OR_RETURN(model->tokenizer_, tokenizer::Tokenizer::FromFile((fs::path(model_dir) / "tokenizer.json").string()));
   if (model->tokenizer_->vocab_size() > model->config_.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_dir, ": tokenizer.json has ids up to ", model->tokenizer_->vocab_size() - 1,
@@ -181,4 +181,4 @@ std::optional<int32_t> Model::eos_id() const {
   return std::nullopt;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -11,7 +11,7 @@
 #include "engine/tensor_source.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // A loaded model: config, weights and tokenizer, from an HF model directory
 // or from one GGUF file (llama.cpp's format: hyperparameters, vocabulary,
@@ -35,11 +35,11 @@ class Model {
   static bool IsGgufPath(const std::string& path);
   // The tokenizer alone of what Load takes (a directory's tokenizer.json, or
   // a GGUF file's tokenizer.ggml.* metadata), without reading any weights.
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path);
+  static absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> LoadTokenizer(const std::string& model_path);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
   // The path Load was given: a directory, or a .gguf file (is_gguf).
   const std::string& dir() const { return dir_; }
   bool is_gguf() const { return is_gguf_; }
@@ -77,11 +77,11 @@ class Model {
   ModelConfig config_;
   ModelWeights weights_;
   bool resident_experts_ = true;
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   uint64_t fingerprint_ = 0;
   uint64_t shards_identity_ = 0;  // XXH64 of the shards' part of the fingerprint
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_MODEL_H_

@@ -11,7 +11,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using nlohmann::json;
@@ -442,4 +442,4 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path)
   return ParseModelConfig(text, config_json_path);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

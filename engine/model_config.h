@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV2, kGptOss };
 
@@ -185,6 +185,6 @@ absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view so
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_MODEL_CONFIG_H_

@@ -13,7 +13,7 @@
 #include "base/status_macros.h"
 #include "kernels/cpu/dtype.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 // Tensor names differ per family; everything else about a layer is shared.
@@ -392,4 +392,4 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& checkpoi
   return weights;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

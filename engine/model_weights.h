@@ -12,7 +12,7 @@
 #include "io/aligned_buffer.h"
 #include "kernels/cpu/matmul.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 using kernels::WeightMatrix;
 
@@ -128,6 +128,6 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& source, 
 absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const Checkpoint& checkpoint, const ModelConfig& config,
                                                     int layer, int expert, std::vector<std::byte>& storage);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_MODEL_WEIGHTS_H_

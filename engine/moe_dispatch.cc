@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/roster.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 absl::Status ValidateToken(const ModelConfig& config, int32_t token) {
@@ -266,4 +266,4 @@ void MoeDispatch::NotifyObservers(absl::Span<LayerObserver* const> observers, in
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -18,7 +18,7 @@
 #include "engine/layer_observer.h"
 #include "engine/model_config.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Where one row of a pass sits and how it routes.
 struct RowPlan {
@@ -117,6 +117,6 @@ class MoeDispatch {
   std::vector<int32_t> observed_;        // [rows][max k]
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_MOE_DISPATCH_H_

@@ -4,7 +4,7 @@
 
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 MoeLayerRunner::MoeLayerRunner(const ModelConfig& config, ExpertSource& experts)
     : config_(config), experts_(experts), listeners_{&experts}, dispatch_(config) {}
@@ -76,4 +76,4 @@ absl::Status MoeLayerRunner::RunMoeLayer(int layer, MoeLayerCompute& compute) {
   return compute.Combine(layer, dispatch_);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -27,7 +27,7 @@
 #include "engine/model_weights.h"
 #include "engine/moe_dispatch.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // How a routed expert handed to MoeLayerCompute::RunExpert got there.
 enum class ExpertOrigin {
@@ -110,6 +110,6 @@ class MoeLayerRunner {
   ExpertPlan plan_;  // the current MoE layer's experts: ready (pinned) and pending
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_MOE_LAYER_RUNNER_H_

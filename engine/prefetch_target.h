@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-namespace expertd {
+namespace expertd::engine {
 
 // What the prefetcher (engine/prefetcher.h) may do to the expert store, and
 // all it may read of it: start a read, count the reads in flight, and the
@@ -38,6 +38,6 @@ class PrefetchTarget {
   virtual int compute_slots() const = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_PREFETCH_TARGET_H_

@@ -4,7 +4,7 @@
 
 #include "base/status_macros.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& model, PrefetchTarget& target,
                                                                const PrefetcherOptions& options,
@@ -116,4 +116,4 @@ void Prefetcher::OnLayerDone(int layer, double layer_seconds) {
   scheduler_->Pump();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

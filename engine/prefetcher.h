@@ -13,7 +13,7 @@
 #include "predictor/prediction_stats.h"
 #include "predictor/prefetch_scheduler.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 struct PrefetcherOptions {
   predictor::PredictorOptions predictor;  // kind, lookahead
@@ -106,6 +106,6 @@ class Prefetcher : public LayerObserver {
   uint64_t next_token_reads_ = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_PREFETCHER_H_

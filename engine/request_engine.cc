@@ -15,7 +15,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 double SecondsBetween(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
@@ -65,7 +65,7 @@ struct RequestEngine::Active {
   std::shared_ptr<Request> request;
   DecodingSequence sequence;
   Sampler sampler;
-  StreamDecoder decoder;
+  tokenizer::StreamDecoder decoder;
   StopStringFilter filter;
   bool prefilled = false;
   // Echo with logprobs, or scoring: every prompt position's logits, gathered
@@ -374,10 +374,10 @@ bool RequestEngine::PrefillNextChunk(Active& active) {
 
 
 TokenLogprob RequestEngine::MakeLogprob(int32_t token, const float* logits, int top) const {
-  const Tokenizer& tokenizer = model_.tokenizer();
+  const tokenizer::Tokenizer& tokenizer = model_.tokenizer();
   auto text_of = [&](int32_t id) {
     std::string text = tokenizer.Decode({id}, /*skip_special=*/false);
-    if (ReplaceInvalidUtf8(text) == text) return text;
+    if (tokenizer::ReplaceInvalidUtf8(text) == text) return text;
     std::string bytes = "bytes:";
     for (unsigned char c : text) absl::StrAppend(&bytes, absl::StrFormat("\\x%02x", c));
     return bytes;
@@ -488,4 +488,4 @@ absl::Status RunRequest(RequestEngine& engine, const std::shared_ptr<Request>& r
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -29,7 +29,7 @@
 #include "engine/roster.h"
 #include "engine/sampler.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // How one request generates.
 struct GenerateOptions {
@@ -207,6 +207,6 @@ class RequestEngine {
 absl::Status RunRequest(RequestEngine& engine, const std::shared_ptr<Request>& request,
                         const std::function<void(const std::string&)>& on_piece = nullptr);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_REQUEST_ENGINE_H_

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/routing.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 uint64_t SplitMix64(uint64_t x) {
@@ -109,4 +109,4 @@ void AverageSampleDistributions(absl::Span<const float> logits, int samples, int
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

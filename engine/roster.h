@@ -8,7 +8,7 @@
 #include "absl/types/span.h"
 #include "engine/model_config.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // Roster of Experts (RoE, arXiv 2509.17238): a training-free ensemble. Each
 // decode step runs `samples` copies of the token through the model as one
@@ -60,6 +60,6 @@ void RoutePerturbed(const float* logits, const float* perturbation, int num_expe
 // the averaged distribution.
 void AverageSampleDistributions(absl::Span<const float> logits, int samples, int vocab, std::vector<float>* out);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_ROSTER_H_

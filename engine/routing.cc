@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-namespace expertd {
+namespace expertd::engine {
 
 void RouterProbabilities(const float* logits, int num_experts, float* probs) {
   float max_logit = logits[0];
@@ -54,4 +54,4 @@ void RouteToken(const float* logits, int num_experts, int k, bool normalize, flo
   GateWeights(probs_scratch, experts_out, k, normalize, weights_out);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace expertd {
+namespace expertd::engine {
 
 // Picks k experts for one token from its router logits, as OLMoE, Mixtral and
 // Qwen-MoE all do: softmax over every expert, the k most probable (ties go to
@@ -61,6 +61,6 @@ struct RoutingTrace {
   std::vector<RoutingRecord> records;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_ROUTING_H_

@@ -16,7 +16,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 struct DtypeInfo {
@@ -256,4 +256,4 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   return absl::OkStatus();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -16,7 +16,7 @@
 #include "base/dtype.h"
 #include "io/posix_file.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // The dtype tag of a tensor in a safetensors file: every tag the format
 // defines, so a file with an integer or bool tensor is reported clearly
@@ -105,6 +105,6 @@ struct TensorToWrite {
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_SAFETENSORS_H_

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 absl::Status ValidateSamplingOptions(const SamplingOptions& options, int vocab_size) {
   for (const auto& [name, penalty] : {std::pair{"presence_penalty", options.presence_penalty},
@@ -117,4 +117,4 @@ double LogProbability(absl::Span<const float> logits, int32_t id) {
   return static_cast<double>(logits[id]) - max_logit - std::log(sum);
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 struct SamplingOptions {
   float temperature = 0.0f;  // 0: greedy (argmax)
@@ -57,6 +57,6 @@ class Sampler {
 // log softmax(logits)[id], computed stably.
 double LogProbability(absl::Span<const float> logits, int32_t id);
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_SAMPLER_H_

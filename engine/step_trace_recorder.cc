@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-namespace expertd {
+namespace expertd::engine {
 
 StepTraceRecorder::StepTraceRecorder(LayerObserver* inner, const cache::ExpertCache* cache)
     : inner_(inner), cache_(cache) {}
@@ -103,4 +103,4 @@ std::vector<cache::TraceStep> StepTraceRecorder::TakeSteps() {
   return steps;
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -24,7 +24,7 @@
 #include "engine/layer_observer.h"
 #include "engine/prefetcher.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 class StepTraceRecorder : public LayerObserver, public PredictionSink {
  public:
@@ -57,6 +57,6 @@ class StepTraceRecorder : public LayerObserver, public PredictionSink {
   std::optional<std::chrono::steady_clock::time_point> last_layer_done_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_STEP_TRACE_RECORDER_H_

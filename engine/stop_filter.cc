@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-namespace expertd {
+namespace expertd::engine {
 
 StopStringFilter::StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
   std::erase_if(stops_, [](const std::string& stop) { return stop.empty(); });
@@ -41,4 +41,4 @@ std::string StopStringFilter::Flush() {
   return std::exchange(pending_, {});
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

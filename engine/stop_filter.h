@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-namespace expertd {
+namespace expertd::engine {
 
 // Applies a request's stop strings to generated text as it streams: text is
 // released as soon as it can no longer be the start of a stop string, and
@@ -26,6 +26,6 @@ class StopStringFilter {
   bool stopped_ = false;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_STOP_FILTER_H_

@@ -21,7 +21,7 @@
 #include "absl/types/span.h"
 #include "base/dtype.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 // What loading took from one file, for the log and for tests.
 struct FileReadStats {
@@ -82,6 +82,6 @@ class TensorSource {
   virtual absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const = 0;
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_TENSOR_SOURCE_H_

@@ -23,12 +23,12 @@ bool InRange(int64_t v, int64_t min, int64_t max) { return v >= min && v <= max;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
-  const absl::StatusOr<expertd::DaemonConfig> config = expertd::ParseDaemonConfig(text, "fuzz.toml");
+  const absl::StatusOr<expertd::daemon::DaemonConfig> config = expertd::daemon::ParseDaemonConfig(text, "fuzz.toml");
   if (!config.ok()) {
     FUZZ_CHECK(absl::StartsWith(config.status().message(), "fuzz.toml"));
     return 0;
   }
-  const expertd::DaemonConfig& c = *config;
+  const expertd::daemon::DaemonConfig& c = *config;
   FUZZ_CHECK(!c.model.path.empty());
 
   constexpr uint64_t kKiB = uint64_t{1} << 10, kGiB = uint64_t{1} << 30, kTiB = uint64_t{1} << 40;
@@ -52,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK((std::set<std::string>{"auto", "on", "off"}.count(c.device.gpu) == 1));
   FUZZ_CHECK(InRange(c.device.cuda_device, 0, 64));
 
-  const absl::StatusOr<expertd::DaemonConfig> again = expertd::ParseDaemonConfig(text, "fuzz.toml");
+  const absl::StatusOr<expertd::daemon::DaemonConfig> again = expertd::daemon::ParseDaemonConfig(text, "fuzz.toml");
   FUZZ_CHECK(again.ok() && *again == c);
   return 0;
 }

@@ -26,22 +26,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!opened.ok()) return 0;
   const expertd::formats::GgufFile& gguf = **opened;
 
-  auto config = expertd::ModelConfigFromGguf(gguf);
+  auto config = expertd::engine::ModelConfigFromGguf(gguf);
   if (config.ok()) {
-    FUZZ_CHECK(expertd::ValidateModelConfig(*config, "fuzz").ok());
-    FUZZ_CHECK(config->vocab_size <= expertd::kMaxModelVocab && config->hidden_size <= expertd::kMaxModelWidth);
-    FUZZ_CHECK(config->num_layers <= expertd::kMaxModelLayers && config->num_experts <= expertd::kMaxModelExperts);
-    FUZZ_CHECK(config->max_position_embeddings <= expertd::kMaxPositions);
+    FUZZ_CHECK(expertd::engine::ValidateModelConfig(*config, "fuzz").ok());
+    FUZZ_CHECK(config->vocab_size <= expertd::engine::kMaxModelVocab && config->hidden_size <= expertd::engine::kMaxModelWidth);
+    FUZZ_CHECK(config->num_layers <= expertd::engine::kMaxModelLayers && config->num_experts <= expertd::engine::kMaxModelExperts);
+    FUZZ_CHECK(config->max_position_embeddings <= expertd::engine::kMaxPositions);
   } else {
     FUZZ_CHECK(!config.status().message().empty());
   }
 
-  auto tokenizer = expertd::TokenizerFromGguf(gguf);
+  auto tokenizer = expertd::engine::TokenizerFromGguf(gguf);
   if (!tokenizer.ok()) {
     FUZZ_CHECK(!tokenizer.status().message().empty());
     return 0;
   }
-  const expertd::Tokenizer& t = **tokenizer;
+  const expertd::tokenizer::Tokenizer& t = **tokenizer;
   const int32_t vocab = t.vocab_size();
   FUZZ_CHECK(vocab > 0);
   for (auto id : {t.bos_id(), t.eos_id()}) FUZZ_CHECK(!id.has_value() || (*id >= 0 && *id < vocab));

@@ -30,8 +30,8 @@ namespace {
 constexpr uint64_t kMaxBodyBytes = 1024;
 constexpr int kMaxRequestsPerConnection = 16;
 
-bool SameResult(const absl::StatusOr<expertd::ParsedHttpRequest>& a,
-                const absl::StatusOr<expertd::ParsedHttpRequest>& b) {
+bool SameResult(const absl::StatusOr<expertd::daemon::ParsedHttpRequest>& a,
+                const absl::StatusOr<expertd::daemon::ParsedHttpRequest>& b) {
   if (a.ok() != b.ok()) return false;
   // Errors may differ in kind: after a read ends inside the header, Beast
   // waits for the header's end before parsing on, so a bad line ending seen
@@ -42,7 +42,7 @@ bool SameResult(const absl::StatusOr<expertd::ParsedHttpRequest>& a,
          a->keep_alive == b->keep_alive && a->body == b->body && a->consumed_bytes == b->consumed_bytes;
 }
 
-std::string Describe(const absl::StatusOr<expertd::ParsedHttpRequest>& r) {
+std::string Describe(const absl::StatusOr<expertd::daemon::ParsedHttpRequest>& r) {
   if (!r.ok()) return r.status().ToString();
   return absl::StrCat(r->method, " ", r->target, " version ", r->version, " keep_alive ", r->keep_alive, " body ",
                       r->body.size(), " bytes, consumed ", r->consumed_bytes);
@@ -57,12 +57,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   for (int i = 0; i < kMaxRequestsPerConnection && !sent.empty(); ++i) {
     const absl::string_view one_read[] = {sent};
-    const absl::StatusOr<expertd::ParsedHttpRequest> request = expertd::ParseHttpRequest(one_read, kMaxBodyBytes);
+    const absl::StatusOr<expertd::daemon::ParsedHttpRequest> request = expertd::daemon::ParseHttpRequest(one_read, kMaxBodyBytes);
     // The split applies to the first request only: later ones start
     // wherever the previous ended.
     const size_t at = i == 0 ? split : sent.size() / 2;
     const absl::string_view two_reads[] = {sent.substr(0, at), sent.substr(at)};
-    const absl::StatusOr<expertd::ParsedHttpRequest> split_request = expertd::ParseHttpRequest(two_reads, kMaxBodyBytes);
+    const absl::StatusOr<expertd::daemon::ParsedHttpRequest> split_request = expertd::daemon::ParseHttpRequest(two_reads, kMaxBodyBytes);
     if (!SameResult(request, split_request)) {
       std::fprintf(stderr, "one read: %s\nsplit at %zu: %s\n", Describe(request).c_str(), at,
                    Describe(split_request).c_str());

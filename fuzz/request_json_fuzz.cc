@@ -26,11 +26,11 @@
 
 namespace {
 
-using expertd::ApiError;
-using expertd::ChatTemplate;
-using expertd::GenerationRequest;
-using expertd::InferenceConfig;
-using expertd::Model;
+using expertd::daemon::ApiError;
+using expertd::tokenizer::ChatTemplate;
+using expertd::daemon::GenerationRequest;
+using expertd::daemon::InferenceConfig;
+using expertd::engine::Model;
 
 constexpr char kModelName[] = "fuzz-model";
 
@@ -49,15 +49,15 @@ void CheckError(const ApiError& error) {
 }
 
 void CheckRequest(const GenerationRequest& r, int max_stop_strings) {
-  const expertd::ModelConfig& config = fixture->model->config();
+  const expertd::engine::ModelConfig& config = fixture->model->config();
   const InferenceConfig& limits = fixture->limits;
-  const expertd::GenerateOptions& o = r.options;
+  const expertd::engine::GenerateOptions& o = r.options;
   FUZZ_CHECK(o.max_new_tokens >= 0 && o.max_new_tokens <= limits.max_tokens);
   // Every prompt non-empty, in the vocabulary, leaving room for max_tokens;
   // at most 16 choices in all.
   FUZZ_CHECK(!r.prompts.empty());
   FUZZ_CHECK(r.n >= 1 && r.prompts.size() * static_cast<size_t>(r.n) <= 16);
-  for (const expertd::PromptInput& prompt : r.prompts) {
+  for (const expertd::daemon::PromptInput& prompt : r.prompts) {
     FUZZ_CHECK(!prompt.tokens.empty());
     for (int32_t id : prompt.tokens) FUZZ_CHECK(id >= 0 && id < config.vocab_size);
     FUZZ_CHECK(static_cast<int64_t>(prompt.tokens.size()) + o.max_new_tokens <= config.max_position_embeddings);
@@ -101,7 +101,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 
   fixture = std::make_unique<Fixture>();
   fixture->model = std::move(*model);
-  const expertd::Tokenizer& tokenizer = fixture->model->tokenizer();
+  const expertd::tokenizer::Tokenizer& tokenizer = fixture->model->tokenizer();
   auto text_of = [&](std::optional<int32_t> id) { return id ? std::string(tokenizer.TokenText(*id)) : ""; };
   const std::string bos = text_of(tokenizer.bos_id());
   const std::string eos = text_of(tokenizer.eos_id());
@@ -130,9 +130,9 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body(reinterpret_cast<const char*>(data), size);
   {
-    expertd::CompletionRequest request;
+    expertd::daemon::CompletionRequest request;
     ApiError error;
-    if (expertd::ParseCompletionRequest(body, *fixture->model, kModelName, fixture->limits, &request, &error)) {
+    if (expertd::daemon::ParseCompletionRequest(body, *fixture->model, kModelName, fixture->limits, &request, &error)) {
       CheckRequest(request, 4);
       FUZZ_CHECK(request.prompt_logprobs == (request.echo && request.logprobs >= 0));
     } else {
@@ -140,9 +140,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   for (const ChatTemplate& chat_template : fixture->templates) {
-    expertd::ChatRequest request;
+    expertd::daemon::ChatRequest request;
     ApiError error;
-    if (expertd::ParseChatRequest(body, *fixture->model, chat_template, kModelName, fixture->limits, &request,
+    if (expertd::daemon::ParseChatRequest(body, *fixture->model, chat_template, kModelName, fixture->limits, &request,
                                   &error)) {
       CheckRequest(request, 4 + static_cast<int>(chat_template.stop_strings().size()));
     } else {

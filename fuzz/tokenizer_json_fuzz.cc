@@ -27,7 +27,7 @@ constexpr std::string_view kText =
 
 bool IsWellFormedUtf8(std::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
-    const size_t n = expertd::ValidUtf8CharLength(text, pos);
+    const size_t n = expertd::tokenizer::ValidUtf8CharLength(text, pos);
     if (n == 0) return false;
     pos += n;
   }
@@ -42,9 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view tokenizer_json = input.substr(0, nul);
   const std::string_view config_json = nul == std::string_view::npos ? std::string_view() : input.substr(nul + 1);
 
-  auto loaded = expertd::Tokenizer::FromJson(tokenizer_json, config_json, "fuzz/tokenizer.json");
+  auto loaded = expertd::tokenizer::Tokenizer::FromJson(tokenizer_json, config_json, "fuzz/tokenizer.json");
   if (!loaded.ok()) return 0;
-  const expertd::Tokenizer& tokenizer = **loaded;
+  const expertd::tokenizer::Tokenizer& tokenizer = **loaded;
   const int32_t vocab_size = tokenizer.vocab_size();
   FUZZ_CHECK(vocab_size > 0);
   if (auto bos = tokenizer.bos_id()) FUZZ_CHECK(*bos >= 0 && *bos < vocab_size);
@@ -55,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int32_t id : ids) FUZZ_CHECK(id >= 0 && id < vocab_size);
     tokenizer.Decode(ids, /*skip_special=*/false);
     tokenizer.Decode(ids, /*skip_special=*/true);
-    expertd::StreamDecoder stream(tokenizer);
+    expertd::tokenizer::StreamDecoder stream(tokenizer);
     std::string streamed;
     for (int32_t id : ids) streamed += stream.Next(id);
     streamed += stream.Flush();

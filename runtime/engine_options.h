@@ -15,7 +15,7 @@
 #include "engine/roster.h"
 #include "io/expert_reader.h"
 
-namespace expertd {
+namespace expertd::runtime {
 
 // Where the model runs.
 enum class GpuMode {
@@ -66,7 +66,7 @@ struct EngineOptions {
   int shallow_layers = 0;  // Fate's shallow-favouring: every expert of the first N MoE layers stays resident
   // predictor.kind "none" and next_token_layers 0: no prefetcher. predictor.lookahead is lowered to
   // what the model's layers allow.
-  PrefetcherOptions prefetch;
+  engine::PrefetcherOptions prefetch;
 
   DeviceOptions device;
 
@@ -74,11 +74,11 @@ struct EngineOptions {
   // but every command that runs the model takes it and Runtime::Load checks it
   // against the model before anything runs. The daemon takes rosters per
   // request and leaves this at its default (none).
-  RosterOptions roster;
+  engine::RosterOptions roster;
 
   bool offloading() const { return cache.dram_budget_bytes > 0; }
 };
 
-}  // namespace expertd
+}  // namespace expertd::runtime
 
 #endif  // EXPERTD_RUNTIME_ENGINE_OPTIONS_H_

@@ -19,7 +19,7 @@
 #include "kernels/cuda/runtime.h"
 #endif
 
-namespace expertd {
+namespace expertd::runtime {
 
 void PrintPackProgress(const char* what, int done, int total) {
   // One line per 10%, so logs stay short on big models.
@@ -31,7 +31,7 @@ void PrintPackProgress(const char* what, int done, int total) {
 namespace {
 
 // Whether to run on a CUDA device (options.gpu), decided before loading.
-absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const ModelConfig& config) {
+absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const engine::ModelConfig& config) {
   if (options.gpu == GpuMode::kOff) return false;
   if (const char* feature = config.CpuOnlyFeature(); feature != nullptr && options.gpu == GpuMode::kAuto) {
     // The GPU pass refuses such a model (with --gpu on, that refusal is the
@@ -60,13 +60,13 @@ absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const ModelConfig& con
 // copier: the device tier's backend (the CUDA tier on a GPU); null for the
 // host-memory stand-in.
 absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier) {
-  const Model& model = *model_;
+  const engine::Model& model = *model_;
   io::ReaderOptions reader_options = options.reader;
   if (reader_options.path.empty()) reader_options.path = model.DefaultExpertFilePath();
   const std::string& path = reader_options.path;
   if (!std::filesystem::exists(path)) {
     spdlog::info("{} does not exist: packing the experts of {} into it", path, model.dir());
-    RETURN_IF_ERROR(PackExperts(model, path, std::nullopt,
+    RETURN_IF_ERROR(engine::PackExperts(model, path, std::nullopt,
                                 [](int done, int total) { PrintPackProgress("packing", done, total); }));
   }
   ASSIGN_OR_RETURN(expert_file_, io::ExpertFile::Open(path, model.fingerprint()));
@@ -98,11 +98,11 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
     RETURN_IF_ERROR(cache_->PinPermanently(shallow));
     spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
   }
-  cached_experts_ = std::make_unique<CachedExperts>(*cache_, *expert_file_);
+  cached_experts_ = std::make_unique<engine::CachedExperts>(*cache_, *expert_file_);
   // A prefetcher predicts within the pass (kind), or the next token's first
   // layers (next_token_layers), or both.
   if (options.prefetch.predictor.kind != "none" || options.prefetch.next_token_layers > 0) {
-    PrefetcherOptions prefetch = options.prefetch;
+    engine::PrefetcherOptions prefetch = options.prefetch;
     // Predicting past the last layer predicts nothing, and the predictor's
     // statistics are sized by the lookahead: bound it by the model.
     const int max_lookahead = std::max(1, model.config().num_layers - 1);
@@ -111,7 +111,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
       spdlog::info("prefetch lookahead {} reaches past the last of this model's {} layers; using {}",
                    options.prefetch.predictor.lookahead, model.config().num_layers, max_lookahead);
     }
-    ASSIGN_OR_RETURN(prefetcher_, Prefetcher::Create(model, *cached_experts_, prefetch, pool_.get()));
+    ASSIGN_OR_RETURN(prefetcher_, engine::Prefetcher::Create(model, *cached_experts_, prefetch, pool_.get()));
   }
   spdlog::info("expert cache over {} ({}): {} per slot, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
                io::DescribeDtypeMix(expert_file_->dtype_mix()), FormatByteSize(cache_->slot_bytes()),
@@ -132,9 +132,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   // Offloaded experts come from the packed file through the cache: the
   // model keeps only its dense weights in memory (the experts would double
   // what the DRAM budget is there to bound).
-  ASSIGN_OR_RETURN(engine.model_, Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
-  const ModelConfig& config = engine.model_->config();
-  RETURN_IF_ERROR(ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
+  ASSIGN_OR_RETURN(engine.model_, engine::Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
+  const engine::ModelConfig& config = engine.model_->config();
+  RETURN_IF_ERROR(engine::ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,
                                                    " (this model's experts), got ", options.experts_per_token));
@@ -155,12 +155,12 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   if (options.offloading()) RETURN_IF_ERROR(engine.AttachExpertCache(options, std::move(copier)));
 #ifdef EXPERTD_HAVE_CUDA
   if (use_gpu) {
-    CudaForwardOptions gpu_options;
+    engine::CudaForwardOptions gpu_options;
     gpu_options.device = options.device.cuda_device;
     gpu_options.execution_placement = options.device.execution_placement;
     if (engine.expert_file_ != nullptr) {
       const io::BundleDtypes slot = engine.expert_file_->layout().dtypes;
-      gpu_options.cached_expert_slot_dtypes = CudaForwardOptions::ExpertDtypes{slot.gate, slot.up, slot.down};
+      gpu_options.cached_expert_slot_dtypes = engine::CudaForwardOptions::ExpertDtypes{slot.gate, slot.up, slot.down};
       for (const io::BundleDtypesCount& mix : engine.expert_file_->dtype_mix()) {
         for (DType dtype : {mix.dtypes.gate, mix.dtypes.up, mix.dtypes.down}) {
           std::vector<DType>& seen = gpu_options.cached_expert_dtypes;
@@ -168,10 +168,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
         }
       }
     }
-    gpu_options.experts = engine.cache_ == nullptr ? CudaForwardOptions::Experts::kUploadAll
-                          : cuda_tier != nullptr  ? CudaForwardOptions::Experts::kCacheOnDevice
-                                                  : CudaForwardOptions::Experts::kCacheOnHost;
-    auto gpu = CudaForwardPass::Create(*engine.model_, engine.pool_.get(), engine.cached_experts_.get(), cuda_tier,
+    gpu_options.experts = engine.cache_ == nullptr ? engine::CudaForwardOptions::Experts::kUploadAll
+                          : cuda_tier != nullptr  ? engine::CudaForwardOptions::Experts::kCacheOnDevice
+                                                  : engine::CudaForwardOptions::Experts::kCacheOnHost;
+    auto gpu = engine::CudaForwardPass::Create(*engine.model_, engine.pool_.get(), engine.cached_experts_.get(), cuda_tier,
                                        gpu_options);
     if (gpu.ok()) {
       spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", options.device.cuda_device,
@@ -179,8 +179,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
                    engine.cache_ == nullptr ? "uploaded with them"
                    : cuda_tier != nullptr  ? "through the VRAM tier"
                                            : "on the CPU (no device budget)");
-      if (gpu_options.experts == CudaForwardOptions::Experts::kCacheOnDevice && gpu_options.execution_placement) {
-        const ExecutionPlacement& placement = (*gpu)->placement();
+      if (gpu_options.experts == engine::CudaForwardOptions::Experts::kCacheOnDevice && gpu_options.execution_placement) {
+        const engine::ExecutionPlacement& placement = (*gpu)->placement();
         const uint64_t bytes = (*gpu)->expert_bytes();
         spdlog::info("execution placement: an expert takes {:.3f} ms to copy, {:.3f} ms on the CPU for 1 row, "
                      "{:.3f} ms for 8",
@@ -200,7 +200,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   (void)use_gpu;  // UseGpu has refused "on"
 #endif
   if (engine.forward_ == nullptr) {
-    engine.forward_ = std::make_unique<ForwardPass>(*engine.model_, engine.pool_.get(), engine.cached_experts_.get());
+    engine.forward_ = std::make_unique<engine::ForwardPass>(*engine.model_, engine.pool_.get(), engine.cached_experts_.get());
   }
   engine.forward_->SetObserver(engine.prefetcher_.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -251,7 +251,7 @@ PassStats Runtime::PassFigures() const {
   }
 #ifdef EXPERTD_HAVE_CUDA
   if (cuda_forward_ != nullptr) {
-    const CudaForwardStats gpu = cuda_forward_->stats();
+    const engine::CudaForwardStats gpu = cuda_forward_->stats();
     stats.gpu = GpuPassStats{gpu.experts_on_device, gpu.experts_loaded, gpu.experts_on_cpu};
   }
 #endif
@@ -265,12 +265,12 @@ absl::Status Runtime::ResizeCache(uint64_t dram_budget_bytes, uint64_t device_bu
   return cache_->Resize(dram_budget_bytes, device_budget_bytes);
 }
 
-}  // namespace expertd
+}  // namespace expertd::runtime
 
-namespace expertd {
+namespace expertd::runtime {
 
 void Runtime::StartStepTrace() {
-  recorder_ = std::make_unique<StepTraceRecorder>(prefetcher_.get(), cache_.get());
+  recorder_ = std::make_unique<engine::StepTraceRecorder>(prefetcher_.get(), cache_.get());
   if (prefetcher_ != nullptr) prefetcher_->set_prediction_sink(recorder_.get());
   forward_->SetObserver(recorder_.get());
 }
@@ -294,4 +294,4 @@ cache::TraceIoFigures Runtime::TraceIo() const {
   return io;
 }
 
-}  // namespace expertd
+}  // namespace expertd::runtime

@@ -27,9 +27,11 @@
 #include "kernels/cpu/thread_pool.h"
 #include "runtime/engine_options.h"
 
-namespace expertd {
-
+namespace expertd::engine {
 class CudaForwardPass;  // engine/cuda/cuda_forward.h, in builds with CUDA
+}  // namespace expertd::engine
+
+namespace expertd::runtime {
 
 // Figures any thread may read at any time.
 struct RuntimeStats {
@@ -92,8 +94,8 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  const Model& model() const { return *model_; }
-  Forward& forward() { return *forward_; }
+  const engine::Model& model() const { return *model_; }
+  engine::Forward& forward() { return *forward_; }
   bool on_gpu() const { return cuda_forward_ != nullptr; }
   bool offloading() const { return cache_ != nullptr; }
   bool prefetching() const { return prefetcher_ != nullptr; }
@@ -121,7 +123,7 @@ class Runtime {
   const io::ExpertFile* expert_file() const { return expert_file_.get(); }
   const io::ExpertReader* reader() const { return reader_.get(); }
   const cache::ExpertCache* cache() const { return cache_.get(); }
-  const Prefetcher* prefetcher() const { return prefetcher_.get(); }
+  const engine::Prefetcher* prefetcher() const { return prefetcher_.get(); }
 
  private:
   Runtime() = default;
@@ -129,21 +131,21 @@ class Runtime {
 
   // Destroyed bottom-up: the forward pass before the prefetcher and the
   // cache, the cache before the reader, the reader before the file.
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<engine::Model> model_;
   std::unique_ptr<kernels::ThreadPool> pool_;
   std::unique_ptr<io::ExpertFile> expert_file_;
   std::unique_ptr<io::ExpertReader> reader_;
   std::unique_ptr<cache::ExpertCache> cache_;
-  std::unique_ptr<CachedExperts> cached_experts_;
-  std::unique_ptr<Prefetcher> prefetcher_;
-  std::unique_ptr<StepTraceRecorder> recorder_;  // while StartStepTrace records
-  std::unique_ptr<Forward> forward_;
-  const CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
+  std::unique_ptr<engine::CachedExperts> cached_experts_;
+  std::unique_ptr<engine::Prefetcher> prefetcher_;
+  std::unique_ptr<engine::StepTraceRecorder> recorder_;  // while StartStepTrace records
+  std::unique_ptr<engine::Forward> forward_;
+  const engine::CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
 };
 
 // Logs packing progress, one line per 10%.
 void PrintPackProgress(const char* what, int done, int total);
 
-}  // namespace expertd
+}  // namespace expertd::runtime
 
 #endif  // EXPERTD_RUNTIME_RUNTIME_H_

@@ -5,7 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 namespace {
 
 // Rejects a model option we do not implement when it is set to a value that
@@ -199,4 +199,4 @@ void BpeModel::Encode(std::string_view word, std::vector<int32_t>* ids) const {
   for (int i = 0; i >= 0; i = next[i]) ids->push_back(symbols[i]);
 }
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "tokenizer/tokenizer_json_util.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 // The "model" of a tokenizer.json of type BPE (Sennrich et al. 2016, as HF
 // tokenizers implements it): a vocabulary, merge rules ranked by the order
@@ -55,6 +55,6 @@ class BpeModel {
   std::vector<int32_t> byte_token_ids_;
 };
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal
 
 #endif  // EXPERTD_TOKENIZER_BPE_H_

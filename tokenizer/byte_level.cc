@@ -2,7 +2,7 @@
 
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 constexpr bool IsPrintableByte(int b) {
@@ -72,4 +72,4 @@ bool AppendBytesFromByteLevel(std::string_view token, std::string* out) {
   return true;
 }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-namespace expertd {
+namespace expertd::tokenizer {
 
 // The code point byte `b` is written as.
 uint32_t ByteToCodePoint(uint8_t b);
@@ -35,6 +35,6 @@ void AppendByteLevel(std::string_view bytes, std::string* out);
 // which case the caller uses the token's own UTF-8 bytes, as HF does.
 bool AppendBytesFromByteLevel(std::string_view token, std::string* out);
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_BYTE_LEVEL_H_

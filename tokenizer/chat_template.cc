@@ -5,7 +5,7 @@
 #include "jinja/json_value.h"
 #include "jinja/template.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 // Where a Render error puts the request field it is about.
@@ -158,4 +158,4 @@ std::string ChatErrorField(const absl::Status& status) {
 
 bool IsRaisedByChatTemplate(const absl::Status& status) { return status.GetPayload(kRaisedPayload).has_value(); }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

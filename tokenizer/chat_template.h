@@ -14,11 +14,11 @@
 #include "nlohmann/json.hpp"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd {
-
-namespace jinja {
+namespace expertd::jinja {
 class Template;
-}
+}  // namespace expertd::jinja
+
+namespace expertd::tokenizer {
 
 // One message of a chat request. content is nullopt when the request's
 // content was not a string (null, a number, a list of parts): Render reports
@@ -118,6 +118,6 @@ std::string ChatErrorField(const absl::Status& status);
 // model's about the conversation, such as roles that must alternate).
 bool IsRaisedByChatTemplate(const absl::Status& status);
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_CHAT_TEMPLATE_H_

@@ -2,7 +2,7 @@
 
 #include "tokenizer/unicode_nfc.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 absl::StatusOr<UnicodeRegex> ParsePattern(const JsonRef& owner, std::string* literal_out) {
   absl::StatusOr<JsonRef> pattern = owner.Object("pattern");
@@ -124,4 +124,4 @@ std::string Normalizer::Apply(std::string_view text) const {
   return current;
 }
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal

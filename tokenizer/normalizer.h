@@ -10,7 +10,7 @@
 #include "tokenizer/tokenizer_json_util.h"
 #include "tokenizer/unicode_regex.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 // tokenizer.json "normalizer": applied to each stretch of text between added
 // tokens. Supported: null, Sequence, NFC, Prepend, Replace (String or Regex
@@ -57,6 +57,6 @@ absl::StatusOr<ReplaceRule> ParseReplaceRule(const JsonRef& step);
 std::string ReplaceAll(std::string_view text, const UnicodeRegex* regex, std::string_view literal,
                        std::string_view content);
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal
 
 #endif  // EXPERTD_TOKENIZER_NORMALIZER_H_

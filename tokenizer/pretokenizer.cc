@@ -5,7 +5,7 @@
 #include "tokenizer/byte_level.h"
 #include "tokenizer/normalizer.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 namespace {
 
 // HF's Whitespace pre-tokenizer keeps runs of word characters and runs of
@@ -274,4 +274,4 @@ std::vector<std::string> PreTokenizer::Apply(std::string_view text, bool at_inpu
   return words;
 }
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal

@@ -10,7 +10,7 @@
 #include "tokenizer/tokenizer_json_util.h"
 #include "tokenizer/unicode_regex.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 // What a Split keeps of the delimiter matches (HF SplitDelimiterBehavior).
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
@@ -62,6 +62,6 @@ inline constexpr std::string_view kGpt2PreTokenizerRegex =
 inline constexpr std::string_view kQwen2PreTokenizerRegex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal
 
 #endif  // EXPERTD_TOKENIZER_PRETOKENIZER_H_

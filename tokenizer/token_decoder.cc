@@ -7,7 +7,7 @@
 #include "tokenizer/normalizer.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 namespace {
 
 // The byte a "<0xNN>" byte-fallback token stands for.
@@ -190,4 +190,4 @@ std::string TokenDecoder::Decode(std::vector<std::string> tokens, bool at_text_s
   return absl::StrJoin(tokens, "");
 }
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal

@@ -9,7 +9,7 @@
 #include "tokenizer/tokenizer_json_util.h"
 #include "tokenizer/unicode_regex.h"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 // tokenizer.json "decoder": turns token strings back into text. Supported:
 // null (tokens joined by " ", as HF does), Sequence, ByteLevel, Replace,
@@ -44,6 +44,6 @@ class TokenDecoder {
   std::vector<Step> steps_;
 };
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal
 
 #endif  // EXPERTD_TOKENIZER_TOKEN_DECODER_H_

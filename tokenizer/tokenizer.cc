@@ -16,16 +16,16 @@
 #include "tokenizer/tokenizer_json_util.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 
-using tokenizer_internal::BpeModel;
-using tokenizer_internal::Concat;
-using tokenizer_internal::Json;
-using tokenizer_internal::JsonRef;
-using tokenizer_internal::Normalizer;
-using tokenizer_internal::PreTokenizer;
-using tokenizer_internal::Quote;
-using tokenizer_internal::TokenDecoder;
+using tokenizer::internal::BpeModel;
+using tokenizer::internal::Concat;
+using tokenizer::internal::Json;
+using tokenizer::internal::JsonRef;
+using tokenizer::internal::Normalizer;
+using tokenizer::internal::PreTokenizer;
+using tokenizer::internal::Quote;
+using tokenizer::internal::TokenDecoder;
 
 namespace {
 
@@ -76,7 +76,7 @@ struct Tokenizer::Impl {
   // Indices into added_tokens by the first byte of their content, longest
   // content first, so the first hit at a position is the longest match.
   std::array<std::vector<int>, 256> added_by_first_byte;
-  tokenizer_internal::StringIdMap added_by_content;
+  tokenizer::internal::StringIdMap added_by_content;
   // Token text by id: the added token's content or the vocab entry; "" for
   // ids that neither defines.
   std::vector<std::string> id_to_token;
@@ -248,7 +248,7 @@ absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text
 
   std::optional<std::string> eos_text;
   if (!config_text.empty()) {
-    absl::StatusOr<Json> config_json = tokenizer_internal::ParseJson(config_text, config_source);
+    absl::StatusOr<Json> config_json = tokenizer::internal::ParseJson(config_text, config_source);
     if (!config_json.ok()) return config_json.status();
     const JsonRef config{*config_json, config_source, ""};
     if (!config.value.is_object()) return config.Error("expected a JSON object");
@@ -291,7 +291,7 @@ absl::Status ResolveSpecialIds(const JsonRef& root, std::string_view config_text
 
 absl::Status Load(std::string_view tokenizer_json, std::string_view source, std::string_view config_text,
                   std::string_view config_source, Tokenizer::Impl* impl) {
-  absl::StatusOr<Json> document = tokenizer_internal::ParseJson(tokenizer_json, source);
+  absl::StatusOr<Json> document = tokenizer::internal::ParseJson(tokenizer_json, source);
   if (!document.ok()) return document.status();
   const JsonRef root{*document, source, ""};
   if (!root.value.is_object()) return root.Error("expected a JSON object at the top level");
@@ -493,4 +493,4 @@ std::string StreamDecoder::Flush() {
   return out;
 }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

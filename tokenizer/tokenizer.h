@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 
 // A tokenizer loaded from a Hugging Face tokenizer.json: the BPE subset that
 // OLMoE (GPT-NeoX byte-level BPE), Qwen2/Qwen3 (byte-level BPE with Qwen's
@@ -86,6 +86,6 @@ class StreamDecoder {
   std::string pending_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_TOKENIZER_H_

@@ -1,7 +1,7 @@
 #include "tokenizer/tokenizer_json_util.h"
 
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 namespace {
 
 const char* TypeName(const Json& value) { return value.type_name(); }
@@ -105,4 +105,4 @@ absl::StatusOr<Json> ParseJson(std::string_view text, std::string_view source) {
   }
 }
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal

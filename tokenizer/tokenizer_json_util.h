@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd::tokenizer_internal {
+namespace expertd::tokenizer::internal {
 
 using Json = nlohmann::json;
 
@@ -103,6 +103,6 @@ std::string Quote(std::string_view text);
 // Parses `text` as JSON; errors name `source` and the parser's position.
 absl::StatusOr<Json> ParseJson(std::string_view text, std::string_view source);
 
-}  // namespace expertd::tokenizer_internal
+}  // namespace expertd::tokenizer::internal
 
 #endif  // EXPERTD_TOKENIZER_TOKENIZER_JSON_UTIL_H_

@@ -6,7 +6,7 @@
 
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 struct CombiningClassRange {
@@ -168,4 +168,4 @@ std::string NormalizeNfc(std::string_view text) {
   return out;
 }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

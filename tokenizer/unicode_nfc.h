@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace expertd {
+namespace expertd::tokenizer {
 
 // Unicode Normalization Form C (UAX #15): canonical decomposition, canonical
 // ordering, canonical composition. Qwen2/Qwen3 and GPT-NeoX tokenizers apply
@@ -13,6 +13,6 @@ namespace expertd {
 // starters, so byte-level tokenizers still round-trip arbitrary bytes.
 std::string NormalizeNfc(std::string_view text);
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_UNICODE_NFC_H_

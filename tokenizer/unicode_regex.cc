@@ -8,7 +8,7 @@
 #include "tokenizer/tokenizer_json_util.h"
 
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 struct MatchDataDeleter {
@@ -33,7 +33,7 @@ absl::StatusOr<UnicodeRegex> UnicodeRegex::Compile(std::string_view pattern, boo
   if (raw == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return absl::InvalidArgumentError(tokenizer_internal::Concat("regex /", pattern, "/ does not compile at offset ",
+    return absl::InvalidArgumentError(tokenizer::internal::Concat("regex /", pattern, "/ does not compile at offset ",
                                                    error_offset, ": ", reinterpret_cast<const char*>(message)));
   }
   std::unique_ptr<pcre2_real_code_8, CodeDeleter> code(raw);
@@ -76,4 +76,4 @@ std::vector<std::pair<size_t, size_t>> UnicodeRegex::FindAll(std::string_view su
   return matches;
 }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

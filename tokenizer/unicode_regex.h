@@ -26,7 +26,7 @@
 
 struct pcre2_real_code_8;
 
-namespace expertd {
+namespace expertd::tokenizer {
 
 class UnicodeRegex {
  public:
@@ -53,6 +53,6 @@ class UnicodeRegex {
   std::unique_ptr<pcre2_real_code_8, CodeDeleter> code_;
 };
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_UNICODE_REGEX_H_

@@ -1,6 +1,6 @@
 #include "tokenizer/utf8.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 // Valid range of the second byte for a given lead byte (Unicode Table 3-7);
@@ -116,4 +116,4 @@ std::string ReplaceInvalidUtf8(std::string_view text) {
   return out;
 }
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer

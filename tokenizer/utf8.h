@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace expertd {
+namespace expertd::tokenizer {
 
 // U+FFFD REPLACEMENT CHARACTER, what Flush() substitutes for invalid bytes.
 inline constexpr std::string_view kUtf8Replacement = "\xEF\xBF\xBD";
@@ -42,6 +42,6 @@ bool IsIncompleteUtf8Prefix(std::string_view text);
 // (the Unicode "maximal subpart" practice, as WHATWG decoders do).
 std::string ReplaceInvalidUtf8(std::string_view text);
 
-}  // namespace expertd
+}  // namespace expertd::tokenizer
 
 #endif  // EXPERTD_TOKENIZER_UTF8_H_

@@ -12,7 +12,7 @@
 #include "kernels/cpu/dtype.h"
 #include "kernels/cuda/kernels.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 namespace kc = kernels::cuda;
@@ -698,4 +698,4 @@ absl::Status CudaForwardPass::Combine(int layer_index, const MoeDispatch& /*disp
   return absl::OkStatus();
 }
 
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -35,7 +35,7 @@
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/runtime.h"
 
-namespace expertd {
+namespace expertd::engine {
 
 struct CudaForwardOptions {
   int device = 0;
@@ -162,6 +162,6 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   std::vector<float> cpu_in_, cpu_gate_, cpu_up_, cpu_out_;  // CPU experts
 };
 
-}  // namespace expertd
+}  // namespace expertd::engine
 
 #endif  // EXPERTD_ENGINE_CUDA_CUDA_FORWARD_H_

@@ -70,13 +70,13 @@ class ExpertCacheTest : public ::testing::Test {
     ASSERT_TRUE(file.ok()) << file.status();
     file_ = std::move(*file);
   }
-  void OpenReader(const io::FaultOptions* faults = nullptr) {
+  void OpenReader(const testing::FaultOptions* faults = nullptr) {
     io::ReaderOptions options;
     options.path = path_;
     options.direct_io = true;
     auto reader = io::OpenExpertReader(options);
     ASSERT_TRUE(reader.ok()) << reader.status();
-    reader_ = faults ? io::MakeFaultInjectingReader(std::move(*reader), *faults) : std::move(*reader);
+    reader_ = faults ? testing::MakeFaultInjectingReader(std::move(*reader), *faults) : std::move(*reader);
   }
   std::unique_ptr<ExpertCache> MakeCache(int dram_slots, int device_slots = 0, const std::string& policy = "least-stale",
                                          int min_slots = 2, bool prefetch_to_device = true) {
@@ -189,7 +189,7 @@ TEST_F(ExpertCacheTest, PinnedExpertsAreNeverEvicted) {
 }
 
 TEST_F(ExpertCacheTest, ConcurrentMissesShareOneLoad) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(50);
   OpenReader(&slow);
   auto cache = MakeCache(4);
@@ -211,7 +211,7 @@ TEST_F(ExpertCacheTest, ConcurrentMissesShareOneLoad) {
 
 TEST_F(ExpertCacheTest, IoErrorsReachTheRequesterAndLeaveTheCacheConsistent) {
   const uint64_t bad_offset = file_->Find(1, 4)->offset;
-  io::FaultOptions faults;
+  testing::FaultOptions faults;
   faults.fail_offset = [bad_offset](uint64_t offset) { return offset == bad_offset; };
   OpenReader(&faults);
   auto cache = MakeCache(3);
@@ -231,7 +231,7 @@ TEST_F(ExpertCacheTest, IoErrorsReachTheRequesterAndLeaveTheCacheConsistent) {
 }
 
 TEST_F(ExpertCacheTest, ShortReadsAreErrors) {
-  io::FaultOptions faults;
+  testing::FaultOptions faults;
   faults.short_read_probability = 1.0;
   OpenReader(&faults);
   auto cache = MakeCache(3);
@@ -310,7 +310,7 @@ TEST_F(ExpertCacheTest, DeviceTierCopiesFromDram) {
 // A prediction lands in the compute tier: with a device tier the copier
 // thread takes a prefetched expert on from DRAM into it.
 TEST_F(ExpertCacheTest, PrefetchReachesTheDeviceTier) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(10);
   OpenReader(&slow);
   auto cache = MakeCache(6, 3);
@@ -337,7 +337,7 @@ TEST_F(ExpertCacheTest, PrefetchReachesTheDeviceTier) {
 // copy in flight instead of making its own; destroying the cache with
 // copies queued and in flight is clean.
 TEST_F(ExpertCacheTest, StartedLoadsAreCopiedOnceAndTeardownWaitsForCopies) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(5);
   OpenReader(&slow);
   {
@@ -508,7 +508,7 @@ TEST_F(ExpertCacheTest, PrefetchLoadsOnceAndNeverWaits) {
 }
 
 TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(20);
   OpenReader(&slow);
   auto cache = MakeCache(4);
@@ -574,7 +574,7 @@ TEST_F(ExpertCacheTest, AStartedLoadIsAMissEvenWhenItHasLandedByAcquire) {
 
 // Each access is exactly one of hit, hidden, miss, whichever way it comes.
 TEST_F(ExpertCacheTest, EveryAccessIsCountedOnceAsHitHiddenOrMiss) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(5);
   OpenReader(&slow);
   auto cache = MakeCache(8);
@@ -611,7 +611,7 @@ TEST_F(ExpertCacheTest, EveryAccessIsCountedOnceAsHitHiddenOrMiss) {
 // for about 20 ms, not 160. The prefetch budget divides by this busy time
 // (throughput with loads overlapping), not by one load's latency.
 TEST_F(ExpertCacheTest, ReadBusyTimeCountsOverlappingLoadsOnce) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(20);
   OpenReader(&slow);
   auto cache = MakeCache(8);
@@ -651,7 +651,7 @@ class ExpertCacheStress : public ExpertCacheTest, public ::testing::WithParamInt
 
 TEST_P(ExpertCacheStress, ConcurrencyStress) {
   const int device_slots = GetParam();
-  io::FaultOptions jitter;
+  testing::FaultOptions jitter;
   jitter.delay = std::chrono::microseconds(200);
   jitter.eio_probability = 0.02;
   OpenReader(&jitter);

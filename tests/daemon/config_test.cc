@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 using ::testing::AllOf;
@@ -315,4 +315,4 @@ TEST(DaemonConfigTest, DefaultSocketPath) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::daemon

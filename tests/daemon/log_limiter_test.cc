@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 TEST(LogLimiterTest, AllowsAFewLinesPerWindowAndCountsTheRest) {
@@ -25,4 +25,4 @@ TEST(LogLimiterTest, AllowsAFewLinesPerWindowAndCountsTheRest) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::daemon

@@ -19,7 +19,7 @@
 #include "tests/testing/test_models.h"
 #include "tokenizer/chat_template.h"
 
-namespace expertd {
+namespace expertd::daemon {
 namespace {
 
 TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
@@ -28,9 +28,9 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
   o.arch = "qwen3_moe";  // EOS <|endoftext|>; <|im_end|> is another special token
   o.layers = 1;
   const std::string path = testing::MakeTestModel(dir, "model", o);
-  auto model = Model::Load(path);
+  auto model = engine::Model::Load(path);
   ASSERT_TRUE(model.ok()) << model.status();
-  const ChatTemplate chatml = ChatTemplate::FromJinja(
+  const tokenizer::ChatTemplate chatml = tokenizer::ChatTemplate::FromJinja(
       "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
       "'<|im_end|>\\n'}}{% endfor %}",
       "", "<|endoftext|>");
@@ -44,7 +44,7 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
   EXPECT_EQ(request.stop_token_ids, std::vector<int32_t>{*im_end});
 
   // A plain transcript's markers are text, not tokens.
-  const ChatTemplate plain = ChatTemplate::FromJinja("", "", "<|endoftext|>");
+  const tokenizer::ChatTemplate plain = tokenizer::ChatTemplate::FromJinja("", "", "<|endoftext|>");
   ChatRequest plain_request;
   ASSERT_TRUE(ParseChatRequest(R"({"messages": [{"role": "user", "content": "hi"}]})", **model, plain, "model",
                                InferenceConfig{}, &plain_request, &error))
@@ -58,10 +58,10 @@ TEST(ChatRequestTest, TemplateOptionsAndTheTemplatesOwnErrors) {
   testing::ScopedTempDir dir("openai_api_template");
   tools::MakeModelOptions o;
   o.layers = 1;
-  auto model = Model::Load(testing::MakeTestModel(dir, "model", o));
+  auto model = engine::Model::Load(testing::MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
   // Mixtral's rule about roles, and Qwen3's thinking switch.
-  const ChatTemplate t = ChatTemplate::FromJinja(
+  const tokenizer::ChatTemplate t = tokenizer::ChatTemplate::FromJinja(
       "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
       "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
       "[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]"
@@ -118,7 +118,7 @@ class RequestNumbersTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::ScopedTempDir("openai_api_numbers");
     tools::MakeModelOptions o;  // olmoe: 2 MoE layers, 8 experts, vocab 512
-    auto model = Model::Load(testing::MakeTestModel(*dir_, "model", o));
+    auto model = engine::Model::Load(testing::MakeTestModel(*dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = model->release();
   }
@@ -130,7 +130,7 @@ class RequestNumbersTest : public ::testing::Test {
   // Parses a completion (chat: a chat request) body; the error when it fails.
   static bool Parse(const std::string& body, bool chat, GenerationRequest* request, ApiError* error) {
     if (chat) {
-      const ChatTemplate plain = ChatTemplate::FromJinja("", "", "");
+      const tokenizer::ChatTemplate plain = tokenizer::ChatTemplate::FromJinja("", "", "");
       return ParseChatRequest(body, *model_, plain, "model", InferenceConfig{}, request, error);
     }
     CompletionRequest completion;
@@ -140,10 +140,10 @@ class RequestNumbersTest : public ::testing::Test {
   }
 
   static testing::ScopedTempDir* dir_;
-  static Model* model_;
+  static engine::Model* model_;
 };
 testing::ScopedTempDir* RequestNumbersTest::dir_ = nullptr;
-Model* RequestNumbersTest::model_ = nullptr;
+engine::Model* RequestNumbersTest::model_ = nullptr;
 
 struct NumberField {
   std::string param;            // the field, as the error's param names it
@@ -342,15 +342,15 @@ TEST_F(RequestNumbersTest, BoundaryValuesParseExactlyAndPassTheEngine) {
     ApiError error;
     ASSERT_TRUE(Parse(good.body, false, &request, &error)) << good.body << ": " << error.message;
     good.check(request);
-    EXPECT_TRUE(ValidateSamplingOptions(request.options.sampling, model_->config().vocab_size).ok()) << good.body;
-    EXPECT_TRUE(ValidateRosterOptions(request.options.roster, model_->config(), 32).ok()) << good.body;
+    EXPECT_TRUE(engine::ValidateSamplingOptions(request.options.sampling, model_->config().vocab_size).ok()) << good.body;
+    EXPECT_TRUE(engine::ValidateRosterOptions(request.options.roster, model_->config(), 32).ok()) << good.body;
   }
 }
 
 // Rendering: OpenAI's field names and shapes, as its clients parse them.
-TokenLogprob Scored(int32_t token, std::string text, std::optional<float> logprob,
+engine::TokenLogprob Scored(int32_t token, std::string text, std::optional<float> logprob,
                     std::vector<std::pair<std::string, float>> top = {}) {
-  TokenLogprob t;
+  engine::TokenLogprob t;
   t.token = token;
   t.text = std::move(text);
   t.logprob = logprob;
@@ -360,8 +360,8 @@ TokenLogprob Scored(int32_t token, std::string text, std::optional<float> logpro
 
 TEST(AnswerShapeTest, WholeCompletionEchoesThePromptAndCountsTextOffsetsAcrossIt) {
   AnswerShape shape{.chat = false, .id = "cmpl-1", .created = 7, .model = "m", .echo = "Hi"};
-  const std::vector<TokenLogprob> prompt = {Scored(1, "H", std::nullopt), Scored(2, "i", -0.5f)};
-  const std::vector<TokenLogprob> generated = {Scored(3, " there", -1.0f, {{" there", -1.0f}, {"!", -2.0f}})};
+  const std::vector<engine::TokenLogprob> prompt = {Scored(1, "H", std::nullopt), Scored(2, "i", -0.5f)};
+  const std::vector<engine::TokenLogprob> generated = {Scored(3, " there", -1.0f, {{" there", -1.0f}, {"!", -2.0f}})};
   const nlohmann::json body = shape.Whole(" there", "length", prompt, generated, /*with_logprobs=*/true);
   EXPECT_EQ(body["object"], "text_completion");
   EXPECT_EQ(body["id"], "cmpl-1");
@@ -382,7 +382,7 @@ TEST(AnswerShapeTest, WholeCompletionEchoesThePromptAndCountsTextOffsetsAcrossIt
 
 TEST(AnswerShapeTest, WholeChatIsAnAssistantMessageWithContentLogprobs) {
   AnswerShape shape{.chat = true, .id = "chatcmpl-1", .created = 7, .model = "m", .echo = ""};
-  const std::vector<TokenLogprob> generated = {Scored(3, "\xc3", -0.25f)};
+  const std::vector<engine::TokenLogprob> generated = {Scored(3, "\xc3", -0.25f)};
   const nlohmann::json body = shape.Whole("ok", "stop", {}, generated, /*with_logprobs=*/true);
   EXPECT_EQ(body["object"], "chat.completion");
   const nlohmann::json& choice = body["choices"][0];
@@ -418,10 +418,10 @@ TEST(AnswerShapeTest, StreamEventsOpenCarryPiecesAndClose) {
   // Streamed completion logprobs count text offsets on from where the last
   // event left them.
   size_t offset = 2;
-  const nlohmann::json logprobs = completion.StreamLogprobs(std::vector<TokenLogprob>{Scored(5, "ab", -1.0f)}, &offset);
+  const nlohmann::json logprobs = completion.StreamLogprobs(std::vector<engine::TokenLogprob>{Scored(5, "ab", -1.0f)}, &offset);
   EXPECT_EQ(logprobs["text_offset"], nlohmann::json({2}));
   EXPECT_EQ(offset, 4u);
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::daemon

@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -250,4 +250,4 @@ TEST_F(BadInput, KvCacheGrowthKeepsRowsAndSurvivesAFailedAllocation) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

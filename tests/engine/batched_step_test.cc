@@ -15,7 +15,7 @@
 #include "tests/reference/reference_model.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -316,4 +316,4 @@ INSTANTIATE_TEST_SUITE_P(Architectures, BatchedStepTest,
                          ::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "gpt_oss"));
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

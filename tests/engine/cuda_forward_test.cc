@@ -27,7 +27,7 @@
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -257,4 +257,4 @@ INSTANTIATE_TEST_SUITE_P(Architectures, CudaForward,
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -19,7 +19,7 @@
 #include "tests/testing/hf_logits.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -207,4 +207,4 @@ TEST_P(DeepseekVsTransformers, ReferenceMatchesTransformersLogits) {
 INSTANTIATE_TEST_SUITE_P(Variants, DeepseekVsTransformers, ::testing::Values("lite_yarn", "q_lora_grouped"));
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -13,7 +13,7 @@
 #include "tests/reference/reference_model.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -187,4 +187,4 @@ INSTANTIATE_TEST_SUITE_P(AllArchitecturesAndDtypes, EngineVsReference,
                          });
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 constexpr uint64_t kExpertBytes = 12ull << 20;  // OLMoE-1B-7B bf16 expert
@@ -75,4 +75,4 @@ TEST(ExecutionPlacementTest, OneBatchSizeFitsTheBaseAndKeepsThePerRowGuess) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::testing::ElementsAre;
@@ -170,4 +170,4 @@ TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

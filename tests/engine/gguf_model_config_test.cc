@@ -17,7 +17,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/gguf_metadata_file.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::testing::AllOf;
@@ -169,4 +169,4 @@ TEST(GgufConfig, BadValuesAndUnsupportedFeatures) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -16,7 +16,7 @@
 #include "tests/testing/gguf_metadata_file.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::GgufMetadataFile;
@@ -30,14 +30,14 @@ std::string ReadAll(const std::string& path) {
 }
 
 TEST(GgufTokenizer, BundledVocabularyTokenizesAsItsTokenizerJson) {
-  auto from_json = Tokenizer::FromFile(std::string(EXPERTD_MODEL_DIR) + "/tokenizer.json");
+  auto from_json = tokenizer::Tokenizer::FromFile(std::string(EXPERTD_MODEL_DIR) + "/tokenizer.json");
   ASSERT_TRUE(from_json.ok()) << from_json.status();
   auto gguf = formats::GgufFile::Open(EXPERTD_GGUF_TOKENIZER);
   ASSERT_TRUE(gguf.ok()) << gguf.status();
   auto from_gguf = TokenizerFromGguf(**gguf);
   ASSERT_TRUE(from_gguf.ok()) << from_gguf.status();
-  const Tokenizer& a = **from_json;
-  const Tokenizer& b = **from_gguf;
+  const tokenizer::Tokenizer& a = **from_json;
+  const tokenizer::Tokenizer& b = **from_gguf;
 
   EXPECT_EQ(a.vocab_size(), b.vocab_size());
   EXPECT_EQ(a.bos_id(), b.bos_id());
@@ -90,7 +90,7 @@ GgufMetadataFile SmallVocabulary(const std::string& pre = "gpt-2") {
   return f;
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Build(const GgufMetadataFile& metadata) {
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> Build(const GgufMetadataFile& metadata) {
   auto file = metadata.Open();
   if (!file.ok()) return file.status();
   return TokenizerFromGguf(**file);
@@ -103,7 +103,7 @@ TEST(GgufTokenizer, TokenTypesBecomeVocabularyAddedAndSpecialTokens) {
                              .Bool("tokenizer.ggml.add_bos_token", true)
                              .Str("tokenizer.chat_template", "{{ messages }}"));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const Tokenizer& t = **tokenizer;
+  const tokenizer::Tokenizer& t = **tokenizer;
   EXPECT_EQ(t.bos_id(), 4);
   EXPECT_EQ(t.eos_id(), 4);
   EXPECT_EQ(t.chat_template(), "{{ messages }}");
@@ -204,4 +204,4 @@ TEST(GgufTokenizer, RefusalsNameTheKey) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -34,7 +34,7 @@
 #include "tests/testing/test_models.h"
 #include "tools/mkmodel/make_model.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::ScopedTempDir;
@@ -506,4 +506,4 @@ TEST(GgufWeightsErrors, ANonGgufFileIsNotAModel) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

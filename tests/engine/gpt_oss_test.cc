@@ -30,7 +30,7 @@
 #include "tests/testing/hf_logits.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -393,4 +393,4 @@ TEST(GptOssMxfp4, PackKeepsMxfp4) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -5,7 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::testing::AllOf;
@@ -169,4 +169,4 @@ TEST(ModelConfig, LoadReadsAtMostTheCap) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

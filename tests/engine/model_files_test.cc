@@ -26,7 +26,7 @@
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 namespace fs = std::filesystem;
@@ -226,4 +226,4 @@ TEST_F(ModelFiles, AModelWithoutItsExpertsRunWithoutACacheIsAnErrorNotACrash) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

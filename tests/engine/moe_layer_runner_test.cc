@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::testing::ElementsAre;
@@ -184,4 +184,4 @@ TEST_F(MoeLayerRunnerTest, AFailedExpertWaitsForQueuedWorkAndStopsThePass) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

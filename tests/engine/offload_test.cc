@@ -23,7 +23,7 @@
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -234,4 +234,4 @@ INSTANTIATE_TEST_SUITE_P(Mxfp4Checkpoint, Offload, ::testing::Values(std::tuple<
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

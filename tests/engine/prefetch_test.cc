@@ -18,7 +18,7 @@
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -28,7 +28,7 @@ const std::vector<int32_t> kPrompt = {5, 17, 260, 99, 3, 42, 42, 1, 300, 77};
 
 class PrefetchTest : public ::testing::Test {
  protected:
-  void Load(const tools::MakeModelOptions& options, const io::FaultOptions* faults = nullptr) {
+  void Load(const tools::MakeModelOptions& options, const testing::FaultOptions* faults = nullptr) {
     model_dir_ = MakeTestModel(dir_, "model", options);
     auto model = Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
@@ -36,7 +36,7 @@ class PrefetchTest : public ::testing::Test {
     testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, dir_.Sub("model.experts"));
     ASSERT_TRUE(packed.file && packed.reader);
     file_ = std::move(packed.file);
-    reader_ = faults ? io::MakeFaultInjectingReader(std::move(packed.reader), *faults) : std::move(packed.reader);
+    reader_ = faults ? testing::MakeFaultInjectingReader(std::move(packed.reader), *faults) : std::move(packed.reader);
   }
 
   std::unique_ptr<cache::ExpertCache> MakeCache(int slots, const std::string& policy = "least-stale") {
@@ -203,7 +203,7 @@ TEST_F(PrefetchTest, CrossLayerIsExactWhenTheModelAllowsIt) {
 // must not count the stall (which grew the budget with the misses that
 // prefetching caused), and overlapping reads count as throughput.
 TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(20);
   Load(PredictableModel(), &slow);
   auto cache = MakeCache(8);
@@ -224,7 +224,7 @@ TEST_F(PrefetchTest, MeasuredBudgetUsesComputeTimeAndOverlappedThroughput) {
 }
 
 TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
-  io::FaultOptions slow;
+  testing::FaultOptions slow;
   slow.delay = std::chrono::milliseconds(4);
   Load(PredictableModel(), &slow);
   auto stall_ms = [&](const char* kind) {
@@ -328,4 +328,4 @@ TEST_F(PrefetchTest, TalksToTheStoreOnlyThroughItsTarget) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -18,7 +18,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::MakeTestModel;
@@ -340,4 +340,4 @@ TEST_F(RequestEngineTest, DrainFinishesInTimeAndCancelsTheRest) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -10,7 +10,7 @@
 #include "engine/routing.h"
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 ModelConfig SixLayerConfig() {
@@ -170,4 +170,4 @@ TEST(AverageSampleDistributionsTest, AveragesProbabilitiesNotLogits) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

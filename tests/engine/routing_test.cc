@@ -8,7 +8,7 @@
 
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 // Brute force: the k-subset of largest probabilities, sorted descending.
@@ -53,4 +53,4 @@ TEST(Routing, TiesGoToTheLowerIndex) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 using ::expertd::testing::ScopedTempDir;
@@ -88,4 +88,4 @@ TEST(Safetensors, RejectsMalformedHeaders) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

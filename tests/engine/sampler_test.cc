@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 const std::vector<float> kLogits = {0.5f, 2.0f, -1.0f, 1.5f, 0.0f};
@@ -142,4 +142,4 @@ TEST(Sampler, LogProbabilityIsNormalised) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 
-namespace expertd {
+namespace expertd::engine {
 namespace {
 
 // Feeds pieces one at a time and returns everything released.
@@ -61,4 +61,4 @@ TEST(StopStringFilterTest, StopAtTheVeryStartReleasesNothing) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::engine

@@ -22,7 +22,7 @@
 #include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::integration {
 namespace {
 
 using ::expertd::testing::ScopedTempDir;
@@ -109,7 +109,7 @@ TEST_F(Cli, TokenizeMatchesTheLibrary) {
   const std::string text = "Hello world, 12345 tokens!";
   CommandResult result = Expertd({"tokenize", "--model", model_, "--text", text});
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  auto tokenizer = Tokenizer::FromFile(model_ + "/tokenizer.json");
+  auto tokenizer = tokenizer::Tokenizer::FromFile(model_ + "/tokenizer.json");
   ASSERT_TRUE(tokenizer.ok());
   std::string expected;
   for (int32_t id : (*tokenizer)->Encode(text)) absl::StrAppend(&expected, expected.empty() ? "" : " ", id);
@@ -150,11 +150,11 @@ TEST_F(Cli, EvalWritesTheEngineLogits) {
   std::vector<float> from_file(5 * 400);
   std::memcpy(from_file.data(), bytes.data(), bytes.size());
 
-  auto model = Model::Load(model_);
+  auto model = engine::Model::Load(model_);
   ASSERT_TRUE(model.ok());
-  ForwardPass forward(**model, nullptr);
-  KvCache kv((*model)->config(), 64);
-  ForwardOptions options;
+  engine::ForwardPass forward(**model, nullptr);
+  engine::KvCache kv((*model)->config(), 64);
+  engine::ForwardOptions options;
   options.all_logits = true;
   std::vector<float> logits;
   ASSERT_TRUE(forward.Run(std::vector<int32_t>{1, 2, 3, 300, 7}, kv, options, &logits).ok());
@@ -440,4 +440,4 @@ TEST_F(Cli, ErrorsAreClearAndNonZero) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::integration

@@ -24,7 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::integration {
 
 using ::expertd::testing::MakeTestModel;
 using ::expertd::testing::ScopedTempDir;
@@ -155,6 +155,6 @@ inline void AwaitFirstEvent(int fd) {
   }
 }
 
-}  // namespace expertd
+}  // namespace expertd::integration
 
 #endif  // EXPERTD_TESTS_INTEGRATION_DAEMON_FIXTURE_H_

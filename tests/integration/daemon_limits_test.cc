@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_fixture.h"
 
-namespace expertd {
+namespace expertd::integration {
 namespace {
 
 using ::testing::HasSubstr;
@@ -325,4 +325,4 @@ TEST_F(Daemon, MetricsAreIntegersAndFailuresAreCountedAndLogged) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::integration

@@ -25,7 +25,7 @@
 #include "tests/integration/daemon_fixture.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::integration {
 namespace {
 
 using ::testing::HasSubstr;
@@ -802,4 +802,4 @@ TEST_F(SlowClientDaemon, SlowClientsAreDroppedAndDoNotHoldUpOthers) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::integration

@@ -35,7 +35,7 @@
 #include "tests/testing/files.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::integration {
 namespace {
 
 using ::expertd::testing::ScopedTempDir;
@@ -145,4 +145,4 @@ TEST_F(TrainedModel, AVersion1PackedFileStillLoadsAndRuns) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::integration

@@ -103,9 +103,9 @@ class ReaderTest : public ::testing::TestWithParam<ReaderParam> {
     EXPECT_TRUE(inner.ok()) << inner.status();
     if (!inner.ok()) return nullptr;
     if (GetParam().wrap == Wrap::kNone) return std::move(*inner);
-    FaultOptions faults;
+    expertd::testing::FaultOptions faults;
     if (GetParam().wrap == Wrap::kDelay) faults.delay = std::chrono::microseconds(500);
-    return MakeFaultInjectingReader(std::move(*inner), faults);
+    return expertd::testing::MakeFaultInjectingReader(std::move(*inner), faults);
   }
   std::unique_ptr<ExpertReader> Open() { return Open(Options()); }
 
@@ -369,14 +369,14 @@ class FaultTest : public ::testing::TestWithParam<Kind> {
     ASSERT_TRUE(buffer.ok());
     buffer_ = std::move(*buffer);
   }
-  std::unique_ptr<ExpertReader> Open(const FaultOptions& faults) {
+  std::unique_ptr<ExpertReader> Open(const expertd::testing::FaultOptions& faults) {
     ReaderOptions options;
     options.path = path_;
     options.chunk_bytes = 16 * 1024;
     auto inner = OpenInner(GetParam(), options);
     EXPECT_TRUE(inner.ok()) << inner.status();
     if (!inner.ok()) return nullptr;
-    return MakeFaultInjectingReader(std::move(*inner), faults);
+    return expertd::testing::MakeFaultInjectingReader(std::move(*inner), faults);
   }
 
   static ScratchDir* dir_;
@@ -388,7 +388,7 @@ ScratchDir* FaultTest::dir_ = nullptr;
 std::string FaultTest::path_;
 
 TEST_P(FaultTest, EioFailsThatRequestOnlyAndNamesTheOffset) {
-  FaultOptions faults;
+  expertd::testing::FaultOptions faults;
   faults.fail_offset = [](uint64_t offset) { return offset == 3 * kPage; };
   auto reader = Open(faults);
   ASSERT_NE(reader, nullptr);
@@ -409,7 +409,7 @@ TEST_P(FaultTest, EioFailsThatRequestOnlyAndNamesTheOffset) {
 }
 
 TEST_P(FaultTest, ProbabilisticFaultsAreDeterministicFromTheSeed) {
-  FaultOptions faults;
+  expertd::testing::FaultOptions faults;
   faults.eio_probability = 0.5;
   faults.seed = 42;
   auto pattern = [&] {
@@ -425,7 +425,7 @@ TEST_P(FaultTest, ProbabilisticFaultsAreDeterministicFromTheSeed) {
 }
 
 TEST_P(FaultTest, PersistentShortReadIsDataLoss) {
-  FaultOptions faults;
+  expertd::testing::FaultOptions faults;
   faults.short_read_probability = 1.0;
   auto reader = Open(faults);
   ASSERT_NE(reader, nullptr);
@@ -436,7 +436,7 @@ TEST_P(FaultTest, PersistentShortReadIsDataLoss) {
 }
 
 TEST_P(FaultTest, DelayedCompletionsStillCarryTheRightBytes) {
-  FaultOptions faults;
+  expertd::testing::FaultOptions faults;
   faults.delay = std::chrono::milliseconds(20);
   auto reader = Open(faults);
   ASSERT_NE(reader, nullptr);
@@ -458,7 +458,7 @@ TEST_P(FaultTest, DelayedCompletionsStillCarryTheRightBytes) {
 }
 
 TEST_P(FaultTest, DestructionWithDelayedCompletionsPendingCompletesEachOnce) {
-  FaultOptions faults;
+  expertd::testing::FaultOptions faults;
   faults.delay = std::chrono::milliseconds(50);
   std::atomic<int> calls{0};
   {

@@ -280,7 +280,7 @@ TEST_P(CudaRouteTest, MatchesRouteToken) {
   std::vector<float> want_weights(kTokens * k);
   std::vector<float> scratch(experts);
   for (int t = 0; t < kTokens; ++t) {
-    RouteToken(logits.data() + t * experts, experts, k, normalize, scratch.data(), want_experts.data() + t * k,
+    engine::RouteToken(logits.data() + t * experts, experts, k, normalize, scratch.data(), want_experts.data() + t * k,
                want_weights.data() + t * k);
   }
   DeviceBuffer d_logits = Upload(logits);

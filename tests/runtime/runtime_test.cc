@@ -21,7 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::runtime {
 namespace {
 
 using ::testing::HasSubstr;
@@ -62,8 +62,8 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
   ASSERT_TRUE((*engine)->offloading());
-  const ModelConfig& config = (*engine)->model().config();
-  KvCache kv(config, 32, &(*engine)->forward().kv_memory());
+  const engine::ModelConfig& config = (*engine)->model().config();
+  engine::KvCache kv(config, 32, &(*engine)->forward().kv_memory());
   EXPECT_EQ(kv.kv_size(), o.kv_lora_rank + o.qk_rope_head_dim);
   std::vector<float> offloaded;
   const std::vector<int32_t> prompt = {5, 17, 260, 99, 3};
@@ -74,7 +74,7 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   absl::StatusOr<std::unique_ptr<Runtime>> resident = Runtime::Load(options);
   ASSERT_TRUE(resident.ok()) << resident.status();
   ASSERT_FALSE((*resident)->offloading());
-  KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
+  engine::KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
   std::vector<float> logits;
   ASSERT_TRUE((*resident)->forward().Run(prompt, resident_kv, {}, &logits).ok());
   EXPECT_EQ(offloaded, logits);
@@ -103,8 +103,8 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
   ASSERT_TRUE((*engine)->offloading());
-  const ModelConfig& config = (*engine)->model().config();
-  KvCache kv(config, 32, &(*engine)->forward().kv_memory());
+  const engine::ModelConfig& config = (*engine)->model().config();
+  engine::KvCache kv(config, 32, &(*engine)->forward().kv_memory());
   std::vector<float> offloaded;
   const std::vector<int32_t> prompt = {5, 17, 260, 99, 3, 42, 42, 1};
   ASSERT_TRUE((*engine)->forward().Run(prompt, kv, {}, &offloaded).ok());
@@ -114,7 +114,7 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   absl::StatusOr<std::unique_ptr<Runtime>> resident = Runtime::Load(options);
   ASSERT_TRUE(resident.ok()) << resident.status();
   ASSERT_FALSE((*resident)->offloading());
-  KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
+  engine::KvCache resident_kv(config, 32, &(*resident)->forward().kv_memory());
   std::vector<float> logits;
   ASSERT_TRUE((*resident)->forward().Run(prompt, resident_kv, {}, &logits).ok());
   EXPECT_EQ(offloaded, logits);
@@ -127,7 +127,7 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
 TEST(EngineLoaderTest, QueueDepthReachesTheReader) {
   testing::ScopedTempDir dir("runtime");
   const std::string model = testing::MakeTestModel(dir, "model", tools::MakeModelOptions());
-  absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(absl::StrCat(R"([model]
+  absl::StatusOr<daemon::DaemonConfig> config = daemon::ParseDaemonConfig(absl::StrCat(R"([model]
 path = ")", model, R"("
 [cache]
 dram_budget = "1GiB"
@@ -140,7 +140,7 @@ gpu = "off"
 )"),
                                                           "queue_depth.toml");
   ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(EngineOptionsFromConfig(*config));
+  absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(daemon::EngineOptionsFromConfig(*config));
   ASSERT_TRUE(engine.ok()) << engine.status();
   ASSERT_NE((*engine)->reader(), nullptr);
   EXPECT_EQ((*engine)->reader()->queue_depth(), 3) << "reader " << (*engine)->reader()->name();
@@ -268,7 +268,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   o.layers = 4;               // so that lookahead 2 is not lowered
   const std::string model = testing::MakeTestModel(dir, "model", o);
   const std::string experts = dir.Sub("elsewhere.experts");
-  absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(
+  absl::StatusOr<daemon::DaemonConfig> config = daemon::ParseDaemonConfig(
       absl::StrReplaceAll(kEveryKey, {{"MODEL", model}, {"EXPERTS", experts}}), "every_key.toml");
   ASSERT_TRUE(config.ok()) << config.status();
 
@@ -289,7 +289,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(config->inference.kv_budget_bytes, uint64_t{3} << 20);
 
   // The engine's keys, in the modules' option structs.
-  const EngineOptions options = EngineOptionsFromConfig(*config);
+  const EngineOptions options = daemon::EngineOptionsFromConfig(*config);
   EXPECT_EQ(options.model_dir, model);
   EXPECT_EQ(options.threads, 2);
   EXPECT_EQ(options.experts_per_token, 3);
@@ -338,14 +338,14 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_TRUE((*engine)->prefetcher()->budget_is_fixed());
   EXPECT_EQ((*engine)->prefetcher()->next_token_layers(), 1);
   // The lookahead shows once predictions are scored: distances 1 and 2.
-  KvCache kv((*engine)->model().config(), 8, &(*engine)->forward().kv_memory());
+  engine::KvCache kv((*engine)->model().config(), 8, &(*engine)->forward().kv_memory());
   std::vector<float> logits;
   const std::vector<int32_t> tokens = {5, 6, 7, 8};
   for (size_t t = 0; t < tokens.size(); ++t) {
-    ASSERT_TRUE((*engine)->forward().Run(absl::MakeConstSpan(&tokens[t], 1), kv, ForwardOptions(), &logits).ok());
+    ASSERT_TRUE((*engine)->forward().Run(absl::MakeConstSpan(&tokens[t], 1), kv, engine::ForwardOptions(), &logits).ok());
   }
   EXPECT_EQ((*engine)->prefetcher()->prediction_stats().by_distance().size(), 3u);
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::runtime

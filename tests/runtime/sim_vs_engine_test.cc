@@ -28,7 +28,7 @@
 #include "runtime/runtime.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd {
+namespace expertd::runtime {
 namespace {
 
 struct Measured {
@@ -66,7 +66,7 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   if (!loaded.ok()) return {};
   Runtime& engine = **loaded;
-  const ModelConfig& config = engine.model().config();
+  const engine::ModelConfig& config = engine.model().config();
 
   // The workload: the held-out text's first tokens, then greedy decode.
   std::vector<int32_t> tokens = engine.model().tokenizer().Encode(
@@ -75,13 +75,13 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
   EXPECT_GE(static_cast<int>(tokens.size()), prompt_tokens);
   tokens.resize(prompt_tokens);
   engine.StartStepTrace();
-  KvCache kv(config, prompt_tokens + decode_tokens + 1, &engine.forward().kv_memory());
+  engine::KvCache kv(config, prompt_tokens + decode_tokens + 1, &engine.forward().kv_memory());
   std::vector<float> logits;
-  absl::Status status = engine.forward().Run(tokens, kv, ForwardOptions(), &logits);
+  absl::Status status = engine.forward().Run(tokens, kv, engine::ForwardOptions(), &logits);
   for (int t = 0; t < decode_tokens && status.ok(); ++t) {
     const float* last = logits.data() + logits.size() - config.vocab_size;
     const int32_t next = static_cast<int32_t>(std::max_element(last, last + config.vocab_size) - last);
-    status = engine.forward().Run(absl::MakeConstSpan(&next, 1), kv, ForwardOptions(), &logits);
+    status = engine.forward().Run(absl::MakeConstSpan(&next, 1), kv, engine::ForwardOptions(), &logits);
   }
   EXPECT_TRUE(status.ok()) << status;
   const std::vector<cache::TraceStep> steps = engine.TakeStepTrace();
@@ -160,4 +160,4 @@ TEST(SimVsEngineTest, ReplayedTrueHitRateMatchesTheEngine) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::runtime

@@ -18,12 +18,12 @@ namespace expertd::testing {
 // The CPU pass's logits of every position of `tokens` ([tokens][vocab]),
 // computed from scratch on two threads; experts from `experts` when given,
 // else the model's own. A failed pass fails the test and returns what it has.
-inline std::vector<float> AllPositionLogits(const Model& model, absl::Span<const int32_t> tokens,
-                                            ExpertSource* experts = nullptr) {
+inline std::vector<float> AllPositionLogits(const engine::Model& model, absl::Span<const int32_t> tokens,
+                                            engine::ExpertSource* experts = nullptr) {
   kernels::ThreadPool pool(2);
-  ForwardPass forward(model, &pool, experts);
-  KvCache kv(model.config(), 64);
-  ForwardOptions options;
+  engine::ForwardPass forward(model, &pool, experts);
+  engine::KvCache kv(model.config(), 64);
+  engine::ForwardOptions options;
   options.all_logits = true;
   std::vector<float> logits;
   const absl::Status status = forward.Run(tokens, kv, options, &logits);

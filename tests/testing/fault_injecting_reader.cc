@@ -20,7 +20,7 @@
 #include "io/expert_reader.h"
 #include "io/posix_file.h"
 
-namespace expertd::io {
+namespace expertd::testing {
 namespace {
 
 // SplitMix64's finalizer: a well-mixed 64-bit hash of its input.
@@ -37,9 +37,9 @@ double Uniform(uint64_t seed, uint64_t sequence, uint64_t salt) {
   return static_cast<double>(Mix(Mix(seed ^ Mix(sequence)) + salt) >> 11) * 0x1.0p-53;
 }
 
-class FaultInjectingReader final : public ExpertReader {
+class FaultInjectingReader final : public io::ExpertReader {
  public:
-  FaultInjectingReader(std::unique_ptr<ExpertReader> inner, const FaultOptions& options)
+  FaultInjectingReader(std::unique_ptr<io::ExpertReader> inner, const FaultOptions& options)
       : inner_(std::move(inner)), options_(options), name_(absl::StrCat("fault(", inner_->name(), ")")) {
     if (options_.delay.count() > 0) delayer_ = std::thread([this] { DelayLoop(); });
   }
@@ -78,15 +78,15 @@ class FaultInjectingReader final : public ExpertReader {
     uint64_t read_length = length;
     if (short_read) {
       // Half the request, kept 4 KiB aligned so O_DIRECT accepts it.
-      read_length = length / 2 / kDirectIoAlignment * kDirectIoAlignment;
+      read_length = length / 2 / io::kDirectIoAlignment * io::kDirectIoAlignment;
     }
     inner_->Submit(offset, read_length, dest,
                    [this, offset, length, read_length, eio, short_read, done = std::move(done)](
                        absl::Status status) mutable {
                      if (status.ok() && eio) {
-                       status = ReadErrorStatus(absl::StrCat(name_, " (injected fault)"), offset, length, EIO);
+                       status = io::ReadErrorStatus(absl::StrCat(name_, " (injected fault)"), offset, length, EIO);
                      } else if (status.ok() && short_read) {
-                       status = UnexpectedEofStatus(absl::StrCat(name_, " (injected short read)"), offset, length,
+                       status = io::UnexpectedEofStatus(absl::StrCat(name_, " (injected short read)"), offset, length,
                                                     offset + read_length, length - read_length);
                      }
                      Finish(std::move(done), std::move(status));
@@ -117,7 +117,7 @@ class FaultInjectingReader final : public ExpertReader {
   // A thread of its own delays completions without holding up the inner
   // reader's thread, so delayed requests overlap as slow disk reads do.
   void DelayLoop() {
-    SetCurrentThreadName("expertd-fault");
+    io::SetCurrentThreadName("expertd-fault");
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (delayed_.empty()) {
@@ -137,7 +137,7 @@ class FaultInjectingReader final : public ExpertReader {
     }
   }
 
-  std::unique_ptr<ExpertReader> inner_;
+  std::unique_ptr<io::ExpertReader> inner_;
   const FaultOptions options_;
   const std::string name_;
   std::thread delayer_;
@@ -151,9 +151,9 @@ class FaultInjectingReader final : public ExpertReader {
 
 }  // namespace
 
-std::unique_ptr<ExpertReader> MakeFaultInjectingReader(std::unique_ptr<ExpertReader> inner,
+std::unique_ptr<io::ExpertReader> MakeFaultInjectingReader(std::unique_ptr<io::ExpertReader> inner,
                                                        const FaultOptions& options) {
   return std::make_unique<FaultInjectingReader>(std::move(inner), options);
 }
 
-}  // namespace expertd::io
+}  // namespace expertd::testing

@@ -3,8 +3,8 @@
 
 // Test support (target expertd_fault_injecting_reader, never linked by
 // production code): an ExpertReader wrapper that injects the failures a disk
-// produces (DESIGN.md §4). It stays in namespace expertd::io, next to the
-// readers it wraps.
+// produces (DESIGN.md §4). Test support lives in expertd::testing, like
+// the rest of tests/testing/.
 
 #include <chrono>
 #include <cstdint>
@@ -13,7 +13,7 @@
 
 #include "io/expert_reader.h"
 
-namespace expertd::io {
+namespace expertd::testing {
 
 struct FaultOptions {
   double eio_probability = 0.0;         // the request fails with EIO
@@ -28,9 +28,9 @@ struct FaultOptions {
 
 // Wraps `inner`; every request still goes through it, so completions arrive
 // on a reader thread as the interface demands.
-std::unique_ptr<ExpertReader> MakeFaultInjectingReader(std::unique_ptr<ExpertReader> inner,
+std::unique_ptr<io::ExpertReader> MakeFaultInjectingReader(std::unique_ptr<io::ExpertReader> inner,
                                                        const FaultOptions& options);
 
-}  // namespace expertd::io
+}  // namespace expertd::testing
 
 #endif  // EXPERTD_TESTS_TESTING_FAULT_INJECTING_READER_H_

@@ -21,10 +21,10 @@ struct PackedExperts {
 
 // Packs `model`'s experts (their stored dtype, or `dtype`) into `path` and
 // opens the file and a default reader; the test fails on any error.
-inline PackedExperts PackAndOpenExperts(const Model& model, const std::string& path,
+inline PackedExperts PackAndOpenExperts(const engine::Model& model, const std::string& path,
                                         std::optional<DType> dtype = std::nullopt) {
   PackedExperts out;
-  absl::Status packed = PackExperts(model, path, dtype);
+  absl::Status packed = engine::PackExperts(model, path, dtype);
   EXPECT_TRUE(packed.ok()) << packed;
   auto file = io::ExpertFile::Open(path, model.fingerprint());
   EXPECT_TRUE(file.ok()) << file.status();

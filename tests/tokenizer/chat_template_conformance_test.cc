@@ -21,7 +21,7 @@
 #include "jinja/template.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -104,4 +104,4 @@ TEST(ChatTemplateConformance, PublishersTemplatesRenderAsJinja2Does) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::tokenizer

@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 using ::testing::ElementsAre;
@@ -260,4 +260,4 @@ TEST(ChatTemplateTest, TheTemplateMayComeAsChatTemplateJinja) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::tokenizer

@@ -14,7 +14,7 @@
 #include "tokenizer/utf8.h"
 #include "tools/mkmodel/bpe_trainer.h"
 
-namespace expertd {
+namespace expertd::tokenizer {
 namespace {
 
 using ::testing::AllOf;
@@ -684,4 +684,4 @@ TEST(FromFileTest, ReadsConfigBesideTokenizerJson) {
 }
 
 }  // namespace
-}  // namespace expertd
+}  // namespace expertd::tokenizer

@@ -15,7 +15,7 @@ namespace expertd::tools {
 namespace {
 
 using Json = nlohmann::json;
-using tokenizer_internal::Concat;
+using tokenizer::internal::Concat;
 
 Json PreTokenizerJson(BpeTrainerOptions::Style style) {
   if (style == BpeTrainerOptions::Style::kGpt2) {
@@ -24,7 +24,7 @@ Json PreTokenizerJson(BpeTrainerOptions::Style style) {
   return {{"type", "Sequence"},
           {"pretokenizers",
            Json::array({Json{{"type", "Split"},
-                             {"pattern", {{"Regex", std::string(tokenizer_internal::kQwen2PreTokenizerRegex)}}},
+                             {"pattern", {{"Regex", std::string(tokenizer::internal::kQwen2PreTokenizerRegex)}}},
                              {"behavior", "Isolated"},
                              {"invert", false}},
                         Json{{"type", "ByteLevel"},
@@ -113,12 +113,12 @@ absl::StatusOr<Json> TrainByteLevelBpe(std::string_view corpus, const BpeTrainer
   }
 
   std::vector<std::string> tokens;  // by id
-  tokenizer_internal::StringIdMap vocab;
+  tokenizer::internal::StringIdMap vocab;
   int32_t byte_ids[256];
   for (int i = 0; i < 256; ++i) {
-    const uint8_t byte = ByteLevelOrder()[i];
+    const uint8_t byte = tokenizer::ByteLevelOrder()[i];
     std::string text;
-    AppendByteLevel(std::string_view(reinterpret_cast<const char*>(&byte), 1), &text);
+    tokenizer::AppendByteLevel(std::string_view(reinterpret_cast<const char*>(&byte), 1), &text);
     vocab.emplace(text, i);
     tokens.push_back(std::move(text));
     byte_ids[byte] = i;
@@ -132,8 +132,8 @@ absl::StatusOr<Json> TrainByteLevelBpe(std::string_view corpus, const BpeTrainer
   }
 
   const Json pre_tokenizer_json = PreTokenizerJson(options.style);
-  absl::StatusOr<tokenizer_internal::PreTokenizer> pre_tokenizer =
-      tokenizer_internal::PreTokenizer::FromJson(tokenizer_internal::JsonRef{pre_tokenizer_json, "trainer", ""});
+  absl::StatusOr<tokenizer::internal::PreTokenizer> pre_tokenizer =
+      tokenizer::internal::PreTokenizer::FromJson(tokenizer::internal::JsonRef{pre_tokenizer_json, "trainer", ""});
   if (!pre_tokenizer.ok()) return pre_tokenizer.status();
 
   // Distinct pre-tokenized words with their frequencies, in sorted order so
@@ -147,7 +147,7 @@ absl::StatusOr<Json> TrainByteLevelBpe(std::string_view corpus, const BpeTrainer
   for (const auto& [text, count] : sorted_words) {
     // The words are byte-level spelled: split them back into the byte tokens.
     std::string bytes;
-    AppendBytesFromByteLevel(text, &bytes);
+    tokenizer::AppendBytesFromByteLevel(text, &bytes);
     Word word{.symbols = {}, .count = count};
     for (char c : bytes) word.symbols.push_back(byte_ids[static_cast<uint8_t>(c)]);
     words.push_back(std::move(word));

@@ -48,7 +48,7 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
 
 // Ids as little-endian uint16: a 2k vocabulary fits, and the file is half
 // the size of int32 (numpy reads it with dtype "<u2").
-absl::Status EncodeFile(const expertd::Tokenizer& tokenizer, const std::string& text_path,
+absl::Status EncodeFile(const expertd::tokenizer::Tokenizer& tokenizer, const std::string& text_path,
                         const std::string& ids_path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(text_path));
   const std::vector<int32_t> ids = tokenizer.Encode(text, /*add_special=*/false);
@@ -85,7 +85,7 @@ absl::Status Main(const Flags& flags) {
               tokenizer_json["model"]["merges"].size(), tokenizer_json["added_tokens"].size());
 
   if (flags.encode.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(auto tokenizer, expertd::Tokenizer::FromFile(tokenizer_path));
+  ASSIGN_OR_RETURN(auto tokenizer, expertd::tokenizer::Tokenizer::FromFile(tokenizer_path));
   for (size_t i = 0; i + 1 < flags.encode.size(); i += 2) {
     RETURN_IF_ERROR(EncodeFile(*tokenizer, flags.encode[i], flags.encode[i + 1]));
   }
