@@ -45,6 +45,15 @@ struct TraceLayerCompute {
   double compute_us = 0;
 };
 
+// The router's score of every expert of one layer in one step, as the
+// engine gave them to the cache's policies (LayerObserver::OnRouterScores:
+// per expert, the highest probability any row gave it), so a replay ranks
+// with the same scores (layer-distance).
+struct TraceLayerScores {
+  int32_t layer = 0;
+  std::vector<float> scores;  // one per expert of the layer
+};
+
 // One engine step (one forward pass): a prefill chunk, or one batched decode
 // step of several rows. Its accesses are the distinct experts its rows route
 // to, per layer.
@@ -55,6 +64,7 @@ struct TraceStep {
   // The next token's first-layer prefetches land in it.
   double gap_us = -1;
   std::vector<TraceRecord> records;  // layers ascending; token = row
+  std::vector<TraceLayerScores> router_scores;  // empty: not recorded
   std::vector<TracePrediction> predictions;
   std::vector<TraceLayerCompute> compute;
 };

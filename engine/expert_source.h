@@ -43,7 +43,6 @@ class ExpertSource : public LayerObserver {
   virtual void StartLoad(int layer, int expert) {}
   // Whether Acquire would return at once (no load): for cache-aware routing.
   virtual bool IsReady(int layer, int expert) const { return true; }
-  virtual void OnRouterScores(int layer, absl::Span<const float> probabilities) {}
 };
 
 // Every expert resident: views into the model's weight memory.
@@ -74,9 +73,7 @@ class CachedExperts : public ExpertSource, public PrefetchTarget {
   bool IsReady(int layer, int expert) const override { return cache_.IsReady({layer, expert}); }
   void BeginPass() override { cache_.BeginPass(); }
   void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
-  void OnRouterScores(int layer, absl::Span<const float> probabilities) override {
-    cache_.OnRouterScores(layer, probabilities);
-  }
+  void OnRouterScores(int layer, absl::Span<const float> scores) override { cache_.OnRouterScores(layer, scores); }
 
   // PrefetchTarget: reads into DRAM, copied on into a device tier.
   bool StartPrefetch(int layer, int expert) override { return cache_.Prefetch({layer, expert}); }

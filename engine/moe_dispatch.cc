@@ -171,6 +171,7 @@ void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin) 
 MoeDispatch::MoeDispatch(const ModelConfig& config)
     : config_(config),
       router_probs_(config.num_experts),
+      layer_scores_(config.num_experts),
       perturbation_(config.num_experts),
       expert_begin_(config.num_experts + 1) {}
 
@@ -190,8 +191,10 @@ void MoeDispatch::BeginPass(absl::Span<const RowPlan> rows) {
 }
 
 void MoeDispatch::Route(int layer, const float* router_logits, ExpertSource& experts) {
+  std::fill(layer_scores_.begin(), layer_scores_.end(), 0.0f);
   for (int t = 0; t < num_rows(); ++t) {
     RouteRow(layer, t, router_logits + static_cast<size_t>(t) * config_.num_experts, experts);
+    for (int e = 0; e < config_.num_experts; ++e) layer_scores_[e] = std::max(layer_scores_[e], router_probs_[e]);
   }
   GroupByExpert();
 }
@@ -226,7 +229,6 @@ void MoeDispatch::RouteRow(int layer, int t, const float* logits, ExpertSource& 
   if (config_.routed_scaling_factor != 1.0f) {
     for (int j = 0; j < row.k; ++j) weights[j] *= config_.routed_scaling_factor;
   }
-  experts.OnRouterScores(layer, router_probs_);
   if (row.trace != nullptr) {
     RoutingRecord record;
     record.position = row.position;

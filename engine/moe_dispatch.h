@@ -73,9 +73,12 @@ class MoeDispatch {
   // Routes every row from its router logits ([rows][num_experts]): top-k
   // with the row's dial-k, perturbed by its Roster noise (plus the resident
   // bonus for experts `experts` has ready), gate weights by the
-  // architecture's rule. Tells `experts` the router's probabilities, records
-  // traces, then groups slots by expert.
+  // architecture's rule. Keeps each expert's highest router probability over
+  // the rows (layer_scores), records traces, then groups slots by expert.
   void Route(int layer, const float* router_logits, ExpertSource& experts);
+  // After Route: per expert, the highest probability any row's router gave
+  // it (LayerObserver::OnRouterScores).
+  absl::Span<const float> layer_scores() const { return layer_scores_; }
 
   // Tells the observers this layer's routing: chosen experts padded to
   // [rows][max k] (a row with a smaller k repeats its first expert, which
@@ -108,6 +111,7 @@ class MoeDispatch {
   absl::Span<const RowPlan> rows_;
   int num_slots_ = 0;
   std::vector<float> router_probs_;      // [num_experts]
+  std::vector<float> layer_scores_;      // [num_experts]: the highest router_probs_ of any row
   std::vector<float> perturbation_;      // [num_experts]: RoE noise of one row
   std::vector<int32_t> chosen_experts_;  // [slots]: row t's are [first_slot, first_slot + k)
   std::vector<float> chosen_weights_;    // [slots]

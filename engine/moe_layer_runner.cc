@@ -45,6 +45,7 @@ absl::Status MoeLayerRunner::RunMoeLayer(int layer, MoeLayerCompute& compute) {
   for (LayerObserver* listener : listeners_) listener->BeginLayer(layer);
   ASSIGN_OR_RETURN(const RouterOutput router, compute.Router(layer));
   dispatch_.Route(layer, router.logits, experts_);
+  for (LayerObserver* listener : listeners_) listener->OnRouterScores(layer, dispatch_.layer_scores());
   RETURN_IF_ERROR(compute.Dispatched(layer, dispatch_));
 
   // Pin the experts that are ready, then ask for the missing ones all at

@@ -4,9 +4,9 @@
 // The layer cycle of a forward pass, written once for every backend (CPU,
 // CUDA). Per pass: BeginPass to the layer-cycle listeners, then per layer
 // attention, and per MoE layer: BeginLayer, the router, routing (dial-k,
-// Roster noise, traces; engine/moe_dispatch.h), the expert plan (pins the
-// ready experts, starts the missing ones' loads, execution placement;
-// engine/expert_plan.h), OnRouted, the ready experts run, their pins go,
+// Roster noise, traces; engine/moe_dispatch.h), OnRouterScores, the expert
+// plan (pins the ready experts, starts the missing ones' loads, execution
+// placement; engine/expert_plan.h), OnRouted, the ready experts run, their pins go,
 // the pending ones are acquired and run as their loads land, the combine,
 // and OnLayerDone with the layer's time. The backend (MoeLayerCompute)
 // supplies only the arithmetic and where it happens; the order of cache,

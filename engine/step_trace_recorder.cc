@@ -28,6 +28,12 @@ void StepTraceRecorder::BeginLayer(int layer) {
   if (inner_ != nullptr) inner_->BeginLayer(layer);
 }
 
+void StepTraceRecorder::OnRouterScores(int layer, absl::Span<const float> scores) {
+  if (steps_.empty()) steps_.emplace_back();  // a pass begun before recording started
+  steps_.back().router_scores.push_back({.layer = layer, .scores = {scores.begin(), scores.end()}});
+  if (inner_ != nullptr) inner_->OnRouterScores(layer, scores);
+}
+
 void StepTraceRecorder::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen,
                                  int n_tokens, int k) {
   if (steps_.empty()) steps_.emplace_back();  // a pass begun before recording started

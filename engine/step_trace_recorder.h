@@ -35,6 +35,7 @@ class StepTraceRecorder : public LayerObserver, public PredictionSink {
 
   void BeginPass() override;
   void BeginLayer(int layer) override;
+  void OnRouterScores(int layer, absl::Span<const float> scores) override;
   void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
                 int k) override;
   void OnLayerDone(int layer, double layer_seconds) override;

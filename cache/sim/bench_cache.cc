@@ -211,6 +211,7 @@ absl::Status RunTraceFileBenchmark(const std::string& path, absl::Span<const std
   absl::StatusOr<LoadedTrace> loaded = ReadTraceFile(path);
   if (!loaded.ok()) return loaded.status();
   options.access_scores = loaded->has_scores && !ignore_scores ? &loaded->access_scores : nullptr;
+  options.replay.router_scores = !ignore_scores;
   if (loaded->version >= 2) {
     if (absl::Status status = RunReplayBenchmark(*loaded, policies, capacity_percents, out, options); !status.ok()) {
       return status;

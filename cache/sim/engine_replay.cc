@@ -324,7 +324,11 @@ class Replay {
     // BeginLayer: queued candidates for this layer or earlier are stale.
     result_.prefetch_dropped += std::erase_if(queue_, [&](const Candidate& c) { return c.layer <= layer; });
     Pump();
-    if (options_.access_scores != nullptr && s < options_.access_scores->size()) {
+    const auto recorded = std::find_if(step.router_scores.begin(), step.router_scores.end(),
+                                       [&](const TraceLayerScores& l) { return l.layer == layer; });
+    if (options_.router_scores && recorded != step.router_scores.end()) {
+      policy_.OnRouterScores(layer, recorded->scores);
+    } else if (options_.access_scores != nullptr && s < options_.access_scores->size()) {
       const std::vector<float>& scores = (*options_.access_scores)[s];
       std::fill(layer_scores_.begin(), layer_scores_.end(), 0.0f);
       for (size_t i = begin; i < end && i < scores.size(); ++i) layer_scores_[pass[i].expert] = scores[i];

@@ -79,8 +79,12 @@ struct ReplayOptions {
   // overlap. < 0: as recorded (TraceStep::gap_us; 0 where not recorded).
   double step_gap_us = -1;
   // Router scores shaped like the trace's passes (LoadedTrace::access_scores)
-  // for policies that rank by them, or null.
+  // for policies that rank by them, or null. A step's recorded per-layer
+  // scores of every expert (TraceStep::router_scores), when there are any
+  // and router_scores is set, are what the engine gave its policies and
+  // take their place.
   const std::vector<std::vector<float>>* access_scores = nullptr;
+  bool router_scores = true;
 };
 
 struct ReplayResult {

@@ -279,6 +279,19 @@ absl::Status CheckStep(const TraceStep& step, int num_layers, int num_experts, b
   for (const TracePrediction& p : step.predictions) {
     if (absl::Status s = CheckPrediction(p, num_layers, num_experts); !s.ok()) return s;
   }
+  for (const TraceLayerScores& l : step.router_scores) {
+    if (absl::Status s = CheckLayer(l.layer, num_layers, "router scores of layer"); !s.ok()) return s;
+    if (l.scores.size() != static_cast<size_t>(num_experts)) {
+      return absl::InvalidArgumentError(absl::StrCat("router scores of layer ", l.layer, " have ", l.scores.size(),
+                                                     " values; the trace's layers have ", num_experts, " experts"));
+    }
+    for (float score : l.scores) {
+      if (!(score >= 0) || !std::isfinite(score)) {
+        return absl::InvalidArgumentError(absl::StrCat("router score ", score, " of layer ", l.layer,
+                                                       " is not a number >= 0"));
+      }
+    }
+  }
   for (const TraceLayerCompute& c : step.compute) {
     if (absl::Status s = CheckLayer(c.layer, num_layers, "compute of layer"); !s.ok()) return s;
     if (!(c.compute_us >= 0) || !std::isfinite(c.compute_us)) {
@@ -369,6 +382,21 @@ absl::Status ParseStepLine(absl::string_view line, TraceStep& step) {
     }
     if (absl::Status s = ParseExpertFields(all.subspan(4), p.experts, p.scores); !s.ok()) return s;
     step.predictions.push_back(std::move(p));
+    return absl::OkStatus();
+  }
+  if (fields[0] == "scores") {
+    TraceLayerScores l;
+    if (fields.size() < 3 || !absl::SimpleAtoi(fields[1], &l.layer)) {
+      return absl::InvalidArgumentError("expected \"scores <layer> <score of expert 0> <score of expert 1> ...\"");
+    }
+    for (absl::string_view field : all.subspan(2)) {
+      float score = 0;
+      if (!absl::SimpleAtof(field, &score)) {
+        return absl::InvalidArgumentError(absl::StrCat("router score \"", field, "\" is not a number"));
+      }
+      l.scores.push_back(score);
+    }
+    step.router_scores.push_back(std::move(l));
     return absl::OkStatus();
   }
   if (fields[0] == "compute") {
@@ -516,6 +544,12 @@ absl::StatusOr<std::string> FormatStepTrace(int num_layers, int num_experts, int
         if (record.layer != layer) continue;
         absl::StrAppend(&out, record.token, " ", record.layer);
         AppendExperts(out, record.experts, record.scores);
+        out.push_back('\n');
+      }
+      for (const TraceLayerScores& l : step.router_scores) {
+        if (l.layer != layer) continue;
+        absl::StrAppend(&out, "scores ", l.layer);
+        for (float score : l.scores) absl::StrAppend(&out, " ", absl::StrFormat("%.6g", score));
         out.push_back('\n');
       }
       for (const TracePrediction& p : step.predictions) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "cache/sim/synthetic_trace.h"
 #include "cache/sim/trace_file.h"
 #include "gtest/gtest.h"
@@ -240,6 +241,71 @@ TEST(EngineReplayTest, BeladyWithTheSamePrefetchesBoundsEveryPolicy) {
     // times it is the bound in practice, not in theory: a small slack.
     EXPECT_LE(r->ready_rate(), belady->ready_rate() + 0.02) << policy;
   }
+}
+
+// A step's recorded router scores (every expert of the layer, as the
+// engine gave them to its policies) survive the file and reach the policy
+// at their layer, before the layer's accesses; --ignore-scores
+// (router_scores false) keeps them from it.
+class ScoreRecordingPolicy : public EvictionPolicy {
+ public:
+  absl::string_view name() const override { return "score-recording"; }
+  void OnAccess(const ExpertKey& key) override { log.push_back(absl::StrCat("access ", key.layer, "/", key.expert)); }
+  void OnRouterScores(int layer, absl::Span<const float> scores) override {
+    std::string line = absl::StrCat("scores ", layer);
+    for (float score : scores) absl::StrAppend(&line, " ", score);
+    log.push_back(line);
+  }
+  void OnHit(const ExpertKey&) override {}
+  void OnInsert(const ExpertKey& key, bool) override { resident.push_back(key); }
+  void OnRemove(const ExpertKey& key) override { std::erase(resident, key); }
+  std::optional<ExpertKey> PickVictim(const std::function<bool(const ExpertKey&)>& evictable) override {
+    for (const ExpertKey& key : resident) {
+      if (evictable(key)) return key;
+    }
+    return std::nullopt;
+  }
+  std::vector<std::string> log;
+  std::vector<ExpertKey> resident;
+};
+
+TEST(EngineReplayTest, RecordedRouterScoresReachThePolicyAtTheirLayer) {
+  TraceStep step = DecodeStep({3, 1}, {0, 2});
+  step.router_scores = {{.layer = 0, .scores = {0.0625f, 0.25f, 0, 0.5f}},
+                        {.layer = 1, .scores = {0.5f, 0, 0.375f, 0.125f}}};
+  const LoadedTrace trace = Load({step}, 2, 4, 2);
+  ASSERT_EQ(trace.steps.size(), 1u);
+  ASSERT_EQ(trace.steps[0].router_scores.size(), 2u);
+  EXPECT_EQ(trace.steps[0].router_scores[1].scores, (std::vector<float>{0.5f, 0, 0.375f, 0.125f}));
+  for (bool use : {true, false}) {
+    ScoreRecordingPolicy policy;
+    ReplayOptions options = SlowLoads(10);
+    options.router_scores = use;
+    ASSERT_TRUE(ReplayEngineTrace(trace, policy, options).ok());
+    if (use) {
+      EXPECT_EQ(policy.log, (std::vector<std::string>{"scores 0 0.0625 0.25 0 0.5", "access 0/1", "access 0/3",
+                                                       "scores 1 0.5 0 0.375 0.125", "access 1/0", "access 1/2"}));
+    } else {
+      EXPECT_EQ(policy.log, (std::vector<std::string>{"access 0/1", "access 0/3", "access 1/0", "access 1/2"}));
+    }
+  }
+}
+
+TEST(EngineReplayTest, RouterScoresOfTheWrongShapeAreRefused) {
+  TraceStep step = DecodeStep({3, 1}, {0, 2});
+  TraceIoFigures io;
+  step.router_scores = {{.layer = 0, .scores = {0.5f, 0.5f}}};
+  absl::StatusOr<std::string> text = FormatStepTrace(2, 4, 2, io, {step});
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.status().message().find("have 2 values; the trace's layers have 4 experts"), absl::string_view::npos)
+      << text.status();
+  step.router_scores = {{.layer = 0, .scores = {0.5f, -1, 0, 0}}};
+  EXPECT_FALSE(FormatStepTrace(2, 4, 2, io, {step}).ok());
+  const std::string bad = "expertd-trace v2 layers=2 experts=4 k=2\nstep rows=1\n0 0 3 1\nscores 0 0.5 x 0 0\n";
+  absl::StatusOr<LoadedTrace> loaded = ParseTrace(bad, "t");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("t:4: router score \"x\" is not a number"), absl::string_view::npos)
+      << loaded.status();
 }
 
 }  // namespace

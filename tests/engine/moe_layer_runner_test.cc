@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -51,6 +52,14 @@ class RecordingObserver : public LayerObserver {
   explicit RecordingObserver(Log& log) : log_(log) {}
   void BeginPass() override { log_.push_back("observer: pass"); }
   void BeginLayer(int layer) override { log_.push_back(absl::StrCat("observer: layer ", layer)); }
+  // The experts some row's router wanted (above 0.1), with their scores.
+  void OnRouterScores(int layer, absl::Span<const float> scores) override {
+    std::string line = absl::StrCat("observer: scores ", layer);
+    for (size_t e = 0; e < scores.size(); ++e) {
+      if (scores[e] > 0.1f) absl::StrAppend(&line, " ", e, "=", absl::StrFormat("%.2f", scores[e]));
+    }
+    log_.push_back(line);
+  }
   void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
                 int k) override {
     log_.push_back(absl::StrCat("observer: routed ", layer, " rows ", n_tokens, " k ", k));
@@ -145,6 +154,8 @@ TEST_F(MoeLayerRunnerTest, OneLayerCycleInOrder) {
   EXPECT_THAT(log_, ElementsAre("experts: pass", "observer: pass",  //
                                 "attention 0", "dense 0",           // a dense layer: no layer cycle events
                                 "attention 1", "experts: layer 1", "observer: layer 1", "router 1",
+                                // Each expert's highest probability over the two rows.
+                                "observer: scores 1 1=0.71 3=0.26 5=0.71 6=0.26",  //
                                 "dispatched 1 slots 4", "load 5",  // the plan: 3, 6 ready, 1 on the CPU
                                 "observer: routed 1 rows 2 k 2",   //
                                 "run 3 ready rows 1", "run 6 ready rows 1", "run 1 host rows 1",
