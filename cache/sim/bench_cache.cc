@@ -190,15 +190,15 @@ absl::Status RunReplayBenchmark(const LoadedTrace& trace, absl::Span<const std::
     if (!belady.ok()) return belady.status();
     out << absl::StrFormat("\nreplay, capacity %g%% (%d of %d experts)\n", percent, replay.capacity_slots,
                            total_experts);
-    out << absl::StrFormat("%-16s %9s %8s %8s %12s %11s %10s\n", "policy", "true hit", "hidden", "miss",
-                           "stall/token", "prefetched", "vs belady");
+    out << absl::StrFormat("%-16s %9s %8s %8s %11s %12s %11s %10s\n", "policy", "true hit", "hidden", "miss",
+                           "collisions", "stall/token", "prefetched", "vs belady");
     for (const std::string& name : policies) {
       absl::StatusOr<ReplayResult> r = name == "belady" ? belady : ReplayEngineTrace(trace, name, replay);
       if (!r.ok()) return r.status();
       const double versus = belady->ready_rate() > 0 ? r->ready_rate() / belady->ready_rate() : 0.0;
-      out << absl::StrFormat("%-16s %8.2f%% %7.2f%% %7.2f%% %9.1f us %11d %10.3f\n", name, 100.0 * r->hit_rate(),
-                             100.0 * r->hidden_rate(), 100.0 * r->miss_rate(), r->stall_us_per_token(),
-                             r->prefetch_loads, versus);
+      out << absl::StrFormat("%-16s %8.2f%% %7.2f%% %7.2f%% %11d %9.1f us %11d %10.3f\n", name,
+                             100.0 * r->hit_rate(), 100.0 * r->hidden_rate(), 100.0 * r->miss_rate(),
+                             r->collision_misses, r->stall_us_per_token(), r->prefetch_loads, versus);
     }
   }
   out << "\n";

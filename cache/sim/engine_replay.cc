@@ -166,7 +166,10 @@ class Replay {
         tried_(static_cast<size_t>(trace.num_layers)) {}
 
   ReplayResult Run() {
-    for (size_t s = 0; s < trace_.steps.size(); ++s) RunStep(s);
+    for (size_t s = 0; s < trace_.steps.size(); ++s) {
+      step_ = static_cast<int64_t>(s);
+      RunStep(s);
+    }
     result_.elapsed_us = now_us_;
     return result_;
   }
@@ -177,6 +180,7 @@ class Replay {
     bool unclaimed_prefetch = false;  // brought by a prefetch, not asked for since
     int load = -1;                    // resident: its load (LoadClock id)
     uint64_t pin_epoch = 0;
+    int64_t evicted_in_step = -1;     // the step that last evicted it
   };
   // A candidate waiting in the prefetch queue (PrefetchScheduler's Item).
   struct Candidate {
@@ -205,6 +209,7 @@ class Replay {
     KeyState& s = At(*victim);
     s.resident = false;
     s.unclaimed_prefetch = false;
+    s.evicted_in_step = step_;
     --resident_;
     ++result_.evictions;
     policy_.OnRemove(*victim);
@@ -368,6 +373,7 @@ class Replay {
       KeyState& st = At(key);
       ++result_.accesses;
       ++result_.misses;
+      if (st.evicted_in_step == step_) ++result_.collision_misses;
       if (st.resident) {
         // A load in flight: a prefetch that has not landed.
         if (st.unclaimed_prefetch) ++result_.late_prefetches;
@@ -415,6 +421,7 @@ class Replay {
 
   const LoadedTrace& trace_;
   EvictionPolicy& policy_;
+  int64_t step_ = 0;  // the step running
   const ReplayOptions& options_;
   LoadClock loads_;
   std::vector<KeyState> state_;

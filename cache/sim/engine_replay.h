@@ -95,6 +95,9 @@ struct ReplayResult {
   int64_t hidden = 0;  // ready because a prefetch brought it
   int64_t misses = 0;  // not ready: a demand load, or a load (prefetch) still in flight
   int64_t late_prefetches = 0;  // misses that found a prefetch of their expert in flight
+  // Misses on an expert evicted earlier in the same step (SpecMD's collision
+  // miss; the engine's TierStats::collision_misses).
+  int64_t collision_misses = 0;
   double stall_us = 0;          // summed waits of the misses
   int64_t demand_loads = 0;
   int64_t prefetch_loads = 0;

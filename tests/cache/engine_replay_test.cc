@@ -308,5 +308,29 @@ TEST(EngineReplayTest, RouterScoresOfTheWrongShapeAreRefused) {
       << loaded.status();
 }
 
+// SpecMD's collision miss: a miss on an expert evicted earlier in the same
+// step. Two rows route layer 1 to four experts through a 3-slot cache, so
+// the prefetch of layer 2's expert 5 (landed during layer 0) is evicted
+// before layer 2 asks for it: one collision. Without the prefetch, no
+// expert is asked for twice in a step and none collides.
+TEST(EngineReplayTest, CountsMissesOnExpertsEvictedInTheSameStep) {
+  TraceStep step;
+  step.rows = 2;
+  step.records = {{0, 0, {0, 1}, {}}, {1, 0, {0, 1}, {}}, {0, 1, {2, 3}, {}},
+                  {1, 1, {4, 6}, {}}, {0, 2, {5, 7}, {}}, {1, 2, {5, 7}, {}}};
+  step.predictions = {Predict(0, 2, 1, {5})};
+  const LoadedTrace trace = Load({step}, 3, 8, 2);
+  for (bool prefetch : {true, false}) {
+    ReplayOptions options = SlowLoads(1000);  // the prefetch lands during layer 0
+    options.capacity_slots = 3;
+    options.prefetch = prefetch;
+    absl::StatusOr<ReplayResult> r = ReplayEngineTrace(trace, "lru", options);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->prefetch_loads, prefetch ? 1 : 0);
+    EXPECT_EQ(r->collision_misses, prefetch ? 1 : 0) << "prefetch " << prefetch;
+    EXPECT_EQ(r->misses, 8);  // every distinct expert of the step, 5 included
+  }
+}
+
 }  // namespace
 }  // namespace expertd::cache
