@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <set>
 #include <filesystem>
@@ -35,6 +36,7 @@
 
 #include "CLI/CLI.hpp"
 #include "bench/bench_models.h"
+#include "bench/expert_reads.h"
 #include "bench/read_bandwidth.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -91,6 +93,46 @@ class DistinctExpertCounter : public engine::LayerObserver {
  private:
   int64_t distinct_ = 0;
   int64_t layers_ = 0;
+};
+
+// Passes the layer cycle on to `inner` (the prefetcher, or nobody) and
+// keeps the cache's DRAM figures as they were when the first decode pass
+// (one row) began, so an offloaded row counts decode's misses only: a
+// prefill shares each expert among its tokens.
+class DecodeStart : public engine::LayerObserver {
+ public:
+  DecodeStart(const cache::ExpertCache& cache, engine::LayerObserver* inner) : cache_(cache), inner_(inner) {}
+  void BeginPass() override {
+    at_pass_start_ = cache_.stats().dram;
+    if (inner_ != nullptr) inner_->BeginPass();
+  }
+  void BeginLayer(int layer) override {
+    if (inner_ != nullptr) inner_->BeginLayer(layer);
+  }
+  void OnRouterScores(int layer, absl::Span<const float> scores) override {
+    if (inner_ != nullptr) inner_->OnRouterScores(layer, scores);
+  }
+  void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
+                int k) override {
+    if (!seen_ && n_tokens == 1) {
+      seen_ = true;
+      decode_start_ = at_pass_start_;
+    }
+    if (inner_ != nullptr) inner_->OnRouted(layer, gate_inputs, chosen, n_tokens, k);
+  }
+  void OnLayerDone(int layer, double seconds) override {
+    if (inner_ != nullptr) inner_->OnLayerDone(layer, seconds);
+  }
+  // Forgets the last generation's start: the next one is measured afresh.
+  void Reset() { seen_ = false; }
+  const cache::TierStats& decode_start() const { return decode_start_; }
+
+ private:
+  const cache::ExpertCache& cache_;
+  engine::LayerObserver* inner_;
+  cache::TierStats at_pass_start_;
+  cache::TierStats decode_start_;
+  bool seen_ = false;
 };
 
 // Seconds of one batched decode step of `batch` sequences (each prefilled
@@ -237,13 +279,41 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", std::string(reader.status().message()).c_str());
     return 1;
   }
+  // The file's read bandwidth as the cache reads it (random whole experts,
+  // O_DIRECT, the reader's queue full), measured before the runs: with it,
+  // each run's I/O ceiling is this / (misses per decode token x bytes).
+  double file_bandwidth = 0;
+  {
+    const std::vector<bench::ExpertRead> reads = bench::SlotReads(**file);
+    std::vector<io::AlignedBuffer> buffers;
+    for (int i = 0; i < (*reader)->queue_depth(); ++i) {
+      auto buffer = io::AlignedBuffer::Allocate((*file)->layout().slot_bytes());
+      if (!buffer.ok()) {
+        std::fprintf(stderr, "error: %s\n", std::string(buffer.status().message()).c_str());
+        return 1;
+      }
+      buffers.push_back(std::move(*buffer));
+    }
+    std::string error;
+    file_bandwidth = bench::MeasureExpertReads(**reader, reads, buffers, 2.0, &error);
+    if (!error.empty()) {
+      std::fprintf(stderr, "error: reading %s: %s\n", expert_path.c_str(), error.c_str());
+      return 1;
+    }
+    std::printf("\nexpert file read bandwidth: %.2f GB/s (random whole experts of %.2f MiB, O_DIRECT, %d in flight)\n",
+                file_bandwidth / 1e9, (*file)->layout().slot_bytes() / double(1 << 20), (*reader)->queue_depth());
+  }
   const double resident_tps = result->decode_tokens_per_second();
   int total_experts = 0;
   for (bool moe : (*model)->config().layer_is_moe) total_experts += moe ? (*model)->config().num_experts : 0;
   // hit, hidden, miss: shares of the run's expert accesses (cache/expert_cache.h
   // TierStats); hid%: of the would-be misses, the share prefetch hid.
-  std::printf("\n%-7s %-15s %-17s %6s %6s %6s %6s %9s %7s %9s %6s %6s %6s %7s\n", "dram %", "policy", "prefetch",
-              "slots", "hit", "hidden", "miss", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hid%", "shallow");
+  // miss/tok: misses per decode token; ceiling: the decode speed the file's
+  // bandwidth allows at those misses; goal: tokens/s over min(resident,
+  // ceiling), to be >= 0.8 (issue 16).
+  std::printf("\n%-7s %-15s %-17s %6s %6s %6s %6s %9s %7s %9s %6s %6s %6s %7s %8s %9s %6s\n", "dram %", "policy",
+              "prefetch", "slots", "hit", "hidden", "miss", "tokens/s", "ratio", "stall/tok", "prec", "recall", "hid%",
+              "shallow", "miss/tok", "ceiling", "goal");
   for (absl::string_view percent_text : absl::StrSplit(dram_percents, ',', absl::SkipEmpty())) {
     double percent = 0;
     if (!absl::SimpleAtod(percent_text, &percent)) continue;
@@ -291,12 +361,14 @@ int main(int argc, char** argv) {
               return 1;
             }
             prefetcher = std::move(*made);
-            offloaded.SetObserver(prefetcher.get());
           }
+          DecodeStart decode_start(**cache, prefetcher.get());
+          offloaded.SetObserver(&decode_start);
           // A warm-up generation first, as for the resident run: the figures
           // are of the steady state, not of filling an empty cache.
           auto warm = engine::Generate(**model, offloaded, prompt, options);
           const cache::TierStats before = (*cache)->stats().dram;
+          decode_start.Reset();
           auto run = warm.ok() ? engine::Generate(**model, offloaded, prompt, options) : warm;
           if (!run.ok()) {
             std::fprintf(stderr, "error: %s\n", std::string(run.status().message()).c_str());
@@ -312,12 +384,20 @@ int main(int argc, char** argv) {
             precision = prefetcher->prediction_stats().by_distance()[1].precision();
             recall = prefetcher->prediction_stats().by_distance()[1].recall();
           }
-          std::printf("%-7.0f %-15s %-17s %6d %6.3f %6.3f %6.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %5.1f%% %7d\n", percent,
-                      std::string(policy).c_str(), std::string(prefetch_spec).c_str(), stats.slots, stats.hit_rate(),
-                      stats.hidden_rate(), stats.miss_rate(),
-                      run->decode_tokens_per_second(), run->decode_tokens_per_second() / resident_tps,
+          const double decode_steps = std::max<double>(1, static_cast<double>(run->tokens.size()) - 1);
+          const double misses_per_token = ((*cache)->stats().dram.misses - decode_start.decode_start().misses) /
+                                          decode_steps;
+          const double ceiling = misses_per_token > 0
+                                     ? file_bandwidth / (misses_per_token * (*file)->layout().slot_bytes())
+                                     : std::numeric_limits<double>::infinity();
+          const double tps = run->decode_tokens_per_second();
+          std::printf("%-7.0f %-15s %-17s %6d %6.3f %6.3f %6.3f %9.2f %7.2f %7.1fms %6.2f %6.2f %5.1f%% %7d %8.2f %9.2f "
+                      "%6.2f\n",
+                      percent, std::string(policy).c_str(), std::string(prefetch_spec).c_str(), stats.slots,
+                      stats.hit_rate(), stats.hidden_rate(), stats.miss_rate(), tps, tps / resident_tps,
                       stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()), precision, recall,
-                      100.0 * stats.hidden_miss_share(), shallow_layers);
+                      100.0 * stats.hidden_miss_share(), shallow_layers, misses_per_token, ceiling,
+                      tps / std::min(resident_tps, ceiling));
         }
       }
     }

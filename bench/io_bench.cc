@@ -15,21 +15,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "bench/expert_reads.h"
 #include "io/aligned_buffer.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
@@ -77,63 +74,6 @@ void DropCache(const std::string& path) {
   ::fdatasync(fd);
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   ::close(fd);
-}
-
-struct Expert {
-  uint64_t offset;
-  uint64_t length;  // rounded up to 4 KiB for O_DIRECT
-};
-
-// Keeps enough experts in flight that the reader's queue never runs dry, each
-// completion submitting the next random expert into the buffer it freed, for
-// `seconds`. Returns bytes per second.
-double MeasureReader(ExpertReader& reader, const std::vector<Expert>& experts, int in_flight,
-                     std::vector<AlignedBuffer>& buffers, double seconds, std::string* error) {
-  struct Run {
-    std::mutex mu;
-    std::condition_variable cv;
-    int outstanding = 0;
-    uint64_t bytes = 0;
-    std::string error;
-    std::mt19937_64 rng{42};
-    std::chrono::steady_clock::time_point deadline;
-  } run;
-  run.deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                        std::chrono::duration<double>(seconds));
-  std::function<void(int)> submit_next;
-  submit_next = [&](int slot) {
-    const Expert* e;
-    {
-      std::lock_guard<std::mutex> lock(run.mu);
-      e = &experts[run.rng() % experts.size()];
-    }
-    reader.Submit(e->offset, e->length, buffers[static_cast<size_t>(slot)].data(),
-                  [&, slot, length = e->length](absl::Status status) {
-                    bool again;
-                    {
-                      std::lock_guard<std::mutex> lock(run.mu);
-                      if (status.ok()) {
-                        run.bytes += length;
-                      } else if (run.error.empty()) {
-                        run.error = std::string(status.message());
-                      }
-                      again = status.ok() && std::chrono::steady_clock::now() < run.deadline;
-                      if (!again && --run.outstanding == 0) run.cv.notify_all();
-                    }
-                    if (again) submit_next(slot);
-                  });
-  };
-  const auto start = std::chrono::steady_clock::now();
-  {
-    std::lock_guard<std::mutex> lock(run.mu);
-    run.outstanding = in_flight;
-  }
-  for (int i = 0; i < in_flight; ++i) submit_next(i);
-  std::unique_lock<std::mutex> lock(run.mu);
-  run.cv.wait(lock, [&] { return run.outstanding == 0; });
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  *error = run.error;
-  return static_cast<double>(run.bytes) / elapsed;
 }
 
 // fio's read bandwidth in bytes per second, or a negative value on failure.
@@ -204,16 +144,10 @@ int main(int argc, char** argv) {
     if (!WriteScratchFile(file, bytes)) return 1;
   }
   const uint64_t file_bytes = std::filesystem::file_size(file, ec);
-  std::vector<Expert> experts;
+  std::vector<expertd::bench::ExpertRead> experts;
   if (auto packed = ExpertFile::Open(file, std::nullopt); packed.ok()) {
-    const ExpertFileLayout& l = (*packed)->layout();
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      for (uint32_t e = 0; e < l.num_experts; ++e) {
-        auto extent = (*packed)->Find(static_cast<int>(layer), static_cast<int>(e));
-        if (extent.ok()) experts.push_back({extent->offset, l.slot_bytes()});
-      }
-    }
-    expert_bytes = l.expert_bytes();
+    experts = expertd::bench::SlotReads(**packed);
+    expert_bytes = (*packed)->layout().expert_bytes();
     std::printf("%s: packed expert file, %zu experts\n", file.c_str(), experts.size());
   } else {
     const uint64_t slot = AlignUp(expert_bytes, kPage);
@@ -278,7 +212,7 @@ int main(int argc, char** argv) {
         }
         DropCache(file);
         std::string error;
-        const double bw = MeasureReader(**reader, experts, in_flight, buffers, seconds, &error);
+        const double bw = expertd::bench::MeasureExpertReads(**reader, experts, buffers, seconds, &error);
         if (!error.empty()) {
           std::fprintf(stderr, "%s reader at depth %d: %s\n", uring ? "uring" : "pread", depth, error.c_str());
           continue;
