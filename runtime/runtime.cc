@@ -84,20 +84,11 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   // One layer's experts per token must fit, at the k this engine runs.
   const int k = options.experts_per_token > 0 ? options.experts_per_token : model.config().experts_per_token;
   cache_options.min_slots = std::max(options.cache.min_slots, k);
+  const int min_slots = cache_options.min_slots;
   if (copier != nullptr) cache_options.device_copier = std::move(copier);
   ASSIGN_OR_RETURN(cache_,
                    cache::ExpertCache::Create(*expert_file_, *reader_, std::move(cache_options)));
-  if (options.shallow_layers > 0) {
-    std::vector<cache::ExpertKey> shallow;
-    int moe_layers = 0;
-    for (int layer = 0; layer < model.config().num_layers && moe_layers < options.shallow_layers; ++layer) {
-      if (!model.config().layer_is_moe[layer]) continue;
-      ++moe_layers;
-      for (int e = 0; e < model.config().num_experts; ++e) shallow.push_back({layer, e});
-    }
-    RETURN_IF_ERROR(cache_->PinPermanently(shallow));
-    spdlog::info("kept the {} experts of the first {} MoE layers resident", shallow.size(), moe_layers);
-  }
+  if (options.shallow_layers > 0) RETURN_IF_ERROR(KeepShallowLayersResident(model, options.shallow_layers, min_slots));
   cached_experts_ = std::make_unique<engine::CachedExperts>(*cache_, *expert_file_);
   // A prefetcher predicts within the pass (kind), or the next token's first
   // layers (next_token_layers), or both.
@@ -119,6 +110,46 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
                cache_->has_device_tier() ? absl::StrCat(", device ", cache_->stats().device.slots, " slots")
                                                : std::string(),
                options.cache.policy, std::string(reader_->name()), reader_->queue_depth());
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::KeepShallowLayersResident(const engine::Model& model, int layers, int min_slots) {
+  const engine::ModelConfig& config = model.config();
+  const cache::CacheStats stats = cache_->stats();
+  const bool device = stats.device.slots > 0;
+  const int compute_slots = device ? stats.device.slots : stats.dram.slots;
+  int all_experts = 0;
+  for (bool moe : config.layer_is_moe) all_experts += moe ? config.num_experts : 0;
+  // Whole layers, first ones first, as long as a layer's experts per token
+  // still fit beside them: a part of a layer would not stop its misses.
+  const int room = compute_slots - min_slots;
+  std::vector<cache::ExpertKey> shallow;
+  int kept = 0, wanted = 0, wanted_experts = 0;
+  for (int layer = 0; layer < config.num_layers && wanted < layers; ++layer) {
+    if (!config.layer_is_moe[layer]) continue;
+    ++wanted;
+    wanted_experts += config.num_experts;
+    if (kept + 1 < wanted || static_cast<int>(shallow.size()) + config.num_experts > room) continue;
+    ++kept;
+    for (int e = 0; e < config.num_experts; ++e) shallow.push_back({layer, e});
+  }
+  if (kept < wanted && compute_slots >= all_experts) {
+    spdlog::info("[cache] shallow_layers = {}: pinning the first {} MoE layer(s); every expert is resident anyway",
+                 layers, kept);
+  } else if (kept < wanted) {
+    // Past every expert resident, nothing is evicted and pinning is moot.
+    const int needed = std::min(wanted_experts + min_slots, all_experts);
+    spdlog::warn("[cache] shallow_layers = {} would keep {} experts resident, but the {} tier's {} slots leave room "
+                 "for {} beside the {} a layer needs: keeping {} resident; {} slots ({} more bytes{}) keep all {}",
+                 layers, wanted_experts, device ? "device" : "dram", compute_slots, std::max(0, room), min_slots,
+                 kept == 0 ? std::string("none") : absl::StrCat("the first ", kept, " MoE layer(s)"), needed,
+                 static_cast<uint64_t>(std::max(0, needed - compute_slots)) * cache_->slot_bytes(),
+                 needed == all_experts ? ": every expert resident" : "", wanted);
+  }
+  if (kept == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(cache_->PinPermanently(shallow));
+  spdlog::info("kept the {} experts of the first {} MoE layer(s) resident", shallow.size(), kept);
+  shallow_layers_kept_ = kept;
   return absl::OkStatus();
 }
 

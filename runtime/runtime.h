@@ -100,6 +100,9 @@ class Runtime {
   bool offloading() const { return cache_ != nullptr; }
   bool prefetching() const { return prefetcher_ != nullptr; }
   int threads() const { return pool_->num_threads(); }
+  // MoE layers whose experts are pinned resident ([cache] shallow_layers, or
+  // fewer when the budget holds fewer).
+  int shallow_layers_kept() const { return shallow_layers_kept_; }
 
   RuntimeStats Stats() const;
   PassStats PassFigures() const;
@@ -128,6 +131,11 @@ class Runtime {
  private:
   Runtime() = default;
   absl::Status AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier);
+  // Fate's shallow-favouring residency: pins every expert of the first
+  // `layers` MoE layers in the compute tier, or of as many whole layers as
+  // leave `min_slots` for the rest (saying so, and the budget that keeps
+  // them all).
+  absl::Status KeepShallowLayersResident(const engine::Model& model, int layers, int min_slots);
 
   // Destroyed bottom-up: the forward pass before the prefetcher and the
   // cache, the cache before the reader, the reader before the file.
@@ -141,6 +149,7 @@ class Runtime {
   std::unique_ptr<engine::StepTraceRecorder> recorder_;  // while StartStepTrace records
   std::unique_ptr<engine::Forward> forward_;
   const engine::CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
+  int shallow_layers_kept_ = 0;
 };
 
 // Logs packing progress, one line per 10%.

@@ -347,5 +347,41 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ((*engine)->prefetcher()->prediction_stats().by_distance().size(), 3u);
 }
 
+// Shallow-favouring residency asked for more layers than the budget holds
+// beside one layer's experts: the runtime keeps the whole layers that fit,
+// first ones first, and loads (it used to refuse to start).
+TEST(EngineLoaderTest, ShallowLayersKeepWhatFits) {
+  testing::ScopedTempDir dir("runtime");
+  tools::MakeModelOptions o;  // olmoe: 2 layers of 8 experts, top-2
+  o.layers = 3;
+  EngineOptions options;
+  options.model_dir = testing::MakeTestModel(dir, "model", o);
+  options.reader.path = dir.Sub("model.experts");
+  options.threads = 1;
+  options.device.gpu = GpuMode::kOff;
+  options.shallow_layers = 3;
+  for (int slots : {8, 12, 20, 24}) {
+    SCOPED_TRACE(slots);
+    // Pack once, then size the budget in slots.
+    options.cache.dram_budget_bytes = uint64_t{1} << 20;
+    absl::StatusOr<std::unique_ptr<Runtime>> probe = Runtime::Load(options);
+    ASSERT_TRUE(probe.ok()) << probe.status();
+    options.cache.dram_budget_bytes = static_cast<uint64_t>(slots) * (*probe)->cache()->slot_bytes();
+    probe->reset();
+    absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    // Room beside the 2 slots a layer needs: 6 -> none, 10 -> one layer of
+    // 8, 18 and 22 -> two (24 slots hold every expert: the third layer's
+    // stay resident unpinned).
+    const int kept = (slots - 2) / o.experts;
+    EXPECT_EQ((*engine)->shallow_layers_kept(), kept);
+    for (int layer = 0; layer < 3; ++layer) {
+      int ready = 0;
+      for (int e = 0; e < o.experts; ++e) ready += (*engine)->cache()->IsReady({layer, e}) ? 1 : 0;
+      EXPECT_EQ(ready, layer < kept ? o.experts : 0) << "layer " << layer;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace expertd::runtime
