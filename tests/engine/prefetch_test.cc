@@ -117,17 +117,22 @@ TEST_P(PrefetchFamilyTest, NeverChangesResults) {
 
 INSTANTIATE_TEST_SUITE_P(Families, PrefetchFamilyTest, ::testing::Values("qwen2_moe", "deepseek_v2", "gpt_oss"));
 
-// The next token's first MoE layer, prefetched at the last layer from this
-// token's routing: scored against the next token's routing, reads issued,
-// results unchanged.
-TEST_F(PrefetchTest, NextTokenFirstLayersArePrefetchedAndScored) {
+// 3 MoE layers of 16 experts, top-4.
+tools::MakeModelOptions ThreeLayerModel() {
   tools::MakeModelOptions o;
   o.arch = "olmoe";
   o.layers = 3;
   o.experts = 16;
   o.top_k = 4;
   o.vocab = 320;
-  Load(o);
+  return o;
+}
+
+// The next token's first MoE layer, prefetched at the last layer from this
+// token's routing: scored against the next token's routing, reads issued,
+// results unchanged.
+TEST_F(PrefetchTest, NextTokenFirstLayersArePrefetchedAndScored) {
+  Load(ThreeLayerModel());
   const Outputs resident = Run(nullptr, nullptr);
   for (int layers : {0, 1, 2}) {
     SCOPED_TRACE(layers);
@@ -273,13 +278,7 @@ class FakeTarget : public PrefetchTarget {
 };
 
 TEST_F(PrefetchTest, TalksToTheStoreOnlyThroughItsTarget) {
-  tools::MakeModelOptions o;
-  o.arch = "olmoe";
-  o.layers = 3;
-  o.experts = 16;
-  o.top_k = 4;
-  o.vocab = 320;
-  Load(o);
+  Load(ThreeLayerModel());
   const int hidden = model_->config().hidden_size;
   const std::vector<float> gate_inputs(hidden, 0.5f);
   const std::vector<int32_t> routed[3] = {{7, 2, 11, 5}, {1, 2, 3, 4}, {9, 8, 6, 0}};
