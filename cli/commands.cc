@@ -64,9 +64,10 @@ void PrintCacheStats(const runtime::Runtime& runtime, int64_t tokens) {
                 prefetch.by_distance[d].precision(), prefetch.by_distance[d].recall());
   }
   if (prefetch.next_token_layers > 0) {
-    std::printf("prefetch next token's first %d MoE layer(s) from this token's routing: precision %.3f, recall %.3f, "
-                "%llu reads\n",
-                prefetch.next_token_layers, prefetch.next_token.precision(), prefetch.next_token.recall(),
+    std::printf("prefetch next token's first %d MoE layer(s) from %s: precision %.3f, recall %.3f, %llu reads\n",
+                prefetch.next_token_layers,
+                prefetch.next_token_from == "last-layer-gate" ? "the last layer's gate input" : "this token's routing",
+                prefetch.next_token.precision(), prefetch.next_token.recall(),
                 static_cast<unsigned long long>(prefetch.next_token_reads));
   }
   std::printf("prefetch reads: %llu issued, %llu already resident, %llu dropped as stale; budget %d per layer (%s)\n",

@@ -20,6 +20,7 @@ namespace {
 
 constexpr const char* kPolicies[] = {"lru", "lru-hint", "lfu", "least-stale", "layer-distance"};
 constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
+constexpr const char* kNextTokenSources[] = {"previous-token", "last-layer-gate"};
 constexpr const char* kGpuModes[] = {"auto", "on", "off"};
 
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -215,7 +216,9 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_in_flight", num(c.prefetch.max_in_flight, 1, kMaxInFlight)},
         {"to_device", [&c](const KeyRef& k) { return ReadBool(k, c.prefetch.to_device); }},
         {"budget_per_layer", num(c.prefetch.budget_per_layer, 0, kMaxExpertsPerToken)},
-        {"next_token_layers", num(c.prefetch.next_token_layers, 0, kMaxLayers)}}},
+        {"next_token_layers", num(c.prefetch.next_token_layers, 0, kMaxLayers)},
+        {"next_token_from",
+         [&c](const KeyRef& k) { return ReadChoice(k, kNextTokenSources, c.prefetch.next_token_from); }}}},
       {"inference",
        {{"default_experts_per_token", num(c.inference.default_experts_per_token, 0, kMaxExpertsPerToken)},
         {"max_batch", num(c.inference.max_batch, 1, kMaxBatch)},
@@ -339,6 +342,7 @@ runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.prefetch.scheduler.max_in_flight = config.prefetch.max_in_flight;
   options.prefetch.scheduler.fixed_budget_per_layer = config.prefetch.budget_per_layer;
   options.prefetch.next_token_layers = config.prefetch.next_token_layers;
+  options.prefetch.next_token_from = config.prefetch.next_token_from;
 
   // ParseDaemonConfig accepted only these three spellings (kGpuModes).
   options.device.gpu = config.device.gpu == "on"    ? runtime::GpuMode::kOn

@@ -68,6 +68,7 @@ struct PrefetchConfig {
   bool to_device = true;             // with a device tier, prefetches go on into it
   int budget_per_layer = 0;          // prefetch reads per predicted layer and pass; 0 = measured
   int next_token_layers = 0;         // next token's first MoE layers prefetched from this token's routing
+  std::string next_token_from = "previous-token";  // or last-layer-gate: what predicts them
 
   bool operator==(const PrefetchConfig&) const = default;
 };

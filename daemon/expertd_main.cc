@@ -86,6 +86,13 @@ void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options)
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   command
+      ->add_option("--prefetch-next-token-from", options->prefetch.next_token_from,
+                   "what predicts the next token's first layers: previous-token (this token's routing of them) or "
+                   "last-layer-gate (the last MoE layer's gate input through their routers) ([prefetch] "
+                   "next_token_from)")
+      ->check(CLI::IsMember({"previous-token", "last-layer-gate"}))
+      ->capture_default_str();
+  command
       ->add_option("--prefetch-budget", options->prefetch.scheduler.fixed_budget_per_layer,
                    "prefetch reads per predicted layer and pass ([prefetch] budget_per_layer); 0 = measured from "
                    "layer time and read throughput")

@@ -1,6 +1,9 @@
 #include "engine/prefetcher.h"
 
 #include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
 
 #include "base/status_macros.h"
 
@@ -37,6 +40,12 @@ absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& mode
       prefetcher->first_layers_.push_back(l);
     }
   }
+  if (options.next_token_from != "previous-token" && options.next_token_from != "last-layer-gate") {
+    return absl::InvalidArgumentError(absl::StrCat("next-token prediction from '", options.next_token_from,
+                                                   "': use previous-token or last-layer-gate"));
+  }
+  prefetcher->next_from_gate_ = options.next_token_from == "last-layer-gate";
+  prefetcher->next_logits_.resize(config.num_experts);
   prefetcher->routed_.resize(prefetcher->first_layers_.size());
   prefetcher->next_predicted_.resize(prefetcher->first_layers_.size());
   prefetcher->max_in_flight_ = scheduler_options.max_in_flight;
@@ -80,13 +89,17 @@ void Prefetcher::OnRouted(int layer, absl::Span<const float> gate_inputs, absl::
   if (sink_ != nullptr) sink_->OnPredictions(layer, predictions_, scheduler_->per_layer_budget());
   scheduler_->Submit(predictions_);
   scheduler_->Pump();
-  if (layer == last_moe_layer_ && n_tokens == 1) PrefetchNextToken();
+  if (layer == last_moe_layer_ && n_tokens == 1) PrefetchNextToken(gate_inputs, k);
 }
 
-void Prefetcher::PrefetchNextToken() {
+void Prefetcher::PrefetchNextToken(absl::Span<const float> gate_inputs, int k) {
   const int budget = scheduler_->per_layer_budget();
   for (size_t i = 0; i < first_layers_.size(); ++i) {
-    next_predicted_[i] = routed_[i];  // chosen is in rank order: best first
+    if (next_from_gate_) {
+      PredictFromGate(first_layers_[i], gate_inputs, k, &next_predicted_[i]);
+    } else {
+      next_predicted_[i] = routed_[i];  // chosen is in rank order: best first
+    }
     if (sink_ != nullptr) sink_->OnNextPassPrediction(last_moe_layer_, first_layers_[i], next_predicted_[i], budget);
     int issued = 0;
     for (int32_t expert : next_predicted_[i]) {
@@ -97,6 +110,23 @@ void Prefetcher::PrefetchNextToken() {
       }
     }
   }
+}
+
+void Prefetcher::PredictFromGate(int layer, absl::Span<const float> gate_input, int k,
+                                 std::vector<int32_t>* experts) {
+  const auto l = static_cast<size_t>(layer);
+  kernels::MatMul(shape_.routers[l], gate_input.data(), 1, next_logits_.data(), nullptr);
+  if (l < shape_.router_biases.size() && shape_.router_biases[l] != nullptr) {
+    for (size_t e = 0; e < next_logits_.size(); ++e) next_logits_[e] += shape_.router_biases[l][e];
+  }
+  // The top k by logit (the softmax's order), lower id first on ties.
+  experts->resize(next_logits_.size());
+  std::iota(experts->begin(), experts->end(), 0);
+  const int keep = std::min<int>(k, static_cast<int>(experts->size()));
+  std::partial_sort(experts->begin(), experts->begin() + keep, experts->end(), [this](int32_t a, int32_t b) {
+    return next_logits_[a] > next_logits_[b] || (next_logits_[a] == next_logits_[b] && a < b);
+  });
+  experts->resize(keep);
 }
 
 void Prefetcher::OnLayerDone(int layer, double layer_seconds) {

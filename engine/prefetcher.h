@@ -2,6 +2,7 @@
 #define EXPERTD_ENGINE_PREFETCHER_H_
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,11 @@ struct PrefetcherOptions {
   // loads overlap the output head, sampling and the next token's first
   // attention. 0 = off. [prefetch] next_token_layers.
   int next_token_layers = 0;
+  // Where that prediction comes from: "previous-token", this token's own
+  // routing of those layers; "last-layer-gate", the last MoE layer's gate
+  // input through those layers' routers (Fate's cross-layer gate, across
+  // the token boundary). [prefetch] next_token_from.
+  std::string next_token_from = "previous-token";
 };
 
 // Where the prefetcher reports the predictions it acts on, for recording
@@ -71,6 +77,7 @@ class Prefetcher : public LayerObserver {
   const predictor::PredictionStats::Figures& next_token_stats() const { return next_token_stats_; }
   uint64_t next_token_reads() const { return next_token_reads_; }
   int next_token_layers() const { return static_cast<int>(first_layers_.size()); }
+  absl::string_view next_token_from() const { return next_from_gate_ ? "last-layer-gate" : "previous-token"; }
   predictor::PrefetchScheduler::Stats scheduler_stats() const { return scheduler_->stats(); }
   int per_layer_budget() const { return scheduler_->per_layer_budget(); }
   bool budget_is_fixed() const { return scheduler_->budget_is_fixed(); }
@@ -81,8 +88,12 @@ class Prefetcher : public LayerObserver {
 
  private:
   Prefetcher(PrefetchTarget& target, int lookahead) : target_(target), prediction_stats_(lookahead) {}
-  // At the last MoE layer of a decode pass: issues next_predicted_.
-  void PrefetchNextToken();
+  // At the last MoE layer of a decode pass: predicts the next token's first
+  // layers (from gate_inputs, the last layer's, with last-layer-gate) and
+  // issues the predictions.
+  void PrefetchNextToken(absl::Span<const float> gate_inputs, int k);
+  // `layer`'s router applied to gate_input: its top k experts, best first.
+  void PredictFromGate(int layer, absl::Span<const float> gate_input, int k, std::vector<int32_t>* experts);
 
   PrefetchTarget& target_;
   PredictionSink* sink_ = nullptr;
@@ -98,6 +109,8 @@ class Prefetcher : public LayerObserver {
   // pass's routing of each first layer, and the prediction made for the
   // next pass (empty: none pending). Indexed like first_layers_.
   std::vector<int> first_layers_;
+  bool next_from_gate_ = false;  // next_token_from == "last-layer-gate"
+  std::vector<float> next_logits_;  // [num_experts]
   int last_moe_layer_ = -1;
   int max_in_flight_ = 1;
   std::vector<std::vector<int32_t>> routed_;

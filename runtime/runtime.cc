@@ -277,6 +277,7 @@ PassStats Runtime::PassFigures() const {
     prefetch.reads = prefetcher_->scheduler_stats();
     prefetch.by_distance = prefetcher_->prediction_stats().by_distance();
     prefetch.next_token_layers = prefetcher_->next_token_layers();
+    prefetch.next_token_from = std::string(prefetcher_->next_token_from());
     prefetch.next_token = prefetcher_->next_token_stats();
     prefetch.next_token_reads = prefetcher_->next_token_reads();
   }

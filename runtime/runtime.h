@@ -72,6 +72,7 @@ struct PrefetchStats {
   // ([prefetch] next_token_layers; 0 layers: off), scored when the next
   // token routes them, and the reads issued for them.
   int next_token_layers = 0;
+  std::string next_token_from;  // what predicts them: previous-token or last-layer-gate
   predictor::PredictionStats::Figures next_token;
   uint64_t next_token_reads = 0;
 };

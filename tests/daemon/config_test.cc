@@ -78,6 +78,7 @@ max_in_flight = 4
 to_device = false
 budget_per_layer = 3
 next_token_layers = 1
+next_token_from = "last-layer-gate"
 [inference]
 default_experts_per_token = 4
 max_batch = 16
@@ -97,7 +98,7 @@ execution_placement = false
   w.model.path = "/models/olmoe";
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
-  w.prefetch = {"previous-token", 2, 4, false, 3, 1};
+  w.prefetch = {"previous-token", 2, 4, false, 3, 1, "last-layer-gate"};
   w.inference = {4, 16, 8, 512, 12, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
@@ -187,6 +188,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
         BadValue{"prefetch", "max_in_flight = 0", "prefetch.max_in_flight", "at least 1"},
         BadValue{"prefetch", "budget_per_layer = -1", "prefetch.budget_per_layer", "at least 0"},
+        BadValue{"prefetch", "next_token_from = \"oracle\"", "prefetch.next_token_from",
+                 "previous-token, last-layer-gate"},
         BadValue{"io", "queue_depth = 0", "io.queue_depth", "at least 1"},
         BadValue{"io", "queue_depth = \"32\"", "io.queue_depth", "expected an integer, got a string"},
         BadValue{"io", "direct_io = \"yes\"", "io.direct_io", "expected true or false"},

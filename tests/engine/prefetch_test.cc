@@ -326,5 +326,52 @@ TEST_F(PrefetchTest, TalksToTheStoreOnlyThroughItsTarget) {
   }
 }
 
+// Next-token prediction from the last layer's gate input: with one router
+// shared by every layer, that gate input through layer 0's router is the
+// last layer's own routing, so each decode token's prefetches for layer 0
+// are exactly the experts its last layer chose, best first.
+class LastLayerRouting : public LayerObserver {
+ public:
+  LastLayerRouting(int last, LayerObserver* inner) : last_(last), inner_(inner) {}
+  void BeginPass() override { inner_->BeginPass(); }
+  void BeginLayer(int layer) override { inner_->BeginLayer(layer); }
+  void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
+                int k) override {
+    if (layer == last_ && n_tokens == 1) {
+      for (int32_t e : chosen) expected.push_back({0, e});
+    }
+    inner_->OnRouted(layer, gate_inputs, chosen, n_tokens, k);
+  }
+  void OnLayerDone(int layer, double seconds) override { inner_->OnLayerDone(layer, seconds); }
+  std::vector<std::pair<int, int>> expected;
+
+ private:
+  int last_;
+  LayerObserver* inner_;
+};
+
+TEST_F(PrefetchTest, NextTokenFromTheLastLayersGateInput) {
+  tools::MakeModelOptions o = PredictableModel();
+  o.static_residual = false;  // layers route differently: previous-token would guess layer 0's
+  Load(o);
+  FakeTarget target;
+  PrefetcherOptions options;
+  options.predictor.kind = "none";
+  options.next_token_layers = 1;
+  options.next_token_from = "last-layer-gate";
+  options.scheduler.fixed_budget_per_layer = 2;  // k
+  auto prefetcher = Prefetcher::Create(*model_, target, options, nullptr);
+  ASSERT_TRUE(prefetcher.ok()) << prefetcher.status();
+  EXPECT_EQ((*prefetcher)->next_token_from(), "last-layer-gate");
+  LastLayerRouting observer(model_->config().num_layers - 1, prefetcher->get());
+  Run(nullptr, &observer, 6);
+  ASSERT_FALSE(observer.expected.empty());
+  EXPECT_EQ(target.started, observer.expected);
+
+  options.next_token_from = "the-weather";
+  EXPECT_EQ(Prefetcher::Create(*model_, target, options, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace expertd::engine

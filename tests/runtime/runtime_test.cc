@@ -207,6 +207,7 @@ max_in_flight = 5
 to_device = false
 budget_per_layer = 3
 next_token_layers = 1
+next_token_from = "last-layer-gate"
 
 [inference]
 default_experts_per_token = 3
@@ -254,6 +255,8 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //                                         the prefetcher's budget
 //     prefetch.next_token_layers       -> prefetch.next_token_layers, the
 //                                         prefetcher's next-token layers
+//     prefetch.next_token_from         -> prefetch.next_token_from, the
+//                                         prefetcher's next-token source
 //     device.*                         -> device (DeviceOptions); CUDA only
 //   daemon (read from DaemonConfig by the server and the request scheduler):
 //     server.*; inference.max_batch, max_roster, max_tokens,
@@ -306,6 +309,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.prefetch.scheduler.max_in_flight, 5);
   EXPECT_EQ(options.prefetch.scheduler.fixed_budget_per_layer, 3);
   EXPECT_EQ(options.prefetch.next_token_layers, 1);
+  EXPECT_EQ(options.prefetch.next_token_from, "last-layer-gate");
   EXPECT_EQ(options.device.gpu, GpuMode::kOff);
   EXPECT_EQ(options.device.cuda_device, 1);
   EXPECT_FALSE(options.device.execution_placement);
@@ -337,6 +341,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ((*engine)->prefetcher()->per_layer_budget(), 3);
   EXPECT_TRUE((*engine)->prefetcher()->budget_is_fixed());
   EXPECT_EQ((*engine)->prefetcher()->next_token_layers(), 1);
+  EXPECT_EQ((*engine)->prefetcher()->next_token_from(), "last-layer-gate");
   // The lookahead shows once predictions are scored: distances 1 and 2.
   engine::KvCache kv((*engine)->model().config(), 8, &(*engine)->forward().kv_memory());
   std::vector<float> logits;
