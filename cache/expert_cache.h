@@ -1,84 +1,29 @@
 #ifndef EXPERTD_CACHE_EXPERT_CACHE_H_
 #define EXPERTD_CACHE_EXPERT_CACHE_H_
 
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <deque>
-#include <thread>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <thread>
+#include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
+#include "cache/slot_tier.h"
+#include "cache/tier_stats.h"
 #include "io/aligned_buffer.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
 
 namespace expertd::cache {
-
-// Figures of one tier since creation.
-//
-// Every demand access (compute asking for an expert) is counted once, when
-// the layer asks for it (TryAcquire, StartLoad(prefetch=false) or Acquire,
-// whichever comes first), as exactly one of
-//   hit     ready in this tier, and not brought in by a prefetch since it
-//           was last asked for;
-//   hidden  ready in this tier because a prefetch brought it in: the miss
-//           that prefetching hid;
-//   miss    not ready: a demand load started, or the access joined a load in
-//           flight (a late prefetch among them); wait_ns is its stall.
-// A load that compute started itself is a miss even when it has finished by
-// the time compute waits for it: counting it at Acquire instead made those
-// loads hits (51% "hits" at 6 slots where no access ever found its expert
-// ready).
-struct TierStats {
-  uint64_t hits = 0;              // demand accesses that found the expert ready (not by a prefetch)
-  uint64_t hidden = 0;            // demand accesses that found it ready because a prefetch brought it
-  uint64_t misses = 0;            // demand accesses that had to load or wait for a load
-  uint64_t collision_misses = 0;  // misses on an expert evicted earlier in the same pass
-  uint64_t shared_loads = 0;      // misses that joined a load already in flight
-  uint64_t evictions = 0;
-  uint64_t loads = 0;             // fills started (demand and prefetch)
-  uint64_t prefetches = 0;        // fills started by Prefetch
-  uint64_t bytes_loaded = 0;
-  uint64_t wait_ns = 0;           // stall: time the misses spent waiting for their fills
-  uint64_t load_errors = 0;
-  uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)
-  uint64_t load_ns = 0;           // summed duration of completed fills
-  uint64_t completed_loads = 0;   // fills that finished, with or without error
-  // DRAM: time with at least one file read in flight. Reads overlap (up to
-  // the reader's queue depth), so load_ns / completed_loads, the latency of
-  // one read, understates what the file delivers; bytes_loaded over this is
-  // the throughput with loads overlapping (read_bytes_per_second()).
-  uint64_t read_busy_ns = 0;
-  uint64_t late_prefetches = 0;   // misses that found a prefetch of their expert still loading
-  int slots = 0;
-  std::string policy;
-
-  uint64_t accesses() const { return hits + hidden + misses; }
-  // Shares of accesses; hit_rate() + hidden_rate() + miss_rate() == 1.
-  double hit_rate() const { return Share(hits); }
-  double hidden_rate() const { return Share(hidden); }
-  double miss_rate() const { return Share(misses); }
-  // Of the accesses that would have missed without prefetch, the share that
-  // prefetch made ready in time.
-  double hidden_miss_share() const {
-    return hidden + misses == 0 ? 0.0 : static_cast<double>(hidden) / (hidden + misses);
-  }
-  double mean_load_seconds() const { return completed_loads == 0 ? 0.0 : load_ns / 1e9 / completed_loads; }
-  double read_bytes_per_second() const { return read_busy_ns == 0 ? 0.0 : bytes_loaded / (read_busy_ns / 1e9); }
-
- private:
-  double Share(uint64_t n) const { return accesses() == 0 ? 0.0 : static_cast<double>(n) / accesses(); }
-};
 
 struct CacheStats {
   TierStats dram;
@@ -163,8 +108,8 @@ class ExpertCache {
    private:
     friend class ExpertCache;
     ExpertCache* cache_ = nullptr;
-    void* slot_ = nullptr;  // the tier's Slot
-    int tier_ = 0;
+    SlotTier* tier_ = nullptr;  // the tier holding slot_
+    Slot* slot_ = nullptr;
     const std::byte* data_ = nullptr;
     ExpertKey key_;
   };
@@ -236,41 +181,33 @@ class ExpertCache {
   // free list, slot counts vs budget.
   absl::Status CheckInvariants() const;
 
-  struct Tier;
-  struct Slot;
-  struct Load;
-
  private:
-  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
-  absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
-  std::optional<Pin> TryAcquireLocked(int tier_index, const ExpertKey& key);
-  bool ReadyInLocked(const Tier& tier, const ExpertKey& key) const;
-  void Unpin(int tier_index, Slot* slot);
-  Pin PinLocked(int tier_index, Slot* slot);
-  // "Locked" methods run with mu_ held through `lock`; those that take the
-  // lock may wait on changed_ (releasing it meanwhile).
-  Slot* TakeFreeSlotLocked(Tier& tier);
-  Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier);
-  void BeginFillLocked(Tier& tier, Slot* slot, const ExpertKey& key, bool prefetch);
-  absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
-  void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
-  void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
+  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader, std::unique_ptr<EvictionPolicy> dram_policy);
+  // The tier compute reads from: the device tier when there is one.
+  SlotTier& compute_tier() { return device_ ? *device_ : dram_; }
+  const SlotTier& compute_tier() const { return device_ ? *device_ : dram_; }
+  bool is_dram(const SlotTier& tier) const { return &tier == &dram_; }
+
+  // "Locked" methods run with mu_ held; those given `lock` may wait on
+  // changed_ (releasing it meanwhile).
+  absl::StatusOr<Pin> AcquireIn(SlotTier& tier, const ExpertKey& key, bool demand);
+  std::optional<Pin> TryAcquireLocked(SlotTier& tier, const ExpertKey& key);
+  void Unpin(SlotTier& tier, Slot* slot);
+  Pin PinLocked(SlotTier& tier, Slot* slot);
+  // A slot of `tier` for a new fill, waiting while every slot is busy.
+  Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier);
+  absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier, int slots);
+  // Fills a DRAM slot from the file; the reader's thread finishes it.
+  void StartFileReadLocked(Slot* slot, const ExpertKey& key);
+  // Ends a fill in `tier` and wakes its waiters.
+  void FinishFillLocked(SlotTier& tier, Slot* slot, const absl::Status& status);
   // Counts a demand access to key in each tier from the compute tier down,
   // as StartLoad(prefetch=false) does, and notes it for Acquire.
   void CountAskedLocked(const ExpertKey& key);
-  // Counts a demand access to key in `tier` that found it ready (a hit, or
-  // hidden when an unclaimed prefetch brought it).
-  void CountReadyLocked(Tier& tier, Slot* slot);
-  // Counts a demand access to key in `tier` that did not find it ready.
-  void CountMissLocked(Tier& tier, const ExpertKey& key);
-  // Whether StartLoad already counted this access to key in `tier` (and
-  // forgets that it did).
-  bool TakeAskedLocked(Tier& tier, const ExpertKey& key);
   // Brings key into DRAM (a demand access there when `demand`), copies it
-  // into the device slot being filled, and finishes that load. Releases the
+  // into the device slot being filled, and finishes that fill. Releases the
   // lock meanwhile.
-  void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Tier& device, Slot* slot, const ExpertKey& key,
-                            bool demand);
+  void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key, bool demand);
   // Queues key's copy into the device tier; whether it was queued.
   bool QueuePromotionLocked(const ExpertKey& key, bool prefetch);
   // The copier thread: device fills asked for by StartLoad.
@@ -288,10 +225,14 @@ class ExpertCache {
   bool verify_checksums_ = true;
   std::unique_ptr<DeviceCopier> copier_;
 
-  // mu_ guards everything below it.
+  // mu_ guards everything below it, the tiers' state included (a SlotTier
+  // has no lock of its own).
   mutable std::mutex mu_;
   std::condition_variable changed_;  // a load finished, a pin was released, a slot freed
-  std::vector<std::unique_ptr<Tier>> tiers_;  // [0] DRAM, [1] device (optional)
+  // Declared after copier_, so they go before it (the CUDA tier's slot
+  // memory must be freed while it exists).
+  SlotTier dram_;
+  std::unique_ptr<SlotTier> device_;  // null without a device tier
   uint64_t pass_ = 0;
   int file_reads_in_flight_ = 0;
   // When file_reads_in_flight_ last rose from 0: the open interval of
