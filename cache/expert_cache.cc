@@ -24,6 +24,11 @@ class HostMemoryCopier : public DeviceCopier {
 
 std::unique_ptr<DeviceCopier> MakeHostMemoryCopier() { return std::make_unique<HostMemoryCopier>(); }
 
+absl::StatusOr<Readiness> DeviceCopier::CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes) {
+  if (absl::Status s = Copy(device_dst, host_src, bytes); !s.ok()) return s;
+  return Readiness();
+}
+
 absl::StatusOr<DeviceCopier::SlotMemory> DeviceCopier::AllocateSlots(int count, size_t slot_bytes) {
   auto buffer = io::AlignedBuffer::Allocate(static_cast<size_t>(count) * slot_bytes);
   if (!buffer.ok()) return buffer.status();
@@ -44,8 +49,16 @@ ExpertCache::Pin& ExpertCache::Pin::operator=(Pin&& other) noexcept {
     slot_ = std::exchange(other.slot_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
     key_ = other.key_;
+    readiness_ = std::move(other.readiness_);
   }
   return *this;
+}
+
+Slot* ExpertCache::Pin::Disown() {
+  cache_ = nullptr;
+  tier_ = nullptr;
+  data_ = nullptr;
+  return std::exchange(slot_, nullptr);
 }
 
 ExpertCache::Pin::~Pin() {
@@ -131,9 +144,11 @@ ExpertCache::~ExpertCache() {
     promotions_.clear();
     changed_.notify_all();
   }
-  if (promoter_.joinable()) promoter_.join();  // finishes the copy it is in
+  if (promoter_.joinable()) promoter_.join();  // finishes the fill it is in
   permanent_pins_.clear();
   std::unique_lock lock(mu_);
+  // Copies in flight write into our device slots and read our DRAM slots.
+  while (!pending_copies_.empty()) WaitForACopyLocked(lock);
   // Reads in flight write into our slots and call back into us.
   changed_.wait(lock, [&] { return file_reads_in_flight_ == 0; });
 }
@@ -196,8 +211,44 @@ absl::Status ExpertCache::ResizeTierLocked(std::unique_lock<std::mutex>& lock, S
 Slot* ExpertCache::ReserveSlotLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier) {
   while (true) {
     if (Slot* slot = tier.TakeSlot(pass_)) return slot;
+    // A pending copy holds a DRAM source and its device slot; nothing
+    // signals changed_ when it completes, so look, and wait for one if that
+    // frees nothing.
+    if (ReleaseFinishedCopiesLocked()) continue;
+    if (!pending_copies_.empty()) {
+      WaitForACopyLocked(lock);
+      continue;
+    }
     changed_.wait(lock);
   }
+}
+
+bool ExpertCache::ReleaseFinishedCopiesLocked() {
+  bool released = false;
+  for (size_t i = 0; i < pending_copies_.size();) {
+    Slot* slot = pending_copies_[i];
+    if (!slot->ready.IsReady()) {
+      ++i;
+      continue;
+    }
+    dram_.Unpin(std::exchange(slot->copy_source, nullptr));
+    slot->ready = Readiness();
+    pending_copies_.erase(pending_copies_.begin() + static_cast<std::ptrdiff_t>(i));
+    released = true;
+  }
+  if (released) changed_.notify_all();
+  return released;
+}
+
+void ExpertCache::WaitForACopyLocked(std::unique_lock<std::mutex>& lock) {
+  // Our own reference to the fence: the slot may drop its copy meanwhile.
+  const Readiness oldest = pending_copies_.front()->ready;
+  lock.unlock();
+  // An error is the readers' to see (they Wait too); here only completion
+  // matters.
+  (void)oldest.Wait();
+  lock.lock();
+  ReleaseFinishedCopiesLocked();
 }
 
 void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
@@ -245,6 +296,7 @@ ExpertCache::Pin ExpertCache::PinLocked(SlotTier& tier, Slot* slot) {
   pin.slot_ = slot;
   pin.data_ = slot->data;
   pin.key_ = slot->key;
+  pin.readiness_ = slot->ready;
   return pin;
 }
 
@@ -333,14 +385,25 @@ void ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot*
   // The device slot stays "loading" meanwhile, so others wait on it instead
   // of starting a second copy.
   lock.unlock();
-  absl::Status status;
+  absl::StatusOr<Readiness> copy;
+  Slot* source = nullptr;
   {
-    auto host = AcquireIn(dram_, key, demand);
-    status = host.ok() ? copier_->Copy(slot->data, host->data(), slot_bytes_) : host.status();
-  }  // the DRAM pin is released before we take the lock again
+    absl::StatusOr<Pin> host = AcquireIn(dram_, key, demand);
+    copy = host.ok() ? copier_->CopyAsync(slot->data, host->data(), slot_bytes_) : host.status();
+    // A copy still in flight reads the DRAM slot: its pin moves into the
+    // device slot, released once the copy is seen complete.
+    if (copy.ok() && !copy->IsReady()) source = host->Disown();
+  }  // any other DRAM pin is released before we take the lock again
   lock.lock();
-  if (status.ok()) device_->stats().bytes_loaded += slot_bytes_;
-  FinishFillLocked(*device_, slot, status);
+  if (copy.ok()) {
+    device_->stats().bytes_loaded += slot_bytes_;
+    if (source != nullptr) {
+      slot->ready = *copy;
+      slot->copy_source = source;
+      pending_copies_.push_back(slot);
+    }
+  }
+  FinishFillLocked(*device_, slot, copy.status());
 }
 
 bool ExpertCache::QueuePromotionLocked(const ExpertKey& key, bool prefetch) {
@@ -369,8 +432,10 @@ void ExpertCache::PromoteLoop() {
     // Already there (compute asked first), or its DRAM load was dropped or
     // failed: nothing to copy.
     if (device_->Holds(next.key) || !dram_.Holds(next.key)) continue;
-    // Like every early load, a copy never waits for a slot.
+    // Like every early load, a copy never waits for a slot (but takes one a
+    // finished copy frees).
     Slot* slot = device_->TakeSlot(pass_);
+    if (slot == nullptr && ReleaseFinishedCopiesLocked()) slot = device_->TakeSlot(pass_);
     if (slot == nullptr) continue;
     device_->BeginFill(slot, next.key, next.prefetch);
     FillDeviceSlotLocked(lock, slot, next.key, /*demand=*/false);
@@ -422,6 +487,7 @@ bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
     if (prefetch) dram_.policy().OnPrefetchHit(key);
   } else {
     Slot* slot = dram_.TakeSlot(pass_);
+    if (slot == nullptr && ReleaseFinishedCopiesLocked()) slot = dram_.TakeSlot(pass_);
     if (slot == nullptr) return false;  // everything busy: an early load never waits
     dram_.BeginFill(slot, key, prefetch);
     StartFileReadLocked(slot, key);
@@ -466,6 +532,9 @@ void ExpertCache::BeginPass() {
 
 void ExpertCache::BeginLayer(int layer) {
   std::lock_guard lock(mu_);
+  // Once per layer: the copies the last layer waited for on its stream are
+  // done by now, and their DRAM sources can go.
+  ReleaseFinishedCopiesLocked();
   dram_.BeginLayer(layer);
   if (device_) device_->BeginLayer(layer);
 }
@@ -520,7 +589,26 @@ CacheStats ExpertCache::stats() const {
 absl::Status ExpertCache::CheckInvariants() const {
   std::lock_guard lock(mu_);
   if (absl::Status s = dram_.CheckInvariants(); !s.ok()) return s;
-  return device_ ? device_->CheckInvariants() : absl::OkStatus();
+  if (device_ == nullptr) {
+    return pending_copies_.empty() ? absl::OkStatus() : absl::InternalError("a pending copy without a device tier");
+  }
+  if (absl::Status s = device_->CheckInvariants(); !s.ok()) return s;
+  // Every pending copy: a ready device slot whose DRAM source holds the same
+  // expert, ready and pinned (so no fill can overwrite what it reads).
+  size_t copying = 0;
+  for (const auto& slot : device_->slots()) copying += slot->copy_source != nullptr ? 1 : 0;
+  if (copying != pending_copies_.size()) return absl::InternalError("device slots copying != pending copies");
+  for (const Slot* slot : pending_copies_) {
+    const Slot* source = slot->copy_source;
+    if (source == nullptr || slot->state != Slot::State::kReady || device_->Find(slot->key) != slot) {
+      return absl::InternalError("a pending copy's device slot is not ready with its key");
+    }
+    if (dram_.FindReady(slot->key) != source || source->pins < 1) {
+      return absl::InternalError(absl::StrCat("the DRAM source of ", slot->key.ToString(),
+                                              "'s pending copy is not held ready and pinned"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace expertd::cache

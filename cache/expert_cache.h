@@ -17,6 +17,7 @@
 #include "absl/types/span.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
+#include "cache/readiness.h"
 #include "cache/slot_tier.h"
 #include "cache/tier_stats.h"
 #include "io/aligned_buffer.h"
@@ -36,7 +37,7 @@ struct CacheStats {
 // host-memory stand-in (the default) carves device slots out of one host
 // allocation and copies with memcpy; the CUDA tier (cache/cuda_device_tier.h)
 // carves them out of one cudaMalloc, pins the DRAM slots and copies on a
-// copy stream.
+// copy stream without waiting for it.
 class DeviceCopier {
  public:
   // `count` slots of `slot_bytes` each, as one allocation (never one per
@@ -51,6 +52,13 @@ class DeviceCopier {
   virtual ~DeviceCopier() = default;
   // Fills the device slot at device_dst; returns once its bytes are there.
   virtual absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) = 0;
+  // Starts filling the device slot at device_dst and returns without
+  // waiting: the bytes are there once the returned readiness says so. The
+  // cache keeps host_src unchanged (its DRAM slot pinned) and the device
+  // slot alive until then, and never starts a second copy into a slot
+  // before the first has completed. An error here means nothing was
+  // started. Default: Copy, ready at once.
+  virtual absl::StatusOr<Readiness> CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes);
   // Default: aligned host memory.
   virtual absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes);
   // Called for every DRAM slot when it is created, with its memory; the
@@ -102,16 +110,26 @@ class ExpertCache {
     Pin(Pin&& other) noexcept;
     Pin& operator=(Pin&& other) noexcept;
     ~Pin();
+    // In the tier's memory (device memory for a device tier): read it only
+    // once readiness() says the bytes are there.
     const std::byte* data() const { return data_; }
     const ExpertKey& key() const { return key_; }
+    // When data() holds the expert: at once for a DRAM slot; for a device
+    // slot, once the copy that filled it has completed. Host readers Wait();
+    // a device stream waits on its stream_event(). Valid while the pin is.
+    const Readiness& readiness() const { return readiness_; }
 
    private:
     friend class ExpertCache;
+    // Hands the slot's reference to the cache without unpinning it (a
+    // device fill keeps its DRAM source pinned until its copy completes).
+    Slot* Disown();
     ExpertCache* cache_ = nullptr;
     SlotTier* tier_ = nullptr;  // the tier holding slot_
     Slot* slot_ = nullptr;
     const std::byte* data_ = nullptr;
     ExpertKey key_;
+    Readiness readiness_;
   };
 
   // file and reader must outlive the cache.
@@ -124,7 +142,7 @@ class ExpertCache {
   // error is returned to this caller and leaves the cache consistent.
   absl::StatusOr<Pin> Acquire(const ExpertKey& key);
   // Acquire without waiting: a pin when the expert is ready in the compute
-  // tier now (counted as a demand hit, or hidden when a prefetch brought it),
+  // tier now (a device copy may still be completing: see Pin::readiness) (counted as a demand hit, or hidden when a prefetch brought it),
   // else nullopt and nothing happens, so the caller can compute what is
   // ready first and Acquire the rest after.
   std::optional<Pin> TryAcquire(const ExpertKey& key);
@@ -204,10 +222,18 @@ class ExpertCache {
   // Counts a demand access to key in each tier from the compute tier down,
   // as StartLoad(prefetch=false) does, and notes it for Acquire.
   void CountAskedLocked(const ExpertKey& key);
-  // Brings key into DRAM (a demand access there when `demand`), copies it
-  // into the device slot being filled, and finishes that fill. Releases the
+  // Brings key into DRAM (a demand access there when `demand`), starts its
+  // copy into the device slot being filled, and finishes that fill without
+  // waiting for the copy: the slot is ready with the copy's readiness, and
+  // its DRAM source stays pinned until the copy completes. Releases the
   // lock meanwhile.
   void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key, bool demand);
+  // Releases the DRAM sources of device copies that have completed (and
+  // forgets their fences: later pins are ready at once); whether any did.
+  bool ReleaseFinishedCopiesLocked();
+  // Waits, with the lock released, for the oldest pending copy, then
+  // releases every finished one.
+  void WaitForACopyLocked(std::unique_lock<std::mutex>& lock);
   // Queues key's copy into the device tier; whether it was queued.
   bool QueuePromotionLocked(const ExpertKey& key, bool prefetch);
   // The copier thread: device fills asked for by StartLoad.
@@ -239,6 +265,10 @@ class ExpertCache {
   // TierStats::read_busy_ns.
   std::chrono::steady_clock::time_point reads_busy_since_;
   std::vector<Pin> permanent_pins_;  // from PinPermanently; released first on destruction
+  // Device slots whose copy had not completed when last looked at, oldest
+  // first; each holds a pin on its copy_source. Looked at again at each
+  // layer start, and whenever a tier has no slot to give.
+  std::vector<Slot*> pending_copies_;
   bool prefetch_to_device_ = true;
   bool promoting_ = false;  // a copier thread runs (set before it starts)
   struct Promotion {

@@ -43,7 +43,7 @@ Slot* SlotTier::TakeSlot(uint64_t pass) {
   }
   auto victim = policy_->PickVictim([&](const ExpertKey& key) {
     const Slot* slot = Find(key);
-    return slot != nullptr && slot->state == Slot::State::kReady && slot->pins == 0;
+    return slot != nullptr && slot->state == Slot::State::kReady && slot->pins == 0 && slot->copy_source == nullptr;
   });
   if (!victim) return nullptr;
   Slot* slot = resident_.at(*victim);
@@ -63,6 +63,7 @@ void SlotTier::BeginFill(Slot* slot, const ExpertKey& key, bool prefetch) {
   slot->load = std::make_shared<SlotLoad>();
   slot->load_start = std::chrono::steady_clock::now();
   slot->prefetched = prefetch;
+  slot->ready = Readiness();
   resident_[key] = slot;
   policy_->OnInsert(key, prefetch);
   ++stats_.loads;
@@ -129,7 +130,9 @@ absl::Status SlotTier::CheckInvariants() const {
   };
   if (free_.size() + resident_.size() != slots_.size()) return fail("free + resident != slots");
   for (const Slot* slot : free_) {
-    if (slot->state != Slot::State::kFree || slot->pins != 0) return fail("a free slot is in use");
+    if (slot->state != Slot::State::kFree || slot->pins != 0 || slot->copy_source != nullptr) {
+      return fail("a free slot is in use");
+    }
   }
   for (const auto& [key, slot] : resident_) {
     if (slot->key != key) return fail("a slot holds another key than its map entry");

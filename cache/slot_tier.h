@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
+#include "cache/readiness.h"
 #include "cache/tier_stats.h"
 #include "io/aligned_buffer.h"
 
@@ -34,7 +35,11 @@ struct SlotLoad {
 // One slot of a tier.
 //   free     on the free list, no key;
 //   loading  in the map, `load` set, never pinned, never a victim;
-//   ready    in the map; pinned while `pins` > 0, a victim only at 0.
+//   ready    in the map; pinned while `pins` > 0, a victim only at 0 and
+//            once its copy (below) has completed.
+// A device slot is ready once its copy has been started: `ready` says when
+// the bytes are there, and `copy_source`, the DRAM slot the copy reads from,
+// stays pinned until then (the cache releases it when it sees the copy done).
 struct Slot {
   enum class State { kFree, kLoading, kReady };
   std::byte* data = nullptr;  // the tier's slot_bytes
@@ -51,6 +56,8 @@ struct Slot {
   std::shared_ptr<SlotLoad> load;  // while loading
   std::chrono::steady_clock::time_point load_start;
   bool prefetched = false;  // filled by a prefetch and not yet asked for by compute
+  Readiness ready;             // the fill's copy (device slots); ready otherwise
+  Slot* copy_source = nullptr;  // device slots: the DRAM slot a pending copy reads
 };
 
 class SlotTier {
@@ -79,7 +86,7 @@ class SlotTier {
   // Destroys a slot that TakeSlot handed out and nobody filled (a shrink).
   void DestroySlot(Slot* slot);
   // A slot for a new fill: one off the free list, else the policy's victim
-  // among ready, unpinned slots (evicted now: counted, remembered for
+  // among ready, unpinned slots with no copy pending (evicted now: counted, remembered for
   // collision misses in `pass`), else null when every slot is loading or
   // pinned. The slot is the caller's until BeginFill, ReturnSlot or
   // DestroySlot.
