@@ -91,13 +91,21 @@ struct ExpertCacheOptions {
 };
 
 // The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
-// expert has one size, so each tier is an array of equal slots.
+// expert has one size, so each tier is an array of equal slots: a SlotTier
+// (cache/slot_tier.h) with its own policy and figures. This class moves
+// experts between the tiers (file reads into DRAM, copies into the device
+// tier) and hands out pins.
 //
 // Slot states: free, loading, ready; a ready slot may be pinned (ref-counted)
 // by compute. Loading and pinned slots are never victims. A load in flight is
 // shared by every demand access and prefetch of that expert: no expert is
-// read twice at once. All state is guarded by one mutex; reads complete on
-// the reader's thread and hand over through it. (std::mutex rather than
+// read twice at once. A device fill does not wait for its copy: the slot is
+// ready (pinnable) once the copy is started, and its pins carry the copy's
+// readiness; until the copy is seen complete the slot is no victim and the
+// DRAM slot it reads from stays pinned.
+//
+// All state, the tiers' included, is guarded by one mutex; reads complete
+// on the reader's thread and hand over through it. (std::mutex rather than
 // absl::Mutex: Debian's Abseil is not built for ThreadSanitizer, which then
 // cannot see absl::Mutex and reports false races; the stress test runs under
 // TSan in CI.)
