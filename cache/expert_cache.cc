@@ -232,7 +232,10 @@ bool ExpertCache::ReleaseFinishedCopiesLocked() {
       continue;
     }
     dram_.Unpin(std::exchange(slot->copy_source, nullptr));
-    slot->ready = Readiness();
+    // Later pins are ready from the start, unless the copy failed: then
+    // they keep the fence, whose Wait gives every reader the error. (Done,
+    // so Wait does not block.)
+    if (slot->ready.Wait().ok()) slot->ready = Readiness();
     pending_copies_.erase(pending_copies_.begin() + static_cast<std::ptrdiff_t>(i));
     released = true;
   }
@@ -391,8 +394,13 @@ void ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot*
     absl::StatusOr<Pin> host = AcquireIn(dram_, key, demand);
     copy = host.ok() ? copier_->CopyAsync(slot->data, host->data(), slot_bytes_) : host.status();
     // A copy still in flight reads the DRAM slot: its pin moves into the
-    // device slot, released once the copy is seen complete.
-    if (copy.ok() && !copy->IsReady()) source = host->Disown();
+    // device slot, released once the copy is seen complete. One done
+    // already fails the fill if it failed (its Wait does not block).
+    if (copy.ok() && !copy->IsReady()) {
+      source = host->Disown();
+    } else if (copy.ok()) {
+      if (absl::Status done = copy->Wait(); !done.ok()) copy = done;
+    }
   }  // any other DRAM pin is released before we take the lock again
   lock.lock();
   if (copy.ok()) {
