@@ -360,7 +360,9 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireIn(SlotTier& tier, const Ex
       StartFileReadLocked(slot, key);
       continue;
     }
-    FillDeviceSlotLocked(lock, slot, key, demand);
+    // A failed fill is this access's error: retrying it at once would fail
+    // the same way, forever when the failure lasts.
+    if (absl::Status filled = FillDeviceSlotLocked(lock, slot, key, demand); !filled.ok()) return filled;
   }
 }
 
@@ -383,8 +385,8 @@ void ExpertCache::CountAskedLocked(const ExpertKey& key) {
   }
 }
 
-void ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key,
-                                       bool demand) {
+absl::Status ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key,
+                                               bool demand) {
   // The device slot stays "loading" meanwhile, so others wait on it instead
   // of starting a second copy.
   lock.unlock();
@@ -412,6 +414,7 @@ void ExpertCache::FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot*
     }
   }
   FinishFillLocked(*device_, slot, copy.status());
+  return copy.status();
 }
 
 bool ExpertCache::QueuePromotionLocked(const ExpertKey& key, bool prefetch) {
@@ -446,7 +449,7 @@ void ExpertCache::PromoteLoop() {
     if (slot == nullptr && ReleaseFinishedCopiesLocked()) slot = device_->TakeSlot(pass_);
     if (slot == nullptr) continue;
     device_->BeginFill(slot, next.key, next.prefetch);
-    FillDeviceSlotLocked(lock, slot, next.key, /*demand=*/false);
+    (void)FillDeviceSlotLocked(lock, slot, next.key, /*demand=*/false);  // counted in load_errors
   }
 }
 

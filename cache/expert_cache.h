@@ -234,8 +234,9 @@ class ExpertCache {
   // copy into the device slot being filled, and finishes that fill without
   // waiting for the copy: the slot is ready with the copy's readiness, and
   // its DRAM source stays pinned until the copy completes. Releases the
-  // lock meanwhile.
-  void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key, bool demand);
+  // lock meanwhile. Returns how the fill ended (its waiters see the same).
+  absl::Status FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key,
+                                    bool demand);
   // Releases the DRAM sources of device copies that have completed (and
   // forgets their fences: later pins are ready at once); whether any did.
   bool ReleaseFinishedCopiesLocked();

@@ -801,6 +801,62 @@ TEST_F(DeferredCopyTest, ADramSlotIsNeverRefilledWhileACopyReadsIt) {
   EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
 }
 
+// A device backend whose first copies fail: when it is started (an error
+// from CopyAsync), or as it completes (a fence done with an error).
+class FailingCopier : public DeviceCopier {
+ public:
+  enum class When { kAtStart, kOnCompletion };
+  FailingCopier(When when, int failures) : when_(when), failures_left_(failures) {}
+  absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    std::memcpy(device_dst, host_src, bytes);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Readiness> CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    if (failures_left_ == 0) return DeviceCopier::CopyAsync(device_dst, host_src, bytes);
+    --failures_left_;
+    if (when_ == When::kAtStart) return absl::UnavailableError("copy engine unavailable");
+    return Readiness(std::make_shared<FailedFence>());
+  }
+
+ private:
+  struct FailedFence : Readiness::Fence {
+    bool IsReady() const override { return true; }
+    absl::Status Wait() const override { return absl::DataLossError("copy failed on the device"); }
+  };
+  const When when_;
+  int failures_left_;
+};
+
+TEST_F(ExpertCacheTest, AFailedDeviceCopyIsTheAccessorsErrorAndLeavesTheCacheConsistent) {
+  for (FailingCopier::When when : {FailingCopier::When::kAtStart, FailingCopier::When::kOnCompletion}) {
+    SCOPED_TRACE(when == FailingCopier::When::kAtStart ? "at start" : "on completion");
+    if (reader_ == nullptr) OpenReader();
+    ExpertCacheOptions options;
+    options.dram_budget_bytes = 4 * layout_.slot_bytes();
+    options.device_budget_bytes = 2 * layout_.slot_bytes();
+    options.min_slots = 2;
+    options.prefetch_to_device = false;
+    options.device_copier = std::make_unique<FailingCopier>(when, 1);
+    auto created = ExpertCache::Create(*file_, *reader_, std::move(options));
+    ASSERT_TRUE(created.ok()) << created.status();
+    ExpertCache& cache = **created;
+    auto failed = cache.Acquire({0, 3});
+    ASSERT_FALSE(failed.ok()) << "returned, not retried forever";
+    EXPECT_THAT(std::string(failed.status().message()), HasSubstr("copy"));
+    EXPECT_FALSE(cache.IsReady({0, 3}));
+    EXPECT_TRUE(cache.HasHostCopy({0, 3})) << "the DRAM copy stays";
+    EXPECT_EQ(cache.stats().device.load_errors, 1u);
+    EXPECT_TRUE(cache.CheckInvariants().ok()) << cache.CheckInvariants();
+    auto pin = cache.Acquire({0, 3});
+    ASSERT_TRUE(pin.ok()) << pin.status();
+    ASSERT_TRUE(pin->readiness().Wait().ok());
+    EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 0, 3));
+    // The cache goes on serving through both tiers' churn.
+    for (int e = 4; e < 8; ++e) ASSERT_TRUE(cache.Acquire({1, e}).ok());
+    EXPECT_TRUE(cache.CheckInvariants().ok()) << cache.CheckInvariants();
+  }
+}
+
 // Destroying the cache with copies in flight waits for them: they write
 // into its device slots and read its DRAM slots (ASan would see the rest).
 TEST_F(DeferredCopyTest, TeardownWaitsForCopiesInFlight) {
