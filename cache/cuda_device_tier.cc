@@ -2,7 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
-#include <chrono>
+#include <atomic>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -12,16 +13,64 @@ namespace expertd::cache {
 
 using kernels::cuda::CudaStatus;
 
-// One cudaMalloc carved into `count` slots, with an event per slot.
-struct CudaDeviceTier::Arena {
+// One cudaMalloc carved into `count` slots, with two events per slot around
+// its latest copy (timing events: the copy's time is the span between them).
+struct CudaDeviceTier::Arena : std::enable_shared_from_this<Arena> {
   CudaDeviceTier* owner = nullptr;
   kernels::cuda::DeviceBuffer memory;
-  std::vector<kernels::cuda::Event> ready;  // one per slot
+  std::vector<kernels::cuda::Event> started;  // one per slot, before its copy
+  std::vector<kernels::cuda::Event> ready;    // one per slot, after its copy
   size_t slot_bytes = 0;
 
   ~Arena() {
     if (owner != nullptr) owner->Forget(this);
   }
+};
+
+// The completion of one copy: the slot's `ready` event. The cache starts no
+// other copy into the slot before it has seen this one complete, so the
+// events are this copy's for as long as anyone asks. It keeps the arena (its
+// events) alive, and counts the copy in the figures the first time it is
+// seen complete.
+class CudaDeviceTier::CopyFence : public Readiness::Fence {
+ public:
+  CopyFence(std::shared_ptr<Arena> arena, int slot, size_t bytes, std::shared_ptr<SharedStats> stats)
+      : arena_(std::move(arena)), slot_(slot), bytes_(bytes), stats_(std::move(stats)) {}
+
+  bool IsReady() const override {
+    if (seen_.load(std::memory_order_acquire)) return true;
+    const cudaError_t state = cudaEventQuery(event());
+    if (state == cudaErrorNotReady) return false;
+    Seen(state);
+    return true;  // done, with or without an error (Wait reports it)
+  }
+  absl::Status Wait() const override {
+    const cudaError_t state = cudaEventSynchronize(event());
+    Seen(state);
+    return CudaStatus(state, absl::StrCat("waiting for a VRAM copy of ", bytes_, " bytes"));
+  }
+  void* stream_event() const override { return event(); }
+
+ private:
+  cudaEvent_t event() const { return arena_->ready[slot_].get(); }
+  void Seen(cudaError_t state) const {
+    if (seen_.exchange(true, std::memory_order_acq_rel)) return;
+    uint64_t ns = 0;
+    if (state == cudaSuccess) {
+      absl::StatusOr<float> ms = arena_->ready[slot_].MillisecondsSince(arena_->started[slot_]);
+      if (ms.ok()) ns = static_cast<uint64_t>(static_cast<double>(*ms) * 1e6);
+    }
+    std::lock_guard lock(stats_->mu);
+    ++stats_->stats.copies;
+    stats_->stats.bytes += bytes_;
+    stats_->stats.copy_ns += ns;
+  }
+
+  const std::shared_ptr<Arena> arena_;
+  const int slot_;
+  const size_t bytes_;
+  const std::shared_ptr<SharedStats> stats_;
+  mutable std::atomic<bool> seen_{false};  // the first to see it done counts it
 };
 
 absl::StatusOr<std::unique_ptr<CudaDeviceTier>> CudaDeviceTier::Create(int device) {
@@ -60,11 +109,15 @@ absl::StatusOr<DeviceCopier::SlotMemory> CudaDeviceTier::AllocateSlots(int count
   if (!memory.ok()) return memory.status();
   arena->memory = std::move(*memory);
   arena->slot_bytes = slot_bytes;
+  arena->started.reserve(static_cast<size_t>(count));
   arena->ready.reserve(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
-    auto event = kernels::cuda::Event::Create();
-    if (!event.ok()) return event.status();
-    arena->ready.push_back(std::move(*event));
+    auto started = kernels::cuda::Event::Create(/*timing=*/true);
+    if (!started.ok()) return started.status();
+    auto ready = kernels::cuda::Event::Create(/*timing=*/true);
+    if (!ready.ok()) return ready.status();
+    arena->started.push_back(std::move(*started));
+    arena->ready.push_back(std::move(*ready));
   }
   SlotMemory out;
   out.base = arena->memory.as<std::byte>();
@@ -113,43 +166,46 @@ cudaEvent_t CudaDeviceTier::ReadyEvent(const std::byte* device_slot) const {
   return arena == nullptr ? nullptr : arena->ready[index].get();
 }
 
-absl::Status CudaDeviceTier::Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) {
-  cudaEvent_t ready;
+absl::StatusOr<Readiness> CudaDeviceTier::CopyAsync(std::byte* device_dst, const std::byte* host_src,
+                                                    size_t bytes) {
+  std::shared_ptr<Arena> arena;
+  int index = -1;
   {
     std::lock_guard lock(mu_);
-    auto [arena, index] = FindLocked(device_dst);
-    if (arena == nullptr || bytes > arena->slot_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("VRAM tier copy of ", bytes,
-                                                     " bytes to an address outside its device slots"));
-    }
-    ready = arena->ready[index].get();
+    auto [found, slot] = FindLocked(device_dst);
+    // The slot being filled holds its arena, so it is alive here.
+    if (found != nullptr && bytes <= found->slot_bytes) arena = found->weak_from_this().lock();
+    index = slot;
   }
-  const auto start = std::chrono::steady_clock::now();
-  // The cache calls Copy from whichever thread missed; the runtime's current
+  if (arena == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("VRAM tier copy of ", bytes,
+                                                   " bytes to an address outside its device slots"));
+  }
+  // The cache calls this from whichever thread missed; the runtime's current
   // device is per thread.
   if (absl::Status s = CudaStatus(cudaSetDevice(device_), "cudaSetDevice"); !s.ok()) return s;
-  if (absl::Status s = CudaStatus(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice,
-                                                  copy_stream_.get()),
+  cudaStream_t stream = copy_stream_.get();
+  if (absl::Status s = arena->started[index].Record(stream); !s.ok()) return s;
+  if (absl::Status s = CudaStatus(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, stream),
                                   absl::StrCat("copying ", bytes, " bytes into VRAM"));
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CudaStatus(cudaEventRecord(ready, copy_stream_.get()), "cudaEventRecord"); !s.ok()) return s;
-  // The DRAM slot stays pinned by the cache until we return, so the copy
-  // must be complete: wait for this slot's event only, not the stream.
-  if (absl::Status s = CudaStatus(cudaEventSynchronize(ready), "waiting for a VRAM copy"); !s.ok()) return s;
-  const auto ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
-  std::lock_guard lock(mu_);
-  ++stats_.copies;
-  stats_.bytes += bytes;
-  stats_.copy_ns += static_cast<uint64_t>(ns);
-  return absl::OkStatus();
+  if (absl::Status s = arena->ready[index].Record(stream); !s.ok()) return s;
+  // No wait here: the cache keeps the DRAM slot pinned until it sees the
+  // event done, and compute waits for the event where it runs.
+  return Readiness(std::make_shared<const CopyFence>(std::move(arena), index, bytes, stats_));
+}
+
+absl::Status CudaDeviceTier::Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) {
+  absl::StatusOr<Readiness> ready = CopyAsync(device_dst, host_src, bytes);
+  if (!ready.ok()) return ready.status();
+  return ready->Wait();  // this slot's event only, not the stream
 }
 
 CudaCopyStats CudaDeviceTier::stats() const {
-  std::lock_guard lock(mu_);
-  return stats_;
+  std::lock_guard lock(stats_->mu);
+  return stats_->stats;
 }
 
 }  // namespace expertd::cache

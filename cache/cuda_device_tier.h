@@ -5,8 +5,9 @@
 // carved from one cudaMalloc per growth (no per-expert allocation), every
 // DRAM slot pinned with cudaHostRegister (the same buffers io_uring reads
 // into), and host-to-device copies on one dedicated copy stream, each slot
-// with its own event, so a waiter waits for its expert's copy and not for
-// the whole stream.
+// with its own event. A copy is started and not waited for: the pin carries
+// the slot's event (cache/readiness.h), so the compute stream waits for its
+// expert's copy on the GPU (cudaStreamWaitEvent) and the host does not.
 
 #include <cuda_runtime_api.h>
 
@@ -22,11 +23,15 @@
 
 namespace expertd::cache {
 
-// Figures of the copies done so far (all threads).
+// Figures of the copies seen complete so far (all threads). A copy is seen
+// complete when the cache (or a reader) finds its event done; the cache looks
+// at every copy before it reuses the slot, so each is counted once.
 struct CudaCopyStats {
   uint64_t copies = 0;
   uint64_t bytes = 0;
-  uint64_t copy_ns = 0;  // enqueue to completion, summed over copies
+  // Each copy's own time on the copy stream, from the event recorded before
+  // it to the one after (not its wait behind earlier copies), summed.
+  uint64_t copy_ns = 0;
 };
 
 class CudaDeviceTier : public DeviceCopier {
@@ -36,6 +41,11 @@ class CudaDeviceTier : public DeviceCopier {
   static absl::StatusOr<std::unique_ptr<CudaDeviceTier>> Create(int device = 0);
   ~CudaDeviceTier() override;
 
+  // Enqueues the copy on the copy stream and records the slot's event after
+  // it; the readiness is that event. host_src must be pinned (a prepared
+  // DRAM slot) for the copy to be asynchronous DMA.
+  absl::StatusOr<Readiness> CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes) override;
+  // CopyAsync, then a host wait for that slot's event only.
   absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override;
   absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes) override;
   absl::StatusOr<std::shared_ptr<void>> PrepareHostSlot(std::byte* data, size_t bytes) override;
@@ -49,6 +59,13 @@ class CudaDeviceTier : public DeviceCopier {
   CudaCopyStats stats() const;
 
   struct Arena;
+  class CopyFence;
+  // Copy figures, shared with the fences that add to them (which may be
+  // looked at after the tier is gone).
+  struct SharedStats {
+    std::mutex mu;  // guards stats
+    CudaCopyStats stats;
+  };
 
  private:
   CudaDeviceTier(int device, kernels::cuda::Stream copy_stream);
@@ -59,12 +76,12 @@ class CudaDeviceTier : public DeviceCopier {
   const int device_;
   kernels::cuda::Stream copy_stream_;
 
-  mutable std::mutex mu_;  // guards arenas_ and stats_
+  mutable std::mutex mu_;  // guards arenas_
   // Live slot allocations by base address. Arenas remove themselves on
   // destruction, which the cache guarantees happens before ours (its tiers
   // are destroyed before its copier).
   std::map<const std::byte*, Arena*> arenas_;
-  CudaCopyStats stats_;
+  std::shared_ptr<SharedStats> stats_ = std::make_shared<SharedStats>();
 };
 
 }  // namespace expertd::cache

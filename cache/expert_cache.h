@@ -1,84 +1,30 @@
 #ifndef EXPERTD_CACHE_EXPERT_CACHE_H_
 #define EXPERTD_CACHE_EXPERT_CACHE_H_
 
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <deque>
-#include <thread>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <thread>
+#include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
+#include "cache/readiness.h"
+#include "cache/slot_tier.h"
+#include "cache/tier_stats.h"
 #include "io/aligned_buffer.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
 
 namespace expertd::cache {
-
-// Figures of one tier since creation.
-//
-// Every demand access (compute asking for an expert) is counted once, when
-// the layer asks for it (TryAcquire, StartLoad(prefetch=false) or Acquire,
-// whichever comes first), as exactly one of
-//   hit     ready in this tier, and not brought in by a prefetch since it
-//           was last asked for;
-//   hidden  ready in this tier because a prefetch brought it in: the miss
-//           that prefetching hid;
-//   miss    not ready: a demand load started, or the access joined a load in
-//           flight (a late prefetch among them); wait_ns is its stall.
-// A load that compute started itself is a miss even when it has finished by
-// the time compute waits for it: counting it at Acquire instead made those
-// loads hits (51% "hits" at 6 slots where no access ever found its expert
-// ready).
-struct TierStats {
-  uint64_t hits = 0;              // demand accesses that found the expert ready (not by a prefetch)
-  uint64_t hidden = 0;            // demand accesses that found it ready because a prefetch brought it
-  uint64_t misses = 0;            // demand accesses that had to load or wait for a load
-  uint64_t collision_misses = 0;  // misses on an expert evicted earlier in the same pass
-  uint64_t shared_loads = 0;      // misses that joined a load already in flight
-  uint64_t evictions = 0;
-  uint64_t loads = 0;             // fills started (demand and prefetch)
-  uint64_t prefetches = 0;        // fills started by Prefetch
-  uint64_t bytes_loaded = 0;
-  uint64_t wait_ns = 0;           // stall: time the misses spent waiting for their fills
-  uint64_t load_errors = 0;
-  uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)
-  uint64_t load_ns = 0;           // summed duration of completed fills
-  uint64_t completed_loads = 0;   // fills that finished, with or without error
-  // DRAM: time with at least one file read in flight. Reads overlap (up to
-  // the reader's queue depth), so load_ns / completed_loads, the latency of
-  // one read, understates what the file delivers; bytes_loaded over this is
-  // the throughput with loads overlapping (read_bytes_per_second()).
-  uint64_t read_busy_ns = 0;
-  uint64_t late_prefetches = 0;   // misses that found a prefetch of their expert still loading
-  int slots = 0;
-  std::string policy;
-
-  uint64_t accesses() const { return hits + hidden + misses; }
-  // Shares of accesses; hit_rate() + hidden_rate() + miss_rate() == 1.
-  double hit_rate() const { return Share(hits); }
-  double hidden_rate() const { return Share(hidden); }
-  double miss_rate() const { return Share(misses); }
-  // Of the accesses that would have missed without prefetch, the share that
-  // prefetch made ready in time.
-  double hidden_miss_share() const {
-    return hidden + misses == 0 ? 0.0 : static_cast<double>(hidden) / (hidden + misses);
-  }
-  double mean_load_seconds() const { return completed_loads == 0 ? 0.0 : load_ns / 1e9 / completed_loads; }
-  double read_bytes_per_second() const { return read_busy_ns == 0 ? 0.0 : bytes_loaded / (read_busy_ns / 1e9); }
-
- private:
-  double Share(uint64_t n) const { return accesses() == 0 ? 0.0 : static_cast<double>(n) / accesses(); }
-};
 
 struct CacheStats {
   TierStats dram;
@@ -91,7 +37,7 @@ struct CacheStats {
 // host-memory stand-in (the default) carves device slots out of one host
 // allocation and copies with memcpy; the CUDA tier (cache/cuda_device_tier.h)
 // carves them out of one cudaMalloc, pins the DRAM slots and copies on a
-// copy stream.
+// copy stream without waiting for it.
 class DeviceCopier {
  public:
   // `count` slots of `slot_bytes` each, as one allocation (never one per
@@ -106,6 +52,13 @@ class DeviceCopier {
   virtual ~DeviceCopier() = default;
   // Fills the device slot at device_dst; returns once its bytes are there.
   virtual absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) = 0;
+  // Starts filling the device slot at device_dst and returns without
+  // waiting: the bytes are there once the returned readiness says so. The
+  // cache keeps host_src unchanged (its DRAM slot pinned) and the device
+  // slot alive until then, and never starts a second copy into a slot
+  // before the first has completed. An error here means nothing was
+  // started. Default: Copy, ready at once.
+  virtual absl::StatusOr<Readiness> CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes);
   // Default: aligned host memory.
   virtual absl::StatusOr<SlotMemory> AllocateSlots(int count, size_t slot_bytes);
   // Called for every DRAM slot when it is created, with its memory; the
@@ -138,13 +91,21 @@ struct ExpertCacheOptions {
 };
 
 // The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
-// expert has one size, so each tier is an array of equal slots.
+// expert has one size, so each tier is an array of equal slots: a SlotTier
+// (cache/slot_tier.h) with its own policy and figures. This class moves
+// experts between the tiers (file reads into DRAM, copies into the device
+// tier) and hands out pins.
 //
 // Slot states: free, loading, ready; a ready slot may be pinned (ref-counted)
 // by compute. Loading and pinned slots are never victims. A load in flight is
 // shared by every demand access and prefetch of that expert: no expert is
-// read twice at once. All state is guarded by one mutex; reads complete on
-// the reader's thread and hand over through it. (std::mutex rather than
+// read twice at once. A device fill does not wait for its copy: the slot is
+// ready (pinnable) once the copy is started, and its pins carry the copy's
+// readiness; until the copy is seen complete the slot is no victim and the
+// DRAM slot it reads from stays pinned.
+//
+// All state, the tiers' included, is guarded by one mutex; reads complete
+// on the reader's thread and hand over through it. (std::mutex rather than
 // absl::Mutex: Debian's Abseil is not built for ThreadSanitizer, which then
 // cannot see absl::Mutex and reports false races; the stress test runs under
 // TSan in CI.)
@@ -157,16 +118,26 @@ class ExpertCache {
     Pin(Pin&& other) noexcept;
     Pin& operator=(Pin&& other) noexcept;
     ~Pin();
+    // In the tier's memory (device memory for a device tier): read it only
+    // once readiness() says the bytes are there.
     const std::byte* data() const { return data_; }
     const ExpertKey& key() const { return key_; }
+    // When data() holds the expert: at once for a DRAM slot; for a device
+    // slot, once the copy that filled it has completed. Host readers Wait();
+    // a device stream waits on its stream_event(). Valid while the pin is.
+    const Readiness& readiness() const { return readiness_; }
 
    private:
     friend class ExpertCache;
+    // Hands the slot's reference to the cache without unpinning it (a
+    // device fill keeps its DRAM source pinned until its copy completes).
+    Slot* Disown();
     ExpertCache* cache_ = nullptr;
-    void* slot_ = nullptr;  // the tier's Slot
-    int tier_ = 0;
+    SlotTier* tier_ = nullptr;  // the tier holding slot_
+    Slot* slot_ = nullptr;
     const std::byte* data_ = nullptr;
     ExpertKey key_;
+    Readiness readiness_;
   };
 
   // file and reader must outlive the cache.
@@ -179,7 +150,7 @@ class ExpertCache {
   // error is returned to this caller and leaves the cache consistent.
   absl::StatusOr<Pin> Acquire(const ExpertKey& key);
   // Acquire without waiting: a pin when the expert is ready in the compute
-  // tier now (counted as a demand hit, or hidden when a prefetch brought it),
+  // tier now (a device copy may still be completing: see Pin::readiness) (counted as a demand hit, or hidden when a prefetch brought it),
   // else nullopt and nothing happens, so the caller can compute what is
   // ready first and Acquire the rest after.
   std::optional<Pin> TryAcquire(const ExpertKey& key);
@@ -236,41 +207,42 @@ class ExpertCache {
   // free list, slot counts vs budget.
   absl::Status CheckInvariants() const;
 
-  struct Tier;
-  struct Slot;
-  struct Load;
-
  private:
-  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader);
-  absl::StatusOr<Pin> AcquireInTier(int tier_index, const ExpertKey& key, bool demand);
-  std::optional<Pin> TryAcquireLocked(int tier_index, const ExpertKey& key);
-  bool ReadyInLocked(const Tier& tier, const ExpertKey& key) const;
-  void Unpin(int tier_index, Slot* slot);
-  Pin PinLocked(int tier_index, Slot* slot);
-  // "Locked" methods run with mu_ held through `lock`; those that take the
-  // lock may wait on changed_ (releasing it meanwhile).
-  Slot* TakeFreeSlotLocked(Tier& tier);
-  Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, Tier& tier);
-  void BeginFillLocked(Tier& tier, Slot* slot, const ExpertKey& key, bool prefetch);
-  absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, Tier& tier, int slots);
-  void StartFileReadLocked(Tier& tier, Slot* slot, const ExpertKey& key);
-  void FinishLoadLocked(Tier& tier, Slot* slot, const absl::Status& status);
+  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader, std::unique_ptr<EvictionPolicy> dram_policy);
+  // The tier compute reads from: the device tier when there is one.
+  SlotTier& compute_tier() { return device_ ? *device_ : dram_; }
+  const SlotTier& compute_tier() const { return device_ ? *device_ : dram_; }
+  bool is_dram(const SlotTier& tier) const { return &tier == &dram_; }
+
+  // "Locked" methods run with mu_ held; those given `lock` may wait on
+  // changed_ (releasing it meanwhile).
+  absl::StatusOr<Pin> AcquireIn(SlotTier& tier, const ExpertKey& key, bool demand);
+  std::optional<Pin> TryAcquireLocked(SlotTier& tier, const ExpertKey& key);
+  void Unpin(SlotTier& tier, Slot* slot);
+  Pin PinLocked(SlotTier& tier, Slot* slot);
+  // A slot of `tier` for a new fill, waiting while every slot is busy.
+  Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier);
+  absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier, int slots);
+  // Fills a DRAM slot from the file; the reader's thread finishes it.
+  void StartFileReadLocked(Slot* slot, const ExpertKey& key);
+  // Ends a fill in `tier` and wakes its waiters.
+  void FinishFillLocked(SlotTier& tier, Slot* slot, const absl::Status& status);
   // Counts a demand access to key in each tier from the compute tier down,
   // as StartLoad(prefetch=false) does, and notes it for Acquire.
   void CountAskedLocked(const ExpertKey& key);
-  // Counts a demand access to key in `tier` that found it ready (a hit, or
-  // hidden when an unclaimed prefetch brought it).
-  void CountReadyLocked(Tier& tier, Slot* slot);
-  // Counts a demand access to key in `tier` that did not find it ready.
-  void CountMissLocked(Tier& tier, const ExpertKey& key);
-  // Whether StartLoad already counted this access to key in `tier` (and
-  // forgets that it did).
-  bool TakeAskedLocked(Tier& tier, const ExpertKey& key);
-  // Brings key into DRAM (a demand access there when `demand`), copies it
-  // into the device slot being filled, and finishes that load. Releases the
-  // lock meanwhile.
-  void FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Tier& device, Slot* slot, const ExpertKey& key,
-                            bool demand);
+  // Brings key into DRAM (a demand access there when `demand`), starts its
+  // copy into the device slot being filled, and finishes that fill without
+  // waiting for the copy: the slot is ready with the copy's readiness, and
+  // its DRAM source stays pinned until the copy completes. Releases the
+  // lock meanwhile. Returns how the fill ended (its waiters see the same).
+  absl::Status FillDeviceSlotLocked(std::unique_lock<std::mutex>& lock, Slot* slot, const ExpertKey& key,
+                                    bool demand);
+  // Releases the DRAM sources of device copies that have completed (and
+  // forgets their fences: later pins are ready at once); whether any did.
+  bool ReleaseFinishedCopiesLocked();
+  // Waits, with the lock released, for the oldest pending copy, then
+  // releases every finished one.
+  void WaitForACopyLocked(std::unique_lock<std::mutex>& lock);
   // Queues key's copy into the device tier; whether it was queued.
   bool QueuePromotionLocked(const ExpertKey& key, bool prefetch);
   // The copier thread: device fills asked for by StartLoad.
@@ -288,16 +260,24 @@ class ExpertCache {
   bool verify_checksums_ = true;
   std::unique_ptr<DeviceCopier> copier_;
 
-  // mu_ guards everything below it.
+  // mu_ guards everything below it, the tiers' state included (a SlotTier
+  // has no lock of its own).
   mutable std::mutex mu_;
   std::condition_variable changed_;  // a load finished, a pin was released, a slot freed
-  std::vector<std::unique_ptr<Tier>> tiers_;  // [0] DRAM, [1] device (optional)
+  // Declared after copier_, so they go before it (the CUDA tier's slot
+  // memory must be freed while it exists).
+  SlotTier dram_;
+  std::unique_ptr<SlotTier> device_;  // null without a device tier
   uint64_t pass_ = 0;
   int file_reads_in_flight_ = 0;
   // When file_reads_in_flight_ last rose from 0: the open interval of
   // TierStats::read_busy_ns.
   std::chrono::steady_clock::time_point reads_busy_since_;
   std::vector<Pin> permanent_pins_;  // from PinPermanently; released first on destruction
+  // Device slots whose copy had not completed when last looked at, oldest
+  // first; each holds a pin on its copy_source. Looked at again at each
+  // layer start, and whenever a tier has no slot to give.
+  std::vector<Slot*> pending_copies_;
   bool prefetch_to_device_ = true;
   bool promoting_ = false;  // a copier thread runs (set before it starts)
   struct Promotion {

@@ -77,6 +77,7 @@ ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   handle.weights.gate = view(bundle.gate);
   handle.weights.up = view(bundle.up);
   handle.weights.down = view(bundle.down);
+  handle.ready = pin.readiness();
   handle.pin = std::move(pin);
   return handle;
 }

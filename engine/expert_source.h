@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cache/expert_cache.h"
+#include "cache/readiness.h"
 #include "engine/layer_observer.h"
 #include "engine/model_weights.h"
 #include "engine/prefetch_target.h"
@@ -17,10 +18,14 @@
 namespace expertd::engine {
 
 // A routed expert's weights, valid while the handle lives (it may pin a
-// cache slot).
+// cache slot), and readable once `ready` says so: a device slot's copy may
+// still be in flight when the handle is given out. The compute waits on it
+// where it runs (MoeLayerCompute::AwaitExpert: a host Wait, or a device
+// stream waiting on the copy's event).
 struct ExpertHandle {
   FeedForwardWeights weights;
   cache::ExpertCache::Pin pin;  // empty for resident weights
+  cache::Readiness ready;       // the pin's; ready at once for resident weights
 };
 
 // Where the forward pass gets routed experts from. It is also the first

@@ -57,10 +57,14 @@ absl::Status MoeLayerRunner::RunMoeLayer(int layer, MoeLayerCompute& compute) {
 
   // Ready experts run first (on a device, queued first, while the CPU's
   // share runs), so a slow load holds up only itself.
+  // A pin's copy may still be in flight: the backend waits for it where
+  // the expert runs.
   for (ExpertPlan::Pinned& ready : plan_.ready()) {
+    RETURN_IF_ERROR(compute.AwaitExpert(ready.handle.ready));
     RETURN_IF_ERROR(compute.RunExpert(dispatch_, ready.expert, ready.handle.weights, ExpertOrigin::kReady));
   }
   for (ExpertPlan::Pinned& host : plan_.on_cpu()) {
+    RETURN_IF_ERROR(compute.AwaitExpert(host.handle.ready));
     RETURN_IF_ERROR(compute.RunExpert(dispatch_, host.expert, host.handle.weights, ExpertOrigin::kHostCopy));
   }
   // What has run frees its slots before we wait for loads; a pin may go
@@ -69,6 +73,7 @@ absl::Status MoeLayerRunner::RunMoeLayer(int layer, MoeLayerCompute& compute) {
   plan_.ReleasePins();
   for (int e : plan_.pending()) {
     ASSIGN_OR_RETURN(ExpertHandle expert, experts_.Acquire(layer, e));
+    RETURN_IF_ERROR(compute.AwaitExpert(expert.ready));
     const absl::Status ran = compute.RunExpert(dispatch_, e, expert.weights, ExpertOrigin::kLoaded);
     const absl::Status synced = compute.Sync();  // before the pin goes, even after an error
     RETURN_IF_ERROR(ran);

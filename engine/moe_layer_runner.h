@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "cache/readiness.h"
 #include "engine/execution_placement.h"
 #include "engine/expert_plan.h"
 #include "engine/expert_source.h"
@@ -59,6 +60,11 @@ class MoeLayerCompute {
   virtual absl::StatusOr<RouterOutput> Router(int layer) = 0;
   // The layer's routing is final (dispatch); no expert has run yet.
   virtual absl::Status Dispatched(int layer, const MoeDispatch& dispatch) { return absl::OkStatus(); }
+  // Makes the expert's weights safe to read for the RunExpert that follows:
+  // its cache slot may still be filling (a device copy in flight). Default:
+  // the host waits; a device backend instead makes its stream wait (no host
+  // block per expert).
+  virtual absl::Status AwaitExpert(const cache::Readiness& ready) { return ready.Wait(); }
   // Runs `expert` on the rows that chose it (dispatch.SlotsOf), writing each
   // slot's own output row, so the combine sums them in rank order whatever
   // order experts run in. The weights stay valid until the next Sync()

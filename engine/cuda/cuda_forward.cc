@@ -666,6 +666,16 @@ absl::Status CudaForwardPass::Dispatched(int /*layer*/, const MoeDispatch& dispa
   return absl::OkStatus();
 }
 
+absl::Status CudaForwardPass::AwaitExpert(const cache::Readiness& ready) {
+  if (void* event = ready.stream_event()) {
+    // The kernels queued next read the slot: they start once its copy has
+    // landed, and the host goes on queueing meanwhile.
+    return CudaStatus(cudaStreamWaitEvent(stream_.get(), static_cast<cudaEvent_t>(event), 0),
+                      "making the compute stream wait for an expert's copy");
+  }
+  return ready.Wait();  // ready from the start (DRAM, uploaded), or a host-only backend
+}
+
 absl::Status CudaForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
                                         ExpertOrigin origin) {
   // Without a device tier every expert is in host memory.

@@ -117,6 +117,9 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   absl::Status DenseFeedForward(int layer) override;
   absl::StatusOr<RouterOutput> Router(int layer) override;
   absl::Status Dispatched(int layer, const MoeDispatch& dispatch) override;
+  // A VRAM slot's copy may still be in flight: the compute stream waits for
+  // its event; the host waits only for a backend without one.
+  absl::Status AwaitExpert(const cache::Readiness& ready) override;
   absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
                          ExpertOrigin origin) override;
   absl::Status Sync() override { return stream_.Synchronize(); }

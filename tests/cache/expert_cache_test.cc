@@ -18,12 +18,14 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/deferred_copier.h"
 #include "tests/testing/fault_injecting_reader.h"
 #include "tests/testing/test_models.h"
 
 namespace expertd::cache {
 namespace {
 
+using ::expertd::testing::DeferredCopier;
 using ::expertd::testing::ScopedTempDir;
 using ::testing::HasSubstr;
 
@@ -714,6 +716,210 @@ TEST_P(ExpertCacheStress, ConcurrencyStress) {
 
 INSTANTIATE_TEST_SUITE_P(Tiers, ExpertCacheStress, ::testing::Values(0, 4),
                          [](const auto& info) { return info.param == 0 ? "DramOnly" : "WithDeviceTier"; });
+
+// Device copies that land later (tests/testing/deferred_copier.h), as on a
+// CUDA copy stream: the cache hands out the slot at once, with the copy's
+// readiness.
+class DeferredCopyTest : public ExpertCacheTest {
+ protected:
+  std::unique_ptr<ExpertCache> MakeDeferredCache(int dram_slots, int device_slots, std::chrono::microseconds delay,
+                                                 int min_slots = 2) {
+    if (reader_ == nullptr) OpenReader();
+    auto copier = std::make_unique<DeferredCopier>(delay);
+    copier_ = copier.get();
+    ExpertCacheOptions options;
+    options.dram_budget_bytes = dram_slots * layout_.slot_bytes();
+    options.device_budget_bytes = device_slots * layout_.slot_bytes();
+    options.min_slots = min_slots;
+    options.device_copier = std::move(copier);
+    auto cache = ExpertCache::Create(*file_, *reader_, std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return cache.ok() ? std::move(*cache) : nullptr;
+  }
+
+  DeferredCopier* copier_ = nullptr;  // owned by the cache
+};
+
+TEST_F(DeferredCopyTest, ACopyInFlightIsHandedOutNotReadyAndWaitGivesItsBytes) {
+  auto cache = MakeDeferredCache(6, 3, std::chrono::microseconds(0));
+  copier_->Hold();
+  auto pin = cache->Acquire({1, 2});
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_FALSE(pin->readiness().IsReady()) << "Acquire did not wait for the copy";
+  EXPECT_FALSE(HoldsExpert(layout_, pin->data(), 1, 2)) << "the bytes are not there yet";
+  EXPECT_EQ(copier_->started(), 1);
+  EXPECT_TRUE(cache->IsReady({1, 2})) << "Acquire returns at once: ready for a stream to wait on";
+  // A second pin of the slot carries the same pending copy; no second copy.
+  auto again = cache->TryAcquire({1, 2});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->data(), pin->data());
+  EXPECT_FALSE(again->readiness().IsReady());
+  // The DRAM copy the copy reads stays held and pinned meanwhile.
+  EXPECT_TRUE(cache->HasHostCopy({1, 2}));
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+
+  copier_->Release();
+  ASSERT_TRUE(pin->readiness().Wait().ok());
+  EXPECT_TRUE(pin->readiness().IsReady());
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 2));
+  EXPECT_TRUE(again->readiness().IsReady());
+  pin = absl::CancelledError();
+  again.reset();
+  // Seen complete at the next layer: later pins are ready from the start.
+  cache->BeginLayer(1);
+  auto later = cache->Acquire({1, 2});
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_TRUE(later->readiness().IsReady());
+  EXPECT_EQ(copier_->started(), 1);
+  const CacheStats stats = cache->stats();
+  EXPECT_EQ(stats.device.loads, 1u);
+  EXPECT_EQ(stats.device.misses, 1u);
+  EXPECT_EQ(stats.device.hits, 2u);
+  EXPECT_EQ(stats.dram.misses, 1u);
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+}
+
+// Two DRAM slots under four device copies that land 20 ms after they start:
+// the third and fourth fills need a DRAM slot that a pending copy reads, and
+// must wait for that copy instead of overwriting its source.
+TEST_F(DeferredCopyTest, ADramSlotIsNeverRefilledWhileACopyReadsIt) {
+  auto cache = MakeDeferredCache(2, 4, std::chrono::milliseconds(20));
+  std::vector<ExpertCache::Pin> pins;
+  for (int e = 0; e < 4; ++e) {
+    auto pin = cache->Acquire({2, e});
+    ASSERT_TRUE(pin.ok()) << pin.status();
+    EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+    pins.push_back(std::move(*pin));
+  }
+  for (int e = 0; e < 4; ++e) {
+    ASSERT_TRUE(pins[e].readiness().Wait().ok());
+    EXPECT_TRUE(HoldsExpert(layout_, pins[e].data(), 2, e)) << "expert " << e;
+  }
+  EXPECT_EQ(copier_->sources_overwritten(), 0) << "a DRAM slot was refilled under a pending copy";
+  EXPECT_EQ(copier_->landed(), 4);
+  EXPECT_EQ(cache->stats().dram.evictions, 2u);
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+}
+
+// A device backend whose first copies fail: when it is started (an error
+// from CopyAsync), or as it completes (a fence done with an error).
+class FailingCopier : public DeviceCopier {
+ public:
+  enum class When { kAtStart, kOnCompletion };
+  FailingCopier(When when, int failures) : when_(when), failures_left_(failures) {}
+  absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    std::memcpy(device_dst, host_src, bytes);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Readiness> CopyAsync(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
+    if (failures_left_ == 0) return DeviceCopier::CopyAsync(device_dst, host_src, bytes);
+    --failures_left_;
+    if (when_ == When::kAtStart) return absl::UnavailableError("copy engine unavailable");
+    return Readiness(std::make_shared<FailedFence>());
+  }
+
+ private:
+  struct FailedFence : Readiness::Fence {
+    bool IsReady() const override { return true; }
+    absl::Status Wait() const override { return absl::DataLossError("copy failed on the device"); }
+  };
+  const When when_;
+  int failures_left_;
+};
+
+TEST_F(ExpertCacheTest, AFailedDeviceCopyIsTheAccessorsErrorAndLeavesTheCacheConsistent) {
+  for (FailingCopier::When when : {FailingCopier::When::kAtStart, FailingCopier::When::kOnCompletion}) {
+    SCOPED_TRACE(when == FailingCopier::When::kAtStart ? "at start" : "on completion");
+    if (reader_ == nullptr) OpenReader();
+    ExpertCacheOptions options;
+    options.dram_budget_bytes = 4 * layout_.slot_bytes();
+    options.device_budget_bytes = 2 * layout_.slot_bytes();
+    options.min_slots = 2;
+    options.prefetch_to_device = false;
+    options.device_copier = std::make_unique<FailingCopier>(when, 1);
+    auto created = ExpertCache::Create(*file_, *reader_, std::move(options));
+    ASSERT_TRUE(created.ok()) << created.status();
+    ExpertCache& cache = **created;
+    auto failed = cache.Acquire({0, 3});
+    ASSERT_FALSE(failed.ok()) << "returned, not retried forever";
+    EXPECT_THAT(std::string(failed.status().message()), HasSubstr("copy"));
+    EXPECT_FALSE(cache.IsReady({0, 3}));
+    EXPECT_TRUE(cache.HasHostCopy({0, 3})) << "the DRAM copy stays";
+    EXPECT_EQ(cache.stats().device.load_errors, 1u);
+    EXPECT_TRUE(cache.CheckInvariants().ok()) << cache.CheckInvariants();
+    auto pin = cache.Acquire({0, 3});
+    ASSERT_TRUE(pin.ok()) << pin.status();
+    ASSERT_TRUE(pin->readiness().Wait().ok());
+    EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 0, 3));
+    // The cache goes on serving through both tiers' churn.
+    for (int e = 4; e < 8; ++e) ASSERT_TRUE(cache.Acquire({1, e}).ok());
+    EXPECT_TRUE(cache.CheckInvariants().ok()) << cache.CheckInvariants();
+  }
+}
+
+// Destroying the cache with copies in flight waits for them: they write
+// into its device slots and read its DRAM slots (ASan would see the rest).
+TEST_F(DeferredCopyTest, TeardownWaitsForCopiesInFlight) {
+  auto cache = MakeDeferredCache(8, 4, std::chrono::milliseconds(50));
+  for (int e = 0; e < 4; ++e) ASSERT_TRUE(cache->Acquire({0, e}).ok());
+  for (int e = 4; e < 8; ++e) cache->Prefetch({0, e});
+  DeferredCopier* copier = copier_;
+  EXPECT_LT(copier->landed(), copier->started()) << "copies still in flight";
+  cache.reset();
+}
+
+// Threads of demand, tries and prefetches while budgets change, with copies
+// that land later: every pin, once waited for, holds its expert, and no copy
+// ever saw its source change.
+TEST_F(DeferredCopyTest, ConcurrencyStress) {
+  testing::FaultOptions jitter;
+  jitter.delay = std::chrono::microseconds(100);
+  OpenReader(&jitter);
+  auto cache = MakeDeferredCache(6, 4, std::chrono::microseconds(100), 3);
+  std::atomic<int> wrong{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      for (int i = 0; i < 250; ++i) {
+        const ExpertKey key{static_cast<int>(rng() % kLayers), static_cast<int>(rng() % kExperts)};
+        switch (rng() % 4) {
+          case 0:
+            cache->Prefetch(key);
+            break;
+          case 1: {
+            cache->BeginLayer(key.layer);
+            auto pin = cache->TryAcquire(key);
+            if (pin && (!pin->readiness().Wait().ok() || !HoldsExpert(layout_, pin->data(), key.layer, key.expert))) {
+              ++wrong;
+            }
+            break;
+          }
+          default: {
+            auto pin = cache->Acquire(key);
+            if (!pin.ok()) {
+              ++errors;
+            } else if (!pin->readiness().Wait().ok() || !HoldsExpert(layout_, pin->data(), key.layer, key.expert)) {
+              ++wrong;
+            }
+          }
+        }
+      }
+    });
+  }
+  for (int slots : {9, 4, 7, 3, 6}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(cache->Resize(slots * layout_.slot_bytes(), std::max(3, slots - 2) * layout_.slot_bytes()).ok());
+    cache->BeginPass();
+    ASSERT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(copier_->sources_overwritten(), 0);
+  EXPECT_GT(copier_->started(), 0);
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+}
 
 // Slots are sized by the packed bytes, so one DRAM budget holds ~3.5x as
 // many q4_k experts as bf16 ones. hidden = ffn = 256: a bf16 expert is

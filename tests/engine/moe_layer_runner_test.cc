@@ -4,6 +4,8 @@
 
 #include "engine/moe_layer_runner.h"
 
+#include <algorithm>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -12,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "cache/readiness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -192,6 +196,87 @@ TEST_F(MoeLayerRunnerTest, AFailedExpertWaitsForQueuedWorkAndStopsThePass) {
                                 "acquire 5", "run 5 loaded rows 1",
                                 "sync",    // the failed expert's pin waits for the stream
                                 "sync"));  // and the pass's error path waits again before dropping the plan
+}
+
+// A copy into the expert's slot that lands only when someone waits for it,
+// so a run that did not wait would find it not ready.
+class LoggedFence : public cache::Readiness::Fence {
+ public:
+  LoggedFence(Log& log, int expert) : log_(log), expert_(expert) {}
+  bool IsReady() const override { return done_; }
+  absl::Status Wait() const override {
+    log_.push_back(absl::StrCat("wait ", expert_));
+    done_ = true;
+    return absl::OkStatus();
+  }
+  bool done() const { return done_; }
+
+ private:
+  Log& log_;
+  const int expert_;
+  mutable bool done_ = false;
+};
+
+// FakeExperts whose ready (3, 6) and loaded (5) experts still have their
+// copies in flight; the host copy (1) is ready at once.
+class InFlightExperts : public FakeExperts {
+ public:
+  explicit InFlightExperts(Log& log) : FakeExperts(log), log_(log) {}
+  absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override {
+    ASSIGN_OR_RETURN(ExpertHandle handle, FakeExperts::Acquire(layer, expert));
+    return InFlight(std::move(handle), expert);
+  }
+  std::optional<ExpertHandle> TryAcquire(int layer, int expert) override {
+    std::optional<ExpertHandle> handle = FakeExperts::TryAcquire(layer, expert);
+    if (!handle) return handle;
+    return InFlight(std::move(*handle), expert);
+  }
+  std::vector<std::shared_ptr<LoggedFence>> fences;
+
+ private:
+  ExpertHandle InFlight(ExpertHandle handle, int expert) {
+    fences.push_back(std::make_shared<LoggedFence>(log_, expert));
+    handle.ready = cache::Readiness(fences.back());
+    return handle;
+  }
+  Log& log_;
+};
+
+// A backend that waits on its stream logs the readiness it was handed.
+class StreamCompute : public FakeCompute {
+ public:
+  using FakeCompute::FakeCompute;
+  absl::Status AwaitExpert(const cache::Readiness& ready) override {
+    awaited.push_back(ready.IsReady());
+    return absl::OkStatus();
+  }
+  std::vector<bool> awaited;
+};
+
+TEST_F(MoeLayerRunnerTest, EveryExpertIsAwaitedBeforeItRuns) {
+  InFlightExperts experts(log_);
+  FakeCompute compute(log_, logits_, config_.hidden_size);
+  MoeLayerRunner runner(config_, experts);
+  runner.BeginPass(rows_);
+  ASSERT_TRUE(runner.RunLayers(compute).ok());
+  // The default (a CPU backend) waits on the host right before each run.
+  EXPECT_THAT(log_, ElementsAre("experts: pass", "attention 0", "dense 0", "attention 1", "experts: layer 1",
+                                "router 1", "dispatched 1 slots 4", "load 1", "load 5", "wait 3",
+                                "run 3 ready rows 1", "wait 6", "run 6 ready rows 1", "sync", "acquire 1",
+                                "wait 1", "run 1 loaded rows 1", "sync", "acquire 5", "wait 5",
+                                "run 5 loaded rows 1", "sync", "combine 1"));
+}
+
+TEST_F(MoeLayerRunnerTest, ADeviceBackendIsHandedTheReadinessInsteadOfAHostWait) {
+  InFlightExperts experts(log_);
+  StreamCompute compute(log_, logits_, config_.hidden_size);
+  MoeLayerRunner runner(config_, experts);
+  runner.BeginPass(rows_);
+  ASSERT_TRUE(runner.RunLayers(compute).ok());
+  EXPECT_THAT(compute.awaited, ElementsAre(false, false, false, false)) << "each copy still in flight when handed over";
+  for (const auto& fence : experts.fences) EXPECT_FALSE(fence->done()) << "the host never waited";
+  EXPECT_EQ(std::count_if(log_.begin(), log_.end(), [](const std::string& line) { return line.rfind("wait", 0) == 0; }),
+            0);
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 // for every architecture, budget and policy.
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -20,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
+#include "tests/testing/deferred_copier.h"
 #include "tests/testing/packed_experts.h"
 #include "tests/testing/test_models.h"
 
@@ -215,6 +218,29 @@ TEST_P(Offload, DeviceTierAndDialKStayIdentical) {
       EXPECT_GT((*cache)->stats().device.hits, 0u);
     }
   }
+}
+
+// Device copies that land later, as on a CUDA copy stream (the cache hands
+// out their slots at once): the pass waits for each expert's copy before it
+// reads the weights, so the logits stay the resident model's.
+TEST_P(Offload, DeviceCopiesInFlightAreWaitedFor) {
+  const uint64_t slot = file_->layout().slot_bytes();
+  const Outputs resident = Run(nullptr, 3);
+  cache::ExpertCacheOptions options;
+  options.dram_budget_bytes = 8 * slot;
+  options.device_budget_bytes = 6 * slot;
+  options.min_slots = 4;
+  auto copier = std::make_unique<testing::DeferredCopier>(std::chrono::microseconds(300));
+  const testing::DeferredCopier* copies = copier.get();
+  options.device_copier = std::move(copier);
+  auto cache = cache::ExpertCache::Create(*file_, *reader_, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  CachedExperts experts(**cache, *file_);
+  const Outputs offloaded = Run(&experts, 3);
+  EXPECT_EQ(offloaded.logits, resident.logits);
+  EXPECT_EQ(offloaded.generated, resident.generated);
+  EXPECT_GT(copies->started(), 0);
+  EXPECT_EQ(copies->sources_overwritten(), 0);
 }
 
 TEST_P(Offload, FingerprintMismatchIsRejected) {

@@ -1,6 +1,7 @@
 // Cross-layer prefetch: never changes what the model computes, predicts
 // exactly when the model makes it possible, and hides load time.
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -247,8 +248,14 @@ TEST_F(PrefetchTest, PrefetchHidesInjectedLoadDelay) {
     Run(&experts, prefetcher->get(), 12);
     return cache->stats().dram.wait_ns / 1e6;
   };
-  const double none = stall_ms("none");
-  const double cross_layer = stall_ms("cross-layer");
+  // The least of three runs each: on a loaded machine (CI runs two tests at
+  // once beside the sanitizer builds) one run's stall can double when the
+  // reader's thread waits for a core, which once failed this comparison.
+  const auto least_stall_ms = [&](const char* kind) {
+    return std::min({stall_ms(kind), stall_ms(kind), stall_ms(kind)});
+  };
+  const double none = least_stall_ms("none");
+  const double cross_layer = least_stall_ms("cross-layer");
   RecordProperty("stall_ms_none", std::to_string(none));
   RecordProperty("stall_ms_cross_layer", std::to_string(cross_layer));
   // Ideally a quarter (only layer 0 waits); half is a wide margin for noise.

@@ -1,0 +1,148 @@
+#include "cache/slot_tier.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace expertd::cache {
+
+SlotTier::SlotTier(std::string name, std::unique_ptr<EvictionPolicy> policy)
+    : name_(std::move(name)), policy_(std::move(policy)) {
+  stats_.policy = std::string(policy_->name());
+}
+
+Slot* SlotTier::Find(const ExpertKey& key) const {
+  auto it = resident_.find(key);
+  return it == resident_.end() ? nullptr : it->second;
+}
+
+Slot* SlotTier::FindReady(const ExpertKey& key) const {
+  Slot* slot = Find(key);
+  return slot != nullptr && slot->state == Slot::State::kReady ? slot : nullptr;
+}
+
+void SlotTier::AddSlot(std::unique_ptr<Slot> slot) {
+  free_.push_back(slot.get());
+  slots_.push_back(std::move(slot));
+  stats_.slots = slot_count();
+}
+
+void SlotTier::DestroySlot(Slot* slot) {
+  free_.erase(std::remove(free_.begin(), free_.end(), slot), free_.end());
+  slots_.erase(std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) { return s.get() == slot; }));
+  stats_.slots = slot_count();
+}
+
+Slot* SlotTier::TakeSlot(uint64_t pass) {
+  if (!free_.empty()) {
+    Slot* slot = free_.back();
+    free_.pop_back();
+    return slot;
+  }
+  auto victim = policy_->PickVictim([&](const ExpertKey& key) {
+    const Slot* slot = Find(key);
+    return slot != nullptr && slot->state == Slot::State::kReady && slot->pins == 0 && slot->copy_source == nullptr;
+  });
+  if (!victim) return nullptr;
+  Slot* slot = resident_.at(*victim);
+  resident_.erase(*victim);
+  policy_->OnRemove(*victim);
+  evicted_in_pass_[*victim] = pass;
+  ++stats_.evictions;
+  slot->state = Slot::State::kFree;
+  return slot;
+}
+
+void SlotTier::ReturnSlot(Slot* slot) { free_.push_back(slot); }
+
+void SlotTier::BeginFill(Slot* slot, const ExpertKey& key, bool prefetch) {
+  slot->state = Slot::State::kLoading;
+  slot->key = key;
+  slot->load = std::make_shared<SlotLoad>();
+  slot->load_start = std::chrono::steady_clock::now();
+  slot->prefetched = prefetch;
+  slot->ready = Readiness();
+  resident_[key] = slot;
+  policy_->OnInsert(key, prefetch);
+  ++stats_.loads;
+  if (prefetch) ++stats_.prefetches;
+}
+
+void SlotTier::FinishFill(Slot* slot, const absl::Status& status) {
+  stats_.load_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - slot->load_start).count();
+  ++stats_.completed_loads;
+  std::shared_ptr<SlotLoad> load = std::move(slot->load);
+  load->done = true;
+  load->status = status;
+  if (status.ok()) {
+    slot->state = Slot::State::kReady;
+    return;
+  }
+  ++stats_.load_errors;
+  resident_.erase(slot->key);
+  policy_->OnRemove(slot->key);
+  slot->state = Slot::State::kFree;
+  free_.push_back(slot);
+}
+
+void SlotTier::CountReady(Slot* slot) {
+  if (std::exchange(slot->prefetched, false)) {
+    ++stats_.hidden;
+  } else {
+    ++stats_.hits;
+  }
+}
+
+void SlotTier::CountMiss(const ExpertKey& key, uint64_t pass) {
+  ++stats_.misses;
+  if (Slot* slot = Find(key)) {
+    // Loading: the access joins the load in flight.
+    ++stats_.shared_loads;
+    if (std::exchange(slot->prefetched, false)) ++stats_.late_prefetches;
+  }
+  auto evicted = evicted_in_pass_.find(key);
+  if (evicted != evicted_in_pass_.end() && evicted->second == pass) ++stats_.collision_misses;
+}
+
+bool SlotTier::WasAsked(const ExpertKey& key) const {
+  return std::find(asked_.begin(), asked_.end(), key) != asked_.end();
+}
+
+bool SlotTier::TakeAsked(const ExpertKey& key) {
+  auto it = std::find(asked_.begin(), asked_.end(), key);
+  if (it == asked_.end()) return false;
+  *it = asked_.back();
+  asked_.pop_back();
+  return true;
+}
+
+void SlotTier::BeginLayer(int layer) {
+  asked_.clear();
+  policy_->OnLayerStart(layer);
+}
+
+absl::Status SlotTier::CheckInvariants() const {
+  auto fail = [&](absl::string_view what) {
+    return absl::InternalError(absl::StrCat(name_, " tier invariant broken: ", what));
+  };
+  if (free_.size() + resident_.size() != slots_.size()) return fail("free + resident != slots");
+  for (const Slot* slot : free_) {
+    if (slot->state != Slot::State::kFree || slot->pins != 0 || slot->copy_source != nullptr) {
+      return fail("a free slot is in use");
+    }
+  }
+  for (const auto& [key, slot] : resident_) {
+    if (slot->key != key) return fail("a slot holds another key than its map entry");
+    if (slot->state == Slot::State::kFree) return fail("a resident slot is free");
+    if ((slot->state == Slot::State::kLoading) != (slot->load != nullptr)) return fail("load/state mismatch");
+    if (slot->pins < 0) return fail("negative pins");
+    if (slot->state == Slot::State::kLoading && slot->pins != 0) return fail("a loading slot is pinned");
+  }
+  if (stats_.slots != slot_count()) return fail("slot count stat is stale");
+  return absl::OkStatus();
+}
+
+}  // namespace expertd::cache
