@@ -203,7 +203,7 @@ absl::Status CudaDeviceTier::Copy(std::byte* device_dst, const std::byte* host_s
   return ready->Wait();  // this slot's event only, not the stream
 }
 
-CudaCopyStats CudaDeviceTier::stats() const {
+DeviceCopyStats CudaDeviceTier::copy_stats() const {
   std::lock_guard lock(stats_->mu);
   return stats_->stats;
 }

@@ -23,17 +23,9 @@
 
 namespace expertd::cache {
 
-// Figures of the copies seen complete so far (all threads). A copy is seen
-// complete when the cache (or a reader) finds its event done; the cache looks
-// at every copy before it reuses the slot, so each is counted once.
-struct CudaCopyStats {
-  uint64_t copies = 0;
-  uint64_t bytes = 0;
-  // Each copy's own time on the copy stream, from the event recorded before
-  // it to the one after (not its wait behind earlier copies), summed.
-  uint64_t copy_ns = 0;
-};
-
+// Its copy figures (copy_stats) count a copy once it is seen complete: when
+// the cache (or a reader) finds its event done; the cache looks at every
+// copy before it reuses the slot, so each is counted once.
 class CudaDeviceTier : public DeviceCopier {
  public:
   // Binds to `device` and creates the copy stream. Fails with
@@ -56,7 +48,7 @@ class CudaDeviceTier : public DeviceCopier {
   cudaEvent_t ReadyEvent(const std::byte* device_slot) const;
   cudaStream_t copy_stream() const { return copy_stream_.get(); }
   int device() const { return device_; }
-  CudaCopyStats stats() const;
+  DeviceCopyStats copy_stats() const override;
 
   struct Arena;
   class CopyFence;
@@ -64,7 +56,7 @@ class CudaDeviceTier : public DeviceCopier {
   // looked at after the tier is gone).
   struct SharedStats {
     std::mutex mu;  // guards stats
-    CudaCopyStats stats;
+    DeviceCopyStats stats;
   };
 
  private:

@@ -584,8 +584,10 @@ absl::Status ExpertCache::Resize(uint64_t dram_budget_bytes, uint64_t device_bud
 }
 
 CacheStats ExpertCache::stats() const {
-  std::lock_guard lock(mu_);
   CacheStats out;
+  // The copier keeps its own figures under its own lock.
+  if (copier_ != nullptr) out.device_copies = copier_->copy_stats();
+  std::lock_guard lock(mu_);
   out.dram = dram_.stats();
   if (file_reads_in_flight_ > 0) {
     // The busy interval still open counts up to now.

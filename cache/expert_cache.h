@@ -26,9 +26,21 @@
 
 namespace expertd::cache {
 
+// Copies into the device tier that have completed so far (all threads), as
+// the device copier times them: what execution placement weighs a copy's
+// cost with. Zero where the copier does not time its copies (host memory).
+struct DeviceCopyStats {
+  uint64_t copies = 0;
+  uint64_t bytes = 0;
+  // Each copy's own time (CUDA: on the copy stream, between events recorded
+  // before and after it, not its wait behind earlier copies), summed.
+  uint64_t copy_ns = 0;
+};
+
 struct CacheStats {
   TierStats dram;
   TierStats device;  // slots == 0 without a device tier
+  DeviceCopyStats device_copies;
   uint64_t passes = 0;
 };
 
@@ -68,6 +80,8 @@ class DeviceCopier {
   virtual absl::StatusOr<std::shared_ptr<void>> PrepareHostSlot(std::byte* data, size_t bytes) {
     return std::shared_ptr<void>();
   }
+  // The copies completed so far. Default: none timed.
+  virtual DeviceCopyStats copy_stats() const { return {}; }
 };
 std::unique_ptr<DeviceCopier> MakeHostMemoryCopier();
 

@@ -48,6 +48,11 @@ class ExpertSource : public LayerObserver {
   virtual void StartLoad(int layer, int expert) {}
   // Whether Acquire would return at once (no load): for cache-aware routing.
   virtual bool IsReady(int layer, int expert) const { return true; }
+  // Copies into the device tier completed so far, for execution placement's
+  // estimate of a copy's cost (none without a device tier).
+  virtual cache::DeviceCopyStats device_copies() const { return {}; }
+  // Whether the compute tier is a device tier (pins point at device memory).
+  virtual bool has_device_tier() const { return false; }
 };
 
 // Every expert resident: views into the model's weight memory.
@@ -79,6 +84,8 @@ class CachedExperts : public ExpertSource, public PrefetchTarget {
   void BeginPass() override { cache_.BeginPass(); }
   void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
   void OnRouterScores(int layer, absl::Span<const float> scores) override { cache_.OnRouterScores(layer, scores); }
+  cache::DeviceCopyStats device_copies() const override { return cache_.stats().device_copies; }
+  bool has_device_tier() const override { return cache_.has_device_tier(); }
 
   // PrefetchTarget: reads into DRAM, copied on into a device tier.
   bool StartPrefetch(int layer, int expert) override { return cache_.Prefetch({layer, expert}); }

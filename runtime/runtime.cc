@@ -202,8 +202,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
     gpu_options.experts = engine.cache_ == nullptr ? engine::CudaForwardOptions::Experts::kUploadAll
                           : cuda_tier != nullptr  ? engine::CudaForwardOptions::Experts::kCacheOnDevice
                                                   : engine::CudaForwardOptions::Experts::kCacheOnHost;
-    auto gpu = engine::CudaForwardPass::Create(*engine.model_, engine.pool_.get(), engine.cached_experts_.get(), cuda_tier,
-                                       gpu_options);
+    auto gpu = engine::CudaForwardPass::Create(*engine.model_, engine.pool_.get(), engine.cached_experts_.get(),
+                                               gpu_options);
     if (gpu.ok()) {
       spdlog::info("running on CUDA device {}: {} of weights in VRAM, routed experts {}", options.device.cuda_device,
                    FormatByteSize((*gpu)->weight_bytes()),

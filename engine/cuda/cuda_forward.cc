@@ -240,14 +240,13 @@ struct CudaForwardPass::DeviceWeights {
 absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const Model& model,
                                                                          kernels::ThreadPool* pool,
                                                                          ExpertSource* experts,
-                                                                         const cache::CudaDeviceTier* tier,
                                                                          CudaForwardOptions options) {
   const bool upload_all = options.experts == CudaForwardOptions::Experts::kUploadAll;
   if (upload_all != (experts == nullptr)) {
     return absl::InvalidArgumentError("the GPU pass takes an expert source exactly when experts are cached");
   }
-  if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && tier == nullptr) {
-    return absl::InvalidArgumentError("experts cached in VRAM need the cache's CUDA tier");
+  if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && !experts->has_device_tier()) {
+    return absl::InvalidArgumentError("experts cached in VRAM need a cache with a device (CUDA) tier");
   }
   if (const char* feature = model.config().CpuOnlyFeature(); feature != nullptr) {
     // Multi-head latent attention (DeepSeek-V2), attention sinks, sliding
@@ -274,18 +273,17 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const M
   if (options.device < 0 || options.device >= devices) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " requested, ", devices, " present"));
   }
-  std::unique_ptr<CudaForwardPass> pass(new CudaForwardPass(model, pool, experts, tier, std::move(options)));
+  std::unique_ptr<CudaForwardPass> pass(new CudaForwardPass(model, pool, experts, std::move(options)));
   RETURN_IF_ERROR(pass->Init());
   return pass;
 }
 
 CudaForwardPass::CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
-                                 const cache::CudaDeviceTier* tier, CudaForwardOptions options)
+                                 CudaForwardOptions options)
     : model_(model),
       config_(model.config()),
       pool_(pool),
       experts_(experts),
-      tier_(tier),
       options_(std::move(options)),
       placement_(options_.placement),
       inv_freq_(RopeInverseFrequencies(model.config())) {}
@@ -333,7 +331,7 @@ absl::Status CudaForwardPass::Init() {
   if (options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement) {
     runner_->SetPlacement(&placement_, expert_bytes_);
   }
-  if (tier_ != nullptr) copies_seen_ = tier_->stats();
+  if (experts_ != nullptr) copies_seen_ = experts_->device_copies();
   // The uploads from pageable memory may still be in flight.
   RETURN_IF_ERROR(CudaStatus(cudaDeviceSynchronize(), "finishing the weight upload"));
   if (options_.experts == CudaForwardOptions::Experts::kCacheOnDevice && options_.execution_placement &&
@@ -623,8 +621,8 @@ absl::Status CudaForwardPass::RunExpertOnCpu(const MoeDispatch& dispatch, int ex
 }
 
 void CudaForwardPass::RecordCopyTimings() {
-  if (tier_ == nullptr) return;
-  const cache::CudaCopyStats now = tier_->stats();
+  if (experts_ == nullptr) return;
+  const cache::DeviceCopyStats now = experts_->device_copies();
   const uint64_t copies = now.copies - copies_seen_.copies;
   if (copies > 0) {
     placement_.RecordCopy((now.bytes - copies_seen_.bytes) / copies,

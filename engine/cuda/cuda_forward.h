@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache/cuda_device_tier.h"
 #include "engine/execution_placement.h"
 #include "engine/forward_api.h"
 #include "engine/model.h"
@@ -68,14 +67,13 @@ struct CudaForwardStats {
 
 class CudaForwardPass : public Forward, private MoeLayerCompute {
  public:
-  // experts: null with Experts::kUploadAll, else the cache's source. tier:
-  // the cache's VRAM tier with kCacheOnDevice (its copy timings feed
-  // execution placement). pool: for experts run on the CPU; may be null.
+  // experts: null with Experts::kUploadAll, else the cache's source (with
+  // kCacheOnDevice, one with a device tier; its copy timings feed execution
+  // placement). pool: for experts run on the CPU; may be null.
   // All must outlive the pass. Fails with kFailedPrecondition without a
   // device, kResourceExhausted when the weights do not fit.
   static absl::StatusOr<std::unique_ptr<CudaForwardPass>> Create(const Model& model, kernels::ThreadPool* pool,
                                                                  ExpertSource* experts,
-                                                                 const cache::CudaDeviceTier* tier,
                                                                  CudaForwardOptions options);
   ~CudaForwardPass() override;
 
@@ -94,8 +92,7 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   struct DeviceWeights;
 
  private:
-  CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
-                  const cache::CudaDeviceTier* tier, CudaForwardOptions options);
+  CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts, CudaForwardOptions options);
   absl::Status Init();
   absl::Status CalibratePlacement();
   absl::Status EnsureScratch(int n, int slots, int logit_rows);
@@ -129,12 +126,11 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   const ModelConfig& config_;
   kernels::ThreadPool* pool_;
   ExpertSource* experts_;
-  const cache::CudaDeviceTier* tier_;
   CudaForwardOptions options_;
   ExecutionPlacement placement_;
   FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
   uint64_t expert_bytes_ = 0;
-  cache::CudaCopyStats copies_seen_;
+  cache::DeviceCopyStats copies_seen_;
   CudaForwardStats stats_;
 
   kernels::cuda::Stream stream_;

@@ -107,7 +107,7 @@ TEST(CudaDeviceTierTest, CacheServesExpertsFromVram) {
       }
     }
   }
-  const CudaCopyStats stats = vram->stats();
+  const DeviceCopyStats stats = vram->copy_stats();
   EXPECT_EQ(stats.copies, (*cache)->stats().device.loads);
   EXPECT_GT(stats.bytes, 0u);
   // Grow and shrink live: a growth is one more allocation; a shrink frees.

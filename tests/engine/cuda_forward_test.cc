@@ -93,7 +93,7 @@ TEST(CudaForwardTest, WithoutADeviceCreateSaysSo) {
   o.vocab = 320;
   auto model = Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
   EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
@@ -111,7 +111,7 @@ TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
   o.vocab = 320;
   auto model = Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
   EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("DeepseekV2ForCausalLM"));
@@ -129,7 +129,7 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
   o.vocab = 320;
   auto model = Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
   EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("GptOssForCausalLM"));
@@ -143,7 +143,7 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
 TEST(CudaForwardTest, QuantizedWeightsAreRefusedAtLoadByName) {
   auto model = Model::Load(std::string(EXPERTD_GGUF_WEIGHTS_TESTDATA) + "/qwen3moe-q4_k_m.gguf");
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, nullptr, {});
+  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
   EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("cannot run layer 0's q (q4_k)"));
@@ -195,7 +195,7 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
 };
 
 TEST_P(CudaForward, UploadedExpertsMatchTheCpu) {
-  auto gpu = CudaForwardPass::Create(*model_, &pool_, nullptr, nullptr, {});
+  auto gpu = CudaForwardPass::Create(*model_, &pool_, nullptr, {});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   ExpectSame(RunWorkload(*model_, **gpu), cpu_);
   EXPECT_GT((*gpu)->stats().experts_on_device, 0u);
@@ -223,7 +223,7 @@ TEST_P(CudaForward, ExpertsThroughTheVramTierMatchTheCpu) {
     } else {
       options.execution_placement = false;
     }
-    auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, tier, options);
+    auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, options);
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     ExpectSame(RunWorkload(*model_, **gpu), cpu_);
     const CudaForwardStats stats = (*gpu)->stats();
@@ -233,7 +233,8 @@ TEST_P(CudaForward, ExpertsThroughTheVramTierMatchTheCpu) {
     } else {
       EXPECT_EQ(stats.experts_on_cpu, 0u);
     }
-    EXPECT_GT(tier->stats().copies, 0u);
+    EXPECT_GT(tier->copy_stats().copies, 0u);
+    EXPECT_EQ(experts.device_copies().copies, tier->copy_stats().copies) << "the copy timings reach the pass";
     EXPECT_TRUE(cache->CheckInvariants().ok());
   }
 }
@@ -244,7 +245,7 @@ TEST_P(CudaForward, WithoutAVramTierExpertsRunOnTheCpu) {
   CachedExperts experts(*cache, *file_);
   CudaForwardOptions options;
   options.experts = CudaForwardOptions::Experts::kCacheOnHost;
-  auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, nullptr, options);
+  auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, options);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   ExpectSame(RunWorkload(*model_, **gpu), cpu_);
   EXPECT_EQ((*gpu)->stats().experts_on_device, 0u);
