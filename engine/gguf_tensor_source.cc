@@ -81,6 +81,26 @@ std::optional<GgufTensorSource::Mapping> GgufTensorSource::Map(const std::string
   const absl::string_view rest = rest_of_name.substr(dot + 1);
   const std::string blk = absl::StrCat("blk.", layer, ".");
   const bool mixtral = config_.architecture == Architecture::kMixtral;
+  if (config_.architecture == Architecture::kGptOss) {
+    // gpt-oss's norm after attention is llama.cpp's post_attention_norm
+    // (other families call it ffn_norm); its other tensors are its own.
+    static constexpr struct {
+      absl::string_view hf;
+      absl::string_view gguf;
+    } kGptOss[] = {
+        {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+        {"self_attn.o_proj.bias", "attn_output.bias"},
+        {"self_attn.sinks", "attn_sinks.weight"},
+        {"mlp.router.weight", "ffn_gate_inp.weight"},
+        {"mlp.router.bias", "ffn_gate_inp.bias"},
+        {"mlp.experts.gate_proj_bias", "ffn_gate_exps.bias"},
+        {"mlp.experts.up_proj_bias", "ffn_up_exps.bias"},
+        {"mlp.experts.down_proj_bias", "ffn_down_exps.bias"},
+    };
+    for (const auto& p : kGptOss) {
+      if (rest == p.hf) return Mapping{absl::StrCat(blk, p.gguf)};
+    }
+  }
   struct Plain {
     absl::string_view hf;
     absl::string_view gguf;

@@ -19,6 +19,17 @@
 //     .mlp.shared_expert.{gate,up,down}_proj  blk.N.ffn_{gate,up,down}_shexp
 //     .mlp.shared_expert_gate              blk.N.ffn_gate_inp_shexp ([hidden] for [1][hidden])
 //     .mlp.{gate,up,down}_proj (dense)     blk.N.ffn_{gate,up,down}
+//   gpt-oss (llama.cpp's "gpt-oss"):
+//     .post_attention_layernorm            blk.N.post_attention_norm
+//     .self_attn.o_proj.bias               blk.N.attn_output.bias
+//     .self_attn.sinks                     blk.N.attn_sinks.weight
+//     .mlp.router (.weight, .bias)         blk.N.ffn_gate_inp
+//     .mlp.experts.E.{gate,up,down}_proj   blk.N.ffn_{gate,up,down}_exps, expert E
+//     .mlp.experts.{gate,up,down}_proj_bias  blk.N.ffn_{gate,up,down}_exps.bias
+//   HF fuses gpt-oss's experts (gate_up_proj, [in][out], gate and up
+//   interleaved); llama.cpp splits and transposes them, so the weight loader
+//   asks a GGUF for the split names above, which are not HF's (HF has no
+//   per-expert gpt-oss tensors) but follow its other families.
 //
 // One expert of a stack is a byte range of it (rows of whole blocks, so
 // every type slices). llama.cpp's "llama" graph (Mixtral) rotates adjacent
@@ -26,7 +37,8 @@
 // reorders the rows of attn_q and attn_k to match; those rows are put back in
 // HF's order as they are read (a row permutation, so any type), so the
 // forward pass runs the HF model. Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K,
-// Q5_K, Q6_K; any other is refused by Get naming the tensor and type.
+// Q5_K, Q6_K, MXFP4 (gpt-oss's experts); any other is refused by Get naming
+// the tensor and type.
 //
 // Tensor bytes are read with pread from a descriptor, not through the
 // GgufFile's mapping, so a file truncated while the weights are copied fails

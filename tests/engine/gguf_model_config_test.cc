@@ -168,5 +168,96 @@ TEST(GgufConfig, BadValuesAndUnsupportedFeatures) {
               AllOf(HasSubstr("'olmoe.attention.head_count_kv'"), HasSubstr("each layer its own value")));
 }
 
+// A minimal gpt-oss as llama.cpp's converter writes one: 4 layers.
+GgufMetadataFile GptOss() {
+  GgufMetadataFile f;
+  f.Str("general.architecture", "gpt-oss");
+  f.U32("gpt-oss.vocab_size", 300);
+  f.U32("gpt-oss.embedding_length", 32);
+  f.U32("gpt-oss.block_count", 4);
+  f.U32("gpt-oss.context_length", 4096);
+  f.U32("gpt-oss.attention.head_count", 4);
+  f.U32("gpt-oss.attention.head_count_kv", 2);
+  f.U32("gpt-oss.attention.key_length", 16);
+  f.U32("gpt-oss.attention.value_length", 16);
+  f.U32("gpt-oss.attention.sliding_window", 128);
+  f.U32("gpt-oss.expert_count", 8);
+  f.U32("gpt-oss.expert_used_count", 4);
+  f.U32("gpt-oss.feed_forward_length", 24);
+  f.U32("gpt-oss.expert_feed_forward_length", 24);
+  f.F32("gpt-oss.rope.freq_base", 150000.0f);
+  return f;
+}
+
+TEST(GgufConfig, GptOssKeysAndWhatItHasBuiltIn) {
+  auto config = Convert(GptOss());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, Architecture::kGptOss);
+  EXPECT_EQ(config->architecture_name, "GptOssForCausalLM");
+  EXPECT_EQ(config->expert_intermediate_size, 24);
+  EXPECT_EQ(config->head_dim, 16);
+  EXPECT_EQ(config->sliding_window, 128);
+  // llama.cpp's default pattern, HF's default layer_types: even layers slide.
+  EXPECT_EQ(config->layer_is_sliding, (std::vector<bool>{true, false, true, false}));
+  EXPECT_FLOAT_EQ(config->rms_norm_eps, 1e-5f);
+  EXPECT_TRUE(config->norm_topk_prob);
+  EXPECT_TRUE(config->attention_sinks && config->attention_bias && config->attention_output_bias &&
+              config->router_bias && config->expert_bias);
+  ASSERT_TRUE(config->clamped_swiglu.has_value());
+  EXPECT_FLOAT_EQ(config->clamped_swiglu->alpha, 1.702f);
+  EXPECT_FLOAT_EQ(config->clamped_swiglu->limit, 7.0f);
+  EXPECT_FALSE(config->yarn.has_value());
+
+  // A period, and a flag per layer.
+  auto period = Convert(GptOss().U32("gpt-oss.attention.sliding_window_pattern", 4));
+  ASSERT_TRUE(period.ok()) << period.status();
+  EXPECT_EQ(period->layer_is_sliding, (std::vector<bool>{true, true, true, false}));
+  auto flags = Convert(GptOss().BoolArray("gpt-oss.attention.sliding_window_pattern", {false, true, true, false}));
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  EXPECT_EQ(flags->layer_is_sliding, (std::vector<bool>{false, true, true, false}));
+  EXPECT_THAT(std::string(
+                  Convert(GptOss().BoolArray("gpt-oss.attention.sliding_window_pattern", {true})).status().message()),
+              AllOf(HasSubstr("'gpt-oss.attention.sliding_window_pattern'"), HasSubstr("one per layer")));
+
+  // YaRN as the released models: the ramp unrounded (HF's truncate false).
+  auto yarn = Convert(GptOss()
+                          .Str("gpt-oss.rope.scaling.type", "yarn")
+                          .F32("gpt-oss.rope.scaling.factor", 32.0f)
+                          .U32("gpt-oss.rope.scaling.original_context_length", 128)
+                          .F32("gpt-oss.rope.scaling.yarn_beta_fast", 16.0f));
+  ASSERT_TRUE(yarn.ok()) << yarn.status();
+  ASSERT_TRUE(yarn->yarn.has_value());
+  EXPECT_EQ(yarn->yarn->factor, 32.0f);
+  EXPECT_EQ(yarn->yarn->original_max_position_embeddings, 128);
+  EXPECT_EQ(yarn->yarn->beta_fast, 16.0f);
+  EXPECT_EQ(yarn->yarn->beta_slow, 1.0f);
+  EXPECT_FALSE(yarn->yarn->truncate);
+  EXPECT_FALSE(yarn->yarn->attention_factor.has_value());
+
+  auto message = [](const GgufMetadataFile& f) { return std::string(Convert(f).status().message()); };
+  EXPECT_THAT(message(GptOss().Str("gpt-oss.rope.scaling.type", "yarn")),
+              HasSubstr("'gpt-oss.rope.scaling.factor'"));
+  EXPECT_THAT(message(GptOss().Str("gpt-oss.rope.scaling.type", "linear")),
+              AllOf(HasSubstr("'gpt-oss.rope.scaling.type'"), HasSubstr("linear")));
+  EXPECT_THAT(message(GptOss().F32("gpt-oss.rope.freq_base_swa", 10000.0f)),
+              HasSubstr("'gpt-oss.rope.freq_base_swa'"));
+  EXPECT_THAT(message(GptOss()
+                          .Str("gpt-oss.rope.scaling.type", "yarn")
+                          .F32("gpt-oss.rope.scaling.factor", 32.0f)
+                          .F32("gpt-oss.rope.scaling.attn_factor", 2.0f)),
+              HasSubstr("'gpt-oss.rope.scaling.attn_factor'"));
+  GgufMetadataFile no_window;
+  no_window.Str("general.architecture", "gpt-oss")
+      .U32("gpt-oss.vocab_size", 300)
+      .U32("gpt-oss.embedding_length", 32)
+      .U32("gpt-oss.block_count", 2)
+      .U32("gpt-oss.context_length", 4096)
+      .U32("gpt-oss.attention.head_count", 2)
+      .U32("gpt-oss.expert_count", 4)
+      .U32("gpt-oss.expert_used_count", 2)
+      .U32("gpt-oss.expert_feed_forward_length", 8);
+  EXPECT_THAT(message(no_window), HasSubstr("'gpt-oss.attention.sliding_window'"));
+}
+
 }  // namespace
 }  // namespace expertd::engine

@@ -5,7 +5,9 @@ model loaded from its HF directory.
 For each family, a tiny random model from tools/mkmodel, written as F32 and as
 BF16 (mkmodel --dtype), each converted by tools/gguf/hf_to_gguf.py, and the
 F32 one also quantized to Q8_0 (hf_to_gguf.py --type q8_0: gguf-py's
-reference quantizer). The test makes the same HF models at run time with the
+reference quantizer); and SINGLE's one-dtype models (gpt-oss with MXFP4
+experts). Names after the directory make only those, e.g. `... gpt-oss
+gpt-oss-mxfp4`. The test makes the same HF models at run time with the
 mkmodel library (same options, so the same bytes) and needs neither Python nor
 the gguf package; the options below are the test's kFamilies, keep them
 equal. Rerun after changing mkmodel or the converter:
@@ -35,6 +37,19 @@ FAMILIES = {
     "qwen3moe": ["--arch", "qwen3_moe", "--kv-heads", "1", "--norm-topk-prob", "true", "--tie-embeddings",
                  "--seed", "13"],
     "mixtral": ["--arch", "mixtral", "--kv-heads", "1", "--seed", "14"],
+    # Sinks, biases, a window of 4 (the prompt is 12 long) on layer 0 and
+    # YaRN x32 as the released models, over an original context of 16 so
+    # that the ramp's ends (0 and 0.63 dimensions) round to the same whole
+    # dimensions (0 and 1): llama.cpp always rounds them, HF's gpt-oss does
+    # not, and this way the two compute the same RoPE. SwiGLU limit 7, the
+    # one llama.cpp's graph has built in.
+    "gpt-oss": ["--arch", "gpt_oss", "--kv-heads", "1", "--head-dim", "16", "--sliding-window", "4",
+                "--yarn-factor", "32", "--yarn-original-max-position", "16", "--swiglu-limit", "7", "--seed", "18"],
+}
+# Files of one dtype: gpt-oss with its experts in MXFP4 as the released
+# checkpoints ship them (the rest F32), the converter repacking HF's blocks.
+SINGLE = {
+    "gpt-oss-mxfp4": [*FAMILIES["gpt-oss"][:-1], "17", "--mxfp4-experts", "--dtype", "f32"],
 }
 
 
@@ -42,11 +57,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mkmodel", type=Path)
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("families", nargs="*", help="only these (default: all)")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     converter = str(ROOT / "tools/gguf/hf_to_gguf.py")
     with tempfile.TemporaryDirectory() as scratch:
         for name, flags in FAMILIES.items():
+            if args.families and name not in args.families:
+                continue
             for dtype in ("f32", "bf16"):
                 model = Path(scratch) / f"{name}-{dtype}"
                 subprocess.run([str(args.mkmodel), *SHAPE, *flags, "--dtype", dtype, "--out", str(model)], check=True)
@@ -55,6 +73,12 @@ def main():
                 if dtype == "f32":
                     subprocess.run([sys.executable, converter, str(model), str(args.out_dir / f"{name}-q8_0.gguf"),
                                     "--type", "q8_0"], check=True)
+        for name, flags in SINGLE.items():
+            if args.families and name not in args.families:
+                continue
+            model = Path(scratch) / name
+            subprocess.run([str(args.mkmodel), *SHAPE, *flags, "--out", str(model)], check=True)
+            subprocess.run([sys.executable, converter, str(model), str(args.out_dir / f"{name}.gguf")], check=True)
 
 
 if __name__ == "__main__":
