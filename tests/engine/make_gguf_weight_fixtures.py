@@ -41,8 +41,11 @@ FAMILIES = {
     # YaRN x32 as the released models, over an original context of 16 so
     # that the ramp's ends (0 and 0.63 dimensions) round to the same whole
     # dimensions (0 and 1): llama.cpp always rounds them, HF's gpt-oss does
-    # not, and this way the two compute the same RoPE. SwiGLU limit 7, the
-    # one llama.cpp's graph has built in.
+    # not, and this way the two compute the same RoPE. (Over an original 64
+    # the upper end is 1.56, rounded to 2 by llama.cpp: its logits then
+    # differ from expertd's, which equal transformers', by up to 3.7% of the
+    # largest logit from position 1 on, against 0.06% here.) SwiGLU limit 7,
+    # the one llama.cpp's graph has built in.
     "gpt-oss": ["--arch", "gpt_oss", "--kv-heads", "1", "--head-dim", "16", "--sliding-window", "4",
                 "--yarn-factor", "32", "--yarn-original-max-position", "16", "--swiglu-limit", "7", "--seed", "18"],
 }

@@ -148,11 +148,12 @@ def gpt_oss_sliding(config, layers):
     return [t == "sliding_attention" for t in types]
 
 
-def check_gpt_oss(config, checkpoint):
+def check_gpt_oss(config):
     """What of a gpt-oss checkpoint a GGUF cannot say, refused by name."""
-    if (config.get("swiglu_alpha", GPT_OSS_SWIGLU_ALPHA) != GPT_OSS_SWIGLU_ALPHA
-            or config.get("swiglu_limit", GPT_OSS_SWIGLU_LIMIT) != GPT_OSS_SWIGLU_LIMIT):
-        sys.exit(f"swiglu_alpha {config.get('swiglu_alpha')} / swiglu_limit {config.get('swiglu_limit')}: "
+    alpha = config.get("swiglu_alpha", GPT_OSS_SWIGLU_ALPHA)
+    limit = config.get("swiglu_limit", GPT_OSS_SWIGLU_LIMIT)
+    if alpha != GPT_OSS_SWIGLU_ALPHA or limit != GPT_OSS_SWIGLU_LIMIT:
+        sys.exit(f"swiglu_alpha {alpha} / swiglu_limit {limit}: "
                  f"llama.cpp's gpt-oss graph has {GPT_OSS_SWIGLU_ALPHA} and {GPT_OSS_SWIGLU_LIMIT} built in "
                  "and GGUF no key for them")
     if not config.get("sliding_window"):
@@ -268,7 +269,7 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
         sys.exit("Qwen layers with a dense MLP (mlp_only_layers, decoder_sparse_step) are not supported")
     checkpoint = Checkpoint(model_dir)
     if arch == "gpt-oss":
-        check_gpt_oss(config, checkpoint)
+        check_gpt_oss(config)
     writer = gguf.GGUFWriter(str(out), arch)
     layers = config["num_hidden_layers"]
     experts = config["num_local_experts"] if arch in ("llama", "gpt-oss") else config["num_experts"]
