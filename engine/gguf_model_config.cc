@@ -28,6 +28,8 @@ constexpr Family kFamilies[] = {
     {"llama", Architecture::kMixtral, true},  // with {arch}.expert_count
     // Softmax over the k chosen logits (llama.cpp's SOFTMAX_WEIGHT gating).
     {"gpt-oss", Architecture::kGptOss, true},
+    // DeepSeek-V2: renormalised only when .expert_weights_norm says so.
+    {"deepseek2", Architecture::kDeepseekV2, false},
 };
 
 // llama.cpp's gpt-oss graph has the experts' clamped SwiGLU built in
@@ -204,6 +206,85 @@ absl::Status ReadGptOss(const GgufFile& file, const ArchKeys& keys, ModelConfig&
   return absl::OkStatus();
 }
 
+// DeepSeek-V2's keys as llama.cpp's loader reads them (src/models/
+// deepseek2.cpp, load_arch_hparams), in the layout with attn_kv_b whole:
+// .attention.key_length is a head's query/key size (nope + rope) and
+// .attention.value_length its value size. `config` holds the shared keys,
+// head_dim the key length.
+absl::Status ReadDeepseek2(const GgufFile& file, const ArchKeys& keys, int value_length, ModelConfig& config) {
+  if (keys.Has("attention.key_length_mla") || file.FindTensor("blk.0.attn_k_b.weight") != nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        file.path(), ": kv_b split into attn_k_b and attn_v_b (key '", keys.Key("attention.key_length_mla"),
+        "', llama.cpp's converter since its MLA rework) is not supported yet; expertd reads deepseek2 files with "
+        "attn_kv_b whole (tools/gguf/hf_to_gguf.py writes them)"));
+  }
+  MlaConfig mla;
+  ASSIGN_OR_RETURN(mla.q_lora_rank, keys.IntOr("attention.q_lora_rank", 0, 0, kMaxModelWidth));
+  ASSIGN_OR_RETURN(mla.kv_lora_rank, keys.Int("attention.kv_lora_rank", 1, kMaxModelWidth));
+  ASSIGN_OR_RETURN(mla.qk_rope_head_dim, keys.Int("rope.dimension_count", 2, kMaxModelHeadDim));
+  mla.qk_nope_head_dim = config.head_dim - mla.qk_rope_head_dim;
+  mla.v_head_dim = value_length;
+  if (mla.qk_nope_head_dim < 0 || mla.qk_rope_head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", keys.Key("rope.dimension_count"), "' (",
+                                                   mla.qk_rope_head_dim, ") must be even and at most key_length (",
+                                                   config.head_dim, ")"));
+  }
+  config.mla = mla;
+  config.head_dim = mla.qk_rope_head_dim;
+  config.num_kv_heads = config.num_heads;
+  ASSIGN_OR_RETURN(config.expert_intermediate_size, keys.Int("expert_feed_forward_length", 1, kMaxModelWidth));
+  ASSIGN_OR_RETURN(config.dense_intermediate_size, keys.IntOr("feed_forward_length", 0, 0, kMaxModelWidth));
+  ASSIGN_OR_RETURN(const int shared, keys.IntOr("expert_shared_count", 0, 0, 1024));
+  if (int64_t{shared} * config.expert_intermediate_size > kMaxModelWidth) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", keys.Key("expert_shared_count"),
+                                                   "' x the expert size exceeds ", kMaxModelWidth));
+  }
+  config.shared_expert_intermediate_size = shared * config.expert_intermediate_size;
+  ASSIGN_OR_RETURN(config.routed_scaling_factor, keys.FloatOr("expert_weights_scale", 1.0f));
+  // llama.cpp's gating enum: 0 none (softmax for V2 files), 1 softmax, 2
+  // sigmoid (DeepSeek-V3's, with a selection bias).
+  ASSIGN_OR_RETURN(const int gating, keys.IntOr("expert_gating_func", 1, 0, 16));
+  if (gating > 1) {
+    return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("expert_gating_func"), "' is ",
+                                                 gating, "; expertd's DeepSeek routes by softmax only (V2, not V3)"));
+  }
+  ASSIGN_OR_RETURN(const int groups, keys.IntOr("expert_group_count", 1, 1, kMaxRoutingGroups));
+  if (groups > 1) {
+    // V2's group_limited_greedy: a group scores its best expert. llama.cpp
+    // scores a group by the sum of its best two (DeepSeek-V3's rule,
+    // src/llama-graph.cpp build_moe_ffn) for every deepseek2 file.
+    config.topk_method = TopkMethod::kGroupLimitedGreedy;
+    config.n_group = groups;
+    ASSIGN_OR_RETURN(config.topk_group, keys.Int("expert_group_used_count", 1, groups));
+  }
+  // Dense layers: the first .leading_dense_block_count (the tensors decide
+  // below when the file has them).
+  ASSIGN_OR_RETURN(const int first_dense, keys.IntOr("leading_dense_block_count", 0, 0, kMaxModelLayers));
+  config.layer_is_moe.assign(config.num_layers, true);
+  for (int layer = 0; layer < std::min(first_dense, config.num_layers); ++layer) config.layer_is_moe[layer] = false;
+  if (!keys.Has("rope.scaling.type")) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
+  if (scaling != "yarn") return absl::OkStatus();
+  YarnRope yarn;
+  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
+  if (!(yarn.factor > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
+  }
+  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
+                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
+                              kMaxPositions));
+  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
+  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  // llama.cpp's converter writes 0.1 x mscale_all_dim, and llama.cpp takes
+  // mscale to be mscale_all_dim ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX] there), as
+  // DeepSeek's configs have them.
+  ASSIGN_OR_RETURN(const float log_mul, keys.FloatOr("rope.scaling.yarn_log_multiplier", 0.0f));
+  yarn.mscale = yarn.mscale_all_dim = log_mul / 0.1f;
+  config.yarn = yarn;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
@@ -218,11 +299,13 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
     return absl::UnimplementedError(absl::StrCat(
         file.path(), ": unsupported architecture '", arch,
         family == nullptr ? "'" : "' without experts (a dense Llama)",
-        " (supported: olmoe, qwen2moe, qwen3moe, gpt-oss, and llama with llama.expert_count, i.e. Mixtral)"));
+        " (supported: olmoe, qwen2moe, qwen3moe, gpt-oss, deepseek2, and llama with llama.expert_count, i.e. "
+        "Mixtral)"));
   }
   if (keys.Has("rope.scaling.type")) {
     ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
-    const bool yarn_ok = scaling == "yarn" && family->architecture == Architecture::kGptOss;
+    const bool yarn_ok = scaling == "yarn" && (family->architecture == Architecture::kGptOss ||
+                                               family->architecture == Architecture::kDeepseekV2);
     if (scaling != "none" && !yarn_ok) {
       return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.type"), "' is '",
                                                    std::string(scaling), "'; rope scaling is not supported yet"));
@@ -243,7 +326,7 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
                                                kMaxModelHeadDim));
   ASSIGN_OR_RETURN(const int value_length,
                    keys.IntOr("attention.value_length", config.head_dim, 1, kMaxModelHeadDim));
-  if (value_length != config.head_dim) {
+  if (value_length != config.head_dim && a != Architecture::kDeepseekV2) {
     return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("attention.value_length"), "' (",
                                                  value_length, ") differs from the key length (", config.head_dim,
                                                  "); expertd needs one head size"));
@@ -299,15 +382,18 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
       RETURN_IF_ERROR(ReadGptOss(file, keys, config));
       break;
     }
-    case Architecture::kDeepseekV2:
-      // Not in the GGUF family table above, so never reached.
-      return absl::UnimplementedError(
-          absl::StrCat(file.path(), ": ", ArchitectureName(a), " GGUF files are not supported yet"));
+    case Architecture::kDeepseekV2: {
+      RETURN_IF_ERROR(ReadDeepseek2(file, keys, value_length, config));
+      break;
+    }
   }
 
   // A layer without a router is a dense MLP layer (Qwen's mlp_only_layers);
-  // a file without tensors (metadata only) is taken as all-MoE.
-  config.layer_is_moe.assign(config.num_layers, true);
+  // a file without tensors (metadata only) is taken as all-MoE (DeepSeek's
+  // as its leading_dense_block_count says).
+  if (config.layer_is_moe.size() != static_cast<size_t>(config.num_layers)) {
+    config.layer_is_moe.assign(config.num_layers, true);
+  }
   if (!file.tensors().empty()) {
     for (int layer = 0; layer < config.num_layers; ++layer) {
       config.layer_is_moe[layer] = file.FindTensor(absl::StrCat("blk.", layer, ".ffn_gate_inp.weight")) != nullptr;

@@ -4,7 +4,7 @@
 // A model's hyperparameters from a GGUF file's metadata, in llama.cpp's
 // naming, as the same ModelConfig config.json gives (model_config.h).
 //
-// The five families and what each reads beyond the shared keys
+// The six families and what each reads beyond the shared keys
 // ({arch}.block_count, .embedding_length, .context_length,
 // .attention.head_count[_kv], .attention.key_length, .expert_count,
 // .expert_used_count, .rope.freq_base, .attention.layer_norm_rms_epsilon):
@@ -23,6 +23,13 @@
 //             truncate false; llama.cpp rounds it); sinks, biases and the
 //             SwiGLU clamp (alpha 1.702, limit 7, built into llama.cpp's
 //             graph, no key) always
+//   deepseek2 DeepSeek-V2, attn_kv_b whole (files with attn_k_b/attn_v_b are
+//             refused): .attention.key_length = nope + rope, .value_length,
+//             .rope.dimension_count = rope, .attention.{q,kv}_lora_rank,
+//             .leading_dense_block_count, .expert_shared_count,
+//             .expert_weights_scale/_norm, .expert_group_count/_used_count
+//             (V2's rule: a group scores its best expert), softmax gating
+//             only, YaRN with .rope.scaling.yarn_log_multiplier
 // GGUF carries no norm_topk_prob: each family gets the value llama.cpp
 // computes it with (olmoe and qwen2moe off, qwen3moe and Mixtral on) unless
 // .expert_weights_norm says otherwise. What metadata cannot say is read from

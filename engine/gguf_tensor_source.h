@@ -26,6 +26,11 @@
 //     .mlp.router (.weight, .bias)         blk.N.ffn_gate_inp
 //     .mlp.experts.E.{gate,up,down}_proj   blk.N.ffn_{gate,up,down}_exps, expert E
 //     .mlp.experts.{gate,up,down}_proj_bias  blk.N.ffn_{gate,up,down}_exps.bias
+//   DeepSeek-V2 (llama.cpp's "deepseek2", kv_b whole):
+//     .self_attn.q_a_proj, .q_a_layernorm, .q_b_proj  blk.N.attn_q_a, attn_q_a_norm, attn_q_b
+//     .self_attn.kv_a_proj_with_mqa, .kv_a_layernorm  blk.N.attn_kv_a_mqa, attn_kv_a_norm
+//     .self_attn.kv_b_proj                 blk.N.attn_kv_b
+//     .mlp.shared_experts.{gate,up,down}_proj  blk.N.ffn_{gate,up,down}_shexp
 //   HF fuses gpt-oss's experts (gate_up_proj, [in][out], gate and up
 //   interleaved); llama.cpp splits and transposes them, so the weight loader
 //   asks a GGUF for the split names above, which are not HF's (HF has no

@@ -259,5 +259,79 @@ TEST(GgufConfig, GptOssKeysAndWhatItHasBuiltIn) {
   EXPECT_THAT(message(no_window), HasSubstr("'gpt-oss.attention.sliding_window'"));
 }
 
+// A minimal DeepSeek-V2 in llama.cpp's deepseek2 keys, kv_b whole: 3
+// layers, the first dense.
+GgufMetadataFile Deepseek2() {
+  GgufMetadataFile f;
+  f.Str("general.architecture", "deepseek2");
+  f.U32("deepseek2.vocab_size", 300);
+  f.U32("deepseek2.embedding_length", 32);
+  f.U32("deepseek2.block_count", 3);
+  f.U32("deepseek2.context_length", 4096);
+  f.U32("deepseek2.attention.head_count", 4);
+  f.U32("deepseek2.attention.head_count_kv", 4);
+  f.U32("deepseek2.attention.key_length", 24);
+  f.U32("deepseek2.attention.value_length", 16);
+  f.U32("deepseek2.rope.dimension_count", 8);
+  f.U32("deepseek2.attention.q_lora_rank", 0);
+  f.U32("deepseek2.attention.kv_lora_rank", 32);
+  f.U32("deepseek2.leading_dense_block_count", 1);
+  f.U32("deepseek2.feed_forward_length", 64);
+  f.U32("deepseek2.expert_feed_forward_length", 16);
+  f.U32("deepseek2.expert_count", 8);
+  f.U32("deepseek2.expert_used_count", 2);
+  f.U32("deepseek2.expert_shared_count", 2);
+  f.F32("deepseek2.expert_weights_scale", 2.5f);
+  return f;
+}
+
+TEST(GgufConfig, Deepseek2KeysAndRefusals) {
+  auto config = Convert(Deepseek2());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, Architecture::kDeepseekV2);
+  ASSERT_TRUE(config->mla.has_value());
+  EXPECT_EQ(config->mla->q_lora_rank, 0);
+  EXPECT_EQ(config->mla->kv_lora_rank, 32);
+  EXPECT_EQ(config->mla->qk_nope_head_dim, 16);
+  EXPECT_EQ(config->mla->qk_rope_head_dim, 8);
+  EXPECT_EQ(config->mla->v_head_dim, 16);
+  EXPECT_EQ(config->head_dim, 8);
+  EXPECT_EQ(config->layer_is_moe, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(config->dense_intermediate_size, 64);
+  EXPECT_EQ(config->shared_expert_intermediate_size, 32);
+  EXPECT_FALSE(config->norm_topk_prob);
+  EXPECT_FLOAT_EQ(config->routed_scaling_factor, 2.5f);
+  EXPECT_EQ(config->topk_method, TopkMethod::kGreedy);
+  EXPECT_FALSE(config->yarn.has_value());
+
+  auto grouped = Convert(Deepseek2()
+                             .U32("deepseek2.expert_group_count", 4)
+                             .U32("deepseek2.expert_group_used_count", 2)
+                             .Bool("deepseek2.expert_weights_norm", true));
+  ASSERT_TRUE(grouped.ok()) << grouped.status();
+  EXPECT_EQ(grouped->topk_method, TopkMethod::kGroupLimitedGreedy);
+  EXPECT_EQ(grouped->n_group, 4);
+  EXPECT_EQ(grouped->topk_group, 2);
+  EXPECT_TRUE(grouped->norm_topk_prob);
+
+  // V2-Lite's YaRN: mscale = mscale_all_dim = 0.707, written as 0.0707.
+  auto yarn = Convert(Deepseek2()
+                          .Str("deepseek2.rope.scaling.type", "yarn")
+                          .F32("deepseek2.rope.scaling.factor", 40.0f)
+                          .U32("deepseek2.rope.scaling.original_context_length", 4096)
+                          .F32("deepseek2.rope.scaling.yarn_log_multiplier", 0.0707f));
+  ASSERT_TRUE(yarn.ok()) << yarn.status();
+  ASSERT_TRUE(yarn->yarn.has_value());
+  EXPECT_FLOAT_EQ(yarn->yarn->mscale_all_dim, 0.707f);
+  EXPECT_FLOAT_EQ(yarn->yarn->mscale, 0.707f);
+  EXPECT_TRUE(yarn->yarn->truncate);
+
+  auto message = [](const GgufMetadataFile& f) { return std::string(Convert(f).status().message()); };
+  EXPECT_THAT(message(Deepseek2().U32("deepseek2.attention.key_length_mla", 24)),
+              AllOf(HasSubstr("attn_k_b"), HasSubstr("'deepseek2.attention.key_length_mla'")));
+  EXPECT_THAT(message(Deepseek2().U32("deepseek2.expert_gating_func", 2)),
+              HasSubstr("'deepseek2.expert_gating_func'"));
+}
+
 }  // namespace
 }  // namespace expertd::engine

@@ -277,6 +277,72 @@ float WorstDifference(const std::vector<float>& a, const std::vector<float>& b, 
 INSTANTIATE_TEST_SUITE_P(Families, GgufWeights,
                          ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral", "gpt-oss"));
 
+// make_gguf_weight_fixtures.py's DEEPSEEK2.
+tools::MakeModelOptions DeepseekOptions(const std::string& dtype) {
+  tools::MakeModelOptions o = FamilyOptions("mixtral", dtype);
+  o.arch = "deepseek_v2";
+  o.kv_heads = 2;
+  o.q_lora_rank = 24;
+  o.kv_lora_rank = 32;
+  o.dense_ffn = 32;
+  o.first_dense_layers = 1;
+  o.shared_experts = 1;
+  o.routed_scaling_factor = 1.5f;
+  o.seed = 19;
+  return o;
+}
+
+// DeepSeek-V2 from llama.cpp's deepseek2 layout (attn_kv_b whole; the
+// low-rank query, the latent and its norm, a dense first layer, a shared
+// expert, routed_scaling_factor as expert_weights_scale): the same config
+// and logits as the HF directory, bit for bit, for F32 and BF16; and near
+// llama.cpp's on the same file. llama.cpp decompresses the latent into
+// per-head keys and values and keeps them in its F16 KV cache, and it
+// normalises q_a and kv_a with the file's rms epsilon (1e-5 here) where
+// DeepSeek's code keeps RMSNorm's default 1e-6 (MlaConfig::kLatentNormEps):
+// measured F32 0.040%, BF16 0.67% of the largest logit, bounded like the
+// other families' (F32 1e-3, BF16 2%).
+TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
+  ScopedTempDir dir("gguf_weights_deepseek");
+  for (const auto& [dtype, tolerance] : {std::pair<std::string, float>{"f32", 1e-3f}, {"bf16", 0.02f}}) {
+    SCOPED_TRACE(dtype);
+    std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf-" + dtype, DeepseekOptions(dtype)));
+    std::unique_ptr<Model> gguf = LoadOrDie(kTestdata + "/deepseek2-" + dtype + ".gguf");
+    ASSERT_TRUE(hf && gguf);
+    const ModelConfig& a = hf->config();
+    const ModelConfig& b = gguf->config();
+    EXPECT_EQ(b.architecture, Architecture::kDeepseekV2);
+    ASSERT_TRUE(a.mla && b.mla);
+    EXPECT_EQ(b.mla->q_lora_rank, 24);
+    EXPECT_EQ(b.mla->kv_lora_rank, a.mla->kv_lora_rank);
+    EXPECT_EQ(b.mla->qk_nope_head_dim, a.mla->qk_nope_head_dim);
+    EXPECT_EQ(b.mla->qk_rope_head_dim, a.mla->qk_rope_head_dim);
+    EXPECT_EQ(b.mla->v_head_dim, a.mla->v_head_dim);
+    EXPECT_EQ(b.head_dim, a.head_dim);
+    EXPECT_EQ(b.num_kv_heads, a.num_kv_heads);
+    EXPECT_EQ(b.layer_is_moe, (std::vector<bool>{false, true}));
+    EXPECT_EQ(b.dense_intermediate_size, a.dense_intermediate_size);
+    EXPECT_EQ(b.shared_expert_intermediate_size, a.shared_expert_intermediate_size);
+    EXPECT_FALSE(b.shared_expert_gated);
+    EXPECT_EQ(b.routed_scaling_factor, 1.5f);
+    EXPECT_EQ(b.norm_topk_prob, a.norm_topk_prob);
+    EXPECT_EQ(b.topk_method, TopkMethod::kGreedy);
+    EXPECT_EQ(gguf->weights().layers[1].kv_b.dtype, dtype == "f32" ? DType::kF32 : DType::kBF16);
+    const std::vector<float> got = Logits(*gguf);
+    EXPECT_EQ(got, Logits(*hf));
+
+    const std::string reference_bytes = ReadAll(kTestdata + "/deepseek2-" + dtype + ".llamacpp.f32");
+    ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));
+    std::vector<float> reference(got.size());
+    std::memcpy(reference.data(), reference_bytes.data(), reference_bytes.size());
+    float scale = 0;
+    const float worst = WorstDifference(got, reference, &scale);
+    std::printf("[ measure  ] deepseek2 %s vs llama.cpp: worst |dlogit| %.6f of max %.3f (%.4f%%)\n", dtype.c_str(),
+                worst, scale, 100 * worst / scale);
+    EXPECT_LT(worst, tolerance * scale);
+  }
+}
+
 // gpt-oss with its experts in MXFP4, as the released checkpoints ship them
 // (testdata/gguf_weights/gpt-oss-mxfp4.gguf: the converter repacks HF's
 // blocks, element 2k in byte k's low nibble, into GGML's block_mxfp4,

@@ -6,7 +6,7 @@ For each family, a tiny random model from tools/mkmodel, written as F32 and as
 BF16 (mkmodel --dtype), each converted by tools/gguf/hf_to_gguf.py, and the
 F32 one also quantized to Q8_0 (hf_to_gguf.py --type q8_0: gguf-py's
 reference quantizer); and SINGLE's one-dtype models (gpt-oss with MXFP4
-experts). Names after the directory make only those, e.g. `... gpt-oss
+experts, DeepSeek-V2 in F32 and BF16). Names after the directory make only those, e.g. `... gpt-oss
 gpt-oss-mxfp4`. The test makes the same HF models at run time with the
 mkmodel library (same options, so the same bytes) and needs neither Python nor
 the gguf package; the options below are the test's kFamilies, keep them
@@ -51,8 +51,15 @@ FAMILIES = {
 }
 # Files of one dtype: gpt-oss with its experts in MXFP4 as the released
 # checkpoints ship them (the rest F32), the converter repacking HF's blocks.
+# DeepSeek-V2 with a low-rank query (q_lora_rank 24), a dense first layer,
+# a shared expert, renormalised top-2 scaled by 1.5; llama.cpp's deepseek2
+# with attn_kv_b whole.
+DEEPSEEK2 = ["--arch", "deepseek_v2", "--q-lora-rank", "24", "--kv-lora-rank", "32", "--dense-ffn", "32",
+             "--first-dense-layers", "1", "--shared-experts", "1", "--routed-scaling-factor", "1.5", "--seed", "19"]
 SINGLE = {
     "gpt-oss-mxfp4": [*FAMILIES["gpt-oss"][:-1], "17", "--mxfp4-experts", "--dtype", "f32"],
+    "deepseek2-f32": [*DEEPSEEK2, "--dtype", "f32"],
+    "deepseek2-bf16": [*DEEPSEEK2, "--dtype", "bf16"],
 }
 
 

@@ -24,7 +24,15 @@ original_context_length,yarn_beta_fast,yarn_beta_slow}); MXFP4 experts
 (the released checkpoints' quant_method mxfp4) stay MXFP4, repacked into
 GGML's block_mxfp4 (type 39). gpt-oss checkpoints whose SwiGLU alpha/limit
 are not 1.702/7.0 (built into llama.cpp's graph) or whose YaRN rounds its
-ramp (truncate not false: GGUF has no key for it) are refused. BF16 tensors stay BF16,
+ramp (truncate not false: GGUF has no key for it) are refused.
+DeepseekV2ForCausalLM ("deepseek2", src/models/deepseek2.cpp there) in the
+layout with attn_kv_b whole (llama.cpp runs it as multi-head attention over
+decompressed keys and values; its own converter now splits kv_b into
+attn_k_b/attn_v_b instead): attn_q_a/attn_q_a_norm/attn_q_b or attn_q,
+attn_kv_a_mqa, attn_kv_a_norm, the leading dense layers' ffn_*, shared
+experts as ffn_*_shexp, expert_weights_scale (routed_scaling_factor),
+expert_weights_norm, expert groups, YaRN with yarn_log_multiplier = 0.1 x
+mscale_all_dim as llama.cpp's converter writes it. BF16 tensors stay BF16,
 F32 stay F32; with --type, every matrix but the routers is quantized with
 gguf-py's reference quantizer (gguf.quants.quantize; Q8_0 and Q4_0, the
 formats it implements), the embedding and LM head included, as llama.cpp's
@@ -254,6 +262,82 @@ def plan_gpt_oss(config, add):
         add(f"blk.{i}.ffn_down_exps.bias", f"{p}.mlp.experts.down_proj_bias")
 
 
+def add_deepseek2_keys(writer, config):
+    """llama.cpp's deepseek2 keys (src/models/deepseek2.cpp,
+    load_arch_hparams) for the layout with attn_kv_b whole, which llama.cpp
+    runs as multi-head attention over the decompressed keys and values: the
+    key and value lengths are a head's, and every head has its own KV head.
+    (llama.cpp's own converter now splits kv_b into attn_k_b and attn_v_b
+    and writes key_length_mla; expertd does not read that layout yet.)"""
+    nope, rope_dim, v_dim = config["qk_nope_head_dim"], config["qk_rope_head_dim"], config["v_head_dim"]
+    writer.add_key_length(nope + rope_dim)
+    writer.add_value_length(v_dim)
+    writer.add_rope_dimension_count(rope_dim)
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_feed_forward_length(config.get("intermediate_size") or config["moe_intermediate_size"])
+    writer.add_leading_dense_block_count(config.get("first_k_dense_replace") or 0)
+    # Required by llama.cpp for every model but the Lite layer counts; 0:
+    # a plain q_proj.
+    writer.add_q_lora_rank(config.get("q_lora_rank") or 0)
+    writer.add_kv_lora_rank(config["kv_lora_rank"])
+    writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+    writer.add_expert_shared_count(config.get("n_shared_experts") or 0)
+    writer.add_expert_weights_scale(config.get("routed_scaling_factor", 1.0))
+    if config.get("norm_topk_prob"):
+        writer.add_expert_weights_norm(True)
+    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
+    if config.get("topk_method") == "group_limited_greedy":
+        writer.add_expert_group_count(config["n_group"])
+        writer.add_expert_group_used_count(config["topk_group"])
+    if (config.get("moe_layer_freq") or 1) != 1:
+        sys.exit("moe_layer_freq other than 1 is not supported (llama.cpp's deepseek2 has no key for it)")
+    rope = config.get("rope_scaling") or {}
+    if rope.get("type", rope.get("rope_type")) == "yarn":
+        if rope.get("mscale", 0) != rope.get("mscale_all_dim", 0):
+            sys.exit("YaRN with mscale != mscale_all_dim: llama.cpp's deepseek2 has one key for both")
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        writer.add_rope_scaling_yarn_beta_fast(rope.get("beta_fast", 32.0))
+        writer.add_rope_scaling_yarn_beta_slow(rope.get("beta_slow", 1.0))
+        # 0.1 x mscale_all_dim, as llama.cpp's converter writes it
+        # ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX] there).
+        writer.add_rope_scaling_yarn_log_mul(0.1 * rope.get("mscale_all_dim", 0.0))
+    elif rope:
+        sys.exit(f"rope_scaling {rope} is not supported for DeepSeek-V2 (yarn only)")
+
+
+def plan_deepseek2(config, add):
+    """DeepSeek-V2's layers in llama.cpp's deepseek2 names, kv_b whole."""
+    experts = config["n_routed_experts"]
+    first_dense = config.get("first_k_dense_replace") or 0
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        a = f"{p}.self_attn"
+        add(f"blk.{i}.attn_norm.weight", f"{p}.input_layernorm.weight")
+        if config.get("q_lora_rank"):
+            add(f"blk.{i}.attn_q_a.weight", f"{a}.q_a_proj.weight")
+            add(f"blk.{i}.attn_q_a_norm.weight", f"{a}.q_a_layernorm.weight")
+            add(f"blk.{i}.attn_q_b.weight", f"{a}.q_b_proj.weight")
+        else:
+            add(f"blk.{i}.attn_q.weight", f"{a}.q_proj.weight")
+        add(f"blk.{i}.attn_kv_a_mqa.weight", f"{a}.kv_a_proj_with_mqa.weight")
+        add(f"blk.{i}.attn_kv_a_norm.weight", f"{a}.kv_a_layernorm.weight")
+        add(f"blk.{i}.attn_kv_b.weight", f"{a}.kv_b_proj.weight")
+        add(f"blk.{i}.attn_output.weight", f"{a}.o_proj.weight")
+        add(f"blk.{i}.ffn_norm.weight", f"{p}.post_attention_layernorm.weight")
+        if i < first_dense:
+            for proj in ("gate", "up", "down"):
+                add(f"blk.{i}.ffn_{proj}.weight", f"{p}.mlp.{proj}_proj.weight")
+            continue
+        add(f"blk.{i}.ffn_gate_inp.weight", f"{p}.mlp.gate.weight")
+        for proj in ("gate", "up", "down"):
+            add(f"blk.{i}.ffn_{proj}_exps.weight", *[f"{p}.mlp.experts.{e}.{proj}_proj.weight" for e in range(experts)])
+        if config.get("n_shared_experts"):
+            for proj in ("gate", "up", "down"):
+                add(f"blk.{i}.ffn_{proj}_shexp.weight", f"{p}.mlp.shared_experts.{proj}_proj.weight")
+
+
 QUANT_TYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
 
 
@@ -261,10 +345,11 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
     config = json.loads((model_dir / "config.json").read_text())
     architecture = config["architectures"][0]
     arch = {"OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "Qwen3MoeForCausalLM": "qwen3moe",
-            "MixtralForCausalLM": "llama", "GptOssForCausalLM": "gpt-oss"}.get(architecture)
+            "MixtralForCausalLM": "llama", "GptOssForCausalLM": "gpt-oss",
+            "DeepseekV2ForCausalLM": "deepseek2"}.get(architecture)
     if arch is None:
-        sys.exit(f"{architecture} is not supported "
-                 "(OlmoeForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM, GptOssForCausalLM)")
+        sys.exit(f"{architecture} is not supported (OlmoeForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
+                 "MixtralForCausalLM, GptOssForCausalLM, DeepseekV2ForCausalLM)")
     if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
         sys.exit("Qwen layers with a dense MLP (mlp_only_layers, decoder_sparse_step) are not supported")
     checkpoint = Checkpoint(model_dir)
@@ -272,9 +357,11 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
         check_gpt_oss(config)
     writer = gguf.GGUFWriter(str(out), arch)
     layers = config["num_hidden_layers"]
-    experts = config["num_local_experts"] if arch in ("llama", "gpt-oss") else config["num_experts"]
+    experts = {"llama": config.get("num_local_experts"), "gpt-oss": config.get("num_local_experts"),
+               "deepseek2": config.get("n_routed_experts")}.get(arch, config.get("num_experts"))
     heads = config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads", heads)
+    # deepseek2 with kv_b whole is multi-head: a KV head per head.
+    kv_heads = heads if arch == "deepseek2" else config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     tied = config.get("tie_word_embeddings", False) or "lm_head.weight" not in checkpoint
     writer.add_name(model_dir.name)
@@ -303,6 +390,9 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
                 writer.add_bos_token_id(config["bos_token_id"])
             if config.get("eos_token_id") is not None:
                 writer.add_eos_token_id(config["eos_token_id"])
+    elif arch == "deepseek2":
+        add_deepseek2_keys(writer, config)
+        add_tokenizer(writer, model_dir, config, "gpt-2")
     elif arch == "gpt-oss":
         add_gpt_oss_keys(writer, config, layers, head_dim)
         # mkmodel's byte-level BPE has GPT-2's pre-tokenizer; the released
@@ -378,6 +468,8 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
 
     if arch == "gpt-oss":
         plan_gpt_oss(config, add)
+    elif arch == "deepseek2":
+        plan_deepseek2(config, add)
     else:
         plan_layers(add)
 
