@@ -212,22 +212,26 @@ absl::Status ReadGptOss(const GgufFile& file, const ArchKeys& keys, ModelConfig&
 // .attention.value_length its value size. `config` holds the shared keys,
 // head_dim the key length.
 absl::Status ReadDeepseek2(const GgufFile& file, const ArchKeys& keys, int value_length, ModelConfig& config) {
-  if (keys.Has("attention.key_length_mla") || file.FindTensor("blk.0.attn_k_b.weight") != nullptr) {
-    return absl::UnimplementedError(absl::StrCat(
-        file.path(), ": kv_b split into attn_k_b and attn_v_b (key '", keys.Key("attention.key_length_mla"),
-        "', llama.cpp's converter since its MLA rework) is not supported yet; expertd reads deepseek2 files with "
-        "attn_kv_b whole (tools/gguf/hf_to_gguf.py writes them)"));
-  }
   MlaConfig mla;
   ASSIGN_OR_RETURN(mla.q_lora_rank, keys.IntOr("attention.q_lora_rank", 0, 0, kMaxModelWidth));
   ASSIGN_OR_RETURN(mla.kv_lora_rank, keys.Int("attention.kv_lora_rank", 1, kMaxModelWidth));
   ASSIGN_OR_RETURN(mla.qk_rope_head_dim, keys.Int("rope.dimension_count", 2, kMaxModelHeadDim));
-  mla.qk_nope_head_dim = config.head_dim - mla.qk_rope_head_dim;
-  mla.v_head_dim = value_length;
+  if (keys.Has("attention.key_length_mla")) {
+    // llama.cpp's converter since its MLA rework: kv_b split into attn_k_b
+    // and attn_v_b, the model written as one KV head of the latent
+    // (key_length kv_lora_rank + rope, value_length kv_lora_rank) and a
+    // head's own sizes in the _mla keys.
+    ASSIGN_OR_RETURN(const int key_length, keys.Int("attention.key_length_mla", 1, kMaxModelHeadDim));
+    ASSIGN_OR_RETURN(mla.v_head_dim, keys.Int("attention.value_length_mla", 1, kMaxModelHeadDim));
+    mla.qk_nope_head_dim = key_length - mla.qk_rope_head_dim;
+  } else {
+    mla.qk_nope_head_dim = config.head_dim - mla.qk_rope_head_dim;
+    mla.v_head_dim = value_length;
+  }
   if (mla.qk_nope_head_dim < 0 || mla.qk_rope_head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", keys.Key("rope.dimension_count"), "' (",
-                                                   mla.qk_rope_head_dim, ") must be even and at most key_length (",
-                                                   config.head_dim, ")"));
+                                                   mla.qk_rope_head_dim, ") must be even and at most a head's key "
+                                                   "length (", mla.qk_nope_head_dim + mla.qk_rope_head_dim, ")"));
   }
   config.mla = mla;
   config.head_dim = mla.qk_rope_head_dim;

@@ -23,9 +23,10 @@
 //             truncate false; llama.cpp rounds it); sinks, biases and the
 //             SwiGLU clamp (alpha 1.702, limit 7, built into llama.cpp's
 //             graph, no key) always
-//   deepseek2 DeepSeek-V2, attn_kv_b whole (files with attn_k_b/attn_v_b are
-//             refused): .attention.key_length = nope + rope, .value_length,
-//             .rope.dimension_count = rope, .attention.{q,kv}_lora_rank,
+//   deepseek2 DeepSeek-V2: with attn_kv_b whole, .attention.key_length =
+//             nope + rope and .value_length = v; with attn_k_b/attn_v_b
+//             (llama.cpp's converter now), .attention.key_length_mla and
+//             .value_length_mla; .rope.dimension_count = rope, .attention.{q,kv}_lora_rank,
 //             .leading_dense_block_count, .expert_shared_count,
 //             .expert_weights_scale/_norm, .expert_group_count/_used_count
 //             (V2's rule: a group scores its best expert), softmax gating

@@ -29,7 +29,9 @@
 //   DeepSeek-V2 (llama.cpp's "deepseek2", kv_b whole):
 //     .self_attn.q_a_proj, .q_a_layernorm, .q_b_proj  blk.N.attn_q_a, attn_q_a_norm, attn_q_b
 //     .self_attn.kv_a_proj_with_mqa, .kv_a_layernorm  blk.N.attn_kv_a_mqa, attn_kv_a_norm
-//     .self_attn.kv_b_proj                 blk.N.attn_kv_b
+//     .self_attn.kv_b_proj                 blk.N.attn_kv_b, or reassembled from
+//       blk.N.attn_k_b [heads][rank][nope] (transposed) and attn_v_b [heads][v][rank]
+//       as llama.cpp's converter splits it (F32, F16, BF16)
 //     .mlp.shared_experts.{gate,up,down}_proj  blk.N.ffn_{gate,up,down}_shexp
 //   HF fuses gpt-oss's experts (gate_up_proj, [in][out], gate and up
 //   interleaved); llama.cpp splits and transposes them, so the weight loader
@@ -53,6 +55,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <xxhash.h>
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
@@ -81,10 +85,18 @@ class GgufTensorSource : public TensorSource {
     std::string gguf_name;
     int expert = -1;
     int permuted_heads = 0;
+    // DeepSeek's kv_b from llama.cpp's attn_k_b (gguf_name) and attn_v_b.
+    bool split_kv_b = false;
   };
   std::optional<Mapping> Map(const std::string& hf_name) const;
 
  private:
+  // kv_b_proj from attn_k_b (`k_b`, of type `dtype`) and attn_v_b.
+  absl::StatusOr<SourceTensor> SplitKvB(const std::string& name, const std::vector<int64_t>& shape,
+                                        const formats::GgufTensorInfo& k_b, DType dtype) const;
+  absl::Status ReadSplitKvB(int fd, const SourceTensor& tensor, std::byte* destination, XXH64_state_t* hash,
+                            FileReadStats& stats) const;
+
   std::shared_ptr<const formats::GgufFile> file_;
   ModelConfig config_;
 };

@@ -327,8 +327,31 @@ TEST(GgufConfig, Deepseek2KeysAndRefusals) {
   EXPECT_TRUE(yarn->yarn->truncate);
 
   auto message = [](const GgufMetadataFile& f) { return std::string(Convert(f).status().message()); };
-  EXPECT_THAT(message(Deepseek2().U32("deepseek2.attention.key_length_mla", 24)),
-              AllOf(HasSubstr("attn_k_b"), HasSubstr("'deepseek2.attention.key_length_mla'")));
+  // llama.cpp's current layout: one KV head of the latent, a head's sizes
+  // in the _mla keys.
+  GgufMetadataFile split;
+  split.Str("general.architecture", "deepseek2")
+      .U32("deepseek2.vocab_size", 300)
+      .U32("deepseek2.embedding_length", 32)
+      .U32("deepseek2.block_count", 3)
+      .U32("deepseek2.context_length", 4096)
+      .U32("deepseek2.attention.head_count", 4)
+      .U32("deepseek2.attention.head_count_kv", 1)
+      .U32("deepseek2.attention.key_length", 40)
+      .U32("deepseek2.attention.value_length", 32)
+      .U32("deepseek2.attention.key_length_mla", 24)
+      .U32("deepseek2.attention.value_length_mla", 16)
+      .U32("deepseek2.rope.dimension_count", 8)
+      .U32("deepseek2.attention.kv_lora_rank", 32)
+      .U32("deepseek2.expert_feed_forward_length", 16)
+      .U32("deepseek2.expert_count", 8)
+      .U32("deepseek2.expert_used_count", 2);
+  auto mla = Convert(split);
+  ASSERT_TRUE(mla.ok()) << mla.status();
+  EXPECT_EQ(mla->mla->qk_nope_head_dim, 16);
+  EXPECT_EQ(mla->mla->v_head_dim, 16);
+  EXPECT_EQ(mla->num_kv_heads, 4);
+  EXPECT_EQ(mla->head_dim, 8);
   EXPECT_THAT(message(Deepseek2().U32("deepseek2.expert_gating_func", 2)),
               HasSubstr("'deepseek2.expert_gating_func'"));
 }

@@ -56,10 +56,13 @@ FAMILIES = {
 # with attn_kv_b whole.
 DEEPSEEK2 = ["--arch", "deepseek_v2", "--q-lora-rank", "24", "--kv-lora-rank", "32", "--dense-ffn", "32",
              "--first-dense-layers", "1", "--shared-experts", "1", "--routed-scaling-factor", "1.5", "--seed", "19"]
+# name: (mkmodel flags, converter flags)
 SINGLE = {
-    "gpt-oss-mxfp4": [*FAMILIES["gpt-oss"][:-1], "17", "--mxfp4-experts", "--dtype", "f32"],
-    "deepseek2-f32": [*DEEPSEEK2, "--dtype", "f32"],
-    "deepseek2-bf16": [*DEEPSEEK2, "--dtype", "bf16"],
+    "gpt-oss-mxfp4": ([*FAMILIES["gpt-oss"][:-1], "17", "--mxfp4-experts", "--dtype", "f32"], []),
+    "deepseek2-f32": ([*DEEPSEEK2, "--dtype", "f32"], []),
+    "deepseek2-bf16": ([*DEEPSEEK2, "--dtype", "bf16"], []),
+    # kv_b as attn_k_b and attn_v_b, as llama.cpp's converter writes it.
+    "deepseek2-split-f32": ([*DEEPSEEK2, "--dtype", "f32"], ["--split-kv-b"]),
 }
 
 
@@ -83,12 +86,13 @@ def main():
                 if dtype == "f32":
                     subprocess.run([sys.executable, converter, str(model), str(args.out_dir / f"{name}-q8_0.gguf"),
                                     "--type", "q8_0"], check=True)
-        for name, flags in SINGLE.items():
+        for name, (flags, converter_flags) in SINGLE.items():
             if args.families and name not in args.families:
                 continue
             model = Path(scratch) / name
             subprocess.run([str(args.mkmodel), *SHAPE, *flags, "--out", str(model)], check=True)
-            subprocess.run([sys.executable, converter, str(model), str(args.out_dir / f"{name}.gguf")], check=True)
+            subprocess.run([sys.executable, converter, str(model), str(args.out_dir / f"{name}.gguf"),
+                            *converter_flags], check=True)
 
 
 if __name__ == "__main__":

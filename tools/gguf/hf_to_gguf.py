@@ -27,8 +27,8 @@ are not 1.702/7.0 (built into llama.cpp's graph) or whose YaRN rounds its
 ramp (truncate not false: GGUF has no key for it) are refused.
 DeepseekV2ForCausalLM ("deepseek2", src/models/deepseek2.cpp there) in the
 layout with attn_kv_b whole (llama.cpp runs it as multi-head attention over
-decompressed keys and values; its own converter now splits kv_b into
-attn_k_b/attn_v_b instead): attn_q_a/attn_q_a_norm/attn_q_b or attn_q,
+decompressed keys and values), or with --split-kv-b as llama.cpp's own
+converter now writes it (attn_k_b, attn_v_b, key_length_mla): attn_q_a/attn_q_a_norm/attn_q_b or attn_q,
 attn_kv_a_mqa, attn_kv_a_norm, the leading dense layers' ffn_*, shared
 experts as ffn_*_shexp, expert_weights_scale (routed_scaling_factor),
 expert_weights_norm, expert groups, YaRN with yarn_log_multiplier = 0.1 x
@@ -262,16 +262,24 @@ def plan_gpt_oss(config, add):
         add(f"blk.{i}.ffn_down_exps.bias", f"{p}.mlp.experts.down_proj_bias")
 
 
-def add_deepseek2_keys(writer, config):
+def add_deepseek2_keys(writer, config, split_kv_b):
     """llama.cpp's deepseek2 keys (src/models/deepseek2.cpp,
     load_arch_hparams) for the layout with attn_kv_b whole, which llama.cpp
     runs as multi-head attention over the decompressed keys and values: the
-    key and value lengths are a head's, and every head has its own KV head.
-    (llama.cpp's own converter now splits kv_b into attn_k_b and attn_v_b
-    and writes key_length_mla; expertd does not read that layout yet.)"""
+    key and value lengths are a head's, and every head has its own KV head;
+    or, with split_kv_b, as llama.cpp's own converter now writes it: kv_b
+    split into attn_k_b and attn_v_b, one KV head of the latent, a head's
+    sizes in key_length_mla and value_length_mla."""
     nope, rope_dim, v_dim = config["qk_nope_head_dim"], config["qk_rope_head_dim"], config["v_head_dim"]
-    writer.add_key_length(nope + rope_dim)
-    writer.add_value_length(v_dim)
+    if split_kv_b:
+        # llama.cpp's current layout: one KV head holding the latent.
+        writer.add_key_length(config["kv_lora_rank"] + rope_dim)
+        writer.add_value_length(config["kv_lora_rank"])
+        writer.add_key_length_mla(nope + rope_dim)
+        writer.add_value_length_mla(v_dim)
+    else:
+        writer.add_key_length(nope + rope_dim)
+        writer.add_value_length(v_dim)
     writer.add_rope_dimension_count(rope_dim)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_feed_forward_length(config.get("intermediate_size") or config["moe_intermediate_size"])
@@ -307,9 +315,13 @@ def add_deepseek2_keys(writer, config):
         sys.exit(f"rope_scaling {rope} is not supported for DeepSeek-V2 (yarn only)")
 
 
-def plan_deepseek2(config, add):
-    """DeepSeek-V2's layers in llama.cpp's deepseek2 names, kv_b whole."""
+def plan_deepseek2(config, add, split_kv_b):
+    """DeepSeek-V2's layers in llama.cpp's deepseek2 names; kv_b whole, or
+    split as llama.cpp's conversion/deepseek.py splits it (k_b: each head's
+    key rows, transposed to [rank][nope]; v_b: its value rows)."""
     experts = config["n_routed_experts"]
+    heads, rank = config["num_attention_heads"], config["kv_lora_rank"]
+    nope, v_dim = config["qk_nope_head_dim"], config["v_head_dim"]
     first_dense = config.get("first_k_dense_replace") or 0
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}"
@@ -323,7 +335,13 @@ def plan_deepseek2(config, add):
             add(f"blk.{i}.attn_q.weight", f"{a}.q_proj.weight")
         add(f"blk.{i}.attn_kv_a_mqa.weight", f"{a}.kv_a_proj_with_mqa.weight")
         add(f"blk.{i}.attn_kv_a_norm.weight", f"{a}.kv_a_layernorm.weight")
-        add(f"blk.{i}.attn_kv_b.weight", f"{a}.kv_b_proj.weight")
+        if split_kv_b:
+            add(f"blk.{i}.attn_k_b.weight", f"{a}.kv_b_proj.weight", shape=(heads, rank, nope),
+                transform=lambda w: w.reshape(heads, nope + v_dim, rank)[:, :nope, :].swapaxes(1, 2))
+            add(f"blk.{i}.attn_v_b.weight", f"{a}.kv_b_proj.weight", shape=(heads, v_dim, rank),
+                transform=lambda w: w.reshape(heads, nope + v_dim, rank)[:, nope:, :])
+        else:
+            add(f"blk.{i}.attn_kv_b.weight", f"{a}.kv_b_proj.weight")
         add(f"blk.{i}.attn_output.weight", f"{a}.o_proj.weight")
         add(f"blk.{i}.ffn_norm.weight", f"{p}.post_attention_layernorm.weight")
         if i < first_dense:
@@ -341,7 +359,7 @@ def plan_deepseek2(config, add):
 QUANT_TYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
 
 
-def convert(model_dir: Path, out: Path, quant: str | None = None):
+def convert(model_dir: Path, out: Path, quant: str | None = None, split_kv_b: bool = False):
     config = json.loads((model_dir / "config.json").read_text())
     architecture = config["architectures"][0]
     arch = {"OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "Qwen3MoeForCausalLM": "qwen3moe",
@@ -360,8 +378,9 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
     experts = {"llama": config.get("num_local_experts"), "gpt-oss": config.get("num_local_experts"),
                "deepseek2": config.get("n_routed_experts")}.get(arch, config.get("num_experts"))
     heads = config["num_attention_heads"]
-    # deepseek2 with kv_b whole is multi-head: a KV head per head.
-    kv_heads = heads if arch == "deepseek2" else config.get("num_key_value_heads", heads)
+    # deepseek2 with kv_b whole is multi-head: a KV head per head; split,
+    # one KV head (the latent).
+    kv_heads = (1 if split_kv_b else heads) if arch == "deepseek2" else config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     tied = config.get("tie_word_embeddings", False) or "lm_head.weight" not in checkpoint
     writer.add_name(model_dir.name)
@@ -391,7 +410,7 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
             if config.get("eos_token_id") is not None:
                 writer.add_eos_token_id(config["eos_token_id"])
     elif arch == "deepseek2":
-        add_deepseek2_keys(writer, config)
+        add_deepseek2_keys(writer, config, split_kv_b)
         add_tokenizer(writer, model_dir, config, "gpt-2")
     elif arch == "gpt-oss":
         add_gpt_oss_keys(writer, config, layers, head_dim)
@@ -469,7 +488,7 @@ def convert(model_dir: Path, out: Path, quant: str | None = None):
     if arch == "gpt-oss":
         plan_gpt_oss(config, add)
     elif arch == "deepseek2":
-        plan_deepseek2(config, add)
+        plan_deepseek2(config, add, split_kv_b)
     else:
         plan_layers(add)
 
@@ -536,8 +555,10 @@ def main():
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--type", choices=sorted(QUANT_TYPES), help="quantize the matrices (not the routers)")
+    parser.add_argument("--split-kv-b", action="store_true",
+                        help="DeepSeek-V2: kv_b as attn_k_b and attn_v_b, as llama.cpp's converter writes it")
     args = parser.parse_args()
-    convert(args.model_dir, args.out, args.type)
+    convert(args.model_dir, args.out, args.type, args.split_kv_b)
 
 
 if __name__ == "__main__":
