@@ -277,8 +277,8 @@ float WorstDifference(const std::vector<float>& a, const std::vector<float>& b, 
 INSTANTIATE_TEST_SUITE_P(Families, GgufWeights,
                          ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral", "gpt-oss"));
 
-// make_gguf_weight_fixtures.py's DEEPSEEK2.
-tools::MakeModelOptions DeepseekOptions(const std::string& dtype) {
+// make_gguf_weight_fixtures.py's DEEPSEEK2 (or DEEPSEEK2_LITE).
+tools::MakeModelOptions DeepseekOptions(const std::string& dtype, bool lite = false) {
   tools::MakeModelOptions o = FamilyOptions("mixtral", dtype);
   o.arch = "deepseek_v2";
   o.kv_heads = 2;
@@ -289,6 +289,14 @@ tools::MakeModelOptions DeepseekOptions(const std::string& dtype) {
   o.shared_experts = 1;
   o.routed_scaling_factor = 1.5f;
   o.seed = 19;
+  if (lite) {
+    o.q_lora_rank = 0;
+    o.shared_experts = 2;
+    o.routed_scaling_factor = 1.0f;
+    o.yarn_factor = 4.0f;
+    o.yarn_original_max_position = 64;
+    o.seed = 20;
+  }
   return o;
 }
 
@@ -305,25 +313,31 @@ tools::MakeModelOptions DeepseekOptions(const std::string& dtype) {
 // converter now writes it, kv_b split into attn_k_b (each head's key rows
 // transposed) and attn_v_b, is reassembled on load into the same kv_b, so
 // the same logits; llama.cpp runs that file through its absorbed-MLA path
-// (an F16 cache of the latent): measured 0.036%.
+// (an F16 cache of the latent): measured 0.036%. And a V2-Lite-like model
+// (plain q_proj, two shared experts, YaRN x4 with mscale = mscale_all_dim
+// = 0.707, split): llama.cpp's YaRN (rope.scaling.yarn_log_multiplier,
+// kq_scale = mscale^2 / sqrt(head)) agrees with DeepSeek's: 0.051%.
 TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
   ScopedTempDir dir("gguf_weights_deepseek");
   struct Case {
     std::string file, dtype;
     float tolerance;
+    bool lite = false;
   };
-  for (const Case& c : {Case{"f32", "f32", 1e-3f}, Case{"bf16", "bf16", 0.02f}, Case{"split-f32", "f32", 1e-3f}}) {
+  for (const Case& c : {Case{"f32", "f32", 1e-3f}, Case{"bf16", "bf16", 0.02f}, Case{"split-f32", "f32", 1e-3f},
+                        Case{"lite-f32", "f32", 1e-3f, true}}) {
     const std::string& dtype = c.dtype;
     const float tolerance = c.tolerance;
     SCOPED_TRACE(c.file);
-    std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf-" + c.file, DeepseekOptions(dtype)));
+    std::unique_ptr<Model> hf =
+        LoadOrDie(testing::MakeTestModel(dir, "hf-" + c.file, DeepseekOptions(dtype, c.lite)));
     std::unique_ptr<Model> gguf = LoadOrDie(kTestdata + "/deepseek2-" + c.file + ".gguf");
     ASSERT_TRUE(hf && gguf);
     const ModelConfig& a = hf->config();
     const ModelConfig& b = gguf->config();
     EXPECT_EQ(b.architecture, Architecture::kDeepseekV2);
     ASSERT_TRUE(a.mla && b.mla);
-    EXPECT_EQ(b.mla->q_lora_rank, 24);
+    EXPECT_EQ(b.mla->q_lora_rank, c.lite ? 0 : 24);
     EXPECT_EQ(b.mla->kv_lora_rank, a.mla->kv_lora_rank);
     EXPECT_EQ(b.mla->qk_nope_head_dim, a.mla->qk_nope_head_dim);
     EXPECT_EQ(b.mla->qk_rope_head_dim, a.mla->qk_rope_head_dim);
@@ -334,7 +348,15 @@ TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
     EXPECT_EQ(b.dense_intermediate_size, a.dense_intermediate_size);
     EXPECT_EQ(b.shared_expert_intermediate_size, a.shared_expert_intermediate_size);
     EXPECT_FALSE(b.shared_expert_gated);
-    EXPECT_EQ(b.routed_scaling_factor, 1.5f);
+    EXPECT_EQ(b.routed_scaling_factor, a.routed_scaling_factor);
+    ASSERT_EQ(b.yarn.has_value(), c.lite);
+    if (c.lite) {
+      EXPECT_EQ(b.yarn->factor, a.yarn->factor);
+      EXPECT_EQ(b.yarn->original_max_position_embeddings, a.yarn->original_max_position_embeddings);
+      EXPECT_FLOAT_EQ(b.yarn->mscale, a.yarn->mscale);
+      EXPECT_FLOAT_EQ(b.yarn->mscale_all_dim, a.yarn->mscale_all_dim);
+      EXPECT_EQ(b.yarn->truncate, a.yarn->truncate);
+    }
     EXPECT_EQ(b.norm_topk_prob, a.norm_topk_prob);
     EXPECT_EQ(b.topk_method, TopkMethod::kGreedy);
     for (int layer = 0; layer < 2; ++layer) {
@@ -345,7 +367,16 @@ TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
       EXPECT_EQ(std::memcmp(x.data, y.data, static_cast<size_t>(x.size_bytes())), 0) << "kv_b of layer " << layer;
     }
     const std::vector<float> got = Logits(*gguf);
-    EXPECT_EQ(got, Logits(*hf));
+    if (!c.lite) {
+      EXPECT_EQ(got, Logits(*hf));
+    } else {
+      // GGUF keeps 0.1 x mscale_all_dim as an F32 (0.0707f), which divides
+      // back to 0.70699996, not config.json's 0.707f: the YaRN scales differ
+      // in the last bits, so the logits agree closely, not exactly.
+      float scale = 0;
+      const float worst = WorstDifference(got, Logits(*hf), &scale);
+      EXPECT_LT(worst, 1e-5f * scale);
+    }
 
     const std::string reference_bytes = ReadAll(kTestdata + "/deepseek2-" + c.file + ".llamacpp.f32");
     ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));

@@ -56,6 +56,11 @@ FAMILIES = {
 # with attn_kv_b whole.
 DEEPSEEK2 = ["--arch", "deepseek_v2", "--q-lora-rank", "24", "--kv-lora-rank", "32", "--dense-ffn", "32",
              "--first-dense-layers", "1", "--shared-experts", "1", "--routed-scaling-factor", "1.5", "--seed", "19"]
+# As V2-Lite: a plain q_proj, two shared experts, YaRN (x4 over an original
+# 64, mscale = mscale_all_dim = 0.707).
+DEEPSEEK2_LITE = ["--arch", "deepseek_v2", "--q-lora-rank", "0", "--kv-lora-rank", "32", "--dense-ffn", "32",
+                  "--first-dense-layers", "1", "--shared-experts", "2", "--yarn-factor", "4",
+                  "--yarn-original-max-position", "64", "--seed", "20"]
 # name: (mkmodel flags, converter flags)
 SINGLE = {
     "gpt-oss-mxfp4": ([*FAMILIES["gpt-oss"][:-1], "17", "--mxfp4-experts", "--dtype", "f32"], []),
@@ -63,6 +68,7 @@ SINGLE = {
     "deepseek2-bf16": ([*DEEPSEEK2, "--dtype", "bf16"], []),
     # kv_b as attn_k_b and attn_v_b, as llama.cpp's converter writes it.
     "deepseek2-split-f32": ([*DEEPSEEK2, "--dtype", "f32"], ["--split-kv-b"]),
+    "deepseek2-lite-f32": ([*DEEPSEEK2_LITE, "--dtype", "f32"], ["--split-kv-b"]),
 }
 
 
