@@ -26,7 +26,16 @@ constexpr Family kFamilies[] = {
     {"qwen2moe", Architecture::kQwen2Moe, false},
     {"qwen3moe", Architecture::kQwen3Moe, true},
     {"llama", Architecture::kMixtral, true},  // with {arch}.expert_count
+    // Softmax over the k chosen logits (llama.cpp's SOFTMAX_WEIGHT gating).
+    {"gpt-oss", Architecture::kGptOss, true},
+    // DeepSeek-V2: renormalised only when .expert_weights_norm says so.
+    {"deepseek2", Architecture::kDeepseekV2, false},
 };
+
+// llama.cpp's gpt-oss graph has the experts' clamped SwiGLU built in
+// (src/llama-graph.cpp, build_moe_ffn's LLM_FFN_SWIGLU_OAI_MOE) and GGUF no
+// key for it: the values of HF's GptOssConfig and the released models.
+constexpr ClampedSwiglu kGptOssSwiglu{1.702f, 7.0f};
 
 // The keys of one architecture ("{arch}.block_count"), read with the same
 // ranges config.json's are, each error naming the file and the key.
@@ -116,6 +125,170 @@ absl::StatusOr<int> VocabSize(const GgufFile& file, const ArchKeys& keys) {
                                           "' nor 'tokenizer.ggml.tokens' nor a token_embd.weight tensor"));
 }
 
+// gpt-oss's keys as llama.cpp's loader reads them (src/models/openai-moe.cpp,
+// load_arch_hparams), into what HF's GptOssConfig says.
+absl::Status ReadGptOss(const GgufFile& file, const ArchKeys& keys, ModelConfig& config) {
+  ASSIGN_OR_RETURN(config.expert_intermediate_size, keys.Int("expert_feed_forward_length", 1, kMaxModelWidth));
+  config.attention_bias = true;
+  config.attention_output_bias = true;
+  config.router_bias = true;
+  config.expert_bias = true;
+  config.attention_sinks = true;
+  config.clamped_swiglu = kGptOssSwiglu;
+  ASSIGN_OR_RETURN(config.sliding_window, keys.Int("attention.sliding_window", 1, kMaxPositions));
+  // The sliding layers: llama.cpp's sliding_window_pattern, either a flag
+  // per layer or a period n (layer i slides unless i % n == n - 1; n = 2
+  // when absent, HF's default: even layers slide).
+  config.layer_is_sliding.assign(config.num_layers, false);
+  const std::string pattern_key = keys.Key("attention.sliding_window_pattern");
+  const formats::GgufValue* pattern = file.Find(pattern_key);
+  if (pattern != nullptr && pattern->type() == GgufValueType::kArray) {
+    ASSIGN_OR_RETURN(const formats::GgufArray* flags, file.GetArray(pattern_key));
+    if (flags->size() != static_cast<uint64_t>(config.num_layers)) {
+      return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", pattern_key, "' has ", flags->size(),
+                                                     " flags; expected one per layer (", config.num_layers, ")"));
+    }
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      absl::StatusOr<bool> flag = flags->Element(layer).AsBool();
+      if (!flag.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(file.path(), ": key '", pattern_key, "'[", layer, "]: ", flag.status().message()));
+      }
+      config.layer_is_sliding[layer] = *flag;
+    }
+  } else {
+    ASSIGN_OR_RETURN(const int period, keys.IntOr("attention.sliding_window_pattern", 2, 0, kMaxModelLayers));
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      config.layer_is_sliding[layer] = period == 0 || layer % period < period - 1;
+    }
+  }
+  if (keys.Has("rope.freq_base_swa")) {
+    ASSIGN_OR_RETURN(const float swa_base, keys.FloatOr("rope.freq_base_swa", config.rope_theta));
+    if (swa_base != config.rope_theta) {
+      return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("rope.freq_base_swa"),
+                                                   "' gives the sliding layers their own RoPE base; expertd has "
+                                                   "one for every layer"));
+    }
+  }
+  if (!keys.Has("rope.scaling.type")) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
+  if (scaling != "yarn") return absl::OkStatus();
+  YarnRope yarn;
+  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
+  if (!(yarn.factor > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
+  }
+  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
+                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
+                              kMaxPositions));
+  // llama.cpp's gpt-oss reads neither beta (it keeps 32 and 1, gpt-oss's
+  // values); a file that says otherwise is read as it says, as HF would.
+  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
+  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  // HF's attention_factor, which llama.cpp's converter writes here.
+  ASSIGN_OR_RETURN(const std::optional<float> attention_factor, keys.OptionalFloat("rope.scaling.yarn_attn_factor"));
+  yarn.attention_factor = attention_factor;
+  ASSIGN_OR_RETURN(const float attn_factor, keys.FloatOr("rope.scaling.attn_factor", 1.0f));
+  if (attn_factor != 1.0f) {
+    return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.attn_factor"),
+                                                 "' (llama.cpp's extra RoPE magnitude factor) is not supported"));
+  }
+  // HF rounds the ends of YaRN's ramp to whole dimensions unless the config
+  // says truncate: false, which gpt-oss's does (and OpenAI's reference
+  // implementation computes them unrounded); GGUF has no key for it, so a
+  // gpt-oss file is read as the released models are. llama.cpp rounds them
+  // for every model (ggml/src/ggml.c, ggml_rope_yarn_corr_dims: floorf and
+  // ceilf), so on gpt-oss its RoPE differs from HF's in the dimensions
+  // between the ends (gpt-oss-20b: 8.09 .. 17.40 unrounded, 8 .. 18 there).
+  yarn.truncate = false;
+  config.yarn = yarn;
+  return absl::OkStatus();
+}
+
+// DeepSeek-V2's keys as llama.cpp's loader reads them (src/models/
+// deepseek2.cpp, load_arch_hparams), in the layout with attn_kv_b whole:
+// .attention.key_length is a head's query/key size (nope + rope) and
+// .attention.value_length its value size. `config` holds the shared keys,
+// head_dim the key length.
+absl::Status ReadDeepseek2(const GgufFile& file, const ArchKeys& keys, int value_length, ModelConfig& config) {
+  MlaConfig mla;
+  ASSIGN_OR_RETURN(mla.q_lora_rank, keys.IntOr("attention.q_lora_rank", 0, 0, kMaxModelWidth));
+  ASSIGN_OR_RETURN(mla.kv_lora_rank, keys.Int("attention.kv_lora_rank", 1, kMaxModelWidth));
+  ASSIGN_OR_RETURN(mla.qk_rope_head_dim, keys.Int("rope.dimension_count", 2, kMaxModelHeadDim));
+  if (keys.Has("attention.key_length_mla")) {
+    // llama.cpp's converter since its MLA rework: kv_b split into attn_k_b
+    // and attn_v_b, the model written as one KV head of the latent
+    // (key_length kv_lora_rank + rope, value_length kv_lora_rank) and a
+    // head's own sizes in the _mla keys.
+    ASSIGN_OR_RETURN(const int key_length, keys.Int("attention.key_length_mla", 1, kMaxModelHeadDim));
+    ASSIGN_OR_RETURN(mla.v_head_dim, keys.Int("attention.value_length_mla", 1, kMaxModelHeadDim));
+    mla.qk_nope_head_dim = key_length - mla.qk_rope_head_dim;
+  } else {
+    mla.qk_nope_head_dim = config.head_dim - mla.qk_rope_head_dim;
+    mla.v_head_dim = value_length;
+  }
+  if (mla.qk_nope_head_dim < 0 || mla.qk_rope_head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", keys.Key("rope.dimension_count"), "' (",
+                                                   mla.qk_rope_head_dim, ") must be even and at most a head's key "
+                                                   "length (", mla.qk_nope_head_dim + mla.qk_rope_head_dim, ")"));
+  }
+  config.mla = mla;
+  config.head_dim = mla.qk_rope_head_dim;
+  config.num_kv_heads = config.num_heads;
+  ASSIGN_OR_RETURN(config.expert_intermediate_size, keys.Int("expert_feed_forward_length", 1, kMaxModelWidth));
+  ASSIGN_OR_RETURN(config.dense_intermediate_size, keys.IntOr("feed_forward_length", 0, 0, kMaxModelWidth));
+  ASSIGN_OR_RETURN(const int shared, keys.IntOr("expert_shared_count", 0, 0, 1024));
+  if (int64_t{shared} * config.expert_intermediate_size > kMaxModelWidth) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": key '", keys.Key("expert_shared_count"),
+                                                   "' x the expert size exceeds ", kMaxModelWidth));
+  }
+  config.shared_expert_intermediate_size = shared * config.expert_intermediate_size;
+  ASSIGN_OR_RETURN(config.routed_scaling_factor, keys.FloatOr("expert_weights_scale", 1.0f));
+  // llama.cpp's gating enum: 0 none (softmax for V2 files), 1 softmax, 2
+  // sigmoid (DeepSeek-V3's, with a selection bias).
+  ASSIGN_OR_RETURN(const int gating, keys.IntOr("expert_gating_func", 1, 0, 16));
+  if (gating > 1) {
+    return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("expert_gating_func"), "' is ",
+                                                 gating, "; expertd's DeepSeek routes by softmax only (V2, not V3)"));
+  }
+  ASSIGN_OR_RETURN(const int groups, keys.IntOr("expert_group_count", 1, 1, kMaxRoutingGroups));
+  if (groups > 1) {
+    // V2's group_limited_greedy: a group scores its best expert. llama.cpp
+    // scores a group by the sum of its best two (DeepSeek-V3's rule,
+    // src/llama-graph.cpp build_moe_ffn) for every deepseek2 file.
+    config.topk_method = TopkMethod::kGroupLimitedGreedy;
+    config.n_group = groups;
+    ASSIGN_OR_RETURN(config.topk_group, keys.Int("expert_group_used_count", 1, groups));
+  }
+  // Dense layers: the first .leading_dense_block_count (the tensors decide
+  // below when the file has them).
+  ASSIGN_OR_RETURN(const int first_dense, keys.IntOr("leading_dense_block_count", 0, 0, kMaxModelLayers));
+  config.layer_is_moe.assign(config.num_layers, true);
+  for (int layer = 0; layer < std::min(first_dense, config.num_layers); ++layer) config.layer_is_moe[layer] = false;
+  if (!keys.Has("rope.scaling.type")) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
+  if (scaling != "yarn") return absl::OkStatus();
+  YarnRope yarn;
+  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
+  if (!(yarn.factor > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
+  }
+  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
+                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
+                              kMaxPositions));
+  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
+  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  // llama.cpp's converter writes 0.1 x mscale_all_dim, and llama.cpp takes
+  // mscale to be mscale_all_dim ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX] there), as
+  // DeepSeek's configs have them.
+  ASSIGN_OR_RETURN(const float log_mul, keys.FloatOr("rope.scaling.yarn_log_multiplier", 0.0f));
+  yarn.mscale = yarn.mscale_all_dim = log_mul / 0.1f;
+  config.yarn = yarn;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
@@ -130,11 +303,14 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
     return absl::UnimplementedError(absl::StrCat(
         file.path(), ": unsupported architecture '", arch,
         family == nullptr ? "'" : "' without experts (a dense Llama)",
-        " (supported: olmoe, qwen2moe, qwen3moe, and llama with llama.expert_count, i.e. Mixtral)"));
+        " (supported: olmoe, qwen2moe, qwen3moe, gpt-oss, deepseek2, and llama with llama.expert_count, i.e. "
+        "Mixtral)"));
   }
   if (keys.Has("rope.scaling.type")) {
     ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
-    if (scaling != "none") {
+    const bool yarn_ok = scaling == "yarn" && (family->architecture == Architecture::kGptOss ||
+                                               family->architecture == Architecture::kDeepseekV2);
+    if (scaling != "none" && !yarn_ok) {
       return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.type"), "' is '",
                                                    std::string(scaling), "'; rope scaling is not supported yet"));
     }
@@ -154,7 +330,7 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
                                                kMaxModelHeadDim));
   ASSIGN_OR_RETURN(const int value_length,
                    keys.IntOr("attention.value_length", config.head_dim, 1, kMaxModelHeadDim));
-  if (value_length != config.head_dim) {
+  if (value_length != config.head_dim && a != Architecture::kDeepseekV2) {
     return absl::UnimplementedError(absl::StrCat(file.path(), ": key '", keys.Key("attention.value_length"), "' (",
                                                  value_length, ") differs from the key length (", config.head_dim,
                                                  "); expertd needs one head size"));
@@ -162,7 +338,8 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
   ASSIGN_OR_RETURN(config.max_position_embeddings, keys.Int("context_length", 1, kMaxPositions));
   ASSIGN_OR_RETURN(config.rope_theta, keys.FloatOr("rope.freq_base", 10000.0f));
   ASSIGN_OR_RETURN(config.rms_norm_eps,
-                   keys.FloatOr("attention.layer_norm_rms_epsilon", a == Architecture::kOlmoe ? 1e-5f : 1e-6f));
+                   keys.FloatOr("attention.layer_norm_rms_epsilon",
+                                a == Architecture::kOlmoe || a == Architecture::kGptOss ? 1e-5f : 1e-6f));
   ASSIGN_OR_RETURN(config.num_experts, keys.Int("expert_count", 1, kMaxModelExperts));
   ASSIGN_OR_RETURN(config.experts_per_token, keys.Int("expert_used_count", 1, kMaxModelExperts));
   ASSIGN_OR_RETURN(const std::optional<bool> weights_norm, keys.OptionalBool("expert_weights_norm"));
@@ -205,16 +382,22 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
       }
       break;
     }
-    case Architecture::kDeepseekV2:
-    case Architecture::kGptOss:
-      // Not in the GGUF family table above, so never reached.
-      return absl::UnimplementedError(
-          absl::StrCat(file.path(), ": ", ArchitectureName(a), " GGUF files are not supported yet"));
+    case Architecture::kGptOss: {
+      RETURN_IF_ERROR(ReadGptOss(file, keys, config));
+      break;
+    }
+    case Architecture::kDeepseekV2: {
+      RETURN_IF_ERROR(ReadDeepseek2(file, keys, value_length, config));
+      break;
+    }
   }
 
   // A layer without a router is a dense MLP layer (Qwen's mlp_only_layers);
-  // a file without tensors (metadata only) is taken as all-MoE.
-  config.layer_is_moe.assign(config.num_layers, true);
+  // a file without tensors (metadata only) is taken as all-MoE (DeepSeek's
+  // as its leading_dense_block_count says).
+  if (config.layer_is_moe.size() != static_cast<size_t>(config.num_layers)) {
+    config.layer_is_moe.assign(config.num_layers, true);
+  }
   if (!file.tensors().empty()) {
     for (int layer = 0; layer < config.num_layers; ++layer) {
       config.layer_is_moe[layer] = file.FindTensor(absl::StrCat("blk.", layer, ".ffn_gate_inp.weight")) != nullptr;

@@ -81,6 +81,26 @@ std::optional<GgufTensorSource::Mapping> GgufTensorSource::Map(const std::string
   const absl::string_view rest = rest_of_name.substr(dot + 1);
   const std::string blk = absl::StrCat("blk.", layer, ".");
   const bool mixtral = config_.architecture == Architecture::kMixtral;
+  if (config_.architecture == Architecture::kGptOss) {
+    // gpt-oss's norm after attention is llama.cpp's post_attention_norm
+    // (other families call it ffn_norm); its other tensors are its own.
+    static constexpr struct {
+      absl::string_view hf;
+      absl::string_view gguf;
+    } kGptOss[] = {
+        {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+        {"self_attn.o_proj.bias", "attn_output.bias"},
+        {"self_attn.sinks", "attn_sinks.weight"},
+        {"mlp.router.weight", "ffn_gate_inp.weight"},
+        {"mlp.router.bias", "ffn_gate_inp.bias"},
+        {"mlp.experts.gate_proj_bias", "ffn_gate_exps.bias"},
+        {"mlp.experts.up_proj_bias", "ffn_up_exps.bias"},
+        {"mlp.experts.down_proj_bias", "ffn_down_exps.bias"},
+    };
+    for (const auto& p : kGptOss) {
+      if (rest == p.hf) return Mapping{absl::StrCat(blk, p.gguf)};
+    }
+  }
   struct Plain {
     absl::string_view hf;
     absl::string_view gguf;
@@ -104,7 +124,23 @@ std::optional<GgufTensorSource::Mapping> GgufTensorSource::Map(const std::string
       {"mlp.gate_proj.weight", "ffn_gate.weight"},
       {"mlp.up_proj.weight", "ffn_up.weight"},
       {"mlp.down_proj.weight", "ffn_down.weight"},
+      // DeepSeek-V2 (llama.cpp's deepseek2, kv_b whole).
+      {"self_attn.q_a_proj.weight", "attn_q_a.weight"},
+      {"self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight"},
+      {"self_attn.q_b_proj.weight", "attn_q_b.weight"},
+      {"self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"},
+      {"self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"},
+      {"self_attn.kv_b_proj.weight", "attn_kv_b.weight"},
+      {"mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"},
+      {"mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"},
+      {"mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"},
   };
+  if (rest == "self_attn.kv_b_proj.weight" && file_->FindTensor(blk + "attn_kv_b.weight") == nullptr &&
+      file_->FindTensor(blk + "attn_k_b.weight") != nullptr) {
+    Mapping split{blk + "attn_k_b.weight"};
+    split.split_kv_b = true;
+    return split;
+  }
   for (const Plain& p : kPlain) {
     if (rest == p.hf) return Mapping{absl::StrCat(blk, p.gguf)};
   }
@@ -155,6 +191,7 @@ absl::StatusOr<SourceTensor> GgufTensorSource::Get(const std::string& name, cons
         absl::StrCat(path(), ": tensor '", mapping->gguf_name, "' (", name, ") is missing from the file"));
   }
   ASSIGN_OR_RETURN(const formats::GgufWeight weight, file_->Weight(mapping->gguf_name));
+  if (mapping->split_kv_b) return SplitKvB(name, shape, *info, weight.dtype);
   std::vector<int64_t> stored = info->shape();
   std::vector<int64_t> wanted = shape;
   std::string what = absl::StrCat("tensor '", info->name, "'");
@@ -202,6 +239,78 @@ absl::StatusOr<SourceTensor> GgufTensorSource::Get(const std::string& name, cons
   return out;
 }
 
+absl::Status GgufTensorSource::ReadSplitKvB(int fd, const SourceTensor& tensor, std::byte* destination,
+                                            XXH64_state_t* hash, FileReadStats& stats) const {
+  const auto* k_b = static_cast<const formats::GgufTensorInfo*>(tensor.origin);
+  const auto* v_b = static_cast<const formats::GgufTensorInfo*>(tensor.kv_b_values);
+  const size_t element = static_cast<size_t>(DTypeBytes(tensor.dtype, 1));
+  const int64_t heads = config_.num_heads, rank = config_.mla->kv_lora_rank;
+  const int64_t nope = config_.mla->qk_nope_head_dim, v = config_.mla->v_head_dim;
+  std::vector<std::byte> keys(static_cast<size_t>(heads * rank * nope) * element);
+  std::vector<std::byte> values(static_cast<size_t>(heads * v * rank) * element);
+  for (auto [info, bytes] : {std::pair{k_b, &keys}, std::pair{v_b, &values}}) {
+    if (absl::Status status = PreadAll(fd, path(), info->file_offset, bytes->data(), bytes->size()); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(status.message(), " (tensor '", info->name, "')"));
+    }
+    XXH64_update(hash, bytes->data(), bytes->size());
+    stats.read_bytes += bytes->size();
+  }
+  // Head h's rows of kv_b: nope key rows (k_b[h] transposed), then v value
+  // rows (v_b[h] as stored).
+  const size_t row = static_cast<size_t>(rank) * element;
+  for (int64_t h = 0; h < heads; ++h) {
+    std::byte* head = destination + static_cast<size_t>(h * (nope + v)) * row;
+    for (int64_t j = 0; j < nope; ++j) {
+      for (int64_t r = 0; r < rank; ++r) {
+        std::memcpy(head + static_cast<size_t>(j) * row + static_cast<size_t>(r) * element,
+                    keys.data() + static_cast<size_t>((h * rank + r) * nope + j) * element, element);
+      }
+    }
+    std::memcpy(head + static_cast<size_t>(nope) * row, values.data() + static_cast<size_t>(h * v) * row,
+                static_cast<size_t>(v) * row);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SourceTensor> GgufTensorSource::SplitKvB(const std::string& name, const std::vector<int64_t>& shape,
+                                                        const formats::GgufTensorInfo& k_b, DType dtype) const {
+  const std::string v_b_name = absl::StrCat(k_b.name.substr(0, k_b.name.size() - std::string("k_b.weight").size()),
+                                            "v_b.weight");
+  const formats::GgufTensorInfo* v_b = file_->FindTensor(v_b_name);
+  if (v_b == nullptr) {
+    return absl::NotFoundError(absl::StrCat(path(), ": tensor '", v_b_name, "' (the value half of ", name,
+                                            ", beside '", k_b.name, "') is missing from the file"));
+  }
+  ASSIGN_OR_RETURN(const formats::GgufWeight v_weight, file_->Weight(v_b_name));
+  if (!config_.mla || shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(path(), ": '", k_b.name, "' stands for ", name,
+                                                   " of a latent-attention model only"));
+  }
+  const int64_t heads = config_.num_heads, rank = config_.mla->kv_lora_rank;
+  const int64_t nope = config_.mla->qk_nope_head_dim, v = config_.mla->v_head_dim;
+  const std::vector<int64_t> k_shape{heads, rank, nope}, v_shape{heads, v, rank};
+  if (k_b.shape() != k_shape || v_b->shape() != v_shape || shape != std::vector<int64_t>{heads * (nope + v), rank}) {
+    return absl::InvalidArgumentError(absl::StrCat(path(), ": tensors '", k_b.name, "' ", ShapeText(k_b.shape()),
+                                                   " and '", v_b_name, "' ", ShapeText(v_b->shape()), " are not ",
+                                                   ShapeText(k_shape), " and ", ShapeText(v_shape), " (", name,
+                                                   " ", ShapeText(shape), ")"));
+  }
+  if (v_weight.dtype != dtype || !(dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16)) {
+    return absl::UnimplementedError(absl::StrCat(path(), ": tensors '", k_b.name, "' and '", v_b_name, "' are ",
+                                                 std::string(DTypeName(dtype)), " and ",
+                                                 std::string(DTypeName(v_weight.dtype)), "; expertd reassembles ",
+                                                 name, " from them in F32, F16 or BF16 only (both the same)"));
+  }
+  SourceTensor out;
+  out.name = name;
+  out.shape = shape;
+  out.dtype = dtype;
+  out.size_bytes = static_cast<uint64_t>(heads * (nope + v) * rank) * static_cast<uint64_t>(DTypeBytes(dtype, 1));
+  out.origin = &k_b;
+  out.kv_b_values = v_b;
+  return out;
+}
+
 absl::StatusOr<std::vector<FileReadStats>> GgufTensorSource::ReadTensors(absl::Span<const TensorRead> reads) const {
   std::vector<FileReadStats> all_stats;
   if (reads.empty()) return all_stats;
@@ -237,6 +346,10 @@ absl::StatusOr<std::vector<FileReadStats>> GgufTensorSource::ReadTensors(absl::S
   std::vector<std::byte> stored;  // a permuted tensor's rows as stored
   for (const TensorRead* read : ordered) {
     const SourceTensor& tensor = *read->tensor;
+    if (tensor.kv_b_values != nullptr) {
+      RETURN_IF_ERROR(ReadSplitKvB(fd.get(), tensor, read->destination, hash.get(), stats));
+      continue;
+    }
     const uint64_t at = file_offset(read);
     const size_t bytes = tensor.size_bytes;
     std::byte* target = read->destination;

@@ -37,6 +37,14 @@ constexpr size_t kMatrixAlignment = 64;
 
 size_t RoundUp(size_t bytes, size_t alignment) { return (bytes + alignment - 1) / alignment * alignment; }
 
+// Whether a gpt-oss layer's experts come split into gate, up and down
+// matrices per expert with a bias tensor each (a GGUF file: llama.cpp splits
+// HF's fused gate_up_proj; gguf_tensor_source.h) rather than HF's fused
+// tensors. `moe` is the layer's "model.layers.N.mlp." prefix.
+bool SplitExperts(const TensorSource& source, const std::string& moe) {
+  return source.Has(moe + "experts.gate_proj_bias");
+}
+
 std::string ExpertPrefix(const TensorNames& names, int layer, int expert) {
   return absl::StrCat("model.layers.", layer, ".", names.moe_block, ".experts.", expert, ".");
 }
@@ -300,6 +308,18 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
       RETURN_IF_ERROR(load.Vector(moe + names.router + ".bias", config.num_experts, &layer.router_bias));
     }
     layer.experts.resize(config.num_experts);
+    if (names.fused_experts && SplitExperts(checkpoint, moe)) {
+      const int64_t ffn = config.expert_intermediate_size;
+      RETURN_IF_ERROR(load.Vector(moe + "experts.gate_proj_bias", {config.num_experts, ffn}, &layer.expert_gate_bias));
+      RETURN_IF_ERROR(load.Vector(moe + "experts.up_proj_bias", {config.num_experts, ffn}, &layer.expert_up_bias));
+      RETURN_IF_ERROR(load.Vector(moe + "experts.down_proj_bias", {config.num_experts, hidden},
+                                  &layer.expert_down_bias));
+      for (int e = 0; e < config.num_experts; ++e) {
+        RETURN_IF_ERROR(load.FeedForward(ExpertPrefix(names, i, e), "gate_proj", "up_proj", "down_proj", hidden, ffn,
+                                         &layer.experts[e], options.resident_experts));
+      }
+      continue;
+    }
     if (names.fused_experts) {
       const int64_t ffn = config.expert_intermediate_size;
       // Interleaved as stored ([E][gate, up pairs]); split after ReadAll.
@@ -348,7 +368,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
   ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, load.ReadAll(weights.storage.data()));
   if (tied) weights.lm_head = weights.embedding;
   for (LayerWeights& layer : weights.layers) {
-    if (layer.expert_up_bias.empty()) continue;
+    if (layer.expert_up_bias.empty() || !layer.expert_gate_bias.empty()) continue;  // none, or split already
     // gate_up_proj_bias [E][ffn][gate, up] -> gate [E][ffn] and up [E][ffn].
     const std::vector<float> interleaved = std::move(layer.expert_up_bias);
     layer.expert_gate_bias.resize(interleaved.size() / 2);
@@ -377,16 +397,18 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& checkpoi
   const TensorNames names = NamesFor(config.architecture);
   Loader load(checkpoint);
   FeedForwardWeights weights;
-  if (names.fused_experts) {
-    RETURN_IF_ERROR(load.FusedExpert(absl::StrCat("model.layers.", layer, ".mlp."), expert, config.num_experts,
+  const std::string moe = absl::StrCat("model.layers.", layer, ".mlp.");
+  if (names.fused_experts && !SplitExperts(checkpoint, moe)) {
+    RETURN_IF_ERROR(load.FusedExpert(moe, expert, config.num_experts,
                                      config.hidden_size, config.expert_intermediate_size, &weights, true));
     storage.resize(load.storage_bytes());
     RETURN_IF_ERROR(load.ReadAll(storage.data()).status());
     return weights;
   }
-  RETURN_IF_ERROR(load.FeedForward(ExpertPrefix(names, layer, expert), names.expert_gate, names.expert_up,
-                                   names.expert_down, config.hidden_size, config.expert_intermediate_size,
-                                   &weights));
+  const bool split = names.fused_experts;  // gpt-oss's experts as GGUF splits them
+  RETURN_IF_ERROR(load.FeedForward(ExpertPrefix(names, layer, expert), split ? "gate_proj" : names.expert_gate,
+                                   split ? "up_proj" : names.expert_up, split ? "down_proj" : names.expert_down,
+                                   config.hidden_size, config.expert_intermediate_size, &weights));
   storage.resize(load.storage_bytes());
   RETURN_IF_ERROR(load.ReadAll(storage.data()).status());
   return weights;

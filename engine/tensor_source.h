@@ -57,6 +57,12 @@ struct SourceTensor {
   // GGML's nibble order); origin is then the blocks' record and this the
   // scales'. offset and size_bytes count in the 17-byte blocks.
   const void* mxfp4_scales = nullptr;
+  // Set: DeepSeek's kv_b_proj [heads * (nope + v)][rank] as llama.cpp's
+  // converter splits it (GGUF attn_k_b [heads][rank][nope], each head's key
+  // part transposed, and attn_v_b [heads][v][rank]), reassembled as it is
+  // read; origin is then attn_k_b's record and this attn_v_b's. F32, F16 or
+  // BF16 (the transpose moves single elements).
+  const void* kv_b_values = nullptr;
 };
 
 class TensorSource {

@@ -2,7 +2,8 @@
 // converted to (tools/gguf/hf_to_gguf.py, llama.cpp's naming) computes what
 // the same model loaded from its HF directory computes.
 //
-// Fixtures: testdata/gguf_weights/<family>-{f32,bf16,q8_0}.gguf, written by
+// Fixtures: testdata/gguf_weights/<family>-{f32,bf16,q8_0}.gguf (and
+// gpt-oss-mxfp4.gguf), written by
 // make_gguf_weight_fixtures.py from mkmodel models; the test makes the same
 // HF models here with the mkmodel library (kFamilies are the script's
 // FAMILIES and SHAPE), so it needs no Python.
@@ -73,6 +74,18 @@ tools::MakeModelOptions FamilyOptions(const std::string& family, const std::stri
     o.norm_topk_prob = true;
     o.tie_embeddings = true;
     o.seed = 13;
+  } else if (family == "gpt-oss") {
+    o.arch = "gpt_oss";
+    o.kv_heads = 1;
+    o.head_dim = 16;
+    o.sliding_window = 4;
+    o.yarn_factor = 32;
+    o.yarn_original_max_position = 16;
+    o.swiglu_limit = 7.0f;
+    // Seed 16 put two experts' router logits so close at position 2 that
+    // llama.cpp's BF16 rounding of the activations picked the other one
+    // there (8.6% of the largest logit on the BF16 file, 0.06% on F32).
+    o.seed = 18;
   } else {
     o.arch = "mixtral";
     o.kv_heads = 1;
@@ -222,8 +235,11 @@ TEST_P(GgufWeights, PacksItsExpertsInTheirOwnTypeAndRunsOffloaded) {
 // keeps its KV cache in F16 (the largest difference on F32 files: keys and
 // values rounded to 11 bits), rounds the activation rows to BF16 for BF16
 // weights and to its own Q8_0 blocks for Q8_0 weights, and sums in its own
-// order. Measured worst differences, of the largest logit: F32 0.03-0.05%,
-// BF16 0.30-0.44%, Q8_0 1.03-1.66%, argmax 12 of 12 everywhere. Bounds: F32
+// order. Measured worst differences, of the largest logit: F32 0.03-0.06%,
+// BF16 0.30-0.44%, Q8_0 1.03-1.66%, argmax 12 of 12 everywhere (gpt-oss:
+// F32 0.059%, BF16 0.42%, Q8_0 1.31%; its fixture's YaRN ramp ends round to
+// themselves, so llama.cpp's always-rounded ramp is HF's unrounded one
+// there: see make_gguf_weight_fixtures.py). Bounds: F32
 // 1e-3, BF16 2%, Q8_0 3%; argmax 12 of 12 on F32, 11 of 12 otherwise.
 TEST_P(GgufWeights, LogitsMatchLlamaCppOnTheSameFile) {
   for (const auto& [dtype, tolerance] :
@@ -256,7 +272,231 @@ TEST_P(GgufWeights, LogitsMatchLlamaCppOnTheSameFile) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GgufWeights, ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral"));
+float WorstDifference(const std::vector<float>& a, const std::vector<float>& b, float* scale);
+
+INSTANTIATE_TEST_SUITE_P(Families, GgufWeights,
+                         ::testing::Values("olmoe", "qwen2moe", "qwen3moe", "mixtral", "gpt-oss"));
+
+// make_gguf_weight_fixtures.py's DEEPSEEK2 (or DEEPSEEK2_LITE).
+tools::MakeModelOptions DeepseekOptions(const std::string& dtype, bool lite = false) {
+  tools::MakeModelOptions o = FamilyOptions("mixtral", dtype);
+  o.arch = "deepseek_v2";
+  o.kv_heads = 2;
+  o.q_lora_rank = 24;
+  o.kv_lora_rank = 32;
+  o.dense_ffn = 32;
+  o.first_dense_layers = 1;
+  o.shared_experts = 1;
+  o.routed_scaling_factor = 1.5f;
+  o.seed = 19;
+  if (lite) {
+    o.q_lora_rank = 0;
+    o.shared_experts = 2;
+    o.routed_scaling_factor = 1.0f;
+    o.yarn_factor = 4.0f;
+    o.yarn_original_max_position = 64;
+    o.seed = 20;
+  }
+  return o;
+}
+
+// DeepSeek-V2 from llama.cpp's deepseek2 layout (attn_kv_b whole; the
+// low-rank query, the latent and its norm, a dense first layer, a shared
+// expert, routed_scaling_factor as expert_weights_scale): the same config
+// and logits as the HF directory, bit for bit, for F32 and BF16; and near
+// llama.cpp's on the same file. llama.cpp decompresses the latent into
+// per-head keys and values and keeps them in its F16 KV cache, and it
+// normalises q_a and kv_a with the file's rms epsilon (1e-5 here) where
+// DeepSeek's code keeps RMSNorm's default 1e-6 (MlaConfig::kLatentNormEps):
+// measured F32 0.040%, BF16 0.67% of the largest logit, bounded like the
+// other families' (F32 1e-3, BF16 2%). The same F32 model as llama.cpp's
+// converter now writes it, kv_b split into attn_k_b (each head's key rows
+// transposed) and attn_v_b, is reassembled on load into the same kv_b, so
+// the same logits; llama.cpp runs that file through its absorbed-MLA path
+// (an F16 cache of the latent): measured 0.036%. And a V2-Lite-like model
+// (plain q_proj, two shared experts, YaRN x4 with mscale = mscale_all_dim
+// = 0.707, split): llama.cpp's YaRN (rope.scaling.yarn_log_multiplier,
+// kq_scale = mscale^2 / sqrt(head)) agrees with DeepSeek's: 0.051%.
+TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
+  ScopedTempDir dir("gguf_weights_deepseek");
+  struct Case {
+    std::string file, dtype;
+    float tolerance;
+    bool lite = false;
+  };
+  for (const Case& c : {Case{"f32", "f32", 1e-3f}, Case{"bf16", "bf16", 0.02f}, Case{"split-f32", "f32", 1e-3f},
+                        Case{"lite-f32", "f32", 1e-3f, true}}) {
+    const std::string& dtype = c.dtype;
+    const float tolerance = c.tolerance;
+    SCOPED_TRACE(c.file);
+    std::unique_ptr<Model> hf =
+        LoadOrDie(testing::MakeTestModel(dir, "hf-" + c.file, DeepseekOptions(dtype, c.lite)));
+    std::unique_ptr<Model> gguf = LoadOrDie(kTestdata + "/deepseek2-" + c.file + ".gguf");
+    ASSERT_TRUE(hf && gguf);
+    const ModelConfig& a = hf->config();
+    const ModelConfig& b = gguf->config();
+    EXPECT_EQ(b.architecture, Architecture::kDeepseekV2);
+    ASSERT_TRUE(a.mla && b.mla);
+    EXPECT_EQ(b.mla->q_lora_rank, c.lite ? 0 : 24);
+    EXPECT_EQ(b.mla->kv_lora_rank, a.mla->kv_lora_rank);
+    EXPECT_EQ(b.mla->qk_nope_head_dim, a.mla->qk_nope_head_dim);
+    EXPECT_EQ(b.mla->qk_rope_head_dim, a.mla->qk_rope_head_dim);
+    EXPECT_EQ(b.mla->v_head_dim, a.mla->v_head_dim);
+    EXPECT_EQ(b.head_dim, a.head_dim);
+    EXPECT_EQ(b.num_kv_heads, a.num_kv_heads);
+    EXPECT_EQ(b.layer_is_moe, (std::vector<bool>{false, true}));
+    EXPECT_EQ(b.dense_intermediate_size, a.dense_intermediate_size);
+    EXPECT_EQ(b.shared_expert_intermediate_size, a.shared_expert_intermediate_size);
+    EXPECT_FALSE(b.shared_expert_gated);
+    EXPECT_EQ(b.routed_scaling_factor, a.routed_scaling_factor);
+    ASSERT_EQ(b.yarn.has_value(), c.lite);
+    if (c.lite) {
+      EXPECT_EQ(b.yarn->factor, a.yarn->factor);
+      EXPECT_EQ(b.yarn->original_max_position_embeddings, a.yarn->original_max_position_embeddings);
+      EXPECT_FLOAT_EQ(b.yarn->mscale, a.yarn->mscale);
+      EXPECT_FLOAT_EQ(b.yarn->mscale_all_dim, a.yarn->mscale_all_dim);
+      EXPECT_EQ(b.yarn->truncate, a.yarn->truncate);
+    }
+    EXPECT_EQ(b.norm_topk_prob, a.norm_topk_prob);
+    EXPECT_EQ(b.topk_method, TopkMethod::kGreedy);
+    for (int layer = 0; layer < 2; ++layer) {
+      const WeightMatrix& x = hf->weights().layers[layer].kv_b;
+      const WeightMatrix& y = gguf->weights().layers[layer].kv_b;
+      EXPECT_EQ(y.dtype, dtype == "f32" ? DType::kF32 : DType::kBF16);
+      ASSERT_EQ(y.size_bytes(), x.size_bytes());
+      EXPECT_EQ(std::memcmp(x.data, y.data, static_cast<size_t>(x.size_bytes())), 0) << "kv_b of layer " << layer;
+    }
+    const std::vector<float> got = Logits(*gguf);
+    if (!c.lite) {
+      EXPECT_EQ(got, Logits(*hf));
+    } else {
+      // GGUF keeps 0.1 x mscale_all_dim as an F32 (0.0707f), which divides
+      // back to 0.70699996, not config.json's 0.707f: the YaRN scales differ
+      // in the last bits, so the logits agree closely, not exactly.
+      float scale = 0;
+      const float worst = WorstDifference(got, Logits(*hf), &scale);
+      EXPECT_LT(worst, 1e-5f * scale);
+    }
+
+    const std::string reference_bytes = ReadAll(kTestdata + "/deepseek2-" + c.file + ".llamacpp.f32");
+    ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));
+    std::vector<float> reference(got.size());
+    std::memcpy(reference.data(), reference_bytes.data(), reference_bytes.size());
+    float scale = 0;
+    const float worst = WorstDifference(got, reference, &scale);
+    std::printf("[ measure  ] deepseek2 %s vs llama.cpp: worst |dlogit| %.6f of max %.3f (%.4f%%)\n", c.file.c_str(),
+                worst, scale, 100 * worst / scale);
+    EXPECT_LT(worst, tolerance * scale);
+  }
+}
+
+// gpt-oss with its experts in MXFP4, as the released checkpoints ship them
+// (testdata/gguf_weights/gpt-oss-mxfp4.gguf: the converter repacks HF's
+// blocks, element 2k in byte k's low nibble, into GGML's block_mxfp4,
+// element j in byte j's low nibble and j + 16 in its high one). The blocks
+// are the ones expertd makes of the HF directory, so the logits are the
+// same bit for bit; the experts pack in MXFP4 and run offloaded exactly as
+// resident; and llama.cpp on the same file agrees as on Q8_0 files (each
+// side rounds the activations to its own 8-bit blocks for the MXFP4 dot
+// products, and llama.cpp's KV cache is F16).
+TEST(GgufWeightsGptOss, Mxfp4ExpertsAreTheHfCheckpointsAndMatchLlamaCpp) {
+  ScopedTempDir dir("gguf_weights_gpt_oss_mxfp4");
+  tools::MakeModelOptions options = FamilyOptions("gpt-oss", "f32");
+  options.mxfp4_experts = true;
+  options.seed = 17;
+  const std::string path = kTestdata + "/gpt-oss-mxfp4.gguf";
+  std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", options));
+  std::unique_ptr<Model> gguf = LoadOrDie(path);
+  std::unique_ptr<Model> offloaded = LoadOrDie(path, {.resident_experts = false});
+  ASSERT_TRUE(hf && gguf && offloaded);
+  EXPECT_EQ(gguf->weights().layers[1].experts[2].gate.dtype, DType::kMXFP4);
+  EXPECT_EQ(gguf->weights().layers[1].experts[2].down.dtype, DType::kMXFP4);
+  EXPECT_EQ(gguf->weights().layers[1].q.dtype, DType::kF32);
+  const std::vector<float> got = Logits(*gguf);
+  EXPECT_EQ(got, Logits(*hf));
+
+  const std::string packed = dir.Sub("model.experts");
+  ASSERT_TRUE(PackExperts(*offloaded, packed, std::nullopt).ok());
+  auto file = io::ExpertFile::Open(packed, offloaded->fingerprint());
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->layout().dtypes, io::BundleDtypes::Uniform(DType::kMXFP4));
+  io::ReaderOptions reader_options;
+  reader_options.path = packed;
+  auto reader = io::OpenExpertReader(reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  cache::ExpertCacheOptions cache_options;
+  cache_options.dram_budget_bytes = 2 * (*file)->layout().slot_bytes();
+  cache_options.min_slots = 2;  // top-2 of 4: every token evicts
+  auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  CachedExperts experts(**cache, **file);
+  EXPECT_EQ(Logits(*offloaded, &experts), got);
+
+  const std::string reference_bytes = ReadAll(kTestdata + "/gpt-oss-mxfp4.llamacpp.f32");
+  ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));
+  std::vector<float> reference(got.size());
+  std::memcpy(reference.data(), reference_bytes.data(), reference_bytes.size());
+  float scale = 0;
+  const float worst = WorstDifference(got, reference, &scale);
+  std::printf("[ measure  ] gpt-oss mxfp4 vs llama.cpp: worst |dlogit| %.6f of max %.3f (%.4f%%)\n", worst, scale,
+              100 * worst / scale);
+  EXPECT_LT(worst, 0.03f * scale);
+}
+
+// gpt-oss's GGUF says in llama.cpp's keys (or, for the SwiGLU clamp and
+// YaRN's unrounded ramp, by being gpt-oss) what its config.json says, and
+// its split experts and their biases are HF's fused ones rearranged.
+TEST(GgufWeightsGptOss, ConfigAndExpertsAreTheHfDirectorys) {
+  ScopedTempDir dir("gguf_weights_gpt_oss");
+  std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", FamilyOptions("gpt-oss", "f32")));
+  std::unique_ptr<Model> gguf = LoadOrDie(Fixture("gpt-oss", "f32"));
+  ASSERT_TRUE(hf && gguf);
+  const ModelConfig& a = hf->config();
+  const ModelConfig& b = gguf->config();
+  EXPECT_EQ(b.architecture, Architecture::kGptOss);
+  EXPECT_EQ(b.head_dim, 16);
+  EXPECT_EQ(b.num_kv_heads, a.num_kv_heads);
+  EXPECT_EQ(b.expert_intermediate_size, a.expert_intermediate_size);
+  EXPECT_EQ(b.sliding_window, 4);
+  EXPECT_EQ(b.layer_is_sliding, a.layer_is_sliding);
+  EXPECT_EQ(b.layer_is_sliding, (std::vector<bool>{true, false}));
+  EXPECT_EQ(b.rope_theta, a.rope_theta);
+  EXPECT_EQ(b.rms_norm_eps, a.rms_norm_eps);
+  EXPECT_TRUE(b.attention_sinks && b.attention_bias && b.attention_output_bias && b.router_bias && b.expert_bias);
+  EXPECT_TRUE(b.norm_topk_prob);
+  EXPECT_FALSE(b.tie_word_embeddings);
+  ASSERT_TRUE(a.clamped_swiglu && b.clamped_swiglu);
+  EXPECT_EQ(b.clamped_swiglu->alpha, a.clamped_swiglu->alpha);
+  EXPECT_EQ(b.clamped_swiglu->limit, a.clamped_swiglu->limit);
+  ASSERT_TRUE(a.yarn && b.yarn);
+  EXPECT_EQ(b.yarn->factor, 32.0f);
+  EXPECT_EQ(b.yarn->original_max_position_embeddings, 16);
+  EXPECT_EQ(b.yarn->beta_fast, a.yarn->beta_fast);
+  EXPECT_EQ(b.yarn->beta_slow, a.yarn->beta_slow);
+  EXPECT_FALSE(b.yarn->truncate);
+  EXPECT_EQ(b.yarn->attention_factor, a.yarn->attention_factor);
+  const int64_t hidden = a.hidden_size, ffn = a.expert_intermediate_size;
+  for (int layer = 0; layer < a.num_layers; ++layer) {
+    const LayerWeights& x = hf->weights().layers[layer];
+    const LayerWeights& y = gguf->weights().layers[layer];
+    EXPECT_EQ(y.sinks, x.sinks);
+    EXPECT_EQ(y.o_bias, x.o_bias);
+    EXPECT_EQ(y.router_bias, x.router_bias);
+    EXPECT_EQ(y.expert_gate_bias, x.expert_gate_bias);
+    EXPECT_EQ(y.expert_up_bias, x.expert_up_bias);
+    EXPECT_EQ(y.expert_down_bias, x.expert_down_bias);
+    for (int e = 0; e < a.num_experts; ++e) {
+      for (auto [m, n] : {std::pair{&FeedForwardWeights::gate, ffn * hidden}, {&FeedForwardWeights::up, ffn * hidden},
+                          {&FeedForwardWeights::down, hidden * ffn}}) {
+        const WeightMatrix& u = x.experts[e].*m;
+        const WeightMatrix& v = y.experts[e].*m;
+        ASSERT_EQ(v.rows, u.rows);
+        EXPECT_EQ(std::memcmp(u.data, v.data, static_cast<size_t>(n) * sizeof(float)), 0)
+            << "layer " << layer << " expert " << e;
+      }
+    }
+  }
+}
 
 // make_gguf_kquant_fixture.sh's model: 256 wide, as K-quant rows are whole
 // 256-element super-blocks.

@@ -4,7 +4,9 @@
 # [12 tokens][260 vocab], the test's kPrompt), so the test compares expertd
 # with llama.cpp without either llama.cpp or Python:
 #
-#   tests/engine/make_gguf_llamacpp_reference.sh LLAMA_CPP_SRC LLAMA_CPP_BUILD
+#   tests/engine/make_gguf_llamacpp_reference.sh LLAMA_CPP_SRC LLAMA_CPP_BUILD [NAME...]
+#
+# NAMEs (e.g. gpt-oss-f32) record those fixtures only; default all.
 #
 # LLAMA_CPP_SRC holds include/llama.h and ggml/include; LLAMA_CPP_BUILD/bin
 # holds libllama.so (bench/vs_llamacpp builds one from the source PyPI's
@@ -13,6 +15,7 @@
 set -euo pipefail
 src="$1"
 build="$2"
+shift 2
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 data="$root/tests/engine/testdata/gguf_weights"
 scratch="$(mktemp -d)"
@@ -21,7 +24,12 @@ cc -O1 -o "$scratch/llamacpp_logits" "$root/tools/gguf/llamacpp_logits.c" -I"$sr
   -L"$build/bin" -lllama -Wl,-rpath,"$build/bin"
 # gguf_weights_test.cc's kPrompt.
 prompt=(5 17 200 99 3 42 42 1 259 77 128 0)
-for model in "$data"/*.gguf; do
+models=("$data"/*.gguf)
+if [ $# -gt 0 ]; then
+  models=()
+  for name in "$@"; do models+=("$data/$name.gguf"); done
+fi
+for model in "${models[@]}"; do
   name="$(basename "$model" .gguf)"
   "$scratch/llamacpp_logits" "$model" "${prompt[@]}" > "$data/$name.llamacpp.f32" 2> "$scratch/$name.log" || {
     cat "$scratch/$name.log" >&2

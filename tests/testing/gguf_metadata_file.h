@@ -47,6 +47,14 @@ class GgufMetadataFile {
     ArrayHeader(key, 4, values.size());
     return Raw(values.data(), 4 * values.size());
   }
+  GgufMetadataFile& BoolArray(std::string_view key, const std::vector<bool>& values) {
+    ArrayHeader(key, 7, values.size());
+    for (bool value : values) {
+      const uint8_t byte = value ? 1 : 0;
+      Raw(&byte, 1);
+    }
+    return *this;
+  }
   GgufMetadataFile& I32Array(std::string_view key, const std::vector<int32_t>& values) {
     ArrayHeader(key, 5, values.size());
     return Raw(values.data(), 4 * values.size());
