@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
   checkpoint->dir_ = model_dir;
   for (const std::string& shard : shard_names) {
-    auto file = SafetensorsFile::Open((fs::path(model_dir) / shard).string());
+    auto file = formats::SafetensorsFile::Open((fs::path(model_dir) / shard).string());
     if (!file.ok()) return file.status();
     const size_t file_index = checkpoint->files_.size();
     for (const auto& [name, view] : (*file)->tensors()) {
@@ -81,7 +81,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   return checkpoint;
 }
 
-absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name) const {
+absl::StatusOr<const formats::TensorInfo*> Checkpoint::Get(const std::string& name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
     return absl::NotFoundError(absl::StrCat(dir_, ": tensor '", name, "' is missing from the checkpoint"));
@@ -89,7 +89,7 @@ absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name) const
   return it->second.first;
 }
 
-absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name,
+absl::StatusOr<const formats::TensorInfo*> Checkpoint::Get(const std::string& name,
                                                   const std::vector<int64_t>& shape) const {
   auto view = Get(name);
   if (!view.ok()) return view.status();
@@ -101,18 +101,18 @@ absl::StatusOr<const TensorInfo*> Checkpoint::Get(const std::string& name,
   return view;
 }
 
-const std::string& Checkpoint::FileOf(const TensorInfo& tensor) const {
+const std::string& Checkpoint::FileOf(const formats::TensorInfo& tensor) const {
   auto it = tensors_.find(tensor.name);
   if (it == tensors_.end()) return dir_;
   return files_[it->second.second]->path();
 }
 
-size_t Checkpoint::FileIndexOf(const TensorInfo& tensor) const {
+size_t Checkpoint::FileIndexOf(const formats::TensorInfo& tensor) const {
   // Every TensorInfo a caller holds came from Get, so it is in the map.
   return tensors_.at(tensor.name).second;
 }
 
-absl::Status Checkpoint::Read(const TensorInfo& tensor, std::byte* out) const {
+absl::Status Checkpoint::Read(const formats::TensorInfo& tensor, std::byte* out) const {
   return files_[FileIndexOf(tensor)]->Read(tensor, out);
 }
 
@@ -125,7 +125,7 @@ absl::StatusOr<std::vector<Checkpoint::FileReadStats>> Checkpoint::ReadTensors(
   std::vector<FileReadStats> all_stats;
   for (size_t f = 0; f < files_.size(); ++f) {
     if (by_file[f].empty()) continue;
-    const SafetensorsFile& file = *files_[f];
+    const formats::SafetensorsFile& file = *files_[f];
     const auto start = std::chrono::steady_clock::now();
     std::sort(by_file[f].begin(), by_file[f].end(),
               [](const TensorRead* a, const TensorRead* b) { return a->tensor->offset < b->tensor->offset; });
@@ -140,7 +140,7 @@ absl::StatusOr<std::vector<Checkpoint::FileReadStats>> Checkpoint::ReadTensors(
     XXH64_update(hash.get(), file.header_json().data(), file.header_json().size());
     stats.read_bytes = 8 + file.header_json().size();
     for (const TensorRead* read : by_file[f]) {
-      const TensorInfo& tensor = *read->tensor;
+      const formats::TensorInfo& tensor = *read->tensor;
       // Hashing each chunk right after its read finds it still in cache.
       for (size_t done = 0; done < tensor.size_bytes; done += kReadChunkBytes) {
         const size_t chunk = std::min(kReadChunkBytes, tensor.size_bytes - done);
@@ -191,12 +191,12 @@ absl::StatusOr<SourceTensor> CheckpointTensorSource::Get(const std::string& name
     scales_shape.push_back(shape.back() / 32);
     std::vector<int64_t> blocks_shape = scales_shape;
     blocks_shape.push_back(16);
-    ASSIGN_OR_RETURN(const TensorInfo* blocks, checkpoint_.Get(name + "_blocks", blocks_shape));
-    ASSIGN_OR_RETURN(const TensorInfo* scales, checkpoint_.Get(name + "_scales", scales_shape));
-    for (const TensorInfo* t : {blocks, scales}) {
-      if (t->dtype != SafetensorsDtype::kU8) {
+    ASSIGN_OR_RETURN(const formats::TensorInfo* blocks, checkpoint_.Get(name + "_blocks", blocks_shape));
+    ASSIGN_OR_RETURN(const formats::TensorInfo* scales, checkpoint_.Get(name + "_scales", scales_shape));
+    for (const formats::TensorInfo* t : {blocks, scales}) {
+      if (t->dtype != formats::SafetensorsDtype::kU8) {
         return absl::InvalidArgumentError(absl::StrCat(checkpoint_.FileOf(*t), ": tensor '", t->name, "' has dtype ",
-                                                       SafetensorsDtypeName(t->dtype), "; MXFP4 blocks and scales are U8"));
+                                                       formats::SafetensorsDtypeName(t->dtype), "; MXFP4 blocks and scales are U8"));
       }
     }
     SourceTensor out;
@@ -208,11 +208,11 @@ absl::StatusOr<SourceTensor> CheckpointTensorSource::Get(const std::string& name
     out.mxfp4_scales = scales;
     return out;
   }
-  ASSIGN_OR_RETURN(const TensorInfo* tensor, checkpoint_.Get(name, shape));
-  const std::optional<DType> dtype = WeightDType(tensor->dtype);
+  ASSIGN_OR_RETURN(const formats::TensorInfo* tensor, checkpoint_.Get(name, shape));
+  const std::optional<DType> dtype = formats::WeightDType(tensor->dtype);
   if (!dtype.has_value()) {
     return absl::UnimplementedError(absl::StrCat(checkpoint_.FileOf(*tensor), ": tensor '", tensor->name,
-                                                 "' has dtype ", SafetensorsDtypeName(tensor->dtype),
+                                                 "' has dtype ", formats::SafetensorsDtypeName(tensor->dtype),
                                                  "; weights must be F32, BF16 or F16"));
   }
   SourceTensor out;
@@ -231,7 +231,7 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
   // A read of part of a tensor (one expert of gpt-oss's fused experts:
   // SourceTensor::offset and size_bytes) reads that byte range of it.
   // Reserved up front: the reads point into it.
-  std::vector<TensorInfo> parts;
+  std::vector<formats::TensorInfo> parts;
   parts.reserve(2 * reads.size());
   // HF MXFP4 pairs: the codes are read into the front of the destination
   // (16 of every 17 bytes), the exponents aside, and the blocks are then
@@ -245,8 +245,8 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
   mxfp4.reserve(reads.size());
   for (const TensorRead& read : reads) {
     if (read.tensor->mxfp4_scales != nullptr) {
-      const auto* blocks = static_cast<const TensorInfo*>(read.tensor->origin);
-      const auto* scales = static_cast<const TensorInfo*>(read.tensor->mxfp4_scales);
+      const auto* blocks = static_cast<const formats::TensorInfo*>(read.tensor->origin);
+      const auto* scales = static_cast<const formats::TensorInfo*>(read.tensor->mxfp4_scales);
       const uint64_t first = read.tensor->offset / kMxfp4BlockBytes;
       const uint64_t count = read.tensor->size_bytes / kMxfp4BlockBytes;
       if (read.tensor->offset % kMxfp4BlockBytes != 0 || read.tensor->size_bytes % kMxfp4BlockBytes != 0 ||
@@ -255,23 +255,23 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
                                                 " of MXFP4 tensor '", read.tensor->name, "'"));
       }
       Mxfp4Read& m = mxfp4.emplace_back(Mxfp4Read{read.destination, std::vector<std::byte>(count)});
-      TensorInfo& codes = parts.emplace_back(*blocks);
+      formats::TensorInfo& codes = parts.emplace_back(*blocks);
       codes.offset += first * 16;
       codes.size_bytes = count * 16;
       checkpoint_reads.push_back({&codes, read.destination});
-      TensorInfo& exponents = parts.emplace_back(*scales);
+      formats::TensorInfo& exponents = parts.emplace_back(*scales);
       exponents.offset += first;
       exponents.size_bytes = count;
       checkpoint_reads.push_back({&exponents, m.exponents.data()});
       continue;
     }
-    const auto* tensor = static_cast<const TensorInfo*>(read.tensor->origin);
+    const auto* tensor = static_cast<const formats::TensorInfo*>(read.tensor->origin);
     if (read.tensor->offset != 0 || read.tensor->size_bytes != tensor->size_bytes) {
       if (read.tensor->offset + read.tensor->size_bytes > tensor->size_bytes) {
         return absl::InternalError(absl::StrCat("read of bytes ", read.tensor->offset, " + ", read.tensor->size_bytes,
                                                 " of tensor '", tensor->name, "' of ", tensor->size_bytes, " bytes"));
       }
-      TensorInfo& part = parts.emplace_back(*tensor);
+      formats::TensorInfo& part = parts.emplace_back(*tensor);
       part.offset += read.tensor->offset;
       part.size_bytes = read.tensor->size_bytes;
       tensor = &part;

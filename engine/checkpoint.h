@@ -10,7 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 #include "engine/tensor_source.h"
 
 namespace expertd::engine {
@@ -27,22 +27,22 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   bool Has(const std::string& name) const { return tensors_.contains(name); }
   // NotFound naming the tensor and the directory when absent.
-  absl::StatusOr<const TensorInfo*> Get(const std::string& name) const;
+  absl::StatusOr<const formats::TensorInfo*> Get(const std::string& name) const;
   // As Get, and the shape must equal `shape` exactly (error names both).
-  absl::StatusOr<const TensorInfo*> Get(const std::string& name, const std::vector<int64_t>& shape) const;
+  absl::StatusOr<const formats::TensorInfo*> Get(const std::string& name, const std::vector<int64_t>& shape) const;
   // The file that holds `tensor` (for error messages).
-  const std::string& FileOf(const TensorInfo& tensor) const;
+  const std::string& FileOf(const formats::TensorInfo& tensor) const;
   size_t num_tensors() const { return tensors_.size(); }
-  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+  const std::vector<std::unique_ptr<formats::SafetensorsFile>>& files() const { return files_; }
 
   // One tensor's bytes into out[0, tensor.size_bytes); errors as
   // SafetensorsFile::ReadAt's. Here and in ReadTensors, tensors are ones Get
   // returned.
-  absl::Status Read(const TensorInfo& tensor, std::byte* out) const;
+  absl::Status Read(const formats::TensorInfo& tensor, std::byte* out) const;
 
   // A tensor to copy out, and where to (tensor->size_bytes bytes).
   struct TensorRead {
-    const TensorInfo* tensor;
+    const formats::TensorInfo* tensor;
     std::byte* destination;
   };
   // What loading took from one file (tensor_source.h).
@@ -57,11 +57,11 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
-  size_t FileIndexOf(const TensorInfo& tensor) const;
+  size_t FileIndexOf(const formats::TensorInfo& tensor) const;
 
   std::string dir_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  absl::flat_hash_map<std::string, std::pair<const TensorInfo*, size_t>> tensors_;  // -> (tensor, file index)
+  std::vector<std::unique_ptr<formats::SafetensorsFile>> files_;
+  absl::flat_hash_map<std::string, std::pair<const formats::TensorInfo*, size_t>> tensors_;  // -> (tensor, file index)
 };
 
 // A checkpoint as a TensorSource (tensor_source.h): names are the

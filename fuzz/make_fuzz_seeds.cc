@@ -15,14 +15,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 #include "io/expert_file.h"
 #include "tools/mkmodel/make_model.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-using expertd::engine::SafetensorsDtype;
+using expertd::formats::SafetensorsDtype;
 
 std::vector<std::byte> Bytes(size_t n) {
   std::vector<std::byte> bytes(n);
@@ -32,19 +32,19 @@ std::vector<std::byte> Bytes(size_t n) {
 
 absl::Status Safetensors(const fs::path& dir) {
   fs::create_directories(dir);
-  absl::Status s = expertd::engine::WriteSafetensors(
+  absl::Status s = expertd::formats::WriteSafetensors(
       (dir / "three_dtypes.safetensors").string(),
-      {{"model.embed.weight", engine::SafetensorsDtype::kF32, {2, 3}, Bytes(24)},
-       {"model.norm.weight", engine::SafetensorsDtype::kBF16, {4}, Bytes(8)},
-       {"step", engine::SafetensorsDtype::kI64, {}, Bytes(8)}},
+      {{"model.embed.weight", SafetensorsDtype::kF32, {2, 3}, Bytes(24)},
+       {"model.norm.weight", SafetensorsDtype::kBF16, {4}, Bytes(8)},
+       {"step", SafetensorsDtype::kI64, {}, Bytes(8)}},
       {{"format", "pt"}});
   if (!s.ok()) return s;
-  s = expertd::engine::WriteSafetensors((dir / "metadata_only.safetensors").string(), {}, {{"format", "pt"}});
+  s = expertd::formats::WriteSafetensors((dir / "metadata_only.safetensors").string(), {}, {{"format", "pt"}});
   if (!s.ok()) return s;
-  return expertd::engine::WriteSafetensors((dir / "empty_and_bool.safetensors").string(),
-                                   {{"empty", engine::SafetensorsDtype::kF16, {0, 5}, {}},
-                                    {"mask", engine::SafetensorsDtype::kBool, {3}, Bytes(3)},
-                                    {"zz", engine::SafetensorsDtype::kU8, {1, 1, 2}, Bytes(2)}});
+  return expertd::formats::WriteSafetensors((dir / "empty_and_bool.safetensors").string(),
+                                   {{"empty", SafetensorsDtype::kF16, {0, 5}, {}},
+                                    {"mask", SafetensorsDtype::kBool, {3}, Bytes(3)},
+                                    {"zz", SafetensorsDtype::kU8, {1, 1, 2}, Bytes(2)}});
 }
 
 // A packed file with `bundles` as (layer, expert), added in that order, in

@@ -17,14 +17,14 @@
 #include <utility>
 #include <vector>
 
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 #include "fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static expertd::fuzz::MemoryFile file;  // one per run: see MemoryFile
-  auto opened = expertd::engine::SafetensorsFile::Open(file.Write(data, size));
+  auto opened = expertd::formats::SafetensorsFile::Open(file.Write(data, size));
   if (!opened.ok()) return 0;
-  const expertd::engine::SafetensorsFile& st = **opened;
+  const expertd::formats::SafetensorsFile& st = **opened;
 
   FUZZ_CHECK(st.file_size() == size);
   const std::string& header = st.header_json();
@@ -35,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::byte> bytes;
   for (const auto& [name, tensor] : st.tensors()) {
     FUZZ_CHECK(tensor.name == name && st.Find(name) == &tensor);
-    const size_t dtype_bytes = expertd::engine::SafetensorsDtypeSize(tensor.dtype);
+    const size_t dtype_bytes = expertd::formats::SafetensorsDtypeSize(tensor.dtype);
     FUZZ_CHECK(dtype_bytes > 0);
     FUZZ_CHECK(tensor.num_elements() >= 0);
     FUZZ_CHECK(static_cast<uint64_t>(tensor.num_elements()) * dtype_bytes == tensor.size_bytes);

@@ -18,7 +18,7 @@
 #include "engine/expert_source.h"
 #include "engine/forward.h"
 #include "engine/model.h"
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/all_logits.h"
@@ -142,9 +142,9 @@ TEST_F(ModelFiles, ShortFileAtLoadIsAnErrorNamingIt) {
 // Open validated the header against the size it saw; a file cut after that
 // is found by the read, never by a signal.
 TEST_F(ModelFiles, FileCutAfterOpenFailsTheReadNamingIt) {
-  auto file = SafetensorsFile::Open(weights_path_);
+  auto file = formats::SafetensorsFile::Open(weights_path_);
   ASSERT_TRUE(file.ok()) << file.status();
-  const TensorInfo* last = nullptr;
+  const formats::TensorInfo* last = nullptr;
   for (const auto& [name, tensor] : (*file)->tensors()) {
     if (last == nullptr || tensor.offset > last->offset) last = &tensor;
   }

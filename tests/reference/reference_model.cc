@@ -33,17 +33,17 @@ double HalfBitsToDouble(uint16_t bits, bool is_bf16) {
   return sign * std::ldexp(1024 + mantissa, exponent - 25);
 }
 
-Vector ToDoubles(const engine::TensorInfo& tensor, const std::vector<std::byte>& bytes) {
+Vector ToDoubles(const formats::TensorInfo& tensor, const std::vector<std::byte>& bytes) {
   Vector out(tensor.num_elements());
   for (size_t i = 0; i < out.size(); ++i) {
-    if (tensor.dtype == engine::SafetensorsDtype::kF32) {
+    if (tensor.dtype == formats::SafetensorsDtype::kF32) {
       float value;
       std::memcpy(&value, bytes.data() + 4 * i, 4);
       out[i] = value;
     } else {
       uint16_t bits;
       std::memcpy(&bits, bytes.data() + 2 * i, 2);
-      out[i] = HalfBitsToDouble(bits, tensor.dtype == engine::SafetensorsDtype::kBF16);
+      out[i] = HalfBitsToDouble(bits, tensor.dtype == formats::SafetensorsDtype::kBF16);
     }
   }
   return out;
@@ -53,20 +53,20 @@ class Weights {
  public:
   explicit Weights(const engine::Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
   absl::StatusOr<Vector> Vec(const std::string& name) {
-    ASSIGN_OR_RETURN(const engine::TensorInfo* tensor, checkpoint_.Get(name));
+    ASSIGN_OR_RETURN(const formats::TensorInfo* tensor, checkpoint_.Get(name));
     std::vector<std::byte> bytes(tensor->size_bytes);
     RETURN_IF_ERROR(checkpoint_.Read(*tensor, bytes.data()));
     return ToDoubles(*tensor, bytes);
   }
   bool Has(const std::string& name) const { return checkpoint_.Has(name); }
   absl::StatusOr<std::vector<uint8_t>> Bytes(const std::string& name) {
-    ASSIGN_OR_RETURN(const engine::TensorInfo* tensor, checkpoint_.Get(name));
+    ASSIGN_OR_RETURN(const formats::TensorInfo* tensor, checkpoint_.Get(name));
     std::vector<uint8_t> bytes(tensor->size_bytes);
     RETURN_IF_ERROR(checkpoint_.Read(*tensor, reinterpret_cast<std::byte*>(bytes.data())));
     return bytes;
   }
   absl::StatusOr<Matrix> Mat(const std::string& name) {
-    ASSIGN_OR_RETURN(const engine::TensorInfo* tensor, checkpoint_.Get(name));
+    ASSIGN_OR_RETURN(const formats::TensorInfo* tensor, checkpoint_.Get(name));
     const int64_t rows = tensor->shape[0];
     const int64_t cols = tensor->shape[1];
     ASSIGN_OR_RETURN(Vector flat, Vec(name));

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 #include "kernels/cpu/dtype.h"
 #include "nlohmann/json.hpp"
 #include "tools/mkmodel/bpe_trainer.h"
@@ -60,21 +60,21 @@ constexpr Arch kArchs[] = {
 
 class TensorMaker {
  public:
-  TensorMaker(engine::SafetensorsDtype dtype, uint64_t seed) : dtype_(dtype), random_(seed) {}
+  TensorMaker(formats::SafetensorsDtype dtype, uint64_t seed) : dtype_(dtype), random_(seed) {}
 
   // Values are `offset + Uniform(stddev)`.
   void Add(const std::string& name, std::vector<int64_t> shape, float stddev, float offset = 0.0f) {
     int64_t count = 1;
     for (int64_t d : shape) count *= d;
-    engine::TensorToWrite tensor{name, dtype_, std::move(shape), {}};
-    tensor.bytes.resize(static_cast<size_t>(count) * engine::SafetensorsDtypeSize(dtype_));
+    formats::TensorToWrite tensor{name, dtype_, std::move(shape), {}};
+    tensor.bytes.resize(static_cast<size_t>(count) * formats::SafetensorsDtypeSize(dtype_));
     std::byte* out = tensor.bytes.data();
     for (int64_t i = 0; i < count; ++i) {
       const float value = offset + random_.Uniform(stddev);
-      if (dtype_ == engine::SafetensorsDtype::kF32) {
+      if (dtype_ == formats::SafetensorsDtype::kF32) {
         std::memcpy(out + 4 * i, &value, 4);
       } else {
-        const uint16_t bits = dtype_ == engine::SafetensorsDtype::kBF16 ? kernels::F32ToBF16(value) : kernels::F32ToF16(value);
+        const uint16_t bits = dtype_ == formats::SafetensorsDtype::kBF16 ? kernels::F32ToBF16(value) : kernels::F32ToF16(value);
         std::memcpy(out + 2 * i, &bits, 2);
       }
     }
@@ -89,8 +89,8 @@ class TensorMaker {
   // about the 1/sqrt(fan-in) of the other weights at test sizes).
   void Mxfp4(const std::string& name, int64_t lead, int64_t rows, int64_t cols) {
     const int64_t groups = lead * rows * (cols / 32);
-    engine::TensorToWrite blocks{name + "_blocks", engine::SafetensorsDtype::kU8, {lead, rows, cols / 32, 16}, {}};
-    engine::TensorToWrite scales{name + "_scales", engine::SafetensorsDtype::kU8, {lead, rows, cols / 32}, {}};
+    formats::TensorToWrite blocks{name + "_blocks", formats::SafetensorsDtype::kU8, {lead, rows, cols / 32, 16}, {}};
+    formats::TensorToWrite scales{name + "_scales", formats::SafetensorsDtype::kU8, {lead, rows, cols / 32}, {}};
     blocks.bytes.resize(static_cast<size_t>(groups) * 16);
     scales.bytes.resize(static_cast<size_t>(groups));
     for (auto& b : blocks.bytes) b = static_cast<std::byte>(random_.Next() & 0xFF);
@@ -102,9 +102,9 @@ class TensorMaker {
   void Zeros(const std::string& name, std::vector<int64_t> shape) { Add(name, std::move(shape), 0.0f); }
   // A new tensor with the bytes of an earlier one.
   void Copy(const std::string& name, const std::string& from) {
-    for (const engine::TensorToWrite& t : tensors_) {
+    for (const formats::TensorToWrite& t : tensors_) {
       if (t.name == from) {
-        engine::TensorToWrite copy = t;
+        formats::TensorToWrite copy = t;
         copy.name = name;
         tensors_.push_back(std::move(copy));
         return;
@@ -112,12 +112,12 @@ class TensorMaker {
     }
   }
 
-  const std::vector<engine::TensorToWrite>& tensors() const { return tensors_; }
+  const std::vector<formats::TensorToWrite>& tensors() const { return tensors_; }
 
  private:
-  engine::SafetensorsDtype dtype_;
+  formats::SafetensorsDtype dtype_;
   Random random_;
-  std::vector<engine::TensorToWrite> tensors_;
+  std::vector<formats::TensorToWrite> tensors_;
 };
 
 absl::Status WriteText(const fs::path& path, const std::string& text) {
@@ -198,8 +198,8 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   const int head_dim = o.head_dim > 0 ? o.head_dim : o.hidden / o.heads;
   const int shared_ffn = o.shared_ffn > 0 ? o.shared_ffn : 2 * o.ffn;
   const int dense_ffn = o.dense_ffn > 0 ? o.dense_ffn : 4 * o.ffn;
-  const engine::SafetensorsDtype dtype =
-      o.dtype == "f32" ? engine::SafetensorsDtype::kF32 : (o.dtype == "bf16" ? engine::SafetensorsDtype::kBF16 : engine::SafetensorsDtype::kF16);
+  const formats::SafetensorsDtype dtype =
+      o.dtype == "f32" ? formats::SafetensorsDtype::kF32 : (o.dtype == "bf16" ? formats::SafetensorsDtype::kBF16 : formats::SafetensorsDtype::kF16);
 
   // Tokenizer first: its special tokens decide the bos/eos ids in config.json.
   BpeTrainerOptions bpe;
@@ -454,7 +454,7 @@ absl::Status MakeModel(const MakeModelOptions& o, const std::string& out_dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
-  RETURN_IF_ERROR(engine::WriteSafetensors((dir / "model.safetensors").string(), make.tensors(), {{"format", "pt"}}));
+  RETURN_IF_ERROR(formats::WriteSafetensors((dir / "model.safetensors").string(), make.tensors(), {{"format", "pt"}}));
   RETURN_IF_ERROR(WriteText(dir / "config.json", config.dump(2) + "\n"));
   RETURN_IF_ERROR(WriteText(dir / "tokenizer.json", tokenizer.dump(2) + "\n"));
   ordered_json tokenizer_config;

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_SAFETENSORS_H_
-#define EXPERTD_ENGINE_SAFETENSORS_H_
+#ifndef EXPERTD_FORMATS_SAFETENSORS_H_
+#define EXPERTD_FORMATS_SAFETENSORS_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +16,7 @@
 #include "base/dtype.h"
 #include "io/posix_file.h"
 
-namespace expertd::engine {
+namespace expertd::formats {
 
 // The dtype tag of a tensor in a safetensors file: every tag the format
 // defines, so a file with an integer or bool tensor is reported clearly
@@ -105,6 +105,6 @@ struct TensorToWrite {
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace expertd::engine
+}  // namespace expertd::formats
 
-#endif  // EXPERTD_ENGINE_SAFETENSORS_H_
+#endif  // EXPERTD_FORMATS_SAFETENSORS_H_

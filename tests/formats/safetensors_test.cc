@@ -1,4 +1,4 @@
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <cstring>
 #include <fstream>
@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
 
-namespace expertd::engine {
+namespace expertd::formats {
 namespace {
 
 using ::expertd::testing::ScopedTempDir;
@@ -88,4 +88,4 @@ TEST(Safetensors, RejectsMalformedHeaders) {
 }
 
 }  // namespace
-}  // namespace expertd::engine
+}  // namespace expertd::formats

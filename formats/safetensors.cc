@@ -1,4 +1,4 @@
-#include "engine/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -16,7 +16,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd::engine {
+namespace expertd::formats {
 namespace {
 
 struct DtypeInfo {
@@ -256,4 +256,4 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   return absl::OkStatus();
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::formats
