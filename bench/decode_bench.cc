@@ -196,8 +196,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   std::string dram_percents;
+  double file_read_seconds = 2.0;
   std::string policies = "lru,least-stale,layer-distance";
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
+  app.add_option("--file-read-seconds", file_read_seconds,
+                 "offloaded runs: how long to measure the expert file's read bandwidth first (0: skip, no ceiling)")
+      ->capture_default_str();
   app.add_option("--policies", policies, "eviction policies for the offloaded runs")->capture_default_str();
   std::string shallow_list = "0";
   app.add_option("--shallow-layers", shallow_list,
@@ -283,7 +287,7 @@ int main(int argc, char** argv) {
   // O_DIRECT, the reader's queue full), measured before the runs: with it,
   // each run's I/O ceiling is this / (misses per decode token x bytes).
   double file_bandwidth = 0;
-  {
+  if (file_read_seconds > 0) {
     const std::vector<bench::ExpertRead> reads = bench::SlotReads(**file);
     std::vector<io::AlignedBuffer> buffers;
     for (int i = 0; i < (*reader)->queue_depth(); ++i) {
@@ -295,7 +299,7 @@ int main(int argc, char** argv) {
       buffers.push_back(std::move(*buffer));
     }
     std::string error;
-    file_bandwidth = bench::MeasureExpertReads(**reader, reads, buffers, 2.0, &error);
+    file_bandwidth = bench::MeasureExpertReads(**reader, reads, buffers, file_read_seconds, &error);
     if (!error.empty()) {
       std::fprintf(stderr, "error: reading %s: %s\n", expert_path.c_str(), error.c_str());
       return 1;
@@ -387,7 +391,7 @@ int main(int argc, char** argv) {
           const double decode_steps = std::max<double>(1, static_cast<double>(run->tokens.size()) - 1);
           const double misses_per_token = ((*cache)->stats().dram.misses - decode_start.decode_start().misses) /
                                           decode_steps;
-          const double ceiling = misses_per_token > 0
+          const double ceiling = misses_per_token > 0 && file_bandwidth > 0
                                      ? file_bandwidth / (misses_per_token * (*file)->layout().slot_bytes())
                                      : std::numeric_limits<double>::infinity();
           const double tps = run->decode_tokens_per_second();
