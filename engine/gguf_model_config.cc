@@ -125,6 +125,28 @@ absl::StatusOr<int> VocabSize(const GgufFile& file, const ArchKeys& keys) {
                                           "' nor 'tokenizer.ggml.tokens' nor a token_embd.weight tensor"));
 }
 
+// YaRN's keys both gpt-oss and DeepSeek-V2 files share (llama.cpp's
+// rope.scaling.*): nullopt when the file scales RoPE otherwise or not at
+// all. The betas default to 32 and 1, YaRN's own.
+absl::StatusOr<std::optional<YarnRope>> ReadYarn(const GgufFile& file, const ArchKeys& keys,
+                                                 const ModelConfig& config) {
+  if (!keys.Has("rope.scaling.type")) return std::nullopt;
+  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
+  if (scaling != "yarn") return std::nullopt;
+  YarnRope yarn;
+  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
+  if (!(yarn.factor > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
+  }
+  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
+                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
+                              kMaxPositions));
+  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
+  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  return yarn;
+}
+
 // gpt-oss's keys as llama.cpp's loader reads them (src/models/openai-moe.cpp,
 // load_arch_hparams), into what HF's GptOssConfig says.
 absl::Status ReadGptOss(const GgufFile& file, const ArchKeys& keys, ModelConfig& config) {
@@ -170,22 +192,11 @@ absl::Status ReadGptOss(const GgufFile& file, const ArchKeys& keys, ModelConfig&
                                                    "one for every layer"));
     }
   }
-  if (!keys.Has("rope.scaling.type")) return absl::OkStatus();
-  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
-  if (scaling != "yarn") return absl::OkStatus();
-  YarnRope yarn;
-  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
-  if (!(yarn.factor > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
-  }
-  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
-                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
-                              kMaxPositions));
   // llama.cpp's gpt-oss reads neither beta (it keeps 32 and 1, gpt-oss's
   // values); a file that says otherwise is read as it says, as HF would.
-  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
-  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  ASSIGN_OR_RETURN(std::optional<YarnRope> read, ReadYarn(file, keys, config));
+  if (!read) return absl::OkStatus();
+  YarnRope& yarn = *read;
   // HF's attention_factor, which llama.cpp's converter writes here.
   ASSIGN_OR_RETURN(const std::optional<float> attention_factor, keys.OptionalFloat("rope.scaling.yarn_attn_factor"));
   yarn.attention_factor = attention_factor;
@@ -266,20 +277,9 @@ absl::Status ReadDeepseek2(const GgufFile& file, const ArchKeys& keys, int value
   ASSIGN_OR_RETURN(const int first_dense, keys.IntOr("leading_dense_block_count", 0, 0, kMaxModelLayers));
   config.layer_is_moe.assign(config.num_layers, true);
   for (int layer = 0; layer < std::min(first_dense, config.num_layers); ++layer) config.layer_is_moe[layer] = false;
-  if (!keys.Has("rope.scaling.type")) return absl::OkStatus();
-  ASSIGN_OR_RETURN(const std::string_view scaling, file.GetString(keys.Key("rope.scaling.type")));
-  if (scaling != "yarn") return absl::OkStatus();
-  YarnRope yarn;
-  ASSIGN_OR_RETURN(yarn.factor, keys.FloatOr("rope.scaling.factor", 0.0f));
-  if (!(yarn.factor > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.path(), ": key '", keys.Key("rope.scaling.factor"), "' must be present and positive"));
-  }
-  ASSIGN_OR_RETURN(yarn.original_max_position_embeddings,
-                   keys.IntOr("rope.scaling.original_context_length", config.max_position_embeddings, 1,
-                              kMaxPositions));
-  ASSIGN_OR_RETURN(yarn.beta_fast, keys.FloatOr("rope.scaling.yarn_beta_fast", 32.0f));
-  ASSIGN_OR_RETURN(yarn.beta_slow, keys.FloatOr("rope.scaling.yarn_beta_slow", 1.0f));
+  ASSIGN_OR_RETURN(std::optional<YarnRope> read, ReadYarn(file, keys, config));
+  if (!read) return absl::OkStatus();
+  YarnRope& yarn = *read;
   // llama.cpp's converter writes 0.1 x mscale_all_dim, and llama.cpp takes
   // mscale to be mscale_all_dim ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX] there), as
   // DeepSeek's configs have them.
