@@ -42,6 +42,9 @@ struct CacheStats {
   TierStats device;  // slots == 0 without a device tier
   DeviceCopyStats device_copies;
   uint64_t passes = 0;
+
+  // The tier compute reads experts from: the device tier when there is one.
+  const TierStats& compute() const { return device.slots > 0 ? device : dram; }
 };
 
 // The device tier's backend: where device slots live, how DRAM slots are

@@ -51,7 +51,7 @@ void PrintCacheStats(const runtime::Runtime& runtime, int64_t tokens) {
   };
   if (stats.device.slots > 0) print("device", stats.device);
   print("dram", stats.dram);
-  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
+  const cache::TierStats& compute = stats.compute();
   // Prefetches land in the compute tier (the device tier when there is one).
   std::printf("stall: %.2f ms per token waiting for experts; prefetch hid %.1f%% of would-be misses (%llu late)\n",
               tokens > 0 ? compute.wait_ns / 1e6 / tokens : 0.0, 100.0 * compute.hidden_miss_share(),

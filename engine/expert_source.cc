@@ -53,17 +53,15 @@ std::optional<ExpertHandle> CachedExperts::TryAcquireHostCopy(int layer, int exp
 
 PrefetchTarget::Figures CachedExperts::figures() const {
   const cache::CacheStats stats = cache_.stats();
-  const cache::TierStats& compute = stats.device.slots > 0 ? stats.device : stats.dram;
   Figures figures;
   figures.bytes_read = stats.dram.bytes_loaded;
   figures.read_busy_ns = stats.dram.read_busy_ns;
-  figures.compute_stall_ns = compute.wait_ns;
+  figures.compute_stall_ns = stats.compute().wait_ns;
   return figures;
 }
 
 int CachedExperts::compute_slots() const {
-  const cache::CacheStats stats = cache_.stats();
-  return stats.device.slots > 0 ? stats.device.slots : stats.dram.slots;
+  return cache_.stats().compute().slots;
 }
 
 ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {

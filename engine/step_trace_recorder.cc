@@ -10,8 +10,7 @@ StepTraceRecorder::StepTraceRecorder(LayerObserver* inner, const cache::ExpertCa
 
 uint64_t StepTraceRecorder::StallNs() const {
   if (cache_ == nullptr) return 0;
-  const cache::CacheStats stats = cache_->stats();
-  return stats.device.slots > 0 ? stats.device.wait_ns : stats.dram.wait_ns;
+  return cache_->stats().compute().wait_ns;
 }
 
 void StepTraceRecorder::BeginPass() {

@@ -117,7 +117,7 @@ absl::Status Runtime::KeepShallowLayersResident(const engine::Model& model, int 
   const engine::ModelConfig& config = model.config();
   const cache::CacheStats stats = cache_->stats();
   const bool device = stats.device.slots > 0;
-  const int compute_slots = device ? stats.device.slots : stats.dram.slots;
+  const int compute_slots = stats.compute().slots;
   int all_experts = 0;
   for (bool moe : config.layer_is_moe) all_experts += moe ? config.num_experts : 0;
   // Whole layers, first ones first, as long as a layer's experts per token
