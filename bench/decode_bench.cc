@@ -13,7 +13,9 @@
 // 2048, 64 experts top-8, ffn 1024, vocab 50304: 13.8 GB), or "small" (the
 // same layers, 4 of them, vocab 4096) for a quick run. See bench/bench_models.h.
 //
-// With --dram-percent, the experts are packed (once) into DIR/model.experts
+// With --dram-percent, the experts are packed (once, keeping their dtypes)
+// into the model's default expert file (DIR/model.experts, or X.experts
+// beside a GGUF file X.gguf)
 // and decode runs again through the tiered cache with a DRAM budget of that
 // share of all experts, read with io_uring and O_DIRECT, per policy; each
 // figure is also given as a ratio to the all-resident run of the same
@@ -179,6 +181,7 @@ absl::StatusOr<StepFigures> MeasureBatchedStep(const engine::Model& model, engin
 
 int main(int argc, char** argv) {
   std::string model_dir;
+  bool map_weights = false;
   int tokens = 64;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   CLI::App app{"decode tokens/s against the memory-bandwidth limit"};
@@ -198,6 +201,9 @@ int main(int argc, char** argv) {
   std::string dram_percents;
   double file_read_seconds = 2.0;
   std::string policies = "lru,least-stale,layer-distance";
+  app.add_flag("--map-weights", map_weights,
+               "map a GGUF file's weights instead of copying them (shares the page cache with llama.cpp on the "
+               "same file)");
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
   app.add_option("--file-read-seconds", file_read_seconds,
                  "offloaded runs: how long to measure the expert file's read bandwidth first (0: skip, no ceiling)")
@@ -220,7 +226,7 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto model = engine::Model::Load(model_dir);
+  auto model = engine::Model::Load(model_dir, {.map_weights = map_weights});
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
     return 1;
@@ -268,7 +274,7 @@ int main(int argc, char** argv) {
   }
   if (dram_percents.empty()) return 0;
 
-  const std::string expert_path = model_dir + "/model.experts";
+  const std::string expert_path = (*model)->DefaultExpertFilePath();
   if (!std::filesystem::exists(expert_path)) {
     if (absl::Status s = engine::PackExperts(**model, expert_path, std::nullopt); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());

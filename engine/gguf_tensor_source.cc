@@ -311,6 +311,12 @@ absl::StatusOr<SourceTensor> GgufTensorSource::SplitKvB(const std::string& name,
   return out;
 }
 
+const std::byte* GgufTensorSource::MappedBytes(const SourceTensor& tensor) const {
+  if (tensor.permuted_heads > 0 || tensor.kv_b_values != nullptr || tensor.mxfp4_scales != nullptr) return nullptr;
+  const auto* info = static_cast<const formats::GgufTensorInfo*>(tensor.origin);
+  return file_->bytes().data() + info->file_offset + tensor.offset;
+}
+
 absl::StatusOr<std::vector<FileReadStats>> GgufTensorSource::ReadTensors(absl::Span<const TensorRead> reads) const {
   std::vector<FileReadStats> all_stats;
   if (reads.empty()) return all_stats;

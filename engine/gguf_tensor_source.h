@@ -77,6 +77,9 @@ class GgufTensorSource : public TensorSource {
   bool Has(const std::string& name) const override;
   absl::StatusOr<SourceTensor> Get(const std::string& name, const std::vector<int64_t>& shape) const override;
   absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const override;
+  // Inside GgufFile's own mapping of the file, which the owner keeps.
+  const std::byte* MappedBytes(const SourceTensor& tensor) const override;
+  std::shared_ptr<const void> MappingOwner() const override { return file_; }
 
   // The GGUF tensor an HF name stands for: its name, the expert of a stack
   // (-1: the whole tensor) and the permuted heads (0: none). Nullopt for a

@@ -65,9 +65,12 @@ uint64_t Xxh64Of(absl::string_view text) {
 void LogReads(const std::vector<FileReadStats>& read_stats) {
   for (const FileReadStats& file : read_stats) {
     constexpr double kMiB = 1 << 20;
-    spdlog::info("{}: read {:.1f} MiB of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 of the bytes read {:016x}",
-                 file.path, file.read_bytes / kMiB, file.file_bytes / kMiB, file.seconds,
-                 file.read_bytes / kMiB / std::max(file.seconds, 1e-9), file.xxh64);
+    const uint64_t loaded = file.read_bytes + file.mapped_bytes;
+    spdlog::info("{}: read {:.1f} MiB{} of {:.1f} MiB in {:.3f} s ({:.0f} MiB/s), xxh64 of the bytes read {:016x}",
+                 file.path, file.read_bytes / kMiB,
+                 file.mapped_bytes > 0 ? fmt::format(" and mapped {:.1f} MiB (pages faulted in)", file.mapped_bytes / kMiB)
+                                       : std::string(),
+                 file.file_bytes / kMiB, file.seconds, loaded / kMiB / std::max(file.seconds, 1e-9), file.xxh64);
   }
 }
 
@@ -113,7 +116,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::LoadGguf(const std::string& path, 
   LogReads(read_stats);
   model->shards_identity_ = Xxh64Of(identity);
   model->fingerprint_ = model->shards_identity_;
-  return model;  // the file is unmapped here: the weights are copies
+  // The file stays mapped only while mapped weights point into it.
+  return model;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir, const WeightLoadOptions& options) {

@@ -2,6 +2,10 @@
 
 #include <sys/mman.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -56,12 +60,20 @@ std::string ExpertPrefix(const TensorNames& names, int layer, int expert) {
 // of the weights being built, which must not move until ReadAll.
 class Loader {
  public:
-  explicit Loader(const TensorSource& source) : source_(source) {}
+  // With `map`, matrices the source can map (TensorSource::MappedBytes)
+  // point into its mapping instead of being copied.
+  explicit Loader(const TensorSource& source, bool map = false) : source_(source), map_(map) {}
 
   // With read false, *out gets shape and dtype only (a non-resident expert).
   absl::Status Matrix(const std::string& name, int64_t rows, int64_t cols, WeightMatrix* out, bool read = true) {
     ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, {rows, cols}));
     *out = WeightMatrix{tensor.dtype, nullptr, rows, cols};
+    const std::byte* mapped = read && map_ ? source_.MappedBytes(tensor) : nullptr;
+    if (mapped != nullptr) {
+      out->data = mapped;
+      mapped_.push_back({mapped, tensor.size_bytes});
+      return absl::OkStatus();
+    }
     if (read) {
       const size_t bytes = RoundUp(tensor.size_bytes, kMatrixAlignment);
       matrices_.push_back({std::make_unique<SourceTensor>(std::move(tensor)), out, storage_bytes_});
@@ -195,8 +207,20 @@ class Loader {
       v.target->resize(v.size);
       kernels::ConvertToF32(v.tensor->dtype, scratch.data() + v.offset, v.size, v.target->data());
     }
+    if (!mapped_.empty()) {
+      const auto start = std::chrono::steady_clock::now();
+      const uint64_t mapped_bytes = PopulateMapped();
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      auto file = std::find_if(stats.begin(), stats.end(), [&](const FileReadStats& f) { return f.path == source_.path(); });
+      if (file == stats.end()) file = stats.insert(stats.end(), FileReadStats{.path = source_.path()});
+      file->mapped_bytes += mapped_bytes;
+      file->seconds += seconds;
+    }
     return stats;
   }
+
+  // Whether any matrix points into the source's mapping.
+  bool mapped_any() const { return !mapped_.empty(); }
 
  private:
   // Tensors are held by pointer: TensorRead points at them while the
@@ -224,7 +248,51 @@ class Loader {
     int64_t hidden, ffn;
   };
 
+  // Faults every page of the mapped matrices in now (MADV_POPULATE_READ,
+  // or a read per page on kernels before 5.14), so the first request does
+  // not pay for a page fault per 4 KiB of weights. Returns the bytes mapped
+  // (each page once).
+  uint64_t PopulateMapped() const {
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<std::pair<uintptr_t, uintptr_t>> ranges;  // page-aligned [begin, end)
+    ranges.reserve(mapped_.size());
+    for (const MappedMatrix& m : mapped_) {
+      const auto begin = reinterpret_cast<uintptr_t>(m.data);
+      ranges.push_back({begin / page * page, RoundUp(begin + m.bytes, page)});
+    }
+    std::sort(ranges.begin(), ranges.end());
+    std::vector<std::pair<uintptr_t, uintptr_t>> merged;
+    for (const auto& range : ranges) {
+      if (!merged.empty() && range.first <= merged.back().second) {
+        merged.back().second = std::max(merged.back().second, range.second);
+      } else {
+        merged.push_back(range);
+      }
+    }
+    uint64_t total = 0;
+    for (const auto& [begin, end] : merged) {
+      total += end - begin;
+      void* at = reinterpret_cast<void*>(begin);
+      if (::madvise(at, end - begin, kMadvPopulateRead) == 0) continue;
+      // Older kernels: one read per page does the same, more slowly.
+      uint8_t sum = 0;
+      for (uintptr_t p = begin; p < end; p += page) sum ^= *reinterpret_cast<const volatile uint8_t*>(p);
+      populate_sink_ ^= sum;
+    }
+    return total;
+  }
+  // MADV_POPULATE_READ (Linux 5.14), spelt out for older headers.
+  static constexpr int kMadvPopulateRead = 22;
+
+  struct MappedMatrix {
+    const std::byte* data;
+    size_t bytes;
+  };
+
   const TensorSource& source_;
+  const bool map_;
+  std::vector<MappedMatrix> mapped_;
+  mutable uint8_t populate_sink_ = 0;  // keeps the fallback's page reads from being optimised away
   std::vector<PlannedFused> fused_;
   std::vector<PlannedMatrix> matrices_;
   std::vector<PlannedVector> vectors_;
@@ -243,7 +311,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, co
 absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, const ModelConfig& config,
                                                 const WeightLoadOptions& options,
                                                 std::vector<FileReadStats>* read_stats) {
-  Loader load(checkpoint);
+  Loader load(checkpoint, options.map_weights);
   const TensorNames names = NamesFor(config.architecture);
   const int64_t hidden = config.hidden_size;
   ModelWeights weights;
@@ -366,6 +434,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, 
     (void)::madvise(weights.storage.data(), weights.storage.size(), MADV_HUGEPAGE);
   }
   ASSIGN_OR_RETURN(std::vector<FileReadStats> stats, load.ReadAll(weights.storage.data()));
+  if (load.mapped_any()) weights.mapping = checkpoint.MappingOwner();
   if (tied) weights.lm_head = weights.embedding;
   for (LayerWeights& layer : weights.layers) {
     if (layer.expert_up_bias.empty() || !layer.expert_gate_bias.empty()) continue;  // none, or split already

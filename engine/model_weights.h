@@ -2,6 +2,7 @@
 #define EXPERTD_ENGINE_MODEL_WEIGHTS_H_
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -86,13 +87,25 @@ struct WeightLoadOptions {
   // model runs only with an ExpertSource over the packed file.
   // ReadRoutedExpert reads an expert when one is needed (packing).
   bool resident_experts = true;
+  // Whether matrices stored exactly as the engine computes with them point
+  // into a read-only mapping of the model file instead of being copied
+  // (GGUF files; a safetensors checkpoint is always copied, as are permuted,
+  // split or repacked tensors). The pages are faulted in at load. A mapped
+  // model shares the page cache with other processes on the same file
+  // (llama.cpp maps by default) and starts again without re-reading it, but
+  // it shares the file's fate: truncating or rewriting the file in place
+  // while the model runs kills it (SIGBUS) or changes its weights
+  // (formats/mapped_file.h). Off by default: copies cannot be hurt that way.
+  bool map_weights = false;
 };
 
 // Every weight of a model, in memory the struct owns. Matrices keep their
 // stored dtype and are copied once at load into `storage`; small vectors
 // (norms, biases) are converted to f32 copies. Nothing points into the
 // checkpoint's files afterwards, so a file truncated or rewritten under a
-// running model can neither crash it nor change what it computes.
+// running model can neither crash it nor change what it computes; unless
+// the load mapped the matrices (WeightLoadOptions::map_weights), which then
+// point into `mapping`.
 struct ModelWeights {
   WeightMatrix embedding;  // [vocab][hidden]
   std::vector<LayerWeights> layers;
@@ -104,6 +117,9 @@ struct ModelWeights {
   // unaligned (LoadU), so the alignment is for whole cache lines, not for
   // correctness.
   io::AlignedBuffer storage;
+  // With WeightLoadOptions::map_weights: keeps the file mapped that some
+  // matrices point into (null when none does).
+  std::shared_ptr<const void> mapping;
 
   // Resolves and validates every tensor the config needs: presence, shape
   // and a usable dtype (f32, bf16, f16 from safetensors; those and the GGML

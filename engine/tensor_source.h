@@ -28,6 +28,10 @@ struct FileReadStats {
   std::string path;
   uint64_t file_bytes = 0;  // the file's size
   uint64_t read_bytes = 0;  // header and tensors read
+  // Tensors mapped in place (WeightLoadOptions::map_weights) rather than
+  // read: not in read_bytes nor in xxh64; `seconds` includes populating
+  // their pages.
+  uint64_t mapped_bytes = 0;
   // XXH64 (seed 0) of the bytes read in file order. For safetensors: the
   // 8-byte length, the header, then each tensor read, so when every tensor
   // of a gapless file is read it equals `xxh64sum` of the file. For GGUF:
@@ -86,6 +90,15 @@ class TensorSource {
   // offset order, and fails (Aborted) when a file changed while it was
   // read. Stats come one per file read.
   virtual absl::StatusOr<std::vector<FileReadStats>> ReadTensors(absl::Span<const TensorRead> reads) const = 0;
+
+  // For a loader that maps weights instead of copying them
+  // (WeightLoadOptions::map_weights): where `tensor`'s bytes, exactly as the
+  // engine computes with them, lie in a read-only mapping of the file, or
+  // nullptr when the source has no mapping or the stored bytes differ from
+  // the computed ones (permuted rows, a split kv_b, an MXFP4 pair). The
+  // mapping lives as long as any copy of MappingOwner().
+  virtual const std::byte* MappedBytes(const SourceTensor& /*tensor*/) const { return nullptr; }
+  virtual std::shared_ptr<const void> MappingOwner() const { return nullptr; }
 };
 
 }  // namespace expertd::engine

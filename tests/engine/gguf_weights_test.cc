@@ -158,6 +158,37 @@ TEST_P(GgufWeights, LogitsEqualTheHfDirectorysForF32AndBf16) {
   }
 }
 
+bool InStorage(const ModelWeights& w, const void* data) {
+  const auto* p = static_cast<const std::byte*>(data);
+  return p >= w.storage.data() && p < w.storage.data() + w.storage.size();
+}
+
+// WeightLoadOptions::map_weights: matrices stored as the engine computes
+// with them point into the file's mapping (outside the copied storage, which
+// shrinks to the rest), holding the same bytes the copying load reads, so
+// the logits are the same bits. Mixtral's q and k rows are stored in
+// llama.cpp's order and must be put back: those stay copies.
+TEST_P(GgufWeights, MappedWeightsAreTheFilesBytesAndComputeTheSameLogits) {
+  for (const std::string dtype : {"bf16", "q8_0"}) {
+    SCOPED_TRACE(dtype);
+    std::unique_ptr<Model> copied = LoadOrDie(Fixture(family(), dtype));
+    std::unique_ptr<Model> mapped = LoadOrDie(Fixture(family(), dtype), {.map_weights = true});
+    ASSERT_TRUE(copied && mapped);
+    const ModelWeights& c = copied->weights();
+    const ModelWeights& m = mapped->weights();
+    EXPECT_EQ(c.mapping, nullptr);
+    EXPECT_NE(m.mapping, nullptr);
+    EXPECT_LT(m.storage.size(), c.storage.size());
+    const WeightMatrix& expert = m.layers[1].experts[2].down;
+    EXPECT_FALSE(InStorage(m, expert.data));
+    ASSERT_EQ(expert.size_bytes(), c.layers[1].experts[2].down.size_bytes());
+    EXPECT_EQ(std::memcmp(expert.data, c.layers[1].experts[2].down.data, expert.size_bytes()), 0);
+    EXPECT_EQ(InStorage(m, m.layers[0].q.data), family() == "mixtral") << "permuted rows are copies";
+    EXPECT_FALSE(InStorage(m, m.layers[0].v.data));
+    EXPECT_EQ(Logits(*mapped), Logits(*copied));
+  }
+}
+
 // Q8_0 (gguf-py's reference quantizer on the F32 model): every matrix but
 // the routers is blocks, the embedding and LM head included, so the
 // embedding lookup dequantizes a row and attention and the LM head run the
