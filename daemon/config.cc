@@ -200,7 +200,9 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_connections_per_uid", num(c.server.max_connections_per_uid, 1, kMaxConnections)},
         {"max_queued_requests", num(c.server.max_queued_requests, 1, kMaxQueuedRequests)},
         {"read_timeout_ms", num(c.server.read_timeout_ms, 1, kMaxReadTimeoutMs)}}},
-      {"model", {{"path", str(c.model.path)}}},
+      {"model",
+       {{"path", str(c.model.path)},
+        {"map_weights", [&c](const KeyRef& k) { return ReadBool(k, c.model.map_weights); }}}},
       {"cache",
        {{"dram_budget", size(c.cache.dram_budget_bytes, 0, kMaxBudgetBytes)},
         {"device_budget", size(c.cache.device_budget_bytes, 0, kMaxBudgetBytes)},
@@ -324,6 +326,7 @@ absl::StatusOr<CacheConfig> LoadCacheBudgets(const std::string& path) {
 runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   runtime::EngineOptions options;
   options.model_dir = config.model.path;
+  options.map_weights = config.model.map_weights;
   options.threads = config.inference.threads;
   options.experts_per_token = config.inference.default_experts_per_token;
 

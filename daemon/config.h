@@ -39,6 +39,8 @@ struct ServerConfig {
 
 struct ModelConfigSection {
   std::string path;  // model directory or .gguf file; required
+  // A GGUF file's weights mapped instead of copied (engine::WeightLoadOptions::map_weights).
+  bool map_weights = false;
 
   bool operator==(const ModelConfigSection&) const = default;
 };

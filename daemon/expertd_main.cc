@@ -37,6 +37,8 @@ CLI::Option* AddByteSizeOption(CLI::App* command, const std::string& name, uint6
 void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options) {
   command->add_option("--model", options->model_dir, "HF model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file")
       ->required();
+  command->add_flag("--map-weights", options->map_weights,
+                    "map a .gguf file's weights instead of copying them (shared page cache; see [model] map_weights)");
   command->add_option("--k", options->experts_per_token, "routed experts per token (dial-k); default the model's")
       ->check(CLI::PositiveNumber);
   command->add_option("--threads", options->threads, "compute threads; default every core");

@@ -48,6 +48,7 @@ struct DeviceOptions {
 // Move-only: cache::ExpertCacheOptions owns a device copier.
 struct EngineOptions {
   std::string model_dir;
+  bool map_weights = false;   // engine::WeightLoadOptions::map_weights
   int threads = 0;            // compute threads; 0 = every core
   int experts_per_token = 0;  // dial-k; 0 = the model's
 

@@ -163,7 +163,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   // Offloaded experts come from the packed file through the cache: the
   // model keeps only its dense weights in memory (the experts would double
   // what the DRAM budget is there to bound).
-  ASSIGN_OR_RETURN(engine.model_, engine::Model::Load(options.model_dir, {.resident_experts = !options.offloading()}));
+  ASSIGN_OR_RETURN(engine.model_, engine::Model::Load(options.model_dir, {.resident_experts = !options.offloading(),
+                                                                     .map_weights = options.map_weights}));
   const engine::ModelConfig& config = engine.model_->config();
   RETURN_IF_ERROR(engine::ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {

@@ -62,6 +62,7 @@ max_queued_requests = 20
 read_timeout_ms = 500
 [model]
 path = "/models/olmoe"
+map_weights = true
 [cache]
 dram_budget = "6GiB"
 device_budget = 1048576
@@ -96,6 +97,7 @@ execution_placement = false
   DaemonConfig w;
   w.server = {"/tmp/x.sock", "llm", 0600, 4u << 20, 10, 3, 20, 500};
   w.model.path = "/models/olmoe";
+  w.model.map_weights = true;
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
   w.prefetch = {"previous-token", 2, 4, false, 3, 1, "last-layer-gate"};

@@ -188,6 +188,7 @@ read_timeout_ms = 1234
 
 [model]
 path = "MODEL"
+map_weights = true
 
 [cache]
 dram_budget = "1GiB"
@@ -294,6 +295,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   // The engine's keys, in the modules' option structs.
   const EngineOptions options = daemon::EngineOptionsFromConfig(*config);
   EXPECT_EQ(options.model_dir, model);
+  EXPECT_TRUE(options.map_weights);
   EXPECT_EQ(options.threads, 2);
   EXPECT_EQ(options.experts_per_token, 3);
   EXPECT_EQ(options.cache.dram_budget_bytes, uint64_t{1} << 30);
