@@ -365,17 +365,32 @@ HWY_INLINE void UnpackQ4_K512(const BlockQ4_K& w, Q4KUnpacked* u) {
   u->dmin = ScaleF32(w.dmin);
 }
 
-// The integer sums of one unpacked 256-element block against an activation
-// block: the codes against x, each pair times its sub-block's scale, and x's
-// per-16 sums against `per16` (Q4_K's mins; Q6_K's scales, for its -32).
-struct BlockSums512 {
-  int32_t scaled = 0;
-  int32_t per16 = 0;
+// Q4_K and Q6_K on 64-byte vectors keep each block's exact integer sums in
+// their vector lanes and scale them into f32 lane accumulators, one FMA per
+// block and term, with a single horizontal sum per dot product at the end
+// (as the Q8_0 kernels do). Two horizontal integer sums and a scalar f32
+// chain per 256-element block had made the Q4_K decode kernel compute-bound
+// on one core (20 tokens/s on the OLMoE-1B-7B shape, Q4_K_M, where
+// llama.cpp's lane-accumulating kernel reads 25). The f32 additions are
+// therefore ordered by lane rather than by block: within f32 reordering of
+// DotQuantRowScalar instead of bit for bit, and the same bits for MatVec
+// and the batched path (UnpackedRows), which accumulate the same way. Lane
+// values stay exact in f32: a lane of the code sums adds 16 products code x
+// activation x scale, at most 16 x 15 x 127 x 63 (Q4_K) or 16 x 63 x 127 x
+// 128 (Q6_K) in magnitude, below 2^24.
+// Value-initialise (`LaneSums512 acc{}`: zero lanes); an initialiser calling
+// the intrinsics would be compiled outside this target's attributes.
+struct LaneSums512 {
+  __m512 codes;  // the scaled code sums, each block's times its factor
+  __m256 per16;  // x's per-16 sums against the per-16 weights, likewise
 };
-HWY_INLINE BlockSums512 SumBlock512(const __m512i (&codes)[4], const __m512i (&scales)[4], __m256i per16,
-                                    const ActQ8_K& x) {
-  BlockSums512 sums;
-  sums.per16 = HorizontalSum(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), per16));
+
+// Adds one unpacked 256-element block's terms against an activation block:
+// codes_factor x (the codes against x, each pair times its sub-block's
+// scale) and per16_factor x (x's per-16 sums against `per16`: Q4_K's mins,
+// Q6_K's scales for its -32).
+HWY_INLINE void AccumulateBlock512(const __m512i (&codes)[4], const __m512i (&scales)[4], __m256i per16,
+                                   const ActQ8_K& x, float codes_factor, float per16_factor, LaneSums512& acc) {
   __m512i total = _mm512_setzero_si512();
   // Unrolled (GCC's -O2 does not unroll): a variable index would keep the
   // unpacked vectors in memory instead of registers.
@@ -384,51 +399,63 @@ HWY_INLINE BlockSums512 SumBlock512(const __m512i (&codes)[4], const __m512i (&s
     const __m512i xv = _mm512_loadu_si512(x.qs + 64 * c);
     total = _mm512_add_epi32(total, _mm512_madd_epi16(_mm512_maddubs_epi16(codes[c], xv), scales[c]));
   }
-  sums.scaled = HorizontalSum(_mm256_add_epi32(_mm512_castsi512_si256(total), _mm512_extracti64x4_epi64(total, 1)));
-  return sums;
+  const __m256i sums16 =
+      _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), per16);
+  acc.codes = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(codes_factor), acc.codes);
+  acc.per16 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16), _mm256_set1_ps(per16_factor), acc.per16);
 }
 
-// The block's term of the dot product with one activation block.
-HWY_INLINE float BlockDotQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x) {
-  const BlockSums512 sums = SumBlock512(u.codes, u.scales, u.mins16, x);
-  return (x.d * u.d) * static_cast<float>(sums.scaled) - (x.d * u.dmin) * static_cast<float>(sums.per16);
+// The dot product: the code lanes folded to eight, less the per-16 lanes,
+// summed in a fixed tree.
+HWY_INLINE float FinishLanes512(const LaneSums512& acc) {
+  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc.codes), 1));
+  const __m256 lanes = _mm256_sub_ps(_mm256_add_ps(_mm512_castps512_ps256(acc.codes), high), acc.per16);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(lanes), _mm256_extractf128_ps(lanes, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+HWY_INLINE void AccumulateQ4_K512(const Q4KUnpacked& u, const ActQ8_K& x, LaneSums512& acc) {
+  AccumulateBlock512(u.codes, u.scales, u.mins16, x, x.d * u.d, x.d * u.dmin, acc);
 }
 
 float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
-  float acc = 0;
+  LaneSums512 acc{};
   for (size_t i = 0; i < blocks; ++i) {
     Q4KUnpacked u;
     UnpackQ4_K512(w[i], &u);
-    acc += BlockDotQ4_K512(u, x[i]);
+    AccumulateQ4_K512(u, x[i], acc);
   }
-  return acc;
+  return FinishLanes512(acc);
 }
 
 // A batch of activation rows (prefill) against weight rows: each block is
 // unpacked once for up to kUnpackedRowsTile activation rows. Every (row,
-// activation) pair still adds its blocks' terms in block order, the same
-// f32 steps as DotQ4_K512, so the values are MatVec's bit for bit. The
-// weight row stays in L1 while the batch's activation blocks stream from L2.
+// activation) pair still adds its blocks' terms in block order into its own
+// lanes, the same f32 steps as DotQ4_K512 and DotQ6_K512, so the values are
+// MatVec's bit for bit. The weight row stays in L1 while the batch's
+// activation blocks stream from L2.
 constexpr size_t kUnpackedRowsTile = 64;
 
 template <typename Block, typename Unpacked, void (*kUnpack)(const Block&, Unpacked*),
-          float (*kBlockDot)(const Unpacked&, const ActQ8_K&)>
+          void (*kAccumulate)(const Unpacked&, const ActQ8_K&, LaneSums512&)>
 void UnpackedRows(const void* w, size_t rows, size_t cols, const void* xq, size_t batch, float* y, size_t row_begin,
                   size_t row_end) {
   const size_t blocks = cols / 256;
   const auto* wb = static_cast<const Block*>(w);
   const auto* xb = static_cast<const ActQ8_K*>(xq);
-  float acc[kUnpackedRowsTile];
+  LaneSums512 acc[kUnpackedRowsTile];
   for (size_t r = row_begin; r < row_end; ++r) {
     for (size_t m0 = 0; m0 < batch; m0 += kUnpackedRowsTile) {
       const size_t tile = std::min(kUnpackedRowsTile, batch - m0);
-      std::fill_n(acc, tile, 0.0f);
+      std::fill_n(acc, tile, LaneSums512{});
       for (size_t i = 0; i < blocks; ++i) {
         Unpacked u;
         kUnpack(wb[r * blocks + i], &u);
-        for (size_t m = 0; m < tile; ++m) acc[m] += kBlockDot(u, xb[(m0 + m) * blocks + i]);
+        for (size_t m = 0; m < tile; ++m) kAccumulate(u, xb[(m0 + m) * blocks + i], acc[m]);
       }
-      for (size_t m = 0; m < tile; ++m) y[(m0 + m) * rows + r] = acc[m];
+      for (size_t m = 0; m < tile; ++m) y[(m0 + m) * rows + r] = FinishLanes512(acc[m]);
     }
   }
 }
@@ -469,9 +496,11 @@ HWY_INLINE void UnpackQ6_K512(const BlockQ6_K& w, Q6KUnpacked* u) {
   u->d = ScaleF32(w.d);
 }
 
-HWY_INLINE float BlockDotQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x) {
-  const BlockSums512 sums = SumBlock512(u.codes, u.scales, u.scales16, x);
-  return (x.d * u.d) * static_cast<float>(sums.scaled - 32 * sums.per16);
+// Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
+// the -32 as the per-16 term (times 32, exact in f32).
+HWY_INLINE void AccumulateQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x, LaneSums512& acc) {
+  const float d = x.d * u.d;
+  AccumulateBlock512(u.codes, u.scales, u.scales16, x, d, 32.0f * d, acc);
 }
 
 // Q6_K on 64-byte vectors: per half h, ql's 64 bytes give the low bits of
@@ -480,13 +509,13 @@ HWY_INLINE float BlockDotQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x) {
 // their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
 // (16 elements). The same integers as DotQ6_KX86.
 float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
-  float acc = 0;
+  LaneSums512 acc{};
   for (size_t i = 0; i < blocks; ++i) {
     Q6KUnpacked u;
     UnpackQ6_K512(w[i], &u);
-    acc += BlockDotQ6_K512(u, x[i]);
+    AccumulateQ6_K512(u, x[i], acc);
   }
-  return acc;
+  return FinishLanes512(acc);
 }
 #endif  // AVX-512
 
@@ -573,14 +602,14 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_K:
 #ifdef EXPERTD_QUANT_Q4K_512
-      if (m > 1) return UnpackedRows<BlockQ4_K, Q4KUnpacked, UnpackQ4_K512, BlockDotQ4_K512>(w, r, n, xq, m, y, begin, end);
+      if (m > 1) return UnpackedRows<BlockQ4_K, Q4KUnpacked, UnpackQ4_K512, AccumulateQ4_K512>(w, r, n, xq, m, y, begin, end);
 #endif
       Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end);
       return;
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ6_K:
 #ifdef EXPERTD_QUANT_Q6K_512
-      if (m > 1) return UnpackedRows<BlockQ6_K, Q6KUnpacked, UnpackQ6_K512, BlockDotQ6_K512>(w, r, n, xq, m, y, begin, end);
+      if (m > 1) return UnpackedRows<BlockQ6_K, Q6KUnpacked, UnpackQ6_K512, AccumulateQ6_K512>(w, r, n, xq, m, y, begin, end);
 #endif
       Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end);
       return;
