@@ -66,6 +66,31 @@ tools::MakeModelOptions Mixtral() {
   return o;
 }
 
+// gpt-oss-20b's shape at 8 of its 24 layers: 32 experts of width 2880,
+// top-4, MXFP4 experts as the released checkpoint ships them, sliding
+// windows of 128 on alternate layers, vocabulary 201088 (6.1 GB).
+tools::MakeModelOptions GptOss20b() {
+  tools::MakeModelOptions o;
+  o.arch = "gpt_oss";
+  o.layers = 8;
+  o.hidden = 2880;
+  o.experts = 32;
+  o.top_k = 4;
+  o.ffn = 2880;
+  o.heads = 64;
+  o.kv_heads = 8;
+  o.head_dim = 64;
+  o.vocab = 201088;
+  o.max_position = 131072;
+  o.dtype = "bf16";
+  o.sliding_window = 128;
+  o.swiglu_limit = 7.0f;
+  o.yarn_factor = 32.0f;
+  o.yarn_original_max_position = 4096;
+  o.mxfp4_experts = true;
+  return o;
+}
+
 // A narrow OLMoE-like model for the roster bench: eight layers so that a
 // roster has several perturbable ones, small enough to run many
 // configurations in a minute.
@@ -94,6 +119,7 @@ const Shape* Shapes(size_t* count) {
       {"small", "expertd-bench-olmoe", Olmoe(4, 4096, true)},
       {"qwen3-30b-a3b-8l", "expertd-bench-qwen3-30b-a3b-8l", Qwen3Moe()},
       {"mixtral-8x7b-2l", "expertd-bench-mixtral-8x7b-2l", Mixtral()},
+      {"gpt-oss-20b-8l", "expertd-bench-gpt-oss-20b-8l", GptOss20b()},
       {"roster-8l", "expertd-roster-bench-model", RosterOlmoe()},
   };
   *count = sizeof(kShapes) / sizeof(kShapes[0]);
