@@ -46,6 +46,9 @@ def parse_args():
     p.add_argument("--ref-sequences", type=int, default=4)
     p.add_argument("--ref-length", type=int, default=32)
     p.add_argument("--ref-top", type=int, default=16, help="logits stored per position (the largest)")
+    p.add_argument("--perplexity-tokens", type=int, default=8192,
+                   help="held-out tokens for the PyTorch perplexity check per k (0: skip it; in float64 it "
+                        "takes most of the export's time on a deep model)")
     return p.parse_args()
 
 
@@ -206,8 +209,8 @@ def main():
         f.write("\n")
     total, active = count_params(c)
     print(f"exported step {ckpt['step']} to {a.out}: {total} params ({active} active), {a.dtype}")
-    ppl_ids = heldout_ids[:8192]
-    for k in range(1, c.num_experts_per_tok + 1):
+    ppl_ids = heldout_ids[:a.perplexity_tokens]
+    for k in range(1, c.num_experts_per_tok + 1 if a.perplexity_tokens > 0 else 1):
         print(f"pytorch held-out perplexity, first {len(ppl_ids)} tokens, ctx 512, k {k}: "
               f"{heldout_perplexity(model, ppl_ids, 512, k):.4f}")
 
