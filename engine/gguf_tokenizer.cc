@@ -383,8 +383,12 @@ absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> TokenizerFromGguf(const Gg
                    SpecialTokenId(file, "tokenizer.ggml.bos_token_id", vocab, spm_default(1)));
   ASSIGN_OR_RETURN(const std::optional<int32_t> eos,
                    SpecialTokenId(file, "tokenizer.ggml.eos_token_id", vocab, spm_default(2)));
-  ASSIGN_OR_RETURN(const std::optional<int32_t> unk,
-                   SpecialTokenId(file, "tokenizer.ggml.unknown_token_id", vocab, spm_default(0)));
+  // Only SentencePiece vocabularies use an unknown token (byte fallback
+  // covers every byte-level text).
+  std::optional<int32_t> unk;
+  if (sentencepiece) {
+    ASSIGN_OR_RETURN(unk, SpecialTokenId(file, "tokenizer.ggml.unknown_token_id", vocab, spm_default(0)));
+  }
   ASSIGN_OR_RETURN(const bool add_bos, BoolOr(file, "tokenizer.ggml.add_bos_token", sentencepiece));
   if (add_bos && !bos.has_value()) {
     return Invalid(file, "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");

@@ -26,6 +26,7 @@
 #include "engine/gguf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace expertd::engine {
 namespace {
@@ -86,6 +87,15 @@ std::vector<LlamaCppRow> ReadLlamaCpp(const std::string& path) {
   return rows;
 }
 
+bool IsValidUtf8(const std::string& text) {
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t length = tokenizer::ValidUtf8CharLength(text, pos);
+    if (length == 0) return false;
+    pos += length;
+  }
+  return true;
+}
+
 class GgufVocabulary : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(GgufVocabulary, TokenizesAsLlamaCppAndHuggingFace) {
@@ -107,6 +117,7 @@ TEST_P(GgufVocabulary, TokenizesAsLlamaCppAndHuggingFace) {
   }
 
   int round_trips = 0;
+  int streamed_texts = 0;
   for (size_t i = 0; i < texts.size(); ++i) {
     SCOPED_TRACE(absl::StrCat(name, " text ", i, ": '", texts[i], "'"));
     const std::vector<int32_t> ids = t.Encode(texts[i], /*add_special=*/false);
@@ -118,12 +129,24 @@ TEST_P(GgufVocabulary, TokenizesAsLlamaCppAndHuggingFace) {
     const std::string decoded = t.Decode(llamacpp[i].plain, /*skip_special=*/false);
     EXPECT_EQ(decoded, llamacpp[i].decoded);
     if (decoded == texts[i]) ++round_trips;
+    // Token by token, as the daemon streams: bytes of a character split
+    // over byte tokens are held until it completes; only the stream's first
+    // piece loses SentencePiece's prefix space.
+    if (IsValidUtf8(decoded)) {
+      tokenizer::StreamDecoder stream(t, /*skip_special=*/false);
+      std::string streamed;
+      for (int32_t id : llamacpp[i].plain) streamed += stream.Next(id);
+      streamed += stream.Flush();
+      EXPECT_EQ(streamed, decoded);
+      ++streamed_texts;
+    }
   }
   // Decoding gives the text back except where a special token moves a
   // space (SentencePiece's prefix after <s>) or DeepSeek's vocabulary
   // gives a character a token of its own that decodes as another byte;
   // llama.cpp decodes those texts the same way (checked above).
   EXPECT_GE(round_trips, static_cast<int>(texts.size()) - 6) << name;
+  EXPECT_GE(streamed_texts, static_cast<int>(texts.size()) - 6) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(RealVocabularies, GgufVocabulary, ::testing::Values("llama-spm", "deepseek-llm", "gpt-4o"),

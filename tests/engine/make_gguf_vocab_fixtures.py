@@ -31,9 +31,10 @@ NAMEs:
                  only llama.cpp's ids are the reference there.
 
 Cutting down a byte-level BPE vocabulary (4-8 MB whole) keeps the tokens the
-texts' tokenization ends in, every token a merge builds them from
-(recursively), the 256 byte symbols and the control and user-defined tokens;
-and the merges among kept tokens, in their order. The merges BPE applies to
+texts' tokenization ends in (with the fixture's pre-tokenizer and with a few
+rival ones, so that splitting the rival's way would show), every token a
+merge builds them from (recursively), the 256 byte symbols and the control
+and user-defined tokens; and the merges among kept tokens, in their order. The merges BPE applies to
 these texts all build kept tokens, and the merges dropped were never the
 lowest-ranked pair at any step, so the texts tokenize the same with the cut
 vocabulary. The script checks that: llama.cpp on the cut file must give the
@@ -215,16 +216,28 @@ def main():
         (OUT / "llama-spm.hf.out").write_text(
             "".join(" ".join(map(str, ids)) + "\n" for ids in hf_out("llama-spm")))
 
-        for name, source, pre in (("deepseek-llm", "deepseek-llm", None), ("gpt-4o", "llama-bpe", "gpt-4o")):
+        # (fixture, source vocabulary, pre-tokenizer, rival pre-tokenizers):
+        # the cut vocabulary also keeps what the rivals' tokenizations need,
+        # so a tokenizer that split with a rival's regex would find the
+        # merges across the right regex's boundaries and tokenize some texts
+        # differently (checked below), instead of agreeing by construction.
+        byte_level = (
+            ("deepseek-llm", "deepseek-llm", "deepseek-llm", ("deepseek-coder", "llama-bpe", "gpt-2")),
+            ("gpt-4o", "llama-bpe", "gpt-4o", ("llama-bpe", "qwen2", "gpt-2")),
+        )
+        for name, source, pre, rivals in byte_level:
             print(name)
             fields = read_vocab(SRC / "models" / f"ggml-vocab-{source}.gguf")
-            if pre is not None:
-                fields["tokenizer.ggml.pre"] = (pre, fields["tokenizer.ggml.pre"][1])
+            original_pre = fields["tokenizer.ggml.pre"][0]
+            fields["tokenizer.ggml.pre"] = (pre, fields["tokenizer.ggml.pre"][1])
             whole = scratch / f"{name}.whole.gguf"
             write_vocab(whole, fields)
             rows = llamacpp(tool, whole, texts_path)
             used = {i for plain, special, _ in rows for i in plain + special}
-            reference = hf_out(source) if pre is None else None
+            for rival in rivals:
+                write_vocab(whole, dict(fields, **{"tokenizer.ggml.pre": (rival, fields["tokenizer.ggml.pre"][1])}))
+                used |= {i for plain, special, _ in llamacpp(tool, whole, texts_path) for i in plain + special}
+            reference = hf_out(source) if pre == original_pre else None
             if reference is not None:
                 used |= {i for ids in reference for i in ids}
             cut, new_id = cut_down(fields, used)
@@ -233,6 +246,12 @@ def main():
             renumbered = [([new_id[i] for i in p], [new_id[i] for i in s], d) for p, s, d in rows]
             for k, (expected, got) in enumerate(zip(renumbered, cut_rows)):
                 assert expected == got, f"{name}: text {k} tokenizes differently with the cut vocabulary"
+            for rival in rivals:
+                rival_path = scratch / f"{name}.{rival}.gguf"
+                write_vocab(rival_path, dict(cut, **{"tokenizer.ggml.pre": (rival, cut["tokenizer.ggml.pre"][1])}))
+                differ = sum(a[0] != b[0] for a, b in zip(llamacpp(tool, rival_path, texts_path), cut_rows))
+                print(f"  split as {rival} instead: {differ} of {len(cut_rows)} texts tokenize differently")
+                assert differ > 0, f"{name}: the texts do not tell {pre} from {rival}"
             write_rows(OUT / f"{name}.llamacpp.txt", cut_rows)
             if reference is not None:
                 (OUT / f"{name}.hf.out").write_text(
