@@ -125,7 +125,7 @@ absl::Status Invalid(const GgufFile& file, std::string_view what) {
 // tokenizer.ggml.tokens and .token_type, checked: one type per token, each
 // a llama.cpp type, every token non-empty UTF-8 and none twice.
 struct Vocabulary {
-  absl::Span<const std::string_view> tokens;
+  absl::Span<const std::string_view> tokens{};
   std::vector<int32_t> types{};
   absl::flat_hash_map<std::string_view, int32_t> ids{};  // views into `tokens`, which the file owns
 };

@@ -142,6 +142,41 @@ TEST(GgufTokenizer, QwenAndLlama3PreTokenizersSplitDigitsTheirWay) {
   }
 }
 
+// A byte-level vocabulary of `tokens` whose last one is made by the one
+// merge `merge`: whether a text ends up with it shows whether the
+// pre-tokenizer cut inside it.
+std::vector<int32_t> EncodeWith(const std::string& pre, const std::vector<std::string>& tokens,
+                                const std::string& merge, const std::string& text) {
+  GgufMetadataFile f;
+  f.Str("tokenizer.ggml.model", "gpt2")
+      .Str("tokenizer.ggml.pre", pre)
+      .StrArray("tokenizer.ggml.tokens", tokens)
+      .StrArray("tokenizer.ggml.merges", {merge});
+  auto tokenizer = Build(f);
+  EXPECT_TRUE(tokenizer.ok()) << pre << ": " << tokenizer.status();
+  if (!tokenizer.ok()) return {};
+  return (*tokenizer)->Encode(text, /*add_special=*/false);
+}
+
+TEST(GgufTokenizer, Gpt4oAndDeepSeekLlmSplitTheirWay) {
+  // gpt-4o cuts a lower-case letter from a following capital (CamelCase
+  // words); Llama 3 keeps a letter run whole.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"a", "B", "aB"}, "a B", "aB"), ElementsAre(0, 1));
+  EXPECT_THAT(EncodeWith("llama-bpe", {"a", "B", "aB"}, "a B", "aB"), ElementsAre(2));
+  // gpt-4o keeps a contraction on its word; Llama 3 splits it off.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"a", "'", "s", "a'"}, "a '", "a's"), ElementsAre(3, 2));
+  EXPECT_THAT(EncodeWith("llama-bpe", {"a", "'", "s", "a'"}, "a '", "a's"), ElementsAre(0, 1, 2));
+  // gpt-4o: digits in runs of up to three; DeepSeek-LLM: the whole run.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"1", "2", "12"}, "1 2", "1212"), ElementsAre(2, 0, 1));
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"1", "2", "12"}, "1 2", "1212"), ElementsAre(2, 2));
+  // DeepSeek-LLM isolates every newline; GPT-2 keeps a run of them.
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"Ċ", "ĊĊ"}, "Ċ Ċ", "\n\n"), ElementsAre(0, 0));
+  EXPECT_THAT(EncodeWith("gpt-2", {"Ċ", "ĊĊ"}, "Ċ Ċ", "\n\n"), ElementsAre(1));
+  // DeepSeek-LLM gives no digit run a leading space; GPT-2 does.
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"Ġ", "1", "Ġ1"}, "Ġ 1", " 1"), ElementsAre(0, 1));
+  EXPECT_THAT(EncodeWith("gpt-2", {"Ġ", "1", "Ġ1"}, "Ġ 1", " 1"), ElementsAre(2));
+}
+
 TEST(GgufTokenizer, Llama3TakesAPieceFoundWholeWithoutMerging) {
   // "abc" is a token no merge builds: Llama 3 (ignore_merges) uses it whole,
   // GPT-2 merges what its merges allow.

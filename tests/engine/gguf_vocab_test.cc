@@ -141,12 +141,13 @@ TEST_P(GgufVocabulary, TokenizesAsLlamaCppAndHuggingFace) {
       ++streamed_texts;
     }
   }
-  // Decoding gives the text back except where a special token moves a
-  // space (SentencePiece's prefix after <s>) or DeepSeek's vocabulary
-  // gives a character a token of its own that decodes as another byte;
-  // llama.cpp decodes those texts the same way (checked above).
-  EXPECT_GE(round_trips, static_cast<int>(texts.size()) - 6) << name;
-  EXPECT_GE(streamed_texts, static_cast<int>(texts.size()) - 6) << name;
+  // Decoding gives every text back but three of SentencePiece's (llama.cpp
+  // decodes them the same way, checked above): two where the space put
+  // before text that follows a special token comes back, and one holding
+  // "▁", which decodes as a space.
+  const int lost = name == "llama-spm" ? 3 : 0;
+  EXPECT_EQ(round_trips, static_cast<int>(texts.size()) - lost) << name;
+  EXPECT_EQ(streamed_texts, static_cast<int>(texts.size())) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(RealVocabularies, GgufVocabulary, ::testing::Values("llama-spm", "deepseek-llm", "gpt-4o"),
