@@ -7,6 +7,7 @@
 #include "engine/gguf_tokenizer.h"
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -141,6 +142,41 @@ TEST(GgufTokenizer, QwenAndLlama3PreTokenizersSplitDigitsTheirWay) {
   }
 }
 
+// A byte-level vocabulary of `tokens` whose last one is made by the one
+// merge `merge`: whether a text ends up with it shows whether the
+// pre-tokenizer cut inside it.
+std::vector<int32_t> EncodeWith(const std::string& pre, const std::vector<std::string>& tokens,
+                                const std::string& merge, const std::string& text) {
+  GgufMetadataFile f;
+  f.Str("tokenizer.ggml.model", "gpt2")
+      .Str("tokenizer.ggml.pre", pre)
+      .StrArray("tokenizer.ggml.tokens", tokens)
+      .StrArray("tokenizer.ggml.merges", {merge});
+  auto tokenizer = Build(f);
+  EXPECT_TRUE(tokenizer.ok()) << pre << ": " << tokenizer.status();
+  if (!tokenizer.ok()) return {};
+  return (*tokenizer)->Encode(text, /*add_special=*/false);
+}
+
+TEST(GgufTokenizer, Gpt4oAndDeepSeekLlmSplitTheirWay) {
+  // gpt-4o cuts a lower-case letter from a following capital (CamelCase
+  // words); Llama 3 keeps a letter run whole.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"a", "B", "aB"}, "a B", "aB"), ElementsAre(0, 1));
+  EXPECT_THAT(EncodeWith("llama-bpe", {"a", "B", "aB"}, "a B", "aB"), ElementsAre(2));
+  // gpt-4o keeps a contraction on its word; Llama 3 splits it off.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"a", "'", "s", "a'"}, "a '", "a's"), ElementsAre(3, 2));
+  EXPECT_THAT(EncodeWith("llama-bpe", {"a", "'", "s", "a'"}, "a '", "a's"), ElementsAre(0, 1, 2));
+  // gpt-4o: digits in runs of up to three; DeepSeek-LLM: the whole run.
+  EXPECT_THAT(EncodeWith("gpt-4o", {"1", "2", "12"}, "1 2", "1212"), ElementsAre(2, 0, 1));
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"1", "2", "12"}, "1 2", "1212"), ElementsAre(2, 2));
+  // DeepSeek-LLM isolates every newline; GPT-2 keeps a run of them.
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"Ċ", "ĊĊ"}, "Ċ Ċ", "\n\n"), ElementsAre(0, 0));
+  EXPECT_THAT(EncodeWith("gpt-2", {"Ċ", "ĊĊ"}, "Ċ Ċ", "\n\n"), ElementsAre(1));
+  // DeepSeek-LLM gives no digit run a leading space; GPT-2 does.
+  EXPECT_THAT(EncodeWith("deepseek-llm", {"Ġ", "1", "Ġ1"}, "Ġ 1", " 1"), ElementsAre(0, 1));
+  EXPECT_THAT(EncodeWith("gpt-2", {"Ġ", "1", "Ġ1"}, "Ġ 1", " 1"), ElementsAre(2));
+}
+
 TEST(GgufTokenizer, Llama3TakesAPieceFoundWholeWithoutMerging) {
   // "abc" is a token no merge builds: Llama 3 (ignore_merges) uses it whole,
   // GPT-2 merges what its merges allow.
@@ -160,14 +196,70 @@ TEST(GgufTokenizer, Llama3TakesAPieceFoundWholeWithoutMerging) {
   }
 }
 
+// A SentencePiece vocabulary (tokenizer.ggml.model "llama"): <unk>, <s>,
+// </s>, the byte tokens of "€", pieces with scores that do not follow their
+// ids, and a user-defined token.
+GgufMetadataFile SentencePieceVocabulary() {
+  GgufMetadataFile f;
+  f.Str("tokenizer.ggml.model", "llama")
+      .StrArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "<0xE2>", "<0x82>", "<0xAC>", "▁", "a", "b", "c",
+                                          "ab", "bc", "▁a", "<tool>"})
+      .I32Array("tokenizer.ggml.token_type", {2, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1, 1, 4})
+      .F32Array("tokenizer.ggml.scores", {0, 0, 0, 0, 0, 0, -1, -2, -3, -4, -5, -1, -6, 0});
+  return f;
+}
+
+TEST(GgufTokenizer, SentencePieceMergesTheBestScoringPieceFirst) {
+  // No special ids, add_bos or add_space_prefix keys: llama.cpp's defaults
+  // (<unk> 0, <s> 1, </s> 2, BOS added, a space before the text).
+  auto tokenizer = Build(SentencePieceVocabulary());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const tokenizer::Tokenizer& t = **tokenizer;
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_EQ(t.eos_id(), 2);
+  EXPECT_TRUE(t.IsSpecial(0));
+  EXPECT_TRUE(t.IsSpecial(1));
+  EXPECT_FALSE(t.IsSpecial(13));
+  // "▁abc": "bc" (score -1) merges before "ab" (-5) although its id is
+  // higher, then "▁a" (-6); "abc" is no piece, so that is all.
+  EXPECT_THAT(t.Encode("abc"), ElementsAre(1, 12, 11));
+  EXPECT_EQ(t.Decode({12, 11}), "abc");  // the prefix space comes off again
+  // "€" is no piece: its UTF-8 bytes; "x" has no byte token either: <unk>.
+  EXPECT_THAT(t.Encode("a€", false), ElementsAre(12, 3, 4, 5));
+  EXPECT_EQ(t.Decode({12, 3, 4, 5}), "a€");
+  EXPECT_THAT(t.Encode("x", false), ElementsAre(6, 0));
+  // Special and user-defined tokens are matched in the text, and the text
+  // after each gets its own prefix space, as llama.cpp does.
+  EXPECT_THAT(t.Encode("<s>a</s>", false), ElementsAre(1, 12, 2));
+  EXPECT_THAT(t.Encode("a<tool>b", false), ElementsAre(12, 13, 6, 8));
+  EXPECT_EQ(t.Decode({1, 12, 2}, /*skip_special=*/false), "<s> a</s>");
+  EXPECT_EQ(t.Decode({1, 12, 2}, /*skip_special=*/true), "a");
+}
+
+TEST(GgufTokenizer, SentencePieceWithoutSpacePrefixOrBos) {
+  auto tokenizer = Build(SentencePieceVocabulary()
+                             .Bool("tokenizer.ggml.add_space_prefix", false)
+                             .Bool("tokenizer.ggml.add_bos_token", false)
+                             .U32("tokenizer.ggml.bos_token_id", 2)
+                             .U32("tokenizer.ggml.eos_token_id", 1));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const tokenizer::Tokenizer& t = **tokenizer;
+  EXPECT_EQ(t.bos_id(), 2);
+  EXPECT_EQ(t.eos_id(), 1);
+  EXPECT_THAT(t.Encode("abc"), ElementsAre(7, 11));
+  EXPECT_THAT(t.Encode(" a"), ElementsAre(12));
+  EXPECT_EQ(t.Decode({6, 7}), " a");  // nothing to strip
+}
+
 TEST(GgufTokenizer, RefusalsNameTheKey) {
   auto message = [](const GgufMetadataFile& f) { return std::string(Build(f).status().message()); };
-  EXPECT_THAT(message(GgufMetadataFile().Str("tokenizer.ggml.model", "llama")),
-              AllOf(HasSubstr("tokenizer.ggml.model 'llama'"), HasSubstr("gpt2")));
+  EXPECT_THAT(message(GgufMetadataFile().Str("tokenizer.ggml.model", "t5")),
+              AllOf(HasSubstr("tokenizer.ggml.model 't5'"), HasSubstr("'gpt2'"), HasSubstr("'llama'")));
   EXPECT_THAT(message(GgufMetadataFile().Str("tokenizer.ggml.model", "none")), HasSubstr("no vocabulary"));
   EXPECT_THAT(message(GgufMetadataFile()), HasSubstr("'tokenizer.ggml.model' is missing"));
-  EXPECT_THAT(message(SmallVocabulary("starcoder")), AllOf(HasSubstr("tokenizer.ggml.pre 'starcoder'"),
-                                                           HasSubstr("qwen2")));
+  EXPECT_THAT(message(SmallVocabulary("starcoder")),
+              AllOf(HasSubstr("tokenizer.ggml.pre 'starcoder'"), HasSubstr("qwen2"), HasSubstr("gpt-4o"),
+                    HasSubstr("deepseek-llm")));
   EXPECT_THAT(message(SmallVocabulary().U32("tokenizer.ggml.eos_token_id", 99)),
               AllOf(HasSubstr("'tokenizer.ggml.eos_token_id' is 99"), HasSubstr("not a token")));
   EXPECT_THAT(message(SmallVocabulary().U32("tokenizer.ggml.bos_token_id", 6)), HasSubstr("unused"));
@@ -195,6 +287,22 @@ TEST(GgufTokenizer, RefusalsNameTheKey) {
       .StrArray("tokenizer.ggml.tokens", {"a", "\xff"})
       .StrArray("tokenizer.ggml.merges", {});
   EXPECT_THAT(message(bad_utf8), HasSubstr("tokenizer.ggml.tokens[1] is not valid UTF-8"));
+  EXPECT_THAT(message(SentencePieceVocabulary().Bool("tokenizer.ggml.remove_extra_whitespaces", true)),
+              HasSubstr("tokenizer.ggml.remove_extra_whitespaces is true"));
+  GgufMetadataFile short_scores;
+  short_scores.Str("tokenizer.ggml.model", "llama")
+      .StrArray("tokenizer.ggml.tokens", {"a", "b"})
+      .F32Array("tokenizer.ggml.scores", {0});
+  EXPECT_THAT(message(short_scores), HasSubstr("tokenizer.ggml.scores has 1 entries but tokenizer.ggml.tokens has 2"));
+  GgufMetadataFile no_scores;
+  no_scores.Str("tokenizer.ggml.model", "llama").StrArray("tokenizer.ggml.tokens", {"a", "b"});
+  EXPECT_THAT(message(no_scores), HasSubstr("tokenizer.ggml.scores"));
+  GgufMetadataFile nan_score;
+  nan_score.Str("tokenizer.ggml.model", "llama")
+      .StrArray("tokenizer.ggml.tokens", {"a", "b"})
+      .F32Array("tokenizer.ggml.scores", {0, std::numeric_limits<float>::quiet_NaN()});
+  EXPECT_THAT(message(nan_score), HasSubstr("tokenizer.ggml.scores[1] is nan"));
+
   GgufMetadataFile bad_merge;
   bad_merge.Str("tokenizer.ggml.model", "gpt2")
       .Str("tokenizer.ggml.pre", "gpt-2")

@@ -59,6 +59,10 @@ class GgufMetadataFile {
     ArrayHeader(key, 5, values.size());
     return Raw(values.data(), 4 * values.size());
   }
+  GgufMetadataFile& F32Array(std::string_view key, const std::vector<float>& values) {
+    ArrayHeader(key, 6, values.size());
+    return Raw(values.data(), 4 * values.size());
+  }
   GgufMetadataFile& StrArray(std::string_view key, const std::vector<std::string>& values) {
     ArrayHeader(key, 8, values.size());
     for (const std::string& value : values) Bytes(value);
