@@ -263,9 +263,16 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
   if (file_reads_in_flight_++ == 0) reads_busy_since_ = std::chrono::steady_clock::now();
   const ExpertKey k = key;
   const io::ExpertExtent where = *extent;
-  // The file pads every bundle to a whole slot, so the read is slot-sized
-  // and aligned for O_DIRECT.
-  reader_.Submit(where.offset, slot_bytes_, slot->data, [this, slot, k, where](absl::Status status) {
+  // Only the bundle's own bytes, rounded up to the file's alignment (a
+  // multiple of 4096, so O_DIRECT takes it; at most slot_bytes_): in a file
+  // of mixed precision a q4 bundle is a fraction of the widest slot, and
+  // reading the whole slot would cost every miss the widest expert's bytes.
+  // The slot's tail past the read keeps bytes of an earlier expert; nothing
+  // reads it (views follow the bundle's layout, the checksum covers its
+  // length, a device copy carries it along unread).
+  const uint64_t alignment = file_.layout().alignment;
+  const uint64_t read_bytes = (where.length + alignment - 1) / alignment * alignment;
+  reader_.Submit(where.offset, read_bytes, slot->data, [this, slot, k, where, read_bytes](absl::Status status) {
     bool checksum_failed = false;
     if (status.ok() && verify_checksums_) {
       status = file_.Verify(k.layer, k.expert, absl::MakeConstSpan(slot->data, where.length));
@@ -280,7 +287,10 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
       stats.read_busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::steady_clock::now() - reads_busy_since_).count();
     }
-    if (status.ok()) stats.bytes_loaded += where.length;
+    if (status.ok()) {
+      stats.bytes_loaded += where.length;
+      stats.bytes_read += read_bytes;
+    }
     if (checksum_failed) ++stats.checksum_failures;
     FinishFillLocked(dram_, slot, status);
   });

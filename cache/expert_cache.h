@@ -108,8 +108,13 @@ struct ExpertCacheOptions {
 };
 
 // The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
-// expert has one size, so each tier is an array of equal slots: a SlotTier
-// (cache/slot_tier.h) with its own policy and figures. This class moves
+// slot has one size (the file's slot_bytes, its widest bundle), so each tier
+// is an array of equal slots: a SlotTier (cache/slot_tier.h) with its own
+// policy and figures. A file of mixed precision per expert
+// (engine/precision_plan.h) saves disk bytes, not slots: a miss reads only
+// its bundle rounded up to the file's alignment (TierStats::bytes_read), but
+// a q4 bundle still takes a whole slot sized for the widest; slots of
+// several sizes are not done (io/FORMAT.md, "Why one slot size"). This class moves
 // experts between the tiers (file reads into DRAM, copies into the device
 // tier) and hands out pins.
 //

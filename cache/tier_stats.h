@@ -30,7 +30,11 @@ struct TierStats {
   uint64_t evictions = 0;
   uint64_t loads = 0;             // fills started (demand and prefetch)
   uint64_t prefetches = 0;        // fills started by Prefetch
-  uint64_t bytes_loaded = 0;
+  uint64_t bytes_loaded = 0;      // the loaded bundles' own bytes (their index lengths)
+  // DRAM: bytes read from the expert file: each load's bundle rounded up to
+  // the file's alignment, what O_DIRECT makes the disk deliver (a mixed
+  // precision file's q4 bundles cost their own size, not its widest slot).
+  uint64_t bytes_read = 0;
   uint64_t wait_ns = 0;           // stall: time the misses spent waiting for their fills
   uint64_t load_errors = 0;
   uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)

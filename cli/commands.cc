@@ -22,6 +22,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
+#include "engine/precision_plan.h"
 #include "base/byte_size.h"
 #include "cache/sim/bench_cache.h"
 #include "cache/sim/trace_file.h"
@@ -42,12 +43,15 @@ void PrintCacheStats(const runtime::Runtime& runtime, int64_t tokens) {
   auto print = [](const char* name, const cache::TierStats& t) {
     std::printf(
         "cache %s (%s, %d slots): %llu accesses: hit %.3f, hidden %.3f, miss %.3f (hits %llu, hidden %llu, "
-        "misses %llu, collision misses %llu), evictions %llu, loads %llu, read %s, stalled %.1f ms\n",
+        "misses %llu, collision misses %llu), evictions %llu, loads %llu, read %s%s, stalled %.1f ms\n",
         name, t.policy.c_str(), t.slots, static_cast<unsigned long long>(t.accesses()), t.hit_rate(),
         t.hidden_rate(), t.miss_rate(), static_cast<unsigned long long>(t.hits),
         static_cast<unsigned long long>(t.hidden), static_cast<unsigned long long>(t.misses),
         static_cast<unsigned long long>(t.collision_misses), static_cast<unsigned long long>(t.evictions),
-        static_cast<unsigned long long>(t.loads), FormatByteSize(t.bytes_loaded).c_str(), t.wait_ns / 1e6);
+        static_cast<unsigned long long>(t.loads), FormatByteSize(t.bytes_loaded).c_str(),
+        // The file's side (DRAM): bundles rounded up to its alignment.
+        t.bytes_read == 0 ? "" : absl::StrCat(" (", FormatByteSize(t.bytes_read), " from the file)").c_str(),
+        t.wait_ns / 1e6);
   };
   if (stats.device.slots > 0) print("device", stats.device);
   print("dram", stats.dram);
@@ -236,6 +240,9 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
               flags.engine.experts_per_token == 0 ? config.experts_per_token : flags.engine.experts_per_token,
               tokens.size() / seconds);
   if (flags.engine.roster.enabled()) PrintRosterCosts(flags.engine.roster, roster_costs);
+  // Offloaded: what the text cost in expert reads (a mixed-precision file's
+  // cold experts read fewer bytes).
+  PrintCacheStats(*engine, static_cast<int64_t>(tokens.size()));
   return absl::OkStatus();
 }
 
@@ -252,25 +259,89 @@ absl::Status Tokenize(const TokenizeFlags& flags) {
 
 namespace expertd::cli {
 
+namespace {
+
+// The plan `pack --precision-plan` packs by: the trace's counts of every
+// routed expert of the model (unused ones 0), planned within the budget.
+absl::StatusOr<engine::PrecisionPlan> PlanFromTrace(const engine::Model& model, const PackFlags& flags) {
+  const engine::ModelConfig& config = model.config();
+  if (flags.target_bytes == 0) {
+    return absl::InvalidArgumentError("--precision-plan needs --target-bytes: the bytes all experts' bundles may take");
+  }
+  ASSIGN_OR_RETURN(const std::vector<DType> dtypes, engine::ParsePrecisionDtypes(flags.precision_dtypes, config));
+  ASSIGN_OR_RETURN(const std::vector<engine::PrecisionCandidate> candidates,
+                   engine::PrecisionCandidatesFor(config, dtypes));
+  ASSIGN_OR_RETURN(const cache::LoadedTrace trace, cache::ReadTraceFile(flags.precision_plan));
+  if (trace.num_layers != config.num_layers || trace.num_experts != config.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flags.precision_plan, " traces a model of ", trace.num_layers, " layers x ", trace.num_experts,
+        " experts, but ", flags.model_dir, " has ", config.num_layers, " layers x ", config.num_experts,
+        " experts: record the trace on this model (expertd trace --model ", flags.model_dir, ")"));
+  }
+  const std::vector<uint64_t> counts = cache::CountExpertChoices(trace);
+  std::vector<engine::ExpertAccessCount> experts;
+  uint64_t total = 0;
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    for (int e = 0; e < config.num_experts; ++e) {
+      const uint64_t n = counts[static_cast<size_t>(layer) * config.num_experts + e];
+      total += n;
+      if (config.layer_is_moe[layer]) {
+        experts.push_back({.layer = layer, .expert = e, .accesses = n});
+      } else if (n != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(flags.precision_plan, " routes tokens at layer ", layer,
+                                                       ", a dense layer of ", flags.model_dir,
+                                                       ": the trace is of another model"));
+      }
+    }
+  }
+  if (total == 0) return absl::InvalidArgumentError(absl::StrCat(flags.precision_plan, " records no routing"));
+  return engine::PlanPrecision(experts, candidates, flags.target_bytes);
+}
+
+}  // namespace
+
 absl::Status Pack(const PackFlags& flags) {
+  const bool planned = !flags.precision_plan.empty();
+  if (planned && flags.dtype != "keep") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype ", flags.dtype, " and --precision-plan exclude each other: ",
+                                                   "the plan gives each expert its dtype (--precision-dtypes)"));
+  }
+  if (!planned && (flags.target_bytes != 0 || !flags.precision_dtypes.empty())) {
+    return absl::InvalidArgumentError("--target-bytes and --precision-dtypes go with --precision-plan TRACE");
+  }
   ASSIGN_OR_RETURN(std::optional<DType> dtype, engine::ParsePackDtype(flags.dtype));
   // The packer reads the experts from the model files itself.
   ASSIGN_OR_RETURN(auto model, engine::Model::Load(flags.model_dir, {.resident_experts = false}));
+  std::optional<engine::PrecisionPlan> plan;
+  if (planned) {
+    ASSIGN_OR_RETURN(plan, PlanFromTrace(*model, flags));
+    std::printf("precision plan from %s (%llu routing choices): %s\n", flags.precision_plan.c_str(),
+                static_cast<unsigned long long>(plan->total_accesses()), plan->Summary().c_str());
+  }
   const auto start = std::chrono::steady_clock::now();
   const std::string out = flags.out.empty() ? model->DefaultExpertFilePath() : flags.out;
-  RETURN_IF_ERROR(engine::PackExperts(*model, out, dtype, [](int done, int total) { runtime::PrintPackProgress("packing", done, total); }));
+  const auto progress = [](int done, int total) { runtime::PrintPackProgress("packing", done, total); };
+  if (plan.has_value()) {
+    RETURN_IF_ERROR(engine::PackExperts(*model, out, *plan, progress));
+  } else {
+    RETURN_IF_ERROR(engine::PackExperts(*model, out, dtype, progress));
+  }
   ASSIGN_OR_RETURN(auto file, io::ExpertFile::Open(out, model->fingerprint()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // The types and sizes each expert was packed in (a Q4_K_M GGUF kept as it
   // is mixes two bundles), and the slot the cache will size by.
   std::string experts;
+  uint64_t bundle_bytes = 0;
   for (const io::BundleDtypesCount& mix : file->dtype_mix()) {
     absl::StrAppend(&experts, experts.empty() ? "" : ", ", mix.experts, " x ", io::BundleDtypesName(mix.dtypes),
                     " (", FormatByteSize(mix.bundle_bytes), ")");
+    bundle_bytes += mix.experts * mix.bundle_bytes;
   }
-  std::printf("packed %u layers x %u experts into %s in %.1f s: %s (gate/up/down); slots of %s\n",
+  std::printf("packed %u layers x %u experts into %s in %.1f s: %s (gate/up/down); slots of %s; bundles %s in all "
+              "(%llu bytes)\n",
               file->layout().num_layers, file->layout().num_experts, out.c_str(), seconds, experts.c_str(),
-              FormatByteSize(file->layout().slot_bytes()).c_str());
+              FormatByteSize(file->layout().slot_bytes()).c_str(), FormatByteSize(bundle_bytes).c_str(),
+              static_cast<unsigned long long>(bundle_bytes));
   return absl::OkStatus();
 }
 
@@ -302,6 +373,9 @@ absl::Status Trace(const TraceFlags& flags) {
   RETURN_IF_ERROR(cache::WriteTraceFile(flags.out, config.num_layers, config.num_experts, records));
   std::printf("wrote the routing of %zu tokens (%zu layer steps) to %s\n", tokens.size(), records.size(),
               flags.out.c_str());
+  // Offloaded (--dram-budget): the text's expert reads, token by token as
+  // decode makes them.
+  PrintCacheStats(*engine, static_cast<int64_t>(tokens.size()));
   return absl::OkStatus();
 }
 

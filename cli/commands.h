@@ -41,6 +41,13 @@ struct PackFlags {
   std::string model_dir;
   std::string out;
   std::string dtype = "keep";
+  // Mixed precision per expert (engine/precision_plan.h): a routing trace
+  // (cache/sim/TRACE_FORMAT.md) ranks the experts, target_bytes bounds all
+  // their bundles, precision_dtypes lists the dtypes highest first (empty:
+  // engine::DefaultPrecisionDtypes). Exclusive with a dtype other than keep.
+  std::string precision_plan;
+  uint64_t target_bytes = 0;
+  std::string precision_dtypes;
 };
 
 struct TraceFlags {

@@ -162,6 +162,14 @@ int main(int argc, char** argv) {
   pack_cmd->add_option("--model", pack.model_dir, "HF model directory or .gguf file")->required();
   pack_cmd->add_option("--out", pack.out, "output file; default the model's (DIR/model.experts, X.experts beside X.gguf)");
   pack_cmd->add_option("--dtype", pack.dtype, expertd::engine::PackDtypeChoices())->capture_default_str();
+  pack_cmd->add_option("--precision-plan", pack.precision_plan,
+                       "routing trace (expertd trace / run --trace-out): pack the experts it uses most at a higher "
+                       "precision, the rest lower, within --target-bytes");
+  AddByteSizeOption(pack_cmd, "--target-bytes", &pack.target_bytes,
+                    "with --precision-plan: the bytes of all experts' bundles (e.g. 4MiB)");
+  pack_cmd->add_option("--precision-dtypes", pack.precision_dtypes,
+                       "with --precision-plan: dtypes highest precision first (default bf16,q8_0,q6_k,q4_k, or "
+                       "bf16,q8_0,q4_0 when expert rows are not whole 256-weight blocks)");
 
   expertd::cli::TraceFlags trace;
   CLI::App* trace_cmd = app.add_subcommand("trace", "record the expert routing of a text, token by token");

@@ -78,8 +78,14 @@ absl::StatusOr<std::optional<DType>> ParsePackDtype(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown pack dtype '", name, "' (choose ", PackDtypeChoices(), ")"));
 }
 
-absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
-                         const std::function<void(int done, int total)>& progress) {
+namespace {
+
+// Each expert's dtypes, known from its (layer, expert) and its checkpoint
+// matrices' dtypes, before its bytes are read.
+using DtypesOf = std::function<absl::StatusOr<io::BundleDtypes>(int layer, int expert, const FeedForwardWeights& e)>;
+
+absl::Status PackExpertsAs(const Model& model, const std::string& path, const DtypesOf& dtypes_of,
+                           const std::function<void(int done, int total)>& progress) {
   const ModelConfig& config = model.config();
   const ModelWeights& weights = model.weights();
   int first_moe = -1;
@@ -91,23 +97,16 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
   }
   if (first_moe < 0) return absl::InvalidArgumentError(absl::StrCat(model.dir(), " has no MoE layers to pack"));
 
-  // Each expert's matrices in `dtype`, or with "keep" in the checkpoint's
-  // own (a Q4_K_M GGUF: q4_k gate and up, q6_k or q4_k down by layer).
-  // Every expert's shapes and dtypes are known without its bytes.
-  const auto dtypes_of = [&](const FeedForwardWeights& e) {
-    return dtype.has_value() ? io::BundleDtypes::Uniform(*dtype)
-                             : io::BundleDtypes{e.gate.dtype, e.up.dtype, e.down.dtype};
-  };
   // The slot holds the widest dtype of each matrix over all experts, so
   // every bundle fits it; the cache's slots are all this size.
-  io::BundleDtypes slot = dtypes_of(weights.layers[first_moe].experts[0]);
+  ASSIGN_OR_RETURN(io::BundleDtypes slot, dtypes_of(first_moe, 0, weights.layers[first_moe].experts[0]));
   const auto widest = [](DType& into, DType candidate, int64_t row) {
     if (DTypeBytes(candidate, row) > DTypeBytes(into, row)) into = candidate;
   };
-  for (const LayerWeights& layer : weights.layers) {
-    if (!layer.is_moe) continue;
-    for (const FeedForwardWeights& e : layer.experts) {
-      const io::BundleDtypes d = dtypes_of(e);
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    if (!weights.layers[layer].is_moe) continue;
+    for (int e = 0; e < config.num_experts; ++e) {
+      ASSIGN_OR_RETURN(const io::BundleDtypes d, dtypes_of(layer, e, weights.layers[layer].experts[e]));
       widest(slot.gate, d.gate, config.hidden_size);
       widest(slot.up, d.up, config.hidden_size);
       widest(slot.down, d.down, config.expert_intermediate_size);
@@ -142,7 +141,7 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
       if (checkpoint != nullptr) {
         ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
       }
-      const io::BundleDtypes dtypes = dtypes_of(expert);
+      ASSIGN_OR_RETURN(const io::BundleDtypes dtypes, dtypes_of(layer, e, expert));
       const io::BundleLayout bundle_layout =
           io::ExpertBundleLayout(dtypes, config.hidden_size, config.expert_intermediate_size);
       RETURN_IF_ERROR(AppendMatrix(expert.gate, bundle_layout.gate, scratch, bundle.data()));
@@ -153,6 +152,32 @@ absl::Status PackExperts(const Model& model, const std::string& path, std::optio
     }
   }
   return writer->Finish();
+}
+
+}  // namespace
+
+absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
+                         const std::function<void(int done, int total)>& progress) {
+  // Each expert's matrices in `dtype`, or with "keep" in the checkpoint's
+  // own (a Q4_K_M GGUF: q4_k gate and up, q6_k or q4_k down by layer).
+  return PackExpertsAs(
+      model, path,
+      [&](int, int, const FeedForwardWeights& e) -> absl::StatusOr<io::BundleDtypes> {
+        return dtype.has_value() ? io::BundleDtypes::Uniform(*dtype)
+                                 : io::BundleDtypes{e.gate.dtype, e.up.dtype, e.down.dtype};
+      },
+      progress);
+}
+
+absl::Status PackExperts(const Model& model, const std::string& path, const PrecisionPlan& plan,
+                         const std::function<void(int done, int total)>& progress) {
+  return PackExpertsAs(
+      model, path,
+      [&](int layer, int expert, const FeedForwardWeights&) -> absl::StatusOr<io::BundleDtypes> {
+        ASSIGN_OR_RETURN(const DType dtype, plan.DtypeOf(layer, expert));
+        return io::BundleDtypes::Uniform(dtype);
+      },
+      progress);
 }
 
 }  // namespace expertd::engine

@@ -634,4 +634,16 @@ absl::StatusOr<LoadedTrace> ReadTraceFile(const std::string& path) {
   return ParseTrace(text.str(), path);
 }
 
+std::vector<uint64_t> CountExpertChoices(const LoadedTrace& trace) {
+  std::vector<uint64_t> counts(static_cast<size_t>(trace.num_layers) * trace.num_experts, 0);
+  // Both versions have their records in steps (v1: one step per token);
+  // ParseTrace checked every layer and expert against the header.
+  for (const TraceStep& step : trace.steps) {
+    for (const TraceRecord& record : step.records) {
+      for (int32_t expert : record.experts) ++counts[static_cast<size_t>(record.layer) * trace.num_experts + expert];
+    }
+  }
+  return counts;
+}
+
 }  // namespace expertd::cache

@@ -64,6 +64,13 @@ absl::Status WriteStepTraceFile(const std::string& path, int num_layers, int num
 absl::StatusOr<LoadedTrace> ParseTrace(absl::string_view text, absl::string_view source);
 absl::StatusOr<LoadedTrace> ReadTraceFile(const std::string& path);
 
+// How many times the router chose each expert, [layer * num_experts +
+// expert]: one count per record naming it (a token at a layer in v1, a row
+// of a step at a layer in v2), so a prefill step of 100 rows counts each of
+// its choices, not once per step as the step's accesses do. What a
+// popularity-aware precision plan ranks experts by (engine/precision_plan.h).
+std::vector<uint64_t> CountExpertChoices(const LoadedTrace& trace);
+
 }  // namespace expertd::cache
 
 #endif  // EXPERTD_CACHE_SIM_TRACE_FILE_H_

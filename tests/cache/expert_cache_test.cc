@@ -972,5 +972,101 @@ TEST(ExpertCacheSlotsTest, ADramBudgetHoldsSlotsByPackedBytes) {
   EXPECT_EQ(slots_for(q4_k_m, q4_k, kMany, budget), 12);
 }
 
+// Counts what the cache asks the file for.
+class CountingReader : public io::ExpertReader {
+ public:
+  explicit CountingReader(std::unique_ptr<io::ExpertReader> inner) : inner_(std::move(inner)) {}
+  absl::string_view name() const override { return inner_->name(); }
+  int queue_depth() const override { return inner_->queue_depth(); }
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override {
+    bytes_ += length;
+    ++reads_;
+    inner_->Submit(offset, length, dest, std::move(done));
+  }
+  absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override { return inner_->RegisterBuffers(buffers); }
+  uint64_t bytes() const { return bytes_; }
+  uint64_t reads() const { return reads_; }
+
+ private:
+  std::unique_ptr<io::ExpertReader> inner_;
+  std::atomic<uint64_t> bytes_{0};  // Submit may be called from several threads
+  std::atomic<uint64_t> reads_{0};
+};
+
+// A file of mixed precision per expert (bf16, q8_0 and q4_0 bundles in
+// bf16-sized slots): a miss reads its own bundle rounded up to the file's
+// alignment, not the whole slot, and the slot then holds that bundle even
+// where a larger one lay before. 64 x 32 experts: bf16 12288 bytes (3
+// pages, the slot), q8_0 6528 (2 pages), q4_0 3456 (1 page).
+TEST(ExpertCacheMixedPrecisionTest, AMissReadsItsBundleRoundedToTheAlignmentNotTheSlot) {
+  ScopedTempDir dir("cache_mixed_precision");
+  const std::string path = dir.Sub("mixed.experts");
+  io::ExpertFileLayout layout;
+  layout.model_fingerprint = 9;
+  layout.dtypes = io::BundleDtypes::Uniform(DType::kBF16);
+  layout.num_layers = 2;
+  layout.num_experts = 6;
+  layout.hidden_size = 64;
+  layout.intermediate_size = 32;
+  const DType kDtypes[] = {DType::kBF16, DType::kQ8_0, DType::kQ4_0};
+  const auto dtype_of = [&](int layer, int expert) { return kDtypes[(layer + expert) % 3]; };
+  const auto bundle = [&](int layer, int expert) {
+    std::vector<std::byte> bytes(io::ExpertBundleLayout(dtype_of(layer, expert), 64, 32).bytes);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::byte((layer * 31 + expert * 7 + i) & 0xff);
+    return bytes;
+  };
+  {
+    auto writer = io::ExpertFileWriter::Create(path, layout);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int l = 0; l < 2; ++l) {
+      for (int e = 0; e < 6; ++e) {
+        ASSERT_TRUE((*writer)->Add(l, e, io::BundleDtypes::Uniform(dtype_of(l, e)), bundle(l, e)).ok());
+      }
+    }
+    ASSERT_TRUE((*writer)->Finish().ok());
+  }
+  auto file = io::ExpertFile::Open(path, 9);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->layout().slot_bytes(), 12288u);
+  io::ReaderOptions reader_options;
+  reader_options.path = path;
+  auto inner = io::OpenExpertReader(reader_options);
+  ASSERT_TRUE(inner.ok()) << inner.status();
+  CountingReader reader(std::move(*inner));
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = 2 * 12288;  // two slots: every access below misses
+  options.policy = "lru";
+  auto cache = ExpertCache::Create(**file, reader, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+
+  const uint64_t aligned[] = {12288, 8192, 4096};  // bf16, q8_0, q4_0
+  uint64_t expected_read = 0, expected_loaded = 0;
+  for (int round = 0; round < 2; ++round) {
+    (*cache)->BeginPass();
+    for (int l = 0; l < 2; ++l) {
+      (*cache)->BeginLayer(l);
+      for (int e = 0; e < 6; ++e) {
+        auto pin = (*cache)->Acquire({l, e});
+        ASSERT_TRUE(pin.ok()) << pin.status();
+        const std::vector<std::byte> expected = bundle(l, e);
+        EXPECT_EQ(std::memcmp(pin->data(), expected.data(), expected.size()), 0) << l << "/" << e;
+        expected_read += aligned[(l + e) % 3];
+        expected_loaded += expected.size();
+      }
+    }
+  }
+  const TierStats stats = (*cache)->stats().dram;
+  EXPECT_EQ(stats.misses, 24u);
+  EXPECT_EQ(reader.reads(), 24u);
+  // 8 of each dtype: 8 x (12288 + 8192 + 4096), against 24 x 12288 for
+  // whole slots.
+  EXPECT_EQ(expected_read, 196608u);
+  EXPECT_EQ(reader.bytes(), expected_read);
+  EXPECT_EQ(stats.bytes_read, expected_read);
+  EXPECT_EQ(stats.bytes_loaded, expected_loaded);
+  EXPECT_EQ(stats.checksum_failures, 0u);
+  EXPECT_TRUE((*cache)->CheckInvariants().ok());
+}
+
 }  // namespace
 }  // namespace expertd::cache

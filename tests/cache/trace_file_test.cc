@@ -141,5 +141,24 @@ TEST(TraceFileTest, MissingFileIsNotFound) {
   EXPECT_NE(loaded.status().message().find("no/such/file.trace"), absl::string_view::npos);
 }
 
+// Popularity for a precision plan: every row's choice counts, in v1 (one
+// row per token) and v2 (a prefill step's rows each count, not once per
+// step as the step's accesses would).
+TEST(TraceFileTest, CountsEveryChoiceOfEveryRow) {
+  auto v1 = ParseTrace(*FormatTrace(2, 4, SampleRecords(false)), "v1");
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  // Layer 0: {3,1}, {1,3}; layer 1: {0,2}, {2,0}, {1,2}.
+  EXPECT_EQ(CountExpertChoices(*v1), (std::vector<uint64_t>{0, 2, 0, 2, 2, 1, 3, 0}));
+
+  const std::string v2_text =
+      "expertd-trace v2 layers=2 experts=4 k=2\n"
+      "step rows=3\n0 0 3 1\n1 0 3 2\n2 0 3 1\n0 1 0 2\n1 1 0 1\n2 1 2 0\n"
+      "step rows=1\n0 0 1 0\n0 1 2 3\n";
+  auto v2 = ParseTrace(v2_text, "v2");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->version, 2);
+  EXPECT_EQ(CountExpertChoices(*v2), (std::vector<uint64_t>{1, 3, 1, 3, 3, 1, 3, 1}));
+}
+
 }  // namespace
 }  // namespace expertd::cache

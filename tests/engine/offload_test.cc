@@ -18,6 +18,7 @@
 #include "engine/forward.h"
 #include "engine/generator.h"
 #include "engine/model.h"
+#include "engine/precision_plan.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
@@ -195,6 +196,68 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
     std::printf("%s: largest logit difference %.1f%% of the largest logit\n", std::string(DTypeName(dtype)).c_str(),
                 100.0 * worst / scale);
   }
+}
+
+// A file of mixed precision per expert (engine/precision_plan.h: bf16,
+// q8_0 and q4_0 bundles in one file, slots sized for bf16) computes the same
+// through a 4-slot cache with evictions as with every expert resident in
+// the cache; each miss reads its bundle's aligned bytes, less than a slot
+// for the q8_0 and q4_0 ones.
+TEST_P(Offload, AMixedPrecisionFileComputesTheSameThroughASmallCache) {
+  const ModelConfig& config = model_->config();
+  auto candidates = PrecisionCandidatesFor(config, {DType::kBF16, DType::kQ8_0, DType::kQ4_0});
+  ASSERT_TRUE(candidates.ok()) << candidates.status();
+  // The greedy gives at most two adjacent dtypes at once; all three here,
+  // so every kernel path meets every other in one pass: by expert index.
+  PrecisionPlan plan;
+  plan.candidates = *candidates;
+  int moe_layers = 0;
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    if (!config.layer_is_moe[layer]) continue;
+    ++moe_layers;
+    for (int e = 0; e < config.num_experts; ++e) {
+      plan.entries.push_back({.expert = {.layer = layer, .expert = e, .accesses = 0}, .candidate = (e + layer) % 3});
+    }
+  }
+  const std::string path = dir_.Sub("mixed.experts");
+  ASSERT_TRUE(PackExperts(*model_, path, plan).ok());
+  auto file = io::ExpertFile::Open(path, model_->fingerprint());
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->dtype_mix().size(), 3u);
+  EXPECT_EQ((*file)->layout().dtypes, io::BundleDtypes::Uniform(DType::kBF16));
+  io::ReaderOptions reader_options;
+  reader_options.path = path;
+  auto reader = io::OpenExpertReader(reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+
+  const uint64_t slot = (*file)->layout().slot_bytes();
+  const auto run = [&](int slots, cache::TierStats* stats) {
+    cache::ExpertCacheOptions options;
+    options.dram_budget_bytes = slots * slot;
+    options.min_slots = 4;
+    auto cache = cache::ExpertCache::Create(**file, **reader, std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    if (!cache.ok()) return Outputs();
+    CachedExperts experts(**cache, **file);
+    Outputs out = Run(&experts);
+    *stats = (*cache)->stats().dram;
+    return out;
+  };
+  cache::TierStats all_stats, small_stats;
+  const Outputs all_resident = run(moe_layers * config.num_experts, &all_stats);
+  const Outputs small = run(4, &small_stats);
+  EXPECT_EQ(all_stats.evictions, 0u);
+  EXPECT_GT(small_stats.evictions, 0u);
+  EXPECT_EQ(small.logits, all_resident.logits);
+  EXPECT_EQ(small.generated, all_resident.generated);
+  // Against the checkpoint's experts: quantised, so near, not equal.
+  const Outputs checkpoint = Run(nullptr);
+  EXPECT_NE(all_resident.logits, checkpoint.logits);
+  // Each read is its bundle's bytes rounded up to a page: at least what was
+  // loaded, less than whole slots.
+  EXPECT_GE(small_stats.bytes_read, small_stats.bytes_loaded);
+  EXPECT_LT(small_stats.bytes_read, small_stats.loads * slot);
+  EXPECT_EQ(small_stats.bytes_read % 4096, 0u);
 }
 
 TEST_P(Offload, DeviceTierAndDialKStayIdentical) {

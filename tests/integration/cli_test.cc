@@ -351,6 +351,62 @@ TEST_F(Cli, PackQuantisesExpertsThatRunOffloaded) {
   EXPECT_THAT(unknown.err, HasSubstr("q8_0"));
 }
 
+// pack --precision-plan: a trace of the model ranks its experts, the most
+// used are packed at q8_0 and the rest at q4_0 within the budget, the
+// summary says so, and the file runs offloaded. Bad input is refused with a
+// message, never a crash. The test model's experts (3 x 64 x 32 weights):
+// bf16 12288 bytes, q8_0 6528, q4_0 3456; 16 of them.
+TEST_F(Cli, PackWithAPrecisionPlan) {
+  const std::string text_file = dir_.Sub("text.txt");
+  std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";
+  const std::string trace = dir_.Sub("trace.txt");
+  CommandResult traced = Expertd({"trace", "--model", model_, "--text-file", text_file, "--out", trace});
+  ASSERT_EQ(traced.exit_code, 0) << traced.err;
+  const std::string packed = dir_.Sub("mixed.experts");
+  // 16 x 3456 at q4_0, then 8 steps of 3072 to q8_0: 79872 bytes.
+  CommandResult pack = Expertd({"pack", "--model", model_, "--out", packed, "--precision-plan", trace,
+                                "--target-bytes", "80000"});
+  ASSERT_EQ(pack.exit_code, 0) << pack.err;
+  EXPECT_THAT(pack.out, HasSubstr("precision plan from"));
+  EXPECT_THAT(pack.out, HasSubstr("bf16: 0 experts"));
+  EXPECT_THAT(pack.out, HasSubstr("q8_0: 8 experts (51.0 KiB, "));
+  EXPECT_THAT(pack.out, HasSubstr("q4_0: 8 experts (27.0 KiB, "));
+  EXPECT_THAT(pack.out, HasSubstr("slots of 8.0 KiB; bundles 78.0 KiB in all (79872 bytes)"));
+  CommandResult run = Expertd({"run", "--model", model_, "--prompt", "Once upon a time", "-n", "4", "--dram-budget",
+                               "32KiB", "--expert-file", packed});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  // Above all-bf16: every expert bf16.
+  CommandResult all = Expertd({"pack", "--model", model_, "--out", dir_.Sub("all.experts"), "--precision-plan", trace,
+                               "--target-bytes", "1MiB"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_THAT(all.out, HasSubstr("bf16: 16 experts (192.0 KiB, 100.0% of accesses)"));
+
+  const std::string other_trace = dir_.Sub("other.trace");
+  std::ofstream(other_trace) << "expertd-trace v1 layers=3 experts=8 k=2\n0 0 1 2\n";
+  struct Case {
+    std::vector<std::string> extra;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--precision-plan", other_trace, "--target-bytes", "80000"}, "traces a model of 3 layers x 8 experts"},
+      {{"--precision-plan", dir_.Sub("missing.trace"), "--target-bytes", "80000"}, "missing.trace"},
+      {{"--precision-plan", trace, "--target-bytes", "50000"}, "at least 55296 bytes"},
+      {{"--precision-plan", trace}, "--target-bytes"},
+      {{"--precision-plan", trace, "--target-bytes", "80000", "--precision-dtypes", "q8_0,int3"}, "'int3'"},
+      {{"--precision-plan", trace, "--target-bytes", "80000", "--precision-dtypes", "bf16,q4_k"}, "q4_k"},
+      {{"--precision-plan", trace, "--target-bytes", "80000", "--dtype", "q8_0"}, "exclude each other"},
+      {{"--target-bytes", "80000"}, "--precision-plan"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"pack", "--model", model_, "--out", dir_.Sub("bad.experts")};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    CommandResult bad = Expertd(args);
+    EXPECT_NE(bad.exit_code, 0) << c.message;
+    EXPECT_THAT(bad.err, HasSubstr(c.message));
+    EXPECT_FALSE(std::filesystem::exists(dir_.Sub("bad.experts"))) << c.message;
+  }
+}
+
 TEST_F(Cli, TraceFeedsBenchCache) {
   const std::string text_file = dir_.Sub("text.txt");
   std::ofstream(text_file) << "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst.";
