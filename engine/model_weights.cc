@@ -274,10 +274,9 @@ class Loader {
       total += end - begin;
       void* at = reinterpret_cast<void*>(begin);
       if (::madvise(at, end - begin, kMadvPopulateRead) == 0) continue;
-      // Older kernels: one read per page does the same, more slowly.
-      uint8_t sum = 0;
-      for (uintptr_t p = begin; p < end; p += page) sum ^= *reinterpret_cast<const volatile uint8_t*>(p);
-      populate_sink_ ^= sum;
+      // Older kernels: one read per page does the same, more slowly (a
+      // volatile read is never optimised away).
+      for (uintptr_t p = begin; p < end; p += page) (void)*reinterpret_cast<const volatile uint8_t*>(p);
     }
     return total;
   }
@@ -292,7 +291,6 @@ class Loader {
   const TensorSource& source_;
   const bool map_;
   std::vector<MappedMatrix> mapped_;
-  mutable uint8_t populate_sink_ = 0;  // keeps the fallback's page reads from being optimised away
   std::vector<PlannedFused> fused_;
   std::vector<PlannedMatrix> matrices_;
   std::vector<PlannedVector> vectors_;
