@@ -51,7 +51,7 @@
 #include "engine/layer_observer.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/prefetcher.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tools/mkmodel/make_model.h"
@@ -61,17 +61,17 @@ namespace {
 using namespace expertd;
 
 // Bytes of weights one decode token reads, given its routing.
-double BytesPerToken(const engine::Model& model, int k) {
-  const engine::ModelConfig& c = model.config();
-  const engine::ModelWeights& w = model.weights();
+double BytesPerToken(const model::Model& model, int k) {
+  const model::ModelConfig& c = model.config();
+  const model::ModelWeights& w = model.weights();
   double bytes = static_cast<double>(w.lm_head.size_bytes()) + DTypeBytes(w.embedding.dtype, c.hidden_size);
-  for (const engine::LayerWeights& layer : w.layers) {
+  for (const model::LayerWeights& layer : w.layers) {
     bytes += layer.q.size_bytes() + layer.k.size_bytes() + layer.v.size_bytes() + layer.o.size_bytes();
     if (!layer.is_moe) {
       bytes += layer.dense_mlp.gate.size_bytes() + layer.dense_mlp.up.size_bytes() + layer.dense_mlp.down.size_bytes();
       continue;
     }
-    const engine::FeedForwardWeights& e = layer.experts[0];
+    const model::FeedForwardWeights& e = layer.experts[0];
     bytes += layer.router.size_bytes() + k * static_cast<double>(e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes());
     if (layer.shared_expert) {
       bytes += layer.shared_expert->gate.size_bytes() + layer.shared_expert->up.size_bytes() +
@@ -145,7 +145,7 @@ struct StepFigures {
   double seconds = 0;
   double experts_per_layer = 0;
 };
-absl::StatusOr<StepFigures> MeasureBatchedStep(const engine::Model& model, engine::ForwardPass& forward, int batch, int steps,
+absl::StatusOr<StepFigures> MeasureBatchedStep(const model::Model& model, engine::ForwardPass& forward, int batch, int steps,
                                                int prompt_tokens) {
   const int vocab = model.config().vocab_size;
   engine::BatchDecoder decoder(model, forward);
@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto model = engine::Model::Load(model_dir, {.map_weights = map_weights});
+  auto model = model::Model::Load(model_dir, {.map_weights = map_weights});
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
     return 1;

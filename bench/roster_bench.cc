@@ -45,11 +45,11 @@ std::vector<T> ParseList(const std::string& text, bool (*parse)(absl::string_vie
 bool ParseInt(absl::string_view text, int* out) { return absl::SimpleAtoi(text, out); }
 bool ParseFloat(absl::string_view text, float* out) { return absl::SimpleAtof(text, out); }
 
-uint64_t AllExpertBytes(const engine::Model& model) {
+uint64_t AllExpertBytes(const model::Model& model) {
   uint64_t bytes = 0;
-  for (const engine::LayerWeights& layer : model.weights().layers) {
+  for (const model::LayerWeights& layer : model.weights().layers) {
     if (!layer.is_moe) continue;
-    const engine::FeedForwardWeights& e = layer.experts[0];
+    const model::FeedForwardWeights& e = layer.experts[0];
     bytes += layer.experts.size() * (e.gate.size_bytes() + e.up.size_bytes() + e.down.size_bytes());
   }
   return bytes;
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto probe = engine::Model::Load(model_dir);
+  auto probe = model::Model::Load(model_dir);
   if (!probe.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(probe.status().message()).c_str());
     return 1;

@@ -19,7 +19,7 @@
 #include "engine/batch_decoder.h"
 #include "engine/forward.h"
 #include "engine/request_engine.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/sampler.h"
 #include "engine/expert_packer.h"
 #include "engine/precision_plan.h"
@@ -160,7 +160,7 @@ absl::Status Run(const RunFlags& flags) {
   PrintCacheStats(*engine, static_cast<int64_t>(prompt.size()) + generated);
   if (!flags.trace_out.empty()) {
     const std::vector<cache::TraceStep> steps = engine->TakeStepTrace();
-    const engine::ModelConfig& config = engine->model().config();
+    const model::ModelConfig& config = engine->model().config();
     RETURN_IF_ERROR(cache::WriteStepTraceFile(flags.trace_out, config.num_layers, config.num_experts,
                                               config.experts_per_token, engine->TraceIo(), steps));
     std::printf("wrote %zu engine steps to %s\n", steps.size(), flags.trace_out.c_str());
@@ -205,7 +205,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
   if (flags.context < 2) return absl::InvalidArgumentError("--ctx must be at least 2");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
-  const engine::ModelConfig& config = engine->model().config();
+  const model::ModelConfig& config = engine->model().config();
   const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.size() < 2) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has fewer than 2 tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);
@@ -247,7 +247,7 @@ absl::Status Perplexity(const PerplexityFlags& flags) {
 }
 
 absl::Status Tokenize(const TokenizeFlags& flags) {
-  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tokenizer, engine::Model::LoadTokenizer(flags.model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tokenizer, model::Model::LoadTokenizer(flags.model_dir));
   const std::vector<int32_t> ids = tokenizer->Encode(flags.text);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", ids[i]);
@@ -263,8 +263,8 @@ namespace {
 
 // The plan `pack --precision-plan` packs by: the trace's counts of every
 // routed expert of the model (unused ones 0), planned within the budget.
-absl::StatusOr<engine::PrecisionPlan> PlanFromTrace(const engine::Model& model, const PackFlags& flags) {
-  const engine::ModelConfig& config = model.config();
+absl::StatusOr<engine::PrecisionPlan> PlanFromTrace(const model::Model& model, const PackFlags& flags) {
+  const model::ModelConfig& config = model.config();
   if (flags.target_bytes == 0) {
     return absl::InvalidArgumentError("--precision-plan needs --target-bytes: the bytes all experts' bundles may take");
   }
@@ -311,7 +311,7 @@ absl::Status Pack(const PackFlags& flags) {
   }
   ASSIGN_OR_RETURN(std::optional<DType> dtype, engine::ParsePackDtype(flags.dtype));
   // The packer reads the experts from the model files itself.
-  ASSIGN_OR_RETURN(auto model, engine::Model::Load(flags.model_dir, {.resident_experts = false}));
+  ASSIGN_OR_RETURN(auto model, model::Model::Load(flags.model_dir, {.resident_experts = false}));
   std::optional<engine::PrecisionPlan> plan;
   if (planned) {
     ASSIGN_OR_RETURN(plan, PlanFromTrace(*model, flags));
@@ -349,7 +349,7 @@ absl::Status Trace(const TraceFlags& flags) {
   if (flags.context < 1) return absl::InvalidArgumentError("--ctx must be at least 1");
   ASSIGN_OR_RETURN(std::string text, ReadFile(flags.text_file));
   ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> engine, runtime::Runtime::Load(flags.engine));
-  const engine::ModelConfig& config = engine->model().config();
+  const model::ModelConfig& config = engine->model().config();
   const std::vector<int32_t> tokens = engine->model().tokenizer().Encode(text);
   if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(flags.text_file, " has no tokens"));
   const int context = std::min(flags.context, config.max_position_embeddings);

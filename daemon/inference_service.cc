@@ -129,7 +129,7 @@ nlohmann::json InferenceService::Stats() const {
   stats["tokens"] = {{"prompt", c.scheduler.prompt_tokens},
                      {"completion", c.scheduler.completion_tokens},
                      {"decode_tokens_per_second", ratio(c.scheduler.completion_tokens, c.scheduler.decode_seconds)}};
-  const engine::ModelConfig& config = runtime_->model().config();
+  const model::ModelConfig& config = runtime_->model().config();
   const runtime::RuntimeStats runtime = runtime_->Stats();
   stats["model"] = {{"name", model_name_},
                     {"architecture", config.architecture_name},

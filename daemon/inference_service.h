@@ -53,7 +53,7 @@ class InferenceService {
   ServiceCounters Counters() const;
   nlohmann::json Stats() const;
   std::string PrometheusMetrics() const;
-  const engine::Model& model() const { return runtime_->model(); }
+  const model::Model& model() const { return runtime_->model(); }
   const std::string& model_name() const { return model_name_; }
   const InferenceConfig& limits() const { return config_.inference; }
 

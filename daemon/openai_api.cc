@@ -158,9 +158,9 @@ enum class Endpoint { kCompletions, kChat };
 
 // The fields both endpoints share, once request->prompt is known: token
 // budget, sampling, stop, stream, dial-k and roster.
-bool ParseGenerationFields(const json& root, Endpoint endpoint, const engine::Model& model, const InferenceConfig& limits,
+bool ParseGenerationFields(const json& root, Endpoint endpoint, const model::Model& model, const InferenceConfig& limits,
                            GenerationRequest* request, ApiError* error) {
-  const engine::ModelConfig& config = model.config();
+  const model::ModelConfig& config = model.config();
   auto field = [&](const char* name) { return Field(root, name); };
   // The longest prompt bounds max_tokens.
   int64_t prompt_tokens = 0;
@@ -354,11 +354,11 @@ bool ParseGenerationFields(const json& root, Endpoint endpoint, const engine::Mo
 
 }  // namespace
 
-bool ParseCompletionRequest(const std::string& body, const engine::Model& model, const std::string& model_name,
+bool ParseCompletionRequest(const std::string& body, const model::Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error) {
   json root;
   if (!ParseBody(body, &root, error) || !CheckModel(root, model_name, error)) return false;
-  const engine::ModelConfig& config = model.config();
+  const model::ModelConfig& config = model.config();
 
   // OpenAI's four forms: a string, a list of strings, a list of token ids,
   // a list of token id lists.
@@ -419,7 +419,7 @@ bool ParseCompletionRequest(const std::string& body, const engine::Model& model,
   return true;
 }
 
-bool ParseChatRequest(const std::string& body, const engine::Model& model, const tokenizer::ChatTemplate& chat_template,
+bool ParseChatRequest(const std::string& body, const model::Model& model, const tokenizer::ChatTemplate& chat_template,
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error) {
   json root;

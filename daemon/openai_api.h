@@ -14,7 +14,7 @@
 
 #include "absl/types/span.h"
 #include "daemon/config.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/request_engine.h"
 #include "nlohmann/json.hpp"
 #include "tokenizer/chat_template.h"
@@ -74,7 +74,7 @@ using ChatRequest = GenerationRequest;
 // OpenAI's clients send extras; what expertd cannot do yet (response_format
 // other than text, tools and functions) is refused naming the field; wrong
 // types and values out of range are errors naming the field.
-bool ParseCompletionRequest(const std::string& body, const engine::Model& model, const std::string& model_name,
+bool ParseCompletionRequest(const std::string& body, const model::Model& model, const std::string& model_name,
                             const InferenceConfig& limits, CompletionRequest* request, ApiError* error);
 
 // The same for a chat request: messages ([{role, content}], roles system,
@@ -88,7 +88,7 @@ bool ParseCompletionRequest(const std::string& body, const engine::Model& model,
 // defaults to the rest of the model's context, capped at the daemon's
 // inference.max_tokens, where completions default to 16 as OpenAI's do.
 // logprobs (true/false) with top_logprobs (0 .. 20) as OpenAI's chat API.
-bool ParseChatRequest(const std::string& body, const engine::Model& model, const tokenizer::ChatTemplate& chat_template,
+bool ParseChatRequest(const std::string& body, const model::Model& model, const tokenizer::ChatTemplate& chat_template,
                       const std::string& model_name, const InferenceConfig& limits, ChatRequest* request,
                       ApiError* error);
 

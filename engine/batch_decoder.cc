@@ -18,7 +18,7 @@ double SequenceCosts::distinct_experts_per_token() const {
   return decode_tokens > 0 ? static_cast<double>(distinct_experts) / decode_tokens : 0.0;
 }
 
-DecodingSequence::DecodingSequence(const Model& model, int max_tokens, int experts_per_token,
+DecodingSequence::DecodingSequence(const model::Model& model, int max_tokens, int experts_per_token,
                                    const RosterOptions& roster, KvMemory* kv_memory)
     : kv_(model.config(), max_tokens, kv_memory),
       experts_per_token_(experts_per_token),
@@ -26,7 +26,7 @@ DecodingSequence::DecodingSequence(const Model& model, int max_tokens, int exper
       layer_temperatures_(RosterLayerTemperatures(roster, model.config())),
       noises_(std::max(1, roster.samples)),
       sample_traces_(std::max(1, roster.samples)) {
-  const ModelConfig& config = model.config();
+  const model::ModelConfig& config = model.config();
   const int moe_layers = static_cast<int>(std::count(config.layer_is_moe.begin(), config.layer_is_moe.end(), true));
   experts_per_token_all_layers_ =
       (experts_per_token == 0 ? config.experts_per_token : experts_per_token) * moe_layers;

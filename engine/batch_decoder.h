@@ -8,7 +8,7 @@
 #include "absl/types/span.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/roster.h"
 #include "engine/routing.h"
 
@@ -35,7 +35,7 @@ class DecodingSequence {
   // experts_per_token 0 = native. Options must already be valid
   // (ValidateRosterOptions). The KV cache lives in kv_memory (null: host);
   // use the memory of the forward pass that will run the sequence.
-  DecodingSequence(const Model& model, int max_tokens, int experts_per_token, const RosterOptions& roster,
+  DecodingSequence(const model::Model& model, int max_tokens, int experts_per_token, const RosterOptions& roster,
                    KvMemory* kv_memory = nullptr);
   DecodingSequence(const DecodingSequence&) = delete;
   DecodingSequence& operator=(const DecodingSequence&) = delete;
@@ -70,7 +70,7 @@ class DecodingSequence {
 // of the samples' averaged distribution (Roster of Experts aggregation).
 class BatchDecoder {
  public:
-  BatchDecoder(const Model& model, Forward& forward) : model_(model), forward_(forward) {}
+  BatchDecoder(const model::Model& model, Forward& forward) : model_(model), forward_(forward) {}
 
   // Runs `prompt` into an empty sequence and writes the distribution of the
   // token after it ([vocab]). With a roster, every prompt position but the
@@ -111,7 +111,7 @@ class BatchDecoder {
   // output, aggregated; and, for a decode step, its trace and costs.
   void Collect(DecodingSequence& sequence, int first_row, bool decode_step, std::vector<float>* next_logits);
 
-  const Model& model_;
+  const model::Model& model_;
   Forward& forward_;
   std::vector<StepRow> rows_;
   std::vector<std::pair<int32_t, int32_t>> used_;  // (layer, expert) scratch for Collect

@@ -11,7 +11,7 @@
 
 namespace expertd::engine {
 
-void ExpertActivation(const ExpertExtras& extras, float* gate, float* up, int64_t m, int64_t stride, int64_t lo,
+void ExpertActivation(const model::ExpertExtras& extras, float* gate, float* up, int64_t m, int64_t stride, int64_t lo,
                       int64_t hi) {
   for (int64_t r = 0; r < m; ++r) {
     float* g = gate + r * stride;
@@ -35,15 +35,15 @@ void ExpertActivation(const ExpertExtras& extras, float* gate, float* up, int64_
   }
 }
 
-void AddDownBias(const ExpertExtras& extras, float* out, int64_t m, int64_t stride, int64_t lo, int64_t hi) {
+void AddDownBias(const model::ExpertExtras& extras, float* out, int64_t m, int64_t stride, int64_t lo, int64_t hi) {
   if (extras.down_bias == nullptr) return;
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t i = lo; i < hi; ++i) out[r * stride + i] += extras.down_bias[i];
   }
 }
 
-void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* gate_scratch, float* up_scratch,
-                    float* out, kernels::ThreadPool* pool, const ExpertExtras& extras) {
+void CpuFeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* gate_scratch, float* up_scratch,
+                    float* out, kernels::ThreadPool* pool, const model::ExpertExtras& extras) {
   const int64_t ffn = ff.gate.rows;
   kernels::MatMul(ff.gate, x, m, gate_scratch, pool);
   kernels::MatMul(ff.up, x, m, up_scratch, pool);
@@ -52,13 +52,13 @@ void CpuFeedForward(const FeedForwardWeights& ff, const float* x, int m, float* 
   AddDownBias(extras, out, m, ff.down.rows, 0, ff.down.rows);
 }
 
-void CalibrateCpuExperts(const FeedForwardWeights& like, kernels::ThreadPool* pool,
+void CalibrateCpuExperts(const model::FeedForwardWeights& like, kernels::ThreadPool* pool,
                          ExecutionPlacement& placement) {
   // Weights of small values (zero bytes are fine in every dtype): the
   // kernels' speed does not depend on them.
   const size_t bytes = like.gate.size_bytes() + like.up.size_bytes() + like.down.size_bytes();
   std::vector<std::byte> weights(bytes, std::byte{0});
-  FeedForwardWeights expert = like;
+  model::FeedForwardWeights expert = like;
   expert.gate.data = weights.data();
   expert.up.data = weights.data() + like.gate.size_bytes();
   expert.down.data = weights.data() + like.gate.size_bytes() + like.up.size_bytes();

@@ -18,7 +18,7 @@ namespace {
 // Writes matrix w into its place `m` of the bundle at `bundle`, in m's
 // dtype; a matching dtype copies bytes unchanged, so a "keep" pack computes
 // bit-identically to the checkpoint.
-absl::Status AppendMatrix(const WeightMatrix& w, const io::BundleMatrix& m, std::vector<float>& scratch,
+absl::Status AppendMatrix(const kernels::WeightMatrix& w, const io::BundleMatrix& m, std::vector<float>& scratch,
                           std::byte* bundle) {
   const DType target = m.dtype;
   if (w.rows != m.rows || w.cols != m.cols) {
@@ -82,12 +82,12 @@ namespace {
 
 // Each expert's dtypes, known from its (layer, expert) and its checkpoint
 // matrices' dtypes, before its bytes are read.
-using DtypesOf = std::function<absl::StatusOr<io::BundleDtypes>(int layer, int expert, const FeedForwardWeights& e)>;
+using DtypesOf = std::function<absl::StatusOr<io::BundleDtypes>(int layer, int expert, const model::FeedForwardWeights& e)>;
 
-absl::Status PackExpertsAs(const Model& model, const std::string& path, const DtypesOf& dtypes_of,
+absl::Status PackExpertsAs(const model::Model& model, const std::string& path, const DtypesOf& dtypes_of,
                            const std::function<void(int done, int total)>& progress) {
-  const ModelConfig& config = model.config();
-  const ModelWeights& weights = model.weights();
+  const model::ModelConfig& config = model.config();
+  const model::ModelWeights& weights = model.weights();
   int first_moe = -1;
   int total = 0;
   for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -125,7 +125,7 @@ absl::Status PackExpertsAs(const Model& model, const std::string& path, const Dt
   // A model loaded for offloading holds no expert bytes: they are read from
   // its shards, opened for the packing only (and refused if they changed
   // since the load, as the packed experts must match the dense weights).
-  std::unique_ptr<TensorSource> checkpoint;
+  std::unique_ptr<model::TensorSource> checkpoint;
   std::vector<std::byte> expert_bytes;
   if (!model.resident_experts()) {
     ASSIGN_OR_RETURN(checkpoint, model.ReopenTensorSource());
@@ -137,9 +137,9 @@ absl::Status PackExpertsAs(const Model& model, const std::string& path, const Dt
   for (int layer = 0; layer < config.num_layers; ++layer) {
     if (!weights.layers[layer].is_moe) continue;
     for (int e = 0; e < config.num_experts; ++e) {
-      FeedForwardWeights expert = weights.layers[layer].experts[e];
+      model::FeedForwardWeights expert = weights.layers[layer].experts[e];
       if (checkpoint != nullptr) {
-        ASSIGN_OR_RETURN(expert, ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
+        ASSIGN_OR_RETURN(expert, model::ReadRoutedExpert(*checkpoint, config, layer, e, expert_bytes));
       }
       ASSIGN_OR_RETURN(const io::BundleDtypes dtypes, dtypes_of(layer, e, expert));
       const io::BundleLayout bundle_layout =
@@ -156,24 +156,24 @@ absl::Status PackExpertsAs(const Model& model, const std::string& path, const Dt
 
 }  // namespace
 
-absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
+absl::Status PackExperts(const model::Model& model, const std::string& path, std::optional<DType> dtype,
                          const std::function<void(int done, int total)>& progress) {
   // Each expert's matrices in `dtype`, or with "keep" in the checkpoint's
   // own (a Q4_K_M GGUF: q4_k gate and up, q6_k or q4_k down by layer).
   return PackExpertsAs(
       model, path,
-      [&](int, int, const FeedForwardWeights& e) -> absl::StatusOr<io::BundleDtypes> {
+      [&](int, int, const model::FeedForwardWeights& e) -> absl::StatusOr<io::BundleDtypes> {
         return dtype.has_value() ? io::BundleDtypes::Uniform(*dtype)
                                  : io::BundleDtypes{e.gate.dtype, e.up.dtype, e.down.dtype};
       },
       progress);
 }
 
-absl::Status PackExperts(const Model& model, const std::string& path, const PrecisionPlan& plan,
+absl::Status PackExperts(const model::Model& model, const std::string& path, const PrecisionPlan& plan,
                          const std::function<void(int done, int total)>& progress) {
   return PackExpertsAs(
       model, path,
-      [&](int layer, int expert, const FeedForwardWeights&) -> absl::StatusOr<io::BundleDtypes> {
+      [&](int layer, int expert, const model::FeedForwardWeights&) -> absl::StatusOr<io::BundleDtypes> {
         ASSIGN_OR_RETURN(const DType dtype, plan.DtypeOf(layer, expert));
         return io::BundleDtypes::Uniform(dtype);
       },

@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/dtype.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/precision_plan.h"
 
 namespace expertd::engine {
@@ -27,14 +27,14 @@ std::string PackDtypeChoices();
 // are sized by the largest bundle). progress(done, total)
 // is called after each expert. Writes to a temporary name and renames at the
 // end, so an interrupted pack leaves no file that looks complete.
-absl::Status PackExperts(const Model& model, const std::string& path, std::optional<DType> dtype,
+absl::Status PackExperts(const model::Model& model, const std::string& path, std::optional<DType> dtype,
                          const std::function<void(int done, int total)>& progress = nullptr);
 
 // The same, each expert in the dtype `plan` gives it (every matrix of the
 // bundle in it; engine/precision_plan.h); the slot is the plan's widest.
 // NotFound naming the expert when the plan lacks one of the model's routed
 // experts.
-absl::Status PackExperts(const Model& model, const std::string& path, const PrecisionPlan& plan,
+absl::Status PackExperts(const model::Model& model, const std::string& path, const PrecisionPlan& plan,
                          const std::function<void(int done, int total)>& progress = nullptr);
 
 }  // namespace expertd::engine

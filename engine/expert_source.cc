@@ -69,7 +69,7 @@ ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // The cache pins only experts the file holds (it reads them by Find).
   const io::BundleLayout& bundle = bundles_[static_cast<size_t>(pin.key().layer) * num_experts_ + pin.key().expert];
   const auto view = [&](const io::BundleMatrix& m) {
-    return WeightMatrix{m.dtype, base + m.offset_bytes, m.rows, m.cols};
+    return kernels::WeightMatrix{m.dtype, base + m.offset_bytes, m.rows, m.cols};
   };
   ExpertHandle handle;
   handle.weights.gate = view(bundle.gate);

@@ -10,7 +10,7 @@
 #include "cache/expert_cache.h"
 #include "cache/readiness.h"
 #include "engine/layer_observer.h"
-#include "engine/model_weights.h"
+#include "model/model_weights.h"
 #include "engine/prefetch_target.h"
 #include "io/expert_bundle.h"
 #include "io/expert_file.h"
@@ -23,7 +23,7 @@ namespace expertd::engine {
 // where it runs (MoeLayerCompute::AwaitExpert: a host Wait, or a device
 // stream waiting on the copy's event).
 struct ExpertHandle {
-  FeedForwardWeights weights;
+  model::FeedForwardWeights weights;
   cache::ExpertCache::Pin pin;  // empty for resident weights
   cache::Readiness ready;       // the pin's; ready at once for resident weights
 };
@@ -58,12 +58,12 @@ class ExpertSource : public LayerObserver {
 // Every expert resident: views into the model's weight memory.
 class ResidentExperts : public ExpertSource {
  public:
-  explicit ResidentExperts(const ModelWeights& weights) : weights_(weights) {}
+  explicit ResidentExperts(const model::ModelWeights& weights) : weights_(weights) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
 
  private:
-  const ModelWeights& weights_;
+  const model::ModelWeights& weights_;
 };
 
 // Experts through the tiered cache, from a packed expert file: the cache

@@ -59,7 +59,7 @@ void Clip(float limit, size_t count, float* values) {
 
 }  // namespace
 
-ForwardPass::ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts)
+ForwardPass::ForwardPass(const model::Model& model, kernels::ThreadPool* pool, ExpertSource* experts)
     : model_(model),
       config_(model.config()),
       pool_(pool),
@@ -87,7 +87,7 @@ void ForwardPass::EnsureScratch(int n, int slots) {
   v_.resize(static_cast<size_t>(n) * config_.kv_size());
   int attention_width = config_.q_size();
   if (config_.mla) {
-    const MlaConfig& mla = *config_.mla;
+    const model::MlaConfig& mla = *config_.mla;
     attention_width = std::max(attention_width, config_.num_heads * mla.v_head_dim);
     q_lora_.resize(static_cast<size_t>(n) * mla.q_lora_rank);
     latent_.resize(static_cast<size_t>(n) * mla.latent_size());
@@ -143,7 +143,7 @@ absl::Status ForwardPass::Step(absl::Span<const StepRow> rows, std::vector<float
 }
 
 void ForwardPass::Logits(int first_row, int n, std::vector<float>* logits) {
-  const ModelWeights& weights = model_.weights();
+  const model::ModelWeights& weights = model_.weights();
   const int h = config_.hidden_size;
   const int rows = n - first_row;
   for (int t = first_row; t < n; ++t) {
@@ -159,7 +159,7 @@ absl::Status ForwardPass::RunLayers(absl::Span<const int32_t> tokens) {
   runner_.BeginPass(rows_);
   EnsureScratch(n, runner_.dispatch().num_slots());
 
-  const ModelWeights& weights = model_.weights();
+  const model::ModelWeights& weights = model_.weights();
   const int h = config_.hidden_size;
   for (int t = 0; t < n; ++t) {
     kernels::ConvertToF32(weights.embedding.dtype,
@@ -182,7 +182,7 @@ absl::Status ForwardPass::Attention(int layer_index) {
   const int n = static_cast<int>(rows_.size());
   SelfAttention(layer_index, n);
   const int h = config_.hidden_size;
-  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const model::LayerWeights& layer = model_.weights().layers[layer_index];
   for (int t = 0; t < n; ++t) {
     kernels::RmsNorm(Row(residual_, t, h), layer.post_attention_norm.data(), h, config_.rms_norm_eps,
                      Row(normed_, t, h));
@@ -195,7 +195,7 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
     LatentAttention(layer_index, n);
     return;
   }
-  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const model::LayerWeights& layer = model_.weights().layers[layer_index];
   const int h = config_.hidden_size;
   const int q_size = config_.q_size();
   const int kv_size = config_.kv_size();
@@ -215,10 +215,10 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
   for (int t = 0; t < n; ++t) {
     float* q = Row(q_, t, q_size);
     float* k = Row(k_, t, kv_size);
-    if (config_.qk_norm == QkNorm::kWholeProjection) {
+    if (config_.qk_norm == model::QkNorm::kWholeProjection) {
       kernels::RmsNorm(q, layer.q_norm.data(), q_size, eps, q);
       kernels::RmsNorm(k, layer.k_norm.data(), kv_size, eps, k);
-    } else if (config_.qk_norm == QkNorm::kPerHead) {
+    } else if (config_.qk_norm == model::QkNorm::kPerHead) {
       for (int head = 0; head < config_.num_heads; ++head) {
         kernels::RmsNorm(q + head * head_dim, layer.q_norm.data(), head_dim, eps, q + head * head_dim);
       }
@@ -272,8 +272,8 @@ void ForwardPass::SelfAttention(int layer_index, int n) {
 }
 
 void ForwardPass::LatentAttention(int layer_index, int n) {
-  const LayerWeights& layer = model_.weights().layers[layer_index];
-  const MlaConfig& mla = *config_.mla;
+  const model::LayerWeights& layer = model_.weights().layers[layer_index];
+  const model::MlaConfig& mla = *config_.mla;
   const int h = config_.hidden_size;
   const int heads = config_.num_heads;
   const int nope = mla.qk_nope_head_dim;
@@ -290,7 +290,7 @@ void ForwardPass::LatentAttention(int layer_index, int n) {
     kernels::MatMul(layer.q_a, normed_.data(), n, q_lora_.data(), pool_);
     for (int t = 0; t < n; ++t) {
       float* row = Row(q_lora_, t, mla.q_lora_rank);
-      kernels::RmsNorm(row, layer.q_a_norm.data(), mla.q_lora_rank, MlaConfig::kLatentNormEps, row);
+      kernels::RmsNorm(row, layer.q_a_norm.data(), mla.q_lora_rank, model::MlaConfig::kLatentNormEps, row);
     }
     kernels::MatMul(layer.q_b, q_lora_.data(), n, q_.data(), pool_);
   } else {
@@ -300,7 +300,7 @@ void ForwardPass::LatentAttention(int layer_index, int n) {
   for (int t = 0; t < n; ++t) {
     const float* cos_sin = Row(rope_, t, config_.head_dim);
     float* row = Row(latent_, t, latent);
-    kernels::RmsNorm(row, layer.kv_a_norm.data(), rank, MlaConfig::kLatentNormEps, row);
+    kernels::RmsNorm(row, layer.kv_a_norm.data(), rank, model::MlaConfig::kLatentNormEps, row);
     InterleavedRope(row + rank, config_.head_dim, cos_sin, rope_attention_factor_);
     float* q = Row(q_, t, config_.q_size());
     for (int head = 0; head < heads; ++head) {
@@ -392,7 +392,7 @@ void ForwardPass::LatentAttention(int layer_index, int n) {
   for (size_t i = 0; i < static_cast<size_t>(n) * h; ++i) residual_[i] += block_out_[i];
 }
 
-void ForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out) {
+void ForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out) {
   CpuFeedForward(ff, x, m, ffn_gate_.data(), ffn_up_.data(), out, pool_);
 }
 
@@ -405,7 +405,7 @@ absl::Status ForwardPass::DenseFeedForward(int layer_index) {
 
 absl::StatusOr<RouterOutput> ForwardPass::Router(int layer_index) {
   const int n = static_cast<int>(rows_.size());
-  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const model::LayerWeights& layer = model_.weights().layers[layer_index];
   kernels::MatMul(layer.router, normed_.data(), n, router_logits_.data(), pool_);
   AddBias(layer.router_bias, n, router_logits_.data());
   return RouterOutput{.logits = router_logits_.data(), .gate_inputs = normed_.data()};
@@ -416,10 +416,10 @@ absl::Status ForwardPass::Dispatched(int layer, const MoeDispatch& /*dispatch*/)
   return absl::OkStatus();
 }
 
-absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+absl::Status ForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                                     ExpertOrigin /*origin*/) {
   const int h = config_.hidden_size;
-  const ExpertExtras extras = model_.weights().layers[moe_layer_].ExtrasOf(expert, config_);
+  const model::ExpertExtras extras = model_.weights().layers[moe_layer_].ExtrasOf(expert, config_);
   absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
   const int m = static_cast<int>(slots.size());
   if (m == 0) return absl::OkStatus();
@@ -477,7 +477,7 @@ absl::Status ForwardPass::Sync() {
       pool_->ParallelFor(total, min_chunk, fn);
     }
   };
-  const FeedForwardWeights& first = queued_.front().weights;
+  const model::FeedForwardWeights& first = queued_.front().weights;
 
   // Gate and up rows of every expert, then SiLU(gate) * up on the rows done.
   int64_t ffn_rows = 0;
@@ -516,7 +516,7 @@ absl::Status ForwardPass::Sync() {
 
 absl::Status ForwardPass::Combine(int layer_index, const MoeDispatch& dispatch) {
   RETURN_IF_ERROR(Sync());  // the runner has synced; an expert queued since would be lost
-  const LayerWeights& layer = model_.weights().layers[layer_index];
+  const model::LayerWeights& layer = model_.weights().layers[layer_index];
   const int n = static_cast<int>(rows_.size());
   const int h = config_.hidden_size;
   // Sum each token's experts in rank order: the result does not depend on

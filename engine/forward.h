@@ -11,7 +11,7 @@
 #include "engine/forward_api.h"
 #include "engine/kv_cache.h"
 #include "engine/layer_observer.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/moe_dispatch.h"
 #include "engine/moe_layer_runner.h"
 #include "engine/routing.h"
@@ -30,7 +30,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // then read from the model's own memory (a model loaded without resident
   // experts then fails each step that needs one, naming the fix). All must
   // outlive the pass.
-  ForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
+  ForwardPass(const model::Model& model, kernels::ThreadPool* pool, ExpertSource* experts = nullptr);
   void SetObserver(LayerObserver* observer) override { runner_.SetObserver(observer); }
   absl::Status Run(absl::Span<const int32_t> tokens, KvCache& kv, const ForwardOptions& options,
                    std::vector<float>* logits, RoutingTrace* trace = nullptr) override;
@@ -50,7 +50,7 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // latent row per position and attention reads only that, then the
   // attended latent goes through the head's value slice of kv_b.
   void LatentAttention(int layer, int n);
-  void FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
+  void FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out);
 
   // MoeLayerCompute, over the pass's rows (rows_). Every expert is in host
   // memory, whatever its origin.
@@ -62,15 +62,15 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // queued expert as two parallel jobs, gate and up of all of them, then
   // down of all of them, instead of three jobs per expert: the threads
   // stream long runs of weights and meet twice per layer, not 3 k times.
-  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                          ExpertOrigin origin) override;
   absl::Status Sync() override;
   absl::Status Combine(int layer, const MoeDispatch& dispatch) override;
   // Rows the queue may hold: every scratch buffer below fits this many.
   int QueueCapacity() const { return scratch_queue_rows_; }
 
-  const Model& model_;
-  const ModelConfig& config_;
+  const model::Model& model_;
+  const model::ModelConfig& config_;
   kernels::ThreadPool* pool_;
   ResidentExperts resident_experts_;
   MoeLayerRunner runner_;        // after resident_experts_, which it may use
@@ -110,8 +110,8 @@ class ForwardPass : public Forward, private MoeLayerCompute {
   // Routed experts waiting for Sync; their input rows are consecutive rows
   // of gathered_, starting at first_row.
   struct QueuedExpert {
-    FeedForwardWeights weights;       // valid until Sync returns (MoeLayerCompute)
-    ExpertExtras extras;              // gpt-oss's biases and activation
+    model::FeedForwardWeights weights;       // valid until Sync returns (MoeLayerCompute)
+    model::ExpertExtras extras;              // gpt-oss's biases and activation
     absl::Span<const int32_t> slots;  // the dispatch's slots of this expert, one per row
     int first_row = 0;
     float* gate = nullptr;  // its rows of ffn_gate_ ([rows][ffn_width_]); SiLU(gate) * up after the first job

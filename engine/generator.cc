@@ -16,7 +16,7 @@ double GenerateResult::decode_tokens_per_second() const {
   return decode_seconds > 0 ? steps / decode_seconds : 0.0;
 }
 
-absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
+absl::StatusOr<GenerateResult> Generate(const model::Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options) {
   RequestEngine engine(model, forward, SchedulerOptions::SingleRequest(prompt.size()));
   auto request = std::make_shared<Request>();

@@ -13,7 +13,7 @@
 #include "absl/types/span.h"
 #include "engine/batch_decoder.h"
 #include "engine/forward_api.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/request_engine.h"
 
 namespace expertd::engine {
@@ -32,7 +32,7 @@ struct GenerateResult {
 
 // Runs `prompt` as one request on a request engine of its own: the prompt
 // in one prefill, then one token per step until max_new_tokens or EOS.
-absl::StatusOr<GenerateResult> Generate(const Model& model, Forward& forward, absl::Span<const int32_t> prompt,
+absl::StatusOr<GenerateResult> Generate(const model::Model& model, Forward& forward, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& options);
 
 }  // namespace expertd::engine

@@ -28,7 +28,7 @@ KvMemory& HostKvMemory() {
   return memory;
 }
 
-KvCache::KvCache(const ModelConfig& config, int max_tokens, KvMemory* memory)
+KvCache::KvCache(const model::ModelConfig& config, int max_tokens, KvMemory* memory)
     : memory_(memory != nullptr ? memory : &HostKvMemory()),
       kv_size_(config.kv_size()),
       max_tokens_(max_tokens),
@@ -71,7 +71,7 @@ absl::Status KvCache::Reserve(int new_tokens) {
 
 void KvCache::Truncate(int length) { length_ = std::clamp(length, 0, length_); }
 
-size_t KvCache::BytesFor(const ModelConfig& config, int max_tokens) {
+size_t KvCache::BytesFor(const model::ModelConfig& config, int max_tokens) {
   return (config.kv_has_values() ? 2 : 1) * static_cast<size_t>(config.num_layers) * static_cast<size_t>(std::max(0, max_tokens)) *
          static_cast<size_t>(config.kv_size()) * sizeof(float);
 }

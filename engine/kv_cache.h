@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 namespace expertd::engine {
 
@@ -37,11 +37,11 @@ KvMemory& HostKvMemory();
 class KvCache {
  public:
   // memory must outlive the cache; null is HostKvMemory().
-  KvCache(const ModelConfig& config, int max_tokens, KvMemory* memory = nullptr);
+  KvCache(const model::ModelConfig& config, int max_tokens, KvMemory* memory = nullptr);
 
   // The most memory a cache of max_tokens positions ever holds (capacity
   // grows by doubling but stops at max_tokens): what admission reserves.
-  static size_t BytesFor(const ModelConfig& config, int max_tokens);
+  static size_t BytesFor(const model::ModelConfig& config, int max_tokens);
 
   int length() const { return length_; }
   int max_tokens() const { return max_tokens_; }

@@ -9,7 +9,7 @@
 namespace expertd::engine {
 namespace {
 
-absl::Status ValidateToken(const ModelConfig& config, int32_t token) {
+absl::Status ValidateToken(const model::ModelConfig& config, int32_t token) {
   if (token < 0 || token >= config.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("token id ", token, " is outside the vocabulary [0, ", config.vocab_size, ")"));
@@ -17,7 +17,7 @@ absl::Status ValidateToken(const ModelConfig& config, int32_t token) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> ResolveK(const ModelConfig& config, int experts_per_token) {
+absl::StatusOr<int> ResolveK(const model::ModelConfig& config, int experts_per_token) {
   const int k = experts_per_token == 0 ? config.experts_per_token : experts_per_token;
   if (k < 1 || k > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("experts_per_token must be in 1 .. ", config.num_experts,
@@ -38,7 +38,7 @@ absl::Status CheckMemory(const KvCache& kv, const KvMemory* pass_memory) {
 
 }  // namespace
 
-absl::Status PlanPromptRows(const ModelConfig& config, absl::Span<const int32_t> tokens, KvCache& kv,
+absl::Status PlanPromptRows(const model::ModelConfig& config, absl::Span<const int32_t> tokens, KvCache& kv,
                             const ForwardOptions& options, RoutingTrace* trace, const KvMemory* pass_memory,
                             std::vector<RowPlan>* plan) {
   const int n = static_cast<int>(tokens.size());
@@ -58,7 +58,7 @@ absl::Status PlanPromptRows(const ModelConfig& config, absl::Span<const int32_t>
   return absl::OkStatus();
 }
 
-absl::Status PlanStepRows(const ModelConfig& config, absl::Span<const StepRow> rows, const KvMemory* pass_memory,
+absl::Status PlanStepRows(const model::ModelConfig& config, absl::Span<const StepRow> rows, const KvMemory* pass_memory,
                           std::vector<RowPlan>* plan, std::vector<int32_t>* tokens) {
   const int n = static_cast<int>(rows.size());
   if (n == 0) return absl::InvalidArgumentError("a decode step needs at least one row");
@@ -107,14 +107,14 @@ double YarnMscale(double factor, double mscale) {
 
 }  // namespace
 
-std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
+std::vector<float> RopeInverseFrequencies(const model::ModelConfig& config) {
   const int half = config.head_dim / 2;
   std::vector<float> inv_freq(half);
   for (int i = 0; i < half; ++i) {
     inv_freq[i] = 1.0f / std::pow(config.rope_theta, static_cast<float>(2 * i) / config.head_dim);
   }
   if (!config.yarn) return inv_freq;
-  const YarnRope& yarn = *config.yarn;
+  const model::YarnRope& yarn = *config.yarn;
   const double dim = config.head_dim;
   const double base = config.rope_theta;
   // The dimension that turns `rotations` times over the original context.
@@ -139,9 +139,9 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
   return inv_freq;
 }
 
-float RopeAttentionFactor(const ModelConfig& config) {
+float RopeAttentionFactor(const model::ModelConfig& config) {
   if (!config.yarn) return 1.0f;
-  const YarnRope& yarn = *config.yarn;
+  const model::YarnRope& yarn = *config.yarn;
   if (yarn.attention_factor) return *yarn.attention_factor;
   if (yarn.mscale != 0.0f && yarn.mscale_all_dim != 0.0f) {
     return static_cast<float>(YarnMscale(yarn.factor, yarn.mscale) / YarnMscale(yarn.factor, yarn.mscale_all_dim));
@@ -149,7 +149,7 @@ float RopeAttentionFactor(const ModelConfig& config) {
   return static_cast<float>(YarnMscale(yarn.factor, 1.0));
 }
 
-float MlaSoftmaxScale(const ModelConfig& config) {
+float MlaSoftmaxScale(const model::ModelConfig& config) {
   double scale = config.mla ? 1.0 / std::sqrt(static_cast<double>(config.mla->qk_head_dim()))
                             : 1.0 / std::sqrt(static_cast<double>(config.head_dim));
   if (config.yarn && config.yarn->mscale_all_dim != 0.0f) {
@@ -168,7 +168,7 @@ void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin) 
   }
 }
 
-MoeDispatch::MoeDispatch(const ModelConfig& config)
+MoeDispatch::MoeDispatch(const model::ModelConfig& config)
     : config_(config),
       router_probs_(config.num_experts),
       layer_scores_(config.num_experts),
@@ -214,7 +214,7 @@ void MoeDispatch::RouteRow(int layer, int t, const float* logits, ExpertSource& 
     }
     RoutePerturbed(logits, perturbation_.data(), num_experts, row.k, config_.norm_topk_prob, router_probs_.data(),
                    chosen, weights);
-  } else if (config_.topk_method == TopkMethod::kGroupLimitedGreedy) {
+  } else if (config_.topk_method == model::TopkMethod::kGroupLimitedGreedy) {
     // Roster samples above choose among every expert; the deterministic
     // route keeps DeepSeek's group limit.
     float* probs = router_probs_.data();

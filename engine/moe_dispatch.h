@@ -16,7 +16,7 @@
 #include "engine/expert_source.h"
 #include "engine/forward_api.h"
 #include "engine/layer_observer.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 namespace expertd::engine {
 
@@ -35,14 +35,14 @@ struct RowPlan {
 // Validates every token, k and the kv's memory, then reserves room in kv.
 // Nothing changes on error. `pass_memory` is the memory the pass needs its
 // KV caches in; null means any host memory (the CPU pass).
-absl::Status PlanPromptRows(const ModelConfig& config, absl::Span<const int32_t> tokens, KvCache& kv,
+absl::Status PlanPromptRows(const model::ModelConfig& config, absl::Span<const int32_t> tokens, KvCache& kv,
                             const ForwardOptions& options, RoutingTrace* trace, const KvMemory* pass_memory,
                             std::vector<RowPlan>* plan);
 
 // The rows of Forward::Step, and their tokens. Validates every row (token,
 // k, kv present and in the right memory, below its context limit, at most
 // one appending row per kv) before reserving room in any kv.
-absl::Status PlanStepRows(const ModelConfig& config, absl::Span<const StepRow> rows, const KvMemory* pass_memory,
+absl::Status PlanStepRows(const model::ModelConfig& config, absl::Span<const StepRow> rows, const KvMemory* pass_memory,
                           std::vector<RowPlan>* plan, std::vector<int32_t>* tokens);
 
 // RoPE: theta^(-2i/head_dim) for i < head_dim/2, in f32 as HF computes them,
@@ -50,14 +50,14 @@ absl::Status PlanStepRows(const ModelConfig& config, absl::Span<const StepRow> r
 // With YaRN (config.yarn) the frequencies of HF's _compute_yarn_parameters:
 // those whose wavelength exceeds the original context divided by the factor,
 // a linear ramp between.
-std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
+std::vector<float> RopeInverseFrequencies(const model::ModelConfig& config);
 // What YaRN multiplies RoPE's cosines and sines by (HF's attention_factor):
 // 1 without YaRN.
-float RopeAttentionFactor(const ModelConfig& config);
+float RopeAttentionFactor(const model::ModelConfig& config);
 // The attention's softmax scale for multi-head latent attention:
 // qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 with YaRN (HF's
 // yarn_apply_mscale).
-float MlaSoftmaxScale(const ModelConfig& config);
+float MlaSoftmaxScale(const model::ModelConfig& config);
 // The cosines then the sines of `position`'s angles ([head_dim]).
 void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin);
 
@@ -65,7 +65,7 @@ void RopeCosSin(absl::Span<const float> inv_freq, int position, float* cos_sin);
 // rank) slots by expert, so each expert runs once for all rows that chose it.
 class MoeDispatch {
  public:
-  explicit MoeDispatch(const ModelConfig& config);
+  explicit MoeDispatch(const model::ModelConfig& config);
 
   // The rows of the pass about to run; must outlive the pass.
   void BeginPass(absl::Span<const RowPlan> rows);
@@ -107,7 +107,7 @@ class MoeDispatch {
   void RouteRow(int layer, int t, const float* logits, ExpertSource& experts);
   void GroupByExpert();
 
-  const ModelConfig& config_;
+  const model::ModelConfig& config_;
   absl::Span<const RowPlan> rows_;
   int num_slots_ = 0;
   std::vector<float> router_probs_;      // [num_experts]

@@ -6,7 +6,7 @@
 
 namespace expertd::engine {
 
-MoeLayerRunner::MoeLayerRunner(const ModelConfig& config, ExpertSource& experts)
+MoeLayerRunner::MoeLayerRunner(const model::ModelConfig& config, ExpertSource& experts)
     : config_(config), experts_(experts), listeners_{&experts}, dispatch_(config) {}
 
 void MoeLayerRunner::SetObserver(LayerObserver* observer) {

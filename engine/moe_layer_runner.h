@@ -24,8 +24,8 @@
 #include "engine/expert_plan.h"
 #include "engine/expert_source.h"
 #include "engine/layer_observer.h"
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
+#include "model/model_config.h"
+#include "model/model_weights.h"
 #include "engine/moe_dispatch.h"
 
 namespace expertd::engine {
@@ -69,7 +69,7 @@ class MoeLayerCompute {
   // slot's own output row, so the combine sums them in rank order whatever
   // order experts run in. The weights stay valid until the next Sync()
   // returns, and not after: work queued on them must be done by then.
-  virtual absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+  virtual absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                                  ExpertOrigin origin) = 0;
   // Waits for queued work that reads expert weights (a device stream); the
   // pins protecting them go once it returns, even when it fails.
@@ -82,7 +82,7 @@ class MoeLayerCompute {
 class MoeLayerRunner {
  public:
   // experts must outlive the runner.
-  MoeLayerRunner(const ModelConfig& config, ExpertSource& experts);
+  MoeLayerRunner(const model::ModelConfig& config, ExpertSource& experts);
 
   // The pass's layer-cycle listeners are the expert source (the cache's
   // policies need the cycle) and `observer` (the prefetcher), in that
@@ -106,7 +106,7 @@ class MoeLayerRunner {
  private:
   absl::Status RunMoeLayer(int layer, MoeLayerCompute& compute);
 
-  const ModelConfig& config_;
+  const model::ModelConfig& config_;
   ExpertSource& experts_;
   // The layer-cycle listeners, in call order: experts_, then the observer.
   std::vector<LayerObserver*> listeners_;

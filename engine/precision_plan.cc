@@ -138,7 +138,7 @@ std::string PrecisionPlan::Summary() const {
   return out;
 }
 
-absl::StatusOr<std::vector<PrecisionCandidate>> PrecisionCandidatesFor(const ModelConfig& config,
+absl::StatusOr<std::vector<PrecisionCandidate>> PrecisionCandidatesFor(const model::ModelConfig& config,
                                                                        absl::Span<const DType> dtypes) {
   std::vector<PrecisionCandidate> out;
   for (DType dtype : dtypes) {
@@ -167,13 +167,13 @@ absl::StatusOr<std::vector<PrecisionCandidate>> PrecisionCandidatesFor(const Mod
   return out;
 }
 
-std::vector<DType> DefaultPrecisionDtypes(const ModelConfig& config) {
+std::vector<DType> DefaultPrecisionDtypes(const model::ModelConfig& config) {
   const bool k_quant_rows = config.hidden_size % 256 == 0 && config.expert_intermediate_size % 256 == 0;
   if (k_quant_rows) return {DType::kBF16, DType::kQ8_0, DType::kQ6_K, DType::kQ4_K};
   return {DType::kBF16, DType::kQ8_0, DType::kQ4_0};
 }
 
-absl::StatusOr<std::vector<DType>> ParsePrecisionDtypes(absl::string_view text, const ModelConfig& config) {
+absl::StatusOr<std::vector<DType>> ParsePrecisionDtypes(absl::string_view text, const model::ModelConfig& config) {
   if (absl::StripAsciiWhitespace(text).empty()) return DefaultPrecisionDtypes(config);
   std::vector<DType> out;
   for (absl::string_view piece : absl::StrSplit(text, ',')) {

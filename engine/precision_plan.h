@@ -37,7 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/dtype.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 namespace expertd::engine {
 
@@ -101,12 +101,12 @@ absl::StatusOr<PrecisionPlan> PlanPrecision(absl::Span<const ExpertAccessCount> 
 // dtype when its blocks do not divide the rows (hidden_size and the expert
 // intermediate size), when one repeats, or when the order is not strictly
 // decreasing in bytes (a "higher" precision that is no larger).
-absl::StatusOr<std::vector<PrecisionCandidate>> PrecisionCandidatesFor(const ModelConfig& config,
+absl::StatusOr<std::vector<PrecisionCandidate>> PrecisionCandidatesFor(const model::ModelConfig& config,
                                                                        absl::Span<const DType> dtypes);
 
 // Parses "bf16,q8_0,q4_k" (highest precision first); errors name the dtype
 // and the choices. Empty text: DefaultPrecisionDtypes(config).
-absl::StatusOr<std::vector<DType>> ParsePrecisionDtypes(absl::string_view text, const ModelConfig& config);
+absl::StatusOr<std::vector<DType>> ParsePrecisionDtypes(absl::string_view text, const model::ModelConfig& config);
 
 // bf16 > q8_0 > q6_k > q4_k when the expert rows are whole 256-element
 // K-quant blocks: 512, 272, 210 and 144 bytes per 256 weights, the types
@@ -114,7 +114,7 @@ absl::StatusOr<std::vector<DType>> ParsePrecisionDtypes(absl::string_view text, 
 // q4_0 is q4_k's size with a coarser scale, q5_k sits close to q6_k).
 // Rows that are only whole 32-element blocks (the bundled olmoe-kjv is 128
 // wide): bf16 > q8_0 > q4_0.
-std::vector<DType> DefaultPrecisionDtypes(const ModelConfig& config);
+std::vector<DType> DefaultPrecisionDtypes(const model::ModelConfig& config);
 
 }  // namespace expertd::engine
 

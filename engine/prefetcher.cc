@@ -9,17 +9,17 @@
 
 namespace expertd::engine {
 
-absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const Model& model, PrefetchTarget& target,
+absl::StatusOr<std::unique_ptr<Prefetcher>> Prefetcher::Create(const model::Model& model, PrefetchTarget& target,
                                                                const PrefetcherOptions& options,
                                                                kernels::ThreadPool* pool) {
-  const ModelConfig& config = model.config();
+  const model::ModelConfig& config = model.config();
   auto prefetcher = std::unique_ptr<Prefetcher>(new Prefetcher(target, std::max(1, options.predictor.lookahead)));
   predictor::ModelShape& shape = prefetcher->shape_;
   shape.num_layers = config.num_layers;
   shape.num_experts = config.num_experts;
   shape.hidden_size = config.hidden_size;
   shape.layer_is_moe = config.layer_is_moe;
-  for (const LayerWeights& layer : model.weights().layers) {
+  for (const model::LayerWeights& layer : model.weights().layers) {
     shape.routers.push_back(layer.router);
     // gpt-oss's router biases: without them the cross-layer gate would
     // rank the next layers' experts by a different score than the router.

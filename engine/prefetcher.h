@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/layer_observer.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/prefetch_target.h"
 #include "kernels/cpu/thread_pool.h"
 #include "predictor/expert_predictor.h"
@@ -57,7 +57,7 @@ class PredictionSink {
 class Prefetcher : public LayerObserver {
  public:
   // model, target and pool must outlive the prefetcher.
-  static absl::StatusOr<std::unique_ptr<Prefetcher>> Create(const Model& model, PrefetchTarget& target,
+  static absl::StatusOr<std::unique_ptr<Prefetcher>> Create(const model::Model& model, PrefetchTarget& target,
                                                             const PrefetcherOptions& options,
                                                             kernels::ThreadPool* pool);
 

@@ -32,7 +32,7 @@ SchedulerOptions SchedulerOptions::SingleRequest(size_t prompt_tokens) {
   return options;
 }
 
-RequestEngine::RequestEngine(const Model& model, Forward& forward, const SchedulerOptions& options,
+RequestEngine::RequestEngine(const model::Model& model, Forward& forward, const SchedulerOptions& options,
                              std::function<void()> after_iteration)
     : model_(model), options_(options), after_iteration_(std::move(after_iteration)), decoder_(model, forward) {
   thread_ = std::thread([this] { Loop(); });
@@ -54,7 +54,7 @@ SchedulerCounters RequestEngine::Counters() const {
 // An admitted request, owned by the engine thread. Its KV cache holds at
 // most prompt + max_tokens positions: exactly what admission reserved.
 struct RequestEngine::Active {
-  Active(std::shared_ptr<Request> r, const Model& model, KvMemory& kv_memory)
+  Active(std::shared_ptr<Request> r, const model::Model& model, KvMemory& kv_memory)
       : request(std::move(r)),
         sequence(model, static_cast<int>(request->prompt.size()) + request->options.max_new_tokens,
                  request->options.forward.experts_per_token, request->options.roster, &kv_memory),
@@ -290,7 +290,7 @@ void RequestEngine::Loop() {
 
 std::unique_ptr<RequestEngine::Active> RequestEngine::Admit(std::shared_ptr<Request> request) {
   request->queue_seconds = SecondsBetween(request->submitted, std::chrono::steady_clock::now());
-  const Model& model = model_;
+  const model::Model& model = model_;
   const int context = model.config().max_position_embeddings;
   absl::Status valid = ValidateRosterOptions(request->options.roster, model.config(), options_.max_roster);
   if (const int k = request->options.forward.experts_per_token; valid.ok() && (k < 0 || k > model.config().num_experts)) {

@@ -25,7 +25,7 @@
 #include "absl/status/status.h"
 #include "engine/batch_decoder.h"
 #include "engine/forward_api.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/roster.h"
 #include "engine/sampler.h"
 
@@ -136,7 +136,7 @@ class RequestEngine {
   // model and forward must outlive the engine; after_iteration (optional)
   // runs on the engine thread after every iteration (the daemon copies the
   // prefetcher's figures there, which only that thread may read).
-  RequestEngine(const Model& model, Forward& forward, const SchedulerOptions& options,
+  RequestEngine(const model::Model& model, Forward& forward, const SchedulerOptions& options,
                 std::function<void()> after_iteration = nullptr);
   ~RequestEngine();
   RequestEngine(const RequestEngine&) = delete;
@@ -184,7 +184,7 @@ class RequestEngine {
   void DropQueuedLocked(Request& request, absl::Status status);
   TokenLogprob MakeLogprob(int32_t token, const float* logits, int top) const;
 
-  const Model& model_;
+  const model::Model& model_;
   const SchedulerOptions options_;
   const std::function<void()> after_iteration_;
   BatchDecoder decoder_;  // engine thread only

@@ -17,13 +17,13 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-int MoeLayerCount(const ModelConfig& config) {
+int MoeLayerCount(const model::ModelConfig& config) {
   return static_cast<int>(std::count(config.layer_is_moe.begin(), config.layer_is_moe.end(), true));
 }
 
 }  // namespace
 
-absl::Status ValidateRosterOptions(const RosterOptions& options, const ModelConfig& config, int max_samples) {
+absl::Status ValidateRosterOptions(const RosterOptions& options, const model::ModelConfig& config, int max_samples) {
   if (options.samples < 1) {
     return absl::InvalidArgumentError(absl::StrCat("roster.size must be at least 1, got ", options.samples));
   }
@@ -58,7 +58,7 @@ absl::Status ValidateRosterOptions(const RosterOptions& options, const ModelConf
   return absl::OkStatus();
 }
 
-std::vector<float> RosterLayerTemperatures(const RosterOptions& options, const ModelConfig& config) {
+std::vector<float> RosterLayerTemperatures(const RosterOptions& options, const model::ModelConfig& config) {
   std::vector<float> tau(config.num_layers, 0.0f);
   const int moe_layers = MoeLayerCount(config);
   int moe_index = 0;

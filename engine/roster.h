@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 namespace expertd::engine {
 
@@ -36,10 +36,10 @@ struct RosterOptions {
 
 // Errors name the request field (roster.size, roster.temperature, ...).
 // max_samples <= 0 means no limit.
-absl::Status ValidateRosterOptions(const RosterOptions& options, const ModelConfig& config, int max_samples);
+absl::Status ValidateRosterOptions(const RosterOptions& options, const model::ModelConfig& config, int max_samples);
 
 // tau for every layer of the model (0 for dense layers and skipped ones).
-std::vector<float> RosterLayerTemperatures(const RosterOptions& options, const ModelConfig& config);
+std::vector<float> RosterLayerTemperatures(const RosterOptions& options, const model::ModelConfig& config);
 
 // A standard Gumbel draw, -log(-log(U)), for one (seed, position, layer,
 // sample, expert). Counter-based (a hash of the five, not a stateful RNG),

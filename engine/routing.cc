@@ -1,6 +1,6 @@
 #include "engine/routing.h"
 
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,7 +36,7 @@ void LimitToGroups(float* probs, int num_experts, int n_group, int topk_group) {
   // A group's rank is the number of groups ahead of it; n_group is small (8
   // in DeepSeek-V2), so counting beats sorting and needs no buffer. The
   // bests are taken before any group is zeroed.
-  float bests[kMaxRoutingGroups];
+  float bests[model::kMaxRoutingGroups];
   for (int g = 0; g < n_group; ++g) bests[g] = best(g);
   for (int g = 0; g < n_group; ++g) {
     int ahead = 0;

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf_model_config.h"
-#include "engine/gguf_tokenizer.h"
+#include "model/gguf_model_config.h"
+#include "model/gguf_tokenizer.h"
 #include "formats/gguf_file.h"
 #include "fuzz/fuzz_util.h"
 
@@ -26,17 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!opened.ok()) return 0;
   const expertd::formats::GgufFile& gguf = **opened;
 
-  auto config = expertd::engine::ModelConfigFromGguf(gguf);
+  auto config = model::ModelConfigFromGguf(gguf);
   if (config.ok()) {
-    FUZZ_CHECK(expertd::engine::ValidateModelConfig(*config, "fuzz").ok());
-    FUZZ_CHECK(config->vocab_size <= expertd::engine::kMaxModelVocab && config->hidden_size <= expertd::engine::kMaxModelWidth);
-    FUZZ_CHECK(config->num_layers <= expertd::engine::kMaxModelLayers && config->num_experts <= expertd::engine::kMaxModelExperts);
-    FUZZ_CHECK(config->max_position_embeddings <= expertd::engine::kMaxPositions);
+    FUZZ_CHECK(model::ValidateModelConfig(*config, "fuzz").ok());
+    FUZZ_CHECK(config->vocab_size <= model::kMaxModelVocab && config->hidden_size <= model::kMaxModelWidth);
+    FUZZ_CHECK(config->num_layers <= model::kMaxModelLayers && config->num_experts <= model::kMaxModelExperts);
+    FUZZ_CHECK(config->max_position_embeddings <= model::kMaxPositions);
   } else {
     FUZZ_CHECK(!config.status().message().empty());
   }
 
-  auto tokenizer = expertd::engine::TokenizerFromGguf(gguf);
+  auto tokenizer = model::TokenizerFromGguf(gguf);
   if (!tokenizer.ok()) {
     FUZZ_CHECK(!tokenizer.status().message().empty());
     return 0;

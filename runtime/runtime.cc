@@ -31,7 +31,7 @@ void PrintPackProgress(const char* what, int done, int total) {
 namespace {
 
 // Whether to run on a CUDA device (options.gpu), decided before loading.
-absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const engine::ModelConfig& config) {
+absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const model::ModelConfig& config) {
   if (options.gpu == GpuMode::kOff) return false;
   if (const char* feature = config.CpuOnlyFeature(); feature != nullptr && options.gpu == GpuMode::kAuto) {
     // The GPU pass refuses such a model (with --gpu on, that refusal is the
@@ -60,7 +60,7 @@ absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const engine::ModelCon
 // copier: the device tier's backend (the CUDA tier on a GPU); null for the
 // host-memory stand-in.
 absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::unique_ptr<cache::DeviceCopier> copier) {
-  const engine::Model& model = *model_;
+  const model::Model& model = *model_;
   io::ReaderOptions reader_options = options.reader;
   if (reader_options.path.empty()) reader_options.path = model.DefaultExpertFilePath();
   const std::string& path = reader_options.path;
@@ -113,8 +113,8 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   return absl::OkStatus();
 }
 
-absl::Status Runtime::KeepShallowLayersResident(const engine::Model& model, int layers, int min_slots) {
-  const engine::ModelConfig& config = model.config();
+absl::Status Runtime::KeepShallowLayersResident(const model::Model& model, int layers, int min_slots) {
+  const model::ModelConfig& config = model.config();
   const cache::CacheStats stats = cache_->stats();
   const bool device = stats.device.slots > 0;
   const int compute_slots = stats.compute().slots;
@@ -163,9 +163,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   // Offloaded experts come from the packed file through the cache: the
   // model keeps only its dense weights in memory (the experts would double
   // what the DRAM budget is there to bound).
-  ASSIGN_OR_RETURN(engine.model_, engine::Model::Load(options.model_dir, {.resident_experts = !options.offloading(),
+  ASSIGN_OR_RETURN(engine.model_, model::Model::Load(options.model_dir, {.resident_experts = !options.offloading(),
                                                                      .map_weights = options.map_weights}));
-  const engine::ModelConfig& config = engine.model_->config();
+  const model::ModelConfig& config = engine.model_->config();
   RETURN_IF_ERROR(engine::ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,

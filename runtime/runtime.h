@@ -19,7 +19,7 @@
 #include "cache/expert_cache.h"
 #include "engine/expert_source.h"
 #include "engine/forward_api.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/prefetcher.h"
 #include "engine/step_trace_recorder.h"
 #include "io/expert_file.h"
@@ -95,7 +95,7 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  const engine::Model& model() const { return *model_; }
+  const model::Model& model() const { return *model_; }
   engine::Forward& forward() { return *forward_; }
   bool on_gpu() const { return cuda_forward_ != nullptr; }
   bool offloading() const { return cache_ != nullptr; }
@@ -136,11 +136,11 @@ class Runtime {
   // `layers` MoE layers in the compute tier, or of as many whole layers as
   // leave `min_slots` for the rest (saying so, and the budget that keeps
   // them all).
-  absl::Status KeepShallowLayersResident(const engine::Model& model, int layers, int min_slots);
+  absl::Status KeepShallowLayersResident(const model::Model& model, int layers, int min_slots);
 
   // Destroyed bottom-up: the forward pass before the prefetcher and the
   // cache, the cache before the reader, the reader before the file.
-  std::unique_ptr<engine::Model> model_;
+  std::unique_ptr<model::Model> model_;
   std::unique_ptr<kernels::ThreadPool> pool_;
   std::unique_ptr<io::ExpertFile> expert_file_;
   std::unique_ptr<io::ExpertReader> reader_;

@@ -52,7 +52,7 @@ class DeviceKvMemory : public KvMemory {
 // Every expert uploaded with the dense weights.
 class UploadedExperts : public ExpertSource {
  public:
-  explicit UploadedExperts(const std::vector<std::vector<FeedForwardWeights>>& experts) : experts_(experts) {}
+  explicit UploadedExperts(const std::vector<std::vector<model::FeedForwardWeights>>& experts) : experts_(experts) {}
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override {
     ExpertHandle handle;
     handle.weights = experts_[layer][expert];
@@ -61,7 +61,7 @@ class UploadedExperts : public ExpertSource {
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override { return *Acquire(layer, expert); }
 
  private:
-  const std::vector<std::vector<FeedForwardWeights>>& experts_;
+  const std::vector<std::vector<model::FeedForwardWeights>>& experts_;
 };
 
 // Puts host tensors into one device allocation: a first walk over the
@@ -82,9 +82,9 @@ class Uploader {
     RETURN_IF_ERROR(CudaStatus(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "uploading weights"));
     return static_cast<const void*>(device);
   }
-  absl::StatusOr<WeightMatrix> Matrix(const WeightMatrix& host) {
+  absl::StatusOr<kernels::WeightMatrix> Matrix(const kernels::WeightMatrix& host) {
     if (host.data == nullptr) return host;  // absent (an architecture without it)
-    WeightMatrix device = host;
+    kernels::WeightMatrix device = host;
     ASSIGN_OR_RETURN(device.data, Place(host.data, static_cast<size_t>(host.size_bytes())));
     return device;
   }
@@ -93,8 +93,8 @@ class Uploader {
     ASSIGN_OR_RETURN(const void* device, Place(host.data(), host.size() * sizeof(float)));
     return static_cast<const float*>(device);
   }
-  absl::StatusOr<FeedForwardWeights> FeedForward(const FeedForwardWeights& host) {
-    FeedForwardWeights device;
+  absl::StatusOr<model::FeedForwardWeights> FeedForward(const model::FeedForwardWeights& host) {
+    model::FeedForwardWeights device;
     ASSIGN_OR_RETURN(device.gate, Matrix(host.gate));
     ASSIGN_OR_RETURN(device.up, Matrix(host.up));
     ASSIGN_OR_RETURN(device.down, Matrix(host.down));
@@ -115,21 +115,21 @@ class Uploader {
 // checkpoint's dtypes) or cached in VRAM (the packed file's); a cache with
 // no device tier runs them on the CPU, which reads every dtype. The
 // embedding is gathered on the host and needs no kernel.
-std::string FirstWeightTheGpuCannotRun(const ModelWeights& weights, const CudaForwardOptions& options) {
+std::string FirstWeightTheGpuCannotRun(const model::ModelWeights& weights, const CudaForwardOptions& options) {
   std::string found;
-  const auto check = [&](const WeightMatrix& m, const std::string& what) {
+  const auto check = [&](const kernels::WeightMatrix& m, const std::string& what) {
     if (found.empty() && m.data != nullptr && !kc::MatMulSupports(m.dtype)) {
       found = absl::StrCat(what, " (", std::string(DTypeName(m.dtype)), ")");
     }
   };
-  const auto check_ff = [&](const FeedForwardWeights& ff, const std::string& what) {
+  const auto check_ff = [&](const model::FeedForwardWeights& ff, const std::string& what) {
     check(ff.gate, absl::StrCat(what, " gate"));
     check(ff.up, absl::StrCat(what, " up"));
     check(ff.down, absl::StrCat(what, " down"));
   };
   const bool upload_all = options.experts == CudaForwardOptions::Experts::kUploadAll;
   for (size_t l = 0; l < weights.layers.size(); ++l) {
-    const LayerWeights& layer = weights.layers[l];
+    const model::LayerWeights& layer = weights.layers[l];
     const std::string name = absl::StrCat("layer ", l, "'s");
     check(layer.q, absl::StrCat(name, " q"));
     check(layer.k, absl::StrCat(name, " k"));
@@ -178,30 +178,30 @@ struct CudaForwardPass::DeviceWeights {
   struct Layer {
     const float* input_norm = nullptr;
     const float* post_attention_norm = nullptr;
-    WeightMatrix q, k, v, o;
+    kernels::WeightMatrix q, k, v, o;
     const float* q_bias = nullptr;
     const float* k_bias = nullptr;
     const float* v_bias = nullptr;
     const float* q_norm = nullptr;
     const float* k_norm = nullptr;
     bool is_moe = true;
-    WeightMatrix router;
-    std::optional<FeedForwardWeights> shared_expert;
-    WeightMatrix shared_expert_gate;
-    FeedForwardWeights dense_mlp;
+    kernels::WeightMatrix router;
+    std::optional<model::FeedForwardWeights> shared_expert;
+    kernels::WeightMatrix shared_expert_gate;
+    model::FeedForwardWeights dense_mlp;
   };
   std::vector<Layer> layers;
   const float* final_norm = nullptr;
-  WeightMatrix lm_head;
-  std::vector<std::vector<FeedForwardWeights>> experts;  // [layer][expert], uploaded
+  kernels::WeightMatrix lm_head;
+  std::vector<std::vector<model::FeedForwardWeights>> experts;  // [layer][expert], uploaded
   kc::DeviceBuffer memory;
 
   // One walk over the model's weights: measuring, or copying.
-  absl::Status Walk(const ModelWeights& host, bool with_experts, Uploader& up) {
+  absl::Status Walk(const model::ModelWeights& host, bool with_experts, Uploader& up) {
     layers.assign(host.layers.size(), Layer());
     experts.assign(host.layers.size(), {});
     for (size_t l = 0; l < host.layers.size(); ++l) {
-      const LayerWeights& h = host.layers[l];
+      const model::LayerWeights& h = host.layers[l];
       Layer& d = layers[l];
       ASSIGN_OR_RETURN(d.input_norm, up.Vector(h.input_norm));
       ASSIGN_OR_RETURN(d.post_attention_norm, up.Vector(h.post_attention_norm));
@@ -225,8 +225,8 @@ struct CudaForwardPass::DeviceWeights {
         ASSIGN_OR_RETURN(d.shared_expert_gate, up.Matrix(h.shared_expert_gate));
       }
       if (with_experts) {
-        for (const FeedForwardWeights& expert : h.experts) {
-          ASSIGN_OR_RETURN(FeedForwardWeights uploaded, up.FeedForward(expert));
+        for (const model::FeedForwardWeights& expert : h.experts) {
+          ASSIGN_OR_RETURN(model::FeedForwardWeights uploaded, up.FeedForward(expert));
           experts[l].push_back(uploaded);
         }
       }
@@ -237,7 +237,7 @@ struct CudaForwardPass::DeviceWeights {
   }
 };
 
-absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const Model& model,
+absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const model::Model& model,
                                                                          kernels::ThreadPool* pool,
                                                                          ExpertSource* experts,
                                                                          CudaForwardOptions options) {
@@ -278,7 +278,7 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const M
   return pass;
 }
 
-CudaForwardPass::CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
+CudaForwardPass::CudaForwardPass(const model::Model& model, kernels::ThreadPool* pool, ExpertSource* experts,
                                  CudaForwardOptions options)
     : model_(model),
       config_(model.config()),
@@ -316,7 +316,7 @@ absl::Status CudaForwardPass::Init() {
   kv_memory_ = std::make_unique<DeviceKvMemory>(options_.device, stream_.get());
   // One expert's shapes, in the dtype the cache holds (the packed file's),
   // for execution placement.
-  for (const LayerWeights& layer : model_.weights().layers) {
+  for (const model::LayerWeights& layer : model_.weights().layers) {
     if (!layer.is_moe || layer.experts.empty()) continue;
     expert_like_ = layer.experts[0];
     if (options_.cached_expert_slot_dtypes) {
@@ -441,7 +441,7 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
 
   // Embeddings and RoPE angles are computed on the host (a row lookup and
   // a few sines) and go over with one copy each.
-  const WeightMatrix& embedding = model_.weights().embedding;
+  const kernels::WeightMatrix& embedding = model_.weights().embedding;
   for (int t = 0; t < n; ++t) {
     kernels::ConvertToF32(embedding.dtype,
                           static_cast<const std::byte*>(embedding.data) +
@@ -494,10 +494,10 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
   if (layer.q_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.q_bias, n, q_size, q_.as<float>(), stream));
   if (layer.k_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.k_bias, n, kv_size, k_.as<float>(), stream));
   if (layer.v_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.v_bias, n, kv_size, v_.as<float>(), stream));
-  if (config_.qk_norm == QkNorm::kWholeProjection) {
+  if (config_.qk_norm == model::QkNorm::kWholeProjection) {
     RETURN_IF_ERROR(kc::RmsNorm(q_.as<float>(), layer.q_norm, n, q_size, eps, q_.as<float>(), stream));
     RETURN_IF_ERROR(kc::RmsNorm(k_.as<float>(), layer.k_norm, n, kv_size, eps, k_.as<float>(), stream));
-  } else if (config_.qk_norm == QkNorm::kPerHead) {
+  } else if (config_.qk_norm == model::QkNorm::kPerHead) {
     // Every head of every row is one row of head_dim values.
     RETURN_IF_ERROR(
         kc::RmsNorm(q_.as<float>(), layer.q_norm, n * config_.num_heads, head_dim, eps, q_.as<float>(), stream));
@@ -550,7 +550,7 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
   return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
 }
 
-absl::Status CudaForwardPass::FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out) {
+absl::Status CudaForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out) {
   cudaStream_t stream = stream_.get();
   const int64_t ffn = ff.gate.rows;
   RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, ffn_gate_.as<float>(), stream));
@@ -584,7 +584,7 @@ absl::Status CudaForwardPass::UploadDispatch(const MoeDispatch& dispatch, int n)
 }
 
 absl::Status CudaForwardPass::RunExpertOnDevice(const MoeDispatch& dispatch, int expert,
-                                                const FeedForwardWeights& weights) {
+                                                const model::FeedForwardWeights& weights) {
   cudaStream_t stream = stream_.get();
   const int h = config_.hidden_size;
   const int m = static_cast<int>(dispatch.SlotsOf(expert).size());
@@ -597,7 +597,7 @@ absl::Status CudaForwardPass::RunExpertOnDevice(const MoeDispatch& dispatch, int
 }
 
 absl::Status CudaForwardPass::RunExpertOnCpu(const MoeDispatch& dispatch, int expert,
-                                             const FeedForwardWeights& weights) {
+                                             const model::FeedForwardWeights& weights) {
   const auto start = std::chrono::steady_clock::now();
   const int h = config_.hidden_size;
   absl::Span<const int32_t> slots = dispatch.SlotsOf(expert);
@@ -674,7 +674,7 @@ absl::Status CudaForwardPass::AwaitExpert(const cache::Readiness& ready) {
   return ready.Wait();  // ready from the start (DRAM, uploaded), or a host-only backend
 }
 
-absl::Status CudaForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+absl::Status CudaForwardPass::RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                                         ExpertOrigin origin) {
   // Without a device tier every expert is in host memory.
   if (origin == ExpertOrigin::kHostCopy || options_.experts == CudaForwardOptions::Experts::kCacheOnHost) {

@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "engine/execution_placement.h"
 #include "engine/forward_api.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/moe_dispatch.h"
 #include "engine/moe_layer_runner.h"
 #include "kernels/cpu/thread_pool.h"
@@ -72,7 +72,7 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // placement). pool: for experts run on the CPU; may be null.
   // All must outlive the pass. Fails with kFailedPrecondition without a
   // device, kResourceExhausted when the weights do not fit.
-  static absl::StatusOr<std::unique_ptr<CudaForwardPass>> Create(const Model& model, kernels::ThreadPool* pool,
+  static absl::StatusOr<std::unique_ptr<CudaForwardPass>> Create(const model::Model& model, kernels::ThreadPool* pool,
                                                                  ExpertSource* experts,
                                                                  CudaForwardOptions options);
   ~CudaForwardPass() override;
@@ -92,7 +92,7 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   struct DeviceWeights;
 
  private:
-  CudaForwardPass(const Model& model, kernels::ThreadPool* pool, ExpertSource* experts, CudaForwardOptions options);
+  CudaForwardPass(const model::Model& model, kernels::ThreadPool* pool, ExpertSource* experts, CudaForwardOptions options);
   absl::Status Init();
   absl::Status CalibratePlacement();
   absl::Status EnsureScratch(int n, int slots, int logit_rows);
@@ -100,10 +100,10 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // [first_row, n).
   absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
   absl::Status SelfAttention(int layer, int n);
-  absl::Status FeedForward(const FeedForwardWeights& ff, const float* x, int m, float* out);
+  absl::Status FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out);
   // The expert's slots: gather their rows, run it, scatter to the slots.
-  absl::Status RunExpertOnDevice(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights);
-  absl::Status RunExpertOnCpu(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights);
+  absl::Status RunExpertOnDevice(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
+  absl::Status RunExpertOnCpu(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
   absl::Status UploadDispatch(const MoeDispatch& dispatch, int n);
   void RecordCopyTimings();
 
@@ -117,18 +117,18 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // A VRAM slot's copy may still be in flight: the compute stream waits for
   // its event; the host waits only for a backend without one.
   absl::Status AwaitExpert(const cache::Readiness& ready) override;
-  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                          ExpertOrigin origin) override;
   absl::Status Sync() override { return stream_.Synchronize(); }
   absl::Status Combine(int layer, const MoeDispatch& dispatch) override;
 
-  const Model& model_;
-  const ModelConfig& config_;
+  const model::Model& model_;
+  const model::ModelConfig& config_;
   kernels::ThreadPool* pool_;
   ExpertSource* experts_;
   CudaForwardOptions options_;
   ExecutionPlacement placement_;
-  FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
+  model::FeedForwardWeights expert_like_;  // one expert's shapes and cached dtype
   uint64_t expert_bytes_ = 0;
   cache::DeviceCopyStats copies_seen_;
   CudaForwardStats stats_;

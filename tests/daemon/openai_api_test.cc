@@ -28,7 +28,7 @@ TEST(ChatRequestTest, SpecialEndOfTurnMarkersStopByTokenId) {
   o.arch = "qwen3_moe";  // EOS <|endoftext|>; <|im_end|> is another special token
   o.layers = 1;
   const std::string path = testing::MakeTestModel(dir, "model", o);
-  auto model = engine::Model::Load(path);
+  auto model = model::Model::Load(path);
   ASSERT_TRUE(model.ok()) << model.status();
   const tokenizer::ChatTemplate chatml = tokenizer::ChatTemplate::FromJinja(
       "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -58,7 +58,7 @@ TEST(ChatRequestTest, TemplateOptionsAndTheTemplatesOwnErrors) {
   testing::ScopedTempDir dir("openai_api_template");
   tools::MakeModelOptions o;
   o.layers = 1;
-  auto model = engine::Model::Load(testing::MakeTestModel(dir, "model", o));
+  auto model = model::Model::Load(testing::MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
   // Mixtral's rule about roles, and Qwen3's thinking switch.
   const tokenizer::ChatTemplate t = tokenizer::ChatTemplate::FromJinja(
@@ -118,7 +118,7 @@ class RequestNumbersTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::ScopedTempDir("openai_api_numbers");
     tools::MakeModelOptions o;  // olmoe: 2 MoE layers, 8 experts, vocab 512
-    auto model = engine::Model::Load(testing::MakeTestModel(*dir_, "model", o));
+    auto model = model::Model::Load(testing::MakeTestModel(*dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = model->release();
   }
@@ -140,10 +140,10 @@ class RequestNumbersTest : public ::testing::Test {
   }
 
   static testing::ScopedTempDir* dir_;
-  static engine::Model* model_;
+  static model::Model* model_;
 };
 testing::ScopedTempDir* RequestNumbersTest::dir_ = nullptr;
-engine::Model* RequestNumbersTest::model_ = nullptr;
+model::Model* RequestNumbersTest::model_ = nullptr;
 
 struct NumberField {
   std::string param;            // the field, as the error's param names it

@@ -6,7 +6,7 @@
 
 #include "engine/forward.h"
 #include "engine/generator.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
@@ -49,7 +49,7 @@ class BadInput : public ::testing::Test {
     return copy;
   }
   std::string LoadError(const std::string& dir) {
-    auto model = Model::Load(dir);
+    auto model = model::Model::Load(dir);
     EXPECT_FALSE(model.ok());
     return model.ok() ? "" : std::string(model.status().message());
   }
@@ -136,7 +136,7 @@ TEST_F(BadInput, MalformedConfigJson) {
 }
 
 TEST_F(BadInput, KOutOfRangeAndBadTokens) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   ForwardPass forward(**model, nullptr);
   KvCache kv((*model)->config(), 64);
@@ -157,7 +157,7 @@ TEST_F(BadInput, KOutOfRangeAndBadTokens) {
 }
 
 TEST_F(BadInput, GenerateRejectsEmptyPromptAndBadSampling) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   ForwardPass forward(**model, nullptr);
   GenerateOptions options;
@@ -171,7 +171,7 @@ TEST_F(BadInput, GenerateRejectsEmptyPromptAndBadSampling) {
 }
 
 TEST_F(BadInput, ContextOverflowIsAnError) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok());
   ForwardPass forward(**model, nullptr);
   KvCache kv((*model)->config(), 4);
@@ -203,7 +203,7 @@ class FakeDeviceMemory : public KvMemory {
 };
 
 TEST_F(BadInput, AKvCacheInAnotherPassesMemoryIsRefused) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok());
   ForwardPass forward(**model, nullptr);
   FakeDeviceMemory device;
@@ -220,9 +220,9 @@ TEST_F(BadInput, AKvCacheInAnotherPassesMemoryIsRefused) {
 }
 
 TEST_F(BadInput, KvCacheGrowthKeepsRowsAndSurvivesAFailedAllocation) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok());
-  const ModelConfig& config = (*model)->config();
+  const model::ModelConfig& config = (*model)->config();
   FakeDeviceMemory memory;
   KvCache kv(config, 1000, &memory);
   ASSERT_TRUE(kv.Reserve(3).ok());

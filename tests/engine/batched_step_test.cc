@@ -8,7 +8,7 @@
 
 #include "engine/batch_decoder.h"
 #include "engine/forward.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/roster.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/thread_pool.h"
@@ -43,7 +43,7 @@ class BatchedStepTest : public ::testing::TestWithParam<std::string> {
     if (o.arch == "olmoe") o.norm_topk_prob = false;
     if (o.arch == "qwen2_moe") o.dense_layers = {1};
     model_dir_ = MakeTestModel(dir_, o.arch, o);
-    auto model = Model::Load(model_dir_);
+    auto model = model::Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     vocab_ = model_->config().vocab_size;
@@ -66,7 +66,7 @@ class BatchedStepTest : public ::testing::TestWithParam<std::string> {
 
   ScopedTempDir dir_{"batched_step"};
   std::string model_dir_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
   int vocab_ = 0;
 };
 

@@ -18,7 +18,7 @@
 #include "engine/expert_packer.h"
 #include "engine/expert_source.h"
 #include "engine/forward.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
@@ -55,7 +55,7 @@ struct Outputs {
   std::vector<float> prompt_a, prompt_b, step;
 };
 
-Outputs RunWorkload(const Model& model, Forward& forward) {
+Outputs RunWorkload(const model::Model& model, Forward& forward) {
   Outputs out;
   KvCache a(model.config(), 64, &forward.kv_memory());
   KvCache b(model.config(), 64, &forward.kv_memory());
@@ -91,7 +91,7 @@ TEST(CudaForwardTest, WithoutADeviceCreateSaysSo) {
   o.experts = 4;
   o.top_k = 2;
   o.vocab = 320;
-  auto model = Model::Load(MakeTestModel(dir, "model", o));
+  auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
@@ -109,7 +109,7 @@ TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
   o.experts = 4;
   o.top_k = 2;
   o.vocab = 320;
-  auto model = Model::Load(MakeTestModel(dir, "model", o));
+  auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
@@ -127,7 +127,7 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
   o.experts = 4;
   o.top_k = 2;
   o.vocab = 320;
-  auto model = Model::Load(MakeTestModel(dir, "model", o));
+  auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
@@ -141,7 +141,7 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
 // would multiply and its type, with or without a device, so the runtime
 // can fall back to the CPU before it serves anything.
 TEST(CudaForwardTest, QuantizedWeightsAreRefusedAtLoadByName) {
-  auto model = Model::Load(std::string(EXPERTD_GGUF_WEIGHTS_TESTDATA) + "/qwen3moe-q4_k_m.gguf");
+  auto model = model::Model::Load(std::string(EXPERTD_GGUF_WEIGHTS_TESTDATA) + "/qwen3moe-q4_k_m.gguf");
   ASSERT_TRUE(model.ok()) << model.status();
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
   ASSERT_FALSE(pass.ok());
@@ -155,7 +155,7 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
     std::string why_none;
     if (!HaveDevice(&why_none)) GTEST_SKIP() << "no CUDA device: " << why_none;
     const tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
-    auto model = Model::Load(MakeTestModel(dir_, "model", o));
+    auto model = model::Model::Load(MakeTestModel(dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, dir_.Sub("model.experts"));
@@ -188,7 +188,7 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
 
   ScopedTempDir dir_{"cuda_forward"};
   kernels::ThreadPool pool_{2};
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
   std::unique_ptr<io::ExpertFile> file_;
   std::unique_ptr<io::ExpertReader> reader_;
   Outputs cpu_;

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv_cache.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 #include "engine/routing.h"
 #include "gtest/gtest.h"
 #include "tests/reference/reference_model.h"
@@ -43,9 +43,9 @@ constexpr char kLiteConfig[] = R"({
 })";
 
 TEST(DeepseekConfig, ParsesV2Lite) {
-  auto config = ParseModelConfig(kLiteConfig, "config.json");
+  auto config = model::ParseModelConfig(kLiteConfig, "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->architecture, Architecture::kDeepseekV2);
+  EXPECT_EQ(config->architecture, model::Architecture::kDeepseekV2);
   ASSERT_TRUE(config->mla.has_value());
   EXPECT_EQ(config->mla->q_lora_rank, 0);
   EXPECT_EQ(config->mla->kv_lora_rank, 512);
@@ -60,7 +60,7 @@ TEST(DeepseekConfig, ParsesV2Lite) {
   EXPECT_FALSE(config->shared_expert_gated);
   EXPECT_EQ(config->dense_intermediate_size, 10944);
   EXPECT_EQ(config->layer_is_moe, (std::vector<bool>{false, true, true, true}));
-  EXPECT_EQ(config->topk_method, TopkMethod::kGreedy);
+  EXPECT_EQ(config->topk_method, model::TopkMethod::kGreedy);
   ASSERT_TRUE(config->yarn.has_value());
   EXPECT_EQ(config->yarn->factor, 40.0f);
   EXPECT_EQ(config->yarn->original_max_position_embeddings, 4096);
@@ -79,9 +79,9 @@ TEST(DeepseekConfig, ReadsGroupLimitedRoutingAndLayerFrequency) {
   replace(R"("moe_layer_freq": 1)", R"("moe_layer_freq": 2)");
   replace(R"("q_lora_rank": null)", R"("q_lora_rank": 1536)");
   replace(R"("routed_scaling_factor": 1.0)", R"("routed_scaling_factor": 16.0)");
-  auto config = ParseModelConfig(text, "config.json");
+  auto config = model::ParseModelConfig(text, "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->topk_method, TopkMethod::kGroupLimitedGreedy);
+  EXPECT_EQ(config->topk_method, model::TopkMethod::kGroupLimitedGreedy);
   EXPECT_EQ(config->n_group, 8);
   EXPECT_EQ(config->topk_group, 3);
   EXPECT_EQ(config->routed_scaling_factor, 16.0f);
@@ -108,7 +108,7 @@ TEST(DeepseekConfig, RefusesWhatItCannotRunByName) {
     const size_t at = text.find(c.from);
     ASSERT_NE(at, std::string::npos);
     text.replace(at, c.from.size(), c.to);
-    auto config = ParseModelConfig(text, "config.json");
+    auto config = model::ParseModelConfig(text, "config.json");
     ASSERT_FALSE(config.ok());
     EXPECT_NE(config.status().message().find(c.error), std::string::npos) << config.status();
   }
@@ -130,7 +130,7 @@ TEST(DeepseekRouting, LimitToGroupsKeepsTheGroupsWithTheBestExpert) {
 }
 
 TEST(DeepseekKvCache, KeepsTheLatentOnly) {
-  auto config = ParseModelConfig(kLiteConfig, "config.json");
+  auto config = model::ParseModelConfig(kLiteConfig, "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
   // 4 layers x 100 positions x (512 + 64) floats, where per-head K and V
   // would take 16 x (192 + 128) = 5120 floats per position and layer.

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "engine/forward.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tests/reference/reference_model.h"
@@ -85,7 +85,7 @@ class EngineVsReference : public ::testing::TestWithParam<std::tuple<std::string
   void SetUp() override {
     const auto& [arch, dtype] = GetParam();
     model_dir_ = MakeTestModel(dir_, arch + "_" + dtype, OptionsFor(arch, dtype));
-    auto model = Model::Load(model_dir_);
+    auto model = model::Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
   }
@@ -105,7 +105,7 @@ class EngineVsReference : public ::testing::TestWithParam<std::tuple<std::string
 
   ScopedTempDir dir_{"engine_ref"};
   std::string model_dir_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
 };
 
 TEST_P(EngineVsReference, PrefillLogitsMatchReference) {

@@ -72,7 +72,7 @@ class ExpertPlanTest : public ::testing::Test {
   }
 
   static constexpr uint64_t kExpertBytes = 1'000'000;
-  ModelConfig config_;
+  model::ModelConfig config_;
   std::vector<RowPlan> rows_;
   std::vector<float> logits_;
   std::optional<MoeDispatch> dispatch_;
@@ -137,7 +137,7 @@ TEST_F(ExpertPlanTest, QueuedCopiesTipLaterExpertsToTheCpu) {
 TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
   constexpr int kHidden = 512;
   constexpr int kFfn = 256;
-  FeedForwardWeights like;
+  model::FeedForwardWeights like;
   like.gate = {DType::kBF16, nullptr, kFfn, kHidden};
   like.up = {DType::kBF16, nullptr, kFfn, kHidden};
   like.down = {DType::kBF16, nullptr, kHidden, kFfn};
@@ -152,7 +152,7 @@ TEST(CpuExpertCalibrationTest, EstimatesComeFromThisMachine) {
   EXPECT_GE(placement.CpuSeconds(bytes, 8), estimate);
 
   std::vector<std::byte> weights(bytes);
-  FeedForwardWeights expert = like;
+  model::FeedForwardWeights expert = like;
   expert.gate.data = weights.data();
   expert.up.data = weights.data() + bytes / 3;
   expert.down.data = weights.data() + 2 * bytes / 3;

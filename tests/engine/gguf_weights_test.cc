@@ -25,8 +25,8 @@
 #include "engine/expert_packer.h"
 #include "engine/expert_source.h"
 #include "engine/forward.h"
-#include "engine/gguf_tensor_source.h"
-#include "engine/model.h"
+#include "model/gguf_tensor_source.h"
+#include "model/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/all_logits.h"
@@ -98,13 +98,13 @@ std::string Fixture(const std::string& family, const std::string& dtype) {
   return kTestdata + "/" + family + "-" + dtype + ".gguf";
 }
 
-std::unique_ptr<Model> LoadOrDie(const std::string& path, const WeightLoadOptions& options = {}) {
-  auto model = Model::Load(path, options);
+std::unique_ptr<model::Model> LoadOrDie(const std::string& path, const model::WeightLoadOptions& options = {}) {
+  auto model = model::Model::Load(path, options);
   EXPECT_TRUE(model.ok()) << path << ": " << model.status();
   return model.ok() ? std::move(*model) : nullptr;
 }
 
-std::vector<float> Logits(const Model& model, ExpertSource* experts = nullptr) {
+std::vector<float> Logits(const model::Model& model, ExpertSource* experts = nullptr) {
   return testing::AllPositionLogits(model, kPrompt, experts);
 }
 
@@ -134,12 +134,12 @@ TEST_P(GgufWeights, LogitsEqualTheHfDirectorysForF32AndBf16) {
   for (const std::string dtype : {"f32", "bf16"}) {
     SCOPED_TRACE(dtype);
     const std::string hf_dir = testing::MakeTestModel(dir_, family() + "-" + dtype, FamilyOptions(family(), dtype));
-    std::unique_ptr<Model> hf = LoadOrDie(hf_dir);
-    std::unique_ptr<Model> gguf = LoadOrDie(Fixture(family(), dtype));
+    std::unique_ptr<model::Model> hf = LoadOrDie(hf_dir);
+    std::unique_ptr<model::Model> gguf = LoadOrDie(Fixture(family(), dtype));
     ASSERT_TRUE(hf && gguf);
     EXPECT_TRUE(gguf->is_gguf());
-    const ModelConfig& a = hf->config();
-    const ModelConfig& b = gguf->config();
+    const model::ModelConfig& a = hf->config();
+    const model::ModelConfig& b = gguf->config();
     EXPECT_EQ(a.architecture, b.architecture);
     EXPECT_EQ(a.num_layers, b.num_layers);
     EXPECT_EQ(a.hidden_size, b.hidden_size);
@@ -158,7 +158,7 @@ TEST_P(GgufWeights, LogitsEqualTheHfDirectorysForF32AndBf16) {
   }
 }
 
-bool InStorage(const ModelWeights& w, const void* data) {
+bool InStorage(const model::ModelWeights& w, const void* data) {
   const auto* p = static_cast<const std::byte*>(data);
   return p >= w.storage.data() && p < w.storage.data() + w.storage.size();
 }
@@ -171,15 +171,15 @@ bool InStorage(const ModelWeights& w, const void* data) {
 TEST_P(GgufWeights, MappedWeightsAreTheFilesBytesAndComputeTheSameLogits) {
   for (const std::string dtype : {"bf16", "q8_0"}) {
     SCOPED_TRACE(dtype);
-    std::unique_ptr<Model> copied = LoadOrDie(Fixture(family(), dtype));
-    std::unique_ptr<Model> mapped = LoadOrDie(Fixture(family(), dtype), {.map_weights = true});
+    std::unique_ptr<model::Model> copied = LoadOrDie(Fixture(family(), dtype));
+    std::unique_ptr<model::Model> mapped = LoadOrDie(Fixture(family(), dtype), {.map_weights = true});
     ASSERT_TRUE(copied && mapped);
-    const ModelWeights& c = copied->weights();
-    const ModelWeights& m = mapped->weights();
+    const model::ModelWeights& c = copied->weights();
+    const model::ModelWeights& m = mapped->weights();
     EXPECT_EQ(c.mapping, nullptr);
     EXPECT_NE(m.mapping, nullptr);
     EXPECT_LT(m.storage.size(), c.storage.size());
-    const WeightMatrix& expert = m.layers[1].experts[2].down;
+    const kernels::WeightMatrix& expert = m.layers[1].experts[2].down;
     EXPECT_FALSE(InStorage(m, expert.data));
     ASSERT_EQ(expert.size_bytes(), c.layers[1].experts[2].down.size_bytes());
     EXPECT_EQ(std::memcmp(expert.data, c.layers[1].experts[2].down.data, expert.size_bytes()), 0);
@@ -199,10 +199,10 @@ TEST_P(GgufWeights, MappedWeightsAreTheFilesBytesAndComputeTheSameLogits) {
 // 1.25%, qwen2moe 2.02%, qwen3moe 1.34%, mixtral 2.18%), bounded at 4%; the
 // argmax agrees at nearly every position (measured 12 of 12, bounded at 10).
 TEST_P(GgufWeights, Q8_0LoadsAndStaysNearTheF32Model) {
-  std::unique_ptr<Model> f32 = LoadOrDie(Fixture(family(), "f32"));
-  std::unique_ptr<Model> q8 = LoadOrDie(Fixture(family(), "q8_0"));
+  std::unique_ptr<model::Model> f32 = LoadOrDie(Fixture(family(), "f32"));
+  std::unique_ptr<model::Model> q8 = LoadOrDie(Fixture(family(), "q8_0"));
   ASSERT_TRUE(f32 && q8);
-  const ModelWeights& w = q8->weights();
+  const model::ModelWeights& w = q8->weights();
   EXPECT_EQ(w.embedding.dtype, DType::kQ8_0);
   EXPECT_EQ(w.lm_head.dtype, DType::kQ8_0);
   EXPECT_EQ(w.layers[1].q.dtype, DType::kQ8_0);
@@ -237,8 +237,8 @@ TEST_P(GgufWeights, Q8_0LoadsAndStaysNearTheF32Model) {
 // the packed blocks are the file's blocks.
 TEST_P(GgufWeights, PacksItsExpertsInTheirOwnTypeAndRunsOffloaded) {
   const std::string path = Fixture(family(), "q8_0");
-  std::unique_ptr<Model> resident = LoadOrDie(path);
-  std::unique_ptr<Model> offloaded = LoadOrDie(path, {.resident_experts = false});
+  std::unique_ptr<model::Model> resident = LoadOrDie(path);
+  std::unique_ptr<model::Model> offloaded = LoadOrDie(path, {.resident_experts = false});
   ASSERT_TRUE(resident && offloaded);
   EXPECT_EQ(resident->fingerprint(), offloaded->fingerprint());
   EXPECT_THAT(offloaded->DefaultExpertFilePath(), ::testing::EndsWith("-q8_0.experts"));
@@ -277,7 +277,7 @@ TEST_P(GgufWeights, LogitsMatchLlamaCppOnTheSameFile) {
        {std::pair<std::string, float>{"f32", 1e-3f}, {"bf16", 0.02f}, {"q8_0", 0.03f}}) {
     SCOPED_TRACE(dtype);
     const std::string reference_bytes = ReadAll(kTestdata + "/" + family() + "-" + dtype + ".llamacpp.f32");
-    std::unique_ptr<Model> model = LoadOrDie(Fixture(family(), dtype));
+    std::unique_ptr<model::Model> model = LoadOrDie(Fixture(family(), dtype));
     ASSERT_TRUE(model);
     const std::vector<float> got = Logits(*model);
     ASSERT_EQ(reference_bytes.size(), got.size() * sizeof(float));
@@ -360,13 +360,13 @@ TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
     const std::string& dtype = c.dtype;
     const float tolerance = c.tolerance;
     SCOPED_TRACE(c.file);
-    std::unique_ptr<Model> hf =
+    std::unique_ptr<model::Model> hf =
         LoadOrDie(testing::MakeTestModel(dir, "hf-" + c.file, DeepseekOptions(dtype, c.lite)));
-    std::unique_ptr<Model> gguf = LoadOrDie(kTestdata + "/deepseek2-" + c.file + ".gguf");
+    std::unique_ptr<model::Model> gguf = LoadOrDie(kTestdata + "/deepseek2-" + c.file + ".gguf");
     ASSERT_TRUE(hf && gguf);
-    const ModelConfig& a = hf->config();
-    const ModelConfig& b = gguf->config();
-    EXPECT_EQ(b.architecture, Architecture::kDeepseekV2);
+    const model::ModelConfig& a = hf->config();
+    const model::ModelConfig& b = gguf->config();
+    EXPECT_EQ(b.architecture, model::Architecture::kDeepseekV2);
     ASSERT_TRUE(a.mla && b.mla);
     EXPECT_EQ(b.mla->q_lora_rank, c.lite ? 0 : 24);
     EXPECT_EQ(b.mla->kv_lora_rank, a.mla->kv_lora_rank);
@@ -389,10 +389,10 @@ TEST(GgufWeightsDeepseek, LoadsAsTheHfDirectoryAndMatchesLlamaCpp) {
       EXPECT_EQ(b.yarn->truncate, a.yarn->truncate);
     }
     EXPECT_EQ(b.norm_topk_prob, a.norm_topk_prob);
-    EXPECT_EQ(b.topk_method, TopkMethod::kGreedy);
+    EXPECT_EQ(b.topk_method, model::TopkMethod::kGreedy);
     for (int layer = 0; layer < 2; ++layer) {
-      const WeightMatrix& x = hf->weights().layers[layer].kv_b;
-      const WeightMatrix& y = gguf->weights().layers[layer].kv_b;
+      const kernels::WeightMatrix& x = hf->weights().layers[layer].kv_b;
+      const kernels::WeightMatrix& y = gguf->weights().layers[layer].kv_b;
       EXPECT_EQ(y.dtype, dtype == "f32" ? DType::kF32 : DType::kBF16);
       ASSERT_EQ(y.size_bytes(), x.size_bytes());
       EXPECT_EQ(std::memcmp(x.data, y.data, static_cast<size_t>(x.size_bytes())), 0) << "kv_b of layer " << layer;
@@ -436,9 +436,9 @@ TEST(GgufWeightsGptOss, Mxfp4ExpertsAreTheHfCheckpointsAndMatchLlamaCpp) {
   options.mxfp4_experts = true;
   options.seed = 17;
   const std::string path = kTestdata + "/gpt-oss-mxfp4.gguf";
-  std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", options));
-  std::unique_ptr<Model> gguf = LoadOrDie(path);
-  std::unique_ptr<Model> offloaded = LoadOrDie(path, {.resident_experts = false});
+  std::unique_ptr<model::Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", options));
+  std::unique_ptr<model::Model> gguf = LoadOrDie(path);
+  std::unique_ptr<model::Model> offloaded = LoadOrDie(path, {.resident_experts = false});
   ASSERT_TRUE(hf && gguf && offloaded);
   EXPECT_EQ(gguf->weights().layers[1].experts[2].gate.dtype, DType::kMXFP4);
   EXPECT_EQ(gguf->weights().layers[1].experts[2].down.dtype, DType::kMXFP4);
@@ -479,12 +479,12 @@ TEST(GgufWeightsGptOss, Mxfp4ExpertsAreTheHfCheckpointsAndMatchLlamaCpp) {
 // its split experts and their biases are HF's fused ones rearranged.
 TEST(GgufWeightsGptOss, ConfigAndExpertsAreTheHfDirectorys) {
   ScopedTempDir dir("gguf_weights_gpt_oss");
-  std::unique_ptr<Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", FamilyOptions("gpt-oss", "f32")));
-  std::unique_ptr<Model> gguf = LoadOrDie(Fixture("gpt-oss", "f32"));
+  std::unique_ptr<model::Model> hf = LoadOrDie(testing::MakeTestModel(dir, "hf", FamilyOptions("gpt-oss", "f32")));
+  std::unique_ptr<model::Model> gguf = LoadOrDie(Fixture("gpt-oss", "f32"));
   ASSERT_TRUE(hf && gguf);
-  const ModelConfig& a = hf->config();
-  const ModelConfig& b = gguf->config();
-  EXPECT_EQ(b.architecture, Architecture::kGptOss);
+  const model::ModelConfig& a = hf->config();
+  const model::ModelConfig& b = gguf->config();
+  EXPECT_EQ(b.architecture, model::Architecture::kGptOss);
   EXPECT_EQ(b.head_dim, 16);
   EXPECT_EQ(b.num_kv_heads, a.num_kv_heads);
   EXPECT_EQ(b.expert_intermediate_size, a.expert_intermediate_size);
@@ -508,8 +508,8 @@ TEST(GgufWeightsGptOss, ConfigAndExpertsAreTheHfDirectorys) {
   EXPECT_EQ(b.yarn->attention_factor, a.yarn->attention_factor);
   const int64_t hidden = a.hidden_size, ffn = a.expert_intermediate_size;
   for (int layer = 0; layer < a.num_layers; ++layer) {
-    const LayerWeights& x = hf->weights().layers[layer];
-    const LayerWeights& y = gguf->weights().layers[layer];
+    const model::LayerWeights& x = hf->weights().layers[layer];
+    const model::LayerWeights& y = gguf->weights().layers[layer];
     EXPECT_EQ(y.sinks, x.sinks);
     EXPECT_EQ(y.o_bias, x.o_bias);
     EXPECT_EQ(y.router_bias, x.router_bias);
@@ -517,10 +517,10 @@ TEST(GgufWeightsGptOss, ConfigAndExpertsAreTheHfDirectorys) {
     EXPECT_EQ(y.expert_up_bias, x.expert_up_bias);
     EXPECT_EQ(y.expert_down_bias, x.expert_down_bias);
     for (int e = 0; e < a.num_experts; ++e) {
-      for (auto [m, n] : {std::pair{&FeedForwardWeights::gate, ffn * hidden}, {&FeedForwardWeights::up, ffn * hidden},
-                          {&FeedForwardWeights::down, hidden * ffn}}) {
-        const WeightMatrix& u = x.experts[e].*m;
-        const WeightMatrix& v = y.experts[e].*m;
+      for (auto [m, n] : {std::pair{&model::FeedForwardWeights::gate, ffn * hidden}, {&model::FeedForwardWeights::up, ffn * hidden},
+                          {&model::FeedForwardWeights::down, hidden * ffn}}) {
+        const kernels::WeightMatrix& u = x.experts[e].*m;
+        const kernels::WeightMatrix& v = y.experts[e].*m;
         ASSERT_EQ(v.rows, u.rows);
         EXPECT_EQ(std::memcmp(u.data, v.data, static_cast<size_t>(n) * sizeof(float)), 0)
             << "layer " << layer << " expert " << e;
@@ -576,10 +576,10 @@ float WorstDifference(const std::vector<float>& a, const std::vector<float>& b, 
 TEST(GgufWeightsKQuant, Q4KMRunsNearTheF32ModelAndLlamaCpp) {
   ScopedTempDir dir("gguf_weights_kquant");
   const std::string path = kTestdata + "/qwen3moe-q4_k_m.gguf";
-  std::unique_ptr<Model> f32 = LoadOrDie(testing::MakeTestModel(dir, "f32", KQuantOptions()));
-  std::unique_ptr<Model> model = LoadOrDie(path);
+  std::unique_ptr<model::Model> f32 = LoadOrDie(testing::MakeTestModel(dir, "f32", KQuantOptions()));
+  std::unique_ptr<model::Model> model = LoadOrDie(path);
   ASSERT_TRUE(f32 && model);
-  const ModelWeights& w = model->weights();
+  const model::ModelWeights& w = model->weights();
   EXPECT_EQ(w.embedding.dtype, DType::kQ6_K);
   EXPECT_EQ(w.lm_head.data, w.embedding.data);
   EXPECT_EQ(w.layers[0].q.dtype, DType::kQ4_K);
@@ -612,8 +612,8 @@ TEST(GgufWeightsKQuant, Q4KMRunsNearTheF32ModelAndLlamaCpp) {
 TEST(GgufWeightsKQuant, Q4KMPacksEachMatrixInItsOwnTypeAndOffloadsExactly) {
   ScopedTempDir dir("gguf_weights_kquant_pack");
   const std::string path = kTestdata + "/qwen3moe-q4_k_m.gguf";
-  std::unique_ptr<Model> resident = LoadOrDie(path);
-  std::unique_ptr<Model> offloaded = LoadOrDie(path, {.resident_experts = false});
+  std::unique_ptr<model::Model> resident = LoadOrDie(path);
+  std::unique_ptr<model::Model> offloaded = LoadOrDie(path, {.resident_experts = false});
   ASSERT_TRUE(resident && offloaded);
   const std::string packed = dir.Sub("q4_k_m.experts");
   ASSERT_TRUE(PackExperts(*offloaded, packed, std::nullopt).ok());
@@ -636,13 +636,13 @@ TEST(GgufWeightsKQuant, Q4KMPacksEachMatrixInItsOwnTypeAndOffloadsExactly) {
       ASSERT_TRUE(extent.ok()) << extent.status();
       EXPECT_EQ(extent->dtypes, layer == 0 ? q4_k : q4_k_m);
       // The bundle is the GGUF's blocks, byte for byte.
-      const FeedForwardWeights& w = resident->weights().layers[layer].experts[e];
+      const model::FeedForwardWeights& w = resident->weights().layers[layer].experts[e];
       std::string bundle(extent->length, '\0');
       std::ifstream in(packed, std::ios::binary);
       in.seekg(static_cast<std::streamoff>(extent->offset));
       in.read(bundle.data(), static_cast<std::streamsize>(bundle.size()));
       std::string expected;
-      for (const WeightMatrix* m : {&w.gate, &w.up, &w.down}) {
+      for (const kernels::WeightMatrix* m : {&w.gate, &w.up, &w.down}) {
         expected.append(reinterpret_cast<const char*>(m->data), static_cast<size_t>(m->size_bytes()));
       }
       EXPECT_TRUE(bundle == expected);
@@ -683,11 +683,11 @@ TEST(GgufWeightsKQuant, Q4KMPacksEachMatrixInItsOwnTypeAndOffloadsExactly) {
 
 // Qwen3-MoE's GGUF has no output.weight: the LM head is the embedding.
 TEST(GgufWeightsTied, AbsentOutputIsTheEmbedding) {
-  std::unique_ptr<Model> model = LoadOrDie(Fixture("qwen3moe", "bf16"));
+  std::unique_ptr<model::Model> model = LoadOrDie(Fixture("qwen3moe", "bf16"));
   ASSERT_TRUE(model);
   EXPECT_TRUE(model->config().tie_word_embeddings);
   EXPECT_EQ(model->weights().lm_head.data, model->weights().embedding.data);
-  std::unique_ptr<Model> untied = LoadOrDie(Fixture("olmoe", "bf16"));
+  std::unique_ptr<model::Model> untied = LoadOrDie(Fixture("olmoe", "bf16"));
   ASSERT_TRUE(untied);
   EXPECT_NE(untied->weights().lm_head.data, untied->weights().embedding.data);
 }
@@ -695,11 +695,11 @@ TEST(GgufWeightsTied, AbsentOutputIsTheEmbedding) {
 TEST(GgufWeightsMapping, NamesFollowLlamaCpp) {
   auto file = formats::GgufFile::Open(Fixture("mixtral", "f32"));
   ASSERT_TRUE(file.ok()) << file.status();
-  ModelConfig config;
-  config.architecture = Architecture::kMixtral;
+  model::ModelConfig config;
+  config.architecture = model::Architecture::kMixtral;
   config.num_heads = 2;
   config.num_kv_heads = 1;
-  GgufTensorSource source(std::move(*file), config);
+  model::GgufTensorSource source(std::move(*file), config);
   auto q = source.Map("model.layers.1.self_attn.q_proj.weight");
   ASSERT_TRUE(q.has_value());
   EXPECT_EQ(q->gguf_name, "blk.1.attn_q.weight");
@@ -743,7 +743,7 @@ TEST(GgufWeightsErrors, AnUnsupportedTypeIsRefusedNamingTheTensor) {
   // I16 has BF16's width, so the file stays well formed; expertd cannot
   // compute with it.
   const std::string path = WithTensorType(Fixture("olmoe", "bf16"), dir.Sub("i16.gguf"), "blk.1.attn_v.weight", 25);
-  auto model = Model::Load(path);
+  auto model = model::Model::Load(path);
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kUnimplemented) << model.status();
   const std::string message(model.status().message());
@@ -761,7 +761,7 @@ TEST(GgufWeightsErrors, ATruncatedFileFailsWithAClearError) {
     SCOPED_TRACE(size);
     const std::string path = dir.Sub("cut.gguf");
     WriteAll(path, bytes.substr(0, size));
-    auto model = Model::Load(path);
+    auto model = model::Model::Load(path);
     ASSERT_FALSE(model.ok());
     EXPECT_THAT(std::string(model.status().message()), HasSubstr(path));
   }
@@ -771,7 +771,7 @@ TEST(GgufWeightsErrors, ANonGgufFileIsNotAModel) {
   ScopedTempDir dir("gguf_weights_text");
   const std::string path = dir.Sub("notes.txt");
   WriteAll(path, "not a model at all, but long enough to have a header's worth of bytes");
-  auto model = Model::Load(path);
+  auto model = model::Model::Load(path);
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(std::string(model.status().message()), HasSubstr(path));
 }

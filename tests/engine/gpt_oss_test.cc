@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/checkpoint.h"
+#include "model/checkpoint.h"
 #include "engine/expert_packer.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
+#include "model/model.h"
+#include "model/model_config.h"
+#include "model/model_weights.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "kernels/cpu/dtype.h"
@@ -54,9 +54,9 @@ constexpr char k20bConfig[] = R"({
 })";
 
 TEST(GptOssConfig, ParsesGptOss20b) {
-  auto config = ParseModelConfig(k20bConfig, "config.json");
+  auto config = model::ParseModelConfig(k20bConfig, "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->architecture, Architecture::kGptOss);
+  EXPECT_EQ(config->architecture, model::Architecture::kGptOss);
   EXPECT_EQ(config->head_dim, 64);
   EXPECT_EQ(config->q_size(), 64 * 64);
   EXPECT_EQ(config->kv_size(), 8 * 64);
@@ -92,7 +92,7 @@ TEST(GptOssConfig, ReadsRopeParametersOfTransformers5) {
   text.replace(text.find(from), from.size(), R"("rope_parameters": {"rope_theta": 500000.0, "beta_fast": 32.0)");
   const std::string theta = R"("rope_theta": 150000, )";
   text.replace(text.find(theta), theta.size(), "");
-  auto config = ParseModelConfig(text, "config.json");
+  auto config = model::ParseModelConfig(text, "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->rope_theta, 500000.0f);
   ASSERT_TRUE(config->yarn.has_value());
@@ -119,7 +119,7 @@ TEST(GptOssConfig, RefusesWhatItCannotRunByName) {
     const size_t at = text.find(c.from);
     ASSERT_NE(at, std::string::npos);
     text.replace(at, c.from.size(), c.to);
-    auto config = ParseModelConfig(text, "config.json");
+    auto config = model::ParseModelConfig(text, "config.json");
     ASSERT_FALSE(config.ok());
     EXPECT_NE(config.status().message().find(c.error), std::string::npos) << config.status();
   }
@@ -142,7 +142,7 @@ tools::MakeModelOptions SmallModel(const std::string& dtype) {
   return o;
 }
 
-std::vector<float> TensorAsFloats(const Checkpoint& checkpoint, const std::string& name) {
+std::vector<float> TensorAsFloats(const model::Checkpoint& checkpoint, const std::string& name) {
   auto tensor = checkpoint.Get(name);
   EXPECT_TRUE(tensor.ok()) << tensor.status();
   std::vector<std::byte> bytes((*tensor)->size_bytes);
@@ -152,7 +152,7 @@ std::vector<float> TensorAsFloats(const Checkpoint& checkpoint, const std::strin
   return out;
 }
 
-float At(const WeightMatrix& m, int64_t row, int64_t col) {
+float At(const kernels::WeightMatrix& m, int64_t row, int64_t col) {
   return static_cast<const float*>(m.data)[row * m.cols + col];
 }
 
@@ -162,9 +162,9 @@ TEST(GptOssWeights, FusedExpertsAreDeinterleavedAndTransposed) {
   ScopedTempDir dir("gpt_oss_weights");
   const tools::MakeModelOptions o = SmallModel("f32");
   const std::string model_dir = MakeTestModel(dir, "f32", o);
-  auto model = Model::Load(model_dir);
+  auto model = model::Model::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
-  auto checkpoint = Checkpoint::Open(model_dir);
+  auto checkpoint = model::Checkpoint::Open(model_dir);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const int64_t hidden = o.hidden, ffn = o.ffn;
   for (int layer = 0; layer < o.layers; ++layer) {
@@ -173,9 +173,9 @@ TEST(GptOssWeights, FusedExpertsAreDeinterleavedAndTransposed) {
     const std::vector<float> down = TensorAsFloats(**checkpoint, m + "down_proj");
     const std::vector<float> gate_up_bias = TensorAsFloats(**checkpoint, m + "gate_up_proj_bias");
     const std::vector<float> down_bias = TensorAsFloats(**checkpoint, m + "down_proj_bias");
-    const LayerWeights& weights = (*model)->weights().layers[layer];
+    const model::LayerWeights& weights = (*model)->weights().layers[layer];
     for (int e = 0; e < o.experts; ++e) {
-      const FeedForwardWeights& expert = weights.experts[e];
+      const model::FeedForwardWeights& expert = weights.experts[e];
       ASSERT_EQ(expert.gate.rows, ffn);
       ASSERT_EQ(expert.gate.cols, hidden);
       ASSERT_EQ(expert.down.rows, hidden);
@@ -200,16 +200,16 @@ TEST(GptOssWeights, ReadRoutedExpertEqualsTheResidentExpert) {
   ScopedTempDir dir("gpt_oss_read_expert");
   const tools::MakeModelOptions o = SmallModel("bf16");
   const std::string model_dir = MakeTestModel(dir, "bf16", o);
-  auto model = Model::Load(model_dir);
+  auto model = model::Model::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
-  auto checkpoint = Checkpoint::Open(model_dir);
+  auto checkpoint = model::Checkpoint::Open(model_dir);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   std::vector<std::byte> storage;
   for (int layer = 0; layer < o.layers; ++layer) {
     for (int e = 0; e < o.experts; ++e) {
-      auto expert = ReadRoutedExpert(**checkpoint, (*model)->config(), layer, e, storage);
+      auto expert = model::ReadRoutedExpert(**checkpoint, (*model)->config(), layer, e, storage);
       ASSERT_TRUE(expert.ok()) << expert.status();
-      const FeedForwardWeights& resident = (*model)->weights().layers[layer].experts[e];
+      const model::FeedForwardWeights& resident = (*model)->weights().layers[layer].experts[e];
       for (auto [read, held] : {std::pair{&expert->gate, &resident.gate}, std::pair{&expert->up, &resident.up},
                                 std::pair{&expert->down, &resident.down}}) {
         ASSERT_EQ(read->dtype, DType::kBF16);
@@ -295,7 +295,7 @@ float HfMxfp4(const std::vector<uint8_t>& blocks, const std::vector<uint8_t>& sc
   return std::ldexp(kFp4[c % 2 == 0 ? byte & 0x0F : byte >> 4], scales[group] - 127);
 }
 
-std::vector<uint8_t> RawTensor(const Checkpoint& checkpoint, const std::string& name) {
+std::vector<uint8_t> RawTensor(const model::Checkpoint& checkpoint, const std::string& name) {
   auto tensor = checkpoint.Get(name);
   EXPECT_TRUE(tensor.ok()) << tensor.status();
   std::vector<uint8_t> bytes((*tensor)->size_bytes);
@@ -312,9 +312,9 @@ TEST(GptOssMxfp4, CheckpointBlocksLoadBitExactly) {
   o.ffn = 32;
   o.mxfp4_experts = true;
   const std::string model_dir = MakeTestModel(dir, "mxfp4", o);
-  auto model = Model::Load(model_dir);
+  auto model = model::Model::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
-  auto checkpoint = Checkpoint::Open(model_dir);
+  auto checkpoint = model::Checkpoint::Open(model_dir);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const int64_t hidden = o.hidden, ffn = o.ffn;
   std::vector<float> row(std::max(hidden, ffn));
@@ -325,7 +325,7 @@ TEST(GptOssMxfp4, CheckpointBlocksLoadBitExactly) {
     const auto down_blocks = RawTensor(**checkpoint, m + "down_proj_blocks");
     const auto down_scales = RawTensor(**checkpoint, m + "down_proj_scales");
     for (int e = 0; e < o.experts; ++e) {
-      const FeedForwardWeights& expert = (*model)->weights().layers[layer].experts[e];
+      const model::FeedForwardWeights& expert = (*model)->weights().layers[layer].experts[e];
       ASSERT_EQ(expert.gate.dtype, DType::kMXFP4);
       ASSERT_EQ(expert.down.dtype, DType::kMXFP4);
       const int64_t gate_row_bytes = DTypeBytes(DType::kMXFP4, hidden);
@@ -358,7 +358,7 @@ TEST(GptOssMxfp4, CheckpointBlocksLoadBitExactly) {
 TEST(GptOssMxfp4, EngineMatchesTransformersOnTheMxfp4Checkpoint) {
   ScopedTempDir dir("gpt_oss_mxfp4_hf");
   const std::string model_dir = MakeTestModel(dir, "mxfp4", HfVariant("mxfp4"));
-  auto model = Model::Load(model_dir);
+  auto model = model::Model::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
   ForwardPass forward(**model, nullptr);
   KvCache kv((*model)->config(), 64);
@@ -383,7 +383,7 @@ TEST(GptOssMxfp4, EngineMatchesTransformersOnTheMxfp4Checkpoint) {
 TEST(GptOssMxfp4, PackKeepsMxfp4) {
   ScopedTempDir dir("gpt_oss_mxfp4_pack");
   const std::string model_dir = MakeTestModel(dir, "mxfp4", HfVariant("mxfp4"));
-  auto model = Model::Load(model_dir);
+  auto model = model::Model::Load(model_dir);
   ASSERT_TRUE(model.ok()) << model.status();
   const std::string path = dir.Sub("model.experts");
   ASSERT_TRUE(PackExperts(**model, path, std::nullopt).ok());

@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "cache/expert_cache.h"
-#include "engine/checkpoint.h"
+#include "model/checkpoint.h"
 #include "engine/expert_packer.h"
 #include "engine/expert_source.h"
 #include "engine/forward.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -42,7 +42,7 @@ std::string ReadAll(const std::string& path) {
 }
 
 // Logits of every position of kTokens, computed from scratch.
-std::vector<float> Logits(const Model& model, ExpertSource* experts = nullptr) {
+std::vector<float> Logits(const model::Model& model, ExpertSource* experts = nullptr) {
   return testing::AllPositionLogits(model, kTokens, experts);
 }
 
@@ -94,7 +94,7 @@ class ModelFiles : public ::testing::Test {
 };
 
 TEST_F(ModelFiles, TruncatedAndOverwrittenWeightsChangeNothing) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   const std::vector<float> before = Logits(**model);
   ASSERT_FALSE(before.empty());
@@ -106,18 +106,18 @@ TEST_F(ModelFiles, TruncatedAndOverwrittenWeightsChangeNothing) {
 }
 
 TEST_F(ModelFiles, NoMappingOfTheWeightsOutlivesTheLoad) {
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_THAT(MappingsOf(weights_path_), ::testing::IsEmpty());
 }
 
 TEST_F(ModelFiles, ChecksumCoversEveryByteOfAFullyLoadedFile) {
-  auto config = LoadModelConfig(model_dir_ + "/config.json");
+  auto config = model::LoadModelConfig(model_dir_ + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  auto checkpoint = Checkpoint::Open(model_dir_);
+  auto checkpoint = model::Checkpoint::Open(model_dir_);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
-  std::vector<Checkpoint::FileReadStats> stats;
-  auto weights = ModelWeights::Load(**checkpoint, *config, {}, &stats);
+  std::vector<model::Checkpoint::FileReadStats> stats;
+  auto weights = model::ModelWeights::Load(**checkpoint, *config, {}, &stats);
   ASSERT_TRUE(weights.ok()) << weights.status();
   ASSERT_EQ(stats.size(), 1u);
   // mkmodel writes only tensors the model uses, with no gaps: the load reads
@@ -133,7 +133,7 @@ TEST_F(ModelFiles, ChecksumCoversEveryByteOfAFullyLoadedFile) {
 TEST_F(ModelFiles, ShortFileAtLoadIsAnErrorNamingIt) {
   const std::string bytes = ReadAll(weights_path_);
   std::ofstream(weights_path_, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
-  auto model = Model::Load(model_dir_);
+  auto model = model::Model::Load(model_dir_);
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(model.status().message(), HasSubstr(weights_path_));
   EXPECT_THAT(model.status().message(), HasSubstr("truncated"));
@@ -158,14 +158,14 @@ TEST_F(ModelFiles, FileCutAfterOpenFailsTheReadNamingIt) {
 }
 
 TEST_F(ModelFiles, FileChangedDuringTheLoadFailsIt) {
-  auto config = LoadModelConfig(model_dir_ + "/config.json");
+  auto config = model::LoadModelConfig(model_dir_ + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
-  auto checkpoint = Checkpoint::Open(model_dir_);
+  auto checkpoint = model::Checkpoint::Open(model_dir_);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   // Between Open and the reads, someone appends to the file: every tensor is
   // still readable, but the bytes may be of a newer version.
   std::ofstream(weights_path_, std::ios::binary | std::ios::app) << "more";
-  const absl::Status status = ModelWeights::Load(**checkpoint, *config).status();
+  const absl::Status status = model::ModelWeights::Load(**checkpoint, *config).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
   EXPECT_THAT(status.message(), HasSubstr(weights_path_));
   EXPECT_THAT(status.message(), HasSubstr("changed while it was being read"));
@@ -176,14 +176,14 @@ TEST_F(ModelFiles, FileChangedDuringTheLoadFailsIt) {
 // and the same logits as with every expert resident, also after the
 // safetensors file is damaged.
 TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
-  auto resident = Model::Load(model_dir_);
+  auto resident = model::Model::Load(model_dir_);
   ASSERT_TRUE(resident.ok()) << resident.status();
-  auto dense_only = Model::Load(model_dir_, {.resident_experts = false});
+  auto dense_only = model::Model::Load(model_dir_, {.resident_experts = false});
   ASSERT_TRUE(dense_only.ok()) << dense_only.status();
   EXPECT_FALSE((*dense_only)->resident_experts());
   EXPECT_EQ((*dense_only)->fingerprint(), (*resident)->fingerprint());
   EXPECT_LT((*dense_only)->weights().storage.size(), (*resident)->weights().storage.size());
-  const LayerWeights& layer = (*dense_only)->weights().layers[0];
+  const model::LayerWeights& layer = (*dense_only)->weights().layers[0];
   ASSERT_TRUE(layer.is_moe);
   EXPECT_EQ(layer.experts[0].gate.data, nullptr);
   EXPECT_EQ(layer.experts[0].gate.rows, (*resident)->weights().layers[0].experts[0].gate.rows);
@@ -215,7 +215,7 @@ TEST_F(ModelFiles, WithoutResidentExpertsPacksAndRunsTheSame) {
 }
 
 TEST_F(ModelFiles, AModelWithoutItsExpertsRunWithoutACacheIsAnErrorNotACrash) {
-  auto dense_only = Model::Load(model_dir_, {.resident_experts = false});
+  auto dense_only = model::Model::Load(model_dir_, {.resident_experts = false});
   ASSERT_TRUE(dense_only.ok()) << dense_only.status();
   ForwardPass forward(**dense_only, nullptr);
   KvCache kv((*dense_only)->config(), 16);

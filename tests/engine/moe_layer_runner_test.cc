@@ -96,7 +96,7 @@ class FakeCompute : public MoeLayerCompute {
     log_.push_back(absl::StrCat("dispatched ", layer, " slots ", dispatch.num_slots()));
     return absl::OkStatus();
   }
-  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const FeedForwardWeights& weights,
+  absl::Status RunExpert(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights,
                          ExpertOrigin origin) override {
     const char* from = origin == ExpertOrigin::kReady ? "ready" : origin == ExpertOrigin::kHostCopy ? "host" : "loaded";
     log_.push_back(absl::StrCat("run ", expert, " ", from, " rows ", dispatch.SlotsOf(expert).size()));
@@ -134,7 +134,7 @@ class MoeLayerRunnerTest : public ::testing::Test {
                0, 0, 0, 0, 0, 5, 4, 0};
   }
 
-  ModelConfig config_;
+  model::ModelConfig config_;
   std::vector<RowPlan> rows_;
   std::vector<float> logits_;
   Log log_;

@@ -17,7 +17,7 @@
 #include "engine/expert_source.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/precision_plan.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -41,7 +41,7 @@ class Offload : public ::testing::TestWithParam<std::tuple<std::string, std::str
   void SetUp() override {
     const tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
     model_dir_ = MakeTestModel(dir_, "model", o);
-    auto model = Model::Load(model_dir_);
+    auto model = model::Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     expert_path_ = dir_.Sub("model.experts");
@@ -76,7 +76,7 @@ class Offload : public ::testing::TestWithParam<std::tuple<std::string, std::str
 
   ScopedTempDir dir_{"offload"};
   std::string model_dir_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
   std::string expert_path_;
   std::unique_ptr<io::ExpertFile> file_;
   std::unique_ptr<io::ExpertReader> reader_;
@@ -160,7 +160,7 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
   float scale = 0.0f;
   for (float v : resident.logits) scale = std::max(scale, std::abs(v));
   DType checkpoint_experts = DType::kF32;
-  for (const LayerWeights& layer : model_->weights().layers) {
+  for (const model::LayerWeights& layer : model_->weights().layers) {
     if (!layer.experts.empty()) checkpoint_experts = layer.experts[0].gate.dtype;
   }
   for (const auto& [dtype, tolerance] :
@@ -204,7 +204,7 @@ TEST_P(Offload, QuantizedExpertsRunThroughTheCacheNearTheResidentModel) {
 // the cache; each miss reads its bundle's aligned bytes, less than a slot
 // for the q8_0 and q4_0 ones.
 TEST_P(Offload, AMixedPrecisionFileComputesTheSameThroughASmallCache) {
-  const ModelConfig& config = model_->config();
+  const model::ModelConfig& config = model_->config();
   auto candidates = PrecisionCandidatesFor(config, {DType::kBF16, DType::kQ8_0, DType::kQ4_0});
   ASSERT_TRUE(candidates.ok()) << candidates.status();
   // The greedy gives at most two adjacent dtypes at once; all three here,

@@ -205,8 +205,8 @@ TEST(PrecisionPlan, RefusesBadInput) {
   EXPECT_EQ(plan->DtypeOf(3, 0).status().code(), absl::StatusCode::kNotFound);
 }
 
-ModelConfig ExpertShape(int hidden, int ffn) {
-  ModelConfig config;
+model::ModelConfig ExpertShape(int hidden, int ffn) {
+  model::ModelConfig config;
   config.hidden_size = hidden;
   config.expert_intermediate_size = ffn;
   return config;

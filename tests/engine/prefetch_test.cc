@@ -10,7 +10,7 @@
 #include "engine/expert_source.h"
 #include "engine/forward.h"
 #include "engine/generator.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "engine/prefetcher.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
@@ -31,7 +31,7 @@ class PrefetchTest : public ::testing::Test {
  protected:
   void Load(const tools::MakeModelOptions& options, const testing::FaultOptions* faults = nullptr) {
     model_dir_ = MakeTestModel(dir_, "model", options);
-    auto model = Model::Load(model_dir_);
+    auto model = model::Model::Load(model_dir_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     testing::PackedExperts packed = testing::PackAndOpenExperts(*model_, dir_.Sub("model.experts"));
@@ -74,7 +74,7 @@ class PrefetchTest : public ::testing::Test {
 
   ScopedTempDir dir_{"prefetch"};
   std::string model_dir_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
   std::unique_ptr<io::ExpertFile> file_;
   std::unique_ptr<io::ExpertReader> reader_;
 };

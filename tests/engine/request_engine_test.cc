@@ -108,7 +108,7 @@ class RequestEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tools::MakeModelOptions o;
-    auto model = Model::Load(MakeTestModel(dir_, "model", o));
+    auto model = model::Model::Load(MakeTestModel(dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     forward_ = std::make_unique<FakeForward>(model_->config().vocab_size);
@@ -145,7 +145,7 @@ class RequestEngineTest : public ::testing::Test {
   }
 
   ScopedTempDir dir_{"request_engine"};
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<model::Model> model_;
   std::unique_ptr<FakeForward> forward_;
 };
 

@@ -13,8 +13,8 @@
 namespace expertd::engine {
 namespace {
 
-ModelConfig SixLayerConfig() {
-  ModelConfig config;
+model::ModelConfig SixLayerConfig() {
+  model::ModelConfig config;
   config.num_layers = 6;
   config.num_experts = 8;
   config.experts_per_token = 2;
@@ -23,7 +23,7 @@ ModelConfig SixLayerConfig() {
 }
 
 TEST(RosterOptionsTest, ValidationNamesTheField) {
-  const ModelConfig config = SixLayerConfig();
+  const model::ModelConfig config = SixLayerConfig();
   EXPECT_TRUE(ValidateRosterOptions({}, config, 32).ok());
   RosterOptions o;
   o.samples = 0;
@@ -50,7 +50,7 @@ TEST(RosterOptionsTest, ValidationNamesTheField) {
 }
 
 TEST(RosterOptionsTest, FirstAndLastMoeLayersAreSkipped) {
-  const ModelConfig config = SixLayerConfig();
+  const model::ModelConfig config = SixLayerConfig();
   RosterOptions o;
   o.temperature = 0.3f;
   o.skip_layers = 1;

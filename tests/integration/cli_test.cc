@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "engine/forward.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -150,7 +150,7 @@ TEST_F(Cli, EvalWritesTheEngineLogits) {
   std::vector<float> from_file(5 * 400);
   std::memcpy(from_file.data(), bytes.data(), bytes.size());
 
-  auto model = engine::Model::Load(model_);
+  auto model = model::Model::Load(model_);
   ASSERT_TRUE(model.ok());
   engine::ForwardPass forward(**model, nullptr);
   engine::KvCache kv((*model)->config(), 64);

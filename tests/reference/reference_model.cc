@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "engine/checkpoint.h"
-#include "engine/model_config.h"
+#include "model/checkpoint.h"
+#include "model/model_config.h"
 #include "engine/roster.h"
 
 namespace expertd::reference {
@@ -51,7 +51,7 @@ Vector ToDoubles(const formats::TensorInfo& tensor, const std::vector<std::byte>
 
 class Weights {
  public:
-  explicit Weights(const engine::Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  explicit Weights(const model::Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
   absl::StatusOr<Vector> Vec(const std::string& name) {
     ASSIGN_OR_RETURN(const formats::TensorInfo* tensor, checkpoint_.Get(name));
     std::vector<std::byte> bytes(tensor->size_bytes);
@@ -78,7 +78,7 @@ class Weights {
   }
 
  private:
-  const engine::Checkpoint& checkpoint_;
+  const model::Checkpoint& checkpoint_;
 };
 
 Vector Apply(const Matrix& w, const Vector& x) {
@@ -147,13 +147,13 @@ double YarnMscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1
 // dim: the rotated width; score_dim: the query-key width the softmax scale
 // comes from (DeepSeek: the rope part and the whole head; gpt-oss: the head
 // both times).
-DeepseekRope MakeYarnRope(const engine::ModelConfig& config, int dim, int score_dim) {
+DeepseekRope MakeYarnRope(const model::ModelConfig& config, int dim, int score_dim) {
   const double base = config.rope_theta;
   DeepseekRope rope;
   rope.softmax_scale = 1.0 / std::sqrt(static_cast<double>(score_dim));
   for (int i = 0; i < dim / 2; ++i) rope.inv_freq.push_back(1.0 / std::pow(base, 2.0 * i / dim));
   if (!config.yarn) return rope;
-  const engine::YarnRope& y = *config.yarn;
+  const model::YarnRope& y = *config.yarn;
   // The dimensions whose wavelengths fit in the original context keep their
   // frequency; the longer ones are divided by the factor; a linear ramp
   // between (YaRN's "NTK-by-parts").
@@ -220,9 +220,9 @@ void RotateHalfRope(double* head, int head_dim, const DeepseekRope& rope, int po
 // Multi-head latent attention as HF's DeepseekV2Attention computes it: the
 // latent expanded to full per-head keys and values (the engine attends in
 // the latent space instead; the two must agree).
-absl::StatusOr<std::vector<Vector>> MlaAttention(Weights& w, const std::string& p, const engine::ModelConfig& config,
+absl::StatusOr<std::vector<Vector>> MlaAttention(Weights& w, const std::string& p, const model::ModelConfig& config,
                                                  const DeepseekRope& rope, const std::vector<Vector>& x) {
-  const engine::MlaConfig& mla = *config.mla;
+  const model::MlaConfig& mla = *config.mla;
   const int n = static_cast<int>(x.size());
   const int heads = config.num_heads;
   const int nope = mla.qk_nope_head_dim, rot = mla.qk_rope_head_dim, qk = mla.qk_head_dim(), vd = mla.v_head_dim;
@@ -287,7 +287,7 @@ absl::StatusOr<std::vector<Vector>> MlaAttention(Weights& w, const std::string& 
 // DeepSeek's group-limited greedy: experts form n_group groups of
 // consecutive indices; only the topk_group groups with the best single
 // probability stay eligible.
-void LimitToGroups(const engine::ModelConfig& config, Vector& probs) {
+void LimitToGroups(const model::ModelConfig& config, Vector& probs) {
   const int per_group = config.num_experts / config.n_group;
   Vector best(config.n_group, 0.0);
   for (int g = 0; g < config.n_group; ++g) {
@@ -334,7 +334,7 @@ absl::StatusOr<Vector> FusedExpertTensor(Weights& w, const std::string& name, in
 // even and up the odd columns; down_proj [E][ffn][hidden]), with biases and
 // the clamped SwiGLU. Roster noise ranks by logit + tau x Gumbel, the
 // weights still the softmax over the chosen logits.
-absl::StatusOr<std::vector<Vector>> GptOssMoe(Weights& w, const std::string& m, const engine::ModelConfig& config, int k,
+absl::StatusOr<std::vector<Vector>> GptOssMoe(Weights& w, const std::string& m, const model::ModelConfig& config, int k,
                                               int layer, const Vector& post_norm, const std::vector<Vector>& hidden,
                                               const ReferenceNoise* noise) {
   const int n = static_cast<int>(hidden.size());
@@ -393,11 +393,11 @@ absl::StatusOr<std::vector<Vector>> GptOssMoe(Weights& w, const std::string& m, 
 absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::string& model_dir,
                                                                  const std::vector<int32_t>& tokens, int k,
                                                                  const ReferenceNoise* noise) {
-  ASSIGN_OR_RETURN(engine::ModelConfig config, engine::LoadModelConfig(model_dir + "/config.json"));
-  ASSIGN_OR_RETURN(auto checkpoint, engine::Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::LoadModelConfig(model_dir + "/config.json"));
+  ASSIGN_OR_RETURN(auto checkpoint, model::Checkpoint::Open(model_dir));
   Weights w(*checkpoint);
   if (k == 0) k = config.experts_per_token;
-  const bool mixtral = config.architecture == engine::Architecture::kMixtral;
+  const bool mixtral = config.architecture == model::Architecture::kMixtral;
   const std::string moe_block = mixtral ? "block_sparse_moe" : "mlp";
   const char* gate_name = mixtral ? "w1" : "gate_proj";
   const char* up_name = mixtral ? "w3" : "up_proj";
@@ -406,10 +406,10 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
   const int hd = config.head_dim;
   const double eps = config.rms_norm_eps;
 
-  const bool deepseek = config.architecture == engine::Architecture::kDeepseekV2;
+  const bool deepseek = config.architecture == model::Architecture::kDeepseekV2;
   const DeepseekRope deepseek_rope =
       deepseek ? MakeYarnRope(config, config.mla->qk_rope_head_dim, config.mla->qk_head_dim()) : DeepseekRope{};
-  const bool gpt_oss = config.architecture == engine::Architecture::kGptOss;
+  const bool gpt_oss = config.architecture == model::Architecture::kGptOss;
   // gpt-oss: HF's rotate-half RoPE with YaRN's frequencies, cos and sin
   // scaled by its attention factor.
   const bool yarn_rotate_half = !deepseek && config.yarn.has_value();
@@ -450,10 +450,10 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
           for (size_t i = 0; i < kk[t].size(); ++i) kk[t][i] += bk[i];
           for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += bv[i];
         }
-        if (config.qk_norm != engine::QkNorm::kNone) {
+        if (config.qk_norm != model::QkNorm::kNone) {
           ASSIGN_OR_RETURN(Vector qn, w.Vec(p + "self_attn.q_norm.weight"));
           ASSIGN_OR_RETURN(Vector kn, w.Vec(p + "self_attn.k_norm.weight"));
-          if (config.qk_norm == engine::QkNorm::kWholeProjection) {
+          if (config.qk_norm == model::QkNorm::kWholeProjection) {
             q[t] = RmsNorm(q[t], qn, eps);
             kk[t] = RmsNorm(kk[t], kn, eps);
           } else {
@@ -562,7 +562,7 @@ absl::StatusOr<std::vector<std::vector<double>>> ReferenceLogits(const std::stri
           score[e] += tau * engine::GumbelNoise(noise->seed, t, layer, noise->sample, static_cast<int>(e));
         }
       } else {
-        if (config.topk_method == engine::TopkMethod::kGroupLimitedGreedy) LimitToGroups(config, probs);
+        if (config.topk_method == model::TopkMethod::kGroupLimitedGreedy) LimitToGroups(config, probs);
         score = probs;
       }
       std::vector<int> order(probs.size());

@@ -62,7 +62,7 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
   ASSERT_TRUE((*engine)->offloading());
-  const engine::ModelConfig& config = (*engine)->model().config();
+  const model::ModelConfig& config = (*engine)->model().config();
   engine::KvCache kv(config, 32, &(*engine)->forward().kv_memory());
   EXPECT_EQ(kv.kv_size(), o.kv_lora_rank + o.qk_rope_head_dim);
   std::vector<float> offloaded;
@@ -103,7 +103,7 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
   ASSERT_TRUE((*engine)->offloading());
-  const engine::ModelConfig& config = (*engine)->model().config();
+  const model::ModelConfig& config = (*engine)->model().config();
   engine::KvCache kv(config, 32, &(*engine)->forward().kv_memory());
   std::vector<float> offloaded;
   const std::vector<int32_t> prompt = {5, 17, 260, 99, 3, 42, 42, 1};

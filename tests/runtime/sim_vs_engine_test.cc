@@ -66,7 +66,7 @@ Measured RunAndReplay(int slots, int prompt_tokens, int decode_tokens, const std
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   if (!loaded.ok()) return {};
   Runtime& engine = **loaded;
-  const engine::ModelConfig& config = engine.model().config();
+  const model::ModelConfig& config = engine.model().config();
 
   // The workload: the held-out text's first tokens, then greedy decode.
   std::vector<int32_t> tokens = engine.model().tokenizer().Encode(

@@ -9,7 +9,7 @@
 #include "engine/expert_source.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -18,7 +18,7 @@ namespace expertd::testing {
 // The CPU pass's logits of every position of `tokens` ([tokens][vocab]),
 // computed from scratch on two threads; experts from `experts` when given,
 // else the model's own. A failed pass fails the test and returns what it has.
-inline std::vector<float> AllPositionLogits(const engine::Model& model, absl::Span<const int32_t> tokens,
+inline std::vector<float> AllPositionLogits(const model::Model& model, absl::Span<const int32_t> tokens,
                                             engine::ExpertSource* experts = nullptr) {
   kernels::ThreadPool pool(2);
   engine::ForwardPass forward(model, &pool, experts);

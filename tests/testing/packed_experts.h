@@ -6,7 +6,7 @@
 #include <string>
 
 #include "engine/expert_packer.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "gtest/gtest.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
@@ -21,7 +21,7 @@ struct PackedExperts {
 
 // Packs `model`'s experts (their stored dtype, or `dtype`) into `path` and
 // opens the file and a default reader; the test fails on any error.
-inline PackedExperts PackAndOpenExperts(const engine::Model& model, const std::string& path,
+inline PackedExperts PackAndOpenExperts(const model::Model& model, const std::string& path,
                                         std::optional<DType> dtype = std::nullopt) {
   PackedExperts out;
   absl::Status packed = engine::PackExperts(model, path, dtype);

@@ -1,5 +1,5 @@
 // llama.cpp's tokenization of a list of texts with a GGUF file's vocabulary:
-// the reference tests/engine/make_gguf_vocab_fixtures.sh records for
+// the reference tests/model/make_gguf_vocab_fixtures.py records for
 // gguf_tokenizer_test.
 //
 //   llamacpp_tokenize MODEL.gguf TEXTS > ids.txt

@@ -1,4 +1,4 @@
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 #include <cmath>
 #include <cstdint>
@@ -11,7 +11,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using nlohmann::json;
@@ -442,4 +442,4 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path)
   return ParseModelConfig(text, config_json_path);
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -5,7 +5,7 @@ Sources: llama.cpp's models/ggml-vocab-*.gguf (the vocabularies of real
 models, converted by llama.cpp's convert_hf_to_gguf.py) and their .inp/.out
 pairs (texts, and the ids Hugging Face's tokenizer of the same model gives
 them, written by llama.cpp's convert_hf_to_gguf_update.py). Written to
-tests/engine/testdata/gguf_vocab/:
+tests/model/testdata/gguf_vocab/:
 
   texts.txt               the texts: llama.cpp's .inp set, then TEXTS below
                           (special tokens of each family, whitespace, digits,
@@ -41,7 +41,7 @@ vocabulary. The script checks that: llama.cpp on the cut file must give the
 renumbered ids of llama.cpp on the whole one.
 
   LLAMA_CPP_SRC=/tmp/llamacpp/src LLAMA_CPP_BUILD=/tmp/llamacpp/build \\
-    python3 tests/engine/make_gguf_vocab_fixtures.py
+    python3 tests/model/make_gguf_vocab_fixtures.py
 
 needs numpy and gguf (LLAMA_CPP_SRC/gguf-py is used when gguf is not
 installed), a C compiler and libllama.so in LLAMA_CPP_BUILD/bin. The committed
@@ -56,7 +56,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "tests" / "engine" / "testdata" / "gguf_vocab"
+OUT = ROOT / "tests" / "model" / "testdata" / "gguf_vocab"
 SRC = Path(os.environ.get("LLAMA_CPP_SRC", "/tmp/llamacpp/src"))
 BUILD = Path(os.environ.get("LLAMA_CPP_BUILD", "/tmp/llamacpp/build"))
 sys.path.insert(0, str(SRC / "gguf-py"))

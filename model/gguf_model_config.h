@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_
-#define EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_
+#ifndef EXPERTD_MODEL_GGUF_MODEL_CONFIG_H_
+#define EXPERTD_MODEL_GGUF_MODEL_CONFIG_H_
 
 // A model's hyperparameters from a GGUF file's metadata, in llama.cpp's
 // naming, as the same ModelConfig config.json gives (model_config.h).
@@ -39,10 +39,10 @@
 // Qwen3-MoE have attention biases when blk.0.attn_q.bias exists.
 
 #include "absl/status/statusor.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 #include "formats/gguf_file.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 // Errors name the file and the key: NotFound for a missing required key,
 // InvalidArgument for a value of the wrong type or out of range, Unimplemented
@@ -51,6 +51,6 @@ namespace expertd::engine {
 // that differ).
 absl::StatusOr<ModelConfig> ModelConfigFromGguf(const formats::GgufFile& file);
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_GGUF_MODEL_CONFIG_H_
+#endif  // EXPERTD_MODEL_GGUF_MODEL_CONFIG_H_

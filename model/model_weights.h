@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_MODEL_WEIGHTS_H_
-#define EXPERTD_ENGINE_MODEL_WEIGHTS_H_
+#ifndef EXPERTD_MODEL_MODEL_WEIGHTS_H_
+#define EXPERTD_MODEL_MODEL_WEIGHTS_H_
 
 #include <cstddef>
 #include <memory>
@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/checkpoint.h"
-#include "engine/model_config.h"
-#include "engine/tensor_source.h"
+#include "model/checkpoint.h"
+#include "model/model_config.h"
+#include "model/tensor_source.h"
 #include "io/aligned_buffer.h"
 #include "kernels/cpu/matmul.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 using kernels::WeightMatrix;
 
@@ -144,6 +144,6 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& source, 
 absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const Checkpoint& checkpoint, const ModelConfig& config,
                                                     int layer, int expert, std::vector<std::byte>& storage);
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_MODEL_WEIGHTS_H_
+#endif  // EXPERTD_MODEL_MODEL_WEIGHTS_H_

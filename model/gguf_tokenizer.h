@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_GGUF_TOKENIZER_H_
-#define EXPERTD_ENGINE_GGUF_TOKENIZER_H_
+#ifndef EXPERTD_MODEL_GGUF_TOKENIZER_H_
+#define EXPERTD_MODEL_GGUF_TOKENIZER_H_
 
 // The tokenizer a GGUF file's vocabulary describes, built as the same
 // Tokenizer a tokenizer.json gives (tokenizer/tokenizer.h): the GGUF keys are
@@ -40,7 +40,7 @@
 #include "formats/gguf_file.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 // Unimplemented for a vocabulary type, pre-tokenizer or flag not listed
 // above (naming the key, its value and what is supported); InvalidArgument, naming the key or token id, for a
@@ -48,6 +48,6 @@ namespace expertd::engine {
 // special ids out of range, tokens that are not UTF-8).
 absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> TokenizerFromGguf(const formats::GgufFile& file);
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_GGUF_TOKENIZER_H_
+#endif  // EXPERTD_MODEL_GGUF_TOKENIZER_H_

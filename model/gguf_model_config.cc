@@ -1,4 +1,4 @@
-#include "engine/gguf_model_config.h"
+#include "model/gguf_model_config.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using formats::GgufFile;
@@ -407,4 +407,4 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file) {
   return config;
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,4 +1,4 @@
-#include "engine/gguf_tensor_source.h"
+#include "model/gguf_tensor_source.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 // Leading dimensions of 1 say nothing about a tensor's layout: GGUF keeps
@@ -394,4 +394,4 @@ absl::StatusOr<std::vector<FileReadStats>> GgufTensorSource::ReadTensors(absl::S
   return all_stats;
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

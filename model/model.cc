@@ -1,4 +1,4 @@
-#include "engine/model.h"
+#include "model/model.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -10,14 +10,14 @@
 #include "base/read_file.h"
 #include "absl/strings/match.h"
 #include "base/status_macros.h"
-#include "engine/gguf_model_config.h"
-#include "engine/gguf_tensor_source.h"
-#include "engine/gguf_tokenizer.h"
+#include "model/gguf_model_config.h"
+#include "model/gguf_tensor_source.h"
+#include "model/gguf_tokenizer.h"
 #include "formats/gguf_file.h"
 #include "io/expert_file.h"
 #include "spdlog/spdlog.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 namespace {
 
@@ -185,4 +185,4 @@ std::optional<int32_t> Model::eos_id() const {
   return std::nullopt;
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,4 +1,4 @@
-#include "engine/model_weights.h"
+#include "model/model_weights.h"
 
 #include <sys/mman.h>
 
@@ -17,7 +17,7 @@
 #include "base/status_macros.h"
 #include "kernels/cpu/dtype.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 // Tensor names differ per family; everything else about a layer is shared.
@@ -481,4 +481,4 @@ absl::StatusOr<FeedForwardWeights> ReadRoutedExpert(const TensorSource& checkpoi
   return weights;
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_MODEL_CONFIG_H_
-#define EXPERTD_ENGINE_MODEL_CONFIG_H_
+#ifndef EXPERTD_MODEL_MODEL_CONFIG_H_
+#define EXPERTD_MODEL_MODEL_CONFIG_H_
 
 #include <cstdint>
 #include <optional>
@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 enum class Architecture { kOlmoe, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV2, kGptOss };
 
@@ -185,6 +185,6 @@ absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view so
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& config_json_path);
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_MODEL_CONFIG_H_
+#endif  // EXPERTD_MODEL_MODEL_CONFIG_H_

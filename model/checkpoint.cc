@@ -1,4 +1,4 @@
-#include "engine/checkpoint.h"
+#include "model/checkpoint.h"
 
 #include <xxhash.h>
 
@@ -17,7 +17,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace fs = std::filesystem;
 namespace {
 
@@ -290,4 +290,4 @@ absl::StatusOr<std::vector<FileReadStats>> CheckpointTensorSource::ReadTensors(
   return stats;
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,11 +1,11 @@
-#include "engine/model_config.h"
+#include "model/model_config.h"
 
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using ::testing::AllOf;
@@ -169,4 +169,4 @@ TEST(ModelConfig, LoadReadsAtMostTheCap) {
 }
 
 }  // namespace
-}  // namespace expertd::engine
+}  // namespace expertd::model

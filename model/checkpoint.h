@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_CHECKPOINT_H_
-#define EXPERTD_ENGINE_CHECKPOINT_H_
+#ifndef EXPERTD_MODEL_CHECKPOINT_H_
+#define EXPERTD_MODEL_CHECKPOINT_H_
 
 #include <cstdint>
 #include <memory>
@@ -11,9 +11,9 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "formats/safetensors.h"
-#include "engine/tensor_source.h"
+#include "model/tensor_source.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 // The tensors of an HF model directory: model.safetensors, or the shards named
 // by model.safetensors.index.json. Every shard stays open (a descriptor, no
@@ -46,7 +46,7 @@ class Checkpoint {
     std::byte* destination;
   };
   // What loading took from one file (tensor_source.h).
-  using FileReadStats = ::expertd::engine::FileReadStats;
+  using FileReadStats = ::expertd::model::FileReadStats;
   // Copies every tensor of `reads` to its destination, file by file and in
   // each file in offset order (sequential I/O, the fastest a disk reads), and
   // checks after each file that it still has the size and modification time
@@ -89,6 +89,6 @@ class CheckpointTensorSource : public TensorSource {
   const Checkpoint& checkpoint_;
 };
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_CHECKPOINT_H_
+#endif  // EXPERTD_MODEL_CHECKPOINT_H_

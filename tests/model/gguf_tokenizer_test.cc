@@ -4,7 +4,7 @@
 // models/olmoe-kjv/tokenizer.json does; then small vocabularies written here
 // for the rules the bundled one does not reach, and refusals naming the key.
 
-#include "engine/gguf_tokenizer.h"
+#include "model/gguf_tokenizer.h"
 
 #include <fstream>
 #include <limits>
@@ -17,7 +17,7 @@
 #include "tests/testing/gguf_metadata_file.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using ::expertd::testing::GgufMetadataFile;
@@ -312,4 +312,4 @@ TEST(GgufTokenizer, RefusalsNameTheKey) {
 }
 
 }  // namespace
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -23,12 +23,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/gguf_tokenizer.h"
+#include "model/gguf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 std::string ReadAll(const std::string& path) {
@@ -160,4 +160,4 @@ INSTANTIATE_TEST_SUITE_P(RealVocabularies, GgufVocabulary, ::testing::Values("ll
                          });
 
 }  // namespace
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
-#define EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
+#ifndef EXPERTD_MODEL_GGUF_TENSOR_SOURCE_H_
+#define EXPERTD_MODEL_GGUF_TENSOR_SOURCE_H_
 
 // A GGUF file's tensors under the HF names the weight loader asks for
 // (tensor_source.h), in llama.cpp's naming:
@@ -59,11 +59,11 @@
 #include <xxhash.h>
 
 #include "absl/status/statusor.h"
-#include "engine/model_config.h"
-#include "engine/tensor_source.h"
+#include "model/model_config.h"
+#include "model/tensor_source.h"
 #include "formats/gguf_file.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 class GgufTensorSource : public TensorSource {
  public:
@@ -104,6 +104,6 @@ class GgufTensorSource : public TensorSource {
   ModelConfig config_;
 };
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_GGUF_TENSOR_SOURCE_H_
+#endif  // EXPERTD_MODEL_GGUF_TENSOR_SOURCE_H_

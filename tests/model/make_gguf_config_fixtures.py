@@ -3,14 +3,14 @@
 
 For each family, a tiny random model from tools/mkmodel (its config.json and
 weights) converted by tools/gguf/hf_to_gguf.py; config.json and model.gguf
-are committed under tests/engine/testdata/gguf_config/<family>/ (the weights
+are committed under tests/model/testdata/gguf_config/<family>/ (the weights
 are kept tiny, the GGUF files are a few tens of KiB). The test needs neither
 Python nor the gguf package; rerun this after changing either tool:
 
   cmake --build build --target mkmodel
   python3 -m venv build/venv && build/venv/bin/pip install gguf numpy
-  build/venv/bin/python tests/engine/make_gguf_config_fixtures.py build/tools/mkmodel/mkmodel \\
-      tests/engine/testdata/gguf_config
+  build/venv/bin/python tests/model/make_gguf_config_fixtures.py build/tools/mkmodel/mkmodel \\
+      tests/model/testdata/gguf_config
 """
 
 import argparse

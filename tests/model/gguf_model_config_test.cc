@@ -4,20 +4,20 @@
 // same ModelConfig field by field. Then metadata written here with keys
 // missing or wrong, each refused naming the key.
 
-#include "engine/gguf_model_config.h"
+#include "model/gguf_model_config.h"
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/model_config.h"
+#include "model/model_config.h"
 #include "formats/gguf_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/gguf_metadata_file.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using ::testing::AllOf;
@@ -357,4 +357,4 @@ TEST(GgufConfig, Deepseek2KeysAndRefusals) {
 }
 
 }  // namespace
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,4 +1,4 @@
-#include "engine/gguf_tokenizer.h"
+#include "model/gguf_tokenizer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +18,7 @@
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/utf8.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 namespace {
 
 using formats::GgufFile;
@@ -426,4 +426,4 @@ absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> TokenizerFromGguf(const Gg
   return tokenizer::Tokenizer::FromJson(tokenizer_json.dump(), config.dump(), file.path());
 }
 
-}  // namespace expertd::engine
+}  // namespace expertd::model

@@ -1,17 +1,17 @@
-#ifndef EXPERTD_ENGINE_MODEL_H_
-#define EXPERTD_ENGINE_MODEL_H_
+#ifndef EXPERTD_MODEL_MODEL_H_
+#define EXPERTD_MODEL_MODEL_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/checkpoint.h"
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
-#include "engine/tensor_source.h"
+#include "model/checkpoint.h"
+#include "model/model_config.h"
+#include "model/model_weights.h"
+#include "model/tensor_source.h"
 #include "tokenizer/tokenizer.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 // A loaded model: config, weights and tokenizer, from an HF model directory
 // or from one GGUF file (llama.cpp's format: hyperparameters, vocabulary,
@@ -82,6 +82,6 @@ class Model {
   uint64_t shards_identity_ = 0;  // XXH64 of the shards' part of the fingerprint
 };
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_MODEL_H_
+#endif  // EXPERTD_MODEL_MODEL_H_

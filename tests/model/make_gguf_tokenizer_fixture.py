@@ -6,11 +6,11 @@ and decodes exactly as the one built from models/olmoe-kjv/tokenizer.json.
 The vocabulary is written by tools/gguf/hf_to_gguf.py's own add_tokenizer
 (the converter bench/vs_llamacpp runs llama.cpp on), into a file with no
 tensors (about 40 KiB, committed as
-tests/engine/testdata/olmoe_kjv_tokenizer.gguf). Rerun after changing the
+tests/model/testdata/olmoe_kjv_tokenizer.gguf). Rerun after changing the
 converter or the model:
 
   python3 -m venv build/venv && build/venv/bin/pip install gguf numpy
-  build/venv/bin/python tests/engine/make_gguf_tokenizer_fixture.py tests/engine/testdata/olmoe_kjv_tokenizer.gguf
+  build/venv/bin/python tests/model/make_gguf_tokenizer_fixture.py tests/model/testdata/olmoe_kjv_tokenizer.gguf
 """
 
 import argparse

@@ -1,5 +1,5 @@
-#ifndef EXPERTD_ENGINE_TENSOR_SOURCE_H_
-#define EXPERTD_ENGINE_TENSOR_SOURCE_H_
+#ifndef EXPERTD_MODEL_TENSOR_SOURCE_H_
+#define EXPERTD_MODEL_TENSOR_SOURCE_H_
 
 // Where a model's weights come from, as the weight loader (model_weights.h)
 // sees it: tensors asked for by their HF names (model.layers.3.self_attn.
@@ -21,7 +21,7 @@
 #include "absl/types/span.h"
 #include "base/dtype.h"
 
-namespace expertd::engine {
+namespace expertd::model {
 
 // What loading took from one file, for the log and for tests.
 struct FileReadStats {
@@ -101,6 +101,6 @@ class TensorSource {
   virtual std::shared_ptr<const void> MappingOwner() const { return nullptr; }
 };
 
-}  // namespace expertd::engine
+}  // namespace expertd::model
 
-#endif  // EXPERTD_ENGINE_TENSOR_SOURCE_H_
+#endif  // EXPERTD_MODEL_TENSOR_SOURCE_H_
