@@ -204,6 +204,9 @@ int main(int argc, char** argv) {
   app.add_flag("--map-weights", map_weights,
                "map a GGUF file's weights instead of copying them (shares the page cache with llama.cpp on the "
                "same file)");
+  bool bf16_activations = false;
+  app.add_flag("--bf16-activations", bf16_activations,
+               "bf16 weights times activations rounded to bf16 (AVX-512 BF16 CPUs; [inference] bf16_activations)");
   app.add_option("--dram-percent", dram_percents, "offloaded runs: DRAM budgets as % of all experts, e.g. 50,25,10");
   app.add_option("--file-read-seconds", file_read_seconds,
                  "offloaded runs: how long to measure the expert file's read bandwidth first (0: skip, no ceiling)")
@@ -226,7 +229,7 @@ int main(int argc, char** argv) {
     }
     model_dir = *made;
   }
-  auto model = model::Model::Load(model_dir, {.map_weights = map_weights});
+  auto model = model::Model::Load(model_dir, {.map_weights = map_weights, .bf16_activations = bf16_activations});
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(model.status().message()).c_str());
     return 1;
@@ -354,7 +357,7 @@ int main(int argc, char** argv) {
             std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(), std::string(s.message()).c_str());
             continue;
           }
-          engine::CachedExperts experts(**cache, **file);
+          engine::CachedExperts experts(**cache, **file, bf16_activations);
           engine::ForwardPass offloaded(**model, &pool, &experts);
           std::unique_ptr<engine::Prefetcher> prefetcher;
           const std::vector<std::string> spec = absl::StrSplit(prefetch_spec, ':');

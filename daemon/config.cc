@@ -227,6 +227,7 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_roster", num(c.inference.max_roster, 1, kMaxRoster)},
         {"max_tokens", num(c.inference.max_tokens, 1, kMaxTokens)},
         {"threads", num(c.inference.threads, 0, kMaxThreads)},
+        {"bf16_activations", [&c](const KeyRef& k) { return ReadBool(k, c.inference.bf16_activations); }},
         {"prefill_chunk_tokens", num(c.inference.prefill_chunk_tokens, 1, kMaxPrefillChunkTokens)},
         {"kv_budget", size(c.inference.kv_budget_bytes, 0, kMaxBudgetBytes)}}},
       {"device",
@@ -328,6 +329,7 @@ runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.model_dir = config.model.path;
   options.map_weights = config.model.map_weights;
   options.threads = config.inference.threads;
+  options.bf16_activations = config.inference.bf16_activations;
   options.experts_per_token = config.inference.default_experts_per_token;
 
   options.cache.dram_budget_bytes = config.cache.dram_budget_bytes;

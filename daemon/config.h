@@ -39,7 +39,7 @@ struct ServerConfig {
 
 struct ModelConfigSection {
   std::string path;  // model directory or .gguf file; required
-  // A GGUF file's weights mapped instead of copied (engine::WeightLoadOptions::map_weights).
+  // A GGUF file's weights mapped instead of copied (model::WeightLoadOptions::map_weights).
   bool map_weights = false;
 
   bool operator==(const ModelConfigSection&) const = default;
@@ -81,6 +81,10 @@ struct InferenceConfig {
   int max_roster = 32;                // largest Roster of Experts (samples per token) a request may ask for
   int max_tokens = 2048;              // cap on max_tokens a request may ask for
   int threads = 0;                    // compute threads; 0 = every core
+  // bf16 weights multiply activations rounded to bf16 on CPUs with AVX-512
+  // BF16 (model::WeightLoadOptions::bf16_activations): faster prefill,
+  // llama.cpp's rounding. Off: f32 activations, every product exact.
+  bool bf16_activations = false;
   // Chunked prefill: a new prompt runs at most this many tokens between two
   // decode steps of the running requests, so a long prompt delays their
   // next token by one chunk, not by its whole prefill.

@@ -42,6 +42,9 @@ void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options)
   command->add_option("--k", options->experts_per_token, "routed experts per token (dial-k); default the model's")
       ->check(CLI::PositiveNumber);
   command->add_option("--threads", options->threads, "compute threads; default every core");
+  command->add_flag("--bf16-activations", options->bf16_activations,
+                    "bf16 weights times activations rounded to bf16 (AVX-512 BF16 CPUs; faster prefill; see "
+                    "[inference] bf16_activations)");
   AddByteSizeOption(command, "--dram-budget", &options->cache.dram_budget_bytes,
                     "offload experts: DRAM cache budget (e.g. 512MiB); default everything resident");
   AddByteSizeOption(command, "--device-budget", &options->cache.device_budget_bytes,

@@ -22,8 +22,8 @@ std::optional<ExpertHandle> ResidentExperts::TryAcquire(int layer, int expert) {
   return std::move(*handle);
 }
 
-CachedExperts::CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file)
-    : cache_(cache), num_experts_(static_cast<int>(file.layout().num_experts)) {
+CachedExperts::CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file, bool bf16_activations)
+    : cache_(cache), bf16_activations_(bf16_activations), num_experts_(static_cast<int>(file.layout().num_experts)) {
   bundles_.resize(static_cast<size_t>(file.layout().num_layers) * file.layout().num_experts);
   for (int layer = 0; layer < static_cast<int>(file.layout().num_layers); ++layer) {
     for (int expert = 0; expert < num_experts_; ++expert) {
@@ -69,7 +69,9 @@ ExpertHandle CachedExperts::Views(cache::ExpertCache::Pin pin) const {
   // The cache pins only experts the file holds (it reads them by Find).
   const io::BundleLayout& bundle = bundles_[static_cast<size_t>(pin.key().layer) * num_experts_ + pin.key().expert];
   const auto view = [&](const io::BundleMatrix& m) {
-    return kernels::WeightMatrix{m.dtype, base + m.offset_bytes, m.rows, m.cols};
+    kernels::WeightMatrix matrix{m.dtype, base + m.offset_bytes, m.rows, m.cols};
+    matrix.bf16_activations = bf16_activations_;
+    return matrix;
   };
   ExpertHandle handle;
   handle.weights.gate = view(bundle.gate);

@@ -74,7 +74,9 @@ class ResidentExperts : public ExpertSource {
 class CachedExperts : public ExpertSource, public PrefetchTarget {
  public:
   // file: the one the cache reads; only its index is read, here.
-  CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file);
+  // bf16_activations: set on every view (kernels::WeightMatrix), as the
+  // model's own matrices have it (model::WeightLoadOptions).
+  CachedExperts(cache::ExpertCache& cache, const io::ExpertFile& file, bool bf16_activations = false);
   absl::StatusOr<ExpertHandle> Acquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquire(int layer, int expert) override;
   std::optional<ExpertHandle> TryAcquireHostCopy(int layer, int expert) override;
@@ -98,6 +100,7 @@ class CachedExperts : public ExpertSource, public PrefetchTarget {
   ExpertHandle Views(cache::ExpertCache::Pin pin) const;
 
   cache::ExpertCache& cache_;
+  const bool bf16_activations_;
   int num_experts_ = 0;
   // [layer * num_experts + expert]: where gate, up and down lie in the
   // expert's slot; default (empty) for an expert the file does not hold,

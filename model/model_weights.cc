@@ -60,14 +60,17 @@ std::string ExpertPrefix(const TensorNames& names, int layer, int expert) {
 // of the weights being built, which must not move until ReadAll.
 class Loader {
  public:
-  // With `map`, matrices the source can map (TensorSource::MappedBytes)
-  // point into its mapping instead of being copied.
-  explicit Loader(const TensorSource& source, bool map = false) : source_(source), map_(map) {}
+  // With map_weights, matrices the source can map (TensorSource::MappedBytes)
+  // point into its mapping instead of being copied; bf16_activations goes
+  // on every matrix.
+  explicit Loader(const TensorSource& source, const WeightLoadOptions& options = {})
+      : source_(source), map_(options.map_weights), bf16_activations_(options.bf16_activations) {}
 
   // With read false, *out gets shape and dtype only (a non-resident expert).
   absl::Status Matrix(const std::string& name, int64_t rows, int64_t cols, WeightMatrix* out, bool read = true) {
     ASSIGN_OR_RETURN(SourceTensor tensor, source_.Get(name, {rows, cols}));
     *out = WeightMatrix{tensor.dtype, nullptr, rows, cols};
+    out->bf16_activations = bf16_activations_;
     const std::byte* mapped = read && map_ ? source_.MappedBytes(tensor) : nullptr;
     if (mapped != nullptr) {
       out->data = mapped;
@@ -131,6 +134,7 @@ class Loader {
     out->gate = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
     out->up = WeightMatrix{gate_up.dtype, nullptr, ffn, hidden};
     out->down = WeightMatrix{down.dtype, nullptr, hidden, ffn};
+    for (WeightMatrix* m : {&out->gate, &out->up, &out->down}) m->bf16_activations = bf16_activations_;
     if (!read) return absl::OkStatus();
     const FusedKind gate_up_kind = mxfp4 ? FusedKind::kGateUpRows : FusedKind::kGateUp;
     const FusedKind down_kind = mxfp4 ? FusedKind::kDownRows : FusedKind::kDown;
@@ -290,6 +294,7 @@ class Loader {
 
   const TensorSource& source_;
   const bool map_;
+  const bool bf16_activations_;
   std::vector<MappedMatrix> mapped_;
   std::vector<PlannedFused> fused_;
   std::vector<PlannedMatrix> matrices_;
@@ -309,7 +314,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const Checkpoint& checkpoint, co
 absl::StatusOr<ModelWeights> ModelWeights::Load(const TensorSource& checkpoint, const ModelConfig& config,
                                                 const WeightLoadOptions& options,
                                                 std::vector<FileReadStats>* read_stats) {
-  Loader load(checkpoint, options.map_weights);
+  Loader load(checkpoint, options);
   const TensorNames names = NamesFor(config.architecture);
   const int64_t hidden = config.hidden_size;
   ModelWeights weights;

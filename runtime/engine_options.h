@@ -48,7 +48,8 @@ struct DeviceOptions {
 // Move-only: cache::ExpertCacheOptions owns a device copier.
 struct EngineOptions {
   std::string model_dir;
-  bool map_weights = false;   // engine::WeightLoadOptions::map_weights
+  bool map_weights = false;   // model::WeightLoadOptions::map_weights
+  bool bf16_activations = false;  // model::WeightLoadOptions::bf16_activations
   int threads = 0;            // compute threads; 0 = every core
   int experts_per_token = 0;  // dial-k; 0 = the model's
 

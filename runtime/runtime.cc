@@ -11,6 +11,7 @@
 #include "engine/expert_packer.h"
 #include "engine/forward.h"
 #include "io/expert_file.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/simd_target.h"
 #include "spdlog/spdlog.h"
 #ifdef EXPERTD_HAVE_CUDA
@@ -89,7 +90,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   ASSIGN_OR_RETURN(cache_,
                    cache::ExpertCache::Create(*expert_file_, *reader_, std::move(cache_options)));
   if (options.shallow_layers > 0) RETURN_IF_ERROR(KeepShallowLayersResident(model, options.shallow_layers, min_slots));
-  cached_experts_ = std::make_unique<engine::CachedExperts>(*cache_, *expert_file_);
+  cached_experts_ = std::make_unique<engine::CachedExperts>(*cache_, *expert_file_, options.bf16_activations);
   // A prefetcher predicts within the pass (kind), or the next token's first
   // layers (next_token_layers), or both.
   if (options.prefetch.predictor.kind != "none" || options.prefetch.next_token_layers > 0) {
@@ -164,8 +165,12 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   // model keeps only its dense weights in memory (the experts would double
   // what the DRAM budget is there to bound).
   ASSIGN_OR_RETURN(engine.model_, model::Model::Load(options.model_dir, {.resident_experts = !options.offloading(),
-                                                                     .map_weights = options.map_weights}));
+                                                                        .map_weights = options.map_weights,
+                                                                        .bf16_activations = options.bf16_activations}));
   const model::ModelConfig& config = engine.model_->config();
+  if (options.bf16_activations && !kernels::Bf16ActivationsSupported()) {
+    spdlog::warn("bf16_activations: this CPU has no AVX-512 BF16, so activations stay f32");
+  }
   RETURN_IF_ERROR(engine::ValidateRosterOptions(options.roster, config, /*max_samples=*/0));
   if (options.experts_per_token < 0 || options.experts_per_token > config.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat("--k must be in 1 .. ", config.num_experts,
@@ -236,10 +241,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   }
   engine.forward_->SetObserver(engine.prefetcher_.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads ({} kernels)",
+  const bool bf16_dot = options.bf16_activations && kernels::Bf16ActivationsSupported() && !engine.on_gpu();
+  spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads ({} kernels{})",
                options.model_dir, config.architecture_name, config.num_layers, config.num_experts,
                config.experts_per_token, config.hidden_size, seconds, engine.on_gpu() ? "GPU" : "CPU", threads,
-               kernels::SimdTargetName());
+               kernels::SimdTargetName(), bf16_dot ? ", bf16 activations" : "");
   return runtime;
 }
 

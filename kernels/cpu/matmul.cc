@@ -26,6 +26,7 @@
 
 #include <vector>
 
+#include "kernels/cpu/bf16_dot.h"
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/quant_matmul.h"
@@ -321,34 +322,80 @@ int64_t MinChunkRows(const WeightMatrix& w) {
 // are compared exactly, so a hit returns what quantising would; large
 // batches (prefill) are not remembered, as comparing would cost as much.
 struct ActivationScratch {
-  std::vector<float> input;  // the rows last quantised, when small enough
-  DType dtype = DType::kF32;
+  std::vector<float> input;  // the rows last converted, when small enough
+  DType form = DType::kF32;  // what they were converted to
   int64_t cols = 0;
-  std::vector<std::byte> quantised;
+  std::vector<std::byte> converted;
 };
 
-const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t batch) {
+// x [batch][cols] in `form` (a quantised activation form, or kBF16 for
+// bf16_activations), converted by `convert` into this thread's scratch
+// unless it holds these very rows in that form already.
+template <typename Convert>
+const void* ConvertActivations(DType form, int64_t cols, const float* x, int64_t batch, size_t bytes,
+                               const Convert& convert) {
   constexpr int64_t kMaxRememberedElements = 16384;
   thread_local ActivationScratch scratch;
-  const int64_t elements = w.cols * batch;
+  const int64_t elements = cols * batch;
   const auto input_bytes = static_cast<size_t>(elements) * sizeof(float);
-  // Q8_0 and Q4_0 share their activation form, as do the K-quants.
-  const DType form = DTypeBlockElements(w.dtype) == 32 ? DType::kQ8_0 : DType::kQ4_K;
-  if (scratch.dtype == form && scratch.cols == w.cols && scratch.input.size() == static_cast<size_t>(elements) &&
+  if (scratch.form == form && scratch.cols == cols && scratch.input.size() == static_cast<size_t>(elements) &&
       std::memcmp(scratch.input.data(), x, input_bytes) == 0) {
-    return scratch.quantised.data();
+    return scratch.converted.data();
   }
-  const auto bytes = static_cast<size_t>(ActivationRowBytes(w.dtype, w.cols) * batch);
-  if (scratch.quantised.size() < bytes) scratch.quantised.resize(bytes);
-  internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, scratch.quantised.data());
+  if (scratch.converted.size() < bytes) scratch.converted.resize(bytes);
+  convert(scratch.converted.data());
   if (elements <= kMaxRememberedElements) {
     scratch.input.assign(x, x + elements);
-    scratch.dtype = form;
-    scratch.cols = w.cols;
+    scratch.form = form;
+    scratch.cols = cols;
   } else {
     scratch.input.clear();
+    scratch.form = DType::kF32;
   }
-  return scratch.quantised.data();
+  return scratch.converted.data();
+}
+
+const void* QuantizeActivations(const WeightMatrix& w, const float* x, int64_t batch) {
+  // Q8_0 and Q4_0 share their activation form, as do the K-quants.
+  const DType form = DTypeBlockElements(w.dtype) == 32 ? DType::kQ8_0 : DType::kQ4_K;
+  const auto bytes = static_cast<size_t>(ActivationRowBytes(w.dtype, w.cols) * batch);
+  return ConvertActivations(form, w.cols, x, batch, bytes, [&](std::byte* out) {
+    internal::QuantizeActivationRows(w.dtype, x, w.cols, batch, out);
+  });
+}
+
+// bf16 weights with bf16_activations on a CPU that has AVX-512 BF16
+// (elsewhere the flag is ignored: x stays f32).
+bool UsesBf16Dot(const WeightMatrix& w) {
+  return w.bf16_activations && w.dtype == DType::kBF16 && internal::HaveBf16Dot();
+}
+
+const uint16_t* RoundActivations(const WeightMatrix& w, const float* x, int64_t batch) {
+  const auto bytes = static_cast<size_t>(w.cols * batch) * sizeof(uint16_t);
+  return static_cast<const uint16_t*>(ConvertActivations(DType::kBF16, w.cols, x, batch, bytes, [&](std::byte* out) {
+    internal::RoundToBf16(x, w.cols * batch, reinterpret_cast<uint16_t*>(out));
+  }));
+}
+
+struct Bf16Job {
+  const WeightMatrix* w;
+  const uint16_t* xb;
+  int64_t batch;
+  float* y;
+};
+
+void Bf16MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
+  const uint16_t* xb = RoundActivations(w, x, batch);
+  const auto* data = static_cast<const uint16_t*>(w.data);
+  if (pool == nullptr) {
+    internal::Bf16DotRows(data, w.rows, w.cols, xb, batch, y, 0, w.rows);
+    return;
+  }
+  const Bf16Job job{&w, xb, batch, y};
+  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
+    internal::Bf16DotRows(static_cast<const uint16_t*>(job->w->data), job->w->rows, job->w->cols, job->xb,
+                          job->batch, job->y, begin, end);
+  });
 }
 
 struct QuantJob {
@@ -373,10 +420,16 @@ void QuantMatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y,
 
 }  // namespace
 
+bool Bf16ActivationsSupported() { return internal::HaveBf16Dot(); }
+
 void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
   if (w.rows <= 0) return;
   if (DTypeIsQuantized(w.dtype)) {
     QuantMatMul(w, x, 1, y, pool);
+    return;
+  }
+  if (UsesBf16Dot(w)) {
+    Bf16MatMul(w, x, 1, y, pool);
     return;
   }
   if (pool == nullptr) {
@@ -396,6 +449,10 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, Thre
   if (w.rows <= 0 || batch <= 0) return;
   if (DTypeIsQuantized(w.dtype)) {
     QuantMatMul(w, x, batch, y, pool);
+    return;
+  }
+  if (UsesBf16Dot(w)) {
+    Bf16MatMul(w, x, batch, y, pool);
     return;
   }
   if (batch == 1) {
@@ -422,6 +479,12 @@ void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float*
     // of rows still gives MatMul's values.
     internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, QuantizeActivations(w, x, batch), batch, y,
                               row_begin, row_end);
+    return;
+  }
+  if (UsesBf16Dot(w)) {
+    // Rounding x is the same every call, as for quantised weights.
+    internal::Bf16DotRows(static_cast<const uint16_t*>(w.data), w.rows, w.cols, RoundActivations(w, x, batch), batch,
+                          y, row_begin, row_end);
     return;
   }
   if (batch == 1) {

@@ -16,10 +16,21 @@ struct WeightMatrix {
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  // bf16 weights only: multiply them with x rounded to bf16 (to nearest
+  // even), two bf16 products per lane and instruction, on CPUs with AVX-512
+  // BF16 (kernels/cpu/bf16_dot.h: prefill on wide experts ~1.7x faster);
+  // elsewhere, and for other dtypes, ignored. Off: x stays f32 and every
+  // product is exact. Either way a batched call equals single calls bit for
+  // bit and no split of rows changes a value.
+  bool bf16_activations = false;
 
   // A row is whole blocks of its dtype.
   int64_t size_bytes() const { return rows * DTypeBytes(dtype, cols); }
 };
+
+// Whether WeightMatrix::bf16_activations takes effect on this CPU (it has
+// AVX-512 BF16).
+bool Bf16ActivationsSupported();
 
 // y[r] = sum_c W[r][c] * x[c], accumulated in f32. pool may be null.
 // Quantised weights (base/dtype.h) are read straight from their blocks: x is

@@ -86,6 +86,7 @@ max_batch = 16
 max_roster = 8
 max_tokens = 512
 threads = 12
+bf16_activations = true
 prefill_chunk_tokens = 64
 kv_budget = "1GiB"
 [device]
@@ -101,7 +102,7 @@ execution_placement = false
   w.cache = {6ull << 30, 1048576, "layer-distance", 3};
   w.io = {"/nvme/olmoe.experts", 128, false};
   w.prefetch = {"previous-token", 2, 4, false, 3, 1, "last-layer-gate"};
-  w.inference = {4, 16, 8, 512, 12, 64, 1ull << 30};
+  w.inference = {4, 16, 8, 512, 12, true, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
   EXPECT_EQ(c->server.socket_group, "llm");

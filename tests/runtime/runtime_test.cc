@@ -5,7 +5,9 @@
 
 #include "runtime/runtime.h"
 
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_replace.h"
 #include "daemon/config.h"
 #include "engine/kv_cache.h"
+#include "kernels/cpu/matmul.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_models.h"
@@ -78,6 +81,49 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   std::vector<float> logits;
   ASSERT_TRUE((*resident)->forward().Run(prompt, resident_kv, {}, &logits).ok());
   EXPECT_EQ(offloaded, logits);
+}
+
+// bf16_activations reaches every matrix the model computes with, its own
+// and the cache's views of offloaded experts: offloaded logits equal the
+// resident ones bit for bit with the flag on (a view without it would
+// compute those experts with f32 activations), and differ from the f32
+// activations' by no more than rounding x to bf16 can.
+TEST(EngineLoaderTest, Bf16ActivationsReachResidentAndOffloadedExperts) {
+  if (!kernels::Bf16ActivationsSupported()) GTEST_SKIP() << "no AVX-512 BF16 here: bf16_activations changes nothing";
+  testing::ScopedTempDir dir("runtime");
+  tools::MakeModelOptions o;
+  o.dtype = "bf16";
+  EngineOptions options;
+  options.model_dir = testing::MakeTestModel(dir, "model", o);
+  options.threads = 1;
+  options.device.gpu = GpuMode::kOff;
+  const std::vector<int32_t> prompt = {5, 17, 260, 99, 3};
+  const auto logits_of = [&](const EngineOptions& run) {
+    absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(run);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return std::vector<float>{};
+    EXPECT_EQ((*engine)->offloading(), run.offloading());
+    engine::KvCache kv((*engine)->model().config(), 32, &(*engine)->forward().kv_memory());
+    std::vector<float> logits;
+    EXPECT_TRUE((*engine)->forward().Run(prompt, kv, {}, &logits).ok());
+    return logits;
+  };
+  const std::vector<float> f32_activations = logits_of(options);
+  options.bf16_activations = true;
+  const std::vector<float> resident = logits_of(options);
+  options.reader.path = dir.Sub("model.experts");
+  options.cache.dram_budget_bytes = uint64_t{1} << 20;
+  const std::vector<float> offloaded = logits_of(options);
+  ASSERT_FALSE(resident.empty());
+  EXPECT_EQ(offloaded, resident);
+  ASSERT_EQ(f32_activations.size(), resident.size());
+  float largest = 0, furthest = 0;
+  for (size_t i = 0; i < resident.size(); ++i) {
+    largest = std::max(largest, std::abs(f32_activations[i]));
+    furthest = std::max(furthest, std::abs(f32_activations[i] - resident[i]));
+  }
+  EXPECT_GT(furthest, 0.0f) << "the flag changed nothing";
+  EXPECT_LT(furthest, 0.02f * largest) << "more than rounding the activations to bf16 explains";
 }
 
 // gpt-oss likewise (the GPU pass has no attention sinks yet): auto mode
@@ -216,6 +262,7 @@ max_batch = 3
 max_roster = 4
 max_tokens = 99
 threads = 2
+bf16_activations = true
 prefill_chunk_tokens = 17
 kv_budget = "3MiB"
 
@@ -242,6 +289,8 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //   engine (EngineOptions, then the module Runtime::Load builds from it):
 //     model.path                       -> model_dir, the loaded model
 //     inference.threads                -> threads, the compute pool
+//     inference.bf16_activations       -> bf16_activations, every weight
+//                                         matrix's flag (the kernels)
 //     inference.default_experts_per_token -> experts_per_token (the cache's
 //                                         minimum slots at load)
 //     cache.dram_budget, device_budget -> cache (ExpertCacheOptions), the tiers
@@ -297,6 +346,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.model_dir, model);
   EXPECT_TRUE(options.map_weights);
   EXPECT_EQ(options.threads, 2);
+  EXPECT_TRUE(options.bf16_activations);
   EXPECT_EQ(options.experts_per_token, 3);
   EXPECT_EQ(options.cache.dram_budget_bytes, uint64_t{1} << 30);
   EXPECT_EQ(options.cache.device_budget_bytes, uint64_t{1} << 30);
@@ -322,6 +372,8 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ((*engine)->model().dir(), model);
   EXPECT_FALSE((*engine)->on_gpu());
   EXPECT_EQ((*engine)->threads(), 2);
+  EXPECT_TRUE((*engine)->model().weights().lm_head.bf16_activations);
+  EXPECT_TRUE((*engine)->model().weights().layers[0].router.bf16_activations);
   ASSERT_NE((*engine)->expert_file(), nullptr);
   EXPECT_EQ((*engine)->expert_file()->path(), experts) << "packed where io.expert_file says";
   ASSERT_NE((*engine)->reader(), nullptr);
