@@ -19,7 +19,10 @@
 // and decode runs again through the tiered cache with a DRAM budget of that
 // share of all experts, read with io_uring and O_DIRECT, per policy; each
 // figure is also given as a ratio to the all-resident run of the same
-// process.
+// process. A run with a predictor also prints, under its row, the
+// predictor's precision/recall at every distance it predicted at (the row's
+// prec/recall are distance 1's), so cross-layer:1, :2 and :3 compare at the
+// distances they share, and what its prefetch reads bought.
 //
 // --batch B (default 8) also times one batched decode step of B sequences
 // with different prompts against a step of one, with the distinct experts
@@ -43,6 +46,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "base/status_macros.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cache/expert_cache.h"
 #include "engine/expert_packer.h"
@@ -381,6 +386,9 @@ int main(int argc, char** argv) {
           // are of the steady state, not of filling an empty cache.
           auto warm = engine::Generate(**model, offloaded, prompt, options);
           const cache::TierStats before = (*cache)->stats().dram;
+          const std::vector<predictor::PredictionStats::Figures> predictions_before =
+              prefetcher != nullptr ? prefetcher->prediction_stats().by_distance()
+                                    : std::vector<predictor::PredictionStats::Figures>{};
           decode_start.Reset();
           auto run = warm.ok() ? engine::Generate(**model, offloaded, prompt, options) : warm;
           if (!run.ok()) {
@@ -392,11 +400,16 @@ int main(int argc, char** argv) {
           stats.hidden -= before.hidden;
           stats.misses -= before.misses;
           stats.wait_ns -= before.wait_ns;
-          double precision = 0, recall = 0;
-          if (prefetcher != nullptr && prefetcher->prediction_stats().by_distance().size() > 1) {
-            precision = prefetcher->prediction_stats().by_distance()[1].precision();
-            recall = prefetcher->prediction_stats().by_distance()[1].recall();
-          }
+          stats.prefetches -= before.prefetches;
+          stats.late_prefetches -= before.late_prefetches;
+          // The timed run's predictions only (not the warm-up's), every
+          // distance the predictor reached: a cross-layer:N run predicts
+          // each layer from 1..N layers back, so runs of different N agree
+          // at the distances they share and the deeper ones add the rest.
+          std::vector<predictor::PredictionStats::Figures> by_distance;
+          if (prefetcher != nullptr) by_distance = prefetcher->prediction_stats().SinceSnapshot(predictions_before);
+          const double precision = by_distance.size() > 1 ? by_distance[1].precision() : 0.0;
+          const double recall = by_distance.size() > 1 ? by_distance[1].recall() : 0.0;
           const double decode_steps = std::max<double>(1, static_cast<double>(run->tokens.size()) - 1);
           const double misses_per_token = ((*cache)->stats().dram.misses - decode_start.decode_start().misses) /
                                           decode_steps;
@@ -411,6 +424,25 @@ int main(int argc, char** argv) {
                       stats.wait_ns / 1e6 / (run->tokens.size() + prompt.size()), precision, recall,
                       100.0 * stats.hidden_miss_share(), shallow_layers, misses_per_token, ceiling,
                       tps / std::min(resident_tps, ceiling));
+          if (prefetcher != nullptr) {
+            // What the rows' prec/recall (distance 1) leave out: the deeper
+            // distances, and what the prefetch reads bought. A read is used
+            // when an access found its expert ready because of it (hidden;
+            // one per read at most), late when an access had to wait for it.
+            // Reads per generated token include the prefill's few.
+            std::string distances;
+            for (size_t d = 1; d < by_distance.size(); ++d) {
+              if (by_distance[d].predicted == 0) continue;
+              absl::StrAppend(&distances, distances.empty() ? "" : ", ", d, ": ",
+                              absl::StrFormat("%.2f/%.2f", by_distance[d].precision(), by_distance[d].recall()));
+            }
+            const double reads = static_cast<double>(stats.prefetches);
+            std::printf("        precision/recall by distance: %s; prefetch reads %.1f/token, %.2f used, %.2f late; "
+                        "budget %d/layer\n",
+                        distances.empty() ? "none" : distances.c_str(), reads / static_cast<double>(run->tokens.size()),
+                        reads > 0 ? stats.hidden / reads : 0.0, reads > 0 ? stats.late_prefetches / reads : 0.0,
+                        prefetcher->per_layer_budget());
+          }
         }
       }
     }

@@ -55,6 +55,17 @@ void PredictionStats::Score(int layer, absl::Span<const int32_t> chosen) {
 
 void PredictionStats::BeginPass() { pending_.clear(); }
 
+std::vector<PredictionStats::Figures> PredictionStats::SinceSnapshot(const std::vector<Figures>& before) const {
+  std::vector<Figures> since = figures_;
+  // Counts only grow, so each difference is >= 0 for a snapshot of this object.
+  for (size_t d = 0; d < since.size() && d < before.size(); ++d) {
+    since[d].predicted -= before[d].predicted;
+    since[d].actual -= before[d].actual;
+    since[d].correct -= before[d].correct;
+  }
+  return since;
+}
+
 PredictionStats::Figures PredictionStats::Compare(absl::Span<const int32_t> predicted,
                                                   absl::Span<const int32_t> chosen) {
   std::vector<int32_t> p(predicted.begin(), predicted.end()), a(chosen.begin(), chosen.end());

@@ -38,6 +38,10 @@ class PredictionStats {
   // One prediction against one layer's routing ([n_tokens][k]), as Score
   // counts it: repeated ids count once.
   static Figures Compare(absl::Span<const int32_t> predicted, absl::Span<const int32_t> chosen);
+  // by_distance() now less an earlier copy of it (`before`), distance by
+  // distance: the figures of one measured stretch (a bench's timed run after
+  // its warm-up). Distances `before` lacks count from zero.
+  std::vector<Figures> SinceSnapshot(const std::vector<Figures>& before) const;
 
  private:
   std::vector<Figures> figures_;

@@ -53,5 +53,32 @@ TEST(PredictionStatsTest, BeginPassDropsUnscoredAndOtherLayersWait) {
   EXPECT_DOUBLE_EQ(PredictionStats::Figures{}.precision(), 0.0);
 }
 
+TEST(PredictionStatsTest, SinceSnapshotCountsOnlyTheLaterStretchAtEveryDistance) {
+  PredictionStats stats(1);
+  // Warm-up: one distance-1 prediction, fully right.
+  stats.Record(std::vector<LayerPrediction>{Prediction(2, 1, {3})});
+  stats.Score(2, std::vector<int32_t>{3});
+  const std::vector<PredictionStats::Figures> before = stats.by_distance();
+  ASSERT_EQ(before.size(), 2u);
+
+  // Measured stretch: distance 1 half right, and a distance 3 (beyond the
+  // constructor's max) that the snapshot has not seen.
+  stats.BeginPass();
+  stats.Record(std::vector<LayerPrediction>{Prediction(2, 1, {3, 4}), Prediction(4, 3, {6, 7, 8})});
+  stats.Score(2, std::vector<int32_t>{4, 5});
+  stats.Score(4, std::vector<int32_t>{8});
+  const std::vector<PredictionStats::Figures> since = stats.SinceSnapshot(before);
+  ASSERT_EQ(since.size(), 4u);
+  EXPECT_EQ(since[1].predicted, 2u);
+  EXPECT_EQ(since[1].actual, 2u);
+  EXPECT_EQ(since[1].correct, 1u);
+  EXPECT_DOUBLE_EQ(since[1].precision(), 0.5);
+  EXPECT_EQ(since[2].predicted, 0u);
+  EXPECT_DOUBLE_EQ(since[3].precision(), 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(since[3].recall(), 1.0);
+  // The running totals still include the warm-up.
+  EXPECT_EQ(stats.by_distance()[1].predicted, 3u);
+}
+
 }  // namespace
 }  // namespace expertd::predictor
