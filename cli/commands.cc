@@ -149,7 +149,8 @@ absl::Status Run(const RunFlags& flags) {
               done.decode_seconds > 0 && generated > 1 ? (generated - 1) / done.decode_seconds : 0.0,
               done.prefill_seconds * 1e3, done.finish_reason == "stop" ? " (stopped at end of sequence)" : "");
   const runtime::RuntimeStats runtime = engine->Stats();
-  std::printf("cpu: %d threads, %s kernels\n", runtime.threads, runtime.simd_target.c_str());
+  std::printf("cpu: %d threads, %s kernels%s\n", runtime.threads, runtime.simd_target.c_str(),
+              runtime.bf16_activations ? ", bf16 activations" : "");
   if (const std::optional<runtime::GpuPassStats> gpu = engine->PassFigures().gpu) {
     std::printf("gpu: routed experts %llu run from VRAM, %llu loaded into VRAM, %llu on the cpu\n",
                 static_cast<unsigned long long>(gpu->experts_on_device),

@@ -137,7 +137,8 @@ nlohmann::json InferenceService::Stats() const {
                     {"experts", config.num_experts},
                     {"experts_per_token", config.experts_per_token},
                     {"runs_on", runtime.on_gpu ? "gpu" : "cpu"}};
-  stats["cpu"] = {{"threads", runtime.threads}, {"simd_target", runtime.simd_target}};
+  stats["cpu"] = {
+      {"threads", runtime.threads}, {"simd_target", runtime.simd_target}, {"bf16_activations", runtime.bf16_activations}};
   stats["uptime_seconds"] = SecondsBetween(started_, std::chrono::steady_clock::now());
   if (runtime.cache) {
     stats["cache"]["dram"] = TierJson(runtime.cache->dram);

@@ -241,11 +241,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   }
   engine.forward_->SetObserver(engine.prefetcher_.get());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const bool bf16_dot = options.bf16_activations && kernels::Bf16ActivationsSupported() && !engine.on_gpu();
+  engine.bf16_activations_ = options.bf16_activations && kernels::Bf16ActivationsSupported() && !engine.on_gpu();
   spdlog::info("loaded {} ({}: {} layers, {} experts, top-{}, hidden {}) in {:.2f} s, on the {}, {} threads ({} kernels{})",
                options.model_dir, config.architecture_name, config.num_layers, config.num_experts,
                config.experts_per_token, config.hidden_size, seconds, engine.on_gpu() ? "GPU" : "CPU", threads,
-               kernels::SimdTargetName(), bf16_dot ? ", bf16 activations" : "");
+               kernels::SimdTargetName(), engine.bf16_activations_ ? ", bf16 activations" : "");
   return runtime;
 }
 
@@ -264,6 +264,7 @@ RuntimeStats Runtime::Stats() const {
   stats.on_gpu = on_gpu();
   stats.threads = threads();
   stats.simd_target = kernels::SimdTargetName();
+  stats.bf16_activations = bf16_activations_;
   if (cache_ != nullptr) {
     stats.cache = cache_->stats();
     stats.cache_slot_bytes = cache_->slot_bytes();

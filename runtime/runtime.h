@@ -38,6 +38,7 @@ struct RuntimeStats {
   bool on_gpu = false;
   int threads = 0;                // compute threads on the CPU
   std::string simd_target;        // the CPU kernels' Highway target (kernels/cpu/simd_target.h)
+  bool bf16_activations = false;  // asked for and in effect: the CPU computes bf16 weights with bf16 x
   // When offloading: the tiers' counters and the size of one slot.
   std::optional<cache::CacheStats> cache;
   uint64_t cache_slot_bytes = 0;
@@ -151,6 +152,7 @@ class Runtime {
   std::unique_ptr<engine::Forward> forward_;
   const engine::CudaForwardPass* cuda_forward_ = nullptr;  // forward_, when it is the CUDA pass
   int shallow_layers_kept_ = 0;
+  bool bf16_activations_ = false;  // asked for, and this CPU has AVX-512 BF16
 };
 
 // Logs packing progress, one line per 10%.

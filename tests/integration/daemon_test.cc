@@ -85,6 +85,7 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
   EXPECT_EQ((*stats)["model"]["runs_on"], "cpu") << "[device] gpu = \"off\"";
   // Which SIMD target the CPU kernels dispatched to: decode speed depends on it.
   EXPECT_THAT((*stats)["cpu"]["simd_target"].get<std::string>(), ::testing::MatchesRegex("[A-Z0-9_]+"));
+  EXPECT_FALSE((*stats)["cpu"]["bf16_activations"].get<bool>()) << "off unless the config asks";
   EXPECT_GE((*stats)["cpu"]["threads"].get<int>(), 1);
 }
 

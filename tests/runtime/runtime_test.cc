@@ -374,6 +374,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ((*engine)->threads(), 2);
   EXPECT_TRUE((*engine)->model().weights().lm_head.bf16_activations);
   EXPECT_TRUE((*engine)->model().weights().layers[0].router.bf16_activations);
+  EXPECT_EQ((*engine)->Stats().bf16_activations, kernels::Bf16ActivationsSupported());
   ASSERT_NE((*engine)->expert_file(), nullptr);
   EXPECT_EQ((*engine)->expert_file()->path(), experts) << "packed where io.expert_file says";
   ASSERT_NE((*engine)->reader(), nullptr);
