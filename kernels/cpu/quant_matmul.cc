@@ -507,7 +507,7 @@ HWY_INLINE void AccumulateQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x, LaneSu
 // the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
 // order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
 // their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
-// (16 elements). The same integers as DotQ6_KX86.
+// (16 elements). The same products as DotQ6_KLanes256 (AVX2).
 float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
   LaneSums512 acc{};
   for (size_t i = 0; i < blocks; ++i) {
@@ -519,43 +519,138 @@ float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
 }
 #endif  // AVX-512
 
+#if HWY_TARGET > HWY_AVX3
+// Q4_K and Q6_K on AVX2 alone (AVX-512 hosts run the 64-byte kernels above):
+// as there, each block's exact integer sums stay in their vector lanes and
+// are scaled into f32 lane accumulators, one FMA per block and term, with a
+// single horizontal sum per dot product, instead of two horizontal integer
+// sums and a scalar f32 chain per block. The f32 additions are ordered by
+// lane, so results are within f32 reordering of DotQuantRowScalar (not bit
+// for bit); MatVec and MatMul both run these per (row, activation row), so
+// they agree bit for bit. Lane values are exact in f32 (|v| <= 2^24), with
+// activations in [-127, 127] (QuantizeActivationRow's range):
+//   Q4_K: a lane of `total` adds 8 pmaddwd lanes of 2 pmaddubsw pairs, 32
+//     products code x activation x scale, at most 32 x 15 x 127 x 63 =
+//     3,840,480 in magnitude.
+//   Q6_K: codes up to 63 and int8 scales up to 128 in magnitude; all 32
+//     products of a lane would reach 32 x 63 x 127 x 128 = 32.8 M > 2^24, so
+//     each half-block (h) converts its own 16: at most 16,386,048 < 2^24.
+//   per-16 terms: each lane is 2 per-16 sums (|sum| <= 16 x 127) times a
+//     min (<= 63) or a scale (<= 128): at most 520,192; Q6_K's factor 32 on
+//     them is a power of two, exact.
+// Value-initialise (`LaneSums256 acc{}`); see LaneSums512.
+struct LaneSums256 {
+  __m256 codes0;  // scaled code sums (Q6_K: half 0's)
+  __m256 codes1;  // Q6_K: half 1's scaled code sums; Q4_K leaves it zero
+  __m256 per16;   // x's per-16 sums against the per-16 weights, scaled
+};
+
+HWY_INLINE float FinishLanes256(const LaneSums256& acc) {
+  const __m256 lanes = _mm256_sub_ps(_mm256_add_ps(acc.codes0, acc.codes1), acc.per16);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(lanes), _mm256_extractf128_ps(lanes, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sub-block j's int16 scale in every lane of `scales` (eight int16 scales,
+// the same in both 128-bit halves): pshufb picks bytes 2j and 2j + 1.
+HWY_INLINE __m256i SpreadScale(__m256i scales, int j) {
+  return _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * j)));
+}
+
+// The integers of DotKX86<false> (the same pmaddubsw and pmaddwd), kept in
+// lanes; pshufb spreads each sub-block's scale instead of a broadcast from
+// memory per sub-block.
+HWY_INLINE void AccumulateQ4_K256(const BlockQ4_K& w, const ActQ8_K& x, LaneSums256& acc) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  uint32_t packed[3];
+  std::memcpy(packed, w.scales, 12);
+  // Q4KScaleMin for all eight sub-blocks: bytes 0-7 the scales, 8-15 the mins.
+  const __m128i sc_m = _mm_set_epi32(
+      static_cast<int>(((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u)),
+      static_cast<int>(packed[1] & 0x3F3F3F3Fu),
+      static_cast<int>((packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u)),
+      static_cast<int>(packed[0] & 0x3F3F3F3Fu));
+  const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc_m));
+  const __m128i m8 = _mm_srli_si128(sc_m, 8);
+  const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // each min twice
+  __m256i lo_total = _mm256_setzero_si256(), hi_total = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+    const __m256i lo = _mm256_and_si256(q, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+    const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 64 * c));
+    const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 64 * c + 32));
+    lo_total = _mm256_add_epi32(lo_total, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xlo), SpreadScale(scales, 2 * c)));
+    hi_total =
+        _mm256_add_epi32(hi_total, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xhi), SpreadScale(scales, 2 * c + 1)));
+  }
+  const __m256i sums16 = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), mins16);
+  const float d = x.d * ScaleF32(w.d), dmin = x.d * ScaleF32(w.dmin);
+  acc.codes0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(lo_total, hi_total)), _mm256_set1_ps(d), acc.codes0);
+  acc.per16 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16), _mm256_set1_ps(dmin), acc.per16);
+}
+
+float DotQ4_KLanes256(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  LaneSums256 acc{};
+  for (size_t i = 0; i < blocks; ++i) AccumulateQ4_K256(w[i], x[i], acc);
+  return FinishLanes256(acc);
+}
+
 // Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
-// with sum x from the activation's per-16 sums.
-float DotQ6_KX86(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+// the -32 as the per-16 term (x's per-16 sums against the scales). Per half
+// h, ql's 64 bytes give the low bits of quarters t = 0, 1 (low nibbles) and
+// t = 2, 3 (high nibbles), qh's 32 bytes shifted by 2t their top bits.
+HWY_INLINE void AccumulateQ6_K256(const BlockQ6_K& w, const ActQ8_K& x, LaneSums256& acc) {
   const __m256i low = _mm256_set1_epi8(0xF);
   const __m256i three = _mm256_set1_epi8(3);
-  float acc = 0;
-  for (size_t i = 0; i < blocks; ++i) {
-    int32_t offset = 0;
-    for (int j = 0; j < 16; ++j) offset += w[i].scales[j] * x[i].bsums[j];
+  const __m128i scales8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
+  __m256i totals[2];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
+    const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+    const __m256i q[4] = {
+        _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
+        _mm256_or_si256(_mm256_and_si256(lb, low),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
+    };
+    // Half h's eight scales as int16 in both 128-bit halves; quarter t's
+    // vector takes scale 2t in the low half (elements l < 16) and 2t + 1 in
+    // the high half (l >= 16), as the pmaddubsw pairs lie.
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h == 0 ? scales8 : _mm_unpackhi_epi64(scales8, scales8)));
     __m256i total = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h));
-      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
-          _mm256_or_si256(_mm256_and_si256(lb, low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
-      };
-      const int8_t* sc = w[i].scales + 8 * h;
-      for (int t = 0; t < 4; ++t) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 128 * h + 32 * t));
-        // Lanes 0-7 of the int16 pairs are elements l < 16 (scale sc[2t]),
-        // lanes 8-15 are l >= 16 (scale sc[2t + 1]).
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]), _mm_set1_epi16(sc[2 * t]));
-        total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xv), scale));
-      }
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 128 * h + 32 * t));
+      const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t + 1))),
+                                            _mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t))));
+      total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xv), _mm256_shuffle_epi8(sc, pick)));
     }
-    const int32_t scaled = HorizontalSum(total) - 32 * offset;
-    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+    totals[h] = total;
   }
-  return acc;
+  const __m256i sums16 =
+      _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), _mm256_cvtepi8_epi16(scales8));
+  const float d = x.d * ScaleF32(w.d);
+  acc.codes0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals[0]), _mm256_set1_ps(d), acc.codes0);
+  acc.codes1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals[1]), _mm256_set1_ps(d), acc.codes1);
+  acc.per16 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16), _mm256_set1_ps(32.0f * d), acc.per16);
 }
+
+float DotQ6_KLanes256(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  LaneSums256 acc{};
+  for (size_t i = 0; i < blocks; ++i) AccumulateQ6_K256(w[i], x[i], acc);
+  return FinishLanes256(acc);
+}
+#endif  // AVX2 without AVX-512
+
 #endif  // x86 with AVX2
 
 template <typename Block, typename Act, float (*kDot)(const Block*, const Act*, size_t)>
@@ -581,13 +676,13 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #ifdef EXPERTD_QUANT_Q4K_512
   constexpr auto kQ4_K = DotQ4_K512;
 #else
-  constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
+  constexpr auto kQ4_K = DotQ4_KLanes256;
 #endif
   constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
 #ifdef EXPERTD_QUANT_Q6K_512
   constexpr auto kQ6_K = DotQ6_K512;
 #else
-  constexpr auto kQ6_K = DotQ6_KX86;
+  constexpr auto kQ6_K = DotQ6_KLanes256;
 #endif
 #else
   constexpr auto kQ8_0 = DotQ8_0;
