@@ -533,11 +533,12 @@ float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
 // sums and a scalar f32 chain per block. The f32 additions are ordered by
 // lane, so results are within f32 reordering of DotQuantRowScalar (not bit
 // for bit); MatVec and the batched path (UnpackedRows) run the same unpack
-// and accumulate steps per block, so they agree bit for bit. Lane values are exact in f32 (|v| <= 2^24), with
-// activations in [-127, 127] (QuantizeActivationRow's range):
-//   Q4_K: a lane of `total` adds 8 pmaddwd lanes of 2 pmaddubsw pairs, 32
-//     products code x activation x scale, at most 32 x 15 x 127 x 63 =
-//     3,840,480 in magnitude.
+// and accumulate steps per block, so they agree bit for bit. Lane values
+// are exact in f32 (|v| <= 2^24), with activations in [-127, 127]
+// (QuantizeActivationRow's range):
+//   Q4_K: a lane of lo_total + hi_total adds 8 pmaddwd lanes of 2 pmaddubsw
+//     pairs, 32 products code x activation x scale, at most 32 x 15 x 127 x
+//     63 = 3,840,480 in magnitude.
 //   Q6_K: codes up to 63 and int8 scales up to 128 in magnitude; all 32
 //     products of a lane would reach 32 x 63 x 127 x 128 = 32.8 M > 2^24, so
 //     each half-block (h) converts its own 16: at most 16,386,048 < 2^24.
@@ -673,8 +674,8 @@ HWY_INLINE void AccumulateQ6_K256(const Q6KUnpacked256& u, const ActQ8_K& x, Lan
       // in the high (l >= 16), as the pmaddubsw pairs lie.
       const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t + 1))),
                                             _mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t))));
-      total = _mm256_add_epi32(
-          total, _mm256_madd_epi16(_mm256_maddubs_epi16(u.codes[4 * h + t], xv), _mm256_shuffle_epi8(u.scales[h], pick)));
+      const __m256i pairs = _mm256_maddubs_epi16(u.codes[4 * h + t], xv);
+      total = _mm256_add_epi32(total, _mm256_madd_epi16(pairs, _mm256_shuffle_epi8(u.scales[h], pick)));
     }
     totals[h] = total;
   }
@@ -742,8 +743,10 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_K:
 #ifdef EXPERTD_QUANT_Q4K_512
-      if (m > 1) return UnpackedRows<BlockQ4_K, Q4KUnpacked, LaneSums512, UnpackQ4_K512, AccumulateQ4_K512, FinishLanes512>(
-          w, r, n, xq, m, y, begin, end);
+      if (m > 1) {
+        return UnpackedRows<BlockQ4_K, Q4KUnpacked, LaneSums512, UnpackQ4_K512, AccumulateQ4_K512, FinishLanes512>(
+            w, r, n, xq, m, y, begin, end);
+      }
 #elif defined(EXPERTD_QUANT_K_LANES256)
       if (m > 1) {
         return UnpackedRows<BlockQ4_K, Q4KUnpacked256, LaneSums256, UnpackQ4_K256, AccumulateQ4_K256, FinishLanes256>(
@@ -755,8 +758,10 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ6_K:
 #ifdef EXPERTD_QUANT_Q6K_512
-      if (m > 1) return UnpackedRows<BlockQ6_K, Q6KUnpacked, LaneSums512, UnpackQ6_K512, AccumulateQ6_K512, FinishLanes512>(
-          w, r, n, xq, m, y, begin, end);
+      if (m > 1) {
+        return UnpackedRows<BlockQ6_K, Q6KUnpacked, LaneSums512, UnpackQ6_K512, AccumulateQ6_K512, FinishLanes512>(
+            w, r, n, xq, m, y, begin, end);
+      }
 #elif defined(EXPERTD_QUANT_K_LANES256)
       if (m > 1) {
         return UnpackedRows<BlockQ6_K, Q6KUnpacked256, LaneSums256, UnpackQ6_K256, AccumulateQ6_K256, FinishLanes256>(

@@ -50,9 +50,10 @@ absl::Status RestrictSimdTarget(std::string_view name) {
     }
     available.emplace_back(hwy::TargetName(target));
   }
-  return absl::InvalidArgumentError(absl::StrCat("SIMD target \"", absl::string_view(name.data(), name.size()),
-                                                 "\" is not one this binary was built for and this CPU runs; choose one of ",
-                                                 absl::StrJoin(available, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("SIMD target \"", absl::string_view(name.data(), name.size()),
+                   "\" is not one this binary was built for and this CPU runs; choose one of ",
+                   absl::StrJoin(available, ", ")));
 }
 
 }  // namespace expertd::kernels
