@@ -58,6 +58,7 @@
 #include "engine/generator.h"
 #include "model/model.h"
 #include "engine/prefetcher.h"
+#include "kernels/cpu/simd_target.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tools/mkmodel/make_model.h"
 
@@ -195,6 +196,9 @@ int main(int argc, char** argv) {
   app.add_option("--shape", shape, bench::BenchModelShapesHelp())->capture_default_str();
   app.add_option("--tokens", tokens, "decode steps")->capture_default_str();
   app.add_option("--threads", threads, "compute threads")->capture_default_str();
+  std::string simd_target;
+  app.add_option("--simd-target", simd_target,
+                 "run the kernels another CPU would, e.g. AVX2 on an AVX-512 host (default: the best this CPU runs)");
   int prompt_tokens = 16;
   app.add_option("--prompt-tokens", prompt_tokens, "prompt length (the prefill figure's)")
       ->capture_default_str()
@@ -225,6 +229,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (absl::Status s = simd_target.empty() ? absl::OkStatus() : kernels::RestrictSimdTarget(simd_target); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
 
   if (model_dir.empty()) {
     absl::StatusOr<std::string> made = bench::BenchModel(shape);
@@ -260,6 +268,7 @@ int main(int argc, char** argv) {
   std::printf("model: %s (%d layers, %d experts, top-%d, hidden %d)\n", model_dir.c_str(),
               (*model)->config().num_layers, (*model)->config().num_experts, k, (*model)->config().hidden_size);
   std::printf("threads: %d\n", threads);
+  std::printf("simd target: %s\n", kernels::SimdTargetName());
   std::printf("memory read bandwidth: %.2f GB/s\n", bandwidth / 1e9);
   std::printf("weights read per decode token: %.1f MB\n", bytes / 1e6);
   std::printf("prefill: %.1f tokens/s (%d tokens)\n", result->prefill_tokens_per_second(), result->prompt_tokens);

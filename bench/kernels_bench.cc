@@ -2,10 +2,13 @@
 // memory, so the numbers that matter are bytes of weights per second and how
 // close MatVec gets to a plain SIMD read of the same amount of memory.
 //
-// Run: kernels_bench [--benchmark_filter=...]; the last lines printed are the
-// bf16 MatVec / memory-read ratios on 1 and 2 threads, from this run's
-// numbers: on one large matrix, and on expert-shaped matrices run one after
-// another as decode runs them.
+// Run: kernels_bench [--simd-target AVX2] [--benchmark_filter=...]; the last
+// lines printed are the bf16 MatVec / memory-read ratios on 1 and 2 threads,
+// from this run's numbers: on one large matrix, and on expert-shaped matrices
+// run one after another as decode runs them. --simd-target runs the kernels
+// another CPU would (AVX2 on an AVX-512 host, kernels/cpu/simd_target.h);
+// `--benchmark_filter=cached_quant` alone compares the quantised kernels'
+// arithmetic between targets in seconds.
 
 #include <algorithm>
 #include <cstddef>
@@ -23,6 +26,7 @@
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "kernels/cpu/simd_target.h"
 #include "kernels/cpu/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -184,7 +188,7 @@ void ExpertMatVecQuantBench(benchmark::State& state, const Buffers* buffers, DTy
   state.SetBytesProcessed(state.iterations() * matrices * matrix_bytes);
 }
 
-constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_K};
+constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
 
 // The kernels' arithmetic speed apart from memory: one 256 x 2048 matrix
 // (at most 1 MiB, cache-resident) on the calling thread, timed in that
@@ -207,6 +211,46 @@ void CachedMatVecBench(benchmark::State& state, DType dtype) {
   state.SetBytesProcessed(state.iterations() * w.size_bytes());
   state.counters["Gelem/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kRows * kCols / 1e9,
                                                  benchmark::Counter::kIsRate);
+}
+
+// The quantised kernels at expert shapes, apart from memory: one rows x cols
+// matrix (Q4_K 1024 x 2048 is 1.2 MB, Q6_K 1.7 MB: in L2 and L3) times
+// `batch` activation rows (1: decode's MatVec; 4 and 8: batched decode and
+// short prefills, MatMul) on the calling thread, in its CPU time. Its 16
+// distinct rows are quantised once and repeated (the K-quant search over
+// every row would take longer than the benchmark; the speed does not depend
+// on the values).
+void CachedQuantBench(benchmark::State& state, DType dtype) {
+  const int64_t rows = state.range(0), cols = state.range(1), batch = state.range(2);
+  constexpr int64_t kDistinct = 16;
+  const int64_t row_bytes = DTypeBytes(dtype, cols);
+  std::vector<float> values(static_cast<size_t>(kDistinct * cols));
+  uint32_t seed = 777;
+  for (float& v : values) {
+    seed = seed * 1664525u + 1013904223u;
+    v = (static_cast<float>(seed >> 8) / 16777216.0f - 0.5f) * 0.1f;
+  }
+  std::vector<uint8_t> weights(static_cast<size_t>(rows * row_bytes));
+  kernels::QuantizeRow(dtype, values.data(), kDistinct * cols, weights.data());
+  for (int64_t r = kDistinct; r < rows; ++r) {
+    std::memcpy(weights.data() + r * row_bytes, weights.data() + (r % kDistinct) * row_bytes,
+                static_cast<size_t>(row_bytes));
+  }
+  const WeightMatrix w{dtype, weights.data(), rows, cols};
+  std::vector<float> x(static_cast<size_t>(batch * cols)), y(static_cast<size_t>(batch * rows));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 23) * 0.05f - 0.5f;
+  for (auto _ : state) {
+    if (batch == 1) {
+      kernels::MatVec(w, x.data(), y.data(), nullptr);
+    } else {
+      kernels::MatMul(w, x.data(), batch, y.data(), nullptr);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * w.size_bytes());
+  state.counters["Gelem/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(rows * cols * batch) / 1e9,
+      benchmark::Counter::kIsRate);
 }
 
 // kDim x kDim elements of `dtype`: 1 Mi random-ish values quantised once
@@ -276,8 +320,29 @@ class RecordingReporter : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   using namespace expertd::bench;  // NOLINT: benchmark registration only
+  // --simd-target NAME (or =NAME) is ours; the rest is Google Benchmark's.
+  std::string simd_target;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--simd-target" && i + 1 < argc) {
+      simd_target = argv[++i];
+    } else if (arg.rfind("--simd-target=", 0) == 0) {
+      simd_target = arg.substr(std::strlen("--simd-target="));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (!simd_target.empty()) {
+    if (const absl::Status s = expertd::kernels::RestrictSimdTarget(simd_target); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  std::printf("simd target: %s\n", expertd::kernels::SimdTargetName());
 
   Buffers buffers;
   const int64_t float_count = kBufferBytes / static_cast<int64_t>(sizeof(float));
@@ -324,6 +389,19 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMicrosecond);
   }
 
+  constexpr int64_t kCachedQuantShapes[][2] = {{1024, 2048}, {2048, 1024}};
+  constexpr int64_t kCachedQuantBatches[] = {1, 4, 8};
+  for (const expertd::DType dtype : kBenchQuantTypes) {
+    for (const auto& shape : kCachedQuantShapes) {
+      for (const int64_t batch : kCachedQuantBatches) {
+        benchmark::RegisterBenchmark(("cached_quant_" + std::string(expertd::DTypeName(dtype))).c_str(),
+                                     CachedQuantBench, dtype)
+            ->Args({shape[0], shape[1], batch})
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+
   for (const int threads : {1, 2}) {
     for (const ExpertShape& shape : kExpertShapes) {
       configure(benchmark::RegisterBenchmark("expert_matvec_bf16", ExpertMatVecBench, b)
@@ -350,6 +428,23 @@ int main(int argc, char** argv) {
                                      static_cast<double>(expertd::DTypeBlockElements(dtype)));
     std::printf("cache-resident %s matvec (1 thread, CPU time): %.1f Gelem/s, %.1f GB/s of weights, %.2f x bf16\n",
                 name.c_str(), elements / 1e9, bytes / 1e9, elements / cached_bf16);
+  }
+
+  // The quantised kernels' arithmetic at expert shapes (CPU time, 1 thread).
+  for (const expertd::DType dtype : kBenchQuantTypes) {
+    for (const auto& shape : kCachedQuantShapes) {
+      for (const int64_t batch : kCachedQuantBatches) {
+        const std::string name(expertd::DTypeName(dtype));
+        const double bytes = reporter.BytesPerSecond("cached_quant_" + name + "/" + std::to_string(shape[0]) + "/" +
+                                                     std::to_string(shape[1]) + "/" + std::to_string(batch));
+        if (bytes <= 0) continue;
+        const double weights = static_cast<double>(shape[0] * expertd::DTypeBytes(dtype, shape[1]));
+        std::printf("cache-resident %s %lldx%lld batch %lld (%s, 1 thread, CPU time): %.1f us, %.1f Gelem/s\n",
+                    name.c_str(), static_cast<long long>(shape[0]), static_cast<long long>(shape[1]),
+                    static_cast<long long>(batch), expertd::kernels::SimdTargetName(), weights / bytes * 1e6,
+                    bytes / weights * static_cast<double>(shape[0] * shape[1] * batch) / 1e9);
+      }
+    }
   }
 
   // Quantised experts against bf16: weight GB/s, and the time of a MatVec

@@ -16,6 +16,11 @@
 // q4_k 27 and q6_k 25 (23 and 17 with 32-byte vectors), q4_0 22, q5_k 19.
 // From memory (~12 GB/s per core) all are bound by bandwidth or close to it
 // (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step.
+// The AVX2 kernels, measured on an AVX-512 host (kernels_bench --simd-target
+// AVX2, cached_quant 1024 x 2048, 1 thread CPU time; AVX3 in brackets):
+// matvec q4_k 38 Gelem/s (36), q6_k 29 (34), q8_0 28 (28); batch 8 q4_k 48
+// (67), q6_k 44 (60). Per-block horizontal sums had held AVX2's q4_k and
+// q6_k at 24 and 19 whatever the batch.
 
 #include "kernels/cpu/quant_matmul.h"
 
@@ -314,6 +319,37 @@ float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t
   return acc;
 }
 
+// A batch of activation rows (prefill) against weight rows: each block is
+// unpacked once for up to kUnpackedRowsTile activation rows. Every (row,
+// activation) pair still adds its blocks' terms in block order into its own
+// lanes, the same f32 steps as the MatVec kernels (DotQ4_K512, DotQ6_K512,
+// DotQ4_KLanes256, DotQ6_KLanes256 run kUnpack and kAccumulate per block),
+// so the values are MatVec's bit for bit. The weight row stays in L1 while
+// the batch's activation blocks stream from L2.
+constexpr size_t kUnpackedRowsTile = 64;
+
+template <typename Block, typename Unpacked, typename Lanes, void (*kUnpack)(const Block&, Unpacked*),
+          void (*kAccumulate)(const Unpacked&, const ActQ8_K&, Lanes&), float (*kFinish)(const Lanes&)>
+void UnpackedRows(const void* w, size_t rows, size_t cols, const void* xq, size_t batch, float* y, size_t row_begin,
+                  size_t row_end) {
+  const size_t blocks = cols / 256;
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* xb = static_cast<const ActQ8_K*>(xq);
+  Lanes acc[kUnpackedRowsTile];
+  for (size_t r = row_begin; r < row_end; ++r) {
+    for (size_t m0 = 0; m0 < batch; m0 += kUnpackedRowsTile) {
+      const size_t tile = std::min(kUnpackedRowsTile, batch - m0);
+      std::fill_n(acc, tile, Lanes{});
+      for (size_t i = 0; i < blocks; ++i) {
+        Unpacked u;
+        kUnpack(wb[r * blocks + i], &u);
+        for (size_t m = 0; m < tile; ++m) kAccumulate(u, xb[(m0 + m) * blocks + i], acc[m]);
+      }
+      for (size_t m = 0; m < tile; ++m) y[(m0 + m) * rows + r] = kFinish(acc[m]);
+    }
+  }
+}
+
 #if HWY_TARGET <= HWY_AVX3
 // Q4_K on 64-byte vectors (AVX-512BW): two sub-blocks per pmaddubsw. A load
 // of 64 code bytes holds chunks c and c + 1; their low nibbles are
@@ -430,36 +466,6 @@ float DotQ4_K512(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
   return FinishLanes512(acc);
 }
 
-// A batch of activation rows (prefill) against weight rows: each block is
-// unpacked once for up to kUnpackedRowsTile activation rows. Every (row,
-// activation) pair still adds its blocks' terms in block order into its own
-// lanes, the same f32 steps as DotQ4_K512 and DotQ6_K512, so the values are
-// MatVec's bit for bit. The weight row stays in L1 while the batch's
-// activation blocks stream from L2.
-constexpr size_t kUnpackedRowsTile = 64;
-
-template <typename Block, typename Unpacked, void (*kUnpack)(const Block&, Unpacked*),
-          void (*kAccumulate)(const Unpacked&, const ActQ8_K&, LaneSums512&)>
-void UnpackedRows(const void* w, size_t rows, size_t cols, const void* xq, size_t batch, float* y, size_t row_begin,
-                  size_t row_end) {
-  const size_t blocks = cols / 256;
-  const auto* wb = static_cast<const Block*>(w);
-  const auto* xb = static_cast<const ActQ8_K*>(xq);
-  LaneSums512 acc[kUnpackedRowsTile];
-  for (size_t r = row_begin; r < row_end; ++r) {
-    for (size_t m0 = 0; m0 < batch; m0 += kUnpackedRowsTile) {
-      const size_t tile = std::min(kUnpackedRowsTile, batch - m0);
-      std::fill_n(acc, tile, LaneSums512{});
-      for (size_t i = 0; i < blocks; ++i) {
-        Unpacked u;
-        kUnpack(wb[r * blocks + i], &u);
-        for (size_t m = 0; m < tile; ++m) kAccumulate(u, xb[(m0 + m) * blocks + i], acc[m]);
-      }
-      for (size_t m = 0; m < tile; ++m) y[(m0 + m) * rows + r] = FinishLanes512(acc[m]);
-    }
-  }
-}
-
 #define EXPERTD_QUANT_Q6K_512 1
 struct Q6KUnpacked {
   __m512i codes[4];   // [q01, q23] of half 0, then of half 1
@@ -507,7 +513,7 @@ HWY_INLINE void AccumulateQ6_K512(const Q6KUnpacked& u, const ActQ8_K& x, LaneSu
 // the quarters t = 0, 1 (low nibbles) and t = 2, 3 (high nibbles), in the
 // order the activations lie; qh's 32 bytes shifted by 0, 2 and 4, 6 give
 // their top bits. vpermw spreads the int8 scales, one per 8 int16 lanes
-// (16 elements). The same integers as DotQ6_KX86.
+// (16 elements). The same products as DotQ6_KLanes256 (AVX2).
 float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
   LaneSums512 acc{};
   for (size_t i = 0; i < blocks; ++i) {
@@ -519,43 +525,178 @@ float DotQ6_K512(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x,
 }
 #endif  // AVX-512
 
+#if HWY_TARGET > HWY_AVX3
+// Q4_K and Q6_K on AVX2 alone (AVX-512 hosts run the 64-byte kernels above):
+// as there, each block's exact integer sums stay in their vector lanes and
+// are scaled into f32 lane accumulators, one FMA per block and term, with a
+// single horizontal sum per dot product, instead of two horizontal integer
+// sums and a scalar f32 chain per block. The f32 additions are ordered by
+// lane, so results are within f32 reordering of DotQuantRowScalar (not bit
+// for bit); MatVec and the batched path (UnpackedRows) run the same unpack
+// and accumulate steps per block, so they agree bit for bit. Lane values
+// are exact in f32 (|v| <= 2^24), with activations in [-127, 127]
+// (QuantizeActivationRow's range):
+//   Q4_K: a lane of lo_total + hi_total adds 8 pmaddwd lanes of 2 pmaddubsw
+//     pairs, 32 products code x activation x scale, at most 32 x 15 x 127 x
+//     63 = 3,840,480 in magnitude.
+//   Q6_K: codes up to 63 and int8 scales up to 128 in magnitude; all 32
+//     products of a lane would reach 32 x 63 x 127 x 128 = 32.8 M > 2^24, so
+//     each half-block (h) converts its own 16: at most 16,386,048 < 2^24.
+//   per-16 terms: each lane is 2 per-16 sums (|sum| <= 16 x 127) times a
+//     min (<= 63) or a scale (<= 128): at most 520,192; Q6_K's factor 32 on
+//     them is a power of two, exact.
+// Value-initialise (`LaneSums256 acc{}`); see LaneSums512.
+struct LaneSums256 {
+  __m256 codes0;  // scaled code sums (Q6_K: half 0's)
+  __m256 codes1;  // Q6_K: half 1's scaled code sums; Q4_K leaves it zero
+  __m256 per16;   // x's per-16 sums against the per-16 weights, scaled
+};
+
+HWY_INLINE float FinishLanes256(const LaneSums256& acc) {
+  const __m256 lanes = _mm256_sub_ps(_mm256_add_ps(acc.codes0, acc.codes1), acc.per16);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(lanes), _mm256_extractf128_ps(lanes, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sub-block j's int16 scale in every lane of `scales` (eight int16 scales,
+// the same in both 128-bit halves): pshufb picks bytes 2j and 2j + 1.
+HWY_INLINE __m256i SpreadScale(__m256i scales, int j) {
+  return _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * j)));
+}
+
+// One Q4_K block unpacked for pmaddubsw (see Q4KUnpacked; here 32-byte
+// vectors): the weights' work, done once per block however many activation
+// rows meet it. The integers of DotKX86<false> (the same pmaddubsw and
+// pmaddwd), kept in lanes; pshufb spreads each sub-block's scale.
+#define EXPERTD_QUANT_K_LANES256 1
+struct Q4KUnpacked256 {
+  __m256i codes[8];  // sub-block j's 32 codes: chunk j / 2's low (even j) or high (odd j) nibbles
+  __m256i scales;    // the eight scales as int16, the same in both 128-bit halves
+  __m256i mins16;    // each sub-block's min twice, against the per-16 sums
+  float d = 0, dmin = 0;
+};
+
+HWY_INLINE void UnpackQ4_K256(const BlockQ4_K& w, Q4KUnpacked256* u) {
+  const __m256i low = _mm256_set1_epi8(0xF);
+  uint32_t packed[3];
+  std::memcpy(packed, w.scales, 12);
+  // Q4KScaleMin for all eight sub-blocks: bytes 0-7 the scales, 8-15 the mins.
+  const __m128i sc_m = _mm_set_epi32(
+      static_cast<int>(((packed[2] >> 4) & 0x0F0F0F0Fu) | ((packed[1] >> 2) & 0x30303030u)),
+      static_cast<int>(packed[1] & 0x3F3F3F3Fu),
+      static_cast<int>((packed[2] & 0x0F0F0F0Fu) | ((packed[0] >> 2) & 0x30303030u)),
+      static_cast<int>(packed[0] & 0x3F3F3F3Fu));
+  u->scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc_m));
+  const __m128i m8 = _mm_srli_si128(sc_m, 8);
+  u->mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+    u->codes[2 * c] = _mm256_and_si256(q, low);
+    u->codes[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+  }
+  u->d = ScaleF32(w.d);
+  u->dmin = ScaleF32(w.dmin);
+}
+
+HWY_INLINE void AccumulateQ4_K256(const Q4KUnpacked256& u, const ActQ8_K& x, LaneSums256& acc) {
+  __m256i lo_total = _mm256_setzero_si256(), hi_total = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 64 * c));
+    const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 64 * c + 32));
+    lo_total = _mm256_add_epi32(
+        lo_total, _mm256_madd_epi16(_mm256_maddubs_epi16(u.codes[2 * c], xlo), SpreadScale(u.scales, 2 * c)));
+    hi_total = _mm256_add_epi32(
+        hi_total, _mm256_madd_epi16(_mm256_maddubs_epi16(u.codes[2 * c + 1], xhi), SpreadScale(u.scales, 2 * c + 1)));
+  }
+  const __m256i sums16 = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.mins16);
+  acc.codes0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(lo_total, hi_total)), _mm256_set1_ps(x.d * u.d),
+                               acc.codes0);
+  acc.per16 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16), _mm256_set1_ps(x.d * u.dmin), acc.per16);
+}
+
+float DotQ4_KLanes256(const BlockQ4_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  LaneSums256 acc{};
+  for (size_t i = 0; i < blocks; ++i) {
+    Q4KUnpacked256 u;
+    UnpackQ4_K256(w[i], &u);
+    AccumulateQ4_K256(u, x[i], acc);
+  }
+  return FinishLanes256(acc);
+}
+
 // Codes q in [0, 63] (the stored form): sum (q - 32) x = sum q x - 32 sum x,
-// with sum x from the activation's per-16 sums.
-float DotQ6_KX86(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+// the -32 as the per-16 term (x's per-16 sums against the scales). Per half
+// h, ql's 64 bytes give the low bits of quarters t = 0, 1 (low nibbles) and
+// t = 2, 3 (high nibbles), qh's 32 bytes shifted by 2t their top bits.
+struct Q6KUnpacked256 {
+  __m256i codes[8];  // quarter t of half h at 4h + t, in [0, 63]
+  __m256i scales[2];  // half h's eight int16 scales, the same in both 128-bit halves
+  __m256i scales16;   // the 16 scales as int16, against the per-16 sums
+  float d = 0;
+};
+
+HWY_INLINE void UnpackQ6_K256(const BlockQ6_K& w, Q6KUnpacked256* u) {
   const __m256i low = _mm256_set1_epi8(0xF);
   const __m256i three = _mm256_set1_epi8(3);
-  float acc = 0;
-  for (size_t i = 0; i < blocks; ++i) {
-    int32_t offset = 0;
-    for (int j = 0; j < 16; ++j) offset += w[i].scales[j] * x[i].bsums[j];
-    __m256i total = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h));
-      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].ql + 64 * h + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qh + 32 * h));
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
-          _mm256_or_si256(_mm256_and_si256(lb, low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
-      };
-      const int8_t* sc = w[i].scales + 8 * h;
-      for (int t = 0; t < 4; ++t) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 128 * h + 32 * t));
-        // Lanes 0-7 of the int16 pairs are elements l < 16 (scale sc[2t]),
-        // lanes 8-15 are l >= 16 (scale sc[2t + 1]).
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]), _mm_set1_epi16(sc[2 * t]));
-        total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], xv), scale));
-      }
-    }
-    const int32_t scaled = HorizontalSum(total) - 32 * offset;
-    acc += (x[i].d * ScaleF32(w[i].d)) * static_cast<float>(scaled);
+  const __m128i scales8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
+  u->scales16 = _mm256_cvtepi8_epi16(scales8);
+  u->scales[0] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(scales8));
+  u->scales[1] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_unpackhi_epi64(scales8, scales8)));
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
+    const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+    u->codes[4 * h] = _mm256_or_si256(_mm256_and_si256(la, low), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4));
+    u->codes[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, low),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4));
+    u->codes[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4));
+    u->codes[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4));
   }
-  return acc;
+  u->d = ScaleF32(w.d);
 }
+
+HWY_INLINE void AccumulateQ6_K256(const Q6KUnpacked256& u, const ActQ8_K& x, LaneSums256& acc) {
+  __m256i totals[2];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    __m256i total = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 128 * h + 32 * t));
+      // Scale 2t in the low 128 bits (elements l < 16 of the quarter), 2t + 1
+      // in the high (l >= 16), as the pmaddubsw pairs lie.
+      const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t + 1))),
+                                            _mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * t))));
+      const __m256i pairs = _mm256_maddubs_epi16(u.codes[4 * h + t], xv);
+      total = _mm256_add_epi32(total, _mm256_madd_epi16(pairs, _mm256_shuffle_epi8(u.scales[h], pick)));
+    }
+    totals[h] = total;
+  }
+  const __m256i sums16 = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums)), u.scales16);
+  const float d = x.d * u.d;
+  acc.codes0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals[0]), _mm256_set1_ps(d), acc.codes0);
+  acc.codes1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals[1]), _mm256_set1_ps(d), acc.codes1);
+  acc.per16 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums16), _mm256_set1_ps(32.0f * d), acc.per16);
+}
+
+float DotQ6_KLanes256(const BlockQ6_K* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t blocks) {
+  LaneSums256 acc{};
+  for (size_t i = 0; i < blocks; ++i) {
+    Q6KUnpacked256 u;
+    UnpackQ6_K256(w[i], &u);
+    AccumulateQ6_K256(u, x[i], acc);
+  }
+  return FinishLanes256(acc);
+}
+#endif  // AVX2 without AVX-512
+
 #endif  // x86 with AVX2
 
 template <typename Block, typename Act, float (*kDot)(const Block*, const Act*, size_t)>
@@ -581,13 +722,13 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #ifdef EXPERTD_QUANT_Q4K_512
   constexpr auto kQ4_K = DotQ4_K512;
 #else
-  constexpr auto kQ4_K = DotKX86<false, BlockQ4_K>;
+  constexpr auto kQ4_K = DotQ4_KLanes256;
 #endif
   constexpr auto kQ5_K = DotKX86<true, BlockQ5_K>;
 #ifdef EXPERTD_QUANT_Q6K_512
   constexpr auto kQ6_K = DotQ6_K512;
 #else
-  constexpr auto kQ6_K = DotQ6_KX86;
+  constexpr auto kQ6_K = DotQ6_KLanes256;
 #endif
 #else
   constexpr auto kQ8_0 = DotQ8_0;
@@ -602,14 +743,30 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
     case DType::kQ4_K:
 #ifdef EXPERTD_QUANT_Q4K_512
-      if (m > 1) return UnpackedRows<BlockQ4_K, Q4KUnpacked, UnpackQ4_K512, AccumulateQ4_K512>(w, r, n, xq, m, y, begin, end);
+      if (m > 1) {
+        return UnpackedRows<BlockQ4_K, Q4KUnpacked, LaneSums512, UnpackQ4_K512, AccumulateQ4_K512, FinishLanes512>(
+            w, r, n, xq, m, y, begin, end);
+      }
+#elif defined(EXPERTD_QUANT_K_LANES256)
+      if (m > 1) {
+        return UnpackedRows<BlockQ4_K, Q4KUnpacked256, LaneSums256, UnpackQ4_K256, AccumulateQ4_K256, FinishLanes256>(
+            w, r, n, xq, m, y, begin, end);
+      }
 #endif
       Rows<BlockQ4_K, ActQ8_K, kQ4_K>(w, r, n, 256, xq, m, y, begin, end);
       return;
     case DType::kQ5_K: Rows<BlockQ5_K, ActQ8_K, kQ5_K>(w, r, n, 256, xq, m, y, begin, end); return;
     case DType::kQ6_K:
 #ifdef EXPERTD_QUANT_Q6K_512
-      if (m > 1) return UnpackedRows<BlockQ6_K, Q6KUnpacked, UnpackQ6_K512, AccumulateQ6_K512>(w, r, n, xq, m, y, begin, end);
+      if (m > 1) {
+        return UnpackedRows<BlockQ6_K, Q6KUnpacked, LaneSums512, UnpackQ6_K512, AccumulateQ6_K512, FinishLanes512>(
+            w, r, n, xq, m, y, begin, end);
+      }
+#elif defined(EXPERTD_QUANT_K_LANES256)
+      if (m > 1) {
+        return UnpackedRows<BlockQ6_K, Q6KUnpacked256, LaneSums256, UnpackQ6_K256, AccumulateQ6_K256, FinishLanes256>(
+            w, r, n, xq, m, y, begin, end);
+      }
 #endif
       Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end);
       return;
@@ -624,6 +781,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #undef EXPERTD_QUANT_X86
 #undef EXPERTD_QUANT_Q4K_512
 #undef EXPERTD_QUANT_Q6K_512
+#undef EXPERTD_QUANT_K_LANES256
 
 // QuantizeActivationRow's bytes exactly: the maximum is order-independent,
 // d and 1 / d are the same scalar steps, x * (1 / d) the same product, and

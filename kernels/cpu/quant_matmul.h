@@ -15,11 +15,12 @@ namespace expertd::kernels::internal {
 // Each y[m][r] is one dot product of row r with activation row m, computed
 // the same way whatever the batch, the row range or the thread, so results
 // never depend on how rows are split. Every block's integer sums are exact;
-// only their scaling is in f32. Q5_K (and Q4_K and Q6_K below AVX-512)
-// scale them in block order, so the SIMD result equals DotQuantRowScalar
-// bit for bit; Q8_0, Q4_0, MXFP4, and Q4_K and Q6_K on AVX-512, scale them
+// only their scaling is in f32. Q5_K (and Q4_K and Q6_K below AVX2) scale
+// them in block order, so the SIMD result equals DotQuantRowScalar bit for
+// bit; Q8_0, Q4_0, MXFP4, and Q4_K and Q6_K on x86 from AVX2 up, scale them
 // into f32 vector lanes, which reorders the f32 additions (within a few ulp
-// of the scalar sum times the row's length).
+// of the scalar sum times the row's length), differently on AVX2 and
+// AVX-512.
 void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
                      float* y, int64_t row_begin, int64_t row_end);
 

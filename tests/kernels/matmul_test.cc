@@ -360,12 +360,20 @@ TEST(MatMulTargetsTest, EveryTargetMatchesReferenceAndIsBitIdentical) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// Quantised weights on every compiled target the CPU supports: MatVec and
-// MatMul agree bit for bit, match the f64 reference within the activation
-// rounding bound, and match the plain-loop DotQuantRowScalar: bit for bit
-// where the kernel scales the exact integer block sums in block order (the
-// K-quants, but Q4_K and Q6_K on AVX-512), within f32 reordering where it
-// sums them in vector lanes (Q8_0, Q4_0, MXFP4; Q4_K and Q6_K on AVX-512).
+// Whether the kernel for `dtype` on `target` sums blocks in f32 vector lanes
+// (within f32 reordering of DotQuantRowScalar) rather than scaling exact
+// block sums in block order (bit for bit): the 32-element formats
+// everywhere, Q4_K and Q6_K on x86 from AVX2 up (AVX2 and AVX-512 alike).
+bool SumsInLanes(DType dtype, int64_t target) {
+  return DTypeBlockElements(dtype) != 256 ||
+         (HWY_ARCH_X86 && target <= HWY_AVX2 && (dtype == DType::kQ4_K || dtype == DType::kQ6_K));
+}
+
+// Quantised weights on every compiled target the CPU supports (an AVX-512
+// host runs the AVX2 kernels here too): MatVec and MatMul agree bit for bit,
+// so do 1, 2 and 3 threads, results match the f64 reference within the
+// activation rounding bound, and match the plain-loop DotQuantRowScalar as
+// SumsInLanes says.
 TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
   for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
@@ -385,6 +393,12 @@ TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
         MatVec(m.view(), x.data() + b * kCols, single.data(), nullptr);
         const std::vector<float> row(y.begin() + b * kRows, y.begin() + (b + 1) * kRows);
         ASSERT_TRUE(SameBits(row, single)) << DTypeName(dtype);
+        for (const int threads : {2, 3}) {
+          ThreadPool pool(threads);
+          std::vector<float> pooled(static_cast<size_t>(kRows), NAN);
+          MatVec(m.view(), x.data() + b * kCols, pooled.data(), &pool);
+          ASSERT_TRUE(SameBits(pooled, single)) << DTypeName(dtype) << ", " << threads << " threads";
+        }
         QuantizeActivationRow(dtype, x.data() + b * kCols, kCols, xq.data());
         std::vector<uint8_t> xq_simd(xq.size());
         internal::QuantizeActivationRows(dtype, x.data() + b * kCols, kCols, 1, xq_simd.data());
@@ -393,9 +407,7 @@ TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
           const auto i = static_cast<size_t>(r);
           ASSERT_NEAR(single[i], expected[i], tolerance[i]) << DTypeName(dtype) << " row " << r;
           const float scalar = DotQuantRowScalar(dtype, w + r * DTypeBytes(dtype, kCols), xq.data(), kCols);
-          const bool lanes = DTypeBlockElements(dtype) != 256 ||
-                             (HWY_ARCH_X86 && target <= HWY_AVX3 && (dtype == DType::kQ4_K || dtype == DType::kQ6_K));
-          if (!lanes) {
+          if (!SumsInLanes(dtype, target)) {
             ASSERT_EQ(std::bit_cast<uint32_t>(single[i]), std::bit_cast<uint32_t>(scalar))
                 << DTypeName(dtype) << " row " << r << ": " << single[i] << " vs " << scalar;
           } else {
@@ -410,6 +422,87 @@ TEST(MatMulTargetsTest, QuantisedEveryTargetMatchesScalarDot) {
     }
   }
   hwy::SetSupportedTargetsForTest(0);
+}
+
+// The K-quant kernels at the ends of their ranges, on every target: codes
+// and scales of the largest magnitudes (Q6_K: stored codes 63 and 0, int8
+// scales 127 and -128; Q4_K: codes 15, 6-bit scales and mins 63) against
+// activations of +-127, where an int16 pair sum that saturated, a scale
+// taken with the wrong sign or sub-block, or a lane sum past 2^24 would show.
+// The references are DotQuantRowScalar (exact integers per block) and the f64
+// dot of the dequantised values.
+TEST(MatMulTargetsTest, QuantisedExtremeBlocksEveryTarget) {
+  constexpr int64_t kCols = 2048, kBatch = 3;
+  for (const DType dtype : {DType::kQ4_K, DType::kQ6_K, DType::kQ5_K}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const int64_t row_bytes = DTypeBytes(dtype, kCols), block_bytes = DTypeBlockBytes(dtype);
+    // Rows: every code and scale byte 0xFF, 0x00, 0x80, 0x7F, then one of
+    // random fills of those four.
+    constexpr int64_t kRows = 5;
+    const uint8_t fills[] = {0xFF, 0x00, 0x80, 0x7F};
+    std::vector<uint8_t> bytes(static_cast<size_t>(kRows * row_bytes));
+    std::mt19937 rng(90);
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t i = 0; i < row_bytes; ++i) {
+        bytes[static_cast<size_t>(r * row_bytes + i)] = r < 4 ? fills[r] : fills[rng() % 4];
+      }
+    }
+    // f16 scales of either sign (1.0, -0.5): the integer extremes stay in
+    // the code and scale bytes.
+    for (int64_t off = 0; off < kRows * row_bytes; off += block_bytes) {
+      const uint16_t d = (off / block_bytes) % 2 ? 0xB800 : 0x3C00;
+      if (dtype == DType::kQ6_K) {
+        std::memcpy(bytes.data() + off + 208, &d, 2);
+      } else {
+        std::memcpy(bytes.data() + off, &d, 2);
+        std::memcpy(bytes.data() + off + 2, &d, 2);
+      }
+    }
+    // Activations +1 everywhere, -1 everywhere, and random signs: codes +-127.
+    std::vector<float> x(static_cast<size_t>(kBatch * kCols));
+    for (int64_t c = 0; c < kCols; ++c) {
+      x[static_cast<size_t>(c)] = 1.0f;
+      x[static_cast<size_t>(kCols + c)] = -1.0f;
+      x[static_cast<size_t>(2 * kCols + c)] = rng() % 2 ? 1.0f : -1.0f;
+    }
+    std::vector<float> values(static_cast<size_t>(kRows * kCols));
+    DequantizeRow(dtype, bytes.data(), kRows * kCols, values.data());
+    const WeightMatrix w{dtype, bytes.data(), kRows, kCols};
+    for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      SCOPED_TRACE(hwy::TargetName(target));
+      std::vector<float> y(static_cast<size_t>(kBatch * kRows), NAN);
+      MatMul(w, x.data(), kBatch, y.data(), nullptr);
+      std::vector<uint8_t> xq(static_cast<size_t>(ActivationRowBytes(dtype, kCols)));
+      for (int64_t b = 0; b < kBatch; ++b) {
+        std::vector<float> single(static_cast<size_t>(kRows), NAN);
+        MatVec(w, x.data() + b * kCols, single.data(), nullptr);
+        ASSERT_TRUE(SameBits(std::vector<float>(y.begin() + b * kRows, y.begin() + (b + 1) * kRows), single));
+        QuantizeActivationRow(dtype, x.data() + b * kCols, kCols, xq.data());
+        for (int64_t r = 0; r < kRows; ++r) {
+          double exact = 0, abs_dot = 0;
+          for (int64_t c = 0; c < kCols; ++c) {
+            const double p = static_cast<double>(values[static_cast<size_t>(r * kCols + c)]) *
+                             x[static_cast<size_t>(b * kCols + c)];
+            exact += p;
+            abs_dot += std::fabs(p);
+          }
+          const float scalar = DotQuantRowScalar(dtype, bytes.data() + r * row_bytes, xq.data(), kCols);
+          const float got = single[static_cast<size_t>(r)];
+          // x = +-1 quantises to codes +-127 with d = 1/127 (one f32
+          // rounding), so only f32 rounding separates the kernels from the
+          // f64 dot.
+          ASSERT_NEAR(got, exact, kRelativeTolerance * abs_dot + 1e-30) << "row " << r << " x " << b;
+          if (SumsInLanes(dtype, target)) {
+            ASSERT_NEAR(got, scalar, kRelativeTolerance * abs_dot + 1e-30) << "row " << r << " x " << b;
+          } else {
+            ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(scalar)) << "row " << r << " x " << b;
+          }
+        }
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
 }
 
 }  // namespace
