@@ -110,7 +110,9 @@ class Uploader {
 };
 
 // The first weight the pass would multiply on the GPU in a dtype its kernels
-// cannot read, named with its dtype; "" when there is none. Routed experts
+// cannot read, named with its dtype; "" when there is none (so far always:
+// the GPU reads the float types and every GGML block format, which the
+// upload and the VRAM tier move as plain bytes). Routed experts
 // count when they run on the device: uploaded with the model (the
 // checkpoint's dtypes) or cached in VRAM (the packed file's); a cache with
 // no device tier runs them on the CPU, which reads every dtype. The
@@ -262,10 +264,12 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const m
   }
   // Refused here, at load, rather than by the first MatMul of a request.
   if (const std::string unsupported = FirstWeightTheGpuCannotRun(model.weights(), options); !unsupported.empty()) {
+    // Every DType has a GPU kernel today (kernels/cuda MatMulSupports); this
+    // stays for a format added to the CPU first.
     return absl::UnimplementedError(absl::StrCat(
-        "the GPU pass cannot run ", unsupported, ": its kernels read f32, bf16 and f16 weights only so far; run on "
-        "the CPU (no GPU device), or, for quantised routed experts, give the cache no device budget (they then run "
-        "on the CPU from DRAM) or pack them as bf16 (`expertd pack --dtype bf16`)"));
+        "the GPU pass cannot run ", unsupported, ": no GPU kernel reads that type yet; run on the CPU (no GPU "
+        "device), or, for routed experts, give the cache no device budget (they then run on the CPU from DRAM) or "
+        "pack them in a type the GPU reads (`expertd pack --dtype bf16`)"));
   }
   std::string why_none;
   ASSIGN_OR_RETURN(int devices, kc::CudaDeviceCount(&why_none));

@@ -1,33 +1,55 @@
 #include "kernels/cuda/kernels.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/runtime.h"
 
 namespace expertd::kernels::cuda {
 namespace {
 
-int WeightTypeCode(DType dtype) {
+using internal::WeightType;
+namespace bl = internal::block_layout;
+
+// launch.h's block offsets are quant_blocks.h's structs, field by field.
+static_assert(sizeof(BlockQ8_0) == bl::kQ8_0Bytes && offsetof(BlockQ8_0, d) == bl::kQ8_0D &&
+              offsetof(BlockQ8_0, qs) == bl::kQ8_0Qs);
+static_assert(sizeof(BlockQ4_0) == bl::kQ4_0Bytes && offsetof(BlockQ4_0, d) == bl::kQ4_0D &&
+              offsetof(BlockQ4_0, qs) == bl::kQ4_0Qs);
+static_assert(sizeof(BlockQ4_K) == bl::kQ4_KBytes && offsetof(BlockQ4_K, d) == bl::kQ4_KD &&
+              offsetof(BlockQ4_K, dmin) == bl::kQ4_KDmin && offsetof(BlockQ4_K, scales) == bl::kQ4_KScales &&
+              offsetof(BlockQ4_K, qs) == bl::kQ4_KQs);
+static_assert(sizeof(BlockQ5_K) == bl::kQ5_KBytes && offsetof(BlockQ5_K, d) == bl::kQ5_KD &&
+              offsetof(BlockQ5_K, dmin) == bl::kQ5_KDmin && offsetof(BlockQ5_K, scales) == bl::kQ5_KScales &&
+              offsetof(BlockQ5_K, qh) == bl::kQ5_KQh && offsetof(BlockQ5_K, qs) == bl::kQ5_KQs);
+static_assert(sizeof(BlockQ6_K) == bl::kQ6_KBytes && offsetof(BlockQ6_K, ql) == bl::kQ6_KQl &&
+              offsetof(BlockQ6_K, qh) == bl::kQ6_KQh && offsetof(BlockQ6_K, scales) == bl::kQ6_KScales &&
+              offsetof(BlockQ6_K, d) == bl::kQ6_KD);
+static_assert(sizeof(BlockMXFP4) == bl::kMXFP4Bytes && offsetof(BlockMXFP4, e) == bl::kMXFP4E &&
+              offsetof(BlockMXFP4, qs) == bl::kMXFP4Qs);
+
+// The kernel that reads `dtype`; nullopt for a dtype without one (none so
+// far). No default: a new DType does not compile here (-Wswitch) until it
+// gets a kernel or a refusal.
+std::optional<WeightType> WeightTypeOf(DType dtype) {
   switch (dtype) {
-    case DType::kF32:
-      return 0;
-    case DType::kBF16:
-      return 1;
-    case DType::kF16:
-      return 2;
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-    case DType::kMXFP4:
-      return -1;  // no GPU kernel reads GGML blocks yet; MatMul refuses them
+    case DType::kF32: return WeightType::kF32;
+    case DType::kBF16: return WeightType::kBF16;
+    case DType::kF16: return WeightType::kF16;
+    case DType::kQ8_0: return WeightType::kQ8_0;
+    case DType::kQ4_0: return WeightType::kQ4_0;
+    case DType::kQ4_K: return WeightType::kQ4_K;
+    case DType::kQ5_K: return WeightType::kQ5_K;
+    case DType::kQ6_K: return WeightType::kQ6_K;
+    case DType::kMXFP4: return WeightType::kMXFP4;
   }
-  return -1;
+  return std::nullopt;
 }
 
 absl::Status Launched(cudaError_t error, absl::string_view kernel) {
@@ -36,7 +58,7 @@ absl::Status Launched(cudaError_t error, absl::string_view kernel) {
 
 }  // namespace
 
-bool MatMulSupports(DType dtype) { return WeightTypeCode(dtype) >= 0; }
+bool MatMulSupports(DType dtype) { return WeightTypeOf(dtype).has_value(); }
 
 absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream) {
   if (w.rows <= 0 || w.cols <= 0 || batch < 0 || (batch > 0 && (w.data == nullptr || x == nullptr || y == nullptr))) {
@@ -46,20 +68,25 @@ absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, 
   if (w.rows > int64_t{2147483647} * 8) {
     return absl::InvalidArgumentError(absl::StrCat("cuda MatMul: ", w.rows, " rows exceed the grid"));
   }
-  const int code = WeightTypeCode(w.dtype);
-  if (code < 0) {
-    return absl::UnimplementedError(absl::StrCat("cuda MatMul: ", std::string(DTypeName(w.dtype)),
-                                                 " weights are not supported on the GPU yet (f32, bf16 and f16 "
-                                                 "are); run quantised experts on the CPU or pack them as bf16"));
+  if (const int64_t block = DTypeBlockElements(w.dtype); w.cols % block != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cuda MatMul: a ", std::string(DTypeName(w.dtype)), " matrix's rows are whole blocks of ", block,
+        " elements, but this one has ", w.cols, " columns; quantise it to a type whose block divides ", w.cols,
+        " (or keep it as f32, bf16 or f16)"));
+  }
+  const std::optional<WeightType> type = WeightTypeOf(w.dtype);
+  if (!type) {
+    return absl::UnimplementedError(absl::StrCat("cuda MatMul: no GPU kernel reads ", std::string(DTypeName(w.dtype)),
+                                                 " weights; run this model on the CPU"));
   }
   // Groups of up to kMaxBatchPerPass input rows, each one pass over W.
   for (int first = 0; first < batch; first += kMaxBatchPerPass) {
     const int count = std::min(kMaxBatchPerPass, batch - first);
-    if (absl::Status s = Launched(internal::LaunchMatMul(code, w.data, w.rows, w.cols, x + first * w.cols, count,
-                                                         y + first * w.rows, stream),
-                                  "MatMul");
-        !s.ok()) {
-      return s;
+    const cudaError_t error = internal::LaunchMatMul(*type, w.data, w.rows, w.cols, x + first * w.cols, count,
+                                                     y + first * w.rows, stream);
+    if (error != cudaSuccess) {
+      return Launched(error, absl::StrCat("MatMul of ", w.rows, "x", w.cols, " ", std::string(DTypeName(w.dtype)),
+                                          " weights by ", count, " rows"));
     }
   }
   return absl::OkStatus();

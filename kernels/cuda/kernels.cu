@@ -1,7 +1,8 @@
 // Device code for kernels.h. Decode is bound by weight bandwidth, so the
-// matrix kernels read each weight row once per pass with 16-byte loads and
-// keep up to kMaxBatch activations' partial sums in registers; the others
-// are small and simple.
+// matrix kernels read each weight row once per pass (the float formats with
+// 16-byte loads, the GGML block formats dequantised in registers) and keep
+// up to kMaxBatch activations' partial sums in registers; the others are
+// small and simple.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -105,6 +106,214 @@ cudaError_t MatMulTyped(const void* w, int64_t rows, int64_t cols, const float* 
     EXPERTD_MATMUL_CASE(7)
     EXPERTD_MATMUL_CASE(8)
 #undef EXPERTD_MATMUL_CASE
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+// --- GGML block formats ---
+//
+// Each weight is dequantised in registers exactly as quant_blocks.h's
+// DequantizeRow does (the same f32 products and differences, in the same
+// order; the _rn intrinsics keep nvcc from fusing them into FMAs, so each
+// value is the CPU's bit for bit), then multiplied by f32 activations. A
+// format's Dequant8 gives the 8 consecutive elements [8 * part, 8 * part + 8)
+// of the block at b. Blocks are not aligned in a row (34, 18, 210, 17
+// bytes), so every field is read a byte at a time.
+
+namespace bl = block_layout;
+
+__device__ __forceinline__ uint8_t Byte(const uint8_t* p) { return __ldg(p); }
+
+// The f16 at p, at any alignment, exactly as f32 (normal and subnormal).
+__device__ __forceinline__ float HalfAt(const uint8_t* p) {
+  const auto bits = static_cast<unsigned short>(Byte(p) | (Byte(p + 1) << 8));
+  return __half2float(__ushort_as_half(bits));
+}
+
+// quant_blocks.h Q4KScaleMin: sub-block j's 6-bit scale and min.
+__device__ __forceinline__ void ScaleMinK4(const uint8_t* scales, int j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = Byte(scales + j) & 63;
+    *min = Byte(scales + j + 4) & 63;
+  } else {
+    *scale = (Byte(scales + j + 4) & 0xF) | ((Byte(scales + j - 4) >> 6) << 4);
+    *min = (Byte(scales + j + 4) >> 4) | ((Byte(scales + j) >> 6) << 4);
+  }
+}
+
+struct FormatQ8_0 {
+  static constexpr int kElements = 32;
+  static constexpr int kBytes = bl::kQ8_0Bytes;
+  __device__ static void Dequant8(const uint8_t* b, int part, float* out) {
+    const float d = HalfAt(b + bl::kQ8_0D);
+    const uint8_t* qs = b + bl::kQ8_0Qs + 8 * part;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(Byte(qs + i))));
+  }
+};
+
+// Elements 0-15 are the low nibbles of qs[0..15], 16-31 the high nibbles.
+__device__ __forceinline__ int Nibble32(const uint8_t* qs, int element) {
+  const uint8_t byte = Byte(qs + (element & 15));
+  return element < 16 ? (byte & 0xF) : (byte >> 4);
+}
+
+struct FormatQ4_0 {
+  static constexpr int kElements = 32;
+  static constexpr int kBytes = bl::kQ4_0Bytes;
+  __device__ static void Dequant8(const uint8_t* b, int part, float* out) {
+    const float d = HalfAt(b + bl::kQ4_0D);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      out[i] = __fmul_rn(d, static_cast<float>(Nibble32(b + bl::kQ4_0Qs, 8 * part + i) - 8));
+    }
+  }
+};
+
+struct FormatMXFP4 {
+  static constexpr int kElements = 32;
+  static constexpr int kBytes = bl::kMXFP4Bytes;
+  // kMxfp4Values[q]: E2M1 doubled, {0, 1, 2, 3, 4, 6, 8, 12} for codes 0-7
+  // and their negatives for 8-15. Computed, not looked up, to keep the
+  // table out of local memory: codes m >= 4 are (2 or 3) << (m / 2 - 1).
+  __device__ static int Value(int q) {
+    const int m = q & 7;
+    const int magnitude = m < 4 ? m : (2 + (m & 1)) << ((m >> 1) - 1);
+    return (q & 8) != 0 ? -magnitude : magnitude;
+  }
+  // quant_blocks.h Mxfp4Scale: 2^(e - 128), subnormal for e < 2.
+  __device__ static float Scale(uint8_t e) {
+    return __uint_as_float(e < 2 ? 0x00200000u << e : static_cast<uint32_t>(e - 1) << 23);
+  }
+  __device__ static void Dequant8(const uint8_t* b, int part, float* out) {
+    const float d = Scale(Byte(b + bl::kMXFP4E));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      out[i] = __fmul_rn(d, static_cast<float>(Value(Nibble32(b + bl::kMXFP4Qs, 8 * part + i))));
+    }
+  }
+};
+
+// Q4_K and Q5_K: part p covers elements 8p..8p+7 of the super-block, in
+// chunk c = p / 8 (64 elements); its first four parts are sub-block 2c
+// (low nibbles of qs[32c + l]), the last four sub-block 2c + 1 (high
+// nibbles), l = 8 * (p % 4) + i.
+template <bool kFifthBit>
+struct FormatK45 {
+  static constexpr int kElements = 256;
+  static constexpr int kBytes = kFifthBit ? bl::kQ5_KBytes : bl::kQ4_KBytes;
+  static constexpr int kD = kFifthBit ? bl::kQ5_KD : bl::kQ4_KD;
+  static constexpr int kDmin = kFifthBit ? bl::kQ5_KDmin : bl::kQ4_KDmin;
+  static constexpr int kScales = kFifthBit ? bl::kQ5_KScales : bl::kQ4_KScales;
+  static constexpr int kQs = kFifthBit ? bl::kQ5_KQs : bl::kQ4_KQs;
+  __device__ static void Dequant8(const uint8_t* b, int part, float* out) {
+    const int c = part / 8;
+    const bool high = (part % 8) >= 4;
+    const int sub = 2 * c + (high ? 1 : 0);
+    int sc = 0, m = 0;
+    ScaleMinK4(b + kScales, sub, &sc, &m);
+    const float d = __fmul_rn(HalfAt(b + kD), static_cast<float>(sc));
+    const float min = __fmul_rn(HalfAt(b + kDmin), static_cast<float>(m));
+    const int l0 = 8 * (part % 4);
+    const uint8_t* qs = b + kQs + 32 * c + l0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint8_t byte = Byte(qs + i);
+      int q = high ? (byte >> 4) : (byte & 0xF);
+      if constexpr (kFifthBit) q |= ((Byte(b + bl::kQ5_KQh + l0 + i) >> sub) & 1) << 4;
+      out[i] = __fsub_rn(__fmul_rn(d, static_cast<float>(q)), min);
+    }
+  }
+};
+using FormatQ4_K = FormatK45<false>;
+using FormatQ5_K = FormatK45<true>;
+
+// Q6_K: element e = 128h + 32t + l has its low 4 bits in ql[64h + l] (t 0,
+// low nibble; t 2, high) or ql[64h + 32 + l] (t 1, low; t 3, high), its high
+// 2 bits at bit 2t of qh[32h + l], and scale scales[e / 16]. A part's 8
+// elements share h, t and the scale.
+struct FormatQ6_K {
+  static constexpr int kElements = 256;
+  static constexpr int kBytes = bl::kQ6_KBytes;
+  __device__ static void Dequant8(const uint8_t* b, int part, float* out) {
+    const int e0 = 8 * part;
+    const int h = e0 / 128;
+    const int t = (e0 % 128) / 32;
+    const int l0 = e0 % 32;
+    const float d = __fmul_rn(HalfAt(b + bl::kQ6_KD),
+                              static_cast<float>(static_cast<int8_t>(Byte(b + bl::kQ6_KScales + e0 / 16))));
+    const uint8_t* ql = b + bl::kQ6_KQl + 64 * h + (t & 1) * 32 + l0;
+    const uint8_t* qh = b + bl::kQ6_KQh + 32 * h + l0;
+    const int shift = (t >> 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int q = (((Byte(ql + i) >> shift) & 0xF) | (((Byte(qh + i) >> (2 * t)) & 3) << 4)) - 32;
+      out[i] = __fmul_rn(d, static_cast<float>(q));
+    }
+  }
+};
+
+// One warp per weight row, as MatMulKernel. A warp step covers 256
+// elements: one K-quant super-block (a part per lane) or eight 32-element
+// blocks (four lanes per block), so lanes read neighbouring bytes. Each lane
+// keeps kBatch partial sums; one warp reduction per row at the end.
+template <typename Format, int kBatch>
+__global__ void QuantMatMulKernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols,
+                                  const float* __restrict__ x, float* __restrict__ y) {
+  constexpr int kParts = Format::kElements / 8;
+  constexpr int kBlocksPerStep = kWarp / kParts;
+  static_assert(kWarp % kParts == 0, "a warp step is whole blocks");
+  const int lane = threadIdx.x % kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kMatMulWarpsPerBlock + threadIdx.x / kWarp;
+  if (row >= rows) return;  // the whole warp: rows are per warp
+  const int64_t blocks = cols / Format::kElements;
+  const uint8_t* w_row = w + row * blocks * Format::kBytes;
+  const int part = lane % kParts;
+  float acc[kBatch];
+#pragma unroll
+  for (int b = 0; b < kBatch; ++b) acc[b] = 0.0f;
+  for (int64_t block = lane / kParts; block < blocks; block += kBlocksPerStep) {
+    float wv[8];
+    Format::Dequant8(w_row + block * Format::kBytes, part, wv);
+    const int64_t c = block * Format::kElements + 8 * part;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const float* xb = x + b * cols + c;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[b] += wv[i] * __ldg(xb + i);
+    }
+  }
+  // Every lane reaches here (the loop's bound only varies its trip count).
+#pragma unroll
+  for (int b = 0; b < kBatch; ++b) {
+    const float sum = WarpSum(acc[b]);
+    if (lane == 0) y[b * rows + row] = sum;
+  }
+}
+
+template <typename Format>
+cudaError_t QuantMatMul(const void* w, int64_t rows, int64_t cols, const float* x, int batch, float* y,
+                        cudaStream_t stream) {
+  if (batch < 1 || batch > kMaxBatch || cols % Format::kElements != 0) return cudaErrorInvalidValue;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const dim3 grid(static_cast<unsigned>((rows + kMatMulWarpsPerBlock - 1) / kMatMulWarpsPerBlock));
+  const dim3 block(kMatMulWarpsPerBlock * kWarp);
+  switch (batch) {
+#define EXPERTD_QUANT_MATMUL_CASE(B) \
+  case B:                            \
+    QuantMatMulKernel<Format, B><<<grid, block, 0, stream>>>(wb, rows, cols, x, y); \
+    break;
+    EXPERTD_QUANT_MATMUL_CASE(1)
+    EXPERTD_QUANT_MATMUL_CASE(2)
+    EXPERTD_QUANT_MATMUL_CASE(3)
+    EXPERTD_QUANT_MATMUL_CASE(4)
+    EXPERTD_QUANT_MATMUL_CASE(5)
+    EXPERTD_QUANT_MATMUL_CASE(6)
+    EXPERTD_QUANT_MATMUL_CASE(7)
+    EXPERTD_QUANT_MATMUL_CASE(8)
+#undef EXPERTD_QUANT_MATMUL_CASE
     default:
       return cudaErrorInvalidValue;
   }
@@ -390,18 +599,29 @@ __global__ void AddGatedRowsKernel(const float* __restrict__ x, const float* __r
 }  // namespace
 
 
-cudaError_t LaunchMatMul(int weight_type, const void* w, int64_t rows, int64_t cols, const float* x, int batch,
-                         float* y, cudaStream_t stream) {
+cudaError_t LaunchMatMul(WeightType weight_type, const void* w, int64_t rows, int64_t cols, const float* x,
+                         int batch, float* y, cudaStream_t stream) {
   switch (weight_type) {
-    case 0:
+    case WeightType::kF32:
       return MatMulTyped<float>(w, rows, cols, x, batch, y, stream);
-    case 1:
+    case WeightType::kBF16:
       return MatMulTyped<__nv_bfloat16>(w, rows, cols, x, batch, y, stream);
-    case 2:
+    case WeightType::kF16:
       return MatMulTyped<__half>(w, rows, cols, x, batch, y, stream);
-    default:
-      return cudaErrorInvalidValue;
+    case WeightType::kQ8_0:
+      return QuantMatMul<FormatQ8_0>(w, rows, cols, x, batch, y, stream);
+    case WeightType::kQ4_0:
+      return QuantMatMul<FormatQ4_0>(w, rows, cols, x, batch, y, stream);
+    case WeightType::kQ4_K:
+      return QuantMatMul<FormatQ4_K>(w, rows, cols, x, batch, y, stream);
+    case WeightType::kQ5_K:
+      return QuantMatMul<FormatQ5_K>(w, rows, cols, x, batch, y, stream);
+    case WeightType::kQ6_K:
+      return QuantMatMul<FormatQ6_K>(w, rows, cols, x, batch, y, stream);
+    case WeightType::kMXFP4:
+      return QuantMatMul<FormatMXFP4>(w, rows, cols, x, batch, y, stream);
   }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchRmsNorm(const float* x, const float* weight, int rows, int64_t n, float eps, float* out,

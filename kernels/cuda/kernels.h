@@ -3,9 +3,10 @@
 
 // The GPU counterparts of kernels/cpu and engine/routing.cc, with the same
 // contracts (shapes, layouts, tie rules), enqueued on a stream. Every pointer
-// is device memory; activations are f32, weights f32, bf16 or f16. Results
-// match the CPU kernels to float rounding, not bit for bit (the reduction
-// order differs). Shape errors are kInvalidArgument before anything is
+// is device memory; activations are f32, weights any DType (the float types
+// and GGML's block formats). Results match the CPU kernels to float
+// rounding, not bit for bit (the reduction order differs; for block formats
+// the CPU also rounds x to 8 bits per block, the GPU keeps it f32). Shape errors are kInvalidArgument before anything is
 // enqueued; launch errors carry the kernel's name.
 
 #include <cuda_runtime_api.h>
@@ -22,11 +23,16 @@ namespace expertd::kernels::cuda {
 // w.data is device memory, row-major [rows][cols]; x is [batch][cols], y is
 // [batch][rows]. Each weight row is read once per group of up to
 // kMaxBatchPerPass input rows, so small batches cost one pass over W.
+// Block-format weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, MXFP4) are read from
+// their blocks, each weight dequantised in registers to exactly
+// DequantizeRow's value and multiplied by f32 x, so y is within f32
+// accumulation error of the dequantised matrix times x. Their rows are
+// whole blocks: cols not a multiple of the block's elements is
+// kInvalidArgument.
 inline constexpr int kMaxBatchPerPass = 8;
 absl::Status MatMul(const WeightMatrix& w, const float* x, int batch, float* y, cudaStream_t stream);
-// Whether MatMul reads weights of `dtype` (f32, bf16 and f16 so far: no GPU
-// kernel reads GGML blocks yet), so a pass can refuse at load what it
-// could not run.
+// Whether MatMul reads weights of `dtype` (every DType so far), so a pass
+// can refuse at load what it could not run.
 bool MatMulSupports(DType dtype);
 inline absl::Status MatVec(const WeightMatrix& w, const float* x, float* y, cudaStream_t stream) {
   return MatMul(w, x, 1, y, stream);

@@ -11,9 +11,28 @@
 
 namespace expertd::kernels::cuda::internal {
 
-// weight_type: 0 f32, 1 bf16, 2 f16. batch <= kMaxBatchPerPass.
-cudaError_t LaunchMatMul(int weight_type, const void* w, int64_t rows, int64_t cols, const float* x, int batch,
-                         float* y, cudaStream_t stream);
+// The weight formats LaunchMatMul reads (kernels.cc maps DType to these).
+enum class WeightType : int { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kMXFP4 };
+
+// Byte offsets inside the GGML blocks the device code reads, field by field.
+// The layout's definition is kernels/cpu/quant_blocks.h's structs (the
+// device code cannot include that header: it needs C++20's <bit>, nvcc
+// builds C++17); kernels.cc static_asserts that every offset here is the
+// struct's offsetof, so the two cannot drift apart.
+namespace block_layout {
+inline constexpr int kQ8_0Bytes = 34, kQ8_0D = 0, kQ8_0Qs = 2;
+inline constexpr int kQ4_0Bytes = 18, kQ4_0D = 0, kQ4_0Qs = 2;
+inline constexpr int kQ4_KBytes = 144, kQ4_KD = 0, kQ4_KDmin = 2, kQ4_KScales = 4, kQ4_KQs = 16;
+inline constexpr int kQ5_KBytes = 176, kQ5_KD = 0, kQ5_KDmin = 2, kQ5_KScales = 4, kQ5_KQh = 16, kQ5_KQs = 48;
+inline constexpr int kQ6_KBytes = 210, kQ6_KQl = 0, kQ6_KQh = 128, kQ6_KScales = 192, kQ6_KD = 208;
+inline constexpr int kMXFP4Bytes = 17, kMXFP4E = 0, kMXFP4Qs = 1;
+}  // namespace block_layout
+
+// batch <= kMaxBatchPerPass. For the block formats cols is a whole number
+// of blocks (kernels.cc checks) and w needs no alignment: blocks of 34, 18,
+// 210 or 17 bytes are read byte by byte.
+cudaError_t LaunchMatMul(WeightType weight_type, const void* w, int64_t rows, int64_t cols, const float* x,
+                         int batch, float* y, cudaStream_t stream);
 cudaError_t LaunchRmsNorm(const float* x, const float* weight, int rows, int64_t n, float eps, float* out,
                           cudaStream_t stream);
 cudaError_t LaunchRope(float* x, int num_tokens, int num_heads, int head_dim, const float* cos_sin,

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "engine/routing.h"
@@ -18,6 +20,7 @@
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 
@@ -197,6 +200,121 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatMulTest,
                                             ::testing::Values(37), ::testing::Values(256, 61),
                                             ::testing::Values(1, 3, 8, 11)),
                          MatMulTestName);
+
+// --- GGML block formats ---
+
+// A block-format matrix of random blocks: random code bytes, and random
+// finite scales (f16 in [-0.02, 0.02]; MXFP4's exponent 2^-10 to 2^-6), as
+// tests/kernels/matmul_test.cc's MakeQuantMatrix; `values` is the CPU's
+// DequantizeRow of them, the plain-loop reference.
+struct QuantMatrix {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // [rows][cols]
+};
+
+QuantMatrix RandomQuantMatrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+  QuantMatrix m;
+  m.bytes.resize(static_cast<size_t>(rows * DTypeBytes(dtype, cols)));
+  for (uint8_t& b : m.bytes) b = static_cast<uint8_t>(rng());
+  // Offsets of the f16 scales in a block (Q6_K keeps d at its end).
+  std::vector<size_t> scale_offsets = {0};
+  if (dtype == DType::kQ4_K || dtype == DType::kQ5_K) scale_offsets = {0, 2};
+  if (dtype == DType::kQ6_K) scale_offsets = {208};
+  if (dtype == DType::kMXFP4) scale_offsets = {};
+  const auto block_bytes = static_cast<size_t>(DTypeBlockBytes(dtype));
+  for (size_t block = 0; block < m.bytes.size(); block += block_bytes) {
+    if (dtype == DType::kMXFP4) m.bytes[block] = static_cast<uint8_t>(118 + rng() % 5);
+    for (const size_t offset : scale_offsets) {
+      const uint16_t h = F32ToF16(scale(rng));
+      std::memcpy(&m.bytes[block + offset], &h, sizeof(h));
+    }
+  }
+  m.values.resize(static_cast<size_t>(rows * cols));
+  DequantizeRow(dtype, m.bytes.data(), rows * cols, m.values.data());
+  return m;
+}
+
+// (dtype, rows, blocks per row, batch). Batch 9 is two passes (8 + 1);
+// 11 blocks of 32 leave lanes idle in a warp's last step (8 blocks a step);
+// 37 rows leave warps idle in the last thread block.
+class CudaQuantMatMulTest : public ::testing::TestWithParam<std::tuple<DType, int, int, int>> {};
+
+TEST_P(CudaQuantMatMulTest, MatchesDequantizedPlainLoops) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [dtype, rows, blocks, batch] = GetParam();
+  const int64_t cols = blocks * DTypeBlockElements(dtype);
+  const QuantMatrix m = RandomQuantMatrix(dtype, rows, cols, 50);
+  const std::vector<float> x = RandomFloats(static_cast<size_t>(batch * cols), 51);
+
+  // The weights one byte past an aligned address and x one float past one:
+  // the kernel must not rely on alignment (blocks of 34, 18, 210 and 17
+  // bytes are unaligned within a row anyway).
+  DeviceBuffer d_w = Zeros(m.bytes.size() + 1);
+  ASSERT_TRUE(cudaMemcpy(d_w.as<uint8_t>() + 1, m.bytes.data(), m.bytes.size(), cudaMemcpyHostToDevice) ==
+              cudaSuccess);
+  std::vector<float> x_shifted(x.size() + 1, 0.0f);
+  std::copy(x.begin(), x.end(), x_shifted.begin() + 1);
+  DeviceBuffer d_x = Upload(x_shifted);
+  DeviceBuffer d_y = Zeros(static_cast<size_t>(batch) * rows * sizeof(float));
+  const WeightMatrix w{.dtype = dtype, .data = d_w.as<uint8_t>() + 1, .rows = rows, .cols = cols};
+  ASSERT_TRUE(cuda::MatMul(w, d_x.as<float>() + 1, batch, d_y.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got = Download<float>(d_y, static_cast<size_t>(batch) * rows);
+
+  // The device dequantises each weight to DequantizeRow's value exactly, so
+  // the only error is the f32 sum: a lane adds cols / 32 products in order,
+  // then 5 shuffle steps add the lanes' sums; the classic bound for n
+  // additions is n * u * sum |w x| (u = 2^-24), and FLT_EPSILON = 2u doubles
+  // it for margin. A wrong element (a nibble, a scale, a sign) moves y by
+  // about |w x|, far above this (~1e-6 of sum |w x|).
+  const double bound_factor = (static_cast<double>(cols) / 32 + 8) * FLT_EPSILON;
+  for (int b = 0; b < batch; ++b) {
+    for (int r = 0; r < rows; ++r) {
+      double want = 0, magnitude = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double product = static_cast<double>(m.values[r * cols + c]) * x[b * cols + c];
+        want += product;
+        magnitude += std::fabs(product);
+      }
+      ASSERT_LE(std::fabs(got[b * rows + r] - want), bound_factor * magnitude)
+          << "row " << r << " of batch row " << b << ": got " << got[b * rows + r] << ", want " << want;
+    }
+  }
+}
+
+std::string QuantMatMulTestName(const ::testing::TestParamInfo<CudaQuantMatMulTest::ParamType>& info) {
+  return std::string(DTypeName(std::get<0>(info.param))) + "_" + std::to_string(std::get<1>(info.param)) + "x" +
+         std::to_string(std::get<2>(info.param)) + "blocks_batch" + std::to_string(std::get<3>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, CudaQuantMatMulTest,
+                         ::testing::Combine(::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K,
+                                                              DType::kQ6_K, DType::kMXFP4),
+                                            ::testing::Values(37), ::testing::Values(1, 11),
+                                            ::testing::Values(1, 3, 9)),
+                         QuantMatMulTestName);
+
+// A row that is not whole blocks is refused before anything is enqueued,
+// naming the dtype and the columns (no device needed).
+TEST(CudaKernelsTest, BlockFormatsRefuseColsThatAreNotWholeBlocks) {
+  for (const auto& [dtype, cols] : {std::pair{DType::kQ8_0, 48}, std::pair{DType::kQ4_0, 33},
+                                    std::pair{DType::kQ4_K, 300}, std::pair{DType::kQ5_K, 128},
+                                    std::pair{DType::kQ6_K, 260}, std::pair{DType::kMXFP4, 16}}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    // Host pointers: the shape check comes first, nothing is read.
+    const std::vector<uint8_t> bytes(1024);
+    const WeightMatrix w{.dtype = dtype, .data = bytes.data(), .rows = 4, .cols = cols};
+    float x = 0, y = 0;
+    const absl::Status s = cuda::MatMul(w, &x, 1, &y, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(std::string(DTypeName(dtype))), absl::string_view::npos) << s;
+    EXPECT_NE(s.message().find(std::to_string(cols) + " columns"), absl::string_view::npos) << s;
+  }
+  // Every dtype the CPU reads has a GPU kernel.
+  for (DType dtype : kAllDTypes) EXPECT_TRUE(cuda::MatMulSupports(dtype)) << DTypeName(dtype);
+}
 
 TEST(CudaKernelsTest, RmsNormMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
