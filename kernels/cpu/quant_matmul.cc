@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/dtype.h"
 #include "kernels/cpu/quant_blocks.h"
@@ -252,23 +253,52 @@ HWY_INLINE __m256i Codes(const BlockMXFP4& b) {
 
 // Q8_0, Q4_0 and MXFP4: each block's exact integer sum, scaled and accumulated in
 // eight f32 lanes (the portable kernels use Highway's lane count, so their
-// sums differ by f32 reordering only).
+// sums differ by f32 reordering only). A block unpacked for pmaddubsw,
+// which needs one unsigned side: |w|, and w itself to move its sign onto x.
+// The weights' work, done once per block however many activation rows meet
+// it (UnpackedRows: prefill re-decoded MXFP4's nibbles for every row).
+struct Q8Unpacked {
+  __m256i magnitude;  // |w|
+  __m256i codes;      // w, for its signs
+  float scale = 0;
+};
+// Value-initialise (`Q8Lanes acc{}`: zero lanes); see LaneSums512.
+struct Q8Lanes {
+  __m256 sums;
+};
+
 template <typename Block>
-float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
-  // pmaddubsw needs one unsigned side: |w| against x with w's sign.
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc = _mm256_setzero_ps();
-  for (size_t i = 0; i < blocks; ++i) {
-    const __m256i wq = Codes(w[i]);
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-    const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(BlockScale(w[i]) * x[i].d), acc);
-  }
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+HWY_INLINE void UnpackQ8(const Block& b, Q8Unpacked* u) {
+  u->codes = Codes(b);
+  u->magnitude = _mm256_sign_epi8(u->codes, u->codes);
+  u->scale = BlockScale(b);
+}
+
+HWY_INLINE void AccumulateQ8(const Q8Unpacked& u, const ActQ8_32& x, Q8Lanes& acc) {
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  const __m256i pairs = _mm256_maddubs_epi16(u.magnitude, _mm256_sign_epi8(xq, u.codes));
+  const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  acc.sums = _mm256_fmadd_ps(sums, _mm256_set1_ps(u.scale * x.d), acc.sums);
+}
+
+HWY_INLINE float FinishQ8(const Q8Lanes& acc) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc.sums), _mm256_extractf128_ps(acc.sums, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// MatVec's dot: the same unpack and accumulate steps per block as
+// UnpackedRows, so a batched step gives these values bit for bit.
+template <typename Block>
+float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size_t blocks) {
+  Q8Lanes acc{};
+  for (size_t i = 0; i < blocks; ++i) {
+    Q8Unpacked u;
+    UnpackQ8(w[i], &u);
+    AccumulateQ8(u, x[i], acc);
+  }
+  return FinishQ8(acc);
 }
 
 template <bool kFifthBit, typename Block>
@@ -328,13 +358,13 @@ float DotKX86(const Block* HWY_RESTRICT w, const ActQ8_K* HWY_RESTRICT x, size_t
 // the batch's activation blocks stream from L2.
 constexpr size_t kUnpackedRowsTile = 64;
 
-template <typename Block, typename Unpacked, typename Lanes, void (*kUnpack)(const Block&, Unpacked*),
-          void (*kAccumulate)(const Unpacked&, const ActQ8_K&, Lanes&), float (*kFinish)(const Lanes&)>
+template <typename Block, typename Act, typename Unpacked, typename Lanes, void (*kUnpack)(const Block&, Unpacked*),
+          void (*kAccumulate)(const Unpacked&, const Act&, Lanes&), float (*kFinish)(const Lanes&)>
 void UnpackedRows(const void* w, size_t rows, size_t cols, const void* xq, size_t batch, float* y, size_t row_begin,
                   size_t row_end) {
-  const size_t blocks = cols / 256;
+  const size_t blocks = cols / (std::is_same_v<Act, ActQ8_32> ? 32 : 256);
   const auto* wb = static_cast<const Block*>(w);
-  const auto* xb = static_cast<const ActQ8_K*>(xq);
+  const auto* xb = static_cast<const Act*>(xq);
   Lanes acc[kUnpackedRowsTile];
   for (size_t r = row_begin; r < row_end; ++r) {
     for (size_t m0 = 0; m0 < batch; m0 += kUnpackedRowsTile) {
@@ -740,16 +770,24 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #endif
   switch (dtype) {
     case DType::kQ8_0: Rows<BlockQ8_0, ActQ8_32, kQ8_0>(w, r, n, 32, xq, m, y, begin, end); return;
-    case DType::kQ4_0: Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kQ4_0:
+#ifdef EXPERTD_QUANT_X86
+      if (m > 1) {
+        return UnpackedRows<BlockQ4_0, ActQ8_32, Q8Unpacked, Q8Lanes, UnpackQ8<BlockQ4_0>, AccumulateQ8, FinishQ8>(
+            w, r, n, xq, m, y, begin, end);
+      }
+#endif
+      Rows<BlockQ4_0, ActQ8_32, kQ4_0>(w, r, n, 32, xq, m, y, begin, end);
+      return;
     case DType::kQ4_K:
 #ifdef EXPERTD_QUANT_Q4K_512
       if (m > 1) {
-        return UnpackedRows<BlockQ4_K, Q4KUnpacked, LaneSums512, UnpackQ4_K512, AccumulateQ4_K512, FinishLanes512>(
+        return UnpackedRows<BlockQ4_K, ActQ8_K, Q4KUnpacked, LaneSums512, UnpackQ4_K512, AccumulateQ4_K512, FinishLanes512>(
             w, r, n, xq, m, y, begin, end);
       }
 #elif defined(EXPERTD_QUANT_K_LANES256)
       if (m > 1) {
-        return UnpackedRows<BlockQ4_K, Q4KUnpacked256, LaneSums256, UnpackQ4_K256, AccumulateQ4_K256, FinishLanes256>(
+        return UnpackedRows<BlockQ4_K, ActQ8_K, Q4KUnpacked256, LaneSums256, UnpackQ4_K256, AccumulateQ4_K256, FinishLanes256>(
             w, r, n, xq, m, y, begin, end);
       }
 #endif
@@ -759,18 +797,26 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
     case DType::kQ6_K:
 #ifdef EXPERTD_QUANT_Q6K_512
       if (m > 1) {
-        return UnpackedRows<BlockQ6_K, Q6KUnpacked, LaneSums512, UnpackQ6_K512, AccumulateQ6_K512, FinishLanes512>(
+        return UnpackedRows<BlockQ6_K, ActQ8_K, Q6KUnpacked, LaneSums512, UnpackQ6_K512, AccumulateQ6_K512, FinishLanes512>(
             w, r, n, xq, m, y, begin, end);
       }
 #elif defined(EXPERTD_QUANT_K_LANES256)
       if (m > 1) {
-        return UnpackedRows<BlockQ6_K, Q6KUnpacked256, LaneSums256, UnpackQ6_K256, AccumulateQ6_K256, FinishLanes256>(
+        return UnpackedRows<BlockQ6_K, ActQ8_K, Q6KUnpacked256, LaneSums256, UnpackQ6_K256, AccumulateQ6_K256, FinishLanes256>(
             w, r, n, xq, m, y, begin, end);
       }
 #endif
       Rows<BlockQ6_K, ActQ8_K, kQ6_K>(w, r, n, 256, xq, m, y, begin, end);
       return;
-    case DType::kMXFP4: Rows<BlockMXFP4, ActQ8_32, kMXFP4>(w, r, n, 32, xq, m, y, begin, end); return;
+    case DType::kMXFP4:
+#ifdef EXPERTD_QUANT_X86
+      if (m > 1) {
+        return UnpackedRows<BlockMXFP4, ActQ8_32, Q8Unpacked, Q8Lanes, UnpackQ8<BlockMXFP4>, AccumulateQ8, FinishQ8>(
+            w, r, n, xq, m, y, begin, end);
+      }
+#endif
+      Rows<BlockMXFP4, ActQ8_32, kMXFP4>(w, r, n, 32, xq, m, y, begin, end);
+      return;
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:
