@@ -377,44 +377,38 @@ const uint16_t* RoundActivations(const WeightMatrix& w, const float* x, int64_t 
   }));
 }
 
-struct Bf16Job {
-  const WeightMatrix* w;
-  const uint16_t* xb;
-  int64_t batch;
-  float* y;
-};
+// Rows [begin, end) of a matrix whose x was converted first (xc: quantised
+// blocks, or bf16 rows).
+using ConvertedRows = void (*)(const WeightMatrix& w, const void* xc, int64_t batch, float* y, int64_t begin,
+                               int64_t end);
 
-void Bf16MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
-  const uint16_t* xb = RoundActivations(w, x, batch);
-  const auto* data = static_cast<const uint16_t*>(w.data);
-  if (pool == nullptr) {
-    internal::Bf16DotRows(data, w.rows, w.cols, xb, batch, y, 0, w.rows);
-    return;
-  }
-  const Bf16Job job{&w, xb, batch, y};
-  pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
-    internal::Bf16DotRows(static_cast<const uint16_t*>(job->w->data), job->w->rows, job->w->cols, job->xb,
-                          job->batch, job->y, begin, end);
-  });
+void QuantRowsOf(const WeightMatrix& w, const void* xq, int64_t batch, float* y, int64_t begin, int64_t end) {
+  internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, xq, batch, y, begin, end);
 }
 
-struct QuantJob {
+void Bf16RowsOf(const WeightMatrix& w, const void* xb, int64_t batch, float* y, int64_t begin, int64_t end) {
+  internal::Bf16DotRows(static_cast<const uint16_t*>(w.data), w.rows, w.cols, static_cast<const uint16_t*>(xb), batch,
+                        y, begin, end);
+}
+
+struct ConvertedJob {
   const WeightMatrix* w;
-  const void* xq;
+  const void* xc;
   int64_t batch;
   float* y;
+  ConvertedRows rows;
 };
 
-void QuantMatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
-  const void* xq = QuantizeActivations(w, x, batch);
+// x converted once on the calling thread, then every row, split over the pool.
+void RunConverted(const WeightMatrix& w, const void* xc, int64_t batch, float* y, ThreadPool* pool,
+                  ConvertedRows rows) {
   if (pool == nullptr) {
-    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, xq, batch, y, 0, w.rows);
+    rows(w, xc, batch, y, 0, w.rows);
     return;
   }
-  const QuantJob job{&w, xq, batch, y};
+  const ConvertedJob job{&w, xc, batch, y, rows};
   pool->ParallelFor(w.rows, MinChunkRows(w), [job = &job](int64_t begin, int64_t end) {
-    internal::QuantMatMulRows(job->w->dtype, job->w->data, job->w->rows, job->w->cols, job->xq, job->batch, job->y,
-                              begin, end);
+    job->rows(*job->w, job->xc, job->batch, job->y, begin, end);
   });
 }
 
@@ -425,11 +419,11 @@ bool Bf16ActivationsSupported() { return internal::HaveBf16Dot(); }
 void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
   if (w.rows <= 0) return;
   if (DTypeIsQuantized(w.dtype)) {
-    QuantMatMul(w, x, 1, y, pool);
+    RunConverted(w, QuantizeActivations(w, x, 1), 1, y, pool, QuantRowsOf);
     return;
   }
   if (UsesBf16Dot(w)) {
-    Bf16MatMul(w, x, 1, y, pool);
+    RunConverted(w, RoundActivations(w, x, 1), 1, y, pool, Bf16RowsOf);
     return;
   }
   if (pool == nullptr) {
@@ -448,11 +442,11 @@ void MatVec(const WeightMatrix& w, const float* x, float* y, ThreadPool* pool) {
 void MatMul(const WeightMatrix& w, const float* x, int64_t batch, float* y, ThreadPool* pool) {
   if (w.rows <= 0 || batch <= 0) return;
   if (DTypeIsQuantized(w.dtype)) {
-    QuantMatMul(w, x, batch, y, pool);
+    RunConverted(w, QuantizeActivations(w, x, batch), batch, y, pool, QuantRowsOf);
     return;
   }
   if (UsesBf16Dot(w)) {
-    Bf16MatMul(w, x, batch, y, pool);
+    RunConverted(w, RoundActivations(w, x, batch), batch, y, pool, Bf16RowsOf);
     return;
   }
   if (batch == 1) {
@@ -477,14 +471,12 @@ void MatMulRowRange(const WeightMatrix& w, const float* x, int64_t batch, float*
   if (DTypeIsQuantized(w.dtype)) {
     // Each call quantises x again: the same bytes every time, so any split
     // of rows still gives MatMul's values.
-    internal::QuantMatMulRows(w.dtype, w.data, w.rows, w.cols, QuantizeActivations(w, x, batch), batch, y,
-                              row_begin, row_end);
+    QuantRowsOf(w, QuantizeActivations(w, x, batch), batch, y, row_begin, row_end);
     return;
   }
   if (UsesBf16Dot(w)) {
     // Rounding x is the same every call, as for quantised weights.
-    internal::Bf16DotRows(static_cast<const uint16_t*>(w.data), w.rows, w.cols, RoundActivations(w, x, batch), batch,
-                          y, row_begin, row_end);
+    Bf16RowsOf(w, RoundActivations(w, x, batch), batch, y, row_begin, row_end);
     return;
   }
   if (batch == 1) {
