@@ -4,11 +4,15 @@
 // self-initialised variable, which -Wuninitialized reports inside the
 // headers (GCC PR 105593, fixed in GCC 13); Highway's own code turns the
 // same warning off around them.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #include <cstddef>
 #include <cstdint>
