@@ -20,6 +20,8 @@
 #include "formats/gguf_file.h"
 #include "fuzz/fuzz_util.h"
 
+namespace model = expertd::model;
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static expertd::fuzz::MemoryFile file;  // one per run: see MemoryFile
   auto opened = expertd::formats::GgufFile::Open(file.Write(data, size));

@@ -30,7 +30,7 @@ using expertd::daemon::ApiError;
 using expertd::tokenizer::ChatTemplate;
 using expertd::daemon::GenerationRequest;
 using expertd::daemon::InferenceConfig;
-using model::Model;
+using expertd::model::Model;
 
 constexpr char kModelName[] = "fuzz-model";
 
@@ -49,7 +49,7 @@ void CheckError(const ApiError& error) {
 }
 
 void CheckRequest(const GenerationRequest& r, int max_stop_strings) {
-  const model::ModelConfig& config = fixture->model->config();
+  const expertd::model::ModelConfig& config = fixture->model->config();
   const InferenceConfig& limits = fixture->limits;
   const expertd::engine::GenerateOptions& o = r.options;
   FUZZ_CHECK(o.max_new_tokens >= 0 && o.max_new_tokens <= limits.max_tokens);

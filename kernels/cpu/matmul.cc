@@ -309,7 +309,8 @@ int64_t MinChunkRows(const WeightMatrix& w) {
   return (rows + 3) / 4 * 4;  // whole 4-row tiles in MatVec
 }
 
-// Quantised weights: the activation rows are quantised to 8 bits once per
+// Quantised weights (and bf16 weights with bf16_activations): the
+// activation rows are quantised to 8 bits (rounded to bf16) once per
 // call, on the calling thread, into this thread's scratch (MatVec's
 // signature has no scratch argument, and the engine must not allocate per
 // token: the buffers grow to the largest call and stay). Workers of a
