@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/launch.h"
 
@@ -82,6 +83,27 @@ __global__ void MatMulKernel(const T* __restrict__ w, int64_t rows, int64_t cols
   }
 }
 
+// Launches a matrix kernel compiled for this batch size (launch gets
+// std::integral_constant<int, batch>): each batch size is its own kernel so
+// its partial sums stay in registers. The launch's error, or
+// cudaErrorInvalidValue outside [1, kMaxBatch].
+template <typename Launch>
+cudaError_t ForEachBatch(int batch, const Launch& launch) {
+  static_assert(kMaxBatch == 8, "one case per batch size up to kMaxBatch");
+  switch (batch) {
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 3: launch(std::integral_constant<int, 3>{}); break;
+    case 4: launch(std::integral_constant<int, 4>{}); break;
+    case 5: launch(std::integral_constant<int, 5>{}); break;
+    case 6: launch(std::integral_constant<int, 6>{}); break;
+    case 7: launch(std::integral_constant<int, 7>{}); break;
+    case 8: launch(std::integral_constant<int, 8>{}); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t MatMulTyped(const void* w, int64_t rows, int64_t cols, const float* x, int batch, float* y,
                         cudaStream_t stream) {
@@ -92,24 +114,9 @@ cudaError_t MatMulTyped(const void* w, int64_t rows, int64_t cols, const float* 
                           reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const dim3 grid(static_cast<unsigned>((rows + kMatMulWarpsPerBlock - 1) / kMatMulWarpsPerBlock));
   const dim3 block(kMatMulWarpsPerBlock * kWarp);
-  switch (batch) {
-#define EXPERTD_MATMUL_CASE(B) \
-  case B:                      \
-    MatMulKernel<T, B><<<grid, block, 0, stream>>>(wt, rows, cols, x, y, vectorized); \
-    break;
-    EXPERTD_MATMUL_CASE(1)
-    EXPERTD_MATMUL_CASE(2)
-    EXPERTD_MATMUL_CASE(3)
-    EXPERTD_MATMUL_CASE(4)
-    EXPERTD_MATMUL_CASE(5)
-    EXPERTD_MATMUL_CASE(6)
-    EXPERTD_MATMUL_CASE(7)
-    EXPERTD_MATMUL_CASE(8)
-#undef EXPERTD_MATMUL_CASE
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return ForEachBatch(batch, [&](auto b) {
+    MatMulKernel<T, decltype(b)::value><<<grid, block, 0, stream>>>(wt, rows, cols, x, y, vectorized);
+  });
 }
 
 // --- GGML block formats ---
@@ -300,24 +307,9 @@ cudaError_t QuantMatMul(const void* w, int64_t rows, int64_t cols, const float* 
   const auto* wb = static_cast<const uint8_t*>(w);
   const dim3 grid(static_cast<unsigned>((rows + kMatMulWarpsPerBlock - 1) / kMatMulWarpsPerBlock));
   const dim3 block(kMatMulWarpsPerBlock * kWarp);
-  switch (batch) {
-#define EXPERTD_QUANT_MATMUL_CASE(B) \
-  case B:                            \
-    QuantMatMulKernel<Format, B><<<grid, block, 0, stream>>>(wb, rows, cols, x, y); \
-    break;
-    EXPERTD_QUANT_MATMUL_CASE(1)
-    EXPERTD_QUANT_MATMUL_CASE(2)
-    EXPERTD_QUANT_MATMUL_CASE(3)
-    EXPERTD_QUANT_MATMUL_CASE(4)
-    EXPERTD_QUANT_MATMUL_CASE(5)
-    EXPERTD_QUANT_MATMUL_CASE(6)
-    EXPERTD_QUANT_MATMUL_CASE(7)
-    EXPERTD_QUANT_MATMUL_CASE(8)
-#undef EXPERTD_QUANT_MATMUL_CASE
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return ForEachBatch(batch, [&](auto b) {
+    QuantMatMulKernel<Format, decltype(b)::value><<<grid, block, 0, stream>>>(wb, rows, cols, x, y);
+  });
 }
 
 // Sum over the block of each thread's v; every thread gets the total.
