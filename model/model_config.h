@@ -137,10 +137,10 @@ struct ModelConfig {
     return layer < static_cast<int>(layer_is_sliding.size()) && layer_is_sliding[layer] ? sliding_window : 0;
   }
   // What of this model the GPU pass cannot run yet (it refuses such a model
-  // at load, naming this); nullptr when it can.
+  // at load, naming this); nullptr when it can. (gpt-oss's sinks, sliding
+  // windows, biases, clamped SwiGLU and YaRN RoPE run on the GPU.)
   const char* CpuOnlyFeature() const {
     if (mla) return "multi-head latent attention";
-    if (attention_sinks || clamped_swiglu || expert_bias) return "attention sinks and clamped SwiGLU experts with biases";
     return nullptr;
   }
 

@@ -184,10 +184,20 @@ struct CudaForwardPass::DeviceWeights {
     const float* q_bias = nullptr;
     const float* k_bias = nullptr;
     const float* v_bias = nullptr;
+    const float* o_bias = nullptr;
+    const float* sinks = nullptr;  // [heads]: attention sinks
     const float* q_norm = nullptr;
     const float* k_norm = nullptr;
     bool is_moe = true;
     kernels::WeightMatrix router;
+    const float* router_bias = nullptr;
+    // gpt-oss: every routed expert's biases, [experts][ffn] and
+    // [experts][hidden], uploaded with the dense weights whatever tier the
+    // experts' matrices are in (model::LayerWeights keeps them resident the
+    // same way), so cached experts find theirs by index.
+    const float* expert_gate_bias = nullptr;
+    const float* expert_up_bias = nullptr;
+    const float* expert_down_bias = nullptr;
     std::optional<model::FeedForwardWeights> shared_expert;
     kernels::WeightMatrix shared_expert_gate;
     model::FeedForwardWeights dense_mlp;
@@ -214,6 +224,8 @@ struct CudaForwardPass::DeviceWeights {
       ASSIGN_OR_RETURN(d.q_bias, up.Vector(h.q_bias));
       ASSIGN_OR_RETURN(d.k_bias, up.Vector(h.k_bias));
       ASSIGN_OR_RETURN(d.v_bias, up.Vector(h.v_bias));
+      ASSIGN_OR_RETURN(d.o_bias, up.Vector(h.o_bias));
+      ASSIGN_OR_RETURN(d.sinks, up.Vector(h.sinks));
       ASSIGN_OR_RETURN(d.q_norm, up.Vector(h.q_norm));
       ASSIGN_OR_RETURN(d.k_norm, up.Vector(h.k_norm));
       d.is_moe = h.is_moe;
@@ -222,6 +234,10 @@ struct CudaForwardPass::DeviceWeights {
         continue;
       }
       ASSIGN_OR_RETURN(d.router, up.Matrix(h.router));
+      ASSIGN_OR_RETURN(d.router_bias, up.Vector(h.router_bias));
+      ASSIGN_OR_RETURN(d.expert_gate_bias, up.Vector(h.expert_gate_bias));
+      ASSIGN_OR_RETURN(d.expert_up_bias, up.Vector(h.expert_up_bias));
+      ASSIGN_OR_RETURN(d.expert_down_bias, up.Vector(h.expert_down_bias));
       if (h.shared_expert) {
         ASSIGN_OR_RETURN(d.shared_expert, up.FeedForward(*h.shared_expert));
         ASSIGN_OR_RETURN(d.shared_expert_gate, up.Matrix(h.shared_expert_gate));
@@ -251,9 +267,8 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const m
     return absl::InvalidArgumentError("experts cached in VRAM need a cache with a device (CUDA) tier");
   }
   if (const char* feature = model.config().CpuOnlyFeature(); feature != nullptr) {
-    // Multi-head latent attention (DeepSeek-V2), attention sinks, sliding
-    // windows and biased clamped-SwiGLU experts (gpt-oss), and YaRN RoPE
-    // exist only in the CPU pass so far.
+    // Multi-head latent attention (DeepSeek-V2) exists only in the CPU pass
+    // so far.
     return absl::UnimplementedError(absl::StrCat("the GPU pass does not support ", model.config().architecture_name,
                                                  " (", feature, ") yet; run it on the CPU "
                                                  "(no GPU device in the config)"));
@@ -290,7 +305,8 @@ CudaForwardPass::CudaForwardPass(const model::Model& model, kernels::ThreadPool*
       experts_(experts),
       options_(std::move(options)),
       placement_(options_.placement),
-      inv_freq_(RopeInverseFrequencies(model.config())) {}
+      inv_freq_(RopeInverseFrequencies(model.config())),
+      rope_attention_factor_(RopeAttentionFactor(model.config())) {}
 
 CudaForwardPass::~CudaForwardPass() {
   if (stream_.get() != nullptr) (void)stream_.Synchronize();
@@ -451,7 +467,13 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
                           static_cast<const std::byte*>(embedding.data) +
                               static_cast<size_t>(tokens[t]) * DTypeBytes(embedding.dtype, h),
                           h, host_rows_.data() + static_cast<size_t>(t) * h);
-    RopeCosSin(inv_freq_, rows_[t].position, host_rope_.data() + static_cast<size_t>(t) * config_.head_dim);
+    float* cos_sin = host_rope_.data() + static_cast<size_t>(t) * config_.head_dim;
+    RopeCosSin(inv_freq_, rows_[t].position, cos_sin);
+    if (rope_attention_factor_ != 1.0f) {
+      // YaRN on rotate-half RoPE (gpt-oss) scales cos and sin, as the CPU
+      // pass does (a model with latent attention is refused at Create).
+      for (int i = 0; i < config_.head_dim; ++i) cos_sin[i] *= rope_attention_factor_;
+    }
   }
   cudaStream_t stream = stream_.get();
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(residual_.data(), host_rows_.data(), static_cast<size_t>(n) * h * 4,
@@ -517,7 +539,10 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
   RETURN_IF_ERROR(kc::ApplyRope(q_.as<float>(), n, config_.num_heads, head_dim, rope_.as<float>(), stream));
   RETURN_IF_ERROR(kc::ApplyRope(k_.as<float>(), n, config_.num_kv_heads, head_dim, rope_.as<float>(), stream));
 
-  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim};
+  // Sliding-window layers and attention sinks (gpt-oss); the sinks are in
+  // device memory.
+  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim,
+                                     config_.AttentionWindow(layer_index), layer.sinks};
   const size_t row_bytes = static_cast<size_t>(kv_size) * sizeof(float);
   // Writes rows [t, t + count)'s keys and values at position `at` onwards.
   auto write_kv = [&](KvCache& kv, int t, int count, int at) -> absl::Status {
@@ -551,16 +576,32 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
     }
   }
   RETURN_IF_ERROR(kc::MatMul(layer.o, attention_.as<float>(), n, block_out_.as<float>(), stream));
+  if (layer.o_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.o_bias, n, h, block_out_.as<float>(), stream));
   return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
 }
 
-absl::Status CudaForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out) {
+absl::Status CudaForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out,
+                                          const DeviceExpertBiases* routed) {
   cudaStream_t stream = stream_.get();
   const int64_t ffn = ff.gate.rows;
-  RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, ffn_gate_.as<float>(), stream));
-  RETURN_IF_ERROR(kc::MatMul(ff.up, x, m, ffn_up_.as<float>(), stream));
-  RETURN_IF_ERROR(kc::SiluMul(ffn_gate_.as<float>(), ffn_up_.as<float>(), m * ffn, ffn_gate_.as<float>(), stream));
-  return kc::MatMul(ff.down, ffn_gate_.as<float>(), m, out, stream);
+  float* gate = ffn_gate_.as<float>();
+  float* up = ffn_up_.as<float>();
+  RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, gate, stream));
+  RETURN_IF_ERROR(kc::MatMul(ff.up, x, m, up, stream));
+  // As model::LayerWeights::ExtrasOf: a routed expert of a model with the
+  // clamped SwiGLU gets it, with its biases when the model has them.
+  const DeviceExpertBiases biases = routed != nullptr ? *routed : DeviceExpertBiases{};
+  if (routed != nullptr && config_.clamped_swiglu) {
+    RETURN_IF_ERROR(kc::ClampedSwiglu(gate, up, biases.gate, biases.up, m, ffn, config_.clamped_swiglu->alpha,
+                                      config_.clamped_swiglu->limit, gate, stream));
+  } else {
+    if (biases.gate != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.gate, m, ffn, gate, stream));
+    if (biases.up != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.up, m, ffn, up, stream));
+    RETURN_IF_ERROR(kc::SiluMul(gate, up, m * ffn, gate, stream));
+  }
+  RETURN_IF_ERROR(kc::MatMul(ff.down, gate, m, out, stream));
+  if (biases.down != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.down, m, ff.down.rows, out, stream));
+  return absl::OkStatus();
 }
 
 absl::Status CudaForwardPass::UploadDispatch(const MoeDispatch& dispatch, int n) {
@@ -593,9 +634,18 @@ absl::Status CudaForwardPass::RunExpertOnDevice(const MoeDispatch& dispatch, int
   const int h = config_.hidden_size;
   const int m = static_cast<int>(dispatch.SlotsOf(expert).size());
   const int offset = dispatch.FirstIndexOf(expert);
+  if (m == 0) return absl::OkStatus();
   RETURN_IF_ERROR(kc::GatherRows(normed_.as<float>(), rows_by_expert_.as<int32_t>() + offset, m, h,
                                  gathered_.as<float>(), stream));
-  RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>()));
+  const DeviceWeights::Layer& layer = weights_->layers[moe_layer_];
+  DeviceExpertBiases biases;
+  if (layer.expert_gate_bias != nullptr) {
+    const size_t ffn = static_cast<size_t>(config_.expert_intermediate_size);
+    biases.gate = layer.expert_gate_bias + expert * ffn;
+    biases.up = layer.expert_up_bias + expert * ffn;
+    biases.down = layer.expert_down_bias + static_cast<size_t>(expert) * h;
+  }
+  RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>(), &biases));
   return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + offset, m, h,
                          expert_out_.as<float>(), stream);
 }
@@ -611,7 +661,8 @@ absl::Status CudaForwardPass::RunExpertOnCpu(const MoeDispatch& dispatch, int ex
     std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch.RowOfSlot(slots[i])) * h, h,
                 cpu_in_.data() + static_cast<size_t>(i) * h);
   }
-  CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_);
+  CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_,
+                 model_.weights().layers[moe_layer_].ExtrasOf(expert, config_));
   placement_.RecordCpuCompute(expert_bytes_, m,
                               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   // A pageable copy returns once cpu_out_ has been staged, so it may be
@@ -647,8 +698,12 @@ absl::StatusOr<RouterOutput> CudaForwardPass::Router(int layer_index) {
   const int h = config_.hidden_size;
   cudaStream_t stream = stream_.get();
   // Routing happens on the host: the cache must know the experts anyway.
-  RETURN_IF_ERROR(
-      kc::MatMul(weights_->layers[layer_index].router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  RETURN_IF_ERROR(kc::MatMul(layer.router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  if (layer.router_bias != nullptr) {
+    RETURN_IF_ERROR(
+        kc::AddBias(layer.router_bias, n, config_.num_experts, router_logits_.as<float>(), stream));
+  }
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_router_logits_.data(), router_logits_.data(),
                                              static_cast<size_t>(n) * config_.num_experts * 4,
                                              cudaMemcpyDeviceToHost, stream),
@@ -661,7 +716,8 @@ absl::StatusOr<RouterOutput> CudaForwardPass::Router(int layer_index) {
   return RouterOutput{.logits = host_router_logits_.data(), .gate_inputs = host_rows_.data()};
 }
 
-absl::Status CudaForwardPass::Dispatched(int /*layer*/, const MoeDispatch& dispatch) {
+absl::Status CudaForwardPass::Dispatched(int layer, const MoeDispatch& dispatch) {
+  moe_layer_ = layer;  // whose expert biases RunExpert adds
   RETURN_IF_ERROR(UploadDispatch(dispatch, static_cast<int>(rows_.size())));
   // The copies made since the last layer, for the placement the plan decides on next.
   RecordCopyTimings();

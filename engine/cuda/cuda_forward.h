@@ -100,7 +100,17 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // [first_row, n).
   absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
   absl::Status SelfAttention(int layer, int n);
-  absl::Status FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out);
+  // A routed expert's biases on the device (gpt-oss), all null for none.
+  struct DeviceExpertBiases {
+    const float* gate = nullptr;
+    const float* up = nullptr;
+    const float* down = nullptr;
+  };
+  // down(act(gate x, up x)) for m rows of x: SiLU(gate) * up, or for a
+  // routed expert of a model with the clamped SwiGLU, that activation with
+  // its biases (the CPU pass's ExpertActivation).
+  absl::Status FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out,
+                           const DeviceExpertBiases* routed = nullptr);
   // The expert's slots: gather their rows, run it, scatter to the slots.
   absl::Status RunExpertOnDevice(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
   absl::Status RunExpertOnCpu(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
@@ -138,7 +148,11 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   std::unique_ptr<ExpertSource> uploaded_experts_;  // Experts::kUploadAll
   std::unique_ptr<KvMemory> kv_memory_;
 
+  // RoPE's inverse frequencies and YaRN's attention factor, host-computed
+  // as the CPU pass computes them (engine/moe_dispatch.h).
   std::vector<float> inv_freq_;
+  float rope_attention_factor_ = 1.0f;
+  int moe_layer_ = 0;  // the MoE layer whose experts run (Dispatched)
   std::vector<RowPlan> rows_;
   bool contiguous_ = false;
   std::vector<int32_t> step_tokens_;

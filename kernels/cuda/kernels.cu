@@ -359,9 +359,12 @@ __global__ void RopeKernel(float* x, int num_tokens, int num_heads, int head_dim
 // One block per (query, head): each warp runs an online softmax over every
 // kAttentionWarps-th key, then the warps' partial results are merged.
 // Lane l holds elements l, l + 32, ... of the head.
+// With window > 0 a query at position p sees keys (p - window, p] only; with
+// sinks, head h's sinks[h] joins the softmax's denominator as one more
+// logit with no value (kernels/cpu/attention.h).
 __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, const float* __restrict__ q,
                                 int first_position, const float* __restrict__ k, const float* __restrict__ v,
-                                float* __restrict__ out, float scale) {
+                                float* __restrict__ out, float scale, int window, const float* __restrict__ sinks) {
   constexpr int kPerLane = kMaxHeadDim / kWarp;
   __shared__ float warp_max[kAttentionWarps];
   __shared__ float warp_sum[kAttentionWarps];
@@ -374,7 +377,8 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
   const int64_t q_stride = static_cast<int64_t>(num_heads) * head_dim;
   const int64_t kv_stride = static_cast<int64_t>(num_kv_heads) * head_dim;
   const float* q_head = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
-  const int64_t history = static_cast<int64_t>(first_position) + t + 1;
+  const int64_t position = static_cast<int64_t>(first_position) + t;
+  const int64_t first = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
 
   float q_reg[kPerLane];
   float acc[kPerLane];
@@ -386,7 +390,7 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
   }
   float running_max = -INFINITY;
   float running_sum = 0.0f;
-  for (int64_t j = warp; j < history; j += kAttentionWarps) {
+  for (int64_t j = first + warp; j <= position; j += kAttentionWarps) {
     const float* k_row = k + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
     const float* v_row = v + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
     float dot = 0.0f;
@@ -417,12 +421,15 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
     if (d < head_dim) warp_acc[warp][d] = acc[i];
   }
   __syncthreads();
-  // Key 0 always goes to warp 0, so the overall max is finite; warps that
-  // saw no key have max -inf and weigh exp(-inf) = 0.
+  // Key `first` always goes to warp 0, so the overall max is finite; warps
+  // that saw no key have max -inf and weigh exp(-inf) = 0. The sink counts
+  // in the max too, so a large sink logit cannot overflow its exp.
   float overall_max = warp_max[0];
   for (int w = 1; w < kAttentionWarps; ++w) overall_max = fmaxf(overall_max, warp_max[w]);
+  const float sink = sinks != nullptr ? sinks[h] : -INFINITY;
+  overall_max = fmaxf(overall_max, sink);
   float weights[kAttentionWarps];
-  float total = 0.0f;
+  float total = sinks != nullptr ? __expf(sink - overall_max) : 0.0f;
   for (int w = 0; w < kAttentionWarps; ++w) {
     weights[w] = __expf(warp_max[w] - overall_max);
     total += warp_sum[w] * weights[w];
@@ -536,6 +543,23 @@ dim3 RowGrid(int rows, int64_t width) {
   return dim3(static_cast<unsigned>((width + kRowThreads - 1) / kRowThreads), static_cast<unsigned>(rows));
 }
 
+// gpt-oss's expert activation, as engine/cpu_feed_forward.cc's
+// ExpertActivation computes it (expf, not __expf: the CPU's std::exp).
+__global__ void ClampedSwigluKernel(const float* gate, const float* up, const float* __restrict__ gate_bias,
+                                    const float* __restrict__ up_bias, int64_t width, float alpha, float limit,
+                                    float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  const int64_t at = blockIdx.y * width + i;
+  float g = gate[at];
+  float u = up[at];
+  if (gate_bias != nullptr) g += gate_bias[i];
+  if (up_bias != nullptr) u += up_bias[i];
+  const float clamped_gate = fminf(g, limit);
+  const float clamped_up = fminf(fmaxf(u, -limit), limit);
+  out[at] = (clamped_up + 1.0f) * clamped_gate / (1.0f + expf(-alpha * clamped_gate));
+}
+
 __global__ void AddRowsKernel(const float* __restrict__ x, int64_t width, float* out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= width) return;
@@ -633,10 +657,11 @@ cudaError_t LaunchRope(float* x, int num_tokens, int num_heads, int head_dim, co
 }
 
 cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const float* q, int num_queries,
-                            int first_position, const float* k, const float* v, float* out, cudaStream_t stream) {
+                            int first_position, const float* k, const float* v, float* out, int window,
+                            const float* sinks, cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
   AttentionKernel<<<static_cast<unsigned>(num_queries * num_heads), kAttentionWarps * kWarp, 0, stream>>>(
-      num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale);
+      num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
   return cudaGetLastError();
 }
 
@@ -661,6 +686,13 @@ cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, c
 
 cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream) {
   AddBiasKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(bias, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias,
+                                int rows, int64_t width, float alpha, float limit, float* out, cudaStream_t stream) {
+  ClampedSwigluKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(gate, up, gate_bias, up_bias, width, alpha,
+                                                                        limit, out);
   return cudaGetLastError();
 }
 

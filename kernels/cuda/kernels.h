@@ -52,9 +52,11 @@ absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, co
 
 // kernels::CausalAttention on the GPU: q and out [num_queries][num_heads *
 // head_dim], k and v the cache [>= first_position + num_queries][num_kv_heads
-// * head_dim], query t attending to positions [0, first_position + t].
-// head_dim <= kMaxAttentionHeadDim. One pass with an online softmax, so the
-// history length is not limited by shared memory.
+// * head_dim], query t attending to positions [0, first_position + t], or
+// with shape.window > 0 to the last window of them; shape.sinks, when set,
+// is device memory ([num_heads] logits that join each head's softmax with
+// no value). head_dim <= kMaxAttentionHeadDim. One pass with an online
+// softmax, so the history length is not limited by shared memory.
 inline constexpr int kMaxAttentionHeadDim = 256;
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
                              const float* k, const float* v, float* out, cudaStream_t stream);
@@ -70,6 +72,14 @@ absl::Status RouteTokens(const float* logits, int num_tokens, int num_experts, i
 
 // SwiGLU: out[i] = silu(gate[i]) * up[i]; out may alias either input.
 absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+
+// gpt-oss's expert activation (engine/cpu_feed_forward.h ExpertActivation
+// with extras), on `rows` rows of `width` gate and up values: each plus its
+// bias (gate_bias, up_bias: [width], or null for none), g = min(gate,
+// limit), u = clamp(up, -limit, limit), out = (u + 1) * g * sigmoid(alpha *
+// g). out may alias gate or up. limit > 0.
+absl::Status ClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias, int rows,
+                           int64_t width, float alpha, float limit, float* out, cudaStream_t stream);
 
 // Row operations of the forward pass, on `rows` rows of `width` floats.
 // out[r] += x[r] (residual connections).
