@@ -110,6 +110,23 @@ absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, co
   return Launched(internal::LaunchRope(x, num_tokens, num_heads, head_dim, cos_sin, stream), "ApplyRope");
 }
 
+absl::Status InterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                             const float* cos_sin, float factor, cudaStream_t stream) {
+  if (rows < 0 || count < 0 || dim <= 0 || dim % 2 != 0 || row_stride < 0 || span_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda InterleavedRope: ", rows, " rows of ", count, " spans of ",
+                                                   dim, " values (dim must be even)"));
+  }
+  return Launched(
+      internal::LaunchInterleavedRope(x, rows, row_stride, count, span_stride, dim, cos_sin, factor, stream),
+      "InterleavedRope");
+}
+
+absl::Status Scale(float factor, int64_t n, float* x, cudaStream_t stream) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("cuda Scale of ", n, " values"));
+  if (n == 0) return absl::OkStatus();
+  return Launched(internal::LaunchScale(factor, n, x, stream), "Scale");
+}
+
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
                              const float* k, const float* v, float* out, cudaStream_t stream) {
   if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0 ||

@@ -19,7 +19,11 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kMaxBatch = 8;           // kernels.h kMaxBatchPerPass
 constexpr int kMatMulWarpsPerBlock = 8;  // one weight row per warp
-constexpr int kMaxHeadDim = 256;       // kernels.h kMaxAttentionHeadDim
+// Attention heads up to 256 wide (every per-head attention) and up to 576
+// (DeepSeek-V2's latent: kernels.h kMaxAttentionHeadDim) compile apart, so
+// the common case keeps its registers.
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxLatentHeadDim = 576;  // kernels.h kMaxAttentionHeadDim
 constexpr int kAttentionWarps = 4;
 constexpr int kRouteThreads = 256;
 
@@ -356,19 +360,42 @@ __global__ void RopeKernel(float* x, int num_tokens, int num_heads, int head_dim
   h[i + half] = x1 * cs[i] + x0 * cs[half + i];
 }
 
+// DeepSeek-V2's RoPE (engine/forward.cc InterleavedRope): one thread per
+// (row, span, pair i < dim / 2); pairs are (2i, 2i + 1), cos and sin scaled
+// by `factor`.
+__global__ void InterleavedRopeKernel(float* x, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                      const float* __restrict__ cos_sin, float factor, int64_t total) {
+  const int half = dim / 2;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int i = static_cast<int>(index % half);
+  const int64_t span = index / half;  // row * count + j
+  const int64_t row = span / count;
+  const int64_t j = span % count;
+  float* p = x + row * row_stride + j * span_stride;
+  const float* cs = cos_sin + row * dim;
+  const float c = cs[i] * factor;
+  const float s = cs[half + i] * factor;
+  const float a = p[2 * i];
+  const float b = p[2 * i + 1];
+  p[2 * i] = a * c - b * s;
+  p[2 * i + 1] = a * s + b * c;
+}
+
 // One block per (query, head): each warp runs an online softmax over every
 // kAttentionWarps-th key, then the warps' partial results are merged.
 // Lane l holds elements l, l + 32, ... of the head.
 // With window > 0 a query at position p sees keys (p - window, p] only; with
 // sinks, head h's sinks[h] joins the softmax's denominator as one more
 // logit with no value (kernels/cpu/attention.h).
+template <int kMaxDim>
 __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, const float* __restrict__ q,
                                 int first_position, const float* __restrict__ k, const float* __restrict__ v,
                                 float* __restrict__ out, float scale, int window, const float* __restrict__ sinks) {
-  constexpr int kPerLane = kMaxHeadDim / kWarp;
+  constexpr int kPerLane = kMaxDim / kWarp;
   __shared__ float warp_max[kAttentionWarps];
   __shared__ float warp_sum[kAttentionWarps];
-  __shared__ float warp_acc[kAttentionWarps][kMaxHeadDim];
+  __shared__ float warp_acc[kAttentionWarps][kMaxDim];
   const int t = blockIdx.x / num_heads;
   const int h = blockIdx.x % num_heads;
   const int kv_head = h / (num_heads / num_kv_heads);
@@ -573,6 +600,11 @@ __global__ void AddBiasKernel(const float* __restrict__ bias, int64_t width, flo
   out[blockIdx.y * width + i] += bias[i];
 }
 
+__global__ void ScaleKernel(float factor, int64_t n, float* x) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] *= factor;
+}
+
 __global__ void ClipKernel(float limit, int64_t n, float* x) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] = fminf(fmaxf(x[i], -limit), limit);
@@ -660,8 +692,14 @@ cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const
                             int first_position, const float* k, const float* v, float* out, int window,
                             const float* sinks, cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  AttentionKernel<<<static_cast<unsigned>(num_queries * num_heads), kAttentionWarps * kWarp, 0, stream>>>(
-      num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
+  const unsigned blocks = static_cast<unsigned>(num_queries * num_heads);
+  if (head_dim <= kMaxHeadDim) {
+    AttentionKernel<kMaxHeadDim><<<blocks, kAttentionWarps * kWarp, 0, stream>>>(
+        num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
+  } else {
+    AttentionKernel<kMaxLatentHeadDim><<<blocks, kAttentionWarps * kWarp, 0, stream>>>(
+        num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
+  }
   return cudaGetLastError();
 }
 
@@ -693,6 +731,21 @@ cudaError_t LaunchClampedSwiglu(const float* gate, const float* up, const float*
                                 int rows, int64_t width, float alpha, float limit, float* out, cudaStream_t stream) {
   ClampedSwigluKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(gate, up, gate_bias, up_bias, width, alpha,
                                                                         limit, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchInterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                  const float* cos_sin, float factor, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(rows) * count * (dim / 2);
+  if (total == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  InterleavedRopeKernel<<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      x, row_stride, count, span_stride, dim, cos_sin, factor, total);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScale(float factor, int64_t n, float* x, cudaStream_t stream) {
+  ScaleKernel<<<static_cast<unsigned>((n + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(factor, n, x);
   return cudaGetLastError();
 }
 

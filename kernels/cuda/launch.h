@@ -49,6 +49,9 @@ cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, c
 cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream);
 cudaError_t LaunchClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias,
                                 int rows, int64_t width, float alpha, float limit, float* out, cudaStream_t stream);
+cudaError_t LaunchInterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                  const float* cos_sin, float factor, cudaStream_t stream);
+cudaError_t LaunchScale(float factor, int64_t n, float* x, cudaStream_t stream);  // n >= 1
 cudaError_t LaunchClip(float limit, int64_t n, float* x, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
                              cudaStream_t stream);

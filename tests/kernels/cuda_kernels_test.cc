@@ -162,6 +162,10 @@ TEST(CudaKernelsTest, ShapeErrorsAreCaughtBeforeLaunch) {
   EXPECT_EQ(cuda::ClampedSwiglu(nullptr, nullptr, nullptr, nullptr, 1, 4, 1.702f, 0.0f, nullptr, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(cuda::ClampedSwiglu(nullptr, nullptr, nullptr, nullptr, 0, 4, 1.702f, 7.0f, nullptr, nullptr).ok());
+  EXPECT_EQ(cuda::InterleavedRope(nullptr, 1, 8, 1, 0, 7, nullptr, 1.0f, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::Scale(2.0f, -1, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cuda::Scale(2.0f, 0, nullptr, nullptr).ok());
   EXPECT_TRUE(cuda::AddWeightedSlots(nullptr, nullptr, nullptr, 0, 4, nullptr, nullptr).ok());
 }
 
@@ -366,6 +370,44 @@ TEST(CudaKernelsTest, RopeMatchesCpu) {
   ExpectNear(Download<float>(d_x, x.size()), want, 1e-6f, "rope");
 }
 
+// DeepSeek-V2's RoPE on every head's rope part of strided query rows,
+// against engine/forward.cc's InterleavedRope written out; then Scale.
+TEST(CudaKernelsTest, InterleavedRopeAndScaleMatchPlainLoops) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 3, kHeads = 4, kNope = 16, kDim = 8, kQk = kNope + kDim;
+  constexpr int kStride = kHeads * kQk;
+  constexpr float kFactor = 1.3f;
+  const std::vector<float> x = RandomFloats(kRows * kStride, 50);
+  const std::vector<float> cos_sin = RandomFloats(kRows * kDim, 51);
+  std::vector<float> want = x;
+  for (int r = 0; r < kRows; ++r) {
+    for (int head = 0; head < kHeads; ++head) {
+      float* p = want.data() + r * kStride + head * kQk + kNope;
+      const float* cs = cos_sin.data() + r * kDim;
+      for (int i = 0; i < kDim / 2; ++i) {
+        const float c = cs[i] * kFactor, s = cs[kDim / 2 + i] * kFactor;
+        const float a = p[2 * i], b = p[2 * i + 1];
+        p[2 * i] = a * c - b * s;
+        p[2 * i + 1] = a * s + b * c;
+      }
+    }
+  }
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_cs = Upload(cos_sin);
+  ASSERT_TRUE(cuda::InterleavedRope(d_x.as<float>() + kNope, kRows, kStride, kHeads, kQk, kDim, d_cs.as<float>(),
+                                    kFactor, nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got = Download<float>(d_x, x.size());
+  ExpectNear(got, want, 1e-6f, "interleaved rope");
+  ASSERT_NE(got, x);
+
+  for (float& v : want) v *= -0.25f;
+  ASSERT_TRUE(cuda::Scale(-0.25f, static_cast<int64_t>(x.size()), d_x.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_x, x.size()), want, 1e-6f, "scale");
+}
+
 // (head_dim, num_heads, num_kv_heads, num_queries, first_position)
 class CudaAttentionTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, int>> {};
 
@@ -393,7 +435,10 @@ TEST_P(CudaAttentionTest, MatchesCpuCausalAttention) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTest,
                          ::testing::Values(std::make_tuple(64, 8, 2, 3, 37), std::make_tuple(128, 4, 4, 1, 0),
                                            std::make_tuple(128, 16, 4, 5, 300), std::make_tuple(96, 6, 3, 2, 9),
-                                           std::make_tuple(256, 2, 1, 1, 1000)));
+                                           std::make_tuple(256, 2, 1, 1, 1000),
+                                           // DeepSeek-V2's latent (512 + 64) and a test model's (32 + 8): every
+                                           // head on one shared KV head.
+                                           std::make_tuple(576, 16, 1, 3, 20), std::make_tuple(40, 4, 1, 5, 3)));
 
 // gpt-oss's attention: sliding windows shorter and longer than the
 // history, with and without sinks (one large enough to take most of the
