@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -137,6 +138,10 @@ std::string FirstWeightTheGpuCannotRun(const model::ModelWeights& weights, const
     check(layer.k, absl::StrCat(name, " k"));
     check(layer.v, absl::StrCat(name, " v"));
     check(layer.o, absl::StrCat(name, " o"));
+    check(layer.q_a, absl::StrCat(name, " q_a"));
+    check(layer.q_b, absl::StrCat(name, " q_b"));
+    check(layer.kv_a, absl::StrCat(name, " kv_a"));
+    check(layer.kv_b, absl::StrCat(name, " kv_b"));
     if (!layer.is_moe) {
       check_ff(layer.dense_mlp, absl::StrCat(name, " dense MLP"));
       continue;
@@ -161,6 +166,35 @@ std::string FirstWeightTheGpuCannotRun(const model::ModelWeights& weights, const
   return found;
 }
 
+// Each head's W_UK (kv_b's rows head * (nope + v) .. + nope, [nope][rank])
+// transposed, [heads][rank][nope] in f32: the absorbed query W_UK^T q_nope
+// is then one MatMul per head. Block formats are dequantised exactly.
+std::vector<float> TransposedKeyWeights(const kernels::WeightMatrix& kv_b, const model::MlaConfig& mla, int heads) {
+  const int rank = mla.kv_lora_rank, nope = mla.qk_nope_head_dim, v_dim = mla.v_head_dim;
+  std::vector<float> out(static_cast<size_t>(heads) * rank * nope);
+  std::vector<float> row(rank);
+  const size_t row_bytes = DTypeBytes(kv_b.dtype, rank);
+  const auto* base = static_cast<const std::byte*>(kv_b.data);
+  for (int head = 0; head < heads; ++head) {
+    for (int i = 0; i < nope; ++i) {
+      kernels::ConvertToF32(kv_b.dtype, base + static_cast<size_t>(head * (nope + v_dim) + i) * row_bytes, rank,
+                            row.data());
+      for (int r = 0; r < rank; ++r) out[(static_cast<size_t>(head) * rank + r) * nope + i] = row[r];
+    }
+  }
+  return out;
+}
+
+// Copies `rows` rows of `width` floats between strided layouts (strides in
+// floats), on the stream.
+absl::Status CopyRows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int rows, int64_t width,
+                      cudaStream_t stream) {
+  if (rows == 0 || width == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpy2DAsync(dst, dst_stride * sizeof(float), src, src_stride * sizeof(float),
+                                      width * sizeof(float), rows, cudaMemcpyDeviceToDevice, stream),
+                    "copying rows");
+}
+
 float* Row(const kc::DeviceBuffer& buffer, int row, int64_t width) {
   return buffer.as<float>() + static_cast<size_t>(row) * width;
 }
@@ -181,13 +215,28 @@ struct CudaForwardPass::DeviceWeights {
     const float* input_norm = nullptr;
     const float* post_attention_norm = nullptr;
     kernels::WeightMatrix q, k, v, o;
+    // Multi-head latent attention (model::LayerWeights); w_uk_t is
+    // TransposedKeyWeights of kv_b, [heads * rank][nope] f32.
+    kernels::WeightMatrix q_a, q_b, kv_a, kv_b, w_uk_t;
+    const float* q_a_norm = nullptr;
+    const float* kv_a_norm = nullptr;
     const float* q_bias = nullptr;
     const float* k_bias = nullptr;
     const float* v_bias = nullptr;
+    const float* o_bias = nullptr;
+    const float* sinks = nullptr;  // [heads]: attention sinks
     const float* q_norm = nullptr;
     const float* k_norm = nullptr;
     bool is_moe = true;
     kernels::WeightMatrix router;
+    const float* router_bias = nullptr;
+    // gpt-oss: every routed expert's biases, [experts][ffn] and
+    // [experts][hidden], uploaded with the dense weights whatever tier the
+    // experts' matrices are in (model::LayerWeights keeps them resident the
+    // same way), so cached experts find theirs by index.
+    const float* expert_gate_bias = nullptr;
+    const float* expert_up_bias = nullptr;
+    const float* expert_down_bias = nullptr;
     std::optional<model::FeedForwardWeights> shared_expert;
     kernels::WeightMatrix shared_expert_gate;
     model::FeedForwardWeights dense_mlp;
@@ -199,7 +248,8 @@ struct CudaForwardPass::DeviceWeights {
   kc::DeviceBuffer memory;
 
   // One walk over the model's weights: measuring, or copying.
-  absl::Status Walk(const model::ModelWeights& host, bool with_experts, Uploader& up) {
+  absl::Status Walk(const model::ModelWeights& host, const model::ModelConfig& config, bool with_experts,
+                    Uploader& up) {
     layers.assign(host.layers.size(), Layer());
     experts.assign(host.layers.size(), {});
     for (size_t l = 0; l < host.layers.size(); ++l) {
@@ -211,9 +261,23 @@ struct CudaForwardPass::DeviceWeights {
       ASSIGN_OR_RETURN(d.k, up.Matrix(h.k));
       ASSIGN_OR_RETURN(d.v, up.Matrix(h.v));
       ASSIGN_OR_RETURN(d.o, up.Matrix(h.o));
+      ASSIGN_OR_RETURN(d.q_a, up.Matrix(h.q_a));
+      ASSIGN_OR_RETURN(d.q_b, up.Matrix(h.q_b));
+      ASSIGN_OR_RETURN(d.kv_a, up.Matrix(h.kv_a));
+      ASSIGN_OR_RETURN(d.kv_b, up.Matrix(h.kv_b));
+      ASSIGN_OR_RETURN(d.q_a_norm, up.Vector(h.q_a_norm));
+      ASSIGN_OR_RETURN(d.kv_a_norm, up.Vector(h.kv_a_norm));
+      if (config.mla && h.kv_b.data != nullptr && config.mla->qk_nope_head_dim > 0) {
+        const std::vector<float> w_uk_t = TransposedKeyWeights(h.kv_b, *config.mla, config.num_heads);
+        ASSIGN_OR_RETURN(const float* w, up.Vector(w_uk_t));
+        d.w_uk_t = kernels::WeightMatrix{DType::kF32, w, static_cast<int64_t>(config.num_heads) * config.mla->kv_lora_rank,
+                                         config.mla->qk_nope_head_dim};
+      }
       ASSIGN_OR_RETURN(d.q_bias, up.Vector(h.q_bias));
       ASSIGN_OR_RETURN(d.k_bias, up.Vector(h.k_bias));
       ASSIGN_OR_RETURN(d.v_bias, up.Vector(h.v_bias));
+      ASSIGN_OR_RETURN(d.o_bias, up.Vector(h.o_bias));
+      ASSIGN_OR_RETURN(d.sinks, up.Vector(h.sinks));
       ASSIGN_OR_RETURN(d.q_norm, up.Vector(h.q_norm));
       ASSIGN_OR_RETURN(d.k_norm, up.Vector(h.k_norm));
       d.is_moe = h.is_moe;
@@ -222,6 +286,10 @@ struct CudaForwardPass::DeviceWeights {
         continue;
       }
       ASSIGN_OR_RETURN(d.router, up.Matrix(h.router));
+      ASSIGN_OR_RETURN(d.router_bias, up.Vector(h.router_bias));
+      ASSIGN_OR_RETURN(d.expert_gate_bias, up.Vector(h.expert_gate_bias));
+      ASSIGN_OR_RETURN(d.expert_up_bias, up.Vector(h.expert_up_bias));
+      ASSIGN_OR_RETURN(d.expert_down_bias, up.Vector(h.expert_down_bias));
       if (h.shared_expert) {
         ASSIGN_OR_RETURN(d.shared_expert, up.FeedForward(*h.shared_expert));
         ASSIGN_OR_RETURN(d.shared_expert_gate, up.Matrix(h.shared_expert_gate));
@@ -251,16 +319,18 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const m
     return absl::InvalidArgumentError("experts cached in VRAM need a cache with a device (CUDA) tier");
   }
   if (const char* feature = model.config().CpuOnlyFeature(); feature != nullptr) {
-    // Multi-head latent attention (DeepSeek-V2), attention sinks, sliding
-    // windows and biased clamped-SwiGLU experts (gpt-oss), and YaRN RoPE
-    // exist only in the CPU pass so far.
+    // Nothing today (ModelConfig::CpuOnlyFeature); kept for the next
+    // feature the CPU pass gets first.
     return absl::UnimplementedError(absl::StrCat("the GPU pass does not support ", model.config().architecture_name,
                                                  " (", feature, ") yet; run it on the CPU "
                                                  "(no GPU device in the config)"));
   }
-  if (model.config().head_dim > kc::kMaxAttentionHeadDim) {
-    return absl::InvalidArgumentError(absl::StrCat("the GPU pass supports head_dim up to ", kc::kMaxAttentionHeadDim,
-                                                   ", this model has ", model.config().head_dim));
+  // With latent attention every head attends to the latent: one head of
+  // latent_size.
+  const model::ModelConfig& config = model.config();
+  if (const int width = config.mla ? config.mla->latent_size() : config.head_dim; width > kc::kMaxAttentionHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("the GPU pass attends over heads up to ", kc::kMaxAttentionHeadDim,
+                                                   " values wide, this model's are ", width));
   }
   // Refused here, at load, rather than by the first MatMul of a request.
   if (const std::string unsupported = FirstWeightTheGpuCannotRun(model.weights(), options); !unsupported.empty()) {
@@ -290,7 +360,14 @@ CudaForwardPass::CudaForwardPass(const model::Model& model, kernels::ThreadPool*
       experts_(experts),
       options_(std::move(options)),
       placement_(options_.placement),
-      inv_freq_(RopeInverseFrequencies(model.config())) {}
+      inv_freq_(RopeInverseFrequencies(model.config())),
+      rope_attention_factor_(RopeAttentionFactor(model.config())) {
+  if (config_.mla) {
+    // As the CPU pass: the attention kernel scales by latent_size^-1/2,
+    // the model's softmax scale is MlaSoftmaxScale.
+    latent_query_scale_ = MlaSoftmaxScale(config_) * std::sqrt(static_cast<float>(config_.mla->latent_size()));
+  }
+}
 
 CudaForwardPass::~CudaForwardPass() {
   if (stream_.get() != nullptr) (void)stream_.Synchronize();
@@ -302,7 +379,7 @@ absl::Status CudaForwardPass::Init() {
   const bool upload_all = options_.experts == CudaForwardOptions::Experts::kUploadAll;
   weights_ = std::make_unique<DeviceWeights>();
   Uploader uploader;
-  RETURN_IF_ERROR(weights_->Walk(model_.weights(), upload_all, uploader));
+  RETURN_IF_ERROR(weights_->Walk(model_.weights(), config_, upload_all, uploader));
   const size_t bytes = uploader.total();
   if (absl::Status s = uploader.StartCopying(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("uploading ", bytes >> 20, " MiB of ",
@@ -311,7 +388,7 @@ absl::Status CudaForwardPass::Init() {
                                                           : "dense weights",
                                                ": ", s.message()));
   }
-  RETURN_IF_ERROR(weights_->Walk(model_.weights(), upload_all, uploader));
+  RETURN_IF_ERROR(weights_->Walk(model_.weights(), config_, upload_all, uploader));
   weights_->memory = uploader.Take();
   if (upload_all) {
     uploaded_experts_ = std::make_unique<UploadedExperts>(weights_->experts);
@@ -386,7 +463,19 @@ absl::Status CudaForwardPass::EnsureScratch(int n, int slots, int logit_rows) {
   RETURN_IF_ERROR(Ensure<float>(q_, static_cast<size_t>(n) * config_.q_size()));
   RETURN_IF_ERROR(Ensure<float>(k_, static_cast<size_t>(n) * config_.kv_size()));
   RETURN_IF_ERROR(Ensure<float>(v_, static_cast<size_t>(n) * config_.kv_size()));
-  RETURN_IF_ERROR(Ensure<float>(attention_, static_cast<size_t>(n) * config_.q_size()));
+  int attention_width = config_.q_size();
+  if (config_.mla) {
+    const model::MlaConfig& mla = *config_.mla;
+    attention_width = std::max(attention_width, config_.num_heads * mla.v_head_dim);
+    const size_t latent_q = static_cast<size_t>(n) * config_.num_heads * mla.latent_size();
+    RETURN_IF_ERROR(Ensure<float>(q_lora_, static_cast<size_t>(n) * mla.q_lora_rank));
+    RETURN_IF_ERROR(Ensure<float>(latent_q_, latent_q));
+    RETURN_IF_ERROR(Ensure<float>(latent_out_, latent_q));
+    RETURN_IF_ERROR(
+        Ensure<float>(mla_in_, static_cast<size_t>(n) * std::max(mla.qk_nope_head_dim, mla.kv_lora_rank)));
+    RETURN_IF_ERROR(Ensure<float>(mla_out_, static_cast<size_t>(n) * std::max(mla.kv_lora_rank, mla.v_head_dim)));
+  }
+  RETURN_IF_ERROR(Ensure<float>(attention_, static_cast<size_t>(n) * attention_width));
   RETURN_IF_ERROR(Ensure<float>(block_out_, n * h));
   RETURN_IF_ERROR(Ensure<float>(rope_, static_cast<size_t>(n) * config_.head_dim));
   RETURN_IF_ERROR(Ensure<float>(router_logits_, static_cast<size_t>(n) * config_.num_experts));
@@ -451,7 +540,14 @@ absl::Status CudaForwardPass::RunPass(absl::Span<const int32_t> tokens, int firs
                           static_cast<const std::byte*>(embedding.data) +
                               static_cast<size_t>(tokens[t]) * DTypeBytes(embedding.dtype, h),
                           h, host_rows_.data() + static_cast<size_t>(t) * h);
-    RopeCosSin(inv_freq_, rows_[t].position, host_rope_.data() + static_cast<size_t>(t) * config_.head_dim);
+    float* cos_sin = host_rope_.data() + static_cast<size_t>(t) * config_.head_dim;
+    RopeCosSin(inv_freq_, rows_[t].position, cos_sin);
+    if (!config_.mla && rope_attention_factor_ != 1.0f) {
+      // YaRN on rotate-half RoPE (gpt-oss) scales cos and sin, as the CPU
+      // pass does; the latent attention's interleaved RoPE applies the
+      // factor itself.
+      for (int i = 0; i < config_.head_dim; ++i) cos_sin[i] *= rope_attention_factor_;
+    }
   }
   cudaStream_t stream = stream_.get();
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(residual_.data(), host_rows_.data(), static_cast<size_t>(n) * h * 4,
@@ -483,6 +579,7 @@ absl::Status CudaForwardPass::Attention(int layer_index) {
 }
 
 absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
+  if (config_.mla) return LatentAttention(layer_index, n);
   const DeviceWeights::Layer& layer = weights_->layers[layer_index];
   const int h = config_.hidden_size;
   const int q_size = config_.q_size();
@@ -517,7 +614,10 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
   RETURN_IF_ERROR(kc::ApplyRope(q_.as<float>(), n, config_.num_heads, head_dim, rope_.as<float>(), stream));
   RETURN_IF_ERROR(kc::ApplyRope(k_.as<float>(), n, config_.num_kv_heads, head_dim, rope_.as<float>(), stream));
 
-  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim};
+  // Sliding-window layers and attention sinks (gpt-oss); the sinks are in
+  // device memory.
+  const kernels::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim,
+                                     config_.AttentionWindow(layer_index), layer.sinks};
   const size_t row_bytes = static_cast<size_t>(kv_size) * sizeof(float);
   // Writes rows [t, t + count)'s keys and values at position `at` onwards.
   auto write_kv = [&](KvCache& kv, int t, int count, int at) -> absl::Status {
@@ -551,16 +651,142 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
     }
   }
   RETURN_IF_ERROR(kc::MatMul(layer.o, attention_.as<float>(), n, block_out_.as<float>(), stream));
+  if (layer.o_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.o_bias, n, h, block_out_.as<float>(), stream));
   return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
 }
 
-absl::Status CudaForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out) {
+absl::Status CudaForwardPass::LatentAttention(int layer_index, int n) {
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  const model::MlaConfig& mla = *config_.mla;
+  const int h = config_.hidden_size;
+  const int heads = config_.num_heads;
+  const int nope = mla.qk_nope_head_dim;
+  const int rope = mla.qk_rope_head_dim;
+  const int qk = mla.qk_head_dim();
+  const int rank = mla.kv_lora_rank;
+  const int latent = mla.latent_size();
+  const int v_dim = mla.v_head_dim;
+  const int q_size = config_.q_size();
+  const int64_t q_width = static_cast<int64_t>(heads) * latent;  // absorbed queries per row
+  constexpr float kLatentEps = model::MlaConfig::kLatentNormEps;
+  cudaStream_t stream = stream_.get();
+  float* q = q_.as<float>();
+  float* latents = k_.as<float>();  // [n][latent]: what the KV cache keeps
+  float* latent_q = latent_q_.as<float>();
+  float* latent_out = latent_out_.as<float>();
+  float* part_in = mla_in_.as<float>();
+  float* part_out = mla_out_.as<float>();
+
+  RETURN_IF_ERROR(kc::RmsNorm(residual_.as<float>(), layer.input_norm, n, h, config_.rms_norm_eps,
+                              normed_.as<float>(), stream));
+  if (mla.q_lora_rank > 0) {
+    RETURN_IF_ERROR(kc::MatMul(layer.q_a, normed_.as<float>(), n, q_lora_.as<float>(), stream));
+    RETURN_IF_ERROR(
+        kc::RmsNorm(q_lora_.as<float>(), layer.q_a_norm, n, mla.q_lora_rank, kLatentEps, q_lora_.as<float>(), stream));
+    RETURN_IF_ERROR(kc::MatMul(layer.q_b, q_lora_.as<float>(), n, q, stream));
+  } else {
+    RETURN_IF_ERROR(kc::MatMul(layer.q, normed_.as<float>(), n, q, stream));
+  }
+  RETURN_IF_ERROR(kc::MatMul(layer.kv_a, normed_.as<float>(), n, latents, stream));
+  // The latent's first kv_lora_rank values are normalised; RmsNorm reads
+  // contiguous rows, so they go through part_in and back.
+  RETURN_IF_ERROR(CopyRows(part_in, rank, latents, latent, n, rank, stream));
+  RETURN_IF_ERROR(kc::RmsNorm(part_in, layer.kv_a_norm, n, rank, kLatentEps, part_in, stream));
+  RETURN_IF_ERROR(CopyRows(latents, latent, part_in, rank, n, rank, stream));
+  // RoPE on the shared key part and on every head's query part.
+  RETURN_IF_ERROR(kc::InterleavedRope(latents + rank, n, latent, 1, 0, rope, rope_.as<float>(),
+                                      rope_attention_factor_, stream));
+  RETURN_IF_ERROR(kc::InterleavedRope(q + nope, n, q_size, heads, qk, rope, rope_.as<float>(), rope_attention_factor_,
+                                      stream));
+
+  // The absorbed query of each head: [W_UK^T q_nope | q_rope], scaled.
+  RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(latent_q, 0, static_cast<size_t>(n) * q_width * sizeof(float), stream),
+                             "clearing the absorbed queries"));
+  for (int head = 0; head < heads; ++head) {
+    if (nope > 0) {
+      RETURN_IF_ERROR(CopyRows(part_in, nope, q + static_cast<int64_t>(head) * qk, q_size, n, nope, stream));
+      kernels::WeightMatrix w_uk_t = layer.w_uk_t;
+      w_uk_t.data = static_cast<const float*>(layer.w_uk_t.data) + static_cast<size_t>(head) * rank * nope;
+      w_uk_t.rows = rank;
+      RETURN_IF_ERROR(kc::MatMul(w_uk_t, part_in, n, part_out, stream));
+      RETURN_IF_ERROR(CopyRows(latent_q + static_cast<int64_t>(head) * latent, q_width, part_out, rank, n, rank, stream));
+    }
+    RETURN_IF_ERROR(CopyRows(latent_q + static_cast<int64_t>(head) * latent + rank, q_width,
+                             q + static_cast<int64_t>(head) * qk + nope, q_size, n, rope, stream));
+  }
+  RETURN_IF_ERROR(kc::Scale(latent_query_scale_, static_cast<int64_t>(n) * q_width, latent_q, stream));
+
+  // Every head attends to the one latent row per position: one "KV head"
+  // of latent_size whose values are the same rows (only their first
+  // kv_lora_rank outputs are used).
+  const kernels::AttentionShape shape{heads, 1, latent};
+  auto write_latents = [&](KvCache& kv, int t, int count, int at) -> absl::Status {
+    return CudaStatus(cudaMemcpyAsync(kv.Keys(layer_index) + static_cast<size_t>(at) * latent, Row(k_, t, latent),
+                                      static_cast<size_t>(count) * latent * sizeof(float), cudaMemcpyDeviceToDevice,
+                                      stream),
+                      "writing latents to the KV cache");
+  };
+  if (contiguous_) {
+    KvCache& kv = *rows_[0].kv;
+    RETURN_IF_ERROR(write_latents(kv, 0, n, rows_[0].position));
+    const float* keys = kv.Keys(layer_index);
+    RETURN_IF_ERROR(kc::CausalAttention(shape, latent_q, n, rows_[0].position, keys, keys, latent_out, stream));
+  } else {
+    // As SelfAttention: a sample that does not append writes its latent
+    // into the reserved next position just before its own attention;
+    // appending rows go last.
+    for (bool appending : {false, true}) {
+      for (int t = 0; t < n; ++t) {
+        const RowPlan& row = rows_[t];
+        if (row.appends_kv != appending) continue;
+        RETURN_IF_ERROR(write_latents(*row.kv, t, 1, row.position));
+        const float* keys = row.kv->Keys(layer_index);
+        RETURN_IF_ERROR(kc::CausalAttention(shape, latent_q + t * q_width, 1, row.position, keys, keys,
+                                            latent_out + t * q_width, stream));
+      }
+    }
+  }
+
+  // Each head's value: W_UV[head] (kv_b's rows head * (nope + v) + nope ..
+  // + v, a view into the uploaded kv_b) times its attended latent.
+  const size_t kv_b_row_bytes = DTypeBytes(layer.kv_b.dtype, rank);
+  const int attention_width = heads * v_dim;
+  for (int head = 0; head < heads; ++head) {
+    RETURN_IF_ERROR(CopyRows(part_in, rank, latent_out + static_cast<int64_t>(head) * latent, q_width, n, rank, stream));
+    kernels::WeightMatrix w_uv = layer.kv_b;
+    w_uv.data = static_cast<const std::byte*>(layer.kv_b.data) +
+                static_cast<size_t>(head * (nope + v_dim) + nope) * kv_b_row_bytes;
+    w_uv.rows = v_dim;
+    RETURN_IF_ERROR(kc::MatMul(w_uv, part_in, n, part_out, stream));
+    RETURN_IF_ERROR(CopyRows(attention_.as<float>() + static_cast<int64_t>(head) * v_dim, attention_width, part_out,
+                             v_dim, n, v_dim, stream));
+  }
+  RETURN_IF_ERROR(kc::MatMul(layer.o, attention_.as<float>(), n, block_out_.as<float>(), stream));
+  return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
+}
+
+absl::Status CudaForwardPass::FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out,
+                                          const DeviceExpertBiases* routed) {
   cudaStream_t stream = stream_.get();
   const int64_t ffn = ff.gate.rows;
-  RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, ffn_gate_.as<float>(), stream));
-  RETURN_IF_ERROR(kc::MatMul(ff.up, x, m, ffn_up_.as<float>(), stream));
-  RETURN_IF_ERROR(kc::SiluMul(ffn_gate_.as<float>(), ffn_up_.as<float>(), m * ffn, ffn_gate_.as<float>(), stream));
-  return kc::MatMul(ff.down, ffn_gate_.as<float>(), m, out, stream);
+  float* gate = ffn_gate_.as<float>();
+  float* up = ffn_up_.as<float>();
+  RETURN_IF_ERROR(kc::MatMul(ff.gate, x, m, gate, stream));
+  RETURN_IF_ERROR(kc::MatMul(ff.up, x, m, up, stream));
+  // As model::LayerWeights::ExtrasOf: a routed expert of a model with the
+  // clamped SwiGLU gets it, with its biases when the model has them.
+  const DeviceExpertBiases biases = routed != nullptr ? *routed : DeviceExpertBiases{};
+  if (routed != nullptr && config_.clamped_swiglu) {
+    RETURN_IF_ERROR(kc::ClampedSwiglu(gate, up, biases.gate, biases.up, m, ffn, config_.clamped_swiglu->alpha,
+                                      config_.clamped_swiglu->limit, gate, stream));
+  } else {
+    if (biases.gate != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.gate, m, ffn, gate, stream));
+    if (biases.up != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.up, m, ffn, up, stream));
+    RETURN_IF_ERROR(kc::SiluMul(gate, up, m * ffn, gate, stream));
+  }
+  RETURN_IF_ERROR(kc::MatMul(ff.down, gate, m, out, stream));
+  if (biases.down != nullptr) RETURN_IF_ERROR(kc::AddBias(biases.down, m, ff.down.rows, out, stream));
+  return absl::OkStatus();
 }
 
 absl::Status CudaForwardPass::UploadDispatch(const MoeDispatch& dispatch, int n) {
@@ -593,9 +819,18 @@ absl::Status CudaForwardPass::RunExpertOnDevice(const MoeDispatch& dispatch, int
   const int h = config_.hidden_size;
   const int m = static_cast<int>(dispatch.SlotsOf(expert).size());
   const int offset = dispatch.FirstIndexOf(expert);
+  if (m == 0) return absl::OkStatus();
   RETURN_IF_ERROR(kc::GatherRows(normed_.as<float>(), rows_by_expert_.as<int32_t>() + offset, m, h,
                                  gathered_.as<float>(), stream));
-  RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>()));
+  const DeviceWeights::Layer& layer = weights_->layers[moe_layer_];
+  DeviceExpertBiases biases;
+  if (layer.expert_gate_bias != nullptr) {
+    const size_t ffn = static_cast<size_t>(config_.expert_intermediate_size);
+    biases.gate = layer.expert_gate_bias + expert * ffn;
+    biases.up = layer.expert_up_bias + expert * ffn;
+    biases.down = layer.expert_down_bias + static_cast<size_t>(expert) * h;
+  }
+  RETURN_IF_ERROR(FeedForward(weights, gathered_.as<float>(), m, ffn_out_.as<float>(), &biases));
   return kc::ScatterRows(ffn_out_.as<float>(), slots_by_expert_.as<int32_t>() + offset, m, h,
                          expert_out_.as<float>(), stream);
 }
@@ -611,7 +846,8 @@ absl::Status CudaForwardPass::RunExpertOnCpu(const MoeDispatch& dispatch, int ex
     std::copy_n(host_rows_.data() + static_cast<size_t>(dispatch.RowOfSlot(slots[i])) * h, h,
                 cpu_in_.data() + static_cast<size_t>(i) * h);
   }
-  CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_);
+  CpuFeedForward(weights, cpu_in_.data(), m, cpu_gate_.data(), cpu_up_.data(), cpu_out_.data(), pool_,
+                 model_.weights().layers[moe_layer_].ExtrasOf(expert, config_));
   placement_.RecordCpuCompute(expert_bytes_, m,
                               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   // A pageable copy returns once cpu_out_ has been staged, so it may be
@@ -647,8 +883,12 @@ absl::StatusOr<RouterOutput> CudaForwardPass::Router(int layer_index) {
   const int h = config_.hidden_size;
   cudaStream_t stream = stream_.get();
   // Routing happens on the host: the cache must know the experts anyway.
-  RETURN_IF_ERROR(
-      kc::MatMul(weights_->layers[layer_index].router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  const DeviceWeights::Layer& layer = weights_->layers[layer_index];
+  RETURN_IF_ERROR(kc::MatMul(layer.router, normed_.as<float>(), n, router_logits_.as<float>(), stream));
+  if (layer.router_bias != nullptr) {
+    RETURN_IF_ERROR(
+        kc::AddBias(layer.router_bias, n, config_.num_experts, router_logits_.as<float>(), stream));
+  }
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_router_logits_.data(), router_logits_.data(),
                                              static_cast<size_t>(n) * config_.num_experts * 4,
                                              cudaMemcpyDeviceToHost, stream),
@@ -661,7 +901,8 @@ absl::StatusOr<RouterOutput> CudaForwardPass::Router(int layer_index) {
   return RouterOutput{.logits = host_router_logits_.data(), .gate_inputs = host_rows_.data()};
 }
 
-absl::Status CudaForwardPass::Dispatched(int /*layer*/, const MoeDispatch& dispatch) {
+absl::Status CudaForwardPass::Dispatched(int layer, const MoeDispatch& dispatch) {
+  moe_layer_ = layer;  // whose expert biases RunExpert adds
   RETURN_IF_ERROR(UploadDispatch(dispatch, static_cast<int>(rows_.size())));
   // The copies made since the last layer, for the placement the plan decides on next.
   RecordCopyTimings();
@@ -701,11 +942,16 @@ absl::Status CudaForwardPass::Combine(int layer_index, const MoeDispatch& /*disp
   RETURN_IF_ERROR(kc::AddWeightedSlots(expert_out_.as<float>(), slot_weights_.as<float>(),
                                        row_slot_begin_.as<int32_t>(), n, h, residual_.as<float>(), stream));
   if (layer.shared_expert) {
-    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x).
+    // Qwen2-MoE: out += sigmoid(gate . x) * shared_expert(x); DeepSeek:
+    // out += shared_experts(x).
     RETURN_IF_ERROR(FeedForward(*layer.shared_expert, normed_.as<float>(), n, ffn_out_.as<float>()));
-    RETURN_IF_ERROR(kc::MatMul(layer.shared_expert_gate, normed_.as<float>(), n, shared_gate_.as<float>(), stream));
-    RETURN_IF_ERROR(kc::AddGatedRows(ffn_out_.as<float>(), shared_gate_.as<float>(), n, h, residual_.as<float>(),
-                                     stream));
+    if (config_.shared_expert_gated) {
+      RETURN_IF_ERROR(kc::MatMul(layer.shared_expert_gate, normed_.as<float>(), n, shared_gate_.as<float>(), stream));
+      RETURN_IF_ERROR(kc::AddGatedRows(ffn_out_.as<float>(), shared_gate_.as<float>(), n, h, residual_.as<float>(),
+                                       stream));
+    } else {
+      RETURN_IF_ERROR(kc::AddRows(ffn_out_.as<float>(), n, h, residual_.as<float>(), stream));
+    }
   }
   return absl::OkStatus();
 }

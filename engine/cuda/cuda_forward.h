@@ -100,7 +100,20 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // [first_row, n).
   absl::Status RunPass(absl::Span<const int32_t> tokens, int first_row, std::vector<float>* logits);
   absl::Status SelfAttention(int layer, int n);
-  absl::Status FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out);
+  // Multi-head latent attention (DeepSeek-V2), as the CPU pass computes it:
+  // the KV cache row is the latent, each head's query absorbed into it.
+  absl::Status LatentAttention(int layer, int n);
+  // A routed expert's biases on the device (gpt-oss), all null for none.
+  struct DeviceExpertBiases {
+    const float* gate = nullptr;
+    const float* up = nullptr;
+    const float* down = nullptr;
+  };
+  // down(act(gate x, up x)) for m rows of x: SiLU(gate) * up, or for a
+  // routed expert of a model with the clamped SwiGLU, that activation with
+  // its biases (the CPU pass's ExpertActivation).
+  absl::Status FeedForward(const model::FeedForwardWeights& ff, const float* x, int m, float* out,
+                           const DeviceExpertBiases* routed = nullptr);
   // The expert's slots: gather their rows, run it, scatter to the slots.
   absl::Status RunExpertOnDevice(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
   absl::Status RunExpertOnCpu(const MoeDispatch& dispatch, int expert, const model::FeedForwardWeights& weights);
@@ -138,7 +151,12 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   std::unique_ptr<ExpertSource> uploaded_experts_;  // Experts::kUploadAll
   std::unique_ptr<KvMemory> kv_memory_;
 
+  // RoPE's inverse frequencies and YaRN's attention factor, host-computed
+  // as the CPU pass computes them (engine/moe_dispatch.h).
   std::vector<float> inv_freq_;
+  float rope_attention_factor_ = 1.0f;
+  float latent_query_scale_ = 1.0f;  // with MLA: the absorbed query's scale
+  int moe_layer_ = 0;  // the MoE layer whose experts run (Dispatched)
   std::vector<RowPlan> rows_;
   bool contiguous_ = false;
   std::vector<int32_t> step_tokens_;
@@ -149,6 +167,10 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   int scratch_rows_ = 0;
   int scratch_slots_ = 0;
   kernels::cuda::DeviceBuffer residual_, normed_, q_, k_, v_, attention_, block_out_, rope_, router_logits_;
+  // Multi-head latent attention: the q_a projection, the absorbed queries
+  // and their attended latents [rows][heads][latent], one head's part in
+  // and out.
+  kernels::cuda::DeviceBuffer q_lora_, latent_q_, latent_out_, mla_in_, mla_out_;
   kernels::cuda::DeviceBuffer gathered_, ffn_gate_, ffn_up_, ffn_out_, expert_out_, shared_gate_, logits_;
   // The layer's dispatch on the device: slots grouped by expert, the row of
   // each, every slot's gate weight, each row's first slot.

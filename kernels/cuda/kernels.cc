@@ -110,18 +110,36 @@ absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, co
   return Launched(internal::LaunchRope(x, num_tokens, num_heads, head_dim, cos_sin, stream), "ApplyRope");
 }
 
+absl::Status InterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                             const float* cos_sin, float factor, cudaStream_t stream) {
+  if (rows < 0 || count < 0 || dim <= 0 || dim % 2 != 0 || row_stride < 0 || span_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda InterleavedRope: ", rows, " rows of ", count, " spans of ",
+                                                   dim, " values (dim must be even)"));
+  }
+  return Launched(
+      internal::LaunchInterleavedRope(x, rows, row_stride, count, span_stride, dim, cos_sin, factor, stream),
+      "InterleavedRope");
+}
+
+absl::Status Scale(float factor, int64_t n, float* x, cudaStream_t stream) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("cuda Scale of ", n, " values"));
+  if (n == 0) return absl::OkStatus();
+  return Launched(internal::LaunchScale(factor, n, x, stream), "Scale");
+}
+
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
                              const float* k, const float* v, float* out, cudaStream_t stream) {
   if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0 ||
-      shape.head_dim <= 0 || shape.head_dim > kMaxAttentionHeadDim || num_queries < 0 || first_position < 0) {
+      shape.head_dim <= 0 || shape.head_dim > kMaxAttentionHeadDim || num_queries < 0 || first_position < 0 ||
+      shape.window < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cuda CausalAttention: ", shape.num_heads, " heads over ", shape.num_kv_heads, " kv heads of ", shape.head_dim,
         " values (kv heads must divide heads; head_dim at most ", kMaxAttentionHeadDim, "), ", num_queries,
-        " queries from position ", first_position));
+        " queries from position ", first_position, ", window ", shape.window, " (0: none)"));
   }
   if (num_queries == 0) return absl::OkStatus();
   return Launched(internal::LaunchAttention(shape.num_heads, shape.num_kv_heads, shape.head_dim, q, num_queries,
-                                            first_position, k, v, out, stream),
+                                            first_position, k, v, out, shape.window, shape.sinks, stream),
                   "CausalAttention");
 }
 
@@ -175,6 +193,17 @@ absl::Status AddBias(const float* bias, int rows, int64_t width, float* out, cud
   if (absl::Status s = CheckRows("AddBias", rows, width); !s.ok()) return s;
   return InRowChunks("AddBias", rows, [&](int first, int count) {
     return internal::LaunchAddBias(bias, count, width, out + first * width, stream);
+  });
+}
+
+absl::Status ClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias, int rows,
+                           int64_t width, float alpha, float limit, float* out, cudaStream_t stream) {
+  if (absl::Status s = CheckRows("ClampedSwiglu", rows, width); !s.ok()) return s;
+  if (!(limit > 0.0f)) return absl::InvalidArgumentError(absl::StrCat("cuda ClampedSwiglu with limit ", limit));
+  // The biases index by column: only the rows move.
+  return InRowChunks("ClampedSwiglu", rows, [&](int first, int count) {
+    return internal::LaunchClampedSwiglu(gate + first * width, up + first * width, gate_bias, up_bias, count, width,
+                                         alpha, limit, out + first * width, stream);
   });
 }
 

@@ -19,7 +19,11 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kMaxBatch = 8;           // kernels.h kMaxBatchPerPass
 constexpr int kMatMulWarpsPerBlock = 8;  // one weight row per warp
-constexpr int kMaxHeadDim = 256;       // kernels.h kMaxAttentionHeadDim
+// Attention heads up to 256 wide (every per-head attention) and up to 576
+// (DeepSeek-V2's latent: kernels.h kMaxAttentionHeadDim) compile apart, so
+// the common case keeps its registers.
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxLatentHeadDim = 576;  // kernels.h kMaxAttentionHeadDim
 constexpr int kAttentionWarps = 4;
 constexpr int kRouteThreads = 256;
 
@@ -356,16 +360,42 @@ __global__ void RopeKernel(float* x, int num_tokens, int num_heads, int head_dim
   h[i + half] = x1 * cs[i] + x0 * cs[half + i];
 }
 
+// DeepSeek-V2's RoPE (engine/forward.cc InterleavedRope): one thread per
+// (row, span, pair i < dim / 2); pairs are (2i, 2i + 1), cos and sin scaled
+// by `factor`.
+__global__ void InterleavedRopeKernel(float* x, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                      const float* __restrict__ cos_sin, float factor, int64_t total) {
+  const int half = dim / 2;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int i = static_cast<int>(index % half);
+  const int64_t span = index / half;  // row * count + j
+  const int64_t row = span / count;
+  const int64_t j = span % count;
+  float* p = x + row * row_stride + j * span_stride;
+  const float* cs = cos_sin + row * dim;
+  const float c = cs[i] * factor;
+  const float s = cs[half + i] * factor;
+  const float a = p[2 * i];
+  const float b = p[2 * i + 1];
+  p[2 * i] = a * c - b * s;
+  p[2 * i + 1] = a * s + b * c;
+}
+
 // One block per (query, head): each warp runs an online softmax over every
 // kAttentionWarps-th key, then the warps' partial results are merged.
 // Lane l holds elements l, l + 32, ... of the head.
+// With window > 0 a query at position p sees keys (p - window, p] only; with
+// sinks, head h's sinks[h] joins the softmax's denominator as one more
+// logit with no value (kernels/cpu/attention.h).
+template <int kMaxDim>
 __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, const float* __restrict__ q,
                                 int first_position, const float* __restrict__ k, const float* __restrict__ v,
-                                float* __restrict__ out, float scale) {
-  constexpr int kPerLane = kMaxHeadDim / kWarp;
+                                float* __restrict__ out, float scale, int window, const float* __restrict__ sinks) {
+  constexpr int kPerLane = kMaxDim / kWarp;
   __shared__ float warp_max[kAttentionWarps];
   __shared__ float warp_sum[kAttentionWarps];
-  __shared__ float warp_acc[kAttentionWarps][kMaxHeadDim];
+  __shared__ float warp_acc[kAttentionWarps][kMaxDim];
   const int t = blockIdx.x / num_heads;
   const int h = blockIdx.x % num_heads;
   const int kv_head = h / (num_heads / num_kv_heads);
@@ -374,7 +404,8 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
   const int64_t q_stride = static_cast<int64_t>(num_heads) * head_dim;
   const int64_t kv_stride = static_cast<int64_t>(num_kv_heads) * head_dim;
   const float* q_head = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
-  const int64_t history = static_cast<int64_t>(first_position) + t + 1;
+  const int64_t position = static_cast<int64_t>(first_position) + t;
+  const int64_t first = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
 
   float q_reg[kPerLane];
   float acc[kPerLane];
@@ -386,7 +417,7 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
   }
   float running_max = -INFINITY;
   float running_sum = 0.0f;
-  for (int64_t j = warp; j < history; j += kAttentionWarps) {
+  for (int64_t j = first + warp; j <= position; j += kAttentionWarps) {
     const float* k_row = k + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
     const float* v_row = v + j * kv_stride + static_cast<int64_t>(kv_head) * head_dim;
     float dot = 0.0f;
@@ -417,12 +448,15 @@ __global__ void AttentionKernel(int num_heads, int num_kv_heads, int head_dim, c
     if (d < head_dim) warp_acc[warp][d] = acc[i];
   }
   __syncthreads();
-  // Key 0 always goes to warp 0, so the overall max is finite; warps that
-  // saw no key have max -inf and weigh exp(-inf) = 0.
+  // Key `first` always goes to warp 0, so the overall max is finite; warps
+  // that saw no key have max -inf and weigh exp(-inf) = 0. The sink counts
+  // in the max too, so a large sink logit cannot overflow its exp.
   float overall_max = warp_max[0];
   for (int w = 1; w < kAttentionWarps; ++w) overall_max = fmaxf(overall_max, warp_max[w]);
+  const float sink = sinks != nullptr ? sinks[h] : -INFINITY;
+  overall_max = fmaxf(overall_max, sink);
   float weights[kAttentionWarps];
-  float total = 0.0f;
+  float total = sinks != nullptr ? __expf(sink - overall_max) : 0.0f;
   for (int w = 0; w < kAttentionWarps; ++w) {
     weights[w] = __expf(warp_max[w] - overall_max);
     total += warp_sum[w] * weights[w];
@@ -536,6 +570,23 @@ dim3 RowGrid(int rows, int64_t width) {
   return dim3(static_cast<unsigned>((width + kRowThreads - 1) / kRowThreads), static_cast<unsigned>(rows));
 }
 
+// gpt-oss's expert activation, as engine/cpu_feed_forward.cc's
+// ExpertActivation computes it (expf, not __expf: the CPU's std::exp).
+__global__ void ClampedSwigluKernel(const float* gate, const float* up, const float* __restrict__ gate_bias,
+                                    const float* __restrict__ up_bias, int64_t width, float alpha, float limit,
+                                    float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= width) return;
+  const int64_t at = blockIdx.y * width + i;
+  float g = gate[at];
+  float u = up[at];
+  if (gate_bias != nullptr) g += gate_bias[i];
+  if (up_bias != nullptr) u += up_bias[i];
+  const float clamped_gate = fminf(g, limit);
+  const float clamped_up = fminf(fmaxf(u, -limit), limit);
+  out[at] = (clamped_up + 1.0f) * clamped_gate / (1.0f + expf(-alpha * clamped_gate));
+}
+
 __global__ void AddRowsKernel(const float* __restrict__ x, int64_t width, float* out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= width) return;
@@ -547,6 +598,11 @@ __global__ void AddBiasKernel(const float* __restrict__ bias, int64_t width, flo
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= width) return;
   out[blockIdx.y * width + i] += bias[i];
+}
+
+__global__ void ScaleKernel(float factor, int64_t n, float* x) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] *= factor;
 }
 
 __global__ void ClipKernel(float limit, int64_t n, float* x) {
@@ -633,10 +689,17 @@ cudaError_t LaunchRope(float* x, int num_tokens, int num_heads, int head_dim, co
 }
 
 cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const float* q, int num_queries,
-                            int first_position, const float* k, const float* v, float* out, cudaStream_t stream) {
+                            int first_position, const float* k, const float* v, float* out, int window,
+                            const float* sinks, cudaStream_t stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  AttentionKernel<<<static_cast<unsigned>(num_queries * num_heads), kAttentionWarps * kWarp, 0, stream>>>(
-      num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale);
+  const unsigned blocks = static_cast<unsigned>(num_queries * num_heads);
+  if (head_dim <= kMaxHeadDim) {
+    AttentionKernel<kMaxHeadDim><<<blocks, kAttentionWarps * kWarp, 0, stream>>>(
+        num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
+  } else {
+    AttentionKernel<kMaxLatentHeadDim><<<blocks, kAttentionWarps * kWarp, 0, stream>>>(
+        num_heads, num_kv_heads, head_dim, q, first_position, k, v, out, scale, window, sinks);
+  }
   return cudaGetLastError();
 }
 
@@ -661,6 +724,28 @@ cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, c
 
 cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream) {
   AddBiasKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(bias, width, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias,
+                                int rows, int64_t width, float alpha, float limit, float* out, cudaStream_t stream) {
+  ClampedSwigluKernel<<<RowGrid(rows, width), kRowThreads, 0, stream>>>(gate, up, gate_bias, up_bias, width, alpha,
+                                                                        limit, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchInterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                  const float* cos_sin, float factor, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(rows) * count * (dim / 2);
+  if (total == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  InterleavedRopeKernel<<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      x, row_stride, count, span_stride, dim, cos_sin, factor, total);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScale(float factor, int64_t n, float* x, cudaStream_t stream) {
+  ScaleKernel<<<static_cast<unsigned>((n + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(factor, n, x);
   return cudaGetLastError();
 }
 

@@ -52,10 +52,14 @@ absl::Status ApplyRope(float* x, int num_tokens, int num_heads, int head_dim, co
 
 // kernels::CausalAttention on the GPU: q and out [num_queries][num_heads *
 // head_dim], k and v the cache [>= first_position + num_queries][num_kv_heads
-// * head_dim], query t attending to positions [0, first_position + t].
-// head_dim <= kMaxAttentionHeadDim. One pass with an online softmax, so the
-// history length is not limited by shared memory.
-inline constexpr int kMaxAttentionHeadDim = 256;
+// * head_dim], query t attending to positions [0, first_position + t], or
+// with shape.window > 0 to the last window of them; shape.sinks, when set,
+// is device memory ([num_heads] logits that join each head's softmax with
+// no value). head_dim <= kMaxAttentionHeadDim: 576 is DeepSeek-V2's latent
+// (512 + 64), which every head attends to as one shared 576-wide KV head.
+// One pass with an online softmax, so the history length is not limited by
+// shared memory.
+inline constexpr int kMaxAttentionHeadDim = 576;
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, int num_queries, int first_position,
                              const float* k, const float* v, float* out, cudaStream_t stream);
 
@@ -70,6 +74,25 @@ absl::Status RouteTokens(const float* logits, int num_tokens, int num_experts, i
 
 // SwiGLU: out[i] = silu(gate[i]) * up[i]; out may alias either input.
 absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+
+// DeepSeek-V2's RoPE (engine/forward.cc's InterleavedRope), in place: in
+// each of `rows` rows, `count` spans of `dim` values, span j of row r at x +
+// r * row_stride + j * span_stride; elements pair as (2i, 2i + 1) and turn
+// by row r's angles, cos_sin [rows][dim] (RopeCosSin's layout: dim / 2
+// cosines, then the sines), both scaled by `factor` (YaRN's attention
+// factor). dim even.
+absl::Status InterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                             const float* cos_sin, float factor, cudaStream_t stream);
+// x[i] *= factor for n values.
+absl::Status Scale(float factor, int64_t n, float* x, cudaStream_t stream);
+
+// gpt-oss's expert activation (engine/cpu_feed_forward.h ExpertActivation
+// with extras), on `rows` rows of `width` gate and up values: each plus its
+// bias (gate_bias, up_bias: [width], or null for none), g = min(gate,
+// limit), u = clamp(up, -limit, limit), out = (u + 1) * g * sigmoid(alpha *
+// g). out may alias gate or up. limit > 0.
+absl::Status ClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias, int rows,
+                           int64_t width, float alpha, float limit, float* out, cudaStream_t stream);
 
 // Row operations of the forward pass, on `rows` rows of `width` floats.
 // out[r] += x[r] (residual connections).

@@ -37,14 +37,21 @@ cudaError_t LaunchRmsNorm(const float* x, const float* weight, int rows, int64_t
                           cudaStream_t stream);
 cudaError_t LaunchRope(float* x, int num_tokens, int num_heads, int head_dim, const float* cos_sin,
                        cudaStream_t stream);
+// window >= 0; sinks: [num_heads] device floats, or null.
 cudaError_t LaunchAttention(int num_heads, int num_kv_heads, int head_dim, const float* q, int num_queries,
-                            int first_position, const float* k, const float* v, float* out, cudaStream_t stream);
+                            int first_position, const float* k, const float* v, float* out, int window,
+                            const float* sinks, cudaStream_t stream);
 cudaError_t LaunchRoute(const float* logits, int num_tokens, int num_experts, int k, bool normalize,
                         int32_t* experts_out, float* weights_out, cudaStream_t stream);
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 // Row kernels; rows >= 1, width >= 1 (kernels.cc returns early otherwise).
 cudaError_t LaunchAddRows(const float* x, int rows, int64_t width, float* out, cudaStream_t stream);
 cudaError_t LaunchAddBias(const float* bias, int rows, int64_t width, float* out, cudaStream_t stream);
+cudaError_t LaunchClampedSwiglu(const float* gate, const float* up, const float* gate_bias, const float* up_bias,
+                                int rows, int64_t width, float alpha, float limit, float* out, cudaStream_t stream);
+cudaError_t LaunchInterleavedRope(float* x, int rows, int64_t row_stride, int count, int64_t span_stride, int dim,
+                                  const float* cos_sin, float factor, cudaStream_t stream);
+cudaError_t LaunchScale(float factor, int64_t n, float* x, cudaStream_t stream);  // n >= 1
 cudaError_t LaunchClip(float limit, int64_t n, float* x, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const float* src, const int32_t* index, int count, int64_t width, float* dst,
                              cudaStream_t stream);

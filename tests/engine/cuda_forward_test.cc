@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cache/cuda_device_tier.h"
 #include "cache/expert_cache.h"
 #include "engine/expert_packer.h"
@@ -102,9 +104,9 @@ TEST(CudaForwardTest, WithoutADeviceCreateSaysSo) {
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
 }
 
-// DeepSeek-V2's latent attention is CPU-only so far: refused at load, by
-// name, with or without a device.
-TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
+// DeepSeek-V2 (latent attention) runs on the GPU: not refused at load;
+// without a device the only refusal left is the missing device.
+TEST(CudaForwardTest, DeepseekV2IsAcceptedAtLoad) {
   ScopedTempDir dir("cuda_forward_deepseek");
   tools::MakeModelOptions o;
   o.arch = "deepseek_v2";
@@ -114,15 +116,22 @@ TEST(CudaForwardTest, DeepseekV2IsRefusedByName) {
   o.vocab = 320;
   auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->config().CpuOnlyFeature(), nullptr);
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
-  ASSERT_FALSE(pass.ok());
-  EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("DeepseekV2ForCausalLM"));
+  std::string why_none;
+  if (HaveDevice(&why_none)) {
+    EXPECT_TRUE(pass.ok()) << pass.status();
+  } else {
+    ASSERT_FALSE(pass.ok());
+    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
+    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
+  }
 }
 
-// gpt-oss's attention sinks, sliding windows and biased clamped-SwiGLU
-// experts are CPU-only so far: refused at load by name, as DeepSeek-V2.
-TEST(CudaForwardTest, GptOssIsRefusedByName) {
+// gpt-oss (attention sinks, sliding windows, biases, the clamped SwiGLU,
+// YaRN RoPE) runs on the GPU: not refused by name at load; without a device
+// the only refusal left is the missing device.
+TEST(CudaForwardTest, GptOssIsAcceptedAtLoad) {
   ScopedTempDir dir("cuda_forward_gpt_oss");
   tools::MakeModelOptions o;
   o.arch = "gpt_oss";
@@ -130,13 +139,19 @@ TEST(CudaForwardTest, GptOssIsRefusedByName) {
   o.experts = 4;
   o.top_k = 2;
   o.vocab = 320;
+  o.mxfp4_experts = true;
   auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->config().CpuOnlyFeature(), nullptr);
   auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
-  ASSERT_FALSE(pass.ok());
-  EXPECT_EQ(pass.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("GptOssForCausalLM"));
-  EXPECT_THAT(std::string(pass.status().message()), HasSubstr("attention sinks"));
+  std::string why_none;
+  if (HaveDevice(&why_none)) {
+    EXPECT_TRUE(pass.ok()) << pass.status();
+  } else {
+    ASSERT_FALSE(pass.ok());
+    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
+    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
+  }
 }
 
 // The Q4_K_M GGUF (tests/engine/testdata/gguf_weights: Q4_K and Q6_K
@@ -258,7 +273,24 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
   void SetUp() override {
     std::string why_none;
     if (!HaveDevice(&why_none)) GTEST_SKIP() << "no CUDA device: " << why_none;
-    const tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
+    tools::MakeModelOptions o = testing::SmallOffloadModel(std::get<0>(GetParam()), std::get<1>(GetParam()));
+    if (o.arch == "deepseek_v2") {
+      // The two variants of tests/engine/deepseek_test.cc's HF models: a
+      // plain q_proj with YaRN (V2-Lite), or the q_a/q_b projection with
+      // group-limited routing and routed scaling (V2); both with a dense
+      // first layer and shared experts.
+      if (o.dtype == "f32") {
+        o.yarn_factor = 4.0f;
+        o.yarn_original_max_position = 64;
+        o.max_position = 256;
+        o.shared_experts = 2;
+      } else {
+        o.q_lora_rank = 24;
+        o.n_group = 4;
+        o.topk_group = 2;
+        o.routed_scaling_factor = 1.5f;
+      }
+    }
     auto model = model::Model::Load(MakeTestModel(dir_, "model", o));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
@@ -290,6 +322,24 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
     return cache.ok() ? std::move(*cache) : nullptr;
   }
 
+  // MXFP4 experts: the CPU rounds activations to 8-bit blocks for them, the
+  // GPU keeps f32 (see ExpectNearTheCpu); float weights: float rounding.
+  bool quantized() const { return std::get<1>(GetParam()) == "mxfp4"; }
+  void ExpectMatch(const Outputs& gpu, const Outputs& cpu) const {
+    if (quantized()) {
+      ExpectNearTheCpu(gpu, cpu);
+    } else {
+      ExpectSame(gpu, cpu);
+    }
+  }
+  void ExpectMatch(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) const {
+    if (quantized()) {
+      ExpectWithinFractionOfMax(got, want, 0.03f, what);
+    } else {
+      ExpectClose(got, want, what);
+    }
+  }
+
   ScopedTempDir dir_{"cuda_forward"};
   kernels::ThreadPool pool_{2};
   std::unique_ptr<model::Model> model_;
@@ -301,7 +351,7 @@ class CudaForward : public ::testing::TestWithParam<std::tuple<std::string, std:
 TEST_P(CudaForward, UploadedExpertsMatchTheCpu) {
   auto gpu = CudaForwardPass::Create(*model_, &pool_, nullptr, {});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  ExpectSame(RunWorkload(*model_, **gpu), cpu_);
+  ExpectMatch(RunWorkload(*model_, **gpu), cpu_);
   EXPECT_GT((*gpu)->stats().experts_on_device, 0u);
   EXPECT_EQ((*gpu)->stats().experts_on_cpu, 0u);
   // A host KV cache is refused, and changes nothing.
@@ -329,7 +379,7 @@ TEST_P(CudaForward, ExpertsThroughTheVramTierMatchTheCpu) {
     }
     auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, options);
     ASSERT_TRUE(gpu.ok()) << gpu.status();
-    ExpectSame(RunWorkload(*model_, **gpu), cpu_);
+    ExpectMatch(RunWorkload(*model_, **gpu), cpu_);
     const CudaForwardStats stats = (*gpu)->stats();
     EXPECT_GT(stats.experts_loaded, 0u);
     if (cpu_is_cheap) {
@@ -351,14 +401,82 @@ TEST_P(CudaForward, WithoutAVramTierExpertsRunOnTheCpu) {
   options.experts = CudaForwardOptions::Experts::kCacheOnHost;
   auto gpu = CudaForwardPass::Create(*model_, &pool_, &experts, options);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  ExpectSame(RunWorkload(*model_, **gpu), cpu_);
+  ExpectMatch(RunWorkload(*model_, **gpu), cpu_);
   EXPECT_EQ((*gpu)->stats().experts_on_device, 0u);
   EXPECT_GT((*gpu)->stats().experts_on_cpu, 0u);
+}
+
+// Prefill, then decode steps one token at a time (fixed tokens, so both
+// passes see the same inputs whatever they predict): every step's logits.
+// Prompt A (10 tokens) is longer than gpt-oss's test window (4), and the
+// steps go on past it.
+std::vector<std::vector<float>> RunDecode(const model::Model& model, Forward& forward) {
+  std::vector<std::vector<float>> out(1);
+  KvCache kv(model.config(), 64, &forward.kv_memory());
+  absl::Status status = forward.Run(kPromptA, kv, {}, &out[0]);
+  EXPECT_TRUE(status.ok()) << status;
+  for (int32_t token : {11, 250, 3, 3, 97, 140}) {
+    out.emplace_back();
+    const std::vector<StepRow> rows = {{.token = token, .kv = &kv, .appends_kv = true}};
+    status = forward.Step(rows, &out.back());
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  EXPECT_EQ(kv.length(), static_cast<int>(kPromptA.size()) + 6);
+  return out;
+}
+
+TEST_P(CudaForward, DecodeStepsMatchTheCpu) {
+  ForwardPass cpu(*model_, &pool_);
+  const std::vector<std::vector<float>> want = RunDecode(*model_, cpu);
+  for (bool cached : {false, true}) {
+    SCOPED_TRACE(cached ? "experts cached in VRAM" : "experts uploaded");
+    const cache::CudaDeviceTier* tier = nullptr;
+    std::unique_ptr<cache::ExpertCache> cache;
+    std::unique_ptr<CachedExperts> experts;
+    CudaForwardOptions options;
+    if (cached) {
+      cache = MakeCache(6, &tier);
+      ASSERT_NE(cache, nullptr);
+      experts = std::make_unique<CachedExperts>(*cache, *file_);
+      options.experts = CudaForwardOptions::Experts::kCacheOnDevice;
+      options.execution_placement = false;  // every expert runs on the GPU
+      const io::BundleDtypes slot = file_->layout().dtypes;
+      options.cached_expert_slot_dtypes = CudaForwardOptions::ExpertDtypes{slot.gate, slot.up, slot.down};
+      options.cached_expert_dtypes = {slot.gate, slot.up, slot.down};
+    }
+    auto gpu = CudaForwardPass::Create(*model_, &pool_, experts.get(), options);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    const std::vector<std::vector<float>> got = RunDecode(*model_, **gpu);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ExpectMatch(got[i], want[i], i == 0 ? std::string("prefill") : absl::StrCat("decode step ", i));
+    }
+    EXPECT_EQ((*gpu)->stats().experts_on_cpu, 0u);
+    if (cached) {
+      EXPECT_GT((*gpu)->stats().experts_loaded, 0u);
+      EXPECT_GT(tier->copy_stats().copies, 0u);
+      EXPECT_TRUE(cache->CheckInvariants().ok());
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, CudaForward,
                          ::testing::Combine(::testing::Values("olmoe", "mixtral", "qwen2_moe", "qwen3_moe"),
                                             ::testing::Values("f32", "bf16")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// DeepSeek-V2 (multi-head latent attention, the KV cache holding the
+// latent; a dense first layer, shared experts; see SetUp for the variants).
+INSTANTIATE_TEST_SUITE_P(DeepseekV2, CudaForward,
+                         ::testing::Combine(::testing::Values("deepseek_v2"), ::testing::Values("f32", "bf16")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// gpt-oss as the small models of SmallOffloadModel make it: 3 layers
+// (sliding, full, sliding; window 4), 16 experts with biases, the clamped
+// SwiGLU at limit 1 (so it bites), YaRN RoPE (factor 32), attention sinks;
+// experts in bf16 or as the released checkpoints ship them (MXFP4).
+INSTANTIATE_TEST_SUITE_P(GptOss, CudaForward,
+                         ::testing::Combine(::testing::Values("gpt_oss"), ::testing::Values("f32", "bf16", "mxfp4")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
 }  // namespace

@@ -154,6 +154,18 @@ TEST(CudaKernelsTest, ShapeErrorsAreCaughtBeforeLaunch) {
   EXPECT_EQ(cuda::AddRows(nullptr, 1, 0, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::GatherRows(nullptr, nullptr, -1, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cuda::Clip(-1.0f, 4, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  AttentionShape negative_window{.num_heads = 4, .num_kv_heads = 2, .head_dim = 64, .window = -1};
+  EXPECT_EQ(cuda::CausalAttention(negative_window, nullptr, 1, 0, nullptr, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::ClampedSwiglu(nullptr, nullptr, nullptr, nullptr, 1, 0, 1.702f, 7.0f, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::ClampedSwiglu(nullptr, nullptr, nullptr, nullptr, 1, 4, 1.702f, 0.0f, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cuda::ClampedSwiglu(nullptr, nullptr, nullptr, nullptr, 0, 4, 1.702f, 7.0f, nullptr, nullptr).ok());
+  EXPECT_EQ(cuda::InterleavedRope(nullptr, 1, 8, 1, 0, 7, nullptr, 1.0f, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::Scale(2.0f, -1, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cuda::Scale(2.0f, 0, nullptr, nullptr).ok());
   EXPECT_TRUE(cuda::AddWeightedSlots(nullptr, nullptr, nullptr, 0, 4, nullptr, nullptr).ok());
 }
 
@@ -358,6 +370,44 @@ TEST(CudaKernelsTest, RopeMatchesCpu) {
   ExpectNear(Download<float>(d_x, x.size()), want, 1e-6f, "rope");
 }
 
+// DeepSeek-V2's RoPE on every head's rope part of strided query rows,
+// against engine/forward.cc's InterleavedRope written out; then Scale.
+TEST(CudaKernelsTest, InterleavedRopeAndScaleMatchPlainLoops) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 3, kHeads = 4, kNope = 16, kDim = 8, kQk = kNope + kDim;
+  constexpr int kStride = kHeads * kQk;
+  constexpr float kFactor = 1.3f;
+  const std::vector<float> x = RandomFloats(kRows * kStride, 50);
+  const std::vector<float> cos_sin = RandomFloats(kRows * kDim, 51);
+  std::vector<float> want = x;
+  for (int r = 0; r < kRows; ++r) {
+    for (int head = 0; head < kHeads; ++head) {
+      float* p = want.data() + r * kStride + head * kQk + kNope;
+      const float* cs = cos_sin.data() + r * kDim;
+      for (int i = 0; i < kDim / 2; ++i) {
+        const float c = cs[i] * kFactor, s = cs[kDim / 2 + i] * kFactor;
+        const float a = p[2 * i], b = p[2 * i + 1];
+        p[2 * i] = a * c - b * s;
+        p[2 * i + 1] = a * s + b * c;
+      }
+    }
+  }
+  DeviceBuffer d_x = Upload(x);
+  DeviceBuffer d_cs = Upload(cos_sin);
+  ASSERT_TRUE(cuda::InterleavedRope(d_x.as<float>() + kNope, kRows, kStride, kHeads, kQk, kDim, d_cs.as<float>(),
+                                    kFactor, nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got = Download<float>(d_x, x.size());
+  ExpectNear(got, want, 1e-6f, "interleaved rope");
+  ASSERT_NE(got, x);
+
+  for (float& v : want) v *= -0.25f;
+  ASSERT_TRUE(cuda::Scale(-0.25f, static_cast<int64_t>(x.size()), d_x.as<float>(), nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_x, x.size()), want, 1e-6f, "scale");
+}
+
 // (head_dim, num_heads, num_kv_heads, num_queries, first_position)
 class CudaAttentionTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, int>> {};
 
@@ -385,7 +435,100 @@ TEST_P(CudaAttentionTest, MatchesCpuCausalAttention) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTest,
                          ::testing::Values(std::make_tuple(64, 8, 2, 3, 37), std::make_tuple(128, 4, 4, 1, 0),
                                            std::make_tuple(128, 16, 4, 5, 300), std::make_tuple(96, 6, 3, 2, 9),
-                                           std::make_tuple(256, 2, 1, 1, 1000)));
+                                           std::make_tuple(256, 2, 1, 1, 1000),
+                                           // DeepSeek-V2's latent (512 + 64) and a test model's (32 + 8): every
+                                           // head on one shared KV head.
+                                           std::make_tuple(576, 16, 1, 3, 20), std::make_tuple(40, 4, 1, 5, 3)));
+
+// gpt-oss's attention: sliding windows shorter and longer than the
+// history, with and without sinks (one large enough to take most of the
+// probability), against the CPU kernel. (head_dim, queries, first_position,
+// window, sinks)
+class CudaWindowSinkAttentionTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, bool>> {};
+
+TEST_P(CudaWindowSinkAttentionTest, MatchesCpuCausalAttention) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [head_dim, queries, first, window, with_sinks] = GetParam();
+  constexpr int kHeads = 8, kKvHeads = 2;
+  const int positions = first + queries;
+  const std::vector<float> q = RandomFloats(static_cast<size_t>(queries) * kHeads * head_dim, 30);
+  const std::vector<float> k = RandomFloats(static_cast<size_t>(positions) * kKvHeads * head_dim, 31);
+  const std::vector<float> v = RandomFloats(static_cast<size_t>(positions) * kKvHeads * head_dim, 32);
+  std::vector<float> sinks = RandomFloats(kHeads, 33, 2.0f);
+  sinks[1] = 40.0f;  // far above every score: the head's output nearly vanishes
+  AttentionShape shape{.num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = head_dim, .window = window};
+  if (with_sinks) shape.sinks = sinks.data();
+  std::vector<float> want(q.size());
+  kernels::CausalAttention(shape, q.data(), queries, first, k.data(), v.data(), want.data(), nullptr);
+  // Without the window (or the sinks) the answer differs: the case tests them.
+  AttentionShape plain{.num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = head_dim};
+  std::vector<float> unwindowed(q.size());
+  kernels::CausalAttention(plain, q.data(), queries, first, k.data(), v.data(), unwindowed.data(), nullptr);
+  ASSERT_NE(want, unwindowed);
+
+  DeviceBuffer d_q = Upload(q);
+  DeviceBuffer d_k = Upload(k);
+  DeviceBuffer d_v = Upload(v);
+  DeviceBuffer d_sinks = Upload(sinks);
+  DeviceBuffer d_out = Zeros(q.size() * sizeof(float));
+  if (with_sinks) shape.sinks = d_sinks.as<float>();
+  ASSERT_TRUE(cuda::CausalAttention(shape, d_q.as<float>(), queries, first, d_k.as<float>(), d_v.as<float>(),
+                                    d_out.as<float>(), nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNear(Download<float>(d_out, q.size()), want, 1e-4f, "windowed attention with sinks");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaWindowSinkAttentionTest,
+                         ::testing::Values(std::make_tuple(64, 10, 0, 4, true),    // a prompt past its window
+                                           std::make_tuple(64, 1, 37, 4, true),    // a decode step
+                                           std::make_tuple(64, 3, 37, 4, false),   // window only
+                                           std::make_tuple(64, 5, 2, 0, true),     // sinks only
+                                           std::make_tuple(128, 2, 300, 128, true),
+                                           std::make_tuple(64, 6, 1, 5, true)));   // window longer than some histories
+
+// ClampedSwiglu against engine/cpu_feed_forward.cc's ExpertActivation with
+// extras, written out as a plain loop: biases, then the clamps (gate from
+// above only), then (up + 1) * g * sigmoid(alpha g).
+TEST(CudaKernelsTest, ClampedSwigluMatchesTheCpuFormula) {
+  SKIP_WITHOUT_DEVICE();
+  constexpr int kRows = 3;
+  constexpr int kWidth = 300;
+  constexpr float kAlpha = 1.702f, kLimit = 1.5f;
+  std::vector<float> gate = RandomFloats(kRows * kWidth, 40, 4.0f);
+  const std::vector<float> up = RandomFloats(kRows * kWidth, 41, 4.0f);
+  const std::vector<float> gate_bias = RandomFloats(kWidth, 42);
+  const std::vector<float> up_bias = RandomFloats(kWidth, 43);
+  gate[0] = -200.0f;  // exp(-alpha g) overflows to inf: the output is -0
+  for (bool with_biases : {true, false}) {
+    SCOPED_TRACE(with_biases ? "with biases" : "without biases");
+    std::vector<float> want(gate.size());
+    int clamped = 0;
+    for (int r = 0; r < kRows; ++r) {
+      for (int i = 0; i < kWidth; ++i) {
+        const int at = r * kWidth + i;
+        const float g = gate[at] + (with_biases ? gate_bias[i] : 0.0f);
+        const float u = up[at] + (with_biases ? up_bias[i] : 0.0f);
+        const float clamped_gate = std::min(g, kLimit);
+        const float clamped_up = std::clamp(u, -kLimit, kLimit);
+        clamped += (clamped_gate != g) + (clamped_up != u);
+        want[at] = (clamped_up + 1.0f) * clamped_gate / (1.0f + std::exp(-kAlpha * clamped_gate));
+      }
+    }
+    ASSERT_GT(clamped, 100) << "the clamps must bite";
+    DeviceBuffer d_gate = Upload(gate);
+    DeviceBuffer d_up = Upload(up);
+    DeviceBuffer d_gate_bias = Upload(gate_bias);
+    DeviceBuffer d_up_bias = Upload(up_bias);
+    ASSERT_TRUE(cuda::ClampedSwiglu(d_gate.as<float>(), d_up.as<float>(),
+                                    with_biases ? d_gate_bias.as<float>() : nullptr,
+                                    with_biases ? d_up_bias.as<float>() : nullptr, kRows, kWidth, kAlpha, kLimit,
+                                    d_gate.as<float>(), nullptr)
+                    .ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ExpectNear(Download<float>(d_gate, want.size()), want, 1e-5f, "clamped swiglu");
+  }
+}
 
 class CudaRouteTest : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
 
