@@ -136,13 +136,6 @@ struct ModelConfig {
   int AttentionWindow(int layer) const {
     return layer < static_cast<int>(layer_is_sliding.size()) && layer_is_sliding[layer] ? sliding_window : 0;
   }
-  // What of this model the GPU pass cannot run yet (it refuses such a model
-  // at load, naming this); nullptr when it can. Nothing today: gpt-oss
-  // (sinks, sliding windows, biases, the clamped SwiGLU, YaRN RoPE) and
-  // DeepSeek-V2 (latent attention) run on the GPU. Kept as the one place
-  // to name the next feature the CPU pass gets first.
-  const char* CpuOnlyFeature() const { return nullptr; }
-
   std::optional<int> bos_token_id;
   std::optional<int> eos_token_id;
 

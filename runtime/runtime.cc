@@ -32,14 +32,8 @@ void PrintPackProgress(const char* what, int done, int total) {
 namespace {
 
 // Whether to run on a CUDA device (options.gpu), decided before loading.
-absl::StatusOr<bool> UseGpu(const DeviceOptions& options, const model::ModelConfig& config) {
+absl::StatusOr<bool> UseGpu(const DeviceOptions& options) {
   if (options.gpu == GpuMode::kOff) return false;
-  if (const char* feature = config.CpuOnlyFeature(); feature != nullptr && options.gpu == GpuMode::kAuto) {
-    // The GPU pass refuses such a model (with --gpu on, that refusal is the
-    // error); auto means the CPU.
-    spdlog::info("{} runs on the CPU: the GPU pass does not support {} yet", config.architecture_name, feature);
-    return false;
-  }
 #ifdef EXPERTD_HAVE_CUDA
   std::string why_none;
   ASSIGN_OR_RETURN(int devices, kernels::cuda::CudaDeviceCount(&why_none));
@@ -178,7 +172,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Load(const EngineOptions& opti
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   engine.pool_ = std::make_unique<kernels::ThreadPool>(threads);
-  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device, config));
+  ASSIGN_OR_RETURN(const bool use_gpu, UseGpu(options.device));
   std::unique_ptr<cache::DeviceCopier> copier;
 #ifdef EXPERTD_HAVE_CUDA
   const cache::CudaDeviceTier* cuda_tier = nullptr;

@@ -318,13 +318,6 @@ absl::StatusOr<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(const m
   if (options.experts == CudaForwardOptions::Experts::kCacheOnDevice && !experts->has_device_tier()) {
     return absl::InvalidArgumentError("experts cached in VRAM need a cache with a device (CUDA) tier");
   }
-  if (const char* feature = model.config().CpuOnlyFeature(); feature != nullptr) {
-    // Nothing today (ModelConfig::CpuOnlyFeature); kept for the next
-    // feature the CPU pass gets first.
-    return absl::UnimplementedError(absl::StrCat("the GPU pass does not support ", model.config().architecture_name,
-                                                 " (", feature, ") yet; run it on the CPU "
-                                                 "(no GPU device in the config)"));
-  }
   // With latent attention every head attends to the latent: one head of
   // latent_size.
   const model::ModelConfig& config = model.config();

@@ -46,11 +46,10 @@ TEST(EngineLoaderTest, LookaheadAndBudgetAreBoundedByTheModel) {
   EXPECT_EQ((*engine)->cache()->stats().dram.slots, o.layers * o.experts) << "every expert resident, no more";
 }
 
-// DeepSeek-V2 with the default device mode (auto) and offloaded experts:
-// the CPU pass even where a GPU is present (the GPU pass has no latent
-// attention yet), its KV cache the latent only, and a prompt runs through
-// the cache to the same logits as the all-resident model.
-TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
+// DeepSeek-V2 on the CPU with offloaded experts: its KV cache the latent
+// only, and a prompt runs through the cache to the same logits as the
+// all-resident model.
+TEST(EngineLoaderTest, DeepseekV2RunsOffloadedOnTheCpu) {
   testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;
   o.arch = "deepseek_v2";
@@ -60,7 +59,7 @@ TEST(EngineLoaderTest, DeepseekV2RunsOnTheCpuInAutoMode) {
   options.reader.path = dir.Sub("model.experts");
   options.cache.dram_budget_bytes = uint64_t{1} << 20;
   options.threads = 1;
-  ASSERT_EQ(options.device.gpu, GpuMode::kAuto);
+  options.device.gpu = GpuMode::kOff;
   absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
@@ -126,12 +125,11 @@ TEST(EngineLoaderTest, Bf16ActivationsReachResidentAndOffloadedExperts) {
   EXPECT_LT(furthest, 0.02f * largest) << "more than rounding the activations to bf16 explains";
 }
 
-// gpt-oss likewise (the GPU pass has no attention sinks yet): auto mode
-// runs it on the CPU; its MXFP4 experts, packed at load from a model read
+// gpt-oss likewise: its MXFP4 experts, packed at load from a model read
 // without them (one expert's slabs at a time), offloaded with their biases
 // resident, give the all-resident model's logits over a prompt longer than
 // the sliding window.
-TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
+TEST(EngineLoaderTest, GptOssRunsOffloadedOnTheCpu) {
   testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;
   o.arch = "gpt_oss";
@@ -144,7 +142,7 @@ TEST(EngineLoaderTest, GptOssRunsOnTheCpuInAutoMode) {
   options.reader.path = dir.Sub("model.experts");
   options.cache.dram_budget_bytes = uint64_t{1} << 20;
   options.threads = 1;
-  ASSERT_EQ(options.device.gpu, GpuMode::kAuto);
+  options.device.gpu = GpuMode::kOff;
   absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_FALSE((*engine)->on_gpu());
