@@ -247,6 +247,12 @@ class ExpertCache {
   absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier, int slots);
   // Fills a DRAM slot from the file; the reader's thread finishes it.
   void StartFileReadLocked(Slot* slot, const ExpertKey& key);
+  // The end of a file read started by StartFileReadLocked (status already
+  // verified): figures, then the fill's end.
+  void FinishFileRead(Slot* slot, const ExpertKey& key, const io::ExpertExtent& where, uint64_t read_bytes,
+                      absl::Status status, bool checksum_failed);
+  void FinishFileReadLocked(Slot* slot, const ExpertKey& key, const io::ExpertExtent& where, uint64_t read_bytes,
+                            absl::Status status, bool checksum_failed);
   // Ends a fill in `tier` and wakes its waiters.
   void FinishFillLocked(SlotTier& tier, Slot* slot, const absl::Status& status);
   // Counts a demand access to key in each tier from the compute tier down,

@@ -654,7 +654,11 @@ absl::Status ExpertFile::Verify(int layer, int expert, absl::Span<const std::byt
   }
   // A slot may be longer than the bundle (alignment padding); only the
   // bundle's bytes are checksummed.
-  const uint64_t checksum = Xxh64(bundle.first(extent.length));
+  return CheckChecksum(layer, expert, Xxh64(bundle.first(extent.length)));
+}
+
+absl::Status ExpertFile::CheckChecksum(int layer, int expert, uint64_t checksum) const {
+  ASSIGN_OR_RETURN(ExpertExtent extent, Find(layer, expert));
   if (checksum != extent.checksum) {
     return absl::DataLossError(absl::StrCat(path_, ": ", ExpertName(layer, expert), " at offset ", extent.offset,
                                             " is corrupt (XXH64 ", Hex(checksum), ", expected ", Hex(extent.checksum),

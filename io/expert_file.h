@@ -111,6 +111,9 @@ class ExpertFile {
   const std::vector<BundleDtypesCount>& dtype_mix() const { return dtype_mix_; }
   // DataLoss naming the expert and file when bundle's XXH64 differs.
   absl::Status Verify(int layer, int expert, absl::Span<const std::byte> bundle) const;
+  // The same, given the XXH64 of the expert's bundle (io/bundle_verifier.h
+  // takes it piece by piece).
+  absl::Status CheckChecksum(int layer, int expert, uint64_t checksum) const;
 
  private:
   ExpertFile() = default;

@@ -1068,5 +1068,51 @@ TEST(ExpertCacheMixedPrecisionTest, AMissReadsItsBundleRoundedToTheAlignmentNotT
   EXPECT_TRUE((*cache)->CheckInvariants().ok());
 }
 
+// An expert larger than a read piece (512 KiB) is read and checked in
+// pieces (io/bundle_verifier.h): its bytes land whole, and a corrupt byte
+// in its last piece still fails it.
+TEST(ExpertCachePiecesTest, LargeExpertsAreReadAndVerifiedInPieces) {
+  ScopedTempDir dir("expert_cache_pieces");
+  io::ExpertFileLayout layout = SmallLayout();
+  layout.num_layers = 1;
+  layout.num_experts = 2;
+  layout.hidden_size = 512;
+  layout.intermediate_size = 192;  // 3 x 512 x 192 f32: 1.125 MiB, three pieces
+  const std::string path = dir.Sub("model.experts");
+  {
+    auto writer = io::ExpertFileWriter::Create(path, layout);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int e = 0; e < 2; ++e) ASSERT_TRUE((*writer)->Add(0, e, Bundle(layout, 0, e)).ok());
+    ASSERT_TRUE((*writer)->Finish().ok());
+  }
+  auto extent = [&] { return *(*io::ExpertFile::Open(path, 42))->Find(0, 1); }();
+  const uint64_t flipped = extent.length - 10;  // in the last piece
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(extent.offset + flipped));
+    f.put('\x5a' ^ static_cast<char>(Bundle(layout, 0, 1)[flipped]));
+  }
+  auto file = io::ExpertFile::Open(path, 42);
+  ASSERT_TRUE(file.ok()) << file.status();
+  io::ReaderOptions reader_options;
+  reader_options.path = path;
+  auto inner = io::OpenExpertReader(reader_options);
+  ASSERT_TRUE(inner.ok()) << inner.status();
+  CountingReader reader(std::move(*inner));
+  ExpertCacheOptions options;
+  options.dram_budget_bytes = 2 * layout.slot_bytes();
+  auto cache = ExpertCache::Create(**file, reader, std::move(options));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  auto good = (*cache)->Acquire({0, 0});
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_TRUE(HoldsExpert(layout, good->data(), 0, 0));
+  EXPECT_EQ(reader.reads(), 3u) << "one read per piece";
+  auto bad = (*cache)->Acquire({0, 1});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("layer 0 expert 1"));
+  EXPECT_EQ((*cache)->stats().dram.checksum_failures, 1u);
+}
+
 }  // namespace
 }  // namespace expertd::cache

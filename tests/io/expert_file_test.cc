@@ -4,11 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -17,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/aligned_buffer.h"
+#include "io/bundle_verifier.h"
 #include "io/expert_reader.h"
 #include "tests/io/io_test_util.h"
 #include "tests/testing/expert_file_v1.h"
@@ -191,6 +196,99 @@ TEST_F(ExpertFileTest, CorruptedBundleByteFailsVerifyNamingTheExpert) {
   EXPECT_NE(status.message().find("layer 2 expert 1"), absl::string_view::npos) << status;
   EXPECT_NE(status.message().find(path_), absl::string_view::npos) << status;
   EXPECT_TRUE((*file)->Verify(2, 0, ReadBytes(path_, (*file)->Find(2, 0)->offset, extent.length)).ok());
+}
+
+// The cache's verified reads arrive in pieces (io/bundle_verifier.h): any
+// order of arrival gives the one verdict, and only the last piece's
+// Arrived says so.
+TEST_F(ExpertFileTest, BundleVerifierAcceptsPiecesInAnyOrder) {
+  auto file = ExpertFile::Open(path_, kFingerprint);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const ExpertExtent extent = *(*file)->Find(2, 1);
+  const uint64_t read_bytes = layout_.slot_bytes();  // the bundle and its padding
+  std::vector<std::byte> slot = ReadBytes(path_, extent.offset, read_bytes);
+  std::vector<int> order = {0, 1, 2};
+  do {
+    auto verifier = BundleVerifier::Start(**file, 2, 1, slot.data(), read_bytes, 4096);
+    ASSERT_TRUE(verifier.ok()) << verifier.status();
+    ASSERT_EQ((*verifier)->pieces(), 3);
+    EXPECT_EQ((*verifier)->piece_length(2), 4096u);
+    for (size_t i = 0; i < order.size(); ++i) {
+      EXPECT_EQ((*verifier)->Arrived(order[i], absl::OkStatus()), i + 1 == order.size());
+    }
+    EXPECT_TRUE((*verifier)->result().ok()) << (*verifier)->result();
+    EXPECT_FALSE((*verifier)->checksum_failed());
+  } while (std::next_permutation(order.begin(), order.end()));
+}
+
+TEST_F(ExpertFileTest, BundleVerifierFindsACorruptPieceAndPassesReadErrorsOn) {
+  auto file = ExpertFile::Open(path_, kFingerprint);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const ExpertExtent extent = *(*file)->Find(3, 2);
+  const uint64_t read_bytes = layout_.slot_bytes();
+  const std::vector<std::byte> good = ReadBytes(path_, extent.offset, read_bytes);
+  const auto verdict = [&](const std::vector<std::byte>& slot, int failing_piece) {
+    auto verifier = BundleVerifier::Start(**file, 3, 2, slot.data(), read_bytes, 1000);
+    EXPECT_TRUE(verifier.ok()) << verifier.status();
+    std::unique_ptr<BundleVerifier> v = std::move(*verifier);
+    EXPECT_EQ(v->pieces(), 13);  // 12288 bytes in pieces of 1000
+    EXPECT_EQ(v->piece_length(12), 288u);
+    for (int piece = v->pieces() - 1; piece >= 0; --piece) {
+      v->Arrived(piece, piece == failing_piece ? absl::DataLossError("short read at offset 1234") : absl::OkStatus());
+    }
+    return std::make_pair(v->result(), v->checksum_failed());
+  };
+  std::vector<std::byte> corrupt = good;
+  corrupt[5555] ^= std::byte{1};
+  auto [status, checksum_failed] = verdict(corrupt, -1);
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_TRUE(checksum_failed);
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("layer 3 expert 2"));
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("is corrupt"));
+  // Padding past the bundle is not hashed.
+  std::vector<std::byte> padded = good;
+  padded[extent.length + 5] ^= std::byte{1};
+  EXPECT_TRUE(verdict(padded, -1).first.ok());
+  // A failed read is the verdict, not a checksum failure.
+  std::tie(status, checksum_failed) = verdict(good, 4);
+  EXPECT_EQ(status.message(), "short read at offset 1234");
+  EXPECT_FALSE(checksum_failed);
+}
+
+// Pieces complete on several threads at once (the pread reader's pool).
+TEST_F(ExpertFileTest, BundleVerifierTakesPiecesFromManyThreads) {
+  auto file = ExpertFile::Open(path_, kFingerprint);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const ExpertExtent extent = *(*file)->Find(1, 0);
+  const std::vector<std::byte> slot = ReadBytes(path_, extent.offset, layout_.slot_bytes());
+  for (int round = 0; round < 20; ++round) {
+    auto verifier = BundleVerifier::Start(**file, 1, 0, slot.data(), slot.size(), 256);
+    ASSERT_TRUE(verifier.ok()) << verifier.status();
+    std::vector<int> order((*verifier)->pieces());
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(round));
+    std::atomic<int> finished{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (size_t i = t; i < order.size(); i += 4) finished += (*verifier)->Arrived(order[i], absl::OkStatus());
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ(finished.load(), 1);
+    EXPECT_TRUE((*verifier)->result().ok()) << (*verifier)->result();
+  }
+}
+
+TEST_F(ExpertFileTest, BundleVerifierRefusesWhatItCannotCheck) {
+  auto file = ExpertFile::Open(path_, kFingerprint);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<std::byte> slot(layout_.slot_bytes());
+  EXPECT_TRUE(absl::IsNotFound(BundleVerifier::Start(**file, 0, 0, slot.data(), slot.size(), 4096).status()))
+      << "layer 0 is dense: no bundle";
+  EXPECT_TRUE(absl::IsInvalidArgument(BundleVerifier::Start(**file, 1, 0, slot.data(), slot.size(), 0).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(BundleVerifier::Start(**file, 1, 0, slot.data(), 4096, 4096).status()))
+      << "a read shorter than the bundle";
 }
 
 TEST_F(ExpertFileTest, CorruptedHeaderOrIndexFailsAtOpen) {
