@@ -15,7 +15,9 @@
 // thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 27,
 // q4_k 27 and q6_k 25 (23 and 17 with 32-byte vectors), q4_0 22, q5_k 19.
 // From memory (~12 GB/s per core) all are bound by bandwidth or close to it
-// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step.
+// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step,
+// taken so far by MXFP4's decode kernel (Mxfp4DecodeRows: four rows per pass,
+// cache-resident 2880 x 2880 12 -> 32 Gelem/s on an AVX-512 VNNI Xeon).
 // The AVX2 kernels, measured on an AVX-512 host (kernels_bench --simd-target
 // AVX2, cached_quant 1024 x 2048, 1 thread CPU time; AVX3 in brackets):
 // matvec q4_k 38 Gelem/s (36), q6_k 29 (34), q8_0 28 (28); batch 8 q4_k 48
@@ -317,7 +319,8 @@ float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size
 //   * the block scale comes from a 256-entry table of Mxfp4Scale (a
 //     broadcast load), multiplied by x's scale in a vector;
 //   * kMxfp4Rows rows per pass give as many independent FMA chains and load
-//     each activation block once.
+//     each activation block once; software prefetch keeps their four
+//     streams ahead (kMxfp4PrefetchBytes).
 // Every int32 lane is the same exact sum of four products w x as
 // AccumulateQ8's (pmaddubsw + pmaddwd of |w| and sign(x, w)), and it is
 // scaled and added in the same f32 steps in block order into a row's own
