@@ -17,7 +17,8 @@
 // From memory (~12 GB/s per core) all are bound by bandwidth or close to it
 // (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step,
 // taken so far by MXFP4's decode kernel (Mxfp4DecodeRows: four rows per pass,
-// cache-resident 2880 x 2880 12 -> 32 Gelem/s on an AVX-512 VNNI Xeon).
+// cache-resident 2880 x 2880 13 -> 35 Gelem/s on an AVX-512 VNNI Xeon, 32
+// with --simd-target AVX2; bench/README.md).
 // The AVX2 kernels, measured on an AVX-512 host (kernels_bench --simd-target
 // AVX2, cached_quant 1024 x 2048, 1 thread CPU time; AVX3 in brackets):
 // matvec q4_k 38 Gelem/s (36), q6_k 29 (34), q8_0 28 (28); batch 8 q4_k 48
