@@ -85,8 +85,8 @@ constexpr int64_t kDim = 16384;  // 16384 x 16384 bf16 = 512 MiB
 struct Buffers {
   std::unique_ptr<float[]> floats;       // kBufferBytes of f32 (also an 8192 x 16384 f32 matrix)
   std::unique_ptr<uint16_t[]> bf16;      // kDim x kDim bf16
-  // kDim x kDim elements in Q8_0 and Q4_K: the expert benchmarks' matrices
-  // in those formats, the same count of them as in bf16.
+  // kDim x kDim elements in each of kBenchQuantTypes: the expert
+  // benchmarks' matrices in those formats, the same count of them as in bf16.
   std::map<expertd::DType, std::unique_ptr<uint8_t[]>> quantised;
   std::vector<float> x;                  // 8 x kDim activations
   std::vector<float> y;                  // 8 x kDim outputs
@@ -188,7 +188,7 @@ void ExpertMatVecQuantBench(benchmark::State& state, const Buffers* buffers, DTy
   state.SetBytesProcessed(state.iterations() * matrices * matrix_bytes);
 }
 
-constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+constexpr DType kBenchQuantTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K, DType::kMXFP4};
 
 // The kernels' arithmetic speed apart from memory: one 256 x 2048 matrix
 // (at most 1 MiB, cache-resident) on the calling thread, timed in that
@@ -285,6 +285,7 @@ constexpr ExpertShape kExpertShapes[] = {
     {"olmoe-1b-7b gate/up", 1024, 2048}, {"olmoe-1b-7b down", 2048, 1024},
     {"qwen3-30b-a3b gate/up", 768, 2048}, {"qwen3-30b-a3b down", 2048, 768},
     {"mixtral-8x7b gate/up", 14336, 4096}, {"mixtral-8x7b down", 4096, 14336},
+    {"gpt-oss-20b gate/up/down", 2880, 2880},
 };
 
 // Remembers bytes_per_second of every run so main can print the ratio.
@@ -389,10 +390,11 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMicrosecond);
   }
 
-  constexpr int64_t kCachedQuantShapes[][2] = {{1024, 2048}, {2048, 1024}};
+  constexpr int64_t kCachedQuantShapes[][2] = {{1024, 2048}, {2048, 1024}, {2880, 2880}};
   constexpr int64_t kCachedQuantBatches[] = {1, 4, 8};
   for (const expertd::DType dtype : kBenchQuantTypes) {
     for (const auto& shape : kCachedQuantShapes) {
+      if (shape[1] % expertd::DTypeBlockElements(dtype) != 0) continue;  // 2880: 32-element blocks only
       for (const int64_t batch : kCachedQuantBatches) {
         benchmark::RegisterBenchmark(("cached_quant_" + std::string(expertd::DTypeName(dtype))).c_str(),
                                      CachedQuantBench, dtype)
@@ -407,6 +409,7 @@ int main(int argc, char** argv) {
       configure(benchmark::RegisterBenchmark("expert_matvec_bf16", ExpertMatVecBench, b)
                     ->Args({threads, shape.rows, shape.cols}));
       for (const expertd::DType dtype : kBenchQuantTypes) {
+        if (shape.cols % expertd::DTypeBlockElements(dtype) != 0) continue;
         configure(benchmark::RegisterBenchmark(("expert_matvec_" + std::string(expertd::DTypeName(dtype))).c_str(),
                                                ExpertMatVecQuantBench, b, dtype)
                       ->Args({threads, shape.rows, shape.cols}));
@@ -433,6 +436,7 @@ int main(int argc, char** argv) {
   // The quantised kernels' arithmetic at expert shapes (CPU time, 1 thread).
   for (const expertd::DType dtype : kBenchQuantTypes) {
     for (const auto& shape : kCachedQuantShapes) {
+      if (shape[1] % expertd::DTypeBlockElements(dtype) != 0) continue;  // 2880: 32-element blocks only
       for (const int64_t batch : kCachedQuantBatches) {
         const std::string name(expertd::DTypeName(dtype));
         const double bytes = reporter.BytesPerSecond("cached_quant_" + name + "/" + std::to_string(shape[0]) + "/" +

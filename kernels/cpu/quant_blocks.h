@@ -77,8 +77,9 @@ inline constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, 
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 &&
               sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockMXFP4) == 17);
 
-// An MXFP4 block's scale, 2^(e - 128), exactly (subnormal for e < 2).
-inline float Mxfp4Scale(uint8_t e) {
+// An MXFP4 block's scale, 2^(e - 128), exactly (subnormal for e < 2);
+// constexpr so the decode kernel can tabulate it (quant_matmul.cc).
+constexpr float Mxfp4Scale(uint8_t e) {
   return std::bit_cast<float>(e < 2 ? 0x00200000u << e : static_cast<uint32_t>(e - 1) << 23);
 }
 

@@ -15,7 +15,10 @@
 // thread CPU time (kernels_bench cached_matvec_*): bf16 29 Gelem/s, q8_0 27,
 // q4_k 27 and q6_k 25 (23 and 17 with 32-byte vectors), q4_0 22, q5_k 19.
 // From memory (~12 GB/s per core) all are bound by bandwidth or close to it
-// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step.
+// (27 Gelem/s is 15 GB/s of Q4_K weights); VNNI (vpdpbusd) is the next step,
+// taken so far by MXFP4's decode kernel (Mxfp4DecodeRows: four rows per pass,
+// cache-resident 2880 x 2880 13 -> 35 Gelem/s on an AVX-512 VNNI Xeon, 32
+// with --simd-target AVX2; bench/README.md).
 // The AVX2 kernels, measured on an AVX-512 host (kernels_bench --simd-target
 // AVX2, cached_quant 1024 x 2048, 1 thread CPU time; AVX3 in brackets):
 // matvec q4_k 38 Gelem/s (36), q6_k 29 (34), q8_0 28 (28); batch 8 q4_k 48
@@ -299,6 +302,161 @@ float DotQ8X86(const Block* HWY_RESTRICT w, const ActQ8_32* HWY_RESTRICT x, size
     AccumulateQ8(u, x[i], acc);
   }
   return FinishQ8(acc);
+}
+
+// MXFP4 decode (one activation row), several weight rows per pass. The
+// per-block kernel above (DotQ8X86) spent ~15 instructions on each block,
+// moved the sign of w onto x for every row, and chained every block's FMA
+// into one accumulator; decode read only ~11 GB/s of MXFP4 on one Zen core.
+// Here:
+//   * codes + 12 (pshufb on a biased table, values 0..24) are unsigned, so
+//     they go straight into pmaddubsw, or vpdpbusd where the CPU has
+//     AVX-512 VNNI; dot(w + 12, x) - 12 * sum(x) is dot(w, x), and the
+//     correction 12 * sum(x) per 4-byte lane depends on x alone, so it is
+//     computed once per activation block for all the rows of a pass (and
+//     seeds vpdpbusd's accumulator);
+//   * the 16 nibble bytes are broadcast to both 128-bit halves and shifted
+//     by 0 and 4 in one vpsrlvq;
+//   * the block scale comes from a 256-entry table of Mxfp4Scale (a
+//     broadcast load), multiplied by x's scale in a vector;
+//   * kMxfp4Rows rows per pass give as many independent FMA chains and load
+//     each activation block once; software prefetch keeps their four
+//     streams ahead (kMxfp4PrefetchBytes).
+// Every int32 lane is the same exact sum of four products w x as
+// AccumulateQ8's (pmaddubsw + pmaddwd of |w| and sign(x, w)), and it is
+// scaled and added in the same f32 steps in block order into a row's own
+// eight lanes, so each result is DotQ8X86's bit for bit: MatVec, MatMul
+// (UnpackedRows) and any split of rows still agree exactly.
+constexpr size_t kMxfp4Rows = 4;
+// Four rows are four streams a row apart, which the hardware prefetcher
+// follows badly: each row's line 1 KiB ahead goes to L2 (past a row's end,
+// the same offset in the next pass's row), as bf16_dot.cc does. Measured
+// (kernels_bench expert_matvec_mxfp4, 1 thread, from memory): 4.9 GB/s
+// without, 7-12 GB/s with (memory_read: 10.7); 512 and 2048 bytes ahead
+// were within the noise of 1024.
+constexpr size_t kMxfp4PrefetchBytes = 1024;
+
+struct Mxfp4ScaleTable {
+  float scale[256] = {};
+};
+constexpr Mxfp4ScaleTable MakeMxfp4ScaleTable() {
+  Mxfp4ScaleTable t;
+  for (int e = 0; e < 256; ++e) t.scale[e] = Mxfp4Scale(static_cast<uint8_t>(e));
+  return t;
+}
+inline constexpr Mxfp4ScaleTable kMxfp4Scales = MakeMxfp4ScaleTable();
+
+// What a pass needs of the weights' constants, loaded once.
+struct Mxfp4Consts {
+  __m256i table;   // kMxfp4Values + 12 in both 128-bit halves
+  __m256i shifts;  // 0 for the low half (low nibbles), 4 for the high
+  __m256i low;     // 0x0F bytes
+};
+
+HWY_INLINE Mxfp4Consts LoadMxfp4Consts() {
+  int8_t biased[16];
+  for (int i = 0; i < 16; ++i) biased[i] = static_cast<int8_t>(kMxfp4Values[i] + 12);
+  return Mxfp4Consts{_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(biased))),
+                     _mm256_set_epi64x(4, 4, 0, 0), _mm256_set1_epi8(0xF)};
+}
+
+// A block's 32 values + 12 as unsigned bytes, in element order.
+HWY_INLINE __m256i Mxfp4Biased(const BlockMXFP4& b, const Mxfp4Consts& k) {
+  const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)));
+  return _mm256_shuffle_epi8(k.table, _mm256_and_si256(_mm256_srlv_epi64(q, k.shifts), k.low));
+}
+
+// The int32 lanes of dot(w, x) over four elements each, from w + 12:
+// pmaddubsw (pairs at most 24 x 128 x 2, no saturation) and pmaddwd, less
+// the correction; or vpdpbusd seeded with the negated correction.
+struct Mxfp4LanesAvx2 {
+  static HWY_INLINE __m256i Correction(__m256i xq) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(12), xq);
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));  // 12 x (sum of each 4 x)
+  }
+  static HWY_INLINE __m256i Lanes(__m256i biased, __m256i xq, __m256i correction) {
+    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(biased, xq), _mm256_set1_epi16(1));
+    return _mm256_sub_epi32(sums, correction);
+  }
+};
+
+// Rows [0, kRows) of w (each `blocks` blocks) against x: y[k] for row k.
+template <size_t kRows, class LaneOps>
+HWY_INLINE void Mxfp4Pass(const BlockMXFP4* HWY_RESTRICT w, size_t blocks, const ActQ8_32* HWY_RESTRICT x,
+                          float* HWY_RESTRICT y) {
+  const Mxfp4Consts k = LoadMxfp4Consts();
+  __m256 acc[kRows];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t row_bytes = blocks * sizeof(BlockMXFP4);
+  for (size_t i = 0; i < blocks; ++i) {
+    if constexpr (kRows > 1) {
+#pragma GCC unroll 8
+      for (size_t r = 0; r < kRows; ++r) {
+        const size_t offset = i * sizeof(BlockMXFP4) + kMxfp4PrefetchBytes;
+        const uintptr_t row = reinterpret_cast<uintptr_t>(w + r * blocks);
+        const uintptr_t ahead = offset < row_bytes ? row + offset : row + kRows * row_bytes + (offset - row_bytes);
+        __builtin_prefetch(reinterpret_cast<const void*>(ahead), /*rw=*/0, /*locality: L2*/ 2);
+      }
+    }
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i correction = LaneOps::Correction(xq);
+    const __m256 xd = _mm256_set1_ps(x[i].d);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < kRows; ++r) {
+      const BlockMXFP4& b = w[r * blocks + i];
+      const __m256i lanes = LaneOps::Lanes(Mxfp4Biased(b, k), xq, correction);
+      // Mxfp4Scale(e) * x.d: AccumulateQ8's product, rounded the same.
+      const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(&kMxfp4Scales.scale[b.e]), xd);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, acc[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kRows; ++r) y[r] = FinishQ8(Q8Lanes{acc[r]});
+}
+
+template <class LaneOps>
+HWY_INLINE void Mxfp4DecodeRowsWith(const BlockMXFP4* w, size_t blocks, const ActQ8_32* x, float* y,
+                                    size_t row_begin, size_t row_end) {
+  size_t r = row_begin;
+  for (; r + kMxfp4Rows <= row_end; r += kMxfp4Rows) {
+    Mxfp4Pass<kMxfp4Rows, LaneOps>(w + r * blocks, blocks, x, y + r);
+  }
+  for (; r < row_end; ++r) Mxfp4Pass<1, LaneOps>(w + r * blocks, blocks, x, y + r);
+}
+
+#if HWY_TARGET <= HWY_AVX3
+// AVX-512 VNNI (Ice Lake, Zen 4 and later) is not part of Highway 1.0's AVX3
+// target, and code compiled for it here could not be inlined into this
+// target's functions, so vpdpbusd is written as an instruction: it
+// multiplies unsigned by signed bytes and adds each four products to an
+// int32 lane, here the biased codes against x onto the negated correction.
+// Mxfp4DecodeRows runs it only where the CPU reports AVX-512 VNNI.
+#define EXPERTD_QUANT_MXFP4_VNNI 1
+struct Mxfp4LanesVnni {
+  static HWY_INLINE __m256i Correction(__m256i xq) {
+    return _mm256_sub_epi32(_mm256_setzero_si256(), Mxfp4LanesAvx2::Correction(xq));
+  }
+  static HWY_INLINE __m256i Lanes(__m256i biased, __m256i xq, __m256i correction) {
+    // AT&T order: acc += dot(biased as u8, xq as s8) per 4-byte lane. {evex}
+    // (%{evex%} in GCC's asm) asks for the AVX-512 encoding, the one the
+    // CPU check vouches for (AVX-VNNI's VEX form is another feature).
+    asm("%{evex%} vpdpbusd %[x], %[w], %[acc]" : [acc] "+v"(correction) : [w] "v"(biased), [x] "v"(xq));
+    return correction;
+  }
+};
+#endif
+
+void Mxfp4DecodeRows(const void* w, size_t cols, const void* xq, float* y, size_t row_begin, size_t row_end) {
+  const auto* wb = static_cast<const BlockMXFP4*>(w);
+  const auto* xb = static_cast<const ActQ8_32*>(xq);
+  const size_t blocks = cols / 32;
+#ifdef EXPERTD_QUANT_MXFP4_VNNI
+  if (__builtin_cpu_supports("avx512vnni")) {
+    return Mxfp4DecodeRowsWith<Mxfp4LanesVnni>(wb, blocks, xb, y, row_begin, row_end);
+  }
+#endif
+  Mxfp4DecodeRowsWith<Mxfp4LanesAvx2>(wb, blocks, xb, y, row_begin, row_end);
 }
 
 template <bool kFifthBit, typename Block>
@@ -748,7 +906,6 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #ifdef EXPERTD_QUANT_X86
   constexpr auto kQ8_0 = DotQ8X86<BlockQ8_0>;
   constexpr auto kQ4_0 = DotQ8X86<BlockQ4_0>;
-  constexpr auto kMXFP4 = DotQ8X86<BlockMXFP4>;
 #ifdef EXPERTD_QUANT_Q4K_512
   constexpr auto kQ4_K = DotQ4_K512;
 #else
@@ -815,8 +972,12 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
             w, r, n, xq, m, y, begin, end);
       }
 #endif
+#ifdef EXPERTD_QUANT_X86
+      return Mxfp4DecodeRows(w, n, xq, y, begin, end);  // m == 1
+#else
       Rows<BlockMXFP4, ActQ8_32, kMXFP4>(w, r, n, 32, xq, m, y, begin, end);
       return;
+#endif
     case DType::kF32:
     case DType::kBF16:
     case DType::kF16:
@@ -828,6 +989,7 @@ void QuantRows(DType dtype, const void* w, int64_t rows, int64_t cols, const voi
 #undef EXPERTD_QUANT_Q4K_512
 #undef EXPERTD_QUANT_Q6K_512
 #undef EXPERTD_QUANT_K_LANES256
+#undef EXPERTD_QUANT_MXFP4_VNNI
 
 // QuantizeActivationRow's bytes exactly: the maximum is order-independent,
 // d and 1 / d are the same scalar steps, x * (1 / d) the same product, and

@@ -20,7 +20,9 @@ namespace expertd::kernels::internal {
 // bit; Q8_0, Q4_0, MXFP4, and Q4_K and Q6_K on x86 from AVX2 up, scale them
 // into f32 vector lanes, which reorders the f32 additions (within a few ulp
 // of the scalar sum times the row's length), differently on AVX2 and
-// AVX-512.
+// AVX-512. Kernels that run several weight rows per pass (MXFP4's MatVec)
+// keep each row's steps those of the one-row kernel, so grouping rows never
+// changes a value either.
 void QuantMatMulRows(DType dtype, const void* w, int64_t rows, int64_t cols, const void* xq, int64_t batch,
                      float* y, int64_t row_begin, int64_t row_end);
 

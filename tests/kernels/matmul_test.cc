@@ -505,5 +505,90 @@ TEST(MatMulTargetsTest, QuantisedExtremeBlocksEveryTarget) {
   }
 }
 
+// MXFP4 decode runs several weight rows per pass (quant_matmul.cc), so row
+// counts 1-9 leave every remainder, and rows are each a different mix of
+// all 16 codes in both nibbles. Exponents at the ends of E8M0's range:
+// e = 0 and 1 (subnormal scales) and 2 against activations of 2^100, e =
+// 253 and 254 against 2^-100 (so no product overflows f32), and the middle
+// of the range against +-1. On every target: MatVec equals MatMul (the
+// batched kernel, a different code path) and single-row ranges bit for
+// bit, and both are within f32 rounding of DotQuantRowScalar and of the f64
+// dot of the values (2^(e - 128) times the table's, in f64).
+TEST(MatMulTargetsTest, Mxfp4EveryCodeAndExponentEveryTarget) {
+  constexpr int64_t kCols = 512, kBatch = 3;  // 16 blocks per row
+  struct Case {
+    std::vector<uint8_t> exponents;
+    float x_scale;
+  };
+  const Case cases[] = {{{0, 1, 2, 1, 0}, 0x1p100f}, {{254, 253, 254, 200}, 0x1p-100f}, {{120, 127, 128, 129, 136}, 1.0f}};
+  const int64_t row_bytes = DTypeBytes(DType::kMXFP4, kCols);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.x_scale);
+    for (int64_t rows = 1; rows <= 9; ++rows) {
+      SCOPED_TRACE(rows);
+      std::vector<uint8_t> bytes(static_cast<size_t>(rows * row_bytes));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < kCols / 32; ++i) {
+          auto* block = bytes.data() + r * row_bytes + i * 17;
+          block[0] = c.exponents[static_cast<size_t>(r + i) % c.exponents.size()];
+          for (int l = 0; l < 16; ++l) {
+            block[1 + l] = static_cast<uint8_t>(((l + r + i) & 0xF) | (((3 * l + 5 * r + 7 + i) & 0xF) << 4));
+          }
+        }
+      }
+      // The values in f64 from the bytes (DequantizeRow's f32 would overflow
+      // for e = 254 and codes of 4 and more).
+      std::vector<double> values(static_cast<size_t>(rows * kCols));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < kCols; ++i) {
+          const uint8_t* block = bytes.data() + r * row_bytes + (i / 32) * 17;
+          const int l = static_cast<int>(i % 32);
+          const int code = l < 16 ? block[1 + l] & 0xF : block[1 + l - 16] >> 4;
+          values[static_cast<size_t>(r * kCols + i)] = std::ldexp(static_cast<double>(kMxfp4Values[code]), block[0] - 128);
+        }
+      }
+      // Activations +s, -s and random signs: codes +-127.
+      std::mt19937 rng(static_cast<uint32_t>(91 + rows));
+      std::vector<float> x(static_cast<size_t>(kBatch * kCols));
+      for (int64_t i = 0; i < kCols; ++i) {
+        x[static_cast<size_t>(i)] = c.x_scale;
+        x[static_cast<size_t>(kCols + i)] = -c.x_scale;
+        x[static_cast<size_t>(2 * kCols + i)] = rng() % 2 ? c.x_scale : -c.x_scale;
+      }
+      const WeightMatrix w{DType::kMXFP4, bytes.data(), rows, kCols};
+      for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        hwy::SetSupportedTargetsForTest(target);
+        SCOPED_TRACE(hwy::TargetName(target));
+        std::vector<float> y(static_cast<size_t>(kBatch * rows), NAN);
+        MatMul(w, x.data(), kBatch, y.data(), nullptr);
+        std::vector<uint8_t> xq(static_cast<size_t>(ActivationRowBytes(DType::kMXFP4, kCols)));
+        for (int64_t b = 0; b < kBatch; ++b) {
+          const float* xb = x.data() + b * kCols;
+          std::vector<float> single(static_cast<size_t>(rows), NAN), ranged(static_cast<size_t>(rows), NAN);
+          MatVec(w, xb, single.data(), nullptr);
+          for (int64_t r = 0; r < rows; ++r) MatMulRowRange(w, xb, 1, ranged.data(), r, r + 1);
+          ASSERT_TRUE(SameBits(std::vector<float>(y.begin() + b * rows, y.begin() + (b + 1) * rows), single)) << b;
+          ASSERT_TRUE(SameBits(ranged, single)) << b;
+          QuantizeActivationRow(DType::kMXFP4, xb, kCols, xq.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            double exact = 0, abs_dot = 0;
+            for (int64_t i = 0; i < kCols; ++i) {
+              const double p = values[static_cast<size_t>(r * kCols + i)] * xb[i];
+              exact += p;
+              abs_dot += std::fabs(p);
+            }
+            ASSERT_GT(abs_dot, 0.0);
+            const float got = single[static_cast<size_t>(r)];
+            const float scalar = DotQuantRowScalar(DType::kMXFP4, bytes.data() + r * row_bytes, xq.data(), kCols);
+            ASSERT_NEAR(got, exact, kRelativeTolerance * abs_dot) << "row " << r << " x " << b;
+            ASSERT_NEAR(got, scalar, kRelativeTolerance * abs_dot) << "row " << r << " x " << b;
+          }
+        }
+      }
+      hwy::SetSupportedTargetsForTest(0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace expertd::kernels
