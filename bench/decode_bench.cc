@@ -228,6 +228,14 @@ int main(int argc, char** argv) {
   std::string prefetches = "none";
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
+  int prefetch_budget = 0;
+  bool verify_checksums = true;
+  app.add_option("--verify-checksums", verify_checksums,
+                 "offloaded runs: check each loaded expert against the file's checksum (the daemon always does)")
+      ->capture_default_str();
+  app.add_option("--prefetch-budget", prefetch_budget,
+                 "prefetch reads per predicted layer per pass ([prefetch] budget_per_layer); 0: measured")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = simd_target.empty() ? absl::OkStatus() : kernels::RestrictSimdTarget(simd_target); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
@@ -357,6 +365,7 @@ int main(int argc, char** argv) {
               static_cast<uint64_t>(std::max(1.0, total_experts * percent / 100)) * (*file)->layout().slot_bytes();
           cache_options.policy = std::string(policy);
           cache_options.min_slots = k;
+          cache_options.verify_checksums = verify_checksums;
           auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
           if (!cache.ok()) {
             std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(),
@@ -378,6 +387,7 @@ int main(int argc, char** argv) {
           if (spec[0] != "none") {
             engine::PrefetcherOptions prefetch_options;
             prefetch_options.predictor.kind = spec[0];
+            prefetch_options.scheduler.fixed_budget_per_layer = prefetch_budget;
             if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
               std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
               return 1;
