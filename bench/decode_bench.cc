@@ -229,6 +229,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
   int prefetch_budget = 0;
+  int prefetch_max_in_flight = predictor::PrefetchSchedulerOptions().max_in_flight;
+  app.add_option("--prefetch-max-in-flight", prefetch_max_in_flight,
+                 "prefetch only while fewer file reads than this are in flight, demand ones included")
+      ->capture_default_str();
   bool verify_checksums = true;
   app.add_option("--verify-checksums", verify_checksums,
                  "offloaded runs: check each loaded expert against the file's checksum (the daemon always does)")
@@ -388,6 +392,7 @@ int main(int argc, char** argv) {
             engine::PrefetcherOptions prefetch_options;
             prefetch_options.predictor.kind = spec[0];
             prefetch_options.scheduler.fixed_budget_per_layer = prefetch_budget;
+            prefetch_options.scheduler.max_in_flight = prefetch_max_in_flight;
             if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
               std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
               return 1;
