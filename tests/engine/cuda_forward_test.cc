@@ -104,6 +104,20 @@ TEST(CudaForwardTest, WithoutADeviceCreateSaysSo) {
   EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
 }
 
+// A model the GPU pass runs is not refused at load: with a device the pass
+// is made, without one the only refusal is the missing device.
+void ExpectAcceptedAtLoad(const model::Model& model) {
+  auto pass = CudaForwardPass::Create(model, nullptr, nullptr, {});
+  std::string why_none;
+  if (HaveDevice(&why_none)) {
+    EXPECT_TRUE(pass.ok()) << pass.status();
+  } else {
+    ASSERT_FALSE(pass.ok());
+    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
+    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
+  }
+}
+
 // DeepSeek-V2 (latent attention) runs on the GPU: not refused at load;
 // without a device the only refusal left is the missing device.
 TEST(CudaForwardTest, DeepseekV2IsAcceptedAtLoad) {
@@ -116,15 +130,7 @@ TEST(CudaForwardTest, DeepseekV2IsAcceptedAtLoad) {
   o.vocab = 320;
   auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
-  std::string why_none;
-  if (HaveDevice(&why_none)) {
-    EXPECT_TRUE(pass.ok()) << pass.status();
-  } else {
-    ASSERT_FALSE(pass.ok());
-    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
-    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
-  }
+  ExpectAcceptedAtLoad(**model);
 }
 
 // gpt-oss (attention sinks, sliding windows, biases, the clamped SwiGLU,
@@ -141,15 +147,7 @@ TEST(CudaForwardTest, GptOssIsAcceptedAtLoad) {
   o.mxfp4_experts = true;
   auto model = model::Model::Load(MakeTestModel(dir, "model", o));
   ASSERT_TRUE(model.ok()) << model.status();
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
-  std::string why_none;
-  if (HaveDevice(&why_none)) {
-    EXPECT_TRUE(pass.ok()) << pass.status();
-  } else {
-    ASSERT_FALSE(pass.ok());
-    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
-    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
-  }
+  ExpectAcceptedAtLoad(**model);
 }
 
 // The Q4_K_M GGUF (tests/engine/testdata/gguf_weights: Q4_K and Q6_K
@@ -194,15 +192,7 @@ TEST(CudaForwardTest, QuantizedWeightsAreAcceptedAtLoad) {
   auto model = model::Model::Load(kQ4KMPath);
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_EQ((*model)->weights().layers[0].q.dtype, DType::kQ4_K);
-  auto pass = CudaForwardPass::Create(**model, nullptr, nullptr, {});
-  std::string why_none;
-  if (HaveDevice(&why_none)) {
-    EXPECT_TRUE(pass.ok()) << pass.status();
-  } else {
-    ASSERT_FALSE(pass.ok());
-    EXPECT_EQ(pass.status().code(), absl::StatusCode::kFailedPrecondition) << pass.status();
-    EXPECT_THAT(std::string(pass.status().message()), HasSubstr("no CUDA device"));
-  }
+  ExpectAcceptedAtLoad(**model);
 }
 
 // Q4_K_M on the GPU, every expert uploaded with the model: prompt logits at
