@@ -229,6 +229,9 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", prefetches, "predictors for the offloaded runs, KIND[:LOOKAHEAD], comma-separated")
       ->capture_default_str();
   int prefetch_budget = 0;
+  app.add_option("--prefetch-budget", prefetch_budget,
+                 "prefetch reads per predicted layer per pass ([prefetch] budget_per_layer); 0: measured")
+      ->capture_default_str();
   int prefetch_max_in_flight = predictor::PrefetchSchedulerOptions().max_in_flight;
   app.add_option("--prefetch-max-in-flight", prefetch_max_in_flight,
                  "prefetch only while fewer file reads than this are in flight, demand ones included")
@@ -236,9 +239,6 @@ int main(int argc, char** argv) {
   bool verify_checksums = true;
   app.add_option("--verify-checksums", verify_checksums,
                  "offloaded runs: check each loaded expert against the file's checksum (the daemon always does)")
-      ->capture_default_str();
-  app.add_option("--prefetch-budget", prefetch_budget,
-                 "prefetch reads per predicted layer per pass ([prefetch] budget_per_layer); 0: measured")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = simd_target.empty() ? absl::OkStatus() : kernels::RestrictSimdTarget(simd_target); !s.ok()) {

@@ -622,30 +622,32 @@ absl::Status CudaForwardPass::SelfAttention(int layer_index, int n) {
                                       Row(v_, t, kv_size), count * row_bytes, cudaMemcpyDeviceToDevice, stream),
                       "writing values to the KV cache");
   };
-  if (contiguous_) {
-    // One sequence's consecutive positions: one causal block.
-    KvCache& kv = *rows_[0].kv;
-    RETURN_IF_ERROR(write_kv(kv, 0, n, rows_[0].position));
-    RETURN_IF_ERROR(kc::CausalAttention(shape, q_.as<float>(), n, rows_[0].position, kv.Keys(layer_index),
-                                        kv.Values(layer_index), attention_.as<float>(), stream));
-  } else {
-    // A Roster sample that does not append attends to the history plus its
-    // own key and value: on one stream, writing them into the (reserved,
-    // uncommitted) next position just before its attention is exactly
-    // that. Appending rows go last, so the position ends up holding theirs.
-    for (bool appending : {false, true}) {
-      for (int t = 0; t < n; ++t) {
-        const RowPlan& row = rows_[t];
-        if (row.appends_kv != appending) continue;
-        RETURN_IF_ERROR(write_kv(*row.kv, t, 1, row.position));
-        RETURN_IF_ERROR(kc::CausalAttention(shape, Row(q_, t, q_size), 1, row.position, row.kv->Keys(layer_index),
-                                            row.kv->Values(layer_index), Row(attention_, t, q_size), stream));
-      }
-    }
-  }
+  RETURN_IF_ERROR(ForEachAttentionBlock(n, [&](KvCache& kv, int t, int count, int position) -> absl::Status {
+    RETURN_IF_ERROR(write_kv(kv, t, count, position));
+    return kc::CausalAttention(shape, Row(q_, t, q_size), count, position, kv.Keys(layer_index),
+                               kv.Values(layer_index), Row(attention_, t, q_size), stream);
+  }));
   RETURN_IF_ERROR(kc::MatMul(layer.o, attention_.as<float>(), n, block_out_.as<float>(), stream));
   if (layer.o_bias != nullptr) RETURN_IF_ERROR(kc::AddBias(layer.o_bias, n, h, block_out_.as<float>(), stream));
   return kc::AddRows(block_out_.as<float>(), n, h, residual_.as<float>(), stream);
+}
+
+absl::Status CudaForwardPass::ForEachAttentionBlock(
+    int n, const std::function<absl::Status(KvCache& kv, int first_row, int count, int position)>& attend) {
+  // One sequence's consecutive positions: one causal block.
+  if (contiguous_) return attend(*rows_[0].kv, 0, n, rows_[0].position);
+  // A Roster sample that does not append attends to the history plus its
+  // own key and value: on one stream, writing them into the (reserved,
+  // uncommitted) next position just before its attention is exactly that.
+  // Appending rows go last, so the position ends up holding theirs.
+  for (bool appending : {false, true}) {
+    for (int t = 0; t < n; ++t) {
+      const RowPlan& row = rows_[t];
+      if (row.appends_kv != appending) continue;
+      RETURN_IF_ERROR(attend(*row.kv, t, 1, row.position));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaForwardPass::LatentAttention(int layer_index, int n) {
@@ -719,26 +721,12 @@ absl::Status CudaForwardPass::LatentAttention(int layer_index, int n) {
                                       stream),
                       "writing latents to the KV cache");
   };
-  if (contiguous_) {
-    KvCache& kv = *rows_[0].kv;
-    RETURN_IF_ERROR(write_latents(kv, 0, n, rows_[0].position));
+  RETURN_IF_ERROR(ForEachAttentionBlock(n, [&](KvCache& kv, int t, int count, int position) -> absl::Status {
+    RETURN_IF_ERROR(write_latents(kv, t, count, position));
     const float* keys = kv.Keys(layer_index);
-    RETURN_IF_ERROR(kc::CausalAttention(shape, latent_q, n, rows_[0].position, keys, keys, latent_out, stream));
-  } else {
-    // As SelfAttention: a sample that does not append writes its latent
-    // into the reserved next position just before its own attention;
-    // appending rows go last.
-    for (bool appending : {false, true}) {
-      for (int t = 0; t < n; ++t) {
-        const RowPlan& row = rows_[t];
-        if (row.appends_kv != appending) continue;
-        RETURN_IF_ERROR(write_latents(*row.kv, t, 1, row.position));
-        const float* keys = row.kv->Keys(layer_index);
-        RETURN_IF_ERROR(kc::CausalAttention(shape, latent_q + t * q_width, 1, row.position, keys, keys,
-                                            latent_out + t * q_width, stream));
-      }
-    }
-  }
+    return kc::CausalAttention(shape, latent_q + t * q_width, count, position, keys, keys, latent_out + t * q_width,
+                               stream);
+  }));
 
   // Each head's value: W_UV[head] (kv_b's rows head * (nope + v) + nope ..
   // + v, a view into the uploaded kv_b) times its attended latent.

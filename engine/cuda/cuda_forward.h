@@ -21,6 +21,7 @@
 // float rounding, not bit for bit.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -103,6 +104,13 @@ class CudaForwardPass : public Forward, private MoeLayerCompute {
   // Multi-head latent attention (DeepSeek-V2), as the CPU pass computes it:
   // the KV cache row is the latent, each head's query absorbed into it.
   absl::Status LatentAttention(int layer, int n);
+  // The attention blocks of the pass's n rows, each as attend(kv, first
+  // row, rows, position): one causal block when the rows are one
+  // sequence's consecutive positions, else row by row with the rows that
+  // do not append to their kv first. attend writes the block's keys into
+  // kv at position onwards, then attends; the first error stops it.
+  absl::Status ForEachAttentionBlock(
+      int n, const std::function<absl::Status(KvCache& kv, int first_row, int count, int position)>& attend);
   // A routed expert's biases on the device (gpt-oss), all null for none.
   struct DeviceExpertBiases {
     const float* gate = nullptr;
