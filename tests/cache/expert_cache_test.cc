@@ -55,6 +55,14 @@ bool HoldsExpert(const io::ExpertFileLayout& layout, const std::byte* data, int 
   return std::memcmp(data, expected.data(), expected.size()) == 0;
 }
 
+// Overwrites the file's byte at `offset`, which holds `original`, with a
+// different one.
+void FlipBundleByte(const std::string& path, uint64_t offset, std::byte original) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put('\x5a' ^ static_cast<char>(original));
+}
+
 class ExpertCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -244,12 +252,7 @@ TEST_F(ExpertCacheTest, ShortReadsAreErrors) {
 }
 
 TEST_F(ExpertCacheTest, CorruptedBundleIsCaughtByItsChecksum) {
-  const uint64_t offset = file_->Find(2, 6)->offset;
-  {
-    std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(offset + 100));
-    f.put('\x5a' ^ static_cast<char>(Bundle(layout_, 2, 6)[100]));
-  }
+  FlipBundleByte(path_, file_->Find(2, 6)->offset + 100, Bundle(layout_, 2, 6)[100]);
   auto cache = MakeCache(3);
   auto pin = cache->Acquire({2, 6});
   ASSERT_FALSE(pin.ok());
@@ -1087,11 +1090,7 @@ TEST(ExpertCachePiecesTest, LargeExpertsAreReadAndVerifiedInPieces) {
   }
   auto extent = [&] { return *(*io::ExpertFile::Open(path, 42))->Find(0, 1); }();
   const uint64_t flipped = extent.length - 10;  // in the last piece
-  {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(extent.offset + flipped));
-    f.put('\x5a' ^ static_cast<char>(Bundle(layout, 0, 1)[flipped]));
-  }
+  FlipBundleByte(path, extent.offset + flipped, Bundle(layout, 0, 1)[flipped]);
   auto file = io::ExpertFile::Open(path, 42);
   ASSERT_TRUE(file.ok()) << file.status();
   io::ReaderOptions reader_options;
