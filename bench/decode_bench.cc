@@ -236,9 +236,17 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-max-in-flight", prefetch_max_in_flight,
                  "prefetch only while fewer file reads than this are in flight, demand ones included")
       ->capture_default_str();
+  float prefetch_min_score = 0;
+  app.add_option("--prefetch-min-score", prefetch_min_score,
+                 "prefetch only predictions scoring at least this (the predictor's probability)")
+      ->capture_default_str();
   bool verify_checksums = true;
   app.add_option("--verify-checksums", verify_checksums,
                  "offloaded runs: check each loaded expert against the file's checksum (the daemon always does)")
+      ->capture_default_str();
+  bool wrong_guesses_first = cache::ExpertCacheOptions().wrong_guesses_first;
+  app.add_option("--wrong-guesses-first", wrong_guesses_first,
+                 "offloaded runs: recycle a prefetch whose layer ran without it before the policy's victim")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = simd_target.empty() ? absl::OkStatus() : kernels::RestrictSimdTarget(simd_target); !s.ok()) {
@@ -370,6 +378,7 @@ int main(int argc, char** argv) {
           cache_options.policy = std::string(policy);
           cache_options.min_slots = k;
           cache_options.verify_checksums = verify_checksums;
+          cache_options.wrong_guesses_first = wrong_guesses_first;
           auto cache = cache::ExpertCache::Create(**file, **reader, std::move(cache_options));
           if (!cache.ok()) {
             std::printf("%-7.0f %-15s %s\n", percent, std::string(policy).c_str(),
@@ -393,6 +402,7 @@ int main(int argc, char** argv) {
             prefetch_options.predictor.kind = spec[0];
             prefetch_options.scheduler.fixed_budget_per_layer = prefetch_budget;
             prefetch_options.scheduler.max_in_flight = prefetch_max_in_flight;
+            prefetch_options.scheduler.min_score = prefetch_min_score;
             if (spec.size() > 1 && !absl::SimpleAtoi(spec[1], &prefetch_options.predictor.lookahead)) {
               std::fprintf(stderr, "error: bad lookahead in '%s'\n", std::string(prefetch_spec).c_str());
               return 1;
@@ -426,6 +436,7 @@ int main(int argc, char** argv) {
           stats.wait_ns -= before.wait_ns;
           stats.prefetches -= before.prefetches;
           stats.late_prefetches -= before.late_prefetches;
+          stats.wrong_guesses_recycled -= before.wrong_guesses_recycled;
           // The timed run's predictions only (not the warm-up's), every
           // distance the predictor reached: a cross-layer:N run predicts
           // each layer from 1..N layers back, so runs of different N agree
@@ -461,11 +472,12 @@ int main(int argc, char** argv) {
                               absl::StrFormat("%.2f/%.2f", by_distance[d].precision(), by_distance[d].recall()));
             }
             const double reads = static_cast<double>(stats.prefetches);
-            std::printf("        precision/recall by distance: %s; prefetch reads %.1f/token, %.2f used, %.2f late; "
-                        "budget %d/layer\n",
-                        distances.empty() ? "none" : distances.c_str(), reads / static_cast<double>(run->tokens.size()),
+            const double tokens = static_cast<double>(run->tokens.size());
+            std::printf("        precision/recall by distance: %s; prefetch reads %.1f/token, %.2f used, %.2f late, "
+                        "%.1f/token recycled as wrong; budget %d/layer\n",
+                        distances.empty() ? "none" : distances.c_str(), reads / tokens,
                         reads > 0 ? stats.hidden / reads : 0.0, reads > 0 ? stats.late_prefetches / reads : 0.0,
-                        prefetcher->per_layer_budget());
+                        stats.wrong_guesses_recycled / tokens, prefetcher->per_layer_budget());
           }
         }
       }

@@ -73,8 +73,8 @@ ExpertCache::Pin::~Pin() {
 }
 
 ExpertCache::ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader,
-                         std::unique_ptr<EvictionPolicy> dram_policy)
-    : file_(file), reader_(reader), dram_("dram", std::move(dram_policy)) {}
+                         std::unique_ptr<EvictionPolicy> dram_policy, bool wrong_guesses_first)
+    : file_(file), reader_(reader), dram_("dram", std::move(dram_policy), wrong_guesses_first) {}
 
 int ExpertCache::SlotsFor(const std::string& tier, uint64_t budget_bytes) const {
   const uint64_t slots = budget_bytes / slot_bytes_;
@@ -95,7 +95,7 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
   options.policy_options.num_experts = static_cast<int>(file.layout().num_experts);
   auto dram_policy = MakeEvictionPolicy(options.policy, options.policy_options);
   if (!dram_policy.ok()) return dram_policy.status();
-  auto cache = std::unique_ptr<ExpertCache>(new ExpertCache(file, reader, std::move(*dram_policy)));
+  auto cache = std::unique_ptr<ExpertCache>(new ExpertCache(file, reader, std::move(*dram_policy), options.wrong_guesses_first));
   cache->slot_bytes_ = file.layout().slot_bytes();
   cache->min_slots_ = std::max(1, options.min_slots);
   cache->verify_checksums_ = options.verify_checksums;
@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
     if (!device_slots.ok()) return device_slots.status();
     auto device_policy = MakeEvictionPolicy(options.policy, options.policy_options);
     if (!device_policy.ok()) return device_policy.status();
-    cache->device_ = std::make_unique<SlotTier>("device", std::move(*device_policy));
+    cache->device_ = std::make_unique<SlotTier>("device", std::move(*device_policy), options.wrong_guesses_first);
     if (absl::Status s = cache->ResizeTierLocked(lock, *cache->device_, *device_slots); !s.ok()) return s;
     // The DRAM slots were made before the device tier existed.
     for (const auto& slot : cache->dram_.slots()) {
@@ -582,8 +582,8 @@ void ExpertCache::Unpin(SlotTier& tier, Slot* slot) {
 void ExpertCache::BeginPass() {
   std::lock_guard lock(mu_);
   ++pass_;
-  dram_.policy().OnPassStart();
-  if (device_) device_->policy().OnPassStart();
+  dram_.BeginPass(pass_);
+  if (device_) device_->BeginPass(pass_);
 }
 
 void ExpertCache::BeginLayer(int layer) {

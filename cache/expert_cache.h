@@ -105,6 +105,10 @@ struct ExpertCacheOptions {
   // into the device tier (a copier thread does the copies), so predictions
   // land in the compute tier, as they do without a device tier.
   bool prefetch_to_device = true;
+  // A tier recycles a wrong guess (a prefetched expert whose layer has run
+  // without asking for it) before it asks its policy for a victim
+  // (SlotTier::TakeSlot). false: the policy alone decides, as before.
+  bool wrong_guesses_first = true;
 };
 
 // The tiered expert cache: NVMe file -> DRAM slots -> device slots. Every
@@ -230,7 +234,8 @@ class ExpertCache {
   absl::Status CheckInvariants() const;
 
  private:
-  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader, std::unique_ptr<EvictionPolicy> dram_policy);
+  ExpertCache(const io::ExpertFile& file, io::ExpertReader& reader, std::unique_ptr<EvictionPolicy> dram_policy,
+              bool wrong_guesses_first);
   // The tier compute reads from: the device tier when there is one.
   SlotTier& compute_tier() { return device_ ? *device_ : dram_; }
   const SlotTier& compute_tier() const { return device_ ? *device_ : dram_; }

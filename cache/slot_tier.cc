@@ -8,8 +8,8 @@
 
 namespace expertd::cache {
 
-SlotTier::SlotTier(std::string name, std::unique_ptr<EvictionPolicy> policy)
-    : name_(std::move(name)), policy_(std::move(policy)) {
+SlotTier::SlotTier(std::string name, std::unique_ptr<EvictionPolicy> policy, bool wrong_guesses_first)
+    : name_(std::move(name)), policy_(std::move(policy)), wrong_guesses_first_(wrong_guesses_first) {
   stats_.policy = std::string(policy_->name());
 }
 
@@ -41,18 +41,47 @@ Slot* SlotTier::TakeSlot(uint64_t pass) {
     free_.pop_back();
     return slot;
   }
-  auto victim = policy_->PickVictim([&](const ExpertKey& key) {
-    const Slot* slot = Find(key);
-    return slot != nullptr && slot->state == Slot::State::kReady && slot->pins == 0 && slot->copy_source == nullptr;
+  Slot* slot = wrong_guesses_first_ ? TakeWrongGuess() : nullptr;
+  if (slot == nullptr) {
+    auto victim = policy_->PickVictim([&](const ExpertKey& key) { return Evictable(*resident_.at(key)); });
+    if (!victim) return nullptr;
+    slot = resident_.at(*victim);
+  }
+  Evict(slot, pass);
+  return slot;
+}
+
+bool SlotTier::Evictable(const Slot& slot) {
+  return slot.state == Slot::State::kReady && slot.pins == 0 && slot.copy_source == nullptr;
+}
+
+Slot* SlotTier::TakeWrongGuess() {
+  const auto ran = [&](const Slot& s) {
+    return s.guess_pass < pass_ || (s.guess_pass == pass_ && s.guess_layer < layer_);
+  };
+  Slot* found = nullptr;
+  // Drops what is no longer an unclaimed prefetch while it looks.
+  auto end = std::remove_if(guesses_.begin(), guesses_.end(), [&](Slot* s) {
+    if (s->state == Slot::State::kFree || !s->prefetched) return true;
+    if (found == nullptr && Evictable(*s) && ran(*s)) {
+      found = s;
+      return true;
+    }
+    return false;
   });
-  if (!victim) return nullptr;
-  Slot* slot = resident_.at(*victim);
-  resident_.erase(*victim);
-  policy_->OnRemove(*victim);
-  evicted_in_pass_[*victim] = pass;
+  guesses_.erase(end, guesses_.end());
+  if (found != nullptr) ++stats_.wrong_guesses_recycled;
+  return found;
+}
+
+void SlotTier::Evict(Slot* slot, uint64_t pass) {
+  const ExpertKey key = slot->key;
+  resident_.erase(key);
+  policy_->OnRemove(key);
+  evicted_in_pass_[key] = pass;
   ++stats_.evictions;
   slot->state = Slot::State::kFree;
-  return slot;
+  slot->prefetched = false;
 }
 
 void SlotTier::ReturnSlot(Slot* slot) { free_.push_back(slot); }
@@ -63,6 +92,13 @@ void SlotTier::BeginFill(Slot* slot, const ExpertKey& key, bool prefetch) {
   slot->load = std::make_shared<SlotLoad>();
   slot->load_start = std::chrono::steady_clock::now();
   slot->prefetched = prefetch;
+  if (prefetch) {
+    // A prefetch is for a layer still to come: this pass's when it lies
+    // ahead, else the next pass's (the next token's first layers).
+    slot->guess_pass = key.layer > layer_ ? pass_ : pass_ + 1;
+    slot->guess_layer = key.layer;
+    guesses_.push_back(slot);
+  }
   slot->ready = Readiness();
   resident_[key] = slot;
   policy_->OnInsert(key, prefetch);
@@ -119,7 +155,14 @@ bool SlotTier::TakeAsked(const ExpertKey& key) {
   return true;
 }
 
+void SlotTier::BeginPass(uint64_t pass) {
+  pass_ = pass;
+  layer_ = -1;
+  policy_->OnPassStart();
+}
+
 void SlotTier::BeginLayer(int layer) {
+  layer_ = layer;
   asked_.clear();
   policy_->OnLayerStart(layer);
 }

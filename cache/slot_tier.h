@@ -56,13 +56,20 @@ struct Slot {
   std::shared_ptr<SlotLoad> load;  // while loading
   std::chrono::steady_clock::time_point load_start;
   bool prefetched = false;  // filled by a prefetch and not yet asked for by compute
+  // While `prefetched`: the (pass, MoE layer) the prefetch was for. Once
+  // that layer has run without asking for it, the guess was wrong.
+  uint64_t guess_pass = 0;
+  int guess_layer = 0;
   Readiness ready;             // the fill's copy (device slots); ready otherwise
   Slot* copy_source = nullptr;  // device slots: the DRAM slot a pending copy reads
 };
 
 class SlotTier {
  public:
-  SlotTier(std::string name, std::unique_ptr<EvictionPolicy> policy);
+  // wrong_guesses_first: TakeSlot recycles a prefetched expert whose layer
+  // has run without asking for it before it asks the policy for a victim
+  // (see TakeSlot).
+  SlotTier(std::string name, std::unique_ptr<EvictionPolicy> policy, bool wrong_guesses_first = true);
   SlotTier(const SlotTier&) = delete;
   SlotTier& operator=(const SlotTier&) = delete;
 
@@ -85,11 +92,19 @@ class SlotTier {
   void AddSlot(std::unique_ptr<Slot> slot);
   // Destroys a slot that TakeSlot handed out and nobody filled (a shrink).
   void DestroySlot(Slot* slot);
-  // A slot for a new fill: one off the free list, else the policy's victim
-  // among ready, unpinned slots with no copy pending (evicted now: counted, remembered for
-  // collision misses in `pass`), else null when every slot is loading or
-  // pinned. The slot is the caller's until BeginFill, ReturnSlot or
-  // DestroySlot.
+  // A slot for a new fill: one off the free list, else a wrong guess (a
+  // prefetched expert whose layer has run without asking for it), else the
+  // policy's victim; victims are ready, unpinned slots with no copy pending
+  // (evicted now: counted, remembered for collision misses in `pass`). Null
+  // when every slot is loading or pinned. The slot is the caller's until
+  // BeginFill, ReturnSlot or DestroySlot.
+  //
+  // Why wrong guesses go first: a prefetch inserts its expert as the most
+  // recently used (or, for least-stale, a current) entry, so a policy keeps
+  // a wrong guess for long and evicts something useful for it instead. With
+  // a predictor of precision ~0.5 that cost about one hit per wrong guess
+  // (bench/README.md, "Wrong guesses go first"). Recycling them first makes
+  // the wrong half of the prefetches share a few slots among themselves.
   Slot* TakeSlot(uint64_t pass);
   // Gives back a slot from TakeSlot that was not filled.
   void ReturnSlot(Slot* slot);
@@ -119,8 +134,10 @@ class SlotTier {
   void NoteAsked(const ExpertKey& key) { asked_.push_back(key); }
   bool WasAsked(const ExpertKey& key) const;
   bool TakeAsked(const ExpertKey& key);
-  // A MoE layer starts: the asked list is cleared (an access that never
-  // reached Acquire, an error, cannot hide a later one) and the policy told.
+  // A pass starts (its number, ascending), then each of its MoE layers: the
+  // asked list is cleared (an access that never reached Acquire, an error,
+  // cannot hide a later one) and the policy told.
+  void BeginPass(uint64_t pass);
   void BeginLayer(int layer);
 
   // Map/slot agreement, pin counts, free list, slot count figure.
@@ -137,6 +154,17 @@ class SlotTier {
   absl::flat_hash_map<ExpertKey, uint64_t> evicted_in_pass_;
   std::vector<ExpertKey> asked_;
   TierStats stats_;
+  // Where the engine is: (pass_, layer_), layer_ -1 before the pass's first
+  // MoE layer.
+  uint64_t pass_ = 0;
+  int layer_ = -1;
+  const bool wrong_guesses_first_;
+  // Slots a prefetch filled, possibly stale (a claimed or recycled slot
+  // stays until the next look): the candidates for a wrong guess.
+  std::vector<Slot*> guesses_;
+  static bool Evictable(const Slot& slot);
+  Slot* TakeWrongGuess();
+  void Evict(Slot* slot, uint64_t pass);
 };
 
 }  // namespace expertd::cache

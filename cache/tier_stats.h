@@ -28,6 +28,7 @@ struct TierStats {
   uint64_t collision_misses = 0;  // misses on an expert evicted earlier in the same pass
   uint64_t shared_loads = 0;      // misses that joined a load already in flight
   uint64_t evictions = 0;
+  uint64_t wrong_guesses_recycled = 0;  // evictions of a prefetch whose layer ran without it (SlotTier::TakeSlot)
   uint64_t loads = 0;             // fills started (demand and prefetch)
   uint64_t prefetches = 0;        // fills started by Prefetch
   uint64_t bytes_loaded = 0;      // the loaded bundles' own bytes (their index lengths)

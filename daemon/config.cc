@@ -76,6 +76,23 @@ absl::Status ReadInt(const KeyRef& k, int min, int max, int& out) {
   return absl::OkStatus();
 }
 
+// A number in [min, max]: a float, or an integer read as one.
+absl::Status ReadReal(const KeyRef& k, double min, double max, double& out) {
+  double v = 0;
+  if (const auto* f = k.value.as_floating_point()) {
+    v = f->get();
+  } else if (const auto* i = k.value.as_integer()) {
+    v = static_cast<double>(i->get());
+  } else {
+    return k.Error(absl::StrCat("expected a number, got ", TypeName(k.value)));
+  }
+  const std::string allowed = absl::StrCat(" (allowed: ", min, " .. ", max, "), got ", v);
+  if (!(v >= min)) return k.Error(absl::StrCat("must be at least ", min, allowed));  // NaN fails too
+  if (v > max) return k.Error(absl::StrCat("must be at most ", max, allowed));
+  out = v;
+  return absl::OkStatus();
+}
+
 // Bytes in [min_bytes, max_bytes] as an integer (1048576) or a string with
 // units ("6GiB", "1.5GB").
 absl::Status ReadByteSize(const KeyRef& k, uint64_t min_bytes, uint64_t max_bytes, uint64_t& out) {
@@ -207,7 +224,8 @@ std::vector<Section> Schema(DaemonConfig& c) {
        {{"dram_budget", size(c.cache.dram_budget_bytes, 0, kMaxBudgetBytes)},
         {"device_budget", size(c.cache.device_budget_bytes, 0, kMaxBudgetBytes)},
         {"policy", [&c](const KeyRef& k) { return ReadChoice(k, kPolicies, c.cache.policy); }},
-        {"shallow_layers", num(c.cache.shallow_layers, 0, kMaxLayers)}}},
+        {"shallow_layers", num(c.cache.shallow_layers, 0, kMaxLayers)},
+        {"wrong_guesses_first", [&c](const KeyRef& k) { return ReadBool(k, c.cache.wrong_guesses_first); }}}},
       {"io",
        {{"expert_file", str(c.io.expert_file)},
         {"queue_depth", num(c.io.queue_depth, 1, kMaxQueueDepth)},
@@ -218,6 +236,7 @@ std::vector<Section> Schema(DaemonConfig& c) {
         {"max_in_flight", num(c.prefetch.max_in_flight, 1, kMaxInFlight)},
         {"to_device", [&c](const KeyRef& k) { return ReadBool(k, c.prefetch.to_device); }},
         {"budget_per_layer", num(c.prefetch.budget_per_layer, 0, kMaxExpertsPerToken)},
+        {"min_score", [&c](const KeyRef& k) { return ReadReal(k, 0, 1, c.prefetch.min_score); }},
         {"next_token_layers", num(c.prefetch.next_token_layers, 0, kMaxLayers)},
         {"next_token_from",
          [&c](const KeyRef& k) { return ReadChoice(k, kNextTokenSources, c.prefetch.next_token_from); }}}},
@@ -336,6 +355,7 @@ runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.cache.device_budget_bytes = config.cache.device_budget_bytes;
   options.cache.policy = config.cache.policy;
   options.cache.prefetch_to_device = config.prefetch.to_device;
+  options.cache.wrong_guesses_first = config.cache.wrong_guesses_first;
   options.shallow_layers = config.cache.shallow_layers;
 
   options.reader.path = config.io.expert_file;
@@ -346,6 +366,7 @@ runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
   options.prefetch.predictor.lookahead = config.prefetch.lookahead;
   options.prefetch.scheduler.max_in_flight = config.prefetch.max_in_flight;
   options.prefetch.scheduler.fixed_budget_per_layer = config.prefetch.budget_per_layer;
+  options.prefetch.scheduler.min_score = static_cast<float>(config.prefetch.min_score);
   options.prefetch.next_token_layers = config.prefetch.next_token_layers;
   options.prefetch.next_token_from = config.prefetch.next_token_from;
 

@@ -51,6 +51,7 @@ struct CacheConfig {
   uint64_t device_budget_bytes = 0;  // 0 = no device (GPU) tier
   std::string policy = "least-stale";  // lru | lfu | least-stale | layer-distance
   int shallow_layers = 0;  // first N MoE layers pinned resident (Fate)
+  bool wrong_guesses_first = true;  // a prefetch whose layer ran without it is evicted first
 
   bool operator==(const CacheConfig&) const = default;
 };
@@ -69,6 +70,7 @@ struct PrefetchConfig {
   int max_in_flight = 16;            // speculative loads outstanding, >= 1
   bool to_device = true;             // with a device tier, prefetches go on into it
   int budget_per_layer = 0;          // prefetch reads per predicted layer and pass; 0 = measured
+  double min_score = 0;              // decode predictions scoring below this are not prefetched
   int next_token_layers = 0;         // next token's first MoE layers prefetched from this token's routing
   std::string next_token_from = "previous-token";  // or last-layer-gate: what predicts them
 
@@ -135,11 +137,13 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
 //   model.path -> model_dir; inference.threads -> threads;
 //   inference.default_experts_per_token -> experts_per_token (the cache's
 //     minimum slots; requests get it through the completion API);
-//   [cache] dram_budget, device_budget, policy -> cache (ExpertCacheOptions);
+//   [cache] dram_budget, device_budget, policy, wrong_guesses_first -> cache
+//     (ExpertCacheOptions);
 //     shallow_layers -> shallow_layers;
 //   [io] expert_file -> reader.path; queue_depth, direct_io -> reader (ReaderOptions);
-//   [prefetch] kind, lookahead -> prefetch.predictor; max_in_flight ->
-//     prefetch.scheduler; to_device -> cache.prefetch_to_device;
+//   [prefetch] kind, lookahead -> prefetch.predictor; max_in_flight,
+//     budget_per_layer, min_score -> prefetch.scheduler; to_device ->
+//     cache.prefetch_to_device;
 //   [device] -> device (DeviceOptions).
 // The rest configures the daemon itself and is read from DaemonConfig:
 // [server], and inference.max_batch, max_roster, max_tokens,

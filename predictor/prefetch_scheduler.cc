@@ -49,6 +49,10 @@ void PrefetchScheduler::Submit(absl::Span<const LayerPrediction> predictions) {
     DropQueued([layer](const Item& item) { return item.layer == layer; }, &stats_.replaced);
     const size_t first_new = queue_.size();
     for (const auto& [expert, score] : p.experts) {
+      if (score < options_.min_score) {
+        ++stats_.below_min_score;
+        continue;
+      }
       if (Tried(layer, expert)) continue;
       const bool duplicate = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(first_new), queue_.end(),
                                          [expert](const Item& item) { return item.expert == expert; });

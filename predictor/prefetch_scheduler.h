@@ -29,6 +29,10 @@ struct PrefetchSchedulerOptions {
   // Upper clamp of the measured budget (the model's experts per layer);
   // 0 = no upper clamp.
   int num_experts = 0;
+  // Decode: a prediction scoring below this (the predictor's probability)
+  // is not prefetched. Prefill's scores are token counts (>= 1), so a
+  // threshold below 1 never drops them. 0: no threshold.
+  float min_score = 0;
   // Weight of a new sample in the moving averages of the timings.
   double ema_weight = 0.25;
 };
@@ -97,6 +101,7 @@ class PrefetchScheduler {
     uint64_t dropped_stale = 0;     // queued, never issued before its layer ran or the pass ended
     uint64_t skipped_resident = 0;  // issue() returned false: no read needed
     uint64_t replaced = 0;          // queued, superseded by a newer prediction for the layer
+    uint64_t below_min_score = 0;   // predictions Submit dropped for scoring under min_score
   };
   Stats stats() const { return stats_; }
   // Candidates waiting to be issued.

@@ -76,6 +76,7 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   cache_options.policy_options = options.cache.policy_options;
   cache_options.verify_checksums = options.cache.verify_checksums;
   cache_options.prefetch_to_device = options.cache.prefetch_to_device;
+  cache_options.wrong_guesses_first = options.cache.wrong_guesses_first;
   // One layer's experts per token must fit, at the k this engine runs.
   const int k = options.experts_per_token > 0 ? options.experts_per_token : model.config().experts_per_token;
   cache_options.min_slots = std::max(options.cache.min_slots, k);

@@ -181,6 +181,9 @@ class Replay {
     int load = -1;                    // resident: its load (LoadClock id)
     uint64_t pin_epoch = 0;
     int64_t evicted_in_step = -1;     // the step that last evicted it
+    // While unclaimed_prefetch: the (step, layer) the prefetch was for.
+    int64_t guess_step = 0;
+    int32_t guess_layer = 0;
   };
   // A candidate waiting in the prefetch queue (PrefetchScheduler's Item).
   struct Candidate {
@@ -201,10 +204,28 @@ class Replay {
     return s.resident && s.pin_epoch != pin_epoch_ && loads_.Landed(s.load, now_us_);
   }
 
+  // SlotTier::TakeWrongGuess: the first unclaimed prefetch whose layer has
+  // run, dropping from guesses_ what is no longer an unclaimed prefetch.
+  std::optional<ExpertKey> TakeWrongGuess() {
+    std::optional<ExpertKey> found;
+    std::erase_if(guesses_, [&](const ExpertKey& key) {
+      const KeyState& s = At(key);
+      if (!s.resident || !s.unclaimed_prefetch) return true;
+      const bool ran = s.guess_step < step_ || (s.guess_step == step_ && s.guess_layer < layer_);
+      if (!found && ran && Evictable(key)) {
+        found = key;
+        return true;
+      }
+      return false;
+    });
+    return found;
+  }
+
   // Frees a slot if the cache is full; false when nothing can go.
   bool MakeRoom() {
     if (resident_ < options_.capacity_slots) return true;
-    const std::optional<ExpertKey> victim = policy_.PickVictim([this](const ExpertKey& k) { return Evictable(k); });
+    std::optional<ExpertKey> victim = options_.wrong_guesses_first ? TakeWrongGuess() : std::nullopt;
+    if (!victim) victim = policy_.PickVictim([this](const ExpertKey& k) { return Evictable(k); });
     if (!victim || !Evictable(*victim)) return false;
     KeyState& s = At(*victim);
     s.resident = false;
@@ -220,6 +241,11 @@ class Replay {
     KeyState& s = At(key);
     s.resident = true;
     s.unclaimed_prefetch = prefetch;
+    if (prefetch) {
+      s.guess_step = key.layer > layer_ ? step_ : step_ + 1;
+      s.guess_layer = key.layer;
+      guesses_.push_back(key);
+    }
     s.load = loads_.Issue(now_us_);
     ++resident_;
     policy_.OnInsert(key, prefetch);
@@ -308,6 +334,7 @@ class Replay {
     ++result_.steps;
     result_.rows += step.rows;
     policy_.OnPassStart();
+    layer_ = -1;
     // PrefetchScheduler::BeginPass: what was queued is dropped.
     result_.prefetch_dropped += static_cast<int64_t>(queue_.size());
     queue_.clear();
@@ -325,6 +352,7 @@ class Replay {
 
   void RunLayer(size_t s, const TraceStep& step, int32_t layer, size_t begin, size_t end) {
     const std::vector<ExpertKey>& pass = trace_.trace.passes[s];
+    layer_ = layer;
     policy_.OnLayerStart(layer);
     // BeginLayer: queued candidates for this layer or earlier are stale.
     result_.prefetch_dropped += std::erase_if(queue_, [&](const Candidate& c) { return c.layer <= layer; });
@@ -422,6 +450,8 @@ class Replay {
   const LoadedTrace& trace_;
   EvictionPolicy& policy_;
   int64_t step_ = 0;  // the step running
+  int32_t layer_ = -1;  // the MoE layer running; -1 before the step's first
+  std::vector<ExpertKey> guesses_;  // prefetched keys, possibly claimed since (TakeWrongGuess)
   const ReplayOptions& options_;
   LoadClock loads_;
   std::vector<KeyState> state_;

@@ -69,6 +69,10 @@ struct ReplayOptions {
   // Reads in flight (demand and prefetch) above which no prefetch is issued:
   // the engine's [prefetch] max_in_flight.
   int max_prefetch_in_flight = 16;
+  // A full cache frees a wrong guess (an unclaimed prefetch whose layer has
+  // run) before the policy's victim, as the engine's tiers do
+  // (ExpertCacheOptions::wrong_guesses_first).
+  bool wrong_guesses_first = true;
   LoadTimeModel io;
   // Compute time of every MoE layer; 0: the trace's recorded per-layer
   // times (a layer without one takes default_compute_us).

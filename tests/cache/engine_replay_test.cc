@@ -332,5 +332,34 @@ TEST(EngineReplayTest, CountsMissesOnExpertsEvictedInTheSameStep) {
   }
 }
 
+// Layer 0 always routes to {0,1}; layer 1 cycles through {2,3}, {4,5},
+// {6,7}; 9 slots hold those 8 and one guess. Each step the predictor names
+// a different wrong expert (8 + step) for layer 1. The policy alone (LRU)
+// keeps each wrong guess as recently used and evicts the layer-1 pair due
+// next, so the cycle misses on; recycling a wrong guess once layer 1 has
+// run without it leaves the cycle cached after the first lap (its 8 loads).
+TEST(EngineReplayTest, RecyclingWrongGuessesFirstKeepsTheWorkingSet) {
+  std::vector<TraceStep> steps;
+  for (int i = 0; i < 12; ++i) {
+    const int32_t pair = 2 + 2 * (i % 3);
+    steps.push_back(DecodeStep({0, 1}, {pair, pair + 1}, {Predict(0, 1, 1, {8 + i}, {0.9f})}));
+  }
+  const LoadedTrace trace = Load(steps, 2, 32, 2);
+  ReplayResult result[2];
+  for (bool first : {false, true}) {
+    ReplayOptions options = SlowLoads(1000);
+    options.capacity_slots = 9;
+    options.wrong_guesses_first = first;
+    absl::StatusOr<ReplayResult> r = ReplayEngineTrace(trace, "lru", options);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->prefetch_loads, 12);
+    EXPECT_EQ(r->hidden, 0) << "every guess is wrong";
+    result[first] = *r;
+  }
+  EXPECT_EQ(result[true].misses, 8);
+  EXPECT_EQ(result[true].hits, 48 - 8);
+  EXPECT_GT(result[false].misses, 16) << "LRU misses on every lap";  // 26 when written
+}
+
 }  // namespace
 }  // namespace expertd::cache

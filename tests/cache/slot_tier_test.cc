@@ -11,13 +11,13 @@
 namespace expertd::cache {
 namespace {
 
-std::unique_ptr<SlotTier> MakeTier(int slots) {
+std::unique_ptr<SlotTier> MakeTier(int slots, bool wrong_guesses_first = true) {
   PolicyOptions options;
-  options.num_layers = 2;
+  options.num_layers = 4;
   options.num_experts = 8;
   auto policy = MakeEvictionPolicy("lru", options);
   EXPECT_TRUE(policy.ok()) << policy.status();
-  auto tier = std::make_unique<SlotTier>("test", std::move(*policy));
+  auto tier = std::make_unique<SlotTier>("test", std::move(*policy), wrong_guesses_first);
   for (int i = 0; i < slots; ++i) tier->AddSlot(std::make_unique<Slot>());
   return tier;
 }
@@ -48,6 +48,77 @@ TEST(SlotTierTest, FreeSlotsFirstThenThePolicysVictim) {
   EXPECT_EQ(tier->stats().evictions, 1u);
   EXPECT_FALSE(tier->Holds({0, 1}));
   EXPECT_EQ(tier->FindReady({0, 0}), a);
+  EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
+}
+
+// Fills `key` as a prefetch (ready, unclaimed).
+Slot* Prefetched(SlotTier& tier, const ExpertKey& key, uint64_t pass) {
+  Slot* slot = tier.TakeSlot(pass);
+  if (slot == nullptr) return nullptr;
+  tier.BeginFill(slot, key, /*prefetch=*/true);
+  tier.FinishFill(slot, absl::OkStatus());
+  return slot;
+}
+
+// A prefetch for layer 2 made at layer 1 is a wrong guess once layer 2 has
+// run without asking for it; until then, or once claimed, it is the
+// policy's to judge. LRU alone would evict the older demand-loaded expert.
+TEST(SlotTierTest, AWrongGuessIsRecycledBeforeThePolicysVictim) {
+  for (bool first : {true, false}) {
+    SCOPED_TRACE(first ? "wrong guesses first" : "the policy alone");
+    auto tier = MakeTier(2, first);
+    tier->BeginPass(1);
+    tier->BeginLayer(1);
+    Slot* used = Fill(*tier, {1, 0}, 1);
+    Slot* guess = Prefetched(*tier, {2, 5}, 1);
+    ASSERT_NE(guess, nullptr);
+    tier->BeginLayer(2);
+    // Layer 2 is running: it may still ask for {2,5}; LRU's victim goes.
+    Slot* taken = tier->TakeSlot(1);
+    EXPECT_EQ(taken, used);
+    tier->BeginFill(taken, {2, 1}, /*prefetch=*/false);
+    tier->FinishFill(taken, absl::OkStatus());
+    tier->BeginLayer(3);  // layer 2 ran without {2,5}
+    // Make {2,5} LRU's most recent, so the policy alone would evict {2,1}
+    // (the policy hears of a use; the tier still sees the prefetch unclaimed).
+    tier->policy().OnAccess({2, 5});
+    tier->policy().OnHit({2, 5});
+    taken = tier->TakeSlot(1);
+    EXPECT_EQ(taken, first ? guess : used);
+    EXPECT_EQ(tier->stats().wrong_guesses_recycled, first ? 1u : 0u);
+    EXPECT_EQ(tier->stats().evictions, 2u);
+    tier->ReturnSlot(taken);
+    EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
+  }
+}
+
+TEST(SlotTierTest, AClaimedOrNextTokenPrefetchIsNoWrongGuess) {
+  auto tier = MakeTier(3);
+  tier->BeginPass(1);
+  tier->BeginLayer(3);
+  // Made at the last layer for layer 0: the next pass's guess.
+  Slot* next_token = Prefetched(*tier, {0, 2}, 1);
+  Slot* claimed = Prefetched(*tier, {3, 4}, 1);  // for the running layer
+  tier->CountReady(claimed);                     // and used by it
+  Slot* demand = Fill(*tier, {3, 6}, 1);
+  tier->BeginPass(2);
+  tier->BeginLayer(0);
+  // LRU order, oldest first: {3,4}, {3,6}, {0,2} (touched below). Layer 0
+  // of pass 2 has not run yet and {3,4} was claimed: nothing is a wrong
+  // guess, so LRU's victim goes.
+  tier->policy().OnAccess({0, 2});
+  tier->policy().OnHit({0, 2});
+  Slot* taken = tier->TakeSlot(2);
+  EXPECT_EQ(taken, claimed);
+  EXPECT_EQ(tier->stats().wrong_guesses_recycled, 0u);
+  tier->BeginFill(taken, {0, 7}, /*prefetch=*/false);
+  tier->FinishFill(taken, absl::OkStatus());
+  tier->BeginLayer(1);  // layer 0 of pass 2 ran without {0,2}
+  taken = tier->TakeSlot(2);
+  EXPECT_EQ(taken, next_token) << "{3,6} is LRU's victim, but {0,2} was a wrong guess";
+  EXPECT_NE(taken, demand);
+  EXPECT_EQ(tier->stats().wrong_guesses_recycled, 1u);
+  tier->ReturnSlot(taken);
   EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
 }
 

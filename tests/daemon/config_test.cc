@@ -68,6 +68,7 @@ dram_budget = "6GiB"
 device_budget = 1048576
 policy = "layer-distance"
 shallow_layers = 3
+wrong_guesses_first = false
 [io]
 expert_file = "/nvme/olmoe.experts"
 queue_depth = 128
@@ -78,6 +79,7 @@ lookahead = 2
 max_in_flight = 4
 to_device = false
 budget_per_layer = 3
+min_score = 0.125
 next_token_layers = 1
 next_token_from = "last-layer-gate"
 [inference]
@@ -99,9 +101,9 @@ execution_placement = false
   w.server = {"/tmp/x.sock", "llm", 0600, 4u << 20, 10, 3, 20, 500};
   w.model.path = "/models/olmoe";
   w.model.map_weights = true;
-  w.cache = {6ull << 30, 1048576, "layer-distance", 3};
+  w.cache = {6ull << 30, 1048576, "layer-distance", 3, false};
   w.io = {"/nvme/olmoe.experts", 128, false};
-  w.prefetch = {"previous-token", 2, 4, false, 3, 1, "last-layer-gate"};
+  w.prefetch = {"previous-token", 2, 4, false, 3, 0.125, 1, "last-layer-gate"};
   w.inference = {4, 16, 8, 512, 12, true, 64, 1ull << 30};
   w.device = {"off", 1, false};
   EXPECT_TRUE(*c == w);
@@ -191,6 +193,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
         BadValue{"prefetch", "max_in_flight = 0", "prefetch.max_in_flight", "at least 1"},
         BadValue{"prefetch", "budget_per_layer = -1", "prefetch.budget_per_layer", "at least 0"},
+        BadValue{"prefetch", "min_score = -0.5", "prefetch.min_score", "at least 0"},
+        BadValue{"prefetch", "min_score = 1.5", "prefetch.min_score", "allowed: 0 .. 1"},
+        BadValue{"prefetch", "min_score = nan", "prefetch.min_score", "at least 0"},
+        BadValue{"prefetch", "min_score = \"high\"", "prefetch.min_score", "expected a number, got a string"},
+        BadValue{"cache", "wrong_guesses_first = 1", "cache.wrong_guesses_first", "expected true or false"},
         BadValue{"prefetch", "next_token_from = \"oracle\"", "prefetch.next_token_from",
                  "previous-token, last-layer-gate"},
         BadValue{"io", "queue_depth = 0", "io.queue_depth", "at least 1"},
@@ -249,6 +256,7 @@ queue_depth = 4096
 [prefetch]
 lookahead = 64
 max_in_flight = 1024
+min_score = 1
 [inference]
 default_experts_per_token = 4096
 max_batch = 1024
@@ -262,6 +270,7 @@ cuda_device = 64
   EXPECT_EQ(c->server.max_body_bytes, 1ull << 30);
   EXPECT_EQ(c->cache.dram_budget_bytes, 64ull << 40);
   EXPECT_EQ(c->prefetch.lookahead, 64);
+  EXPECT_EQ(c->prefetch.min_score, 1.0);  // an integer is taken as a number
   EXPECT_EQ(c->inference.max_tokens, 1 << 20);
   c = Parse(std::string(kModel) + "[server]\nmax_body = \"1KiB\"\n");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -109,6 +109,28 @@ TEST(PrefetchSchedulerTest, BudgetPerLayerNearestLayerFirstThenScore) {
   EXPECT_EQ(cache.reads[5], Key(1, 6));
 }
 
+// Decode scores are probabilities: below min_score nothing is queued,
+// wherever it stands in the list; prefill's counts (>= 1) always pass.
+TEST(PrefetchSchedulerTest, PredictionsBelowTheMinimumScoreAreNotQueued) {
+  FakeCache cache;
+  PrefetchSchedulerOptions options;
+  options.max_in_flight = 100;
+  options.fixed_budget_per_layer = 8;
+  options.min_score = 0.25f;
+  PrefetchScheduler s(
+      options, [&cache](int layer, int expert) { return cache.Issue(layer, expert); },
+      [&cache] { return static_cast<int>(cache.loading.size()); });
+  s.BeginPass();
+  s.BeginLayer(0);
+  s.Submit(std::vector<LayerPrediction>{Prediction(1, {{1, 0.1f}, {2, 0.5f}, {3, 0.25f}, {4, 0.2f}}),
+                                        Prediction(2, {{5, 3.0f}, {6, 1.0f}})});
+  EXPECT_EQ(s.stats().queued, 4u);
+  EXPECT_EQ(s.stats().below_min_score, 2u);
+  s.Pump();
+  const std::vector<Key> expected = {{1, 2}, {1, 3}, {2, 5}, {2, 6}};
+  EXPECT_EQ(cache.reads, expected);
+}
+
 TEST(PrefetchSchedulerTest, BeginLayerDropsStaleQueuedItems) {
   FakeCache cache;
   PrefetchScheduler s = MakeScheduler(&cache, /*max_in_flight=*/1, 10);

@@ -239,6 +239,7 @@ dram_budget = "1GiB"
 device_budget = "1GiB"
 policy = "lru"
 shallow_layers = 1
+wrong_guesses_first = false
 
 [io]
 expert_file = "EXPERTS"
@@ -251,6 +252,7 @@ lookahead = 2
 max_in_flight = 5
 to_device = false
 budget_per_layer = 3
+min_score = 0.5
 next_token_layers = 1
 next_token_from = "last-layer-gate"
 
@@ -294,6 +296,8 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //     cache.dram_budget, device_budget -> cache (ExpertCacheOptions), the tiers
 //     cache.policy                     -> cache.policy, the tiers' policy
 //     cache.shallow_layers             -> shallow_layers, experts pinned resident
+//     cache.wrong_guesses_first        -> cache.wrong_guesses_first, the tiers'
+//                                         victim order
 //     io.expert_file                   -> reader.path, the file opened
 //     io.queue_depth, io.direct_io     -> reader (ReaderOptions), the reader
 //     prefetch.kind, prefetch.lookahead -> prefetch.predictor, the predictor
@@ -301,6 +305,7 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //     prefetch.to_device               -> cache.prefetch_to_device
 //     prefetch.budget_per_layer        -> prefetch.scheduler.fixed_budget_per_layer,
 //                                         the prefetcher's budget
+//     prefetch.min_score               -> prefetch.scheduler.min_score
 //     prefetch.next_token_layers       -> prefetch.next_token_layers, the
 //                                         prefetcher's next-token layers
 //     prefetch.next_token_from         -> prefetch.next_token_from, the
@@ -311,8 +316,9 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //     prefill_chunk_tokens, kv_budget; inference.default_experts_per_token
 //     also (the completion API's default k per request).
 // Where a module exposes what it was built with, the loaded module is checked
-// too; max_in_flight and to_device (no accessor) and the CUDA options (no GPU
-// here) are checked on EngineOptions only.
+// too; max_in_flight, min_score, to_device and wrong_guesses_first (no
+// accessor) and the CUDA options (no GPU here) are checked on EngineOptions
+// only.
 TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   testing::ScopedTempDir dir("runtime");
   tools::MakeModelOptions o;  // olmoe, 8 experts, top-2
@@ -358,6 +364,8 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.prefetch.predictor.lookahead, 2);
   EXPECT_EQ(options.prefetch.scheduler.max_in_flight, 5);
   EXPECT_EQ(options.prefetch.scheduler.fixed_budget_per_layer, 3);
+  EXPECT_EQ(options.prefetch.scheduler.min_score, 0.5f);
+  EXPECT_FALSE(options.cache.wrong_guesses_first);
   EXPECT_EQ(options.prefetch.next_token_layers, 1);
   EXPECT_EQ(options.prefetch.next_token_from, "last-layer-gate");
   EXPECT_EQ(options.device.gpu, GpuMode::kOff);
