@@ -19,7 +19,7 @@ namespace expertd::daemon {
 namespace {
 
 constexpr const char* kPolicies[] = {"lru", "lru-hint", "lfu", "least-stale", "layer-distance"};
-constexpr const char* kPrefetchKinds[] = {"none", "cross-layer", "previous-token"};
+constexpr const char* kPrefetchKinds[] = {"auto", "none", "cross-layer", "previous-token"};
 constexpr const char* kNextTokenSources[] = {"previous-token", "last-layer-gate"};
 constexpr const char* kGpuModes[] = {"auto", "on", "off"};
 

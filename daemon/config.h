@@ -65,7 +65,7 @@ struct IoConfig {
 };
 
 struct PrefetchConfig {
-  std::string kind = "cross-layer";  // none | cross-layer | previous-token
+  std::string kind = "auto";  // auto | none | cross-layer | previous-token (auto: runtime::ResolvePrefetchKind)
   int lookahead = 1;                 // layers predicted ahead, >= 1
   int max_in_flight = 16;            // speculative loads outstanding, >= 1
   bool to_device = true;             // with a device tier, prefetches go on into it

@@ -73,8 +73,12 @@ void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options)
                       "with offloading: expert reads in flight at once (io_uring entries)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  // As the daemon's [prefetch] kind: auto unless asked (the library's own
+  // default, for code that builds a predictor directly, is cross-layer).
+  options->prefetch.predictor.kind = "auto";
   command->add_option("--prefetch", options->prefetch.predictor.kind,
-                      "with offloading: none | cross-layer | previous-token")
+                      "with offloading: auto (cross-layer with a device tier, else none) | none | cross-layer | "
+                      "previous-token")
       ->capture_default_str();
   command->add_flag("!--no-prefetch-to-device", options->cache.prefetch_to_device,
                     "with a device tier: prefetches stop in DRAM instead of going on into the device tier");

@@ -29,6 +29,11 @@ void PrintPackProgress(const char* what, int done, int total) {
   }
 }
 
+std::string ResolvePrefetchKind(const std::string& kind, bool device_tier) {
+  if (kind != "auto") return kind;
+  return device_tier ? "cross-layer" : "none";
+}
+
 namespace {
 
 // Whether to run on a CUDA device (options.gpu), decided before loading.
@@ -88,8 +93,16 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
   cached_experts_ = std::make_unique<engine::CachedExperts>(*cache_, *expert_file_, options.bf16_activations);
   // A prefetcher predicts within the pass (kind), or the next token's first
   // layers (next_token_layers), or both.
-  if (options.prefetch.predictor.kind != "none" || options.prefetch.next_token_layers > 0) {
+  const std::string kind = ResolvePrefetchKind(options.prefetch.predictor.kind, cache_->has_device_tier());
+  if (kind != options.prefetch.predictor.kind) {
+    spdlog::info("prefetch kind auto: {} ({})", kind,
+                 kind == "none" ? "no device tier: NVMe -> DRAM prefetching has cost more than it hid on every disk "
+                                  "measured (bench/README.md); set [prefetch] kind to prefetch anyway"
+                                : "a device tier: prefetches copy DRAM -> device under compute");
+  }
+  if (kind != "none" || options.prefetch.next_token_layers > 0) {
     engine::PrefetcherOptions prefetch = options.prefetch;
+    prefetch.predictor.kind = kind;
     // Predicting past the last layer predicts nothing, and the predictor's
     // statistics are sized by the lookahead: bound it by the model.
     const int max_lookahead = std::max(1, model.config().num_layers - 1);

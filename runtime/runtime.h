@@ -86,6 +86,13 @@ struct PassStats {
   std::optional<GpuPassStats> gpu;        // on a GPU
 };
 
+// [prefetch] kind "auto" (the default) as the engine runs it: "cross-layer"
+// with a device tier, where prefetches are DRAM -> device copies under
+// compute; "none" without one. On the NVMe -> DRAM path no prefetching run
+// has beaten its no-prefetch run on any model or disk this project measured
+// (bench/README.md, "Wrong guesses go first"). Any other kind is kept.
+std::string ResolvePrefetchKind(const std::string& kind, bool device_tier);
+
 class Runtime {
  public:
   // Loads the model and, with a DRAM budget, the expert file (packing it

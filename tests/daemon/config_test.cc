@@ -36,7 +36,7 @@ TEST(DaemonConfigTest, ShippedFileHoldsExactlyTheDefaults) {
   EXPECT_EQ(c->server.socket_mode, 0660u);
   EXPECT_EQ(c->server.max_body_bytes, 1u << 20);
   EXPECT_EQ(c->cache.policy, "least-stale");
-  EXPECT_EQ(c->prefetch.kind, "cross-layer");
+  EXPECT_EQ(c->prefetch.kind, "auto");
   EXPECT_EQ(c->io.queue_depth, 32);
   EXPECT_TRUE(c->io.direct_io);
 }
@@ -189,7 +189,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"server", "max_body = -4", "server.max_body", "negative"},
         BadValue{"cache", "policy = \"fifo\"", "cache.policy", "lru, lru-hint, lfu, least-stale, layer-distance"},
         BadValue{"cache", "policy = 3", "cache.policy", "expected a string"},
-        BadValue{"prefetch", "kind = \"oracle\"", "prefetch.kind", "none, cross-layer, previous-token"},
+        BadValue{"prefetch", "kind = \"oracle\"", "prefetch.kind", "auto, none, cross-layer, previous-token"},
         BadValue{"prefetch", "lookahead = 0", "prefetch.lookahead", "at least 1"},
         BadValue{"prefetch", "max_in_flight = 0", "prefetch.max_in_flight", "at least 1"},
         BadValue{"prefetch", "budget_per_layer = -1", "prefetch.budget_per_layer", "at least 0"},

@@ -247,7 +247,8 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   ASSERT_EQ(resident.exit_code, 0) << resident.err;
   std::vector<std::string> offloaded_args = base;
   // Packs DIR/model.experts on first use; 6 of the 16 experts fit.
-  for (const char* arg : {"--dram-budget", "150KiB", "--policy", "lru", "--queue-depth", "3"}) {
+  for (const char* arg :
+       {"--dram-budget", "150KiB", "--policy", "lru", "--queue-depth", "3", "--prefetch", "cross-layer"}) {
     offloaded_args.push_back(arg);
   }
   CommandResult offloaded = Expertd(offloaded_args);
@@ -259,9 +260,16 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): [0-9]+ accesses: hit [0-9.]+, "
                                                       "hidden [0-9.]+, miss [0-9.]+"));
   EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("budget [0-9]+ per layer \\(measured"));
-  // Second run: the packed file is reused, not rewritten.
-  CommandResult again = Expertd(offloaded_args);
+  // Second run: the packed file is reused, not rewritten. Without --prefetch
+  // (auto) and without a device tier nothing is prefetched, and the log says why.
+  std::vector<std::string> default_prefetch = base;
+  default_prefetch.insert(default_prefetch.end(), {"--dram-budget", "150KiB"});
+  CommandResult again = Expertd(default_prefetch);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_THAT(again.err, ::testing::Not(HasSubstr("packing")));
+  EXPECT_THAT(again.err, HasSubstr("prefetch kind auto: none (no device tier"));
+  EXPECT_THAT(again.out, ::testing::Not(HasSubstr("per layer (measured")));
+  EXPECT_EQ(text(again.out), text(resident.out));
 
   CommandResult too_small = Expertd({"run", "--model", model_, "--prompt", "hi", "--dram-budget", "20KiB"});
   EXPECT_NE(too_small.exit_code, 0);
@@ -447,7 +455,8 @@ TEST_F(Cli, TraceFeedsBenchCache) {
 TEST_F(Cli, RunTraceIsReplayedByBenchCache) {
   const std::string trace = dir_.Sub("run.trace");
   CommandResult run = Expertd({"run", "--model", model_, "--prompt", "Once upon a time there was", "-n", "12",
-                               "--dram-budget", "1MiB", "--prefetch-next-token", "1", "--trace", trace});
+                               "--dram-budget", "1MiB", "--prefetch", "cross-layer", "--prefetch-next-token", "1",
+                               "--trace", trace});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("engine steps to"));
   const std::string text = ReadAll(trace);

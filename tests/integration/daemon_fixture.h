@@ -115,6 +115,8 @@ class Daemon : public ::testing::Test {
     std::ofstream(config_) << "[server]\nsocket_path = \"" << socket_ << "\"\nmax_body = \"64KiB\"\n"
                            << server_extra_ << "[model]\npath = \"" << model_ << "\"\n"
                            << "[cache]\ndram_budget = \"" << dram_budget << "\"\n"
+                           // What the prefetcher figures below need (the default, auto, is none on a CPU).
+                           << "[prefetch]\nkind = \"cross-layer\"\n"
                            << "[inference]\n" << inference_extra_
                            // The CPU even on a GPU machine: these tests compare with the CLI bit for bit.
                            << "[device]\ngpu = \"off\"\n";

@@ -79,7 +79,7 @@ TEST_F(Daemon, ServesCompletionsThatMatchTheCli) {
             dram["accesses"].get<uint64_t>());
   EXPECT_NEAR(dram["hit_rate"].get<double>() + dram["hidden_rate"].get<double>() + dram["miss_rate"].get<double>(),
               1.0, 1e-9);
-  // The default config prefetches with a measured budget, shown with what it comes from.
+  // The fixture's config prefetches with a measured budget, shown with what it comes from.
   EXPECT_GE((*stats)["prefetch"]["budget_per_layer"].get<int>(), 1);
   EXPECT_EQ((*stats)["prefetch"]["budget"], "measured");
   EXPECT_EQ((*stats)["model"]["runs_on"], "cpu") << "[device] gpu = \"off\"";

@@ -279,6 +279,41 @@ std::string ReadWholeFile(const std::string& path) {
   return text.str();
 }
 
+// [prefetch] kind "auto": no prefetcher on the NVMe -> DRAM path alone,
+// cross-layer once there is a device tier (here the host-memory stand-in);
+// a named kind is kept either way.
+TEST(EngineLoaderTest, AutoPrefetchIsCrossLayerOnlyWithADeviceTier) {
+  EXPECT_EQ(ResolvePrefetchKind("auto", false), "none");
+  EXPECT_EQ(ResolvePrefetchKind("auto", true), "cross-layer");
+  EXPECT_EQ(ResolvePrefetchKind("cross-layer", false), "cross-layer");
+  EXPECT_EQ(ResolvePrefetchKind("previous-token", true), "previous-token");
+
+  testing::ScopedTempDir dir("runtime");
+  tools::MakeModelOptions o;
+  o.layers = 3;
+  const std::string model = testing::MakeTestModel(dir, "model", o);
+  for (bool device_tier : {false, true}) {
+    SCOPED_TRACE(device_tier ? "device tier" : "DRAM only");
+    EngineOptions options;
+    options.model_dir = model;
+    options.reader.path = dir.Sub("model.experts");
+    options.cache.dram_budget_bytes = uint64_t{1} << 20;
+    options.cache.device_budget_bytes = device_tier ? uint64_t{1} << 20 : 0;
+    options.prefetch.predictor.kind = "auto";
+    options.threads = 1;
+    options.device.gpu = GpuMode::kOff;
+    absl::StatusOr<std::unique_ptr<Runtime>> engine = Runtime::Load(options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ((*engine)->cache()->has_device_tier(), device_tier);
+    if (device_tier) {
+      ASSERT_NE((*engine)->prefetcher(), nullptr);
+      EXPECT_EQ((*engine)->prefetcher()->predictor_name(), "cross-layer");
+    } else {
+      EXPECT_EQ((*engine)->prefetcher(), nullptr);
+    }
+  }
+}
+
 TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
   const std::string shipped = ReadWholeFile(EXPERTD_DEFAULT_CONFIG);
   ASSERT_FALSE(shipped.empty()) << EXPERTD_DEFAULT_CONFIG;
