@@ -31,6 +31,8 @@ void SlotTier::AddSlot(std::unique_ptr<Slot> slot) {
 
 void SlotTier::DestroySlot(Slot* slot) {
   free_.erase(std::remove(free_.begin(), free_.end(), slot), free_.end());
+  // A recycled guess may still be listed (guesses_ is pruned lazily).
+  guesses_.erase(std::remove(guesses_.begin(), guesses_.end(), slot), guesses_.end());
   slots_.erase(std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) { return s.get() == slot; }));
   stats_.slots = slot_count();
 }

@@ -22,11 +22,12 @@ std::unique_ptr<SlotTier> MakeTier(int slots, bool wrong_guesses_first = true) {
   return tier;
 }
 
-// Fills `key` into a slot from TakeSlot and finishes the fill.
-Slot* Fill(SlotTier& tier, const ExpertKey& key, uint64_t pass = 0) {
+// Fills `key` into a slot from TakeSlot and finishes the fill (as a
+// prefetch's: ready and unclaimed).
+Slot* Fill(SlotTier& tier, const ExpertKey& key, uint64_t pass = 0, bool prefetch = false) {
   Slot* slot = tier.TakeSlot(pass);
   if (slot == nullptr) return nullptr;
-  tier.BeginFill(slot, key, /*prefetch=*/false);
+  tier.BeginFill(slot, key, prefetch);
   tier.FinishFill(slot, absl::OkStatus());
   return slot;
 }
@@ -51,15 +52,6 @@ TEST(SlotTierTest, FreeSlotsFirstThenThePolicysVictim) {
   EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
 }
 
-// Fills `key` as a prefetch (ready, unclaimed).
-Slot* Prefetched(SlotTier& tier, const ExpertKey& key, uint64_t pass) {
-  Slot* slot = tier.TakeSlot(pass);
-  if (slot == nullptr) return nullptr;
-  tier.BeginFill(slot, key, /*prefetch=*/true);
-  tier.FinishFill(slot, absl::OkStatus());
-  return slot;
-}
-
 // A prefetch for layer 2 made at layer 1 is a wrong guess once layer 2 has
 // run without asking for it; until then, or once claimed, it is the
 // policy's to judge. LRU alone would evict the older demand-loaded expert.
@@ -70,7 +62,7 @@ TEST(SlotTierTest, AWrongGuessIsRecycledBeforeThePolicysVictim) {
     tier->BeginPass(1);
     tier->BeginLayer(1);
     Slot* used = Fill(*tier, {1, 0}, 1);
-    Slot* guess = Prefetched(*tier, {2, 5}, 1);
+    Slot* guess = Fill(*tier, {2, 5}, 1, /*prefetch=*/true);
     ASSERT_NE(guess, nullptr);
     tier->BeginLayer(2);
     // Layer 2 is running: it may still ask for {2,5}; LRU's victim goes.
@@ -97,8 +89,8 @@ TEST(SlotTierTest, AClaimedOrNextTokenPrefetchIsNoWrongGuess) {
   tier->BeginPass(1);
   tier->BeginLayer(3);
   // Made at the last layer for layer 0: the next pass's guess.
-  Slot* next_token = Prefetched(*tier, {0, 2}, 1);
-  Slot* claimed = Prefetched(*tier, {3, 4}, 1);  // for the running layer
+  Slot* next_token = Fill(*tier, {0, 2}, 1, /*prefetch=*/true);
+  Slot* claimed = Fill(*tier, {3, 4}, 1, /*prefetch=*/true);  // for the running layer
   tier->CountReady(claimed);                     // and used by it
   Slot* demand = Fill(*tier, {3, 6}, 1);
   tier->BeginPass(2);
@@ -119,6 +111,30 @@ TEST(SlotTierTest, AClaimedOrNextTokenPrefetchIsNoWrongGuess) {
   EXPECT_NE(taken, demand);
   EXPECT_EQ(tier->stats().wrong_guesses_recycled, 1u);
   tier->ReturnSlot(taken);
+  EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
+}
+
+// A shrink destroys a slot a guess once held; the guess list, pruned only
+// when it is searched, must not keep it (ASan sees a use after free if it
+// does).
+TEST(SlotTierTest, ADestroyedSlotLeavesTheGuesses) {
+  auto tier = MakeTier(2);
+  tier->BeginPass(1);
+  tier->BeginLayer(0);
+  Fill(*tier, {0, 1}, 1);
+  Slot* guess = Fill(*tier, {1, 2}, 1, /*prefetch=*/true);
+  tier->BeginLayer(2);
+  Slot* taken = tier->TakeSlot(1);  // the wrong guess
+  ASSERT_EQ(taken, guess);
+  tier->DestroySlot(taken);
+  EXPECT_EQ(tier->slot_count(), 1);
+  Slot* again = Fill(*tier, {3, 3}, 1, /*prefetch=*/true);  // evicts {0,1}: nothing is a wrong guess yet
+  ASSERT_NE(again, nullptr);
+  tier->BeginPass(2);  // layer 3 of pass 1 ran without {3,3}
+  tier->BeginLayer(0);
+  EXPECT_EQ(tier->TakeSlot(1), again);
+  EXPECT_EQ(tier->stats().wrong_guesses_recycled, 2u);
+  tier->ReturnSlot(again);
   EXPECT_TRUE(tier->CheckInvariants().ok()) << tier->CheckInvariants();
 }
 
