@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(const io::Exper
   options.policy_options.num_experts = static_cast<int>(file.layout().num_experts);
   auto dram_policy = MakeEvictionPolicy(options.policy, options.policy_options);
   if (!dram_policy.ok()) return dram_policy.status();
-  auto cache = std::unique_ptr<ExpertCache>(new ExpertCache(file, reader, std::move(*dram_policy), options.wrong_guesses_first));
+  auto cache = std::unique_ptr<ExpertCache>(
+      new ExpertCache(file, reader, std::move(*dram_policy), options.wrong_guesses_first));
   cache->slot_bytes_ = file.layout().slot_bytes();
   cache->min_slots_ = std::max(1, options.min_slots);
   cache->verify_checksums_ = options.verify_checksums;
