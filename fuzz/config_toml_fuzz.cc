@@ -38,10 +38,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(InRange(c.server.max_queued_requests, 1, 65536));
   FUZZ_CHECK(InRange(c.server.read_timeout_ms, 1, 3600 * 1000));
   FUZZ_CHECK(c.cache.dram_budget_bytes <= 64 * kTiB && c.cache.device_budget_bytes <= 64 * kTiB);
-  FUZZ_CHECK((std::set<std::string>{"lru", "lfu", "least-stale", "layer-distance"}.count(c.cache.policy) == 1));
+  FUZZ_CHECK(
+      (std::set<std::string>{"lru", "lru-hint", "lfu", "least-stale", "layer-distance"}.count(c.cache.policy) == 1));
   FUZZ_CHECK(InRange(c.cache.shallow_layers, 0, 4096));
   FUZZ_CHECK(InRange(c.io.queue_depth, 1, 4096));
-  FUZZ_CHECK((std::set<std::string>{"none", "cross-layer", "previous-token"}.count(c.prefetch.kind) == 1));
+  FUZZ_CHECK((std::set<std::string>{"auto", "none", "cross-layer", "previous-token"}.count(c.prefetch.kind) == 1));
+  FUZZ_CHECK(c.prefetch.min_score >= 0 && c.prefetch.min_score <= 1);
   FUZZ_CHECK(InRange(c.prefetch.lookahead, 1, 64));
   FUZZ_CHECK(InRange(c.prefetch.max_in_flight, 1, 1024));
   FUZZ_CHECK(InRange(c.inference.default_experts_per_token, 0, 4096));
