@@ -58,14 +58,11 @@ bool SlotTier::Evictable(const Slot& slot) {
 }
 
 Slot* SlotTier::TakeWrongGuess() {
-  const auto ran = [&](const Slot& s) {
-    return s.guess_pass < pass_ || (s.guess_pass == pass_ && s.guess_layer < layer_);
-  };
   Slot* found = nullptr;
   // Drops what is no longer an unclaimed prefetch while it looks.
   auto end = std::remove_if(guesses_.begin(), guesses_.end(), [&](Slot* s) {
     if (s->state == Slot::State::kFree || !s->prefetched) return true;
-    if (found == nullptr && Evictable(*s) && ran(*s)) {
+    if (found == nullptr && Evictable(*s) && s->guess.LayerRan(pass_, layer_)) {
       found = s;
       return true;
     }
@@ -95,10 +92,7 @@ void SlotTier::BeginFill(Slot* slot, const ExpertKey& key, bool prefetch) {
   slot->load_start = std::chrono::steady_clock::now();
   slot->prefetched = prefetch;
   if (prefetch) {
-    // A prefetch is for a layer still to come: this pass's when it lies
-    // ahead, else the next pass's (the next token's first layers).
-    slot->guess_pass = key.layer > layer_ ? pass_ : pass_ + 1;
-    slot->guess_layer = key.layer;
+    slot->guess = PrefetchGuess::Made(key.layer, pass_, layer_);
     guesses_.push_back(slot);
   }
   slot->ready = Readiness();

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "cache/eviction_policy.h"
 #include "cache/expert_key.h"
+#include "cache/prefetch_guess.h"
 #include "cache/readiness.h"
 #include "cache/tier_stats.h"
 #include "io/aligned_buffer.h"
@@ -56,10 +57,7 @@ struct Slot {
   std::shared_ptr<SlotLoad> load;  // while loading
   std::chrono::steady_clock::time_point load_start;
   bool prefetched = false;  // filled by a prefetch and not yet asked for by compute
-  // While `prefetched`: the (pass, MoE layer) the prefetch was for. Once
-  // that layer has run without asking for it, the guess was wrong.
-  uint64_t guess_pass = 0;
-  int guess_layer = 0;
+  PrefetchGuess guess;  // while `prefetched`: the pass and layer it was for
   Readiness ready;             // the fill's copy (device slots); ready otherwise
   Slot* copy_source = nullptr;  // device slots: the DRAM slot a pending copy reads
 };

@@ -1,5 +1,6 @@
 #include "cache/sim/engine_replay.h"
 
+#include "cache/prefetch_guess.h"
 #include "cache/sim/policy_simulator.h"
 
 #include <algorithm>
@@ -181,9 +182,7 @@ class Replay {
     int load = -1;                    // resident: its load (LoadClock id)
     uint64_t pin_epoch = 0;
     int64_t evicted_in_step = -1;     // the step that last evicted it
-    // While unclaimed_prefetch: the (step, layer) the prefetch was for.
-    int64_t guess_step = 0;
-    int32_t guess_layer = 0;
+    PrefetchGuess guess;  // while unclaimed_prefetch: the step (pass) and layer it was for
   };
   // A candidate waiting in the prefetch queue (PrefetchScheduler's Item).
   struct Candidate {
@@ -211,8 +210,7 @@ class Replay {
     std::erase_if(guesses_, [&](const ExpertKey& key) {
       const KeyState& s = At(key);
       if (!s.resident || !s.unclaimed_prefetch) return true;
-      const bool ran = s.guess_step < step_ || (s.guess_step == step_ && s.guess_layer < layer_);
-      if (!found && ran && Evictable(key)) {
+      if (!found && s.guess.LayerRan(static_cast<uint64_t>(step_), layer_) && Evictable(key)) {
         found = key;
         return true;
       }
@@ -242,8 +240,7 @@ class Replay {
     s.resident = true;
     s.unclaimed_prefetch = prefetch;
     if (prefetch) {
-      s.guess_step = key.layer > layer_ ? step_ : step_ + 1;
-      s.guess_layer = key.layer;
+      s.guess = PrefetchGuess::Made(key.layer, static_cast<uint64_t>(step_), layer_);
       guesses_.push_back(key);
     }
     s.load = loads_.Issue(now_us_);
