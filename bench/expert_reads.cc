@@ -1,9 +1,11 @@
 #include "bench/expert_reads.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <random>
 
 namespace expertd::bench {
@@ -67,6 +69,46 @@ double MeasureExpertReads(io::ExpertReader& reader, const std::vector<ExpertRead
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   *error = run.error;
   return static_cast<double>(run.bytes) / elapsed;
+}
+
+double MeasureBatchSeconds(io::ExpertReader& reader, const std::vector<ExpertRead>& reads, int experts_per_layer,
+                           std::vector<io::AlignedBuffer>& buffers, int batch, double seconds, int min_batches,
+                           std::string* error) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int outstanding = 0;
+  std::mt19937_64 rng(7);
+  std::vector<int> order(static_cast<size_t>(experts_per_layer));
+  const size_t layers = reads.size() / static_cast<size_t>(experts_per_layer);
+  double total = 0;
+  int batches = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (error->empty() &&
+         (batches < min_batches || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
+                                       seconds)) {
+    // Chosen before the clock starts: the batch's time is the reads' alone.
+    const size_t first = (rng() % layers) * static_cast<size_t>(experts_per_layer);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    const auto batch_start = std::chrono::steady_clock::now();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      outstanding = batch;
+    }
+    for (int i = 0; i < batch; ++i) {
+      const ExpertRead& read = reads[first + static_cast<size_t>(order[static_cast<size_t>(i)])];
+      reader.Submit(read.offset, read.length, buffers[static_cast<size_t>(i)].data(), [&](absl::Status status) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!status.ok() && error->empty()) *error = std::string(status.message());
+        if (--outstanding == 0) cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return outstanding == 0; });
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count();
+    ++batches;
+  }
+  return batches > 0 ? total / batches : 0.0;
 }
 
 }  // namespace expertd::bench

@@ -34,6 +34,19 @@ std::vector<ExpertRead> SlotReads(const io::ExpertFile& file);
 double MeasureExpertReads(io::ExpertReader& reader, const std::vector<ExpertRead>& reads,
                           std::vector<io::AlignedBuffer>& buffers, double seconds, std::string* error);
 
+// One MoE layer's misses as decode must read them: `batch` distinct random
+// experts of one random layer (`reads` holds `experts_per_layer` consecutive
+// entries per layer, as SlotReads makes them), submitted together and waited
+// for together, batch after batch, for about `seconds` and at least
+// `min_batches` times. Mean seconds per batch. Without speculation a layer
+// cannot route before the layer below it has run, so its misses are such a
+// batch: on a disk whose reads are latency-bound this is far from
+// batch x bytes / the bandwidth MeasureExpertReads gives. buffers.size() >=
+// batch, and batch <= experts_per_layer.
+double MeasureBatchSeconds(io::ExpertReader& reader, const std::vector<ExpertRead>& reads, int experts_per_layer,
+                           std::vector<io::AlignedBuffer>& buffers, int batch, double seconds, int min_batches,
+                           std::string* error);
+
 }  // namespace expertd::bench
 
 #endif  // EXPERTD_BENCH_EXPERT_READS_H_
