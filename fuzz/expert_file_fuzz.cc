@@ -8,11 +8,11 @@
 // checksums recomputed over the mutated bytes, which lets the fuzzer reach
 // the field, bounds and slot checks.
 //
-// Versions 1 and 2 (the seeds hold both). Asserts beyond "no crash": an
+// Versions 1 to 3 (the seeds hold all three). Asserts beyond "no crash": an
 // accepted file's layout is inside FORMAT.md's ranges, and every extent Find
 // returns is a whole aligned slot inside the file, holding a bundle whose
 // length is what its own dtypes give (exactly expert_bytes in version 1, at
-// most that in version 2) and whose matrices Bundle lays out inside it;
+// most that from version 2) and whose matrices Bundle lays out inside it;
 // Find and Bundle refuse out-of-range experts; Verify on the bundle's own
 // bytes answers OK or DataLoss.
 
@@ -51,10 +51,10 @@ void OpenAndCheck(expertd::fuzz::MemoryFile& memory_file, const uint8_t* data, s
   if (!opened.ok()) return;
   const io::ExpertFile& file = **opened;
   const io::ExpertFileLayout& l = file.layout();
-  FUZZ_CHECK(file.version() == 1 || file.version() == 2);
+  FUZZ_CHECK(file.version() >= 1 && file.version() <= 3);
   FUZZ_CHECK(expertd::DTypeBlockBytes(l.dtypes.gate) > 0 && expertd::DTypeBlockBytes(l.dtypes.up) > 0 &&
              expertd::DTypeBlockBytes(l.dtypes.down) > 0);
-  FUZZ_CHECK(file.version() == 2 || l.dtypes.uniform());
+  FUZZ_CHECK(file.version() >= 2 || l.dtypes.uniform());
   FUZZ_CHECK(l.num_layers >= 1 && l.num_layers <= (1u << 16));
   FUZZ_CHECK(l.num_experts >= 1 && l.num_experts <= (1u << 16));
   FUZZ_CHECK(uint64_t{l.num_layers} * l.num_experts <= (uint64_t{1} << 24));
@@ -71,7 +71,7 @@ void OpenAndCheck(expertd::fuzz::MemoryFile& memory_file, const uint8_t* data, s
         continue;
       }
       FUZZ_CHECK(extent->length <= l.expert_bytes());
-      FUZZ_CHECK(file.version() == 2 || (extent->length == l.expert_bytes() && extent->dtypes == l.dtypes));
+      FUZZ_CHECK(file.version() >= 2 || (extent->length == l.expert_bytes() && extent->dtypes == l.dtypes));
       absl::StatusOr<io::BundleLayout> bundle_layout = file.Bundle(layer, expert);
       FUZZ_CHECK(bundle_layout.ok());
       FUZZ_CHECK(bundle_layout->dtypes() == extent->dtypes && bundle_layout->bytes == extent->length);

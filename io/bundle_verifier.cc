@@ -1,17 +1,10 @@
 #include "io/bundle_verifier.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 
 namespace expertd::io {
-
-struct BundleVerifier::HashState {
-  XXH64_state_t* state = XXH64_createState();
-  ~HashState() { XXH64_freeState(state); }
-};
 
 absl::StatusOr<std::unique_ptr<BundleVerifier>> BundleVerifier::Start(const ExpertFile& file, int layer,
                                                                        int expert, const std::byte* data,
@@ -38,9 +31,7 @@ BundleVerifier::BundleVerifier(const ExpertFile& file, int layer, int expert, co
       bundle_bytes_(bundle_bytes),
       arrived_(std::max<uint64_t>(1, (read_bytes + piece_bytes - 1) / piece_bytes)),
       outstanding_(static_cast<int>(arrived_.size())),
-      hash_(std::make_unique<HashState>()) {
-  XXH64_reset(hash_->state, 0);
-}
+      hash_(std::make_unique<BundleHasher>(file.bundle_hash())) {}
 
 BundleVerifier::~BundleVerifier() = default;
 
@@ -57,7 +48,7 @@ bool BundleVerifier::Arrived(int piece, const absl::Status& status) {
   if (result_.ok()) HashArrivedLocked();
   if (--outstanding_ > 0) return false;
   if (result_.ok()) {
-    result_ = file_.CheckChecksum(layer_, expert_, XXH64_digest(hash_->state));
+    result_ = file_.CheckChecksum(layer_, expert_, hash_->Digest());
     checksum_failed_ = !result_.ok();
   }
   return true;
@@ -70,7 +61,7 @@ void BundleVerifier::HashArrivedLocked() {
   while (next_ < pieces() && arrived_[static_cast<size_t>(next_)]) {
     const uint64_t begin = piece_offset(next_);
     const uint64_t end = std::min(begin + piece_length(next_), bundle_bytes_);
-    if (begin < end) XXH64_update(hash_->state, data_ + begin, end - begin);
+    if (begin < end) hash_->Update(absl::MakeConstSpan(data_ + begin, end - begin));
     ++next_;
   }
 }

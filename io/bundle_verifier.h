@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "io/bundle_hash.h"
 #include "io/expert_file.h"
 
 namespace expertd::io {
@@ -50,7 +51,6 @@ class BundleVerifier {
   bool checksum_failed() const { return checksum_failed_; }
 
  private:
-  struct HashState;
   BundleVerifier(const ExpertFile& file, int layer, int expert, const std::byte* data, uint64_t read_bytes,
                  uint64_t piece_bytes, uint64_t bundle_bytes);
   // Hashes the pieces from next_ on that have arrived, in order.
@@ -67,7 +67,7 @@ class BundleVerifier {
   std::vector<bool> arrived_;
   int next_ = 0;        // the first piece not yet hashed
   int outstanding_ = 0;  // pieces not yet arrived
-  std::unique_ptr<HashState> hash_;
+  std::unique_ptr<BundleHasher> hash_;
   absl::Status result_;  // the first read error, then the outcome
   bool checksum_failed_ = false;
 };

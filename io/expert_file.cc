@@ -22,11 +22,12 @@
 namespace expertd::io {
 namespace {
 
-// Header layout, versions 1 and 2 (io/FORMAT.md). Every field is
-// little-endian. The writer writes version 2; the reader takes both.
+// Header layout, versions 1 to 3 (io/FORMAT.md). Every field is
+// little-endian. The writer writes version 3; the reader takes all three.
 constexpr char kMagic[8] = {'E', 'X', 'P', 'E', 'R', 'T', 'D', '1'};
 constexpr uint32_t kVersion1 = 1;  // one dtype for every matrix of the file
 constexpr uint32_t kVersion2 = 2;  // gate, up and down of each bundle in their own
+constexpr uint32_t kVersion3 = 3;  // as 2, bundles checksummed with XXH3 (io/bundle_hash.h)
 constexpr uint64_t kHeaderBytes = 4096;
 constexpr size_t kOffMagic = 0;
 constexpr size_t kOffVersion = 8;
@@ -265,7 +266,7 @@ absl::StatusOr<std::unique_ptr<ExpertFileWriter>> ExpertFileWriter::Create(const
   auto state = std::make_unique<State>();
   state->path = path;
   state->layout = layout;
-  state->data_offset = DataOffset(layout, kVersion2);
+  state->data_offset = DataOffset(layout, kVersion3);
   state->index.resize(uint64_t{layout.num_layers} * layout.num_experts);
   // A unique temporary beside the target: same filesystem, so the final
   // rename is atomic, and two packers never share a temporary.
@@ -331,7 +332,7 @@ absl::Status ExpertFileWriter::Add(int layer, int expert, const BundleDtypes& dt
   RETURN_IF_ERROR(WriteAll(s.fd.get(), s.temp_path, bundle.data(), bundle.size(), offset));
   extent.offset = offset;
   extent.length = bundle.size();
-  extent.checksum = Xxh64(bundle);
+  extent.checksum = HashBundle(BundleHash::kXxh3, bundle);
   extent.dtypes = dtypes;
   ++s.num_bundles;
   return absl::OkStatus();
@@ -342,7 +343,7 @@ absl::Status ExpertFileWriter::Finish() {
   if (s.finished) return absl::FailedPreconditionError(absl::StrCat(s.path, ": Finish called twice"));
   const ExpertFileLayout& l = s.layout;
 
-  std::vector<std::byte> index(IndexBytes(l, kVersion2));
+  std::vector<std::byte> index(IndexBytes(l, kVersion3));
   for (size_t i = 0; i < s.index.size(); ++i) {
     std::byte* e = index.data() + i * kIndexEntryBytesV2;
     const ExpertExtent& x = s.index[i];
@@ -359,7 +360,7 @@ absl::Status ExpertFileWriter::Finish() {
 
   Page header{};
   std::memcpy(header.data() + kOffMagic, kMagic, sizeof(kMagic));
-  StoreU32(header.data() + kOffVersion, kVersion2);
+  StoreU32(header.data() + kOffVersion, kVersion3);
   StoreU32(header.data() + kOffHeaderBytes, kHeaderBytes);
   StoreU64(header.data() + kOffFingerprint, l.model_fingerprint);
   // CheckLayout at Create saw that each has a number.
@@ -436,10 +437,10 @@ absl::StatusOr<std::unique_ptr<ExpertFile>> ExpertFile::Open(const std::string& 
                                 "): the header is corrupted"));
   }
   const uint32_t version = LoadU32(h + kOffVersion);
-  if (version != kVersion1 && version != kVersion2) {
+  if (version != kVersion1 && version != kVersion2 && version != kVersion3) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": packed file version ", version,
                                                       " is not supported (this build reads versions ", kVersion1,
-                                                      " and ", kVersion2, "); re-pack it with this build"));
+                                                      " to ", kVersion3, "); re-pack it with this build"));
   }
   if (LoadU32(h + kOffHeaderBytes) != kHeaderBytes) {
     return corrupt(absl::StrCat("header_bytes is ", LoadU32(h + kOffHeaderBytes), ", expected ", kHeaderBytes));
@@ -654,14 +655,15 @@ absl::Status ExpertFile::Verify(int layer, int expert, absl::Span<const std::byt
   }
   // A slot may be longer than the bundle (alignment padding); only the
   // bundle's bytes are checksummed.
-  return CheckChecksum(layer, expert, Xxh64(bundle.first(extent.length)));
+  return CheckChecksum(layer, expert, HashBundle(bundle_hash(), bundle.first(extent.length)));
 }
 
 absl::Status ExpertFile::CheckChecksum(int layer, int expert, uint64_t checksum) const {
   ASSIGN_OR_RETURN(ExpertExtent extent, Find(layer, expert));
   if (checksum != extent.checksum) {
     return absl::DataLossError(absl::StrCat(path_, ": ", ExpertName(layer, expert), " at offset ", extent.offset,
-                                            " is corrupt (XXH64 ", Hex(checksum), ", expected ", Hex(extent.checksum),
+                                            " is corrupt (", BundleHashName(bundle_hash()), " ", Hex(checksum),
+                                            ", expected ", Hex(extent.checksum),
                                             "); re-pack the file or check the disk"));
   }
   return absl::OkStatus();

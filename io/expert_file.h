@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/dtype.h"
+#include "io/bundle_hash.h"
 #include "io/expert_bundle.h"
 
 namespace expertd::io {
@@ -50,7 +51,7 @@ struct ExpertFileLayout {
 struct ExpertExtent {
   uint64_t offset = 0;  // aligned
   uint64_t length = 0;  // of the bundle of `dtypes`: at most expert_bytes
-  uint64_t checksum = 0;  // XXH64 of the bundle's bytes, seed 0
+  uint64_t checksum = 0;  // of the bundle's bytes, by the file's BundleHash
   BundleDtypes dtypes;    // version 1: the file's one dtype
 };
 
@@ -87,7 +88,7 @@ class ExpertFileWriter {
   std::unique_ptr<State> state_;
 };
 
-// An opened packed file (version 1 or 2): header and index read and
+// An opened packed file (version 1, 2 or 3): header and index read and
 // validated at Open.
 class ExpertFile {
  public:
@@ -100,6 +101,8 @@ class ExpertFile {
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
+  // How its bundles are checksummed: XXH64 before version 3, XXH3 since.
+  BundleHash bundle_hash() const { return version_ >= 3 ? BundleHash::kXxh3 : BundleHash::kXxh64; }
   const ExpertFileLayout& layout() const { return layout_; }
   // NotFound naming the expert when the file has no such bundle.
   absl::StatusOr<ExpertExtent> Find(int layer, int expert) const;
@@ -109,9 +112,9 @@ class ExpertFile {
   // The dtype combinations of the file's bundles, in first-seen file index
   // order (layer-major), with their counts: one entry for a uniform file.
   const std::vector<BundleDtypesCount>& dtype_mix() const { return dtype_mix_; }
-  // DataLoss naming the expert and file when bundle's XXH64 differs.
+  // DataLoss naming the expert and file when bundle's checksum differs.
   absl::Status Verify(int layer, int expert, absl::Span<const std::byte> bundle) const;
-  // The same, given the XXH64 of the expert's bundle (io/bundle_verifier.h
+  // The same, given the bundle's hash (bundle_hash(); io/bundle_verifier.h
   // takes it piece by piece).
   absl::Status CheckChecksum(int layer, int expert, uint64_t checksum) const;
 

@@ -621,7 +621,7 @@ TEST(GgufWeightsKQuant, Q4KMPacksEachMatrixInItsOwnTypeAndOffloadsExactly) {
   ASSERT_TRUE(file.ok()) << file.status();
   const io::BundleDtypes q4_k = io::BundleDtypes::Uniform(DType::kQ4_K);
   const io::BundleDtypes q4_k_m{DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
-  EXPECT_EQ((*file)->version(), 2u);
+  EXPECT_EQ((*file)->version(), 3u);
   EXPECT_EQ((*file)->layout().dtypes, q4_k_m);
   // hidden = ffn = 256: a q4_k matrix is 256 rows of one 144-byte block, a
   // q6_k one 256 rows of 210 bytes; the slot is the larger bundle, 127488

@@ -321,7 +321,7 @@ TEST_F(Daemon, MetricsAreIntegersAndFailuresAreCountedAndLogged) {
     log = ReadFile(dir_.Sub("daemon.log"));
   }
   EXPECT_THAT(log, HasSubstr(" 500 in "));
-  EXPECT_THAT(log, HasSubstr("is corrupt (XXH64"));
+  EXPECT_THAT(log, HasSubstr("is corrupt (XXH3"));
 }
 
 }  // namespace

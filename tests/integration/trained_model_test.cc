@@ -125,7 +125,7 @@ TEST_F(TrainedModel, EvalMatchesPyTorchLogitsWithExpertsOffloaded) {
   std::printf("offloaded: largest |engine - pytorch|: %.3g (tolerance %.3g)\n", max_diff, kToleranceAbs);
 }
 
-// A version-1 packed file (what `expertd pack` wrote before version 2; the
+// A version-1 packed file (what `expertd pack` wrote before versions 2 and 3; the
 // tests' rewrite reproduces that writer's bytes, tests/io) of the bundled
 // model still loads and computes the same logits offloaded.
 TEST_F(TrainedModel, AVersion1PackedFileStillLoadsAndRuns) {

@@ -107,7 +107,7 @@ TEST_F(ExpertFileTest, RoundTrip) {
   auto file = ExpertFile::Open(path_, kFingerprint);
   ASSERT_TRUE(file.ok()) << file.status();
   const ExpertFileLayout& l = (*file)->layout();
-  EXPECT_EQ((*file)->version(), 2u);
+  EXPECT_EQ((*file)->version(), 3u);
   EXPECT_EQ(l.model_fingerprint, kFingerprint);
   EXPECT_EQ(l.dtypes, BundleDtypes::Uniform(DType::kBF16));
   EXPECT_EQ(l.num_layers, 4u);
@@ -516,15 +516,15 @@ class MixedExpertFileTest : public ::testing::Test {
 TEST_F(MixedExpertFileTest, EachBundleKeepsItsDtypesAndSlotsFitTheLargest) {
   auto file = ExpertFile::Open(path_, kFingerprint);
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ((*file)->version(), 2u);
+  EXPECT_EQ((*file)->version(), 3u);
   const ExpertFileLayout& l = (*file)->layout();
   EXPECT_EQ(l.dtypes, kQ4KM);
   EXPECT_EQ(l.expert_bytes(), 2u * 73728 + 107520);
   EXPECT_EQ(l.slot_bytes(), 258048u);  // 254976 rounded up to 4096
-  // Version 2's header and index at FORMAT.md's offsets: the version, the
+  // Version 3's (as version 2's) header and index at FORMAT.md's offsets: the version, the
   // slot's numbers (5 = q4_k, 7 = q6_k) and, in each 32-byte entry after
   // offset, length and checksum, the bundle's own.
-  EXPECT_EQ(ReadBytes(path_, 8, 4), (std::vector<std::byte>{std::byte{2}, {}, {}, {}}));
+  EXPECT_EQ(ReadBytes(path_, 8, 4), (std::vector<std::byte>{std::byte{3}, {}, {}, {}}));
   EXPECT_EQ(ReadBytes(path_, 24, 4), (std::vector<std::byte>{std::byte{5}, std::byte{5}, std::byte{7}, {}}));
   // index_bytes: 4 * 3 entries of 32 bytes = 0x180.
   EXPECT_EQ(ReadBytes(path_, 72, 3), (std::vector<std::byte>{std::byte{0x80}, std::byte{0x01}, {}}));
@@ -686,7 +686,7 @@ TEST(ExpertFileVersion1Test, AFileTheVersion1WriterWroteOpensAndVerifies) {
   EXPECT_EQ(DescribeDtypeMix((*file)->dtype_mix()), "bf16 x 2");
 }
 
-// The same contents packed now (version 2) and rewritten by the tests'
+// The same contents packed now (version 3) and rewritten by the tests'
 // version-1 writer give the fixture's bytes exactly, so the version-1 files
 // other tests make that way are what the old writer wrote.
 TEST(ExpertFileVersion1Test, TheTestsVersion1RewriteReproducesTheOldWriter) {
@@ -733,6 +733,98 @@ TEST(ExpertFileVersion1Test, Version1EntriesMustBeExpertBytesLong) {
   absl::Status status = ExpertFile::Open(copy, std::nullopt).status();
   EXPECT_TRUE(absl::IsDataLoss(status)) << status;
   EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("layer 1 expert 2 has length 34"));
+}
+
+// Version 3 (what the writer writes) checksums bundles with XXH3; a file
+// rewritten as version 2 keeps XXH64 and still verifies, whole and piece by
+// piece, and a corrupted bundle is named with the hash that caught it.
+class ExpertFileChecksumVersionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ExpertFileLayout layout;
+    layout.model_fingerprint = 0x0123456789abcdefull;
+    layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
+    layout.num_layers = 2;
+    layout.num_experts = 3;
+    layout.hidden_size = 2;
+    layout.intermediate_size = 3;
+    auto writer = ExpertFileWriter::Create(v3_, layout);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Add(1, 2, SeedBundle()).ok());
+    ASSERT_TRUE((*writer)->Finish().ok());
+    ASSERT_TRUE(expertd::testing::RewriteAsVersion2(v3_, v2_).ok());
+  }
+
+  // Verifies (1, 2) from `bytes` both ways: whole, and in 8-byte pieces
+  // arriving last first.
+  static std::pair<absl::Status, absl::Status> VerifyBothWays(const ExpertFile& file,
+                                                              const std::vector<std::byte>& bytes) {
+    const absl::Status whole = file.Verify(1, 2, bytes);
+    auto verifier = BundleVerifier::Start(file, 1, 2, bytes.data(), bytes.size(), 8);
+    if (!verifier.ok()) return {whole, verifier.status()};
+    for (int piece = (*verifier)->pieces() - 1; piece >= 0; --piece) (void)(*verifier)->Arrived(piece, absl::OkStatus());
+    return {whole, (*verifier)->result()};
+  }
+
+  ScratchDir dir_{"checksum_versions"};
+  const std::string v3_ = dir_.File("v3");
+  const std::string v2_ = dir_.File("v2");
+};
+
+TEST_F(ExpertFileChecksumVersionTest, TheWriterWritesVersion3WithXxh3) {
+  auto file = ExpertFile::Open(v3_, std::nullopt);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 3u);
+  EXPECT_EQ((*file)->bundle_hash(), BundleHash::kXxh3);
+  EXPECT_EQ((*file)->Find(1, 2)->checksum, HashBundle(BundleHash::kXxh3, SeedBundle()));
+  EXPECT_NE((*file)->Find(1, 2)->checksum, Xxh64(SeedBundle()));
+  const auto [whole, pieces] = VerifyBothWays(**file, SeedBundle());
+  EXPECT_TRUE(whole.ok()) << whole;
+  EXPECT_TRUE(pieces.ok()) << pieces;
+}
+
+TEST_F(ExpertFileChecksumVersionTest, AVersion2FileKeepsXxh64) {
+  auto file = ExpertFile::Open(v2_, 0x0123456789abcdefull);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 2u);
+  EXPECT_EQ((*file)->bundle_hash(), BundleHash::kXxh64);
+  EXPECT_EQ((*file)->Find(1, 2)->checksum, Xxh64(SeedBundle()));
+  EXPECT_EQ(ReadBytes(v2_, (*file)->Find(1, 2)->offset, 36), SeedBundle());
+  const auto [whole, pieces] = VerifyBothWays(**file, SeedBundle());
+  EXPECT_TRUE(whole.ok()) << whole;
+  EXPECT_TRUE(pieces.ok()) << pieces;
+}
+
+TEST_F(ExpertFileChecksumVersionTest, ACorruptBundleIsNamedWithItsHash) {
+  std::vector<std::byte> corrupt = SeedBundle();
+  corrupt[17] ^= std::byte{4};
+  for (const auto& [path, hash] : {std::pair{v3_, "XXH3 "}, std::pair{v2_, "XXH64 "}}) {
+    auto file = ExpertFile::Open(path, std::nullopt);
+    ASSERT_TRUE(file.ok()) << file.status();
+    const auto [whole, pieces] = VerifyBothWays(**file, corrupt);
+    for (const absl::Status& status : {whole, pieces}) {
+      EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+      EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr(hash)) << path;
+    }
+  }
+}
+
+TEST(BundleHashTest, MatchesReferenceValuesWholeAndInPieces) {
+  const char* abc = "abc";
+  const auto abc_bytes = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(abc), 3);
+  EXPECT_EQ(HashBundle(BundleHash::kXxh3, {}), 0x2D06800538D394C2ull);
+  EXPECT_EQ(HashBundle(BundleHash::kXxh3, abc_bytes), 0x78AF5F94892F3950ull);
+  EXPECT_EQ(HashBundle(BundleHash::kXxh64, abc_bytes), 0x44BC2CF5AD770999ull);
+  // Long enough for XXH3's vector loop and its streaming buffer to matter.
+  std::vector<std::byte> bytes(300000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(i * 131 + (i >> 9));
+  for (BundleHash hash : {BundleHash::kXxh3, BundleHash::kXxh64}) {
+    BundleHasher hasher(hash);
+    for (size_t at = 0; at < bytes.size(); at += 4099) {
+      hasher.Update(absl::MakeConstSpan(bytes).subspan(at, std::min<size_t>(4099, bytes.size() - at)));
+    }
+    EXPECT_EQ(hasher.Digest(), HashBundle(hash, bytes)) << BundleHashName(hash);
+  }
 }
 
 TEST(Xxh64Test, MatchesReferenceValues) {

@@ -1,10 +1,10 @@
 #ifndef EXPERTD_TESTS_TESTING_EXPERT_FILE_V1_H_
 #define EXPERTD_TESTS_TESTING_EXPERT_FILE_V1_H_
 
-// Version 1 of the packed expert file, written by hand from io/FORMAT.md
-// ("Version 1"), for the tests that prove such files still load: the writer
-// only writes version 2 now. tests/io checks that this rewrite of a file
-// reproduces, byte for byte, a file the version-1 writer made.
+// Versions 1 and 2 of the packed expert file, written by hand from
+// io/FORMAT.md, for the tests that prove such files still load: the writer
+// only writes version 3 now. tests/io checks that the version-1 rewrite of a
+// file reproduces, byte for byte, a file the version-1 writer made.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,18 +28,56 @@ inline uint64_t Load(const std::vector<std::byte>& b, size_t at, int bytes) {
 inline void Store(std::vector<std::byte>& b, size_t at, int bytes, uint64_t v) {
   for (int i = 0; i < bytes; ++i) b[at + i] = static_cast<std::byte>(v >> (8 * i));
 }
+
+inline std::vector<std::byte> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<std::byte> bytes;
+  for (std::istreambuf_iterator<char> it(in), end; it != end; ++it) bytes.push_back(static_cast<std::byte>(*it));
+  return bytes;
+}
+
+inline absl::Status WriteWholeFile(const std::string& path, const std::vector<std::byte>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  return out ? absl::OkStatus() : absl::InternalError("cannot write " + path);
+}
+
+// The XXH64 of a version-3 file's bundle, as versions 1 and 2 checksum it.
+inline uint64_t BundleXxh64(const std::vector<std::byte>& v3, uint64_t entry) {
+  const uint64_t offset = Load(v3, 4096 + entry * 32, 8);
+  const uint64_t length = Load(v3, 4096 + entry * 32 + 8, 8);
+  return length == 0 ? 0 : io::Xxh64(absl::MakeConstSpan(v3.data() + offset, length));
+}
+
+inline bool IsVersion3(const std::vector<std::byte>& file) { return file.size() >= 4096 && Load(file, 8, 4) == 3; }
 }  // namespace expert_file_v1_internal
 
-// Rewrites the version-2 file at `v2_path`, whose bundles must all be in one
-// dtype (the slot's), as a version-1 file at `v1_path`: 24-byte index
-// entries, a u32 dtype, the data region moved to its version-1 offset.
+// Rewrites the version-3 file at `v3_path` (as the writer writes it) as a
+// version-2 file at `v2_path`: the same bytes but for the version field
+// and the bundles' checksums (XXH64 instead of XXH3), and so the index and
+// header checksums.
+inline absl::Status RewriteAsVersion2(const std::string& v3_path, const std::string& v2_path) {
+  using namespace expert_file_v1_internal;
+  std::vector<std::byte> file = ReadWholeFile(v3_path);
+  if (!IsVersion3(file)) return absl::InvalidArgumentError(v3_path + " is not version 3");
+  const uint64_t entries = Load(file, 72, 8) / 32;
+  Store(file, 8, 4, 2);
+  for (uint64_t i = 0; i < entries; ++i) Store(file, 4096 + i * 32 + 16, 8, BundleXxh64(file, i));
+  Store(file, 80, 8, io::Xxh64(absl::MakeConstSpan(file.data() + 4096, entries * 32)));
+  Store(file, 4088, 8, io::Xxh64(absl::MakeConstSpan(file.data(), 4088)));
+  return WriteWholeFile(v2_path, file);
+}
+
+// Rewrites the version-3 file at `v2_path` (as the writer writes it; the
+// name is the layout's, which version 2 shares), whose bundles must all be
+// in one dtype (the slot's), as a version-1 file at `v1_path`: 24-byte index
+// entries, a u32 dtype, XXH64 bundle checksums, the data region moved to its
+// version-1 offset.
 inline absl::Status RewriteAsVersion1(const std::string& v2_path, const std::string& v1_path) {
-  using expert_file_v1_internal::Load;
-  using expert_file_v1_internal::Store;
-  std::ifstream in(v2_path, std::ios::binary);
-  std::vector<std::byte> v2;
-  for (std::istreambuf_iterator<char> it(in), end; it != end; ++it) v2.push_back(static_cast<std::byte>(*it));
-  if (v2.size() < 4096 || Load(v2, 8, 4) != 2) return absl::InvalidArgumentError(v2_path + " is not version 2");
+  using namespace expert_file_v1_internal;
+  std::vector<std::byte> v2 = ReadWholeFile(v2_path);
+  if (!IsVersion3(v2)) return absl::InvalidArgumentError(v2_path + " is not version 3");
   const uint64_t code = Load(v2, 24, 1);
   if (Load(v2, 25, 1) != code || Load(v2, 26, 1) != code) {
     return absl::InvalidArgumentError(v2_path + " mixes dtypes: version 1 holds one");
@@ -63,7 +101,7 @@ inline absl::Status RewriteAsVersion1(const std::string& v2_path, const std::str
     const uint64_t offset = Load(v2, from, 8);
     Store(v1, to, 8, offset == 0 ? 0 : offset - v2_data + v1_data);
     Store(v1, to + 8, 8, Load(v2, from + 8, 8));
-    Store(v1, to + 16, 8, Load(v2, from + 16, 8));
+    Store(v1, to + 16, 8, BundleXxh64(v2, i));
   }
   std::copy(v2.begin() + static_cast<ptrdiff_t>(v2_data), v2.end(), v1.begin() + static_cast<ptrdiff_t>(v1_data));
   Store(v1, 72, 8, entries * 24);  // index_bytes
@@ -71,10 +109,7 @@ inline absl::Status RewriteAsVersion1(const std::string& v2_path, const std::str
   Store(v1, 88, 8, v1_data);
   Store(v1, 104, 8, file_bytes);
   Store(v1, 4088, 8, io::Xxh64(absl::MakeConstSpan(v1.data(), 4088)));
-  std::ofstream out(v1_path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(v1.data()), static_cast<std::streamsize>(v1.size()));
-  out.close();
-  return out ? absl::OkStatus() : absl::InternalError("cannot write " + v1_path);
+  return WriteWholeFile(v1_path, v1);
 }
 
 }  // namespace expertd::testing
