@@ -209,6 +209,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_cmd->add_option("--step-gap-us", bench_cache.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
       ->capture_default_str();
+  bench_cmd->add_option("--wrong-guesses-first", bench_cache.replay.wrong_guesses_first,
+                        "replay: recycle a prefetch whose layer ran without it before the policy's victim, as the "
+                        "engine does by default ([cache] wrong_guesses_first)")
+      ->capture_default_str();
 
   std::string serve_config;
   int drain_seconds = 30;

@@ -476,6 +476,17 @@ TEST_F(Cli, RunTraceIsReplayedByBenchCache) {
   CommandResult from_tool = Run(BENCH_CACHE_BINARY, same);
   ASSERT_EQ(from_tool.exit_code, 0) << from_tool.err;
   EXPECT_EQ(bench.out, from_tool.out);
+  // Both replay the policy's own victim order on request, alike.
+  std::vector<std::string> policy_alone = same;
+  policy_alone.insert(policy_alone.end(), {"--wrong-guesses-first", "0"});
+  expertd_args = {"bench-cache"};
+  expertd_args.insert(expertd_args.end(), policy_alone.begin(), policy_alone.end());
+  CommandResult alone = Expertd(expertd_args);
+  ASSERT_EQ(alone.exit_code, 0) << alone.err;
+  CommandResult alone_from_tool = Run(BENCH_CACHE_BINARY, policy_alone);
+  ASSERT_EQ(alone_from_tool.exit_code, 0) << alone_from_tool.err;
+  EXPECT_EQ(alone.out, alone_from_tool.out);
+  EXPECT_THAT(alone.out, HasSubstr("true hit"));
 }
 
 TEST_F(Cli, ErrorsAreClearAndNonZero) {

@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--step-gap-us", bench_options.replay.step_gap_us, "replay: time between steps outside the MoE layers, us (-1: as recorded)")
       ->capture_default_str();
+  app.add_option("--wrong-guesses-first", bench_options.replay.wrong_guesses_first,
+                 "replay: recycle a prefetch whose layer ran without it before the policy's victim, as the engine "
+                 "does by default ([cache] wrong_guesses_first)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (trace_path.empty() && !synthetic) {
