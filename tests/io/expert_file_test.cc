@@ -656,6 +656,18 @@ std::vector<std::byte> SeedBundle() {
   return bytes;
 }
 
+// The fixture's layout: two layers of three bf16 experts, hidden 2, ffn 3.
+ExpertFileLayout SeedLayout() {
+  ExpertFileLayout layout;
+  layout.model_fingerprint = 0x0123456789abcdefull;
+  layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
+  layout.num_layers = 2;
+  layout.num_experts = 3;
+  layout.hidden_size = 2;
+  layout.intermediate_size = 3;
+  return layout;
+}
+
 // A file the version-1 writer wrote (tests/io/testdata/README.md).
 TEST(ExpertFileVersion1Test, AFileTheVersion1WriterWroteOpensAndVerifies) {
   const std::string path = std::string(EXPERTD_IO_TESTDATA) + "/v1_dense_layer_and_gaps.experts";
@@ -691,14 +703,7 @@ TEST(ExpertFileVersion1Test, AFileTheVersion1WriterWroteOpensAndVerifies) {
 // other tests make that way are what the old writer wrote.
 TEST(ExpertFileVersion1Test, TheTestsVersion1RewriteReproducesTheOldWriter) {
   ScratchDir dir("v1_rewrite");
-  ExpertFileLayout layout;
-  layout.model_fingerprint = 0x0123456789abcdefull;
-  layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
-  layout.num_layers = 2;
-  layout.num_experts = 3;
-  layout.hidden_size = 2;
-  layout.intermediate_size = 3;
-  auto writer = ExpertFileWriter::Create(dir.File("v2"), layout);
+  auto writer = ExpertFileWriter::Create(dir.File("v2"), SeedLayout());
   ASSERT_TRUE(writer.ok()) << writer.status();
   ASSERT_TRUE((*writer)->Add(1, 2, SeedBundle()).ok());
   ASSERT_TRUE((*writer)->Add(1, 0, SeedBundle()).ok());
@@ -741,14 +746,7 @@ TEST(ExpertFileVersion1Test, Version1EntriesMustBeExpertBytesLong) {
 class ExpertFileChecksumVersionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ExpertFileLayout layout;
-    layout.model_fingerprint = 0x0123456789abcdefull;
-    layout.dtypes = BundleDtypes::Uniform(DType::kBF16);
-    layout.num_layers = 2;
-    layout.num_experts = 3;
-    layout.hidden_size = 2;
-    layout.intermediate_size = 3;
-    auto writer = ExpertFileWriter::Create(v3_, layout);
+    auto writer = ExpertFileWriter::Create(v3_, SeedLayout());
     ASSERT_TRUE(writer.ok()) << writer.status();
     ASSERT_TRUE((*writer)->Add(1, 2, SeedBundle()).ok());
     ASSERT_TRUE((*writer)->Finish().ok());
