@@ -375,20 +375,19 @@ int main(int argc, char** argv) {
   // The file's read bandwidth as the cache reads it (random whole experts,
   // O_DIRECT, the reader's queue full), measured before the runs: with it,
   // each run's I/O ceiling is this / (misses per decode token x bytes).
+  // The reads and buffers serve the bound's batches too (below).
+  const std::vector<bench::ExpertRead> slot_reads = bench::SlotReads(**file);
+  std::vector<io::AlignedBuffer> read_buffers;
   double file_bandwidth = 0;
   if (file_read_seconds > 0) {
-    const std::vector<bench::ExpertRead> reads = bench::SlotReads(**file);
-    std::vector<io::AlignedBuffer> buffers;
-    for (int i = 0; i < (*reader)->queue_depth(); ++i) {
-      auto buffer = io::AlignedBuffer::Allocate((*file)->layout().slot_bytes());
-      if (!buffer.ok()) {
-        std::fprintf(stderr, "error: %s\n", std::string(buffer.status().message()).c_str());
-        return 1;
-      }
-      buffers.push_back(std::move(*buffer));
+    if (absl::Status s = bench::GrowReadBuffers(read_buffers, static_cast<size_t>((*reader)->queue_depth()),
+                                                (*file)->layout().slot_bytes());
+        !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
     }
     std::string error;
-    file_bandwidth = bench::MeasureExpertReads(**reader, reads, buffers, file_read_seconds, &error);
+    file_bandwidth = bench::MeasureExpertReads(**reader, slot_reads, read_buffers, file_read_seconds, &error);
     if (!error.empty()) {
       std::fprintf(stderr, "error: reading %s: %s\n", expert_path.c_str(), error.c_str());
       return 1;
@@ -413,24 +412,20 @@ int main(int argc, char** argv) {
   // One layer's batch of `misses` reads, measured once per size when a row
   // first needs it (with the file's bandwidth: only when that is measured).
   std::map<int, double> batch_seconds_by_size;
-  std::vector<io::AlignedBuffer> batch_buffers;
   std::string batch_error;
-  const std::vector<bench::ExpertRead> slot_reads = bench::SlotReads(**file);
   auto batch_seconds = [&](int misses) {
     auto [it, inserted] = batch_seconds_by_size.try_emplace(misses, 0.0);
     if (!inserted) return it->second;
     const int batch = std::min(misses, (*model)->config().num_experts);
-    while (static_cast<int>(batch_buffers.size()) < batch) {
-      auto buffer = io::AlignedBuffer::Allocate((*file)->layout().slot_bytes());
-      if (!buffer.ok()) {
-        batch_error = std::string(buffer.status().message());
-        return 0.0;
-      }
-      batch_buffers.push_back(std::move(*buffer));
+    if (absl::Status s = bench::GrowReadBuffers(read_buffers, static_cast<size_t>(batch),
+                                                (*file)->layout().slot_bytes());
+        !s.ok()) {
+      batch_error = std::string(s.message());
+      return 0.0;
     }
     // A step of several rows can miss more than one layer's experts; its
     // reads are then the whole layer's, scaled.
-    it->second = bench::MeasureBatchSeconds(**reader, slot_reads, (*model)->config().num_experts, batch_buffers,
+    it->second = bench::MeasureBatchSeconds(**reader, slot_reads, (*model)->config().num_experts, read_buffers,
                                             batch, 0.25, 20, &batch_error) *
                  misses / batch;
     return it->second;

@@ -22,6 +22,15 @@ std::vector<ExpertRead> SlotReads(const io::ExpertFile& file) {
   return reads;
 }
 
+absl::Status GrowReadBuffers(std::vector<io::AlignedBuffer>& buffers, size_t count, uint64_t bytes) {
+  while (buffers.size() < count) {
+    absl::StatusOr<io::AlignedBuffer> buffer = io::AlignedBuffer::Allocate(bytes);
+    if (!buffer.ok()) return buffer.status();
+    buffers.push_back(std::move(*buffer));
+  }
+  return absl::OkStatus();
+}
+
 double MeasureExpertReads(io::ExpertReader& reader, const std::vector<ExpertRead>& reads,
                           std::vector<io::AlignedBuffer>& buffers, double seconds, std::string* error) {
   struct Run {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "io/aligned_buffer.h"
 #include "io/expert_file.h"
 #include "io/expert_reader.h"
@@ -26,6 +27,10 @@ struct ExpertRead {
 // Every expert of a packed file, each read as one slot (as the cache reads
 // them).
 std::vector<ExpertRead> SlotReads(const io::ExpertFile& file);
+
+// Grows `buffers` to at least `count` page-aligned buffers of `bytes` each
+// (one per read in flight).
+absl::Status GrowReadBuffers(std::vector<io::AlignedBuffer>& buffers, size_t count, uint64_t bytes);
 
 // Keeps `buffers.size()` experts in flight (each buffer at least the
 // longest read), each completion submitting the next random expert into the

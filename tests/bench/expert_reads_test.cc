@@ -41,11 +41,8 @@ class BatchReadsTest : public ::testing::Test {
     auto reader = io::OpenExpertReader(options);
     ASSERT_TRUE(reader.ok()) << reader.status();
     reader_ = std::move(*reader);
-    for (int i = 0; i < kExperts; ++i) {
-      auto buffer = io::AlignedBuffer::Allocate(kExpertBytes);
-      ASSERT_TRUE(buffer.ok());
-      buffers_.push_back(std::move(*buffer));
-    }
+    ASSERT_TRUE(GrowReadBuffers(buffers_, kExperts, kExpertBytes).ok());
+    ASSERT_EQ(buffers_.size(), static_cast<size_t>(kExperts));
   }
   void TearDown() override {
     reader_.reset();
