@@ -518,6 +518,7 @@ int main(int argc, char** argv) {
           stats.prefetches -= before.prefetches;
           stats.late_prefetches -= before.late_prefetches;
           stats.wrong_guesses_recycled -= before.wrong_guesses_recycled;
+          stats.prefetches_cancelled -= before.prefetches_cancelled;
           // The timed run's predictions only (not the warm-up's), every
           // distance the predictor reached: a cross-layer:N run predicts
           // each layer from 1..N layers back, so runs of different N agree
@@ -564,10 +565,11 @@ int main(int argc, char** argv) {
             const double reads = static_cast<double>(stats.prefetches);
             const double tokens = static_cast<double>(run->tokens.size());
             std::printf("        precision/recall by distance: %s; prefetch reads %.1f/token, %.2f used, %.2f late, "
-                        "%.1f/token recycled as wrong; budget %d/layer\n",
+                        "%.1f/token recycled as wrong, %.1f/token cancelled in the queue; budget %d/layer\n",
                         distances.empty() ? "none" : distances.c_str(), reads / tokens,
                         reads > 0 ? stats.hidden / reads : 0.0, reads > 0 ? stats.late_prefetches / reads : 0.0,
-                        stats.wrong_guesses_recycled / tokens, prefetcher->per_layer_budget());
+                        stats.wrong_guesses_recycled / tokens, stats.prefetches_cancelled / tokens,
+                        prefetcher->per_layer_budget());
           }
         }
       }

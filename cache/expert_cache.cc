@@ -19,6 +19,10 @@ namespace {
 // sees the same requests as an unsplit read.
 constexpr uint64_t kVerifiedPieceBytes = 512 * 1024;
 
+// The tag of a fill's reads (io::ReadClass): its slot, which has one fill
+// at a time.
+uint64_t ReadTag(const Slot& slot) { return reinterpret_cast<uintptr_t>(&slot); }
+
 class HostMemoryCopier : public DeviceCopier {
  public:
   absl::Status Copy(std::byte* device_dst, const std::byte* host_src, size_t bytes) override {
@@ -262,7 +266,7 @@ void ExpertCache::WaitForACopyLocked(std::unique_lock<std::mutex>& lock) {
   ReleaseFinishedCopiesLocked();
 }
 
-void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
+void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key, bool speculative) {
   auto extent = file_.Find(key.layer, key.expert);
   if (!extent.ok()) {
     FinishFillLocked(dram_, slot, extent.status());
@@ -280,10 +284,14 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
   // length, a device copy carries it along unread).
   const uint64_t alignment = file_.layout().alignment;
   const uint64_t read_bytes = (where.length + alignment - 1) / alignment * alignment;
+  const io::ReadClass read_class{.speculative = speculative, .tag = ReadTag(*slot)};
   if (!verify_checksums_) {
-    reader_.Submit(where.offset, read_bytes, slot->data, [this, slot, k, where, read_bytes](absl::Status status) {
-      FinishFileRead(slot, k, where, read_bytes, std::move(status), /*checksum_failed=*/false);
-    });
+    reader_.Submit(
+        where.offset, read_bytes, slot->data,
+        [this, slot, k, where, read_bytes](absl::Status status) {
+          FinishFileRead(slot, k, where, read_bytes, std::move(status), /*checksum_failed=*/false);
+        },
+        read_class);
     return;
   }
   // Verified: read in pieces, each hashed once those before it are in, so
@@ -304,7 +312,24 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key) {
                      if (verifier->Arrived(piece, status)) {
                        FinishFileRead(slot, k, where, read_bytes, verifier->result(), verifier->checksum_failed());
                      }
-                   });
+                   },
+                   read_class);
+  }
+}
+
+void ExpertCache::PromoteFillLocked(const Slot& slot) {
+  if (slot.state == Slot::State::kLoading) reader_.Promote(ReadTag(slot));
+}
+
+void ExpertCache::LayerRouted(int layer) {
+  std::lock_guard lock(mu_);
+  if (device_ != nullptr) return;
+  for (Slot* slot : dram_.UnclaimedLoadingGuesses(pass_, layer)) {
+    // A slot may be listed twice (SlotTier prunes its guesses lazily).
+    if (slot->fill_cancelled) continue;
+    // Pieces already at the disk cannot be recalled; when all are, the
+    // fill completes as an ordinary (wrong) prefetch.
+    if (reader_.CancelSpeculative(ReadTag(*slot)) > 0) slot->fill_cancelled = true;
   }
 }
 
@@ -327,6 +352,11 @@ void ExpertCache::FinishFileReadLocked(Slot* slot, const ExpertKey& key, const i
   if (status.ok()) {
     stats.bytes_loaded += where.length;
     stats.bytes_read += read_bytes;
+  }
+  if (slot->fill_cancelled) {
+    dram_.DropFill(slot);
+    changed_.notify_all();
+    return;
   }
   if (checksum_failed) ++stats.checksum_failures;
   FinishFillLocked(dram_, slot, status);
@@ -388,10 +418,12 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireIn(SlotTier& tier, const Ex
     }
     missed = true;
     if (held != nullptr) {
-      // Loading: join the load in flight.
+      // Loading: join the load in flight, ahead of any prefetch.
+      if (is_dram(tier)) PromoteFillLocked(*held);
       std::shared_ptr<SlotLoad> load = held->load;
       changed_.wait(lock, [&] { return load->done; });
-      if (!load->status.ok()) return load->status;
+      // A cancelled prefetch has left the tier: load it afresh.
+      if (!load->status.ok() && !load->dropped) return load->status;
       continue;
     }
 
@@ -403,7 +435,7 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireIn(SlotTier& tier, const Ex
     }
     tier.BeginFill(slot, key, /*prefetch=*/!demand);
     if (is_dram(tier)) {
-      StartFileReadLocked(slot, key);
+      StartFileReadLocked(slot, key, /*speculative=*/false);
       continue;
     }
     // A failed fill is this access's error: retrying it at once would fail
@@ -538,16 +570,17 @@ bool ExpertCache::StartLoad(const ExpertKey& key, bool prefetch) {
   std::lock_guard lock(mu_);
   if (!prefetch) CountAskedLocked(key);
   bool started = false;
-  if (dram_.Holds(key)) {
+  if (Slot* held = dram_.Find(key)) {
     // Least-Stale: a prefetch of a resident expert marks it current, so it
     // survives until the layer that wants it has run.
     if (prefetch) dram_.policy().OnPrefetchHit(key);
+    if (!prefetch) PromoteFillLocked(*held);
   } else {
     Slot* slot = dram_.TakeSlot(pass_);
     if (slot == nullptr && ReleaseFinishedCopiesLocked()) slot = dram_.TakeSlot(pass_);
     if (slot == nullptr) return false;  // everything busy: an early load never waits
     dram_.BeginFill(slot, key, prefetch);
-    StartFileReadLocked(slot, key);
+    StartFileReadLocked(slot, key, /*speculative=*/prefetch);
     started = true;
   }
   if (promoting_) started |= QueuePromotionLocked(key, prefetch);

@@ -220,6 +220,15 @@ class ExpertCache {
   void BeginPass();
   void BeginLayer(int layer);
   void OnRouterScores(int layer, absl::Span<const float> probabilities);
+  // `layer` has asked for every expert it will use (its StartLoads are in):
+  // the prefetches made for it that it did not ask for are wrong guesses,
+  // and their reads that have not reached the disk are cancelled, so they
+  // no longer take the disk from the misses (io::ReadClass). Their slots
+  // return to the free list once the reads already at the disk are back
+  // (TierStats::prefetches_cancelled). Without a device tier only: there a
+  // prefetch goes on into the device by a copy that waits for its DRAM
+  // load, and that path has not run on a GPU yet.
+  void LayerRouted(int layer);
 
   // Changes the budgets live: growing adds slots, shrinking evicts (waiting
   // for pins and loads on the slots it must remove to be released). Each
@@ -251,7 +260,13 @@ class ExpertCache {
   Slot* ReserveSlotLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier);
   absl::Status ResizeTierLocked(std::unique_lock<std::mutex>& lock, SlotTier& tier, int slots);
   // Fills a DRAM slot from the file; the reader's thread finishes it.
-  void StartFileReadLocked(Slot* slot, const ExpertKey& key);
+  // speculative: a prefetch's read, queued behind demand reads
+  // (io::ReadClass) and tagged with its slot (ReadTag) for Promote and
+  // CancelSpeculative.
+  void StartFileReadLocked(Slot* slot, const ExpertKey& key, bool speculative);
+  // A demand access found key's DRAM fill in flight: its reads go ahead of
+  // the speculative ones still queued.
+  void PromoteFillLocked(const Slot& slot);
   // The end of a file read started by StartFileReadLocked (status already
   // verified): figures, then the fill's end.
   void FinishFileRead(Slot* slot, const ExpertKey& key, const io::ExpertExtent& where, uint64_t read_bytes,

@@ -120,6 +120,32 @@ void SlotTier::FinishFill(Slot* slot, const absl::Status& status) {
   free_.push_back(slot);
 }
 
+void SlotTier::DropFill(Slot* slot) {
+  std::shared_ptr<SlotLoad> load = std::move(slot->load);
+  load->done = true;
+  load->dropped = true;
+  load->status = absl::CancelledError(
+      absl::StrCat("the prefetch of ", slot->key.ToString(), " was cancelled: its layer ran without it"));
+  ++stats_.prefetches_cancelled;
+  resident_.erase(slot->key);
+  policy_->OnRemove(slot->key);
+  slot->state = Slot::State::kFree;
+  slot->prefetched = false;
+  slot->fill_cancelled = false;
+  free_.push_back(slot);
+}
+
+std::vector<Slot*> SlotTier::UnclaimedLoadingGuesses(uint64_t pass, int layer) const {
+  std::vector<Slot*> found;
+  for (Slot* slot : guesses_) {
+    if (slot->state == Slot::State::kLoading && slot->prefetched && !slot->fill_cancelled &&
+        slot->guess.pass == pass && slot->guess.layer == layer) {
+      found.push_back(slot);
+    }
+  }
+  return found;
+}
+
 void SlotTier::CountReady(Slot* slot) {
   if (std::exchange(slot->prefetched, false)) {
     ++stats_.hidden;

@@ -31,6 +31,9 @@ namespace expertd::cache {
 struct SlotLoad {
   bool done = false;
   absl::Status status;
+  // Ended by SlotTier::DropFill (a cancelled prefetch): not an error for
+  // whoever joined it, who starts a load of their own instead.
+  bool dropped = false;
 };
 
 // One slot of a tier.
@@ -57,6 +60,7 @@ struct Slot {
   std::shared_ptr<SlotLoad> load;  // while loading
   std::chrono::steady_clock::time_point load_start;
   bool prefetched = false;  // filled by a prefetch and not yet asked for by compute
+  bool fill_cancelled = false;  // while loading: its reads were cancelled (ExpertCache::LayerRouted)
   PrefetchGuess guess;  // while `prefetched`: the pass and layer it was for
   Readiness ready;             // the fill's copy (device slots); ready otherwise
   Slot* copy_source = nullptr;  // device slots: the DRAM slot a pending copy reads
@@ -114,6 +118,14 @@ class SlotTier {
   // leaves the tier and the slot goes back on the free list. Wakes no one:
   // the cache does, since waiters wait on its condition variable.
   void FinishFill(Slot* slot, const absl::Status& status);
+  // Ends the fill of a loading slot whose reads were cancelled: the key
+  // leaves the tier and the slot goes back on the free list, as a failed
+  // fill does, but counted as a cancelled prefetch, not a load error.
+  void DropFill(Slot* slot);
+  // The slots loading a prefetch for (pass, layer) that no demand access
+  // has asked for and whose reads are not cancelled yet: the candidates
+  // for ExpertCache::LayerRouted.
+  std::vector<Slot*> UnclaimedLoadingGuesses(uint64_t pass, int layer) const;
 
   void Pin(Slot* slot) { ++slot->pins; }
   void Unpin(Slot* slot) { --slot->pins; }

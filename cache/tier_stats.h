@@ -29,6 +29,10 @@ struct TierStats {
   uint64_t shared_loads = 0;      // misses that joined a load already in flight
   uint64_t evictions = 0;
   uint64_t wrong_guesses_recycled = 0;  // evictions of a prefetch whose layer ran without it (SlotTier::TakeSlot)
+  // Prefetch fills whose reads were cancelled before they all reached the
+  // disk, their layer having routed without them (ExpertCache::LayerRouted):
+  // not loads, not errors.
+  uint64_t prefetches_cancelled = 0;
   uint64_t loads = 0;             // fills started (demand and prefetch)
   uint64_t prefetches = 0;        // fills started by Prefetch
   uint64_t bytes_loaded = 0;      // the loaded bundles' own bytes (their index lengths)

@@ -229,6 +229,7 @@ std::vector<Section> Schema(DaemonConfig& c) {
       {"io",
        {{"expert_file", str(c.io.expert_file)},
         {"queue_depth", num(c.io.queue_depth, 1, kMaxQueueDepth)},
+        {"speculative_depth", num(c.io.speculative_depth, 1, kMaxQueueDepth)},
         {"direct_io", [&c](const KeyRef& k) { return ReadBool(k, c.io.direct_io); }}}},
       {"prefetch",
        {{"kind", [&c](const KeyRef& k) { return ReadChoice(k, kPrefetchKinds, c.prefetch.kind); }},
@@ -360,6 +361,7 @@ runtime::EngineOptions EngineOptionsFromConfig(const DaemonConfig& config) {
 
   options.reader.path = config.io.expert_file;
   options.reader.queue_depth = config.io.queue_depth;
+  options.reader.speculative_depth = config.io.speculative_depth;
   options.reader.direct_io = config.io.direct_io;
 
   options.prefetch.predictor.kind = config.prefetch.kind;

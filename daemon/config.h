@@ -59,6 +59,7 @@ struct CacheConfig {
 struct IoConfig {
   std::string expert_file;  // "" = MODEL/model.experts (packed on first use)
   int queue_depth = 32;     // expert reads in flight: io_uring entries / cap on pread threads
+  int speculative_depth = 4;  // of those, prefetch chunks at the disk at once (io::ReadClass)
   bool direct_io = true;    // O_DIRECT: expert reads bypass the page cache
 
   bool operator==(const IoConfig&) const = default;
@@ -140,7 +141,8 @@ absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
 //   [cache] dram_budget, device_budget, policy, wrong_guesses_first -> cache
 //     (ExpertCacheOptions);
 //     shallow_layers -> shallow_layers;
-//   [io] expert_file -> reader.path; queue_depth, direct_io -> reader (ReaderOptions);
+//   [io] expert_file -> reader.path; queue_depth, speculative_depth, direct_io
+//     -> reader (ReaderOptions);
 //   [prefetch] kind, lookahead -> prefetch.predictor; max_in_flight,
 //     budget_per_layer, min_score -> prefetch.scheduler; to_device ->
 //     cache.prefetch_to_device;

@@ -86,6 +86,10 @@ class CachedExperts : public ExpertSource, public PrefetchTarget {
   void BeginPass() override { cache_.BeginPass(); }
   void BeginLayer(int layer) override { cache_.BeginLayer(layer); }
   void OnRouterScores(int layer, absl::Span<const float> scores) override { cache_.OnRouterScores(layer, scores); }
+  void OnRouted(int layer, absl::Span<const float> gate_inputs, absl::Span<const int32_t> chosen, int n_tokens,
+                int k) override {
+    cache_.LayerRouted(layer);
+  }
   cache::DeviceCopyStats device_copies() const override { return cache_.stats().device_copies; }
   bool has_device_tier() const override { return cache_.has_device_tier(); }
 

@@ -42,6 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (std::set<std::string>{"lru", "lru-hint", "lfu", "least-stale", "layer-distance"}.count(c.cache.policy) == 1));
   FUZZ_CHECK(InRange(c.cache.shallow_layers, 0, 4096));
   FUZZ_CHECK(InRange(c.io.queue_depth, 1, 4096));
+  FUZZ_CHECK(InRange(c.io.speculative_depth, 1, 4096));
   FUZZ_CHECK((std::set<std::string>{"auto", "none", "cross-layer", "previous-token"}.count(c.prefetch.kind) == 1));
   FUZZ_CHECK(c.prefetch.min_score >= 0 && c.prefetch.min_score <= 1);
   FUZZ_CHECK(InRange(c.prefetch.lookahead, 1, 64));

@@ -1,5 +1,4 @@
 #include "io/posix_file.h"
-#include "io/read_request.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -74,33 +73,5 @@ absl::Status CheckDirectAlignment(absl::string_view path, bool direct_io, uint64
 }
 
 void SetCurrentThreadName(const char* name) { ::pthread_setname_np(::pthread_self(), name); }
-
-ReadRequest& AddReadRequest(std::list<ReadRequest>& requests, absl::string_view path, bool direct_io,
-                            uint64_t offset, uint64_t length, std::byte* dest, ExpertReader::Done done) {
-  ReadRequest& r = requests.emplace_back();
-  r.self = std::prev(requests.end());
-  r.offset = offset;
-  r.length = length;
-  r.dest = dest;
-  r.done = std::move(done);
-  absl::Status valid = CheckDirectAlignment(path, direct_io, offset, length, dest);
-  if (!valid.ok()) {
-    r.failed = true;
-    r.status = std::move(valid);
-  }
-  r.in_pending = true;
-  return r;
-}
-
-void FailReadRequest(ReadRequest& request, std::deque<ReadRequest*>& pending, absl::Status status) {
-  if (!request.failed) {
-    request.failed = true;
-    request.status = std::move(status);
-  }
-  if (request.in_pending) {
-    pending.erase(std::find(pending.begin(), pending.end(), &request));
-    request.in_pending = false;
-  }
-}
 
 }  // namespace expertd::io

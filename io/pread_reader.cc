@@ -1,15 +1,15 @@
 // The pread(2) thread pool: the fallback for kernels or sandboxes without
 // io_uring (DESIGN.md §4), with the uring reader's semantics. Requests are
-// split into chunk_bytes chunks that the pool's threads read in parallel; a
-// request completes, on the thread that read its last chunk, when every chunk
-// is back.
+// split into chunk_bytes chunks that the pool's threads read in parallel,
+// demand requests first and speculative ones within their quota
+// (io/read_request.h, ReadQueue); a request completes, on the thread that
+// read its last chunk, when every chunk is back.
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
-#include <deque>
 #include <list>
 #include <mutex>
 #include <string>
@@ -35,12 +35,15 @@ class PreadReader final : public ExpertReader {
 
   absl::string_view name() const override { return name_; }
   int queue_depth() const override { return queue_depth_; }
-  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
+  using ExpertReader::Submit;
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, ReadClass read_class) override;
+  void Promote(uint64_t tag) override;
+  int CancelSpeculative(uint64_t tag) override;
 
  private:
   using Request = ReadRequest;
 
-  PreadReader() = default;
+  explicit PreadReader(int speculative_depth) : queue_(speculative_depth) {}
   void Work();
   absl::Status ReadFully(const Request& r, uint64_t offset, uint64_t length, std::byte* dest) const;
   // Completes `r` with `lock` released around the callback, which may Submit.
@@ -57,9 +60,9 @@ class PreadReader final : public ExpertReader {
   // Guards the members below. std::mutex rather than absl::Mutex: Debian's
   // Abseil lacks TSan annotations, which makes TSan report false races.
   std::mutex mu_;
-  std::condition_variable work_cv_;  // pending_ gained a request, or stopping_
+  std::condition_variable work_cv_;  // queue_ may have a chunk to go, or stopping_
   std::list<Request> requests_;      // owner of every request not yet completed
-  std::deque<Request*> pending_;     // with bytes not yet handed to a thread
+  ReadQueue queue_;                  // with bytes not yet handed to a thread
   bool stopping_ = false;
 };
 
@@ -77,7 +80,11 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> PreadReader::Open(const ReaderOpti
                                                    options.chunk_bytes, " is not a positive multiple of ",
                                                    kDirectIoAlignment));
   }
-  auto reader = std::unique_ptr<PreadReader>(new PreadReader());
+  if (options.speculative_depth < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": speculative_depth ",
+                                                   options.speculative_depth, " is not at least 1"));
+  }
+  auto reader = std::unique_ptr<PreadReader>(new PreadReader(std::min(options.speculative_depth, options.queue_depth)));
   reader->path_ = options.path;
   reader->chunk_bytes_ = options.chunk_bytes;
   // Each thread has one read in flight, so the queue depth caps the threads.
@@ -102,31 +109,51 @@ PreadReader::~PreadReader() {
   for (std::thread& t : workers_) t.join();
 }
 
-void PreadReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) {
+void PreadReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, ReadClass read_class) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done));
-    pending_.push_back(&r);
+    Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done), read_class);
+    queue_.Push(r);
   }
   work_cv_.notify_one();
+}
+
+void PreadReader::Promote(uint64_t tag) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.Promote(tag);
+  }
+  work_cv_.notify_all();  // a request held back by the quota may go now
+}
+
+int PreadReader::CancelSpeculative(uint64_t tag) {
+  int cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled = queue_.Cancel(
+        tag, absl::CancelledError(absl::StrCat(path_, ": speculative read cancelled: nobody waits for it")));
+  }
+  work_cv_.notify_all();  // the cancelled requests are completed by a worker
+  return cancelled;
 }
 
 void PreadReader::Work() {
   SetCurrentThreadName("expertd-pread");
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    work_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
-    if (pending_.empty()) return;  // stopping, and nothing left to cancel
-    Request& r = *pending_.front();
+    work_cv_.wait(lock, [this] { return stopping_ || queue_.Next() != nullptr; });
     if (stopping_) {
-      FailReadRequest(r, pending_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
+      Request* left = queue_.Any();
+      if (left == nullptr) return;  // nothing left to cancel
+      Request& r = *left;
+      FailReadRequest(r, queue_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
                                                       " cancelled: the reader is shutting down")));
       if (r.chunks_in_flight == 0) CompleteReleasingLock(r, lock);
       continue;
     }
+    Request& r = *queue_.Next();
     if (r.failed || r.length == 0) {
-      pending_.pop_front();
-      r.in_pending = false;
+      queue_.Remove(r);
       CompleteReleasingLock(r, lock);
       continue;
     }
@@ -135,18 +162,17 @@ void PreadReader::Work() {
     const uint64_t length = std::min(chunk_bytes_, r.length - r.issued_bytes);
     r.issued_bytes += length;
     ++r.chunks_in_flight;
-    if (r.issued_bytes == r.length) {
-      pending_.pop_front();
-      r.in_pending = false;
-    } else {
-      work_cv_.notify_one();  // more chunks of this request for another thread
-    }
+    const bool speculative = r.read_class.speculative;
+    queue_.Issued(r, speculative);
+    if (queue_.Next() != nullptr) work_cv_.notify_one();  // more for another thread
     // `r` stays alive unlocked: a request with a chunk in flight is never
     // completed or erased.
     lock.unlock();
     absl::Status status = ReadFully(r, offset, length, dest);
     lock.lock();
-    if (!status.ok()) FailReadRequest(r, pending_, std::move(status));
+    queue_.ChunkDone(speculative);
+    if (speculative && queue_.Next() != nullptr) work_cv_.notify_one();  // one the quota held back
+    if (!status.ok()) FailReadRequest(r, queue_, std::move(status));
     --r.chunks_in_flight;
     if (r.chunks_in_flight == 0 && !r.in_pending) CompleteReleasingLock(r, lock);
   }

@@ -5,8 +5,9 @@
 // Request. Chunks live in a fixed pool of queue_depth entries, so the number
 // of SQEs in flight never exceeds the ring and nothing is allocated per chunk;
 // an SQE's user_data points to its Chunk, which points to its Request.
-// Requests that find no free chunk wait in pending_ and are issued, oldest
-// first, as completions free chunks.
+// Requests that find no free chunk wait in queue_ and are issued as
+// completions free chunks: demand requests first, speculative ones within
+// their quota (io/read_request.h, ReadQueue).
 
 #include <liburing.h>
 #include <sys/resource.h>
@@ -15,7 +16,6 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -51,7 +51,10 @@ class UringReader final : public ExpertReader {
 
   absl::string_view name() const override { return name_; }
   int queue_depth() const override { return queue_depth_; }
-  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override;
+  using ExpertReader::Submit;
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, ReadClass read_class) override;
+  void Promote(uint64_t tag) override;
+  int CancelSpeculative(uint64_t tag) override;
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override;
 
  private:
@@ -59,6 +62,7 @@ class UringReader final : public ExpertReader {
   struct Chunk {
     Request* request = nullptr;
     bool nop = false;         // carries a request that needs no read to the reaper
+    bool speculative = false;  // counts against the queue's speculative quota
     uint64_t offset = 0;      // in the file
     uint64_t length = 0;
     std::byte* dest = nullptr;
@@ -74,7 +78,7 @@ class UringReader final : public ExpertReader {
     int index = 0;
   };
 
-  UringReader() = default;
+  explicit UringReader(int speculative_depth) : queue_(speculative_depth) {}
   void ReapLoop();
   void HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completion>& completions);
   void FillLocked();
@@ -103,7 +107,7 @@ class UringReader final : public ExpertReader {
   // false races.
   std::mutex mu_;
   std::list<Request> requests_;      // owner of every request not yet completed
-  std::deque<Request*> pending_;     // with bytes not yet handed to chunks
+  ReadQueue queue_;                  // with bytes not yet handed to chunks
   std::vector<Chunk> chunks_;        // the pool, queue_depth entries
   std::vector<Chunk*> free_chunks_;
   int ops_in_flight_ = 0;            // SQEs submitted and not reaped (chunks + shutdown NOP)
@@ -124,7 +128,11 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> UringReader::Open(const ReaderOpti
                                                    kDirectIoAlignment, " in [", kDirectIoAlignment, ", ",
                                                    kMaxChunkBytes, "]"));
   }
-  auto reader = std::unique_ptr<UringReader>(new UringReader());
+  if (options.speculative_depth < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("io_uring reader for ", options.path, ": speculative_depth ",
+                                                   options.speculative_depth, " is not at least 1"));
+  }
+  auto reader = std::unique_ptr<UringReader>(new UringReader(std::min(options.speculative_depth, options.queue_depth)));
   reader->path_ = options.path;
   reader->chunk_bytes_ = options.chunk_bytes;
   reader->queue_depth_ = options.queue_depth;
@@ -184,12 +192,29 @@ UringReader::~UringReader() {
   if (ring_ready_) io_uring_queue_exit(&ring_);
 }
 
-void UringReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) {
+void UringReader::Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, ReadClass read_class) {
   std::lock_guard<std::mutex> lock(mu_);
-  Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done));
-  pending_.push_back(&r);
+  Request& r = AddReadRequest(requests_, path_, direct_io_, offset, length, dest, std::move(done), read_class);
+  queue_.Push(r);
   FillLocked();
   SubmitLocked();
+}
+
+void UringReader::Promote(uint64_t tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queue_.Promote(tag);
+  FillLocked();
+  SubmitLocked();
+}
+
+int UringReader::CancelSpeculative(uint64_t tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int cancelled = queue_.Cancel(
+      tag, absl::CancelledError(absl::StrCat(path_, ": speculative read cancelled: nobody waits for it")));
+  // The cancelled requests with no chunk out complete through a NOP.
+  FillLocked();
+  SubmitLocked();
+  return cancelled;
 }
 
 absl::Status UringReader::RegisterBuffers(absl::Span<const iovec> buffers) {
@@ -307,9 +332,9 @@ void UringReader::HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completio
   const uint64_t at = chunk->offset + chunk->done_bytes;
   const uint64_t missing = chunk->length - chunk->done_bytes;
   if (res < 0) {
-    FailReadRequest(r, pending_, ReadErrorStatus(path_, at, missing, -res));
+    FailReadRequest(r, queue_, ReadErrorStatus(path_, at, missing, -res));
   } else if (res == 0) {
-    FailReadRequest(r, pending_, UnexpectedEofStatus(path_, r.offset, r.length, at, missing));
+    FailReadRequest(r, queue_, UnexpectedEofStatus(path_, r.offset, r.length, at, missing));
   } else {
     chunk->done_bytes += static_cast<uint64_t>(res);
     if (chunk->done_bytes < chunk->length) {
@@ -317,7 +342,7 @@ void UringReader::HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completio
       if (direct_io_ && next % kDirectIoAlignment != 0) {
         // O_DIRECT stops short only at the end of the file; an unaligned
         // remainder could not be read anyway.
-        FailReadRequest(r, pending_, UnexpectedEofStatus(path_, r.offset, r.length, next, chunk->length - chunk->done_bytes));
+        FailReadRequest(r, queue_, UnexpectedEofStatus(path_, r.offset, r.length, next, chunk->length - chunk->done_bytes));
       } else {
         PrepChunkLocked(*chunk);  // a short read: ask for the rest
         return;
@@ -329,6 +354,7 @@ void UringReader::HandleCqeLocked(const io_uring_cqe& cqe, std::vector<Completio
 
 void UringReader::ReleaseChunkLocked(Chunk& chunk, std::vector<Completion>& completions) {
   Request& r = *chunk.request;
+  queue_.ChunkDone(chunk.speculative);
   chunk = Chunk{};
   free_chunks_.push_back(&chunk);
   --ops_in_flight_;
@@ -342,17 +368,19 @@ void UringReader::CompleteLocked(Request& r, std::vector<Completion>& completion
 }
 
 void UringReader::CancelPendingLocked(std::vector<Completion>& completions) {
-  while (!pending_.empty()) {
-    Request& r = *pending_.front();
-    FailReadRequest(r, pending_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
+  while (ReadRequest* next = queue_.Any()) {
+    Request& r = *next;
+    FailReadRequest(r, queue_, absl::CancelledError(absl::StrCat(path_, ": read of ", r.length, " bytes at offset ", r.offset,
                                                     " cancelled: the reader is shutting down")));
     if (r.chunks_in_flight == 0) CompleteLocked(r, completions);
   }
 }
 
 void UringReader::FillLocked() {
-  while (!stopping_ && !pending_.empty() && !free_chunks_.empty()) {
-    Request& r = *pending_.front();
+  while (!stopping_ && !free_chunks_.empty()) {
+    Request* next = queue_.Next();
+    if (next == nullptr) return;
+    Request& r = *next;
     Chunk& chunk = *free_chunks_.back();
     free_chunks_.pop_back();
     chunk.request = &r;
@@ -366,13 +394,11 @@ void UringReader::FillLocked() {
       chunk.dest = r.dest + r.issued_bytes;
       chunk.length = std::min(chunk_bytes_, r.length - r.issued_bytes);
       r.issued_bytes += chunk.length;
+      chunk.speculative = r.read_class.speculative;
     }
     ++r.chunks_in_flight;
     ++ops_in_flight_;
-    if (r.issued_bytes == r.length) {
-      pending_.pop_front();
-      r.in_pending = false;
-    }
+    queue_.Issued(r, chunk.speculative);
     PrepChunkLocked(chunk);
   }
 }

@@ -7,8 +7,10 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -542,6 +544,162 @@ TEST_F(ExpertCacheTest, TryAcquireNeverWaitsAndPrefetchHitsAreCounted) {
   EXPECT_EQ(stats.misses, 1u);
 }
 
+// Holds every speculative read until the test lets it go, as a disk busy
+// with other reads would, so that what the cache does with a queued
+// prefetch (promote it, cancel it) is seen deterministically. Demand reads
+// pass straight to the real reader.
+class GatedReader : public io::ExpertReader {
+ public:
+  explicit GatedReader(std::unique_ptr<io::ExpertReader> inner) : inner_(std::move(inner)) {}
+  absl::string_view name() const override { return inner_->name(); }
+  int queue_depth() const override { return inner_->queue_depth(); }
+  absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override { return inner_->RegisterBuffers(buffers); }
+
+  using io::ExpertReader::Submit;
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, io::ReadClass read_class) override {
+    if (!read_class.speculative) {
+      inner_->Submit(offset, length, dest, std::move(done), read_class);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    held_.push_back({offset, length, dest, std::move(done), read_class.tag});
+  }
+  void Promote(uint64_t tag) override {
+    for (Held& read : Take(tag)) inner_->Submit(read.offset, read.length, read.dest, std::move(read.done));
+  }
+  int CancelSpeculative(uint64_t tag) override {
+    std::vector<Held> taken = Take(tag);
+    // Completed on the real reader's thread, never inside this call (the
+    // cache holds its lock here): a read of nothing carries the status.
+    for (Held& read : taken) {
+      inner_->Submit(0, 0, read.dest, [done = std::move(read.done)](absl::Status) mutable {
+        done(absl::CancelledError("cancelled by the test's reader"));
+      });
+    }
+    return static_cast<int>(taken.size());
+  }
+  // Lets every held read go to the disk.
+  void ReleaseAll() {
+    for (Held& read : Take(0)) inner_->Submit(read.offset, read.length, read.dest, std::move(read.done));
+  }
+  int held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int>(held_.size());
+  }
+
+ private:
+  struct Held {
+    uint64_t offset;
+    uint64_t length;
+    std::byte* dest;
+    Done done;
+    uint64_t tag;
+  };
+  // The held reads with `tag` (0: all), off the list.
+  std::vector<Held> Take(uint64_t tag) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Held> taken;
+    std::vector<Held> kept;
+    for (Held& read : held_) (tag == 0 || read.tag == tag ? taken : kept).push_back(std::move(read));
+    held_ = std::move(kept);
+    return taken;
+  }
+
+  std::unique_ptr<io::ExpertReader> inner_;
+  std::mutex mu_;
+  std::vector<Held> held_;
+};
+
+class ExpertCacheGatedTest : public ExpertCacheTest {
+ protected:
+  void SetUp() override {
+    ExpertCacheTest::SetUp();
+    OpenReader();
+    auto gated = std::make_unique<GatedReader>(std::move(reader_));
+    gated_ = gated.get();
+    reader_ = std::move(gated);
+  }
+  GatedReader* gated_ = nullptr;
+};
+
+// A prefetch still queued when its layer asks for the expert becomes a
+// demand read: it no longer waits behind other prefetches.
+TEST_F(ExpertCacheGatedTest, AskingForAQueuedPrefetchPromotesItsReads) {
+  auto cache = MakeCache(6);
+  cache->BeginPass();
+  cache->BeginLayer(0);
+  ASSERT_TRUE(cache->Prefetch({1, 2}));
+  ASSERT_TRUE(cache->Prefetch({1, 3}));
+  EXPECT_EQ(gated_->held(), 2);
+  cache->BeginLayer(1);
+  EXPECT_FALSE(cache->StartLoad({1, 2}, /*prefetch=*/false)) << "loading already";
+  EXPECT_EQ(gated_->held(), 1) << "its read went to the disk; the other prefetch still waits";
+  auto pin = cache->Acquire({1, 2});
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 2));
+  EXPECT_EQ(cache->stats().dram.late_prefetches, 1u);
+  // Acquire alone (no StartLoad first) promotes too.
+  auto other = std::async(std::launch::async, [&] { return cache->Acquire({1, 3}); });
+  for (int i = 0; i < 1000 && gated_->held() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(gated_->held(), 0);
+  ASSERT_TRUE(other.get().ok());
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+// A prefetch whose layer has routed without it is a wrong guess: its reads
+// still queued are cancelled, its slot goes back to the free list, and it
+// counts as cancelled, not as a load error. An expert the layer did ask for
+// is left alone.
+TEST_F(ExpertCacheGatedTest, AWrongGuessStillQueuedIsCancelledWhenItsLayerRoutes) {
+  auto cache = MakeCache(6);
+  cache->BeginPass();
+  cache->BeginLayer(0);
+  ASSERT_TRUE(cache->Prefetch({1, 4}));  // the wrong guess
+  ASSERT_TRUE(cache->Prefetch({1, 5}));  // the right one
+  ASSERT_TRUE(cache->Prefetch({2, 6}));  // for a later layer
+  cache->LayerRouted(0);
+  EXPECT_EQ(gated_->held(), 3) << "none of them was for layer 0";
+  cache->BeginLayer(1);
+  cache->StartLoad({1, 5}, /*prefetch=*/false);
+  cache->LayerRouted(1);
+  for (int i = 0; i < 1000 && cache->stats().dram.prefetches_cancelled == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.prefetches_cancelled, 1u);
+  EXPECT_EQ(stats.load_errors, 0u);
+  EXPECT_EQ(gated_->held(), 1) << "layer 2's guess waits for its own layer";
+  EXPECT_FALSE(cache->IsReady({1, 4}));
+  auto pin = cache->Acquire({1, 5});
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 5));
+  // The cancelled expert loads afresh when asked for later.
+  auto again = cache->Acquire({1, 4});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(HoldsExpert(layout_, again->data(), 1, 4));
+  gated_->ReleaseAll();
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
+// Someone joins a prefetch whose reads are being cancelled: they get the
+// expert from a load of their own, not the cancellation as an error.
+TEST_F(ExpertCacheGatedTest, JoiningACancelledPrefetchLoadsTheExpertAfresh) {
+  auto cache = MakeCache(6);
+  cache->BeginPass();
+  cache->BeginLayer(0);
+  ASSERT_TRUE(cache->Prefetch({1, 7}));
+  cache->BeginLayer(1);
+  cache->LayerRouted(1);  // cancelled; its completion may not have come yet
+  auto pin = cache->Acquire({1, 7});
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 7));
+  const TierStats stats = cache->stats().dram;
+  EXPECT_EQ(stats.prefetches_cancelled, 1u);
+  EXPECT_EQ(stats.load_errors, 0u);
+  EXPECT_EQ(stats.misses, 1u);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
 // The engine asks for a missing expert with StartLoad and waits for it with
 // Acquire after running what was ready. That access is one miss, however
 // long the wait: it used to be counted at Acquire, as a hit whenever the load
@@ -981,11 +1139,14 @@ class CountingReader : public io::ExpertReader {
   explicit CountingReader(std::unique_ptr<io::ExpertReader> inner) : inner_(std::move(inner)) {}
   absl::string_view name() const override { return inner_->name(); }
   int queue_depth() const override { return inner_->queue_depth(); }
-  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override {
+  using io::ExpertReader::Submit;
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, io::ReadClass read_class) override {
     bytes_ += length;
     ++reads_;
-    inner_->Submit(offset, length, dest, std::move(done));
+    inner_->Submit(offset, length, dest, std::move(done), read_class);
   }
+  void Promote(uint64_t tag) override { inner_->Promote(tag); }
+  int CancelSpeculative(uint64_t tag) override { return inner_->CancelSpeculative(tag); }
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override { return inner_->RegisterBuffers(buffers); }
   uint64_t bytes() const { return bytes_; }
   uint64_t reads() const { return reads_; }

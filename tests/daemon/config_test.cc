@@ -38,6 +38,7 @@ TEST(DaemonConfigTest, ShippedFileHoldsExactlyTheDefaults) {
   EXPECT_EQ(c->cache.policy, "least-stale");
   EXPECT_EQ(c->prefetch.kind, "auto");
   EXPECT_EQ(c->io.queue_depth, 32);
+  EXPECT_EQ(c->io.speculative_depth, 4);
   EXPECT_TRUE(c->io.direct_io);
 }
 
@@ -72,6 +73,7 @@ wrong_guesses_first = false
 [io]
 expert_file = "/nvme/olmoe.experts"
 queue_depth = 128
+speculative_depth = 2
 direct_io = false
 [prefetch]
 kind = "previous-token"
@@ -102,7 +104,7 @@ execution_placement = false
   w.model.path = "/models/olmoe";
   w.model.map_weights = true;
   w.cache = {6ull << 30, 1048576, "layer-distance", 3, false};
-  w.io = {"/nvme/olmoe.experts", 128, false};
+  w.io = {"/nvme/olmoe.experts", 128, 2, false};
   w.prefetch = {"previous-token", 2, 4, false, 3, 0.125, 1, "last-layer-gate"};
   w.inference = {4, 16, 8, 512, 12, true, 64, 1ull << 30};
   w.device = {"off", 1, false};
@@ -201,6 +203,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"prefetch", "next_token_from = \"oracle\"", "prefetch.next_token_from",
                  "previous-token, last-layer-gate"},
         BadValue{"io", "queue_depth = 0", "io.queue_depth", "at least 1"},
+        BadValue{"io", "speculative_depth = 0", "io.speculative_depth", "at least 1"},
         BadValue{"io", "queue_depth = \"32\"", "io.queue_depth", "expected an integer, got a string"},
         BadValue{"io", "direct_io = \"yes\"", "io.direct_io", "expected true or false"},
         BadValue{"inference", "default_experts_per_token = -1", "inference.default_experts_per_token",

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -324,13 +325,143 @@ TEST_P(ReaderTest, DestructionWithRequestsInFlightCompletesEachOnce) {
   EXPECT_EQ(ok.load() + cancelled.load(), kRequests);
 }
 
+// The order reads complete in, by id.
+class CompletionOrder {
+ public:
+  ExpertReader::Done Callback(int id, Completions& completions) {
+    return [this, id, done = completions.Callback(id)](absl::Status status) mutable {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        order_.push_back(id);
+      }
+      done(std::move(status));
+    };
+  }
+  // Where `id` came in the order (0 = first); -1 if it never completed.
+  int Rank(int id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < order_.size(); ++i) {
+      if (order_[i] == id) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int> order_;
+};
+
+// One read at the device at a time and 1 MiB prefetches of 16 chunks each:
+// a demand read submitted after 7 of them goes next, where a FIFO queue
+// made it wait for all 7.
+TEST_P(ReaderTest, DemandReadsOvertakeQueuedSpeculativeReads) {
+  ReaderOptions options = Options();
+  options.queue_depth = 1;
+  options.pread_threads = 1;
+  options.speculative_depth = 1;
+  auto reader = Open(options);
+  ASSERT_NE(reader, nullptr);
+  constexpr int kPrefetches = 7;  // and the demand read: the file's 8 MiB
+  constexpr uint64_t kLength = 1 << 20;
+  auto buffer = AlignedBuffer::Allocate((kPrefetches + 1) * kLength);
+  ASSERT_TRUE(buffer.ok());
+  Completions completions(kPrefetches + 1);
+  CompletionOrder order;
+  for (int i = 0; i < kPrefetches; ++i) {
+    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, order.Callback(i, completions),
+                   ReadClass{.speculative = true, .tag = 1});
+  }
+  reader->Submit(kPrefetches * kLength, kPage, buffer->data() + kPrefetches * kLength,
+                 order.Callback(kPrefetches, completions));
+  completions.Wait();
+  for (int i = 0; i <= kPrefetches; ++i) ASSERT_TRUE(completions.status(i).ok()) << completions.status(i);
+  ExpectPattern(buffer->data() + kPrefetches * kLength, kPrefetches * kLength, kPage);
+  ExpectPattern(buffer->data() + (kPrefetches - 1) * kLength, (kPrefetches - 1) * kLength, kLength);
+  // The prefetch at the device when it came may finish first (or two, when
+  // the first was wholly out by then), not all seven.
+  EXPECT_LE(order.Rank(kPrefetches), 2);
+}
+
+TEST_P(ReaderTest, PromotedReadsGoBeforeTheSpeculativeReadsQueuedAheadOfThem) {
+  ReaderOptions options = Options();
+  options.queue_depth = 1;
+  options.pread_threads = 1;
+  options.speculative_depth = 1;
+  auto reader = Open(options);
+  ASSERT_NE(reader, nullptr);
+  constexpr int kReads = 8;
+  constexpr uint64_t kLength = 1 << 20;
+  auto buffer = AlignedBuffer::Allocate(kReads * kLength);
+  ASSERT_TRUE(buffer.ok());
+  Completions completions(kReads);
+  CompletionOrder order;
+  for (int i = 0; i < kReads; ++i) {
+    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, order.Callback(i, completions),
+                   ReadClass{.speculative = true, .tag = static_cast<uint64_t>(100 + i)});
+  }
+  reader->Promote(100 + kReads - 1);
+  completions.Wait();
+  for (int i = 0; i < kReads; ++i) {
+    ASSERT_TRUE(completions.status(i).ok()) << completions.status(i);
+    ExpectPattern(buffer->data() + i * kLength, i * kLength, kLength);
+  }
+  EXPECT_LE(order.Rank(kReads - 1), 2);
+}
+
+TEST_P(ReaderTest, CancelledSpeculativeReadsCompleteOnceAsCancelledAndTheRestAreRead) {
+  ReaderOptions options = Options();
+  options.queue_depth = 1;
+  options.pread_threads = 1;
+  options.speculative_depth = 1;
+  auto reader = Open(options);
+  ASSERT_NE(reader, nullptr);
+  constexpr int kReads = 7;  // and one more: the file's 8 MiB
+  constexpr uint64_t kLength = 1 << 20;
+  auto buffer = AlignedBuffer::Allocate((kReads + 1) * kLength);
+  ASSERT_TRUE(buffer.ok());
+  Completions completions(kReads + 1);
+  for (int i = 0; i < kReads; ++i) {
+    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, completions.Callback(i),
+                   ReadClass{.speculative = true, .tag = 7});
+  }
+  reader->Submit(kReads * kLength, kLength, buffer->data() + kReads * kLength, completions.Callback(kReads),
+                 ReadClass{.speculative = true, .tag = 8});
+  const int cancelled = reader->CancelSpeculative(7);
+  // Only a read wholly at the device escapes: at most the first.
+  EXPECT_GE(cancelled, kReads - 1);
+  EXPECT_EQ(reader->CancelSpeculative(7), 0) << "nothing left to cancel";
+  completions.Wait();
+  EXPECT_EQ(completions.calls(), kReads + 1) << "each read completes exactly once";
+  int seen_cancelled = 0;
+  for (int i = 0; i < kReads; ++i) {
+    if (absl::IsCancelled(completions.status(i))) {
+      ++seen_cancelled;
+      EXPECT_NE(completions.status(i).message().find("pattern.bin"), absl::string_view::npos)
+          << completions.status(i);
+    } else {
+      EXPECT_TRUE(completions.status(i).ok()) << completions.status(i);
+    }
+  }
+  EXPECT_EQ(seen_cancelled, cancelled);
+  ASSERT_TRUE(completions.status(kReads).ok()) << completions.status(kReads);
+  ExpectPattern(buffer->data() + kReads * kLength, kReads * kLength, kLength);
+  // The reader goes on as before.
+  ASSERT_TRUE(ReadSync(*reader, 0, kPage, buffer->data()).ok());
+  ExpectPattern(buffer->data(), 0, kPage);
+}
+
 TEST_P(ReaderTest, BadOptionsAreRejected) {
   ReaderOptions options = Options();
   options.chunk_bytes = 1000;
   EXPECT_TRUE(absl::IsInvalidArgument(OpenInner(GetParam().kind, options).status()));
   options = Options();
-  options.path = path_ + ".missing";
+  options.speculative_depth = 0;
   absl::Status status = OpenInner(GetParam().kind, options).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_NE(status.message().find("speculative_depth 0"), absl::string_view::npos) << status;
+  options = Options();
+  options.path = path_ + ".missing";
+  status = OpenInner(GetParam().kind, options).status();
   EXPECT_TRUE(absl::IsNotFound(status)) << status;
   EXPECT_NE(status.message().find(".missing"), absl::string_view::npos) << status;
 }

@@ -244,6 +244,7 @@ wrong_guesses_first = false
 [io]
 expert_file = "EXPERTS"
 queue_depth = 3
+speculative_depth = 2
 direct_io = false
 
 [prefetch]
@@ -334,7 +335,8 @@ TEST(EngineLoaderTest, TheTestSetsEveryKeyOfTheShippedConfig) {
 //     cache.wrong_guesses_first        -> cache.wrong_guesses_first, the tiers'
 //                                         victim order
 //     io.expert_file                   -> reader.path, the file opened
-//     io.queue_depth, io.direct_io     -> reader (ReaderOptions), the reader
+//     io.queue_depth, io.speculative_depth, io.direct_io
+//                                      -> reader (ReaderOptions), the reader
 //     prefetch.kind, prefetch.lookahead -> prefetch.predictor, the predictor
 //     prefetch.max_in_flight           -> prefetch.scheduler.max_in_flight
 //     prefetch.to_device               -> cache.prefetch_to_device
@@ -394,6 +396,7 @@ TEST(EngineLoaderTest, EveryConfigKeyReachesTheModuleItConfigures) {
   EXPECT_EQ(options.shallow_layers, 1);
   EXPECT_EQ(options.reader.path, experts);
   EXPECT_EQ(options.reader.queue_depth, 3);
+  EXPECT_EQ(options.reader.speculative_depth, 2);
   EXPECT_FALSE(options.reader.direct_io);
   EXPECT_EQ(options.prefetch.predictor.kind, "previous-token");
   EXPECT_EQ(options.prefetch.predictor.lookahead, 2);

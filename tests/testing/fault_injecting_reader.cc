@@ -63,7 +63,11 @@ class FaultInjectingReader final : public io::ExpertReader {
 
   absl::Status RegisterBuffers(absl::Span<const iovec> buffers) override { return inner_->RegisterBuffers(buffers); }
 
-  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done) override {
+  void Promote(uint64_t tag) override { inner_->Promote(tag); }
+  int CancelSpeculative(uint64_t tag) override { return inner_->CancelSpeculative(tag); }
+
+  using io::ExpertReader::Submit;
+  void Submit(uint64_t offset, uint64_t length, std::byte* dest, Done done, io::ReadClass read_class) override {
     uint64_t sequence;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -90,7 +94,8 @@ class FaultInjectingReader final : public io::ExpertReader {
                                                     offset + read_length, length - read_length);
                      }
                      Finish(std::move(done), std::move(status));
-                   });
+                   },
+                   read_class);
   }
 
  private:
