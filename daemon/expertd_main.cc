@@ -73,6 +73,11 @@ void AddEngineFlags(CLI::App* command, expertd::runtime::EngineOptions* options)
                       "with offloading: expert reads in flight at once (io_uring entries)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  command->add_option("--speculative-depth", options->reader.speculative_depth,
+                      "with offloading: of those, prefetch reads (512 KiB pieces) at the disk at once; a miss's reads "
+                      "go first, but waits behind these")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   // As the daemon's [prefetch] kind: auto unless asked (the library's own
   // default, for code that builds a predictor directly, is cross-layer).
   options->prefetch.predictor.kind = "auto";

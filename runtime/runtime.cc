@@ -118,12 +118,15 @@ absl::Status Runtime::AttachExpertCache(const EngineOptions& options, std::uniqu
     }
     ASSIGN_OR_RETURN(prefetcher_, engine::Prefetcher::Create(model, *cached_experts_, prefetch, pool_.get()));
   }
-  spdlog::info("expert cache over {} ({}): {} per slot, dram {} slots{}, policy {}, reader {} (queue depth {})", path,
+  spdlog::info("expert cache over {} ({}): {} per slot, dram {} slots{}, policy {}, reader {} (queue depth {}, at most "
+               "{} for prefetches)",
+               path,
                io::DescribeDtypeMix(expert_file_->dtype_mix()), FormatByteSize(cache_->slot_bytes()),
                cache_->stats().dram.slots,
                cache_->has_device_tier() ? absl::StrCat(", device ", cache_->stats().device.slots, " slots")
                                                : std::string(),
-               options.cache.policy, std::string(reader_->name()), reader_->queue_depth());
+               options.cache.policy, std::string(reader_->name()), reader_->queue_depth(),
+               std::min(options.reader.speculative_depth, reader_->queue_depth()));
   return absl::OkStatus();
 }
 

@@ -248,13 +248,15 @@ TEST_F(Cli, OffloadedRunMatchesResidentAndReportsTheCache) {
   std::vector<std::string> offloaded_args = base;
   // Packs DIR/model.experts on first use; 6 of the 16 experts fit.
   for (const char* arg :
-       {"--dram-budget", "150KiB", "--policy", "lru", "--queue-depth", "3", "--prefetch", "cross-layer"}) {
+       {"--dram-budget", "150KiB", "--policy", "lru", "--queue-depth", "3", "--speculative-depth", "2", "--prefetch",
+        "cross-layer"}) {
     offloaded_args.push_back(arg);
   }
   CommandResult offloaded = Expertd(offloaded_args);
   ASSERT_EQ(offloaded.exit_code, 0) << offloaded.err;
   EXPECT_THAT(offloaded.err, HasSubstr("packing"));
-  EXPECT_THAT(offloaded.err, HasSubstr("(queue depth 3)")) << "--queue-depth reaches the reader";
+  EXPECT_THAT(offloaded.err, HasSubstr("(queue depth 3, at most 2 for prefetches)"))
+      << "--queue-depth and --speculative-depth reach the reader";
   auto text = [](const std::string& out) { return out.substr(0, out.find("\nprompt:")); };
   EXPECT_EQ(text(offloaded.out), text(resident.out));
   EXPECT_THAT(offloaded.out, ::testing::ContainsRegex("cache dram \\(lru, [0-9]+ slots\\): [0-9]+ accesses: hit [0-9.]+, "
