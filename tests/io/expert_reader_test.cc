@@ -36,7 +36,8 @@ using ::expertd::io::testing::ScratchDir;
 using ::expertd::io::testing::WritePatternFile;
 
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kFileBytes = 8ull << 20;
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kFileBytes = 8 * kMiB;
 
 enum class Kind { kUring, kPread };
 enum class Wrap { kNone, kPassThrough, kDelay };
@@ -109,6 +110,20 @@ class ReaderTest : public ::testing::TestWithParam<ReaderParam> {
     return expertd::testing::MakeFaultInjectingReader(std::move(*inner), faults);
   }
   std::unique_ptr<ExpertReader> Open() { return Open(Options()); }
+  // One chunk at the device at a time, speculative or not: the order
+  // requests reach it is the order they complete in.
+  std::unique_ptr<ExpertReader> OpenOneReadAtATime() {
+    ReaderOptions options = Options();
+    options.queue_depth = 1;
+    options.pread_threads = 1;
+    options.speculative_depth = 1;
+    return Open(options);
+  }
+  // Reads the file's i-th MiB into the buffer's i-th MiB.
+  static void SubmitMiB(ExpertReader& reader, int i, AlignedBuffer& buffer, ExpertReader::Done done,
+                        ReadClass read_class) {
+    reader.Submit(i * kMiB, kMiB, buffer.data() + i * kMiB, std::move(done), read_class);
+  }
 
   static void ExpectPattern(const std::byte* data, uint64_t offset, uint64_t length) {
     for (uint64_t i = 0; i < length; ++i) {
@@ -355,77 +370,59 @@ class CompletionOrder {
 // a demand read submitted after 7 of them goes next, where a FIFO queue
 // made it wait for all 7.
 TEST_P(ReaderTest, DemandReadsOvertakeQueuedSpeculativeReads) {
-  ReaderOptions options = Options();
-  options.queue_depth = 1;
-  options.pread_threads = 1;
-  options.speculative_depth = 1;
-  auto reader = Open(options);
+  auto reader = OpenOneReadAtATime();
   ASSERT_NE(reader, nullptr);
   constexpr int kPrefetches = 7;  // and the demand read: the file's 8 MiB
-  constexpr uint64_t kLength = 1 << 20;
-  auto buffer = AlignedBuffer::Allocate((kPrefetches + 1) * kLength);
+  auto buffer = AlignedBuffer::Allocate(kFileBytes);
   ASSERT_TRUE(buffer.ok());
   Completions completions(kPrefetches + 1);
   CompletionOrder order;
   for (int i = 0; i < kPrefetches; ++i) {
-    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, order.Callback(i, completions),
-                   ReadClass{.speculative = true, .tag = 1});
+    SubmitMiB(*reader, i, *buffer, order.Callback(i, completions), ReadClass{.speculative = true, .tag = 1});
   }
-  reader->Submit(kPrefetches * kLength, kPage, buffer->data() + kPrefetches * kLength,
-                 order.Callback(kPrefetches, completions));
+  SubmitMiB(*reader, kPrefetches, *buffer, order.Callback(kPrefetches, completions), ReadClass{});
   completions.Wait();
-  for (int i = 0; i <= kPrefetches; ++i) ASSERT_TRUE(completions.status(i).ok()) << completions.status(i);
-  ExpectPattern(buffer->data() + kPrefetches * kLength, kPrefetches * kLength, kPage);
-  ExpectPattern(buffer->data() + (kPrefetches - 1) * kLength, (kPrefetches - 1) * kLength, kLength);
+  for (int i = 0; i <= kPrefetches; ++i) {
+    ASSERT_TRUE(completions.status(i).ok()) << completions.status(i);
+    ExpectPattern(buffer->data() + i * kMiB, i * kMiB, kMiB);
+  }
   // The prefetch at the device when it came may finish first (or two, when
   // the first was wholly out by then), not all seven.
   EXPECT_LE(order.Rank(kPrefetches), 2);
 }
 
 TEST_P(ReaderTest, PromotedReadsGoBeforeTheSpeculativeReadsQueuedAheadOfThem) {
-  ReaderOptions options = Options();
-  options.queue_depth = 1;
-  options.pread_threads = 1;
-  options.speculative_depth = 1;
-  auto reader = Open(options);
+  auto reader = OpenOneReadAtATime();
   ASSERT_NE(reader, nullptr);
-  constexpr int kReads = 8;
-  constexpr uint64_t kLength = 1 << 20;
-  auto buffer = AlignedBuffer::Allocate(kReads * kLength);
+  constexpr int kReads = 8;  // the file's 8 MiB
+  auto buffer = AlignedBuffer::Allocate(kFileBytes);
   ASSERT_TRUE(buffer.ok());
   Completions completions(kReads);
   CompletionOrder order;
   for (int i = 0; i < kReads; ++i) {
-    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, order.Callback(i, completions),
-                   ReadClass{.speculative = true, .tag = static_cast<uint64_t>(100 + i)});
+    SubmitMiB(*reader, i, *buffer, order.Callback(i, completions),
+              ReadClass{.speculative = true, .tag = static_cast<uint64_t>(100 + i)});
   }
   reader->Promote(100 + kReads - 1);
   completions.Wait();
   for (int i = 0; i < kReads; ++i) {
     ASSERT_TRUE(completions.status(i).ok()) << completions.status(i);
-    ExpectPattern(buffer->data() + i * kLength, i * kLength, kLength);
+    ExpectPattern(buffer->data() + i * kMiB, i * kMiB, kMiB);
   }
   EXPECT_LE(order.Rank(kReads - 1), 2);
 }
 
 TEST_P(ReaderTest, CancelledSpeculativeReadsCompleteOnceAsCancelledAndTheRestAreRead) {
-  ReaderOptions options = Options();
-  options.queue_depth = 1;
-  options.pread_threads = 1;
-  options.speculative_depth = 1;
-  auto reader = Open(options);
+  auto reader = OpenOneReadAtATime();
   ASSERT_NE(reader, nullptr);
   constexpr int kReads = 7;  // and one more: the file's 8 MiB
-  constexpr uint64_t kLength = 1 << 20;
-  auto buffer = AlignedBuffer::Allocate((kReads + 1) * kLength);
+  auto buffer = AlignedBuffer::Allocate(kFileBytes);
   ASSERT_TRUE(buffer.ok());
   Completions completions(kReads + 1);
   for (int i = 0; i < kReads; ++i) {
-    reader->Submit(i * kLength, kLength, buffer->data() + i * kLength, completions.Callback(i),
-                   ReadClass{.speculative = true, .tag = 7});
+    SubmitMiB(*reader, i, *buffer, completions.Callback(i), ReadClass{.speculative = true, .tag = 7});
   }
-  reader->Submit(kReads * kLength, kLength, buffer->data() + kReads * kLength, completions.Callback(kReads),
-                 ReadClass{.speculative = true, .tag = 8});
+  SubmitMiB(*reader, kReads, *buffer, completions.Callback(kReads), ReadClass{.speculative = true, .tag = 8});
   const int cancelled = reader->CancelSpeculative(7);
   // Only a read wholly at the device escapes: at most the first.
   EXPECT_GE(cancelled, kReads - 1);
@@ -444,7 +441,7 @@ TEST_P(ReaderTest, CancelledSpeculativeReadsCompleteOnceAsCancelledAndTheRestAre
   }
   EXPECT_EQ(seen_cancelled, cancelled);
   ASSERT_TRUE(completions.status(kReads).ok()) << completions.status(kReads);
-  ExpectPattern(buffer->data() + kReads * kLength, kReads * kLength, kLength);
+  ExpectPattern(buffer->data() + kReads * kMiB, kReads * kMiB, kMiB);
   // The reader goes on as before.
   ASSERT_TRUE(ReadSync(*reader, 0, kPage, buffer->data()).ok());
   ExpectPattern(buffer->data(), 0, kPage);
