@@ -277,6 +277,11 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-max-in-flight", prefetch_max_in_flight,
                  "prefetch only while fewer file reads than this are in flight, demand ones included")
       ->capture_default_str();
+  int speculative_depth = io::ReaderOptions().speculative_depth;
+  app.add_option("--speculative-depth", speculative_depth,
+                 "prefetch reads (512 KiB pieces) at the disk at once; demand reads go first ([io] speculative_depth)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   float prefetch_min_score = 0;
   app.add_option("--prefetch-min-score", prefetch_min_score,
                  "prefetch only predictions scoring at least this (the predictor's probability)")
@@ -367,6 +372,7 @@ int main(int argc, char** argv) {
   auto file = io::ExpertFile::Open(expert_path, (*model)->fingerprint());
   io::ReaderOptions reader_options;
   reader_options.path = expert_path;
+  reader_options.speculative_depth = speculative_depth;
   auto reader = file.ok() ? io::OpenExpertReader(reader_options) : file.status();
   if (!reader.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(reader.status().message()).c_str());
