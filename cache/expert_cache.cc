@@ -285,7 +285,12 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key, bool spe
   const uint64_t alignment = file_.layout().alignment;
   const uint64_t read_bytes = (where.length + alignment - 1) / alignment * alignment;
   const io::ReadClass read_class{.speculative = speculative, .tag = ReadTag(*slot)};
-  if (!verify_checksums_) {
+  // A prefetch is read whole and its bytes checked at their first use
+  // (CheckedLocked): most prefetches are wrong guesses, never used, and
+  // hashing them as they landed took the CPU from compute (bench/README.md,
+  // "Demand reads first").
+  slot->unchecked = verify_checksums_ && speculative;
+  if (!verify_checksums_ || speculative) {
     reader_.Submit(
         where.offset, read_bytes, slot->data,
         [this, slot, k, where, read_bytes](absl::Status status) {
@@ -315,6 +320,28 @@ void ExpertCache::StartFileReadLocked(Slot* slot, const ExpertKey& key, bool spe
                    },
                    read_class);
   }
+}
+
+bool ExpertCache::CheckedLocked(SlotTier& tier, Slot* slot) {
+  if (!slot->unchecked) return true;
+  // Under the lock: a few hundred microseconds for a 4 MiB expert, once per
+  // prefetch used; an unchecked slot has no pins (every pin comes after
+  // this), so discarding it cannot pull bytes from under anyone.
+  // Find succeeded when the read started.
+  const uint64_t length = file_.Find(slot->key.layer, slot->key.expert)->length;
+  const absl::Status verified =
+      file_.Verify(slot->key.layer, slot->key.expert, absl::MakeConstSpan(slot->data, length));
+  tier.stats().bytes_checked += length;
+  if (verified.ok()) {
+    slot->unchecked = false;
+    return true;
+  }
+  spdlog::warn("prefetched {} failed its check at first use, reading it again: {}", slot->key.ToString(),
+               std::string(verified.message()));
+  ++tier.stats().checksum_failures;
+  tier.Discard(slot);
+  changed_.notify_all();
+  return false;
 }
 
 void ExpertCache::PromoteFillLocked(const Slot& slot) {
@@ -353,6 +380,7 @@ void ExpertCache::FinishFileReadLocked(Slot* slot, const ExpertKey& key, const i
     stats.bytes_loaded += where.length;
     stats.bytes_read += read_bytes;
   }
+  if (verify_checksums_ && !slot->unchecked && (status.ok() || checksum_failed)) stats.bytes_checked += where.length;
   if (slot->fill_cancelled) {
     dram_.DropFill(slot);
     changed_.notify_all();
@@ -402,6 +430,7 @@ absl::StatusOr<ExpertCache::Pin> ExpertCache::AcquireIn(SlotTier& tier, const Ex
   while (true) {
     Slot* held = tier.Find(key);
     if (held != nullptr && held->state == Slot::State::kReady) {
+      if (!CheckedLocked(tier, held)) continue;  // discarded: read it again
       // The policy hears of a use the same way whether or not StartLoad
       // counted it: accounting must not change what gets evicted.
       if (demand && !missed) tier.policy().OnHit(key);
@@ -543,7 +572,7 @@ std::optional<ExpertCache::Pin> ExpertCache::TryAcquireHostCopy(const ExpertKey&
 
 std::optional<ExpertCache::Pin> ExpertCache::TryAcquireLocked(SlotTier& tier, const ExpertKey& key) {
   Slot* slot = tier.FindReady(key);
-  if (slot == nullptr) return std::nullopt;
+  if (slot == nullptr || !CheckedLocked(tier, slot)) return std::nullopt;
   tier.policy().OnAccess(key);
   tier.policy().OnHit(key);
   if (!tier.TakeAsked(key)) tier.CountReady(slot);

@@ -267,6 +267,10 @@ class ExpertCache {
   // A demand access found key's DRAM fill in flight: its reads go ahead of
   // the speculative ones still queued.
   void PromoteFillLocked(const Slot& slot);
+  // Before a ready slot of `tier` is pinned: checks a prefetch's bytes
+  // against the file's checksum at their first use (Slot::unchecked).
+  // false when they differ: the slot is then discarded, to be read again.
+  bool CheckedLocked(SlotTier& tier, Slot* slot);
   // The end of a file read started by StartFileReadLocked (status already
   // verified): figures, then the fill's end.
   void FinishFileRead(Slot* slot, const ExpertKey& key, const io::ExpertExtent& where, uint64_t read_bytes,

@@ -91,6 +91,7 @@ void SlotTier::BeginFill(Slot* slot, const ExpertKey& key, bool prefetch) {
   slot->load = std::make_shared<SlotLoad>();
   slot->load_start = std::chrono::steady_clock::now();
   slot->prefetched = prefetch;
+  slot->unchecked = false;
   if (prefetch) {
     slot->guess = PrefetchGuess::Made(key.layer, pass_, layer_);
     guesses_.push_back(slot);
@@ -117,6 +118,16 @@ void SlotTier::FinishFill(Slot* slot, const absl::Status& status) {
   resident_.erase(slot->key);
   policy_->OnRemove(slot->key);
   slot->state = Slot::State::kFree;
+  free_.push_back(slot);
+}
+
+void SlotTier::Discard(Slot* slot) {
+  ++stats_.load_errors;
+  resident_.erase(slot->key);
+  policy_->OnRemove(slot->key);
+  slot->state = Slot::State::kFree;
+  slot->prefetched = false;
+  slot->unchecked = false;
   free_.push_back(slot);
 }
 
@@ -205,6 +216,9 @@ absl::Status SlotTier::CheckInvariants() const {
     if ((slot->state == Slot::State::kLoading) != (slot->load != nullptr)) return fail("load/state mismatch");
     if (slot->pins < 0) return fail("negative pins");
     if (slot->state == Slot::State::kLoading && slot->pins != 0) return fail("a loading slot is pinned");
+    if (slot->state == Slot::State::kReady && slot->unchecked && slot->pins != 0) {
+      return fail("a slot is pinned before its bytes were checked");
+    }
   }
   if (stats_.slots != slot_count()) return fail("slot count stat is stale");
   return absl::OkStatus();

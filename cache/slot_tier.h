@@ -61,6 +61,10 @@ struct Slot {
   std::chrono::steady_clock::time_point load_start;
   bool prefetched = false;  // filled by a prefetch and not yet asked for by compute
   bool fill_cancelled = false;  // while loading: its reads were cancelled (ExpertCache::LayerRouted)
+  // DRAM: the fill is a prefetch's read, whose bytes are checked against the
+  // file's checksum at their first use rather than as they land
+  // (ExpertCache::CheckedLocked); never pinned until checked.
+  bool unchecked = false;
   PrefetchGuess guess;  // while `prefetched`: the pass and layer it was for
   Readiness ready;             // the fill's copy (device slots); ready otherwise
   Slot* copy_source = nullptr;  // device slots: the DRAM slot a pending copy reads
@@ -122,6 +126,10 @@ class SlotTier {
   // leaves the tier and the slot goes back on the free list, as a failed
   // fill does, but counted as a cancelled prefetch, not a load error.
   void DropFill(Slot* slot);
+  // Removes a ready, unpinned slot whose bytes failed their check at first
+  // use (Slot::unchecked): the key leaves the tier, the slot goes back on
+  // the free list, counted as a load error.
+  void Discard(Slot* slot);
   // The slots loading a prefetch for (pass, layer) that no demand access
   // has asked for and whose reads are not cancelled yet: the candidates
   // for ExpertCache::LayerRouted.

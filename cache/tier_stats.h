@@ -43,6 +43,9 @@ struct TierStats {
   uint64_t wait_ns = 0;           // stall: time the misses spent waiting for their fills
   uint64_t load_errors = 0;
   uint64_t checksum_failures = 0;  // loads whose bytes did not match the file's checksum (part of load_errors)
+  // DRAM: bundle bytes hashed against the file's checksums: every demand
+  // load's as it lands, a prefetch's only at its first use.
+  uint64_t bytes_checked = 0;
   uint64_t load_ns = 0;           // summed duration of completed fills
   uint64_t completed_loads = 0;   // fills that finished, with or without error
   // DRAM: time with at least one file read in flight. Reads overlap (up to

@@ -263,6 +263,59 @@ TEST_F(ExpertCacheTest, CorruptedBundleIsCaughtByItsChecksum) {
   EXPECT_TRUE(cache->Acquire({2, 5}).ok());
 }
 
+// Waits until the cache holds `key` ready (a prefetch has landed).
+void WaitUntilReady(const ExpertCache& cache, const ExpertKey& key) {
+  for (int i = 0; i < 2000 && !cache.IsReady(key); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(cache.IsReady(key)) << key.ToString();
+}
+
+// A prefetch's bytes are checked against the file's checksum when first
+// used, not as they land: a wrong guess, never used, is never hashed.
+TEST_F(ExpertCacheTest, APrefetchIsCheckedAtFirstUseAndAWrongGuessNever) {
+  auto cache = MakeCache(4);
+  ASSERT_TRUE(cache->Prefetch({1, 2}));
+  ASSERT_TRUE(cache->Prefetch({1, 3}));
+  WaitUntilReady(*cache, {1, 2});
+  WaitUntilReady(*cache, {1, 3});
+  EXPECT_EQ(cache->stats().dram.bytes_checked, 0u);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+  auto pin = cache->TryAcquire({1, 2});
+  ASSERT_TRUE(pin.has_value());
+  EXPECT_TRUE(HoldsExpert(layout_, pin->data(), 1, 2));
+  EXPECT_EQ(cache->stats().dram.bytes_checked, layout_.expert_bytes());
+  ASSERT_TRUE(cache->Acquire({1, 2}).ok());
+  EXPECT_EQ(cache->stats().dram.bytes_checked, layout_.expert_bytes()) << "checked once";
+  // A demand load is checked as it lands.
+  ASSERT_TRUE(cache->Acquire({0, 0}).ok());
+  EXPECT_EQ(cache->stats().dram.bytes_checked, 2 * layout_.expert_bytes());
+  EXPECT_EQ(cache->stats().dram.checksum_failures, 0u);
+}
+
+// A prefetch whose bytes differ from the file's checksum is caught at first
+// use and read again, so a bad read heals; a bad file still fails the
+// access, naming the expert.
+TEST_F(ExpertCacheTest, ACorruptPrefetchIsCaughtAtFirstUseAndReadAgain) {
+  FlipBundleByte(path_, file_->Find(2, 6)->offset + 100, Bundle(layout_, 2, 6)[100]);
+  auto cache = MakeCache(4);
+  ASSERT_TRUE(cache->Prefetch({2, 6}));
+  WaitUntilReady(*cache, {2, 6});
+  EXPECT_FALSE(cache->TryAcquire({2, 6}).has_value()) << "bad bytes are never handed out";
+  EXPECT_FALSE(cache->IsReady({2, 6})) << "discarded";
+  EXPECT_EQ(cache->stats().dram.checksum_failures, 1u);
+  auto pin = cache->Acquire({2, 6});
+  ASSERT_FALSE(pin.ok());
+  EXPECT_EQ(pin.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(pin.status().message()), HasSubstr("layer 2 expert 6"));
+  EXPECT_EQ(cache->stats().dram.checksum_failures, 2u) << "the read again failed its check too";
+  // Caught by Acquire as well, after a prefetch lands.
+  ASSERT_TRUE(cache->Prefetch({2, 6}));
+  WaitUntilReady(*cache, {2, 6});
+  EXPECT_EQ(cache->Acquire({2, 6}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(cache->stats().dram.checksum_failures, 4u);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+  EXPECT_TRUE(cache->Acquire({2, 5}).ok());
+}
+
 TEST_F(ExpertCacheTest, ResizeGrowsAndShrinksLive) {
   auto cache = MakeCache(3);
   for (int e = 0; e < 3; ++e) ASSERT_TRUE(cache->Acquire({0, e}).ok());
