@@ -88,9 +88,12 @@ struct PassStats {
 
 // [prefetch] kind "auto" (the default) as the engine runs it: "cross-layer"
 // with a device tier, where prefetches are DRAM -> device copies under
-// compute; "none" without one. On the NVMe -> DRAM path no prefetching run
-// has beaten its no-prefetch run on any model or disk this project measured
-// (bench/README.md, "Wrong guesses go first"). Any other kind is kept.
+// compute; "none" without one. On the NVMe -> DRAM path prefetching has not
+// beaten no prefetch reliably on any model or disk this project measured:
+// it lost every run until demand reads went first, and since then it wins
+// some runs and loses others on the OLMoE-1B-7B shape and still loses on
+// the small models (bench/README.md, "Demand reads first"). Any other kind
+// is kept.
 std::string ResolvePrefetchKind(const std::string& kind, bool device_tier);
 
 class Runtime {
