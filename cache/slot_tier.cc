@@ -115,20 +115,12 @@ void SlotTier::FinishFill(Slot* slot, const absl::Status& status) {
     return;
   }
   ++stats_.load_errors;
-  resident_.erase(slot->key);
-  policy_->OnRemove(slot->key);
-  slot->state = Slot::State::kFree;
-  free_.push_back(slot);
+  Release(slot);
 }
 
 void SlotTier::Discard(Slot* slot) {
   ++stats_.load_errors;
-  resident_.erase(slot->key);
-  policy_->OnRemove(slot->key);
-  slot->state = Slot::State::kFree;
-  slot->prefetched = false;
-  slot->unchecked = false;
-  free_.push_back(slot);
+  Release(slot);
 }
 
 void SlotTier::DropFill(Slot* slot) {
@@ -138,11 +130,16 @@ void SlotTier::DropFill(Slot* slot) {
   load->status = absl::CancelledError(
       absl::StrCat("the prefetch of ", slot->key.ToString(), " was cancelled: its layer ran without it"));
   ++stats_.prefetches_cancelled;
+  Release(slot);
+}
+
+void SlotTier::Release(Slot* slot) {
   resident_.erase(slot->key);
   policy_->OnRemove(slot->key);
   slot->state = Slot::State::kFree;
   slot->prefetched = false;
   slot->fill_cancelled = false;
+  slot->unchecked = false;
   free_.push_back(slot);
 }
 

@@ -181,6 +181,9 @@ class SlotTier {
   // stays until the next look): the candidates for a wrong guess.
   std::vector<Slot*> guesses_;
   static bool Evictable(const Slot& slot);
+  // Takes a slot's key out of the tier (the policy hears) and puts the slot
+  // on the free list: a fill that failed or was dropped, a discarded slot.
+  void Release(Slot* slot);
   Slot* TakeWrongGuess();
   void Evict(Slot* slot, uint64_t pass);
 };
