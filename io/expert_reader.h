@@ -28,7 +28,7 @@ namespace expertd::io {
 // demand read that arrives can wait behind. Measured on the OLMoE-1B-7B
 // shape (bench/README.md, "Demand reads first"): with one FIFO queue a miss
 // waited behind up to 32 prefetch chunks (16 MiB, ~10 ms of this VM's
-// disk), and cross-layer prefetch made decode 27% slower than none.
+// disk), and cross-layer prefetch made decode 16-32% slower than none.
 struct ReadClass {
   bool speculative = false;
   // Groups reads for Promote and CancelSpeculative (the cache tags the
@@ -86,9 +86,10 @@ struct ReaderOptions {
   uint64_t chunk_bytes = 512 * 1024;     // split size for parallel reads (multiple of 4096)
   int pread_threads = 4;                 // the pread pool runs min(pread_threads, queue_depth)
   // Speculative chunks at the device at once (ReadClass), at least 1 (and
-  // queue_depth where that is smaller): 4 chunks of 512 KiB keep a prefetch streaming at nearly
-  // the disk's rate (one 4 MiB read alone ran at 0.75 of 8 in flight here)
-  // while a demand read waits behind at most 2 MiB of them.
+  // queue_depth where that is smaller). A demand read waits behind at most
+  // this many: 4 chunks of 512 KiB are 2 MiB. Depths 1, 2, 4 and 8 decoded
+  // alike within noise on the OLMoE-1B-7B shape (bench/README.md, "Demand
+  // reads first").
   int speculative_depth = 4;
 };
 
