@@ -80,11 +80,9 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> PreadReader::Open(const ReaderOpti
                                                    options.chunk_bytes, " is not a positive multiple of ",
                                                    kDirectIoAlignment));
   }
-  if (options.speculative_depth < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("pread reader for ", options.path, ": speculative_depth ",
-                                                   options.speculative_depth, " is not at least 1"));
-  }
-  auto reader = std::unique_ptr<PreadReader>(new PreadReader(std::min(options.speculative_depth, options.queue_depth)));
+  absl::StatusOr<int> quota = SpeculativeQuota(options, "pread reader");
+  if (!quota.ok()) return quota.status();
+  auto reader = std::unique_ptr<PreadReader>(new PreadReader(*quota));
   reader->path_ = options.path;
   reader->chunk_bytes_ = options.chunk_bytes;
   // Each thread has one read in flight, so the queue depth caps the threads.
@@ -130,8 +128,7 @@ int PreadReader::CancelSpeculative(uint64_t tag) {
   int cancelled;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    cancelled = queue_.Cancel(
-        tag, absl::CancelledError(absl::StrCat(path_, ": speculative read cancelled: nobody waits for it")));
+    cancelled = queue_.Cancel(tag, SpeculativeReadCancelled(path_));
   }
   work_cv_.notify_all();  // the cancelled requests are completed by a worker
   return cancelled;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "io/posix_file.h"
 
 namespace expertd::io {
@@ -95,6 +96,18 @@ int ReadQueue::Cancel(uint64_t tag, const absl::Status& status) {
   }
   speculative_.erase(cancelled, speculative_.end());
   return count;
+}
+
+absl::StatusOr<int> SpeculativeQuota(const ReaderOptions& options, absl::string_view reader) {
+  if (options.speculative_depth < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(reader, " for ", options.path, ": speculative_depth ",
+                                                   options.speculative_depth, " is not at least 1"));
+  }
+  return std::min(options.speculative_depth, options.queue_depth);
+}
+
+absl::Status SpeculativeReadCancelled(absl::string_view path) {
+  return absl::CancelledError(absl::StrCat(path, ": speculative read cancelled: nobody waits for it"));
 }
 
 void FailReadRequest(ReadRequest& request, ReadQueue& queue, absl::Status status) {

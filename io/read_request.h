@@ -10,6 +10,7 @@
 #include <list>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "io/expert_reader.h"
 
@@ -79,6 +80,14 @@ class ReadQueue {
   std::deque<ReadRequest*> speculative_;
   int speculative_in_flight_ = 0;
 };
+
+// ReaderOptions::speculative_depth as a reader runs it (at most its
+// queue_depth); InvalidArgument naming `reader` (e.g. "pread reader") and
+// the file when it is below 1.
+absl::StatusOr<int> SpeculativeQuota(const ReaderOptions& options, absl::string_view reader);
+// The status a cancelled speculative read of `path` completes with
+// (ExpertReader::CancelSpeculative).
+absl::Status SpeculativeReadCancelled(absl::string_view path);
 
 // Records a request's first error and takes it off `queue`: a failed
 // request gets no more chunks and completes when those in flight are back.

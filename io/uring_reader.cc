@@ -128,11 +128,9 @@ absl::StatusOr<std::unique_ptr<ExpertReader>> UringReader::Open(const ReaderOpti
                                                    kDirectIoAlignment, " in [", kDirectIoAlignment, ", ",
                                                    kMaxChunkBytes, "]"));
   }
-  if (options.speculative_depth < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("io_uring reader for ", options.path, ": speculative_depth ",
-                                                   options.speculative_depth, " is not at least 1"));
-  }
-  auto reader = std::unique_ptr<UringReader>(new UringReader(std::min(options.speculative_depth, options.queue_depth)));
+  absl::StatusOr<int> quota = SpeculativeQuota(options, "io_uring reader");
+  if (!quota.ok()) return quota.status();
+  auto reader = std::unique_ptr<UringReader>(new UringReader(*quota));
   reader->path_ = options.path;
   reader->chunk_bytes_ = options.chunk_bytes;
   reader->queue_depth_ = options.queue_depth;
@@ -209,8 +207,7 @@ void UringReader::Promote(uint64_t tag) {
 
 int UringReader::CancelSpeculative(uint64_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
-  const int cancelled = queue_.Cancel(
-      tag, absl::CancelledError(absl::StrCat(path_, ": speculative read cancelled: nobody waits for it")));
+  const int cancelled = queue_.Cancel(tag, SpeculativeReadCancelled(path_));
   // The cancelled requests with no chunk out complete through a NOP.
   FillLocked();
   SubmitLocked();
